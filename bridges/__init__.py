@@ -1,0 +1,1 @@
+"""septet bridge drivers: one sans-IO driver per provider, and provider simulators."""

@@ -1,0 +1,231 @@
+"""The bridge driver contract: HTTP calls and replies as values, outcomes as a union. Pure: no I/O.
+
+A driver turns a batch of outbound messages into one `HttpCall`, and the provider's
+`HttpReply` into one `Outcome` per message, in batch order. It never touches a socket,
+a clock or a random source: `engine/http_io.py` performs the call, `engine/dispatch.py`
+acts on the outcomes. A well-formed provider error is an outcome value; only a reply
+the driver cannot make sense of raises `UnparseableReply`.
+
+    engine.dispatch ──batch──▶ driver.build_send ──HttpCall──▶ engine.http_io
+          ▲                                                          │
+          └──── list[Outcome] ◀── driver.parse_send ◀──HttpReply─────┘
+
+Delivery reports come back either by polling (`build_status` / `parse_status`) or by
+the provider calling septet's HTTP listener (`parse_callback`), and become `Receipt`s
+carrying a normalised SMPP state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal, Protocol
+
+import msgspec
+
+# ── HTTP as values ────────────────────────────────────────────────────────────────
+
+
+class HttpCall(msgspec.Struct, frozen=True, kw_only=True):
+    """One HTTP request a driver wants made. `path` is relative to the bridge's base URL."""
+
+    method: str
+    path: str
+    query: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+
+class HttpReply(msgspec.Struct, frozen=True, kw_only=True):
+    """The provider's answer. Header names are lower-case."""
+
+    status: int
+    body: bytes
+    headers: Mapping[str, str] = msgspec.field(default_factory=dict)
+
+
+class InboundRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A request a provider made to septet's HTTP listener (a delivery callback)."""
+
+    method: str
+    query: Mapping[str, str]
+    body: bytes = b""
+    headers: Mapping[str, str] = msgspec.field(default_factory=dict)
+
+
+# ── What goes out ────────────────────────────────────────────────────────────────
+
+
+class OutboundMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """One message to one recipient, as a driver sees it.
+
+    `to` is E.164 with a leading `+`; drivers reformat it as their provider wants.
+    `reference` is stable across retries of the same message (septet derives it from
+    the message id), so a provider with idempotency by reference (BSG) can recognise
+    a resend. `attempt` starts at 1; a driver may read a reply differently on a retry
+    (SMS Club's 453 on a retry means the first attempt went through).
+    """
+
+    msg_id: str
+    to: str
+    text: str
+    encoding: Literal["GSM-7", "UCS-2"]
+    reference: str
+    sender: str | None = None
+    flash: bool = False
+    dlr: bool = True
+    validity_s: int | None = None
+    attempt: int = 1
+
+
+class BridgeSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """How to reach one provider account. `credentials` keys are per driver (see each module)."""
+
+    base_url: str
+    credentials: Mapping[str, str] = msgspec.field(default_factory=dict)
+    callback_url: str | None = None
+    default_sender: str | None = None
+    options: Mapping[str, str] = msgspec.field(default_factory=dict)
+
+
+# ── What comes back ──────────────────────────────────────────────────────────────
+
+
+class Submitted(msgspec.Struct, frozen=True, tag="submitted"):
+    """The provider took the message. `provider_id` is None when it did but gave no id
+    (SMS Club's 453 after a retry, BSG's "reference exists"): the id is then looked up
+    by reference or the message waits for a report it may never get."""
+
+    provider_id: str | None
+    cost: float | None = None
+    currency: str | None = None
+
+
+class Rejected(msgspec.Struct, frozen=True, tag="rejected"):
+    """Final: the provider refused this message and resending it would not help."""
+
+    code: str
+    reason: str
+
+
+class RetryLater(msgspec.Struct, frozen=True, tag="retry"):
+    """The provider did not take the message and says a resend may succeed."""
+
+    code: str
+    reason: str
+    delay_s: float | None = None
+
+
+class Throttled(msgspec.Struct, frozen=True, tag="throttled"):
+    """The provider refused because of rate; slow the whole bridge, then resend."""
+
+    code: str
+    reason: str
+    delay_s: float | None = None
+
+
+class Unknown(msgspec.Struct, frozen=True, tag="unknown"):
+    """The provider may or may not have the message; resending could double-send."""
+
+    code: str
+    reason: str
+
+
+Outcome = Submitted | Rejected | RetryLater | Throttled | Unknown
+
+
+SmppState = Literal[
+    "DELIVRD", "UNDELIV", "EXPIRED", "REJECTD", "DELETED", "UNKNOWN", "ENROUTE", "ACCEPTD"
+]
+FINAL_STATES: frozenset[str] = frozenset(
+    {"DELIVRD", "UNDELIV", "EXPIRED", "REJECTD", "DELETED", "UNKNOWN"}
+)
+
+
+class Receipt(msgspec.Struct, frozen=True, kw_only=True):
+    """A delivery report normalised to an SMPP state (SMPP v3.4 appendix B).
+
+    `provider_id` matches `Submitted.provider_id`; where a provider reports by reference
+    only, `reference` is set instead. `final` is False for intermediate states
+    (ENROUTE, ACCEPTD, and BSG's "unknown").
+    """
+
+    provider_id: str | None
+    state: SmppState
+    provider_status: str
+    final: bool
+    reference: str | None = None
+    error_code: str | None = None
+    recipient: str | None = None
+
+
+class StatusQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """A message to poll for: its provider id, or its reference where the id is unknown."""
+
+    provider_id: str | None
+    reference: str
+
+
+class CallbackRejected(Exception):
+    """A callback whose credentials did not match; the listener answers 401."""
+
+
+class UnparseableReply(Exception):
+    """A reply the driver cannot interpret at all (not a documented shape)."""
+
+
+# ── The protocol every driver implements ─────────────────────────────────────────
+
+Idempotency = Literal["none", "reference", "duplicate-window"]
+DeliveryPath = Literal["callback", "poll", "none"]
+
+
+class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
+    """What the dispatcher must know to batch, retry and collect reports for a provider.
+
+    - `max_recipients`: messages per send request.
+    - `distinct_texts`: one request may carry a different text per recipient (BSG
+      individual mode); otherwise a batch shares text, sender and options.
+    - `delivery`: how reports come back.
+    - `idempotency`: what makes a resend after a lost reply safe: a reference the
+      provider deduplicates on, a duplicate window, or nothing (the outcome is unknown).
+    - `max_status_ids`: ids per status poll.
+    """
+
+    max_recipients: int
+    distinct_texts: bool
+    delivery: DeliveryPath
+    idempotency: Idempotency
+    max_status_ids: int = 0
+
+
+class BridgeDriver(Protocol):
+    """One provider's sans-IO driver, bound to its settings at construction."""
+
+    name: str
+    capabilities: Capabilities
+
+    def build_send(self, batch: Sequence[OutboundMessage]) -> HttpCall:
+        """One request for the whole batch (len ≤ max_recipients)."""
+        ...
+
+    def parse_send(self, batch: Sequence[OutboundMessage], reply: HttpReply) -> list[Outcome]:
+        """One outcome per message of `batch`, in order."""
+        ...
+
+    def build_status(self, queries: Sequence[StatusQuery]) -> HttpCall | None:
+        """A poll for these messages, or None where the provider has no polling."""
+        ...
+
+    def parse_status(self, queries: Sequence[StatusQuery], reply: HttpReply) -> list[Receipt]:
+        """Receipts for the messages the reply speaks of (possibly fewer than asked)."""
+        ...
+
+    def parse_callback(self, request: InboundRequest) -> list[Receipt]:
+        """Receipts from a provider's callback; raises CallbackRejected on bad credentials."""
+        ...
+
+
+def reply_text(reply: HttpReply, limit: int = 200) -> str:
+    """A short, printable excerpt of a reply body for error sentences."""
+    text = reply.body[:limit].decode("utf-8", "replace")
+    return text.replace("\n", " ").strip()

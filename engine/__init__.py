@@ -1,0 +1,1 @@
+"""septet engine: models, segmentation, scheduling, I/O, daemon and CLI."""

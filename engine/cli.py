@@ -1,0 +1,46 @@
+"""`septet` command line: one subcommand per module in engine/commands/.
+
+Exit codes: 0 success, 1 failure, 2 bad usage (argparse's own convention for usage errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# subcommand name -> (module under engine.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("run", "run the daemon (ingress, journal, dispatch, delivery reports)"),
+    "send": ("send", "submit messages to a running daemon and print its events"),
+    "segment": ("segment", "show encoding, parts, units and cost of a text"),
+    "simulate": ("simulate", "serve provider simulators standalone"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="septet", description="septet: a high-throughput async SMS engine."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(f"engine.commands.{module_name}")
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args, parser)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

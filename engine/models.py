@@ -1,0 +1,147 @@
+"""The data that crosses septet's boundaries: input lines, stored messages, output events.
+
+Pure: no I/O. Every struct here is a msgspec Struct; decoders and encoders are built once
+at import (msgspec's own advice) and shared by ingress, the journal and the CLI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+import msgspec
+
+Encoding = Literal["GSM-7", "UCS-2"]
+
+# ── Input ──────────────────────────────────────────────────────────────────────
+
+ClientRef = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Sender = Annotated[str, msgspec.Meta(min_length=1, max_length=18)]
+Priority = Annotated[int, msgspec.Meta(ge=0, le=9)]
+ValiditySeconds = Annotated[int, msgspec.Meta(ge=1, le=7 * 24 * 3600)]
+
+
+class Submission(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One NDJSON input line (DESIGN.md "Input line"). Only `to` and `text` are required."""
+
+    to: str | list[str]
+    text: str
+    id: ClientRef | None = None
+    sender: Sender | None = msgspec.field(default=None, name="from")
+    route: str | None = None
+    dlr: bool = True
+    flash: bool = False
+    schedule_at: dt.datetime | None = None
+    validity_s: ValiditySeconds | None = None
+    priority: Priority = 0
+
+
+submission_decoder = msgspec.json.Decoder(Submission)
+
+# ── Stored message ─────────────────────────────────────────────────────────────
+
+MessageState = Literal["accepted", "inflight", "submitted", "final"]
+
+
+class Message(msgspec.Struct, kw_only=True):
+    """One message to one recipient, as the journal stores it.
+
+    `msg_id` is a decimal string (SMPP clients expect digits), unique in the journal.
+    `reference` is what providers with idempotency by reference see (BSG); it is unique
+    across journals too, since it carries the journal's instance token.
+    `bridges` is the route: the primary bridge, then failovers; `bridge_index` is the
+    one in use. `due_at` is when the message may next be sent (schedule or retry time),
+    `expires_at` when it stops being worth sending. Times are Unix seconds.
+    """
+
+    msg_id: str
+    reference: str
+    origin: str
+    client_ref: str | None
+    to: str
+    sender: str | None
+    text: str
+    encoding: Encoding
+    segments: int
+    cost: float
+    currency: str
+    bridges: tuple[str, ...]
+    bridge_index: int = 0
+    dlr: bool = True
+    flash: bool = False
+    priority: int = 0
+    accepted_at: float
+    due_at: float
+    expires_at: float | None = None
+    attempt: int = 0
+    state: MessageState = "accepted"
+    provider_id: str | None = None
+
+    @property
+    def bridge(self) -> str:
+        return self.bridges[self.bridge_index]
+
+
+# ── Output events ──────────────────────────────────────────────────────────────
+
+
+class Accepted(msgspec.Struct, tag="accepted", tag_field="event", kw_only=True):
+    id: str | None
+    msg_id: str
+    ts: dt.datetime
+    to: str
+    encoding: Encoding
+    segments: int
+    cost: float
+    currency: str
+    bridge: str
+
+
+class LineRejected(msgspec.Struct, tag="rejected", tag_field="event", kw_only=True):
+    id: str | None
+    msg_id: None = None
+    ts: dt.datetime
+    error: str
+    line: int
+
+
+class SubmittedEvent(msgspec.Struct, tag="submitted", tag_field="event", kw_only=True):
+    id: str | None
+    msg_id: str
+    ts: dt.datetime
+    provider_id: str | None
+    bridge: str
+
+
+class Failed(msgspec.Struct, tag="failed", tag_field="event", kw_only=True):
+    id: str | None
+    msg_id: str
+    ts: dt.datetime
+    error: str
+    code: str | None
+    final: bool = True
+    bridge: str | None = None
+
+
+class DeliveryReport(msgspec.Struct, tag="dlr", tag_field="event", kw_only=True):
+    id: str | None
+    msg_id: str
+    ts: dt.datetime
+    state: str
+    provider_status: str
+    bridge: str
+
+
+Event = Accepted | LineRejected | SubmittedEvent | Failed | DeliveryReport
+
+event_encoder = msgspec.json.Encoder()
+event_decoder = msgspec.json.Decoder(Event)
+
+
+def utc_from_timestamp(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+
+def encode_event_line(event: Event) -> bytes:
+    """One NDJSON line, newline included."""
+    return event_encoder.encode(event) + b"\n"
