@@ -1,0 +1,385 @@
+"""Sans-IO driver for routemobile, Route Mobile's "1701" Bulk HTTP API (seed 001). Pure: no I/O.
+
+Follows PROVIDERS.md "routemobile", which fills the seed's gaps: Unicode text travels
+as upper-case UTF-16BE hex, the reply has one comma-separated entry per destination,
+both numberings of the no-credit and DND codes are accepted, and delivery reports are
+pushed by POST with their parameters in the query string.
+
+`BridgeSettings.credentials` keys:
+
+- `username`, `password`: the HTTP account, sent on every call.
+- `callback_token` (optional): Route Mobile pushes reports to a URL configured on the
+  account, with no credentials of its own. septet registers its callback URL with
+  `?token=<callback_token>` (see `callback_registration_url`) and, when this key is
+  set, refuses every callback that does not carry the same token.
+
+`BridgeSettings.options`: `charset = "latin1"` sends GSM-7 texts that fit ISO-8859-1 as
+type 5 / 7 instead of 0 / 1.
+
+Destinations are sent as bare digits: the seed allows an optional `+`, and leaving it
+out spares the `%2B` the seed warns about.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import msgspec
+
+from bridges.base import (
+    BridgeSettings,
+    CallbackRejected,
+    Capabilities,
+    HttpCall,
+    HttpReply,
+    InboundRequest,
+    OutboundMessage,
+    Outcome,
+    Receipt,
+    Rejected,
+    RetryLater,
+    SmppState,
+    StatusQuery,
+    Submitted,
+    Unknown,
+    UnparseableReply,
+)
+
+SEND_PATH = "/bulksms/bulksms"
+SCHEDULE_PATH = "/bulksms/schedulemsg"
+
+SUCCESS_CODE = "1701"
+# PROVIDERS.md "routemobile": the seed numbers no-credit 1725, Route Mobile's own
+# documents 1025; both mean "processing stopped here".
+NO_CREDIT_CODES = frozenset({"1725", "1025"})
+
+# PROVIDERS.md "routemobile" Codes, with its rule "Retry only 1709. After 1715 never
+# resubmit". Every other code is final for this bridge.
+_RETRY_CODES: dict[str, str] = {"1709": "user validation failed"}
+_UNKNOWN_CODES: dict[str, str] = {
+    "1715": "the provider timed out answering; the message may or may not have gone out",
+}
+_REJECT_CODES: dict[str, str] = {
+    "1702": "a parameter was missing or blank",
+    "1703": "the username or password was refused",
+    "1704": "the message type was refused",
+    "1705": "the message text was refused",
+    "1706": "the destination was refused",
+    "1707": "the sender (source) was refused",
+    "1708": "the dlr flag was refused",
+    "1710": "the provider had an internal error",
+    "1725": "the account has insufficient credit",
+    "1025": "the account has insufficient credit",
+    "1732": "the destination is on the do-not-disturb list",
+    "1032": "the destination is on the do-not-disturb list",
+    "1028": "the provider judged the message spam",
+    "1041": "the provider judged the message a duplicate",
+    "1042": "the destination is explicitly do-not-disturb",
+    "1033": "the message does not match a registered template",
+    # SMPP v3.4 section 5.1.3 command_status values passed through by the SMSC:
+    # 0x45 (69) ESME_RSUBMITFAIL and 0x08 (8) ESME_RSYSERR.
+    "69": "the provider had an internal error (SMPP submit failed)",
+    "8": "the provider had an internal error (SMPP system error)",
+    "16": "the client IP address is blacklisted",
+    "18": "the client IP address is not whitelisted",
+}
+
+# PROVIDERS.md "routemobile" Delivery reports: sStatus to SMPP state and finality.
+_CALLBACK_STATES: dict[str, tuple[SmppState, bool]] = {
+    "DELIVRD": ("DELIVRD", True),
+    "UNDELIV": ("UNDELIV", True),
+    "EXPIRED": ("EXPIRED", True),
+    "REJECTD": ("REJECTD", True),
+    "DELETED": ("DELETED", True),
+    "ACKED": ("ENROUTE", False),
+    "ENROUTE": ("ENROUTE", False),
+    "ACCEPTED": ("ACCEPTD", False),
+    "ACCEPTD": ("ACCEPTD", False),
+    "UNKNOWN": ("UNKNOWN", True),
+}
+
+
+def destination_digits(value: str) -> str:
+    """A phone number as bare ASCII digits (no `+`, spaces or dashes)."""
+    return "".join(character for character in value if "0" <= character <= "9")
+
+
+def is_code(text: str) -> bool:
+    """Whether `text` is a reply code: ASCII digits only (str.isdigit also takes '²')."""
+    return bool(text) and all("0" <= character <= "9" for character in text)
+
+
+def code_outcome(code: str) -> Outcome:
+    """The outcome a failure code means for one message (PROVIDERS.md "routemobile")."""
+    if code in _RETRY_CODES:
+        return RetryLater(code, f"routemobile: {_RETRY_CODES[code]}.")
+    if code in _UNKNOWN_CODES:
+        return Unknown(code, f"routemobile: {_UNKNOWN_CODES[code]}.")
+    if code in _REJECT_CODES:
+        return Rejected(code, f"routemobile: {_REJECT_CODES[code]}.")
+    # The seed: "Apart from error code 1709, please do NOT retry" any other code,
+    # including SMPP v3.4 error codes we have no sentence for.
+    return Rejected(code, f"routemobile answered the unknown code {code}.")
+
+
+def ucs2_hex(text: str) -> str:
+    """Unicode `message` text: UTF-16BE bytes as upper-case hex, 4 digits per code unit.
+
+    PROVIDERS.md "routemobile": a character outside the BMP is a surrogate pair, so it
+    takes 8 hex digits (3GPP TS 23.038 UCS-2 as handsets read it: UTF-16).
+    """
+    return text.encode("utf-16-be", "surrogatepass").hex().upper()
+
+
+def schedule_fields(when: datetime) -> list[tuple[str, str]]:
+    """`date`, `time` and `gmt` for the scheduler (PROVIDERS.md "routemobile" Scheduler).
+
+    `date` is MM/DD/YYYY; `time` is "hh:mm am|pm" with hours 00-12, 12 am being
+    midnight; `gmt` is "+hh:mm" / "-hh:mm". The seed allows offsets of 0-12 hours in
+    whole or half hours only, so a time in any other zone is sent as UTC.
+    """
+    offset = when.utcoffset()
+    if offset is None:
+        raise ValueError("A scheduled time needs a time zone.")
+    if abs(offset) > timedelta(hours=12) or offset % timedelta(minutes=30):
+        when = when.astimezone(UTC)
+        offset = timedelta(0)
+    minutes = offset // timedelta(minutes=1)
+    hour_of_half_day = when.hour % 12 or 12
+    meridiem = "am" if when.hour < 12 else "pm"
+    sign = "-" if minutes < 0 else "+"
+    hours, remainder = divmod(abs(minutes), 60)
+    return [
+        ("date", f"{when.month:02d}/{when.day:02d}/{when.year:04d}"),
+        ("time", f"{hour_of_half_day:02d}:{when.minute:02d} {meridiem}"),
+        ("gmt", f"{sign}{hours:02d}:{remainder:02d}"),
+    ]
+
+
+class ReplyEntry(msgspec.Struct, frozen=True):
+    """One parsed reply entry: a code, the echoed cell (digits, "" if none) and the id."""
+
+    code: str
+    cell: str
+    provider_id: str | None
+
+
+def parse_entry(raw: str) -> ReplyEntry:
+    """One comma-separated entry: `1701|cell|id`, `1701|cell:id`, `code|cell` or `code`."""
+    fields = raw.strip().split("|")
+    code = fields[0].strip()
+    if not is_code(code) or len(fields) > 3:
+        raise UnparseableReply(f"routemobile's reply entry {raw[:80]!r} is not a documented shape.")
+    cell = fields[1].strip() if len(fields) > 1 else ""
+    provider_id = fields[2].strip() if len(fields) > 2 else None
+    if provider_id is None and ":" in cell:
+        # PROVIDERS.md "routemobile": some servers write `1701|<cell>:<id>`.
+        cell, provider_id = (part.strip() for part in cell.split(":", 1))
+    if cell and not is_code(cell.removeprefix("+")):
+        raise UnparseableReply(f"routemobile's reply entry {raw[:80]!r} has no phone number.")
+    return ReplyEntry(code, destination_digits(cell), provider_id or None)
+
+
+def match_entries(wanted: Sequence[str], entries: Sequence[ReplyEntry]) -> list[int | None]:
+    """For each destination, the index of its entry, or None where it got none.
+
+    Entries come one per destination in request order (PROVIDERS.md "routemobile"),
+    possibly cut short when credit runs out. Order is trusted while every echoed cell
+    matches its destination; otherwise entries are matched by cell digits, the first
+    unused one for each repeat of a number.
+    """
+    in_order = len(entries) <= len(wanted) and all(
+        entry.cell in ("", number) for number, entry in zip(wanted, entries, strict=False)
+    )
+    if in_order:
+        return [index if index < len(entries) else None for index in range(len(wanted))]
+    unused: dict[str, list[int]] = {}
+    for index, entry in enumerate(entries):
+        unused.setdefault(entry.cell, []).append(index)
+    matched: list[int | None] = []
+    for number in wanted:
+        queue = unused.get(number)
+        matched.append(queue.pop(0) if queue else None)
+    if None in matched and len(wanted) == len(entries):
+        # Every destination has an entry but some cells came back in a form we do not
+        # recognise: the documented order is the better guide.
+        return list(range(len(wanted)))
+    return matched
+
+
+class RouteMobileDriver:
+    """routemobile's driver: one GET per batch, reports by POST callback only."""
+
+    name = "routemobile"
+    # PROVIDERS.md "routemobile": one text per request, no published recipient cap
+    # (use 100), no polling, no idempotency key (1715 leaves the outcome unknown).
+    capabilities = Capabilities(
+        max_recipients=100, distinct_texts=False, delivery="callback", idempotency="none"
+    )
+
+    def __init__(self, settings: BridgeSettings) -> None:
+        missing = [key for key in ("username", "password") if key not in settings.credentials]
+        if missing:
+            raise ValueError(f"The routemobile bridge needs the credentials {', '.join(missing)}.")
+        self.settings = settings
+
+    # ── send ──────────────────────────────────────────────────────────────────────
+
+    def build_send(self, batch: Sequence[OutboundMessage]) -> HttpCall:
+        """One GET carrying the batch's shared text to every destination."""
+        return HttpCall(method="GET", path=SEND_PATH, query=tuple(self._send_fields(batch)))
+
+    def build_schedule(self, batch: Sequence[OutboundMessage], when: datetime) -> HttpCall:
+        """The batch for delivery at `when` (time zone aware); the reply reads as a send's."""
+        fields = self._send_fields(batch) + schedule_fields(when)
+        return HttpCall(method="GET", path=SCHEDULE_PATH, query=tuple(fields))
+
+    def _send_fields(self, batch: Sequence[OutboundMessage]) -> list[tuple[str, str]]:
+        if not batch:
+            raise ValueError("A routemobile send needs at least one message.")
+        if len(batch) > self.capabilities.max_recipients:
+            limit = self.capabilities.max_recipients
+            raise ValueError(f"A routemobile send carries at most {limit} destinations.")
+        first = batch[0]
+        if any(
+            (message.text, message.encoding, message.flash)
+            != (first.text, first.encoding, first.flash)
+            for message in batch
+        ):
+            raise ValueError("A routemobile send carries one text, encoding and flash flag.")
+        message_type, text = self._type_and_text(first)
+        credentials = self.settings.credentials
+        # A missing sender goes out blank: the provider answers 1702 for every message,
+        # a final rejection the user sees, rather than an exception in the dispatcher.
+        sender = first.sender or self.settings.default_sender or ""
+        return [
+            ("username", credentials["username"]),
+            ("password", credentials["password"]),
+            ("type", message_type),
+            ("dlr", "1" if any(message.dlr for message in batch) else "0"),
+            ("destination", ",".join(destination_digits(message.to) for message in batch)),
+            ("source", sender),
+            ("message", text),
+        ]
+
+    def _type_and_text(self, message: OutboundMessage) -> tuple[str, str]:
+        """`type` and `message` values (PROVIDERS.md "routemobile" type)."""
+        if message.encoding == "UCS-2":
+            return ("6" if message.flash else "2"), ucs2_hex(message.text)
+        if self.settings.options.get("charset") == "latin1" and _fits_latin1(message.text):
+            return ("7" if message.flash else "5"), message.text
+        return ("1" if message.flash else "0"), message.text
+
+    def parse_send(self, batch: Sequence[OutboundMessage], reply: HttpReply) -> list[Outcome]:
+        """One outcome per destination, from the comma-separated plain-text reply."""
+        if reply.status != 200:
+            # PROVIDERS.md "routemobile": the API answers HTTP 200 always, so anything
+            # else is a gateway in front of it failing before it processed anything.
+            reason = f"routemobile's gateway answered HTTP {reply.status}."
+            return [RetryLater(f"http_{reply.status}", reason)] * len(batch)
+        try:
+            body = reply.body.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise UnparseableReply("routemobile's reply is not UTF-8 text.") from None
+        if not body:
+            raise UnparseableReply("routemobile's reply is empty.")
+        if is_code(body):
+            # A bare code is a request-level error that applies to every message.
+            if body == SUCCESS_CODE:
+                raise UnparseableReply("routemobile answered 1701 without cell or message id.")
+            return [code_outcome(body)] * len(batch)
+        entries = [parse_entry(raw) for raw in body.split(",") if raw.strip()]
+        matched = match_entries([destination_digits(message.to) for message in batch], entries)
+        stopped_for_credit = next(
+            (entry.code for entry in entries if entry.code in NO_CREDIT_CODES), None
+        )
+        outcomes: list[Outcome] = []
+        for index in matched:
+            if index is not None:
+                outcomes.append(self._entry_outcome(entries[index]))
+            elif stopped_for_credit is not None:
+                # PROVIDERS.md "routemobile": processing stops at the no-credit entry,
+                # so the destinations after it were never sent.
+                reason = "routemobile: not sent, the account ran out of credit in this batch."
+                outcomes.append(Rejected(stopped_for_credit, reason))
+            else:
+                outcomes.append(
+                    Unknown("missing", "routemobile's reply has no entry for this destination.")
+                )
+        return outcomes
+
+    @staticmethod
+    def _entry_outcome(entry: ReplyEntry) -> Outcome:
+        if entry.code == SUCCESS_CODE:
+            return Submitted(entry.provider_id)
+        return code_outcome(entry.code)
+
+    # ── delivery reports ──────────────────────────────────────────────────────────
+
+    def build_status(self, queries: Sequence[StatusQuery]) -> HttpCall | None:
+        """None: routemobile has no status endpoint, reports are pushed."""
+        return None
+
+    def parse_status(self, queries: Sequence[StatusQuery], reply: HttpReply) -> list[Receipt]:
+        """Nothing to read: there is no status endpoint to have answered."""
+        return []
+
+    def callback_registration_url(self) -> str | None:
+        """The URL to configure on the Route Mobile account: `callback_url` + `token`."""
+        callback_url = self.settings.callback_url
+        token = self.settings.credentials.get("callback_token")
+        if callback_url is None or token is None:
+            return callback_url
+        parts = urlsplit(callback_url)
+        # A `token` already in the URL is replaced, so registering twice is harmless.
+        kept = [
+            pair for pair in parse_qsl(parts.query, keep_blank_values=True) if pair[0] != "token"
+        ]
+        query = [*kept, ("token", token)]
+        return urlunsplit(parts._replace(query=urlencode(query)))
+
+    def parse_callback(self, request: InboundRequest) -> list[Receipt]:
+        """One receipt from Route Mobile's DLR push (parameters in the query string).
+
+        Raises CallbackRejected when a `callback_token` is configured and the request
+        does not carry it, and ValueError when `sMessageId` is missing (answer 400).
+        """
+        self._check_callback_token(request)
+        query = request.query
+        provider_id = query.get("sMessageId", "").strip()
+        if not provider_id:
+            raise ValueError("A routemobile callback must name the message in sMessageId.")
+        raw_state = query.get("sStatus", "")
+        # Anything we do not recognise is reported as UNKNOWN and final, as PROVIDERS.md
+        # reads UNKNOWN itself: waiting for another report that may never come is worse.
+        state, final = _CALLBACK_STATES.get(raw_state.strip().upper(), ("UNKNOWN", True))
+        mobile = destination_digits(query.get("sMobileNo", ""))
+        return [
+            Receipt(
+                provider_id=provider_id,
+                state=state,
+                provider_status=raw_state,
+                final=final,
+                error_code=query.get("iErrCode") or None,
+                recipient=f"+{mobile}" if mobile else None,
+            )
+        ]
+
+    def _check_callback_token(self, request: InboundRequest) -> None:
+        expected = self.settings.credentials.get("callback_token")
+        if expected is None:
+            return
+        given = request.query.get("token")
+        if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+            raise CallbackRejected("A routemobile callback carried a missing or wrong token.")
+
+
+def _fits_latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
