@@ -165,11 +165,11 @@ class StatusQuery(msgspec.Struct, frozen=True, kw_only=True):
     reference: str
 
 
-class CallbackRejected(Exception):
+class CallbackRejected(Exception):  # noqa: N818 - names what happened, like h11's errors
     """A callback whose credentials did not match; the listener answers 401."""
 
 
-class UnparseableReply(Exception):
+class UnparseableReply(Exception):  # noqa: N818 - names what happened
     """A reply the driver cannot interpret at all (not a documented shape)."""
 
 

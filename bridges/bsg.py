@@ -1,0 +1,540 @@
+"""Sans-IO driver for bsg, the BSG REST API v1 (seed 002). Pure: no I/O.
+
+Follows PROVIDERS.md "bsg", which pins down what the seed leaves open: the reference
+is `[A-Za-z0-9_-]{1,32}` and is BSG's idempotency key (error 23 on a resend means the
+first attempt went through), every number may come as a string or a number, and the
+single reply comes flat or wrapped in `result`.
+
+`BridgeSettings.credentials` keys:
+
+- `api_key`: sent as the `X-API-KEY` header (keys start `live_` or `test_`).
+
+`BridgeSettings.options` keys:
+
+- `tariff`: optional BSG tariff number, 0–9, sent with every send.
+
+A message's `sender` (or `default_sender`) is the `originator`. `flash`, `dlr` and
+`encoding` have no BSG field: BSG picks the encoding from the text itself.
+
+Send modes (PROVIDERS.md "bsg" Send): one message → `phone`; many messages sharing
+text and originator → `phones` (one body, a list of msisdn/reference pairs); anything
+else → `individual` (each entry its own originator and body).
+
+Status polling: BSG's status endpoints each answer for one message (or one task, whose
+id the driver contract cannot carry back), so `max_status_ids` is 1 and a poll is
+`GET /rest/sms/{id}`, or `GET /rest/sms/reference/{reference}` where BSG gave no id
+(error 23). PROVIDERS.md "bsg" Anti-abuse: polling one status more than about once a
+minute counts as abuse; the engine's poll scheduler owns that pacing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+from urllib.parse import quote
+
+import msgspec
+
+from bridges.base import (
+    BridgeSettings,
+    Capabilities,
+    HttpCall,
+    HttpReply,
+    InboundRequest,
+    OutboundMessage,
+    Outcome,
+    Receipt,
+    Rejected,
+    RetryLater,
+    SmppState,
+    StatusQuery,
+    Submitted,
+    Throttled,
+    UnparseableReply,
+    reply_text,
+)
+
+SEND_PATH = "/rest/sms/create"
+STATUS_BY_ID_PATH = "/rest/sms/{id}"
+STATUS_BY_REFERENCE_PATH = "/rest/sms/reference/{reference}"
+BALANCE_PATH = "/rest/common/balance"
+
+# PROVIDERS.md "bsg" Send: validity is whole hours, 1–72 (72 is BSG's default).
+MIN_VALIDITY_HOURS = 1
+MAX_VALIDITY_HOURS = 72
+
+CAPABILITIES = Capabilities(
+    max_recipients=50,  # PROVIDERS.md "bsg": error 12 above 50 phones per request
+    distinct_texts=True,  # the "individual" mode carries a body per phone
+    delivery="poll",  # BSG has no push delivery reports
+    idempotency="reference",  # error 23: the reference was already accepted
+    max_status_ids=1,  # one message per status endpoint (see module docstring)
+)
+
+# PROVIDERS.md "bsg" Error codes. Codes 0, 5, 11 and 23 are not refusals and are
+# handled in `_outcome_for_code`; every other code is final.
+_ERROR_SENTENCES: dict[int, str] = {
+    1: "BSG refused the API key",
+    2: "BSG says the account is blocked or the request lacks parameters",
+    3: "BSG says the account is blocked or the request lacks parameters",
+    4: "BSG does not support this method",
+    5: "BSG had an unknown error",
+    6: "BSG refused the tariff",
+    7: "BSG found invalid parameters",
+    8: "the BSG account does not have enough money",
+    10: "BSG refused the send time",
+    11: "BSG has too many messages in flight for this account",
+    12: "BSG refused a batch of more than 50 phones",
+    20: "BSG does not know this message",
+    21: "BSG refused the phone number",
+    22: "BSG says the reference is missing",
+    23: "BSG already has a message with this reference",
+    24: "BSG refused the request payload",
+    25: "BSG refused the sender (originator)",
+    26: "BSG says the text is empty or too long (765 GSM / 355 UCS-2 characters at most)",
+    27: "BSG refused the reference",
+    28: "BSG refused the validity period",
+    31: "the same phone number appears twice in one BSG request",
+}
+
+# PROVIDERS.md "bsg" Status values. "unknown" is not final: BSG shows it before any
+# report has arrived.
+_STATUS_STATES: dict[str, SmppState] = {
+    "delivered": "DELIVRD",
+    "undeliverable": "UNDELIV",
+    "failed": "UNDELIV",
+    "expired": "EXPIRED",
+    "rejected": "REJECTD",
+    "deleted": "DELETED",
+    "scheduled": "ACCEPTD",
+    "new": "ACCEPTD",
+    "waiting": "ACCEPTD",
+    "sent": "ENROUTE",
+    "unknown": "UNKNOWN",
+}
+_NOT_FINAL_STATUSES: frozenset[str] = frozenset({"scheduled", "new", "waiting", "sent", "unknown"})
+
+# ── Request bodies (PROVIDERS.md "bsg" Send) ────────────────────────────────────
+
+
+class _SingleRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    destination: Literal["phone"]
+    msisdn: str
+    reference: str
+    originator: str | None = None
+    body: str
+    validity: int | None = None
+    tariff: int | None = None
+
+
+class _BulkPhone(msgspec.Struct, frozen=True):
+    msisdn: str
+    reference: str
+
+
+class _BulkRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    destination: Literal["phones"]
+    phones: list[_BulkPhone]
+    originator: str | None = None
+    body: str
+    validity: int | None = None
+    tariff: int | None = None
+
+
+class _IndividualPhone(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    msisdn: str
+    reference: str
+    originator: str | None = None
+    body: str
+
+
+class _IndividualRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    destination: Literal["individual"]
+    phones: list[_IndividualPhone]
+    validity: int | None = None
+    tariff: int | None = None
+
+
+class BsgBalance(msgspec.Struct, frozen=True, kw_only=True):
+    """The account balance (`GET /rest/common/balance`): `limit` is the credit limit."""
+
+    amount: float
+    currency: str
+    limit: float | None = None
+
+
+_request_encoder = msgspec.json.Encoder()
+# Replies are decoded loosely and coerced field by field: PROVIDERS.md "bsg" says any
+# number may come as a JSON string or a JSON number.
+_reply_decoder = msgspec.json.Decoder()
+
+
+# ── Coercion of string-or-number fields ──────────────────────────────────────────
+
+
+def coerce_int(value: object) -> int | None:
+    """An integer from `0`, `"0"`, `0.0` or `"0.0"`; None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            value = float(text)
+        except ValueError:
+            return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def coerce_float(value: object) -> float | None:
+    """A finite float from `0.02` or `"0.02"`; None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def coerce_text(value: object) -> str | None:
+    """An identifier as text: `"22125"` or `22125` give `"22125"`; None for the rest."""
+    if isinstance(value, str):
+        return value if value else None
+    integer = coerce_int(value)
+    return str(integer) if integer is not None else None
+
+
+def _currency(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def msisdn_digits(e164: str) -> str:
+    """BSG wants the country code and number as digits, without `+`."""
+    return e164.removeprefix("+")
+
+
+def validity_hours(validity_s: int) -> int:
+    """Seconds rounded up to whole hours, clamped to BSG's 1–72 (PROVIDERS.md "bsg")."""
+    hours = -(-validity_s // 3600)
+    return max(MIN_VALIDITY_HOURS, min(MAX_VALIDITY_HOURS, hours))
+
+
+def _decode_object(reply: HttpReply) -> Any:
+    try:
+        return _reply_decoder.decode(reply.body)
+    except (msgspec.DecodeError, RecursionError) as error:
+        raise UnparseableReply(
+            f"bsg sent a body that is not JSON: {reply_text(reply)!r}"
+        ) from error
+
+
+def _error_code(container: Mapping[str, Any], reply: HttpReply) -> int | None:
+    """The `error` field of a reply or result entry; None when absent."""
+    if "error" not in container:
+        return None
+    code = coerce_int(container["error"])
+    if code is None:
+        raise UnparseableReply(
+            f"bsg sent an error code that is not a number: {reply_text(reply)!r}"
+        )
+    return code
+
+
+def _reason(code: int, description: object) -> str:
+    sentence = _ERROR_SENTENCES.get(code, f"BSG answered with undocumented error {code}")
+    if isinstance(description, str) and description.strip():
+        return f"{sentence} (BSG: {description.strip()})"
+    return sentence
+
+
+def _outcome_for_code(code: int, entry: Mapping[str, Any], currency: str | None) -> Outcome:
+    """PROVIDERS.md "bsg" Error codes, as outcomes."""
+    if code == 0:
+        return Submitted(
+            provider_id=coerce_text(entry.get("id")),
+            cost=coerce_float(entry.get("price")),
+            currency=_currency(entry.get("currency")) or currency,
+        )
+    if code == 23:
+        # PROVIDERS.md "bsg" reference: BSG's idempotency. A resend after a lost reply
+        # reuses the reference; 23 says the first attempt was accepted. The id is then
+        # looked up by reference.
+        return Submitted(provider_id=None)
+    reason = _reason(code, entry.get("errorDescription"))
+    if code == 11:
+        return Throttled(code="11", reason=reason)
+    if code == 5:
+        return RetryLater(code="5", reason=reason)
+    return Rejected(code=str(code), reason=reason)
+
+
+def _result_entries(reply_object: Mapping[str, Any], reply: HttpReply) -> list[Mapping[str, Any]]:
+    """The per-message entries of a send reply: `result[]`, `result{}` or the flat body."""
+    result = reply_object.get("result")
+    if result is None:
+        if "id" in reply_object or "reference" in reply_object:
+            return [reply_object]  # the flat single reply of the seed
+        return []
+    if isinstance(result, dict):
+        return [result]  # the single reply as BSG's SDKs see it
+    if isinstance(result, list) and all(isinstance(entry, dict) for entry in result):
+        return result
+    raise UnparseableReply(
+        f"bsg sent a result that is not a list of objects: {reply_text(reply)!r}"
+    )
+
+
+def _match_entries(
+    batch: Sequence[OutboundMessage], entries: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, Any] | None]:
+    """Each message's result entry: by reference, else the entry at the same position
+    when that entry names no reference of this batch."""
+    batch_references = {message.reference for message in batch}
+    by_reference: dict[str, Mapping[str, Any]] = {}
+    for entry in entries:
+        reference = coerce_text(entry.get("reference"))
+        if reference in batch_references and reference not in by_reference:
+            by_reference[reference] = entry
+    matched: list[Mapping[str, Any] | None] = []
+    for position, message in enumerate(batch):
+        found = by_reference.get(message.reference)
+        if found is None and position < len(entries):
+            candidate = entries[position]
+            if coerce_text(candidate.get("reference")) not in batch_references:
+                found = candidate
+        matched.append(found)
+    return matched
+
+
+def _receipt(entry: Mapping[str, Any], query: StatusQuery | None, reply: HttpReply) -> Receipt:
+    raw_status = entry.get("status")
+    if not isinstance(raw_status, str):
+        raise UnparseableReply(f"bsg sent a status object without a status: {reply_text(reply)!r}")
+    status = raw_status.strip().lower()
+    return Receipt(
+        provider_id=coerce_text(entry.get("id")) or (query.provider_id if query else None),
+        # An undocumented word is reported as UNKNOWN and polled again, like "unknown".
+        state=_STATUS_STATES.get(status, "UNKNOWN"),
+        provider_status=raw_status,
+        final=status in _STATUS_STATES and status not in _NOT_FINAL_STATUSES,
+        reference=coerce_text(entry.get("reference")) or (query.reference if query else None),
+        recipient=coerce_text(entry.get("msisdn")),
+    )
+
+
+class BsgDriver:
+    """BSG REST API v1: JSON sends in three modes, status polled one message at a time."""
+
+    name: str = "bsg"
+    capabilities: Capabilities = CAPABILITIES
+
+    def __init__(self, settings: BridgeSettings) -> None:
+        api_key = settings.credentials.get("api_key")
+        if not api_key:
+            raise ValueError("bsg needs credentials.api_key (the X-API-KEY header)")
+        tariff_option = settings.options.get("tariff")
+        tariff = coerce_int(tariff_option) if tariff_option is not None else None
+        if tariff_option is not None and (tariff is None or not 0 <= tariff <= 9):
+            raise ValueError(f"bsg option tariff must be 0–9, not {tariff_option!r}")
+        self._settings = settings
+        self._tariff = tariff
+        self._headers: tuple[tuple[str, str], ...] = (
+            ("X-API-KEY", api_key),
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json"),
+        )
+
+    # ── Send ──────────────────────────────────────────────────────────────────
+
+    def build_send(self, batch: Sequence[OutboundMessage]) -> HttpCall:
+        """One `POST /rest/sms/create` in the mode the batch needs (module docstring)."""
+        if not batch:
+            raise ValueError("bsg build_send needs at least one message")
+        if len(batch) > CAPABILITIES.max_recipients:
+            raise ValueError(f"bsg takes at most 50 messages per request, not {len(batch)}")
+        validities = [m.validity_s for m in batch if m.validity_s is not None]
+        # Validity is per request: the shortest keeps every message within what its
+        # client asked for.
+        validity = validity_hours(min(validities)) if validities else None
+        first = batch[0]
+        originator = self._originator(first)
+        request: _SingleRequest | _BulkRequest | _IndividualRequest
+        if len(batch) == 1:
+            request = _SingleRequest(
+                destination="phone",
+                msisdn=msisdn_digits(first.to),
+                reference=first.reference,
+                originator=originator,
+                body=first.text,
+                validity=validity,
+                tariff=self._tariff,
+            )
+        elif all(m.text == first.text and self._originator(m) == originator for m in batch):
+            request = _BulkRequest(
+                destination="phones",
+                phones=[_BulkPhone(msisdn_digits(m.to), m.reference) for m in batch],
+                originator=originator,
+                body=first.text,
+                validity=validity,
+                tariff=self._tariff,
+            )
+        else:
+            request = _IndividualRequest(
+                destination="individual",
+                phones=[
+                    _IndividualPhone(
+                        msisdn=msisdn_digits(m.to),
+                        reference=m.reference,
+                        originator=self._originator(m),
+                        body=m.text,
+                    )
+                    for m in batch
+                ],
+                validity=validity,
+                tariff=self._tariff,
+            )
+        return HttpCall(
+            method="POST",
+            path=SEND_PATH,
+            headers=self._headers,
+            body=_request_encoder.encode(request),
+        )
+
+    def parse_send(self, batch: Sequence[OutboundMessage], reply: HttpReply) -> list[Outcome]:
+        """One outcome per message: per-phone entries, or the request-level error for all."""
+        if reply.status != 200:
+            # PROVIDERS.md "bsg": BSG itself answers 200 always, so another status comes
+            # from something in between. Resending is safe: the same reference makes a
+            # double send impossible (error 23).
+            reason = f"bsg answered HTTP {reply.status}: {reply_text(reply)}"
+            if reply.status == 429:
+                return [Throttled(code="429", reason=reason) for _ in batch]
+            return [RetryLater(code=str(reply.status), reason=reason) for _ in batch]
+        reply_object = _decode_object(reply)
+        if not isinstance(reply_object, dict):
+            raise UnparseableReply(f"bsg sent JSON that is not an object: {reply_text(reply)!r}")
+        top_code = _error_code(reply_object, reply)
+        entries = _result_entries(reply_object, reply)
+        if top_code is None and not entries:
+            raise UnparseableReply(
+                f"bsg sent neither an error code nor a result: {reply_text(reply)!r}"
+            )
+        currency = _currency(reply_object.get("currency"))
+        outcomes: list[Outcome] = []
+        for entry in _match_entries(batch, entries):
+            if entry is None:
+                outcomes.append(self._unmatched_outcome(top_code, reply_object))
+                continue
+            # An entry without its own code shares the reply's (the wrapped single reply).
+            code = _error_code(entry, reply)
+            if code is None:
+                code = top_code
+            if code is None:
+                if "id" not in entry:
+                    raise UnparseableReply(
+                        f"bsg sent a result entry without id or error: {reply_text(reply)!r}"
+                    )
+                code = 0
+            outcomes.append(_outcome_for_code(code, entry, currency))
+        return outcomes
+
+    @staticmethod
+    def _unmatched_outcome(top_code: int | None, reply_object: Mapping[str, Any]) -> Outcome:
+        if top_code:
+            # PROVIDERS.md "bsg": a request-level error applies to every message.
+            return _outcome_for_code(top_code, reply_object, None)
+        # The reply does not speak of this message. Resending is safe (same reference).
+        return RetryLater(code="0", reason="BSG's reply did not mention this message")
+
+    def _originator(self, message: OutboundMessage) -> str | None:
+        return message.sender or self._settings.default_sender
+
+    # ── Status ────────────────────────────────────────────────────────────────
+
+    def build_status(self, queries: Sequence[StatusQuery]) -> HttpCall | None:
+        """A `GET` for one message: by id where known, else by reference."""
+        if not queries:
+            return None
+        if len(queries) > CAPABILITIES.max_status_ids:
+            raise ValueError(f"bsg polls one message per request, not {len(queries)}")
+        query = queries[0]
+        if query.provider_id:
+            path = STATUS_BY_ID_PATH.format(id=quote(query.provider_id, safe=""))
+        else:
+            path = STATUS_BY_REFERENCE_PATH.format(reference=quote(query.reference, safe=""))
+        return HttpCall(method="GET", path=path, headers=self._headers)
+
+    def parse_status(self, queries: Sequence[StatusQuery], reply: HttpReply) -> list[Receipt]:
+        """Receipts from a status object (flat, wrapped in `result`, or a list of them).
+
+        Error 20 (not found) and any other error reply carry no report: no receipts.
+        """
+        if reply.status != 200:
+            return []
+        reply_object = _decode_object(reply)
+        if isinstance(reply_object, list):
+            entries: list[Any] = reply_object
+        elif isinstance(reply_object, dict):
+            if _error_code(reply_object, reply):
+                return []
+            result = reply_object.get("result", reply_object)
+            entries = result if isinstance(result, list) else [result]
+        else:
+            raise UnparseableReply(
+                f"bsg sent a status reply that is not JSON: {reply_text(reply)!r}"
+            )
+        only_query = queries[0] if len(queries) == 1 else None
+        receipts: list[Receipt] = []
+        for entry in entries:
+            if not isinstance(entry, dict):
+                raise UnparseableReply(
+                    f"bsg sent a status entry that is not an object: {reply_text(reply)!r}"
+                )
+            if _error_code(entry, reply):
+                continue
+            receipts.append(_receipt(entry, only_query, reply))
+        return receipts
+
+    def parse_callback(self, request: InboundRequest) -> list[Receipt]:
+        """BSG has no push delivery reports (PROVIDERS.md "bsg" Status: polling)."""
+        raise ValueError("bsg sends no delivery callbacks")
+
+    # ── Balance ───────────────────────────────────────────────────────────────
+
+    def build_balance(self) -> HttpCall:
+        """`GET /rest/common/balance` (PROVIDERS.md "bsg" Balance)."""
+        return HttpCall(method="GET", path=BALANCE_PATH, headers=self._headers)
+
+    def parse_balance(self, reply: HttpReply) -> BsgBalance:
+        """The balance; an error reply raises UnparseableReply with BSG's sentence."""
+        if reply.status != 200:
+            raise UnparseableReply(f"bsg answered HTTP {reply.status}: {reply_text(reply)}")
+        reply_object = _decode_object(reply)
+        if not isinstance(reply_object, dict):
+            raise UnparseableReply(f"bsg sent JSON that is not an object: {reply_text(reply)!r}")
+        code = _error_code(reply_object, reply)
+        if code:
+            raise UnparseableReply(_reason(code, reply_object.get("errorDescription")))
+        result = reply_object.get("result", reply_object)
+        amount = coerce_float(result.get("amount")) if isinstance(result, dict) else None
+        if amount is None or not isinstance(result, dict):
+            raise UnparseableReply(f"bsg sent a balance without an amount: {reply_text(reply)!r}")
+        return BsgBalance(
+            amount=amount,
+            currency=_currency(result.get("currency")) or "",
+            limit=coerce_float(result.get("limit")),
+        )

@@ -1,0 +1,403 @@
+"""Sans-IO driver for smsclub, SMS Club's JSON API (seed 003). Pure: no I/O.
+
+Follows PROVIDERS.md "smsclub": every call is a JSON `POST` under `{base}/sms` with a
+bearer token; a send carries one text to at most 100 phones; failed phones come back
+in `add_info`; the duplicate window (453 within 2 minutes) is SMS Club's only
+idempotency, so a 453 on a retry means the first attempt went through.
+
+`BridgeSettings.credentials` keys:
+
+- `token`: sent as `Authorization: Bearer <token>`.
+
+`BridgeSettings.options` keys:
+
+- `integration_id`: optional, sent with every send (SMS Club's referral programme).
+
+A message's `sender` (or `default_sender`) is `src_addr`. `flash`, `dlr` and `encoding`
+have no SMS Club field. `validity_s` becomes `lifetime` in minutes: the field is not in
+the seed; SMS Club's older HTTP API documents `lifetime` in minutes (public client code:
+runningmaster/smsclub, "LifeTime sets life time of SMS, which is specified in minutes";
+Prihod/smsclubmobi-client sends it as an integer in the JSON send).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from bridges.base import (
+    BridgeSettings,
+    Capabilities,
+    HttpCall,
+    HttpReply,
+    InboundRequest,
+    OutboundMessage,
+    Outcome,
+    Receipt,
+    Rejected,
+    RetryLater,
+    SmppState,
+    StatusQuery,
+    Submitted,
+    Throttled,
+    Unknown,
+    UnparseableReply,
+    reply_text,
+)
+
+SEND_PATH = "/sms/send"
+STATUS_PATH = "/sms/status"
+ORIGINATOR_PATH = "/sms/originator"
+BALANCE_PATH = "/sms/balance"
+
+CAPABILITIES = Capabilities(
+    max_recipients=100,  # PROVIDERS.md "smsclub" Send: at most 100 phones per request
+    distinct_texts=False,  # one `message` per request
+    delivery="poll",  # no push delivery reports: poll /sms/status
+    idempotency="duplicate-window",  # 453: the same message again within 2 minutes
+    max_status_ids=100,  # PROVIDERS.md "smsclub" Status: id_sms ≤ 100
+)
+
+# PROVIDERS.md "smsclub" Status: ENROUTE is pending; the others are final, one to one.
+# The Russian labels are those of the legacy API (PROVIDERS.md: "drivers accept them").
+# No public client lists them; this set is the plain Russian for each state.
+_STATUS_STATES: dict[str, SmppState] = {
+    "ENROUTE": "ENROUTE",
+    "DELIVRD": "DELIVRD",
+    "EXPIRED": "EXPIRED",
+    "UNDELIV": "UNDELIV",
+    "REJECTD": "REJECTD",
+    "ОТПРАВЛЕНО": "ENROUTE",
+    "ДОСТАВЛЕНО": "DELIVRD",
+    "ПРОСРОЧЕНО": "EXPIRED",
+    "НЕ ДОСТАВЛЕНО": "UNDELIV",
+    "ОТКЛОНЕНО": "REJECTD",
+}
+_PENDING_STATES: frozenset[str] = frozenset({"ENROUTE"})
+
+
+class _SendRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    phone: list[str]
+    message: str
+    src_addr: str | None = None
+    lifetime: int | None = None
+    integration_id: str | None = None
+
+
+class _StatusRequest(msgspec.Struct, frozen=True):
+    id_sms: list[str]
+
+
+class SmsClubBalance(msgspec.Struct, frozen=True, kw_only=True):
+    """The account balance (`POST /sms/balance`)."""
+
+    money: float
+    currency: str
+
+
+_request_encoder = msgspec.json.Encoder()
+# Decoded loosely: `info` and `add_info` are objects, or `[]` when PHP encodes an
+# empty array, and phones may come as strings or numbers.
+_reply_decoder = msgspec.json.Decoder()
+
+
+def phone_digits(e164: str) -> str:
+    """SMS Club wants the country code and number as digits, without `+`."""
+    return e164.removeprefix("+")
+
+
+def lifetime_minutes(validity_s: int) -> int:
+    """Seconds rounded up to whole minutes, at least one."""
+    return max(1, -(-validity_s // 60))
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The delay of a `Retry-After: <seconds>` header (RFC 9110 §10.2.3); None without one.
+
+    The HTTP-date form needs the current time, which a sans-IO driver does not have.
+    """
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _decode(reply: HttpReply) -> Any:
+    try:
+        return _reply_decoder.decode(reply.body)
+    except (msgspec.DecodeError, RecursionError) as error:
+        raise UnparseableReply(
+            f"smsclub sent a body that is not JSON: {reply_text(reply)!r}"
+        ) from error
+
+
+def _as_text(value: object) -> str | None:
+    """A phone or id as text: SMS Club writes them as strings, sometimes as numbers."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _success_request(reply: HttpReply) -> Mapping[str, Any]:
+    """The `success_request` object of a 2xx reply."""
+    reply_object = _decode(reply)
+    if isinstance(reply_object, dict):
+        success = reply_object.get("success_request")
+        if isinstance(success, dict):
+            return success
+    raise UnparseableReply(f"smsclub sent no success_request object: {reply_text(reply)!r}")
+
+
+def _string_map(container: Mapping[str, Any], key: str, reply: HttpReply) -> dict[str, str]:
+    """`info` or `add_info` as text to text; absent or `[]` is empty."""
+    value = container.get(key)
+    if value is None or value == []:
+        return {}
+    if not isinstance(value, dict):
+        raise UnparseableReply(
+            f"smsclub sent an {key} that is not an object: {reply_text(reply)!r}"
+        )
+    mapped: dict[str, str] = {}
+    for map_key, map_value in value.items():
+        text = _as_text(map_value)
+        if text is None:
+            raise UnparseableReply(
+                f"smsclub sent an {key} entry that is not text: {reply_text(reply)!r}"
+            )
+        mapped[map_key] = text
+    return mapped
+
+
+def _error_message(reply: HttpReply) -> str:
+    """The `message` of an error body `{"name","message","code","status"}`, else the body."""
+    try:
+        reply_object = _reply_decoder.decode(reply.body)
+    except (msgspec.DecodeError, RecursionError):
+        return reply_text(reply)
+    if isinstance(reply_object, dict):
+        message = reply_object.get("message")
+        if isinstance(message, str) and message.strip():
+            return message.strip()
+    return reply_text(reply)
+
+
+def _validation_reasons(reply: HttpReply) -> str:
+    """A 400's `success_request.add_info` as `field: reason` sentences, else the body."""
+    try:
+        fields = _string_map(_success_request(reply), "add_info", reply)
+    except UnparseableReply:
+        return _error_message(reply)
+    if not fields:
+        return _error_message(reply)
+    return "; ".join(f"{field}: {reason}" for field, reason in fields.items())
+
+
+class SmsClubDriver:
+    """SMS Club JSON API: one text to up to 100 phones per send, status polled by id."""
+
+    name: str = "smsclub"
+    capabilities: Capabilities = CAPABILITIES
+
+    def __init__(self, settings: BridgeSettings) -> None:
+        token = settings.credentials.get("token")
+        if not token:
+            raise ValueError("smsclub needs credentials.token (the bearer token)")
+        self._settings = settings
+        self._headers: tuple[tuple[str, str], ...] = (
+            ("Authorization", f"Bearer {token}"),
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json"),
+        )
+
+    # ── Send ──────────────────────────────────────────────────────────────────
+
+    def build_send(self, batch: Sequence[OutboundMessage]) -> HttpCall:
+        """One `POST /sms/send`: the batch shares text and sender (distinct_texts False)."""
+        if not batch:
+            raise ValueError("smsclub build_send needs at least one message")
+        if len(batch) > CAPABILITIES.max_recipients:
+            raise ValueError(f"smsclub takes at most 100 phones per request, not {len(batch)}")
+        first = batch[0]
+        sender = first.sender or self._settings.default_sender
+        for message in batch:
+            if (
+                message.text != first.text
+                or (message.sender or self._settings.default_sender) != sender
+            ):
+                raise ValueError("smsclub sends one text from one sender per request")
+        validities = [m.validity_s for m in batch if m.validity_s is not None]
+        request = _SendRequest(
+            phone=[phone_digits(m.to) for m in batch],
+            message=first.text,
+            src_addr=sender,
+            # Lifetime is per request: the shortest keeps every message within what
+            # its client asked for.
+            lifetime=lifetime_minutes(min(validities)) if validities else None,
+            integration_id=self._settings.options.get("integration_id"),
+        )
+        return HttpCall(
+            method="POST",
+            path=SEND_PATH,
+            headers=self._headers,
+            body=_request_encoder.encode(request),
+        )
+
+    def parse_send(self, batch: Sequence[OutboundMessage], reply: HttpReply) -> list[Outcome]:
+        """One outcome per message, from `info`/`add_info` or the HTTP status."""
+        status = reply.status
+        if 200 <= status < 300:
+            return self._parse_accepted(batch, reply)
+        if status == 400:
+            reason = f"SMS Club refused the request as invalid: {_validation_reasons(reply)}"
+            return [Rejected(code="400", reason=reason) for _ in batch]
+        message = _error_message(reply)
+        if status == 401:
+            reason = f"SMS Club refused the token: {message}"
+            return [Rejected(code="401", reason=reason) for _ in batch]
+        if status == 429:
+            # PROVIDERS.md "smsclub": more than 9 requests per second; back off and retry.
+            delay = retry_after_seconds(reply.headers)
+            reason = f"SMS Club is rate limiting (over 9 requests a second): {message}"
+            return [Throttled(code="429", reason=reason, delay_s=delay) for _ in batch]
+        if status == 453:
+            return [self._duplicate_outcome(m, message) for m in batch]
+        if status >= 500:
+            # PROVIDERS.md "smsclub" Retry: 5xx retry with backoff; no message was taken
+            # (and if one was, the resend meets the duplicate window: 453 on a retry).
+            reason = f"SMS Club is unavailable (HTTP {status}): {message}"
+            return [RetryLater(code=str(status), reason=reason) for _ in batch]
+        if 400 <= status < 500:
+            reason = f"SMS Club refused the request (HTTP {status}): {message}"
+            return [Rejected(code=str(status), reason=reason) for _ in batch]
+        reason = f"SMS Club answered an unexpected HTTP {status}: {message}"
+        return [Unknown(code=str(status), reason=reason) for _ in batch]
+
+    @staticmethod
+    def _duplicate_outcome(message: OutboundMessage, provider_message: str) -> Outcome:
+        # PROVIDERS.md "smsclub" Retry: after a retry, 453 means the first attempt went
+        # through (submitted, id unknown). On a first attempt it is a genuine duplicate
+        # the client sent twice within 2 minutes: never resent.
+        if message.attempt > 1:
+            return Submitted(provider_id=None)
+        reason = f"SMS Club saw the same message within 2 minutes: {provider_message}"
+        return Rejected(code="453", reason=reason)
+
+    @staticmethod
+    def _parse_accepted(batch: Sequence[OutboundMessage], reply: HttpReply) -> list[Outcome]:
+        success = _success_request(reply)
+        info = _string_map(success, "info", reply)
+        failures = _string_map(success, "add_info", reply)
+        # info maps id → phone; a phone twice in one batch has two ids, taken in order.
+        ids_by_phone: dict[str, list[str]] = {}
+        for provider_id, phone in info.items():
+            ids_by_phone.setdefault(phone_digits(phone), []).append(provider_id)
+        outcomes: list[Outcome] = []
+        for message in batch:
+            phone = phone_digits(message.to)
+            ids = ids_by_phone.get(phone)
+            if ids:
+                outcomes.append(Submitted(provider_id=ids.pop(0)))
+            elif phone in failures:
+                outcomes.append(Rejected(code="add_info", reason=f"SMS Club: {failures[phone]}"))
+            else:
+                # Neither taken nor refused: a resend could double-send.
+                outcomes.append(
+                    Unknown(code="missing", reason="SMS Club's reply did not mention this phone")
+                )
+        return outcomes
+
+    # ── Status ────────────────────────────────────────────────────────────────
+
+    def build_status(self, queries: Sequence[StatusQuery]) -> HttpCall | None:
+        """`POST /sms/status` for the queries with an id; None when none has one.
+
+        A message submitted without an id (453 on a retry) cannot be polled: SMS Club
+        has no lookup by anything else.
+        """
+        if len(queries) > CAPABILITIES.max_status_ids:
+            raise ValueError(f"smsclub polls at most 100 ids per request, not {len(queries)}")
+        ids = [q.provider_id for q in queries if q.provider_id]
+        if not ids:
+            return None
+        return HttpCall(
+            method="POST",
+            path=STATUS_PATH,
+            headers=self._headers,
+            body=_request_encoder.encode(_StatusRequest(id_sms=ids)),
+        )
+
+    def parse_status(self, queries: Sequence[StatusQuery], reply: HttpReply) -> list[Receipt]:
+        """Receipts for the ids in `info`; ids in `add_info` (unknown) give none."""
+        if not 200 <= reply.status < 300:
+            return []
+        info = _string_map(_success_request(reply), "info", reply)
+        references = {q.provider_id: q.reference for q in queries if q.provider_id}
+        receipts: list[Receipt] = []
+        for provider_id, raw_status in info.items():
+            label = raw_status.strip().upper()
+            state = _STATUS_STATES.get(label)
+            receipts.append(
+                Receipt(
+                    provider_id=provider_id,
+                    # An undocumented label is reported as UNKNOWN and polled again.
+                    state=state or "UNKNOWN",
+                    provider_status=raw_status,
+                    final=state is not None and state not in _PENDING_STATES,
+                    reference=references.get(provider_id),
+                )
+            )
+        return receipts
+
+    def parse_callback(self, request: InboundRequest) -> list[Receipt]:
+        """SMS Club has no push delivery reports (PROVIDERS.md "smsclub")."""
+        raise ValueError("smsclub sends no delivery callbacks")
+
+    # ── Sender IDs and balance ────────────────────────────────────────────────
+
+    def build_originators(self) -> HttpCall:
+        """`POST /sms/originator` with no body, as SMS Club's own examples send it."""
+        return HttpCall(method="POST", path=ORIGINATOR_PATH, headers=self._headers)
+
+    def parse_originators(self, reply: HttpReply) -> list[str]:
+        """The account's active sender IDs; an error reply raises UnparseableReply."""
+        self._raise_for_error(reply)
+        info = _success_request(reply).get("info")
+        if not isinstance(info, list) or not all(isinstance(name, str) for name in info):
+            raise UnparseableReply(
+                f"smsclub sent sender IDs that are not a list: {reply_text(reply)!r}"
+            )
+        return list(info)
+
+    def build_balance(self) -> HttpCall:
+        """`POST /sms/balance` with no body, as SMS Club's own examples send it."""
+        return HttpCall(method="POST", path=BALANCE_PATH, headers=self._headers)
+
+    def parse_balance(self, reply: HttpReply) -> SmsClubBalance:
+        """The balance (PROVIDERS.md gives the real shape: `info` is an object)."""
+        self._raise_for_error(reply)
+        info = _success_request(reply).get("info")
+        money: float | None = None
+        if isinstance(info, dict):
+            raw_money = info.get("money")
+            if isinstance(raw_money, str | int | float) and not isinstance(raw_money, bool):
+                try:
+                    money = float(raw_money)
+                except ValueError:
+                    money = None
+        if money is None or not math.isfinite(money) or not isinstance(info, dict):
+            raise UnparseableReply(f"smsclub sent a balance without money: {reply_text(reply)!r}")
+        return SmsClubBalance(money=money, currency=_as_text(info.get("currency")) or "")
+
+    @staticmethod
+    def _raise_for_error(reply: HttpReply) -> None:
+        if not 200 <= reply.status < 300:
+            raise UnparseableReply(f"smsclub answered HTTP {reply.status}: {_error_message(reply)}")
