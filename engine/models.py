@@ -76,6 +76,7 @@ class Message(msgspec.Struct, kw_only=True):
     attempt: int = 0
     state: MessageState = "accepted"
     provider_id: str | None = None
+    inflight_at: float | None = None
 
     @property
     def bridge(self) -> str:

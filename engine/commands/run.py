@@ -1,16 +1,52 @@
-"""`septet run`: placeholder wiring until its issue lands; exits 1 with a clear sentence."""
+"""`septet run`: the daemon, on the embedded default or a TOML config."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from engine.config import ConfigError, load_settings
+from engine.journal import JournalError
+from engine.log import configure_logging
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser
+    parser.add_argument("--config", metavar="FILE", help="TOML settings (default: embedded)")
+    parser.add_argument(
+        "--stdin", action="store_true", help="read NDJSON messages on stdin, events on stdout"
+    )
+    parser.add_argument(
+        "--exit-when-idle",
+        action="store_true",
+        help="exit once input has ended and every message is final",
+    )
+    parser.add_argument(
+        "--log-format", choices=("json", "console"), default="json", help="stderr log format"
+    )
+    parser.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), default="info"
+    )
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    del args, parser
-    print("septet run: not available in this build yet", file=sys.stderr)
-    return 1
+    del parser
+    configure_logging(args.log_format, args.log_level)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as error:
+        print(f"septet run: {error}", file=sys.stderr)
+        return 2
+    from engine.daemon import run_daemon
+
+    try:
+        import uvloop
+
+        return uvloop.run(
+            run_daemon(settings, use_stdin=args.stdin, exit_when_idle=args.exit_when_idle)
+        )
+    except JournalError as error:
+        print(f"septet run: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"septet run: {error}", file=sys.stderr)
+        return 1

@@ -1,16 +1,147 @@
-"""`septet send`: placeholder wiring until its issue lands; exits 1 with a clear sentence."""
+"""`septet send`: submit NDJSON (or one message from flags) to a running daemon, print events.
+
+Lines go to the daemon's NDJSON socket; every event that comes back is printed as it
+arrives. The command ends when every line has its answer (one `rejected`, or one
+`accepted` per recipient), or with --wait-dlr when every accepted message has also
+reached a final state (a final `dlr` or a `failed`). Exit 0 when all lines were
+accepted (and, with --wait-dlr, none failed), 1 otherwise, 2 on bad usage.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import msgspec
+
+FINAL_STATES = frozenset({"DELIVRD", "UNDELIV", "EXPIRED", "REJECTD", "DELETED", "UNKNOWN"})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser
+    parser.add_argument(
+        "--socket",
+        default="127.0.0.1:7750",
+        metavar="ADDR",
+        help="HOST:PORT of the NDJSON TCP socket, or a Unix socket path (default %(default)s)",
+    )
+    parser.add_argument("--to", action="append", help="recipient (repeatable); with --text")
+    parser.add_argument("--text", help="message text; with --to")
+    parser.add_argument("--from", dest="sender", help="sender id")
+    parser.add_argument("--id", dest="client_ref", help="your reference (idempotency key)")
+    parser.add_argument("--route", help="bridge to use")
+    parser.add_argument(
+        "--wait-dlr", action="store_true", help="wait for every message's final delivery report"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="give up after this many seconds"
+    )
+
+
+def _lines_from_flags(args: argparse.Namespace) -> list[bytes]:
+    item: dict[str, object] = {"to": args.to if len(args.to) > 1 else args.to[0], "text": args.text}
+    if args.sender:
+        item["from"] = args.sender
+    if args.client_ref:
+        item["id"] = args.client_ref
+    if args.route:
+        item["route"] = args.route
+    return [msgspec.json.encode(item)]
+
+
+def _recipients(line: bytes) -> int:
+    """How many `accepted` events a line earns if accepted (one per recipient)."""
+    try:
+        value = msgspec.json.decode(line)
+    except msgspec.DecodeError:
+        return 1
+    if isinstance(value, dict) and isinstance(value.get("to"), list):
+        return max(1, len(value["to"]))
+    return 1
+
+
+async def _connect(address: str) -> anyio.abc.ByteStream:
+    if "/" in address or address.endswith(".sock"):
+        return await anyio.connect_unix(Path(address))
+    host, _, port = address.rpartition(":")
+    return await anyio.connect_tcp(host.strip("[]") or "127.0.0.1", int(port))
+
+
+async def _session(lines: list[bytes], address: str, wait_dlr: bool, timeout_s: float) -> int:
+    stream = await _connect(address)
+    expected = [_recipients(line) for line in lines]
+    answered = 0
+    ok = True
+    open_messages: set[str] = set()
+    accepted_in_line = 0
+    out = sys.stdout.buffer
+    buffer = b""
+
+    def done() -> bool:
+        return answered == len(lines) and (not wait_dlr or not open_messages)
+
+    async with stream, anyio.create_task_group() as tg:
+
+        async def writer() -> None:
+            await stream.send(b"".join(line + b"\n" for line in lines))
+            if isinstance(stream, anyio.abc.SocketStream):
+                await stream.send_eof()
+
+        tg.start_soon(writer)
+        with anyio.move_on_after(timeout_s) as scope:
+            while not done():
+                try:
+                    data = await stream.receive(65536)
+                except anyio.EndOfStream:
+                    break
+                buffer += data
+                *complete, buffer = buffer.split(b"\n")
+                for raw in complete:
+                    if not raw:
+                        continue
+                    out.write(raw + b"\n")
+                    event = msgspec.json.decode(raw)
+                    kind = event.get("event")
+                    if kind == "rejected":
+                        answered += 1
+                        ok = False
+                    elif kind == "accepted":
+                        accepted_in_line += 1
+                        if event.get("msg_id"):
+                            open_messages.add(event["msg_id"])
+                        if answered < len(expected) and accepted_in_line >= expected[answered]:
+                            answered += 1
+                            accepted_in_line = 0
+                    elif kind == "failed":
+                        ok = False
+                        open_messages.discard(event.get("msg_id"))
+                    elif kind == "dlr" and event.get("state") in FINAL_STATES:
+                        open_messages.discard(event.get("msg_id"))
+                out.flush()
+        tg.cancel_scope.cancel()
+    if scope.cancelled_caught:
+        print(f"septet send: timed out after {timeout_s:g} s", file=sys.stderr)
+        return 1
+    if not done():
+        print("septet send: the daemon closed the connection early", file=sys.stderr)
+        return 1
+    return 0 if ok else 1
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    del args, parser
-    print("septet send: not available in this build yet", file=sys.stderr)
-    return 1
+    if (args.to is None) != (args.text is None):
+        parser.error("--to and --text go together")
+    if args.to is not None:
+        lines = _lines_from_flags(args)
+    else:
+        lines = [line.strip() for line in sys.stdin.buffer if line.strip()]
+    if not lines:
+        print("septet send: nothing to send (give --to/--text or NDJSON on stdin)", file=sys.stderr)
+        return 2
+    try:
+        return anyio.run(_session, lines, args.socket, args.wait_dlr, args.timeout)
+    except OSError as error:
+        print(f"septet send: cannot reach the daemon at {args.socket}: {error}", file=sys.stderr)
+        return 1

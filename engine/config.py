@@ -1,0 +1,195 @@
+"""Settings: TOML decoded into frozen msgspec Structs that reject unknown keys, plus env overrides.
+
+A config file is optional. Without one, `septet run` uses the embedded default: a SQLite
+journal in the working directory, the four provider simulators in-process on a free port,
+and routing by country code (`engine.routing.default_routes`).
+
+Secrets never live in the file if you don't want them to: any credential value written
+as `"env:NAME"` is read from the environment variable NAME at load time, and a missing
+variable is an error naming it (never the value).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+
+DRIVERS = ("dsc", "routemobile", "bsg", "smsclub")
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the problem."""
+
+
+class JournalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    path: str = "septet.db"
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+
+
+class IngressSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    tcp: str | None = "127.0.0.1:7750"
+    unix: str | None = "./septet.sock"
+    max_line_bytes: PositiveInt = 64 * 1024
+    max_text_chars: PositiveInt = 1600
+    max_recipients_per_line: PositiveInt = 1000
+    max_connections: PositiveInt = 1000
+    default_region: str | None = None
+
+
+class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    listen: str | None = "127.0.0.1:9750"
+    # The URL providers use to reach the listener (callbacks); defaults to http://<listen>.
+    public_url: str | None = None
+
+
+class BridgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    driver: Literal["dsc", "routemobile", "bsg", "smsclub"]
+    base_url: str = ""
+    credentials: dict[str, str] = msgspec.field(default_factory=dict)
+    default_sender: str | None = None
+    options: dict[str, str] = msgspec.field(default_factory=dict)
+    requests_per_s: PositiveFloat = 100.0
+    requests_burst: PositiveFloat = 100.0
+    messages_per_s: PositiveFloat = 100_000.0
+    messages_burst: PositiveFloat = 10_000.0
+    pool: PositiveInt = 100
+    linger_ms: Annotated[float, msgspec.Meta(ge=0)] = 2.0
+    max_recipients: PositiveInt | None = None
+    queue_size: PositiveInt = 20_000
+    timeout_s: PositiveFloat = 30.0
+    connect_timeout_s: PositiveFloat = 5.0
+    poll_interval_s: PositiveFloat = 30.0
+    attempts_per_bridge: PositiveInt = 3
+
+
+class RetrySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    base_s: PositiveFloat = 0.5
+    factor: PositiveFloat = 2.0
+    max_delay_s: PositiveFloat = 300.0
+    jitter: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.2
+
+
+class RoutingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    prefixes: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    default: list[str] | None = None
+
+
+class SimulatorSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """In-process provider simulators (the embedded default turns them on)."""
+
+    enabled: bool = False
+    latency_ms: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    fail_rate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
+    dlr_delay_s: Annotated[float, msgspec.Meta(ge=0)] = 0.2
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    journal: JournalSettings = JournalSettings()
+    ingress: IngressSettings = IngressSettings()
+    http: HttpSettings = HttpSettings()
+    bridges: dict[str, BridgeConfig] = msgspec.field(default_factory=dict)
+    routing: RoutingSettings = RoutingSettings()
+    retry: RetrySettings = RetrySettings()
+    simulators: SimulatorSettings = SimulatorSettings()
+
+
+def default_settings() -> Settings:
+    """The embedded default: four bridges served by in-process simulators (DESIGN.md)."""
+    demo: dict[str, dict[str, str]] = {
+        "dsc": {
+            "api_key": "demo",
+            "username": "demo",
+            "password": "demo",
+            "callback_username": "septet",
+            "callback_password": "septet-callback",
+        },
+        "routemobile": {"username": "demo", "password": "demo"},
+        "bsg": {"api_key": "test_demo"},
+        "smsclub": {"token": "demo"},
+    }
+    senders = {"dsc": "SEPTET", "routemobile": "SEPTET", "bsg": "SEPTET", "smsclub": "SEPTET"}
+    bridges = {
+        name: BridgeConfig(
+            driver=name,  # type: ignore[arg-type]
+            credentials=demo[name],
+            default_sender=senders[name],
+            # SMS Club allows 9 requests/s per account (PROVIDERS.md); stay under it.
+            requests_per_s=8.0 if name == "smsclub" else 1000.0,
+            requests_burst=8.0 if name == "smsclub" else 1000.0,
+            poll_interval_s=1.0,
+        )
+        for name in DRIVERS
+    }
+    return Settings(bridges=bridges, simulators=SimulatorSettings(enabled=True))
+
+
+def _resolve_env(value: str, where: str, environ: Mapping[str, str]) -> str:
+    if value.startswith("env:"):
+        name = value[4:]
+        if name not in environ:
+            raise ConfigError(f"{where} names environment variable {name}, which is not set")
+        return environ[name]
+    return value
+
+
+def resolve_secrets(settings: Settings, environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    bridges = {}
+    for name, bridge in settings.bridges.items():
+        credentials = {
+            key: _resolve_env(value, f"bridges.{name}.credentials.{key}", env)
+            for key, value in bridge.credentials.items()
+        }
+        bridges[name] = msgspec.structs.replace(bridge, credentials=credentials)
+    return msgspec.structs.replace(settings, bridges=bridges)
+
+
+def validate(settings: Settings) -> None:
+    for name, bridge in settings.bridges.items():
+        if not settings.simulators.enabled and not bridge.base_url:
+            raise ConfigError(f"bridges.{name}.base_url is empty and simulators are off")
+    names = set(settings.bridges)
+    for prefix, route in settings.routing.prefixes.items():
+        if not prefix.isdigit():
+            raise ConfigError(f"routing.prefixes key {prefix!r} is not a digit prefix")
+        for bridge_name in route:
+            if bridge_name not in names:
+                raise ConfigError(f"routing.prefixes.{prefix} names unknown bridge {bridge_name!r}")
+    for bridge_name in settings.routing.default or []:
+        if bridge_name not in names:
+            raise ConfigError(f"routing.default names unknown bridge {bridge_name!r}")
+
+
+def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read a TOML file (or the embedded default when `path` is None)."""
+    if path is None:
+        settings = default_settings()
+    else:
+        file = Path(path)
+        try:
+            raw = file.read_bytes()
+        except OSError as error:
+            raise ConfigError(f"cannot read config {file}: {error.strerror}") from None
+        try:
+            settings = msgspec.toml.decode(raw, type=Settings)
+        except msgspec.ValidationError as error:
+            raise ConfigError(f"config {file}: {error}") from None
+        except msgspec.DecodeError as error:
+            raise ConfigError(f"config {file} is not valid TOML: {error}") from None
+    settings = resolve_secrets(settings, environ)
+    validate(settings)
+    return settings
+
+
+def split_host_port(address: str, what: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"{what} {address!r} is not HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)

@@ -1,0 +1,559 @@
+"""The composition root: builds every part from Settings and runs them in one task group.
+
+Start order: journal, HTTP listener (its port goes into callback URLs), in-process
+simulators when configured, drivers and pooled clients, crash recovery of messages left
+in flight, scheduler feeder, one dispatcher per bridge, pollers, then ingress (stdin,
+TCP, Unix socket). SIGTERM/SIGINT drain: ingress stops reading, dispatchers finish the
+requests they have started, the journal commits, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import structlog
+from anyio.streams.stapled import StapledByteStream  # noqa: F401 - documented stream type
+
+from bridges.base import BridgeDriver, BridgeSettings, Receipt
+from bridges.registry import build_driver
+from engine.circuit import CircuitBreaker
+from engine.config import Settings, split_host_port
+from engine.dispatch import BridgeDispatcher
+from engine.dlr import ReceiptHandler, serve_poller
+from engine.http_io import BridgeClient
+from engine.ingress import EventRouter, EventSink, LineHandler, LinePreparer
+from engine.journal import Change, MarkFinal, MarkRetry, StoreEvents, open_journal
+from engine.listener import build_app, serve_listener
+from engine.models import Failed, Message, utc_from_timestamp
+from engine.pricing import default_price_tables
+from engine.ratelimit import TokenBucket
+from engine.retry import RetryPolicy
+from engine.routing import Router, default_routes
+from engine.scheduler import BridgeQueue, Scheduler
+
+log = structlog.get_logger("septet.daemon")
+
+
+@dataclass
+class Hooks:
+    """Counters the daemon keeps for readiness, idleness and (later) metrics."""
+
+    submitted_count: int = 0
+    outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def submitted(self, bridge: str, messages: Any) -> None:
+        self.submitted_count += len(messages)
+
+    def outcome(self, bridge: str, outcome: str, count: int) -> None:
+        key = (bridge, outcome)
+        self.outcomes[key] = self.outcomes.get(key, 0) + count
+
+    def request_done(self, bridge: str, seconds: float, status: str) -> None:
+        pass
+
+    def bucket_wait(self, bridge: str, seconds: float) -> None:
+        pass
+
+
+class Outbox:
+    """Events for clients that have gone: batched into the journal, never dropped."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, list[bytes]] = {}
+        self.wake = anyio.Event()
+
+    def spill(self, origin: str, lines: list[bytes]) -> None:
+        self.pending.setdefault(origin, []).extend(lines)
+        self.wake.set()
+
+    def take(self) -> list[Change]:
+        changes: list[Change] = [
+            StoreEvents(origin=origin, events=lines) for origin, lines in self.pending.items()
+        ]
+        self.pending = {}
+        return changes
+
+
+async def run_daemon(
+    settings: Settings,
+    *,
+    use_stdin: bool = False,
+    exit_when_idle: bool = False,
+    stdin: Callable[[], Awaitable[bytes]] | None = None,
+    stdout: Callable[[bytes], Awaitable[None]] | None = None,
+    ready: Callable[[dict[str, Any]], None] | None = None,
+) -> int:
+    """Run until a signal (or, with exit_when_idle, until input ends and all is final)."""
+    journal_path = Path(settings.journal.path)
+    async with AsyncExitStack() as stack:
+        journal = await stack.enter_async_context(
+            open_journal(journal_path, synchronous=settings.journal.synchronous)
+        )
+        outbox = Outbox()
+        events = EventRouter(outbox.spill)
+        hooks = Hooks()
+        tg = await stack.enter_async_context(anyio.create_task_group())
+
+        # ── drivers and listener ───────────────────────────────────────────────
+        drivers: dict[str, BridgeDriver] = {}
+        receipts_handler = ReceiptHandler(journal, events)
+
+        async def on_receipts(bridge: str, receipts: Any) -> None:
+            await receipts_handler.handle(bridge, receipts)
+
+        queues: dict[str, BridgeQueue] = {}
+
+        async def readiness() -> dict[str, object]:
+            circuits = {name: d.circuit.state(time.time()) for name, d in dispatchers.items()}
+            try:
+                pending = await journal.pending_count()
+                writable = True
+            except Exception as error:
+                pending, writable = -1, False
+                log.error("journal_unready", error=str(error))
+            return {
+                "ready": writable,
+                "journal": {"writable": writable, "pending": pending},
+                "bridges": circuits,
+            }
+
+        app = build_app(drivers, on_receipts, readiness)
+        listen_port = 0
+        public_url = settings.http.public_url
+        if settings.http.listen:
+            host, port = split_host_port(settings.http.listen, "http.listen")
+            listen_port = await tg.start(serve_listener, app, host, port)
+            public_url = public_url or f"http://{host}:{listen_port}"
+
+        sim_url: str | None = None
+        if settings.simulators.enabled:
+            sim_url = await _start_simulators(tg, settings, public_url)
+
+        clients: dict[str, BridgeClient] = {}
+        for name, bridge in settings.bridges.items():
+            base_url = bridge.base_url or sim_url or ""
+            callback_url = f"{public_url}/dlr/{name}" if public_url else None
+            credentials = dict(bridge.credentials)
+            drivers[name] = build_driver(
+                bridge.driver,
+                BridgeSettings(
+                    base_url=base_url,
+                    credentials=credentials,
+                    callback_url=callback_url,
+                    default_sender=bridge.default_sender,
+                    options=bridge.options,
+                ),
+            )
+            clients[name] = await stack.enter_async_context(
+                BridgeClient(
+                    base_url,
+                    max_connections=bridge.pool,
+                    connect_timeout_s=bridge.connect_timeout_s,
+                    timeout_s=bridge.timeout_s,
+                )
+            )
+            queues[name] = BridgeQueue(
+                name, bridge.queue_size, distinct_texts=drivers[name].capabilities.distinct_texts
+            )
+
+        # ── recovery of messages left in flight by a crash ────────────────────
+        await _recover_inflight(journal, drivers, events)
+
+        # ── scheduling and dispatch ───────────────────────────────────────────
+        scheduler = Scheduler(queues, journal)
+        policy = RetryPolicy(
+            base_s=settings.retry.base_s,
+            factor=settings.retry.factor,
+            max_delay_s=settings.retry.max_delay_s,
+            jitter=settings.retry.jitter,
+        )
+        dispatchers: dict[str, BridgeDispatcher] = {}
+        for name, bridge in settings.bridges.items():
+            request_bucket = TokenBucket(bridge.requests_per_s, bridge.requests_burst)
+            dispatchers[name] = BridgeDispatcher(
+                name=name,
+                driver=drivers[name],
+                client=clients[name],
+                queue=queues[name],
+                scheduler=scheduler,
+                journal=journal,
+                events=events,
+                hooks=_SubmitHooks(hooks, receipts_handler, tg),
+                policy=policy,
+                requests_bucket=request_bucket,
+                messages_bucket=TokenBucket(bridge.messages_per_s, bridge.messages_burst),
+                circuit=CircuitBreaker(),
+                pool=bridge.pool,
+                linger_s=bridge.linger_ms / 1000,
+                max_recipients=bridge.max_recipients or drivers[name].capabilities.max_recipients,
+                attempts_per_bridge=bridge.attempts_per_bridge,
+            )
+            if drivers[name].capabilities.delivery == "poll":
+                tg.start_soon(
+                    _run_forever,
+                    lambda n=name, b=request_bucket, i=bridge.poll_interval_s: serve_poller(
+                        bridge=n,
+                        driver=drivers[n],
+                        client=clients[n],
+                        journal=journal,
+                        handler=receipts_handler,
+                        bucket=b,
+                        interval_s=i,
+                    ),
+                    f"poller:{name}",
+                )
+        tg.start_soon(scheduler.serve_feeder)
+        dispatch_scope = anyio.CancelScope()
+
+        async def run_dispatchers() -> None:
+            with dispatch_scope:
+                async with anyio.create_task_group() as dtg:
+                    for dispatcher in dispatchers.values():
+                        dtg.start_soon(dispatcher.serve)
+
+        tg.start_soon(run_dispatchers)
+        tg.start_soon(_serve_outbox, outbox, journal)
+
+        # ── ingress ───────────────────────────────────────────────────────────
+        preparer = LinePreparer(
+            router=Router(
+                {k: tuple(v) for k, v in settings.routing.prefixes.items()}
+                or _default_routes_for(settings),
+                tuple(settings.routing.default) if settings.routing.default else None,
+                settings.bridges.keys(),
+            ),
+            prices=_price_tables(settings),
+            default_senders={n: b.default_sender for n, b in settings.bridges.items()},
+            max_text_chars=settings.ingress.max_text_chars,
+            max_recipients=settings.ingress.max_recipients_per_line,
+            default_region=settings.ingress.default_region,
+        )
+        handler = LineHandler(
+            preparer, journal, scheduler, max_line_bytes=settings.ingress.max_line_bytes
+        )
+        ingress_scope = anyio.CancelScope()
+        input_done = anyio.Event()
+        connection_counter = iter(range(1, 1 << 62))
+
+        async def serve_connection(stream: anyio.abc.ByteStream, kind: str) -> None:
+            origin = f"{kind}:{next(connection_counter)}"
+            sink = EventSink(origin, stream.send)
+            events.register(sink)
+
+            async def receive() -> bytes:
+                try:
+                    return await stream.receive(65536)
+                except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    return b""
+
+            async with anyio.create_task_group() as ctg:
+                ctg.start_soon(sink.serve, outbox.spill)
+                try:
+                    await handler.serve_stream(receive, sink)
+                    # Input ended: keep the connection open for events until the peer
+                    # closes it (half-close) or the daemon stops.
+                    await sink.flush()
+                    if kind != "stdin":
+                        await _wait_peer_gone(stream)
+                finally:
+                    events.unregister(sink)
+                    ctg.cancel_scope.cancel()
+                    with anyio.CancelScope(shield=True):
+                        await stream.aclose()
+
+        tcp_listener = None
+        if settings.ingress.tcp:
+            host, port = split_host_port(settings.ingress.tcp, "ingress.tcp")
+            tcp_listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+        unix_listener = None
+        if settings.ingress.unix:
+            path = anyio.Path(settings.ingress.unix)
+            if await path.is_socket():
+                await path.unlink()  # a stale socket from a previous run
+            old_umask = os.umask(0o177)  # the socket is created 0600: only its owner may send
+            try:
+                unix_listener = await anyio.create_unix_listener(str(path))
+            finally:
+                os.umask(old_umask)
+        tcp_port = (
+            tcp_listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 - anyio, not Django
+            if tcp_listener
+            else None
+        )
+
+        async def run_ingress() -> None:
+            with ingress_scope:
+                async with anyio.create_task_group() as itg:
+                    if tcp_listener is not None:
+                        itg.start_soon(tcp_listener.serve, lambda s: serve_connection(s, "tcp"))
+                    if unix_listener is not None:
+                        itg.start_soon(unix_listener.serve, lambda s: serve_connection(s, "unix"))
+                    if use_stdin:
+                        itg.start_soon(
+                            _serve_stdio, handler, events, outbox, input_done, stdin, stdout
+                        )
+                    else:
+                        input_done.set()
+                    await anyio.sleep_forever()
+
+        tg.start_soon(run_ingress)
+        if ready is not None:
+            ready({"http_port": listen_port, "tcp_port": tcp_port, "simulators": sim_url})
+        log.info("started", http_port=listen_port, journal=str(journal_path))
+
+        stop_reason = await _wait_for_stop(
+            exit_when_idle, input_done, journal, queues, scheduler, dispatchers
+        )
+        log.info("draining", reason=stop_reason)
+        ingress_scope.cancel()
+        # Let workers finish what they hold (bounded), then stop everything.
+        with anyio.move_on_after(30):
+            while scheduler.in_hand or any(d.in_flight for d in dispatchers.values()):  # noqa: ASYNC110 - bounded drain poll
+                await anyio.sleep(0.01)
+        dispatch_scope.cancel()
+        if outbox.pending:
+            await journal.record(outbox.take())
+        tg.cancel_scope.cancel()
+    log.info("stopped")
+    return 0
+
+
+class _SubmitHooks:
+    """Dispatch hooks: count, and replay delivery reports that arrived before the submit."""
+
+    def __init__(self, hooks: Hooks, receipts: ReceiptHandler, tg: anyio.abc.TaskGroup) -> None:
+        self._hooks = hooks
+        self._receipts = receipts
+        self._tg = tg
+
+    def submitted(self, bridge: str, messages: Any) -> None:
+        self._hooks.submitted(bridge, messages)
+        if self._receipts.has_orphans(bridge):
+            ids = [pid for _, pid in messages if pid]
+            self._tg.start_soon(self._receipts.match_orphans, bridge, ids)
+
+    def outcome(self, bridge: str, outcome: str, count: int) -> None:
+        self._hooks.outcome(bridge, outcome, count)
+
+    def request_done(self, bridge: str, seconds: float, status: str) -> None:
+        self._hooks.request_done(bridge, seconds, status)
+
+    def bucket_wait(self, bridge: str, seconds: float) -> None:
+        self._hooks.bucket_wait(bridge, seconds)
+
+
+async def _run_forever(factory: Callable[[], Awaitable[None]], what: str) -> None:
+    """Restart a background loop that failed unexpectedly, after a pause; log why."""
+    while True:
+        try:
+            await factory()
+            return
+        except Exception as error:
+            log.error("task_failed", task=what, error=repr(error))
+            await anyio.sleep(1.0)
+
+
+async def _wait_peer_gone(stream: anyio.abc.ByteStream) -> None:
+    try:
+        while await stream.receive(4096):
+            pass
+    except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        return
+
+
+async def _serve_stdio(
+    handler: LineHandler,
+    events: EventRouter,
+    outbox: Outbox,
+    input_done: anyio.Event,
+    stdin: Callable[[], Awaitable[bytes]] | None,
+    stdout: Callable[[bytes], Awaitable[None]] | None,
+) -> None:
+    if stdin is None:
+        stdin_file = anyio.wrap_file(sys.stdin.buffer)
+
+        async def read() -> bytes:
+            return await stdin_file.read1(65536)
+
+        stdin = read
+    if stdout is None:
+        stdout_file = anyio.wrap_file(sys.stdout.buffer)
+
+        async def write(data: bytes) -> None:
+            await stdout_file.write(data)
+            await stdout_file.flush()
+
+        stdout = write
+    sink = EventSink("stdin", stdout)
+    events.register(sink)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sink.serve, outbox.spill)
+        try:
+            await handler.serve_stream(stdin, sink)
+        finally:
+            input_done.set()
+        # stdout stays the event sink for this run's later events (submitted, dlr).
+        await anyio.sleep_forever()
+
+
+async def _serve_outbox(outbox: Outbox, journal: Any) -> None:
+    while True:
+        await outbox.wake.wait()
+        outbox.wake = anyio.Event()
+        changes = outbox.take()
+        if changes:
+            await journal.record(changes)
+
+
+async def _wait_for_stop(
+    exit_when_idle: bool,
+    input_done: anyio.Event,
+    journal: Any,
+    queues: dict[str, BridgeQueue],
+    scheduler: Scheduler,
+    dispatchers: dict[str, BridgeDispatcher],
+) -> str:
+    reason = "signal"
+    async with anyio.create_task_group() as tg:
+
+        async def on_signal() -> None:
+            nonlocal reason
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    reason = signal.Signals(signum).name
+                    tg.cancel_scope.cancel()
+                    return
+
+        async def on_idle() -> None:
+            nonlocal reason
+            await input_done.wait()
+            while True:
+                busy = (
+                    any(len(q) for q in queues.values())
+                    or scheduler.in_hand
+                    or any(d.in_flight for d in dispatchers.values())
+                )
+                if not busy and await journal.pending_count() == 0:
+                    reason = "idle"
+                    tg.cancel_scope.cancel()
+                    return
+                await anyio.sleep(0.05)
+
+        tg.start_soon(on_signal)
+        if exit_when_idle:
+            tg.start_soon(on_idle)
+    return reason
+
+
+async def _recover_inflight(
+    journal: Any, drivers: dict[str, BridgeDriver], events: EventRouter
+) -> None:
+    """Decide, for each message a crash left in flight, whether a resend is safe.
+
+    PROVIDERS.md: BSG deduplicates by reference (resend; "reference exists" means it went
+    through); SMS Club answers 453 to a resend within 2 minutes (resend inside the
+    window only); the others cannot tell, so the message fails with "outcome unknown".
+    """
+    stuck: list[Message] = await journal.inflight()
+    if not stuck:
+        return
+    now = time.time()
+    changes: list[Change] = []
+    failed: list[Message] = []
+    for message in stuck:
+        driver = drivers.get(message.bridge)
+        idempotency = driver.capabilities.idempotency if driver else "none"
+        sent_at = message.inflight_at or message.due_at
+        if idempotency == "reference" or (
+            idempotency == "duplicate-window" and now - sent_at < 110.0
+        ):
+            changes.append(
+                MarkRetry(
+                    msg_ids=[message.msg_id],
+                    due_at=now,
+                    # The lost attempt counts: a resend is attempt 2 or later, which is
+                    # how the SMS Club driver reads a 453 as "the first one went through".
+                    attempt=message.attempt + 1,
+                    bridge_index=message.bridge_index,
+                    reason="resumed after restart; the provider deduplicates resends",
+                )
+            )
+        else:
+            changes.append(
+                MarkFinal(
+                    msg_id=message.msg_id,
+                    outcome="UNKNOWN",
+                    code="unknown",
+                    error="outcome unknown: septet stopped while the request was in flight",
+                    at=now,
+                )
+            )
+            failed.append(message)
+    await journal.record(changes)
+    for message in failed:
+        events.emit(
+            message.origin,
+            Failed(
+                id=message.client_ref,
+                msg_id=message.msg_id,
+                ts=utc_from_timestamp(now),
+                error=(
+                    f"{message.bridge}: outcome unknown: septet stopped while the request "
+                    "was in flight, and this provider offers no safe way to resend"
+                ),
+                code="unknown",
+                bridge=message.bridge,
+            ),
+        )
+    log.warning("recovered_inflight", resent=len(stuck) - len(failed), unknown=len(failed))
+
+
+def _default_routes_for(settings: Settings) -> dict[str, tuple[str, ...]]:
+    names = set(settings.bridges)
+    routes = {}
+    for prefix, route in default_routes().items():
+        kept = tuple(b for b in route if b in names)
+        if kept:
+            routes[prefix] = kept
+    return routes
+
+
+def _price_tables(settings: Settings) -> dict[str, Any]:
+    tables = default_price_tables()
+    return {name: tables[bridge.driver] for name, bridge in settings.bridges.items()}
+
+
+async def _start_simulators(
+    tg: anyio.abc.TaskGroup, settings: Settings, public_url: str | None
+) -> str:
+    from bridges.sim.core import SimulatorConfig
+    from bridges.sim.runner import serve_simulators
+
+    config = SimulatorConfig(
+        latency_ms=settings.simulators.latency_ms,
+        fail_rate=settings.simulators.fail_rate,
+        dlr_delay_s=settings.simulators.dlr_delay_s,
+        routemobile_dlr_url=f"{public_url}/dlr/routemobile" if public_url else None,
+    )
+    handle = await tg.start(
+        lambda task_status: serve_simulators(
+            ["dsc", "routemobile", "bsg", "smsclub"],
+            port=0,
+            config=config,
+            task_status=task_status,
+        )
+    )
+    return f"http://127.0.0.1:{handle.port}"
+
+
+__all__ = ["Receipt", "run_daemon"]

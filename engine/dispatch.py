@@ -1,0 +1,460 @@
+"""Per-bridge dispatch: batch -> claim -> driver.build_send -> http_io -> driver.parse_send.
+
+`pool` workers per bridge each loop: take a batch from the bridge queue, pass the token
+buckets (requests/s and messages/s) and the circuit breaker, claim the messages in the
+journal (accepted -> inflight: after a crash these are the ones whose fate may be
+unknown), make the call, and turn each message's outcome into a journal change and an
+event. Retries go back to the journal with a due time (the feeder brings them back);
+failover moves a message to the next bridge of its route.
+
+What may have reached the provider is never silently resent: a lost reply is retried
+only where the provider deduplicates (BSG by reference, SMS Club within its duplicate
+window); elsewhere the message fails with "outcome unknown".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import anyio
+import msgspec
+import structlog
+
+from bridges.base import (
+    BridgeDriver,
+    HttpCall,
+    HttpReply,
+    OutboundMessage,
+    Outcome,
+    Rejected,
+    RetryLater,
+    Submitted,
+    Unknown,
+    UnparseableReply,
+)
+from engine.circuit import CircuitBreaker
+from engine.http_io import TransportError
+from engine.journal import Change, MarkFinal, MarkRetry, MarkSubmitted
+from engine.models import DeliveryReport, Event, Failed, Message, SubmittedEvent
+from engine.ratelimit import TokenBucket
+from engine.retry import Decision, Failover, GiveUp, RetryAt, RetryPolicy
+from engine.scheduler import BridgeQueue, Scheduler
+
+log = structlog.get_logger("septet.dispatch")
+
+
+class Requester(Protocol):
+    async def request(self, call: HttpCall) -> HttpReply: ...
+
+
+class ClaimingJournal(Protocol):
+    async def claim(
+        self, messages: Sequence[Message], bridge_index: int, at: float
+    ) -> list[Message]: ...
+
+    async def record(self, changes: Sequence[Change]) -> None: ...
+
+
+class EventEmitter(Protocol):
+    def emit(self, origin: str, event: Event) -> None: ...
+
+
+class DispatchHooks(Protocol):
+    """What dispatch tells the rest of the daemon (metrics, delivery-report matching)."""
+
+    def submitted(self, bridge: str, messages: Sequence[tuple[Message, str | None]]) -> None: ...
+
+    def outcome(self, bridge: str, outcome: str, count: int) -> None: ...
+
+    def request_done(self, bridge: str, seconds: float, status: str) -> None: ...
+
+    def bucket_wait(self, bridge: str, seconds: float) -> None: ...
+
+
+def _now_dt() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class BridgeDispatcher:
+    def __init__(
+        self,
+        *,
+        name: str,
+        driver: BridgeDriver,
+        client: Requester,
+        queue: BridgeQueue,
+        scheduler: Scheduler,
+        journal: ClaimingJournal,
+        events: EventEmitter,
+        hooks: DispatchHooks,
+        policy: RetryPolicy,
+        requests_bucket: TokenBucket,
+        messages_bucket: TokenBucket,
+        circuit: CircuitBreaker,
+        pool: int,
+        linger_s: float,
+        max_recipients: int,
+        attempts_per_bridge: int,
+        clock: Callable[[], float] = time.time,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.name = name
+        self.driver = driver
+        self._client = client
+        self.queue = queue
+        self._scheduler = scheduler
+        self._journal = journal
+        self._events = events
+        self._hooks = hooks
+        self._policy = policy
+        self._requests = requests_bucket
+        self._messages = messages_bucket
+        self.circuit = circuit
+        self._pool = pool
+        self._linger = linger_s
+        self._max = min(max_recipients, driver.capabilities.max_recipients)
+        self._failover_policy = msgspec.structs.replace(
+            policy, max_attempts=min(policy.max_attempts, attempts_per_bridge)
+        )
+        self._clock = clock
+        self._jitter = jitter
+        self.in_flight = 0
+
+    async def serve(self) -> None:
+        async with anyio.create_task_group() as tg:
+            for _ in range(self._pool):
+                tg.start_soon(self._serve_worker)
+
+    async def _serve_worker(self) -> None:
+        while True:
+            batch = await self.queue.take_batch(self._max, self._linger)
+            ids = [message.msg_id for message in batch]
+            self._scheduler.in_hand.update(ids)
+            try:
+                await self.send_batch(batch)
+            finally:
+                self._scheduler.in_hand.difference_update(ids)
+
+    async def _pass_gates(self, count: int) -> None:
+        now = self._clock()
+        while not self.circuit.allow(now):
+            await anyio.sleep(0.05)
+            now = self._clock()
+        wait = max(self._requests.take(1, now), self._messages.take(count, now))
+        if wait > 0:
+            self._hooks.bucket_wait(self.name, wait)
+            await anyio.sleep(wait)
+
+    async def send_batch(self, batch: Sequence[Message]) -> None:
+        now = self._clock()
+        live: list[Message] = []
+        changes: list[Change] = []
+        events: list[tuple[str, Event]] = []
+        for message in batch:
+            if message.expires_at is not None and message.expires_at <= now:
+                self._fail(
+                    message,
+                    "EXPIRED",
+                    "validity",
+                    "validity ended before sending",
+                    changes,
+                    events,
+                    now,
+                )
+            else:
+                live.append(message)
+        if changes:
+            await self._commit(changes, events)
+            changes, events = [], []
+        if not live:
+            return
+        await self._pass_gates(len(live))
+        now = self._clock()
+        bridge_index = live[0].bridge_index
+        claimed = await self._journal.claim(live, bridge_index, now)
+        if not claimed:
+            return
+        outbound = [self._outbound(message, now) for message in claimed]
+        call = self.driver.build_send(outbound)
+        started = time.perf_counter()
+        self.in_flight += 1
+        try:
+            reply = await self._client.request(call)
+        except TransportError as error:
+            self._hooks.request_done(self.name, time.perf_counter() - started, "transport")
+            self.circuit.record_failure(self._clock())
+            self._transport_failed(claimed, error, changes, events)
+        else:
+            self._hooks.request_done(self.name, time.perf_counter() - started, str(reply.status))
+            try:
+                outcomes = self.driver.parse_send(outbound, reply)
+            except UnparseableReply as error:
+                # The provider answered something undocumented: it may have taken the
+                # messages, so this is a lost reply, not a refusal.
+                self.circuit.record_failure(self._clock())
+                log.warning("unparseable_reply", bridge=self.name, error=str(error))
+                self._transport_failed(claimed, error, changes, events, maybe_sent=True)
+            else:
+                self._apply(claimed, outcomes, changes, events)
+        finally:
+            self.in_flight -= 1
+        await self._commit(changes, events)
+
+    def _outbound(self, message: Message, now: float) -> OutboundMessage:
+        validity = None
+        if message.expires_at is not None:
+            validity = max(1, int(message.expires_at - now))
+        return OutboundMessage(
+            msg_id=message.msg_id,
+            to=message.to,
+            text=message.text,
+            encoding=message.encoding,
+            reference=message.reference,
+            sender=message.sender,
+            flash=message.flash,
+            dlr=message.dlr,
+            validity_s=validity,
+            attempt=message.attempt + 1,
+        )
+
+    async def _commit(self, changes: list[Change], events: list[tuple[str, Event]]) -> None:
+        if changes:
+            await self._journal.record(changes)
+        for origin, event in events:
+            self._events.emit(origin, event)
+
+    # ── outcomes ───────────────────────────────────────────────────────────────
+
+    def _apply(
+        self,
+        messages: Sequence[Message],
+        outcomes: Sequence[Outcome],
+        changes: list[Change],
+        events: list[tuple[str, Event]],
+    ) -> None:
+        now = self._clock()
+        ts = _now_dt()
+        submitted: list[tuple[Message, str | None]] = []
+        any_retryable = False
+        answered = False  # the provider answered sensibly (Submitted or Rejected)
+        for message, outcome in zip(messages, outcomes, strict=True):
+            attempt = message.attempt + 1
+            if isinstance(outcome, Submitted):
+                changes.append(
+                    MarkSubmitted(
+                        msg_id=message.msg_id,
+                        provider_id=outcome.provider_id,
+                        cost=outcome.cost,
+                        currency=outcome.currency,
+                        at=now,
+                    )
+                )
+                events.append(
+                    (
+                        message.origin,
+                        SubmittedEvent(
+                            id=message.client_ref,
+                            msg_id=message.msg_id,
+                            ts=ts,
+                            provider_id=outcome.provider_id,
+                            bridge=self.name,
+                        ),
+                    )
+                )
+                self._after_submit(message, outcome.provider_id, changes, events, now)
+                submitted.append((message, outcome.provider_id))
+                continue
+            if isinstance(outcome, RetryLater):
+                any_retryable = True
+            elif isinstance(outcome, Rejected):
+                answered = True
+            decision = self._policy_for(message).decide(
+                outcome,
+                attempt,
+                now,
+                self._jitter,
+                self.driver.capabilities.idempotency,
+                can_failover=self._has_failover(message),
+            )
+            self._decide(message, outcome.code, outcome.reason, decision, changes, events, now)
+        if submitted:
+            self._hooks.submitted(self.name, submitted)
+            self._hooks.outcome(self.name, "submitted", len(submitted))
+        # circuit.py: success when the provider answered sensibly, failure on retryable
+        # errors, release (neither) on throttles — a busy provider is not a broken one.
+        if submitted or answered:
+            self.circuit.record_success(now)
+        elif any_retryable:
+            self.circuit.record_failure(now)
+        else:
+            self.circuit.release(now)
+
+    def _after_submit(
+        self,
+        message: Message,
+        provider_id: str | None,
+        changes: list[Change],
+        events: list[tuple[str, Event]],
+        now: float,
+    ) -> None:
+        """Messages no report will ever come for are final at submit."""
+        if not message.dlr:
+            changes.append(
+                MarkFinal(msg_id=message.msg_id, outcome="SUBMITTED", code=None, error=None, at=now)
+            )
+        elif provider_id is None and self.driver.capabilities.idempotency != "reference":
+            # The provider took it but gave no id (SMS Club's 453 on a retry): no report
+            # can be matched. Say so rather than wait forever.
+            changes.append(
+                MarkFinal(
+                    msg_id=message.msg_id,
+                    outcome="UNKNOWN",
+                    code=None,
+                    error="provider gave no message id",
+                    at=now,
+                )
+            )
+            events.append(
+                (
+                    message.origin,
+                    DeliveryReport(
+                        id=message.client_ref,
+                        msg_id=message.msg_id,
+                        ts=_now_dt(),
+                        state="UNKNOWN",
+                        provider_status="no provider message id",
+                        bridge=self.name,
+                    ),
+                )
+            )
+
+    def _has_failover(self, message: Message) -> bool:
+        return message.bridge_index + 1 < len(message.bridges)
+
+    def _policy_for(self, message: Message) -> RetryPolicy:
+        """With a failover bridge left, give up on this one sooner."""
+        return self._failover_policy if self._has_failover(message) else self._policy
+
+    def _transport_failed(
+        self,
+        messages: Sequence[Message],
+        error: Exception,
+        changes: list[Change],
+        events: list[tuple[str, Event]],
+        *,
+        maybe_sent: bool | None = None,
+    ) -> None:
+        now = self._clock()
+        sent = maybe_sent if maybe_sent is not None else getattr(error, "maybe_sent", True)
+        for message in messages:
+            attempt = message.attempt + 1
+            decision = self._policy_for(message).decide_transport(
+                maybe_sent=sent,
+                attempt=attempt,
+                now=now,
+                jitter=self._jitter,
+                idempotency=self.driver.capabilities.idempotency,
+                can_failover=self._has_failover(message) and not sent,
+                first_attempt_at=now,
+            )
+            self._decide(
+                message,
+                "transport",
+                str(error) or type(error).__name__,
+                decision,
+                changes,
+                events,
+                now,
+            )
+        self._hooks.outcome(self.name, "transport_error", len(messages))
+
+    def _decide(
+        self,
+        message: Message,
+        code: str,
+        reason: str,
+        decision: Decision,
+        changes: list[Change],
+        events: list[tuple[str, Event]],
+        now: float,
+    ) -> None:
+        attempt = message.attempt + 1
+        if isinstance(decision, RetryAt):
+            changes.append(
+                MarkRetry(
+                    msg_ids=[message.msg_id],
+                    due_at=decision.at,
+                    attempt=attempt,
+                    bridge_index=message.bridge_index,
+                    reason=decision.reason,
+                )
+            )
+            self._scheduler.wake_feeder()
+            self._hooks.outcome(self.name, "retry", 1)
+        elif isinstance(decision, Failover):
+            changes.append(
+                MarkRetry(
+                    msg_ids=[message.msg_id],
+                    due_at=now,
+                    attempt=0,
+                    bridge_index=message.bridge_index + 1,
+                    reason=decision.reason,
+                )
+            )
+            self._scheduler.wake_feeder()
+            self._hooks.outcome(self.name, "failover", 1)
+            log.warning(
+                "failover",
+                bridge=self.name,
+                msg_id=message.msg_id,
+                to_bridge=message.bridges[message.bridge_index + 1],
+                reason=reason,
+            )
+        else:
+            # GiveUp (Done never follows a failed outcome; treat it alike to be safe).
+            text = decision.reason if isinstance(decision, GiveUp) else reason
+            outcome_unknown = code == "transport" or text.startswith("outcome unknown")
+            self._fail(
+                message,
+                "UNKNOWN" if outcome_unknown else "REJECTD",
+                code,
+                text,
+                changes,
+                events,
+                now,
+            )
+
+    def _fail(
+        self,
+        message: Message,
+        state: str,
+        code: str | None,
+        error: str,
+        changes: list[Change],
+        events: list[tuple[str, Event]],
+        now: float,
+    ) -> None:
+        changes.append(
+            MarkFinal(msg_id=message.msg_id, outcome=state, code=code, error=error, at=now)
+        )
+        events.append(
+            (
+                message.origin,
+                Failed(
+                    id=message.client_ref,
+                    msg_id=message.msg_id,
+                    ts=_now_dt(),
+                    error=f"{self.name}: {error}",
+                    code=code,
+                    bridge=self.name,
+                ),
+            )
+        )
+        self._hooks.outcome(self.name, "failed", 1)
+
+
+__all__ = ["BridgeDispatcher", "DispatchHooks", "Rejected", "Unknown"]

@@ -1,0 +1,197 @@
+"""Delivery reports: provider callbacks and status polling -> journaled, normalised `dlr` events.
+
+Receipts arrive two ways. Providers that push (dsc, routemobile) call the daemon's HTTP
+listener at `/dlr/<bridge>`; the bridge's driver checks credentials and parses the request.
+Providers that must be asked (bsg, smsclub) are polled by `serve_poller`, in batches the
+driver allows, through the bridge's request token bucket, and never for the same message
+more often than the poll interval (BSG counts faster polling as abuse: PROVIDERS.md).
+
+A receipt is matched to its message by provider id (or reference). One that arrives
+before its submit is journaled (a fast provider can call back before septet has
+recorded the reply) is stored as an orphan and matched when the submit is recorded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import anyio
+import msgspec
+import structlog
+
+from bridges.base import BridgeDriver, HttpCall, HttpReply, Receipt, StatusQuery, UnparseableReply
+from engine.http_io import TransportError
+from engine.journal import Change, MarkFinal, MarkPolled, StoreOrphanReceipt
+from engine.models import DeliveryReport, Event, Message
+from engine.ratelimit import TokenBucket
+
+log = structlog.get_logger("septet.dlr")
+
+receipt_encoder = msgspec.msgpack.Encoder()
+receipt_decoder = msgspec.msgpack.Decoder(Receipt)
+
+
+class ReceiptJournal(Protocol):
+    async def find_by_provider_id(
+        self, bridge: str, provider_ids: Sequence[str]
+    ) -> dict[str, Message]: ...
+
+    async def find_by_reference(self, references: Sequence[str]) -> dict[str, Message]: ...
+
+    async def take_orphan_receipts(
+        self, bridge: str, provider_ids: Sequence[str]
+    ) -> list[bytes]: ...
+
+    async def awaiting_report(
+        self, bridge: str, polled_before: float, limit: int
+    ) -> list[Message]: ...
+
+    async def record(self, changes: Sequence[Change]) -> None: ...
+
+
+class EventEmitter(Protocol):
+    def emit(self, origin: str, event: Event) -> None: ...
+
+
+class Requester(Protocol):
+    async def request(self, call: HttpCall) -> HttpReply: ...
+
+
+class ReceiptHandler:
+    """Matches receipts to messages, journals final states, emits `dlr` events."""
+
+    def __init__(
+        self,
+        journal: ReceiptJournal,
+        events: EventEmitter,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_receipt: Callable[[str, str, float | None], None] | None = None,
+    ) -> None:
+        self._journal = journal
+        self._events = events
+        self._clock = clock
+        self._on_receipt = on_receipt
+        self._orphans: dict[str, int] = {}  # bridge -> orphans stored this run
+
+    async def handle(self, bridge: str, receipts: Sequence[Receipt]) -> None:
+        if not receipts:
+            return
+        by_id = await self._journal.find_by_provider_id(
+            bridge, [r.provider_id for r in receipts if r.provider_id]
+        )
+        references = [r.reference for r in receipts if not r.provider_id and r.reference]
+        by_ref = await self._journal.find_by_reference(references) if references else {}
+        now = self._clock()
+        changes: list[Change] = []
+        events: list[tuple[str, Event]] = []
+        ts = dt.datetime.now(dt.UTC)
+        for receipt in receipts:
+            message = None
+            if receipt.provider_id:
+                message = by_id.get(receipt.provider_id)
+            elif receipt.reference:
+                message = by_ref.get(receipt.reference)
+            if message is None:
+                if receipt.provider_id:
+                    changes.append(
+                        StoreOrphanReceipt(
+                            bridge=bridge,
+                            provider_id=receipt.provider_id,
+                            receipt=receipt_encoder.encode(receipt),
+                            at=now,
+                        )
+                    )
+                    self._orphans[bridge] = self._orphans.get(bridge, 0) + 1
+                else:
+                    log.warning("receipt_unmatched", bridge=bridge, reference=receipt.reference)
+                continue
+            if message.state == "final":
+                continue  # a repeated report; the first one counted
+            if receipt.final:
+                changes.append(
+                    MarkFinal(
+                        msg_id=message.msg_id,
+                        outcome=receipt.state,
+                        code=receipt.error_code,
+                        error=None,
+                        at=now,
+                    )
+                )
+                if self._on_receipt is not None:
+                    self._on_receipt(bridge, receipt.state, now - message.accepted_at)
+            events.append(
+                (
+                    message.origin,
+                    DeliveryReport(
+                        id=message.client_ref,
+                        msg_id=message.msg_id,
+                        ts=ts,
+                        state=receipt.state,
+                        provider_status=receipt.provider_status,
+                        bridge=bridge,
+                    ),
+                )
+            )
+        if changes:
+            await self._journal.record(changes)
+        for origin, event in events:
+            self._events.emit(origin, event)
+
+    def has_orphans(self, bridge: str) -> bool:
+        return self._orphans.get(bridge, 0) > 0
+
+    async def match_orphans(self, bridge: str, provider_ids: Sequence[str]) -> None:
+        """Called after submits are journaled: replay receipts that came early."""
+        if not self.has_orphans(bridge) or not provider_ids:
+            return
+        stored = await self._journal.take_orphan_receipts(bridge, provider_ids)
+        if stored:
+            self._orphans[bridge] = max(0, self._orphans[bridge] - len(stored))
+            await self.handle(bridge, [receipt_decoder.decode(item) for item in stored])
+
+
+async def serve_poller(
+    *,
+    bridge: str,
+    driver: BridgeDriver,
+    client: Requester,
+    journal: ReceiptJournal,
+    handler: ReceiptHandler,
+    bucket: TokenBucket,
+    interval_s: float,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Poll `bridge` for reports of submitted messages, forever."""
+    per_call = max(1, driver.capabilities.max_status_ids)
+    while True:
+        now = clock()
+        waiting = await journal.awaiting_report(bridge, now - interval_s, 1000)
+        if not waiting:
+            await anyio.sleep(min(interval_s, 1.0))
+            continue
+        for start in range(0, len(waiting), per_call):
+            chunk = waiting[start : start + per_call]
+            queries = [
+                StatusQuery(provider_id=message.provider_id, reference=message.reference)
+                for message in chunk
+            ]
+            call = driver.build_status(queries)
+            if call is None:
+                return
+            wait = bucket.take(1, clock())
+            if wait > 0:
+                await anyio.sleep(wait)
+            try:
+                reply = await client.request(call)
+                receipts = driver.parse_status(queries, reply)
+            except (TransportError, UnparseableReply) as error:
+                log.warning("poll_failed", bridge=bridge, error=str(error))
+                receipts = []
+            await handler.handle(bridge, receipts)
+            await journal.record(
+                [MarkPolled(msg_ids=[message.msg_id for message in chunk], at=clock())]
+            )

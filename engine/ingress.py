@@ -1,0 +1,418 @@
+"""NDJSON ingress: byte streams (stdin, TCP, Unix socket) in, one answer per line out.
+
+Each connection is read in chunks; every complete line in a chunk is validated
+(`LinePreparer`), the valid ones go to the journal in one `accept` call (so a busy client
+gets group commit for free), and only after that commit are the `accepted` events
+written, in input order, interleaved with the `rejected` ones. Then the messages are
+handed to the scheduler, which waits when its queues are full: the reader stops
+reading, and the client feels backpressure through TCP. Nothing is dropped.
+
+A line longer than `max_line_bytes` is rejected as soon as it outgrows the limit; the
+rest of it is skipped as it arrives, never buffered whole.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import anyio
+import msgspec
+import structlog
+
+from engine.journal import Duplicate
+from engine.models import (
+    Accepted,
+    Event,
+    LineRejected,
+    Message,
+    encode_event_line,
+    submission_decoder,
+)
+from engine.numbers import InvalidNumber, normalise
+from engine.pricing import NoPriceError, PriceTable, message_cost
+from engine.routing import Router, UnknownRoute
+from engine.segment import segment_text
+
+log = structlog.get_logger("septet.ingress")
+
+
+class AcceptingJournal(Protocol):
+    async def accept(
+        self, groups: Sequence[Sequence[Message]]
+    ) -> list[list[Message] | Duplicate]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LineError:
+    """Why a line was rejected; `client_ref` when the line got far enough to have one."""
+
+    error: str
+    client_ref: str | None = None
+
+
+class LinePreparer:
+    """Validates one input line and turns it into one Message per recipient. Pure but for
+    the clock passed in."""
+
+    def __init__(
+        self,
+        *,
+        router: Router,
+        prices: dict[str, PriceTable],
+        default_senders: dict[str, str | None],
+        max_text_chars: int,
+        max_recipients: int,
+        default_region: str | None,
+    ) -> None:
+        self._router = router
+        self._prices = prices
+        self._senders = default_senders
+        self._max_text = max_text_chars
+        self._max_recipients = max_recipients
+        self._region = default_region
+
+    def prepare(self, line: bytes, origin: str, now: float) -> list[Message] | LineError:
+        try:
+            sub = submission_decoder.decode(line)
+        except msgspec.ValidationError as error:
+            return LineError(f"invalid message: {_describe(error)}")
+        except msgspec.DecodeError:
+            return LineError("invalid message: the line is not a JSON object")
+        ref = sub.id
+        text = sub.text
+        if not text:
+            return LineError("text is empty", ref)
+        if len(text) > self._max_text:
+            return LineError(f"text is {len(text)} characters; the limit is {self._max_text}", ref)
+        recipients = [sub.to] if isinstance(sub.to, str) else sub.to
+        if not recipients:
+            return LineError("to has no recipients", ref)
+        if len(recipients) > self._max_recipients:
+            return LineError(
+                f"to has {len(recipients)} recipients; the limit is {self._max_recipients}",
+                ref,
+            )
+        due_at = now
+        if sub.schedule_at is not None:
+            if sub.schedule_at.tzinfo is None:
+                return LineError("schedule_at needs a time zone, such as Z or +02:00", ref)
+            due_at = max(now, sub.schedule_at.timestamp())
+        expires_at = None if sub.validity_s is None else due_at + sub.validity_s
+        try:
+            segmentation = segment_text(text)
+        except ValueError as error:
+            return LineError(str(error), ref)
+        messages: list[Message] = []
+        for raw in recipients:
+            try:
+                to = normalise(raw, self._region)
+                bridges = self._router.route(to, sub.route)
+            except (InvalidNumber, UnknownRoute) as error:
+                return LineError(str(error), ref)
+            bridge = bridges[0]
+            try:
+                cost = message_cost(self._prices[bridge], to, segmentation.segments)
+            except NoPriceError as error:
+                return LineError(str(error), ref)
+            messages.append(
+                Message(
+                    msg_id="",
+                    reference="",
+                    origin=origin,
+                    client_ref=ref,
+                    to=to,
+                    sender=sub.sender or self._senders.get(bridge),
+                    text=text,
+                    encoding=segmentation.encoding,
+                    segments=segmentation.segments,
+                    cost=cost.amount,
+                    currency=cost.currency,
+                    bridges=tuple(bridges),
+                    dlr=sub.dlr,
+                    flash=sub.flash,
+                    priority=sub.priority,
+                    accepted_at=now,
+                    due_at=due_at,
+                    expires_at=expires_at,
+                )
+            )
+        return messages
+
+
+def _describe(error: msgspec.ValidationError) -> str:
+    """msgspec says "Object contains unknown field `x`" / "Expected `str`, got `int` - at
+    `$.text`"; keep its precision, drop the backticks a person doesn't need."""
+    text = str(error).replace("`", "'")
+    if text.startswith("Object contains unknown field"):
+        return "unknown field" + text[len("Object contains unknown field") :]
+    if text.startswith("Object missing required field"):
+        return "missing required field" + text[len("Object missing required field") :]
+    return text[0].lower() + text[1:] if text else "invalid"
+
+
+def _now_dt() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# ── Event sinks ────────────────────────────────────────────────────────────────
+
+
+class EventSink:
+    """Where one client's events go. `emit` never blocks the engine: lines are buffered and
+    a writer task sends them; once the client has gone, they go to the journal outbox."""
+
+    def __init__(self, origin: str, write: Callable[[bytes], Awaitable[None]]) -> None:
+        self.origin = origin
+        self._write = write
+        self._buffer: list[bytes] = []
+        self._wake = anyio.Event()
+        self.closed = False
+        self._spill: Callable[[str, list[bytes]], None] | None = None
+
+    def emit(self, line: bytes) -> None:
+        if self.closed:
+            if self._spill is not None:
+                self._spill(self.origin, [line])
+            return
+        self._buffer.append(line)
+        self._wake.set()
+
+    async def serve(self, spill: Callable[[str, list[bytes]], None]) -> None:
+        """Write buffered events until the connection fails or is cancelled."""
+        self._spill = spill
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                while self._buffer:
+                    data, self._buffer = self._buffer, []
+                    await self._write(b"".join(data))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            log.info("client_gone", origin=self.origin)
+        finally:
+            self.closed = True
+            if self._buffer:
+                spill(self.origin, self._buffer)
+                self._buffer = []
+
+    async def flush(self) -> None:
+        """Wait until everything emitted so far is written (or the sink closed)."""
+        while self._buffer and not self.closed:  # noqa: ASYNC110 - rare, short wait
+            await anyio.sleep(0.001)
+
+
+class EventRouter:
+    """origin -> sink; events for an origin with no live sink are kept in the journal."""
+
+    def __init__(self, spill: Callable[[str, list[bytes]], None]) -> None:
+        self._sinks: dict[str, EventSink] = {}
+        self._spill = spill
+
+    def register(self, sink: EventSink) -> None:
+        self._sinks[sink.origin] = sink
+
+    def unregister(self, sink: EventSink) -> None:
+        if self._sinks.get(sink.origin) is sink:
+            del self._sinks[sink.origin]
+
+    def emit(self, origin: str, event: Event) -> None:
+        line = encode_event_line(event)
+        sink = self._sinks.get(origin)
+        if sink is None or sink.closed:
+            self._spill(origin, [line])
+        else:
+            sink.emit(line)
+
+    def emit_lines(self, origin: str, lines: list[bytes]) -> None:
+        sink = self._sinks.get(origin)
+        if sink is None or sink.closed:
+            self._spill(origin, lines)
+        else:
+            for line in lines:
+                sink.emit(line)
+
+
+# ── Reading a connection ───────────────────────────────────────────────────────
+
+
+class LineSplitter:
+    """Splits a byte stream into lines with a hard cap on line length. Pure.
+
+    `feed` returns complete lines and, for each line that outgrew the cap, the marker
+    `None` in its place; the oversized line's bytes are discarded as they arrive.
+    """
+
+    def __init__(self, max_line_bytes: int) -> None:
+        self._max = max_line_bytes
+        self._partial = bytearray()
+        self._skipping = False
+
+    def feed(self, data: bytes) -> list[bytes | None]:
+        out: list[bytes | None] = []
+        start = 0
+        while True:
+            end = data.find(b"\n", start)
+            if end < 0:
+                break
+            if self._skipping:
+                self._skipping = False
+            elif self._partial:
+                self._partial += data[start:end]
+                line = bytes(self._partial)
+                self._partial.clear()
+                out.append(line if len(line) <= self._max else None)
+            else:
+                out.append(data[start:end] if end - start <= self._max else None)
+            start = end + 1
+        if start < len(data) and not self._skipping:
+            self._partial += data[start:]
+            if len(self._partial) > self._max:
+                self._partial.clear()
+                self._skipping = True
+                out.append(None)
+        return out
+
+    def finish(self) -> bytes | None:
+        """At end of input: the last line if it had no newline."""
+        if self._skipping:
+            return None
+        line = bytes(self._partial)
+        self._partial.clear()
+        return line or None
+
+
+class Scheduler(Protocol):
+    async def put_many(self, messages: Sequence[Message]) -> None: ...
+
+    def wake_feeder(self) -> None: ...
+
+
+class LineHandler:
+    """Validates, journals and answers the lines of every connection."""
+
+    def __init__(
+        self,
+        preparer: LinePreparer,
+        journal: AcceptingJournal,
+        scheduler: Scheduler,
+        *,
+        max_line_bytes: int,
+        clock: Callable[[], float] = time.time,
+        on_line: Callable[[str], None] | None = None,
+    ) -> None:
+        self._preparer = preparer
+        self._journal = journal
+        self._scheduler = scheduler
+        self._max_line = max_line_bytes
+        self._clock = clock
+        self._on_line = on_line
+
+    async def serve_stream(
+        self,
+        receive: Callable[[], Awaitable[bytes]],
+        sink: EventSink,
+    ) -> None:
+        """Read until end of input (`receive` returns b""), answering every line."""
+        splitter = LineSplitter(self._max_line)
+        line_number = 0
+        while True:
+            data = await receive()
+            if not data:
+                last = splitter.finish()
+                if last is not None and last.strip():
+                    line_number += 1
+                    await self._handle([last], line_number, sink)
+                return
+            lines = splitter.feed(data)
+            if lines:
+                await self._handle(lines, line_number + 1, sink)
+                line_number += len(lines)
+
+    async def _handle(self, lines: list[bytes | None], first_number: int, sink: EventSink) -> None:
+        now = self._clock()
+        origin = sink.origin
+        # Each entry: a LineError, or an index into `groups`.
+        answers: list[tuple[int, LineError | int]] = []
+        groups: list[list[Message]] = []
+        number = first_number - 1
+        for line in lines:
+            number += 1
+            if line is None:
+                answers.append((number, LineError(f"line is longer than {self._max_line} bytes")))
+                continue
+            if not line.strip():
+                continue  # a blank line is not a message; line numbers stay physical
+            prepared = self._preparer.prepare(line, origin, now)
+            if isinstance(prepared, LineError):
+                answers.append((number, prepared))
+            else:
+                answers.append((number, len(groups)))
+                groups.append(prepared)
+        results: list[list[Message] | Duplicate] = []
+        if groups:
+            results = await self._journal.accept(groups)
+        ts = _now_dt()
+        out: list[bytes] = []
+        fresh: list[Message] = []
+        scheduled = False
+        for number, answer in answers:
+            if isinstance(answer, LineError):
+                out.append(
+                    encode_event_line(
+                        LineRejected(id=answer.client_ref, ts=ts, error=answer.error, line=number)
+                    )
+                )
+                self._count("rejected")
+                continue
+            result = results[answer]
+            if not isinstance(result, Duplicate):
+                for message in result:
+                    out.append(
+                        encode_event_line(
+                            Accepted(
+                                id=message.client_ref,
+                                msg_id=message.msg_id,
+                                ts=ts,
+                                to=message.to,
+                                encoding=message.encoding,
+                                segments=message.segments,
+                                cost=message.cost,
+                                currency=message.currency,
+                                bridge=message.bridge,
+                            )
+                        )
+                    )
+                    if message.due_at <= now:
+                        fresh.append(message)
+                    else:
+                        scheduled = True
+                self._count("accepted")
+            else:
+                out.append(
+                    encode_event_line(
+                        LineRejected(
+                            id=result.client_ref,
+                            ts=ts,
+                            error=(
+                                f"duplicate id {result.client_ref!r}: already accepted as "
+                                f"msg_id {', '.join(result.msg_ids)}"
+                            ),
+                            line=number,
+                        )
+                    )
+                )
+                self._count("duplicate")
+        for line in out:
+            sink.emit(line)
+        if scheduled:
+            self._scheduler.wake_feeder()
+        if fresh:
+            await self._scheduler.put_many(fresh)
+
+    def _count(self, result: str) -> None:
+        if self._on_line is not None:
+            self._on_line(result)

@@ -1,0 +1,92 @@
+"""The daemon's HTTP listener: provider callbacks under /dlr/<bridge>, /healthz and /readyz.
+
+One aiohttp application (the project's one HTTP server library). A callback is parsed by
+its bridge's driver, which checks the credentials septet registered with the provider
+(constant-time); a mismatch is answered 401, a malformed request 400, and the listener
+answers 200 only once the receipts are journaled, so a provider retries what septet
+could not record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+import anyio
+import structlog
+from aiohttp import web
+
+from bridges.base import BridgeDriver, CallbackRejected, InboundRequest, Receipt
+
+log = structlog.get_logger("septet.listener")
+
+ReceiptSink = Callable[[str, Sequence[Receipt]], Awaitable[None]]
+ReadyCheck = Callable[[], Awaitable[dict[str, object]]]
+
+
+def build_app(
+    drivers: Mapping[str, BridgeDriver],
+    on_receipts: ReceiptSink,
+    ready: ReadyCheck,
+    extra_routes: Sequence[web.RouteDef] = (),
+) -> web.Application:
+    async def callback(request: web.Request) -> web.Response:
+        bridge = request.match_info["bridge"]
+        driver = drivers.get(bridge)
+        if driver is None or driver.capabilities.delivery != "callback":
+            return web.Response(status=404, text=f"no callback endpoint for {bridge!r}\n")
+        inbound = InboundRequest(
+            method=request.method,
+            query=dict(request.query),
+            body=await request.read(),
+            headers={k.lower(): v for k, v in request.headers.items()},
+        )
+        try:
+            receipts = driver.parse_callback(inbound)
+        except CallbackRejected:
+            log.warning("callback_rejected", bridge=bridge, peer=request.remote)
+            return web.Response(status=401, text="unauthorized\n")
+        except ValueError as error:
+            log.warning("callback_malformed", bridge=bridge, error=str(error))
+            return web.Response(status=400, text=f"{error}\n")
+        await on_receipts(bridge, receipts)
+        return web.Response(text="OK\n")
+
+    async def healthz(request: web.Request) -> web.Response:
+        del request
+        return web.json_response({"status": "alive"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        del request
+        report = await ready()
+        return web.json_response(report, status=200 if report.get("ready") else 503)
+
+    app = web.Application(client_max_size=64 * 1024)
+    app.router.add_route("GET", "/dlr/{bridge}", callback)
+    app.router.add_route("POST", "/dlr/{bridge}", callback)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.add_routes(list(extra_routes))
+    return app
+
+
+async def serve_listener(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `app` until cancelled; reports the bound port."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        bound = sockets[0].getsockname()[1] if sockets else port
+        task_status.started(bound)
+        await anyio.sleep_forever()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await runner.cleanup()

@@ -1,0 +1,234 @@
+"""Per-bridge bounded queues with priorities and batching, and the feeder that refills them.
+
+A `BridgeQueue` holds messages ready to send on one bridge, in priority lanes; inside a
+lane, messages that can share a provider request (same text, sender and options) sit
+together under one batch key, oldest key first. `put` waits while the queue is full:
+that wait is what pushes back on ingress. `take_batch` hands a dispatcher up to the
+driver's recipient limit of one key, lingering a moment for more when the batch is
+small and the queue is otherwise idle.
+
+The `Feeder` is the only reader of waiting work from the journal: scheduled messages
+when their time comes, retries when their backoff ends, and everything left over after
+a restart. RAM holds at most the queues' capacity; a million waiting messages stay on
+disk. A message may reach a queue by both paths (ingress hands fresh messages over
+directly); the queue drops an id it already holds, and the journal's claim
+(accepted -> inflight, compare-and-set) makes a stale second copy harmless.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Collection, Sequence
+from typing import Protocol
+
+import anyio
+import structlog
+
+from engine.models import Message
+
+log = structlog.get_logger("septet.scheduler")
+
+BatchKey = tuple[str, str | None, bool, bool, int | None]
+
+
+def batch_key(message: Message, distinct_texts: bool) -> BatchKey:
+    """Messages with equal keys may travel in one request."""
+    if distinct_texts:
+        return ("", None, message.flash, message.dlr, None)
+    return (message.text, message.sender, message.flash, message.dlr, None)
+
+
+class BridgeQueue:
+    """Messages ready to send on one bridge. Not thread-safe; one event loop."""
+
+    def __init__(self, name: str, capacity: int, *, distinct_texts: bool = False) -> None:
+        self.name = name
+        self.capacity = capacity
+        self._distinct = distinct_texts
+        # priority -> batch key -> messages (FIFO)
+        self._lanes: dict[int, OrderedDict[BatchKey, deque[Message]]] = {}
+        self._ids: set[str] = set()
+        self._size = 0
+        self._not_empty = anyio.Event()
+        self._not_full = anyio.Event()
+        self._not_full.set()
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __contains__(self, msg_id: object) -> bool:
+        return msg_id in self._ids
+
+    @property
+    def ids(self) -> Collection[str]:
+        return self._ids
+
+    def room(self) -> int:
+        return max(0, self.capacity - self._size)
+
+    def put_nowait(self, message: Message) -> bool:
+        """Add unless already held; returns False for a duplicate. Ignores capacity (the
+        feeder sizes its reads by `room()`)."""
+        if message.msg_id in self._ids:
+            return False
+        lane = self._lanes.get(message.priority)
+        if lane is None:
+            lane = self._lanes[message.priority] = OrderedDict()
+        key = batch_key(message, self._distinct)
+        bucket = lane.get(key)
+        if bucket is None:
+            bucket = lane[key] = deque()
+        bucket.append(message)
+        self._ids.add(message.msg_id)
+        self._size += 1
+        self._not_empty.set()
+        if self._size >= self.capacity:
+            self._not_full = anyio.Event()
+        return True
+
+    async def put(self, message: Message) -> None:
+        while self._size >= self.capacity:
+            await self._not_full.wait()
+        self.put_nowait(message)
+
+    def _pop(self, limit: int) -> list[Message]:
+        for priority in sorted(self._lanes, reverse=True):
+            lane = self._lanes[priority]
+            if not lane:
+                continue
+            key, bucket = next(iter(lane.items()))
+            batch = [bucket.popleft() for _ in range(min(limit, len(bucket)))]
+            if not bucket:
+                del lane[key]
+            elif len(lane) > 1:
+                lane.move_to_end(key)  # fairness between keys of one priority
+            if not lane:
+                del self._lanes[priority]
+            for message in batch:
+                self._ids.discard(message.msg_id)
+            self._size -= len(batch)
+            if self._size < self.capacity:
+                self._not_full.set()
+            if self._size == 0:
+                self._not_empty = anyio.Event()
+            return batch
+        return []
+
+    async def take_batch(self, limit: int, linger_s: float = 0.0) -> list[Message]:
+        while self._size == 0:
+            await self._not_empty.wait()
+        batch = self._pop(limit)
+        if linger_s > 0 and len(batch) < limit and self._size == 0:
+            # A small batch on an idle queue: wait briefly for companions.
+            with anyio.move_on_after(linger_s):
+                await self._not_empty.wait()
+            if self._size:
+                more = self._pop_matching(batch[0], limit - len(batch))
+                batch.extend(more)
+        return batch
+
+    def _pop_matching(self, like: Message, limit: int) -> list[Message]:
+        lane = self._lanes.get(like.priority)
+        if not lane:
+            return []
+        key = batch_key(like, self._distinct)
+        bucket = lane.get(key)
+        if not bucket:
+            return []
+        taken = [bucket.popleft() for _ in range(min(limit, len(bucket)))]
+        if not bucket:
+            del lane[key]
+        if not lane:
+            del self._lanes[like.priority]
+        for message in taken:
+            self._ids.discard(message.msg_id)
+        self._size -= len(taken)
+        if self._size < self.capacity:
+            self._not_full.set()
+        if self._size == 0:
+            self._not_empty = anyio.Event()
+        return taken
+
+
+class DueSource(Protocol):
+    async def due(
+        self, now: float, limit: int, *, exclude: Collection[str] = ()
+    ) -> list[Message]: ...
+
+    async def next_due_at(self, *, after: float) -> float | None: ...
+
+
+class Scheduler:
+    """All bridge queues, plus the feeder loop."""
+
+    def __init__(
+        self,
+        queues: dict[str, BridgeQueue],
+        journal: DueSource,
+        *,
+        clock: Callable[[], float] = time.time,
+        idle_poll_s: float = 1.0,
+        on_expired: Callable[[Sequence[Message]], None] | None = None,
+    ) -> None:
+        self.queues = queues
+        self._journal = journal
+        self._clock = clock
+        self._idle_poll = idle_poll_s
+        self._wake = anyio.Event()
+        self._on_expired = on_expired
+        # Ids handed to dispatch but not yet claimed: the feeder must not load them again.
+        self.in_hand: set[str] = set()
+
+    def wake_feeder(self) -> None:
+        self._wake.set()
+
+    async def put_many(self, messages: Sequence[Message]) -> None:
+        for message in messages:
+            await self.queues[message.bridge].put(message)
+
+    def _held(self) -> set[str]:
+        held: set[str] = set(self.in_hand)
+        for queue in self.queues.values():
+            held.update(queue.ids)
+        return held
+
+    async def serve_feeder(self) -> None:
+        """Move due messages from the journal into queues, forever."""
+        while True:
+            room = min(queue.room() for queue in self.queues.values()) if self.queues else 0
+            loaded = 0
+            if room > 0:
+                now = self._clock()
+                batch = await self._journal.due(now, min(room, 5000), exclude=self._held())
+                expired: list[Message] = []
+                for message in batch:
+                    if message.expires_at is not None and message.expires_at <= now:
+                        expired.append(message)
+                        continue
+                    queue = self.queues.get(message.bridge)
+                    if queue is None:
+                        log.error("message_on_unknown_bridge", msg_id=message.msg_id)
+                        continue
+                    if queue.put_nowait(message):
+                        loaded += 1
+                if expired and self._on_expired is not None:
+                    self._on_expired(expired)
+                if loaded and len(batch) >= min(room, 5000):
+                    continue  # more may be due: read again before sleeping
+            delay = self._idle_poll
+            if room <= 0:
+                delay = 0.05  # queues full: look again soon, they drain fast
+            else:
+                # Sleep until the next future due time (a schedule or a retry), a wake-up
+                # from ingress or dispatch, or the idle poll, whichever comes first.
+                now = self._clock()
+                next_at = await self._journal.next_due_at(after=now)
+                if next_at is not None:
+                    delay = min(delay, max(0.0, next_at - now))
+            if not math.isfinite(delay):
+                delay = self._idle_poll
+            with anyio.move_on_after(max(delay, 0.005)):
+                await self._wake.wait()
+            self._wake = anyio.Event()

@@ -1,0 +1,57 @@
+"""Config: TOML with unknown keys rejected by name, env secrets, the embedded default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.config import ConfigError, load_settings
+
+
+def test_embedded_default_has_four_simulated_bridges() -> None:
+    settings = load_settings(None, environ={})
+    assert sorted(settings.bridges) == ["bsg", "dsc", "routemobile", "smsclub"]
+    assert settings.simulators.enabled
+
+
+def test_unknown_key_is_rejected_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "septet.toml"
+    path.write_text('[journal]\npath = "x.db"\ncolour = "blue"\n')
+    with pytest.raises(ConfigError, match="colour"):
+        load_settings(path, environ={})
+
+
+def test_secret_from_environment(tmp_path: Path) -> None:
+    path = tmp_path / "septet.toml"
+    path.write_text(
+        '[bridges.b]\ndriver = "bsg"\nbase_url = "http://127.0.0.1:1"\n'
+        'credentials = { api_key = "env:BSG_KEY" }\n'
+    )
+    settings = load_settings(path, environ={"BSG_KEY": "live_s3cret"})
+    assert settings.bridges["b"].credentials["api_key"] == "live_s3cret"
+    with pytest.raises(ConfigError, match="BSG_KEY") as caught:
+        load_settings(path, environ={})
+    assert "live_s3cret" not in str(caught.value)
+
+
+def test_route_to_unknown_bridge_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "septet.toml"
+    path.write_text(
+        '[bridges.b]\ndriver = "bsg"\nbase_url = "http://127.0.0.1:1"\n'
+        '[routing.prefixes]\n"44" = ["nope"]\n'
+    )
+    with pytest.raises(ConfigError, match="nope"):
+        load_settings(path, environ={})
+
+
+def test_invalid_toml_is_a_sentence(tmp_path: Path) -> None:
+    path = tmp_path / "septet.toml"
+    path.write_text("[journal\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(path, environ={})
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_settings(tmp_path / "absent.toml", environ={})
