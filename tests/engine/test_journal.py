@@ -1,0 +1,580 @@
+"""Tests for engine.journal: ids, idempotency, group commit, every change, queries, failures,
+and a kill -9 in the middle of writing."""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import signal
+import sqlite3
+import sys
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from engine.journal import (
+    Duplicate,
+    JournalError,
+    MarkFinal,
+    MarkInflight,
+    MarkPolled,
+    MarkRetry,
+    MarkSubmitted,
+    SqliteJournal,
+    StoreEvents,
+    StoreOrphanReceipt,
+    open_journal,
+)
+from engine.models import Message
+
+pytestmark = pytest.mark.anyio
+
+
+def make_message(
+    to: str = "+250782589800",
+    *,
+    client_ref: str | None = None,
+    priority: int = 0,
+    due_at: float = 100.0,
+    bridges: tuple[str, ...] = ("dsc", "bsg"),
+    dlr: bool = True,
+    text: str = "Hello",
+) -> Message:
+    return Message(
+        msg_id="",
+        reference="",
+        origin="client-1",
+        client_ref=client_ref,
+        to=to,
+        sender="ACME",
+        text=text,
+        encoding="GSM-7",
+        segments=1,
+        cost=0.02,
+        currency="USD",
+        bridges=bridges,
+        priority=priority,
+        accepted_at=due_at,
+        due_at=due_at,
+        dlr=dlr,
+    )
+
+
+@pytest.fixture
+async def journal(tmp_path: Path) -> AsyncIterator[SqliteJournal]:
+    async with open_journal(tmp_path / "septet.db") as opened:
+        yield opened
+
+
+async def accept_one(journal: SqliteJournal, message: Message) -> Message:
+    [group] = await journal.accept([[message]])
+    assert isinstance(group, list)
+    return group[0]
+
+
+async def park_writer(journal: SqliteJournal, tg: anyio.abc.TaskGroup) -> threading.Event:
+    """Park the writer thread until the returned event is set, so callers pile up in its
+    queue and the next group holds all of them."""
+    holding, release = threading.Event(), threading.Event()
+
+    def park(connection: sqlite3.Connection) -> None:
+        holding.set()
+        release.wait(timeout=10)
+
+    tg.start_soon(functools.partial(journal._execute, park, write=False))
+    assert await anyio.to_thread.run_sync(holding.wait, 10)
+    return release
+
+
+# ── accept ─────────────────────────────────────────────────────────────────────
+
+
+async def test_accept_assigns_increasing_ids_and_references_that_continue_after_reopen(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "septet.db"
+    async with open_journal(path) as journal:
+        instance = journal.instance
+        results = await journal.accept(
+            [[make_message("+250782589801"), make_message("+250782589802")], [make_message()]]
+        )
+    assert re.fullmatch(r"[a-z0-9]{6}", instance)
+    first_ids = [m.msg_id for group in results if isinstance(group, list) for m in group]
+    assert first_ids == ["1", "2", "3"]
+    async with open_journal(path) as journal:
+        assert journal.instance == instance
+        later = await accept_one(journal, make_message())
+        stored = await journal.get(["1", "2", "3", "4"])
+    assert later.msg_id == "4"
+    assert later.reference == f"{instance}-4"
+    assert re.fullmatch(r"[A-Za-z0-9_-]{1,32}", later.reference)
+    assert sorted(stored, key=int) == ["1", "2", "3", "4"]
+    assert stored["2"].to == "+250782589802"
+    assert stored["2"].reference == f"{instance}-2"
+
+
+async def test_a_call_with_a_bad_group_stores_nothing_and_the_journal_goes_on(
+    journal: SqliteJournal,
+) -> None:
+    good = [make_message("+250782589801"), make_message("+250782589802")]
+    routeless = [make_message("+250782589803"), make_message("+250782589804", bridges=())]
+    with pytest.raises(ValueError, match="has no bridge"):
+        await journal.accept([good, routeless])
+    assert await journal.pending_count() == 0
+    assert await journal.get(["1", "2", "3", "4"]) == {}
+    assert all(m.msg_id == "" for m in good + routeless)
+    # The ids of the undone call are given out again: nobody ever saw them.
+    assert (await accept_one(journal, make_message())).msg_id == "1"
+
+
+async def test_a_client_ref_seen_before_is_a_duplicate_naming_the_first_messages(
+    journal: SqliteJournal,
+) -> None:
+    [first] = await journal.accept(
+        [[make_message("+250782589801", client_ref="A"), make_message(client_ref="A")]]
+    )
+    assert isinstance(first, list)
+    again, fresh = await journal.accept(
+        [[make_message("+250782589809", client_ref="A")], [make_message(client_ref="B")]]
+    )
+    assert again == Duplicate(client_ref="A", msg_ids=["1", "2"])
+    assert isinstance(fresh, list)
+    assert fresh[0].msg_id == "3"
+    assert await journal.pending_count() == 3
+
+
+async def test_the_same_client_ref_twice_in_one_call_is_stored_once(
+    journal: SqliteJournal,
+) -> None:
+    results = await journal.accept(
+        [
+            [make_message(client_ref="X"), make_message("+250782589802", client_ref="X")],
+            [make_message(client_ref="X")],
+            [make_message()],
+        ]
+    )
+    assert isinstance(results[0], list)
+    assert results[1] == Duplicate(client_ref="X", msg_ids=["1", "2"])
+    assert isinstance(results[2], list)
+    assert results[2][0].msg_id == "3"
+
+
+async def test_groups_without_client_ref_are_never_duplicates(journal: SqliteJournal) -> None:
+    results = await journal.accept([[make_message()], [make_message()]])
+    assert all(isinstance(group, list) for group in results)
+    assert await journal.pending_count() == 2
+
+
+async def test_concurrent_accepts_share_commits_and_all_complete(journal: SqliteJournal) -> None:
+    callers = 200
+    got: list[str] = []
+
+    async def accept_in_task(index: int) -> None:
+        message = await accept_one(journal, make_message(client_ref=f"line-{index}"))
+        got.append(message.msg_id)
+
+    commits_before = journal.commits
+    async with anyio.create_task_group() as tg:
+        release = await park_writer(journal, tg)
+        for index in range(callers):
+            tg.start_soon(accept_in_task, index)
+        await anyio.wait_all_tasks_blocked()
+        release.set()
+    assert sorted(got, key=int) == [str(i) for i in range(1, callers + 1)]
+    assert 0 < journal.commits - commits_before < callers
+    assert await journal.pending_count() == callers
+
+
+# ── changes ────────────────────────────────────────────────────────────────────
+
+
+async def test_a_message_goes_inflight_submitted_and_final(journal: SqliteJournal) -> None:
+    message = await accept_one(journal, make_message())
+    await journal.record(
+        [MarkInflight(msg_ids=[message.msg_id], bridge_index=1, attempt=2, at=5.0)]
+    )
+    [stuck] = await journal.inflight()
+    assert (stuck.state, stuck.bridge_index, stuck.attempt, stuck.inflight_at) == (
+        "inflight",
+        1,
+        2,
+        5.0,
+    )
+    await journal.record(
+        [MarkSubmitted(msg_id=message.msg_id, provider_id="P-1", cost=0.03, currency="EUR", at=6.0)]
+    )
+    found = await journal.find_by_provider_id("bsg", ["P-1", "P-unknown"])
+    assert list(found) == ["P-1"]
+    assert (found["P-1"].state, found["P-1"].provider_id) == ("submitted", "P-1")
+    assert await journal.find_by_provider_id("dsc", ["P-1"]) == {}
+    await journal.record(
+        [MarkFinal(msg_id=message.msg_id, outcome="DELIVRD", code=None, error=None, at=7.0)]
+    )
+    assert (await journal.get([message.msg_id]))[message.msg_id].state == "final"
+    assert await journal.pending_count() == 0
+    assert await journal.counts() == {"accepted": 0, "inflight": 0, "submitted": 0, "final": 1}
+
+
+async def test_changes_of_one_call_apply_in_order(journal: SqliteJournal) -> None:
+    message = await accept_one(journal, make_message())
+    await journal.record(
+        [
+            MarkInflight(msg_ids=[message.msg_id], bridge_index=0, attempt=1, at=1.0),
+            MarkRetry(
+                msg_ids=[message.msg_id], due_at=500.0, attempt=1, bridge_index=1, reason="r"
+            ),
+            MarkInflight(msg_ids=[message.msg_id], bridge_index=1, attempt=2, at=2.0),
+            MarkSubmitted(msg_id=message.msg_id, provider_id="Q", cost=None, currency=None, at=3.0),
+        ]
+    )
+    stored = (await journal.get([message.msg_id]))[message.msg_id]
+    assert (stored.state, stored.bridge_index, stored.attempt, stored.provider_id) == (
+        "submitted",
+        1,
+        2,
+        "Q",
+    )
+
+
+async def test_a_retry_makes_the_message_due_again_later(journal: SqliteJournal) -> None:
+    message = await accept_one(journal, make_message(due_at=100.0))
+    await journal.record(
+        [MarkInflight(msg_ids=[message.msg_id], bridge_index=0, attempt=0, at=1.0)]
+    )
+    assert await journal.due(1000.0, 10) == []
+    await journal.record(
+        [MarkRetry(msg_ids=[message.msg_id], due_at=300.0, attempt=1, bridge_index=1, reason="5xx")]
+    )
+    assert await journal.due(299.0, 10) == []
+    assert await journal.next_due_at() == 300.0
+    [again] = await journal.due(300.0, 10)
+    assert (again.msg_id, again.state, again.attempt, again.bridge) == (
+        message.msg_id,
+        "accepted",
+        1,
+        "bsg",
+    )
+
+
+async def test_the_first_final_state_wins_and_counts_once(journal: SqliteJournal) -> None:
+    message = await accept_one(journal, make_message())
+    await journal.record(
+        [
+            MarkFinal(msg_id=message.msg_id, outcome="UNDELIV", code="1", error=None, at=1.0),
+            MarkFinal(msg_id=message.msg_id, outcome="DELIVRD", code=None, error=None, at=2.0),
+            MarkRetry(msg_ids=[message.msg_id], due_at=0.0, attempt=1, bridge_index=0, reason="x"),
+        ]
+    )
+    assert await journal.pending_count() == 0
+    assert (await journal.get([message.msg_id]))[message.msg_id].state == "final"
+    outcome = await journal._execute(
+        lambda connection: connection.execute(
+            "SELECT outcome, code FROM messages WHERE msg_id = ?", (int(message.msg_id),)
+        ).fetchone(),
+        write=False,
+    )
+    assert tuple(outcome) == ("UNDELIV", "1")
+
+
+async def test_changes_naming_unknown_messages_are_ignored(journal: SqliteJournal) -> None:
+    message = await accept_one(journal, make_message())
+    await journal.record(
+        [
+            MarkInflight(msg_ids=["999", "not-a-number"], bridge_index=0, attempt=1, at=1.0),
+            MarkFinal(msg_id="12345", outcome="DELIVRD", code=None, error=None, at=1.0),
+            MarkSubmitted(msg_id=message.msg_id, provider_id="P", cost=None, currency=None, at=2.0),
+        ]
+    )
+    assert await journal.pending_count() == 1
+    assert (await journal.get([message.msg_id]))[message.msg_id].state == "submitted"
+
+
+async def test_claim_is_a_compare_and_set_on_accepted_messages(journal: SqliteJournal) -> None:
+    first = await accept_one(journal, make_message())
+    second = await accept_one(journal, make_message())
+    won = await journal.claim([first, second], 0, 10.0)
+    assert [m.msg_id for m in won] == [first.msg_id, second.msg_id]
+    assert all(m.state == "inflight" and m.inflight_at == 10.0 for m in won)
+    assert await journal.claim([first], 0, 11.0) == []
+    # A stale copy (the journal moved the message on to a retry) is not sent.
+    await journal.record(
+        [MarkRetry(msg_ids=[second.msg_id], due_at=0.0, attempt=1, bridge_index=0, reason="r")]
+    )
+    stale = make_message()
+    stale.msg_id = second.msg_id
+    assert await journal.claim([stale], 0, 12.0) == []
+    [fresh] = await journal.due(1000.0, 10)
+    assert [m.msg_id for m in await journal.claim([fresh], 0, 13.0)] == [second.msg_id]
+
+
+async def test_polling_bookkeeping_orders_who_is_asked_next(journal: SqliteJournal) -> None:
+    ids = []
+    for index in range(3):
+        message = await accept_one(journal, make_message(f"+25078258980{index}"))
+        await journal.record(
+            [
+                MarkInflight(msg_ids=[message.msg_id], bridge_index=0, attempt=0, at=1.0),
+                MarkSubmitted(
+                    msg_id=message.msg_id, provider_id=f"P{index}", cost=None, currency=None, at=2.0
+                ),
+            ]
+        )
+        ids.append(message.msg_id)
+    quiet = await accept_one(journal, make_message(dlr=False))
+    await journal.record(
+        [MarkSubmitted(msg_id=quiet.msg_id, provider_id="PQ", cost=None, currency=None, at=2.0)]
+    )
+    await journal.record([MarkPolled(msg_ids=[ids[0]], at=50.0)])
+    waiting = await journal.awaiting_report("dsc", polled_before=40.0, limit=10)
+    assert [m.msg_id for m in waiting] == [ids[1], ids[2]]
+    waiting = await journal.awaiting_report("dsc", polled_before=60.0, limit=10)
+    assert [m.msg_id for m in waiting] == [ids[1], ids[2], ids[0]]
+    assert len(await journal.awaiting_report("dsc", polled_before=60.0, limit=1)) == 1
+    assert await journal.awaiting_report("bsg", polled_before=60.0, limit=10) == []
+
+
+async def test_orphan_receipts_are_taken_once(journal: SqliteJournal) -> None:
+    await journal.record(
+        [
+            StoreOrphanReceipt(bridge="dsc", provider_id="P1", receipt=b"first", at=1.0),
+            StoreOrphanReceipt(bridge="dsc", provider_id="P2", receipt=b"other", at=1.0),
+            StoreOrphanReceipt(bridge="bsg", provider_id="P1", receipt=b"elsewhere", at=1.0),
+            StoreOrphanReceipt(bridge="dsc", provider_id="P1", receipt=b"second", at=2.0),
+        ]
+    )
+    assert await journal.take_orphan_receipts("dsc", ["P1", "P9"]) == [b"first", b"second"]
+    assert await journal.take_orphan_receipts("dsc", ["P1"]) == []
+    assert await journal.take_orphan_receipts("bsg", ["P1"]) == [b"elsewhere"]
+
+
+async def test_the_outbox_keeps_lines_per_origin_in_order(journal: SqliteJournal) -> None:
+    await journal.record(
+        [
+            StoreEvents(origin="a", events=[b'{"n":1}\n', b'{"n":2}\n']),
+            StoreEvents(origin="b", events=[b'{"n":3}\n']),
+            StoreEvents(origin="a", events=[b'{"n":4}\n']),
+        ]
+    )
+    assert await journal.take_events("a", 2) == [b'{"n":1}\n', b'{"n":2}\n']
+    assert await journal.take_events(None, 10) == [b'{"n":3}\n', b'{"n":4}\n']
+    assert await journal.take_events(None, 10) == []
+
+
+# ── queries ────────────────────────────────────────────────────────────────────
+
+
+async def test_due_orders_by_priority_then_due_time_then_id(journal: SqliteJournal) -> None:
+    plan = [(0, 10.0), (5, 30.0), (0, 5.0), (5, 20.0), (9, 40.0), (0, 10.0), (3, 999.0)]
+    for priority, due_at in plan:
+        await accept_one(journal, make_message(priority=priority, due_at=due_at))
+    due = await journal.due(100.0, 10)
+    assert [m.msg_id for m in due] == ["5", "4", "2", "3", "1", "6"]
+    assert [m.msg_id for m in await journal.due(100.0, 3)] == ["5", "4", "2"]
+    assert [m.msg_id for m in await journal.due(100.0, 3, exclude={"5", "2", "1"})] == [
+        "4",
+        "3",
+        "6",
+    ]
+    page = await journal.due(100.0, 2)
+    assert [m.msg_id for m in await journal.due(100.0, 10, after=page[-1])] == ["2", "3", "1", "6"]
+    assert await journal.next_due_at() == 5.0
+    assert await journal.next_due_at(after=40.0) == 999.0
+    assert await journal.next_due_at(after=999.0) is None
+    assert await journal.due(100.0, 0) == []
+
+
+async def test_references_are_found_only_for_this_journal(journal: SqliteJournal) -> None:
+    message = await accept_one(journal, make_message())
+    found = await journal.find_by_reference([message.reference, "zzzzzz-1", "garbage"])
+    assert list(found) == [message.reference]
+    assert found[message.reference].msg_id == message.msg_id
+
+
+async def test_counts_by_state(journal: SqliteJournal) -> None:
+    messages = [await accept_one(journal, make_message()) for _ in range(4)]
+    await journal.claim(messages[:3], 0, 1.0)
+    await journal.record(
+        [
+            MarkSubmitted(
+                msg_id=messages[1].msg_id, provider_id="A", cost=None, currency=None, at=2.0
+            ),
+            MarkFinal(msg_id=messages[2].msg_id, outcome="FAILED", code="E", error="no", at=2.0),
+        ]
+    )
+    assert await journal.counts() == {"accepted": 1, "inflight": 1, "submitted": 1, "final": 1}
+    assert await journal.pending_count() == 3
+    assert await journal.integrity_check() == "ok"
+
+
+async def test_inflight_messages_are_found_after_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "septet.db"
+    async with open_journal(path) as journal:
+        messages = [await accept_one(journal, make_message()) for _ in range(3)]
+        await journal.claim(messages[1:], 0, 7.0)
+    async with open_journal(path) as journal:
+        stuck = await journal.inflight()
+        assert await journal.pending_count() == 3
+    assert [m.msg_id for m in stuck] == ["2", "3"]
+    assert all(m.state == "inflight" and m.inflight_at == 7.0 for m in stuck)
+
+
+# ── failures ───────────────────────────────────────────────────────────────────
+
+
+async def test_a_missing_directory_is_a_sentence(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere" / "septet.db"
+    with pytest.raises(JournalError) as caught:
+        async with open_journal(path):
+            pass
+    assert str(caught.value) == (
+        f"Cannot open the journal {path}: the directory {path.parent} does not exist."
+    )
+
+
+async def test_a_read_only_directory_is_a_sentence(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        # Root writes through permission bits; sysfs refuses to create files even for root.
+        directory = Path("/sys")
+    else:
+        directory = tmp_path / "locked"
+        directory.mkdir()
+        directory.chmod(0o555)
+    path = directory / "septet.db"
+    with pytest.raises(JournalError, match=r"the directory .* is not writable") as caught:
+        async with open_journal(path):
+            pass
+    assert str(path) in str(caught.value)
+    assert caught.value.__cause__ is None
+
+
+async def test_a_file_that_is_not_a_journal_is_a_sentence(tmp_path: Path) -> None:
+    path = tmp_path / "septet.db"
+    path.write_bytes(b"this is not a database, just some text " * 200)
+    with pytest.raises(JournalError, match=r"Cannot open the journal .*septet\.db: file is not a"):
+        async with open_journal(path):
+            pass
+
+
+async def test_an_unknown_synchronous_mode_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(JournalError, match="synchronous must be one of"):
+        async with open_journal(tmp_path / "septet.db", synchronous="SOMETIMES"):
+            pass
+
+
+async def test_a_closed_journal_says_so(tmp_path: Path) -> None:
+    async with open_journal(tmp_path / "septet.db") as journal:
+        pass
+    with pytest.raises(JournalError, match="is closed"):
+        await journal.pending_count()
+
+
+async def test_a_full_disk_fails_the_whole_group_and_the_journal_recovers(
+    journal: SqliteJournal,
+) -> None:
+    await accept_one(journal, make_message())
+    page_count = await journal._execute(
+        lambda c: c.execute("PRAGMA page_count").fetchone()[0], write=False
+    )
+    # SQLITE_FULL, the same error a full disk gives: no page may be added to the file.
+    await journal._execute(
+        lambda c: c.execute(f"PRAGMA max_page_count = {page_count}").fetchone(), write=False
+    )
+    outcomes: list[str] = []
+    big = [make_message(f"+2507825{index:05d}", text="x" * 1000) for index in range(50)]
+
+    async def try_accept(group: list[Message]) -> None:
+        try:
+            await journal.accept([group])
+        except JournalError as error:
+            outcomes.append(str(error))
+
+    async def try_record() -> None:
+        try:
+            await journal.record([StoreEvents(origin="gone", events=[b"{}\n"])])
+        except JournalError as error:
+            outcomes.append(str(error))
+
+    async with anyio.create_task_group() as tg:
+        release = await park_writer(journal, tg)
+        tg.start_soon(try_accept, big)
+        tg.start_soon(try_record)
+        await anyio.wait_all_tasks_blocked()
+        release.set()
+    assert len(outcomes) == 2
+    assert all(
+        outcome == f"The journal {journal.path} could not be written: database or disk is full."
+        for outcome in outcomes
+    )
+    assert await journal.pending_count() == 1
+    assert await journal.take_events(None, 10) == []
+    await journal._execute(
+        lambda c: c.execute("PRAGMA max_page_count = 1073741823").fetchone(), write=False
+    )
+    [stored] = await journal.accept([big])
+    assert isinstance(stored, list)
+    assert [m.msg_id for m in stored][:2] == ["2", "3"]
+    assert await journal.pending_count() == 51
+
+
+# ── crash safety ───────────────────────────────────────────────────────────────
+
+WRITER_SCRIPT = """
+import sys
+import anyio
+from engine.journal import open_journal
+from engine.models import Message
+
+async def writer(journal, worker):
+    for index in range(100_000):
+        message = Message(
+            msg_id="", reference="", origin="o", client_ref=f"{worker}-{index}",
+            to="+250782589800", sender=None, text="Hello", encoding="GSM-7", segments=1,
+            cost=0.02, currency="USD", bridges=("dsc",), accepted_at=1.0, due_at=1.0,
+        )
+        [group] = await journal.accept([[message]])
+        print(group[0].msg_id, flush=True)
+
+async def main():
+    async with open_journal(sys.argv[1]) as journal:
+        async with anyio.create_task_group() as tg:
+            for worker in range(4):
+                tg.start_soon(writer, journal, worker)
+
+anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
+"""
+
+
+async def test_every_accept_that_returned_survives_a_kill_9(tmp_path: Path) -> None:
+    path = tmp_path / "septet.db"
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER_SCRIPT)
+    acknowledged: list[str] = []
+    with anyio.fail_after(60):
+        async with await anyio.open_process(
+            [sys.executable, str(script), str(path)], stderr=None
+        ) as process:
+            assert process.stdout is not None
+            lines = BufferedByteReceiveStream(process.stdout)
+            while len(acknowledged) < 400:
+                acknowledged.append((await lines.receive_until(b"\n", 32)).decode())
+            process.send_signal(signal.SIGKILL)
+            # What was printed before the kill is still in the pipe: it was acknowledged too.
+            try:
+                while True:
+                    acknowledged.append((await lines.receive_until(b"\n", 32)).decode())
+            except (anyio.IncompleteRead, anyio.EndOfStream):
+                pass
+            assert await process.wait() == -signal.SIGKILL
+    async with open_journal(path) as journal:
+        assert await journal.integrity_check() == "ok"
+        stored = await journal.get(acknowledged)
+        assert set(stored) == set(acknowledged)
+        assert await journal.pending_count() >= len(acknowledged)
+        fresh = await accept_one(journal, make_message())
+    assert int(fresh.msg_id) > max(int(msg_id) for msg_id in acknowledged)
