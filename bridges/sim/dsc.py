@@ -1,0 +1,158 @@
+"""Simulator of dsc (Digital Services Center BulkSMS API v2), as PROVIDERS.md pins it down.
+
+One endpoint, `POST /api/v2/sms/send`, form-encoded (PROVIDERS.md: the seed's JSON example
+is wrong; the provider parses form bodies only, so a JSON body has no fields and gets the
+400 "missing fields" sentence). Delivery reports go out as GET to the `dlrurl` given at
+send time once a message is final: the receiver's own URL, keeping the username/password
+it embedded, with `dnis`, `command=deliver`, `dlvrMsgId` and `dlvrMsgStat` (D or U) set.
+"""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+from yarl import URL
+
+from bridges.sim.core import ProviderState, Route, json_response, parse_form
+
+NAME = "dsc"
+SEND_PATH = "/api/v2/sms/send"
+FIRST_MESSAGE_ID = 118579716  # the seed's first example id; ids are digits
+REQUIRED_FIELDS = ("api_key", "username", "password", "recipients", "message")
+# Country code first, digits only, no "+" (PROVIDERS.md); a local 0781234567 fails.
+_RECIPIENT = re.compile(r"[1-9][0-9]{7,14}")
+_FORM = "application/x-www-form-urlencoded"
+_DAY_S = 86400.0
+
+
+def _error(message: str, status: int) -> web.Response:
+    return json_response({"status": "error", "message": message}, status)
+
+
+class DscSimulator:
+    """The dsc provider: send endpoint, testing-mode day limit, GET delivery callbacks."""
+
+    name = NAME
+
+    def __init__(self, state: ProviderState) -> None:
+        self.state = state
+        self.reset()
+
+    def reset(self) -> None:
+        self.next_message_id = FIRST_MESSAGE_ID
+        self.sent_today = 0
+        self.day = -1
+
+    def routes(self) -> list[Route]:
+        return [Route("POST", SEND_PATH, self.send, sends=True)]
+
+    def server_error(self) -> web.Response:
+        return json_response(
+            {
+                "status": "error",
+                "message": "Failed to send SMS via external gateway",
+                "http_code": 500,
+            },
+            500,
+        )
+
+    def too_many_requests(self) -> web.Response:
+        # The only 429 dsc documents is the testing-mode limit; it sends no Retry-After.
+        return _error("You have reached the daily SMS limit for testing mode.", 429)
+
+    async def _fields(self, request: web.Request) -> dict[str, str]:
+        content_type = request.content_type
+        if content_type == _FORM:
+            return parse_form(await request.read())
+        if content_type.startswith("multipart/"):
+            form = await request.post()
+            return {key: value for key, value in form.items() if isinstance(value, str)}
+        # JSON or anything else: the provider reads form fields only, so there are none.
+        await request.read()
+        return {}
+
+    async def send(self, request: web.Request) -> web.Response:
+        state = self.state
+        config = state.config
+        counters = state.counters
+        fields = await self._fields(request)
+        missing = [name for name in REQUIRED_FIELDS if not fields.get(name, "").strip()]
+        if missing:
+            counters.count_reject("400")
+            return _error(f"Missing required fields: {', '.join(missing)}", 400)
+        if (
+            fields["api_key"] != config.dsc_api_key
+            or fields["username"] != config.dsc_username
+            or fields["password"] != config.dsc_password
+        ):
+            counters.count_reject("401")
+            return _error("Invalid API key or credentials", 401)
+        recipients = [number.strip() for number in fields["recipients"].split(",")]
+        recipients = [number for number in recipients if number]
+        invalid = [number for number in recipients if not _RECIPIENT.fullmatch(number)]
+        if invalid or not recipients:
+            # The whole request is rejected when any number is bad (PROVIDERS.md).
+            counters.count_reject("400")
+            return _error(f"Invalid phone numbers: {','.join(invalid)}", 400)
+        if config.dsc_testing_mode:
+            day = int(state.clock() // _DAY_S)
+            if day != self.day:
+                self.day, self.sent_today = day, 0
+            if self.sent_today + len(recipients) > config.dsc_daily_limit:
+                counters.count_reject("429")
+                return self.too_many_requests()
+            self.sent_today += len(recipients)
+        message = fields["message"]
+        dlr_url = fields.get("dlrurl", "").strip() or None
+        cost = config.dsc_cost_per_message
+        failing = config.recipient_codes
+        entries = []
+        for recipient in recipients:
+            message_id = str(self.next_message_id)
+            self.next_message_id += 1
+            if recipient in failing:
+                # A "failed" entry is final at once and charged all the same (the seed's example).
+                status = "failed"
+                counters.count_reject("failed")
+            else:
+                status = "sent"
+                counters.count_accepted(recipient)
+                if dlr_url is not None:
+                    self._schedule_report(dlr_url, recipient, message_id)
+            entries.append(
+                {
+                    "status": status,
+                    "messageid": message_id,
+                    "recipient": recipient,
+                    "message": message,
+                    "cost": cost,
+                }
+            )
+        return json_response(
+            {
+                "status": "success",
+                "totalmessages": len(entries),
+                "totalcost": cost * len(entries),
+                "unit": "RWF",
+                "response": entries,
+            }
+        )
+
+    def _schedule_report(self, dlr_url: str, recipient: str, message_id: str) -> None:
+        try:
+            url = URL(dlr_url)
+        except ValueError:
+            self.state.counters.dlr_failed += 1
+            return
+        if url.scheme not in ("http", "https") or not url.host:
+            self.state.counters.dlr_failed += 1
+            return
+        # Only final states are sent: D (delivered) or U (undelivered) (seed 000, "DLR").
+        status = "D" if self.state.pick_outcome() == "DELIVRD" else "U"
+        # The receiver's username/password stay as it embedded them; the provider fills in
+        # the rest, replacing template placeholders such as `dnis=$dnis$` (seed 000).
+        report = url.update_query(
+            dnis=recipient, command="deliver", dlvrMsgId=message_id, dlvrMsgStat=status
+        )
+        self.state.schedule_callback("GET", str(report))

@@ -1,0 +1,244 @@
+"""Simulator of routemobile (Route Mobile "Bulk HTTP API" 1701 replies), per PROVIDERS.md.
+
+`GET /bulksms/bulksms` (also POST form) sends; `/bulksms/schedulemsg` schedules, and the
+send path with `scheduledate`/`scheduletime` (the seed's samples) schedules too. Replies are
+text/plain, HTTP 200: one entry per destination in request order, comma-joined
+(`1701|cell|id` or `<code>|cell`), or a bare request-level code. Delivery reports are
+POSTed, parameters in the query string, to the URL configured on the account, only for
+`dlr=1`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from aiohttp import web
+from multidict import MultiDict, MultiDictProxy, MultiMapping
+from yarl import URL
+
+from bridges.sim.core import ProviderState, Route, parse_form, text_response, utc_timestamp
+
+NAME = "routemobile"
+SEND_PATH = "/bulksms/bulksms"
+SCHEDULE_PATH = "/bulksms/schedulemsg"
+REQUIRED = ("username", "password", "type", "dlr", "destination", "source", "message")
+UNICODE_TYPES = frozenset({"2", "6"})
+VALID_TYPES = frozenset("01234567")
+# Request-level codes: the whole body is the bare code (PROVIDERS.md); a recipient mapped to
+# one of these in `recipient_codes` makes the request answer it.
+REQUEST_LEVEL_CODES = frozenset(
+    {"1702", "1703", "1704", "1705", "1707", "1708", "1709", "1710", "1715"}
+    | {"1028", "1033", "69", "8", "16", "18"}
+)
+_CELL = re.compile(r"\+?[0-9]{7,15}")
+_NUMERIC_SOURCE = re.compile(r"\+?[0-9]{1,18}")
+_ALPHANUMERIC_SOURCE = re.compile(r"[ -~]{1,11}")  # printable ASCII, at most 11
+_HEX = re.compile(r"(?:[0-9A-Fa-f]{4})+")
+_DATE = re.compile(r"(\d{2})/(\d{2})/(\d{4})")  # MM/DD/YYYY
+_TIME = re.compile(r"(\d{1,2}):(\d{2}) ?([AaPp][Mm])")  # hh:mm am|pm, hh 00-12
+_GMT = re.compile(r"(?:GMT ?)?([+-])(\d{1,2}):(\d{2})")
+_FORM = "application/x-www-form-urlencoded"
+# Final sStatus values only reach the receiver in a report (PROVIDERS.md, DLR push).
+_ERROR_CODES = {"DELIVRD": "000", "UNDELIV": "001", "EXPIRED": "002", "REJECTD": "003"}
+
+
+def _valid_schedule(date: str, clock_time: str, gmt: str) -> bool:
+    date_match = _DATE.fullmatch(date.strip())
+    time_match = _TIME.fullmatch(clock_time.strip())
+    if date_match is None or time_match is None:
+        return False
+    month, day, year = (int(group) for group in date_match.groups())
+    hours, minutes = int(time_match.group(1)), int(time_match.group(2))
+    if hours > 12 or minutes > 59:
+        return False
+    try:
+        dt.date(year, month, day)
+    except ValueError:
+        return False
+    if gmt.strip():
+        gmt_match = _GMT.fullmatch(gmt.strip())
+        if gmt_match is None or int(gmt_match.group(2)) > 12 or int(gmt_match.group(3)) > 59:
+            return False
+    return True
+
+
+def _valid_message(message: str, message_type: str) -> bool:
+    if message_type not in UNICODE_TYPES:
+        return True
+    # Unicode types carry UTF-16BE as hex, 4 digits per code unit (PROVIDERS.md).
+    if _HEX.fullmatch(message) is None:
+        return False
+    try:
+        bytes.fromhex(message).decode("utf-16-be")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class RouteMobileSimulator:
+    """The routemobile provider: send, schedule, credit, DLR push."""
+
+    name = NAME
+
+    def __init__(self, state: ProviderState) -> None:
+        self.state = state
+        self.reset()
+
+    def reset(self) -> None:
+        self.credit_used = 0
+        self.recent: dict[tuple[str, str], float] = {}  # (cell, message) -> accepted at
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("GET", SEND_PATH, self.send, sends=True),
+            Route("POST", SEND_PATH, self.send, sends=True),
+            Route("GET", SCHEDULE_PATH, self.schedule, sends=True),
+            Route("POST", SCHEDULE_PATH, self.schedule, sends=True),
+        ]
+
+    def server_error(self) -> web.Response:
+        return text_response("1710", 500)
+
+    def too_many_requests(self) -> web.Response:
+        return text_response("1710", 429)
+
+    def _codes(self) -> tuple[str, str]:
+        """(no credit, DND reject): the seed's numbering or Route Mobile's own."""
+        if self.state.config.routemobile_numbering == "routemobile":
+            return "1025", "1032"
+        return "1725", "1732"
+
+    async def _params(self, request: web.Request) -> MultiMapping[str]:
+        if request.method == "POST" and request.content_type == _FORM:
+            body = await request.read()
+            merged = MultiDict(request.query)
+            merged.update(parse_form(body))
+            return MultiDictProxy(merged)
+        return request.query
+
+    async def send(self, request: web.Request) -> web.Response:
+        params = await self._params(request)
+        if "scheduledate" in params or "scheduletime" in params:
+            return self._submit(request, params, scheduled=True)
+        return self._submit(request, params, scheduled=False)
+
+    async def schedule(self, request: web.Request) -> web.Response:
+        return self._submit(request, await self._params(request), scheduled=True)
+
+    def _reject(self, code: str) -> web.Response:
+        self.state.counters.count_reject(code)
+        return text_response(code)
+
+    def _submit(
+        self, request: web.Request, params: MultiMapping[str], *, scheduled: bool
+    ) -> web.Response:
+        config = self.state.config
+        values = {name: params.get(name, "") for name in REQUIRED}
+        if any(not value.strip() for value in values.values()):
+            return self._reject("1702")
+        if scheduled:
+            # Both spellings: the seed's scheduledate/scheduletime and the API's date/time.
+            date = params.get("date") or params.get("scheduledate") or ""
+            clock_time = params.get("time") or params.get("scheduletime") or ""
+            if not date.strip() or not clock_time.strip():
+                return self._reject("1702")
+        remote = request.remote or ""
+        if remote in config.routemobile_ip_blacklist:
+            return self._reject("16")
+        whitelist = config.routemobile_ip_whitelist
+        if whitelist is not None and remote not in whitelist:
+            return self._reject("18")
+        if (
+            values["username"] != config.routemobile_username
+            or values["password"] != config.routemobile_password
+        ):
+            return self._reject("1703")
+        message_type = values["type"].strip()
+        if message_type not in VALID_TYPES:
+            return self._reject("1704")
+        dlr = values["dlr"].strip()
+        if dlr not in ("0", "1"):
+            return self._reject("1708")
+        source = values["source"]
+        if not (_NUMERIC_SOURCE.fullmatch(source) or _ALPHANUMERIC_SOURCE.fullmatch(source)):
+            return self._reject("1707")
+        message = values["message"]
+        if not _valid_message(message, message_type):
+            return self._reject("1705")
+        if scheduled and not _valid_schedule(date, clock_time, params.get("gmt", "")):
+            return self._reject("1702")
+        cells = [cell.strip() for cell in values["destination"].split(",") if cell.strip()]
+        if not cells:
+            return self._reject("1702")
+        forced = config.recipient_codes
+        for cell in cells:
+            code = forced.get(cell.lstrip("+"))
+            if code in REQUEST_LEVEL_CODES:
+                return self._reject(code)
+        return text_response(self._entries(cells, message, source, dlr == "1"))
+
+    def _entries(self, cells: list[str], message: str, source: str, wants_dlr: bool) -> str:
+        state = self.state
+        config = state.config
+        counters = state.counters
+        no_credit, dnd_reject = self._codes()
+        separator = config.routemobile_id_separator
+        window = config.routemobile_duplicate_window_s
+        now = state.clock()
+        entries: list[str] = []
+        for raw_cell in cells:
+            cell = raw_cell.lstrip("+")
+            if _CELL.fullmatch(raw_cell) is None:
+                counters.count_reject("1706")
+                entries.append(f"1706|{cell}")
+                continue
+            code = config.recipient_codes.get(cell)
+            if code is not None:
+                # A forced per-destination code ("DND" means the account's DND reject code).
+                code = dnd_reject if code == "DND" else code
+                counters.count_reject(code)
+                entries.append(f"{code}|{cell}")
+                continue
+            if window > 0:
+                seen_at = self.recent.get((cell, message))
+                if seen_at is not None and now - seen_at < window:
+                    counters.count_reject("1041")
+                    entries.append(f"1041|{cell}")
+                    continue
+            credit = config.routemobile_credit
+            if credit is not None and self.credit_used >= credit:
+                # Out of credit mid-batch: processing stops here (PROVIDERS.md).
+                counters.count_reject(no_credit)
+                entries.append(f"{no_credit}|{cell}")
+                break
+            self.credit_used += 1
+            if window > 0:
+                self.recent[(cell, message)] = now
+            message_id = state.new_uuid()
+            counters.count_accepted(cell)
+            entries.append(f"1701|{cell}{separator}{message_id}")
+            if wants_dlr and config.routemobile_dlr_url:
+                self._schedule_report(config.routemobile_dlr_url, cell, source, message_id, now)
+        return ",".join(entries)
+
+    def _schedule_report(
+        self, dlr_url: str, cell: str, source: str, message_id: str, submitted_at: float
+    ) -> None:
+        state = self.state
+        outcome = state.pick_outcome()
+        done_at = submitted_at + state.config.dlr_delay_s
+        report = URL(dlr_url).update_query(
+            sSender=source,
+            sMobileNo=cell,
+            sStatus=outcome,
+            dtSubmit=utc_timestamp(submitted_at),
+            dtDone=utc_timestamp(done_at),
+            sMessageId=message_id,
+            iCostPerSms="1",
+            iCharge="1",
+            iMCCMNC="0",
+            iErrCode=_ERROR_CODES.get(outcome, "999"),
+        )
+        # The receiver answers 200 or 202 (PROVIDERS.md).
+        state.schedule_callback("POST", str(report), frozenset({200, 202}))

@@ -1,0 +1,146 @@
+"""The smsclub simulator against seed 003's examples and PROVIDERS.md's limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bridges.sim.core import SimulatorConfig
+from tests.bridges.sim.conftest import FakeClock, running
+
+pytestmark = pytest.mark.anyio
+
+AUTH = {"Authorization": "Bearer demo", "Content-Type": "application/json"}
+SEED_SEND = {"phone": ["380989361131"], "message": "test text", "src_addr": "VashZakaz"}
+SEED_STATUS_LITERAL = b'{\n    "id_sms" : ["106"],\n}'  # the seed's own text: a trailing comma
+
+
+async def post(
+    http: aiohttp.ClientSession, path: str, body: object = None, expect: int = 200
+) -> Any:
+    data = body if isinstance(body, bytes) else None
+    json_body = None if isinstance(body, bytes) or body is None else body
+    async with http.post(path, data=data, json=json_body, headers=AUTH) as response:
+        assert response.status == expect
+        return await response.json()
+
+
+async def test_seed_send_returns_id_to_phone() -> None:
+    async with running(["smsclub"]) as sim, aiohttp.ClientSession(sim.url) as http:
+        reply = await post(http, "/sms/send", SEED_SEND)
+    assert reply == {"success_request": {"info": {"106": "380989361131"}}}
+    assert sim.counters("smsclub")["accepted_by_recipient"] == {"380989361131": 1}
+
+
+async def test_seed_status_text_is_invalid_json_and_the_fixed_one_works(clock: FakeClock) -> None:
+    config = SimulatorConfig(dlr_delay_s=10, dlr_mix={"UNDELIV": 1.0})
+    async with running(["smsclub"], config, clock) as sim, aiohttp.ClientSession(sim.url) as http:
+        await post(http, "/sms/send", SEED_SEND)
+        bad = await post(http, "/sms/status", SEED_STATUS_LITERAL, expect=400)
+        clock.advance(1.0)  # keep clear of the 9-a-second limit
+        pending = await post(http, "/sms/status", {"id_sms": ["106", "999"]})
+        clock.advance(10)
+        final = await post(http, "/sms/status", {"id_sms": [106]})
+    assert bad["status"] == 400
+    assert set(bad) == {"name", "message", "code", "status"}
+    assert pending == {
+        "success_request": {"info": {"106": "ENROUTE"}, "add_info": {"999": "Message not found"}}
+    }
+    assert final == {"success_request": {"info": {"106": "UNDELIV"}}}
+
+
+async def test_originator_and_balance_shapes() -> None:
+    async with running(["smsclub"]) as sim, aiohttp.ClientSession(sim.url) as http:
+        originators = await post(http, "/sms/originator")
+        balance = await post(http, "/sms/balance")
+    assert originators == {"success_request": {"info": ["test1", "test2"]}}
+    assert balance == {"success_request": {"info": {"money": "8111.1700", "currency": "UAH"}}}
+
+
+async def test_auth_and_method_errors_use_the_framework_body() -> None:
+    async with running(["smsclub"]) as sim, aiohttp.ClientSession(sim.url) as http:
+        async with http.post("/sms/send", json=SEED_SEND) as response:
+            assert response.status == 401
+            unauthorized = await response.json()
+        async with http.get("/sms/balance", headers=AUTH) as response:
+            assert response.status == 405
+            not_allowed = await response.json()
+    assert unauthorized["status"] == 401
+    assert set(unauthorized) == {"name", "message", "code", "status"}
+    assert not_allowed["status"] == 405
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"message": "x", "src_addr": "A"}, "phone"),
+        ({"phone": "380989361131", "message": "x", "src_addr": "A"}, "phone"),
+        (
+            {"phone": [f"3809893{i:05}" for i in range(101)], "message": "x", "src_addr": "A"},
+            "phone",
+        ),
+        ({"phone": ["380989361131"], "message": " ", "src_addr": "A"}, "message"),
+        ({"phone": ["380989361131"], "message": "x"}, "src_addr"),
+    ],
+)
+async def test_validation_errors_are_400_add_info(payload: dict[str, object], field: str) -> None:
+    async with running(["smsclub"]) as sim, aiohttp.ClientSession(sim.url) as http:
+        reply = await post(http, "/sms/send", payload, expect=400)
+    assert list(reply["success_request"]["add_info"]) == [field]
+    assert sim.counters("smsclub")["accepted_total"] == 0
+
+
+async def test_status_validation() -> None:
+    async with running(["smsclub"]) as sim, aiohttp.ClientSession(sim.url) as http:
+        many = await post(http, "/sms/status", {"id_sms": [str(i) for i in range(101)]}, 400)
+        empty = await post(http, "/sms/status", {}, expect=400)
+    assert list(many["success_request"]["add_info"]) == ["id_sms"]
+    assert list(empty["success_request"]["add_info"]) == ["id_sms"]
+
+
+async def test_failed_numbers_go_to_add_info_possibly_alone() -> None:
+    config = SimulatorConfig(recipient_codes={"380989361132": "Number is blacklisted"})
+    async with running(["smsclub"], config) as sim, aiohttp.ClientSession(sim.url) as http:
+        mixed = await post(
+            http, "/sms/send", {**SEED_SEND, "phone": ["380989361131", "12", 380989361133]}
+        )
+        only_failed = await post(http, "/sms/send", {**SEED_SEND, "phone": ["380989361132"]})
+    assert mixed == {
+        "success_request": {
+            "info": {"106": "380989361131", "107": "380989361133"},
+            "add_info": {"12": "Invalid phone number"},
+        }
+    }
+    assert only_failed == {
+        "success_request": {"add_info": {"380989361132": "Number is blacklisted"}}
+    }
+
+
+async def test_more_than_9_requests_a_second_is_429(clock: FakeClock) -> None:
+    async with running(["smsclub"], clock=clock) as sim, aiohttp.ClientSession(sim.url) as http:
+        for _ in range(9):
+            await post(http, "/sms/balance")
+        async with http.post("/sms/balance", headers=AUTH) as response:
+            assert response.status == 429
+            assert response.headers["Retry-After"] == "1"
+            throttled = await response.json()
+        clock.advance(1.0)
+        await post(http, "/sms/balance")
+    assert throttled["status"] == 429
+    assert set(throttled) == {"name", "message", "code", "status"}
+
+
+async def test_same_phone_and_text_within_2_minutes_is_453(clock: FakeClock) -> None:
+    async with running(["smsclub"], clock=clock) as sim, aiohttp.ClientSession(sim.url) as http:
+        await post(http, "/sms/send", SEED_SEND)
+        clock.advance(60)
+        duplicate = await post(http, "/sms/send", SEED_SEND, expect=453)
+        await post(http, "/sms/send", {**SEED_SEND, "message": "another text"})
+        clock.advance(61)
+        again = await post(http, "/sms/send", SEED_SEND)
+    assert duplicate["status"] == 453
+    assert set(duplicate) == {"name", "message", "code", "status"}
+    assert list(again["success_request"]["info"].values()) == ["380989361131"]
+    assert sim.counters("smsclub")["accepted_by_recipient"] == {"380989361131": 3}
