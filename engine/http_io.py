@@ -30,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from urllib.parse import quote
 
 import aiohttp
+import anyio
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -271,7 +272,11 @@ class BridgeClient:
         self._closed = True
         transport, self._transport = self._transport, None
         if transport is not None:
-            await transport.aclose()
+            # Shielded and bounded: closing runs during shutdown, often inside a cancelled
+            # scope, and aiohttp's close must neither be cut short nor wait on a peer that
+            # hangs (a simulated "timeout" fault, a dead provider).
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
+                await transport.aclose()
 
     async def __aenter__(self) -> BridgeClient:
         return self

@@ -170,14 +170,12 @@ class Scheduler:
         *,
         clock: Callable[[], float] = time.time,
         idle_poll_s: float = 1.0,
-        on_expired: Callable[[Sequence[Message]], None] | None = None,
     ) -> None:
         self.queues = queues
         self._journal = journal
         self._clock = clock
         self._idle_poll = idle_poll_s
         self._wake = anyio.Event()
-        self._on_expired = on_expired
         # Ids handed to dispatch but not yet claimed: the feeder must not load them again.
         self.in_hand: set[str] = set()
 
@@ -202,19 +200,15 @@ class Scheduler:
             if room > 0:
                 now = self._clock()
                 batch = await self._journal.due(now, min(room, 5000), exclude=self._held())
-                expired: list[Message] = []
                 for message in batch:
-                    if message.expires_at is not None and message.expires_at <= now:
-                        expired.append(message)
-                        continue
+                    # Expired messages are queued too: dispatch checks validity before
+                    # sending and fails them with EXPIRED, journaled like any outcome.
                     queue = self.queues.get(message.bridge)
                     if queue is None:
                         log.error("message_on_unknown_bridge", msg_id=message.msg_id)
                         continue
                     if queue.put_nowait(message):
                         loaded += 1
-                if expired and self._on_expired is not None:
-                    self._on_expired(expired)
                 if loaded and len(batch) >= min(room, 5000):
                     continue  # more may be due: read again before sleeping
             delay = self._idle_poll

@@ -1,1 +1,1 @@
-"""One module per `septet` subcommand: `add_arguments(parser)` and `run(args, parser) -> exit code`."""
+"""One module per `septet` subcommand: add_arguments(parser) and run(args, parser) -> exit code."""
