@@ -68,7 +68,7 @@ async def test_many_clients_mixed_encodings_each_recipient_sent_once(tmp_path: P
                 async with connected(daemon, unix=unix) as client:
                     await client.send(*lines)
                     await client.wait_for(
-                        lambda events: len(client.of("submitted")) >= per_client, timeout=60
+                        lambda events: len(client.of("submitted")) >= per_client, timeout_s=60
                     )
                     assert len(client.of("accepted")) == per_client
                     assert not client.of("failed")
