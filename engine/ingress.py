@@ -29,6 +29,7 @@ from engine.models import (
     Event,
     LineRejected,
     Message,
+    Submission,
     encode_event_line,
     submission_decoder,
 )
@@ -82,6 +83,12 @@ class LinePreparer:
             return LineError(f"invalid message: {_describe(error)}")
         except msgspec.DecodeError:
             return LineError("invalid message: the line is not a JSON object")
+        return self.prepare_submission(sub, origin, now)
+
+    def prepare_submission(
+        self, sub: Submission, origin: str, now: float
+    ) -> list[Message] | LineError:
+        """The checks and per-recipient messages of one decoded submission (NDJSON or SMPP)."""
         ref = sub.id
         text = sub.text
         if not text:
@@ -412,6 +419,31 @@ class LineHandler:
             self._scheduler.wake_feeder()
         if fresh:
             await self._scheduler.put_many(fresh)
+
+    async def accept_submission(self, sub: Submission, origin: str) -> list[Message] | str:
+        """Validate, journal and schedule one submission that did not come as a line (SMPP).
+
+        Returns the journaled messages (after the commit), or the sentence saying why the
+        submission was refused. Events of these messages go to `origin`.
+        """
+        now = self._clock()
+        prepared = self._preparer.prepare_submission(sub, origin, now)
+        if isinstance(prepared, LineError):
+            self._count("rejected")
+            return prepared.error
+        (result,) = await self._journal.accept([prepared])
+        if isinstance(result, Duplicate):
+            self._count("duplicate")
+            return f"duplicate id {result.client_ref!r}: already accepted as msg_id " + (
+                ", ".join(result.msg_ids)
+            )
+        self._count("accepted")
+        fresh = [message for message in result if message.due_at <= now]
+        if len(fresh) < len(result):
+            self._scheduler.wake_feeder()
+        if fresh:
+            await self._scheduler.put_many(fresh)
+        return result
 
     def _count(self, result: str) -> None:
         if self._on_line is not None:
