@@ -38,6 +38,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, default=120.0, help="give up after this many seconds"
     )
+    parser.add_argument(
+        "--events",
+        action="store_true",
+        help="print (and remove) events kept for clients that had disconnected, then exit",
+    )
+    parser.add_argument(
+        "--journal",
+        default="septet.db",
+        metavar="PATH",
+        help="the daemon's journal file, for --events (default %(default)s)",
+    )
 
 
 def _lines_from_flags(args: argparse.Namespace) -> list[bytes]:
@@ -130,7 +141,36 @@ async def _session(lines: list[bytes], address: str, wait_dlr: bool, timeout_s: 
     return 0 if ok else 1
 
 
+async def _stored_events(journal_path: str) -> int:
+    """Events the daemon could not deliver (the client had gone) wait in the journal's
+    outbox; SQLite's WAL lets this run beside the daemon."""
+    from engine.journal import open_journal
+
+    out = sys.stdout.buffer
+    total = 0
+    async with open_journal(journal_path) as journal:
+        while batch := await journal.take_events(None, 1000):
+            out.write(b"".join(line if line.endswith(b"\n") else line + b"\n" for line in batch))
+            total += len(batch)
+    out.flush()
+    print(f"septet send: {total} stored events", file=sys.stderr)
+    return 0
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.events:
+        if not Path(args.journal).is_file():
+            print(f"septet send: no journal at {args.journal}", file=sys.stderr)
+            return 1
+        import asyncio
+
+        from engine.journal import JournalError
+
+        try:
+            return asyncio.run(_stored_events(args.journal))
+        except JournalError as error:
+            print(f"septet send: {error}", file=sys.stderr)
+            return 1
     if (args.to is None) != (args.text is None):
         parser.error("--to and --text go together")
     if args.to is not None:

@@ -1,0 +1,50 @@
+"""`septet send` against a running daemon: flags, NDJSON on stdin, --wait-dlr, --events."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import anyio
+import msgspec
+import pytest
+
+from tests.engine.daemon_harness import connected, daemon_settings, running_daemon
+
+pytestmark = pytest.mark.anyio
+
+
+async def septet_send(*args: str, stdin: bytes = b"") -> tuple[int, list[dict[str, object]]]:
+    result = await anyio.run_process(
+        [sys.executable, "-m", "engine", "send", *args], input=stdin, check=False
+    )
+    events = [msgspec.json.decode(line) for line in result.stdout.splitlines() if line]
+    return result.returncode, events
+
+
+async def test_send_ndjson_over_the_unix_socket_reports_rejections(tmp_path: Path) -> None:
+    lines = b'{"to":"+250788200002","text":"ok"}\n{"to":"nope","text":"bad"}\n'
+    async with running_daemon(daemon_settings(tmp_path)) as daemon:
+        code, events = await septet_send("--socket", str(daemon.unix_path), stdin=lines)
+    assert code == 1  # one line was rejected
+    kinds = [e["event"] for e in events]
+    assert kinds[:2] == ["accepted", "rejected"]
+
+
+async def test_events_for_a_client_that_left_are_kept_and_fetched_once(tmp_path: Path) -> None:
+    settings = daemon_settings(tmp_path)
+    async with running_daemon(settings) as daemon:
+        async with connected(daemon) as client:
+            await client.send({"id": "left", "to": "+250788200003", "text": "bye"})
+            await client.wait_for(lambda events: bool(client.of("accepted")))
+        # The client is gone; its submitted and dlr events go to the journal's outbox.
+        with anyio.fail_after(20):
+            while True:
+                code, events = await septet_send("--events", "--journal", settings.journal.path)
+                assert code == 0
+                if any(e["event"] == "dlr" for e in events):
+                    break
+                await anyio.sleep(0.2)
+    assert all(e["id"] == "left" for e in events)
+    code, again = await septet_send("--events", "--journal", settings.journal.path)
+    assert again == []
