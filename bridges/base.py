@@ -17,6 +17,7 @@ carrying a normalised SMPP state.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Literal, Protocol
 
@@ -223,6 +224,21 @@ class BridgeDriver(Protocol):
     def parse_callback(self, request: InboundRequest) -> list[Receipt]:
         """Receipts from a provider's callback; raises CallbackRejected on bad credentials."""
         ...
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The delay of a `Retry-After: <seconds>` header (RFC 9110 §10.2.3); None without one.
+
+    The HTTP-date form needs the current time, which a sans-IO driver does not have.
+    """
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def reply_text(reply: HttpReply, limit: int = 200) -> str:

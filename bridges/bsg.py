@@ -53,6 +53,7 @@ from bridges.base import (
     Throttled,
     UnparseableReply,
     reply_text,
+    retry_after_seconds,
 )
 
 SEND_PATH = "/rest/sms/create"
@@ -422,7 +423,8 @@ class BsgDriver:
             # double send impossible (error 23).
             reason = f"bsg answered HTTP {reply.status}: {reply_text(reply)}"
             if reply.status == 429:
-                return [Throttled(code="429", reason=reason) for _ in batch]
+                delay = retry_after_seconds(reply.headers)
+                return [Throttled(code="429", reason=reason, delay_s=delay) for _ in batch]
             return [RetryLater(code=str(reply.status), reason=reason) for _ in batch]
         reply_object = _decode_object(reply)
         if not isinstance(reply_object, dict):

@@ -44,8 +44,10 @@ from bridges.base import (
     SmppState,
     StatusQuery,
     Submitted,
+    Throttled,
     Unknown,
     UnparseableReply,
+    retry_after_seconds,
 )
 
 SEND_PATH = "/bulksms/bulksms"
@@ -279,6 +281,9 @@ class RouteMobileDriver:
             # PROVIDERS.md "routemobile": the API answers HTTP 200 always, so anything
             # else is a gateway in front of it failing before it processed anything.
             reason = f"routemobile's gateway answered HTTP {reply.status}."
+            if reply.status == 429:  # a rate limit in front of the API: slow the bridge
+                delay = retry_after_seconds(reply.headers)
+                return [Throttled("http_429", reason, delay)] * len(batch)
             return [RetryLater(f"http_{reply.status}", reason)] * len(batch)
         try:
             body = reply.body.decode("utf-8").strip()

@@ -46,6 +46,7 @@ from bridges.base import (
     Unknown,
     UnparseableReply,
     reply_text,
+    retry_after_seconds,
 )
 
 SEND_PATH = "/sms/send"
@@ -112,21 +113,6 @@ def phone_digits(e164: str) -> str:
 def lifetime_minutes(validity_s: int) -> int:
     """Seconds rounded up to whole minutes, at least one."""
     return max(1, -(-validity_s // 60))
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """The delay of a `Retry-After: <seconds>` header (RFC 9110 §10.2.3); None without one.
-
-    The HTTP-date form needs the current time, which a sans-IO driver does not have.
-    """
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _decode(reply: HttpReply) -> Any:

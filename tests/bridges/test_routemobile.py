@@ -516,3 +516,20 @@ def test_registration_url_replaces_a_token_already_in_the_callback_url() -> None
         driver(settings).callback_registration_url()
         == "http://127.0.0.1:9750/dlr/routemobile?x=1&token=t0k3n"
     )
+
+
+def test_http_429_from_a_gateway_throttles_with_retry_after() -> None:
+    from bridges.base import HttpReply, Throttled
+
+    driver = RouteMobileDriver(
+        BridgeSettings(base_url="http://x", credentials={"username": "u", "password": "p"})
+    )
+    batch = [
+        OutboundMessage(
+            msg_id="1", to="+911234567890", text="t", encoding="GSM-7", reference="r1", sender="S"
+        )
+    ]
+    outcomes = driver.parse_send(
+        batch, HttpReply(status=429, body=b"slow down", headers={"retry-after": "3"})
+    )
+    assert outcomes == [Throttled("http_429", "routemobile's gateway answered HTTP 429.", 3.0)]
