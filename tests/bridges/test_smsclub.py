@@ -26,13 +26,13 @@ from bridges.base import (
     Throttled,
     Unknown,
     UnparseableReply,
+    retry_after_seconds,
 )
 from bridges.smsclub import (
     CAPABILITIES,
     SmsClubBalance,
     SmsClubDriver,
     lifetime_minutes,
-    retry_after_seconds,
 )
 
 SETTINGS = BridgeSettings(
