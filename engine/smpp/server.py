@@ -1,0 +1,586 @@
+"""The SMPP v3.4 server on anyio: binds, submit_sm into the engine, receipts back out.
+
+    TCP ──PduReader/decode_pdu──▶ SmppConnection ──Session (state, timers)
+                                      │ submit_sm (up to `window` at once per session)
+                                      ▼
+                               SmppServer.submit ──accept(Submission)──▶ journal commit
+                                      │ message ids ──▶ SmppStore (its own SQLite file)
+    deliver_sm receipts ◀── AccountState queue ◀── store ◀── septet events ("smpp:<system_id>")
+
+A submit_sm_resp is sent right after the journal commit of its message (never waiting
+for the provider), or, for a part of a long message, after the part is stored durably.
+Over its account's rate, or with too many submissions in progress, a submit_sm is
+answered ESME_RTHROTTLED at once. Receipts wait in the store until the ESME answers
+their deliver_sm with a deliver_sm_resp, across reconnects and restarts.
+
+This module and connection.py are the only SMPP code that touches sockets or clocks.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import anyio
+import anyio.abc
+import msgspec
+import structlog
+
+from engine.journal import StoreEvents
+from engine.models import Message, Submission, utc_from_timestamp
+from engine.ratelimit import TokenBucket
+from engine.smpp import pdu as p
+from engine.smpp.auth import BindGuard
+from engine.smpp.codec import DEFAULT_MAX_COMMAND_LENGTH
+from engine.smpp.connection import SmppConnection
+from engine.smpp.receipts import Outcome, build_receipt, outcome_of
+from engine.smpp.session import SessionTimers
+from engine.smpp.store import GivenId, PendingReceipt, SmppStore, open_store
+from engine.smpp.text import (
+    RECEIPT_TEXT_CHARS,
+    PartOf,
+    Reassembly,
+    UnreadableMessageError,
+    decode_text,
+    destination_number,
+    message_octets,
+    parse_smpp_time,
+)
+
+log = structlog.get_logger("septet.smpp")
+
+BindType = Literal["transmitter", "receiver", "transceiver"]
+MAX_SENDER_CHARS = 18  # engine.models.Sender
+ORPHAN_KEEP_S = 600.0
+DUPLICATE_SENTENCE = re.compile(r"already accepted as msg_id (\d+)")
+
+
+class SmppAccount(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One ESME login. `throughput` is submit_sm per second (0: unlimited)."""
+
+    system_id: str
+    password: str
+    bind_types: list[BindType] = msgspec.field(
+        default_factory=lambda: ["transmitter", "receiver", "transceiver"]
+    )
+    throughput: float = 0.0
+    burst: float | None = None
+
+
+class SmppSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The `[smpp]` section. Times in seconds; the defaults are the embedded default's."""
+
+    listen: str | None = "127.0.0.1:2775"
+    system_id: str = "septet"
+    accounts: list[SmppAccount] = msgspec.field(
+        default_factory=lambda: [SmppAccount(system_id="demo", password="demo")]  # noqa: S106 - the documented embedded default (DESIGN.md)
+    )
+    # Requests read from one session and not yet answered; past it the server stops
+    # reading that socket, so a client that ignores its window feels TCP backpressure.
+    window: int = 64
+    # deliver_sm receipts sent to one session and not yet acknowledged.
+    receipt_window: int = 16
+    # submit_sm in progress in the whole server; past it: ESME_RTHROTTLED.
+    max_pending: int = 4096
+    max_connections: int = 1000
+    max_command_length: int = DEFAULT_MAX_COMMAND_LENGTH
+    session_init_s: float = 10.0
+    enquire_link_s: float = 30.0
+    response_s: float = 10.0
+    inactivity_s: float = 120.0
+    reassembly_timeout_s: float = 300.0
+    receipt_retry_s: float = 30.0
+    max_failed_binds: int = 5
+    failed_bind_window_s: float = 300.0
+
+    @property
+    def timers(self) -> SessionTimers:
+        return SessionTimers(
+            session_init_s=self.session_init_s,
+            enquire_link_s=self.enquire_link_s,
+            response_s=self.response_s,
+            inactivity_s=self.inactivity_s,
+        )
+
+
+# ── what the server needs from the engine ─────────────────────────────────────
+
+Accept = Callable[[Submission, str], Awaitable[list[Message] | str]]
+
+
+class EventRegistry(Protocol):
+    """engine.ingress.EventRouter: a sink gets every event of its origin as NDJSON lines."""
+
+    def register(self, sink: Any) -> None: ...
+
+    def unregister(self, sink: Any) -> None: ...
+
+
+class OutboxJournal(Protocol):
+    """engine.journal: events kept for an origin while nobody listened to it."""
+
+    async def take_events(self, origin: str | None, limit: int) -> list[bytes]: ...
+
+    async def record(self, changes: Sequence[StoreEvents]) -> None: ...
+
+
+def origin_of(system_id: str) -> str:
+    """The origin of an account's messages: reports reach whichever bind is connected."""
+    return f"smpp:{system_id}"
+
+
+def refusal_status(sentence: str) -> int:
+    """The SMPP status for engine.ingress's refusal sentences (section 5.1.3)."""
+    if sentence.startswith("text") or "characters" in sentence:
+        return p.ESME_RINVMSGLEN
+    if sentence.startswith("schedule_at"):
+        return p.ESME_RINVSCHED
+    if sentence.startswith("duplicate id"):
+        return p.ESME_RSUBMITFAIL
+    return p.ESME_RINVDSTADR
+
+
+# ── per account ────────────────────────────────────────────────────────────────
+
+
+class AccountSink:
+    """Registered with the EventRouter for the server's life: events of "smpp:<id>"."""
+
+    def __init__(self, origin: str, deliver: Callable[[str, bytes], None]) -> None:
+        self.origin = origin
+        self.closed = False
+        self._deliver = deliver
+
+    def emit(self, line: bytes) -> None:
+        self._deliver(self.origin, line)
+
+
+class AccountState:
+    """An account's rate limit and the receipts waiting for one of its receiver binds."""
+
+    def __init__(self, account: SmppAccount) -> None:
+        self.account = account
+        self.origin = origin_of(account.system_id)
+        rate = account.throughput
+        burst = account.burst or max(1.0, rate)
+        self.bucket = TokenBucket(rate if rate > 0 else math.inf, burst)
+        self.ready: OrderedDict[int, PendingReceipt] = OrderedDict()
+        self.changed = anyio.Event()
+
+    def queue(self, receipts: Sequence[PendingReceipt]) -> None:
+        for receipt in receipts:
+            self.ready[receipt.id] = receipt
+        if receipts:
+            self.notify()
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = anyio.Event()
+
+
+# ── the server ─────────────────────────────────────────────────────────────────
+
+
+class SmppServer:
+    """Everything the connections share: accounts, the store, reassembly, receipts."""
+
+    def __init__(
+        self,
+        settings: SmppSettings,
+        *,
+        accept: Accept,
+        store: SmppStore,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        congested: Callable[[], bool] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._accept = accept
+        self.store = store
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self._congested = congested
+        self.accounts = {a.system_id: AccountState(a) for a in settings.accounts}
+        self.guard = BindGuard(settings.max_failed_binds, settings.failed_bind_window_s)
+        self.reassembly: Reassembly[GivenId] = Reassembly()
+        self._reassembly_changed = anyio.Event()
+        self.in_progress = 0
+        self.connections = 0
+        self._events: list[tuple[str, bytes]] = []
+        self._events_wake = anyio.Event()
+        self._orphans: dict[str, tuple[Outcome, float]] = {}
+        self._acked: list[int] = []
+        self._acked_wake = anyio.Event()
+        self.tg: anyio.abc.TaskGroup | None = None
+
+    # ── submit_sm ───────────────────────────────────────────────────────────────
+
+    async def submit(self, account: AccountState, submit: p.SubmitSm) -> p.SubmitSmResp:
+        sequence = submit.sequence_number
+        now = self.clock()
+        if account.bucket.take(1, now) > 0:
+            account.bucket.refund(1, now)
+            return p.SubmitSmResp(sequence_number=sequence, command_status=p.ESME_RTHROTTLED)
+        if self.in_progress >= self.settings.max_pending or (
+            self._congested is not None and self._congested()
+        ):
+            return p.SubmitSmResp(sequence_number=sequence, command_status=p.ESME_RTHROTTLED)
+        self.in_progress += 1
+        try:
+            message_id = await self._submit(account, submit)
+        except UnreadableMessageError as error:
+            return p.SubmitSmResp(sequence_number=sequence, command_status=error.status)
+        except Exception as error:
+            # The journal or the store could not commit: nothing was accepted.
+            log.error("submit_failed", system_id=account.account.system_id, error=str(error))
+            return p.SubmitSmResp(sequence_number=sequence, command_status=p.ESME_RSYSERR)
+        finally:
+            self.in_progress -= 1
+        if isinstance(message_id, int):
+            return p.SubmitSmResp(sequence_number=sequence, command_status=message_id)
+        return p.SubmitSmResp(sequence_number=sequence, message_id=message_id)
+
+    async def _submit(self, account: AccountState, submit: p.SubmitSm) -> str | int:
+        """The message id given to the ESME, or an error status."""
+        part, octets = message_octets(submit)
+        destination_number(submit.destination_addr, submit.dest_addr_ton)  # fail early
+        if len(submit.source_addr) > MAX_SENDER_CHARS:
+            raise UnreadableMessageError(p.ESME_RINVSRCADR, "source_addr is too long")
+        now = self.wall_clock()
+        try:
+            schedule_at = parse_smpp_time(submit.schedule_delivery_time, now)
+        except ValueError as error:
+            raise UnreadableMessageError(p.ESME_RINVSCHED, str(error)) from None
+        try:
+            expires_at = parse_smpp_time(submit.validity_period, now)
+        except ValueError as error:
+            raise UnreadableMessageError(p.ESME_RINVEXPIRY, str(error)) from None
+        given = GivenId(
+            id=0,
+            system_id=account.account.system_id,
+            msg_id=None,
+            registered_delivery=submit.registered_delivery,
+            submitted_at=now,
+            source_addr=submit.source_addr,
+            destination_addr=submit.destination_addr,
+            text_head="",
+            data_coding=submit.data_coding,
+            source_addr_ton=submit.source_addr_ton,
+            dest_addr_ton=submit.dest_addr_ton,
+            schedule_at=schedule_at,
+            expires_at=expires_at,
+            priority=min(9, submit.priority_flag * 3),
+        )
+        if part is None:
+            text = decode_text(octets, submit.data_coding)
+            given.text_head = text[:RECEIPT_TEXT_CHARS]
+            result = await self._accept(build_submission(given, text, None), account.origin)
+            if isinstance(result, str):
+                return refusal_status(result)
+            given.id = self.store.allocate_id()
+            given.msg_id = result[0].msg_id
+            # With no receipt asked for, only the id counter needs to be durable.
+            await self.store.add_ids([given] if given.registered_delivery & 0x03 else [])
+            self._linked([given.msg_id])
+            return str(given.id)
+        given.id = self.store.allocate_id()
+        given.text_head = _head(octets, submit.data_coding)
+        given.part_key = (
+            given.system_id,
+            given.source_addr,
+            given.destination_addr,
+            part.reference,
+            part.total,
+        )
+        given.part_seq = part.seq
+        given.part_octets = octets
+        await self.store.add_ids([given])
+        group = self._add_part(given, part)
+        if group is None:
+            return str(given.id)
+        status = await self.join(group, answered_by=given.id)
+        return str(given.id) if status == p.ESME_ROK else status
+
+    def _add_part(self, given: GivenId, part: PartOf) -> list[GivenId] | None:
+        assert given.part_key is not None
+        group = self.reassembly.add(given.part_key, part.seq, part.total, given, self.clock())
+        self._reassembly_changed.set()
+        return group
+
+    async def join(self, group: list[GivenId], answered_by: int | None = None) -> int:
+        """All parts are in: one septet message. Returns the status for the last part's
+        submit_sm_resp; on a refusal the other parts get receipts saying REJECTD."""
+        first = group[0]
+        status = p.ESME_ROK
+        msg_id: str | None = None
+        try:
+            text = decode_text(b"".join(g.part_octets for g in group), first.data_coding)
+        except UnreadableMessageError as error:
+            status = error.status
+        else:
+            # The client reference makes a join repeated after a crash a duplicate,
+            # never a second send: the journal answers with the first one's msg_id.
+            reference = f"{origin_of(first.system_id)}:{first.id}"
+            result = await self._accept(
+                build_submission(first, text, reference), origin_of(first.system_id)
+            )
+            if isinstance(result, str):
+                found = DUPLICATE_SENTENCE.search(result)
+                if found is None:
+                    status = refusal_status(result)
+                else:
+                    msg_id = found.group(1)
+            else:
+                msg_id = result[0].msg_id
+        if msg_id is None:
+            outcome = Outcome("REJECTD", "000", self.wall_clock())
+            receipts = await self.store.settle_ids(
+                group,
+                lambda row: None if row.id == answered_by else build_receipt(row, outcome),
+            )
+            self.queue_receipts(receipts)
+            return status
+        for row in group:
+            row.msg_id = msg_id
+            row.part_octets = b""
+        await self.store.link([row.id for row in group], msg_id, group)
+        self._linked([msg_id])
+        return p.ESME_ROK
+
+    async def serve_reassembly_timeouts(self) -> None:
+        """Parts whose siblings never came: their ids get UNDELIV receipts."""
+        timeout = self.settings.reassembly_timeout_s
+        while True:
+            first = self.reassembly.next_expiry()
+            if first is None:
+                await self._reassembly_changed.wait()
+                self._reassembly_changed = anyio.Event()
+                continue
+            delay = first + timeout - self.clock()
+            if delay > 0:
+                with anyio.move_on_after(delay):
+                    await self._reassembly_changed.wait()
+                    self._reassembly_changed = anyio.Event()
+                continue
+            expired = Outcome("UNDELIV", "000", self.wall_clock())
+            for group in self.reassembly.expire(self.clock() - timeout):
+                log.warning("parts_expired", ids=[row.id for row in group])
+                receipts = await self.store.settle_ids(group, _receipts_for(expired))
+                self.queue_receipts(receipts)
+
+    # ── events and receipts ─────────────────────────────────────────────────────
+
+    def deliver_event(self, origin: str, line: bytes) -> None:
+        self._events.append((origin, line))
+        self._events_wake.set()
+
+    def take_unread_events(self) -> list[StoreEvents]:
+        """Events not yet turned into receipts, per origin: at shutdown they go back to
+        the journal's outbox, and `resume` reads them at the next start."""
+        by_origin: dict[str, list[bytes]] = {}
+        for origin, line in self._events:
+            by_origin.setdefault(origin, []).append(line)
+        self._events = []
+        return [StoreEvents(origin=o, events=lines) for o, lines in by_origin.items()]
+
+    async def serve_events(self) -> None:
+        """Final reports of septet messages become receipts for every id given out."""
+        while True:
+            await self._events_wake.wait()
+            self._events_wake = anyio.Event()
+            lines, self._events = self._events, []
+            outcomes: dict[str, Outcome] = {}
+            for _, line in lines:
+                found = outcome_of(line)
+                if found is not None:
+                    outcomes.setdefault(found[0], found[1])
+            if outcomes:
+                await self._settle(outcomes)
+            self._forget_old_orphans()
+
+    async def _settle(self, outcomes: dict[str, Outcome]) -> None:
+        receipts, matched = await self.store.settle_messages(
+            list(outcomes), lambda row: build_receipt(row, outcomes[row.msg_id or ""])
+        )
+        now = self.clock()
+        for msg_id, outcome in outcomes.items():
+            if msg_id not in matched:
+                # The report outran the id's commit (the message may be sent before
+                # store.add_ids returns): keep it until the id is linked.
+                self._orphans[msg_id] = (outcome, now)
+        self.queue_receipts(receipts)
+
+    def _linked(self, msg_ids: Sequence[str]) -> None:
+        early = {m: self._orphans.pop(m)[0] for m in msg_ids if m in self._orphans}
+        if early and self.tg is not None:
+            self.tg.start_soon(self._settle, early)
+
+    def _forget_old_orphans(self) -> None:
+        limit = self.clock() - ORPHAN_KEEP_S
+        for msg_id in [m for m, (_, at) in self._orphans.items() if at < limit]:
+            del self._orphans[msg_id]
+
+    def queue_receipts(self, receipts: Sequence[PendingReceipt]) -> None:
+        by_account: dict[str, list[PendingReceipt]] = {}
+        for receipt in receipts:
+            by_account.setdefault(receipt.system_id, []).append(receipt)
+        for system_id, items in by_account.items():
+            account = self.accounts.get(system_id)
+            if account is not None:
+                account.queue(items)
+
+    def receipt_acknowledged(self, receipt_id: int) -> None:
+        self._acked.append(receipt_id)
+        self._acked_wake.set()
+
+    async def serve_acknowledgements(self) -> None:
+        while True:
+            await self._acked_wake.wait()
+            self._acked_wake = anyio.Event()
+            ids, self._acked = self._acked, []
+            if ids:
+                await self.store.delete_receipts(ids)
+
+    async def retry_receipt_later(self, account: AccountState, receipt: PendingReceipt) -> None:
+        await anyio.sleep(self.settings.receipt_retry_s)
+        account.queue([receipt])
+
+    # ── start-up ────────────────────────────────────────────────────────────────
+
+    async def resume(self, journal: OutboxJournal) -> None:
+        """After a restart: receipts still owed, parts still waiting, reports kept for us."""
+        receipts = await self.store.pending_receipts()
+        self.queue_receipts(receipts)
+        complete: list[list[GivenId]] = []
+        for row in await self.store.waiting_parts():
+            if row.part_key is None:
+                continue
+            key = row.part_key
+            group = self.reassembly.add(key, row.part_seq, key[4], row, self.clock())
+            if group is not None:
+                complete.append(group)
+        for group in complete:
+            await self.join(group)
+        for account in self.accounts.values():
+            while lines := await journal.take_events(account.origin, 1000):
+                for line in lines:
+                    self.deliver_event(account.origin, line)
+        log.info(
+            "smpp_resumed",
+            receipts=len(receipts),
+            waiting_messages=len(self.reassembly),
+            joined=len(complete),
+        )
+
+
+def _receipts_for(outcome: Outcome) -> Callable[[GivenId], PendingReceipt | None]:
+    return lambda row: build_receipt(row, outcome)
+
+
+def build_submission(given: GivenId, text: str, reference: str | None) -> Submission:
+    validity_s: int | None = None
+    start = given.schedule_at or given.submitted_at
+    if given.expires_at is not None:
+        validity_s = max(1, min(7 * 24 * 3600, int(given.expires_at - start)))
+    return Submission(
+        to=destination_number(given.destination_addr, given.dest_addr_ton),
+        text=text,
+        id=reference,
+        sender=given.source_addr or None,
+        dlr=bool(given.registered_delivery & 0x03),
+        schedule_at=(
+            None
+            if given.schedule_at is None or given.schedule_at <= given.submitted_at
+            else utc_from_timestamp(given.schedule_at)
+        ),
+        validity_s=validity_s,
+        priority=given.priority,
+    )
+
+
+def _head(octets: bytes, data_coding: int) -> str:
+    """The first characters of one part, for its receipt; a part cut mid-character
+    (odd UCS-2 octets) still gets what can be read."""
+    try:
+        return decode_text(octets[: RECEIPT_TEXT_CHARS * 2], data_coding)[:RECEIPT_TEXT_CHARS]
+    except UnreadableMessageError:
+        return decode_text(octets[: RECEIPT_TEXT_CHARS * 2 - 1], data_coding)[:RECEIPT_TEXT_CHARS]
+
+
+# ── one connection ─────────────────────────────────────────────────────────────
+
+
+# ── serving ────────────────────────────────────────────────────────────────────
+
+
+async def serve_smpp(
+    settings: SmppSettings,
+    *,
+    accept: Accept,
+    events: EventRegistry,
+    journal: OutboxJournal,
+    store_path: str | Path,
+    host: str | None = None,
+    port: int | None = None,
+    synchronous: str = "NORMAL",
+    congested: Callable[[], bool] | None = None,
+    task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen for ESMEs until cancelled; `task_status.started(port)` once listening.
+
+    `accept` is engine.ingress.LineHandler.accept_submission; `events` the EventRouter
+    (one sink per account, registered for the server's life); `journal` gives back the
+    events stored while the server was down; `store_path` is the server's own SQLite
+    file (engine.smpp.store.store_path_for(journal path)). `congested`, when given,
+    says the engine's queues are full: submit_sm is then answered ESME_RTHROTTLED.
+    """
+    if host is None or port is None:
+        listen_host, _, listen_port = (settings.listen or "127.0.0.1:2775").rpartition(":")
+        host = host if host is not None else listen_host.strip("[]") or "127.0.0.1"
+        port = port if port is not None else int(listen_port)
+    async with open_store(store_path, synchronous=synchronous) as store:
+        server = SmppServer(settings, accept=accept, store=store, congested=congested)
+        sinks = [AccountSink(a.origin, server.deliver_event) for a in server.accounts.values()]
+        for sink in sinks:
+            events.register(sink)
+        try:
+            async with anyio.create_task_group() as tg:
+                server.tg = tg
+                tg.start_soon(server.serve_events)
+                tg.start_soon(server.serve_acknowledgements)
+                tg.start_soon(server.serve_reassembly_timeouts)
+                await server.resume(journal)
+                listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+                bound_port: int = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 - anyio, not Django
+                log.info("smpp_listening", host=host, port=bound_port)
+                task_status.started(bound_port)
+                await listener.serve(lambda stream: _serve_connection(server, stream))
+        finally:
+            for sink in sinks:
+                sink.closed = True
+                events.unregister(sink)
+            unread = server.take_unread_events()
+            if unread:
+                with anyio.CancelScope(shield=True):
+                    await journal.record(unread)
+
+
+async def _serve_connection(server: SmppServer, stream: anyio.abc.SocketStream) -> None:
+    try:
+        peer = str(stream.extra(anyio.abc.SocketAttribute.remote_address)[0])  # noqa: S610 - anyio, not Django
+    except (IndexError, TypeError):
+        peer = "unknown"
+    if server.connections >= server.settings.max_connections:
+        log.warning("smpp_too_many_connections", peer=peer)
+        await stream.aclose()
+        return
+    server.connections += 1
+    try:
+        await SmppConnection(server, stream, peer).serve()
+    finally:
+        server.connections -= 1

@@ -1,0 +1,130 @@
+"""The real engine pieces an SMPP server needs, in-process: a journal on a temporary file,
+the real LinePreparer and LineHandler, an EventRouter, and serve_smpp on a free port.
+
+The scheduler is a recorder: tests see which messages were handed over, and play the
+provider by emitting delivery reports through the router.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+
+from engine.ingress import EventRouter, LineHandler, LinePreparer
+from engine.journal import SqliteJournal, StoreEvents, open_journal
+from engine.models import DeliveryReport, Failed, Message
+from engine.pricing import default_price_tables
+from engine.routing import Router, default_routes
+from engine.smpp.server import SmppSettings, serve_smpp
+
+BRIDGES = ("dsc", "routemobile", "bsg", "smsclub")
+
+
+@dataclass
+class RecordingScheduler:
+    """Takes every message the handler schedules; `wake_feeder` is counted, not acted on."""
+
+    messages: list[Message] = field(default_factory=list)
+    arrived: anyio.Event = field(default_factory=anyio.Event)
+
+    async def put_many(self, messages: Sequence[Message]) -> None:
+        self.messages.extend(messages)
+        self.arrived.set()
+        self.arrived = anyio.Event()
+
+    def wake_feeder(self) -> None:
+        pass
+
+    async def wait_for(self, count: int) -> list[Message]:
+        with anyio.fail_after(5):
+            while len(self.messages) < count:
+                await self.arrived.wait()
+        return self.messages
+
+
+@dataclass
+class SmppHarness:
+    port: int
+    journal: SqliteJournal
+    router: EventRouter
+    scheduler: RecordingScheduler
+    spilled: list[tuple[str, bytes]]
+
+    def report(self, message: Message, state: str = "DELIVRD", status: str = "0") -> None:
+        """Play the provider: a delivery report for `message`, as dispatch would emit it."""
+        self.router.emit(
+            message.origin,
+            DeliveryReport(
+                id=message.client_ref,
+                msg_id=message.msg_id,
+                ts=dt.datetime.now(dt.UTC),
+                state=state,
+                provider_status=status,
+                bridge=message.bridge,
+            ),
+        )
+
+    def fail(self, message: Message, code: str) -> None:
+        self.router.emit(
+            message.origin,
+            Failed(
+                id=message.client_ref,
+                msg_id=message.msg_id,
+                ts=dt.datetime.now(dt.UTC),
+                error="the provider refused it",
+                code=code,
+            ),
+        )
+
+
+def build_handler(journal: SqliteJournal, scheduler: RecordingScheduler) -> LineHandler:
+    preparer = LinePreparer(
+        router=Router(default_routes(), None, BRIDGES),
+        prices=default_price_tables(),
+        default_senders={},
+        max_text_chars=1600,
+        max_recipients=1000,
+        default_region=None,
+    )
+    return LineHandler(preparer, journal, scheduler, max_line_bytes=65536)
+
+
+@asynccontextmanager
+async def smpp_harness(
+    directory: Path, settings: SmppSettings | None = None
+) -> AsyncIterator[SmppHarness]:
+    """serve_smpp over the real ingress and journal files in `directory`, until the block ends."""
+    async with open_journal(directory / "journal.db") as journal:
+        spilled: list[tuple[str, bytes]] = []
+        pending: list[StoreEvents] = []
+
+        def spill(origin: str, lines: list[bytes]) -> None:
+            spilled.extend((origin, line) for line in lines)
+            pending.append(StoreEvents(origin=origin, events=lines))
+
+        router = EventRouter(spill)
+        scheduler = RecordingScheduler()
+        handler = build_handler(journal, scheduler)
+        async with anyio.create_task_group() as tg:
+            port = await tg.start(
+                functools.partial(
+                    serve_smpp,
+                    settings or SmppSettings(),
+                    accept=handler.accept_submission,
+                    events=router,
+                    journal=journal,
+                    store_path=directory / "journal.smpp.db",
+                    host="127.0.0.1",
+                    port=0,
+                )
+            )
+            yield SmppHarness(port, journal, router, scheduler, spilled)
+            tg.cancel_scope.cancel()
+        if pending:
+            await journal.record(pending)

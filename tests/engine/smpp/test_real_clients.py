@@ -1,0 +1,199 @@
+"""serve_smpp against SMPP clients nobody here wrote: smpplib (blocking sockets, run in a
+worker thread) and aiosmpplib (asyncio, in the test's own loop)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import aiosmpplib
+import anyio
+import pytest
+import smpplib.client
+import smpplib.consts
+import smpplib.exceptions
+import smpplib.gsm
+
+from tests.engine.smpp.harness import smpp_harness
+
+pytestmark = pytest.mark.anyio
+
+RECEIPT = re.compile(
+    r"id:(?P<id>\d+) sub:001 dlvrd:(?P<dlvrd>\d{3}) submit date:\d{10} done date:\d{10}"
+    r" stat:(?P<stat>[A-Z]{7}) err:(?P<err>\d{3}) text:(?P<text>.*)"
+)
+
+
+class SmpplibSession:
+    """One smpplib transceiver; every blocking call runs in a worker thread."""
+
+    def __init__(self, port: int) -> None:
+        self.client = smpplib.client.Client("127.0.0.1", port, allow_unknown_opt_params=True)
+        self.sent: list[Any] = []
+        self.received: list[Any] = []
+        self.client.set_message_sent_handler(lambda pdu, **_: self.sent.append(pdu))
+        self.client.set_message_received_handler(lambda pdu, **_: self.received.append(pdu))
+
+    async def run(self, work: Any, *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(work, *args)
+
+    def _bind(self) -> None:
+        self.client.connect()
+        self.client.bind_transceiver(system_id="demo", password="demo")
+
+    def _send(self, text: str, registered_delivery: int = 1) -> int:
+        parts, encoding, esm_class = smpplib.gsm.make_parts(text)
+        for part in parts:
+            self.client.send_message(
+                source_addr_ton=smpplib.consts.SMPP_TON_ALNUM,
+                source_addr="ACME",
+                dest_addr_ton=smpplib.consts.SMPP_TON_INTL,
+                destination_addr="250788123456",
+                short_message=part,
+                data_coding=encoding,
+                esm_class=esm_class,
+                registered_delivery=registered_delivery,
+            )
+        return len(parts)
+
+    def _read(self, count: int, into: list[Any]) -> None:
+        while len(into) < count:
+            self.client.read_once()
+
+    async def bind(self) -> None:
+        await self.run(self._bind)
+
+    async def send(self, text: str) -> list[str]:
+        """Submit `text` (split by smpplib as it likes) and return the message ids."""
+        before = len(self.sent)
+        parts = await self.run(self._send, text)
+        await self.run(self._read, before + parts, self.sent)
+        return [pdu.message_id.decode() for pdu in self.sent[before:]]
+
+    async def receipts(self, count: int) -> list[Any]:
+        await self.run(self._read, count, self.received)
+        return self.received[:count]
+
+    async def close(self) -> None:
+        await self.run(self.client.unbind)
+        await self.run(self.client.disconnect)
+
+
+async def test_smpplib_short_gsm_and_long_ucs2_with_emoji(tmp_path: Path) -> None:
+    long_text = "Привет, мир! 😀 Это длинное сообщение в UCS-2. " * 3
+    async with smpp_harness(tmp_path) as harness:
+        session = SmpplibSession(harness.port)
+        await session.bind()
+        short_ids = await session.send("Hello from smpplib @ 10€")
+        long_ids = await session.send(long_text)
+        assert len(short_ids) == 1
+        assert len(long_ids) == 3  # UDH with an 8-bit reference, 67 UCS-2 units a part
+        assert all(value.isdigit() for value in short_ids + long_ids)
+        short, joined = await harness.scheduler.wait_for(2)
+        assert short.text == "Hello from smpplib @ 10€"
+        assert joined.text == long_text  # one septet message for the three parts
+        assert joined.encoding == "UCS-2"
+        harness.report(short, "DELIVRD")
+        harness.report(joined, "UNDELIV", "5")
+        receipts = await session.receipts(4)
+        seen = {}
+        for pdu in receipts:
+            assert pdu.esm_class == 0x04  # SMPP v3.4 5.2.12: SMSC delivery receipt
+            match = RECEIPT.fullmatch(pdu.short_message.decode("ascii", "replace"))
+            assert match is not None
+            assert pdu.receipted_message_id.decode() == match["id"]
+            seen[match["id"]] = (match["stat"], match["err"], pdu.message_state)
+        assert seen[short_ids[0]] == ("DELIVRD", "000", 2)
+        for part_id in long_ids:
+            assert seen[part_id] == ("UNDELIV", "005", 5)
+        await session.close()
+
+
+async def test_smpplib_sees_throttling(tmp_path: Path) -> None:
+    from engine.smpp.server import SmppAccount, SmppSettings
+
+    settings = SmppSettings(
+        accounts=[SmppAccount(system_id="demo", password="demo", throughput=0.001, burst=1)]
+    )
+    async with smpp_harness(tmp_path, settings) as harness:
+        session = SmpplibSession(harness.port)
+        await session.bind()
+        assert len(await session.send("first")) == 1
+        await session.run(session._send, "second")
+        with pytest.raises(smpplib.exceptions.PDUError) as refused:
+            await session.run(session._read, 2, session.sent)
+        assert refused.value.args[1] == smpplib.consts.SMPP_ESME_RTHROTTLED
+        await session.close()
+
+
+class Recorder(aiosmpplib.AbstractHook):  # type: ignore[misc]  # untyped library
+    def __init__(self) -> None:
+        self.messages: list[aiosmpplib.SmppMessage] = []
+        self.sent: list[bytes] = []
+        self.changed = anyio.Event()
+
+    async def sending(
+        self, smpp_message: aiosmpplib.SmppMessage, pdu: bytes, client_id: str
+    ) -> None:
+        self.sent.append(pdu)
+
+    async def received(
+        self, smpp_message: aiosmpplib.SmppMessage | None, pdu: bytes, client_id: str
+    ) -> None:
+        if smpp_message is not None:
+            self.messages.append(smpp_message)
+            self.changed.set()
+            self.changed = anyio.Event()
+
+    async def send_error(
+        self, smpp_message: aiosmpplib.SmppMessage, error: Exception, client_id: str
+    ) -> None:
+        raise AssertionError(f"aiosmpplib could not send: {error!r}")
+
+    async def wait_for(self, kind: type[Any]) -> Any:
+        with anyio.fail_after(5):
+            while True:
+                for message in self.messages:
+                    if isinstance(message, kind):
+                        return message
+                await self.changed.wait()
+
+
+async def test_aiosmpplib_message_payload_and_receipt(tmp_path: Path) -> None:
+    text = "message_payload carries this whole text in one PDU. " * 6
+    async with smpp_harness(tmp_path) as harness, anyio.create_task_group() as tg:
+        hook = Recorder()
+        esme = aiosmpplib.ESME(
+            smsc_host="127.0.0.1",
+            smsc_port=harness.port,
+            system_id="demo",
+            password="demo",
+            hook=hook,
+            log_level="WARNING",
+        )
+        tg.start_soon(esme.start)
+        await esme.broker.enqueue(
+            aiosmpplib.SubmitSm(
+                short_message=text,
+                source=aiosmpplib.PhoneNumber("ACME", aiosmpplib.TON.ALPHANUMERIC),
+                destination=aiosmpplib.PhoneNumber("380501234567", aiosmpplib.TON.INTERNATIONAL),
+                registered_delivery=1,
+                log_id="one",
+            )
+        )
+        answer = await hook.wait_for(aiosmpplib.SubmitSmResp)
+        assert answer.message_id.isdigit()
+        (submit,) = [pdu for pdu in hook.sent if pdu[4:8] == b"\x00\x00\x00\x04"]
+        assert b"\x04\x24" in submit  # the message_payload TLV tag (SMPP v3.4 5.3.2.32)
+        (message,) = await harness.scheduler.wait_for(1)
+        assert message.text == text
+        assert message.to == "+380501234567"
+        harness.report(message, "DELIVRD")
+        receipt = await hook.wait_for(aiosmpplib.DeliverSm)
+        assert receipt.is_receipt()
+        parsed = receipt.parse_receipt()
+        assert parsed["id"] == answer.message_id
+        assert parsed["stat"] == "DELIVRD"
+        await esme.stop()
+        tg.cancel_scope.cancel()
