@@ -1,8 +1,10 @@
 """Segmentation: the GSM-7 / UCS-2 choice, unit counts, safe split points and each part's UDH.
 
-Pure: no I/O. `segment_text` is called once per accepted message, so the common case (ASCII
-text, default tables) runs on a few C-level passes (bytes.translate, bytes.count) with no
-per-character Python work; rare characters take the slower, general path.
+Pure: no I/O. `segment_text` is called once per accepted message, so with the default tables
+every text runs on a few C-level passes (one bytes.translate gives a byte per character, then
+bytes.count per part) with no per-character Python work, and a grapheme cluster search only
+where a cut falls between characters that might join. National tables take the general path,
+which is also the plain statement of the rules the fast path is tested against.
 
 Rules (3GPP TS 23.038 and TS 23.040, and what handsets and Twilio's calculator do):
 - GSM-7 when every character is in the default alphabet or its extension table (an
@@ -25,8 +27,8 @@ Rules (3GPP TS 23.038 and TS 23.040, and what handsets and Twilio's calculator d
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from bisect import bisect_right
+from collections.abc import Iterable
 from typing import Literal
 
 import msgspec
@@ -56,7 +58,9 @@ class NationalShift(msgspec.Struct, frozen=True):
     single: str | None
 
 
-class Segmentation(msgspec.Struct, frozen=True):
+# gc=False: a Segmentation holds strings and bytes only, so it can't be part of a reference
+# cycle; untracked structs are cheaper to build, and one is built per message.
+class Segmentation(msgspec.Struct, frozen=True, gc=False):
     """How a text goes over the air: encoding, parts, units, and the UDH each part carries.
 
     `units` counts septets for GSM-7 (extension and single shift characters count 2) and
@@ -101,6 +105,9 @@ _CAPACITIES: dict[tuple[str, int, int], tuple[int, int]] = {
     for bits in (8, 16)
 }
 _GSM_SINGLE, _GSM_MULTI_8 = _CAPACITIES["GSM-7", 0, 8]
+_GSM_MULTI_16 = _CAPACITIES["GSM-7", 0, 16][1]
+_UCS2_SINGLE, _UCS2_MULTI_8 = _CAPACITIES["UCS-2", 0, 8]
+_UCS2_MULTI_16 = _CAPACITIES["UCS-2", 0, 16][1]
 
 
 def _defined(table: str) -> frozenset[str]:
@@ -117,24 +124,68 @@ _SINGLE_CHARACTERS = {
     code: _defined(table) for code, table in gsm_tables.SINGLE_SHIFT_TABLES.items()
 }
 
-# ASCII fast path: bytes.translate maps each byte to its class in one C pass.
-_CLASS_DEFAULT, _CLASS_EXTENSION, _CLASS_NOT_GSM = 0, 1, 2
-_ASCII_CLASSES = bytes(
-    _CLASS_DEFAULT
-    if chr(byte) in _DEFAULT_CHARACTERS
-    else _CLASS_EXTENSION
-    if chr(byte) in _EXTENSION_CHARACTERS
-    else _CLASS_NOT_GSM
-    for byte in range(256)
-)
-_NOT_GSM = bytes([_CLASS_NOT_GSM])
+# One byte per character: UTF-8 with its continuation bytes (0x80-0xBF) deleted keeps each
+# character's first byte, which the same bytes.translate pass maps to one of these marks.
+_MARK_PLAIN = 0  # one septet (GSM-7) or one UTF-16 unit (UCS-2)
+# An extension table character (two septets, TS 23.038 6.2.1.1). 0xE2 leads U+2000-U+2FFF, of
+# which a GSM text can only hold the euro sign U+20AC; other texts are UCS-2 and ignore it.
+_MARK_EXTENSION = 1
+_MARK_NOT_GSM = 2  # an ASCII character in neither table: ` and most control characters
+_MARK_ASTRAL = 3  # a 4-byte UTF-8 lead: outside the BMP, a surrogate pair (2 UTF-16 units)
 
-_EXTENSION_PATTERN = re.compile("[" + re.escape("".join(sorted(_EXTENSION_CHARACTERS))) + "]")
+
+def _utf8_lead_mark(byte: int) -> int:
+    if byte < 0x80:
+        if chr(byte) in _DEFAULT_CHARACTERS:
+            return _MARK_PLAIN
+        return _MARK_EXTENSION if chr(byte) in _EXTENSION_CHARACTERS else _MARK_NOT_GSM
+    if byte == 0xE2:
+        return _MARK_EXTENSION
+    return _MARK_ASTRAL if byte >= 0xF0 else _MARK_PLAIN
+
+
+_UTF8_MARKS = bytes(_utf8_lead_mark(byte) for byte in range(256))
+_UTF8_CONTINUATION = bytes(range(0x80, 0xC0))
+
+# Where a part may end (the `split` option): anywhere between code points; not inside CR LF,
+# the only multi-character grapheme cluster a default-alphabet GSM text can hold; or only
+# between extended grapheme clusters (UAX #29).
+_CUT_ANYWHERE, _CUT_NOT_IN_CR_LF, _CUT_BETWEEN_CLUSTERS = 0, 1, 2
+
+# UAX #29 keeps two characters in one cluster only when the second continues one (LF after CR
+# GB3, Hangul jamo GB6-8, Extend / ZWJ / SpacingMark GB9-9a, a conjunct consonant GB9c, a
+# pictograph after ZWJ GB11, a regional indicator GB12-13) or the first is Prepend (GB9b) or
+# ZWJ (GB11). These ranges hold only characters that continue nothing (Grapheme_Cluster_Break
+# Other, Control, CR or LF, and no conjunct consonant; tests check them against `regex`), so
+# before one of them, after anything but a Prepend or ZWJ, a part may end without a search.
+_STARTER_RANGES = (
+    (0x0000, 0x02FF),  # Basic Latin to Spacing Modifier Letters (LF: CR LF is checked first)
+    (0x0370, 0x0482),  # Greek, Cyrillic (U+0483-0489 combine)
+    (0x048A, 0x0590),  # the rest of Cyrillic, Armenian
+    (0x2000, 0x200B),  # spaces (U+200C ZWNJ is Extend, U+200D is ZWJ)
+    (0x200E, 0x20CF),  # punctuation, super- and subscripts, currency signs (€)
+    (0x3000, 0x3029),  # CJK symbols and punctuation
+    (0x309B, 0x9FFF),  # kana, CJK ideographs
+    (0x1F000, 0x1F1E5),  # game pieces, enclosed alphanumerics (regional indicators follow)
+    (0x1F200, 0x1F3FA),  # enclosed ideographs, pictographs (skin tone modifiers follow)
+    (0x1F400, 0x1FAFF),  # pictographs, emoticons, transport and map symbols
+)
+# Each range as [start, stop): bisect_right is odd for a character inside one.
+_STARTER_EDGES = tuple(chr(code) for low, high in _STARTER_RANGES for code in (low, high + 1))
+# Grapheme_Cluster_Break=Prepend (GB9b) and ZWJ (GB11): they may join what follows them.
+_JOINS_FOLLOWING = frozenset(
+    "\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891\u08e2\u0d4e\u200d"
+    "\U000110bd\U000110cd\U000111c2\U000111c3\U000113d1\U0001193f\U00011941\U00011a3a"
+    "\U00011a84\U00011a85\U00011a86\U00011a87\U00011a88\U00011a89\U00011d46\U00011f02"
+)
+
 _NOT_GSM_PATTERN = re.compile("[^" + re.escape("".join(sorted(_GSM_CHARACTERS))) + "]")
 _SMART_PATTERN = re.compile("[" + re.escape("".join(sorted(gsm_tables.SMART_REPLACEMENTS))) + "]")
 _CLUSTER_PATTERN = regex.compile(r"\X")  # an extended grapheme cluster, UAX #29
 _SURROGATE_OPENERS = bytes(1 if 0xD8 <= byte <= 0xDB else 0 for byte in range(256))
 _OCTETS = tuple(bytes((value,)) for value in range(256))
+# UDHL 5, IEI 0x00 (8-bit reference), IE length 3, reference: TS 23.040 9.2.3.24.1.
+_CONCAT_8_HEADS = tuple(bytes((5, 0x00, 3, reference)) for reference in range(256))
 
 
 def segment_text(
@@ -150,7 +201,7 @@ def segment_text(
 
     `national`: ISO 639-1 codes whose TS 23.038 shift tables may be used. `concat_ref`: 8 or
     16 bits of concatenation reference, whose value is `reference`. Raises ValueError with a
-    sentence naming the problem for empty text or a bad option.
+    sentence naming the problem for empty text, a lone surrogate or a bad option.
     """
     if concat_ref != 8 and concat_ref != 16:
         raise ValueError(f"concat_ref must be 8 or 16 (bits), not {concat_ref!r}.")
@@ -165,36 +216,53 @@ def segment_text(
         text, smart_replaced = replace_look_alikes(text)
     if not text:
         raise ValueError("The text is empty: there is nothing to send.")
-    languages = _national_languages(national) if national else ()
+    if national:
+        languages = _national_languages(national)
+        if languages:
+            return _segment_general(text, languages, concat_ref, split, reference, smart_replaced)
 
-    if not languages and text.isascii():
-        classes = text.encode("ascii").translate(_ASCII_CLASSES)
-        if _NOT_GSM not in classes:
-            units = len(text) + classes.count(_CLASS_EXTENSION)
-            if units <= _GSM_SINGLE:
-                return Segmentation(
-                    "GSM-7", 1, units, _GSM_SINGLE, [text], smart_replaced, None, [b""]
-                )
-            per_part = _GSM_MULTI_8 if concat_ref == 8 else _CAPACITIES["GSM-7", 0, 16][1]
-            ends = _split_ends(
-                text,
-                per_part,
-                _byte_counter(classes),
-                ascii_only=True,
-                grapheme=split == "grapheme",
+    # Default tables: one translate pass marks every character, then C-level searches only.
+    if text.isascii():
+        marks = text.encode("ascii").translate(_UTF8_MARKS)
+        gsm = _MARK_NOT_GSM not in marks
+        astral = False
+    else:
+        try:
+            encoded = text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise _lone_surrogate_error(error) from None
+        marks = encoded.translate(_UTF8_MARKS, _UTF8_CONTINUATION)
+        astral = _MARK_ASTRAL in marks
+        gsm = not astral and _NOT_GSM_PATTERN.search(text) is None
+    encoding: Encoding
+    if gsm:
+        encoding, double, single_part = "GSM-7", _MARK_EXTENSION, _GSM_SINGLE
+        per_part = _GSM_MULTI_8 if concat_ref == 8 else _GSM_MULTI_16
+        doubles = _MARK_EXTENSION in marks
+        cuts = _CUT_NOT_IN_CR_LF if split == "grapheme" else _CUT_ANYWHERE
+    else:
+        # UCS-2 counts UTF-16 code units: a character outside the BMP is a surrogate pair.
+        encoding, double, single_part = "UCS-2", _MARK_ASTRAL, _UCS2_SINGLE
+        per_part = _UCS2_MULTI_8 if concat_ref == 8 else _UCS2_MULTI_16
+        doubles = astral
+        cuts = _CUT_BETWEEN_CLUSTERS if split == "grapheme" else _CUT_ANYWHERE
+    length = len(text)
+    if length <= single_part:  # a longer text needs several parts whatever it holds
+        units = (length + marks.count(double)) if doubles else length
+        if units <= single_part:
+            return Segmentation(
+                encoding, 1, units, single_part, [text], smart_replaced, None, [b""]
             )
-            return _build(
-                "GSM-7", text, units, per_part, ends, smart_replaced, None, concat_ref, reference
-            )
-    return _segment_general(text, languages, concat_ref, split, reference, smart_replaced)
+    units, parts = _split_parts(text, per_part, marks if doubles else None, double, cuts)
+    return _build(encoding, units, per_part, parts, smart_replaced, None, concat_ref, reference)
 
 
 def count_segments(text: str) -> tuple[Encoding, int]:
     """(encoding, parts) with the default options; cheaper than segment_text where it can be."""
     if text and text.isascii():
-        classes = text.encode("ascii").translate(_ASCII_CLASSES)
-        if _NOT_GSM not in classes:
-            extension = classes.count(_CLASS_EXTENSION)
+        marks = text.encode("ascii").translate(_UTF8_MARKS)
+        if _MARK_NOT_GSM not in marks:
+            extension = marks.count(_MARK_EXTENSION)
             units = len(text) + extension
             if units <= _GSM_SINGLE:
                 return "GSM-7", 1
@@ -223,6 +291,14 @@ def replace_look_alikes(text: str) -> tuple[str, int]:
 
 def _smart_replacement(match: re.Match[str]) -> str:
     return gsm_tables.SMART_REPLACEMENTS[match.group()]
+
+
+def _lone_surrogate_error(error: UnicodeEncodeError) -> ValueError:
+    code = ord(error.object[error.start])
+    return ValueError(
+        f"The text holds a lone surrogate (U+{code:04X} at character {error.start}), "
+        "which is not a character and can't be sent."
+    )
 
 
 def _national_languages(national: Iterable[str]) -> tuple[str, ...]:
@@ -283,6 +359,8 @@ def _segment_general(
     reference: int,
     smart_replaced: int,
 ) -> Segmentation:
+    """Any tables, any text, stated plainly: the path national tables take, and the reference
+    the default-table fast path in `segment_text` is tested against."""
     grapheme = split == "grapheme"
     choice: _GsmChoice | None = None
     if languages:
@@ -297,52 +375,42 @@ def _segment_general(
         national = None if tables == 0 else NationalShift(choice.locking, choice.single)
         single_part, per_part = _CAPACITIES["GSM-7", tables, concat_ref]
         if choice.units <= single_part:
-            ends = [len(text)]
             return _build(
                 "GSM-7",
-                text,
                 choice.units,
                 single_part,
-                ends,
+                [text],
                 smart_replaced,
                 national,
                 concat_ref,
                 reference,
             )
-        if tables == 0:
-            positions = [match.start() for match in _EXTENSION_PATTERN.finditer(text)]
-        else:
-            positions = [
-                index for index, character in enumerate(text) if character in choice.double
-            ]
-        counter = _position_counter(positions)
-        ends = _split_ends(text, per_part, counter, ascii_only=False, grapheme=grapheme)
+        marks = bytearray(len(text))  # 1 where a character costs two septets
+        for character in choice.double:
+            position = text.find(character)
+            while position >= 0:
+                marks[position] = 1
+                position = text.find(character, position + 1)
+        # National tables hold scripts with combining marks, so clusters are searched for.
+        cuts = _CUT_BETWEEN_CLUSTERS if grapheme else _CUT_ANYWHERE
+        _, parts = _split_parts(text, per_part, bytes(marks), 1, cuts)
         return _build(
-            "GSM-7",
-            text,
-            choice.units,
-            per_part,
-            ends,
-            smart_replaced,
-            national,
-            concat_ref,
-            reference,
+            "GSM-7", choice.units, per_part, parts, smart_replaced, national, concat_ref, reference
         )
 
     # UCS-2: UTF-16 code units; a character outside the BMP is a surrogate pair (2 units).
-    encoded = text.encode("utf-16-le")
+    try:
+        encoded = text.encode("utf-16-le")
+    except UnicodeEncodeError as error:
+        raise _lone_surrogate_error(error) from None
     units = len(encoded) // 2
     single_part, per_part = _CAPACITIES["UCS-2", 0, concat_ref]
-    if units <= single_part:
-        ends = [len(text)]
-    else:
-        ends = _split_utf16_ends(text, encoded, per_part, grapheme)
+    parts = [text] if units <= single_part else _split_utf16(text, encoded, per_part, grapheme)
     return _build(
         "UCS-2",
-        text,
         units,
-        single_part if len(ends) == 1 else per_part,
-        ends,
+        single_part if len(parts) == 1 else per_part,
+        parts,
         smart_replaced,
         None,
         concat_ref,
@@ -350,13 +418,13 @@ def _segment_general(
     )
 
 
-def _split_utf16_ends(text: str, encoded: bytes, per_part: int, grapheme: bool) -> list[int]:
-    """Part ends (character indexes), cut in UTF-16 unit space with C-level counting only."""
+def _split_utf16(text: str, encoded: bytes, per_part: int, grapheme: bool) -> list[str]:
+    """Parts cut in UTF-16 unit space, each cluster found by a full search."""
     length, total_units = len(text), len(encoded) // 2
     # One byte per code unit: 1 where the unit opens a surrogate pair (high byte D8-DB;
     # little-endian, so the high byte of unit k is byte 2k+1).
     openers = encoded[1::2].translate(_SURROGATE_OPENERS)
-    ends: list[int] = []
+    parts: list[str] = []
     start = unit_start = 0
     while start < length:
         unit_end = min(total_units, unit_start + per_part)
@@ -364,68 +432,80 @@ def _split_utf16_ends(text: str, encoded: bytes, per_part: int, grapheme: bool) 
             unit_end -= 1  # never end between the two halves of a pair
         end = start + unit_end - unit_start - openers.count(1, unit_start, unit_end)
         if grapheme and end < length:
-            edge = _cluster_edge(text, start, end, ascii_only=False)
+            edge = _cluster_edge(text, start, end)
             if edge != end:
                 unit_end -= len(text[edge:end].encode("utf-16-le")) // 2
                 end = edge
-        ends.append(end)
+        parts.append(text[start:end])
         start, unit_start = end, unit_end
-    return ends
+    return parts
 
 
-def _byte_counter(classes: bytes) -> Callable[[int, int], int]:
-    def count(start: int, end: int) -> int:
-        return classes.count(_CLASS_EXTENSION, start, end)
+def _split_parts(
+    text: str, per_part: int, marks: bytes | None, double: int, cuts: int
+) -> tuple[int, list[str]]:
+    """(units, parts), greedy: each part takes all the characters that fit, so the fewest parts.
 
-    return count
-
-
-def _position_counter(positions: list[int]) -> Callable[[int, int], int]:
-    def count(start: int, end: int) -> int:
-        return bisect_left(positions, end) - bisect_left(positions, start)
-
-    return count
-
-
-def _split_ends(
-    text: str,
-    per_part: int,
-    doubles: Callable[[int, int], int],
-    *,
-    ascii_only: bool,
-    grapheme: bool,
-) -> list[int]:
-    """End index of each part: greedy, so the fewest parts the atoms allow.
-
-    `doubles(start, end)` counts the characters of text[start:end] that cost two units
-    (escape pairs, single shift characters, surrogate pairs); a character is never split.
+    `marks` has one byte per character, equal to `double` where the character costs two units
+    (an escape pair, a single shift character, a surrogate pair); None when none does. A
+    character is never split; `cuts` says which places between characters a part may end at.
+    A part costs one bytes.count call (each costs as much as a few dozen bytecodes).
     """
     length = len(text)
-    ends: list[int] = []
-    start = 0
-    while start < length:
-        end = min(length, start + per_part)
-        cost = end - start + doubles(start, end)
-        if cost > per_part:
-            end -= cost - per_part  # each character dropped frees at least one unit
-            cost = end - start + doubles(start, end)
-            while end < length:  # take back the characters that still fit
-                weight = 1 + doubles(end, end + 1)
-                if cost + weight > per_part:
-                    break
-                cost += weight
-                end += 1
-        if grapheme and end < length:
-            end = _cluster_edge(text, start, end, ascii_only)
-        ends.append(end)
+    parts: list[str] = []
+    units = start = 0
+    while True:
+        end = start + per_part
+        if end > length:
+            end = length
+        cost = end - start
+        if marks is not None:
+            cost += marks.count(double, start, end)
+            if cost > per_part:
+                if cost - per_part > 8:
+                    end -= cost - per_part  # each character dropped frees one unit or two
+                    cost = end - start + marks.count(double, start, end)
+                    # Take back what surely fits (a character costs two units at most).
+                    while per_part - cost > 1:
+                        step = (per_part - cost) >> 1
+                        cost += step + marks.count(double, end, end + step)
+                        end += step
+                    if cost < per_part and marks[end] != double:
+                        cost += 1
+                        end += 1
+                else:
+                    while cost > per_part:  # drop the last characters one by one
+                        end -= 1
+                        cost -= 2 if marks[end] == double else 1
+        if end == length:
+            parts.append(text[start:])
+            return units + cost, parts
+        if cuts:
+            before = text[end - 1]
+            after = text[end]
+            if before == "\r" and after == "\n":
+                if end - 1 > start:
+                    end -= 1  # UAX #29 GB3: CR LF is one cluster
+                    cost -= 1
+            elif cuts == _CUT_BETWEEN_CLUSTERS and not (
+                (after < "\u0300" or bisect_right(_STARTER_EDGES, after) & 1)
+                and (before < "\u0600" or before not in _JOINS_FOLLOWING)
+            ):
+                edge = _cluster_edge(text, start, end)
+                if edge != end:
+                    cost -= end - edge
+                    if marks is not None:
+                        cost -= marks.count(double, edge, end)
+                    end = edge
+        parts.append(text[start:end])
+        units += cost
         start = end
-    return ends
 
 
-def _cluster_edge(text: str, start: int, end: int, ascii_only: bool) -> int:
+def _cluster_edge(text: str, start: int, end: int) -> int:
     """The last grapheme cluster boundary in (start, end]; `end` if one cluster fills the part."""
     before, after = text[end - 1], text[end]
-    if ascii_only or (before < "\x80" and after < "\x80"):
+    if before < "\x80" and after < "\x80":
         # Between two ASCII characters the only cluster is CR LF (UAX #29 GB3).
         if before == "\r" and after == "\n" and end - 1 > start:
             return end - 1
@@ -460,16 +540,15 @@ def _cluster_end(text: str, position: int) -> int:
 
 def _build(
     encoding: Encoding,
-    text: str,
     units: int,
     per_segment: int,
-    ends: list[int],
+    parts: list[str],
     smart_replaced: int,
     national: NationalShift | None,
     concat_ref: int,
     reference: int,
 ) -> Segmentation:
-    total = len(ends)
+    total = len(parts)
     if total > MAX_PARTS:
         raise ValueError(
             f"The text needs {total} parts; a concatenated message has at most {MAX_PARTS}."
@@ -486,22 +565,24 @@ def _build(
     if total == 1:
         header = bytes((len(national_elements),)) + national_elements if national_elements else b""
         return Segmentation(
-            encoding, 1, units, per_segment, [text], smart_replaced, national, [header]
+            encoding, 1, units, per_segment, parts, smart_replaced, national, [header]
         )
-    if concat_ref == 8:
-        concat_head = bytes((0x00, 3, reference))
+    if concat_ref == 8 and not national_elements:
+        head = _CONCAT_8_HEADS[reference] + _OCTETS[total]
     else:
-        concat_head = bytes((0x08, 4, reference >> 8, reference & 0xFF))
-    header_length = len(concat_head) + 2 + len(national_elements)
-    head = _OCTETS[header_length] + concat_head + _OCTETS[total]
-    # Plain loops: on CPython 3.11 a comprehension costs a frame, about a microsecond here.
-    parts: list[str] = []
+        if concat_ref == 8:
+            concat_head = bytes((0x00, 3, reference))
+        else:
+            concat_head = bytes((0x08, 4, reference >> 8, reference & 0xFF))
+        header_length = len(concat_head) + 2 + len(national_elements)
+        head = _OCTETS[header_length] + concat_head + _OCTETS[total]
     headers: list[bytes] = []
-    start = 0
-    for sequence, end in enumerate(ends, start=1):
-        parts.append(text[start:end])
-        headers.append(head + _OCTETS[sequence] + national_elements)
-        start = end
+    if national_elements:
+        for sequence in range(1, total + 1):
+            headers.append(head + _OCTETS[sequence] + national_elements)
+    else:
+        for sequence in range(1, total + 1):
+            headers.append(head + _OCTETS[sequence])
     return Segmentation(
         encoding, total, units, per_segment, parts, smart_replaced, national, headers
     )

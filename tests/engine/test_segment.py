@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import regex
 
-from engine import gsm_tables
+from engine import gsm_tables, segment
 from engine.segment import (
     NationalShift,
     count_segments,
@@ -367,3 +368,103 @@ def test_count_units_matches_each_part() -> None:
     per_part = [count_units(part, result.encoding, result.national) for part in result.parts]
     assert sum(per_part) == result.units
     assert max(per_part) <= result.per_segment
+
+
+def test_a_lone_surrogate_is_an_error_that_names_it() -> None:
+    with pytest.raises(ValueError, match=r"lone surrogate \(U\+D83D at character 2\)"):
+        segment_text("hi\ud83d there")
+    with pytest.raises(ValueError, match="lone surrogate"):
+        segment_text("é\udc00", national=["tr"])
+
+
+# ── the tables behind the fast path ────────────────────────────────────────────
+# engine.segment decides most part edges without a grapheme cluster search, from constants
+# checked here against the Unicode data of the `regex` module (the same data \X uses).
+
+ALL_CODE_POINTS = "".join(chr(code) for code in range(0x110000) if not 0xD800 <= code <= 0xDFFF)
+
+
+def test_starter_ranges_hold_only_characters_that_continue_nothing() -> None:
+    continues = regex.compile(
+        r"[^\p{GCB=Other}\p{GCB=Control}\p{GCB=CR}\p{GCB=LF}]|\p{InCB=Consonant}"
+    )
+    for low, high in segment._STARTER_RANGES:
+        block = "".join(chr(code) for code in range(low, high + 1))
+        assert continues.findall(block) == [], (hex(low), hex(high))
+    # the fast path tests `after < U+0300` before the table: the first range must cover it
+    assert segment._STARTER_RANGES[0] == (0x0000, 0x02FF)
+
+
+def test_joiners_are_every_prepend_character_and_zwj() -> None:
+    prepend = set(regex.findall(r"\p{GCB=Prepend}", ALL_CODE_POINTS))
+    assert prepend | {"\u200d"} <= segment._JOINS_FOLLOWING
+    # the fast path tests `before < U+0600` before the set
+    assert min(segment._JOINS_FOLLOWING) == "\u0600"
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        "a",
+        " ",
+        "\r",
+        "\n",
+        "\x00",
+        "é",
+        "ж",
+        "\u0301",
+        "\U0001f600",
+        "\U0001f3fd",
+        "\U0001f1f7",
+        "\u1100",
+        "\uac00",
+        "\u094d",
+        "\u0915",
+        "\u4e2d",
+        "\U000e0067",
+        "\u200c",
+    ],
+)
+def test_a_starter_after_a_non_joiner_always_begins_a_cluster(before: str) -> None:
+    cluster = regex.compile(r"\X")
+    for low, high in segment._STARTER_RANGES:
+        for code in range(low, high + 1, 7):
+            after = chr(code)
+            if before == "\r" and after == "\n":
+                continue  # GB3, handled before the table
+            assert len(cluster.findall(before + after)) == 2, (before, hex(code))
+
+
+def test_utf8_lead_byte_marks() -> None:
+    marks = segment._UTF8_MARKS
+    for character in set(gsm_tables.DEFAULT_ALPHABET) - {gsm_tables.UNDEFINED}:
+        assert marks[character.encode()[0]] == segment._MARK_PLAIN, character
+    for character in set(gsm_tables.DEFAULT_EXTENSION) - {gsm_tables.UNDEFINED}:
+        assert marks[character.encode()[0]] == segment._MARK_EXTENSION, character
+    assert marks[ord("`")] == marks[0x1B] == segment._MARK_NOT_GSM
+    assert marks["\U0001f600".encode()[0]] == marks["\U0010ffff".encode()[0]] == 3
+    text = "a€é\U0001f600ж`"
+    marked = text.encode().translate(marks, segment._UTF8_CONTINUATION)
+    assert list(marked) == [0, 1, 0, 3, 0, 2]
+
+
+@pytest.mark.parametrize(
+    ("text", "lengths"),
+    [
+        ("a" * 152 + "\r\n" + "b" * 10, [152, 12]),  # GSM, the CR LF moves whole
+        ("ж" * 66 + "\r\n" + "b" * 10, [66, 12]),  # UCS-2
+        ("[" * 76 + "\r\n" + "b" * 10, [76, 12]),  # escape pairs before it
+        ("\U0001f600" * 33 + "\r\n" + "b" * 10, [33, 12]),  # surrogate pairs before it
+    ],
+)
+def test_cr_lf_is_never_split(text: str, lengths: list[int]) -> None:
+    assert part_lengths(text) == lengths
+
+
+def test_cr_lf_is_the_only_cluster_a_default_alphabet_text_can_hold() -> None:
+    # Why GSM-7 texts (default tables) are cut with the CR LF rule alone.
+    gsm = set(gsm_tables.DEFAULT_ALPHABET + gsm_tables.DEFAULT_EXTENSION) - {gsm_tables.UNDEFINED}
+    starters = [(chr(low), chr(high)) for low, high in segment._STARTER_RANGES]
+    for character in gsm:
+        assert any(low <= character <= high for low, high in starters), character
+        assert character not in segment._JOINS_FOLLOWING

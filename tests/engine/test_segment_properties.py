@@ -7,7 +7,14 @@ import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.segment import Segmentation, SplitMode, capacity, count_units, segment_text
+from engine.segment import (  # _segment_general: the reference the fast path must match
+    Segmentation,
+    SplitMode,
+    _segment_general,
+    capacity,
+    count_units,
+    segment_text,
+)
 
 CLUSTER = regex.compile(r"\X")
 
@@ -142,3 +149,88 @@ def test_with_national_tables(text: str, national: tuple[str, ...], split: Split
     if result.national is not None:
         assert result.encoding == "GSM-7"
         assert {result.national.locking, result.national.single} - {None} <= set(national)
+
+
+# ── the default-table fast path against the general path ───────────────────────
+
+# Pieces for long texts, weighted towards what the fast path special-cases: runs of
+# extension characters and of emoji (dense two-unit characters), CR LF, and every cluster
+# kind near a cut (ZWJ sequences, flags, skin tones, combining marks, Prepend, Hangul).
+FAST_PATH_PIECES = [
+    *PIECES,
+    "[]{}",
+    "€€€€€€€€€€",
+    "\U0001f600" * 12,
+    "\U0001f680\U0001f389",
+    "abc def ",
+    "\u0600\u0661",  # Arabic number sign (Prepend) and a digit
+    "\u1100\u1161\u11a8",  # Hangul L V T: one cluster
+    "\uac00\u11a8",  # Hangul LV T
+    "a\u200d",
+    "\u0915\u094d\u200d\u0937",  # conjunct with ZWJ (UAX #29 GB9c)
+    "`",
+    "\x1b",
+    "\u4e2d\u6587",
+    "\U000e0067\U000e0062",  # tag characters (Extend)
+]
+long_texts = st.lists(st.sampled_from(FAST_PATH_PIECES), min_size=1, max_size=160).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(long_texts, splits, concat_refs, st.integers(min_value=0, max_value=255))
+def test_fast_path_matches_general_path(
+    text: str, split: SplitMode, concat_ref: int, reference: int
+) -> None:
+    fast = segment_text(text, split=split, concat_ref=concat_ref, reference=reference)
+    # The general path is the plain statement of the rules (engine/segment.py says so).
+    general = _segment_general(text, (), concat_ref, split, reference, 0)
+    assert fast == general
+    check(fast, text, split)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.sampled_from(["a", "[", "€", "\r\n", "\U0001f600", "\u0301"]), max_size=700),
+    splits,
+)
+def test_dense_two_unit_characters_match_general_path(pieces: list[str], split: SplitMode) -> None:
+    text = "".join(pieces) or "a"
+    fast = segment_text(text, split=split)
+    assert fast == _segment_general(text, (), 8, split, 0, 0)
+    check(fast, text, split)
+
+
+# Multi-code-point clusters, each tried at every offset of a part edge.
+CLUSTER_PIECES = [
+    "e\u0301",
+    "e\u0301\u0302\u0303",
+    "\U0001f1f7\U0001f1fc",
+    "\U0001f1f7\U0001f1fc\U0001f1fa\U0001f1f8",
+    "\U0001f469\u200d\U0001f469\u200d\U0001f467",
+    "\U0001f44d\U0001f3fd",
+    "\u0915\u094d\u0937\u093f",
+    "\u0915\u094d\u200d\u0937",
+    "\u0600\u0661",
+    "\u0600\u0600\U0001f600",
+    "\u1100\u1161\u11a8",
+    "\uac00\u11a8",
+    "\r\n",
+    "a\u200d\U0001f600",
+    "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f",
+    "\u2764\ufe0f",
+]
+
+
+def test_every_cluster_at_every_offset_of_an_edge_matches_general_path() -> None:
+    for piece in CLUSTER_PIECES:
+        for filler, counts in (
+            ("ж", range(52, 70)),
+            ("a", range(52, 70)),
+            ("\U0001f600", range(26, 35)),
+        ):
+            for count in counts:
+                text = filler * count + piece + filler * 80
+                for split in ("grapheme", "codepoint"):
+                    fast = segment_text(text, split=split)
+                    assert fast == _segment_general(text, (), 8, split, 0, 0), (piece, count)
+                check(segment_text(text), text, "grapheme")
