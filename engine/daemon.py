@@ -13,9 +13,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,9 @@ from engine.dlr import ReceiptHandler, serve_poller
 from engine.http_io import BridgeClient
 from engine.ingress import EventRouter, EventSink, LineHandler, LinePreparer
 from engine.journal import Change, MarkFinal, MarkRetry, StoreEvents, open_journal
-from engine.listener import build_app, serve_listener
+from engine.listener import build_app, metrics_route, serve_listener
+from engine.log import Redactor, credential_values
+from engine.metrics import LiveState, Metrics
 from engine.models import Failed, Message, utc_from_timestamp
 from engine.pricing import default_price_tables
 from engine.ratelimit import TokenBucket
@@ -42,27 +43,6 @@ from engine.routing import Router, default_routes
 from engine.scheduler import BridgeQueue, Scheduler
 
 log = structlog.get_logger("septet.daemon")
-
-
-@dataclass
-class Hooks:
-    """Counters the daemon keeps for readiness, idleness and (later) metrics."""
-
-    submitted_count: int = 0
-    outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
-
-    def submitted(self, bridge: str, messages: Any) -> None:
-        self.submitted_count += len(messages)
-
-    def outcome(self, bridge: str, outcome: str, count: int) -> None:
-        key = (bridge, outcome)
-        self.outcomes[key] = self.outcomes.get(key, 0) + count
-
-    def request_done(self, bridge: str, seconds: float, status: str) -> None:
-        pass
-
-    def bucket_wait(self, bridge: str, seconds: float) -> None:
-        pass
 
 
 class Outbox:
@@ -95,23 +75,30 @@ async def run_daemon(
 ) -> int:
     """Run until a signal (or, with exit_when_idle, until input ends and all is final)."""
     journal_path = Path(settings.journal.path)
+    metrics = Metrics(list(settings.bridges))
+    redactor = Redactor(credential_values(settings))
     async with AsyncExitStack() as stack:
         journal = await stack.enter_async_context(
-            open_journal(journal_path, synchronous=settings.journal.synchronous)
+            open_journal(
+                journal_path,
+                synchronous=settings.journal.synchronous,
+                on_commit=metrics.journal_commit,
+            )
         )
         outbox = Outbox()
         events = EventRouter(outbox.spill)
-        hooks = Hooks()
         tg = await stack.enter_async_context(anyio.create_task_group())
 
         # ── drivers and listener ───────────────────────────────────────────────
         drivers: dict[str, BridgeDriver] = {}
-        receipts_handler = ReceiptHandler(journal, events)
+        receipts_handler = ReceiptHandler(journal, events, on_receipt=metrics.receipt)
 
         async def on_receipts(bridge: str, receipts: Any) -> None:
             await receipts_handler.handle(bridge, receipts)
 
         queues: dict[str, BridgeQueue] = {}
+        # Filled once the bridges are built; /readyz and /metrics may be asked before.
+        dispatchers: dict[str, BridgeDispatcher] = {}
 
         async def readiness() -> dict[str, object]:
             circuits = {name: d.circuit.state(time.time()) for name, d in dispatchers.items()}
@@ -127,7 +114,18 @@ async def run_daemon(
                 "bridges": circuits,
             }
 
-        app = build_app(drivers, on_receipts, readiness)
+        def live_state() -> LiveState:
+            now = time.time()
+            return LiveState(
+                queue_depth={name: len(queue) for name, queue in queues.items()},
+                in_flight={name: d.in_flight for name, d in dispatchers.items()},
+                circuit={name: d.circuit.state(now) for name, d in dispatchers.items()},
+            )
+
+        metrics.watch(live_state)
+        app = build_app(
+            drivers, on_receipts, readiness, extra_routes=[metrics_route(metrics.exposition)]
+        )
         listen_port = 0
         public_url = settings.http.public_url
         if settings.http.listen:
@@ -177,7 +175,6 @@ async def run_daemon(
             max_delay_s=settings.retry.max_delay_s,
             jitter=settings.retry.jitter,
         )
-        dispatchers: dict[str, BridgeDispatcher] = {}
         for name, bridge in settings.bridges.items():
             request_bucket = TokenBucket(bridge.requests_per_s, bridge.requests_burst)
             dispatchers[name] = BridgeDispatcher(
@@ -188,7 +185,7 @@ async def run_daemon(
                 scheduler=scheduler,
                 journal=journal,
                 events=events,
-                hooks=_SubmitHooks(hooks, receipts_handler, tg),
+                hooks=_SubmitHooks(metrics, receipts_handler, tg),
                 policy=policy,
                 requests_bucket=request_bucket,
                 messages_bucket=TokenBucket(bridge.messages_per_s, bridge.messages_burst),
@@ -197,6 +194,7 @@ async def run_daemon(
                 linger_s=bridge.linger_ms / 1000,
                 max_recipients=bridge.max_recipients or drivers[name].capabilities.max_recipients,
                 attempts_per_bridge=bridge.attempts_per_bridge,
+                redact=redactor.text,
             )
             if drivers[name].capabilities.delivery == "poll":
                 tg.start_soon(
@@ -209,6 +207,7 @@ async def run_daemon(
                         handler=receipts_handler,
                         bucket=b,
                         interval_s=i,
+                        on_request=metrics.status_request_hook(n),
                     ),
                     f"poller:{name}",
                 )
@@ -239,7 +238,11 @@ async def run_daemon(
             default_region=settings.ingress.default_region,
         )
         handler = LineHandler(
-            preparer, journal, scheduler, max_line_bytes=settings.ingress.max_line_bytes
+            preparer,
+            journal,
+            scheduler,
+            max_line_bytes=settings.ingress.max_line_bytes,
+            on_lines=metrics.ingress,
         )
         ingress_scope = anyio.CancelScope()
         input_done = anyio.Event()
@@ -329,27 +332,27 @@ async def run_daemon(
 
 
 class _SubmitHooks:
-    """Dispatch hooks: count, and replay delivery reports that arrived before the submit."""
+    """Dispatch hooks: metrics, and replay delivery reports that arrived before the submit."""
 
-    def __init__(self, hooks: Hooks, receipts: ReceiptHandler, tg: anyio.abc.TaskGroup) -> None:
-        self._hooks = hooks
+    def __init__(self, metrics: Metrics, receipts: ReceiptHandler, tg: anyio.abc.TaskGroup) -> None:
+        self._metrics = metrics
         self._receipts = receipts
         self._tg = tg
 
-    def submitted(self, bridge: str, messages: Any) -> None:
-        self._hooks.submitted(bridge, messages)
+    def submitted(self, bridge: str, messages: Sequence[tuple[Message, str | None]]) -> None:
+        self._metrics.submitted(bridge, [message for message, _ in messages], time.time())
         if self._receipts.has_orphans(bridge):
             ids = [pid for _, pid in messages if pid]
             self._tg.start_soon(self._receipts.match_orphans, bridge, ids)
 
-    def outcome(self, bridge: str, outcome: str, count: int) -> None:
-        self._hooks.outcome(bridge, outcome, count)
+    def outcome(self, bridge: str, outcome: str, count: int, reason: str | None = None) -> None:
+        self._metrics.outcome(bridge, outcome, count, reason)
 
     def request_done(self, bridge: str, seconds: float, status: str) -> None:
-        self._hooks.request_done(bridge, seconds, status)
+        self._metrics.request_done(bridge, "send", seconds, status)
 
     def bucket_wait(self, bridge: str, seconds: float) -> None:
-        self._hooks.bucket_wait(bridge, seconds)
+        self._metrics.bucket_wait(bridge, seconds)
 
 
 async def _run_forever(factory: Callable[[], Awaitable[None]], what: str) -> None:

@@ -15,6 +15,7 @@ window); elsewhere the message fails with "outcome unknown".
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -33,18 +34,38 @@ from bridges.base import (
     Rejected,
     RetryLater,
     Submitted,
+    Throttled,
     Unknown,
     UnparseableReply,
 )
 from engine.circuit import CircuitBreaker
-from engine.http_io import TransportError
+from engine.http_io import ConnectFailed, ReplyLost, ReplyTooLarge, TransportError
 from engine.journal import Change, MarkFinal, MarkRetry, MarkSubmitted
+from engine.log import describe_call, redact_text
 from engine.models import DeliveryReport, Event, Failed, Message, SubmittedEvent
 from engine.ratelimit import TokenBucket
 from engine.retry import Decision, Failover, GiveUp, RetryAt, RetryPolicy
 from engine.scheduler import BridgeQueue, Scheduler
 
 log = structlog.get_logger("septet.dispatch")
+
+# The `reason` of a retry or failure, as metrics count it (engine.metrics.REASONS): the
+# kind of outcome or failure, never the provider's code or text (unbounded labels).
+OUTCOME_REASONS: dict[type, str] = {
+    Throttled: "throttled",
+    RetryLater: "retry_later",
+    Rejected: "rejected",
+    Unknown: "unknown",
+    ConnectFailed: "connect_failed",
+    ReplyLost: "reply_lost",
+    ReplyTooLarge: "reply_too_large",
+    UnparseableReply: "unparseable",
+}
+
+
+def failure_reason(failure: object) -> str:
+    """The metrics reason of an outcome or transport error."""
+    return OUTCOME_REASONS.get(type(failure), "transport")
 
 
 class Requester(Protocol):
@@ -68,7 +89,7 @@ class DispatchHooks(Protocol):
 
     def submitted(self, bridge: str, messages: Sequence[tuple[Message, str | None]]) -> None: ...
 
-    def outcome(self, bridge: str, outcome: str, count: int) -> None: ...
+    def outcome(self, bridge: str, outcome: str, count: int, reason: str | None = None) -> None: ...
 
     def request_done(self, bridge: str, seconds: float, status: str) -> None: ...
 
@@ -101,6 +122,7 @@ class BridgeDispatcher:
         attempts_per_bridge: int,
         clock: Callable[[], float] = time.time,
         jitter: Callable[[], float] = random.random,
+        redact: Callable[[str], str] = redact_text,
     ) -> None:
         self.name = name
         self.driver = driver
@@ -122,6 +144,9 @@ class BridgeDispatcher:
         )
         self._clock = clock
         self._jitter = jitter
+        # Error texts go to clients' `failed` events: an HTTP client's error may quote the
+        # request URL, credentials in its query string included.
+        self._redact = redact
         self.in_flight = 0
 
     async def serve(self) -> None:
@@ -147,6 +172,7 @@ class BridgeDispatcher:
         wait = max(self._requests.take(1, now), self._messages.take(count, now))
         if wait > 0:
             self._hooks.bucket_wait(self.name, wait)
+            log.debug("rate_limited", bridge=self.name, messages=count, wait_s=round(wait, 6))
             await anyio.sleep(wait)
 
     async def send_batch(self, batch: Sequence[Message]) -> None:
@@ -164,6 +190,7 @@ class BridgeDispatcher:
                     changes,
                     events,
                     now,
+                    "expired",
                 )
             else:
                 live.append(message)
@@ -180,13 +207,23 @@ class BridgeDispatcher:
             return
         outbound = [self._outbound(message, now) for message in claimed]
         call = self.driver.build_send(outbound)
+        if log.is_enabled_for(logging.DEBUG):
+            log.debug("provider_request", bridge=self.name, call="send", **describe_call(call))
         started = time.perf_counter()
         self.in_flight += 1
         try:
             reply = await self._client.request(call)
         except TransportError as error:
             self._hooks.request_done(self.name, time.perf_counter() - started, "transport")
-            self.circuit.record_failure(self._clock())
+            log.warning(
+                "request_failed",
+                bridge=self.name,
+                messages=len(claimed),
+                reason=failure_reason(error),
+                maybe_sent=getattr(error, "maybe_sent", True),
+                error=self._redact(str(error)),
+            )
+            self._record_circuit("failure", self._clock())
             self._transport_failed(claimed, error, changes, events)
         else:
             self._hooks.request_done(self.name, time.perf_counter() - started, str(reply.status))
@@ -195,14 +232,40 @@ class BridgeDispatcher:
             except UnparseableReply as error:
                 # The provider answered something undocumented: it may have taken the
                 # messages, so this is a lost reply, not a refusal.
-                self.circuit.record_failure(self._clock())
-                log.warning("unparseable_reply", bridge=self.name, error=str(error))
+                self._record_circuit("failure", self._clock())
+                log.warning(
+                    "unparseable_reply",
+                    bridge=self.name,
+                    status=reply.status,
+                    error=self._redact(str(error)),
+                )
                 self._transport_failed(claimed, error, changes, events, maybe_sent=True)
             else:
                 self._apply(claimed, outcomes, changes, events)
         finally:
             self.in_flight -= 1
         await self._commit(changes, events)
+
+    def _record_circuit(self, verdict: str, now: float) -> None:
+        """Tell the circuit breaker how a request ended; log when its state changes."""
+        before = self.circuit.state(now)
+        if verdict == "success":
+            self.circuit.record_success(now)
+        elif verdict == "failure":
+            self.circuit.record_failure(now)
+        else:
+            self.circuit.release(now)
+        after = self.circuit.state(now)
+        if after != before:
+            if after == "open":
+                log.warning(
+                    "circuit_opened",
+                    bridge=self.name,
+                    was=before,
+                    open_for_s=self.circuit.open_for_s,
+                )
+            else:
+                log.info("circuit_changed", bridge=self.name, was=before, now=after)
 
     def _outbound(self, message: Message, now: float) -> OutboundMessage:
         validity = None
@@ -241,6 +304,7 @@ class BridgeDispatcher:
         submitted: list[tuple[Message, str | None]] = []
         any_retryable = False
         answered = False  # the provider answered sensibly (Submitted or Rejected)
+        debug = log.debug  # resolved once per batch: a no-op below --log-level debug
         for message, outcome in zip(messages, outcomes, strict=True):
             attempt = message.attempt + 1
             if isinstance(outcome, Submitted):
@@ -267,6 +331,13 @@ class BridgeDispatcher:
                 )
                 self._after_submit(message, outcome.provider_id, changes, events, now)
                 submitted.append((message, outcome.provider_id))
+                debug(
+                    "message_submitted",
+                    bridge=self.name,
+                    msg_id=message.msg_id,
+                    provider_id=outcome.provider_id,
+                    attempt=attempt,
+                )
                 continue
             if isinstance(outcome, RetryLater):
                 any_retryable = True
@@ -280,18 +351,27 @@ class BridgeDispatcher:
                 self.driver.capabilities.idempotency,
                 can_failover=self._has_failover(message),
             )
-            self._decide(message, outcome.code, outcome.reason, decision, changes, events, now)
+            self._decide(
+                message,
+                outcome.code,
+                outcome.reason,
+                failure_reason(outcome),
+                decision,
+                changes,
+                events,
+                now,
+            )
         if submitted:
             self._hooks.submitted(self.name, submitted)
             self._hooks.outcome(self.name, "submitted", len(submitted))
         # circuit.py: success when the provider answered sensibly, failure on retryable
         # errors, release (neither) on throttles — a busy provider is not a broken one.
         if submitted or answered:
-            self.circuit.record_success(now)
+            self._record_circuit("success", now)
         elif any_retryable:
-            self.circuit.record_failure(now)
+            self._record_circuit("failure", now)
         else:
-            self.circuit.release(now)
+            self._record_circuit("release", now)
 
     def _after_submit(
         self,
@@ -350,6 +430,8 @@ class BridgeDispatcher:
     ) -> None:
         now = self._clock()
         sent = maybe_sent if maybe_sent is not None else getattr(error, "maybe_sent", True)
+        kind = failure_reason(error)
+        text = self._redact(str(error) or type(error).__name__)
         for message in messages:
             attempt = message.attempt + 1
             decision = self._policy_for(message).decide_transport(
@@ -361,15 +443,7 @@ class BridgeDispatcher:
                 can_failover=self._has_failover(message) and not sent,
                 first_attempt_at=now,
             )
-            self._decide(
-                message,
-                "transport",
-                str(error) or type(error).__name__,
-                decision,
-                changes,
-                events,
-                now,
-            )
+            self._decide(message, "transport", text, kind, decision, changes, events, now)
         self._hooks.outcome(self.name, "transport_error", len(messages))
 
     def _decide(
@@ -377,11 +451,14 @@ class BridgeDispatcher:
         message: Message,
         code: str,
         reason: str,
+        kind: str,
         decision: Decision,
         changes: list[Change],
         events: list[tuple[str, Event]],
         now: float,
     ) -> None:
+        """Journal and announce the decision on one failed attempt; `kind` is its metrics
+        reason (`failure_reason`)."""
         attempt = message.attempt + 1
         if isinstance(decision, RetryAt):
             changes.append(
@@ -394,7 +471,16 @@ class BridgeDispatcher:
                 )
             )
             self._scheduler.wake_feeder()
-            self._hooks.outcome(self.name, "retry", 1)
+            self._hooks.outcome(self.name, "retry", 1, kind)
+            log.debug(
+                "retry_scheduled",
+                bridge=self.name,
+                msg_id=message.msg_id,
+                attempt=attempt,
+                reason=kind,
+                code=code,
+                in_s=round(max(0.0, decision.at - now), 3),
+            )
         elif isinstance(decision, Failover):
             changes.append(
                 MarkRetry(
@@ -406,7 +492,7 @@ class BridgeDispatcher:
                 )
             )
             self._scheduler.wake_feeder()
-            self._hooks.outcome(self.name, "failover", 1)
+            self._hooks.outcome(self.name, "failover", 1, kind)
             log.warning(
                 "failover",
                 bridge=self.name,
@@ -426,6 +512,7 @@ class BridgeDispatcher:
                 changes,
                 events,
                 now,
+                kind,
             )
 
     def _fail(
@@ -437,9 +524,19 @@ class BridgeDispatcher:
         changes: list[Change],
         events: list[tuple[str, Event]],
         now: float,
+        kind: str,
     ) -> None:
         changes.append(
             MarkFinal(msg_id=message.msg_id, outcome=state, code=code, error=error, at=now)
+        )
+        log.warning(
+            "message_failed",
+            bridge=self.name,
+            msg_id=message.msg_id,
+            state=state,
+            code=code,
+            reason=kind,
+            error=error,
         )
         events.append(
             (
@@ -454,7 +551,7 @@ class BridgeDispatcher:
                 ),
             )
         )
-        self._hooks.outcome(self.name, "failed", 1)
+        self._hooks.outcome(self.name, "failed", 1, kind)
 
 
 __all__ = ["BridgeDispatcher", "DispatchHooks", "Rejected", "Unknown"]

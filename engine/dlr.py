@@ -14,6 +14,7 @@ recorded the reply) is stored as an orphan and matched when the submit is record
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -25,6 +26,7 @@ import structlog
 from bridges.base import BridgeDriver, HttpCall, HttpReply, Receipt, StatusQuery, UnparseableReply
 from engine.http_io import TransportError
 from engine.journal import Change, MarkFinal, MarkPolled, StoreOrphanReceipt
+from engine.log import describe_call
 from engine.models import DeliveryReport, Event, Message
 from engine.ratelimit import TokenBucket
 
@@ -71,6 +73,8 @@ class ReceiptHandler:
         clock: Callable[[], float] = time.time,
         on_receipt: Callable[[str, str, float | None], None] | None = None,
     ) -> None:
+        """`on_receipt(bridge, state, seconds)` is told of every matched report; `seconds`
+        runs from the submit request to a final report, None for an intermediate one."""
         self._journal = journal
         self._events = events
         self._clock = clock
@@ -89,6 +93,7 @@ class ReceiptHandler:
         changes: list[Change] = []
         events: list[tuple[str, Event]] = []
         ts = dt.datetime.now(dt.UTC)
+        debug = log.debug  # resolved once per batch: a no-op below --log-level debug
         for receipt in receipts:
             message = None
             if receipt.provider_id:
@@ -106,12 +111,16 @@ class ReceiptHandler:
                         )
                     )
                     self._orphans[bridge] = self._orphans.get(bridge, 0) + 1
+                    debug("receipt_stored_early", bridge=bridge, provider_id=receipt.provider_id)
                 else:
                     log.warning("receipt_unmatched", bridge=bridge, reference=receipt.reference)
                 continue
             if message.state == "final":
                 continue  # a repeated report; the first one counted
+            seconds = None
             if receipt.final:
+                # The claim (inflight_at) is taken just before the submit request goes out.
+                seconds = now - (message.inflight_at or message.accepted_at)
                 changes.append(
                     MarkFinal(
                         msg_id=message.msg_id,
@@ -121,8 +130,15 @@ class ReceiptHandler:
                         at=now,
                     )
                 )
-                if self._on_receipt is not None:
-                    self._on_receipt(bridge, receipt.state, now - message.accepted_at)
+            if self._on_receipt is not None:
+                self._on_receipt(bridge, receipt.state, seconds)
+            debug(
+                "message_report",
+                bridge=bridge,
+                msg_id=message.msg_id,
+                state=receipt.state,
+                final=receipt.final,
+            )
             events.append(
                 (
                     message.origin,
@@ -164,8 +180,10 @@ async def serve_poller(
     bucket: TokenBucket,
     interval_s: float,
     clock: Callable[[], float] = time.time,
+    on_request: Callable[[float, str], None] | None = None,
 ) -> None:
-    """Poll `bridge` for reports of submitted messages, forever."""
+    """Poll `bridge` for reports of submitted messages, forever. `on_request(seconds,
+    status)` is told how each status request went ("transport" when it got no reply)."""
     per_call = max(1, driver.capabilities.max_status_ids)
     while True:
         now = clock()
@@ -185,12 +203,23 @@ async def serve_poller(
             wait = bucket.take(1, clock())
             if wait > 0:
                 await anyio.sleep(wait)
+            if log.is_enabled_for(logging.DEBUG):
+                log.debug("provider_request", bridge=bridge, call="status", **describe_call(call))
+            receipts: Sequence[Receipt] = []
+            started = time.perf_counter()
             try:
                 reply = await client.request(call)
-                receipts = driver.parse_status(queries, reply)
-            except (TransportError, UnparseableReply) as error:
+            except TransportError as error:
+                if on_request is not None:
+                    on_request(time.perf_counter() - started, "transport")
                 log.warning("poll_failed", bridge=bridge, error=str(error))
-                receipts = []
+            else:
+                if on_request is not None:
+                    on_request(time.perf_counter() - started, str(reply.status))
+                try:
+                    receipts = driver.parse_status(queries, reply)
+                except UnparseableReply as error:
+                    log.warning("poll_failed", bridge=bridge, status=reply.status, error=str(error))
             await handler.handle(bridge, receipts)
             await journal.record(
                 [MarkPolled(msg_ids=[message.msg_id for message in chunk], at=clock())]

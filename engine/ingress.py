@@ -309,14 +309,16 @@ class LineHandler:
         *,
         max_line_bytes: int,
         clock: Callable[[], float] = time.time,
-        on_line: Callable[[str], None] | None = None,
+        on_lines: Callable[[str, int], None] | None = None,
     ) -> None:
+        """`on_lines(result, count)` is told how many lines (or SMPP submits) ended as
+        "accepted", "rejected" or "duplicate", once per result per chunk read."""
         self._preparer = preparer
         self._journal = journal
         self._scheduler = scheduler
         self._max_line = max_line_bytes
         self._clock = clock
-        self._on_line = on_line
+        self._on_lines = on_lines
 
     async def serve_stream(
         self,
@@ -366,6 +368,8 @@ class LineHandler:
         out: list[bytes] = []
         fresh: list[Message] = []
         scheduled = False
+        tally = {"accepted": 0, "rejected": 0, "duplicate": 0}
+        debug = log.debug  # resolved once per chunk: a no-op below --log-level debug
         for number, answer in answers:
             if isinstance(answer, LineError):
                 out.append(
@@ -373,7 +377,8 @@ class LineHandler:
                         LineRejected(id=answer.client_ref, ts=ts, error=answer.error, line=number)
                     )
                 )
-                self._count("rejected")
+                tally["rejected"] += 1
+                debug("line_rejected", origin=origin, line=number, error=answer.error)
                 continue
             result = results[answer]
             if not isinstance(result, Duplicate):
@@ -397,7 +402,15 @@ class LineHandler:
                         fresh.append(message)
                     else:
                         scheduled = True
-                self._count("accepted")
+                    debug(
+                        "message_accepted",
+                        origin=origin,
+                        msg_id=message.msg_id,
+                        bridge=message.bridge,
+                        segments=message.segments,
+                        scheduled=message.due_at > now,
+                    )
+                tally["accepted"] += 1
             else:
                 out.append(
                     encode_event_line(
@@ -412,7 +425,11 @@ class LineHandler:
                         )
                     )
                 )
-                self._count("duplicate")
+                tally["duplicate"] += 1
+                debug("line_duplicate", origin=origin, line=number)
+        for kind, count in tally.items():
+            if count:
+                self._count(kind, count)
         for line in out:
             sink.emit(line)
         if scheduled:
@@ -445,6 +462,6 @@ class LineHandler:
             await self._scheduler.put_many(fresh)
         return result
 
-    def _count(self, result: str) -> None:
-        if self._on_line is not None:
-            self._on_line(result)
+    def _count(self, result: str, count: int = 1) -> None:
+        if self._on_lines is not None:
+            self._on_lines(result, count)

@@ -1,4 +1,4 @@
-"""The daemon's HTTP listener: provider callbacks under /dlr/<bridge>, /healthz and /readyz.
+"""The daemon's HTTP listener: provider callbacks under /dlr/<bridge>, /metrics, /healthz, /readyz.
 
 One aiohttp application (the project's one HTTP server library). A callback is parsed by
 its bridge's driver, which checks the credentials septet registered with the provider
@@ -9,11 +9,13 @@ could not record.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import anyio
 import structlog
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from bridges.base import BridgeDriver, CallbackRejected, InboundRequest, Receipt
 
@@ -40,6 +42,14 @@ def build_app(
             body=await request.read(),
             headers={k.lower(): v for k, v in request.headers.items()},
         )
+        if log.is_enabled_for(logging.DEBUG):
+            log.debug(
+                "callback_received",
+                bridge=bridge,
+                method=inbound.method,
+                query=dict(inbound.query),
+                body=inbound.body.decode("utf-8", "replace")[:600],
+            )
         try:
             receipts = driver.parse_callback(inbound)
         except CallbackRejected:
@@ -67,6 +77,16 @@ def build_app(
     app.router.add_get("/readyz", readyz)
     app.add_routes(list(extra_routes))
     return app
+
+
+def metrics_route(render: Callable[[], bytes]) -> web.RouteDef:
+    """GET /metrics: the Prometheus text exposition `render` produces (engine.metrics)."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        del request
+        return web.Response(body=render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return web.get("/metrics", metrics)
 
 
 async def serve_listener(

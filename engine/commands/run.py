@@ -7,7 +7,7 @@ import sys
 
 from engine.config import ConfigError, load_settings
 from engine.journal import JournalError
-from engine.log import configure_logging
+from engine.log import configure_logging, credential_values
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +36,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ConfigError as error:
         print(f"septet run: {error}", file=sys.stderr)
         return 2
+    # Again, now that the credential values are known: they are redacted wherever they
+    # appear in a log line, not only under keys that name a secret.
+    configure_logging(args.log_format, args.log_level, secrets=credential_values(settings))
     from engine.daemon import run_daemon
 
     try:

@@ -1,0 +1,368 @@
+"""Every Prometheus metric of septet, defined here and nowhere else, on one registry per daemon.
+
+Names follow `septet_<what>_<unit>` (DESIGN.md "Metrics"); counters are named without
+`_total`, which prometheus_client appends in the exposition. Labels are of bounded
+cardinality only: bridge, outcome, reason, state, encoding, currency, call, status class,
+result — never a number, an id or free text. Values that would break that rule (an
+unexpected delivery state, an HTTP status) are folded into a fixed set first.
+
+Hot-path updates are O(1): each bridge's label children are resolved once
+(`_BridgeSeries`), and counters are incremented once per batch, not per message. Only
+latencies are observed per message, because a histogram needs each value. Gauges of the
+daemon's live state (queue depth, requests in flight, circuit state) are read at scrape
+time by `LiveStateCollector`, so the engine never updates them per message. Measured
+cost, hooks and the no-op debug log calls together: about 15 µs per message sent alone
+and 5 µs per message in batches of 100, against 550–700 µs of engine CPU per message.
+
+`journal_commit` runs on the journal's writer thread (prometheus_client's values are
+locked); every other method runs on the event loop, which alone touches the caches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import msgspec
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from engine.models import Message
+
+# ── label vocabularies (bounded; every value known before the first message) ──────────
+
+OUTCOMES = ("submitted", "retry", "failover", "failed", "transport_error")
+# Why a message was retried or failed: the kind of outcome, never the provider's text.
+REASONS = (
+    "throttled",
+    "retry_later",
+    "rejected",
+    "unknown",
+    "connect_failed",
+    "reply_lost",
+    "reply_too_large",
+    "transport",
+    "unparseable",
+    "expired",
+)
+# SMPP v3.4 section 5.2.28 message_state names, as septet's receipts carry them.
+FINAL_DLR_STATES = ("DELIVRD", "UNDELIV", "EXPIRED", "REJECTD", "DELETED", "UNKNOWN")
+DLR_STATES = (*FINAL_DLR_STATES, "ENROUTE", "ACCEPTD")
+ENCODINGS = ("GSM-7", "UCS-2")
+LINE_RESULTS = ("accepted", "rejected", "duplicate")
+CIRCUIT_STATES = ("closed", "open", "half_open")
+CALLS = ("send", "status")
+OTHER = "other"
+
+# ── histogram buckets, fitted to what each one measures ───────────────────────────────
+
+# A provider request: a local simulator answers in well under a millisecond, a real
+# provider in tens to hundreds of ms; timeouts default to 30 s (config.BridgeConfig).
+PROVIDER_REQUEST_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+# Accept -> submit: milliseconds when queues are short, minutes under backoff or a
+# rate limit, up to an hour for long retry chains (retry.max_delay_s defaults to 300 s).
+SUBMIT_LATENCY_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+    3600.0,
+)  # fmt: skip
+# Submit -> final delivery report: seconds on a live handset, hours when it is off
+# (validity defaults to a day at most providers).
+DELIVERY_LATENCY_BUCKETS = (
+    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+    14400.0, 43200.0, 86400.0,
+)  # fmt: skip
+# A token-bucket wait: a fraction of one request's interval up to a minute of backlog.
+BUCKET_WAIT_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0)
+# A SQLite WAL group commit: tens of microseconds to a slow fsync.
+JOURNAL_COMMIT_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+)  # fmt: skip
+
+
+def status_class(status: str) -> str:
+    """An HTTP status as its class ("2xx" … "5xx"); anything else (a transport failure)
+    stays a word from a fixed set, so the label never carries a number."""
+    if len(status) == 3 and status.isdigit():
+        return f"{status[0]}xx"
+    return "transport" if status == "transport" else OTHER
+
+
+class LiveState(msgspec.Struct, frozen=True, kw_only=True):
+    """The daemon's state at one scrape: per-bridge queue depth, requests in flight and
+    circuit state."""
+
+    queue_depth: dict[str, int]
+    in_flight: dict[str, int]
+    circuit: dict[str, str]
+
+
+class LiveStateCollector:
+    """Reads `LiveState` when Prometheus scrapes, and turns it into gauges."""
+
+    def __init__(self, read: Callable[[], LiveState]) -> None:
+        self._read = read
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        state = self._read()
+        queue, in_flight, circuit = self._families()
+        for bridge, depth in state.queue_depth.items():
+            queue.add_metric([bridge], depth)
+        for bridge, count in state.in_flight.items():
+            in_flight.add_metric([bridge], count)
+        for bridge, current in state.circuit.items():
+            for name in CIRCUIT_STATES:
+                circuit.add_metric([bridge, name], 1.0 if name == current else 0.0)
+        return [queue, in_flight, circuit]
+
+    @staticmethod
+    def _families() -> list[GaugeMetricFamily]:
+        return [
+            GaugeMetricFamily(
+                "septet_queue_depth_messages",
+                "Messages waiting in the bridge's in-memory queue.",
+                labels=["bridge"],
+            ),
+            GaugeMetricFamily(
+                "septet_inflight_requests",
+                "Send requests to the bridge's provider awaiting a reply.",
+                labels=["bridge"],
+            ),
+            GaugeMetricFamily(
+                "septet_circuit_state",
+                "1 for the bridge's current circuit-breaker state, 0 for the others.",
+                labels=["bridge", "state"],
+            ),
+        ]
+
+
+class _BridgeSeries:
+    """One bridge's label children, resolved once: `labels()` takes a lock and builds a
+    key on every call, too slow for the per-message path. Every known label set gets its
+    zero sample here, so rate() and the dashboard see series before the first event
+    (the Prometheus "avoid missing metrics" practice)."""
+
+    __slots__ = (
+        "bridge",
+        "bucket_wait",
+        "cost",
+        "delivery_latency",
+        "dlrs",
+        "failures",
+        "messages",
+        "requests",
+        "retries",
+        "segments",
+        "submit_latency",
+    )
+
+    def __init__(self, metrics: Metrics, bridge: str) -> None:
+        self.bridge = bridge
+        self.messages = {name: metrics.messages.labels(bridge, name) for name in OUTCOMES}
+        self.segments = {name: metrics.segments.labels(bridge, name) for name in ENCODINGS}
+        self.retries = {name: metrics.retries.labels(bridge, name) for name in REASONS}
+        self.failures = {name: metrics.failures.labels(bridge, name) for name in REASONS}
+        self.dlrs = {name: metrics.dlrs.labels(bridge, name) for name in DLR_STATES}
+        self.cost: dict[str, Any] = {}
+        self.requests: dict[tuple[str, str], Any] = {}
+        self.submit_latency = metrics.submit_latency_seconds.labels(bridge)
+        self.delivery_latency = metrics.delivery_latency_seconds.labels(bridge)
+        self.bucket_wait = metrics.bucket_wait_seconds.labels(bridge)
+
+    def child(self, cache: dict[str, Any], metric: Any, label: str) -> Any:
+        """The child of `metric` for (this bridge, `label`), from `cache` or made once."""
+        found = cache.get(label)
+        if found is None:
+            found = cache[label] = metric.labels(self.bridge, label)
+        return found
+
+
+class Metrics:
+    """The metrics of one daemon, on its own registry (several daemons share a test
+    process; the global default registry is never used)."""
+
+    def __init__(self, bridges: Sequence[str] = ()) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.messages = Counter(
+            "septet_messages",
+            "Messages by bridge and what became of a send attempt.",
+            ["bridge", "outcome"],
+            registry=registry,
+        )
+        self.segments = Counter(
+            "septet_segments",
+            "SMS segments submitted to providers, by encoding (3GPP TS 23.038).",
+            ["bridge", "encoding"],
+            registry=registry,
+        )
+        self.cost = Counter(
+            "septet_cost",
+            "Estimated cost of submitted messages, in the currency named by the label.",
+            ["bridge", "currency"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            "septet_retries",
+            "Messages scheduled for another attempt on the same bridge, by reason.",
+            ["bridge", "reason"],
+            registry=registry,
+        )
+        self.failures = Counter(
+            "septet_failures",
+            "Messages that failed for good on a bridge, by reason.",
+            ["bridge", "reason"],
+            registry=registry,
+        )
+        self.dlrs = Counter(
+            "septet_dlrs",
+            "Delivery reports matched to a message, by SMPP state.",
+            ["bridge", "state"],
+            registry=registry,
+        )
+        self.ingress_lines = Counter(
+            "septet_ingress_lines",
+            "Input lines (and SMPP submits) by result.",
+            ["result"],
+            registry=registry,
+        )
+        self.journal_operations = Counter(
+            "septet_journal_operations",
+            "Journal operations written by group commits.",
+            registry=registry,
+        )
+        self.provider_request_seconds = Histogram(
+            "septet_provider_request_seconds",
+            "Duration of HTTP requests to providers (send and status calls).",
+            ["bridge", "call", "status"],
+            buckets=PROVIDER_REQUEST_BUCKETS,
+            registry=registry,
+        )
+        self.submit_latency_seconds = Histogram(
+            "septet_submit_latency_seconds",
+            "From accepted (journaled) to submitted (provider took it), per message.",
+            ["bridge"],
+            buckets=SUBMIT_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.delivery_latency_seconds = Histogram(
+            "septet_delivery_latency_seconds",
+            "From the submit request to the final delivery report, per message.",
+            ["bridge"],
+            buckets=DELIVERY_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.bucket_wait_seconds = Histogram(
+            "septet_bucket_wait_seconds",
+            "Time a request waited for the bridge's token buckets.",
+            ["bridge"],
+            buckets=BUCKET_WAIT_BUCKETS,
+            registry=registry,
+        )
+        self.journal_commit_seconds = Histogram(
+            "septet_journal_commit_seconds",
+            "Duration of one journal group commit.",
+            buckets=JOURNAL_COMMIT_BUCKETS,
+            registry=registry,
+        )
+        self._lines = {result: self.ingress_lines.labels(result) for result in LINE_RESULTS}
+        self._bridges: dict[str, _BridgeSeries] = {}
+        self._live: LiveStateCollector | None = None
+        for bridge in bridges:
+            self._series(bridge)
+
+    def _series(self, bridge: str) -> _BridgeSeries:
+        series = self._bridges.get(bridge)
+        if series is None:
+            series = self._bridges[bridge] = _BridgeSeries(self, bridge)
+        return series
+
+    # ── scrape-time state ────────────────────────────────────────────────────────────
+
+    def watch(self, read: Callable[[], LiveState]) -> None:
+        """Read queue depth, requests in flight and circuit state from `read` at each
+        scrape."""
+        if self._live is not None:
+            self.registry.unregister(self._live)
+        self._live = LiveStateCollector(read)
+        self.registry.register(self._live)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text exposition of every metric (GET /metrics)."""
+        return generate_latest(self.registry)
+
+    # ── engine hooks (hot path: O(1) per batch, plus one observe per latency) ────────
+
+    def submitted(self, bridge: str, messages: Sequence[Message], now: float) -> None:
+        """A batch the provider took: count its segments and cost, and observe each
+        message's accept -> submit latency."""
+        series = self._series(bridge)
+        observe = series.submit_latency.observe
+        segments: dict[str, int] = {}
+        cost: dict[str, float] = {}
+        for message in messages:
+            observe(max(0.0, now - message.accepted_at))
+            segments[message.encoding] = segments.get(message.encoding, 0) + message.segments
+            cost[message.currency] = cost.get(message.currency, 0.0) + message.cost
+        for encoding, count in segments.items():
+            series.child(series.segments, self.segments, encoding).inc(count)
+        for currency, amount in cost.items():
+            if amount > 0:
+                series.child(series.cost, self.cost, currency).inc(amount)
+
+    def outcome(self, bridge: str, outcome: str, count: int, reason: str | None = None) -> None:
+        """`count` messages of `bridge` ended an attempt as `outcome` (OUTCOMES); a retry
+        or a failure also counts under its `reason` (REASONS)."""
+        series = self._series(bridge)
+        series.child(series.messages, self.messages, outcome).inc(count)
+        if reason is None:
+            return
+        label = reason if reason in REASONS else OTHER
+        if outcome == "retry":
+            series.child(series.retries, self.retries, label).inc(count)
+        elif outcome == "failed":
+            series.child(series.failures, self.failures, label).inc(count)
+
+    def request_done(self, bridge: str, call: str, seconds: float, status: str) -> None:
+        """One provider request ended: `status` is the HTTP status or "transport"."""
+        series = self._series(bridge)
+        child = series.requests.get((call, status))
+        if child is None:
+            child = series.requests[(call, status)] = self.provider_request_seconds.labels(
+                bridge, call, status_class(status)
+            )
+        child.observe(seconds)
+
+    def status_request_hook(self, bridge: str) -> Callable[[float, str], None]:
+        """`request_done` for `bridge`'s status polls, as `dlr.serve_poller` calls it."""
+
+        def status_request_done(seconds: float, status: str) -> None:
+            self.request_done(bridge, "status", seconds, status)
+
+        return status_request_done
+
+    def bucket_wait(self, bridge: str, seconds: float) -> None:
+        self._series(bridge).bucket_wait.observe(seconds)
+
+    def receipt(self, bridge: str, state: str, seconds: float | None) -> None:
+        """A delivery report matched a message; `seconds` since submit when it is final."""
+        series = self._series(bridge)
+        label = state if state in DLR_STATES else OTHER
+        series.child(series.dlrs, self.dlrs, label).inc()
+        if seconds is not None:
+            series.delivery_latency.observe(max(0.0, seconds))
+
+    def ingress(self, result: str, count: int = 1) -> None:
+        child = self._lines.get(result)
+        if child is None:
+            child = self._lines[result] = self.ingress_lines.labels(OTHER)
+        child.inc(count)
+
+    def journal_commit(self, seconds: float, operations: int) -> None:
+        """Called on the journal's writer thread after each group commit."""
+        self.journal_commit_seconds.observe(seconds)
+        self.journal_operations.inc(operations)

@@ -1,0 +1,318 @@
+"""Metrics: what each hook counts, bounded labels, per-daemon registries, /metrics served live."""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from engine.metrics import (
+    CIRCUIT_STATES,
+    DLR_STATES,
+    LINE_RESULTS,
+    OUTCOMES,
+    REASONS,
+    LiveState,
+    Metrics,
+    status_class,
+)
+from engine.models import Message
+from tests.engine.daemon_harness import connected, daemon_settings, running_daemon
+
+
+def message(
+    *, encoding: str = "GSM-7", segments: int = 1, cost: float = 0.02, currency: str = "EUR"
+) -> Message:
+    return Message(
+        msg_id="m",
+        reference="r",
+        origin="tcp:1",
+        client_ref=None,
+        to="+250788100001",
+        sender=None,
+        text="hi",
+        encoding=encoding,  # type: ignore[arg-type]
+        segments=segments,
+        cost=cost,
+        currency=currency,
+        bridges=("dsc",),
+        accepted_at=100.0,
+        due_at=100.0,
+    )
+
+
+def sample(metrics: Metrics | CollectorRegistry, name: str, **labels: str) -> float:
+    registry = metrics.registry if isinstance(metrics, Metrics) else metrics
+    value = registry.get_sample_value(name, labels)
+    assert value is not None, f"no sample {name}{labels}"
+    return value
+
+
+def test_a_submitted_batch_counts_segments_cost_and_each_latency() -> None:
+    metrics = Metrics(["dsc"])
+    batch = [
+        message(encoding="GSM-7", segments=1, cost=0.5, currency="RWF"),
+        message(encoding="UCS-2", segments=3, cost=1.5, currency="RWF"),
+        message(encoding="GSM-7", segments=2, cost=0.25, currency="EUR"),
+    ]
+    metrics.submitted("dsc", batch, now=100.5)
+    metrics.outcome("dsc", "submitted", len(batch))
+    assert sample(metrics, "septet_messages_total", bridge="dsc", outcome="submitted") == 3
+    assert sample(metrics, "septet_segments_total", bridge="dsc", encoding="GSM-7") == 3
+    assert sample(metrics, "septet_segments_total", bridge="dsc", encoding="UCS-2") == 3
+    assert sample(metrics, "septet_cost_total", bridge="dsc", currency="RWF") == 2.0
+    assert sample(metrics, "septet_cost_total", bridge="dsc", currency="EUR") == 0.25
+    assert sample(metrics, "septet_submit_latency_seconds_count", bridge="dsc") == 3
+    assert sample(metrics, "septet_submit_latency_seconds_sum", bridge="dsc") == 1.5
+    # 0.5 s lands in the 0.5 bucket, not below it.
+    assert sample(metrics, "septet_submit_latency_seconds_bucket", bridge="dsc", le="0.25") == 0
+    assert sample(metrics, "septet_submit_latency_seconds_bucket", bridge="dsc", le="0.5") == 3
+
+
+def test_retries_and_failures_count_by_reason_and_fold_unknown_reasons() -> None:
+    metrics = Metrics(["bsg"])
+    metrics.outcome("bsg", "retry", 2, "throttled")
+    metrics.outcome("bsg", "failed", 1, "rejected")
+    metrics.outcome("bsg", "failed", 1, "provider said no, code 17")  # free text: folded
+    metrics.outcome("bsg", "transport_error", 4)
+    assert sample(metrics, "septet_retries_total", bridge="bsg", reason="throttled") == 2
+    assert sample(metrics, "septet_failures_total", bridge="bsg", reason="rejected") == 1
+    assert sample(metrics, "septet_failures_total", bridge="bsg", reason="other") == 1
+    assert sample(metrics, "septet_messages_total", bridge="bsg", outcome="retry") == 2
+    assert sample(metrics, "septet_messages_total", bridge="bsg", outcome="failed") == 2
+    assert sample(metrics, "septet_messages_total", bridge="bsg", outcome="transport_error") == 4
+
+
+def test_provider_requests_are_labelled_by_status_class_never_the_number() -> None:
+    assert [status_class(s) for s in ("200", "429", "503", "transport", "weird")] == [
+        "2xx",
+        "4xx",
+        "5xx",
+        "transport",
+        "other",
+    ]
+    metrics = Metrics(["smsclub"])
+    metrics.request_done("smsclub", "send", 0.003, "200")
+    metrics.request_done("smsclub", "send", 0.004, "201")
+    metrics.status_request_hook("smsclub")(0.2, "transport")
+    assert (
+        sample(
+            metrics,
+            "septet_provider_request_seconds_count",
+            bridge="smsclub",
+            call="send",
+            status="2xx",
+        )
+        == 2
+    )
+    assert (
+        sample(
+            metrics,
+            "septet_provider_request_seconds_bucket",
+            bridge="smsclub",
+            call="status",
+            status="transport",
+            le="0.25",
+        )
+        == 1
+    )
+
+
+def test_receipts_count_by_state_and_only_final_ones_have_a_latency() -> None:
+    metrics = Metrics(["dsc"])
+    metrics.receipt("dsc", "ENROUTE", None)
+    metrics.receipt("dsc", "DELIVRD", 7200.0)
+    metrics.receipt("dsc", "SOMETHING_NEW", 1.0)
+    assert sample(metrics, "septet_dlrs_total", bridge="dsc", state="ENROUTE") == 1
+    assert sample(metrics, "septet_dlrs_total", bridge="dsc", state="DELIVRD") == 1
+    assert sample(metrics, "septet_dlrs_total", bridge="dsc", state="other") == 1
+    assert sample(metrics, "septet_delivery_latency_seconds_count", bridge="dsc") == 2
+    # Two hours fits the buckets: they reach a day, for handsets that are off.
+    assert sample(metrics, "septet_delivery_latency_seconds_bucket", bridge="dsc", le="3600.0") == 1
+    assert sample(metrics, "septet_delivery_latency_seconds_bucket", bridge="dsc", le="7200.0") == 2
+
+
+def test_ingress_bucket_waits_and_journal_commits_from_another_thread() -> None:
+    metrics = Metrics(["dsc"])
+    metrics.ingress("accepted", 5)
+    metrics.ingress("rejected")
+    metrics.bucket_wait("dsc", 0.02)
+
+    def writer() -> None:
+        for _ in range(1000):
+            metrics.journal_commit(0.0007, 3)
+
+    threads = [threading.Thread(target=writer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sample(metrics, "septet_ingress_lines_total", result="accepted") == 5
+    assert sample(metrics, "septet_ingress_lines_total", result="rejected") == 1
+    assert sample(metrics, "septet_bucket_wait_seconds_count", bridge="dsc") == 1
+    assert sample(metrics, "septet_journal_commit_seconds_count") == 4000
+    assert sample(metrics, "septet_journal_operations_total") == 12000
+
+
+def test_live_state_is_read_at_scrape_time() -> None:
+    metrics = Metrics(["dsc", "bsg"])
+    state = {"depth": 0}
+
+    def read() -> LiveState:
+        return LiveState(
+            queue_depth={"dsc": state["depth"], "bsg": 0},
+            in_flight={"dsc": 2, "bsg": 0},
+            circuit={"dsc": "closed", "bsg": "open"},
+        )
+
+    metrics.watch(read)
+    state["depth"] = 17
+    assert sample(metrics, "septet_queue_depth_messages", bridge="dsc") == 17
+    state["depth"] = 3
+    assert sample(metrics, "septet_queue_depth_messages", bridge="dsc") == 3
+    assert sample(metrics, "septet_inflight_requests", bridge="dsc") == 2
+    for name in CIRCUIT_STATES:
+        expected = 1.0 if name == "open" else 0.0
+        assert sample(metrics, "septet_circuit_state", bridge="bsg", state=name) == expected
+    metrics.watch(read)  # watching again replaces the reader, no duplicate series
+    assert sample(metrics, "septet_inflight_requests", bridge="dsc") == 2
+
+
+def test_every_known_series_exists_at_zero_before_traffic() -> None:
+    metrics = Metrics(["dsc"])
+    for outcome in OUTCOMES:
+        assert sample(metrics, "septet_messages_total", bridge="dsc", outcome=outcome) == 0
+    for reason in REASONS:
+        assert sample(metrics, "septet_retries_total", bridge="dsc", reason=reason) == 0
+        assert sample(metrics, "septet_failures_total", bridge="dsc", reason=reason) == 0
+    for state in DLR_STATES:
+        assert sample(metrics, "septet_dlrs_total", bridge="dsc", state=state) == 0
+    for result in LINE_RESULTS:
+        assert sample(metrics, "septet_ingress_lines_total", result=result) == 0
+
+
+def test_each_daemon_has_its_own_registry_and_the_global_one_stays_clean() -> None:
+    first, second = Metrics(["dsc"]), Metrics(["dsc"])
+    first.ingress("accepted", 2)
+    assert sample(first, "septet_ingress_lines_total", result="accepted") == 2
+    assert sample(second, "septet_ingress_lines_total", result="accepted") == 0
+    assert REGISTRY.get_sample_value("septet_ingress_lines_total", {"result": "accepted"}) is None
+
+
+def test_names_follow_the_convention() -> None:
+    families = list(text_string_to_metric_families(Metrics(["dsc"]).exposition().decode()))
+    assert families
+    for family in families:
+        assert re.fullmatch(r"septet_[a-z_]+", family.name), family.name
+        if family.type == "counter":
+            assert not family.name.endswith("_total")  # the parser strips the suffix
+        elif family.type == "histogram":
+            assert family.name.endswith("_seconds"), family.name
+
+
+# ── the daemon end to end ────────────────────────────────────────────────────────────
+
+LABEL_VALUES = {
+    "bridge": {"dsc", "routemobile", "bsg", "smsclub"},
+    "outcome": set(OUTCOMES),
+    "reason": {*REASONS, "other"},
+    "state": {*DLR_STATES, *CIRCUIT_STATES, "other"},
+    "encoding": {"GSM-7", "UCS-2"},
+    "result": {*LINE_RESULTS, "other"},
+    "call": {"send", "status"},
+    "status": {"2xx", "3xx", "4xx", "5xx", "transport", "other"},
+}
+
+
+@pytest.mark.anyio
+async def test_the_daemon_serves_metrics_that_match_its_traffic(tmp_path: Path) -> None:
+    async with running_daemon(daemon_settings(tmp_path)) as daemon:
+        await daemon.sim_config({"dlr_mix": {"DELIVRD": 1.0}})
+        lines: list[dict[str, object] | bytes] = [
+            {"to": f"+25078810{n:04d}", "text": "Hello"} for n in range(30)
+        ]
+        lines += [{"to": f"+44770090{n:04d}", "text": "Привіт"} for n in range(20)]
+        lines += [b"not json", {"to": "+250788100001"}]
+        async with connected(daemon) as client:
+            await client.send(*lines)
+            await client.wait_for(lambda events: len(client.final_reports()) == 50)
+        async with httpx.AsyncClient() as http:
+            reply = await http.get(f"http://127.0.0.1:{daemon.http_port}/metrics")
+            ready = await http.get(f"http://127.0.0.1:{daemon.http_port}/readyz")
+            alive = await http.get(f"http://127.0.0.1:{daemon.http_port}/healthz")
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("text/plain; version=")
+    assert ready.status_code == 200
+    assert alive.json() == {"status": "alive"}
+
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for family in text_string_to_metric_families(reply.text):
+        for item in family.samples:
+            samples[(item.name, frozenset(item.labels.items()))] = item.value
+            for label, label_value in item.labels.items():
+                if label != "le" and label != "currency":
+                    assert label_value in LABEL_VALUES[label], (item.name, label, label_value)
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, frozenset(labels.items()))]
+
+    assert value("septet_messages_total", bridge="dsc", outcome="submitted") == 30
+    assert value("septet_messages_total", bridge="bsg", outcome="submitted") == 20
+    assert value("septet_segments_total", bridge="dsc", encoding="GSM-7") == 30
+    assert value("septet_segments_total", bridge="bsg", encoding="UCS-2") == 20
+    assert value("septet_dlrs_total", bridge="dsc", state="DELIVRD") == 30
+    assert value("septet_dlrs_total", bridge="bsg", state="DELIVRD") == 20
+    assert value("septet_submit_latency_seconds_count", bridge="dsc") == 30
+    assert value("septet_delivery_latency_seconds_count", bridge="bsg") == 20
+    assert value("septet_ingress_lines_total", result="accepted") == 50
+    assert value("septet_ingress_lines_total", result="rejected") == 2
+    assert value("septet_journal_commit_seconds_count") > 0
+    assert value("septet_provider_request_seconds_count", bridge="bsg", call="status", status="2xx")
+    assert value("septet_queue_depth_messages", bridge="dsc") == 0
+    assert value("septet_inflight_requests", bridge="dsc") == 0
+    assert value("septet_circuit_state", bridge="dsc", state="closed") == 1
+    assert any(name == "septet_cost_total" and amount > 0 for (name, _), amount in samples.items())
+
+
+@pytest.mark.anyio
+async def test_provider_faults_show_as_retries_by_reason(tmp_path: Path) -> None:
+    async with running_daemon(daemon_settings(tmp_path)) as daemon:
+        await daemon.sim_config(
+            {"dlr_mix": {"DELIVRD": 1.0}, "fail_rate": 0.5, "faults": {"5xx": 1.0}, "seed": 3}
+        )
+        async with connected(daemon) as client:
+            await client.send(*({"to": f"+25078820{n:04d}", "text": "Hi"} for n in range(20)))
+            await client.wait_for(lambda events: len(client.final_reports()) == 20)
+        async with httpx.AsyncClient() as http:
+            reply = await http.get(f"http://127.0.0.1:{daemon.http_port}/metrics")
+    dsc = [
+        item
+        for family in text_string_to_metric_families(reply.text)
+        for item in family.samples
+        if item.labels.get("bridge") == "dsc"
+    ]
+    retries = {
+        item.labels["reason"]: item.value
+        for item in dsc
+        if item.name == "septet_retries_total" and item.value
+    }
+    # A 5xx is "try again later" (PROVIDERS.md); nothing else went wrong.
+    assert set(retries) == {"retry_later"}
+    (retry_outcomes,) = (
+        item.value
+        for item in dsc
+        if item.name == "septet_messages_total" and item.labels["outcome"] == "retry"
+    )
+    assert retry_outcomes == retries["retry_later"]
+    five_xx = [
+        item.value
+        for item in dsc
+        if item.name == "septet_provider_request_seconds_count" and item.labels["status"] == "5xx"
+    ]
+    assert five_xx
+    assert five_xx[0] >= 1
