@@ -263,11 +263,11 @@ async def run_daemon(
                 ctg.start_soon(sink.serve, outbox.spill)
                 try:
                     await handler.serve_stream(receive, sink)
-                    # Input ended: keep the connection open for events until the peer
-                    # closes it (half-close) or the daemon stops.
+                    # End of input means the client has gone: on TCP a half-close and
+                    # a close look alike, and writing to a closed peer would lose events
+                    # silently. Later events of its messages go to the journal outbox
+                    # (`septet send --events`); a client that wants them keeps writing open.
                     await sink.flush()
-                    if kind != "stdin":
-                        await _wait_peer_gone(stream)
                 finally:
                     events.unregister(sink)
                     ctg.cancel_scope.cancel()
@@ -364,14 +364,6 @@ async def _run_forever(factory: Callable[[], Awaitable[None]], what: str) -> Non
         except Exception as error:
             log.error("task_failed", task=what, error=repr(error))
             await anyio.sleep(1.0)
-
-
-async def _wait_peer_gone(stream: anyio.abc.ByteStream) -> None:
-    try:
-        while await stream.receive(4096):
-            pass
-    except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-        return
 
 
 async def _serve_stdio(

@@ -96,9 +96,9 @@ async def _session(lines: list[bytes], address: str, wait_dlr: bool, timeout_s: 
     async with stream, anyio.create_task_group() as tg:
 
         async def writer() -> None:
+            # No half-close: to the daemon, end of input means the client has gone (its
+            # later events would go to the journal outbox, for `septet send --events`).
             await stream.send(b"".join(line + b"\n" for line in lines))
-            if isinstance(stream, anyio.abc.SocketStream):
-                await stream.send_eof()
 
         tg.start_soon(writer)
         with anyio.move_on_after(timeout_s) as scope:

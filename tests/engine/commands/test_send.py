@@ -48,3 +48,22 @@ async def test_events_for_a_client_that_left_are_kept_and_fetched_once(tmp_path:
     assert all(e["id"] == "left" for e in events)
     code, again = await septet_send("--events", "--journal", settings.journal.path)
     assert again == []
+
+
+async def test_send_from_flags_waits_for_the_delivery_report(tmp_path: Path) -> None:
+    async with running_daemon(daemon_settings(tmp_path)) as daemon:
+        await daemon.sim_config({"dlr_mix": {"DELIVRD": 1.0}})
+        code, events = await septet_send(
+            "--socket",
+            f"127.0.0.1:{daemon.tcp_port}",
+            "--to",
+            "+250788200001",
+            "--text",
+            "hello",
+            "--id",
+            "cli-1",
+            "--wait-dlr",
+        )
+    assert code == 0
+    assert [e["event"] for e in events] == ["accepted", "submitted", "dlr"]
+    assert events[-1]["state"] == "DELIVRD"
