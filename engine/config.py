@@ -18,6 +18,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from engine.smpp.server import SmppSettings
+
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 
@@ -98,6 +100,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     routing: RoutingSettings = RoutingSettings()
     retry: RetrySettings = RetrySettings()
     simulators: SimulatorSettings = SimulatorSettings()
+    smpp: SmppSettings = SmppSettings()
 
 
 def default_settings() -> Settings:
@@ -148,7 +151,17 @@ def resolve_secrets(settings: Settings, environ: Mapping[str, str] | None = None
             for key, value in bridge.credentials.items()
         }
         bridges[name] = msgspec.structs.replace(bridge, credentials=credentials)
-    return msgspec.structs.replace(settings, bridges=bridges)
+    accounts = [
+        msgspec.structs.replace(
+            account,
+            password=_resolve_env(
+                account.password, f"smpp.accounts.{account.system_id}.password", env
+            ),
+        )
+        for account in settings.smpp.accounts
+    ]
+    smpp = msgspec.structs.replace(settings.smpp, accounts=accounts)
+    return msgspec.structs.replace(settings, bridges=bridges, smpp=smpp)
 
 
 def validate(settings: Settings) -> None:

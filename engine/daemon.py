@@ -41,6 +41,8 @@ from engine.ratelimit import TokenBucket
 from engine.retry import RetryPolicy
 from engine.routing import Router, default_routes
 from engine.scheduler import BridgeQueue, Scheduler
+from engine.smpp.server import serve_smpp
+from engine.smpp.store import store_path_for
 
 log = structlog.get_logger("septet.daemon")
 
@@ -310,8 +312,35 @@ async def run_daemon(
                     await anyio.sleep_forever()
 
         tg.start_soon(run_ingress)
+
+        smpp_scope = anyio.CancelScope()
+        smpp_port: int | None = None
+        if settings.smpp.listen:
+
+            async def run_smpp(*, task_status: anyio.abc.TaskStatus[int]) -> None:
+                with smpp_scope:
+                    await serve_smpp(
+                        settings.smpp,
+                        accept=handler.accept_submission,
+                        events=events,
+                        journal=journal,
+                        store_path=store_path_for(settings.journal.path),
+                        synchronous=settings.journal.synchronous,
+                        # Full bridge queues: answer ESME_RTHROTTLED instead of waiting.
+                        congested=lambda: any(queue.room() == 0 for queue in queues.values()),
+                        task_status=task_status,
+                    )
+
+            smpp_port = await tg.start(run_smpp)
         if ready is not None:
-            ready({"http_port": listen_port, "tcp_port": tcp_port, "simulators": sim_url})
+            ready(
+                {
+                    "http_port": listen_port,
+                    "tcp_port": tcp_port,
+                    "smpp_port": smpp_port,
+                    "simulators": sim_url,
+                }
+            )
         log.info("started", http_port=listen_port, journal=str(journal_path))
 
         stop_reason = await _wait_for_stop(
@@ -319,6 +348,7 @@ async def run_daemon(
         )
         log.info("draining", reason=stop_reason)
         ingress_scope.cancel()
+        smpp_scope.cancel()
         # Let workers finish what they hold (bounded), then stop everything.
         with anyio.move_on_after(30):
             while scheduler.in_hand or any(d.in_flight for d in dispatchers.values()):  # noqa: ASYNC110 - bounded drain poll

@@ -33,6 +33,7 @@ FINAL = frozenset({"DELIVRD", "UNDELIV", "EXPIRED", "REJECTD", "DELETED", "UNKNO
 class Daemon:
     tcp_port: int
     http_port: int
+    smpp_port: int
     sim_url: str
     unix_path: Path
 
@@ -59,6 +60,7 @@ def daemon_settings(tmp_path: Path, **changes: Any) -> Settings:
         http=HttpSettings(listen="127.0.0.1:0"),
         retry=RetrySettings(base_s=0.05, max_delay_s=1.0, jitter=0.1),
         simulators=SimulatorSettings(enabled=True, dlr_delay_s=0.05),
+        smpp=msgspec.structs.replace(base.smpp, listen="127.0.0.1:0"),
     )
     return msgspec.structs.replace(settings, **changes)
 
@@ -79,6 +81,7 @@ async def running_daemon(settings: Settings) -> AsyncIterator[Daemon]:
         assert settings.ingress.unix is not None
         yield Daemon(
             tcp_port=info["tcp_port"],
+            smpp_port=info["smpp_port"],
             http_port=info["http_port"],
             sim_url=info["simulators"],
             unix_path=Path(settings.ingress.unix),

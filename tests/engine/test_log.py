@@ -227,6 +227,8 @@ def write_config(tmp_path: Path, sim_url: str, http_port: int) -> Path:
         f'unix = "{tmp_path / "septet.sock"}"',
         "[http]",
         f'listen = "127.0.0.1:{http_port}"',
+        "[smpp]",
+        'listen = "127.0.0.1:0"',
         "[retry]",
         "base_s = 0.02",
         "max_delay_s = 0.2",

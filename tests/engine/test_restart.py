@@ -66,6 +66,7 @@ def write_config(tmp_path: Path, sim_url: str, tcp_port: int, http_port: int) ->
         f'[journal]\npath = "{tmp_path / "septet.db"}"\n',
         f'[ingress]\ntcp = "127.0.0.1:{tcp_port}"\nunix = ""\n',
         f'[http]\nlisten = "127.0.0.1:{http_port}"\n',
+        '[smpp]\nlisten = "127.0.0.1:0"\n',
     ]
     for name, credentials in bridges.items():
         text.append(
