@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import anyio
+import anyio.lowlevel
 import msgspec
 import structlog
 
@@ -62,6 +63,15 @@ class Requester(Protocol):
     async def request(self, call: HttpCall) -> HttpReply: ...
 
 
+class _ReceiptGroup:
+    """Receipts from several callbacks, journaled together."""
+
+    def __init__(self, items: list[tuple[str, Sequence[Receipt]]]) -> None:
+        self.items = items
+        self.done = anyio.Event()
+        self.error: BaseException | None = None
+
+
 class ReceiptHandler:
     """Matches receipts to messages, journals final states, emits `dlr` events."""
 
@@ -80,10 +90,45 @@ class ReceiptHandler:
         self._clock = clock
         self._on_receipt = on_receipt
         self._orphans: dict[str, int] = {}  # bridge -> orphans stored this run
+        self._open_group: _ReceiptGroup | None = None
 
     async def handle(self, bridge: str, receipts: Sequence[Receipt]) -> None:
+        """Journal and emit `receipts`; returns once they are durable.
+
+        Callbacks arrive one HTTP request per report (DSC, Route Mobile). Reports handed in
+        during the same turn of the event loop form one group: one lookup and one commit
+        for all of them, and every caller returns after that shared commit (so a provider
+        is answered 200 only for what is journaled).
+        """
         if not receipts:
             return
+        group = self._open_group
+        if group is not None:
+            group.items.append((bridge, receipts))
+            await group.done.wait()
+            if group.error is not None:
+                raise group.error
+            return
+        group = self._open_group = _ReceiptGroup([(bridge, receipts)])
+        try:
+            await (
+                anyio.lowlevel.checkpoint()
+            )  # let callbacks already parsed this turn join the group
+        finally:
+            self._open_group = None
+        try:
+            by_bridge: dict[str, list[Receipt]] = {}
+            for item_bridge, item_receipts in group.items:
+                by_bridge.setdefault(item_bridge, []).extend(item_receipts)
+            for item_bridge, item_receipts in by_bridge.items():
+                await self._process(item_bridge, item_receipts)
+        except BaseException as error:
+            group.error = error
+            raise
+        finally:
+            group.done.set()
+
+    async def _process(self, bridge: str, receipts: Sequence[Receipt]) -> None:
         by_id = await self._journal.find_by_provider_id(
             bridge, [r.provider_id for r in receipts if r.provider_id]
         )
