@@ -241,6 +241,33 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
+def match_reply_entries(wanted: Sequence[str], echoed: Sequence[str]) -> list[int | None]:
+    """For each wanted recipient, the index of its reply entry, or None where it got none.
+
+    Providers that answer one entry per recipient (dsc, routemobile) list them in request
+    order, possibly cut short (Route Mobile stops when credit runs out: PROVIDERS.md).
+    Order is trusted while every echoed recipient ("" when not echoed) matches; otherwise
+    entries are matched by recipient digits, the first unused entry for each repeat of a
+    number. If that leaves gaps while the counts agree, order wins after all: the
+    provider echoed numbers in a form we do not recognise.
+    """
+    in_order = len(echoed) <= len(wanted) and all(
+        cell in ("", number) for number, cell in zip(wanted, echoed, strict=False)
+    )
+    if in_order:
+        return [index if index < len(echoed) else None for index in range(len(wanted))]
+    unused: dict[str, list[int]] = {}
+    for index, cell in enumerate(echoed):
+        unused.setdefault(cell, []).append(index)
+    matched: list[int | None] = []
+    for number in wanted:
+        queue = unused.get(number)
+        matched.append(queue.pop(0) if queue else None)
+    if None in matched and len(wanted) == len(echoed):
+        return list(range(len(wanted)))
+    return matched
+
+
 def reply_text(reply: HttpReply, limit: int = 200) -> str:
     """A short, printable excerpt of a reply body for error sentences."""
     text = reply.body[:limit].decode("utf-8", "replace")

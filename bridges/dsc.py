@@ -38,6 +38,7 @@ from bridges.base import (
     Submitted,
     Unknown,
     UnparseableReply,
+    match_reply_entries,
     reply_text,
 )
 
@@ -80,32 +81,6 @@ _send_reply_decoder = msgspec.json.Decoder(_SendReply)
 def recipient_digits(value: str | int) -> str:
     """A phone number as the bare digits dsc wants and echoes (no `+`, no spaces)."""
     return "".join(character for character in str(value) if "0" <= character <= "9")
-
-
-def match_entries(wanted: Sequence[str], given: Sequence[str]) -> list[int | None]:
-    """For each wanted recipient, the index of its reply entry, or None if it has none.
-
-    The reply lists one entry per recipient in request order (PROVIDERS.md "dsc"), so
-    order is trusted when the counts agree and every echoed recipient matches. Otherwise
-    entries are matched by recipient digits, the first unused entry for each repeat of
-    a number; if that leaves gaps while the counts agree, order wins after all (the
-    provider echoed numbers in a form we do not recognise).
-    """
-    in_order = len(wanted) == len(given) and all(
-        echoed in ("", number) for number, echoed in zip(wanted, given, strict=True)
-    )
-    if in_order:
-        return list(range(len(wanted)))
-    unused: dict[str, list[int]] = {}
-    for index, echoed in enumerate(given):
-        unused.setdefault(echoed, []).append(index)
-    matched: list[int | None] = []
-    for number in wanted:
-        queue = unused.get(number)
-        matched.append(queue.pop(0) if queue else None)
-    if None in matched and len(wanted) == len(given):
-        return list(range(len(wanted)))
-    return matched
 
 
 class DscDriver:
@@ -211,7 +186,7 @@ class DscDriver:
             raise UnparseableReply(f"dsc answered an unknown status: {reply_text(reply)}")
         currency = parsed.unit or DEFAULT_CURRENCY
         entries = parsed.response
-        matched = match_entries(
+        matched = match_reply_entries(
             [recipient_digits(message.to) for message in batch],
             [recipient_digits(entry.recipient) for entry in entries],
         )

@@ -47,6 +47,7 @@ from bridges.base import (
     Throttled,
     Unknown,
     UnparseableReply,
+    match_reply_entries,
     retry_after_seconds,
 )
 
@@ -185,33 +186,6 @@ def parse_entry(raw: str) -> ReplyEntry:
     return ReplyEntry(code, destination_digits(cell), provider_id or None)
 
 
-def match_entries(wanted: Sequence[str], entries: Sequence[ReplyEntry]) -> list[int | None]:
-    """For each destination, the index of its entry, or None where it got none.
-
-    Entries come one per destination in request order (PROVIDERS.md "routemobile"),
-    possibly cut short when credit runs out. Order is trusted while every echoed cell
-    matches its destination; otherwise entries are matched by cell digits, the first
-    unused one for each repeat of a number.
-    """
-    in_order = len(entries) <= len(wanted) and all(
-        entry.cell in ("", number) for number, entry in zip(wanted, entries, strict=False)
-    )
-    if in_order:
-        return [index if index < len(entries) else None for index in range(len(wanted))]
-    unused: dict[str, list[int]] = {}
-    for index, entry in enumerate(entries):
-        unused.setdefault(entry.cell, []).append(index)
-    matched: list[int | None] = []
-    for number in wanted:
-        queue = unused.get(number)
-        matched.append(queue.pop(0) if queue else None)
-    if None in matched and len(wanted) == len(entries):
-        # Every destination has an entry but some cells came back in a form we do not
-        # recognise: the documented order is the better guide.
-        return list(range(len(wanted)))
-    return matched
-
-
 class RouteMobileDriver:
     """routemobile's driver: one GET per batch, reports by POST callback only."""
 
@@ -297,7 +271,9 @@ class RouteMobileDriver:
                 raise UnparseableReply("routemobile answered 1701 without cell or message id.")
             return [code_outcome(body)] * len(batch)
         entries = [parse_entry(raw) for raw in body.split(",") if raw.strip()]
-        matched = match_entries([destination_digits(message.to) for message in batch], entries)
+        matched = match_reply_entries(
+            [destination_digits(message.to) for message in batch], [entry.cell for entry in entries]
+        )
         stopped_for_credit = next(
             (entry.code for entry in entries if entry.code in NO_CREDIT_CODES), None
         )

@@ -25,8 +25,9 @@ from bridges.base import (
     Submitted,
     Unknown,
     UnparseableReply,
+    match_reply_entries,
 )
-from bridges.dsc import DscDriver, match_entries
+from bridges.dsc import DscDriver
 
 SETTINGS = BridgeSettings(
     base_url="http://127.0.0.1:1",
@@ -427,7 +428,7 @@ def test_parse_send_on_arbitrary_json_raises_nothing_but_unparseable_reply(body:
 def test_match_entries(
     wanted: list[str], given_numbers: list[str], expected: list[int | None]
 ) -> None:
-    assert match_entries(wanted, given_numbers) == expected
+    assert match_reply_entries(wanted, given_numbers) == expected
 
 
 # ── delivery reports ─────────────────────────────────────────────────────────────
