@@ -287,6 +287,9 @@ class BridgeDispatcher:
     async def _commit(self, changes: list[Change], events: list[tuple[str, Event]]) -> None:
         if changes:
             await self._journal.record(changes)
+            # After the commit, never before: the feeder must find the retry in the journal.
+            if any(isinstance(change, MarkRetry) for change in changes):
+                self._scheduler.wake_feeder()
         for origin, event in events:
             self._events.emit(origin, event)
 
@@ -470,7 +473,6 @@ class BridgeDispatcher:
                     reason=decision.reason,
                 )
             )
-            self._scheduler.wake_feeder()
             self._hooks.outcome(self.name, "retry", 1, kind)
             log.debug(
                 "retry_scheduled",
@@ -491,7 +493,6 @@ class BridgeDispatcher:
                     reason=decision.reason,
                 )
             )
-            self._scheduler.wake_feeder()
             self._hooks.outcome(self.name, "failover", 1, kind)
             log.warning(
                 "failover",

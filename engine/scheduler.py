@@ -170,11 +170,13 @@ class Scheduler:
         *,
         clock: Callable[[], float] = time.time,
         idle_poll_s: float = 1.0,
+        full_scan_s: float = 30.0,
     ) -> None:
         self.queues = queues
         self._journal = journal
         self._clock = clock
         self._idle_poll = idle_poll_s
+        self._full_scan = full_scan_s
         self._wake = anyio.Event()
         # Ids handed to dispatch but not yet claimed: the feeder must not load them again.
         self.in_hand: set[str] = set()
@@ -193,13 +195,32 @@ class Scheduler:
         return held
 
     async def serve_feeder(self) -> None:
-        """Move due messages from the journal into queues, forever."""
+        """Move due messages from the journal into queues, forever.
+
+        Fresh messages reach the queues straight from ingress, so the journal is scanned
+        only when something else may have become due: at start (messages left from the
+        last run), when woken (a retry or schedule was just committed), when the last
+        scan left work behind, when a scheduled or retry time has passed since the last
+        scan, and every `full_scan_s` as a safety net. Scanning on every idle poll would
+        walk every queued row each time.
+        """
+        must_scan = True
+        last_scan = last_full_scan = -math.inf
         while True:
             room = min(queue.room() for queue in self.queues.values()) if self.queues else 0
-            loaded = 0
-            if room > 0:
-                now = self._clock()
-                batch = await self._journal.due(now, min(room, 5000), exclude=self._held())
+            now = self._clock()
+            if not must_scan and now - last_full_scan >= self._full_scan:
+                must_scan = True
+            if not must_scan and room > 0:
+                became_due = await self._journal.next_due_at(after=last_scan)
+                must_scan = became_due is not None and became_due <= now
+            if must_scan and room > 0:
+                limit = min(room, 5000)
+                batch = await self._journal.due(now, limit, exclude=self._held())
+                last_scan = now
+                if now - last_full_scan >= self._full_scan:
+                    last_full_scan = now
+                loaded = 0
                 for message in batch:
                     # Expired messages are queued too: dispatch checks validity before
                     # sending and fails them with EXPIRED, journaled like any outcome.
@@ -209,11 +230,14 @@ class Scheduler:
                         continue
                     if queue.put_nowait(message):
                         loaded += 1
-                if loaded and len(batch) >= min(room, 5000):
-                    continue  # more may be due: read again before sleeping
+                # A full page means more may be waiting: read again before sleeping.
+                must_scan = len(batch) >= limit
+                if must_scan and loaded:
+                    continue
             delay = self._idle_poll
             if room <= 0:
-                delay = 0.05  # queues full: look again soon, they drain fast
+                must_scan = True  # could not look: look again once the queues drain
+                delay = 0.05
             else:
                 # Sleep until the next future due time (a schedule or a retry), a wake-up
                 # from ingress or dispatch, or the idle poll, whichever comes first.
@@ -225,4 +249,6 @@ class Scheduler:
                 delay = self._idle_poll
             with anyio.move_on_after(max(delay, 0.005)):
                 await self._wake.wait()
+            if self._wake.is_set():
+                must_scan = True
             self._wake = anyio.Event()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import anyio
 import pytest
 
 from engine.models import Message
-from engine.scheduler import BridgeQueue
+from engine.scheduler import BridgeQueue, Scheduler
 
 
 def make(msg_id: str, text: str = "hi", priority: int = 0, sender: str | None = "ACME") -> Message:
@@ -106,3 +108,72 @@ async def test_linger_collects_companions_that_arrive_soon() -> None:
         tg.start_soon(late)
         batch = await queue.take_batch(10, linger_s=5.0)
     assert [m.msg_id for m in batch] == ["1", "2"]
+
+
+class FeederJournal:
+    """Accepted messages by due time; counts how often the feeder scans."""
+
+    def __init__(self, messages: list[Message]) -> None:
+        self.messages = messages
+        self.scans = 0
+        self.polls = anyio.Event()
+        self.poll_count = 0
+
+    async def due(self, now: float, limit: int, *, exclude: Collection[str] = ()) -> list[Message]:
+        self.scans += 1
+        ready = [m for m in self.messages if m.due_at <= now and m.msg_id not in exclude]
+        return ready[:limit]
+
+    async def next_due_at(self, *, after: float) -> float | None:
+        self.poll_count += 1
+        if self.poll_count % 5 == 0:
+            self.polls.set()
+        later = [m.due_at for m in self.messages if m.due_at > after]
+        return min(later) if later else None
+
+
+async def wait_polls(journal: FeederJournal, rounds: int) -> None:
+    for _ in range(rounds):
+        journal.polls = anyio.Event()
+        with anyio.fail_after(5):
+            await journal.polls.wait()
+
+
+@pytest.mark.anyio
+async def test_feeder_scans_at_start_then_only_when_something_becomes_due() -> None:
+    now = [1000.0]
+    due_now = make("1")
+    due_now.due_at = 999.0
+    later = make("2", "b")
+    later.due_at = 1010.0
+    journal = FeederJournal([due_now, later])
+    queue = BridgeQueue("dsc", 100)
+    scheduler = Scheduler({"dsc": queue}, journal, clock=lambda: now[0], idle_poll_s=0.001)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.serve_feeder)
+        await wait_polls(journal, 3)
+        assert journal.scans == 1  # the start scan; idle polls did not rescan
+        assert "1" in queue
+        assert "2" not in queue
+        now[0] = 1011.0  # the scheduled message's time has come
+        await wait_polls(journal, 3)
+        assert journal.scans == 2
+        assert "2" in queue
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_feeder_scans_when_woken() -> None:
+    journal = FeederJournal([])
+    queue = BridgeQueue("dsc", 100)
+    scheduler = Scheduler({"dsc": queue}, journal, clock=lambda: 1000.0, idle_poll_s=0.001)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.serve_feeder)
+        await wait_polls(journal, 2)
+        retried = make("3")
+        retried.due_at = 1000.0  # e.g. a failover, due at once, committed just now
+        journal.messages.append(retried)
+        scheduler.wake_feeder()
+        await wait_polls(journal, 2)
+        assert "3" in queue
+        tg.cancel_scope.cancel()
