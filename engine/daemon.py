@@ -9,6 +9,7 @@ requests they have started, the journal commits, and the process exits 0.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -35,7 +36,7 @@ from engine.journal import Change, MarkFinal, MarkRetry, StoreEvents, open_journ
 from engine.listener import build_app, metrics_route, serve_listener
 from engine.log import Redactor, credential_values
 from engine.metrics import LiveState, Metrics
-from engine.models import Failed, Message, utc_from_timestamp
+from engine.models import Failed, LineRejected, Message, encode_event_line, utc_from_timestamp
 from engine.pricing import default_price_tables
 from engine.ratelimit import TokenBucket
 from engine.retry import RetryPolicy
@@ -250,7 +251,34 @@ async def run_daemon(
         input_done = anyio.Event()
         connection_counter = iter(range(1, 1 << 62))
 
+        open_connections = {"tcp": 0, "unix": 0}
+
         async def serve_connection(stream: anyio.abc.ByteStream, kind: str) -> None:
+            # A connection limit per listener: thousands of idle or slow clients must
+            # not exhaust file descriptors or memory.
+            if open_connections[kind] >= settings.ingress.max_connections:
+                refusal = LineRejected(
+                    id=None,
+                    ts=utc_from_timestamp(time.time()),
+                    error=(
+                        f"too many connections (the limit is {settings.ingress.max_connections}"
+                        " per listener); try again later"
+                    ),
+                    line=0,
+                )
+                with anyio.move_on_after(1), contextlib.suppress(Exception):
+                    await stream.send(encode_event_line(refusal))
+                with anyio.CancelScope(shield=True):
+                    await stream.aclose()
+                log.warning("connection_refused", listener=kind, reason="limit")
+                return
+            open_connections[kind] += 1
+            try:
+                await serve_client(stream, kind)
+            finally:
+                open_connections[kind] -= 1
+
+        async def serve_client(stream: anyio.abc.ByteStream, kind: str) -> None:
             origin = f"{kind}:{next(connection_counter)}"
             sink = EventSink(origin, stream.send)
             events.register(sink)

@@ -226,3 +226,30 @@ async def test_unix_socket_is_private(tmp_path: Path) -> None:
     async with running_daemon(daemon_settings(tmp_path)) as daemon:
         mode = stat.S_IMODE(daemon.unix_path.stat().st_mode)
     assert mode == 0o600
+
+
+async def test_connection_limit_per_listener(tmp_path: Path) -> None:
+    import msgspec
+
+    settings = daemon_settings(tmp_path)
+    settings = msgspec.structs.replace(
+        settings, ingress=msgspec.structs.replace(settings.ingress, max_connections=3)
+    )
+    async with running_daemon(settings) as daemon:
+        held = [await anyio.connect_tcp("127.0.0.1", daemon.tcp_port) for _ in range(3)]
+        extra = await anyio.connect_tcp("127.0.0.1", daemon.tcp_port)
+        with anyio.fail_after(5):
+            refusal = msgspec.json.decode(await extra.receive())
+        assert refusal["event"] == "rejected"
+        assert "too many connections" in refusal["error"]
+        for stream in held:
+            await stream.aclose()
+        # Once one closes, a new client is served again.
+        with anyio.fail_after(5):
+            while True:
+                async with connected(daemon) as client:
+                    await client.send({"to": "+250788100060", "text": "after the limit"})
+                    await client.wait_for(answered(1))
+                    if client.of("accepted"):
+                        break
+                await anyio.sleep(0.05)
