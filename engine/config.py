@@ -196,6 +196,10 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
             raise ConfigError(f"config {file}: {error}") from None
         except msgspec.DecodeError as error:
             raise ConfigError(f"config {file} is not valid TOML: {error}") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(
+                f"config {file} is not UTF-8 text (byte {error.start} cannot be decoded)"
+            ) from None
     settings = resolve_secrets(settings, environ)
     validate(settings)
     return settings

@@ -55,3 +55,10 @@ def test_invalid_toml_is_a_sentence(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config"):
         load_settings(tmp_path / "absent.toml", environ={})
+
+
+def test_config_that_is_not_utf8_is_a_sentence(tmp_path: Path) -> None:
+    path = tmp_path / "septet.toml"
+    path.write_bytes(b"\x80[journal]\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_settings(path, environ={})
