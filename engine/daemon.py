@@ -22,9 +22,8 @@ from typing import Any
 import anyio
 import anyio.abc
 import structlog
-from anyio.streams.stapled import StapledByteStream  # noqa: F401 - documented stream type
 
-from bridges.base import BridgeDriver, BridgeSettings, Receipt
+from bridges.base import BridgeDriver, BridgeSettings
 from bridges.registry import build_driver
 from engine.circuit import CircuitBreaker
 from engine.config import Settings, split_host_port
@@ -607,6 +606,3 @@ async def _start_simulators(
         )
     )
     return f"http://127.0.0.1:{handle.port}"
-
-
-__all__ = ["Receipt", "run_daemon"]

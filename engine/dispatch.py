@@ -553,6 +553,3 @@ class BridgeDispatcher:
             )
         )
         self._hooks.outcome(self.name, "failed", 1, kind)
-
-
-__all__ = ["BridgeDispatcher", "DispatchHooks", "Rejected", "Unknown"]
