@@ -42,7 +42,7 @@ def machine() -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     except OSError:
-        pass
+        pass  # no /proc (not Linux): the CPU stays "unknown" in the results
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),

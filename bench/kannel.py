@@ -265,7 +265,7 @@ def wait_kannel_ready(
                 with socket.create_connection((HOST, ports.sendsms), timeout=1.0):
                     return
         except OSError:
-            pass
+            pass  # not listening yet: poll again until the deadline
         time.sleep(0.1)
     raise RuntimeError("Kannel did not become ready in 20 s")
 
@@ -448,7 +448,7 @@ def _reset_counters(sim_url: str) -> None:
     url = f"{sim_url}/_sim/reset?provider=routemobile"
     request = urllib.request.Request(url, method="POST")  # noqa: S310 - our 127.0.0.1 URL
     with urllib.request.urlopen(request, timeout=5.0):  # noqa: S310 - the same URL
-        pass
+        pass  # the reset is the request itself; urlopen raises on an HTTP error
 
 
 # ── one run of each system ────────────────────────────────────────────────────────

@@ -185,7 +185,7 @@ def coerce_int(value: object) -> int | None:
         try:
             return int(text)
         except ValueError:
-            pass
+            pass  # not an integer: try it as a decimal ("0.02") below
         try:
             value = float(text)
         except ValueError:

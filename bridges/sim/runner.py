@@ -246,7 +246,7 @@ async def _deliver(session: aiohttp.ClientSession, state: ProviderState, job: Ca
                         counters.dlr_ok += 1
                         return
         except (aiohttp.ClientError, TimeoutError, OSError):
-            pass
+            pass  # the receiver is down or slow: the loop retries, then it counts as failed
     counters.dlr_failed += 1
 
 

@@ -193,7 +193,7 @@ class _FakeSendsms:
                 writer.write(body)
                 await writer.drain()
         except asyncio.IncompleteReadError:
-            pass
+            pass  # the client closed the connection: this fake server is done with it
         finally:
             writer.close()
 

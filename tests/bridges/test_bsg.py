@@ -688,13 +688,13 @@ def _only_unparseable(driver: BsgDriver, reply: HttpReply) -> None:
     try:
         outcomes = driver.parse_send(PAIR, reply)
     except UnparseableReply:
-        pass
+        pass  # the one exception a parser may raise on garbage
     else:
         assert len(outcomes) == len(PAIR)
     try:
         receipts = driver.parse_status([QUERY], reply)
     except UnparseableReply:
-        pass
+        pass  # the one exception a parser may raise on garbage
     else:
         assert all(isinstance(r, Receipt) for r in receipts)
 

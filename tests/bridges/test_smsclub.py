@@ -523,13 +523,13 @@ def _only_unparseable(driver: SmsClubDriver, reply: HttpReply) -> None:
     try:
         outcomes = driver.parse_send(TRIO, reply)
     except UnparseableReply:
-        pass
+        pass  # the one exception a parser may raise on garbage
     else:
         assert len(outcomes) == len(TRIO)
     try:
         receipts = driver.parse_status(QUERIES, reply)
     except UnparseableReply:
-        pass
+        pass  # the one exception a parser may raise on garbage
     else:
         assert all(isinstance(r, Receipt) for r in receipts)
 

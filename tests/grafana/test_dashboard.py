@@ -197,7 +197,7 @@ async def test_every_dashboard_query_returns_data_from_a_real_prometheus(tmp_pat
                             if (await client.get(f"{base}/-/ready")).status_code == 200:
                                 break
                         except httpx.TransportError:
-                            pass
+                            pass  # Prometheus is still starting: ask again (bounded above)
                         await anyio.sleep(0.2)
                 # Load: a few hundred messages on three bridges, in two waves so the
                 # rates see traffic in more than one scrape.

@@ -39,7 +39,7 @@ class RecordingScheduler:
         self.arrived = anyio.Event()
 
     def wake_feeder(self) -> None:
-        pass
+        pass  # nothing is scheduled for later in these tests, so there is no feeder
 
     async def wait_for(self, count: int) -> list[Message]:
         with anyio.fail_after(5):
