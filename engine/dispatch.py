@@ -74,7 +74,12 @@ class Requester(Protocol):
 
 class ClaimingJournal(Protocol):
     async def claim(
-        self, messages: Sequence[Message], bridge_index: int, at: float
+        self,
+        messages: Sequence[Message],
+        bridge_index: int,
+        at: float,
+        *,
+        record: Sequence[Change] = (),
     ) -> list[Message]: ...
 
     async def record(self, changes: Sequence[Change]) -> None: ...
@@ -98,6 +103,20 @@ class DispatchHooks(Protocol):
 
 def _now_dt() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+class Unsaved:
+    """One request's outcomes on their way to the journal: the changes to commit, then the
+    events to emit and the submits to announce once they are committed."""
+
+    __slots__ = ("changes", "events", "requests", "submitted")
+
+    def __init__(self, requests: int = 0) -> None:
+        self.changes: list[Change] = []
+        self.events: list[tuple[str, Event]] = []
+        self.submitted: list[tuple[Message, str | None]] = []
+        # Requests counted in BridgeDispatcher.in_flight until these are committed.
+        self.requests = requests
 
 
 class BridgeDispatcher:
@@ -155,61 +174,94 @@ class BridgeDispatcher:
                 tg.start_soon(self._serve_worker)
 
     async def _serve_worker(self) -> None:
-        while True:
-            batch = await self.queue.take_batch(self._max, self._linger)
-            ids = [message.msg_id for message in batch]
-            self._scheduler.in_hand.update(ids)
-            try:
-                await self.send_batch(batch)
-            finally:
-                self._scheduler.in_hand.difference_update(ids)
+        unsaved: Unsaved | None = None
+        try:
+            while True:
+                if unsaved is not None and not len(self.queue):
+                    # Nothing to claim with them right now: commit the outcomes alone.
+                    await self._save(unsaved)
+                    unsaved = None
+                batch = await self.queue.take_batch(self._max, self._linger)
+                ids = [message.msg_id for message in batch]
+                self._scheduler.in_hand.update(ids)
+                try:
+                    unsaved = await self._send(batch, unsaved)
+                finally:
+                    self._scheduler.in_hand.difference_update(ids)
+        finally:
+            if unsaved is not None:
+                # Cancelled (shutdown) with outcomes in hand: they must still be journaled.
+                with anyio.CancelScope(shield=True):
+                    await self._save(unsaved)
 
-    async def _pass_gates(self, count: int) -> None:
+    async def send_batch(self, batch: Sequence[Message]) -> None:
+        """Send one batch and journal every outcome before returning."""
+        unsaved = await self._send(batch, None)
+        if unsaved is not None:
+            await self._save(unsaved)
+
+    async def _pass_gates(self, count: int, unsaved: Unsaved | None) -> Unsaved | None:
+        """Wait for the circuit breaker and the token buckets. Outcomes in hand are
+        committed before any wait, so no event waits on a rate limit; returns what is
+        still unsaved."""
         now = self._clock()
-        while not self.circuit.allow(now):
-            await anyio.sleep(0.05)
-            now = self._clock()
+        if not self.circuit.allow(now):
+            if unsaved is not None:
+                await self._save(unsaved)
+                unsaved = None
+            while not self.circuit.allow(now):
+                await anyio.sleep(0.05)
+                now = self._clock()
         wait = max(self._requests.take(1, now), self._messages.take(count, now))
         if wait > 0:
+            if unsaved is not None:
+                await self._save(unsaved)
+                unsaved = None
             self._hooks.bucket_wait(self.name, wait)
             log.debug("rate_limited", bridge=self.name, messages=count, wait_s=round(wait, 6))
             await anyio.sleep(wait)
+        return unsaved
 
-    async def send_batch(self, batch: Sequence[Message]) -> None:
+    async def _send(self, batch: Sequence[Message], unsaved: Unsaved | None) -> Unsaved | None:
+        """Claim and send `batch`, committing `unsaved` (the last request's outcomes) with
+        the claim; returns this request's outcomes, not yet journaled."""
         now = self._clock()
         live: list[Message] = []
-        changes: list[Change] = []
-        events: list[tuple[str, Event]] = []
         for message in batch:
             if message.expires_at is not None and message.expires_at <= now:
+                if unsaved is None:
+                    unsaved = Unsaved()
                 self._fail(
                     message,
                     "EXPIRED",
                     "validity",
                     "validity ended before sending",
-                    changes,
-                    events,
+                    unsaved.changes,
+                    unsaved.events,
                     now,
                     "expired",
                 )
             else:
                 live.append(message)
-        if changes:
-            await self._commit(changes, events)
-            changes, events = [], []
         if not live:
-            return
-        await self._pass_gates(len(live))
+            return unsaved
+        unsaved = await self._pass_gates(len(live), unsaved)
         now = self._clock()
         bridge_index = live[0].bridge_index
-        claimed = await self._journal.claim(live, bridge_index, now)
+        claimed = await self._journal.claim(
+            live, bridge_index, now, record=unsaved.changes if unsaved is not None else ()
+        )
+        if unsaved is not None:
+            self._announce(unsaved)
         if not claimed:
-            return
+            return None
         outbound = [self._outbound(message, now) for message in claimed]
         call = self.driver.build_send(outbound)
         if log.is_enabled_for(logging.DEBUG):
             log.debug("provider_request", bridge=self.name, call="send", **describe_call(call))
+        result = Unsaved(requests=1)
         started = time.perf_counter()
+        # Counted until the outcomes are journaled: a drain waits for them.
         self.in_flight += 1
         try:
             reply = await self._client.request(call)
@@ -224,7 +276,10 @@ class BridgeDispatcher:
                 error=self._redact(str(error)),
             )
             self._record_circuit("failure", self._clock())
-            self._transport_failed(claimed, error, changes, events)
+            self._transport_failed(claimed, error, result.changes, result.events)
+        except BaseException:
+            self.in_flight -= 1
+            raise
         else:
             self._hooks.request_done(self.name, time.perf_counter() - started, str(reply.status))
             try:
@@ -239,12 +294,28 @@ class BridgeDispatcher:
                     status=reply.status,
                     error=self._redact(str(error)),
                 )
-                self._transport_failed(claimed, error, changes, events, maybe_sent=True)
+                self._transport_failed(
+                    claimed, error, result.changes, result.events, maybe_sent=True
+                )
             else:
-                self._apply(claimed, outcomes, changes, events)
-        finally:
-            self.in_flight -= 1
-        await self._commit(changes, events)
+                self._apply(claimed, outcomes, result)
+        return result
+
+    async def _save(self, unsaved: Unsaved) -> None:
+        await self._journal.record(unsaved.changes)
+        self._announce(unsaved)
+
+    def _announce(self, unsaved: Unsaved) -> None:
+        """After the commit, never before: what the journal now holds may be told."""
+        self.in_flight -= unsaved.requests
+        unsaved.requests = 0
+        if unsaved.submitted:
+            self._hooks.submitted(self.name, unsaved.submitted)
+        # The feeder must find a retry in the journal when it looks.
+        if any(isinstance(change, MarkRetry) for change in unsaved.changes):
+            self._scheduler.wake_feeder()
+        for origin, event in unsaved.events:
+            self._events.emit(origin, event)
 
     def _record_circuit(self, verdict: str, now: float) -> None:
         """Tell the circuit breaker how a request ended; log when its state changes."""
@@ -284,24 +355,12 @@ class BridgeDispatcher:
             attempt=message.attempt + 1,
         )
 
-    async def _commit(self, changes: list[Change], events: list[tuple[str, Event]]) -> None:
-        if changes:
-            await self._journal.record(changes)
-            # After the commit, never before: the feeder must find the retry in the journal.
-            if any(isinstance(change, MarkRetry) for change in changes):
-                self._scheduler.wake_feeder()
-        for origin, event in events:
-            self._events.emit(origin, event)
-
     # ── outcomes ───────────────────────────────────────────────────────────────
 
     def _apply(
-        self,
-        messages: Sequence[Message],
-        outcomes: Sequence[Outcome],
-        changes: list[Change],
-        events: list[tuple[str, Event]],
+        self, messages: Sequence[Message], outcomes: Sequence[Outcome], result: Unsaved
     ) -> None:
+        changes, events = result.changes, result.events
         now = self._clock()
         ts = _now_dt()
         submitted: list[tuple[Message, str | None]] = []
@@ -318,6 +377,8 @@ class BridgeDispatcher:
                         cost=outcome.cost,
                         currency=outcome.currency,
                         at=now,
+                        # No report will ever come: final at submit, in the same update.
+                        final=not message.dlr,
                     )
                 )
                 events.append(
@@ -365,7 +426,8 @@ class BridgeDispatcher:
                 now,
             )
         if submitted:
-            self._hooks.submitted(self.name, submitted)
+            # hooks.submitted (metrics, matching early reports) waits for the commit.
+            result.submitted = submitted
             self._hooks.outcome(self.name, "submitted", len(submitted))
         # circuit.py: success when the provider answered sensibly, failure on retryable
         # errors, release (neither) on throttles — a busy provider is not a broken one.
@@ -384,12 +446,13 @@ class BridgeDispatcher:
         events: list[tuple[str, Event]],
         now: float,
     ) -> None:
-        """Messages no report will ever come for are final at submit."""
-        if not message.dlr:
-            changes.append(
-                MarkFinal(msg_id=message.msg_id, outcome="SUBMITTED", code=None, error=None, at=now)
-            )
-        elif provider_id is None and self.driver.capabilities.idempotency != "reference":
+        """A report that can never be matched ends the message as UNKNOWN. (Messages that
+        asked for no report were made final by their MarkSubmitted.)"""
+        if (
+            message.dlr
+            and provider_id is None
+            and self.driver.capabilities.idempotency != "reference"
+        ):
             # The provider took it but gave no id (SMS Club's 453 on a retry): no report
             # can be matched. Say so rather than wait forever.
             changes.append(

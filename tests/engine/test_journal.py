@@ -191,6 +191,34 @@ async def test_concurrent_accepts_share_commits_and_all_complete(journal: Sqlite
     assert await journal.pending_count() == callers
 
 
+async def test_a_bad_call_in_a_shared_commit_fails_alone(journal: SqliteJournal) -> None:
+    # Calls that pile up share one transaction; one with bad data is undone by itself and
+    # the others still commit (the group is rerun with a savepoint per call).
+    outcomes: dict[str, object] = {}
+
+    async def accept_in_task(name: str, message: Message) -> None:
+        try:
+            outcomes[name] = (await accept_one(journal, message)).to
+        except ValueError as error:
+            outcomes[name] = error
+
+    commits_before = journal.commits
+    async with anyio.create_task_group() as tg:
+        release = await park_writer(journal, tg)
+        tg.start_soon(accept_in_task, "first", make_message("+250782589801"))
+        tg.start_soon(accept_in_task, "bad", make_message("+250782589802", bridges=()))
+        tg.start_soon(accept_in_task, "last", make_message("+250782589803"))
+        await anyio.wait_all_tasks_blocked()
+        release.set()
+    assert outcomes["first"] == "+250782589801"
+    assert outcomes["last"] == "+250782589803"
+    assert isinstance(outcomes["bad"], ValueError)
+    assert journal.commits - commits_before == 1
+    assert await journal.pending_count() == 2
+    stored = await journal.get(["1", "2", "3"])
+    assert sorted(m.to for m in stored.values()) == ["+250782589801", "+250782589803"]
+
+
 # ── changes ────────────────────────────────────────────────────────────────────
 
 
@@ -311,6 +339,23 @@ async def test_claim_is_a_compare_and_set_on_accepted_messages(journal: SqliteJo
     assert await journal.claim([stale], 0, 12.0) == []
     [fresh] = await journal.due(1000.0, 10)
     assert [m.msg_id for m in await journal.claim([fresh], 0, 13.0)] == [second.msg_id]
+
+
+async def test_a_claim_commits_the_changes_it_carries_first(journal: SqliteJournal) -> None:
+    done = await accept_one(journal, make_message(dlr=False))
+    nxt = await accept_one(journal, make_message())
+    [won] = await journal.claim([done], 0, 10.0)
+    submitted = MarkSubmitted(
+        msg_id=won.msg_id, provider_id="P-9", cost=0.02, currency="USD", at=11.0, final=True
+    )
+    claimed = await journal.claim([nxt], 0, 12.0, record=[submitted])
+    assert [m.msg_id for m in claimed] == [nxt.msg_id]
+    stored = await journal.get([done.msg_id, nxt.msg_id])
+    assert (stored[done.msg_id].state, stored[done.msg_id].provider_id) == ("final", "P-9")
+    assert stored[nxt.msg_id].state == "inflight"
+    # A final MarkSubmitted ends the message in one update: nothing is pending for it.
+    assert await journal.pending_count() == 1
+    assert await journal.counts() == {"accepted": 0, "inflight": 1, "submitted": 0, "final": 1}
 
 
 async def test_polling_bookkeeping_orders_who_is_asked_next(journal: SqliteJournal) -> None:
