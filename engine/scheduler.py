@@ -185,8 +185,16 @@ class Scheduler:
         self._wake.set()
 
     async def put_many(self, messages: Sequence[Message]) -> None:
-        for message in messages:
-            await self.queues[message.bridge].put(message)
+        """Queue fresh messages, waiting for room. Until queued they count as in hand, so
+        a journal scan meanwhile does not load a second copy of them."""
+        in_hand = self.in_hand
+        in_hand.update(message.msg_id for message in messages)
+        try:
+            for message in messages:
+                await self.queues[message.bridge].put(message)
+                in_hand.discard(message.msg_id)
+        finally:
+            in_hand.difference_update(message.msg_id for message in messages)
 
     def _held(self) -> set[str]:
         held: set[str] = set(self.in_hand)
@@ -236,7 +244,8 @@ class Scheduler:
                     continue
             delay = self._idle_poll
             if room <= 0:
-                must_scan = True  # could not look: look again once the queues drain
+                # Full queues: look again soon. A scan owed from before stays owed; full
+                # queues alone owe none (what ingress holds is in hand, not due).
                 delay = 0.05
             else:
                 # Sleep until the next future due time (a schedule or a retry), a wake-up
