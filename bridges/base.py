@@ -226,6 +226,17 @@ class BridgeDriver(Protocol):
         ...
 
 
+def ascii_digits(value: str | int) -> str:
+    """A phone number as bare ASCII digits: no `+`, spaces, dashes or other digits ('٣')."""
+    text = value if isinstance(value, str) else str(value)
+    # Fast path for what the engine sends (E.164, `+` and digits); str.isdigit alone would
+    # also take non-ASCII digits, hence isascii.
+    bare = text[1:] if text[:1] == "+" else text
+    if bare.isascii() and bare.isdigit():
+        return bare
+    return "".join(character for character in text if "0" <= character <= "9")
+
+
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """The delay of a `Retry-After: <seconds>` header (RFC 9110 §10.2.3); None without one.
 

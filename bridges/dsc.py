@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Sequence
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
@@ -38,6 +38,7 @@ from bridges.base import (
     Submitted,
     Unknown,
     UnparseableReply,
+    ascii_digits,
     match_reply_entries,
     reply_text,
 )
@@ -78,9 +79,8 @@ class _SendReply(msgspec.Struct, frozen=True):
 _send_reply_decoder = msgspec.json.Decoder(_SendReply)
 
 
-def recipient_digits(value: str | int) -> str:
-    """A phone number as the bare digits dsc wants and echoes (no `+`, no spaces)."""
-    return "".join(character for character in str(value) if "0" <= character <= "9")
+# A phone number as the bare digits dsc wants and echoes (no `+`, no spaces).
+recipient_digits = ascii_digits
 
 
 class DscDriver:
@@ -101,6 +101,17 @@ class DscDriver:
         if missing:
             raise ValueError(f"The dsc bridge needs the credentials {', '.join(missing)}.")
         self.settings = settings
+        # The parts of every send body that never change, form-encoded once.
+        credentials = settings.credentials
+        self._credential_fields = urlencode(
+            [
+                ("api_key", credentials["api_key"]),
+                ("username", credentials["username"]),
+                ("password", credentials["password"]),
+            ]
+        )
+        dlr_url = self.callback_registration_url()
+        self._dlr_field = "" if dlr_url is None else "&" + urlencode([("dlrurl", dlr_url)])
 
     # ── send ──────────────────────────────────────────────────────────────────────
 
@@ -115,21 +126,18 @@ class DscDriver:
         first = batch[0]
         if any(message.text != first.text for message in batch):
             raise ValueError("A dsc send carries one text for every recipient.")
-        credentials = self.settings.credentials
-        fields = [
-            ("api_key", credentials["api_key"]),
-            ("username", credentials["username"]),
-            ("password", credentials["password"]),
-            # PROVIDERS.md "dsc": digits, country code first, no `+`, comma-joined.
-            ("recipients", ",".join(recipient_digits(message.to) for message in batch)),
-            ("message", first.text),
-        ]
+        # PROVIDERS.md "dsc": digits, country code first, no `+`, comma-joined. The body
+        # is what urlencode() makes of the fields in this order (credentials first).
+        recipients = ",".join([recipient_digits(message.to) for message in batch])
+        body = (
+            f"{self._credential_fields}&recipients={quote_plus(recipients)}"
+            f"&message={quote_plus(first.text)}"
+        )
         sender = first.sender or self.settings.default_sender
         if sender:
-            fields.append(("sender", sender))
-        dlr_url = self.callback_registration_url()
-        if dlr_url is not None and any(message.dlr for message in batch):
-            fields.append(("dlrurl", dlr_url))
+            body += f"&sender={quote_plus(sender)}"
+        if self._dlr_field and any(message.dlr for message in batch):
+            body += self._dlr_field
         return HttpCall(
             method="POST",
             path=SEND_PATH,
@@ -137,7 +145,7 @@ class DscDriver:
                 ("content-type", "application/x-www-form-urlencoded"),
                 ("accept", "application/json"),
             ),
-            body=urlencode(fields).encode("ascii"),
+            body=body.encode("ascii"),
         )
 
     def callback_registration_url(self) -> str | None:

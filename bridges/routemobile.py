@@ -47,6 +47,7 @@ from bridges.base import (
     Throttled,
     Unknown,
     UnparseableReply,
+    ascii_digits,
     match_reply_entries,
     retry_after_seconds,
 )
@@ -105,14 +106,13 @@ _CALLBACK_STATES: dict[str, tuple[SmppState, bool]] = {
 }
 
 
-def destination_digits(value: str) -> str:
-    """A phone number as bare ASCII digits (no `+`, spaces or dashes)."""
-    return "".join(character for character in value if "0" <= character <= "9")
+# A phone number as bare ASCII digits (no `+`, spaces or dashes).
+destination_digits = ascii_digits
 
 
 def is_code(text: str) -> bool:
-    """Whether `text` is a reply code: ASCII digits only (str.isdigit also takes '²')."""
-    return bool(text) and all("0" <= character <= "9" for character in text)
+    """Whether `text` is a reply code: ASCII digits only (str.isdigit alone takes '²')."""
+    return text.isascii() and text.isdigit()
 
 
 def code_outcome(code: str) -> Outcome:

@@ -101,6 +101,13 @@ def test_encode_query_percent_encodes_everything_reserved() -> None:
     )
 
 
+def test_encode_query_keeps_ascii_alphanumerics_and_encodes_other_letters() -> None:
+    # The fast path skips quote() only for ASCII letters and digits; "é" and "٣" are
+    # alphanumeric to Python too and must still be percent-encoded.
+    query = (("username", "Septet2"), ("word", "café"), ("digit", "٣"), ("dash", "a-b"))
+    assert encode_query(query) == ("username=Septet2&word=caf%C3%A9&digit=%D9%A3&dash=a-b")
+
+
 def test_build_url_joins_base_path_and_query() -> None:
     assert build_url("http://h:1/api/", "/v1/send", (("a", "1"),)) == "http://h:1/api/v1/send?a=1"
     assert build_url("http://h:1", "") == "http://h:1"
