@@ -49,6 +49,9 @@ class LoadShape(msgspec.Struct, frozen=True, kw_only=True):
     encoding: EncodingMode = "gsm"
     schedule_at: str | None = None  # RFC 3339; set: every message waits in the journal
     wait_dlr: bool = True
+    # False: lines say "dlr": false, so no delivery report is asked for, matched or
+    # journaled (the submit-only figures, comparable with Kannel's store-and-forward).
+    request_dlr: bool = True
     track: bool = True  # keep per-message timestamps (off for the million-message backlog)
 
 
@@ -56,6 +59,7 @@ class _SubmissionLine(msgspec.Struct, omit_defaults=True):
     to: str | list[str]
     text: str
     schedule_at: str | None = None
+    dlr: bool = True
 
 
 _line_encoder = msgspec.json.Encoder()
@@ -90,6 +94,7 @@ def build_lines(shape: LoadShape, messages: int) -> list[bytes]:
             to=recipients[0] if per_line == 1 else recipients,
             text=_text_for(shape, line_index),
             schedule_at=shape.schedule_at,
+            dlr=shape.request_dlr,
         )
         lines.append(_line_encoder.encode(line) + b"\n")
     return lines

@@ -115,35 +115,53 @@ def _scenarios() -> dict[str, Scenario]:
         for scenario in (
             Scenario(
                 name="unbatched",
-                description="1 recipient per line, distinct texts, 0 ms latency",
+                description="1 recipient per line, distinct texts, 0 ms latency, no reports",
+                messages=40_000,
+                quick_messages=1_000,
+                shape=LoadShape(
+                    bridges=("dsc", "routemobile"), texts="distinct", request_dlr=False
+                ),
+                until="submitted",
+            ),
+            Scenario(
+                name="unbatched-dlr",
+                description="as unbatched, each message with its delivery report",
                 messages=40_000,
                 quick_messages=1_000,
                 shape=LoadShape(bridges=("dsc", "routemobile"), texts="distinct"),
             ),
             Scenario(
                 name="batched",
-                description="lines of 100 recipients sharing one text, 0 ms latency",
+                description="lines of 100 recipients sharing one text, 0 ms latency, no reports",
                 messages=200_000,
                 quick_messages=4_000,
                 shape=LoadShape(
-                    bridges=("dsc", "routemobile", "bsg"), recipients_per_line=100, texts="same"
+                    bridges=("dsc", "routemobile", "bsg"),
+                    recipients_per_line=100,
+                    texts="same",
+                    request_dlr=False,
                 ),
+                until="submitted",
             ),
             Scenario(
                 name="latency",
-                description="50 ms provider latency, distinct texts (batch 1), pool 50",
+                description="50 ms provider latency, distinct texts (batch 1), pool 50, no reports",
                 messages=10_000,
                 quick_messages=500,
-                shape=LoadShape(bridges=("dsc",), texts="distinct"),
+                shape=LoadShape(bridges=("dsc",), texts="distinct", request_dlr=False),
+                until="submitted",
                 latency_ms=50.0,
                 pool=50,
             ),
             Scenario(
                 name="latency-batched",
-                description="50 ms provider latency, batches of 100, pool 4",
+                description="50 ms provider latency, batches of 100, pool 4, no reports",
                 messages=80_000,
                 quick_messages=4_000,
-                shape=LoadShape(bridges=("dsc",), recipients_per_line=100, texts="same"),
+                shape=LoadShape(
+                    bridges=("dsc",), recipients_per_line=100, texts="same", request_dlr=False
+                ),
+                until="submitted",
                 latency_ms=50.0,
                 pool=4,
             ),
@@ -184,7 +202,14 @@ def _scenarios() -> dict[str, Scenario]:
     }
 
 
-DEFAULT_SCENARIOS = ("unbatched", "batched", "latency", "latency-batched", "ratelimit")
+DEFAULT_SCENARIOS = (
+    "unbatched",
+    "unbatched-dlr",
+    "batched",
+    "latency",
+    "latency-batched",
+    "ratelimit",
+)
 
 
 # ── processes ──────────────────────────────────────────────────────────────────────
@@ -517,7 +542,7 @@ def run_once(
     """Start fresh simulators and daemon, push `messages` through, return the figures."""
     shape = msgspec.structs.replace(scenario.shape, bridges=tuple(bridges))
     until: Until = scenario.until
-    if until == "dlr" and not (wait_dlr and shape.wait_dlr):
+    if until == "dlr" and not (wait_dlr and shape.wait_dlr and shape.request_dlr):
         until = "submitted"
     lines = build_lines(shape, messages)
     chunks = chunk_lines(lines)
