@@ -1,10 +1,12 @@
 """Segmentation: the GSM-7 / UCS-2 choice, unit counts, safe split points and each part's UDH.
 
 Pure: no I/O. `segment_text` is called once per accepted message, so with the default tables
-every text runs on a few C-level passes (one bytes.translate gives a byte per character, then
-bytes.count per part) with no per-character Python work, and a grapheme cluster search only
-where a cut falls between characters that might join. National tables take the general path,
-which is also the plain statement of the rules the fast path is tested against.
+a text costs a few C-level passes and one C call per part, with no per-character Python work:
+one bytes.translate gives a byte per character, bytes.replace widens every two-unit character
+(an escape pair, a surrogate pair) to two bytes, so that a part's end is found by arithmetic
+in unit space and its length in characters by one bytes.count. A grapheme cluster search runs
+only where a cut falls between characters that might join. National tables take the general
+path, which is also the plain statement of the rules the fast path is tested against.
 
 Rules (3GPP TS 23.038 and TS 23.040, and what handsets and Twilio's calculator do):
 - GSM-7 when every character is in the default alphabet or its extension table (an
@@ -26,6 +28,7 @@ Rules (3GPP TS 23.038 and TS 23.040, and what handsets and Twilio's calculator d
 
 from __future__ import annotations
 
+import functools
 import re
 from bisect import bisect_right
 from collections.abc import Iterable
@@ -126,12 +129,22 @@ _SINGLE_CHARACTERS = {
 
 # One byte per character: UTF-8 with its continuation bytes (0x80-0xBF) deleted keeps each
 # character's first byte, which the same bytes.translate pass maps to one of these marks.
-_MARK_PLAIN = 0  # one septet (GSM-7) or one UTF-16 unit (UCS-2)
-# An extension table character (two septets, TS 23.038 6.2.1.1). 0xE2 leads U+2000-U+2FFF, of
-# which a GSM text can only hold the euro sign U+20AC; other texts are UCS-2 and ignore it.
-_MARK_EXTENSION = 1
+# Marks below _MARK_ASTRAL are ASCII characters (the cut checks rely on it).
+_MARK_PLAIN = 0  # an ASCII character of the default alphabet: one septet
+_MARK_EXTENSION = 1  # an ASCII character of the extension table: two septets (TS 23.038 6.2.1.1)
 _MARK_NOT_GSM = 2  # an ASCII character in neither table: ` and most control characters
 _MARK_ASTRAL = 3  # a 4-byte UTF-8 lead: outside the BMP, a surrogate pair (2 UTF-16 units)
+# 0xC2, 0xC3 and 0xCE lead U+0080-U+00FF and U+0380-U+03BF, where the default alphabet's
+# non-ASCII characters (Latin-1 letters, Greek capitals) are: a regex search decides.
+_MARK_LATIN_GREEK = 4
+# 0xE2 leads U+2000-U+2FFF, of which a GSM text can only hold the euro sign U+20AC (an
+# extension character); in UCS-2 it is one unit like any BMP character.
+_MARK_EURO_BLOCK = 5
+_MARK_OTHER_BMP = 6  # any other 2- or 3-byte lead: a BMP character no default table holds
+# Unit space only: the second unit of a two-unit character (the code after 0x1B, the low
+# surrogate). A part never ends just before one.
+_MARK_SECOND_UNIT = 7
+_LATIN_GREEK_LEADS = frozenset((0xC2, 0xC3, 0xCE))
 
 
 def _utf8_lead_mark(byte: int) -> int:
@@ -139,13 +152,23 @@ def _utf8_lead_mark(byte: int) -> int:
         if chr(byte) in _DEFAULT_CHARACTERS:
             return _MARK_PLAIN
         return _MARK_EXTENSION if chr(byte) in _EXTENSION_CHARACTERS else _MARK_NOT_GSM
+    if byte in _LATIN_GREEK_LEADS:
+        return _MARK_LATIN_GREEK
     if byte == 0xE2:
-        return _MARK_EXTENSION
-    return _MARK_ASTRAL if byte >= 0xF0 else _MARK_PLAIN
+        return _MARK_EURO_BLOCK
+    return _MARK_ASTRAL if byte >= 0xF0 else _MARK_OTHER_BMP
 
 
 _UTF8_MARKS = bytes(_utf8_lead_mark(byte) for byte in range(256))
 _UTF8_CONTINUATION = bytes(range(0x80, 0xC0))
+# bytes.replace operands that widen a two-unit character's mark into unit space.
+_EXTENSION_MARK = bytes((_MARK_EXTENSION,))
+_EXTENSION_UNITS = bytes((_MARK_EXTENSION, _MARK_SECOND_UNIT))
+_EURO_BLOCK_MARK = bytes((_MARK_EURO_BLOCK,))
+_EURO_UNITS = bytes((_MARK_EURO_BLOCK, _MARK_SECOND_UNIT))
+_ASTRAL_MARK = bytes((_MARK_ASTRAL,))
+_ASTRAL_UNITS = bytes((_MARK_ASTRAL, _MARK_SECOND_UNIT))
+_SECOND_UNIT = bytes((_MARK_SECOND_UNIT,))
 
 # Where a part may end (the `split` option): anywhere between code points; not inside CR LF,
 # the only multi-character grapheme cluster a default-alphabet GSM text can hold; or only
@@ -182,7 +205,6 @@ _JOINS_FOLLOWING = frozenset(
 _NOT_GSM_PATTERN = re.compile("[^" + re.escape("".join(sorted(_GSM_CHARACTERS))) + "]")
 _SMART_PATTERN = re.compile("[" + re.escape("".join(sorted(gsm_tables.SMART_REPLACEMENTS))) + "]")
 _CLUSTER_PATTERN = regex.compile(r"\X")  # an extended grapheme cluster, UAX #29
-_SURROGATE_OPENERS = bytes(1 if 0xD8 <= byte <= 0xDB else 0 for byte in range(256))
 _OCTETS = tuple(bytes((value,)) for value in range(256))
 # UDHL 5, IEI 0x00 (8-bit reference), IE length 3, reference: TS 23.040 9.2.3.24.1.
 _CONCAT_8_HEADS = tuple(bytes((5, 0x00, 3, reference)) for reference in range(256))
@@ -221,40 +243,140 @@ def segment_text(
         if languages:
             return _segment_general(text, languages, concat_ref, split, reference, smart_replaced)
 
-    # Default tables: one translate pass marks every character, then C-level searches only.
+    # Default tables. One translate pass gives a mark per character (which decides the
+    # encoding), bytes.replace widens each two-unit character to two marks: `units` has one
+    # byte per septet (GSM-7) or UTF-16 code unit (UCS-2), so len(units) is the count.
     if text.isascii():
-        marks = text.encode("ascii").translate(_UTF8_MARKS)
-        gsm = _MARK_NOT_GSM not in marks
-        astral = False
+        units = text.encode("ascii").translate(_UTF8_MARKS)
+        gsm = _MARK_NOT_GSM not in units
+        if gsm and _MARK_EXTENSION in units:
+            units = units.replace(_EXTENSION_MARK, _EXTENSION_UNITS)
     else:
         try:
             encoded = text.encode("utf-8")
         except UnicodeEncodeError as error:
             raise _lone_surrogate_error(error) from None
-        marks = encoded.translate(_UTF8_MARKS, _UTF8_CONTINUATION)
-        astral = _MARK_ASTRAL in marks
-        gsm = not astral and _NOT_GSM_PATTERN.search(text) is None
+        units = encoded.translate(_UTF8_MARKS, _UTF8_CONTINUATION)
+        # Most UCS-2 texts are decided by the marks alone; a text of Latin-1 letters, Greek
+        # capitals or U+2000-U+2FFF may still be GSM-7, which one regex search settles.
+        if _MARK_ASTRAL in units:
+            gsm = False
+            units = units.replace(_ASTRAL_MARK, _ASTRAL_UNITS)
+        elif _MARK_OTHER_BMP in units or _MARK_NOT_GSM in units:
+            gsm = False
+        else:
+            gsm = _NOT_GSM_PATTERN.search(text) is None
+            if gsm:
+                if _MARK_EXTENSION in units:
+                    units = units.replace(_EXTENSION_MARK, _EXTENSION_UNITS)
+                if _MARK_EURO_BLOCK in units:  # the euro sign: the search ruled out the rest
+                    units = units.replace(_EURO_BLOCK_MARK, _EURO_UNITS)
+    unit_count = len(units)
     encoding: Encoding
     if gsm:
-        encoding, double, single_part = "GSM-7", _MARK_EXTENSION, _GSM_SINGLE
-        per_part = _GSM_MULTI_8 if concat_ref == 8 else _GSM_MULTI_16
-        doubles = _MARK_EXTENSION in marks
-        cuts = _CUT_NOT_IN_CR_LF if split == "grapheme" else _CUT_ANYWHERE
-    else:
-        # UCS-2 counts UTF-16 code units: a character outside the BMP is a surrogate pair.
-        encoding, double, single_part = "UCS-2", _MARK_ASTRAL, _UCS2_SINGLE
-        per_part = _UCS2_MULTI_8 if concat_ref == 8 else _UCS2_MULTI_16
-        doubles = astral
-        cuts = _CUT_BETWEEN_CLUSTERS if split == "grapheme" else _CUT_ANYWHERE
-    length = len(text)
-    if length <= single_part:  # a longer text needs several parts whatever it holds
-        units = (length + marks.count(double)) if doubles else length
-        if units <= single_part:
+        if unit_count <= _GSM_SINGLE:
             return Segmentation(
-                encoding, 1, units, single_part, [text], smart_replaced, None, [b""]
+                "GSM-7", 1, unit_count, _GSM_SINGLE, [text], smart_replaced, None, [b""]
             )
-    units, parts = _split_parts(text, per_part, marks if doubles else None, double, cuts)
-    return _build(encoding, units, per_part, parts, smart_replaced, None, concat_ref, reference)
+        encoding, per_part = "GSM-7", _GSM_MULTI_8 if concat_ref == 8 else _GSM_MULTI_16
+        # CR LF is the only cluster a default-alphabet text can hold (tested).
+        cuts = _CUT_NOT_IN_CR_LF if split == "grapheme" and "\r" in text else _CUT_ANYWHERE
+    else:
+        if unit_count <= _UCS2_SINGLE:
+            return Segmentation(
+                "UCS-2", 1, unit_count, _UCS2_SINGLE, [text], smart_replaced, None, [b""]
+            )
+        encoding, per_part = "UCS-2", _UCS2_MULTI_8 if concat_ref == 8 else _UCS2_MULTI_16
+        cuts = _CUT_BETWEEN_CLUSTERS if split == "grapheme" else _CUT_ANYWHERE
+    parts = _split_units(text, units, per_part, cuts)
+    total = len(parts)
+    if total > MAX_PARTS:
+        raise _too_many_parts_error(total)
+    return Segmentation(
+        encoding,
+        total,
+        unit_count,
+        per_part,
+        parts,
+        smart_replaced,
+        None,
+        [*_concatenation_headers(concat_ref, reference, total)],
+    )
+
+
+def _split_units(text: str, units: bytes, per_part: int, cuts: int) -> list[str]:
+    """Parts of `text`, greedy (the fewest parts), cut in unit space: `units` has one mark per
+    septet or UTF-16 code unit, _MARK_SECOND_UNIT on the second unit of a two-unit character.
+
+    A part's end is `per_part` units on, one less where that would leave the first unit of a
+    pair behind (TS 23.038 6.2.1.1 escape pairs, UTF-16 surrogate pairs); its length in
+    characters is its units less its second units. `cuts` says which places between
+    characters a part may end at; a cluster search runs only beside a non-ASCII character.
+    """
+    parts: list[str] = []
+    unit_total = len(units)
+    doubled = unit_total != len(text)  # else unit and character positions are the same
+    start = unit_start = 0
+    unit_end = per_part
+    while unit_end < unit_total:
+        if doubled:
+            if units[unit_end] == _MARK_SECOND_UNIT:
+                unit_end -= 1
+            end = start + unit_end - unit_start - units.count(_SECOND_UNIT, unit_start, unit_end)
+        else:
+            end = unit_end
+        if cuts:
+            if cuts == _CUT_NOT_IN_CR_LF or (
+                units[unit_end] < _MARK_ASTRAL and units[unit_end - 1] < _MARK_ASTRAL
+            ):
+                # Between two ASCII characters only CR LF is one cluster (UAX #29 GB3).
+                if text[end - 1] == "\r" and text[end] == "\n" and end - 1 > start:
+                    end -= 1
+                    unit_end -= 1
+            else:
+                edge = _safe_cut(text, start, end)
+                if edge != end:
+                    unit_end -= len(text[edge:end].encode("utf-16-le")) >> 1
+                    end = edge
+        parts.append(text[start:end])
+        start = end
+        unit_start = unit_end
+        unit_end += per_part
+    parts.append(text[start:])
+    return parts
+
+
+def _safe_cut(text: str, start: int, end: int) -> int:
+    """The last place in (start, end] where a part may end without cutting a cluster."""
+    before = text[end - 1]
+    after = text[end]
+    if before == "\r" and after == "\n":
+        return end - 1 if end - 1 > start else end  # UAX #29 GB3: CR LF is one cluster
+    if (after < "\u0300" or bisect_right(_STARTER_EDGES, after) & 1) and (
+        before < "\u0600" or before not in _JOINS_FOLLOWING
+    ):
+        return end  # `after` begins a cluster whatever precedes it
+    return _cluster_edge(text, start, end)
+
+
+@functools.lru_cache(maxsize=1024)
+def _concatenation_headers(concat_ref: int, reference: int, total: int) -> tuple[bytes, ...]:
+    """The UDH of each part of a concatenated message with the default tables.
+
+    They depend on three small integers only, so they are built once per combination (the
+    8-bit references in use repeat) and copied into each Segmentation's list.
+    """
+    if concat_ref == 8:  # TS 23.040 9.2.3.24.1: UDHL 5, IEI 0x00, length 3, reference, total
+        head = _CONCAT_8_HEADS[reference] + _OCTETS[total]
+    else:  # 9.2.3.24.8: UDHL 6, IEI 0x08, length 4, 16-bit reference, total
+        head = bytes((6, 0x08, 4, reference >> 8, reference & 0xFF, total))
+    return tuple(head + _OCTETS[sequence] for sequence in range(1, total + 1))
+
+
+def _too_many_parts_error(total: int) -> ValueError:
+    return ValueError(
+        f"The text needs {total} parts; a concatenated message has at most {MAX_PARTS}."
+    )
 
 
 def count_segments(text: str) -> tuple[Encoding, int]:
@@ -385,15 +507,8 @@ def _segment_general(
                 concat_ref,
                 reference,
             )
-        marks = bytearray(len(text))  # 1 where a character costs two septets
-        for character in choice.double:
-            position = text.find(character)
-            while position >= 0:
-                marks[position] = 1
-                position = text.find(character, position + 1)
-        # National tables hold scripts with combining marks, so clusters are searched for.
-        cuts = _CUT_BETWEEN_CLUSTERS if grapheme else _CUT_ANYWHERE
-        _, parts = _split_parts(text, per_part, bytes(marks), 1, cuts)
+        weights = [2 if character in choice.double else 1 for character in text]
+        parts = _split_greedy(text, per_part, weights, grapheme)
         return _build(
             "GSM-7", choice.units, per_part, parts, smart_replaced, national, concat_ref, reference
         )
@@ -405,7 +520,11 @@ def _segment_general(
         raise _lone_surrogate_error(error) from None
     units = len(encoded) // 2
     single_part, per_part = _CAPACITIES["UCS-2", 0, concat_ref]
-    parts = [text] if units <= single_part else _split_utf16(text, encoded, per_part, grapheme)
+    if units <= single_part:
+        parts = [text]
+    else:
+        weights = [2 if character > "\uffff" else 1 for character in text]
+        parts = _split_greedy(text, per_part, weights, grapheme)
     return _build(
         "UCS-2",
         units,
@@ -418,87 +537,23 @@ def _segment_general(
     )
 
 
-def _split_utf16(text: str, encoded: bytes, per_part: int, grapheme: bool) -> list[str]:
-    """Parts cut in UTF-16 unit space, each cluster found by a full search."""
-    length, total_units = len(text), len(encoded) // 2
-    # One byte per code unit: 1 where the unit opens a surrogate pair (high byte D8-DB;
-    # little-endian, so the high byte of unit k is byte 2k+1).
-    openers = encoded[1::2].translate(_SURROGATE_OPENERS)
-    parts: list[str] = []
-    start = unit_start = 0
-    while start < length:
-        unit_end = min(total_units, unit_start + per_part)
-        if unit_end < total_units and openers[unit_end - 1]:
-            unit_end -= 1  # never end between the two halves of a pair
-        end = start + unit_end - unit_start - openers.count(1, unit_start, unit_end)
-        if grapheme and end < length:
-            edge = _cluster_edge(text, start, end)
-            if edge != end:
-                unit_end -= len(text[edge:end].encode("utf-16-le")) // 2
-                end = edge
-        parts.append(text[start:end])
-        start, unit_start = end, unit_end
-    return parts
-
-
-def _split_parts(
-    text: str, per_part: int, marks: bytes | None, double: int, cuts: int
-) -> tuple[int, list[str]]:
-    """(units, parts), greedy: each part takes all the characters that fit, so the fewest parts.
-
-    `marks` has one byte per character, equal to `double` where the character costs two units
-    (an escape pair, a single shift character, a surrogate pair); None when none does. A
-    character is never split; `cuts` says which places between characters a part may end at.
-    A part costs one bytes.count call (each costs as much as a few dozen bytecodes).
-    """
+def _split_greedy(text: str, per_part: int, weights: list[int], grapheme: bool) -> list[str]:
+    """Parts, character by character: each takes every character that fits (so the fewest
+    parts), then with `grapheme` gives back the end of a cluster it would cut."""
     length = len(text)
     parts: list[str] = []
-    units = start = 0
+    start = 0
     while True:
-        end = start + per_part
-        if end > length:
-            end = length
-        cost = end - start
-        if marks is not None:
-            cost += marks.count(double, start, end)
-            if cost > per_part:
-                if cost - per_part > 8:
-                    end -= cost - per_part  # each character dropped frees one unit or two
-                    cost = end - start + marks.count(double, start, end)
-                    # Take back what surely fits (a character costs two units at most).
-                    while per_part - cost > 1:
-                        step = (per_part - cost) >> 1
-                        cost += step + marks.count(double, end, end + step)
-                        end += step
-                    if cost < per_part and marks[end] != double:
-                        cost += 1
-                        end += 1
-                else:
-                    while cost > per_part:  # drop the last characters one by one
-                        end -= 1
-                        cost -= 2 if marks[end] == double else 1
+        end, used = start, 0
+        while end < length and used + weights[end] <= per_part:
+            used += weights[end]
+            end += 1
         if end == length:
             parts.append(text[start:])
-            return units + cost, parts
-        if cuts:
-            before = text[end - 1]
-            after = text[end]
-            if before == "\r" and after == "\n":
-                if end - 1 > start:
-                    end -= 1  # UAX #29 GB3: CR LF is one cluster
-                    cost -= 1
-            elif cuts == _CUT_BETWEEN_CLUSTERS and not (
-                (after < "\u0300" or bisect_right(_STARTER_EDGES, after) & 1)
-                and (before < "\u0600" or before not in _JOINS_FOLLOWING)
-            ):
-                edge = _cluster_edge(text, start, end)
-                if edge != end:
-                    cost -= end - edge
-                    if marks is not None:
-                        cost -= marks.count(double, edge, end)
-                    end = edge
+            return parts
+        if grapheme:
+            end = _cluster_edge(text, start, end)
         parts.append(text[start:end])
-        units += cost
         start = end
 
 
@@ -550,9 +605,7 @@ def _build(
 ) -> Segmentation:
     total = len(parts)
     if total > MAX_PARTS:
-        raise ValueError(
-            f"The text needs {total} parts; a concatenated message has at most {MAX_PARTS}."
-        )
+        raise _too_many_parts_error(total)
     national_elements = b""
     if national is not None:
         # TS 23.040 9.2.3.24.15 (single shift) and 9.2.3.24.16 (locking shift).
@@ -567,8 +620,8 @@ def _build(
         return Segmentation(
             encoding, 1, units, per_segment, parts, smart_replaced, national, [header]
         )
-    if concat_ref == 8 and not national_elements:
-        head = _CONCAT_8_HEADS[reference] + _OCTETS[total]
+    if not national_elements:
+        headers = [*_concatenation_headers(concat_ref, reference, total)]
     else:
         if concat_ref == 8:
             concat_head = bytes((0x00, 3, reference))
@@ -576,13 +629,7 @@ def _build(
             concat_head = bytes((0x08, 4, reference >> 8, reference & 0xFF))
         header_length = len(concat_head) + 2 + len(national_elements)
         head = _OCTETS[header_length] + concat_head + _OCTETS[total]
-    headers: list[bytes] = []
-    if national_elements:
-        for sequence in range(1, total + 1):
-            headers.append(head + _OCTETS[sequence] + national_elements)
-    else:
-        for sequence in range(1, total + 1):
-            headers.append(head + _OCTETS[sequence])
+        headers = [head + _OCTETS[sequence] + national_elements for sequence in range(1, total + 1)]
     return Segmentation(
         encoding, total, units, per_segment, parts, smart_replaced, national, headers
     )

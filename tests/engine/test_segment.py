@@ -142,6 +142,57 @@ def test_capacity_edges(text: str, segments: int, per_segment: int, lengths: lis
     assert "".join(result.parts) == text
 
 
+def test_non_ascii_gsm_text_counts_the_euro_sign_as_two_septets() -> None:
+    # Latin-1 letters and the euro sign: GSM-7 after the regex search, € an escape pair.
+    result = segment_text("é" * 150 + "€" * 10)
+    assert (result.encoding, result.units, result.segments) == ("GSM-7", 170, 2)
+    # 150 + 2 septets; a second € would make 154, so it opens part two (9 * 2 septets)
+    assert [len(part) for part in result.parts] == [151, 9]
+    edge = segment_text("é" * 152 + "€" + "Ω" * 10)  # € would straddle septet 153
+    assert [len(part) for part in edge.parts] == [152, 11]
+    assert edge.units == 164
+
+
+@pytest.mark.parametrize(
+    ("text", "units"),
+    [("’", 1), ("€’", 2), ("é’", 2), ("Ωж", 2), ("£😀", 3)],
+)
+def test_characters_beside_gsm_ones_make_the_text_ucs2(text: str, units: int) -> None:
+    # ’ shares its UTF-8 lead byte with €, ж with no GSM character, 😀 is astral.
+    result = segment_text(text)
+    assert (result.encoding, result.units) == ("UCS-2", units)
+
+
+def test_cr_lf_between_ascii_characters_of_a_ucs2_text() -> None:
+    text = "ж" + "a" * 65 + "\r\n" + "b" * 10  # the cut at unit 67 falls inside CR LF
+    assert part_lengths(text) == [66, 12]
+    assert part_lengths(text, split="codepoint") == [67, 11]
+
+
+def test_16_bit_reference_with_escape_and_surrogate_pairs() -> None:
+    escapes = segment_text("]" * 80 + "a", concat_ref=16, reference=0xBEEF)
+    assert [len(part) for part in escapes.parts] == [76, 5]  # 152 septets, then 9
+    assert escapes.udh == [bytes.fromhex("060804beef0201"), bytes.fromhex("060804beef0202")]
+    emoji = segment_text(EMOJI * 40, concat_ref=16)
+    assert [len(part) for part in emoji.parts] == [33, 7]  # 66 units, then 14
+    assert emoji.per_segment == 66
+
+
+def test_each_result_has_its_own_udh_list() -> None:
+    first = segment_text("a" * 200, reference=7)
+    first.udh.append(b"changed")
+    second = segment_text("a" * 200, reference=7)
+    assert second.udh == [bytes.fromhex("050003070201"), bytes.fromhex("050003070202")]
+
+
+def test_smart_encoding_of_a_long_text_splits_the_replaced_text() -> None:
+    text = "“quote” — " * 30  # 30 * 10 characters, 90 replaced
+    result = segment_text(text, smart=True)
+    assert (result.encoding, result.smart_replaced, result.segments) == ("GSM-7", 90, 2)
+    assert "".join(result.parts) == '"quote" - ' * 30
+    assert [len(part) for part in result.parts] == [153, 147]
+
+
 def test_16_bit_reference_shrinks_parts_by_one() -> None:
     assert part_lengths("a" * 161, concat_ref=16) == [152, 9]
     assert part_lengths("a" * 305, concat_ref=16) == [152, 152, 1]
@@ -437,15 +488,29 @@ def test_a_starter_after_a_non_joiner_always_begins_a_cluster(before: str) -> No
 
 def test_utf8_lead_byte_marks() -> None:
     marks = segment._UTF8_MARKS
+    ascii_marks = {segment._MARK_PLAIN, segment._MARK_EXTENSION, segment._MARK_NOT_GSM}
+    # The cut checks read "both neighbours are ASCII" as "both marks are below ASTRAL".
+    assert all(mark < segment._MARK_ASTRAL for mark in ascii_marks)
     for character in set(gsm_tables.DEFAULT_ALPHABET) - {gsm_tables.UNDEFINED}:
-        assert marks[character.encode()[0]] == segment._MARK_PLAIN, character
+        expected = segment._MARK_PLAIN if character.isascii() else segment._MARK_LATIN_GREEK
+        assert marks[character.encode()[0]] == expected, character
     for character in set(gsm_tables.DEFAULT_EXTENSION) - {gsm_tables.UNDEFINED}:
-        assert marks[character.encode()[0]] == segment._MARK_EXTENSION, character
+        expected = segment._MARK_EXTENSION if character.isascii() else segment._MARK_EURO_BLOCK
+        assert marks[character.encode()[0]] == expected, character
     assert marks[ord("`")] == marks[0x1B] == segment._MARK_NOT_GSM
     assert marks["\U0001f600".encode()[0]] == marks["\U0010ffff".encode()[0]] == 3
-    text = "a€é\U0001f600ж`"
+    text = "a€é\U0001f600ж`Ω"
     marked = text.encode().translate(marks, segment._UTF8_CONTINUATION)
-    assert list(marked) == [0, 1, 0, 3, 0, 2]
+    assert list(marked) == [0, 5, 4, 3, 6, 2, 4]
+
+
+def test_every_non_ascii_gsm_character_has_an_ambiguous_lead() -> None:
+    # A text whose marks are all PLAIN, EXTENSION, LATIN_GREEK or EURO_BLOCK gets the regex
+    # search; any other mark decides UCS-2 at once, so no GSM character may carry one.
+    gsm = set(gsm_tables.DEFAULT_ALPHABET + gsm_tables.DEFAULT_EXTENSION) - {gsm_tables.UNDEFINED}
+    decided = {segment._MARK_NOT_GSM, segment._MARK_ASTRAL, segment._MARK_OTHER_BMP}
+    for character in gsm:
+        assert segment._UTF8_MARKS[character.encode()[0]] not in decided, character
 
 
 @pytest.mark.parametrize(

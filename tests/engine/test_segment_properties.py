@@ -172,6 +172,8 @@ FAST_PATH_PIECES = [
     "\x1b",
     "\u4e2d\u6587",
     "\U000e0067\U000e0062",  # tag characters (Extend)
+    "\u2019",  # same UTF-8 lead byte as the euro sign, but not GSM
+    "£Ü",  # Latin-1 letters of the default alphabet
 ]
 long_texts = st.lists(st.sampled_from(FAST_PATH_PIECES), min_size=1, max_size=160).map("".join)
 
@@ -190,7 +192,7 @@ def test_fast_path_matches_general_path(
 
 @settings(max_examples=150, deadline=None)
 @given(
-    st.lists(st.sampled_from(["a", "[", "€", "\r\n", "\U0001f600", "\u0301"]), max_size=700),
+    st.lists(st.sampled_from(["a", "é", "[", "€", "\r\n", "\U0001f600", "\u0301"]), max_size=700),
     splits,
 )
 def test_dense_two_unit_characters_match_general_path(pieces: list[str], split: SplitMode) -> None:
