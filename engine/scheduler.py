@@ -208,24 +208,26 @@ class Scheduler:
         Fresh messages reach the queues straight from ingress, so the journal is scanned
         only when something else may have become due: at start (messages left from the
         last run), when woken (a retry or schedule was just committed), when the last
-        scan left work behind, when a scheduled or retry time has passed since the last
-        scan, and every `full_scan_s` as a safety net. Scanning on every idle poll would
-        walk every queued row each time.
+        scan left work behind, when the earliest future due time seen at the last look
+        has passed, and every `full_scan_s` as a safety net. Scanning on every idle poll,
+        or whenever a fresh message's due time passes, would walk every queued row.
         """
         must_scan = True
-        last_scan = last_full_scan = -math.inf
+        last_full_scan = -math.inf
+        # The earliest scheduled or retry time in the future at the last look. Fresh
+        # messages are due at once and are queued by ingress, so only this time (and a
+        # wake-up when a new schedule or retry is committed) makes a scan worthwhile.
+        next_known: float | None = None
         while True:
             room = min(queue.room() for queue in self.queues.values()) if self.queues else 0
             now = self._clock()
             if not must_scan and now - last_full_scan >= self._full_scan:
                 must_scan = True
-            if not must_scan and room > 0:
-                became_due = await self._journal.next_due_at(after=last_scan)
-                must_scan = became_due is not None and became_due <= now
+            if not must_scan and next_known is not None and next_known <= now:
+                must_scan = True
             if must_scan and room > 0:
                 limit = min(room, 5000)
                 batch = await self._journal.due(now, limit, exclude=self._held())
-                last_scan = now
                 if now - last_full_scan >= self._full_scan:
                     last_full_scan = now
                 loaded = 0
@@ -251,9 +253,9 @@ class Scheduler:
                 # Sleep until the next future due time (a schedule or a retry), a wake-up
                 # from ingress or dispatch, or the idle poll, whichever comes first.
                 now = self._clock()
-                next_at = await self._journal.next_due_at(after=now)
-                if next_at is not None:
-                    delay = min(delay, max(0.0, next_at - now))
+                next_known = await self._journal.next_due_at(after=now)
+                if next_known is not None:
+                    delay = min(delay, max(0.0, next_known - now))
             if not math.isfinite(delay):
                 delay = self._idle_poll
             with anyio.move_on_after(max(delay, 0.005)):

@@ -177,3 +177,29 @@ async def test_feeder_scans_when_woken() -> None:
         await wait_polls(journal, 2)
         assert "3" in queue
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_fresh_messages_and_full_queues_cause_no_scan() -> None:
+    # Ingress queues fresh messages itself; they are due the moment they are accepted, so
+    # their due times passing must not make the feeder read them back from the journal.
+    now = [1000.0]
+    journal = FeederJournal([])
+    queue = BridgeQueue("dsc", 2)
+    scheduler = Scheduler({"dsc": queue}, journal, clock=lambda: now[0], idle_poll_s=0.001)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.serve_feeder)
+        await wait_polls(journal, 2)
+        assert journal.scans == 1
+        for index in range(3):
+            fresh = make(str(10 + index))
+            fresh.due_at = now[0] + 0.5
+            journal.messages.append(fresh)
+        queue.put_nowait(make("20"))
+        queue.put_nowait(make("21"))  # full
+        now[0] += 1.0
+        await wait_polls(journal, 2) if queue.room() else await anyio.sleep(0.05)
+        queue._pop(2)  # room again
+        await wait_polls(journal, 3)
+        assert journal.scans == 1
+        tg.cancel_scope.cancel()
