@@ -417,7 +417,11 @@ class SqliteJournal:
         # called on the writer thread after each one.
         self.commits = 0
         self._on_commit = on_commit
-        self._queue: queue.SimpleQueue[_Operation | _Stop] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[_Operation] | _Stop] = queue.SimpleQueue()
+        # Operations submitted during the current event-loop iteration, handed to the
+        # writer thread together at its end: one cross-thread wake-up per iteration, not
+        # one per operation (each wake-up costs a futex and a GIL hand-over).
+        self._outgoing: list[_Operation] = []
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = True
@@ -447,6 +451,7 @@ class SqliteJournal:
             return
         self._closed = True
         closed: asyncio.Future[None] = self._loop.create_future()
+        self._hand_over()
         self._queue.put(_Stop(closed))
         await closed
 
@@ -466,7 +471,9 @@ class SqliteJournal:
             with contextlib.suppress(queue.Empty):
                 while True:
                     batch.append(take_waiting())
-            operations = [item for item in batch if isinstance(item, _Operation)]
+            operations = [
+                operation for item in batch if isinstance(item, list) for operation in item
+            ]
             settled = self._run_group(self._connection, operations)
             stops = [item for item in batch if isinstance(item, _Stop)]
             if stops:
@@ -689,8 +696,17 @@ class SqliteJournal:
         if self._closed or self._loop is None:
             raise JournalError(f"The journal {self.path} is closed.")
         future: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put(_Operation(work, write, future))
+        outgoing = self._outgoing
+        outgoing.append(_Operation(work, write, future))
+        if len(outgoing) == 1:
+            self._loop.call_soon(self._hand_over)
         return await future
+
+    def _hand_over(self) -> None:
+        """Pass this iteration's operations to the writer thread as one item."""
+        if self._outgoing:
+            operations, self._outgoing = self._outgoing, []
+            self._queue.put(operations)
 
     # ── writes ──────────────────────────────────────────────────────────────────
 
