@@ -2,12 +2,13 @@
 
 Compared, each on one client core against an aiohttp server pinned to the other core:
 httpx 0.28 with its default transport, httpx on the aiohttp transport (httpx-aiohttp),
-aiohttp directly, and septet's own seam (engine.http_io.BridgeClient, aiohttp underneath)
-to show what the seam adds. Two loads: a server that answers at once (pool 10) and one
-that takes 50 ms per request (200 connections, 200 in flight), which is the shape of a
-provider API under a full dispatcher. Each case runs for a fixed time after a warm-up;
-the figure is the median over repeats. CPU per request is `time.process_time()` spent by
-the client process divided by the requests it completed.
+aiohttp directly, septet's own HTTP/1.1 transport (engine.http11: asyncio protocols and
+httptools) called directly like aiohttp, and septet's seam (engine.http_io.BridgeClient,
+that transport underneath) to show what the seam adds. Two loads: a server that answers
+at once (pool 10) and one that takes 50 ms per request (200 connections, 200 in flight),
+which is the shape of a provider API under a full dispatcher. Each case runs for a fixed
+time after a warm-up; the figure is the median over repeats. CPU per request is
+`time.process_time()` spent by the client process divided by the requests it completed.
 
     python -m bench.http_clients [--quick] [--out FILE] [--seconds S] [--repeats N]
 """
@@ -33,6 +34,7 @@ from httpx_aiohttp import HttpxAiohttpClient
 
 from bench.common import base_parser, format_table, median, write_results
 from bridges.base import HttpCall
+from engine.http11 import Http11Transport
 from engine.http_io import BridgeClient
 
 NAME = "http_clients"
@@ -152,6 +154,25 @@ class SeptetClient:
         await self._client.aclose()
 
 
+class Http11Client:
+    """septet's own transport, measured like "aiohttp directly": one URL, one call each."""
+
+    def __init__(self, url: str, pool: int) -> None:
+        self._transport = Http11Transport(
+            max_connections=pool, connect_timeout_s=5.0, timeout_s=60.0, user_agent="septet/0.1"
+        )
+        self._url = url
+        self._headers = tuple(REQUEST_HEADERS.items())
+
+    async def post(self) -> None:
+        reply = await self._transport.perform("POST", self._url, self._headers, REQUEST_BODY)
+        if reply.status != 200:
+            raise RuntimeError(f"status {reply.status}")
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
 def httpx_limits(pool: int) -> httpx.Limits:
     return httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
 
@@ -174,10 +195,15 @@ def make_septet(base_url: str, path: str, pool: int) -> BenchClient:
     return SeptetClient(base_url, path, pool)
 
 
+def make_http11(base_url: str, path: str, pool: int) -> BenchClient:
+    return Http11Client(base_url + path, pool)
+
+
 CLIENTS: dict[str, Callable[[str, str, int], BenchClient]] = {
     "httpx 0.28 default transport": make_httpx,
     "httpx on aiohttp transport (httpx-aiohttp)": make_httpx_aiohttp,
     "aiohttp directly": make_aiohttp,
+    "septet Http11Transport (engine.http11)": make_http11,
     "septet BridgeClient (engine.http_io)": make_septet,
 }
 

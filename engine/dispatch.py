@@ -39,7 +39,7 @@ from bridges.base import (
     UnparseableReply,
 )
 from engine.circuit import CircuitBreaker
-from engine.http_io import ConnectFailed, ReplyLost, ReplyTooLarge, TransportError
+from engine.http_errors import ConnectFailed, ReplyLost, ReplyTooLarge, TransportError
 from engine.journal import Change, MarkFinal, MarkRetry, MarkSubmitted
 from engine.log import describe_call, redact_text
 from engine.models import DeliveryReport, Event, Failed, Message, SubmittedEvent

@@ -25,7 +25,7 @@ import msgspec
 import structlog
 
 from bridges.base import BridgeDriver, HttpCall, HttpReply, Receipt, StatusQuery, UnparseableReply
-from engine.http_io import TransportError
+from engine.http_errors import TransportError
 from engine.journal import Change, MarkFinal, MarkPolled, StoreOrphanReceipt
 from engine.log import describe_call
 from engine.models import DeliveryReport, Event, Message

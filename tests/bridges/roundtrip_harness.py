@@ -33,7 +33,8 @@ from bridges.sim.core import (
     ProviderState,
     SimulatorConfig,
 )
-from engine.http_io import BridgeClient, ReplyLost
+from engine.http_errors import ReplyLost
+from engine.http_io import BridgeClient
 from tests.bridges.sim.conftest import FakeClock, running
 
 # A read timeout far below the simulators' hang, so a "timeout_after" fault ends in

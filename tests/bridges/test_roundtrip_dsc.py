@@ -15,7 +15,7 @@ from bridges.base import (
 )
 from bridges.dsc import DscDriver
 from bridges.sim.core import SimulatorConfig
-from engine.http_io import ReplyLost
+from engine.http_errors import ReplyLost
 from tests.bridges.roundtrip_harness import (
     QUICK_DLR_DELAY_S,
     outbound,

@@ -20,7 +20,7 @@ from bridges.base import (
 from bridges.routemobile import RouteMobileDriver
 from bridges.sim.core import SimulatorConfig
 from bridges.sim.routemobile import RouteMobileSimulator
-from engine.http_io import ReplyLost
+from engine.http_errors import ReplyLost
 from tests.bridges.roundtrip_harness import (
     QUICK_DLR_DELAY_S,
     RoundTrip,

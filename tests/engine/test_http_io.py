@@ -15,15 +15,8 @@ from anyio.abc import SocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from bridges.base import HttpCall
-from engine.http_io import (
-    BridgeClient,
-    ConnectFailed,
-    ReplyLost,
-    ReplyTooLarge,
-    TransportError,
-    build_url,
-    encode_query,
-)
+from engine.http_errors import ConnectFailed, ReplyLost, ReplyTooLarge, TransportError
+from engine.http_io import BridgeClient, build_url, encode_query
 
 pytestmark = pytest.mark.anyio
 
