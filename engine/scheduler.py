@@ -33,20 +33,36 @@ log = structlog.get_logger("septet.scheduler")
 BatchKey = tuple[str, str | None, bool, bool, int | None]
 
 
-def batch_key(message: Message, distinct_texts: bool) -> BatchKey:
-    """Messages with equal keys may travel in one request."""
+def batch_key(message: Message, distinct_texts: bool, isolate_resends: bool = False) -> BatchKey:
+    """Messages with equal keys may travel in one request.
+
+    With `isolate_resends`, a message on its second or later attempt travels alone: a
+    provider that refuses a whole request as a duplicate (SMS Club's 453 within its
+    2-minute window, PROVIDERS.md) says something about one message only when the
+    request held one. Mixed with first attempts, a 453 caused by the resend would fail
+    messages never sent, and one caused by them would pass a resend off as delivered.
+    """
+    alone = int(message.msg_id) if isolate_resends and message.attempt > 0 else None
     if distinct_texts:
-        return ("", None, message.flash, message.dlr, None)
-    return (message.text, message.sender, message.flash, message.dlr, None)
+        return ("", None, message.flash, message.dlr, alone)
+    return (message.text, message.sender, message.flash, message.dlr, alone)
 
 
 class BridgeQueue:
     """Messages ready to send on one bridge. Not thread-safe; one event loop."""
 
-    def __init__(self, name: str, capacity: int, *, distinct_texts: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        capacity: int,
+        *,
+        distinct_texts: bool = False,
+        isolate_resends: bool = False,
+    ) -> None:
         self.name = name
         self.capacity = capacity
         self._distinct = distinct_texts
+        self._isolate = isolate_resends
         # priority -> batch key -> messages (FIFO)
         self._lanes: dict[int, OrderedDict[BatchKey, deque[Message]]] = {}
         self._ids: set[str] = set()
@@ -76,7 +92,7 @@ class BridgeQueue:
         lane = self._lanes.get(message.priority)
         if lane is None:
             lane = self._lanes[message.priority] = OrderedDict()
-        key = batch_key(message, self._distinct)
+        key = batch_key(message, self._distinct, self._isolate)
         bucket = lane.get(key)
         if bucket is None:
             bucket = lane[key] = deque()
@@ -133,7 +149,7 @@ class BridgeQueue:
         lane = self._lanes.get(like.priority)
         if not lane:
             return []
-        key = batch_key(like, self._distinct)
+        key = batch_key(like, self._distinct, self._isolate)
         bucket = lane.get(key)
         if not bucket:
             return []

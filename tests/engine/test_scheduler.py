@@ -50,6 +50,26 @@ async def test_batches_group_same_text_and_sender_up_to_the_limit() -> None:
 
 
 @pytest.mark.anyio
+async def test_resends_travel_alone_where_the_provider_refuses_whole_requests() -> None:
+    # SMS Club answers one 453 for a whole request: a resend must not share it.
+    queue = BridgeQueue("smsclub", 100, isolate_resends=True)
+    first = [make(str(i)) for i in range(1, 4)]
+    resends = [make(str(i)) for i in range(4, 6)]
+    for message in resends:
+        message.attempt = 1
+    for message in [first[0], resends[0], first[1], resends[1], first[2]]:
+        queue.put_nowait(message)
+    batches = [[m.msg_id for m in await queue.take_batch(100)] for _ in range(3)]
+    assert sorted(batches) == [["1", "2", "3"], ["4"], ["5"]]
+    assert len(queue) == 0
+    # Elsewhere a resend batches with everything else of its text.
+    plain = BridgeQueue("dsc", 100)
+    for message in [first[0], resends[0], first[1]]:
+        plain.put_nowait(message)
+    assert [m.msg_id for m in await plain.take_batch(100)] == ["1", "4", "2"]
+
+
+@pytest.mark.anyio
 async def test_higher_priority_goes_first() -> None:
     queue = BridgeQueue("dsc", 100)
     queue.put_nowait(make("low", "a", priority=0))
