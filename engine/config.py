@@ -7,6 +7,11 @@ and routing by country code (`engine.routing.default_routes`).
 Secrets never live in the file if you don't want them to: any credential value written
 as `"env:NAME"` is read from the environment variable NAME at load time, and a missing
 variable is an error naming it (never the value).
+
+`[journal] max_size_mb` caps the journal file. Near the cap the journal refuses new
+messages (each line gets a `rejected` event saying the journal is full) while keeping
+room for the messages it already holds to be sent and reported; raise the cap (or free
+the disk) and restart to accept again. Unset, the journal grows with the disk.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ class ConfigError(ValueError):
 class JournalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     path: str = "septet.db"
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    # The most the journal file may grow to, in MiB (see the module docstring); None: no cap.
+    max_size_mb: PositiveFloat | None = None
 
 
 class IngressSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -43,12 +50,25 @@ class IngressSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     max_recipients_per_line: PositiveInt = 1000
     max_connections: PositiveInt = 1000
     default_region: str | None = None
+    # A socket connection (TCP or Unix; never stdin) that completes no line for this
+    # long is closed: an idle client, or a slowloris dribbling a line that never ends,
+    # must not hold a connection slot forever. A blank line is a keep-alive: a client
+    # that waits for reports longer than this sends one now and then. Its later events
+    # are kept in the journal (`septet send --events`).
+    idle_timeout_s: PositiveFloat = 600.0
 
 
 class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     listen: str | None = "127.0.0.1:9750"
     # The URL providers use to reach the listener (callbacks); defaults to http://<listen>.
     public_url: str | None = None
+    # A connection must complete its request head within this many seconds of opening,
+    # and an idle keep-alive connection is closed after as long (aiohttp's keep-alive
+    # timer, which runs from the connection's start): a client sending its headers byte
+    # by byte (slowloris) cannot hold the listener.
+    idle_timeout_s: PositiveFloat = 30.0
+    # A request body (a provider's callback) must arrive within this many seconds.
+    body_timeout_s: PositiveFloat = 10.0
 
 
 class BridgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

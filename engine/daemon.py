@@ -85,6 +85,7 @@ async def run_daemon(
                 journal_path,
                 synchronous=settings.journal.synchronous,
                 on_commit=metrics.journal_commit,
+                max_size_bytes=_max_size_bytes(settings.journal.max_size_mb),
             )
         )
         outbox = Outbox()
@@ -162,8 +163,12 @@ async def run_daemon(
                     timeout_s=bridge.timeout_s,
                 )
             )
+            capabilities = drivers[name].capabilities
             queues[name] = BridgeQueue(
-                name, bridge.queue_size, distinct_texts=drivers[name].capabilities.distinct_texts
+                name,
+                bridge.queue_size,
+                distinct_texts=capabilities.distinct_texts,
+                isolate_resends=capabilities.idempotency == "duplicate-window",
             )
 
         # ── recovery of messages left in flight by a crash ────────────────────
@@ -568,6 +573,10 @@ async def _recover_inflight(
             ),
         )
     log.warning("recovered_inflight", resent=len(stuck) - len(failed), unknown=len(failed))
+
+
+def _max_size_bytes(max_size_mb: float | None) -> int | None:
+    return None if max_size_mb is None else int(max_size_mb * (1 << 20))
 
 
 def _default_routes_for(settings: Settings) -> dict[str, tuple[str, ...]]:

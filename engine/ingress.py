@@ -14,6 +14,7 @@ rest of it is skipped as it arrives, never buffered whole.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import anyio
 import msgspec
 import structlog
 
-from engine.journal import Duplicate
+from engine.journal import Duplicate, JournalError
 from engine.models import (
     Accepted,
     Event,
@@ -324,12 +325,26 @@ class LineHandler:
         self,
         receive: Callable[[], Awaitable[bytes]],
         sink: EventSink,
+        *,
+        idle_timeout_s: float | None = None,
     ) -> None:
-        """Read until end of input (`receive` returns b""), answering every line."""
+        """Read until end of input (`receive` returns b""), answering every line.
+
+        With `idle_timeout_s` (socket connections, config `[ingress] idle_timeout_s`),
+        reading also ends once no line has been completed for that long: an idle client
+        and one dribbling a line that never ends (slowloris) are treated alike, since
+        bytes that never make a line are no sign of a working client. A blank line counts,
+        so it serves as a keep-alive. Time spent answering (journal, full queues) does not.
+        """
         splitter = LineSplitter(self._max_line)
         line_number = 0
+        deadline = math.inf if idle_timeout_s is None else anyio.current_time() + idle_timeout_s
         while True:
-            data = await receive()
+            with anyio.move_on_after(deadline - anyio.current_time()) as idle:
+                data = await receive()
+            if idle.cancelled_caught:
+                log.info("connection_idle", origin=sink.origin, idle_timeout_s=idle_timeout_s)
+                return
             if not data:
                 last = splitter.finish()
                 if last is not None and last.strip():
@@ -340,6 +355,8 @@ class LineHandler:
             if lines:
                 await self._handle(lines, line_number + 1, sink)
                 line_number += len(lines)
+                if idle_timeout_s is not None:
+                    deadline = anyio.current_time() + idle_timeout_s
 
     async def _handle(self, lines: list[bytes | None], first_number: int, sink: EventSink) -> None:
         now = self._clock()
@@ -362,8 +379,17 @@ class LineHandler:
                 answers.append((number, len(groups)))
                 groups.append(prepared)
         results: list[list[Message] | Duplicate] = []
+        # A journal that cannot take them (full, read-only, failing disk) answers each
+        # line with why; nothing is acknowledged and the connection keeps being served.
+        not_journaled: str | None = None
         if groups:
-            results = await self._journal.accept(groups)
+            try:
+                results = await self._journal.accept(groups)
+            except JournalError as error:
+                not_journaled = f"not accepted, send it again later: {error}"
+                log.error(
+                    "journal_refused_lines", origin=origin, lines=len(groups), error=str(error)
+                )
         ts = _now_dt()
         out: list[bytes] = []
         fresh: list[Message] = []
@@ -379,6 +405,16 @@ class LineHandler:
                 )
                 tally["rejected"] += 1
                 debug("line_rejected", origin=origin, line=number, error=answer.error)
+                continue
+            if not_journaled is not None:
+                out.append(
+                    encode_event_line(
+                        LineRejected(
+                            id=groups[answer][0].client_ref, ts=ts, error=not_journaled, line=number
+                        )
+                    )
+                )
+                tally["rejected"] += 1
                 continue
             result = results[answer]
             if not isinstance(result, Duplicate):
@@ -448,7 +484,12 @@ class LineHandler:
         if isinstance(prepared, LineError):
             self._count("rejected")
             return prepared.error
-        (result,) = await self._journal.accept([prepared])
+        try:
+            (result,) = await self._journal.accept([prepared])
+        except JournalError as error:
+            self._count("rejected")
+            log.error("journal_refused_submission", origin=origin, error=str(error))
+            return f"not accepted, send it again later: {error}"
         if isinstance(result, Duplicate):
             self._count("duplicate")
             return f"duplicate id {result.client_ref!r}: already accepted as msg_id " + (

@@ -15,6 +15,12 @@ loop. A storage failure (disk full, read-only, I/O error) fails every write of t
 group with `JournalError` and rolls it back; the next group tries again, so the
 journal recovers by itself when the cause clears.
 
+Size cap (`max_size_bytes`, config `journal.max_size_mb`): SQLite's max_page_count makes
+the cap hard. Before it is reached, `accept` refuses new messages with `JournalFullError`
+while the file cannot also hold what the messages already in it still need (their state
+changes, reports and outbox events, `ROOM_PER_PENDING_BYTES` each): what was accepted
+can still be sent and reported, and only new input is turned away.
+
 Durability: WAL with synchronous=NORMAL survives a crash of the process (kill -9): a
 commit is in the WAL file before `accept` returns. It may lose the last commits on a
 power loss or kernel crash; synchronous=FULL (fsync per commit) covers that too.
@@ -55,6 +61,7 @@ __all__ = [
     "Duplicate",
     "Journal",
     "JournalError",
+    "JournalFullError",
     "MarkFinal",
     "MarkInflight",
     "MarkPolled",
@@ -79,6 +86,12 @@ SYNCHRONOUS_MODES: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 INSTANCE_ALPHABET: Final = string.ascii_lowercase + string.digits
 # SQLite's default limit on host parameters is 32766 (since 3.32); stay far below it.
 PARAMETERS_PER_QUERY: Final = 500
+# Room kept free under a size cap for each message not yet final: the columns and index
+# entries its later states fill in, and two or three outbox event lines for a client that
+# has gone. Generous on purpose: running out there fails work already promised.
+ROOM_PER_PENDING_BYTES: Final = 1024
+# And for everything else (orphan receipts, counters, SQLite's own bookkeeping).
+ROOM_FIXED_PAGES: Final = 64
 
 message_encoder: Final = msgspec.msgpack.Encoder()
 message_decoder: Final = msgspec.msgpack.Decoder(Message)
@@ -88,6 +101,10 @@ T = TypeVar("T")
 
 class JournalError(Exception):
     """The journal cannot be opened or written; the message is a sentence for a person."""
+
+
+class JournalFullError(JournalError):
+    """New messages are refused: the journal is at its configured size cap."""
 
 
 class Duplicate(msgspec.Struct):
@@ -403,6 +420,7 @@ class SqliteJournal:
         *,
         synchronous: str = "NORMAL",
         on_commit: Callable[[float, int], None] | None = None,
+        max_size_bytes: int | None = None,
     ) -> None:
         mode = synchronous.upper()
         if mode not in SYNCHRONOUS_MODES:
@@ -412,6 +430,10 @@ class SqliteJournal:
             )
         self.path = Path(path)
         self.synchronous = mode
+        self.max_size_bytes = max_size_bytes
+        # Set on opening from the file's page size when there is a cap.
+        self._max_pages: int | None = None
+        self._page_size = 4096
         self.instance = ""
         # Successful commits so far (tests and metrics); on_commit(seconds, operations) is
         # called on the writer thread after each one.
@@ -594,7 +616,36 @@ class SqliteJournal:
 
     def _error(self, error: sqlite3.Error) -> JournalError:
         reason = str(error).rstrip(".")
+        if self._max_pages is not None and getattr(error, "sqlite_errorcode", None) == (
+            sqlite3.SQLITE_FULL
+        ):
+            return JournalFullError(
+                f"The journal {self.path} could not be written: it is full (journal.max_size_mb"
+                f" = {self._cap_mib():g}): {reason}."
+            )
         return JournalError(f"The journal {self.path} could not be written: {reason}.")
+
+    def _cap_mib(self) -> float:
+        return round((self.max_size_bytes or 0) / (1 << 20), 3)
+
+    def _check_room(self, connection: sqlite3.Connection) -> None:
+        """Under a size cap, refuse what was just inserted unless the file can still hold
+        every pending message's remaining needs (see the module docstring)."""
+        if self._max_pages is None:
+            return
+        used = (
+            connection.execute("PRAGMA page_count").fetchone()[0]
+            - connection.execute("PRAGMA freelist_count").fetchone()[0]
+        )
+        reserved = -(-self._pending * ROOM_PER_PENDING_BYTES // self._page_size) + ROOM_FIXED_PAGES
+        if used + reserved > self._max_pages:
+            used_mib = used * self._page_size / (1 << 20)
+            raise JournalFullError(
+                f"The journal {self.path} is full: it holds {used_mib:.1f} MiB of the"
+                f" {self._cap_mib():g} MiB allowed (journal.max_size_mb) and keeps the rest for"
+                f" the {self._pending} messages not yet final; raise the limit or free space"
+                " and restart."
+            )
 
     # ── opening ─────────────────────────────────────────────────────────────────
 
@@ -652,6 +703,11 @@ class SqliteJournal:
         execute("PRAGMA temp_store = MEMORY")
         execute("PRAGMA cache_size = -32768")  # 32 MiB of page cache: RSS stays bounded
         execute("PRAGMA journal_size_limit = 67108864")  # trim the WAL to 64 MiB after checkpoints
+        if self.max_size_bytes is not None:
+            self._page_size = int(execute("PRAGMA page_size").fetchone()[0])
+            pages = max(1, self.max_size_bytes // self._page_size)
+            # SQLite keeps the cap at no less than the file's current size.
+            self._max_pages = int(execute(f"PRAGMA max_page_count = {pages}").fetchone()[0])
         version = execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise JournalError(
@@ -711,7 +767,30 @@ class SqliteJournal:
     # ── writes ──────────────────────────────────────────────────────────────────
 
     async def accept(self, groups: Sequence[Sequence[Message]]) -> list[list[Message] | Duplicate]:
-        return await self._execute(lambda connection: self._accept(connection, groups), write=True)
+        if self.max_size_bytes is None:
+            return await self._execute(
+                lambda connection: self._accept(connection, groups), write=True
+            )
+        return await self._execute(
+            lambda connection: self._accept_within_cap(connection, groups), write=True
+        )
+
+    def _accept_within_cap(
+        self, connection: sqlite3.Connection, groups: Sequence[Sequence[Message]]
+    ) -> list[list[Message] | Duplicate]:
+        """`_accept`, then `_check_room`: a JournalFullError undoes this accept alone (the group
+        commit runs it again in its own savepoint), and duplicates are still answered."""
+        pending = self._pending
+        results = self._accept(connection, groups)
+        if self._pending > pending:
+            try:
+                self._check_room(connection)
+            except JournalFullError:
+                for group in groups:
+                    for message in group:
+                        message.msg_id = message.reference = ""
+                raise
+        return results
 
     def _accept(
         self, connection: sqlite3.Connection, groups: Sequence[Sequence[Message]]
@@ -1151,14 +1230,18 @@ async def open_journal(
     *,
     synchronous: str = "NORMAL",
     on_commit: Callable[[float, int], None] | None = None,
+    max_size_bytes: int | None = None,
 ) -> AsyncIterator[SqliteJournal]:
     """Open (or create) the journal at `path` for the duration of the block.
 
     Raises JournalError, with a sentence naming the file and the cause, when the file
-    cannot be opened or created. Leaving the block finishes every queued operation and
-    closes the file, even when the block is cancelled.
+    cannot be opened or created. `max_size_bytes` caps the file (module docstring).
+    Leaving the block finishes every queued operation and closes the file, even when the
+    block is cancelled.
     """
-    journal = SqliteJournal(path, synchronous=synchronous, on_commit=on_commit)
+    journal = SqliteJournal(
+        path, synchronous=synchronous, on_commit=on_commit, max_size_bytes=max_size_bytes
+    )
     await journal.start()
     try:
         yield journal

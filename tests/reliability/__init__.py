@@ -1,0 +1,1 @@
+"""Reliability: provider faults, load, slow and idle clients, crashes and restarts."""
