@@ -21,6 +21,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from engine.journal import (
     Duplicate,
     JournalError,
+    JournalFullError,
     MarkFinal,
     MarkInflight,
     MarkPolled,
@@ -593,6 +594,49 @@ async def main():
 
 anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
 """
+
+
+async def test_a_size_cap_refuses_new_messages_but_not_the_work_already_promised(
+    tmp_path: Path,
+) -> None:
+    async with open_journal(tmp_path / "septet.db", max_size_bytes=1 << 20) as journal:
+        accepted: list[Message] = []
+        refusal: JournalFullError | None = None
+        for index in range(100_000):  # bounded: 1 MiB holds far fewer
+            group = [make_message(f"+2507825{index:05d}", text="x" * 150)]
+            try:
+                [result] = await journal.accept([group])
+            except JournalFullError as error:
+                refusal = error
+                break
+            assert isinstance(result, list)
+            accepted.extend(result)
+        assert refusal is not None
+        assert "is full" in str(refusal)
+        assert "journal.max_size_mb" in str(refusal)
+        assert 100 < len(accepted) < 100_000
+        assert await journal.pending_count() == len(accepted)
+        # What was accepted can still go out and end: the reserve holds its changes.
+        for message in accepted:
+            await journal.record(
+                [
+                    MarkSubmitted(
+                        msg_id=message.msg_id,
+                        provider_id=f"P-{message.msg_id}",
+                        cost=0.02,
+                        currency="USD",
+                        at=1.0,
+                    )
+                ]
+            )
+        await journal.record(
+            [
+                MarkFinal(msg_id=m.msg_id, outcome="DELIVRD", code=None, error=None, at=2.0)
+                for m in accepted
+            ]
+        )
+        assert await journal.pending_count() == 0
+        assert await journal.integrity_check() == "ok"
 
 
 async def test_every_accept_that_returned_survives_a_kill_9(tmp_path: Path) -> None:
