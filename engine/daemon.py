@@ -543,6 +543,7 @@ async def _recover_inflight(
                     attempt=message.attempt + 1,
                     bridge_index=message.bridge_index,
                     reason="resumed after restart; the provider deduplicates resends",
+                    maybe_sent=True,
                 )
             )
         else:

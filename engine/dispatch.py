@@ -424,6 +424,8 @@ class BridgeDispatcher:
                 changes,
                 events,
                 now,
+                # A reply that leaves it open whether the provider took the message.
+                maybe_sent=isinstance(outcome, Unknown),
             )
         if submitted:
             # hooks.submitted (metrics, matching early reports) waits for the commit.
@@ -479,7 +481,9 @@ class BridgeDispatcher:
             )
 
     def _has_failover(self, message: Message) -> bool:
-        return message.bridge_index + 1 < len(message.bridges)
+        """A next bridge is there, and no attempt here may have reached the provider: a
+        message this provider may hold goes nowhere else (that would be a double send)."""
+        return message.bridge_index + 1 < len(message.bridges) and not message.maybe_sent
 
     def _policy_for(self, message: Message) -> RetryPolicy:
         """With a failover bridge left, give up on this one sooner."""
@@ -509,7 +513,9 @@ class BridgeDispatcher:
                 can_failover=self._has_failover(message) and not sent,
                 first_attempt_at=now,
             )
-            self._decide(message, "transport", text, kind, decision, changes, events, now)
+            self._decide(
+                message, "transport", text, kind, decision, changes, events, now, maybe_sent=sent
+            )
         self._hooks.outcome(self.name, "transport_error", len(messages))
 
     def _decide(
@@ -522,9 +528,12 @@ class BridgeDispatcher:
         changes: list[Change],
         events: list[tuple[str, Event]],
         now: float,
+        *,
+        maybe_sent: bool,
     ) -> None:
         """Journal and announce the decision on one failed attempt; `kind` is its metrics
-        reason (`failure_reason`)."""
+        reason (`failure_reason`), `maybe_sent` whether this attempt may have reached the
+        provider."""
         attempt = message.attempt + 1
         if isinstance(decision, RetryAt):
             changes.append(
@@ -534,6 +543,8 @@ class BridgeDispatcher:
                     attempt=attempt,
                     bridge_index=message.bridge_index,
                     reason=decision.reason,
+                    # Remembered across attempts: it keeps the message off other bridges.
+                    maybe_sent=message.maybe_sent or maybe_sent,
                 )
             )
             self._hooks.outcome(self.name, "retry", 1, kind)
@@ -568,6 +579,13 @@ class BridgeDispatcher:
             # GiveUp (Done never follows a failed outcome; treat it alike to be safe).
             text = decision.reason if isinstance(decision, GiveUp) else reason
             outcome_unknown = code == "transport" or text.startswith("outcome unknown")
+            if message.maybe_sent and not outcome_unknown:
+                # This attempt failed plainly, but an earlier one may have gone through.
+                text = (
+                    "outcome unknown: an earlier attempt may have reached the provider;"
+                    f" last: {text}"
+                )
+                outcome_unknown = True
             self._fail(
                 message,
                 "UNKNOWN" if outcome_unknown else "REJECTD",

@@ -73,7 +73,13 @@ __all__ = [
     "open_journal",
 ]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+# Upgrades from each older schema version, run in order inside one transaction.
+MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    # 1 -> 2: remember that an earlier attempt on the current bridge may have reached the
+    # provider, so the message never fails over to a second provider (a double send).
+    1: ("ALTER TABLE messages ADD COLUMN maybe_sent INTEGER NOT NULL DEFAULT 0",),
+}
 
 # State codes in the `state` column; the index in this tuple is the code.
 STATE_NAMES: Final[tuple[MessageState, ...]] = ("accepted", "inflight", "submitted", "final")
@@ -139,13 +145,15 @@ class MarkSubmitted(msgspec.Struct, frozen=True, tag=True):
 
 
 class MarkRetry(msgspec.Struct, frozen=True, tag=True):
-    """Back to accepted, due again at `due_at` (a backoff, or a failover to another bridge)."""
+    """Back to accepted, due again at `due_at` (a backoff, or a failover to another bridge).
+    `maybe_sent`: an attempt on this bridge may have reached the provider."""
 
     msg_ids: list[str]
     due_at: float
     attempt: int
     bridge_index: int
     reason: str
+    maybe_sent: bool = False
 
 
 class MarkFinal(msgspec.Struct, frozen=True, tag=True):
@@ -275,6 +283,7 @@ CREATE TABLE messages (
     submit_cost REAL,
     submit_currency TEXT,
     retry_reason TEXT,
+    maybe_sent INTEGER NOT NULL DEFAULT 0,
     final_at REAL,
     outcome TEXT,
     code TEXT,
@@ -302,7 +311,7 @@ CREATE INDEX outbox_origin ON outbox (origin, id);
 # that is why the f-strings carry `noqa: S608`.
 # The columns a Message is rebuilt from, in this order (see `_message_from_row`).
 MESSAGE_COLUMNS: Final = (
-    "msg_id, state, due_at, attempt, bridge_index, provider_id, inflight_at, body"
+    "msg_id, state, due_at, attempt, bridge_index, provider_id, inflight_at, maybe_sent, body"
 )
 
 SQL_INSERT_MESSAGE: Final = (
@@ -329,8 +338,8 @@ SQL_MARK_SUBMITTED_FINAL: Final = (
     " WHERE msg_id = ? AND state < 3"
 )
 SQL_MARK_RETRY: Final = (
-    "UPDATE messages SET state = 0, due_at = ?, attempt = ?, bridge_index = ?, retry_reason = ?"
-    " WHERE msg_id = ? AND state < 3"
+    "UPDATE messages SET state = 0, due_at = ?, attempt = ?, bridge_index = ?, retry_reason = ?,"
+    " maybe_sent = ? WHERE msg_id = ? AND state < 3"
 )
 SQL_MARK_FINAL: Final = (
     "UPDATE messages SET state = 3, outcome = ?, code = ?, error = ?, final_at = ?"
@@ -367,13 +376,14 @@ def _chunks(items: Sequence[T], size: int = PARAMETERS_PER_QUERY) -> Iterable[Se
 
 
 def _message_from_row(row: tuple[Any, ...]) -> Message:
-    message = message_decoder.decode(row[7])
+    message = message_decoder.decode(row[8])
     message.state = STATE_NAMES[row[1]]
     message.due_at = row[2]
     message.attempt = row[3]
     message.bridge_index = row[4]
     message.provider_id = row[5]
     message.inflight_at = row[6]
+    message.maybe_sent = bool(row[7])
     return message
 
 
@@ -730,6 +740,17 @@ class SqliteJournal:
             except BaseException:
                 execute("ROLLBACK")
                 raise
+        elif version < SCHEMA_VERSION:
+            execute("BEGIN IMMEDIATE")
+            try:
+                for old in range(version, SCHEMA_VERSION):
+                    for statement in MIGRATIONS[old]:
+                        execute(statement)
+                execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                execute("COMMIT")
+            except BaseException:
+                execute("ROLLBACK")
+                raise
 
     def _load_state(self, connection: sqlite3.Connection) -> None:
         meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
@@ -964,7 +985,14 @@ class SqliteJournal:
                 executemany(
                     SQL_MARK_RETRY,
                     [
-                        (change.due_at, change.attempt, change.bridge_index, change.reason, msg_id)
+                        (
+                            change.due_at,
+                            change.attempt,
+                            change.bridge_index,
+                            change.reason,
+                            change.maybe_sent,
+                            msg_id,
+                        )
                         for change in run
                         for msg_id in change.msg_ids
                     ],

@@ -77,6 +77,10 @@ class Message(msgspec.Struct, kw_only=True):
     state: MessageState = "accepted"
     provider_id: str | None = None
     inflight_at: float | None = None
+    # An attempt on the current bridge may have reached the provider (a lost reply, an
+    # unclear answer, a crash mid-request): it may be resent only where that provider
+    # deduplicates, and never to another bridge.
+    maybe_sent: bool = False
 
     @property
     def bridge(self) -> str:

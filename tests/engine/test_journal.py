@@ -3,6 +3,7 @@ and a kill -9 in the middle of writing."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -471,6 +472,34 @@ async def test_inflight_messages_are_found_after_a_reopen(tmp_path: Path) -> Non
 
 
 # ── failures ───────────────────────────────────────────────────────────────────
+
+
+async def test_a_version_1_journal_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "septet.db"
+    async with open_journal(path) as journal:
+        old = await accept_one(journal, make_message())
+    # Make it what septet 0.1 wrote: no maybe_sent column, schema version 1.
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.execute("ALTER TABLE messages DROP COLUMN maybe_sent")
+        connection.execute("PRAGMA user_version = 1")
+        connection.commit()
+    async with open_journal(path) as journal:
+        [kept] = (await journal.get([old.msg_id])).values()
+        assert (kept.to, kept.maybe_sent) == (old.to, False)
+        await journal.record(
+            [
+                MarkRetry(
+                    msg_ids=[old.msg_id],
+                    due_at=1.0,
+                    attempt=1,
+                    bridge_index=0,
+                    reason="r",
+                    maybe_sent=True,
+                )
+            ]
+        )
+        [retried] = await journal.due(1000.0, 10)
+        assert retried.maybe_sent is True
 
 
 async def test_a_missing_directory_is_a_sentence(tmp_path: Path) -> None:

@@ -1,0 +1,167 @@
+"""engine.dispatch with a real journal and a scripted provider: what may have been sent is
+never sent anywhere else."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from bridges.base import BridgeSettings, HttpCall, HttpReply
+from bridges.smsclub import SmsClubDriver
+from engine.circuit import CircuitBreaker
+from engine.dispatch import BridgeDispatcher
+from engine.http_errors import ReplyLost
+from engine.journal import SqliteJournal, open_journal
+from engine.models import Event, Failed, Message
+from engine.ratelimit import TokenBucket
+from engine.retry import RetryPolicy
+from engine.scheduler import BridgeQueue, Scheduler
+
+pytestmark = pytest.mark.anyio
+
+SERVER_ERROR = HttpReply(
+    status=500,
+    body=b'{"success_request":{"error":"Service is temporarily unavailable"}}',
+    headers={"content-type": "application/json"},
+)
+
+
+class ScriptedClient:
+    """Answers each request with the next scripted reply, or raises it."""
+
+    def __init__(self, script: Sequence[HttpReply | Exception]) -> None:
+        self.script = list(script)
+        self.calls: list[HttpCall] = []
+
+    async def request(self, call: HttpCall) -> HttpReply:
+        self.calls.append(call)
+        answer = self.script.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+class Events:
+    def __init__(self) -> None:
+        self.emitted: list[Event] = []
+
+    def emit(self, origin: str, event: Event) -> None:
+        self.emitted.append(event)
+
+
+class Hooks:
+    def submitted(self, bridge: str, messages: Sequence[tuple[Message, str | None]]) -> None:
+        pass
+
+    def outcome(self, bridge: str, outcome: str, count: int, reason: str | None = None) -> None:
+        pass
+
+    def request_done(self, bridge: str, seconds: float, status: str) -> None:
+        pass
+
+    def bucket_wait(self, bridge: str, seconds: float) -> None:
+        pass
+
+
+def message(to: str) -> Message:
+    return Message(
+        msg_id="",
+        reference="",
+        origin="client",
+        client_ref=None,
+        to=to,
+        sender="test1",
+        text="hello",
+        encoding="GSM-7",
+        segments=1,
+        cost=0.01,
+        currency="UAH",
+        bridges=("smsclub", "bsg"),
+        accepted_at=1000.0,
+        due_at=1000.0,
+    )
+
+
+def dispatcher(journal: SqliteJournal, client: ScriptedClient, events: Events) -> BridgeDispatcher:
+    queue = BridgeQueue("smsclub", 10, isolate_resends=True)
+    return BridgeDispatcher(
+        name="smsclub",
+        driver=SmsClubDriver(
+            BridgeSettings(base_url="http://127.0.0.1:9", credentials={"token": "t"})
+        ),
+        client=client,
+        queue=queue,
+        scheduler=Scheduler({"smsclub": queue}, journal),
+        journal=journal,
+        events=events,
+        hooks=Hooks(),
+        policy=RetryPolicy(base_s=0.0, jitter=0.0, max_attempts=3),
+        requests_bucket=TokenBucket(1e9, 1e9),
+        messages_bucket=TokenBucket(1e9, 1e9),
+        circuit=CircuitBreaker(failure_threshold=100),
+        pool=1,
+        linger_s=0.0,
+        max_recipients=100,
+        attempts_per_bridge=2,
+        clock=lambda: 1000.0,
+        jitter=lambda: 0.5,
+    )
+
+
+async def accept_one(journal: SqliteJournal, to: str) -> Message:
+    [group] = await journal.accept([[message(to)]])
+    assert isinstance(group, list)
+    return group[0]
+
+
+async def run_attempts(
+    journal: SqliteJournal, dispatch: BridgeDispatcher, msg_id: str, attempts: int
+) -> Message:
+    """Send the message `attempts` times, reading it back from the journal each time."""
+    for _ in range(attempts):
+        [current] = (await journal.get([msg_id])).values()
+        if current.state != "accepted":
+            break
+        await dispatch.send_batch([current])
+    return (await journal.get([msg_id]))[msg_id]
+
+
+async def test_a_message_that_may_have_been_sent_never_fails_over(tmp_path: Path) -> None:
+    # SMS Club may have taken attempt 1 (its reply was lost): it may be resent there (its
+    # duplicate window answers 453), but after plain 5xx answers it must not go to BSG.
+    async with open_journal(tmp_path / "septet.db") as journal:
+        sent = await accept_one(journal, "+380501234567")
+        client = ScriptedClient(
+            [ReplyLost("reset after the request was written")] + [SERVER_ERROR] * 5
+        )
+        events = Events()
+        dispatch = dispatcher(journal, client, events)
+        final = await run_attempts(journal, dispatch, sent.msg_id, 6)
+    assert final.state == "final"
+    assert final.bridge_index == 0  # never moved to bsg
+    [failed] = [event for event in events.emitted if isinstance(event, Failed)]
+    assert "outcome unknown" in failed.error
+    assert len(client.calls) == 3  # the full attempts of its bridge, not the failover's 2
+
+
+async def test_a_message_never_sent_fails_over_after_plain_errors(tmp_path: Path) -> None:
+    async with open_journal(tmp_path / "septet.db") as journal:
+        sent = await accept_one(journal, "+380501234568")
+        client = ScriptedClient([SERVER_ERROR] * 5)
+        dispatch = dispatcher(journal, client, Events())
+        moved = await run_attempts(journal, dispatch, sent.msg_id, 2)
+    assert (moved.state, moved.bridge_index, moved.maybe_sent) == ("accepted", 1, False)
+    assert len(client.calls) == 2  # attempts_per_bridge, then the next bridge
+
+
+async def test_maybe_sent_survives_in_the_journal(tmp_path: Path) -> None:
+    async with open_journal(tmp_path / "septet.db") as journal:
+        sent = await accept_one(journal, "+380501234569")
+        client = ScriptedClient([ReplyLost("read timeout")])
+        dispatch = dispatcher(journal, client, Events())
+        await dispatch.send_batch([sent])
+    async with open_journal(tmp_path / "septet.db") as reopened:
+        [again] = (await reopened.get([sent.msg_id])).values()
+    assert (again.state, again.attempt, again.maybe_sent) == ("accepted", 1, True)
