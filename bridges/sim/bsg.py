@@ -11,12 +11,19 @@ has passed on the injected clock.
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 from aiohttp import web
 
-from bridges.sim.core import ProviderState, Route, json_response, utc_timestamp
+from bridges.sim.core import (
+    ProviderState,
+    Route,
+    json_response,
+    path_parameter,
+    read_body,
+    utc_timestamp,
+)
 
 NAME = "bsg"
 CREATE_PATH = "/rest/sms/create"
@@ -72,6 +79,8 @@ class BsgError(Exception):
 
 
 def text_fits(body: str) -> bool:
+    if _GSM_BASIC.issuperset(body):
+        return len(body) <= MAX_GSM_SEPTETS  # one septet a character, the common case
     septets = 0
     for char in body:
         if char in _GSM_BASIC:
@@ -107,7 +116,10 @@ def _as_text(value: object) -> str | None:
     return None
 
 
-class StoredMessage(NamedTuple):
+class StoredMessage(msgspec.Struct, frozen=True, gc=False):
+    """One accepted message. gc=False: millions may be stored, none holds a reference
+    cycle, so the garbage collector need not walk them."""
+
     id: int
     msisdn: str
     reference: str
@@ -181,26 +193,30 @@ class BsgSimulator:
     def _missing_parameters_code(self) -> int:
         return 3 if self.state.config.bsg_blocked_code == 2 else 2
 
-    def _authenticate(self, request: web.Request) -> web.Response | None:
+    def _authenticate(self, request: web.BaseRequest) -> web.Response | None:
         config = self.state.config
+        if not config.bsg_auth_block:
+            if request.headers.get("X-API-KEY") == config.bsg_api_key:
+                return None
+            return self.error_reply(1)
         remote = request.remote or ""
         now = self.state.clock()
-        if config.bsg_auth_block and self.blocked_until.get(remote, 0.0) > now:
+        if self.blocked_until.get(remote, 0.0) > now:
             return self.error_reply(config.bsg_blocked_code)
         if request.headers.get("X-API-KEY") == config.bsg_api_key:
             return None
-        if config.bsg_auth_block:
-            recent = [t for t in self.auth_errors.get(remote, []) if now - t < AUTH_WINDOW_S]
-            recent.append(now)
-            self.auth_errors[remote] = recent
-            if len(recent) >= AUTH_ERRORS_TO_BLOCK:
-                self.blocked_until[remote] = now + config.bsg_block_s
+        # 5 auth errors in 30 minutes block the client IP (PROVIDERS.md, anti-abuse).
+        recent = [t for t in self.auth_errors.get(remote, []) if now - t < AUTH_WINDOW_S]
+        recent.append(now)
+        self.auth_errors[remote] = recent
+        if len(recent) >= AUTH_ERRORS_TO_BLOCK:
+            self.blocked_until[remote] = now + config.bsg_block_s
         return self.error_reply(1)
 
     # ── create ──
 
-    async def create(self, request: web.Request) -> web.Response:
-        body = await request.read()
+    async def create(self, request: web.BaseRequest) -> web.Response:
+        body = await read_body(request)
         refused = self._authenticate(request)
         if refused is not None:
             return refused
@@ -243,13 +259,13 @@ class BsgSimulator:
             for phone in phones:
                 self._originator_and_body(phone)
         self._check_request_codes(phones)
-        self._check_money(sum(1 for phone in phones if self._phone_error(phone) is None))
+        codes = [self._phone_error(phone) for phone in phones]
+        self._check_money(codes.count(None))
         seen_msisdns: set[str] = set()
         seen_references: set[str] = set()
         results: list[dict[str, Any]] = []
         ids: list[int] = []
-        for phone in phones:
-            code = self._phone_error(phone)
+        for phone, code in zip(phones, codes, strict=True):
             msisdn = _as_text(phone.get("msisdn")) or ""
             reference = _as_text(phone.get("reference")) or ""
             if code is None and msisdn in seen_msisdns:
@@ -393,24 +409,24 @@ class BsgSimulator:
             return self.error_reply(20)
         return json_response({"error": self._value(0), **self._status_object(stored)})
 
-    async def status_by_id(self, request: web.Request) -> web.Response:
+    async def status_by_id(self, request: web.BaseRequest) -> web.Response:
         refused = self._authenticate(request)
         if refused is not None:
             return refused
-        raw_id = request.match_info["id"]
+        raw_id = path_parameter(request, "id")
         return self._found(self.by_id.get(int(raw_id)) if raw_id.isdigit() else None)
 
-    async def status_by_reference(self, request: web.Request) -> web.Response:
+    async def status_by_reference(self, request: web.BaseRequest) -> web.Response:
         refused = self._authenticate(request)
         if refused is not None:
             return refused
-        return self._found(self.by_reference.get(request.match_info["reference"]))
+        return self._found(self.by_reference.get(path_parameter(request, "reference")))
 
-    async def status_by_task(self, request: web.Request) -> web.Response:
+    async def status_by_task(self, request: web.BaseRequest) -> web.Response:
         refused = self._authenticate(request)
         if refused is not None:
             return refused
-        raw_id = request.match_info["task_id"]
+        raw_id = path_parameter(request, "task_id")
         ids = self.tasks.get(int(raw_id)) if raw_id.isdigit() else None
         if ids is None:
             return self.error_reply(20)
@@ -419,7 +435,7 @@ class BsgSimulator:
             {"error": self._value(0), "task_id": self._value(int(raw_id)), "result": objects}
         )
 
-    async def balance(self, request: web.Request) -> web.Response:
+    async def balance(self, request: web.BaseRequest) -> web.Response:
         refused = self._authenticate(request)
         if refused is not None:
             return refused

@@ -3,29 +3,35 @@
 A simulator is the provider as PROVIDERS.md describes it. This module holds the parts
 that are the same for all four: the `SimulatorConfig` a test or the CLI changes at
 runtime, the `ProviderCounters` a test reads to prove nothing was lost or sent twice,
-and the `ProviderState` (config + counters + clock + seeded `random.Random` + the queue
+and the `ProviderState` (config + counters + clock + seeded `random.Random` + the heap
 of delivery-report callbacks) each provider module works on. Time comes only from the
 injected clock (epoch seconds), randomness only from the seeded generator.
+
+Everything here runs once per request or per message at 10,000 requests a second on one
+core (bench/simulators.py), so the hot helpers avoid per-call allocation: reports wait
+in one heap drained by one task (never a timer or task per message), weighted draws
+bisect cached cumulative weights, and responses reuse prebuilt header sets.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
-import math
 import random
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from bisect import bisect
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal, NamedTuple, Protocol, get_args
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_to_bytes, urlencode
 
 import anyio
 import msgspec
 from aiohttp import web
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from multidict import CIMultiDict
+from yarl import URL
 
 Clock = Callable[[], float]
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 FaultKind = Literal[
     "5xx",
@@ -185,6 +191,9 @@ class CallbackJob(NamedTuple):
     ok_statuses: frozenset[int]
 
 
+_OK_200 = frozenset({200})
+
+
 class ProviderState:
     """One provider's mutable world: config, counters, clock, chance, outgoing reports."""
 
@@ -195,9 +204,12 @@ class ProviderState:
         self.clock = clock
         self.random = random.Random(config.seed)
         self.counters = ProviderCounters()
-        send, receive = anyio.create_memory_object_stream[CallbackJob](math.inf)
-        self.callbacks_out: MemoryObjectSendStream[CallbackJob] = send
-        self.callbacks_in: MemoryObjectReceiveStream[CallbackJob] = receive
+        # Reports wait in one heap ordered by (due, sequence), drained by one task
+        # (runner._send_callbacks): a timer or task per message would cost more than the
+        # send request that accepted it. The sequence keeps equal due times in order.
+        self._reports: list[tuple[float, int, CallbackJob]] = []
+        self._report_sequence = itertools.count()
+        self._report_waiter: anyio.Event | None = None  # set while the drainer sleeps
 
     def update(self, changes: Mapping[str, Any]) -> SimulatorConfig:
         self.config = updated_config(self.config, changes)
@@ -214,29 +226,84 @@ class ProviderState:
         outcomes = self.config.dlr_mix
         self._outcomes = list(outcomes)
         self._outcome_weights = list(itertools.accumulate(outcomes.values()))
+        self._outcome_total = self._outcome_weights[-1]
+        self._outcome_last = len(self._outcomes) - 1
         faults = self.config.faults
         self._faults = list(faults)
         self._fault_weights = list(itertools.accumulate(faults.values()))
+        self._fault_total = self._fault_weights[-1] if faults else 0.0
+        self._fault_last = len(self._faults) - 1
 
     def pick_outcome(self) -> str:
-        """A delivery outcome drawn from `dlr_mix` (deterministic when seeded)."""
-        return self.random.choices(self._outcomes, cum_weights=self._outcome_weights)[0]
+        """A delivery outcome drawn from `dlr_mix` (deterministic when seeded).
+
+        The same draw as `random.choices(outcomes, cum_weights=...)[0]`, without building
+        a list per call.
+        """
+        point = self.random.random() * self._outcome_total
+        return self._outcomes[bisect(self._outcome_weights, point, 0, self._outcome_last)]
 
     def pick_fault(self) -> str | None:
         """The fault to inflict on this send request, or None (`fail_rate` of the time)."""
         config = self.config
         if config.fail_rate <= 0.0 or self.random.random() >= config.fail_rate:
             return None
-        return self.random.choices(self._faults, cum_weights=self._fault_weights)[0]
+        point = self.random.random() * self._fault_total
+        return self._faults[bisect(self._fault_weights, point, 0, self._fault_last)]
 
     def new_uuid(self) -> str:
-        return str(uuid.UUID(int=self.random.getrandbits(128), version=4))
+        """A random (version 4) UUID from the seeded generator, as `str(uuid.UUID(...))`.
+
+        Formatted directly: building a uuid.UUID object cost more than the rest of a
+        Route Mobile entry. RFC 9562 section 5.4: version 4 in bits 48-51, variant 10 in
+        bits 64-65.
+        """
+        bits = self.random.getrandbits(128)
+        bits = (bits & _UUID_CLEAR) | _UUID_VERSION_4
+        text = f"{bits:032x}"
+        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+    # ── delivery reports ──
 
     def schedule_callback(
-        self, method: str, url: str, ok_statuses: frozenset[int] = frozenset({200})
+        self, method: str, url: str, ok_statuses: frozenset[int] = _OK_200
     ) -> None:
+        """Queue one report, due `dlr_delay_s` from now (anyio's clock)."""
         due = anyio.current_time() + self.config.dlr_delay_s
-        self.callbacks_out.send_nowait(CallbackJob(due, method, url, ok_statuses))
+        job = CallbackJob(due, method, url, ok_statuses)
+        reports = self._reports
+        heapq.heappush(reports, (due, next(self._report_sequence), job))
+        waiter = self._report_waiter
+        if waiter is not None and reports[0][2] is job:
+            # The new report is the earliest: wake the drainer to sleep until it instead.
+            waiter.set()
+
+    @property
+    def pending_reports(self) -> int:
+        return len(self._reports)
+
+    async def due_reports(self) -> list[CallbackJob]:
+        """Wait until a report is due, then take every due report, earliest first."""
+        reports = self._reports
+        while not reports or reports[0][0] > anyio.current_time():
+            self._report_waiter = waiter = anyio.Event()
+            try:
+                if reports:
+                    with anyio.move_on_after(reports[0][0] - anyio.current_time()):
+                        await waiter.wait()
+                else:
+                    await waiter.wait()
+            finally:
+                self._report_waiter = None
+        now = anyio.current_time()
+        due: list[CallbackJob] = []
+        while reports and reports[0][0] <= now:
+            due.append(heapq.heappop(reports)[2])
+        return due
+
+
+_UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID_VERSION_4 = (0x4000 << 64) | (0x8000 << 48)
 
 
 class Route(NamedTuple):
@@ -269,36 +336,99 @@ class ProviderSimulator(Protocol):
         ...
 
 
+# The request key under which the dispatcher (runner.Dispatcher) leaves the values of a
+# path's `{name}` segments.
+PATH_PARAMETERS = web.RequestKey("path_parameters", dict[str, str])
+
+
+def path_parameter(request: web.BaseRequest, name: str) -> str:
+    """The value of the `{name}` segment of the route that matched `request`."""
+    return request[PATH_PARAMETERS][name]
+
+
 JSON = "application/json"
-TEXT = "text/plain"
+TEXT = "text/plain; charset=utf-8"
+# web.Response copies the headers it is given, so one prebuilt set serves every reply.
+_JSON_HEADERS = CIMultiDict({"Content-Type": JSON})
+_TEXT_HEADERS = CIMultiDict({"Content-Type": TEXT})
 _json_encoder = msgspec.json.Encoder()
 
 
 def json_response(document: object, status: int = 200) -> web.Response:
-    return web.Response(body=_json_encoder.encode(document), status=status, content_type=JSON)
+    return web.Response(body=_json_encoder.encode(document), status=status, headers=_JSON_HEADERS)
 
 
 def text_response(text: str, status: int = 200) -> web.Response:
-    return web.Response(text=text, status=status, content_type=TEXT)
+    return web.Response(body=text.encode(), status=status, headers=_TEXT_HEADERS)
 
 
-def parse_form(body: bytes) -> dict[str, str]:
-    """A form-urlencoded body as a dict (last value wins), as PHP's $_POST reads it.
+MAX_BODY_BYTES = 1024**2  # aiohttp's default client_max_size, which request.read() enforces
 
-    The same result as dict(urllib.parse.parse_qsl(...)) for well-formed bodies, but only
-    unquotes what needs it: on the simulators' hot path parse_qsl was the top Python cost.
+
+async def read_body(request: web.BaseRequest) -> bytes:
+    """The request body, taken straight from the buffer when all of it has arrived.
+
+    A simulated send is small and usually arrives with its headers; request.read()
+    would still go through the event loop twice (one readany per chunk, then one more
+    for end of stream) to find that out.
     """
+    content = request.content
+    if not content.is_eof():
+        return await request.read()
+    body = content.read_nowait()
+    if len(body) > MAX_BODY_BYTES:
+        raise web.HTTPRequestEntityTooLarge(MAX_BODY_BYTES, len(body))
+    return body
+
+
+def parse_form(body: bytes | str, *, first_wins: bool = False) -> dict[str, str]:
+    """A form-urlencoded body or query string as a dict.
+
+    The last value of a repeated name wins, as PHP's $_POST reads it, or with
+    `first_wins` the first, as a Java servlet's getParameter (and aiohttp's
+    request.query.get) reads it. The same result as dict(urllib.parse.parse_qsl(...)),
+    but only unquotes what needs it, and through unquote_to_bytes: on the simulators'
+    hot path parse_qsl (and unquote_plus, which splits the text into ASCII runs first)
+    was the top Python cost.
+    """
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     fields: dict[str, str] = {}
-    for pair in body.decode("utf-8", "replace").split("&"):
+    for pair in text.split("&"):
         if not pair:
             continue
         name, _, value = pair.partition("=")
         if "%" in name or "+" in name:
-            name = unquote_plus(name, errors="replace")
+            name = _unquote_plus(name)
+        if first_wins and name in fields:
+            continue
         if "%" in value or "+" in value:
-            value = unquote_plus(value, errors="replace")
+            value = _unquote_plus(value)
         fields[name] = value
     return fields
+
+
+def _unquote_plus(text: str) -> str:
+    """`+` is a space, `%XX` a byte, the bytes UTF-8; an invalid escape stays as written."""
+    return unquote_to_bytes(text.replace("+", " ")).decode("utf-8", "replace")
+
+
+class ReportUrl:
+    """A receiver's URL with the query parameters all of one request's reports share.
+
+    Built once per request; `build` appends one report's own parameters. A parameter the
+    receiver wrote under a name the provider sets is replaced (a template such as
+    `dnis=$dnis$`, seed 000), the others stay as the receiver wrote them (its own
+    credentials). Parsing and re-serialising the URL per report cost more than the send.
+    """
+
+    def __init__(self, url: URL, shared: Mapping[str, str], per_report: Iterable[str]) -> None:
+        replaced = {*shared, *per_report}
+        kept = [(name, value) for name, value in url.query.items() if name not in replaced]
+        base = url.with_fragment(None).with_query([*kept, *shared.items()])
+        self.prefix = f"{base}&" if base.raw_query_string else f"{base}?"
+
+    def build(self, parameters: Mapping[str, str]) -> str:
+        return self.prefix + urlencode(parameters)
 
 
 def utc_timestamp(epoch: float) -> str:

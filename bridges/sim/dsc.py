@@ -14,7 +14,14 @@ import re
 from aiohttp import web
 from yarl import URL
 
-from bridges.sim.core import ProviderState, Route, json_response, parse_form
+from bridges.sim.core import (
+    ProviderState,
+    ReportUrl,
+    Route,
+    json_response,
+    parse_form,
+    read_body,
+)
 
 NAME = "dsc"
 SEND_PATH = "/api/v2/sms/send"
@@ -23,6 +30,7 @@ REQUIRED_FIELDS = ("api_key", "username", "password", "recipients", "message")
 # Country code first, digits only, no "+" (PROVIDERS.md); a local 0781234567 fails.
 _RECIPIENT = re.compile(r"[1-9][0-9]{7,14}")
 _FORM = "application/x-www-form-urlencoded"
+_REPORT_PARAMETERS = ("dnis", "dlvrMsgId", "dlvrMsgStat")
 _DAY_S = 86400.0
 
 
@@ -61,18 +69,18 @@ class DscSimulator:
         # The only 429 dsc documents is the testing-mode limit; it sends no Retry-After.
         return _error("You have reached the daily SMS limit for testing mode.", 429)
 
-    async def _fields(self, request: web.Request) -> dict[str, str]:
+    async def _fields(self, request: web.BaseRequest) -> dict[str, str]:
         content_type = request.content_type
         if content_type == _FORM:
-            return parse_form(await request.read())
+            return parse_form(await read_body(request))
         if content_type.startswith("multipart/"):
             form = await request.post()
             return {key: value for key, value in form.items() if isinstance(value, str)}
         # JSON or anything else: the provider reads form fields only, so there are none.
-        await request.read()
+        await read_body(request)
         return {}
 
-    async def send(self, request: web.Request) -> web.Response:
+    async def send(self, request: web.BaseRequest) -> web.Response:
         state = self.state
         config = state.config
         counters = state.counters
@@ -88,9 +96,8 @@ class DscSimulator:
         ):
             counters.count_reject("401")
             return _error("Invalid API key or credentials", 401)
-        recipients = [number.strip() for number in fields["recipients"].split(",")]
-        recipients = [number for number in recipients if number]
-        invalid = [number for number in recipients if not _RECIPIENT.fullmatch(number)]
+        recipients = [number for raw in fields["recipients"].split(",") if (number := raw.strip())]
+        invalid = [number for number in recipients if _RECIPIENT.fullmatch(number) is None]
         if invalid or not recipients:
             # The whole request is rejected when any number is bad (PROVIDERS.md).
             counters.count_reject("400")
@@ -104,7 +111,8 @@ class DscSimulator:
                 return self.too_many_requests()
             self.sent_today += len(recipients)
         message = fields["message"]
-        dlr_url = fields.get("dlrurl", "").strip() or None
+        dlr_url = fields.get("dlrurl", "").strip()
+        reports = self._report_url(dlr_url) if dlr_url else None
         cost = config.dsc_cost_per_message
         failing = config.recipient_codes
         entries = []
@@ -118,8 +126,13 @@ class DscSimulator:
             else:
                 status = "sent"
                 counters.count_accepted(recipient)
-                if dlr_url is not None:
-                    self._schedule_report(dlr_url, recipient, message_id)
+                if reports is not None:
+                    # Only final states are sent: D (delivered) or U (undelivered) (seed 000).
+                    outcome = "D" if state.pick_outcome() == "DELIVRD" else "U"
+                    report = {"dnis": recipient, "dlvrMsgId": message_id, "dlvrMsgStat": outcome}
+                    state.schedule_callback("GET", reports.build(report))
+                elif dlr_url:
+                    counters.dlr_failed += 1  # a report nobody can receive is given up at once
             entries.append(
                 {
                     "status": status,
@@ -139,20 +152,14 @@ class DscSimulator:
             }
         )
 
-    def _schedule_report(self, dlr_url: str, recipient: str, message_id: str) -> None:
+    def _report_url(self, dlr_url: str) -> ReportUrl | None:
+        """Where this request's reports go, or None for a `dlrurl` nobody can receive on."""
         try:
             url = URL(dlr_url)
         except ValueError:
-            self.state.counters.dlr_failed += 1
-            return
+            return None
         if url.scheme not in ("http", "https") or not url.host:
-            self.state.counters.dlr_failed += 1
-            return
-        # Only final states are sent: D (delivered) or U (undelivered) (seed 000, "DLR").
-        status = "D" if self.state.pick_outcome() == "DELIVRD" else "U"
+            return None
         # The receiver's username/password stay as it embedded them; the provider fills in
         # the rest, replacing template placeholders such as `dnis=$dnis$` (seed 000).
-        report = url.update_query(
-            dnis=recipient, command="deliver", dlvrMsgId=message_id, dlvrMsgStat=status
-        )
-        self.state.schedule_callback("GET", str(report))
+        return ReportUrl(url, {"command": "deliver"}, _REPORT_PARAMETERS)

@@ -12,12 +12,20 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping
 
 from aiohttp import web
-from multidict import MultiDict, MultiDictProxy, MultiMapping
 from yarl import URL
 
-from bridges.sim.core import ProviderState, Route, parse_form, text_response, utc_timestamp
+from bridges.sim.core import (
+    ProviderState,
+    ReportUrl,
+    Route,
+    parse_form,
+    read_body,
+    text_response,
+    utc_timestamp,
+)
 
 NAME = "routemobile"
 SEND_PATH = "/bulksms/bulksms"
@@ -41,6 +49,8 @@ _GMT = re.compile(r"(?:GMT ?)?([+-])(\d{1,2}):(\d{2})")
 _FORM = "application/x-www-form-urlencoded"
 # Final sStatus values only reach the receiver in a report (PROVIDERS.md, DLR push).
 _ERROR_CODES = {"DELIVRD": "000", "UNDELIV": "001", "EXPIRED": "002", "REJECTD": "003"}
+_REPORT_PARAMETERS = ("sMobileNo", "sStatus", "sMessageId", "iErrCode")
+_REPORT_OK = frozenset({200, 202})
 
 
 def _valid_schedule(date: str, clock_time: str, gmt: str) -> bool:
@@ -88,6 +98,9 @@ class RouteMobileSimulator:
     def reset(self) -> None:
         self.credit_used = 0
         self.recent: dict[tuple[str, str], float] = {}  # (cell, message) -> accepted at
+        # The configured report URL, parsed once (it changes only with the config).
+        self._dlr_url_text = ""
+        self._dlr_url = URL()
 
     def routes(self) -> list[Route]:
         return [
@@ -109,21 +122,21 @@ class RouteMobileSimulator:
             return "1025", "1032"
         return "1725", "1732"
 
-    async def _params(self, request: web.Request) -> MultiMapping[str]:
+    async def _params(self, request: web.BaseRequest) -> dict[str, str]:
+        # The query read as the servlet reads it (first value wins), without building
+        # aiohttp's MultiDict of it; form fields of a POST override it.
+        params = parse_form(request.rel_url.raw_query_string, first_wins=True)
         if request.method == "POST" and request.content_type == _FORM:
-            body = await request.read()
-            merged = MultiDict(request.query)
-            merged.update(parse_form(body))
-            return MultiDictProxy(merged)
-        return request.query
+            params.update(parse_form(await read_body(request)))
+        return params
 
-    async def send(self, request: web.Request) -> web.Response:
+    async def send(self, request: web.BaseRequest) -> web.Response:
         params = await self._params(request)
         if "scheduledate" in params or "scheduletime" in params:
             return self._submit(request, params, scheduled=True)
         return self._submit(request, params, scheduled=False)
 
-    async def schedule(self, request: web.Request) -> web.Response:
+    async def schedule(self, request: web.BaseRequest) -> web.Response:
         return self._submit(request, await self._params(request), scheduled=True)
 
     def _reject(self, code: str) -> web.Response:
@@ -131,51 +144,49 @@ class RouteMobileSimulator:
         return text_response(code)
 
     def _submit(
-        self, request: web.Request, params: MultiMapping[str], *, scheduled: bool
+        self, request: web.BaseRequest, params: Mapping[str, str], *, scheduled: bool
     ) -> web.Response:
         config = self.state.config
-        values = {name: params.get(name, "") for name in REQUIRED}
-        if any(not value.strip() for value in values.values()):
+        values = [params.get(name, "") for name in REQUIRED]
+        if not all(value.strip() for value in values):
             return self._reject("1702")
+        username, password, message_type, dlr, destination, source, message = values
         if scheduled:
             # Both spellings: the seed's scheduledate/scheduletime and the API's date/time.
             date = params.get("date") or params.get("scheduledate") or ""
             clock_time = params.get("time") or params.get("scheduletime") or ""
             if not date.strip() or not clock_time.strip():
                 return self._reject("1702")
-        remote = request.remote or ""
-        if remote in config.routemobile_ip_blacklist:
-            return self._reject("16")
         whitelist = config.routemobile_ip_whitelist
-        if whitelist is not None and remote not in whitelist:
-            return self._reject("18")
-        if (
-            values["username"] != config.routemobile_username
-            or values["password"] != config.routemobile_password
-        ):
+        if config.routemobile_ip_blacklist or whitelist is not None:
+            remote = request.remote or ""
+            if remote in config.routemobile_ip_blacklist:
+                return self._reject("16")
+            if whitelist is not None and remote not in whitelist:
+                return self._reject("18")
+        if username != config.routemobile_username or password != config.routemobile_password:
             return self._reject("1703")
-        message_type = values["type"].strip()
+        message_type = message_type.strip()
         if message_type not in VALID_TYPES:
             return self._reject("1704")
-        dlr = values["dlr"].strip()
+        dlr = dlr.strip()
         if dlr not in ("0", "1"):
             return self._reject("1708")
-        source = values["source"]
         if not (_NUMERIC_SOURCE.fullmatch(source) or _ALPHANUMERIC_SOURCE.fullmatch(source)):
             return self._reject("1707")
-        message = values["message"]
         if not _valid_message(message, message_type):
             return self._reject("1705")
         if scheduled and not _valid_schedule(date, clock_time, params.get("gmt", "")):
             return self._reject("1702")
-        cells = [cell.strip() for cell in values["destination"].split(",") if cell.strip()]
+        cells = [cell for raw in destination.split(",") if (cell := raw.strip())]
         if not cells:
             return self._reject("1702")
         forced = config.recipient_codes
-        for cell in cells:
-            code = forced.get(cell.lstrip("+"))
-            if code in REQUEST_LEVEL_CODES:
-                return self._reject(code)
+        if forced:
+            for cell in cells:
+                code = forced.get(cell.lstrip("+"))
+                if code in REQUEST_LEVEL_CODES:
+                    return self._reject(code)
         return text_response(self._entries(cells, message, source, dlr == "1"))
 
     def _entries(self, cells: list[str], message: str, source: str, wants_dlr: bool) -> str:
@@ -185,7 +196,12 @@ class RouteMobileSimulator:
         no_credit, dnd_reject = self._codes()
         separator = config.routemobile_id_separator
         window = config.routemobile_duplicate_window_s
+        credit = config.routemobile_credit
+        forced = config.recipient_codes
         now = state.clock()
+        reports = None
+        if wants_dlr and config.routemobile_dlr_url:
+            reports = self._report_url(config.routemobile_dlr_url, source, now)
         entries: list[str] = []
         for raw_cell in cells:
             cell = raw_cell.lstrip("+")
@@ -193,7 +209,7 @@ class RouteMobileSimulator:
                 counters.count_reject("1706")
                 entries.append(f"1706|{cell}")
                 continue
-            code = config.recipient_codes.get(cell)
+            code = forced.get(cell) if forced else None
             if code is not None:
                 # A forced per-destination code ("DND" means the account's DND reject code).
                 code = dnd_reject if code == "DND" else code
@@ -206,7 +222,6 @@ class RouteMobileSimulator:
                     counters.count_reject("1041")
                     entries.append(f"1041|{cell}")
                     continue
-            credit = config.routemobile_credit
             if credit is not None and self.credit_used >= credit:
                 # Out of credit mid-batch: processing stops here (PROVIDERS.md).
                 counters.count_reject(no_credit)
@@ -218,27 +233,28 @@ class RouteMobileSimulator:
             message_id = state.new_uuid()
             counters.count_accepted(cell)
             entries.append(f"1701|{cell}{separator}{message_id}")
-            if wants_dlr and config.routemobile_dlr_url:
-                self._schedule_report(config.routemobile_dlr_url, cell, source, message_id, now)
+            if reports is not None:
+                outcome = state.pick_outcome()
+                report = {
+                    "sMobileNo": cell,
+                    "sStatus": outcome,
+                    "sMessageId": message_id,
+                    "iErrCode": _ERROR_CODES.get(outcome, "999"),
+                }
+                # The receiver answers 200 or 202 (PROVIDERS.md).
+                state.schedule_callback("POST", reports.build(report), _REPORT_OK)
         return ",".join(entries)
 
-    def _schedule_report(
-        self, dlr_url: str, cell: str, source: str, message_id: str, submitted_at: float
-    ) -> None:
-        state = self.state
-        outcome = state.pick_outcome()
-        done_at = submitted_at + state.config.dlr_delay_s
-        report = URL(dlr_url).update_query(
-            sSender=source,
-            sMobileNo=cell,
-            sStatus=outcome,
-            dtSubmit=utc_timestamp(submitted_at),
-            dtDone=utc_timestamp(done_at),
-            sMessageId=message_id,
-            iCostPerSms="1",
-            iCharge="1",
-            iMCCMNC="0",
-            iErrCode=_ERROR_CODES.get(outcome, "999"),
-        )
-        # The receiver answers 200 or 202 (PROVIDERS.md).
-        state.schedule_callback("POST", str(report), frozenset({200, 202}))
+    def _report_url(self, dlr_url: str, source: str, submitted_at: float) -> ReportUrl:
+        """The account's report URL with what every report of this request shares."""
+        if dlr_url != self._dlr_url_text:
+            self._dlr_url, self._dlr_url_text = URL(dlr_url), dlr_url
+        shared = {
+            "sSender": source,
+            "dtSubmit": utc_timestamp(submitted_at),
+            "dtDone": utc_timestamp(submitted_at + self.state.config.dlr_delay_s),
+            "iCostPerSms": "1",
+            "iCharge": "1",
+            "iMCCMNC": "0",
+        }
+        return ReportUrl(self._dlr_url, shared, _REPORT_PARAMETERS)

@@ -1,17 +1,27 @@
 """Serve any set of provider simulators on one aiohttp port, with faults, counters and reports.
 
     serve_simulators(["dsc", "bsg"], port=0, task_status=...)  ──started──▶ SimulatorHandle
-      ├─ aiohttp app: each provider's own paths (they do not collide) + /_sim/* control
-      └─ one delivery-report sender per provider (callbacks with retries, counted)
+      ├─ aiohttp low-level server + Dispatcher: each provider's own paths (they do not
+      │  collide) + /_sim/* control
+      └─ per provider, one report drainer (its due-time heap) feeding a fixed pool of
+         senders (callbacks with retries, counted)
 
 Every provider route is wrapped once: latency, then (send requests only) a fault drawn
 with `fail_rate` from the configured mix, then the provider's handler; the reply status
 is counted per route. Control endpoints: GET /_sim/counters, GET|POST /_sim/config
 (partial JSON update), POST /_sim/reset, each taking an optional `?provider=`.
+
+Requests reach the handlers through aiohttp's low-level `web.Server` and a `Dispatcher`
+(one dict lookup per exact path) rather than `web.Application` and its router: the
+application's per-request routing, match-info and middleware machinery cost about as
+much as a whole simulated send (bench/simulators.py; the target is 10,000 sends a
+second on one core).
 """
 
 from __future__ import annotations
 
+import math
+import re
 import socket
 import time
 from collections.abc import Mapping, Sequence
@@ -22,9 +32,11 @@ import anyio
 import anyio.abc
 import msgspec
 from aiohttp import web
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from bridges.sim.bsg import BsgSimulator
 from bridges.sim.core import (
+    PATH_PARAMETERS,
     CallbackJob,
     Clock,
     Handler,
@@ -33,6 +45,7 @@ from bridges.sim.core import (
     Route,
     SimulatorConfig,
     json_response,
+    text_response,
     updated_config,
 )
 from bridges.sim.dsc import DscSimulator
@@ -47,8 +60,12 @@ SIMULATORS = {
     "smsclub": SmsClubSimulator,
 }
 PROVIDERS: tuple[str, ...] = tuple(SIMULATORS)
-CALLBACK_CONCURRENCY = 64
+CALLBACK_CONCURRENCY = 64  # reports in flight at once, per provider
+# Reports falling due within this window leave together: one wake-up of the drainer per
+# window instead of one per report when thousands a second fall due.
+REPORT_COALESCE_S = 0.005
 _HANG_POLL_S = 0.05
+_PATH_PARAMETER = re.compile(r"\{(\w+)\}")
 _json_decoder = msgspec.json.Decoder()
 
 
@@ -66,7 +83,7 @@ def resolve_providers(names: Sequence[str]) -> list[str]:
     return resolved
 
 
-async def _hang(request: web.Request, state: ProviderState) -> None:
+async def _hang(request: web.BaseRequest, state: ProviderState) -> None:
     """Hold the request until the client gives up (or `hang_s` passes)."""
     deadline = anyio.current_time() + state.config.hang_s
     while anyio.current_time() < deadline:
@@ -76,7 +93,7 @@ async def _hang(request: web.Request, state: ProviderState) -> None:
         await anyio.sleep(_HANG_POLL_S)
 
 
-def _abort(request: web.Request) -> web.Response:
+def _abort(request: web.BaseRequest) -> web.Response:
     transport = request.transport
     if transport is not None:
         transport.abort()
@@ -85,7 +102,7 @@ def _abort(request: web.Request) -> web.Response:
 
 
 async def _faulty(
-    simulator: ProviderSimulator, request: web.Request, handler: Handler, fault: str
+    simulator: ProviderSimulator, request: web.BaseRequest, handler: Handler, fault: str
 ) -> web.StreamResponse:
     """Run `handler` under `fault` (PROVIDERS.md, "What every simulator offers")."""
     state = simulator.state
@@ -115,14 +132,14 @@ def _wrap(simulator: ProviderSimulator, route: Route) -> Handler:
     handler, sends, path = route.handler, route.sends, route.path
     fixed_label = None if route.method == "*" else f"{route.method} {path}"
 
-    async def handle(request: web.Request) -> web.StreamResponse:
-        label = fixed_label or f"{request.method} {path}"
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
         config = state.config
         if config.latency_ms or config.jitter_ms:
             delay_ms = config.latency_ms
             if config.jitter_ms:
                 delay_ms += state.random.uniform(0.0, config.jitter_ms)
             await anyio.sleep(delay_ms / 1000.0)
+        label = fixed_label or f"{request.method} {path}"
         fault = state.pick_fault() if sends and config.fail_rate else None
         if fault is None:
             response = await handler(request)
@@ -135,6 +152,65 @@ def _wrap(simulator: ProviderSimulator, route: Route) -> Handler:
         return response
 
     return handle
+
+
+class Dispatcher:
+    """Method and path to handler, for aiohttp's low-level server.
+
+    An exact path is one dict lookup; a path with `{name}` segments is a pattern, tried
+    in the order added, and its values reach the handler as `request[PATH_PARAMETERS]`.
+    A known path with another method gets 405 (with Allow), an unknown path 404, with
+    the bodies aiohttp's router gives.
+    """
+
+    def __init__(self) -> None:
+        self.exact: dict[str, dict[str, Handler]] = {}
+        self.patterns: list[tuple[re.Pattern[str], dict[str, Handler]]] = []
+
+    def add(self, method: str, path: str, handler: Handler) -> None:
+        """Serve `method` ("*" = any) on `path`."""
+        if "{" not in path:
+            self.exact.setdefault(path, {})[method] = handler
+            return
+        pattern = re.compile(
+            "".join(
+                f"(?P<{part}>[^/]+)" if index % 2 else re.escape(part)
+                for index, part in enumerate(_PATH_PARAMETER.split(path))
+            )
+        )
+        for existing, methods in self.patterns:
+            if existing.pattern == pattern.pattern:
+                methods[method] = handler
+                return
+        self.patterns.append((pattern, {method: handler}))
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        path = request.path
+        methods = self.exact.get(path)
+        if methods is None:
+            for pattern, candidates in self.patterns:
+                match = pattern.fullmatch(path)
+                if match is not None:
+                    request[PATH_PARAMETERS] = match.groupdict()
+                    methods = candidates
+                    break
+            else:
+                return text_response("404: Not Found", 404)
+        handler = methods.get(request.method) or methods.get("*")
+        if handler is None:
+            response = text_response("405: Method Not Allowed", 405)
+            response.headers["Allow"] = ",".join(sorted(methods))
+            return response
+        if "Expect" in request.headers:
+            await _expect(request)
+        return await handler(request)
+
+
+async def _expect(request: web.BaseRequest) -> None:
+    """Answer `Expect: 100-continue` (RFC 9110 section 10.1.1) as aiohttp's router does."""
+    if request.version >= (1, 1) and request.headers["Expect"].lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
 
 
 class SimulatorHandle:
@@ -163,7 +239,7 @@ class SimulatorHandle:
                 simulator.reset()
 
 
-def _selected(handle: SimulatorHandle, request: web.Request) -> list[str] | web.Response:
+def _selected(handle: SimulatorHandle, request: web.BaseRequest) -> list[str] | web.Response:
     provider = request.query.get("provider")
     if provider is None:
         return list(handle.simulators)
@@ -172,20 +248,20 @@ def _selected(handle: SimulatorHandle, request: web.Request) -> list[str] | web.
     return [provider]
 
 
-def _control_routes(handle: SimulatorHandle) -> list[web.RouteDef]:
-    async def counters(request: web.Request) -> web.Response:
+def _control_routes(handle: SimulatorHandle) -> list[tuple[str, str, Handler]]:
+    async def counters(request: web.BaseRequest) -> web.Response:
         names = _selected(handle, request)
         if isinstance(names, web.Response):
             return names
         return json_response({name: handle.states[name].counters for name in names})
 
-    async def get_config(request: web.Request) -> web.Response:
+    async def get_config(request: web.BaseRequest) -> web.Response:
         names = _selected(handle, request)
         if isinstance(names, web.Response):
             return names
         return json_response({name: handle.states[name].config for name in names})
 
-    async def post_config(request: web.Request) -> web.Response:
+    async def post_config(request: web.BaseRequest) -> web.Response:
         names = _selected(handle, request)
         if isinstance(names, web.Response):
             return names
@@ -203,7 +279,7 @@ def _control_routes(handle: SimulatorHandle) -> list[web.RouteDef]:
             return json_response({"error": str(error)}, 400)
         return json_response({name: handle.states[name].update(changes) for name in names})
 
-    async def reset(request: web.Request) -> web.Response:
+    async def reset(request: web.BaseRequest) -> web.Response:
         names = _selected(handle, request)
         if isinstance(names, web.Response):
             return names
@@ -212,21 +288,22 @@ def _control_routes(handle: SimulatorHandle) -> list[web.RouteDef]:
         return json_response({"reset": names})
 
     return [
-        web.get("/_sim/counters", counters),
-        web.get("/_sim/config", get_config),
-        web.post("/_sim/config", post_config),
-        web.post("/_sim/reset", reset),
+        ("GET", "/_sim/counters", counters),
+        ("GET", "/_sim/config", get_config),
+        ("POST", "/_sim/config", post_config),
+        ("POST", "/_sim/reset", reset),
     ]
 
 
-def build_app(handle: SimulatorHandle) -> web.Application:
-    """One application serving every simulator of `handle` plus the control endpoints."""
-    app = web.Application()
+def build_dispatcher(handle: SimulatorHandle) -> Dispatcher:
+    """One dispatcher serving every simulator of `handle` plus the control endpoints."""
+    dispatcher = Dispatcher()
     for simulator in handle.simulators.values():
         for route in simulator.routes():
-            app.router.add_route(route.method, route.path, _wrap(simulator, route))
-    app.router.add_routes(_control_routes(handle))
-    return app
+            dispatcher.add(route.method, route.path, _wrap(simulator, route))
+    for method, path, handler in _control_routes(handle):
+        dispatcher.add(method, path, handler)
+    return dispatcher
 
 
 async def _deliver(session: aiohttp.ClientSession, state: ProviderState, job: CallbackJob) -> None:
@@ -251,18 +328,22 @@ async def _deliver(session: aiohttp.ClientSession, state: ProviderState, job: Ca
 
 
 async def _send_callbacks(session: aiohttp.ClientSession, state: ProviderState) -> None:
-    limiter = anyio.CapacityLimiter(CALLBACK_CONCURRENCY)
+    """Drain the provider's report heap into a fixed pool of senders (no task per report)."""
+    ready_out, ready_in = anyio.create_memory_object_stream[CallbackJob](math.inf)
 
-    async def deliver(job: CallbackJob) -> None:
-        async with limiter:
-            await _deliver(session, state, job)
+    async def send_ready(jobs: MemoryObjectReceiveStream[CallbackJob]) -> None:
+        async with jobs:
+            async for job in jobs:
+                await _deliver(session, state, job)
 
-    async with anyio.create_task_group() as task_group:
-        async for job in state.callbacks_in:
-            wait = job.due - anyio.current_time()
-            if wait > 0:
-                await anyio.sleep(wait)
-            task_group.start_soon(deliver, job)
+    async with anyio.create_task_group() as task_group, ready_out:
+        with ready_in:
+            for _ in range(CALLBACK_CONCURRENCY):
+                task_group.start_soon(send_ready, ready_in.clone())
+        while True:
+            for job in await state.due_reports():
+                ready_out.send_nowait(job)
+            await anyio.sleep(REPORT_COALESCE_S)
 
 
 async def serve_simulators(
@@ -291,9 +372,9 @@ async def serve_simulators(
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((host, port))
     handle = SimulatorHandle(host, listener.getsockname()[1], simulators)
-    runner = web.AppRunner(
-        build_app(handle), access_log=None, handle_signals=False, shutdown_timeout=0.5
-    )
+    # access_log=None: a log line per request would cost more than the request.
+    server = web.Server(build_dispatcher(handle), access_log=None)
+    runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=0.5)
     session: aiohttp.ClientSession | None = None
     try:
         await runner.setup()
@@ -307,9 +388,6 @@ async def serve_simulators(
             await anyio.sleep_forever()
     finally:
         with anyio.CancelScope(shield=True):
-            for simulator in simulators.values():
-                simulator.state.callbacks_out.close()
-                simulator.state.callbacks_in.close()
             if session is not None:
                 await session.close()
             await runner.cleanup()

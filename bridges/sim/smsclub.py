@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 from aiohttp import web
 
-from bridges.sim.core import ProviderState, Route, json_response
+from bridges.sim.core import ProviderState, Route, json_response, read_body
 
 NAME = "smsclub"
 FIRST_MESSAGE_ID = 106  # the seed's example id
@@ -49,7 +49,10 @@ _ERRORS = {
 }
 
 
-class StoredMessage(NamedTuple):
+class StoredMessage(msgspec.Struct, frozen=True, gc=False):
+    """One accepted message. gc=False: millions may be stored, none holds a reference
+    cycle, so the garbage collector need not walk them."""
+
     phone: str
     accepted_at: float
     final_status: str
@@ -97,7 +100,7 @@ class SmsClubSimulator:
         self.state.counters.count_reject("400")
         return json_response({"success_request": {"add_info": {field: reason}}}, 400)
 
-    def _admit(self, request: web.Request) -> web.Response | None:
+    def _admit(self, request: web.BaseRequest) -> web.Response | None:
         """Method, auth and rate checks every endpoint shares, in the framework's order."""
         if request.method != "POST":
             return self.error_reply(405)
@@ -116,9 +119,9 @@ class SmsClubSimulator:
             times.append(now)
         return None
 
-    async def _payload(self, request: web.Request) -> dict[str, Any] | web.Response:
-        body = await request.read()
-        if not body.strip():
+    async def _payload(self, request: web.BaseRequest) -> dict[str, Any] | web.Response:
+        body = await read_body(request)
+        if not body or body.isspace():
             return {}
         try:
             payload = _json_decoder.decode(body)
@@ -128,7 +131,7 @@ class SmsClubSimulator:
             return self.error_reply(400)
         return payload
 
-    async def send(self, request: web.Request) -> web.Response:
+    async def send(self, request: web.BaseRequest) -> web.Response:
         refused = self._admit(request)
         if refused is not None:
             return refused
@@ -203,7 +206,7 @@ class SmsClubSimulator:
             reply["add_info"] = add_info
         return json_response({"success_request": reply})
 
-    async def status(self, request: web.Request) -> web.Response:
+    async def status(self, request: web.BaseRequest) -> web.Response:
         refused = self._admit(request)
         if refused is not None:
             return refused
@@ -236,18 +239,18 @@ class SmsClubSimulator:
             reply["add_info"] = add_info
         return json_response({"success_request": reply})
 
-    async def originator(self, request: web.Request) -> web.Response:
+    async def originator(self, request: web.BaseRequest) -> web.Response:
         refused = self._admit(request)
         if refused is not None:
             return refused
-        await request.read()
+        await read_body(request)
         return json_response({"success_request": {"info": self.state.config.smsclub_originators}})
 
-    async def balance(self, request: web.Request) -> web.Response:
+    async def balance(self, request: web.BaseRequest) -> web.Response:
         refused = self._admit(request)
         if refused is not None:
             return refused
-        await request.read()
+        await read_body(request)
         config = self.state.config
         info = {"money": config.smsclub_money, "currency": config.smsclub_currency}
         return json_response({"success_request": {"info": info}})

@@ -34,6 +34,8 @@ def test_quick_run_writes_one_result_per_provider(tmp_path: Path) -> None:
         assert result["generator"] in ("wrk", "builtin")
         assert result["requests"] > 0
         assert result["requests_per_s"] > 0
+        # The target is judged per CPU-second of the simulator, which noise cannot fake.
+        assert result["requests_per_cpu_s"] > 0
         assert result["non_2xx"] == 0
         # Every measured send was accepted (in-flight requests at the end may add a few).
         assert result["accepted"] >= result["requests"]

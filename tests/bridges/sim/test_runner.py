@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -245,3 +246,59 @@ def test_resolve_providers() -> None:
     assert resolve_providers(["bsg", "all"]) == ["bsg", "dsc", "routemobile", "smsclub"]
     with pytest.raises(ValueError, match="unknown provider 'twilio'"):
         resolve_providers(["dsc", "twilio"])
+
+
+async def test_unknown_paths_and_methods_get_the_routers_answers() -> None:
+    async with running(["bsg", "dsc"]) as sim, aiohttp.ClientSession(sim.url) as http:
+        async with http.get("/no/such/path") as missing:
+            assert missing.status == 404
+            assert await missing.text() == "404: Not Found"
+        async with http.delete("/api/v2/sms/send") as not_allowed:
+            assert not_allowed.status == 405
+            assert not_allowed.headers["Allow"] == "POST"
+        # A `{name}` route takes one path segment; more segments are another path.
+        async with http.get("/rest/sms/22125/extra") as too_deep:
+            assert too_deep.status == 404
+
+
+async def test_path_parameters_reach_the_handler() -> None:
+    async with running(["bsg"]) as sim, aiohttp.ClientSession(sim.url) as http:
+        await send(http, "bsg")
+        headers = {"X-API-KEY": "test_demo"}
+        async with http.get("/rest/sms/reference/ref_1", headers=headers) as by_reference:
+            found = msgspec.json.decode(await by_reference.read())
+        async with http.get("/rest/sms/22125", headers=headers) as by_id:
+            same = msgspec.json.decode(await by_id.read())
+    assert (found["reference"], found["id"]) == ("ref_1", "22125")
+    assert same["reference"] == "ref_1"
+
+
+async def test_expect_100_continue_is_answered_before_the_body() -> None:
+    method, path, options = SEND_REQUESTS["dsc"]
+    async with (
+        running(["dsc"]) as sim,
+        aiohttp.ClientSession(sim.url) as http,
+        http.request(method, path, expect100=True, **options) as response,
+    ):
+        assert response.status == 200
+        assert (await response.json())["status"] == "success"
+    assert sim.counters("dsc")["accepted_total"] == 1
+
+
+async def test_a_body_in_several_packets_is_read_whole() -> None:
+    # The body arrives after the headers, so it is not all buffered when the handler runs.
+    form = {**DSC_FORM, "message": "x" * 200_000}
+
+    async def chunks() -> AsyncIterator[bytes]:
+        body = "&".join(f"{name}={value}" for name, value in form.items()).encode()
+        for start in range(0, len(body), 65_536):
+            yield body[start : start + 65_536]
+
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    async with (
+        running(["dsc"]) as sim,
+        aiohttp.ClientSession(sim.url) as http,
+        http.post("/api/v2/sms/send", data=chunks(), headers=headers) as response,
+    ):
+        reply = await response.json()
+    assert reply["response"][0]["message"] == form["message"]
