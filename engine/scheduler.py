@@ -68,8 +68,11 @@ class BridgeQueue:
         self._ids: set[str] = set()
         self._size = 0
         self._not_empty = anyio.Event()
-        self._not_full = anyio.Event()
-        self._not_full.set()
+        # Puts waiting for room, oldest first; each is granted one slot in turn, so a
+        # client putting one message (an SMPP submit) is not starved by one putting
+        # thousands (a socket client's chunk of lines).
+        self._waiters: deque[anyio.Event] = deque()
+        self._reserved = 0  # slots granted to waiters that have not filled them yet
 
     def __len__(self) -> int:
         return self._size
@@ -82,7 +85,7 @@ class BridgeQueue:
         return self._ids
 
     def room(self) -> int:
-        return max(0, self.capacity - self._size)
+        return max(0, self.capacity - self._size - self._reserved)
 
     def put_nowait(self, message: Message) -> bool:
         """Add unless already held; returns False for a duplicate. Ignores capacity (the
@@ -100,14 +103,32 @@ class BridgeQueue:
         self._ids.add(message.msg_id)
         self._size += 1
         self._not_empty.set()
-        if self._size >= self.capacity:
-            self._not_full = anyio.Event()
         return True
 
     async def put(self, message: Message) -> None:
-        while self._size >= self.capacity:
-            await self._not_full.wait()
+        """Add `message`, waiting for room; waiters get room in the order they came."""
+        if not self._waiters and self._size + self._reserved < self.capacity:
+            self.put_nowait(message)
+            return
+        granted = anyio.Event()
+        self._waiters.append(granted)
+        try:
+            await granted.wait()
+        except BaseException:
+            if granted.is_set():
+                self._reserved -= 1  # pass the slot on
+            else:
+                self._waiters.remove(granted)
+            self._grant()
+            raise
+        self._reserved -= 1
         self.put_nowait(message)
+        self._grant()  # a duplicate left its slot free
+
+    def _grant(self) -> None:
+        while self._waiters and self._size + self._reserved < self.capacity:
+            self._reserved += 1
+            self._waiters.popleft().set()
 
     def _pop(self, limit: int) -> list[Message]:
         for priority in sorted(self._lanes, reverse=True):
@@ -125,8 +146,7 @@ class BridgeQueue:
             for message in batch:
                 self._ids.discard(message.msg_id)
             self._size -= len(batch)
-            if self._size < self.capacity:
-                self._not_full.set()
+            self._grant()
             if self._size == 0:
                 self._not_empty = anyio.Event()
             return batch
@@ -161,8 +181,7 @@ class BridgeQueue:
         for message in taken:
             self._ids.discard(message.msg_id)
         self._size -= len(taken)
-        if self._size < self.capacity:
-            self._not_full.set()
+        self._grant()
         if self._size == 0:
             self._not_empty = anyio.Event()
         return taken

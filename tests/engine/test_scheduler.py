@@ -223,3 +223,53 @@ async def test_fresh_messages_and_full_queues_cause_no_scan() -> None:
         await wait_polls(journal, 3)
         assert journal.scans == 1
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_waiting_puts_get_room_in_turn() -> None:
+    # A client with one message (an SMPP submit) waits its turn behind a client with
+    # many (a socket chunk), instead of being overtaken by every message of it.
+    queue = BridgeQueue("dsc", 2)
+    queue.put_nowait(make("1"))
+    queue.put_nowait(make("2"))
+    order: list[str] = []
+
+    async def put_all(ids: list[str]) -> None:
+        for msg_id in ids:
+            await queue.put(make(msg_id))
+            order.append(msg_id)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(put_all, ["b1", "b2", "b3", "b4"])
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(put_all, ["s1"])
+        await anyio.wait_all_tasks_blocked()
+        for _ in range(5):
+            queue._pop(1)
+            await anyio.wait_all_tasks_blocked()
+    assert order.index("s1") <= 1
+    assert sorted(order) == ["b1", "b2", "b3", "b4", "s1"]
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_put_passes_its_room_on() -> None:
+    queue = BridgeQueue("dsc", 1)
+    queue.put_nowait(make("1"))
+    doomed = anyio.CancelScope()
+
+    async def put_then_give_up() -> None:
+        with doomed:
+            await queue.put(make("2"))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(put_then_give_up)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(queue.put, make("3"))
+        await anyio.wait_all_tasks_blocked()
+        doomed.cancel()  # the first waiter gives up before any room comes
+        await anyio.wait_all_tasks_blocked()
+        queue._pop(1)
+        await anyio.wait_all_tasks_blocked()
+    assert "2" not in queue
+    assert "3" in queue
+    assert queue.room() == 0
