@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -45,6 +46,10 @@ from engine.smpp.server import serve_smpp
 from engine.smpp.store import store_path_for
 
 log = structlog.get_logger("septet.daemon")
+
+# The kernel receive buffer of each ingress socket connection (see serve_connection): what
+# a client that outruns the daemon can park before its writes block, about 4,000 lines.
+RECEIVE_BUFFER_BYTES = 256 * 1024
 
 
 class Outbox:
@@ -127,13 +132,25 @@ async def run_daemon(
 
         metrics.watch(live_state)
         app = build_app(
-            drivers, on_receipts, readiness, extra_routes=[metrics_route(metrics.exposition)]
+            drivers,
+            on_receipts,
+            readiness,
+            extra_routes=[metrics_route(metrics.exposition)],
+            body_timeout_s=settings.http.body_timeout_s,
         )
         listen_port = 0
         public_url = settings.http.public_url
         if settings.http.listen:
             host, port = split_host_port(settings.http.listen, "http.listen")
-            listen_port = await tg.start(serve_listener, app, host, port)
+            listen_port = await tg.start(
+                lambda task_status: serve_listener(
+                    app,
+                    host,
+                    port,
+                    idle_timeout_s=settings.http.idle_timeout_s,
+                    task_status=task_status,
+                )
+            )
             public_url = public_url or f"http://{host}:{listen_port}"
 
         sim_url: str | None = None
@@ -277,6 +294,18 @@ async def run_daemon(
                 log.warning("connection_refused", listener=kind, reason="limit")
                 return
             open_connections[kind] += 1
+            # anyio (4.16) leaves an accepted TCP connection reading until a receive()
+            # has had to wait; a client writing faster than we read would be buffered
+            # without bound (uvloop). Paused here, reading resumes inside receive() only.
+            transport = getattr(stream, "_transport", None)
+            if transport is not None:
+                transport.pause_reading()
+            # And the kernel's share: Linux autotunes a socket's receive buffer up to
+            # tcp_rmem's maximum (32 MiB here), so a client could park that much per
+            # connection before it felt any backpressure. A fixed buffer bounds it.
+            raw = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)  # noqa: S610 - anyio, not Django
+            if raw is not None:
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
             try:
                 await serve_client(stream, kind)
             finally:
@@ -296,7 +325,9 @@ async def run_daemon(
             async with anyio.create_task_group() as ctg:
                 ctg.start_soon(sink.serve, outbox.spill)
                 try:
-                    await handler.serve_stream(receive, sink)
+                    await handler.serve_stream(
+                        receive, sink, idle_timeout_s=settings.ingress.idle_timeout_s
+                    )
                     # End of input means the client has gone: on TCP a half-close and
                     # a close look alike, and writing to a closed peer would lose events
                     # silently. Later events of its messages go to the journal outbox

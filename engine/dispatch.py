@@ -245,6 +245,31 @@ class BridgeDispatcher:
                 live.append(message)
         if not live:
             return unsaved
+        if self.circuit.state(now) == "open":
+            # The provider is down (engine.circuit): a message whose route has another
+            # bridge goes there now instead of waiting out the open time; nothing was
+            # sent this time, so failing over cannot double-send.
+            waiting: list[Message] = []
+            for message in live:
+                if not self._has_failover(message):
+                    waiting.append(message)
+                    continue
+                if unsaved is None:
+                    unsaved = Unsaved()
+                self._decide(
+                    message,
+                    "circuit_open",
+                    "the circuit breaker is open",
+                    "circuit_open",
+                    Failover(f"{self.name}'s circuit breaker is open"),
+                    unsaved.changes,
+                    unsaved.events,
+                    now,
+                    maybe_sent=False,
+                )
+            live = waiting
+            if not live:
+                return unsaved
         unsaved = await self._pass_gates(len(live), unsaved)
         now = self._clock()
         bridge_index = live[0].bridge_index

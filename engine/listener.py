@@ -30,16 +30,30 @@ def build_app(
     on_receipts: ReceiptSink,
     ready: ReadyCheck,
     extra_routes: Sequence[web.RouteDef] = (),
+    *,
+    body_timeout_s: float = 10.0,
 ) -> web.Application:
+    """`body_timeout_s` bounds the wait for a callback's body (config `[http]
+    body_timeout_s`): a client trickling it must not hold a handler."""
+
     async def callback(request: web.Request) -> web.Response:
         bridge = request.match_info["bridge"]
         driver = drivers.get(bridge)
         if driver is None or driver.capabilities.delivery != "callback":
             return web.Response(status=404, text=f"no callback endpoint for {bridge!r}\n")
+        body: bytes | None = None
+        with anyio.move_on_after(body_timeout_s):
+            body = await request.read()
+        if body is None:
+            log.warning("callback_body_timeout", bridge=bridge, peer=request.remote)
+            # RFC 9110 section 15.5.9: 408, and the connection is not kept.
+            return web.Response(
+                status=408, text="request body too slow\n", headers={"Connection": "close"}
+            )
         inbound = InboundRequest(
             method=request.method,
             query=dict(request.query),
-            body=await request.read(),
+            body=body,
             headers={k.lower(): v for k, v in request.headers.items()},
         )
         if log.is_enabled_for(logging.DEBUG):
@@ -94,10 +108,19 @@ async def serve_listener(
     host: str,
     port: int,
     *,
+    idle_timeout_s: float = 30.0,
     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `app` until cancelled; reports the bound port."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    """Serve `app` until cancelled; reports the bound port.
+
+    `idle_timeout_s` (config `[http] idle_timeout_s`) is aiohttp's keep-alive timeout.
+    aiohttp arms it when a connection opens and after each response, and closes the
+    connection when it fires with no complete request head read: so it bounds both an
+    idle keep-alive connection and a client sending its head byte by byte (slowloris).
+    """
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, keepalive_timeout=idle_timeout_s
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_address=True)

@@ -10,6 +10,7 @@ accepted (and, with --wait-dlr, none failed), 1 otherwise, 2 on bad usage.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -18,6 +19,10 @@ import anyio.abc
 import msgspec
 
 FINAL_STATES = frozenset({"DELIVRD", "UNDELIV", "EXPIRED", "REJECTD", "DELETED", "UNKNOWN"})
+
+
+# Well under the daemon's default idle timeout ([ingress] idle_timeout_s, 600 s).
+KEEPALIVE_S = 60.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--timeout", type=float, default=120.0, help="give up after this many seconds"
     )
     parser.add_argument(
+        "--keepalive",
+        type=_positive_seconds,
+        default=KEEPALIVE_S,
+        metavar="SECONDS",
+        help="send a blank line this often while waiting, so the daemon's idle timeout"
+        " ([ingress] idle_timeout_s) does not close the connection (default %(default)g)",
+    )
+    parser.add_argument(
         "--events",
         action="store_true",
         help="print (and remove) events kept for clients that had disconnected, then exit",
@@ -49,6 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="the daemon's journal file, for --events (default %(default)s)",
     )
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
 
 
 def _lines_from_flags(args: argparse.Namespace) -> list[bytes]:
@@ -80,7 +100,9 @@ async def _connect(address: str) -> anyio.abc.ByteStream:
     return await anyio.connect_tcp(host.strip("[]") or "127.0.0.1", int(port))
 
 
-async def _session(lines: list[bytes], address: str, wait_dlr: bool, timeout_s: float) -> int:
+async def _session(
+    lines: list[bytes], address: str, wait_dlr: bool, timeout_s: float, keepalive_s: float
+) -> int:
     stream = await _connect(address)
     expected = [_recipients(line) for line in lines]
     answered = 0
@@ -99,6 +121,14 @@ async def _session(lines: list[bytes], address: str, wait_dlr: bool, timeout_s: 
             # No half-close: to the daemon, end of input means the client has gone (its
             # later events would go to the journal outbox, for `septet send --events`).
             await stream.send(b"".join(line + b"\n" for line in lines))
+            # A blank line now and then is a keep-alive: the daemon closes a connection
+            # that completes no line for `[ingress] idle_timeout_s` (600 s by default),
+            # and waiting for delivery reports can take longer.
+            # A connection the daemon has closed ends the reader's loop, which says so.
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                while True:
+                    await anyio.sleep(keepalive_s)
+                    await stream.send(b"\n")
 
         tg.start_soon(writer)
         with anyio.move_on_after(timeout_s) as scope:
@@ -181,7 +211,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print("septet send: nothing to send (give --to/--text or NDJSON on stdin)", file=sys.stderr)
         return 2
     try:
-        return anyio.run(_session, lines, args.socket, args.wait_dlr, args.timeout)
+        return anyio.run(_session, lines, args.socket, args.wait_dlr, args.timeout, args.keepalive)
     except OSError as error:
         print(f"septet send: cannot reach the daemon at {args.socket}: {error}", file=sys.stderr)
         return 1

@@ -67,3 +67,24 @@ async def test_send_from_flags_waits_for_the_delivery_report(tmp_path: Path) -> 
     assert code == 0
     assert [e["event"] for e in events] == ["accepted", "submitted", "dlr"]
     assert events[-1]["state"] == "DELIVRD"
+
+
+async def test_blank_line_keepalives_outlast_the_idle_timeout(tmp_path: Path) -> None:
+    # The daemon closes a connection that completes no line for idle_timeout_s; waiting
+    # for a report takes longer here, and the keep-alives hold the connection open.
+    settings = daemon_settings(tmp_path)
+    settings = msgspec.structs.replace(
+        settings,
+        ingress=msgspec.structs.replace(settings.ingress, idle_timeout_s=0.5),
+    )
+    flags = ("--to", "+250788200004", "--text", "slow report", "--wait-dlr", "--timeout", "20")
+    async with running_daemon(settings) as daemon:
+        await daemon.sim_config({"dlr_delay_s": 1.5, "dlr_mix": {"DELIVRD": 1.0}})
+        address = f"127.0.0.1:{daemon.tcp_port}"
+        code, events = await septet_send("--socket", address, "--keepalive", "0.1", *flags)
+        assert code == 0
+        assert [e["event"] for e in events] == ["accepted", "submitted", "dlr"]
+        # Without them the daemon hangs up before the report comes.
+        code, events = await septet_send("--socket", address, "--keepalive", "30", *flags)
+    assert code == 1
+    assert "dlr" not in [e["event"] for e in events]
