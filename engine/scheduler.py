@@ -31,6 +31,8 @@ from engine.models import Message
 log = structlog.get_logger("septet.scheduler")
 
 BatchKey = tuple[str, str | None, bool, bool, int | None]
+# How many messages one turn of a waiting put may add (BridgeQueue.put_many): a batch.
+TURN_MESSAGES = 100
 
 
 def batch_key(message: Message, distinct_texts: bool, isolate_resends: bool = False) -> BatchKey:
@@ -107,9 +109,30 @@ class BridgeQueue:
 
     async def put(self, message: Message) -> None:
         """Add `message`, waiting for room; waiters get room in the order they came."""
-        if not self._waiters and self._size + self._reserved < self.capacity:
-            self.put_nowait(message)
-            return
+        await self.put_many([message])
+
+    async def put_many(self, messages: Sequence[Message]) -> None:
+        """Add `messages` in order, waiting for room. Waiting puts take turns, oldest
+        first: a turn is one granted slot plus up to `TURN_MESSAGES - 1` more of the room
+        nobody else is waiting for, so a client with thousands of lines shares the room
+        with one that has a single message, at little cost per message."""
+        index, count = 0, len(messages)
+        while index < count:
+            if self._waiters or self._size + self._reserved >= self.capacity:
+                await self._wait_turn()
+                self._reserved -= 1
+                self.put_nowait(messages[index])
+                index += 1
+                limit = index + TURN_MESSAGES - 1
+            else:
+                limit = count
+            while index < min(count, limit) and self._size + self._reserved < self.capacity:
+                self.put_nowait(messages[index])
+                index += 1
+            self._grant()  # a duplicate leaves its slot free
+
+    async def _wait_turn(self) -> None:
+        """Wait, FIFO, until one slot is reserved for this caller."""
         granted = anyio.Event()
         self._waiters.append(granted)
         try:
@@ -121,9 +144,6 @@ class BridgeQueue:
                 self._waiters.remove(granted)
             self._grant()
             raise
-        self._reserved -= 1
-        self.put_nowait(message)
-        self._grant()  # a duplicate left its slot free
 
     def _grant(self) -> None:
         while self._waiters and self._size + self._reserved < self.capacity:
@@ -225,9 +245,12 @@ class Scheduler:
         in_hand = self.in_hand
         in_hand.update(message.msg_id for message in messages)
         try:
+            by_bridge: dict[str, list[Message]] = {}
             for message in messages:
-                await self.queues[message.bridge].put(message)
-                in_hand.discard(message.msg_id)
+                by_bridge.setdefault(message.bridge, []).append(message)
+            for bridge, queued in by_bridge.items():
+                await self.queues[bridge].put_many(queued)
+                in_hand.difference_update(message.msg_id for message in queued)
         finally:
             in_hand.difference_update(message.msg_id for message in messages)
 
