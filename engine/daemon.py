@@ -412,7 +412,10 @@ async def run_daemon(
         log.info("draining", reason=stop_reason)
         ingress_scope.cancel()
         smpp_scope.cancel()
-        # Let workers finish what they hold (bounded), then stop everything.
+        # Let workers finish the requests they have in flight (bounded); they start no
+        # new ones, and what is still queued stays accepted in the journal.
+        for dispatcher in dispatchers.values():
+            dispatcher.draining = True
         with anyio.move_on_after(30):
             while scheduler.in_hand or any(d.in_flight for d in dispatchers.values()):  # noqa: ASYNC110 - bounded drain poll
                 await anyio.sleep(0.01)

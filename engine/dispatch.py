@@ -167,6 +167,9 @@ class BridgeDispatcher:
         # request URL, credentials in its query string included.
         self._redact = redact
         self.in_flight = 0
+        # Set by the daemon's drain: finish what is in flight, start nothing new. What is
+        # still queued stays accepted in the journal and resumes at the next start.
+        self.draining = False
 
     async def serve(self) -> None:
         async with anyio.create_task_group() as tg:
@@ -177,11 +180,15 @@ class BridgeDispatcher:
         unsaved: Unsaved | None = None
         try:
             while True:
-                if unsaved is not None and not len(self.queue):
+                if unsaved is not None and (self.draining or not len(self.queue)):
                     # Nothing to claim with them right now: commit the outcomes alone.
                     await self._save(unsaved)
                     unsaved = None
+                if self.draining:
+                    await anyio.sleep_forever()  # holding nothing; the drain cancels us
                 batch = await self.queue.take_batch(self._max, self._linger)
+                if self.draining:
+                    continue  # not claimed: still accepted in the journal
                 ids = [message.msg_id for message in batch]
                 self._scheduler.in_hand.update(ids)
                 try:
@@ -271,6 +278,8 @@ class BridgeDispatcher:
             if not live:
                 return unsaved
         unsaved = await self._pass_gates(len(live), unsaved)
+        if self.draining:
+            return unsaved  # a rate-limit wait outlasted the drain's start: send nothing new
         now = self._clock()
         bridge_index = live[0].bridge_index
         claimed = await self._journal.claim(
