@@ -282,12 +282,15 @@ async def test_the_daemon_serves_metrics_that_match_its_traffic(tmp_path: Path) 
 @pytest.mark.anyio
 async def test_provider_faults_show_as_retries_by_reason(tmp_path: Path) -> None:
     async with running_daemon(daemon_settings(tmp_path)) as daemon:
+        await daemon.sim_config({"dlr_mix": {"DELIVRD": 1.0}})
+        # Faults on dsc only: what fails over (routemobile is 250's second bridge) then
+        # goes through at once, instead of meeting the same faults with nowhere left to go.
         await daemon.sim_config(
-            {"dlr_mix": {"DELIVRD": 1.0}, "fail_rate": 0.5, "faults": {"5xx": 1.0}, "seed": 3}
+            {"fail_rate": 0.5, "faults": {"5xx": 1.0}, "seed": 3}, provider="dsc"
         )
         async with connected(daemon) as client:
             await client.send(*({"to": f"+25078820{n:04d}", "text": "Hi"} for n in range(20)))
-            await client.wait_for(lambda events: len(client.final_reports()) == 20)
+            await client.wait_for(lambda events: len(client.final_reports()) == 20, 60)
         async with httpx.AsyncClient() as http:
             reply = await http.get(f"http://127.0.0.1:{daemon.http_port}/metrics")
     dsc = [

@@ -14,8 +14,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,34 +22,11 @@ import msgspec
 import pytest
 
 from engine.models import Message
+from tests.reliability.harness import free_port, simulators
 
 pytestmark = pytest.mark.slow
 
 message_decoder = msgspec.msgpack.Decoder(Message)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def simulators(tmp_path: Path) -> Iterator[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "engine", "simulate", "all", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=(tmp_path / "sim.log").open("wb"),
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().decode()
-        assert line.startswith("listening on "), line
-        yield line.split()[-1]
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def write_config(tmp_path: Path, sim_url: str, tcp_port: int, http_port: int) -> Path:
