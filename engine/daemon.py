@@ -32,7 +32,14 @@ from engine.dispatch import BridgeDispatcher
 from engine.dlr import ReceiptHandler, serve_poller
 from engine.http_io import BridgeClient
 from engine.ingress import EventRouter, EventSink, LineHandler, LinePreparer
-from engine.journal import Change, MarkFinal, MarkRetry, StoreEvents, open_journal
+from engine.journal import (
+    Change,
+    JournalError,
+    MarkFinal,
+    MarkRetry,
+    StoreEvents,
+    open_journal,
+)
 from engine.listener import build_app, metrics_route, serve_listener
 from engine.log import Redactor, credential_values
 from engine.metrics import LiveState, Metrics
@@ -50,6 +57,8 @@ log = structlog.get_logger("septet.daemon")
 # The kernel receive buffer of each ingress socket connection (see serve_connection): what
 # a client that outruns the daemon can park before its writes block, about 4,000 lines.
 RECEIVE_BUFFER_BYTES = 256 * 1024
+# The first wait before storing outbox events again after a journal write failed.
+OUTBOX_RETRY_S = 1.0
 
 
 class Outbox:
@@ -63,12 +72,18 @@ class Outbox:
         self.pending.setdefault(origin, []).extend(lines)
         self.wake.set()
 
-    def take(self) -> list[Change]:
-        changes: list[Change] = [
+    def take(self) -> list[StoreEvents]:
+        changes = [
             StoreEvents(origin=origin, events=lines) for origin, lines in self.pending.items()
         ]
         self.pending = {}
         return changes
+
+    def restore(self, changes: Sequence[StoreEvents]) -> None:
+        """Put back what `take` gave when the journal could not store it, in order."""
+        for change in changes:
+            self.pending[change.origin] = [*change.events, *self.pending.get(change.origin, [])]
+        self.wake.set()
 
 
 async def run_daemon(
@@ -498,12 +513,24 @@ async def _serve_stdio(
 
 
 async def _serve_outbox(outbox: Outbox, journal: Any) -> None:
+    """Store events for clients that have gone; a journal that cannot be written (disk
+    full) is waited out, the events held in the meantime."""
+    delay = OUTBOX_RETRY_S
     while True:
         await outbox.wake.wait()
         outbox.wake = anyio.Event()
         changes = outbox.take()
-        if changes:
+        if not changes:
+            continue
+        try:
             await journal.record(changes)
+        except JournalError as error:
+            log.error("journal_write_failed", during="outbox", retry_in_s=delay, error=str(error))
+            outbox.restore(changes)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+        else:
+            delay = OUTBOX_RETRY_S
 
 
 async def _wait_for_stop(

@@ -40,7 +40,7 @@ from bridges.base import (
 )
 from engine.circuit import CircuitBreaker
 from engine.http_errors import ConnectFailed, ReplyLost, ReplyTooLarge, TransportError
-from engine.journal import Change, MarkFinal, MarkRetry, MarkSubmitted
+from engine.journal import Change, JournalError, MarkFinal, MarkRetry, MarkSubmitted
 from engine.log import describe_call, redact_text
 from engine.models import DeliveryReport, Event, Failed, Message, SubmittedEvent
 from engine.ratelimit import TokenBucket
@@ -48,6 +48,11 @@ from engine.retry import Decision, Failover, GiveUp, RetryAt, RetryPolicy
 from engine.scheduler import BridgeQueue, Scheduler
 
 log = structlog.get_logger("septet.dispatch")
+
+# A journal that cannot be written (disk full, I/O error) is retried after this long,
+# doubling up to JOURNAL_RETRY_MAX_S: dispatch waits for it rather than stop the daemon.
+JOURNAL_RETRY_S = 1.0
+JOURNAL_RETRY_MAX_S = 30.0
 
 # The `reason` of a retry or failure, as metrics count it (engine.metrics.REASONS): the
 # kind of outcome or failure, never the provider's code or text (unbounded labels).
@@ -198,7 +203,9 @@ class BridgeDispatcher:
         finally:
             if unsaved is not None:
                 # Cancelled (shutdown) with outcomes in hand: they must still be journaled.
-                with anyio.CancelScope(shield=True):
+                # Bounded: a journal that stays unwritable leaves them inflight, which the
+                # next start resolves (resend where safe, else "outcome unknown").
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                     await self._save(unsaved)
 
     async def send_batch(self, batch: Sequence[Message]) -> None:
@@ -282,9 +289,17 @@ class BridgeDispatcher:
             return unsaved  # a rate-limit wait outlasted the drain's start: send nothing new
         now = self._clock()
         bridge_index = live[0].bridge_index
-        claimed = await self._journal.claim(
-            live, bridge_index, now, record=unsaved.changes if unsaved is not None else ()
-        )
+        try:
+            claimed = await self._journal.claim(
+                live, bridge_index, now, record=unsaved.changes if unsaved is not None else ()
+            )
+        except JournalError as error:
+            # Nothing of it was committed: the batch is still accepted in the journal (the
+            # feeder brings it back) and the outcomes in hand are still to be saved.
+            log.error("journal_write_failed", bridge=self.name, during="claim", error=str(error))
+            await anyio.sleep(JOURNAL_RETRY_S)
+            self._scheduler.wake_feeder()
+            return unsaved
         if unsaved is not None:
             self._announce(unsaved)
         if not claimed:
@@ -336,7 +351,24 @@ class BridgeDispatcher:
         return result
 
     async def _save(self, unsaved: Unsaved) -> None:
-        await self._journal.record(unsaved.changes)
+        """Commit `unsaved`, retrying while the journal cannot be written: its outcomes
+        happened, so they are held until they are recorded, never dropped."""
+        delay = JOURNAL_RETRY_S
+        while True:
+            try:
+                await self._journal.record(unsaved.changes)
+                break
+            except JournalError as error:
+                log.error(
+                    "journal_write_failed",
+                    bridge=self.name,
+                    during="outcomes",
+                    messages=len(unsaved.changes),
+                    retry_in_s=delay,
+                    error=str(error),
+                )
+                await anyio.sleep(delay)
+                delay = min(delay * 2, JOURNAL_RETRY_MAX_S)
         self._announce(unsaved)
 
     def _announce(self, unsaved: Unsaved) -> None:

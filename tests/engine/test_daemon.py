@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
+from engine.daemon import Outbox
 from tests.engine.daemon_harness import (
     connected,
     daemon_settings,
@@ -253,3 +254,14 @@ async def test_connection_limit_per_listener(tmp_path: Path) -> None:
                     if client.of("accepted"):
                         break
                 await anyio.sleep(0.05)
+
+
+def test_outbox_events_put_back_after_a_failed_store_keep_their_order() -> None:
+    outbox = Outbox()
+    outbox.spill("client-1", [b"1", b"2"])
+    taken = outbox.take()
+    outbox.spill("client-1", [b"3"])  # arrived while the journal was failing
+    outbox.restore(taken)
+    [change] = outbox.take()
+    assert (change.origin, change.events) == ("client-1", [b"1", b"2", b"3"])
+    assert outbox.take() == []

@@ -10,10 +10,11 @@ import pytest
 
 from bridges.base import BridgeSettings, HttpCall, HttpReply
 from bridges.smsclub import SmsClubDriver
+from engine import dispatch as dispatch_module
 from engine.circuit import CircuitBreaker
 from engine.dispatch import BridgeDispatcher
 from engine.http_errors import ReplyLost
-from engine.journal import SqliteJournal, open_journal
+from engine.journal import Change, JournalError, SqliteJournal, open_journal
 from engine.models import Event, Failed, Message
 from engine.ratelimit import TokenBucket
 from engine.retry import RetryPolicy
@@ -165,3 +166,63 @@ async def test_maybe_sent_survives_in_the_journal(tmp_path: Path) -> None:
     async with open_journal(tmp_path / "septet.db") as reopened:
         [again] = (await reopened.get([sent.msg_id])).values()
     assert (again.state, again.attempt, again.maybe_sent) == ("accepted", 1, True)
+
+
+class FlakyJournal:
+    """A real journal whose claims or records fail, as on a full disk, so many times."""
+
+    def __init__(self, journal: SqliteJournal, *, claims: int = 0, records: int = 0) -> None:
+        self.journal = journal
+        self.failing_claims = claims
+        self.failing_records = records
+
+    async def claim(
+        self,
+        messages: Sequence[Message],
+        bridge_index: int,
+        at: float,
+        *,
+        record: Sequence[Change] = (),
+    ) -> list[Message]:
+        if self.failing_claims:
+            self.failing_claims -= 1
+            raise JournalError("The journal could not be written: database or disk is full.")
+        return await self.journal.claim(messages, bridge_index, at, record=record)
+
+    async def record(self, changes: Sequence[Change]) -> None:
+        if self.failing_records:
+            self.failing_records -= 1
+            raise JournalError("The journal could not be written: database or disk is full.")
+        await self.journal.record(changes)
+
+
+async def test_an_unwritable_journal_is_waited_out_and_nothing_is_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dispatch_module, "JOURNAL_RETRY_S", 0.0)
+    taken = HttpReply(
+        status=200,
+        body=b'{"success_request":{"info":{"1001":"380501234560"}}}',
+        headers={"content-type": "application/json"},
+    )
+    async with open_journal(tmp_path / "septet.db") as journal:
+        sent = await accept_one(journal, "+380501234560")
+        client = ScriptedClient([taken])
+        events = Events()
+        dispatch = dispatcher(journal, client, events)
+        # The claim fails: nothing is sent, nothing raised, the message is still accepted.
+        dispatch._journal = FlakyJournal(journal, claims=1)
+        await dispatch.send_batch([sent])
+        assert client.calls == []
+        [again] = (await journal.get([sent.msg_id])).values()
+        assert again.state == "accepted"
+        # Now the outcome's commit fails twice after the send: it is held and retried,
+        # and its event waits for the commit.
+        dispatch._journal = FlakyJournal(journal, records=2)
+        await dispatch.send_batch([again])
+        assert dispatch.in_flight == 0
+    assert len(client.calls) == 1
+    async with open_journal(tmp_path / "septet.db") as reopened:
+        [done] = (await reopened.get([sent.msg_id])).values()
+    assert (done.state, done.provider_id) == ("submitted", "1001")  # awaiting its report
+    assert [type(event).__name__ for event in events.emitted] == ["SubmittedEvent"]
