@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.metrics import (
@@ -19,6 +19,7 @@ from engine.metrics import (
     REASONS,
     LiveState,
     Metrics,
+    observe_many,
     status_class,
 )
 from engine.models import Message
@@ -319,3 +320,20 @@ async def test_provider_faults_show_as_retries_by_reason(tmp_path: Path) -> None
     ]
     assert five_xx
     assert five_xx[0] >= 1
+
+
+def test_observe_many_equals_one_observe_per_amount() -> None:
+    amounts = [0.0, 0.004, 0.005, 0.0051, 0.2, 1.0, 7.5, 100.0, 1e9]
+    registries = CollectorRegistry(), CollectorRegistry()
+    one_by_one, bulk = (
+        Histogram("t_seconds", "t", ["bridge"], registry=registry).labels("dsc")
+        for registry in registries
+    )
+    for amount in amounts:
+        one_by_one.observe(amount)
+    observe_many(bulk, amounts)
+    one, other = (
+        [line for line in generate_latest(registry).splitlines() if b"_created" not in line]
+        for registry in registries
+    )
+    assert one == other
