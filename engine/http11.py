@@ -678,11 +678,11 @@ class Http11Transport:
             try:
                 return await future
             except _SlotGranted:
-                pass
+                # A closed connection's slot was handed to this request: open its own.
+                connection = await self._connect(pool, connect_deadline)
             except asyncio.CancelledError:
                 pool.withdraw(future)
                 raise
-            connection = await self._connect(pool, connect_deadline)
             future = loop.create_future()
             connection.send(future, data, head_only, total_deadline)
 

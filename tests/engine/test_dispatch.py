@@ -53,17 +53,22 @@ class Events:
 
 
 class Hooks:
+    """Counts what dispatch reports to the rest of the daemon (metrics are tested apart)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
     def submitted(self, bridge: str, messages: Sequence[tuple[Message, str | None]]) -> None:
-        pass
+        self.calls.append("submitted")
 
     def outcome(self, bridge: str, outcome: str, count: int, reason: str | None = None) -> None:
-        pass
+        self.calls.append(outcome)
 
     def request_done(self, bridge: str, seconds: float, status: str) -> None:
-        pass
+        self.calls.append("request_done")
 
     def bucket_wait(self, bridge: str, seconds: float) -> None:
-        pass
+        self.calls.append("bucket_wait")
 
 
 def message(to: str) -> Message:

@@ -89,8 +89,9 @@ def write_run_config(tmp_path: Path, journal: Path) -> Path:
 
 
 async def make_journal(path: Path) -> None:
-    async with open_journal(path):
-        pass
+    """Create a journal file, then close it (the "existing journal" case)."""
+    async with open_journal(path) as journal:
+        assert await journal.pending_count() == 0
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new-journal", "existing-journal"])
