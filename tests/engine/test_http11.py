@@ -21,6 +21,7 @@ from aiohttp import web
 
 from engine.http11 import Http11Transport
 from engine.http_errors import ConnectFailed, ReplyLost, ReplyTooLarge
+from tests.engine.http_harness import serve_app
 
 pytestmark = pytest.mark.anyio
 
@@ -130,21 +131,6 @@ def answer_each(reply: bytes) -> RawServer:
             await writer.drain()
 
     return raw_server(handle)
-
-
-@contextlib.asynccontextmanager
-async def serve_app(routes: list[web.RouteDef]) -> AsyncIterator[str]:
-    app = web.Application()
-    app.add_routes(routes)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    await web.SockSite(runner, listener).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
 
 
 async def until_no_connections(transport: Http11Transport) -> None:

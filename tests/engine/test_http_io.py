@@ -17,6 +17,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from bridges.base import HttpCall
 from engine.http_errors import ConnectFailed, ReplyLost, ReplyTooLarge, TransportError
 from engine.http_io import BridgeClient, build_url, encode_query
+from tests.engine.http_harness import serve_app
 
 pytestmark = pytest.mark.anyio
 
@@ -31,22 +32,6 @@ class Echo(msgspec.Struct):
 
 
 ECHO_DECODER = msgspec.json.Decoder(Echo)
-
-
-@contextlib.asynccontextmanager
-async def serve_app(routes: list[web.RouteDef]) -> AsyncIterator[str]:
-    """An aiohttp app on a free port; yields its base URL."""
-    app = web.Application()
-    app.add_routes(routes)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    await web.SockSite(runner, listener).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
 
 
 @contextlib.asynccontextmanager

@@ -43,6 +43,7 @@ import msgspec
 from bench.pipeline import render_toml
 from engine.smpp import pdu as p
 from engine.smpp.codec import HEADER, PduReader, encode_pdu
+from tests.reliability.harness import free_port
 
 HOST: Final = "127.0.0.1"
 TCP_CLIENTS: Final = 10
@@ -87,13 +88,6 @@ class LoadReport(msgspec.Struct, kw_only=True):
     drain_s: float | None = None  # SIGTERM to exit; None: over DRAIN_WAIT_S, killed
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def rss_mib(pid: int) -> float:
     """The process's resident set from /proc/<pid>/status (VmRSS, KiB), in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -106,12 +100,12 @@ def daemon_config(workdir: Path, sim_url: str, rate: float) -> dict[str, Any]:
     return {
         "journal": {"path": str(workdir / "journal.db")},
         "ingress": {
-            "tcp": f"{HOST}:{_free_port()}",
+            "tcp": f"{HOST}:{free_port()}",
             "unix": str(workdir / "septet.sock"),
             "max_connections": 100,
         },
-        "http": {"listen": f"{HOST}:{_free_port()}"},
-        "smpp": {"listen": f"{HOST}:{_free_port()}"},
+        "http": {"listen": f"{HOST}:{free_port()}"},
+        "smpp": {"listen": f"{HOST}:{free_port()}"},
         "simulators": {"enabled": False},
         "routing": {"prefixes": {"250": ["dsc"]}},
         "bridges": {
