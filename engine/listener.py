@@ -4,7 +4,8 @@ One aiohttp application (the project's one HTTP server library). A callback is p
 its bridge's driver, which checks the credentials septet registered with the provider
 (constant-time); a mismatch is answered 401, a malformed request 400, and the listener
 answers 200 only once the receipts are journaled, so a provider retries what septet
-could not record.
+could not record: a journal that cannot be written (disk full, read-only directory) is
+answered 503 with Retry-After, the status every provider here retries.
 """
 
 from __future__ import annotations
@@ -18,11 +19,15 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bridges.base import BridgeDriver, CallbackRejected, InboundRequest, Receipt
+from engine.journal import JournalError
 
 log = structlog.get_logger("septet.listener")
 
 ReceiptSink = Callable[[str, Sequence[Receipt]], Awaitable[None]]
 ReadyCheck = Callable[[], Awaitable[dict[str, object]]]
+
+# Seconds a provider is asked to wait before sending receipts the journal could not take.
+UNWRITABLE_RETRY_AFTER_S = 30
 
 
 def build_app(
@@ -72,7 +77,17 @@ def build_app(
         except ValueError as error:
             log.warning("callback_malformed", bridge=bridge, error=str(error))
             return web.Response(status=400, text=f"{error}\n")
-        await on_receipts(bridge, receipts)
+        try:
+            await on_receipts(bridge, receipts)
+        except JournalError as error:
+            log.error("callback_not_recorded", bridge=bridge, error=str(error))
+            # RFC 9110 section 15.6.4: 503 says the failure is temporary; Retry-After paces
+            # the provider's retries while the journal stays unwritable.
+            return web.Response(
+                status=503,
+                text="receipts not recorded, send them again later\n",
+                headers={"Retry-After": str(UNWRITABLE_RETRY_AFTER_S)},
+            )
         return web.Response(text="OK\n")
 
     async def healthz(request: web.Request) -> web.Response:
@@ -125,9 +140,8 @@ async def serve_listener(
     try:
         site = web.TCPSite(runner, host, port, reuse_address=True)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        bound = sockets[0].getsockname()[1] if sockets else port
+        # AppRunner.addresses: the (host, port, ...) each listening socket is bound to.
+        bound = runner.addresses[0][1] if runner.addresses else port
         task_status.started(bound)
         await anyio.sleep_forever()
     finally:
