@@ -282,6 +282,8 @@ async def run_daemon(
             scheduler,
             max_line_bytes=settings.ingress.max_line_bytes,
             on_lines=metrics.ingress,
+            # SMPP submissions reserve queue room before their commit (engine.ingress).
+            room=scheduler,
         )
         ingress_scope = anyio.CancelScope()
         input_done = anyio.Event()
@@ -404,7 +406,8 @@ async def run_daemon(
                         journal=journal,
                         store_path=store_path_for(settings.journal.path),
                         synchronous=settings.journal.synchronous,
-                        # Full bridge queues: answer ESME_RTHROTTLED instead of waiting.
+                        # A full bridge queue: parts of long messages are answered
+                        # ESME_RTHROTTLED; whole messages wait in line for room instead.
                         congested=lambda: any(queue.room() == 0 for queue in queues.values()),
                         task_status=task_status,
                     )

@@ -7,6 +7,11 @@ written, in input order, interleaved with the `rejected` ones. Then the messages
 handed to the scheduler, which waits when its queues are full: the reader stops
 reading, and the client feels backpressure through TCP. Nothing is dropped.
 
+An SMPP submission (`accept_submission`) may not wait after its commit: its answer
+follows the commit and cannot turn into a refusal. It reserves room in its bridge queue
+first, in line with the waiting socket clients, for a bounded time; when that runs out
+it is refused as congested, with nothing journaled.
+
 A line longer than `max_line_bytes` is rejected as soon as it outgrows the limit; the
 rest of it is skipped as it arrives, never buffered whole.
 """
@@ -40,6 +45,9 @@ from engine.routing import Router, UnknownRoute
 from engine.segment import segment_text
 
 log = structlog.get_logger("septet.ingress")
+
+# engine.smpp.server answers this refusal with ESME_RTHROTTLED (SMPP v3.4 5.1.3).
+CONGESTED = "the queues are full: send it again later"
 
 
 class AcceptingJournal(Protocol):
@@ -299,6 +307,18 @@ class Scheduler(Protocol):
     def wake_feeder(self) -> None: ...
 
 
+class QueueRoom(Protocol):
+    """engine.scheduler.Scheduler's reservations: one slot per bridge name given."""
+
+    def reserve_nowait(self, bridges: Sequence[str]) -> bool: ...
+
+    async def reserve(self, bridges: Sequence[str]) -> None: ...
+
+    def put_reserved(self, messages: Sequence[Message]) -> None: ...
+
+    def release(self, bridges: Sequence[str]) -> None: ...
+
+
 class LineHandler:
     """Validates, journals and answers the lines of every connection."""
 
@@ -311,12 +331,16 @@ class LineHandler:
         max_line_bytes: int,
         clock: Callable[[], float] = time.time,
         on_lines: Callable[[str, int], None] | None = None,
+        room: QueueRoom | None = None,
     ) -> None:
         """`on_lines(result, count)` is told how many lines (or SMPP submits) ended as
-        "accepted", "rejected" or "duplicate", once per result per chunk read."""
+        "accepted", "rejected" or "duplicate", once per result per chunk read. `room`
+        (the scheduler again, in the daemon) lets `accept_submission` reserve queue room
+        before its commit; without it a submission waits for room after the commit."""
         self._preparer = preparer
         self._journal = journal
         self._scheduler = scheduler
+        self._room = room
         self._max_line = max_line_bytes
         self._clock = clock
         self._on_lines = on_lines
@@ -473,36 +497,82 @@ class LineHandler:
         if fresh:
             await self._scheduler.put_many(fresh)
 
-    async def accept_submission(self, sub: Submission, origin: str) -> list[Message] | str:
+    async def accept_submission(
+        self,
+        sub: Submission,
+        origin: str,
+        *,
+        room_wait_s: float | None = None,
+        turn: anyio.Lock | None = None,
+    ) -> list[Message] | str:
         """Validate, journal and schedule one submission that did not come as a line (SMPP).
 
         Returns the journaled messages (after the commit), or the sentence saying why the
         submission was refused. Events of these messages go to `origin`.
+
+        With `room_wait_s` (and `room`), a slot in the bridge queue of each message due now
+        is reserved before the commit: at once when room is free and nobody is in line,
+        else in line with the socket clients' puts, holding `turn` meanwhile so that one
+        client (an SMPP bind) has one place in the line however many submits it has in
+        flight. Past `room_wait_s` the answer is CONGESTED and nothing was journaled; once
+        journaled, the messages fill their slots without waiting again.
         """
         now = self._clock()
         prepared = self._preparer.prepare_submission(sub, origin, now)
         if isinstance(prepared, LineError):
             self._count("rejected")
             return prepared.error
+        room = self._room
+        held: list[str] = []  # one bridge name per reserved slot not yet filled
+        if room is not None and room_wait_s is not None:
+            bridges = [message.bridge for message in prepared if message.due_at <= now]
+            if bridges and not await _reserve(room, bridges, room_wait_s, turn):
+                log.debug("submission_congested", origin=origin, bridges=bridges)
+                return CONGESTED
+            held = bridges
         try:
-            (result,) = await self._journal.accept([prepared])
-        except JournalError as error:
-            self._count("rejected")
-            log.error("journal_refused_submission", origin=origin, error=str(error))
-            return f"not accepted, send it again later: {error}"
-        if isinstance(result, Duplicate):
-            self._count("duplicate")
-            return f"duplicate id {result.client_ref!r}: already accepted as msg_id " + (
-                ", ".join(result.msg_ids)
-            )
-        self._count("accepted")
-        fresh = [message for message in result if message.due_at <= now]
-        if len(fresh) < len(result):
-            self._scheduler.wake_feeder()
-        if fresh:
-            await self._scheduler.put_many(fresh)
-        return result
+            try:
+                (result,) = await self._journal.accept([prepared])
+            except JournalError as error:
+                self._count("rejected")
+                log.error("journal_refused_submission", origin=origin, error=str(error))
+                return f"not accepted, send it again later: {error}"
+            if isinstance(result, Duplicate):
+                self._count("duplicate")
+                return f"duplicate id {result.client_ref!r}: already accepted as msg_id " + (
+                    ", ".join(result.msg_ids)
+                )
+            self._count("accepted")
+            fresh = [message for message in result if message.due_at <= now]
+            if len(fresh) < len(result):
+                self._scheduler.wake_feeder()
+            if held and room is not None:
+                room.put_reserved(fresh)
+                held = []
+            elif fresh:
+                await self._scheduler.put_many(fresh)
+            return result
+        finally:
+            if held and room is not None:
+                room.release(held)  # refused, a duplicate, or cancelled: nothing to fill
 
     def _count(self, result: str, count: int = 1) -> None:
         if self._on_lines is not None:
             self._on_lines(result, count)
+
+
+async def _reserve(
+    room: QueueRoom, bridges: Sequence[str], wait_s: float, turn: anyio.Lock | None
+) -> bool:
+    """Reserve one slot per bridge name within `wait_s`; False if the time ran out (then
+    nothing is held: a cancelled reservation gives its slots back, or on to the next)."""
+    if room.reserve_nowait(bridges):
+        return True
+    with anyio.move_on_after(wait_s):
+        if turn is None:
+            await room.reserve(bridges)
+        else:
+            async with turn:
+                await room.reserve(bridges)
+        return True
+    return False

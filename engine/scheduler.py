@@ -7,6 +7,11 @@ that wait is what pushes back on ingress. `take_batch` hands a dispatcher up to 
 driver's recipient limit of one key, lingering a moment for more when the batch is
 small and the queue is otherwise idle.
 
+A client that must not wait after its journal commit (an SMPP submit, whose answer may
+only follow the commit and may not be a refusal after it) first `reserve`s its slots,
+in the same line as the waiting puts, then journals, then fills them with
+`put_reserved`, which never waits; or gives them back with `release`.
+
 The `Feeder` is the only reader of waiting work from the journal: scheduled messages
 when their time comes, retries when their backoff ends, and everything left over after
 a restart. RAM holds at most the queues' capacity; a million waiting messages stay on
@@ -145,6 +150,49 @@ class BridgeQueue:
             self._grant()
             raise
 
+    @property
+    def waiting(self) -> int:
+        """Puts and reservations waiting in line for room."""
+        return len(self._waiters)
+
+    def can_reserve(self, count: int) -> bool:
+        """Whether `count` slots are free and nobody is in line for them."""
+        return not self._waiters and self._size + self._reserved + count <= self.capacity
+
+    def reserve_nowait(self, count: int) -> bool:
+        """Hold `count` slots at once if `can_reserve`; never jumps the line."""
+        if not self.can_reserve(count):
+            return False
+        self._reserved += count
+        return True
+
+    async def reserve(self, count: int) -> None:
+        """Hold `count` slots, waiting in line with the puts (one slot per turn). Cancelled,
+        it gives back every slot it held, so a timeout costs the others nothing."""
+        held = 0
+        try:
+            while held < count:
+                if self._waiters or self._size + self._reserved >= self.capacity:
+                    await self._wait_turn()  # its slot is counted in _reserved already
+                else:
+                    self._reserved += 1
+                held += 1
+        except BaseException:
+            self.release(held)
+            raise
+
+    def put_reserved(self, messages: Sequence[Message]) -> None:
+        """Add `messages` into as many slots held by `reserve`; never waits."""
+        for message in messages:
+            self._reserved -= 1
+            self.put_nowait(message)
+        self._grant()  # a duplicate leaves its slot free
+
+    def release(self, count: int) -> None:
+        """Give back `count` held slots that no message will fill."""
+        self._reserved -= count
+        self._grant()
+
     def _grant(self) -> None:
         while self._waiters and self._size + self._reserved < self.capacity:
             self._reserved += 1
@@ -207,6 +255,13 @@ class BridgeQueue:
         return taken
 
 
+def _counts(bridges: Sequence[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for bridge in bridges:
+        counts[bridge] = counts.get(bridge, 0) + 1
+    return counts
+
+
 class DueSource(Protocol):
     async def due(
         self, now: float, limit: int, *, exclude: Collection[str] = ()
@@ -253,6 +308,44 @@ class Scheduler:
                 in_hand.difference_update(message.msg_id for message in queued)
         finally:
             in_hand.difference_update(message.msg_id for message in messages)
+
+    def reserve_nowait(self, bridges: Sequence[str]) -> bool:
+        """One slot per entry of `bridges` (a bridge name per message), all at once or none."""
+        counts = _counts(bridges)
+        queues = self.queues
+        if not all(queues[bridge].can_reserve(count) for bridge, count in counts.items()):
+            return False
+        for bridge, count in counts.items():
+            queues[bridge].reserve_nowait(count)
+        return True
+
+    async def reserve(self, bridges: Sequence[str]) -> None:
+        """One slot per entry of `bridges`, waiting in each queue's line; cancelled, it
+        gives back whatever it held."""
+        held: list[tuple[BridgeQueue, int]] = []
+        try:
+            for bridge, count in _counts(bridges).items():
+                queue = self.queues[bridge]
+                await queue.reserve(count)
+                held.append((queue, count))
+        except BaseException:
+            for queue, count in held:
+                queue.release(count)
+            raise
+
+    def put_reserved(self, messages: Sequence[Message]) -> None:
+        """Queue fresh messages into the slots `reserve` held for them; never waits."""
+        by_bridge: dict[str, list[Message]] = {}
+        for message in messages:
+            by_bridge.setdefault(message.bridge, []).append(message)
+        for bridge, queued in by_bridge.items():
+            self.queues[bridge].put_reserved(queued)
+
+    def release(self, bridges: Sequence[str]) -> None:
+        """Give back the slots `reserve` held for messages that will not come (refused by
+        the journal, a duplicate, or cancelled)."""
+        for bridge, count in _counts(bridges).items():
+            self.queues[bridge].release(count)
 
     def _held(self) -> set[str]:
         held: set[str] = set(self.in_hand)

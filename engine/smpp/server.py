@@ -10,8 +10,12 @@
 A submit_sm_resp is sent right after the journal commit of its message (never waiting
 for the provider), or, for a part of a long message, after the part is stored durably.
 Over its account's rate, or with too many submissions in progress, a submit_sm is
-answered ESME_RTHROTTLED at once. Receipts wait in the store until the ESME answers
-their deliver_sm with a deliver_sm_resp, across reconnects and restarts.
+answered ESME_RTHROTTLED at once. When its bridge queue is full, it waits for a slot,
+reserved before the commit, in line with the socket clients (one place in the line per
+bind) for at most `congestion_wait_s`; if none comes it is answered ESME_RTHROTTLED
+with nothing journaled. A part of a long message is throttled at once while a queue is
+full. Receipts wait in the store until the ESME answers their deliver_sm with a
+deliver_sm_resp, across reconnects and restarts.
 
 This module and connection.py are the only SMPP code that touches sockets or clocks.
 """
@@ -23,8 +27,9 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import anyio
 import anyio.abc
@@ -87,6 +92,10 @@ class SmppSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     receipt_window: int = 16
     # submit_sm in progress in the whole server; past it: ESME_RTHROTTLED.
     max_pending: int = 4096
+    # How long a submit_sm may wait for room in a full bridge queue before it is answered
+    # ESME_RTHROTTLED (nothing journaled); 0 throttles at once. Well under the ESME's
+    # response timer (often 10-30 s), so a slow answer is never taken for a lost one.
+    congestion_wait_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0
     max_connections: int = 1000
     max_command_length: int = DEFAULT_MAX_COMMAND_LENGTH
     session_init_s: float = 10.0
@@ -110,7 +119,19 @@ class SmppSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 
 # ── what the server needs from the engine ─────────────────────────────────────
 
-Accept = Callable[[Submission, str], Awaitable[list[Message] | str]]
+
+class Accept(Protocol):
+    """engine.ingress.LineHandler.accept_submission: the journaled messages, or a refusal
+    sentence; with `room_wait_s`, room is reserved before the commit (see there)."""
+
+    def __call__(
+        self,
+        sub: Submission,
+        origin: str,
+        *,
+        room_wait_s: float | None = None,
+        turn: anyio.Lock | None = None,
+    ) -> Awaitable[list[Message] | str]: ...
 
 
 class EventRegistry(Protocol):
@@ -136,16 +157,27 @@ def origin_of(system_id: str) -> str:
 
 def refusal_status(sentence: str) -> int:
     """The SMPP status for engine.ingress's refusal sentences (section 5.1.3)."""
+    if sentence.startswith("the queues are full"):  # engine.ingress.CONGESTED
+        return p.ESME_RTHROTTLED  # the ESME is to slow down and submit it again
     if sentence.startswith("text") or "characters" in sentence:
         return p.ESME_RINVMSGLEN
     if sentence.startswith("schedule_at"):
         return p.ESME_RINVSCHED
     if sentence.startswith("duplicate id"):
         return p.ESME_RSUBMITFAIL
+    if sentence.startswith("not accepted"):  # the journal could not take it (disk full)
+        return p.ESME_RSYSERR
     return p.ESME_RINVDSTADR
 
 
 # ── per account ────────────────────────────────────────────────────────────────
+
+
+# The place in the queues' line of the bind whose submit_sm is being handled. Set once per
+# connection in _serve_connection; the connection's submit workers are tasks started
+# under it, and a task starts with a copy of its parent's context (PEP 567), so each
+# sees its own bind's lock without the connection passing it along.
+_bind_turn: ContextVar[anyio.Lock | None] = ContextVar("smpp_bind_turn", default=None)
 
 
 class AccountSink:
@@ -226,9 +258,7 @@ class SmppServer:
         if account.bucket.take(1, now) > 0:
             account.bucket.refund(1, now)
             return p.SubmitSmResp(sequence_number=sequence, command_status=p.ESME_RTHROTTLED)
-        if self.in_progress >= self.settings.max_pending or (
-            self._congested is not None and self._congested()
-        ):
+        if self.in_progress >= self.settings.max_pending:
             return p.SubmitSmResp(sequence_number=sequence, command_status=p.ESME_RTHROTTLED)
         self.in_progress += 1
         try:
@@ -248,6 +278,11 @@ class SmppServer:
     async def _submit(self, account: AccountState, submit: p.SubmitSm) -> str | int:
         """The message id given to the ESME, or an error status."""
         part, octets = message_octets(submit)
+        if part is not None and self._congested is not None and self._congested():
+            # A part is acknowledged once stored, and the part that completes its message
+            # then waits for queue room without a bound: under congestion it is refused
+            # before it is stored, so no acknowledged part waits on a full queue.
+            return p.ESME_RTHROTTLED
         destination_number(submit.destination_addr, submit.dest_addr_ton)  # fail early
         if len(submit.source_addr) > MAX_SENDER_CHARS:
             raise UnreadableMessageError(p.ESME_RINVSRCADR, "source_addr is too long")
@@ -279,7 +314,12 @@ class SmppServer:
         if part is None:
             text = decode_text(octets, submit.data_coding)
             given.text_head = text[:RECEIPT_TEXT_CHARS]
-            result = await self._accept(build_submission(given, text, None), account.origin)
+            result = await self._accept(
+                build_submission(given, text, None),
+                account.origin,
+                room_wait_s=self.settings.congestion_wait_s,
+                turn=_bind_turn.get(),
+            )
             if isinstance(result, str):
                 return refusal_status(result)
             given.id = self.store.allocate_id()
@@ -537,7 +577,8 @@ async def serve_smpp(
     (one sink per account, registered for the server's life); `journal` gives back the
     events stored while the server was down; `store_path` is the server's own SQLite
     file (engine.smpp.store.store_path_for(journal path)). `congested`, when given,
-    says the engine's queues are full: submit_sm is then answered ESME_RTHROTTLED.
+    says the engine's queues are full: a part of a long message is then answered
+    ESME_RTHROTTLED (a whole message waits for room in `accept`, see SmppSettings).
     """
     if host is None or port is None:
         listen_host, _, listen_port = (settings.listen or "127.0.0.1:2775").rpartition(":")
@@ -580,6 +621,7 @@ async def _serve_connection(server: SmppServer, stream: anyio.abc.SocketStream) 
         await stream.aclose()
         return
     server.connections += 1
+    _bind_turn.set(anyio.Lock())  # this connection's task only (see _bind_turn)
     try:
         await SmppConnection(server, stream, peer).serve()
     finally:

@@ -62,3 +62,13 @@ def test_config_that_is_not_utf8_is_a_sentence(tmp_path: Path) -> None:
     path.write_bytes(b"\x80[journal]\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_settings(path, environ={})
+
+
+def test_smpp_congestion_wait_is_read_and_may_not_be_negative(tmp_path: Path) -> None:
+    assert load_settings(None).smpp.congestion_wait_s == 2.0
+    path = tmp_path / "septet.toml"
+    path.write_text("[smpp]\ncongestion_wait_s = 0.5\n")
+    assert load_settings(path).smpp.congestion_wait_s == 0.5
+    path.write_text("[smpp]\ncongestion_wait_s = -1\n")
+    with pytest.raises(ConfigError, match="congestion_wait_s"):
+        load_settings(path)

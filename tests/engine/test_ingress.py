@@ -1,8 +1,20 @@
-"""Ingress line splitting: lines, partial lines, and over-long lines never buffered whole."""
+"""Ingress: line splitting (over-long lines never buffered whole), and SMPP submissions
+that reserve queue room before their commit."""
 
 from __future__ import annotations
 
-from engine.ingress import LineSplitter
+import functools
+from collections.abc import Collection, Sequence
+
+import anyio
+import pytest
+
+from engine.ingress import CONGESTED, LineHandler, LinePreparer, LineSplitter
+from engine.journal import Duplicate, JournalError
+from engine.models import Message, Submission
+from engine.pricing import default_price_tables
+from engine.routing import Router
+from engine.scheduler import BridgeQueue, Scheduler
 
 
 def test_complete_and_partial_lines() -> None:
@@ -36,3 +48,181 @@ def test_line_exactly_at_the_cap_is_kept() -> None:
     assert splitter.feed(b"12345\n") == [b"12345"]
     assert splitter.feed(b"123") == []
     assert splitter.feed(b"45\n") == [b"12345"]
+
+
+# ── SMPP submissions reserve queue room before their commit ───────────────────
+
+
+class AcceptJournal:
+    """Journals every group (ids 1, 2, ...) unless told to refuse, answer duplicate or
+    hang; also the feeder's (empty) source of due messages."""
+
+    def __init__(self) -> None:
+        self.accepted: list[Message] = []
+        self.refuse = False
+        self.duplicate = False
+        self.hang = False
+        self.entered = anyio.Event()
+        self.gate: anyio.Event | None = None  # when given, accept waits for it
+
+    async def accept(self, groups: Sequence[Sequence[Message]]) -> list[list[Message] | Duplicate]:
+        self.entered.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.hang:
+            await anyio.sleep_forever()
+        if self.refuse:
+            raise JournalError("The journal could not be written: disk I/O error.")
+        if self.duplicate:
+            return [Duplicate(client_ref="ref", msg_ids=["7"]) for _ in groups]
+        results: list[list[Message] | Duplicate] = []
+        for group in groups:
+            for message in group:
+                message.msg_id = str(len(self.accepted) + 1)
+                self.accepted.append(message)
+            results.append(list(group))
+        return results
+
+    async def due(self, now: float, limit: int, *, exclude: Collection[str] = ()) -> list[Message]:
+        return []
+
+    async def next_due_at(self, *, after: float) -> float | None:
+        return None
+
+
+def room_handler(capacity: int = 1) -> tuple[LineHandler, AcceptJournal, BridgeQueue]:
+    journal = AcceptJournal()
+    queue = BridgeQueue("dsc", capacity)
+    scheduler = Scheduler({"dsc": queue}, journal)
+    handler = LineHandler(
+        LinePreparer(
+            router=Router({"250": ("dsc",)}, None, ["dsc"]),
+            prices={"dsc": default_price_tables()["dsc"]},
+            default_senders={"dsc": "SEPTET"},
+            max_text_chars=1600,
+            max_recipients=10,
+            default_region=None,
+        ),
+        journal,
+        scheduler,
+        max_line_bytes=65536,
+        room=scheduler,
+    )
+    return handler, journal, queue
+
+
+def occupant(msg_id: str) -> Message:
+    """A message already in the queue (a socket client's)."""
+    return Message(
+        msg_id=msg_id,
+        reference="",
+        origin="tcp:1",
+        client_ref=None,
+        to="+250788000000",
+        sender="SEPTET",
+        text="queued",
+        encoding="GSM-7",
+        segments=1,
+        cost=1.0,
+        currency="RWF",
+        bridges=("dsc",),
+        accepted_at=0.0,
+        due_at=0.0,
+    )
+
+
+SUBMISSION = Submission(to="+250788100000", text="hello", id="ref")
+
+
+@pytest.mark.anyio
+async def test_a_submission_with_room_is_journaled_and_queued_into_its_slot() -> None:
+    handler, journal, queue = room_handler(capacity=2)
+    result = await handler.accept_submission(SUBMISSION, "smpp:demo", room_wait_s=2.0)
+    assert isinstance(result, list)
+    assert [m.msg_id for m in journal.accepted] == ["1"]
+    assert "1" in queue
+    assert queue.room() == 1
+
+
+@pytest.mark.anyio
+async def test_a_full_queue_past_the_wait_refuses_as_congested_and_journals_nothing() -> None:
+    handler, journal, queue = room_handler()
+    queue.put_nowait(occupant("q"))
+    result = await handler.accept_submission(SUBMISSION, "smpp:demo", room_wait_s=0)
+    assert result == CONGESTED
+    assert journal.accepted == []
+    assert queue.waiting == 0
+    queue._pop(1)
+    assert queue.room() == queue.capacity  # nothing left reserved
+
+
+@pytest.mark.anyio
+async def test_a_submission_waits_for_room_then_takes_its_slot() -> None:
+    handler, journal, queue = room_handler()
+    queue.put_nowait(occupant("q"))
+    results: list[list[Message] | str] = []
+
+    async def submit() -> None:
+        results.append(await handler.accept_submission(SUBMISSION, "smpp:demo", room_wait_s=60))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(submit)
+        await anyio.wait_all_tasks_blocked()
+        assert journal.accepted == []  # not journaled while it waits for room
+        assert queue.waiting == 1
+        queue._pop(1)
+    assert isinstance(results[0], list)
+    assert "1" in queue
+    assert queue.room() == 0
+
+
+@pytest.mark.anyio
+async def test_one_bind_holds_one_place_in_the_line() -> None:
+    # Two submits of one bind (one turn lock) and a socket client's put: the second
+    # submit waits behind the socket client, not beside the first.
+    handler, _, queue = room_handler()
+    queue.put_nowait(occupant("q"))
+    turn = anyio.Lock()
+    order: list[str] = []
+
+    async def submit(name: str, to: str) -> None:
+        sub = Submission(to=to, text="hello", id=name)
+        await handler.accept_submission(sub, "smpp:demo", room_wait_s=60, turn=turn)
+        order.append(name)
+
+    async def socket_put() -> None:
+        await queue.put_many([occupant("s")])
+        order.append("socket")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(submit, "first", "+250788100001")
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(submit, "second", "+250788100002")
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(socket_put)
+        await anyio.wait_all_tasks_blocked()
+        assert queue.waiting == 2  # the first submit and the socket client
+        for _ in range(3):
+            queue._pop(1)
+            await anyio.wait_all_tasks_blocked()
+    assert order == ["first", "socket", "second"]
+
+
+@pytest.mark.parametrize("failure", ["refuse", "duplicate", "hang"])
+@pytest.mark.anyio
+async def test_a_reserved_slot_goes_back_when_nothing_fills_it(failure: str) -> None:
+    handler, journal, queue = room_handler()
+    setattr(journal, failure, True)
+    journal.gate = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(
+            functools.partial(handler.accept_submission, room_wait_s=2.0), SUBMISSION, "smpp:demo"
+        )
+        await journal.entered.wait()
+        assert queue.room() == 0  # reserved before the commit
+        journal.gate.set()
+        if failure == "hang":
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()  # the bind went away mid-commit
+    assert queue.room() == queue.capacity
+    assert len(queue) == 0

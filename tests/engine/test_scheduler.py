@@ -273,3 +273,129 @@ async def test_a_cancelled_put_passes_its_room_on() -> None:
     assert "2" not in queue
     assert "3" in queue
     assert queue.room() == 0
+
+
+@pytest.mark.anyio
+async def test_a_reservation_waits_in_line_with_the_puts() -> None:
+    # An SMPP submit reserves its slot before its commit; it queues behind a socket
+    # client's put already waiting, and ahead of one that came later.
+    queue = BridgeQueue("dsc", 2)
+    queue.put_nowait(make("1"))
+    queue.put_nowait(make("2"))
+    reserved = anyio.Event()
+
+    async def reserve_one() -> None:
+        await queue.reserve(1)
+        reserved.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(queue.put_many, [make("a1"), make("a2")])
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(reserve_one)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(queue.put_many, [make("c1")])
+        await anyio.wait_all_tasks_blocked()
+        assert queue.waiting == 3
+        assert not queue.reserve_nowait(1)  # no jumping the line
+
+        queue._pop(1)  # room for the first in line
+        await anyio.wait_all_tasks_blocked()
+        assert "a1" in queue
+        assert not reserved.is_set()
+        queue._pop(1)  # the reservation's turn
+        await anyio.wait_all_tasks_blocked()
+        assert reserved.is_set()
+        assert queue.room() == 0
+        assert "c1" not in queue
+        queue.put_reserved([make("s1")])  # fills the slot without waiting
+        assert "s1" in queue
+        for _ in range(2):
+            queue._pop(1)
+            await anyio.wait_all_tasks_blocked()
+    assert "c1" in queue  # the later put came after the reservation
+    assert "a2" in queue  # and the first client's next turn after that
+    assert queue.waiting == 0
+
+
+@pytest.mark.anyio
+async def test_a_reservation_that_times_out_waiting_leaves_the_line() -> None:
+    queue = BridgeQueue("dsc", 1)
+    queue.put_nowait(make("1"))
+    gave_up = anyio.Event()
+
+    async def reserve_with_no_time() -> None:
+        with anyio.move_on_after(0):
+            await queue.reserve(1)
+        gave_up.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reserve_with_no_time)
+        await gave_up.wait()
+        assert queue.waiting == 0
+        tg.start_soon(queue.put, make("2"))
+        await anyio.wait_all_tasks_blocked()
+        queue._pop(1)
+        await anyio.wait_all_tasks_blocked()
+    assert "2" in queue
+    assert queue.room() == 0  # "2" holds the one slot; nothing is left reserved
+    queue._pop(1)
+    assert queue.room() == queue.capacity
+
+
+@pytest.mark.anyio
+async def test_a_reservation_cancelled_after_its_turn_came_passes_the_slot_on() -> None:
+    queue = BridgeQueue("dsc", 1)
+    queue.put_nowait(make("1"))
+    doomed = anyio.CancelScope()
+
+    async def reserve_then_give_up() -> None:
+        with doomed:
+            await queue.reserve(1)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reserve_then_give_up)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(queue.put, make("2"))
+        await anyio.wait_all_tasks_blocked()
+        doomed.cancel()  # the reservation is cancelled, and before it runs...
+        queue._pop(1)  # ...the freed slot is granted to it, first in line
+        assert queue.waiting == 1  # only the put is still in line
+        await anyio.wait_all_tasks_blocked()
+    assert "2" in queue
+    assert queue.waiting == 0
+    queue._pop(1)
+    assert queue.room() == queue.capacity  # no slot leaked
+
+
+@pytest.mark.anyio
+async def test_reserved_slots_count_against_capacity_until_filled_or_released() -> None:
+    queue = BridgeQueue("dsc", 3)
+    assert queue.reserve_nowait(2)
+    assert queue.room() == 1
+    assert not queue.reserve_nowait(2)
+    queue.put_reserved([make("1")])
+    queue.release(1)  # the other message was refused by the journal
+    assert len(queue) == 1
+    assert queue.room() == 2
+    # A duplicate id leaves its slot free instead of holding it.
+    assert queue.reserve_nowait(1)
+    queue.put_reserved([make("1")])
+    assert queue.room() == 2
+
+
+@pytest.mark.anyio
+async def test_scheduler_reserves_per_bridge_and_gives_back_on_cancel() -> None:
+    dsc, bsg = BridgeQueue("dsc", 2), BridgeQueue("bsg", 1)
+    scheduler = Scheduler({"dsc": dsc, "bsg": bsg}, FeederJournal([]))
+    bsg.put_nowait(make("full"))
+    assert not scheduler.reserve_nowait(["dsc", "bsg"])  # all or nothing
+    assert dsc.room() == 2
+    with anyio.move_on_after(0):
+        await scheduler.reserve(["dsc", "dsc", "bsg"])  # dsc's two held, bsg never comes
+    assert dsc.room() == 2  # the dsc slots went back
+    assert bsg.waiting == 0
+    assert scheduler.reserve_nowait(["dsc", "dsc"])
+    to_dsc = [make("1"), make("2")]
+    scheduler.put_reserved(to_dsc)
+    assert len(dsc) == 2
+    assert dsc.room() == 0

@@ -12,7 +12,12 @@ the simulator's accepted count, and reports:
 - memory: median RSS of the last third against the first third (after warm-up), and
   the peak; bounded queues keep it flat although the offered load never stops;
 - backpressure: how long client writes sat blocked, and how far lines written ran ahead
-  of `accepted` answers; SMPP submits answered ESME_RTHROTTLED (the engine's queues full);
+  of `accepted` answers; how long SMPP submits waited for their answers (for room in
+  the queue, up to `[smpp] congestion_wait_s`) and how many were answered
+  ESME_RTHROTTLED when that ran out;
+- fairness: per socket client, messages that reached the provider (`submitted`
+  events); per SMPP bind, submits accepted (each took a queue slot in line with the
+  socket clients before its commit);
 - rate: messages the provider took per second over the last 10 s window, against the
   configured limit.
 
@@ -80,10 +85,18 @@ class LoadReport(msgspec.Struct, kw_only=True):
     lines_written: int
     lines_accepted: int
     accepted_by_client: list[int]
+    # `submitted` events per socket client: its share of the provider's rate. Its
+    # `accepted` answers run ahead of that by the chunk it has journaled and is waiting
+    # to queue (a read of up to 64 KiB, about 1,200 lines), so they measure chunking,
+    # not share.
+    submitted_by_client: list[int]
     write_blocked_fraction: float  # of the writers' time, spent in send() waiting
     longest_write_s: float
     smpp_accepted: int
     smpp_throttled: int
+    smpp_accepted_by_bind: list[int]
+    smpp_throttled_by_bind: list[int]
+    smpp_longest_answer_s: float  # submit_sm to its submit_sm_resp, the slowest
     lines_ahead_of_answers: int  # written but not yet answered, at the end
     drain_s: float | None = None  # SIGTERM to exit; None: over DRAIN_WAIT_S, killed
 
@@ -188,14 +201,16 @@ async def _wait_ready(process: subprocess.Popen[bytes], http_url: str, log: Path
 class Tally:
     """What the clients saw, shared by every client task."""
 
-    def __init__(self, clients: int) -> None:
+    def __init__(self, clients: int, binds: int) -> None:
         self.written = 0
         self.accepted = [0] * clients
+        self.submitted = [0] * clients
         self.blocked_s = 0.0
         self.writing_s = 0.0
         self.longest_write_s = 0.0
-        self.smpp_accepted = 0
-        self.smpp_throttled = 0
+        self.smpp_accepted = [0] * binds
+        self.smpp_throttled = [0] * binds
+        self.smpp_longest_answer_s = 0.0
 
 
 def _small_send_buffer(stream: anyio.abc.ByteStream) -> None:
@@ -225,6 +240,7 @@ async def _ndjson_client(stream: anyio.abc.ByteStream, index: int, tally: Tally)
             while True:
                 data = await stream.receive(65536)
                 tally.accepted[index] += data.count(b'"event":"accepted"')
+                tally.submitted[index] += data.count(b'"event":"submitted"')
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
             return
 
@@ -250,10 +266,10 @@ async def _smpp_client(port: int, index: int, tally: Tally) -> None:
         encode_pdu(p.BindTransmitter(sequence_number=1, system_id="demo", password="demo"))
     )
     sequence = 1
-    outstanding = 0
+    sent_at: dict[int, float] = {}  # sequence number -> when its submit_sm went out
     async with stream:
         while True:  # until the run cancels every client
-            while outstanding < SMPP_WINDOW:
+            while len(sent_at) < SMPP_WINDOW:
                 sequence += 1
                 to = f"25078{50 + index:02d}{sequence % 100_000:05d}"
                 submit = p.SubmitSm(
@@ -265,18 +281,19 @@ async def _smpp_client(port: int, index: int, tally: Tally) -> None:
                     short_message=b"load test over smpp",
                 )
                 await stream.send(encode_pdu(submit))
-                outstanding += 1
+                sent_at[sequence] = time.perf_counter()
             throttled = False
             for frame in frames.feed(await stream.receive(65536)):
                 _, command_id, status, number = HEADER.unpack_from(frame)
                 if command_id == p.ENQUIRE_LINK:
                     await stream.send(encode_pdu(p.EnquireLinkResp(sequence_number=number)))
                 elif command_id == p.SUBMIT_SM_RESP:
-                    outstanding -= 1
+                    waited = time.perf_counter() - sent_at.pop(number)
+                    tally.smpp_longest_answer_s = max(tally.smpp_longest_answer_s, waited)
                     if status == p.ESME_ROK:
-                        tally.smpp_accepted += 1
+                        tally.smpp_accepted[index] += 1
                     elif status == p.ESME_RTHROTTLED:
-                        tally.smpp_throttled += 1
+                        tally.smpp_throttled[index] += 1
                         throttled = True
             if throttled:
                 # SMPP v3.4 5.1.3: ESME_RTHROTTLED asks the ESME to slow down.
@@ -323,7 +340,7 @@ async def _drive(
     await _wait_ready(daemon, http_url, work / "daemon.log")
     tcp_host, _, tcp_port = document["ingress"]["tcp"].rpartition(":")
     smpp_port = int(document["smpp"]["listen"].rpartition(":")[2])
-    tally = Tally(TCP_CLIENTS + UNIX_CLIENTS)
+    tally = Tally(TCP_CLIENTS + UNIX_CLIENTS, SMPP_BINDS)
     rss: list[tuple[float, float]] = []
     taken: list[tuple[float, int]] = []
     started = time.monotonic()
@@ -380,10 +397,14 @@ def _report(
         lines_written=tally.written,
         lines_accepted=accepted,
         accepted_by_client=list(tally.accepted),
+        submitted_by_client=list(tally.submitted),
         write_blocked_fraction=tally.blocked_s / max(tally.writing_s, 1e-9),
         longest_write_s=tally.longest_write_s,
-        smpp_accepted=tally.smpp_accepted,
-        smpp_throttled=tally.smpp_throttled,
+        smpp_accepted=sum(tally.smpp_accepted),
+        smpp_throttled=sum(tally.smpp_throttled),
+        smpp_accepted_by_bind=list(tally.smpp_accepted),
+        smpp_throttled_by_bind=list(tally.smpp_throttled),
+        smpp_longest_answer_s=tally.smpp_longest_answer_s,
         lines_ahead_of_answers=tally.written - accepted,
     )
 
@@ -400,8 +421,12 @@ def summary(report: LoadReport) -> str:
             f"{report.lines_ahead_of_answers} still unanswered; writers blocked "
             f"{100 * report.write_blocked_fraction:.0f}% of their time, longest write "
             f"{report.longest_write_s:.2f} s",
+            f"per socket client: accepted {_spread(report.accepted_by_client)}; "
+            f"submitted to the provider {_spread(report.submitted_by_client)}",
             f"SMPP: {report.smpp_accepted} submit_sm accepted, {report.smpp_throttled} "
-            "answered ESME_RTHROTTLED",
+            f"answered ESME_RTHROTTLED; per bind accepted {report.smpp_accepted_by_bind}, "
+            f"throttled {report.smpp_throttled_by_bind}; slowest answer "
+            f"{report.smpp_longest_answer_s:.2f} s",
             "drain after SIGTERM: "
             + (
                 f"{report.drain_s:.1f} s"
@@ -410,6 +435,10 @@ def summary(report: LoadReport) -> str:
             ),
         ]
     )
+
+
+def _spread(counts: Sequence[int]) -> str:
+    return f"min {min(counts)}, median {statistics.median(counts):.0f}, max {max(counts)}"
 
 
 def main(argv: list[str] | None = None) -> int:
