@@ -432,9 +432,9 @@ class BridgeDispatcher:
         submitted: list[tuple[Message, str | None]] = []
         any_retryable = False
         answered = False  # the provider answered sensibly (Submitted or Rejected)
-        debug = log.debug  # resolved once per batch: a no-op below --log-level debug
+        # Asked once per batch: even a no-op debug call costs its keyword arguments, per message.
+        debugging = log.is_enabled_for(logging.DEBUG)
         for message, outcome in zip(messages, outcomes, strict=True):
-            attempt = message.attempt + 1
             if isinstance(outcome, Submitted):
                 changes.append(
                     MarkSubmitted(
@@ -459,15 +459,17 @@ class BridgeDispatcher:
                         ),
                     )
                 )
-                self._after_submit(message, outcome.provider_id, changes, events, now)
+                if outcome.provider_id is None:
+                    self._after_submit(message, outcome.provider_id, changes, events, now)
                 submitted.append((message, outcome.provider_id))
-                debug(
-                    "message_submitted",
-                    bridge=self.name,
-                    msg_id=message.msg_id,
-                    provider_id=outcome.provider_id,
-                    attempt=attempt,
-                )
+                if debugging:
+                    log.debug(
+                        "message_submitted",
+                        bridge=self.name,
+                        msg_id=message.msg_id,
+                        provider_id=outcome.provider_id,
+                        attempt=message.attempt + 1,
+                    )
                 continue
             if isinstance(outcome, RetryLater):
                 any_retryable = True
@@ -475,7 +477,7 @@ class BridgeDispatcher:
                 answered = True
             decision = self._policy_for(message).decide(
                 outcome,
-                attempt,
+                message.attempt + 1,
                 now,
                 self._jitter,
                 self.driver.capabilities.idempotency,

@@ -9,6 +9,11 @@ more often than the poll interval (BSG counts faster polling as abuse: PROVIDERS
 A receipt is matched to its message by provider id (or reference). One that arrives
 before its submit is journaled (a fast provider can call back before septet has
 recorded the reply) is stored as an orphan and matched when the submit is recorded.
+The handler remembers which provider ids it stored, so a submit looks in the journal
+only when one of its own ids is among them. An orphan still unmatched after
+ORPHAN_KEEP_S is for a message that never asked for a report (the journal does not
+index those: engine.journal) or that this journal never sent: it is dropped with a log
+line instead of being looked for at every later submit.
 """
 
 from __future__ import annotations
@@ -26,12 +31,20 @@ import structlog
 
 from bridges.base import BridgeDriver, HttpCall, HttpReply, Receipt, StatusQuery, UnparseableReply
 from engine.http_errors import TransportError
-from engine.journal import Change, MarkFinal, MarkPolled, StoreOrphanReceipt
+from engine.journal import Change, JournalError, MarkFinal, MarkPolled, StoreOrphanReceipt
 from engine.log import describe_call
 from engine.models import DeliveryReport, Event, Message
 from engine.ratelimit import TokenBucket
 
 log = structlog.get_logger("septet.dlr")
+
+# How long an orphan receipt waits for its submit to be journaled: normally milliseconds,
+# but the dispatcher holds outcomes through journal write failures (retrying for up to
+# 30 s between attempts), so this is generous.
+ORPHAN_KEEP_S = 600.0
+# At most this many orphans are remembered per bridge; past it the oldest are dropped
+# early (a provider reporting on messages that asked for no report, in bulk).
+ORPHANS_REMEMBERED = 10_000
 
 receipt_encoder = msgspec.msgpack.Encoder()
 receipt_decoder = msgspec.msgpack.Decoder(Receipt)
@@ -89,7 +102,9 @@ class ReceiptHandler:
         self._events = events
         self._clock = clock
         self._on_receipt = on_receipt
-        self._orphans: dict[str, int] = {}  # bridge -> orphans stored this run
+        # bridge -> provider id -> when its orphan receipt was stored (oldest first), for
+        # orphans stored this run and not yet matched or dropped.
+        self._orphans: dict[str, dict[str, float]] = {}
         self._open_group: _ReceiptGroup | None = None
 
     async def handle(self, bridge: str, receipts: Sequence[Receipt]) -> None:
@@ -155,7 +170,7 @@ class ReceiptHandler:
                             at=now,
                         )
                     )
-                    self._orphans[bridge] = self._orphans.get(bridge, 0) + 1
+                    self._orphans.setdefault(bridge, {}).setdefault(receipt.provider_id, now)
                     debug("receipt_stored_early", bridge=bridge, provider_id=receipt.provider_id)
                 else:
                     log.warning("receipt_unmatched", bridge=bridge, reference=receipt.reference)
@@ -201,18 +216,55 @@ class ReceiptHandler:
             await self._journal.record(changes)
         for origin, event in events:
             self._events.emit(origin, event)
+        await self._drop_stale_orphans(bridge, now)
 
     def has_orphans(self, bridge: str) -> bool:
-        return self._orphans.get(bridge, 0) > 0
+        return bool(self._orphans.get(bridge))
 
     async def match_orphans(self, bridge: str, provider_ids: Sequence[str]) -> None:
         """Called after submits are journaled: replay receipts that came early."""
-        if not self.has_orphans(bridge) or not provider_ids:
+        remembered = self._orphans.get(bridge)
+        if not remembered or not provider_ids:
             return
-        stored = await self._journal.take_orphan_receipts(bridge, provider_ids)
+        await self._drop_stale_orphans(bridge, self._clock())
+        early = [provider_id for provider_id in provider_ids if provider_id in remembered]
+        if not early:
+            return
+        stored = await self._journal.take_orphan_receipts(bridge, early)
+        for provider_id in early:
+            remembered.pop(provider_id, None)
         if stored:
-            self._orphans[bridge] = max(0, self._orphans[bridge] - len(stored))
             await self.handle(bridge, [receipt_decoder.decode(item) for item in stored])
+
+    async def _drop_stale_orphans(self, bridge: str, now: float) -> None:
+        """Drop orphans older than ORPHAN_KEEP_S (or past ORPHANS_REMEMBERED) from the
+        journal and from memory. A journal that cannot be written keeps them for later."""
+        remembered = self._orphans.get(bridge)
+        if not remembered:
+            return
+        oldest = now - ORPHAN_KEEP_S
+        excess = len(remembered) - ORPHANS_REMEMBERED
+        stale: list[str] = []
+        for provider_id, stored_at in remembered.items():
+            if stored_at >= oldest and len(stale) >= excess:
+                break
+            stale.append(provider_id)
+        if not stale:
+            return
+        try:
+            dropped = await self._journal.take_orphan_receipts(bridge, stale)
+        except JournalError as error:
+            log.warning("orphan_receipts_kept", bridge=bridge, error=str(error))
+            return
+        for provider_id in stale:
+            remembered.pop(provider_id, None)
+        log.warning(
+            "receipts_unmatched",
+            bridge=bridge,
+            receipts=len(dropped),
+            provider_ids=stale[:10],
+            why="no submitted message that asked for a report has these provider ids",
+        )
 
 
 async def serve_poller(

@@ -73,13 +73,6 @@ __all__ = [
     "open_journal",
 ]
 
-SCHEMA_VERSION: Final = 2
-# Upgrades from each older schema version, run in order inside one transaction.
-MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
-    # 1 -> 2: remember that an earlier attempt on the current bridge may have reached the
-    # provider, so the message never fails over to a second provider (a double send).
-    1: ("ALTER TABLE messages ADD COLUMN maybe_sent INTEGER NOT NULL DEFAULT 0",),
-}
 
 # State codes in the `state` column; the index in this tuple is the code.
 STATE_NAMES: Final[tuple[MessageState, ...]] = ("accepted", "inflight", "submitted", "final")
@@ -263,7 +256,51 @@ class Journal(Protocol):
 
 # ── Schema ─────────────────────────────────────────────────────────────────────
 
-SCHEMA: Final = """
+SCHEMA_VERSION: Final = 3
+
+# The bridge in use, bridges[bridge_index], as SQL over a bound bridge index: stored in
+# the `bridge` column by every change that moves a message to another bridge.
+SQL_BRIDGE_AT: Final = "json_extract(bridges, '$[' || ? || ']')"
+
+# Submitted messages that asked for a report, by bridge, least recently polled first.
+SQL_CREATE_AWAITING_INDEX: Final = (
+    "CREATE INDEX messages_awaiting ON messages (bridge, last_polled_at)"
+    " WHERE state = 2 AND dlr = 1"
+)
+# Reports are matched by provider id, and only messages that asked for one get a report
+# (the batcher never mixes dlr=0 and dlr=1 messages in one request, and PROVIDERS.md:
+# Route Mobile reports only with dlr=1, DSC only to the dlrurl sent with dlr=1 batches,
+# BSG and SMS Club are polled for dlr=1 messages only). Indexing the others too would
+# cost an index entry per message for nothing: a stray report for one of them is kept
+# as an orphan receipt and dropped later (engine.dlr).
+SQL_CREATE_PROVIDER_ID_INDEX: Final = (
+    "CREATE INDEX messages_provider_id ON messages (bridge, provider_id)"
+    " WHERE provider_id IS NOT NULL AND dlr = 1"
+)
+
+# Upgrades from each older schema version, run in order inside one transaction.
+MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    # 1 -> 2: remember that an earlier attempt on the current bridge may have reached the
+    # provider, so the message never fails over to a second provider (a double send).
+    1: ("ALTER TABLE messages ADD COLUMN maybe_sent INTEGER NOT NULL DEFAULT 0",),
+    # 2 -> 3: `bridge` was a VIRTUAL generated column: SQLite evaluated its json_extract
+    # on every UPDATE of a row (twice per message sent), and the provider-id index held
+    # messages that never get a report. `bridge` becomes a plain column, filled here for
+    # the rows that a query still reads it from (not final, or final with a report that
+    # may still arrive late); a final dlr=0 message's row keeps NULL.
+    2: (
+        "DROP INDEX messages_awaiting",
+        "DROP INDEX messages_provider_id",
+        "ALTER TABLE messages DROP COLUMN bridge",
+        "ALTER TABLE messages ADD COLUMN bridge TEXT",
+        "UPDATE messages SET bridge = json_extract(bridges, '$[' || bridge_index || ']')"
+        " WHERE state < 3 OR (dlr = 1 AND provider_id IS NOT NULL)",
+        SQL_CREATE_AWAITING_INDEX,
+        SQL_CREATE_PROVIDER_ID_INDEX,
+    ),
+}
+
+SCHEMA: Final = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE messages (
     msg_id INTEGER PRIMARY KEY,
@@ -272,7 +309,7 @@ CREATE TABLE messages (
     priority INTEGER NOT NULL,
     bridges TEXT NOT NULL,
     bridge_index INTEGER NOT NULL,
-    bridge TEXT GENERATED ALWAYS AS (json_extract(bridges, '$[' || bridge_index || ']')) VIRTUAL,
+    bridge TEXT,
     attempt INTEGER NOT NULL,
     client_ref TEXT,
     dlr INTEGER NOT NULL,
@@ -292,8 +329,8 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_due ON messages (priority, due_at) WHERE state = 0;
 CREATE INDEX messages_inflight ON messages (bridge_index) WHERE state = 1;
-CREATE INDEX messages_awaiting ON messages (bridge, last_polled_at) WHERE state = 2 AND dlr = 1;
-CREATE INDEX messages_provider_id ON messages (bridge, provider_id) WHERE provider_id IS NOT NULL;
+{SQL_CREATE_AWAITING_INDEX};
+{SQL_CREATE_PROVIDER_ID_INDEX};
 CREATE INDEX messages_client_ref ON messages (client_ref) WHERE client_ref IS NOT NULL;
 CREATE TABLE orphan_receipts (
     id INTEGER PRIMARY KEY,
@@ -314,9 +351,17 @@ MESSAGE_COLUMNS: Final = (
     "msg_id, state, due_at, attempt, bridge_index, provider_id, inflight_at, maybe_sent, body"
 )
 
+# Python's sqlite3 binds int, float, str and bytearray directly; any other value (None,
+# bool, bytes) goes through its adapter lookup, which costs about as much as a row's own
+# insert. So hot statements take a bytearray body and 0/1 flags, and a value that is
+# often None (client_ref, a provider's cost) has a statement of its own that writes NULL.
 SQL_INSERT_MESSAGE: Final = (
-    "INSERT INTO messages (msg_id, state, due_at, priority, bridges, bridge_index, attempt,"
-    " client_ref, dlr, body) VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO messages (msg_id, state, due_at, priority, bridges, bridge_index, bridge,"
+    " attempt, dlr, body, client_ref) VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+SQL_INSERT_MESSAGE_WITHOUT_CLIENT_REF: Final = (
+    "INSERT INTO messages (msg_id, state, due_at, priority, bridges, bridge_index, bridge,"
+    " attempt, dlr, body) VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 SQL_FIND_CLIENT_REF: Final = "SELECT msg_id FROM messages WHERE client_ref = ? ORDER BY msg_id"
 # Changes never touch a final message: final is final (a late, stale change is dropped).
@@ -325,21 +370,39 @@ SQL_CLAIM: Final = (
     " WHERE msg_id = ? AND state = 0 AND bridge_index = ? AND attempt = ?"
 )
 SQL_MARK_INFLIGHT: Final = (
-    "UPDATE messages SET state = 1, bridge_index = ?, attempt = ?, inflight_at = ?"
-    " WHERE msg_id = ? AND state < 3"
+    f"UPDATE messages SET state = 1, bridge_index = ?, bridge = {SQL_BRIDGE_AT}, attempt = ?,"  # noqa: S608
+    " inflight_at = ? WHERE msg_id = ? AND state < 3"
 )
-SQL_MARK_SUBMITTED: Final = (
-    "UPDATE messages SET state = 2, provider_id = ?, submit_cost = ?, submit_currency = ?,"
-    " submitted_at = ? WHERE msg_id = ? AND state < 3"
-)
-SQL_MARK_SUBMITTED_FINAL: Final = (
-    "UPDATE messages SET state = 3, provider_id = ?, submit_cost = ?, submit_currency = ?,"
-    " submitted_at = ?, outcome = 'SUBMITTED', code = NULL, error = NULL, final_at = ?"
-    " WHERE msg_id = ? AND state < 3"
-)
+
+
+def _mark_submitted_sql(*, final: bool, priced: bool) -> str:
+    """MarkSubmitted's UPDATE. Parameters: provider_id, [cost, currency,] at, [at,] msg_id."""
+    cost = (
+        "submit_cost = ?, submit_currency = ?"
+        if priced
+        else "submit_cost = NULL, submit_currency = NULL"
+    )
+    if final:
+        return (
+            f"UPDATE messages SET state = 3, provider_id = ?, {cost}, submitted_at = ?,"  # noqa: S608
+            " outcome = 'SUBMITTED', code = NULL, error = NULL, final_at = ?"
+            " WHERE msg_id = ? AND state < 3"
+        )
+    return (
+        f"UPDATE messages SET state = 2, provider_id = ?, {cost}, submitted_at = ?"  # noqa: S608
+        " WHERE msg_id = ? AND state < 3"
+    )
+
+
+# (final, priced) -> statement
+SQL_MARK_SUBMITTED: Final = {
+    (final, priced): _mark_submitted_sql(final=final, priced=priced)
+    for final in (False, True)
+    for priced in (False, True)
+}
 SQL_MARK_RETRY: Final = (
-    "UPDATE messages SET state = 0, due_at = ?, attempt = ?, bridge_index = ?, retry_reason = ?,"
-    " maybe_sent = ? WHERE msg_id = ? AND state < 3"
+    f"UPDATE messages SET state = 0, due_at = ?, attempt = ?, bridge_index = ?,"  # noqa: S608
+    f" bridge = {SQL_BRIDGE_AT}, retry_reason = ?, maybe_sent = ? WHERE msg_id = ? AND state < 3"
 )
 SQL_MARK_FINAL: Final = (
     "UPDATE messages SET state = 3, outcome = ?, code = ?, error = ?, final_at = ?"
@@ -818,6 +881,7 @@ class SqliteJournal:
     ) -> list[list[Message] | Duplicate]:
         results: list[list[Message] | Duplicate] = []
         rows: list[tuple[Any, ...]] = []
+        rows_without_client_ref: list[tuple[Any, ...]] = []
         # client_ref -> msg_ids of groups earlier in this call (not yet inserted).
         earlier: dict[str, list[str]] = {}
         find_client_ref = connection.execute
@@ -840,6 +904,7 @@ class SqliteJournal:
                         results.append(Duplicate(client_ref, existing))
                         continue
                 ids: list[str] = []
+                group_rows = rows if client_ref is not None else rows_without_client_ref
                 for message in group:
                     msg_id = str(next_msg_id)
                     message.msg_id = msg_id
@@ -852,32 +917,37 @@ class SqliteJournal:
                             bridges_json.clear()
                         route = msgspec.json.encode(message.bridges).decode()
                         bridges_json[message.bridges] = route
-                    rows.append(
-                        (
-                            next_msg_id,
-                            message.due_at,
-                            _lane(message.priority),
-                            route,
-                            message.bridge_index,
-                            message.attempt,
-                            client_ref,
-                            message.dlr,
-                            encode(message),
-                        )
+                    row = (
+                        next_msg_id,
+                        message.due_at,
+                        _lane(message.priority),
+                        route,
+                        message.bridge_index,
+                        message.bridges[message.bridge_index],
+                        message.attempt,
+                        1 if message.dlr else 0,
+                        bytearray(encode(message)),
                     )
+                    group_rows.append(row if client_ref is None else (*row, client_ref))
                     ids.append(msg_id)
                     next_msg_id += 1
                 if client_ref is not None:
                     earlier[client_ref] = ids
                 results.append(list(group))
-            connection.executemany(SQL_INSERT_MESSAGE, rows)
+            if rows:
+                connection.executemany(SQL_INSERT_MESSAGE, rows)
+            if rows_without_client_ref:
+                connection.executemany(
+                    SQL_INSERT_MESSAGE_WITHOUT_CLIENT_REF, rows_without_client_ref
+                )
         except Exception:
             for group in groups:
                 for message in group:
                     message.msg_id = message.reference = ""
             raise
-        self._pending += len(rows)
-        self._total += len(rows)
+        inserted = len(rows) + len(rows_without_client_ref)
+        self._pending += inserted
+        self._total += inserted
         self._next_msg_id = next_msg_id
         return results
 
@@ -959,28 +1029,19 @@ class SqliteJournal:
                 executemany(
                     SQL_MARK_INFLIGHT,
                     [
-                        (change.bridge_index, change.attempt, change.at, msg_id)
+                        (
+                            change.bridge_index,
+                            change.bridge_index,
+                            change.attempt,
+                            change.at,
+                            msg_id,
+                        )
                         for change in run
                         for msg_id in change.msg_ids
                     ],
                 )
             elif kind is MarkSubmitted:
-                submitted = [c for c in run if not c.final]
-                if submitted:
-                    executemany(
-                        SQL_MARK_SUBMITTED,
-                        [(c.provider_id, c.cost, c.currency, c.at, c.msg_id) for c in submitted],
-                    )
-                if len(submitted) < len(run):
-                    cursor = executemany(
-                        SQL_MARK_SUBMITTED_FINAL,
-                        [
-                            (c.provider_id, c.cost, c.currency, c.at, c.at, c.msg_id)
-                            for c in run
-                            if c.final
-                        ],
-                    )
-                    self._pending -= max(cursor.rowcount, 0)
+                self._mark_submitted(connection, run)
             elif kind is MarkRetry:
                 executemany(
                     SQL_MARK_RETRY,
@@ -988,6 +1049,7 @@ class SqliteJournal:
                         (
                             change.due_at,
                             change.attempt,
+                            change.bridge_index,
                             change.bridge_index,
                             change.reason,
                             change.maybe_sent,
@@ -1020,6 +1082,28 @@ class SqliteJournal:
                 )
             else:
                 raise TypeError(f"not a journal change: {kind.__name__}")
+
+    def _mark_submitted(
+        self, connection: sqlite3.Connection, changes: Sequence[MarkSubmitted]
+    ) -> None:
+        """Submits still waiting for a report first, then those final at submit (as before
+        this split), each with or without a provider's price (see SQL_INSERT_MESSAGE)."""
+        rows: dict[tuple[bool, bool], list[tuple[Any, ...]]] = {}
+        for change in changes:
+            priced = change.cost is not None or change.currency is not None
+            if priced:
+                row: tuple[Any, ...] = (change.provider_id, change.cost, change.currency, change.at)
+            else:
+                row = (change.provider_id, change.at)
+            if change.final:
+                row += (change.at, change.msg_id)
+            else:
+                row += (change.msg_id,)
+            rows.setdefault((change.final, priced), []).append(row)
+        for final, priced in sorted(rows):
+            cursor = connection.executemany(SQL_MARK_SUBMITTED[final, priced], rows[final, priced])
+            if final:
+                self._pending -= max(cursor.rowcount, 0)
 
     async def take_orphan_receipts(self, bridge: str, provider_ids: Sequence[str]) -> list[bytes]:
         """Receipts stored for these provider ids, oldest first; they leave the journal."""
@@ -1144,7 +1228,8 @@ class SqliteJournal:
     async def find_by_provider_id(
         self, bridge: str, provider_ids: Sequence[str]
     ) -> dict[str, Message]:
-        """provider_id -> submitted or final message sent on `bridge`."""
+        """provider_id -> submitted or final message sent on `bridge` that asked for a report
+        (only those are indexed by provider id; see SQL_CREATE_PROVIDER_ID_INDEX)."""
         if not provider_ids:
             return {}
         return await self._execute(
@@ -1161,7 +1246,7 @@ class SqliteJournal:
                 connection,
                 f"SELECT {MESSAGE_COLUMNS} FROM messages INDEXED BY messages_provider_id"  # noqa: S608
                 f" WHERE bridge = ? AND provider_id IN ({_placeholders(len(chunk))})"
-                " AND state >= 2",
+                " AND dlr = 1 AND state >= 2",
                 (bridge, *chunk),
             ):
                 if message.provider_id is not None:

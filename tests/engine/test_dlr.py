@@ -9,8 +9,8 @@ import anyio.lowlevel
 import pytest
 
 from bridges.base import Receipt
-from engine.dlr import ReceiptHandler
-from engine.journal import Change, MarkFinal, StoreOrphanReceipt
+from engine.dlr import ORPHAN_KEEP_S, ORPHANS_REMEMBERED, ReceiptHandler
+from engine.journal import Change, JournalError, MarkFinal, StoreOrphanReceipt
 from engine.models import Event, Message
 
 pytestmark = pytest.mark.anyio
@@ -43,6 +43,9 @@ class FakeJournal:
         self.lookups = 0
         self.commits: list[list[Change]] = []
         self.fail = fail
+        self.orphans: list[StoreOrphanReceipt] = []
+        self.takes: list[list[str]] = []  # the provider ids of each take_orphan_receipts
+        self.take_fails = False
 
     async def find_by_provider_id(self, bridge: str, ids: Sequence[str]) -> dict[str, Message]:
         self.lookups += 1
@@ -56,6 +59,16 @@ class FakeJournal:
         if self.fail:
             raise OSError("disk full")
         self.commits.append(list(changes))
+        self.orphans += [c for c in changes if isinstance(c, StoreOrphanReceipt)]
+
+    async def take_orphan_receipts(self, bridge: str, ids: Sequence[str]) -> list[bytes]:
+        await anyio.lowlevel.checkpoint()
+        if self.take_fails:
+            raise JournalError("The journal could not be written: disk I/O error.")
+        self.takes.append(list(ids))
+        taken = [o for o in self.orphans if o.bridge == bridge and o.provider_id in ids]
+        self.orphans = [o for o in self.orphans if o not in taken]
+        return [o.receipt for o in taken]
 
 
 class Collector:
@@ -111,3 +124,80 @@ async def test_a_report_before_its_submit_is_kept_as_an_orphan() -> None:
     assert isinstance(journal.commits[0][0], StoreOrphanReceipt)
     assert handler.has_orphans("dsc")
     assert events.events == []
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_an_early_report_is_replayed_when_its_submit_is_journaled() -> None:
+    journal = FakeJournal([])
+    events = Collector()
+    handler = ReceiptHandler(journal, events)  # type: ignore[arg-type]
+    await handler.handle("dsc", [receipt("p1")])
+    journal.by_pid["p1"] = message("1", "p1")  # the submit is journaled now
+    await handler.match_orphans("dsc", ["p1", "p2"])
+    assert journal.takes == [["p1"]]
+    assert [(e.msg_id, e.state) for _, e in events.events] == [("1", "DELIVRD")]  # type: ignore[union-attr]
+    assert not handler.has_orphans("dsc")
+    assert journal.orphans == []
+
+
+async def test_submits_without_an_early_report_do_not_look_for_one() -> None:
+    journal = FakeJournal([])
+    handler = ReceiptHandler(journal, Collector())  # type: ignore[arg-type]
+    await handler.handle("dsc", [receipt("p1")])
+    for batch in range(3):
+        await handler.match_orphans("dsc", [f"other-{batch}-{n}" for n in range(100)])
+    await handler.match_orphans("bsg", ["p1"])  # the same id on another bridge
+    assert journal.takes == []
+    assert handler.has_orphans("dsc")
+
+
+async def test_a_report_nobody_claims_is_dropped_after_the_keep_time() -> None:
+    # For instance a provider reporting on a message sent with dlr=0: the journal does
+    # not look those up by provider id, so the report waits as an orphan, then goes.
+    clock = FakeClock()
+    journal = FakeJournal([])
+    handler = ReceiptHandler(journal, Collector(), clock=clock)  # type: ignore[arg-type]
+    await handler.handle("dsc", [receipt("stray")])
+    clock.now += ORPHAN_KEEP_S / 2
+    await handler.handle("dsc", [receipt("early")])
+    await handler.match_orphans("dsc", ["unrelated"])
+    assert journal.takes == []
+    clock.now += ORPHAN_KEEP_S / 2 + 1
+    await handler.match_orphans("dsc", ["unrelated"])
+    assert journal.takes == [["stray"]]
+    assert [o.provider_id for o in journal.orphans] == ["early"]
+    assert handler.has_orphans("dsc")
+    clock.now += ORPHAN_KEEP_S
+    await handler.match_orphans("dsc", ["unrelated"])
+    assert not handler.has_orphans("dsc")
+    assert journal.orphans == []
+
+
+async def test_past_the_limit_the_oldest_orphans_are_dropped() -> None:
+    journal = FakeJournal([])
+    handler = ReceiptHandler(journal, Collector())  # type: ignore[arg-type]
+    await handler.handle("dsc", [receipt(f"p{n}") for n in range(ORPHANS_REMEMBERED + 2)])
+    assert journal.takes == [["p0", "p1"]]
+    assert len(journal.orphans) == ORPHANS_REMEMBERED
+
+
+async def test_stale_orphans_stay_while_the_journal_cannot_drop_them() -> None:
+    clock = FakeClock()
+    journal = FakeJournal([])
+    handler = ReceiptHandler(journal, Collector(), clock=clock)  # type: ignore[arg-type]
+    await handler.handle("dsc", [receipt("stray")])
+    clock.now += ORPHAN_KEEP_S + 1
+    journal.take_fails = True
+    await handler.match_orphans("dsc", ["unrelated"])
+    assert handler.has_orphans("dsc")
+    journal.take_fails = False
+    await handler.match_orphans("dsc", ["unrelated"])
+    assert not handler.has_orphans("dsc")
+    assert journal.orphans == []

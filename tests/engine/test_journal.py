@@ -16,6 +16,7 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
+import msgspec
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
@@ -272,6 +273,107 @@ async def test_changes_of_one_call_apply_in_order(journal: SqliteJournal) -> Non
     )
 
 
+async def test_only_messages_that_asked_for_a_report_are_found_by_provider_id(
+    journal: SqliteJournal,
+) -> None:
+    reported = await accept_one(journal, make_message(dlr=True))
+    quiet = await accept_one(journal, make_message(dlr=False))
+    await journal.claim([reported, quiet], 0, 1.0)
+    await journal.record(
+        [
+            MarkSubmitted(
+                msg_id=reported.msg_id, provider_id="R", cost=None, currency=None, at=2.0
+            ),
+            MarkSubmitted(
+                msg_id=quiet.msg_id, provider_id="Q", cost=None, currency=None, at=2.0, final=True
+            ),
+        ]
+    )
+    found = await journal.find_by_provider_id("dsc", ["R", "Q"])
+    assert {pid: m.msg_id for pid, m in found.items()} == {"R": reported.msg_id}
+
+
+async def test_a_failover_retry_moves_the_message_to_its_next_bridge(
+    journal: SqliteJournal,
+) -> None:
+    message = await accept_one(journal, make_message(due_at=1.0))
+    assert await journal.claim([message], 0, 2.0) == [message]
+    await journal.record(
+        [MarkRetry(msg_ids=[message.msg_id], due_at=3.0, attempt=1, bridge_index=1, reason="down")]
+    )
+    [moved] = await journal.due(10.0, 10)
+    assert (moved.bridge, moved.attempt) == ("bsg", 1)
+    assert await journal.claim([moved], 1, 4.0) == [moved]
+    await journal.record(
+        [MarkSubmitted(msg_id=message.msg_id, provider_id="B-1", cost=None, currency=None, at=5.0)]
+    )
+    assert [m.msg_id for m in await journal.awaiting_report("bsg", 10.0, 10)] == [message.msg_id]
+    assert await journal.awaiting_report("dsc", 10.0, 10) == []
+    assert list(await journal.find_by_provider_id("bsg", ["B-1"])) == ["B-1"]
+    assert await journal.find_by_provider_id("dsc", ["B-1"]) == {}
+
+
+async def test_submits_with_and_without_a_price_and_report_are_stored_as_given(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "septet.db"
+    async with open_journal(path) as journal:
+        messages = [await accept_one(journal, make_message()) for _ in range(4)]
+        await journal.claim(messages, 0, 1.0)
+        await journal.record(
+            [
+                MarkSubmitted(msg_id="1", provider_id="A", cost=0.5, currency="EUR", at=2.0),
+                MarkSubmitted(msg_id="2", provider_id="B", cost=None, currency=None, at=2.0),
+                MarkSubmitted(
+                    msg_id="3", provider_id="C", cost=0.7, currency="RWF", at=2.0, final=True
+                ),
+                MarkSubmitted(
+                    msg_id="4", provider_id=None, cost=None, currency=None, at=2.0, final=True
+                ),
+            ]
+        )
+        assert await journal.counts() == {"accepted": 0, "inflight": 0, "submitted": 2, "final": 2}
+        stored = await journal.get(["1", "2", "3", "4"])
+        assert [stored[i].provider_id for i in "1234"] == ["A", "B", "C", None]
+        assert [stored[i].state for i in "1234"] == ["submitted", "submitted", "final", "final"]
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        rows = connection.execute(
+            "SELECT submit_cost, submit_currency, submitted_at, outcome, final_at FROM messages"
+            " ORDER BY msg_id"
+        ).fetchall()
+    assert rows == [
+        (0.5, "EUR", 2.0, None, None),
+        (None, None, 2.0, None, None),
+        (0.7, "RWF", 2.0, "SUBMITTED", 2.0),
+        (None, None, 2.0, "SUBMITTED", 2.0),
+    ]
+
+
+async def test_groups_with_and_without_client_ref_in_one_call_keep_their_order(
+    journal: SqliteJournal,
+) -> None:
+    results = await journal.accept(
+        [
+            [make_message(client_ref="a")],
+            [make_message(), make_message()],
+            [make_message(client_ref="b")],
+            [make_message(client_ref="a")],
+        ]
+    )
+    assert [[m.msg_id for m in r] if isinstance(r, list) else r for r in results] == [
+        ["1"],
+        ["2", "3"],
+        ["4"],
+        Duplicate("a", ["1"]),
+    ]
+    stored = await journal.get(["1", "2", "3", "4"])
+    assert [stored[i].client_ref for i in "1234"] == ["a", None, None, "b"]
+    assert [stored[i].dlr for i in "1234"] == [True] * 4
+    [again] = await journal.accept([[make_message(client_ref="b")]])
+    assert again == Duplicate("b", ["4"])
+    assert await journal.pending_count() == 4
+
+
 async def test_a_retry_makes_the_message_due_again_later(journal: SqliteJournal) -> None:
     message = await accept_one(journal, make_message(due_at=100.0))
     await journal.record(
@@ -474,18 +576,142 @@ async def test_inflight_messages_are_found_after_a_reopen(tmp_path: Path) -> Non
 # ── failures ───────────────────────────────────────────────────────────────────
 
 
+# The schema septet wrote as version 2, kept here as it was: the upgrade tests start from it.
+VERSION_2_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE messages (
+    msg_id INTEGER PRIMARY KEY,
+    state INTEGER NOT NULL,
+    due_at REAL NOT NULL,
+    priority INTEGER NOT NULL,
+    bridges TEXT NOT NULL,
+    bridge_index INTEGER NOT NULL,
+    bridge TEXT GENERATED ALWAYS AS (json_extract(bridges, '$[' || bridge_index || ']')) VIRTUAL,
+    attempt INTEGER NOT NULL,
+    client_ref TEXT,
+    dlr INTEGER NOT NULL,
+    provider_id TEXT,
+    last_polled_at REAL NOT NULL DEFAULT 0,
+    inflight_at REAL,
+    submitted_at REAL,
+    submit_cost REAL,
+    submit_currency TEXT,
+    retry_reason TEXT,
+    maybe_sent INTEGER NOT NULL DEFAULT 0,
+    final_at REAL,
+    outcome TEXT,
+    code TEXT,
+    error TEXT,
+    body BLOB NOT NULL
+);
+CREATE INDEX messages_due ON messages (priority, due_at) WHERE state = 0;
+CREATE INDEX messages_inflight ON messages (bridge_index) WHERE state = 1;
+CREATE INDEX messages_awaiting ON messages (bridge, last_polled_at) WHERE state = 2 AND dlr = 1;
+CREATE INDEX messages_provider_id ON messages (bridge, provider_id) WHERE provider_id IS NOT NULL;
+CREATE INDEX messages_client_ref ON messages (client_ref) WHERE client_ref IS NOT NULL;
+CREATE TABLE orphan_receipts (
+    id INTEGER PRIMARY KEY,
+    bridge TEXT NOT NULL,
+    provider_id TEXT NOT NULL,
+    receipt BLOB NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX orphan_receipts_provider_id ON orphan_receipts (bridge, provider_id);
+CREATE TABLE outbox (id INTEGER PRIMARY KEY, origin TEXT NOT NULL, line BLOB NOT NULL);
+CREATE INDEX outbox_origin ON outbox (origin, id);
+"""
+
+# (msg_id, state, bridge_index, dlr, provider_id, last_polled_at) of the rows
+# write_version_2_journal stores, each message routed ("dsc", "bsg").
+VERSION_2_ROWS = (
+    (1, 0, 0, 1, None, 0.0),  # accepted
+    (2, 2, 1, 1, "P-2", 0.0),  # submitted on bsg (after a failover), awaiting its report
+    (3, 3, 0, 1, "P-3", 0.0),  # final on dsc, asked for a report: a late one is still matched
+    (4, 3, 0, 0, "P-4", 0.0),  # final at submit: asked for no report
+)
+
+
+def write_version_2_journal(path: Path) -> None:
+    """A journal file as septet wrote it at schema version 2."""
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.executescript(VERSION_2_SCHEMA)
+        connection.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?)",
+            [("instance", "v2test"), ("next_msg_id", 5), ("pending", 2), ("total", 4)],
+        )
+        for msg_id, state, bridge_index, dlr, provider_id, polled in VERSION_2_ROWS:
+            message = make_message(f"+25078258980{msg_id}", dlr=bool(dlr))
+            message.msg_id = str(msg_id)
+            message.reference = f"v2test-{msg_id}"
+            connection.execute(
+                "INSERT INTO messages (msg_id, state, due_at, priority, bridges, bridge_index,"
+                " attempt, dlr, provider_id, last_polled_at, body)"
+                ' VALUES (?, ?, 100.0, 0, \'["dsc","bsg"]\', ?, 1, ?, ?, ?, ?)',
+                (
+                    msg_id,
+                    state,
+                    bridge_index,
+                    dlr,
+                    provider_id,
+                    polled,
+                    msgspec.msgpack.encode(message),
+                ),
+            )
+        connection.execute("PRAGMA user_version = 2")
+        connection.commit()
+
+
+def schema_of(path: Path) -> tuple[set[str], set[str]]:
+    """The messages table's columns and every index's SQL, as SQLite keeps them."""
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        columns = {row[1] for row in connection.execute("PRAGMA table_xinfo(messages)")}
+        indexes = {
+            row[0]
+            for row in connection.execute(
+                "SELECT sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+            )
+        }
+    return columns, indexes
+
+
+async def test_a_version_2_journal_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "septet.db"
+    write_version_2_journal(path)
+    async with open_journal(path) as journal:
+        [accepted] = await journal.due(1000.0, 10)
+        assert (accepted.msg_id, accepted.bridge) == ("1", "dsc")
+        assert [m.msg_id for m in await journal.awaiting_report("bsg", 10.0, 10)] == ["2"]
+        assert await journal.awaiting_report("dsc", 10.0, 10) == []
+        found = await journal.find_by_provider_id("bsg", ["P-2", "P-3", "P-4"])
+        assert {pid: m.msg_id for pid, m in found.items()} == {"P-2": "2"}
+        found = await journal.find_by_provider_id("dsc", ["P-2", "P-3", "P-4"])
+        assert {pid: m.state for pid, m in found.items()} == {"P-3": "final"}
+        # The upgraded file goes on working: the accepted message is sent and reported.
+        assert [m.msg_id for m in await journal.claim([accepted], 0, 5.0)] == ["1"]
+        await journal.record(
+            [MarkSubmitted(msg_id="1", provider_id="P-1", cost=None, currency=None, at=6.0)]
+        )
+        assert list(await journal.find_by_provider_id("dsc", ["P-1"])) == ["P-1"]
+        assert await journal.counts() == {"accepted": 0, "inflight": 0, "submitted": 2, "final": 2}
+    fresh = tmp_path / "fresh.db"
+    async with open_journal(fresh):
+        pass
+    assert schema_of(path) == schema_of(fresh)
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == 3
+
+
 async def test_a_version_1_journal_is_upgraded_in_place(tmp_path: Path) -> None:
     path = tmp_path / "septet.db"
-    async with open_journal(path) as journal:
-        old = await accept_one(journal, make_message())
+    write_version_2_journal(path)
     # Make it what septet 0.1 wrote: no maybe_sent column, schema version 1.
     with contextlib.closing(sqlite3.connect(path)) as connection:
         connection.execute("ALTER TABLE messages DROP COLUMN maybe_sent")
         connection.execute("PRAGMA user_version = 1")
         connection.commit()
     async with open_journal(path) as journal:
-        [kept] = (await journal.get([old.msg_id])).values()
-        assert (kept.to, kept.maybe_sent) == (old.to, False)
+        [old] = await journal.due(1000.0, 10)
+        assert (old.msg_id, old.to, old.maybe_sent) == ("1", "+250782589801", False)
         await journal.record(
             [
                 MarkRetry(
