@@ -115,6 +115,9 @@ async def run_daemon(
         # ── drivers and listener ───────────────────────────────────────────────
         drivers: dict[str, BridgeDriver] = {}
         receipts_handler = ReceiptHandler(journal, events, on_receipt=metrics.receipt)
+        orphans = await receipts_handler.recover_orphans()
+        if orphans:
+            log.info("orphan_receipts_recovered", receipts=orphans)
 
         async def on_receipts(bridge: str, receipts: Any) -> None:
             await receipts_handler.handle(bridge, receipts)

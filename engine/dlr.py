@@ -61,6 +61,8 @@ class ReceiptJournal(Protocol):
         self, bridge: str, provider_ids: Sequence[str]
     ) -> list[bytes]: ...
 
+    async def orphan_receipt_ids(self) -> list[tuple[str, str, float]]: ...
+
     async def awaiting_report(
         self, bridge: str, polled_before: float, limit: int
     ) -> list[Message]: ...
@@ -218,6 +220,24 @@ class ReceiptHandler:
             self._events.emit(origin, event)
         await self._drop_stale_orphans(bridge, now)
 
+    async def recover_orphans(self) -> int:
+        """At start-up: remember the orphans an earlier run stored, and match those whose
+        submit was journaled before that run stopped (a kill between the submit's commit
+        and its orphan match). Returns how many orphans were found. Their keep time
+        starts again now: the time the daemon was down does not count against them."""
+        stored = await self._journal.orphan_receipt_ids()
+        now = self._clock()
+        for bridge, provider_id, _ in stored:
+            self._orphans.setdefault(bridge, {}).setdefault(provider_id, now)
+        for bridge, remembered in list(self._orphans.items()):
+            ids = list(remembered)
+            found = await self._journal.find_by_provider_id(bridge, ids)
+            if found:
+                # Before any staleness check: the daemon may have been down for longer
+                # than ORPHAN_KEEP_S, and these have their message now.
+                await self._replay(bridge, list(found))
+        return len(stored)
+
     def has_orphans(self, bridge: str) -> bool:
         return bool(self._orphans.get(bridge))
 
@@ -226,11 +246,15 @@ class ReceiptHandler:
         remembered = self._orphans.get(bridge)
         if not remembered or not provider_ids:
             return
-        await self._drop_stale_orphans(bridge, self._clock())
         early = [provider_id for provider_id in provider_ids if provider_id in remembered]
-        if not early:
-            return
+        if early:  # matched first: a late submit still finds its old report
+            await self._replay(bridge, early)
+        await self._drop_stale_orphans(bridge, self._clock())
+
+    async def _replay(self, bridge: str, early: Sequence[str]) -> None:
+        """Take the orphans stored for `early` provider ids and handle them again."""
         stored = await self._journal.take_orphan_receipts(bridge, early)
+        remembered = self._orphans.get(bridge, {})
         for provider_id in early:
             remembered.pop(provider_id, None)
         if stored:

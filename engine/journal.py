@@ -239,6 +239,8 @@ class Journal(Protocol):
         self, bridge: str, provider_ids: Sequence[str]
     ) -> list[bytes]: ...
 
+    async def orphan_receipt_ids(self) -> list[tuple[str, str, float]]: ...
+
     async def awaiting_report(
         self, bridge: str, polled_before: float, limit: int
     ) -> list[Message]: ...
@@ -1111,6 +1113,17 @@ class SqliteJournal:
             return []
         return await self._execute(
             lambda connection: self._take_orphans(connection, bridge, provider_ids), write=True
+        )
+
+    async def orphan_receipt_ids(self) -> list[tuple[str, str, float]]:
+        """(bridge, provider id, stored at) of every orphan receipt, oldest first: what a
+        restarted daemon still waits to match (engine.dlr)."""
+        return await self._execute(
+            lambda connection: connection.execute(
+                "SELECT bridge, provider_id, min(at) FROM orphan_receipts"
+                " GROUP BY bridge, provider_id ORDER BY min(at), min(id)"
+            ).fetchall(),
+            write=False,
         )
 
     def _take_orphans(

@@ -61,6 +61,12 @@ class FakeJournal:
         self.commits.append(list(changes))
         self.orphans += [c for c in changes if isinstance(c, StoreOrphanReceipt)]
 
+    async def orphan_receipt_ids(self) -> list[tuple[str, str, float]]:
+        first: dict[tuple[str, str], float] = {}
+        for orphan in self.orphans:
+            first.setdefault((orphan.bridge, orphan.provider_id), orphan.at)
+        return [(bridge, pid, at) for (bridge, pid), at in first.items()]
+
     async def take_orphan_receipts(self, bridge: str, ids: Sequence[str]) -> list[bytes]:
         await anyio.lowlevel.checkpoint()
         if self.take_fails:
@@ -201,3 +207,40 @@ async def test_stale_orphans_stay_while_the_journal_cannot_drop_them() -> None:
     await handler.match_orphans("dsc", ["unrelated"])
     assert not handler.has_orphans("dsc")
     assert journal.orphans == []
+
+
+async def test_a_restart_matches_orphans_whose_submit_was_journaled_before_it() -> None:
+    # Killed between a submit's commit and its orphan match: the report waits in the
+    # journal, its message is there too, and the next run pairs them at start-up, even
+    # after a downtime longer than the orphans' keep time.
+    clock = FakeClock()
+    journal = FakeJournal([])
+    first_run = ReceiptHandler(journal, Collector(), clock=clock)  # type: ignore[arg-type]
+    await first_run.handle("dsc", [receipt("p1"), receipt("p2")])
+    journal.by_pid["p1"] = message("1", "p1")  # p1's submit committed, then the kill
+    clock.now += ORPHAN_KEEP_S * 3
+    events = Collector()
+    second_run = ReceiptHandler(journal, events, clock=clock)  # type: ignore[arg-type]
+    assert await second_run.recover_orphans() == 2
+    assert [e.msg_id for _, e in events.events] == ["1"]
+    assert [o.provider_id for o in journal.orphans] == ["p2"]
+    # p2 is remembered: its submit, when it is journaled, finds the report.
+    assert second_run.has_orphans("dsc")
+    journal.by_pid["p2"] = message("2", "p2")
+    await second_run.match_orphans("dsc", ["p2"])
+    assert [e.msg_id for _, e in events.events] == ["1", "2"]
+    assert journal.orphans == []
+
+
+async def test_a_late_submit_finds_its_report_before_stale_orphans_are_dropped() -> None:
+    clock = FakeClock()
+    journal = FakeJournal([])
+    events = Collector()
+    handler = ReceiptHandler(journal, events, clock=clock)  # type: ignore[arg-type]
+    await handler.handle("dsc", [receipt("slow"), receipt("stray")])
+    clock.now += ORPHAN_KEEP_S + 1
+    journal.by_pid["slow"] = message("7", "slow")
+    await handler.match_orphans("dsc", ["slow"])
+    assert [e.msg_id for _, e in events.events] == ["7"]
+    assert journal.orphans == []  # "stray" dropped as stale after the match
+    assert not handler.has_orphans("dsc")

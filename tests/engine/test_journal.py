@@ -497,6 +497,11 @@ async def test_orphan_receipts_are_taken_once(journal: SqliteJournal) -> None:
             StoreOrphanReceipt(bridge="dsc", provider_id="P1", receipt=b"second", at=2.0),
         ]
     )
+    assert await journal.orphan_receipt_ids() == [
+        ("dsc", "P1", 1.0),
+        ("dsc", "P2", 1.0),
+        ("bsg", "P1", 1.0),
+    ]
     assert await journal.take_orphan_receipts("dsc", ["P1", "P9"]) == [b"first", b"second"]
     assert await journal.take_orphan_receipts("dsc", ["P1"]) == []
     assert await journal.take_orphan_receipts("bsg", ["P1"]) == [b"elsewhere"]
