@@ -40,6 +40,9 @@ class JournalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     # The most the journal file may grow to, in MiB (see the module docstring); None: no cap.
     max_size_mb: PositiveFloat | None = None
+    # SQLite's page cache for the journal, in MiB: the most of the daemon's memory the
+    # journal's pages may take (they fill it as the file grows past it, then it stays).
+    cache_mb: PositiveInt = 32
 
 
 class IngressSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -106,6 +106,7 @@ async def run_daemon(
                 synchronous=settings.journal.synchronous,
                 on_commit=metrics.journal_commit,
                 max_size_bytes=_max_size_bytes(settings.journal.max_size_mb),
+                cache_mb=settings.journal.cache_mb,
             )
         )
         outbox = Outbox()

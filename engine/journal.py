@@ -496,6 +496,7 @@ class SqliteJournal:
         synchronous: str = "NORMAL",
         on_commit: Callable[[float, int], None] | None = None,
         max_size_bytes: int | None = None,
+        cache_mb: int = 32,
     ) -> None:
         mode = synchronous.upper()
         if mode not in SYNCHRONOUS_MODES:
@@ -506,6 +507,7 @@ class SqliteJournal:
         self.path = Path(path)
         self.synchronous = mode
         self.max_size_bytes = max_size_bytes
+        self.cache_mb = cache_mb
         # Set on opening from the file's page size when there is a cap.
         self._max_pages: int | None = None
         self._page_size = 4096
@@ -776,7 +778,8 @@ class SqliteJournal:
             )
         execute(f"PRAGMA synchronous = {self.synchronous}")
         execute("PRAGMA temp_store = MEMORY")
-        execute("PRAGMA cache_size = -32768")  # 32 MiB of page cache: RSS stays bounded
+        # A negative cache_size is KiB: the page cache, and so RSS, stays bounded.
+        execute(f"PRAGMA cache_size = {-1024 * self.cache_mb}")
         execute("PRAGMA journal_size_limit = 67108864")  # trim the WAL to 64 MiB after checkpoints
         if self.max_size_bytes is not None:
             self._page_size = int(execute("PRAGMA page_size").fetchone()[0])
@@ -1357,16 +1360,22 @@ async def open_journal(
     synchronous: str = "NORMAL",
     on_commit: Callable[[float, int], None] | None = None,
     max_size_bytes: int | None = None,
+    cache_mb: int = 32,
 ) -> AsyncIterator[SqliteJournal]:
     """Open (or create) the journal at `path` for the duration of the block.
 
     Raises JournalError, with a sentence naming the file and the cause, when the file
-    cannot be opened or created. `max_size_bytes` caps the file (module docstring).
+    cannot be opened or created. `max_size_bytes` caps the file (module docstring);
+    `cache_mb` is SQLite's page cache.
     Leaving the block finishes every queued operation and closes the file, even when the
     block is cancelled.
     """
     journal = SqliteJournal(
-        path, synchronous=synchronous, on_commit=on_commit, max_size_bytes=max_size_bytes
+        path,
+        synchronous=synchronous,
+        on_commit=on_commit,
+        max_size_bytes=max_size_bytes,
+        cache_mb=cache_mb,
     )
     await journal.start()
     try:

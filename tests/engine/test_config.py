@@ -72,3 +72,13 @@ def test_smpp_congestion_wait_is_read_and_may_not_be_negative(tmp_path: Path) ->
     path.write_text("[smpp]\ncongestion_wait_s = -1\n")
     with pytest.raises(ConfigError, match="congestion_wait_s"):
         load_settings(path)
+
+
+def test_journal_cache_is_read_and_must_be_positive(tmp_path: Path) -> None:
+    assert load_settings(None).journal.cache_mb == 32
+    path = tmp_path / "septet.toml"
+    path.write_text("[journal]\ncache_mb = 4\n")
+    assert load_settings(path).journal.cache_mb == 4
+    path.write_text("[journal]\ncache_mb = 0\n")
+    with pytest.raises(ConfigError, match="cache_mb"):
+        load_settings(path)

@@ -773,6 +773,14 @@ async def test_an_unknown_synchronous_mode_is_refused(tmp_path: Path) -> None:
             pass  # opening is what fails (or, below, what is tested)
 
 
+async def test_the_page_cache_is_the_configured_size(tmp_path: Path) -> None:
+    async with open_journal(tmp_path / "septet.db", cache_mb=4) as journal:
+        size = await journal._execute(
+            lambda c: c.execute("PRAGMA cache_size").fetchone()[0], write=False
+        )
+    assert size == -4096  # KiB
+
+
 async def test_a_closed_journal_says_so(tmp_path: Path) -> None:
     async with open_journal(tmp_path / "septet.db") as journal:
         pass  # open and close it at once: the test is what it says afterwards

@@ -109,9 +109,9 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def daemon_config(workdir: Path, sim_url: str, rate: float) -> dict[str, Any]:
+def daemon_config(workdir: Path, sim_url: str, rate: float, cache_mb: int = 32) -> dict[str, Any]:
     return {
-        "journal": {"path": str(workdir / "journal.db")},
+        "journal": {"path": str(workdir / "journal.db"), "cache_mb": cache_mb},
         "ingress": {
             "tcp": f"{HOST}:{free_port()}",
             "unix": str(workdir / "septet.sock"),
@@ -307,14 +307,16 @@ async def _provider_taken(http: httpx.AsyncClient, sim_url: str) -> int:
 
 
 async def run_load(
-    duration_s: float, rate: float = 200.0, workdir: Path | None = None
+    duration_s: float, rate: float = 200.0, workdir: Path | None = None, cache_mb: int = 32
 ) -> LoadReport:
-    """Run the overload for `duration_s` (at least 25 s: warm-up, thirds, a 10 s window)."""
+    """Run the overload for `duration_s` (at least 25 s: warm-up, thirds, a 10 s window).
+    `cache_mb` is the journal's page cache (`[journal] cache_mb`), the part of the
+    daemon's memory that grows with the journal file until it is full."""
     with tempfile.TemporaryDirectory(prefix="septet-load-") as scratch:
         work = workdir or Path(scratch)
         simulator, sim_url = _start_simulator(work / "simulator.log")
         try:
-            document = daemon_config(work, sim_url, rate)
+            document = daemon_config(work, sim_url, rate, cache_mb)
             config = work / "septet.toml"
             config.write_text(render_toml(document))
             daemon = _start_daemon(config, work / "daemon.log")
@@ -457,6 +459,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=3.0, help="how long to run (default 3)")
     parser.add_argument("--rate", type=float, default=200.0, help="dsc messages/s limit")
     parser.add_argument("--json", type=Path, help="also write the full report here")
+    parser.add_argument(
+        "--journal-cache-mb",
+        type=int,
+        default=32,
+        help="the daemon's [journal] cache_mb (default 32): a small cache shows how much"
+        " of the memory growth is the journal's page cache",
+    )
     args = parser.parse_args(argv)
     if args.minutes * 60 < 25:
         parser.error("--minutes must give at least 25 s")
@@ -464,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
         run_load,
         args.minutes * 60,
         args.rate,
+        None,
+        args.journal_cache_mb,
         backend="asyncio",
         # The clients' side only (the daemon runs uvloop in its own process). Under uvloop,
         # anyio's Unix socket stream can have a writer callback fire on a send future its
