@@ -700,7 +700,7 @@ async def test_a_version_2_journal_is_upgraded_in_place(tmp_path: Path) -> None:
         assert await journal.counts() == {"accepted": 0, "inflight": 0, "submitted": 2, "final": 2}
     fresh = tmp_path / "fresh.db"
     async with open_journal(fresh):
-        pass
+        pass  # opening creates the current schema, which the upgraded file must match
     assert schema_of(path) == schema_of(fresh)
     with contextlib.closing(sqlite3.connect(path)) as connection:
         assert connection.execute("PRAGMA user_version").fetchone()[0] == 3

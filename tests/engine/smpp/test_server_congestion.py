@@ -15,7 +15,6 @@ import pytest
 
 from engine.ingress import CONGESTED, EventRouter, LineHandler, LinePreparer
 from engine.journal import SqliteJournal, open_journal
-from engine.models import Message
 from engine.pricing import default_price_tables
 from engine.routing import Router, default_routes
 from engine.scheduler import BridgeQueue, Scheduler
@@ -23,6 +22,7 @@ from engine.smpp import pdu as p
 from engine.smpp.server import SmppSettings, refusal_status, serve_smpp
 from tests.engine.smpp.harness import BRIDGES
 from tests.engine.smpp.raw_client import RawClient
+from tests.engine.test_ingress import occupant  # a socket client's message in the queue
 
 pytestmark = pytest.mark.anyio
 
@@ -47,26 +47,6 @@ class Congested:
     scheduler: ObservedScheduler
 
 
-def socket_message(msg_id: str) -> Message:
-    """A socket client's message, journaled elsewhere; only its queue slot matters here."""
-    return Message(
-        msg_id=msg_id,
-        reference="",
-        origin="tcp:1",
-        client_ref=None,
-        to="+250788000000",
-        sender="ACME",
-        text="from a socket",
-        encoding="GSM-7",
-        segments=1,
-        cost=1.0,
-        currency="RWF",
-        bridges=("dsc",),
-        accepted_at=0.0,
-        due_at=0.0,
-    )
-
-
 @asynccontextmanager
 async def congested_server(
     directory: Path, settings: SmppSettings | None = None
@@ -89,7 +69,7 @@ async def congested_server(
             room=scheduler,
         )
         queue = queues["dsc"]
-        queue.put_nowait(socket_message("occupant"))
+        queue.put_nowait(occupant("occupant"))
         async with anyio.create_task_group() as tg:
             port = await tg.start(
                 functools.partial(
@@ -118,7 +98,7 @@ async def test_a_submit_waits_its_turn_behind_a_socket_client_then_gets_through(
     ):
         queue = server.queue
         # A socket client is already waiting for room with two messages.
-        tg.start_soon(queue.put_many, [socket_message("s1"), socket_message("s2")])
+        tg.start_soon(queue.put_many, [occupant("s1"), occupant("s2")])
         await anyio.wait_all_tasks_blocked()
         assert queue.waiting == 1
         await client.bind()
