@@ -1,12 +1,14 @@
 """Segmentation: the GSM-7 / UCS-2 choice, unit counts, safe split points and each part's UDH.
 
-Pure: no I/O. `segment_text` is called once per accepted message, so with the default tables
-a text costs a few C-level passes and one C call per part, with no per-character Python work:
-one bytes.translate gives a byte per character, bytes.replace widens every two-unit character
-(an escape pair, a surrogate pair) to two bytes, so that a part's end is found by arithmetic
-in unit space and its length in characters by one bytes.count. A grapheme cluster search runs
-only where a cut falls between characters that might join. National tables take the general
-path, which is also the plain statement of the rules the fast path is tested against.
+Pure: no I/O. `segment_text` is called once per accepted message. With the default tables
+it is one call into engine/_native_segment.c: two passes over the code points, and a call
+back to `_cluster_edge` only for a part edge beside a character that may join a grapheme
+cluster. The pure-Python path it replaced (bytes.translate marks, cuts in unit space) was
+9× smsutil.split on a 200-character text with emoji against a target of 20×, and the
+unavoidable C calls of any Python version (encode, translate, one count and one slice per
+part, building the result) already cost more than that allows (bench/segment.py). National
+tables take `_segment_general`, which is also the plain statement of the rules the C code
+is tested against.
 
 Rules (3GPP TS 23.038 and TS 23.040, and what handsets and Twilio's calculator do):
 - GSM-7 when every character is in the default alphabet or its extension table (an
@@ -30,14 +32,13 @@ from __future__ import annotations
 
 import functools
 import re
-from bisect import bisect_right
 from collections.abc import Iterable
 from typing import Literal
 
 import msgspec
 import regex
 
-from engine import gsm_tables
+from engine import _native_segment, gsm_tables
 from engine.models import Encoding
 
 SplitMode = Literal["grapheme", "codepoint"]
@@ -107,10 +108,6 @@ _CAPACITIES: dict[tuple[str, int, int], tuple[int, int]] = {
     for tables in (0, 1, 2)
     for bits in (8, 16)
 }
-_GSM_SINGLE, _GSM_MULTI_8 = _CAPACITIES["GSM-7", 0, 8]
-_GSM_MULTI_16 = _CAPACITIES["GSM-7", 0, 16][1]
-_UCS2_SINGLE, _UCS2_MULTI_8 = _CAPACITIES["UCS-2", 0, 8]
-_UCS2_MULTI_16 = _CAPACITIES["UCS-2", 0, 16][1]
 
 
 def _defined(table: str) -> frozenset[str]:
@@ -126,54 +123,6 @@ _LOCKING_CHARACTERS = {
 _SINGLE_CHARACTERS = {
     code: _defined(table) for code, table in gsm_tables.SINGLE_SHIFT_TABLES.items()
 }
-
-# One byte per character: UTF-8 with its continuation bytes (0x80-0xBF) deleted keeps each
-# character's first byte, which the same bytes.translate pass maps to one of these marks.
-# Marks below _MARK_ASTRAL are ASCII characters (the cut checks rely on it).
-_MARK_PLAIN = 0  # an ASCII character of the default alphabet: one septet
-_MARK_EXTENSION = 1  # an ASCII character of the extension table: two septets (TS 23.038 6.2.1.1)
-_MARK_NOT_GSM = 2  # an ASCII character in neither table: ` and most control characters
-_MARK_ASTRAL = 3  # a 4-byte UTF-8 lead: outside the BMP, a surrogate pair (2 UTF-16 units)
-# 0xC2, 0xC3 and 0xCE lead U+0080-U+00FF and U+0380-U+03BF, where the default alphabet's
-# non-ASCII characters (Latin-1 letters, Greek capitals) are: a regex search decides.
-_MARK_LATIN_GREEK = 4
-# 0xE2 leads U+2000-U+2FFF, of which a GSM text can only hold the euro sign U+20AC (an
-# extension character); in UCS-2 it is one unit like any BMP character.
-_MARK_EURO_BLOCK = 5
-_MARK_OTHER_BMP = 6  # any other 2- or 3-byte lead: a BMP character no default table holds
-# Unit space only: the second unit of a two-unit character (the code after 0x1B, the low
-# surrogate). A part never ends just before one.
-_MARK_SECOND_UNIT = 7
-_LATIN_GREEK_LEADS = frozenset((0xC2, 0xC3, 0xCE))
-
-
-def _utf8_lead_mark(byte: int) -> int:
-    if byte < 0x80:
-        if chr(byte) in _DEFAULT_CHARACTERS:
-            return _MARK_PLAIN
-        return _MARK_EXTENSION if chr(byte) in _EXTENSION_CHARACTERS else _MARK_NOT_GSM
-    if byte in _LATIN_GREEK_LEADS:
-        return _MARK_LATIN_GREEK
-    if byte == 0xE2:
-        return _MARK_EURO_BLOCK
-    return _MARK_ASTRAL if byte >= 0xF0 else _MARK_OTHER_BMP
-
-
-_UTF8_MARKS = bytes(_utf8_lead_mark(byte) for byte in range(256))
-_UTF8_CONTINUATION = bytes(range(0x80, 0xC0))
-# bytes.replace operands that widen a two-unit character's mark into unit space.
-_EXTENSION_MARK = bytes((_MARK_EXTENSION,))
-_EXTENSION_UNITS = bytes((_MARK_EXTENSION, _MARK_SECOND_UNIT))
-_EURO_BLOCK_MARK = bytes((_MARK_EURO_BLOCK,))
-_EURO_UNITS = bytes((_MARK_EURO_BLOCK, _MARK_SECOND_UNIT))
-_ASTRAL_MARK = bytes((_MARK_ASTRAL,))
-_ASTRAL_UNITS = bytes((_MARK_ASTRAL, _MARK_SECOND_UNIT))
-_SECOND_UNIT = bytes((_MARK_SECOND_UNIT,))
-
-# Where a part may end (the `split` option): anywhere between code points; not inside CR LF,
-# the only multi-character grapheme cluster a default-alphabet GSM text can hold; or only
-# between extended grapheme clusters (UAX #29).
-_CUT_ANYWHERE, _CUT_NOT_IN_CR_LF, _CUT_BETWEEN_CLUSTERS = 0, 1, 2
 
 # UAX #29 keeps two characters in one cluster only when the second continues one (LF after CR
 # GB3, Hangul jamo GB6-8, Extend / ZWJ / SpacingMark GB9-9a, a conjunct consonant GB9c, a
@@ -193,8 +142,6 @@ _STARTER_RANGES = (
     (0x1F200, 0x1F3FA),  # enclosed ideographs, pictographs (skin tone modifiers follow)
     (0x1F400, 0x1FAFF),  # pictographs, emoticons, transport and map symbols
 )
-# Each range as [start, stop): bisect_right is odd for a character inside one.
-_STARTER_EDGES = tuple(chr(code) for low, high in _STARTER_RANGES for code in (low, high + 1))
 # Grapheme_Cluster_Break=Prepend (GB9b) and ZWJ (GB11): they may join what follows them.
 _JOINS_FOLLOWING = frozenset(
     "\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891\u08e2\u0d4e\u200d"
@@ -205,9 +152,8 @@ _JOINS_FOLLOWING = frozenset(
 _NOT_GSM_PATTERN = re.compile("[^" + re.escape("".join(sorted(_GSM_CHARACTERS))) + "]")
 _SMART_PATTERN = re.compile("[" + re.escape("".join(sorted(gsm_tables.SMART_REPLACEMENTS))) + "]")
 _CLUSTER_PATTERN = regex.compile(r"\X")  # an extended grapheme cluster, UAX #29
+_SURROGATE_PATTERN = re.compile("[\ud800-\udfff]")
 _OCTETS = tuple(bytes((value,)) for value in range(256))
-# UDHL 5, IEI 0x00 (8-bit reference), IE length 3, reference: TS 23.040 9.2.3.24.1.
-_CONCAT_8_HEADS = tuple(bytes((5, 0x00, 3, reference)) for reference in range(256))
 
 
 def segment_text(
@@ -243,131 +189,21 @@ def segment_text(
         if languages:
             return _segment_general(text, languages, concat_ref, split, reference, smart_replaced)
 
-    # Default tables. One translate pass gives a mark per character (which decides the
-    # encoding), bytes.replace widens each two-unit character to two marks: `units` has one
-    # byte per septet (GSM-7) or UTF-16 code unit (UCS-2), so len(units) is the count.
-    if text.isascii():
-        units = text.encode("ascii").translate(_UTF8_MARKS)
-        gsm = _MARK_NOT_GSM not in units
-        if gsm and _MARK_EXTENSION in units:
-            units = units.replace(_EXTENSION_MARK, _EXTENSION_UNITS)
-    else:
-        try:
-            encoded = text.encode("utf-8")
-        except UnicodeEncodeError as error:
-            raise _lone_surrogate_error(error) from None
-        units = encoded.translate(_UTF8_MARKS, _UTF8_CONTINUATION)
-        # Most UCS-2 texts are decided by the marks alone; a text of Latin-1 letters, Greek
-        # capitals or U+2000-U+2FFF may still be GSM-7, which one regex search settles.
-        if _MARK_ASTRAL in units:
-            gsm = False
-            units = units.replace(_ASTRAL_MARK, _ASTRAL_UNITS)
-        elif _MARK_OTHER_BMP in units or _MARK_NOT_GSM in units:
-            gsm = False
-        else:
-            gsm = _NOT_GSM_PATTERN.search(text) is None
-            if gsm:
-                if _MARK_EXTENSION in units:
-                    units = units.replace(_EXTENSION_MARK, _EXTENSION_UNITS)
-                if _MARK_EURO_BLOCK in units:  # the euro sign: the search ruled out the rest
-                    units = units.replace(_EURO_BLOCK_MARK, _EURO_UNITS)
-    unit_count = len(units)
-    encoding: Encoding
-    if gsm:
-        if unit_count <= _GSM_SINGLE:
-            return Segmentation(
-                "GSM-7", 1, unit_count, _GSM_SINGLE, [text], smart_replaced, None, [b""]
-            )
-        encoding, per_part = "GSM-7", _GSM_MULTI_8 if concat_ref == 8 else _GSM_MULTI_16
-        # CR LF is the only cluster a default-alphabet text can hold (tested).
-        cuts = _CUT_NOT_IN_CR_LF if split == "grapheme" and "\r" in text else _CUT_ANYWHERE
-    else:
-        if unit_count <= _UCS2_SINGLE:
-            return Segmentation(
-                "UCS-2", 1, unit_count, _UCS2_SINGLE, [text], smart_replaced, None, [b""]
-            )
-        encoding, per_part = "UCS-2", _UCS2_MULTI_8 if concat_ref == 8 else _UCS2_MULTI_16
-        cuts = _CUT_BETWEEN_CLUSTERS if split == "grapheme" else _CUT_ANYWHERE
-    parts = _split_units(text, units, per_part, cuts)
-    total = len(parts)
-    if total > MAX_PARTS:
-        raise _too_many_parts_error(total)
-    return Segmentation(
-        encoding,
-        total,
-        unit_count,
-        per_part,
-        parts,
-        smart_replaced,
-        None,
-        [*_concatenation_headers(concat_ref, reference, total)],
+    segmentation = _native_segment.split_default_tables(
+        text, concat_ref, reference, split == "grapheme", smart_replaced
     )
-
-
-def _split_units(text: str, units: bytes, per_part: int, cuts: int) -> list[str]:
-    """Parts of `text`, greedy (the fewest parts), cut in unit space: `units` has one mark per
-    septet or UTF-16 code unit, _MARK_SECOND_UNIT on the second unit of a two-unit character.
-
-    A part's end is `per_part` units on, one less where that would leave the first unit of a
-    pair behind (TS 23.038 6.2.1.1 escape pairs, UTF-16 surrogate pairs); its length in
-    characters is its units less its second units. `cuts` says which places between
-    characters a part may end at; a cluster search runs only beside a non-ASCII character.
-    """
-    parts: list[str] = []
-    unit_total = len(units)
-    doubled = unit_total != len(text)  # else unit and character positions are the same
-    start = unit_start = 0
-    unit_end = per_part
-    while unit_end < unit_total:
-        if doubled:
-            if units[unit_end] == _MARK_SECOND_UNIT:
-                unit_end -= 1
-            end = start + unit_end - unit_start - units.count(_SECOND_UNIT, unit_start, unit_end)
-        else:
-            end = unit_end
-        if cuts:
-            if cuts == _CUT_NOT_IN_CR_LF or (
-                units[unit_end] < _MARK_ASTRAL and units[unit_end - 1] < _MARK_ASTRAL
-            ):
-                # Between two ASCII characters only CR LF is one cluster (UAX #29 GB3).
-                if text[end - 1] == "\r" and text[end] == "\n" and end - 1 > start:
-                    end -= 1
-                    unit_end -= 1
-            else:
-                edge = _safe_cut(text, start, end)
-                if edge != end:
-                    unit_end -= len(text[edge:end].encode("utf-16-le")) >> 1
-                    end = edge
-        parts.append(text[start:end])
-        start = end
-        unit_start = unit_end
-        unit_end += per_part
-    parts.append(text[start:])
-    return parts
-
-
-def _safe_cut(text: str, start: int, end: int) -> int:
-    """The last place in (start, end] where a part may end without cutting a cluster."""
-    before = text[end - 1]
-    after = text[end]
-    if before == "\r" and after == "\n":
-        return end - 1 if end - 1 > start else end  # UAX #29 GB3: CR LF is one cluster
-    if (after < "\u0300" or bisect_right(_STARTER_EDGES, after) & 1) and (
-        before < "\u0600" or before not in _JOINS_FOLLOWING
-    ):
-        return end  # `after` begins a cluster whatever precedes it
-    return _cluster_edge(text, start, end)
+    if segmentation is None:
+        raise _lone_surrogate_error(text)
+    if segmentation.segments > MAX_PARTS:
+        raise _too_many_parts_error(segmentation.segments)
+    return segmentation
 
 
 @functools.lru_cache(maxsize=1024)
 def _concatenation_headers(concat_ref: int, reference: int, total: int) -> tuple[bytes, ...]:
-    """The UDH of each part of a concatenated message with the default tables.
-
-    They depend on three small integers only, so they are built once per combination (the
-    8-bit references in use repeat) and copied into each Segmentation's list.
-    """
+    """The UDH of each part of a concatenated message with no national table."""
     if concat_ref == 8:  # TS 23.040 9.2.3.24.1: UDHL 5, IEI 0x00, length 3, reference, total
-        head = _CONCAT_8_HEADS[reference] + _OCTETS[total]
+        head = bytes((5, 0x00, 3, reference, total))
     else:  # 9.2.3.24.8: UDHL 6, IEI 0x08, length 4, 16-bit reference, total
         head = bytes((6, 0x08, 4, reference >> 8, reference & 0xFF, total))
     return tuple(head + _OCTETS[sequence] for sequence in range(1, total + 1))
@@ -377,21 +213,6 @@ def _too_many_parts_error(total: int) -> ValueError:
     return ValueError(
         f"The text needs {total} parts; a concatenated message has at most {MAX_PARTS}."
     )
-
-
-def count_segments(text: str) -> tuple[Encoding, int]:
-    """(encoding, parts) with the default options; cheaper than segment_text where it can be."""
-    if text and text.isascii():
-        marks = text.encode("ascii").translate(_UTF8_MARKS)
-        if _MARK_NOT_GSM not in marks:
-            extension = marks.count(_MARK_EXTENSION)
-            units = len(text) + extension
-            if units <= _GSM_SINGLE:
-                return "GSM-7", 1
-            if not extension and "\r\n" not in text:
-                return "GSM-7", -(-units // _GSM_MULTI_8)
-    segmentation = segment_text(text)
-    return segmentation.encoding, segmentation.segments
 
 
 def count_units(text: str, encoding: Encoding, national: NationalShift | None = None) -> int:
@@ -415,11 +236,12 @@ def _smart_replacement(match: re.Match[str]) -> str:
     return gsm_tables.SMART_REPLACEMENTS[match.group()]
 
 
-def _lone_surrogate_error(error: UnicodeEncodeError) -> ValueError:
-    code = ord(error.object[error.start])
+def _lone_surrogate_error(text: str) -> ValueError:
+    match = _SURROGATE_PATTERN.search(text)
+    assert match is not None  # only called for a text that can't be encoded
     return ValueError(
-        f"The text holds a lone surrogate (U+{code:04X} at character {error.start}), "
-        "which is not a character and can't be sent."
+        f"The text holds a lone surrogate (U+{ord(match.group()):04X} at character "
+        f"{match.start()}), which is not a character and can't be sent."
     )
 
 
@@ -516,8 +338,8 @@ def _segment_general(
     # UCS-2: UTF-16 code units; a character outside the BMP is a surrogate pair (2 units).
     try:
         encoded = text.encode("utf-16-le")
-    except UnicodeEncodeError as error:
-        raise _lone_surrogate_error(error) from None
+    except UnicodeEncodeError:
+        raise _lone_surrogate_error(text) from None
     units = len(encoded) // 2
     single_part, per_part = _CAPACITIES["UCS-2", 0, concat_ref]
     if units <= single_part:
@@ -633,3 +455,20 @@ def _build(
     return Segmentation(
         encoding, total, units, per_segment, parts, smart_replaced, national, headers
     )
+
+
+# The C path gets every table and constant from here, once.
+_native_segment.configure(
+    "".join(sorted(_DEFAULT_CHARACTERS)),
+    "".join(sorted(_EXTENSION_CHARACTERS)),
+    (
+        *_CAPACITIES["GSM-7", 0, 8],  # single part, 8-bit reference
+        _CAPACITIES["GSM-7", 0, 16][1],
+        *_CAPACITIES["UCS-2", 0, 8],
+        _CAPACITIES["UCS-2", 0, 16][1],
+    ),
+    _STARTER_RANGES,
+    "".join(sorted(_JOINS_FOLLOWING)),
+    Segmentation,
+    _cluster_edge,
+)

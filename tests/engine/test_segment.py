@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import regex
 
-from engine import gsm_tables, segment
+from engine import _native_segment, gsm_tables, segment
 from engine.segment import (
     NationalShift,
-    count_segments,
     count_units,
     replace_look_alikes,
     segment_text,
@@ -405,15 +406,6 @@ def test_national_accepts_a_comma_separated_string() -> None:
     assert segment_text("ş", national="tr,es").national == NationalShift("tr", None)
 
 
-@pytest.mark.parametrize(
-    "text",
-    ["hi", "a" * 400, "[]" * 90, "a\r\n" * 80, "ж" * 200, EMOJI * 50, "é" * 170, "`" * 5],
-)
-def test_count_segments_agrees_with_segment_text(text: str) -> None:
-    result = segment_text(text)
-    assert count_segments(text) == (result.encoding, result.segments)
-
-
 def test_count_units_matches_each_part() -> None:
     result = segment_text("ş" * 100 + "{" * 30 + "ğ" * 40, national=["tr"])
     per_part = [count_units(part, result.encoding, result.national) for part in result.parts]
@@ -421,16 +413,77 @@ def test_count_units_matches_each_part() -> None:
     assert max(per_part) <= result.per_segment
 
 
-def test_a_lone_surrogate_is_an_error_that_names_it() -> None:
-    with pytest.raises(ValueError, match=r"lone surrogate \(U\+D83D at character 2\)"):
-        segment_text("hi\ud83d there")
-    with pytest.raises(ValueError, match="lone surrogate"):
-        segment_text("é\udc00", national=["tr"])
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("hi\ud83d there", r"U\+D83D at character 2"),  # after a GSM start
+        ("жж\udc00", r"U\+DC00 at character 2"),  # in a UCS-2 text
+        (EMOJI * 100 + "\ud800", r"U\+D800 at character 100"),  # after astral characters
+        ("\udfff" + "a" * 300, r"U\+DFFF at character 0"),
+    ],
+)
+def test_a_lone_surrogate_is_an_error_that_names_it(text: str, named: str) -> None:
+    with pytest.raises(ValueError, match=rf"lone surrogate \({named}\)"):
+        segment_text(text)
+    with pytest.raises(ValueError, match=rf"lone surrogate \({named}\)"):
+        segment_text(text, national=["tr"])
 
 
-# ── the tables behind the fast path ────────────────────────────────────────────
-# engine.segment decides most part edges without a grapheme cluster search, from constants
-# checked here against the Unicode data of the `regex` module (the same data \X uses).
+# ── the C path's own guards (engine/_native_segment.c) ─────────────────────────
+
+
+def test_the_c_path_refuses_what_segment_text_never_passes() -> None:
+    split = _native_segment.split_default_tables
+    with pytest.raises(TypeError, match="non-empty str"):
+        split("", 8, 0, True, 0)
+    with pytest.raises(TypeError, match="non-empty str"):
+        split(b"bytes", 8, 0, True, 0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="concatenation reference"):
+        split("a", 12, 0, True, 0)
+    with pytest.raises(ValueError, match="concatenation reference"):
+        split("a", 8, 256, True, 0)
+    with pytest.raises(TypeError, match="5 arguments"):
+        split("a", 8, 0)  # type: ignore[call-arg]
+
+
+def test_a_failing_cluster_search_is_raised_not_swallowed() -> None:
+    def broken(text: str, start: int, end: int) -> int:
+        raise RuntimeError("no search today")
+
+    def outside(text: str, start: int, end: int) -> int:
+        return end + 1
+
+    # A combining mark at the edge of the first part needs the search.
+    text = "ж" * 66 + "e\u0301" + "ж" * 10
+    try:
+        for edge, error, message in (
+            (broken, RuntimeError, "no search today"),
+            (outside, ValueError, r"cluster_edge gave 68, outside \(0, 67\]"),
+        ):
+            _configure_native(edge)
+            with pytest.raises(error, match=message):
+                segment_text(text)
+    finally:
+        _configure_native(segment._cluster_edge)
+    assert part_lengths(text) == [66, 12]
+
+
+def _configure_native(cluster_edge: Callable[[str, int, int], int]) -> None:
+    _native_segment.configure(
+        "".join(segment._DEFAULT_CHARACTERS),
+        "".join(segment._EXTENSION_CHARACTERS),
+        (160, 153, 152, 70, 67, 66),
+        segment._STARTER_RANGES,
+        "".join(segment._JOINS_FOLLOWING),
+        segment.Segmentation,
+        cluster_edge,
+    )
+
+
+# ── the tables behind the C path ───────────────────────────────────────────────
+# engine/_native_segment.c decides most part edges without a grapheme cluster search, from
+# constants checked here against the Unicode data of the `regex` module (the same data \X
+# uses).
 
 ALL_CODE_POINTS = "".join(chr(code) for code in range(0x110000) if not 0xD800 <= code <= 0xDFFF)
 
@@ -442,15 +495,11 @@ def test_starter_ranges_hold_only_characters_that_continue_nothing() -> None:
     for low, high in segment._STARTER_RANGES:
         block = "".join(chr(code) for code in range(low, high + 1))
         assert continues.findall(block) == [], (hex(low), hex(high))
-    # the fast path tests `after < U+0300` before the table: the first range must cover it
-    assert segment._STARTER_RANGES[0] == (0x0000, 0x02FF)
 
 
 def test_joiners_are_every_prepend_character_and_zwj() -> None:
     prepend = set(regex.findall(r"\p{GCB=Prepend}", ALL_CODE_POINTS))
     assert prepend | {"\u200d"} <= segment._JOINS_FOLLOWING
-    # the fast path tests `before < U+0600` before the set
-    assert min(segment._JOINS_FOLLOWING) == "\u0600"
 
 
 @pytest.mark.parametrize(
@@ -484,33 +533,6 @@ def test_a_starter_after_a_non_joiner_always_begins_a_cluster(before: str) -> No
             if before == "\r" and after == "\n":
                 continue  # GB3, handled before the table
             assert len(cluster.findall(before + after)) == 2, (before, hex(code))
-
-
-def test_utf8_lead_byte_marks() -> None:
-    marks = segment._UTF8_MARKS
-    ascii_marks = {segment._MARK_PLAIN, segment._MARK_EXTENSION, segment._MARK_NOT_GSM}
-    # The cut checks read "both neighbours are ASCII" as "both marks are below ASTRAL".
-    assert all(mark < segment._MARK_ASTRAL for mark in ascii_marks)
-    for character in set(gsm_tables.DEFAULT_ALPHABET) - {gsm_tables.UNDEFINED}:
-        expected = segment._MARK_PLAIN if character.isascii() else segment._MARK_LATIN_GREEK
-        assert marks[character.encode()[0]] == expected, character
-    for character in set(gsm_tables.DEFAULT_EXTENSION) - {gsm_tables.UNDEFINED}:
-        expected = segment._MARK_EXTENSION if character.isascii() else segment._MARK_EURO_BLOCK
-        assert marks[character.encode()[0]] == expected, character
-    assert marks[ord("`")] == marks[0x1B] == segment._MARK_NOT_GSM
-    assert marks["\U0001f600".encode()[0]] == marks["\U0010ffff".encode()[0]] == 3
-    text = "a€é\U0001f600ж`Ω"
-    marked = text.encode().translate(marks, segment._UTF8_CONTINUATION)
-    assert list(marked) == [0, 5, 4, 3, 6, 2, 4]
-
-
-def test_every_non_ascii_gsm_character_has_an_ambiguous_lead() -> None:
-    # A text whose marks are all PLAIN, EXTENSION, LATIN_GREEK or EURO_BLOCK gets the regex
-    # search; any other mark decides UCS-2 at once, so no GSM character may carry one.
-    gsm = set(gsm_tables.DEFAULT_ALPHABET + gsm_tables.DEFAULT_EXTENSION) - {gsm_tables.UNDEFINED}
-    decided = {segment._MARK_NOT_GSM, segment._MARK_ASTRAL, segment._MARK_OTHER_BMP}
-    for character in gsm:
-        assert segment._UTF8_MARKS[character.encode()[0]] not in decided, character
 
 
 @pytest.mark.parametrize(
