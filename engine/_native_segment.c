@@ -244,7 +244,9 @@ part_end(int kind, const void *data, Py_ssize_t length, PyObject *text, const Co
     if (count->gsm || (starts_cluster(after) && !joins_following(before))) {
         return end;
     }
-    PyObject *edge = PyObject_CallFunction(cluster_edge, "Onn", text, start, end);
+    PyObject *search = Py_NewRef(cluster_edge); /* held: the call runs Python code */
+    PyObject *edge = PyObject_CallFunction(search, "Onn", text, start, end);
+    Py_DECREF(search);
     if (edge == NULL) {
         return -1;
     }

@@ -57,6 +57,8 @@ log = structlog.get_logger("septet.daemon")
 # The kernel receive buffer of each ingress socket connection (see serve_connection): what
 # a client that outruns the daemon can park before its writes block, about 4,000 lines.
 RECEIVE_BUFFER_BYTES = 256 * 1024
+# How long a drain waits for requests in flight to end and their outcomes to be journaled.
+DRAIN_TIMEOUT_S = 30.0
 # The first wait before storing outbox events again after a journal write failed.
 OUTBOX_RETRY_S = 1.0
 
@@ -438,9 +440,18 @@ async def run_daemon(
         # new ones, and what is still queued stays accepted in the journal.
         for dispatcher in dispatchers.values():
             dispatcher.draining = True
-        with anyio.move_on_after(30):
+        with anyio.move_on_after(DRAIN_TIMEOUT_S) as drain_scope:
             while scheduler.in_hand or any(d.in_flight for d in dispatchers.values()):  # noqa: ASYNC110 - bounded drain poll
                 await anyio.sleep(0.01)
+        if drain_scope.cancelled_caught:
+            # Say what was still held: it stays in the journal (accepted, or in flight and
+            # resolved at the next start), but a drain that runs out is worth knowing about.
+            log.warning(
+                "drain_timed_out",
+                after_s=DRAIN_TIMEOUT_S,
+                messages_in_hand=len(scheduler.in_hand),
+                requests_in_flight={n: d.in_flight for n, d in dispatchers.items() if d.in_flight},
+            )
         dispatch_scope.cancel()
         if outbox.pending:
             await journal.record(outbox.take())

@@ -26,6 +26,8 @@ log = structlog.get_logger("septet.listener")
 ReceiptSink = Callable[[str, Sequence[Receipt]], Awaitable[None]]
 ReadyCheck = Callable[[], Awaitable[dict[str, object]]]
 
+# Seconds a callback still being handled at shutdown is given to finish.
+SHUTDOWN_TIMEOUT_S = 5.0
 # Seconds a provider is asked to wait before sending receipts the journal could not take.
 UNWRITABLE_RETRY_AFTER_S = 30
 
@@ -133,8 +135,15 @@ async def serve_listener(
     connection when it fires with no complete request head read: so it bounds both an
     idle keep-alive connection and a client sending its head byte by byte (slowloris).
     """
+    # shutdown_timeout: at shutdown a callback still being handled gets this long to finish
+    # (its journal commit takes milliseconds) before it is cancelled, unanswered, so the
+    # provider sends it again; aiohttp's default of 60 s would hold the daemon's exit.
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, keepalive_timeout=idle_timeout_s
+        app,
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=idle_timeout_s,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
     )
     await runner.setup()
     try:

@@ -304,7 +304,7 @@ def _segment_general(
     smart_replaced: int,
 ) -> Segmentation:
     """Any tables, any text, stated plainly: the path national tables take, and the reference
-    the default-table fast path in `segment_text` is tested against."""
+    the C path of `segment_text` (default tables) is tested against."""
     grapheme = split == "grapheme"
     choice: _GsmChoice | None = None
     if languages:

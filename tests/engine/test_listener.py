@@ -119,3 +119,50 @@ async def test_health_and_readiness_answer_json(
     client, _ = served
     assert (await client.get("/healthz")).json() == {"status": "alive"}
     assert (await client.get("/readyz")).json() == {"ready": True}
+
+
+async def test_a_callback_stuck_at_shutdown_is_cut_off_unanswered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # aiohttp would wait 60 s for it and hold the daemon's exit; the provider resends what
+    # it got no 200 for.
+    monkeypatch.setattr("engine.listener.SHUTDOWN_TIMEOUT_S", 0.2)
+    driver = RouteMobileDriver(
+        BridgeSettings(
+            base_url="http://127.0.0.1:1",
+            credentials={"username": "u", "password": "p", "callback_token": TOKEN},
+        )
+    )
+    handling = anyio.Event()
+
+    async def stuck(bridge: str, receipts: Sequence[Receipt]) -> None:
+        handling.set()
+        await anyio.sleep_forever()
+
+    app = build_app({"rm": driver}, stuck, ready)
+    outcome: list[object] = []
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            listener = anyio.CancelScope()
+
+            async def run_listener(*, task_status: anyio.abc.TaskStatus[int]) -> None:
+                with listener:
+                    await serve_listener(app, "127.0.0.1", 0, task_status=task_status)
+
+            port = await tg.start(run_listener)
+
+            async def call() -> None:
+                async with httpx.AsyncClient() as client:
+                    try:
+                        reply = await client.get(
+                            f"http://127.0.0.1:{port}/dlr/rm", params=dlr_query(token=TOKEN)
+                        )
+                        outcome.append(reply.status_code)
+                    except httpx.TransportError as error:
+                        outcome.append(type(error).__name__)
+
+            tg.start_soon(call)
+            await handling.wait()
+            listener.cancel()
+    # The connection closes with no answer: the provider will send the receipt again.
+    assert outcome == ["RemoteProtocolError"]

@@ -7,7 +7,8 @@ import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.segment import (  # _segment_general: the reference the fast path must match
+from engine import gsm_tables
+from engine.segment import (  # _segment_general: the reference the C path must match
     Segmentation,
     SplitMode,
     _segment_general,
@@ -151,9 +152,9 @@ def test_with_national_tables(text: str, national: tuple[str, ...], split: Split
         assert {result.national.locking, result.national.single} - {None} <= set(national)
 
 
-# ── the default-table fast path against the general path ───────────────────────
+# ── the C path (default tables) against the general path ──────────────────────
 
-# Pieces for long texts, weighted towards what the fast path special-cases: runs of
+# Pieces for long texts, weighted towards what the C path special-cases: runs of
 # extension characters and of emoji (dense two-unit characters), CR LF, and every cluster
 # kind near a cut (ZWJ sequences, flags, skin tones, combining marks, Prepend, Hangul).
 FAST_PATH_PIECES = [
@@ -199,6 +200,26 @@ def test_dense_two_unit_characters_match_general_path(pieces: list[str], split: 
     text = "".join(pieces) or "a"
     fast = segment_text(text, split=split)
     assert fast == _segment_general(text, (), 8, split, 0, 0)
+    check(fast, text, split)
+
+
+# Any code point but a surrogate, weighted towards the GSM alphabet so that GSM-7 texts and
+# texts with one stray character both come up; lengths cross every part edge.
+any_texts = st.text(
+    alphabet=st.one_of(
+        st.sampled_from(sorted(set(gsm_tables.DEFAULT_ALPHABET + gsm_tables.DEFAULT_EXTENSION))),
+        st.characters(exclude_categories=["Cs"]),
+    ),
+    min_size=1,
+    max_size=500,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(any_texts, splits, concat_refs)
+def test_any_text_matches_general_path(text: str, split: SplitMode, concat_ref: int) -> None:
+    fast = segment_text(text, split=split, concat_ref=concat_ref)
+    assert fast == _segment_general(text, (), concat_ref, split, 0, 0)
     check(fast, text, split)
 
 
