@@ -35,14 +35,18 @@ async def ready() -> dict[str, object]:
     return {"ready": True}
 
 
-@pytest.fixture
-async def served() -> AsyncIterator[tuple[httpx.AsyncClient, Recorder]]:
-    driver = RouteMobileDriver(
+def route_mobile_driver() -> RouteMobileDriver:
+    return RouteMobileDriver(
         BridgeSettings(
             base_url="http://127.0.0.1:1",
             credentials={"username": "u", "password": "p", "callback_token": TOKEN},
         )
     )
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[httpx.AsyncClient, Recorder]]:
+    driver = route_mobile_driver()
     recorder = Recorder()
     app = build_app({"rm": driver}, recorder, ready)
     async with anyio.create_task_group() as tg:
@@ -127,12 +131,7 @@ async def test_a_callback_stuck_at_shutdown_is_cut_off_unanswered(
     # aiohttp would wait 60 s for it and hold the daemon's exit; the provider resends what
     # it got no 200 for.
     monkeypatch.setattr("engine.listener.SHUTDOWN_TIMEOUT_S", 0.2)
-    driver = RouteMobileDriver(
-        BridgeSettings(
-            base_url="http://127.0.0.1:1",
-            credentials={"username": "u", "password": "p", "callback_token": TOKEN},
-        )
-    )
+    driver = route_mobile_driver()
     handling = anyio.Event()
 
     async def stuck(bridge: str, receipts: Sequence[Receipt]) -> None:
