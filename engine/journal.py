@@ -223,6 +223,7 @@ class Journal(Protocol):
         *,
         exclude: Collection[str] = (),
         after: Message | None = None,
+        since: float | None = None,
     ) -> list[Message]: ...
 
     async def next_due_at(self, *, after: float | None = None) -> float | None: ...
@@ -422,6 +423,11 @@ SQL_DUE: Final = (
 SQL_DUE_AFTER: Final = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages INDEXED BY messages_due"  # noqa: S608
     " WHERE state = 0 AND priority = ? AND due_at <= ? AND (due_at, msg_id) > (?, ?)"
+    " ORDER BY due_at, msg_id"
+)
+SQL_DUE_WINDOW: Final = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages INDEXED BY messages_due"  # noqa: S608
+    " WHERE state = 0 AND priority = ? AND due_at > ? AND due_at <= ?"
     " ORDER BY due_at, msg_id"
 )
 SQL_NEXT_DUE: Final = (
@@ -1174,14 +1180,17 @@ class SqliteJournal:
         *,
         exclude: Collection[str] = (),
         after: Message | None = None,
+        since: float | None = None,
     ) -> list[Message]:
         """Accepted messages due by `now`: highest priority first, then earliest due, then
         msg_id. `exclude` (a set, for speed) skips ids the caller already holds; `after` (the
-        last message of the previous page) continues from there instead of the start."""
+        last message of the previous page) continues from there instead of the start;
+        `since` reads only those due later than it (a window, not every queued row)."""
         if limit <= 0:
             return []
         return await self._execute(
-            lambda connection: self._due(connection, now, limit, exclude, after), write=False
+            lambda connection: self._due(connection, now, limit, exclude, after, since),
+            write=False,
         )
 
     def _due(
@@ -1191,6 +1200,7 @@ class SqliteJournal:
         limit: int,
         exclude: Collection[str],
         after: Message | None,
+        since: float | None = None,
     ) -> list[Message]:
         found: list[Message] = []
         after_lane = _lane(after.priority) if after is not None else 10
@@ -1201,6 +1211,8 @@ class SqliteJournal:
                 cursor = connection.execute(
                     SQL_DUE_AFTER, (lane, now, after.due_at, int(after.msg_id))
                 )
+            elif since is not None:
+                cursor = connection.execute(SQL_DUE_WINDOW, (lane, since, now))
             else:
                 cursor = connection.execute(SQL_DUE, (lane, now))
             try:

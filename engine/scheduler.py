@@ -264,7 +264,12 @@ def _counts(bridges: Sequence[str]) -> dict[str, int]:
 
 class DueSource(Protocol):
     async def due(
-        self, now: float, limit: int, *, exclude: Collection[str] = ()
+        self,
+        now: float,
+        limit: int,
+        *,
+        exclude: Collection[str] = (),
+        since: float | None = None,
     ) -> list[Message]: ...
 
     async def next_due_at(self, *, after: float) -> float | None: ...
@@ -353,6 +358,20 @@ class Scheduler:
             held.update(queue.ids)
         return held
 
+    def _load(self, batch: Sequence[Message]) -> int:
+        """Queue messages read from the journal; returns how many were not held already."""
+        loaded = 0
+        for message in batch:
+            # Expired messages are queued too: dispatch checks validity before sending and
+            # fails them with EXPIRED, journaled like any outcome.
+            queue = self.queues.get(message.bridge)
+            if queue is None:
+                log.error("message_on_unknown_bridge", msg_id=message.msg_id)
+                continue
+            if queue.put_nowait(message):
+                loaded += 1
+        return loaded
+
     async def serve_feeder(self) -> None:
         """Move due messages from the journal into queues, forever.
 
@@ -376,21 +395,13 @@ class Scheduler:
                 must_scan = True
             if not must_scan and next_known is not None and next_known <= now:
                 must_scan = True
-            if must_scan and room > 0:
-                limit = min(room, 5000)
+            scanned = must_scan and room > 0
+            limit = min(room, 5000)
+            if scanned:
                 batch = await self._journal.due(now, limit, exclude=self._held())
                 if now - last_full_scan >= self._full_scan:
                     last_full_scan = now
-                loaded = 0
-                for message in batch:
-                    # Expired messages are queued too: dispatch checks validity before
-                    # sending and fails them with EXPIRED, journaled like any outcome.
-                    queue = self.queues.get(message.bridge)
-                    if queue is None:
-                        log.error("message_on_unknown_bridge", msg_id=message.msg_id)
-                        continue
-                    if queue.put_nowait(message):
-                        loaded += 1
+                loaded = self._load(batch)
                 # A full page means more may be waiting: read again before sleeping.
                 must_scan = len(batch) >= limit
                 if must_scan and loaded:
@@ -401,12 +412,22 @@ class Scheduler:
                 # queues alone owe none (what ingress holds is in hand, not due).
                 delay = 0.05
             else:
+                later = self._clock()
+                if scanned or (next_known is not None and next_known <= later):
+                    # A retry or schedule whose time came while this turn ran (the scan
+                    # takes milliseconds under load) is neither in the scan, which read
+                    # up to `now`, nor after `later`, where the look ahead starts: read
+                    # that window now. It holds only messages accepted in it, not every
+                    # queued row. (Elsewhere the last look ahead proves it empty, and a
+                    # retry or schedule committed since has set the wake-up.)
+                    missed = await self._journal.due(later, limit, exclude=self._held(), since=now)
+                    self._load(missed)
+                    must_scan = must_scan or len(missed) >= limit
                 # Sleep until the next future due time (a schedule or a retry), a wake-up
                 # from ingress or dispatch, or the idle poll, whichever comes first.
-                now = self._clock()
-                next_known = await self._journal.next_due_at(after=now)
+                next_known = await self._journal.next_due_at(after=later)
                 if next_known is not None:
-                    delay = min(delay, max(0.0, next_known - now))
+                    delay = min(delay, max(0.0, next_known - later))
             if not math.isfinite(delay):
                 delay = self._idle_poll
             with anyio.move_on_after(max(delay, 0.005)):

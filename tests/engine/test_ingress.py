@@ -83,7 +83,14 @@ class AcceptJournal:
             results.append(list(group))
         return results
 
-    async def due(self, now: float, limit: int, *, exclude: Collection[str] = ()) -> list[Message]:
+    async def due(
+        self,
+        now: float,
+        limit: int,
+        *,
+        exclude: Collection[str] = (),
+        since: float | None = None,
+    ) -> list[Message]:
         return []
 
     async def next_due_at(self, *, after: float) -> float | None:

@@ -541,6 +541,10 @@ async def test_due_orders_by_priority_then_due_time_then_id(journal: SqliteJourn
     assert await journal.next_due_at(after=40.0) == 999.0
     assert await journal.next_due_at(after=999.0) is None
     assert await journal.due(100.0, 0) == []
+    # A window: only what falls due after `since`, in the same order.
+    assert [m.msg_id for m in await journal.due(30.0, 10, since=10.0)] == ["4", "2"]
+    assert [m.msg_id for m in await journal.due(30.0, 10, since=10.0, exclude={"2"})] == ["4"]
+    assert await journal.due(40.0, 10, since=40.0) == []
 
 
 async def test_references_are_found_only_for_this_journal(journal: SqliteJournal) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 
 import anyio
@@ -131,17 +132,34 @@ async def test_linger_collects_companions_that_arrive_soon() -> None:
 
 
 class FeederJournal:
-    """Accepted messages by due time; counts how often the feeder scans."""
+    """Accepted messages by due time; counts how often the feeder scans (a read from the
+    start, not a window). `scan_cost` moves `clock` on by that much per scan, as a scan of
+    many queued rows takes time under load."""
 
-    def __init__(self, messages: list[Message]) -> None:
+    def __init__(
+        self, messages: list[Message], clock: list[float] | None = None, scan_cost: float = 0.0
+    ) -> None:
         self.messages = messages
         self.scans = 0
         self.polls = anyio.Event()
         self.poll_count = 0
+        self._clock = clock
+        self._scan_cost = scan_cost
 
-    async def due(self, now: float, limit: int, *, exclude: Collection[str] = ()) -> list[Message]:
-        self.scans += 1
-        ready = [m for m in self.messages if m.due_at <= now and m.msg_id not in exclude]
+    async def due(
+        self,
+        now: float,
+        limit: int,
+        *,
+        exclude: Collection[str] = (),
+        since: float | None = None,
+    ) -> list[Message]:
+        floor = -math.inf if since is None else since
+        if since is None:
+            self.scans += 1
+            if self._clock is not None:
+                self._clock[0] += self._scan_cost
+        ready = [m for m in self.messages if floor < m.due_at <= now and m.msg_id not in exclude]
         return ready[:limit]
 
     async def next_due_at(self, *, after: float) -> float | None:
@@ -179,6 +197,32 @@ async def test_feeder_scans_at_start_then_only_when_something_becomes_due() -> N
         await wait_polls(journal, 3)
         assert journal.scans == 2
         assert "2" in queue
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_retries_that_fall_due_during_a_slow_scan_are_not_left_for_the_full_scan() -> None:
+    # Ten retries of one failed request, due within milliseconds of each other: the scan
+    # that the first one's time starts reads up to that time but takes 50 ms, during which
+    # the others fall due. Reading the look-ahead from after the scan skipped them until
+    # the 30 s safety scan (a CI run of the dashboard test waited on six of them).
+    now = [1000.0]
+    retries = []
+    for index in range(10):
+        retry = make(str(index))
+        retry.due_at = 1000.5 + index * 0.004
+        retries.append(retry)
+    journal = FeederJournal(retries, clock=now, scan_cost=0.05)
+    queue = BridgeQueue("dsc", 100)
+    scheduler = Scheduler({"dsc": queue}, journal, clock=lambda: now[0], idle_poll_s=0.001)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.serve_feeder)
+        await wait_polls(journal, 2)
+        assert len(queue) == 0
+        now[0] = 1000.5  # the first retry's time
+        await wait_polls(journal, 3)
+        assert sorted(int(m) for m in queue.ids) == list(range(10))
+        assert journal.scans == 2  # the start scan and the one the first retry's time began
         tg.cancel_scope.cancel()
 
 
