@@ -131,7 +131,20 @@ class Unknown(msgspec.Struct, frozen=True, tag="unknown"):
     reason: str
 
 
-Outcome = Submitted | Rejected | RetryLater | Throttled | Unknown
+AccountFault = Literal["credentials", "blocked", "credit"]
+
+
+class AccountRefused(msgspec.Struct, frozen=True, tag="account"):
+    """The provider refused the *account*, not the message: wrong credentials, a blocked
+    account, no credit left. Nothing was sent; the bridge is at fault, so the engine
+    opens its circuit and moves the message to another bridge where it can."""
+
+    code: str
+    reason: str
+    fault: AccountFault = "credentials"
+
+
+Outcome = Submitted | Rejected | RetryLater | Throttled | Unknown | AccountRefused
 
 
 SmppState = Literal[

@@ -137,7 +137,64 @@ class DeliveryReport(msgspec.Struct, tag="dlr", tag_field="event", kw_only=True)
     bridge: str
 
 
-Event = Accepted | LineRejected | SubmittedEvent | Failed | DeliveryReport
+class StatusEvent(msgspec.Struct, tag="status", tag_field="event", kw_only=True):
+    """A provider status that is not the message's end (ENROUTE, ACCEPTD, BSG's "unknown"
+    before its report): information only. Never an SMPP receipt, never counted as
+    delivered or failed; the message's `dlr` event comes later."""
+
+    id: str | None
+    msg_id: str
+    ts: dt.datetime
+    state: str
+    provider_status: str
+    bridge: str
+    final: bool = False
+
+
+class RetryEvent(msgspec.Struct, tag="retry", tag_field="event", kw_only=True):
+    """The engine will send the message again on the same bridge at `at`."""
+
+    id: str | None
+    msg_id: str
+    ts: dt.datetime
+    at: dt.datetime
+    attempt: int
+    reason: str
+    bridge: str
+
+
+class FailoverEvent(msgspec.Struct, tag="failover", tag_field="event", kw_only=True):
+    """The message moved to the next bridge of its route; `cost` is the new estimate."""
+
+    id: str | None
+    msg_id: str
+    ts: dt.datetime
+    from_bridge: str
+    bridge: str
+    reason: str
+    cost: float
+    currency: str
+
+
+class CancelledEvent(msgspec.Struct, tag="cancelled", tag_field="event", kw_only=True):
+    """A message its owner cancelled before any request carried it: final."""
+
+    id: str | None
+    msg_id: str
+    ts: dt.datetime
+
+
+Event = (
+    Accepted
+    | LineRejected
+    | SubmittedEvent
+    | Failed
+    | DeliveryReport
+    | StatusEvent
+    | RetryEvent
+    | FailoverEvent
+    | CancelledEvent
+)
 
 event_encoder = msgspec.json.Encoder()
 event_decoder = msgspec.json.Decoder(Event)

@@ -13,6 +13,7 @@ The dispatcher asks `RetryPolicy.decide` with the driver's `Outcome` for a messa
     Throttled        RetryAt(max(Retry-After, backoff))   until throttle_patience ×
                                                           max_attempts, then as above
     Unknown          GiveUp("outcome unknown: …")         never resend (could double-send)
+    AccountRefused   Failover, else RetryAt(max delay)    the bridge's fault: never a give-up
 
     transport failure
     not sent         as RetryLater
@@ -34,6 +35,7 @@ from collections.abc import Callable
 import msgspec
 
 from bridges.base import (
+    AccountRefused,
     Idempotency,
     Outcome,
     Rejected,
@@ -181,6 +183,13 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
                 )
             case Unknown(code=code, reason=reason):
                 return GiveUp(f"outcome unknown: {reason}", code=code)
+            case AccountRefused(code=code, reason=reason):
+                # The bridge's fault, not the message's: nothing was sent, so another
+                # bridge may take it now; without one it waits for the bridge to mend
+                # (its circuit is open) until its validity ends. Never a give-up.
+                if can_failover:
+                    return Failover(f"account refused ({code}: {reason})")
+                return RetryAt(now + self.max_delay_s, f"account refused ({code}: {reason})")
 
     def decide_transport(
         self,
