@@ -213,16 +213,20 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
             raw = file.read_bytes()
         except OSError as error:
             raise ConfigError(f"cannot read config {file}: {error.strerror}") from None
+        # A TOML file is UTF-8 (TOML 1.0.0, "Spec"). Decoded here rather than by msgspec,
+        # whose report of a bad byte differs between releases (0.23 calls it invalid TOML).
         try:
-            settings = msgspec.toml.decode(raw, type=Settings)
-        except msgspec.ValidationError as error:
-            raise ConfigError(f"config {file}: {error}") from None
-        except msgspec.DecodeError as error:
-            raise ConfigError(f"config {file} is not valid TOML: {error}") from None
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as error:
             raise ConfigError(
                 f"config {file} is not UTF-8 text (byte {error.start} cannot be decoded)"
             ) from None
+        try:
+            settings = msgspec.toml.decode(text, type=Settings)
+        except msgspec.ValidationError as error:
+            raise ConfigError(f"config {file}: {error}") from None
+        except msgspec.DecodeError as error:
+            raise ConfigError(f"config {file} is not valid TOML: {error}") from None
     settings = resolve_secrets(settings, environ)
     validate(settings)
     return settings
