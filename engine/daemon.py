@@ -9,11 +9,7 @@ requests they have started, the journal commits, and the process exits 0.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
-import socket
-import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
@@ -28,22 +24,16 @@ from bridges.base import BridgeDriver, BridgeSettings
 from bridges.registry import build_driver
 from engine.circuit import CircuitBreaker
 from engine.config import Settings, split_host_port
+from engine.connections import Outbox, serve_clients, serve_outbox
 from engine.dispatch import BridgeDispatcher
 from engine.dlr import ReceiptHandler, serve_poller
 from engine.http_io import BridgeClient
-from engine.ingress import EventRouter, EventSink, LineHandler, LinePreparer
-from engine.journal import (
-    Change,
-    JournalError,
-    MarkFinal,
-    MarkRetry,
-    StoreEvents,
-    open_journal,
-)
+from engine.ingress import EventRouter, LineHandler, LinePreparer
+from engine.journal import Change, MarkFinal, MarkRetry, open_journal
 from engine.listener import build_app, metrics_route, serve_listener
 from engine.log import Redactor, credential_values
 from engine.metrics import LiveState, Metrics
-from engine.models import Failed, LineRejected, Message, encode_event_line, utc_from_timestamp
+from engine.models import Failed, Message, utc_from_timestamp
 from engine.pricing import default_price_tables
 from engine.ratelimit import TokenBucket
 from engine.retry import RetryPolicy
@@ -54,38 +44,8 @@ from engine.smpp.store import store_path_for
 
 log = structlog.get_logger("septet.daemon")
 
-# The kernel receive buffer of each ingress socket connection (see serve_connection): what
-# a client that outruns the daemon can park before its writes block, about 4,000 lines.
-RECEIVE_BUFFER_BYTES = 256 * 1024
 # How long a drain waits for requests in flight to end and their outcomes to be journaled.
 DRAIN_TIMEOUT_S = 30.0
-# The first wait before storing outbox events again after a journal write failed.
-OUTBOX_RETRY_S = 1.0
-
-
-class Outbox:
-    """Events for clients that have gone: batched into the journal, never dropped."""
-
-    def __init__(self) -> None:
-        self.pending: dict[str, list[bytes]] = {}
-        self.wake = anyio.Event()
-
-    def spill(self, origin: str, lines: list[bytes]) -> None:
-        self.pending.setdefault(origin, []).extend(lines)
-        self.wake.set()
-
-    def take(self) -> list[StoreEvents]:
-        changes = [
-            StoreEvents(origin=origin, events=lines) for origin, lines in self.pending.items()
-        ]
-        self.pending = {}
-        return changes
-
-    def restore(self, changes: Sequence[StoreEvents]) -> None:
-        """Put back what `take` gave when the journal could not store it, in order."""
-        for change in changes:
-            self.pending[change.origin] = [*change.events, *self.pending.get(change.origin, [])]
-        self.wake.set()
 
 
 async def run_daemon(
@@ -266,7 +226,7 @@ async def run_daemon(
                         dtg.start_soon(dispatcher.serve)
 
         tg.start_soon(run_dispatchers)
-        tg.start_soon(_serve_outbox, outbox, journal)
+        tg.start_soon(serve_outbox, outbox, journal)
 
         # ── ingress ───────────────────────────────────────────────────────────
         preparer = LinePreparer(
@@ -293,111 +253,22 @@ async def run_daemon(
         )
         ingress_scope = anyio.CancelScope()
         input_done = anyio.Event()
-        connection_counter = iter(range(1, 1 << 62))
 
-        open_connections = {"tcp": 0, "unix": 0}
-
-        async def serve_connection(stream: anyio.abc.ByteStream, kind: str) -> None:
-            # A connection limit per listener: thousands of idle or slow clients must
-            # not exhaust file descriptors or memory.
-            if open_connections[kind] >= settings.ingress.max_connections:
-                refusal = LineRejected(
-                    id=None,
-                    ts=utc_from_timestamp(time.time()),
-                    error=(
-                        f"too many connections (the limit is {settings.ingress.max_connections}"
-                        " per listener); try again later"
-                    ),
-                    line=0,
-                )
-                with anyio.move_on_after(1), contextlib.suppress(Exception):
-                    await stream.send(encode_event_line(refusal))
-                with anyio.CancelScope(shield=True):
-                    await stream.aclose()
-                log.warning("connection_refused", listener=kind, reason="limit")
-                return
-            open_connections[kind] += 1
-            # anyio (4.16) leaves an accepted TCP connection reading until a receive()
-            # has had to wait; a client writing faster than we read would be buffered
-            # without bound (uvloop). Paused here, reading resumes inside receive() only.
-            transport = getattr(stream, "_transport", None)
-            if transport is not None:
-                transport.pause_reading()
-            # And the kernel's share: Linux autotunes a socket's receive buffer up to
-            # tcp_rmem's maximum (32 MiB here), so a client could park that much per
-            # connection before it felt any backpressure. A fixed buffer bounds it.
-            raw = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)  # noqa: S610 - anyio, not Django
-            if raw is not None:
-                raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
-            try:
-                await serve_client(stream, kind)
-            finally:
-                open_connections[kind] -= 1
-
-        async def serve_client(stream: anyio.abc.ByteStream, kind: str) -> None:
-            origin = f"{kind}:{next(connection_counter)}"
-            sink = EventSink(origin, stream.send)
-            events.register(sink)
-
-            async def receive() -> bytes:
-                try:
-                    return await stream.receive(65536)
-                except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    return b""
-
-            async with anyio.create_task_group() as ctg:
-                ctg.start_soon(sink.serve, outbox.spill)
-                try:
-                    await handler.serve_stream(
-                        receive, sink, idle_timeout_s=settings.ingress.idle_timeout_s
-                    )
-                    # End of input means the client has gone: on TCP a half-close and
-                    # a close look alike, and writing to a closed peer would lose events
-                    # silently. Later events of its messages go to the journal outbox
-                    # (`septet send --events`); a client that wants them keeps writing open.
-                    await sink.flush()
-                finally:
-                    events.unregister(sink)
-                    ctg.cancel_scope.cancel()
-                    with anyio.CancelScope(shield=True):
-                        await stream.aclose()
-
-        tcp_listener = None
-        if settings.ingress.tcp:
-            host, port = split_host_port(settings.ingress.tcp, "ingress.tcp")
-            tcp_listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
-        unix_listener = None
-        if settings.ingress.unix:
-            path = anyio.Path(settings.ingress.unix)
-            if await path.is_socket():
-                await path.unlink()  # a stale socket from a previous run
-            old_umask = os.umask(0o177)  # the socket is created 0600: only its owner may send
-            try:
-                unix_listener = await anyio.create_unix_listener(str(path))
-            finally:
-                os.umask(old_umask)
-        tcp_port = (
-            tcp_listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 - anyio, not Django
-            if tcp_listener
-            else None
-        )
-
-        async def run_ingress() -> None:
+        async def run_ingress(*, task_status: anyio.abc.TaskStatus[int | None]) -> None:
             with ingress_scope:
-                async with anyio.create_task_group() as itg:
-                    if tcp_listener is not None:
-                        itg.start_soon(tcp_listener.serve, lambda s: serve_connection(s, "tcp"))
-                    if unix_listener is not None:
-                        itg.start_soon(unix_listener.serve, lambda s: serve_connection(s, "unix"))
-                    if use_stdin:
-                        itg.start_soon(
-                            _serve_stdio, handler, events, outbox, input_done, stdin, stdout
-                        )
-                    else:
-                        input_done.set()
-                    await anyio.sleep_forever()
+                await serve_clients(
+                    settings.ingress,
+                    handler,
+                    events,
+                    outbox,
+                    input_done=input_done,
+                    use_stdin=use_stdin,
+                    stdin=stdin,
+                    stdout=stdout,
+                    task_status=task_status,
+                )
 
-        tg.start_soon(run_ingress)
+        tcp_port = await tg.start(run_ingress)
 
         smpp_scope = anyio.CancelScope()
         smpp_port: int | None = None
@@ -493,62 +364,6 @@ async def _run_forever(factory: Callable[[], Awaitable[None]], what: str) -> Non
         except Exception as error:
             log.error("task_failed", task=what, error=repr(error))
             await anyio.sleep(1.0)
-
-
-async def _serve_stdio(
-    handler: LineHandler,
-    events: EventRouter,
-    outbox: Outbox,
-    input_done: anyio.Event,
-    stdin: Callable[[], Awaitable[bytes]] | None,
-    stdout: Callable[[bytes], Awaitable[None]] | None,
-) -> None:
-    if stdin is None:
-        stdin_file = anyio.wrap_file(sys.stdin.buffer)
-
-        async def read() -> bytes:
-            return await stdin_file.read1(65536)
-
-        stdin = read
-    if stdout is None:
-        stdout_file = anyio.wrap_file(sys.stdout.buffer)
-
-        async def write(data: bytes) -> None:
-            await stdout_file.write(data)
-            await stdout_file.flush()
-
-        stdout = write
-    sink = EventSink("stdin", stdout)
-    events.register(sink)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(sink.serve, outbox.spill)
-        try:
-            await handler.serve_stream(stdin, sink)
-        finally:
-            input_done.set()
-        # stdout stays the event sink for this run's later events (submitted, dlr).
-        await anyio.sleep_forever()
-
-
-async def _serve_outbox(outbox: Outbox, journal: Any) -> None:
-    """Store events for clients that have gone; a journal that cannot be written (disk
-    full) is waited out, the events held in the meantime."""
-    delay = OUTBOX_RETRY_S
-    while True:
-        await outbox.wake.wait()
-        outbox.wake = anyio.Event()
-        changes = outbox.take()
-        if not changes:
-            continue
-        try:
-            await journal.record(changes)
-        except JournalError as error:
-            log.error("journal_write_failed", during="outbox", retry_in_s=delay, error=str(error))
-            outbox.restore(changes)
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 30.0)
-        else:
-            delay = OUTBOX_RETRY_S
 
 
 async def _wait_for_stop(

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from engine.daemon import Outbox
+from engine.connections import Outbox
 from tests.engine.daemon_harness import (
     connected,
     daemon_settings,
