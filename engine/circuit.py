@@ -20,6 +20,9 @@ States and their rules, as a table (`_TRANSITIONS`, below, is that table in code
     half_open  success                        closed     the trial went through
     half_open  failure                        open       still down; open_for doubles,
                                                          up to max_open_s
+    any        trip (account refused)         open       wrong credentials, a blocked
+                                                         account or no credit: retries
+                                                         cannot mend it (`reason` says)
 
 The trip rule is "`failure_threshold` consecutive failures, all within the last
 `window_s`": consecutive, so one failure among many successes never trips a healthy
@@ -47,6 +50,8 @@ _TRANSITIONS: dict[tuple[CircuitState, CircuitEvent], CircuitState] = {
     ("open", "elapsed"): "half_open",
     ("half_open", "success"): "closed",
     ("half_open", "failure"): "open",
+    ("half_open", "trip"): "open",
+    ("open", "trip"): "open",
 }
 
 
@@ -63,6 +68,7 @@ class CircuitBreaker:
         "half_open_max",
         "max_open_s",
         "open_s",
+        "reason",
         "window_s",
     )
 
@@ -93,6 +99,8 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._open_for = open_s
         self._trials_in_flight = 0
+        # Why it opened, when that was an account fault (a sentence for /readyz and logs).
+        self.reason: str | None = None
 
     # ── Queries ──────────────────────────────────────────────────────────────────
 
@@ -142,6 +150,13 @@ class CircuitBreaker:
                 event = "trip"
         self._apply(event, now)
 
+    def trip(self, now: float, reason: str) -> None:
+        """Open now, whatever the streak: the provider refused the account (credentials,
+        a blocked account, no credit), which no number of retries mends."""
+        self._advance(now)
+        self.reason = reason
+        self._apply("trip", now)
+
     def release(self, now: float) -> None:
         """A request allowed by `allow` ended with no verdict; give back its trial slot."""
         self._advance(now)
@@ -161,6 +176,7 @@ class CircuitBreaker:
         if after == "closed":
             if before != "closed":
                 self._open_for = self.open_s
+                self.reason = None
             if event == "success":
                 self._failure_times.clear()
         elif after == "open" and before != "open":

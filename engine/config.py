@@ -101,6 +101,13 @@ class RetrySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     jitter: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.2
 
 
+class ReportSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Delivery reports: a submitted message with no final report after `timeout_s` (or
+    past its validity end, whichever is sooner) ends as UNKNOWN (engine.lifecycle)."""
+
+    timeout_s: PositiveFloat = 72 * 3600.0
+
+
 class RoutingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     prefixes: dict[str, list[str]] = msgspec.field(default_factory=dict)
     default: list[str] | None = None
@@ -122,6 +129,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     bridges: dict[str, BridgeConfig] = msgspec.field(default_factory=dict)
     routing: RoutingSettings = RoutingSettings()
     retry: RetrySettings = RetrySettings()
+    reports: ReportSettings = ReportSettings()
     simulators: SimulatorSettings = SimulatorSettings()
     smpp: SmppSettings = SmppSettings()
 

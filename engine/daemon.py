@@ -29,13 +29,14 @@ from engine.dispatch import BridgeDispatcher
 from engine.dlr import ReceiptHandler, serve_poller
 from engine.http_io import BridgeClient
 from engine.ingress import EventRouter, LineHandler, LinePreparer
-from engine.journal import Change, MarkFinal, MarkRetry, open_journal
+from engine.journal import open_journal
 from engine.listener import build_app, metrics_route, serve_listener
 from engine.log import Redactor, credential_values
 from engine.metrics import LiveState, Metrics
-from engine.models import Failed, Message, utc_from_timestamp
-from engine.pricing import default_price_tables
+from engine.models import Message
+from engine.pricing import NoPriceError, default_price_tables, message_cost
 from engine.ratelimit import TokenBucket
+from engine.recovery import recover_inflight, serve_report_deadlines
 from engine.retry import RetryPolicy
 from engine.routing import Router, default_routes
 from engine.scheduler import BridgeQueue, Scheduler
@@ -77,7 +78,10 @@ async def run_daemon(
 
         # ── drivers and listener ───────────────────────────────────────────────
         drivers: dict[str, BridgeDriver] = {}
-        receipts_handler = ReceiptHandler(journal, events, on_receipt=metrics.receipt)
+        report_timeout_s = settings.reports.timeout_s
+        receipts_handler = ReceiptHandler(
+            journal, events, on_receipt=metrics.receipt, report_timeout_s=report_timeout_s
+        )
         orphans = await receipts_handler.recover_orphans()
         if orphans:
             log.info("orphan_receipts_recovered", receipts=orphans)
@@ -97,10 +101,19 @@ async def run_daemon(
             except Exception as error:
                 pending, writable = -1, False
                 log.error("journal_unready", error=str(error))
+            # A bridge whose circuit is open is not ready, with the reason when it is the
+            # provider refusing the account. The daemon as a whole stays ready while one
+            # bridge can send (the others fail over to it) and the journal is writable.
+            unready = {
+                name: d.circuit.reason or "the provider keeps failing (circuit open)"
+                for name, d in dispatchers.items()
+                if circuits[name] == "open"
+            }
             return {
-                "ready": writable,
+                "ready": writable and (not dispatchers or len(unready) < len(dispatchers)),
                 "journal": {"writable": writable, "pending": pending},
                 "bridges": circuits,
+                "unready_bridges": unready,
             }
 
         def live_state() -> LiveState:
@@ -170,16 +183,31 @@ async def run_daemon(
             )
 
         # ── recovery of messages left in flight by a crash ────────────────────
-        await _recover_inflight(journal, drivers, events)
-
-        # ── scheduling and dispatch ───────────────────────────────────────────
-        scheduler = Scheduler(queues, journal)
         policy = RetryPolicy(
             base_s=settings.retry.base_s,
             factor=settings.retry.factor,
             max_delay_s=settings.retry.max_delay_s,
             jitter=settings.retry.jitter,
         )
+        price = _pricer(settings)
+        await recover_inflight(
+            journal,
+            drivers,
+            events,
+            policy=policy,
+            price=price,
+            report_timeout_s=report_timeout_s,
+        )
+        tg.start_soon(
+            _run_forever,
+            lambda: serve_report_deadlines(
+                journal, events, report_timeout_s=report_timeout_s, on_final=metrics.receipt
+            ),
+            "report_deadlines",
+        )
+
+        # ── scheduling and dispatch ───────────────────────────────────────────
+        scheduler = Scheduler(queues, journal)
         for name, bridge in settings.bridges.items():
             request_bucket = TokenBucket(bridge.requests_per_s, bridge.requests_burst)
             dispatchers[name] = BridgeDispatcher(
@@ -200,6 +228,8 @@ async def run_daemon(
                 max_recipients=bridge.max_recipients or drivers[name].capabilities.max_recipients,
                 attempts_per_bridge=bridge.attempts_per_bridge,
                 redact=redactor.text,
+                price=price,
+                report_timeout_s=report_timeout_s,
             )
             if drivers[name].capabilities.delivery == "poll":
                 tg.start_soon(
@@ -406,70 +436,6 @@ async def _wait_for_stop(
     return reason
 
 
-async def _recover_inflight(
-    journal: Any, drivers: dict[str, BridgeDriver], events: EventRouter
-) -> None:
-    """Decide, for each message a crash left in flight, whether a resend is safe.
-
-    PROVIDERS.md: BSG deduplicates by reference (resend; "reference exists" means it went
-    through); SMS Club answers 453 to a resend within 2 minutes (resend inside the
-    window only); the others cannot tell, so the message fails with "outcome unknown".
-    """
-    stuck: list[Message] = await journal.inflight()
-    if not stuck:
-        return
-    now = time.time()
-    changes: list[Change] = []
-    failed: list[Message] = []
-    for message in stuck:
-        driver = drivers.get(message.bridge)
-        idempotency = driver.capabilities.idempotency if driver else "none"
-        sent_at = message.inflight_at or message.due_at
-        if idempotency == "reference" or (
-            idempotency == "duplicate-window" and now - sent_at < 110.0
-        ):
-            changes.append(
-                MarkRetry(
-                    msg_ids=[message.msg_id],
-                    due_at=now,
-                    # The lost attempt counts: a resend is attempt 2 or later, which is
-                    # how the SMS Club driver reads a 453 as "the first one went through".
-                    attempt=message.attempt + 1,
-                    bridge_index=message.bridge_index,
-                    reason="resumed after restart; the provider deduplicates resends",
-                    maybe_sent=True,
-                )
-            )
-        else:
-            changes.append(
-                MarkFinal(
-                    msg_id=message.msg_id,
-                    outcome="UNKNOWN",
-                    code="unknown",
-                    error="outcome unknown: septet stopped while the request was in flight",
-                    at=now,
-                )
-            )
-            failed.append(message)
-    await journal.record(changes)
-    for message in failed:
-        events.emit(
-            message.origin,
-            Failed(
-                id=message.client_ref,
-                msg_id=message.msg_id,
-                ts=utc_from_timestamp(now),
-                error=(
-                    f"{message.bridge}: outcome unknown: septet stopped while the request "
-                    "was in flight, and this provider offers no safe way to resend"
-                ),
-                code="unknown",
-                bridge=message.bridge,
-            ),
-        )
-    log.warning("recovered_inflight", resent=len(stuck) - len(failed), unknown=len(failed))
-
-
 def _max_size_bytes(max_size_mb: float | None) -> int | None:
     return None if max_size_mb is None else int(max_size_mb * (1 << 20))
 
@@ -482,6 +448,24 @@ def _default_routes_for(settings: Settings) -> dict[str, tuple[str, ...]]:
         if kept:
             routes[prefix] = kept
     return routes
+
+
+def _pricer(settings: Settings) -> Callable[[Message, str], tuple[float, str]]:
+    """A message's (cost, currency) on another bridge of its route, for failover events;
+    the old estimate where the new bridge has no price for the number."""
+    tables = _price_tables(settings)
+
+    def price(message: Message, bridge: str) -> tuple[float, str]:
+        table = tables.get(bridge)
+        if table is None:
+            return message.cost, message.currency
+        try:
+            cost = message_cost(table, message.to, message.segments)
+        except NoPriceError:
+            return message.cost, message.currency
+        return cost.amount, cost.currency
+
+    return price
 
 
 def _price_tables(settings: Settings) -> dict[str, Any]:

@@ -14,7 +14,6 @@ window); elsewhere the message fails with "outcome unknown".
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import random
 import time
@@ -33,21 +32,22 @@ from bridges.base import (
     Outcome,
     Rejected,
     RetryLater,
-    Submitted,
     Throttled,
     Unknown,
     UnparseableReply,
 )
+from engine import lifecycle
 from engine.circuit import CircuitBreaker
 from engine.http_errors import ConnectFailed, ReplyLost, ReplyTooLarge, TransportError
-from engine.journal import Change, JournalError, MarkFinal, MarkRetry, MarkSubmitted
+from engine.journal import Change, JournalError, MarkRetry
 from engine.log import describe_call, redact_text
-from engine.models import DeliveryReport, Event, Failed, Message, SubmittedEvent
+from engine.models import Event, Message
 from engine.ratelimit import TokenBucket
-from engine.retry import Decision, Failover, GiveUp, RetryAt, RetryPolicy
+from engine.retry import RetryPolicy
 from engine.scheduler import BridgeQueue, Scheduler
 
 log = structlog.get_logger("septet.dispatch")
+
 
 # A journal that cannot be written (disk full, I/O error) is retried after this long,
 # doubling up to JOURNAL_RETRY_MAX_S: dispatch waits for it rather than stop the daemon.
@@ -106,8 +106,8 @@ class DispatchHooks(Protocol):
     def bucket_wait(self, bridge: str, seconds: float) -> None: ...
 
 
-def _now_dt() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+def _same_price(message: Message, bridge: str) -> tuple[float, str]:
+    return message.cost, message.currency
 
 
 class Unsaved:
@@ -147,6 +147,8 @@ class BridgeDispatcher:
         clock: Callable[[], float] = time.time,
         jitter: Callable[[], float] = random.random,
         redact: Callable[[str], str] = redact_text,
+        price: Callable[[Message, str], tuple[float, str]] | None = None,
+        report_timeout_s: float = lifecycle.DEFAULT_REPORT_TIMEOUT_S,
     ) -> None:
         self.name = name
         self.driver = driver
@@ -171,6 +173,9 @@ class BridgeDispatcher:
         # Error texts go to clients' `failed` events: an HTTP client's error may quote the
         # request URL, credentials in its query string included.
         self._redact = redact
+        # A failover's new cost estimate (engine.pricing); without tables, the old one.
+        self._price = price or _same_price
+        self._report_timeout_s = report_timeout_s
         self.in_flight = 0
         # Set by the daemon's drain: finish what is in flight, start nothing new. What is
         # still queued stays accepted in the journal and resumes at the next start.
@@ -241,49 +246,28 @@ class BridgeDispatcher:
         the claim; returns this request's outcomes, not yet journaled."""
         now = self._clock()
         live: list[Message] = []
+        moved: list[Message] = []
+        steps: list[lifecycle.Step] = []
+        circuit_open = self.circuit.state(now) == "open"
+        ctx = self._context(now)
         for message in batch:
             if message.expires_at is not None and message.expires_at <= now:
-                if unsaved is None:
-                    unsaved = Unsaved()
-                self._fail(
-                    message,
-                    "EXPIRED",
-                    "validity",
-                    "validity ended before sending",
-                    unsaved.changes,
-                    unsaved.events,
-                    now,
-                    "expired",
-                )
+                steps.append(lifecycle.on_expiry(message, ctx))
+            elif circuit_open and lifecycle.can_failover(message):
+                # The provider is down (engine.circuit): a message whose route has another
+                # bridge goes there now instead of waiting out the open time; nothing was
+                # sent this time, so failing over cannot double-send.
+                steps.append(lifecycle.on_circuit_open(message, ctx))
             else:
                 live.append(message)
+                continue
+            moved.append(message)
+        if steps:
+            if unsaved is None:
+                unsaved = Unsaved()
+            self._take_steps(moved, steps, unsaved)
         if not live:
             return unsaved
-        if self.circuit.state(now) == "open":
-            # The provider is down (engine.circuit): a message whose route has another
-            # bridge goes there now instead of waiting out the open time; nothing was
-            # sent this time, so failing over cannot double-send.
-            waiting: list[Message] = []
-            for message in live:
-                if not self._has_failover(message):
-                    waiting.append(message)
-                    continue
-                if unsaved is None:
-                    unsaved = Unsaved()
-                self._decide(
-                    message,
-                    "circuit_open",
-                    "the circuit breaker is open",
-                    "circuit_open",
-                    Failover(f"{self.name}'s circuit breaker is open"),
-                    unsaved.changes,
-                    unsaved.events,
-                    now,
-                    maybe_sent=False,
-                )
-            live = waiting
-            if not live:
-                return unsaved
         unsaved = await self._pass_gates(len(live), unsaved)
         if self.draining:
             return unsaved  # a rate-limit wait outlasted the drain's start: send nothing new
@@ -324,8 +308,7 @@ class BridgeDispatcher:
                 maybe_sent=getattr(error, "maybe_sent", True),
                 error=self._redact(str(error)),
             )
-            self._record_circuit("failure", self._clock())
-            self._transport_failed(claimed, error, result.changes, result.events)
+            self._transport_failed(claimed, error, result)
         except BaseException:
             self.in_flight -= 1
             raise
@@ -336,16 +319,13 @@ class BridgeDispatcher:
             except UnparseableReply as error:
                 # The provider answered something undocumented: it may have taken the
                 # messages, so this is a lost reply, not a refusal.
-                self._record_circuit("failure", self._clock())
                 log.warning(
                     "unparseable_reply",
                     bridge=self.name,
                     status=reply.status,
                     error=self._redact(str(error)),
                 )
-                self._transport_failed(
-                    claimed, error, result.changes, result.events, maybe_sent=True
-                )
+                self._transport_failed(claimed, error, result, maybe_sent=True)
             else:
                 self._apply(claimed, outcomes, result)
         return result
@@ -383,7 +363,7 @@ class BridgeDispatcher:
         for origin, event in unsaved.events:
             self._events.emit(origin, event)
 
-    def _record_circuit(self, verdict: str, now: float) -> None:
+    def _record_circuit(self, verdict: lifecycle.CircuitVerdict, now: float) -> None:
         """Tell the circuit breaker how a request ended; log when its state changes."""
         before = self.circuit.state(now)
         if verdict == "success":
@@ -421,284 +401,123 @@ class BridgeDispatcher:
             attempt=message.attempt + 1,
         )
 
-    # ── outcomes ───────────────────────────────────────────────────────────────
+    # ── outcomes: the lifecycle decides, dispatch carries the steps out ─────────────
+
+    def _context(self, now: float) -> lifecycle.Context:
+        return lifecycle.Context(
+            bridge=self.name,
+            now=now,
+            idempotency=self.driver.capabilities.idempotency,
+            policy=self._policy,
+            failover_policy=self._failover_policy,
+            jitter=self._jitter,
+            price=self._price,
+            report_timeout_s=self._report_timeout_s,
+            can_ask_by_reference=self.driver.capabilities.idempotency == "reference",
+        )
 
     def _apply(
         self, messages: Sequence[Message], outcomes: Sequence[Outcome], result: Unsaved
     ) -> None:
-        changes, events = result.changes, result.events
-        now = self._clock()
-        ts = _now_dt()
-        submitted: list[tuple[Message, str | None]] = []
-        any_retryable = False
-        answered = False  # the provider answered sensibly (Submitted or Rejected)
-        # Asked once per batch: even a no-op debug call costs its keyword arguments, per message.
-        debugging = log.is_enabled_for(logging.DEBUG)
-        for message, outcome in zip(messages, outcomes, strict=True):
-            if isinstance(outcome, Submitted):
-                changes.append(
-                    MarkSubmitted(
-                        msg_id=message.msg_id,
-                        provider_id=outcome.provider_id,
-                        cost=outcome.cost,
-                        currency=outcome.currency,
-                        at=now,
-                        # No report will ever come: final at submit, in the same update.
-                        final=not message.dlr,
-                    )
-                )
-                events.append(
-                    (
-                        message.origin,
-                        SubmittedEvent(
-                            id=message.client_ref,
-                            msg_id=message.msg_id,
-                            ts=ts,
-                            provider_id=outcome.provider_id,
-                            bridge=self.name,
-                        ),
-                    )
-                )
-                if outcome.provider_id is None:
-                    self._after_submit(message, outcome.provider_id, changes, events, now)
-                submitted.append((message, outcome.provider_id))
-                if debugging:
-                    log.debug(
-                        "message_submitted",
-                        bridge=self.name,
-                        msg_id=message.msg_id,
-                        provider_id=outcome.provider_id,
-                        attempt=message.attempt + 1,
-                    )
-                continue
-            if isinstance(outcome, RetryLater):
-                any_retryable = True
-            elif isinstance(outcome, Rejected):
-                answered = True
-            decision = self._policy_for(message).decide(
-                outcome,
-                message.attempt + 1,
-                now,
-                self._jitter,
-                self.driver.capabilities.idempotency,
-                can_failover=self._has_failover(message),
-            )
-            self._decide(
-                message,
-                outcome.code,
-                outcome.reason,
-                failure_reason(outcome),
-                decision,
-                changes,
-                events,
-                now,
-                # A reply that leaves it open whether the provider took the message.
-                maybe_sent=isinstance(outcome, Unknown),
-            )
-        if submitted:
-            # hooks.submitted (metrics, matching early reports) waits for the commit.
-            result.submitted = submitted
-            self._hooks.outcome(self.name, "submitted", len(submitted))
-        # circuit.py: success when the provider answered sensibly, failure on retryable
-        # errors, release (neither) on throttles — a busy provider is not a broken one.
-        if submitted or answered:
-            self._record_circuit("success", now)
-        elif any_retryable:
-            self._record_circuit("failure", now)
-        else:
-            self._record_circuit("release", now)
-
-    def _after_submit(
-        self,
-        message: Message,
-        provider_id: str | None,
-        changes: list[Change],
-        events: list[tuple[str, Event]],
-        now: float,
-    ) -> None:
-        """A report that can never be matched ends the message as UNKNOWN. (Messages that
-        asked for no report were made final by their MarkSubmitted.)"""
-        if (
-            message.dlr
-            and provider_id is None
-            and self.driver.capabilities.idempotency != "reference"
-        ):
-            # The provider took it but gave no id (SMS Club's 453 on a retry): no report
-            # can be matched. Say so rather than wait forever.
-            changes.append(
-                MarkFinal(
-                    msg_id=message.msg_id,
-                    outcome="UNKNOWN",
-                    code=None,
-                    error="provider gave no message id",
-                    at=now,
-                )
-            )
-            events.append(
-                (
-                    message.origin,
-                    DeliveryReport(
-                        id=message.client_ref,
-                        msg_id=message.msg_id,
-                        ts=_now_dt(),
-                        state="UNKNOWN",
-                        provider_status="no provider message id",
-                        bridge=self.name,
-                    ),
-                )
-            )
-
-    def _has_failover(self, message: Message) -> bool:
-        """A next bridge is there, and no attempt here may have reached the provider: a
-        message this provider may hold goes nowhere else (that would be a double send)."""
-        return message.bridge_index + 1 < len(message.bridges) and not message.maybe_sent
-
-    def _policy_for(self, message: Message) -> RetryPolicy:
-        """With a failover bridge left, give up on this one sooner."""
-        return self._failover_policy if self._has_failover(message) else self._policy
+        ctx = self._context(self._clock())
+        steps = [
+            lifecycle.on_reply(message, outcome, ctx)
+            for message, outcome in zip(messages, outcomes, strict=True)
+        ]
+        self._take_steps(messages, steps, result)
+        self._record_verdict(steps, ctx.now)
 
     def _transport_failed(
         self,
         messages: Sequence[Message],
         error: Exception,
-        changes: list[Change],
-        events: list[tuple[str, Event]],
+        result: Unsaved,
         *,
         maybe_sent: bool | None = None,
     ) -> None:
-        now = self._clock()
-        sent = maybe_sent if maybe_sent is not None else getattr(error, "maybe_sent", True)
-        kind = failure_reason(error)
-        text = self._redact(str(error) or type(error).__name__)
-        for message in messages:
-            attempt = message.attempt + 1
-            decision = self._policy_for(message).decide_transport(
-                maybe_sent=sent,
-                attempt=attempt,
-                now=now,
-                jitter=self._jitter,
-                idempotency=self.driver.capabilities.idempotency,
-                can_failover=self._has_failover(message) and not sent,
-                first_attempt_at=now,
+        ctx = self._context(self._clock())
+        failure = lifecycle.TransportFailure(
+            kind=failure_reason(error),
+            text=self._redact(str(error) or type(error).__name__),
+            maybe_sent=maybe_sent if maybe_sent is not None else getattr(error, "maybe_sent", True),
+        )
+        steps = [
+            lifecycle.on_transport_failure(
+                message,
+                failure,
+                ctx,
+                # The duplicate window runs from the earliest attempt that may have
+                # reached the provider, not from this one.
+                first_attempt_at=message.maybe_sent_at or message.inflight_at or ctx.now,
             )
-            self._decide(
-                message, "transport", text, kind, decision, changes, events, now, maybe_sent=sent
-            )
+            for message in messages
+        ]
+        self._take_steps(messages, steps, result)
         self._hooks.outcome(self.name, "transport_error", len(messages))
+        self._record_verdict(steps, ctx.now)
 
-    def _decide(
-        self,
-        message: Message,
-        code: str,
-        reason: str,
-        kind: str,
-        decision: Decision,
-        changes: list[Change],
-        events: list[tuple[str, Event]],
-        now: float,
-        *,
-        maybe_sent: bool,
+    def _take_steps(
+        self, messages: Sequence[Message], steps: Sequence[lifecycle.Step], result: Unsaved
     ) -> None:
-        """Journal and announce the decision on one failed attempt; `kind` is its metrics
-        reason (`failure_reason`), `maybe_sent` whether this attempt may have reached the
-        provider."""
-        attempt = message.attempt + 1
-        if isinstance(decision, RetryAt):
-            changes.append(
-                MarkRetry(
-                    msg_ids=[message.msg_id],
-                    due_at=decision.at,
-                    attempt=attempt,
-                    bridge_index=message.bridge_index,
-                    reason=decision.reason,
-                    # Remembered across attempts: it keeps the message off other bridges.
-                    maybe_sent=message.maybe_sent or maybe_sent,
-                )
-            )
-            self._hooks.outcome(self.name, "retry", 1, kind)
-            log.debug(
-                "retry_scheduled",
-                bridge=self.name,
-                msg_id=message.msg_id,
-                attempt=attempt,
-                reason=kind,
-                code=code,
-                in_s=round(max(0.0, decision.at - now), 3),
-            )
-        elif isinstance(decision, Failover):
-            changes.append(
-                MarkRetry(
-                    msg_ids=[message.msg_id],
-                    due_at=now,
-                    attempt=0,
-                    bridge_index=message.bridge_index + 1,
-                    reason=decision.reason,
-                )
-            )
-            self._hooks.outcome(self.name, "failover", 1, kind)
+        """Queue each step's changes and events for the commit; count it; log what a person
+        would want to know (a give-up, a failover)."""
+        changes, events = result.changes, result.events
+        submitted: list[tuple[Message, str | None]] = []
+        counts: dict[tuple[str, str | None], int] = {}
+        for message, step in zip(messages, steps, strict=True):
+            changes.extend(step.changes)
+            events.extend(step.events)
+            for item in step.counts:
+                key = (item.outcome, item.reason)
+                counts[key] = counts.get(key, 0) + 1
+            if step.state in (lifecycle.State.SUBMITTED, lifecycle.State.SENT):
+                submitted.append((message, getattr(step.changes[0], "provider_id", None)))
+            elif step.state is not lifecycle.State.SCHEDULED and step.reason is not None:
+                self._log_step(message, step)
+        if submitted:
+            # hooks.submitted (metrics, matching early reports) waits for the commit.
+            result.submitted = submitted
+        for (outcome, reason), number in counts.items():
+            self._hooks.outcome(self.name, outcome, number, reason)
+
+    def _log_step(self, message: Message, step: lifecycle.Step) -> None:
+        if step.state is lifecycle.State.ACCEPTED:
             log.warning(
                 "failover",
                 bridge=self.name,
                 msg_id=message.msg_id,
                 to_bridge=message.bridges[message.bridge_index + 1],
-                reason=reason,
+                reason=lifecycle.describe(step.reason),
             )
-        else:
-            # GiveUp (Done never follows a failed outcome; treat it alike to be safe).
-            text = decision.reason if isinstance(decision, GiveUp) else reason
-            outcome_unknown = code == "transport" or text.startswith("outcome unknown")
-            if message.maybe_sent and not outcome_unknown:
-                # This attempt failed plainly, but an earlier one may have gone through.
-                text = (
-                    "outcome unknown: an earlier attempt may have reached the provider;"
-                    f" last: {text}"
-                )
-                outcome_unknown = True
-            self._fail(
-                message,
-                "UNKNOWN" if outcome_unknown else "REJECTD",
-                code,
-                text,
-                changes,
-                events,
-                now,
-                kind,
-            )
-
-    def _fail(
-        self,
-        message: Message,
-        state: str,
-        code: str | None,
-        error: str,
-        changes: list[Change],
-        events: list[tuple[str, Event]],
-        now: float,
-        kind: str,
-    ) -> None:
-        changes.append(
-            MarkFinal(msg_id=message.msg_id, outcome=state, code=code, error=error, at=now)
-        )
+            return
         log.warning(
-            "message_failed",
+            "message_failed" if step.state in lifecycle.FINAL else "message_unconfirmed",
             bridge=self.name,
             msg_id=message.msg_id,
-            state=state,
-            code=code,
-            reason=kind,
-            error=error,
+            state=step.state.value,
+            error=lifecycle.describe(step.reason),
         )
-        events.append(
-            (
-                message.origin,
-                Failed(
-                    id=message.client_ref,
-                    msg_id=message.msg_id,
-                    ts=_now_dt(),
-                    error=f"{self.name}: {error}",
-                    code=code,
-                    bridge=self.name,
-                ),
+
+    def _record_verdict(self, steps: Sequence[lifecycle.Step], now: float) -> None:
+        """circuit.py: success when the provider answered sensibly, failure on retryable
+        errors, release (neither) on throttles; an account refusal opens it at once."""
+        verdict = lifecycle.request_verdict(steps)
+        if verdict == "account":
+            reason = next(
+                lifecycle.describe(step.reason) for step in steps if step.circuit == "account"
             )
-        )
-        self._hooks.outcome(self.name, "failed", 1, kind)
+            self._trip_circuit(now, reason)
+        elif verdict is not None:
+            self._record_circuit(verdict, now)
+
+    def _trip_circuit(self, now: float, reason: str) -> None:
+        was_open = self.circuit.state(now) == "open" and self.circuit.reason == reason
+        self.circuit.trip(now, reason)
+        if not was_open:
+            # One warning per opening, not one per message.
+            log.warning(
+                "bridge_account_refused",
+                bridge=self.name,
+                reason=reason,
+                open_for_s=self.circuit.open_for_s,
+            )

@@ -18,7 +18,6 @@ line instead of being looked for at every later submit.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -29,11 +28,20 @@ import anyio.lowlevel
 import msgspec
 import structlog
 
-from bridges.base import BridgeDriver, HttpCall, HttpReply, Receipt, StatusQuery, UnparseableReply
+from bridges.base import (
+    BridgeDriver,
+    HttpCall,
+    HttpReply,
+    Receipt,
+    StatusQuery,
+    UnparseableReply,
+    ascii_digits,
+)
+from engine import lifecycle
 from engine.http_errors import TransportError
-from engine.journal import Change, JournalError, MarkFinal, MarkPolled, StoreOrphanReceipt
+from engine.journal import Change, JournalError, MarkPolled, StoreOrphanReceipt
 from engine.log import describe_call
-from engine.models import DeliveryReport, Event, Message
+from engine.models import Event, Message
 from engine.ratelimit import TokenBucket
 
 log = structlog.get_logger("septet.dlr")
@@ -45,6 +53,7 @@ ORPHAN_KEEP_S = 600.0
 # At most this many orphans are remembered per bridge; past it the oldest are dropped
 # early (a provider reporting on messages that asked for no report, in bulk).
 ORPHANS_REMEMBERED = 10_000
+
 
 receipt_encoder = msgspec.msgpack.Encoder()
 receipt_decoder = msgspec.msgpack.Decoder(Receipt)
@@ -66,6 +75,8 @@ class ReceiptJournal(Protocol):
     async def awaiting_report(
         self, bridge: str, polled_before: float, limit: int
     ) -> list[Message]: ...
+
+    async def unconfirmed(self, bridge: str) -> list[Message]: ...
 
     async def record(self, changes: Sequence[Change]) -> None: ...
 
@@ -97,6 +108,7 @@ class ReceiptHandler:
         *,
         clock: Callable[[], float] = time.time,
         on_receipt: Callable[[str, str, float | None], None] | None = None,
+        report_timeout_s: float = lifecycle.DEFAULT_REPORT_TIMEOUT_S,
     ) -> None:
         """`on_receipt(bridge, state, seconds)` is told of every matched report; `seconds`
         runs from the submit request to a final report, None for an intermediate one."""
@@ -104,6 +116,7 @@ class ReceiptHandler:
         self._events = events
         self._clock = clock
         self._on_receipt = on_receipt
+        self._report_timeout_s = report_timeout_s
         # bridge -> provider id -> when its orphan receipt was stored (oldest first), for
         # orphans stored this run and not yet matched or dropped.
         self._orphans: dict[str, dict[str, float]] = {}
@@ -146,22 +159,13 @@ class ReceiptHandler:
             group.done.set()
 
     async def _process(self, bridge: str, receipts: Sequence[Receipt]) -> None:
-        by_id = await self._journal.find_by_provider_id(
-            bridge, [r.provider_id for r in receipts if r.provider_id]
-        )
-        references = [r.reference for r in receipts if not r.provider_id and r.reference]
-        by_ref = await self._journal.find_by_reference(references) if references else {}
+        matched = await self._match(bridge, receipts)
         now = self._clock()
         changes: list[Change] = []
         events: list[tuple[str, Event]] = []
-        ts = dt.datetime.now(dt.UTC)
+        told: list[tuple[str, float | None]] = []
         debug = log.debug  # resolved once per batch: a no-op below --log-level debug
-        for receipt in receipts:
-            message = None
-            if receipt.provider_id:
-                message = by_id.get(receipt.provider_id)
-            elif receipt.reference:
-                message = by_ref.get(receipt.reference)
+        for receipt, message in zip(receipts, matched, strict=True):
             if message is None:
                 if receipt.provider_id:
                     changes.append(
@@ -177,23 +181,14 @@ class ReceiptHandler:
                 else:
                     log.warning("receipt_unmatched", bridge=bridge, reference=receipt.reference)
                 continue
-            if message.state == "final":
-                continue  # a repeated report; the first one counted
-            seconds = None
-            if receipt.final:
+            step = lifecycle.on_report(message, receipt, bridge, now, self._report_timeout_s)
+            if step is None:
+                continue  # final already (a repeated report: the first one counted)
+            changes.extend(step.changes)
+            events.extend(step.events)
+            if step.report_state is not None:
                 # The claim (inflight_at) is taken just before the submit request goes out.
-                seconds = now - (message.inflight_at or message.accepted_at)
-                changes.append(
-                    MarkFinal(
-                        msg_id=message.msg_id,
-                        outcome=receipt.state,
-                        code=receipt.error_code,
-                        error=None,
-                        at=now,
-                    )
-                )
-            if self._on_receipt is not None:
-                self._on_receipt(bridge, receipt.state, seconds)
+                told.append((receipt.state, now - (message.inflight_at or message.accepted_at)))
             debug(
                 "message_report",
                 bridge=bridge,
@@ -201,24 +196,49 @@ class ReceiptHandler:
                 state=receipt.state,
                 final=receipt.final,
             )
-            events.append(
-                (
-                    message.origin,
-                    DeliveryReport(
-                        id=message.client_ref,
-                        msg_id=message.msg_id,
-                        ts=ts,
-                        state=receipt.state,
-                        provider_status=receipt.provider_status,
-                        bridge=bridge,
-                    ),
-                )
-            )
         if changes:
             await self._journal.record(changes)
+        if self._on_receipt is not None:
+            for state, seconds in told:
+                self._on_receipt(bridge, state, seconds)
         for origin, event in events:
             self._events.emit(origin, event)
         await self._drop_stale_orphans(bridge, now)
+
+    async def _match(self, bridge: str, receipts: Sequence[Receipt]) -> list[Message | None]:
+        """Each receipt's message, by every key the provider gives: its id; the reference
+        septet sent (BSG, when the id was never learned or the report carries both); and,
+        for a report whose id septet never learned because the reply was lost, the one
+        unconfirmed message on this bridge to that recipient, oldest first."""
+        by_id = await self._journal.find_by_provider_id(
+            bridge, [r.provider_id for r in receipts if r.provider_id]
+        )
+        references = [
+            r.reference
+            for r in receipts
+            if r.reference and (not r.provider_id or r.provider_id not in by_id)
+        ]
+        by_ref = await self._journal.find_by_reference(references) if references else {}
+        found: list[Message | None] = []
+        unmatched: list[int] = []
+        for index, receipt in enumerate(receipts):
+            message = by_id.get(receipt.provider_id) if receipt.provider_id else None
+            if message is None and receipt.reference:
+                message = by_ref.get(receipt.reference)
+            if message is None and receipt.recipient:
+                unmatched.append(index)
+            found.append(message)
+        if unmatched:
+            waiting = await self._journal.unconfirmed(bridge)
+            by_recipient: dict[str, list[Message]] = {}
+            for message in waiting:
+                by_recipient.setdefault(ascii_digits(message.to), []).append(message)
+            for index in unmatched:
+                recipient = receipts[index].recipient
+                candidates = by_recipient.get(ascii_digits(recipient or ""))
+                if candidates:
+                    found[index] = candidates.pop(0)
+        return found
 
     async def recover_orphans(self) -> int:
         """At start-up: remember the orphans an earlier run stored, and match those whose

@@ -62,11 +62,13 @@ __all__ = [
     "Journal",
     "JournalError",
     "JournalFullError",
+    "MarkConfirmed",
     "MarkFinal",
     "MarkInflight",
     "MarkPolled",
     "MarkRetry",
     "MarkSubmitted",
+    "MarkUnconfirmed",
     "SqliteJournal",
     "StoreEvents",
     "StoreOrphanReceipt",
@@ -127,7 +129,8 @@ class MarkInflight(msgspec.Struct, frozen=True, tag=True):
 
 class MarkSubmitted(msgspec.Struct, frozen=True, tag=True):
     """The provider took the message. `final`: and that is its end (no report asked for),
-    recorded as outcome SUBMITTED in the same row update."""
+    recorded as outcome SUBMITTED in the same row update. `report_by`: when it ends as
+    UNKNOWN if no final report has come (engine.lifecycle; kept in `due_at`)."""
 
     msg_id: str
     provider_id: str | None
@@ -135,18 +138,39 @@ class MarkSubmitted(msgspec.Struct, frozen=True, tag=True):
     currency: str | None
     at: float
     final: bool = False
+    report_by: float = 0.0
+
+
+class MarkUnconfirmed(msgspec.Struct, frozen=True, tag=True):
+    """It may have reached the provider (outcome unknown): not final, its report is awaited
+    until `report_by`. `maybe_sent_at` is the earliest attempt that may have reached it."""
+
+    msg_id: str
+    at: float
+    maybe_sent_at: float
+    report_by: float
+    error: str
+
+
+class MarkConfirmed(msgspec.Struct, frozen=True, tag=True):
+    """A report showed the provider holds the message: learn its id where it was unknown."""
+
+    msg_id: str
+    provider_id: str | None
+    report_by: float
 
 
 class MarkRetry(msgspec.Struct, frozen=True, tag=True):
     """Back to accepted, due again at `due_at` (a backoff, or a failover to another bridge).
-    `maybe_sent`: an attempt on this bridge may have reached the provider."""
+    `maybe_sent_at`: when the earliest attempt on this bridge that may have reached the
+    provider was made (0: none may have)."""
 
     msg_ids: list[str]
     due_at: float
     attempt: int
     bridge_index: int
     reason: str
-    maybe_sent: bool = False
+    maybe_sent_at: float = 0.0
 
 
 class MarkFinal(msgspec.Struct, frozen=True, tag=True):
@@ -184,6 +208,8 @@ class StoreEvents(msgspec.Struct, frozen=True, tag=True):
 Change = (
     MarkInflight
     | MarkSubmitted
+    | MarkUnconfirmed
+    | MarkConfirmed
     | MarkRetry
     | MarkFinal
     | MarkPolled
@@ -246,6 +272,10 @@ class Journal(Protocol):
         self, bridge: str, polled_before: float, limit: int
     ) -> list[Message]: ...
 
+    async def report_overdue(self, now: float, limit: int) -> list[Message]: ...
+
+    async def unconfirmed(self, bridge: str) -> list[Message]: ...
+
     async def take_events(self, origin: str | None, limit: int) -> list[bytes]: ...
 
     async def pending_count(self) -> int: ...
@@ -259,7 +289,7 @@ class Journal(Protocol):
 
 # ── Schema ─────────────────────────────────────────────────────────────────────
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 
 # The bridge in use, bridges[bridge_index], as SQL over a bound bridge index: stored in
 # the `bridge` column by every change that moves a message to another bridge.
@@ -281,6 +311,19 @@ SQL_CREATE_PROVIDER_ID_INDEX: Final = (
     " WHERE provider_id IS NOT NULL AND dlr = 1"
 )
 
+# Messages awaiting a report, by the time they end as UNKNOWN without one (`due_at` holds
+# that deadline while state = 2: engine.lifecycle.report_deadline).
+SQL_CREATE_REPORT_DUE_INDEX: Final = (
+    "CREATE INDEX messages_report_due ON messages (due_at) WHERE state = 2"
+)
+# Messages that may sit at a provider whose id for them was never learned: a report that
+# matches no provider id is matched to one of these by recipient (engine.dlr).
+SQL_CREATE_UNCONFIRMED_INDEX: Final = (
+    "CREATE INDEX messages_unconfirmed ON messages (bridge) WHERE state = 2 AND provider_id IS NULL"
+)
+# Used by the 3 -> 4 migration: the report timeout given to messages already waiting.
+MIGRATION_REPORT_TIMEOUT_S: Final = 72 * 3600.0
+
 # Upgrades from each older schema version, run in order inside one transaction.
 MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     # 1 -> 2: remember that an earlier attempt on the current bridge may have reached the
@@ -300,6 +343,15 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         " WHERE state < 3 OR (dlr = 1 AND provider_id IS NOT NULL)",
         SQL_CREATE_AWAITING_INDEX,
         SQL_CREATE_PROVIDER_ID_INDEX,
+    ),
+    # 3 -> 4: nothing stays `submitted` forever. Messages awaiting a report get a deadline
+    # in `due_at` (from their submit); `maybe_sent` holds a time, not a flag (old 1s read
+    # as "long ago", so no duplicate window is assumed open).
+    3: (
+        "UPDATE messages SET due_at = coalesce(submitted_at, inflight_at, due_at)"  # noqa: S608
+        f" + {MIGRATION_REPORT_TIMEOUT_S} WHERE state = 2",
+        SQL_CREATE_REPORT_DUE_INDEX,
+        SQL_CREATE_UNCONFIRMED_INDEX,
     ),
 }
 
@@ -323,7 +375,7 @@ CREATE TABLE messages (
     submit_cost REAL,
     submit_currency TEXT,
     retry_reason TEXT,
-    maybe_sent INTEGER NOT NULL DEFAULT 0,
+    maybe_sent REAL NOT NULL DEFAULT 0,
     final_at REAL,
     outcome TEXT,
     code TEXT,
@@ -334,6 +386,8 @@ CREATE INDEX messages_due ON messages (priority, due_at) WHERE state = 0;
 CREATE INDEX messages_inflight ON messages (bridge_index) WHERE state = 1;
 {SQL_CREATE_AWAITING_INDEX};
 {SQL_CREATE_PROVIDER_ID_INDEX};
+{SQL_CREATE_REPORT_DUE_INDEX};
+{SQL_CREATE_UNCONFIRMED_INDEX};
 CREATE INDEX messages_client_ref ON messages (client_ref) WHERE client_ref IS NOT NULL;
 CREATE TABLE orphan_receipts (
     id INTEGER PRIMARY KEY,
@@ -379,7 +433,8 @@ SQL_MARK_INFLIGHT: Final = (
 
 
 def _mark_submitted_sql(*, final: bool, priced: bool) -> str:
-    """MarkSubmitted's UPDATE. Parameters: provider_id, [cost, currency,] at, [at,] msg_id."""
+    """MarkSubmitted's UPDATE. Parameters: provider_id, [cost, currency,] at, at or
+    report_by, msg_id."""
     cost = (
         "submit_cost = ?, submit_currency = ?"
         if priced
@@ -392,8 +447,8 @@ def _mark_submitted_sql(*, final: bool, priced: bool) -> str:
             " WHERE msg_id = ? AND state < 3"
         )
     return (
-        f"UPDATE messages SET state = 2, provider_id = ?, {cost}, submitted_at = ?"  # noqa: S608
-        " WHERE msg_id = ? AND state < 3"
+        f"UPDATE messages SET state = 2, provider_id = ?, {cost}, submitted_at = ?,"  # noqa: S608
+        " due_at = ? WHERE msg_id = ? AND state < 3"
     )
 
 
@@ -406,6 +461,22 @@ SQL_MARK_SUBMITTED: Final = {
 SQL_MARK_RETRY: Final = (
     f"UPDATE messages SET state = 0, due_at = ?, attempt = ?, bridge_index = ?,"  # noqa: S608
     f" bridge = {SQL_BRIDGE_AT}, retry_reason = ?, maybe_sent = ? WHERE msg_id = ? AND state < 3"
+)
+SQL_MARK_UNCONFIRMED: Final = (
+    "UPDATE messages SET state = 2, submitted_at = ?, maybe_sent = ?, due_at = ?, error = ?"
+    " WHERE msg_id = ? AND state < 3"
+)
+SQL_MARK_CONFIRMED: Final = (
+    "UPDATE messages SET provider_id = coalesce(?, provider_id), due_at = ?"
+    " WHERE msg_id = ? AND state = 2"
+)
+SQL_REPORT_OVERDUE: Final = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages INDEXED BY messages_report_due"  # noqa: S608
+    " WHERE state = 2 AND due_at <= ? ORDER BY due_at LIMIT ?"
+)
+SQL_UNCONFIRMED: Final = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages INDEXED BY messages_unconfirmed"  # noqa: S608
+    " WHERE state = 2 AND provider_id IS NULL AND bridge = ? ORDER BY msg_id"
 )
 SQL_MARK_FINAL: Final = (
     "UPDATE messages SET state = 3, outcome = ?, code = ?, error = ?, final_at = ?"
@@ -454,7 +525,7 @@ def _message_from_row(row: tuple[Any, ...]) -> Message:
     message.bridge_index = row[4]
     message.provider_id = row[5]
     message.inflight_at = row[6]
-    message.maybe_sent = bool(row[7])
+    message.maybe_sent_at = float(row[7] or 0.0)
     return message
 
 
@@ -1063,7 +1134,7 @@ class SqliteJournal:
                             change.bridge_index,
                             change.bridge_index,
                             change.reason,
-                            change.maybe_sent,
+                            change.maybe_sent_at,
                             msg_id,
                         )
                         for change in run
@@ -1076,6 +1147,15 @@ class SqliteJournal:
                     [(c.outcome, c.code, c.error, c.at, c.msg_id) for c in run],
                 )
                 self._pending -= max(cursor.rowcount, 0)
+            elif kind is MarkUnconfirmed:
+                executemany(
+                    SQL_MARK_UNCONFIRMED,
+                    [(c.at, c.maybe_sent_at, c.report_by, c.error, c.msg_id) for c in run],
+                )
+            elif kind is MarkConfirmed:
+                executemany(
+                    SQL_MARK_CONFIRMED, [(c.provider_id, c.report_by, c.msg_id) for c in run]
+                )
             elif kind is MarkPolled:
                 executemany(
                     SQL_MARK_POLLED,
@@ -1109,7 +1189,7 @@ class SqliteJournal:
             if change.final:
                 row += (change.at, change.msg_id)
             else:
-                row += (change.msg_id,)
+                row += (change.report_by, change.msg_id)
             rows.setdefault((change.final, priced), []).append(row)
         for final, priced in sorted(rows):
             cursor = connection.executemany(SQL_MARK_SUBMITTED[final, priced], rows[final, priced])
@@ -1307,6 +1387,20 @@ class SqliteJournal:
                 " ORDER BY last_polled_at, msg_id LIMIT ?",
                 (bridge, polled_before, limit),
             ),
+            write=False,
+        )
+
+    async def report_overdue(self, now: float, limit: int) -> list[Message]:
+        """Messages awaiting a report whose deadline has passed, earliest first."""
+        return await self._execute(
+            lambda connection: self._select(connection, SQL_REPORT_OVERDUE, (now, limit)),
+            write=False,
+        )
+
+    async def unconfirmed(self, bridge: str) -> list[Message]:
+        """Messages on `bridge` that may sit at the provider under an id never learned."""
+        return await self._execute(
+            lambda connection: self._select(connection, SQL_UNCONFIRMED, (bridge,)),
             write=False,
         )
 

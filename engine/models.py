@@ -77,14 +77,19 @@ class Message(msgspec.Struct, kw_only=True):
     state: MessageState = "accepted"
     provider_id: str | None = None
     inflight_at: float | None = None
-    # An attempt on the current bridge may have reached the provider (a lost reply, an
-    # unclear answer, a crash mid-request): it may be resent only where that provider
-    # deduplicates, and never to another bridge.
-    maybe_sent: bool = False
+    # When the earliest attempt on the current bridge that may have reached the provider
+    # was made (a lost reply, an unclear answer, a crash mid-request); 0 when none may
+    # have. Such a message may be resent only where that provider deduplicates (within
+    # its window, which runs from this time), and never to another bridge.
+    maybe_sent_at: float = 0.0
 
     @property
     def bridge(self) -> str:
         return self.bridges[self.bridge_index]
+
+    @property
+    def maybe_sent(self) -> bool:
+        return self.maybe_sent_at > 0
 
 
 # ── Output events ──────────────────────────────────────────────────────────────
@@ -126,6 +131,8 @@ class Failed(msgspec.Struct, tag="failed", tag_field="event", kw_only=True):
     code: str | None
     final: bool = True
     bridge: str | None = None
+    # The SMPP final state it ends in (REJECTD, EXPIRED, UNDELIV), for receipts.
+    state: str | None = None
 
 
 class DeliveryReport(msgspec.Struct, tag="dlr", tag_field="event", kw_only=True):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import msgspec
 
@@ -55,11 +56,25 @@ class RetryAt(msgspec.Struct, frozen=True, tag="retry_at"):
     reason: str
 
 
+GiveUpWhy = Literal["refused", "attempts_used", "no_idempotency", "window_passed", "unknown"]
+
+
 class GiveUp(msgspec.Struct, frozen=True, tag="give_up"):
-    """Stop: the message is final. `code` is the provider's code where it gave one."""
+    """Stop trying. `code` is the provider's code where it gave one; `why` is the rule that
+    stopped it (engine.lifecycle decides the state from it, never from `reason`'s words):
+    the provider refused, the attempts are used up, or the request may have reached the
+    provider and a resend is not safe (no idempotency, the duplicate window has passed,
+    the provider itself could not say)."""
 
     reason: str
     code: str | None = None
+    why: GiveUpWhy = "refused"
+    # The last attempt may have reached the provider.
+    maybe_sent: bool = False
+
+    @property
+    def outcome_unknown(self) -> bool:
+        return self.maybe_sent or self.why == "unknown"
 
 
 class Failover(msgspec.Struct, frozen=True, tag="failover"):
@@ -182,7 +197,7 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
                     code,
                 )
             case Unknown(code=code, reason=reason):
-                return GiveUp(f"outcome unknown: {reason}", code=code)
+                return GiveUp(f"outcome unknown: {reason}", code=code, why="unknown")
             case AccountRefused(code=code, reason=reason):
                 # The bridge's fault, not the message's: nothing was sent, so another
                 # bridge may take it now; without one it waits for the bridge to mend
@@ -225,12 +240,16 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
         if idempotency == "none":
             return GiveUp(
                 "outcome unknown: the request may have reached the provider and it offers "
-                "no way to resend safely"
+                "no way to resend safely",
+                why="no_idempotency",
+                maybe_sent=True,
             )
         if attempt >= self.max_attempts:
             return GiveUp(
                 f"outcome unknown: the request may have reached the provider and "
-                f"{attempt} attempts are used up"
+                f"{attempt} attempts are used up",
+                why="attempts_used",
+                maybe_sent=True,
             )
         at = now + self.jittered_s(attempt, jitter)
         if idempotency == "reference":
@@ -243,7 +262,9 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
         if at < now:
             return GiveUp(
                 f"outcome unknown: the request may have reached the provider and its "
-                f"{self.duplicate_window_s:g} s duplicate window has passed"
+                f"{self.duplicate_window_s:g} s duplicate window has passed",
+                why="window_passed",
+                maybe_sent=True,
             )
         return RetryAt(
             at,
@@ -266,7 +287,9 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
         if attempt >= attempts_allowed:
             if can_failover:
                 return Failover(f"{reason}; {attempt} attempts on this bridge")
-            return GiveUp(f"{reason}; gave up after {attempt} attempts", code=code)
+            return GiveUp(
+                f"{reason}; gave up after {attempt} attempts", code=code, why="attempts_used"
+            )
         delay = self.jittered_s(attempt, jitter)
         # Retry-After is the provider's floor (RFC 9110 §10.2.3): coming back sooner only
         # earns another refusal, so it wins over a shorter backoff.

@@ -11,11 +11,12 @@ import pytest
 from bridges.base import BridgeSettings, HttpCall, HttpReply
 from bridges.smsclub import SmsClubDriver
 from engine import dispatch as dispatch_module
+from engine import lifecycle
 from engine.circuit import CircuitBreaker
 from engine.dispatch import BridgeDispatcher
 from engine.http_errors import ReplyLost
 from engine.journal import Change, JournalError, SqliteJournal, open_journal
-from engine.models import Event, Failed, Message
+from engine.models import Event, Failed, Message, StatusEvent
 from engine.ratelimit import TokenBucket
 from engine.retry import RetryPolicy
 from engine.scheduler import BridgeQueue, Scheduler
@@ -144,11 +145,15 @@ async def test_a_message_that_may_have_been_sent_never_fails_over(tmp_path: Path
         )
         events = Events()
         dispatch = dispatcher(journal, client, events)
-        final = await run_attempts(journal, dispatch, sent.msg_id, 6)
-    assert final.state == "final"
-    assert final.bridge_index == 0  # never moved to bsg
-    [failed] = [event for event in events.emitted if isinstance(event, Failed)]
-    assert "outcome unknown" in failed.error
+        waiting = await run_attempts(journal, dispatch, sent.msg_id, 6)
+    # Not final: SMS Club may hold it, so its report (or the deadline) decides.
+    assert (waiting.state, waiting.provider_id, waiting.maybe_sent) == ("submitted", None, True)
+    assert lifecycle.state_of(waiting, 0.0) is lifecycle.State.UNCONFIRMED
+    assert waiting.bridge_index == 0  # never moved to bsg
+    assert not [event for event in events.emitted if isinstance(event, Failed)]
+    [status] = [event for event in events.emitted if isinstance(event, StatusEvent)]
+    assert (status.state, status.final) == ("UNKNOWN", False)
+    assert "outcome unknown" in status.provider_status
     assert len(client.calls) == 3  # the full attempts of its bridge, not the failover's 2
 
 

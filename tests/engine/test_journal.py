@@ -21,6 +21,7 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from engine.journal import (
+    SCHEMA_VERSION,
     Duplicate,
     JournalError,
     JournalFullError,
@@ -707,7 +708,7 @@ async def test_a_version_2_journal_is_upgraded_in_place(tmp_path: Path) -> None:
         pass  # opening creates the current schema, which the upgraded file must match
     assert schema_of(path) == schema_of(fresh)
     with contextlib.closing(sqlite3.connect(path)) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 async def test_a_version_1_journal_is_upgraded_in_place(tmp_path: Path) -> None:
@@ -729,7 +730,7 @@ async def test_a_version_1_journal_is_upgraded_in_place(tmp_path: Path) -> None:
                     attempt=1,
                     bridge_index=0,
                     reason="r",
-                    maybe_sent=True,
+                    maybe_sent_at=5.0,
                 )
             ]
         )

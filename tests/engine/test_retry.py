@@ -79,7 +79,7 @@ OUTCOME_TABLE: list[tuple[str, Outcome, int, Idempotency, bool, Decision]] = [
         8,
         "none",
         False,
-        GiveUp("500: upstream down; gave up after 8 attempts", code="500"),
+        GiveUp("500: upstream down; gave up after 8 attempts", code="500", why="attempts_used"),
     ),
     # ── throttled: max(Retry-After, backoff), twice the attempts before failing over ──
     (
@@ -112,7 +112,9 @@ OUTCOME_TABLE: list[tuple[str, Outcome, int, Idempotency, bool, Decision]] = [
         16,
         "none",
         False,
-        GiveUp("throttled (429: too many); gave up after 16 attempts", code="429"),
+        GiveUp(
+            "throttled (429: too many); gave up after 16 attempts", code="429", why="attempts_used"
+        ),
     ),
     # ── unknown: never resend, whatever the provider deduplicates ──
     (
@@ -121,7 +123,7 @@ OUTCOME_TABLE: list[tuple[str, Outcome, int, Idempotency, bool, Decision]] = [
         1,
         "none",
         True,
-        GiveUp("outcome unknown: response timeout", code="1715"),
+        GiveUp("outcome unknown: response timeout", code="1715", why="unknown"),
     ),
     (
         "unknown with reference idempotency",
@@ -129,7 +131,7 @@ OUTCOME_TABLE: list[tuple[str, Outcome, int, Idempotency, bool, Decision]] = [
         1,
         "reference",
         True,
-        GiveUp("outcome unknown: response timeout", code="1715"),
+        GiveUp("outcome unknown: response timeout", code="1715", why="unknown"),
     ),
 ]
 
@@ -178,7 +180,10 @@ TRANSPORT_TABLE: list[tuple[str, bool, int, Idempotency, bool, float, Decision]]
         "none",
         False,
         NOW - 100,
-        GiveUp("transport failure before the request was sent; gave up after 8 attempts"),
+        GiveUp(
+            "transport failure before the request was sent; gave up after 8 attempts",
+            why="attempts_used",
+        ),
     ),
     # ── maybe sent, no idempotency: unknown at once ──
     (
@@ -188,7 +193,11 @@ TRANSPORT_TABLE: list[tuple[str, bool, int, Idempotency, bool, float, Decision]]
         "none",
         True,
         NOW,
-        GiveUp(f"outcome unknown: {MAYBE} and it offers no way to resend safely"),
+        GiveUp(
+            f"outcome unknown: {MAYBE} and it offers no way to resend safely",
+            why="no_idempotency",
+            maybe_sent=True,
+        ),
     ),
     # ── maybe sent, the provider deduplicates by reference (BSG) ──
     (
@@ -207,7 +216,11 @@ TRANSPORT_TABLE: list[tuple[str, bool, int, Idempotency, bool, float, Decision]]
         "reference",
         True,
         NOW - 100,
-        GiveUp(f"outcome unknown: {MAYBE} and 8 attempts are used up"),
+        GiveUp(
+            f"outcome unknown: {MAYBE} and 8 attempts are used up",
+            why="attempts_used",
+            maybe_sent=True,
+        ),
     ),
     # ── maybe sent, duplicate window (SMS Club, 120 s, resend no later than 110 s) ──
     (
@@ -243,7 +256,11 @@ TRANSPORT_TABLE: list[tuple[str, bool, int, Idempotency, bool, float, Decision]]
         "duplicate-window",
         True,
         NOW - 115,
-        GiveUp(f"outcome unknown: {MAYBE} and its 120 s duplicate window has passed"),
+        GiveUp(
+            f"outcome unknown: {MAYBE} and its 120 s duplicate window has passed",
+            why="window_passed",
+            maybe_sent=True,
+        ),
     ),
 ]
 

@@ -1,0 +1,952 @@
+"""The message lifecycle: one table of states and of the inputs that move them. Pure: no I/O.
+
+Every state change of a message — in dispatch, in delivery reports, in crash recovery and
+in the report-deadline sweep — is an input fed to `advance`, which returns a `Step`: the
+journal changes to commit, the events to announce once they are committed, the metric
+counts, and the new state. Dispatch, dlr and recovery only carry steps out. h11's
+`_state.py` is the model: the table below is the whole of the rules, and `TRANSITIONS`
+is that table in code, checked by every step and by a golden test per row.
+
+    state         input                               next            event
+    ────────────  ──────────────────────────────────  ──────────────  ─────────────────
+    accepted      claim                               inflight        —
+    scheduled     claim                               inflight        —
+    accepted      expiry (validity ended unsent)      expired         failed (EXPIRED)
+    scheduled     expiry                              expired         failed (EXPIRED)
+    accepted      cancel                              cancelled       cancelled
+    scheduled     cancel                              cancelled       cancelled
+    accepted      failover (circuit open, unsent)     accepted        failover
+    inflight      reply Submitted, report wanted      submitted       submitted
+    inflight      reply Submitted, no report wanted   sent            submitted
+    inflight      reply Submitted, no id, no way to   unknown         submitted, dlr
+                  ask (not by reference)                              (UNKNOWN)
+    inflight      reply Rejected                      rejected        failed (REJECTD)
+    inflight      reply RetryLater/Throttled          scheduled       retry
+                  (attempts left)
+    inflight      reply RetryLater/Throttled          accepted        failover
+                  (attempts used, failover left)      (next bridge)
+    inflight      reply RetryLater/Throttled          rejected        failed (REJECTD)
+                  (attempts used, no failover)
+    inflight      reply AccountRefused                accepted/       failover / retry
+                                                      scheduled
+    inflight      reply Unknown                       unconfirmed     status (UNKNOWN)
+    inflight      transport, not sent                 as RetryLater
+    inflight      transport, maybe sent, provider     scheduled       retry
+                  deduplicates the resend
+    inflight      transport, maybe sent, no safe      unconfirmed     status (UNKNOWN)
+                  resend
+    inflight      crash recovery                      scheduled /     retry / status
+                                                      unconfirmed     (as a maybe-sent
+                                                                      transport failure)
+    *             any plain failure after an earlier  unconfirmed     status (UNKNOWN)
+                  attempt may have reached the
+                  provider (maybe_sent)
+    submitted     report final                        delivered, ...  dlr
+    unconfirmed   report final                        delivered, ...  dlr
+    scheduled     report final (a maybe-sent earlier  delivered, ...  dlr
+                  attempt reported by reference)
+    submitted     report not final                    submitted       status
+    unconfirmed   report not final                    submitted       status (the
+                                                                      provider has it)
+    submitted     report deadline passed              unknown         dlr (UNKNOWN)
+    unconfirmed   report deadline passed              unknown         dlr (UNKNOWN)
+    final         anything                            (unchanged)     — (final is final)
+
+Rules beside the table:
+- Only a final state makes a `dlr` event (or a final `failed` one): a non-final provider
+  status is a `status` event with `final: false`, never a receipt.
+- "Outcome unknown" is `unconfirmed`, not final, while the provider may still tell: its
+  report (by provider id, by the reference septet sent, or by recipient for a message
+  whose id was never learned) resolves it. Only the report deadline — the validity end,
+  or `report_timeout_s` after the last attempt — makes it final as UNKNOWN.
+- A message that may sit at one provider never moves to another bridge: failover is only
+  for messages no attempt of which may have reached the current provider.
+- An account refusal is the bridge's fault: never a final state for the message.
+
+Reasons are typed values (`Reason`), rendered into sentences at the edge by `describe`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from typing import Final, Literal
+
+import msgspec
+
+from bridges.base import (
+    AccountFault,
+    AccountRefused,
+    Idempotency,
+    Outcome,
+    Receipt,
+    Rejected,
+    RetryLater,
+    Submitted,
+    Throttled,
+    Unknown,
+)
+from engine.journal import (
+    Change,
+    MarkFinal,
+    MarkRetry,
+    MarkSubmitted,
+    MarkUnconfirmed,
+)
+from engine.models import (
+    CancelledEvent,
+    DeliveryReport,
+    Event,
+    Failed,
+    FailoverEvent,
+    Message,
+    RetryEvent,
+    StatusEvent,
+    SubmittedEvent,
+    utc_from_timestamp,
+)
+from engine.retry import Decision, Failover, GiveUp, RetryAt, RetryPolicy
+
+# ── States ────────────────────────────────────────────────────────────────────────
+
+
+class State(enum.StrEnum):
+    ACCEPTED = "accepted"  # waiting, due now
+    SCHEDULED = "scheduled"  # waiting, due later (schedule_at, or a retry's backoff)
+    INFLIGHT = "inflight"  # claimed: a request carrying it is being made
+    SUBMITTED = "submitted"  # the provider took it; its report is awaited
+    UNCONFIRMED = "unconfirmed"  # it may have reached the provider; awaiting its word
+    # Final:
+    SENT = "sent"  # the provider took it and no report was asked for
+    DELIVERED = "delivered"
+    UNDELIVERABLE = "undeliverable"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
+    DELETED = "deleted"
+    UNKNOWN = "unknown"
+    CANCELLED = "cancelled"
+
+
+FINAL: Final = frozenset(
+    {
+        State.SENT,
+        State.DELIVERED,
+        State.UNDELIVERABLE,
+        State.EXPIRED,
+        State.REJECTED,
+        State.DELETED,
+        State.UNKNOWN,
+        State.CANCELLED,
+    }
+)
+WAITING: Final = frozenset({State.ACCEPTED, State.SCHEDULED})
+
+# The SMPP final state (v3.4 Appendix B) of each final state that has one, both ways.
+SMPP_STATE: Final[dict[State, str]] = {
+    State.DELIVERED: "DELIVRD",
+    State.UNDELIVERABLE: "UNDELIV",
+    State.EXPIRED: "EXPIRED",
+    State.REJECTED: "REJECTD",
+    State.DELETED: "DELETED",
+    State.UNKNOWN: "UNKNOWN",
+}
+STATE_OF_SMPP: Final[dict[str, State]] = {smpp: state for state, smpp in SMPP_STATE.items()}
+# What the journal's `outcome` column holds for the final states without an SMPP state.
+OUTCOME_SENT: Final = "SUBMITTED"
+OUTCOME_CANCELLED: Final = "CANCELLED"
+
+# How long a submitted message waits for its final report before it ends as UNKNOWN,
+# unless its validity ends sooner (config `dlr.report_timeout_s`): BSG's default validity.
+DEFAULT_REPORT_TIMEOUT_S: Final = 72 * 3600.0
+
+InputKind = Literal[
+    "claim",
+    "submitted",
+    "rejected",
+    "retry_later",
+    "account_refused",
+    "unknown_reply",
+    "transport",
+    "recovery",
+    "report_final",
+    "report_pending",
+    "report_deadline",
+    "expiry",
+    "cancel",
+    "circuit_open",
+]
+
+# (state, input) -> the states that input may lead to. Every step is checked against it.
+_ANY_FAILURE: Final = frozenset(
+    {State.SCHEDULED, State.ACCEPTED, State.REJECTED, State.UNCONFIRMED, State.UNKNOWN}
+)
+_REPORTED: Final = frozenset(
+    {
+        State.DELIVERED,
+        State.UNDELIVERABLE,
+        State.EXPIRED,
+        State.REJECTED,
+        State.DELETED,
+        State.UNKNOWN,
+    }
+)
+TRANSITIONS: Final[dict[tuple[State, InputKind], frozenset[State]]] = {
+    **{(waiting, "claim"): frozenset({State.INFLIGHT}) for waiting in WAITING},
+    **{(waiting, "expiry"): frozenset({State.EXPIRED}) for waiting in WAITING},
+    **{(waiting, "cancel"): frozenset({State.CANCELLED}) for waiting in WAITING},
+    **{(waiting, "circuit_open"): frozenset({State.ACCEPTED}) for waiting in WAITING},
+    (State.INFLIGHT, "submitted"): frozenset({State.SUBMITTED, State.SENT, State.UNKNOWN}),
+    (State.INFLIGHT, "rejected"): frozenset({State.REJECTED, State.UNCONFIRMED, State.UNKNOWN}),
+    (State.INFLIGHT, "retry_later"): _ANY_FAILURE,
+    (State.INFLIGHT, "account_refused"): frozenset(
+        {State.SCHEDULED, State.ACCEPTED, State.UNCONFIRMED, State.UNKNOWN}
+    ),
+    (State.INFLIGHT, "unknown_reply"): frozenset({State.UNCONFIRMED, State.UNKNOWN}),
+    (State.INFLIGHT, "transport"): _ANY_FAILURE,
+    (State.INFLIGHT, "recovery"): frozenset({State.SCHEDULED, State.UNCONFIRMED, State.UNKNOWN}),
+    **{
+        (state, "report_final"): _REPORTED
+        for state in (State.SUBMITTED, State.UNCONFIRMED, State.SCHEDULED, State.ACCEPTED)
+    },
+    (State.SUBMITTED, "report_pending"): frozenset({State.SUBMITTED}),
+    (State.UNCONFIRMED, "report_pending"): frozenset({State.SUBMITTED}),
+    (State.SCHEDULED, "report_pending"): frozenset({State.SCHEDULED}),
+    (State.ACCEPTED, "report_pending"): frozenset({State.ACCEPTED}),
+    (State.SUBMITTED, "report_deadline"): frozenset({State.UNKNOWN}),
+    (State.UNCONFIRMED, "report_deadline"): frozenset({State.UNKNOWN}),
+}
+
+
+class IllegalTransition(Exception):  # noqa: N818 - names what happened, like h11's errors
+    """An input that the table does not allow in the message's state: a bug in the caller."""
+
+
+# ── Reasons (typed; sentences are rendered from them by `describe`) ────────────────
+
+
+class ProviderCode(msgspec.Struct, frozen=True, tag="provider"):
+    """The provider's own code and words for a refusal or a retryable answer."""
+
+    code: str
+    text: str
+
+
+class AttemptsUsed(msgspec.Struct, frozen=True, tag="attempts_used"):
+    attempts: int
+    last: ProviderCode | None = None
+
+
+class TransportFailure(msgspec.Struct, frozen=True, tag="transport"):
+    kind: str  # the metrics reason: connect_failed, reply_lost, ...
+    text: str
+    maybe_sent: bool
+
+
+class MaybeSentEarlier(msgspec.Struct, frozen=True, tag="maybe_sent_earlier"):
+    """This attempt failed plainly, but an earlier one may have reached the provider."""
+
+    last: ProviderCode | TransportFailure | AttemptsUsed | None = None
+
+
+class NoSafeResend(msgspec.Struct, frozen=True, tag="no_safe_resend"):
+    """It may have reached the provider, and resending could send it twice."""
+
+    why: Literal["no_idempotency", "window_passed", "attempts_used", "provider_unsure"]
+    detail: str = ""
+
+
+class NoProviderId(msgspec.Struct, frozen=True, tag="no_provider_id"):
+    """The provider took it but gave no id, and cannot be asked by reference."""
+
+
+class CrashedInFlight(msgspec.Struct, frozen=True, tag="crashed_in_flight"):
+    """septet stopped while a request carrying the message was in flight."""
+
+
+class ValidityEnded(msgspec.Struct, frozen=True, tag="validity_ended"):
+    sent: bool  # False: before any attempt reached the provider
+
+
+class ReportTimeout(msgspec.Struct, frozen=True, tag="report_timeout"):
+    seconds: float
+
+
+class AccountFaultReason(msgspec.Struct, frozen=True, tag="account"):
+    fault: AccountFault
+    code: str
+    text: str
+
+
+class CircuitOpen(msgspec.Struct, frozen=True, tag="circuit_open"):
+    bridge: str
+
+
+class CancelledByOwner(msgspec.Struct, frozen=True, tag="cancelled"):
+    pass
+
+
+Reason = (
+    ProviderCode
+    | AttemptsUsed
+    | TransportFailure
+    | MaybeSentEarlier
+    | NoSafeResend
+    | NoProviderId
+    | CrashedInFlight
+    | ValidityEnded
+    | ReportTimeout
+    | AccountFaultReason
+    | CircuitOpen
+    | CancelledByOwner
+)
+
+
+def describe(reason: Reason | None) -> str:
+    """The sentence a person reads for `reason` (events, logs)."""
+    match reason:
+        case None:
+            return ""
+        case ProviderCode(code=code, text=text):
+            return f"{code}: {text}" if code and code not in text else text
+        case AttemptsUsed(attempts=attempts, last=last):
+            tail = f" (last: {describe(last)})" if last is not None else ""
+            return f"gave up after {attempts} attempts{tail}"
+        case TransportFailure(text=text, maybe_sent=maybe_sent):
+            where = "may have reached the provider" if maybe_sent else "never reached the provider"
+            return f"the request {where}: {text}"
+        case MaybeSentEarlier(last=last):
+            tail = f"; last: {describe(last)}" if last is not None else ""
+            return f"outcome unknown: an earlier attempt may have reached the provider{tail}"
+        case NoSafeResend(why=why, detail=detail):
+            text = {
+                "no_idempotency": "the provider offers no way to resend safely",
+                "window_passed": "its duplicate window has passed",
+                "attempts_used": "the attempts are used up",
+                "provider_unsure": "the provider could not say whether it took it",
+            }[why]
+            tail = f" ({detail})" if detail else ""
+            return f"outcome unknown: the request may have reached the provider and {text}{tail}"
+        case NoProviderId():
+            return "the provider took it but gave no message id, so no report can be matched"
+        case CrashedInFlight():
+            return "outcome unknown: septet stopped while the request was in flight"
+        case ValidityEnded(sent=sent):
+            if sent:
+                return "no final report before the message's validity ended"
+            return "validity ended before sending"
+        case ReportTimeout(seconds=seconds):
+            return f"no final report within {seconds:g} s"
+        case AccountFaultReason(fault=fault, code=code, text=text):
+            what = {"credentials": "credentials", "blocked": "account", "credit": "credit"}[fault]
+            return f"the provider refused the account's {what} ({code}: {text})"
+        case CircuitOpen(bridge=bridge):
+            return f"{bridge}'s circuit breaker is open"
+        case CancelledByOwner():
+            return "cancelled by its owner"
+
+
+# ── Steps ──────────────────────────────────────────────────────────────────────────
+
+CircuitVerdict = Literal["success", "failure", "release", "account"]
+
+
+class Count(msgspec.Struct, frozen=True):
+    """One metrics count: `outcome` (submitted, retry, failover, failed, ...) and its reason."""
+
+    outcome: str
+    reason: str | None = None
+
+
+class Step(msgspec.Struct, kw_only=True):
+    """What one input did to one message: carry out `changes`, then (after the commit)
+    announce `events` and count `counts`."""
+
+    state: State
+    changes: list[Change] = msgspec.field(default_factory=list)
+    events: list[tuple[str, Event]] = msgspec.field(default_factory=list)
+    counts: list[Count] = msgspec.field(default_factory=list)
+    circuit: CircuitVerdict | None = None
+    reason: Reason | None = None
+    # A final report: its SMPP state, and whether it ends the message now.
+    report_state: str | None = None
+
+
+class Context(msgspec.Struct, frozen=True, kw_only=True):
+    """What a bridge knows that the rules need. `now` is the caller's clock (Unix seconds);
+    `price(message, bridge)` gives a message's (cost, currency) on another bridge."""
+
+    bridge: str
+    now: float
+    idempotency: Idempotency
+    policy: RetryPolicy
+    failover_policy: RetryPolicy
+    jitter: Callable[[], float]
+    price: Callable[[Message, str], tuple[float, str]]
+    report_timeout_s: float
+    # A provider that can be asked about a message it may hold (BSG by reference).
+    can_ask_by_reference: bool = False
+
+
+def state_of(message: Message, now: float) -> State:
+    """A journaled message's lifecycle state (`Message.state` holds the journal's phase)."""
+    match message.state:
+        case "accepted":
+            return State.SCHEDULED if message.due_at > now else State.ACCEPTED
+        case "inflight":
+            return State.INFLIGHT
+        case "submitted":
+            # Without a provider id, and sent in a way that may or may not have reached
+            # it (a lost reply, a resend answered "already have it"): its word is awaited.
+            if message.provider_id is None and message.maybe_sent:
+                return State.UNCONFIRMED
+            return State.SUBMITTED
+        case _:
+            return State.UNKNOWN
+
+
+def _check(before: State, kind: InputKind, step: Step) -> Step:
+    allowed = TRANSITIONS.get((before, kind))
+    if allowed is None or step.state not in allowed:
+        raise IllegalTransition(f"{kind} may not move a message from {before} to {step.state}")
+    return step
+
+
+def report_deadline(message: Message, at: float, timeout_s: float) -> float:
+    """When a message sent at `at` ends as UNKNOWN if no final report has come."""
+    deadline = at + timeout_s
+    if message.expires_at is not None:
+        # A report may trail the validity end a little (the provider's own expiry report).
+        deadline = min(deadline, max(message.expires_at, at) + 60.0)
+    return deadline
+
+
+# ── Replies to a send ──────────────────────────────────────────────────────────────
+
+
+def can_failover(message: Message) -> bool:
+    """A next bridge is there, and no attempt may have reached this provider."""
+    return message.bridge_index + 1 < len(message.bridges) and not message.maybe_sent
+
+
+def on_reply(message: Message, outcome: Outcome, ctx: Context) -> Step:
+    """The provider answered a request carrying `message` (inflight)."""
+    if isinstance(outcome, Submitted):
+        return _check(State.INFLIGHT, "submitted", _submitted(message, outcome, ctx))
+    if isinstance(outcome, Unknown):
+        step = _unconfirmed(
+            message,
+            NoSafeResend("provider_unsure", describe(ProviderCode(outcome.code, outcome.reason))),
+            ctx,
+            code=outcome.code,
+        )
+        step.counts.append(Count("failed", "unknown"))
+        return _check(State.INFLIGHT, "unknown_reply", step)
+    if isinstance(outcome, AccountRefused):
+        reason: Reason = AccountFaultReason(outcome.fault, outcome.code, outcome.reason)
+        decision = _policy(message, ctx).decide(
+            outcome,
+            message.attempt + 1,
+            ctx.now,
+            ctx.jitter,
+            ctx.idempotency,
+            can_failover(message),
+        )
+        step = _after_decision(message, decision, reason, ctx, kind="account", maybe_sent=False)
+        step.circuit = "account"
+        return _check(State.INFLIGHT, "account_refused", step)
+    kind: InputKind = "rejected" if isinstance(outcome, Rejected) else "retry_later"
+    metric = "rejected" if isinstance(outcome, Rejected) else _metric_reason(outcome)
+    decision = _policy(message, ctx).decide(
+        outcome, message.attempt + 1, ctx.now, ctx.jitter, ctx.idempotency, can_failover(message)
+    )
+    step = _after_decision(
+        message,
+        decision,
+        ProviderCode(outcome.code, outcome.reason),
+        ctx,
+        kind=metric,
+        maybe_sent=False,
+        code=outcome.code,
+    )
+    if isinstance(outcome, Rejected):
+        step.circuit = "success"
+    elif isinstance(outcome, RetryLater):
+        step.circuit = "failure"
+    else:
+        step.circuit = "release"
+    return _check(State.INFLIGHT, kind, step)
+
+
+def on_transport_failure(
+    message: Message, failure: TransportFailure, ctx: Context, *, first_attempt_at: float
+) -> Step:
+    """The request carrying `message` got no reply to parse. `first_attempt_at` is when the
+    earliest attempt that may have reached the provider was made (this one if none)."""
+    decision = _policy(message, ctx).decide_transport(
+        maybe_sent=failure.maybe_sent,
+        attempt=message.attempt + 1,
+        now=ctx.now,
+        jitter=ctx.jitter,
+        idempotency=ctx.idempotency,
+        can_failover=can_failover(message) and not failure.maybe_sent,
+        first_attempt_at=first_attempt_at,
+    )
+    step = _after_decision(
+        message, decision, failure, ctx, kind=failure.kind, maybe_sent=failure.maybe_sent
+    )
+    step.circuit = "failure"
+    return _check(State.INFLIGHT, "transport", step)
+
+
+def on_recovery(message: Message, ctx: Context) -> Step:
+    """A message a stopped daemon left in flight: as a transport failure that may have
+    reached the provider, decided by the same rules (resend only where it deduplicates)."""
+    first = message.maybe_sent_at or message.inflight_at or message.due_at
+    failure = TransportFailure(kind="crash", text=describe(CrashedInFlight()), maybe_sent=True)
+    step = on_transport_failure(message, failure, ctx, first_attempt_at=first)
+    step.circuit = None
+    return _check(State.INFLIGHT, "recovery", step)
+
+
+def _policy(message: Message, ctx: Context) -> RetryPolicy:
+    return ctx.failover_policy if can_failover(message) else ctx.policy
+
+
+def _metric_reason(outcome: Outcome) -> str:
+    if isinstance(outcome, Throttled):
+        return "throttled"
+    if isinstance(outcome, RetryLater):
+        return "retry_later"
+    return "rejected"
+
+
+def _submitted(message: Message, outcome: Submitted, ctx: Context) -> Step:
+    ts = utc_from_timestamp(ctx.now)
+    final = not message.dlr
+    no_way_to_ask = message.dlr and outcome.provider_id is None and not ctx.can_ask_by_reference
+    change = MarkSubmitted(
+        msg_id=message.msg_id,
+        provider_id=outcome.provider_id,
+        cost=outcome.cost,
+        currency=outcome.currency,
+        at=ctx.now,
+        final=final,
+        report_by=0.0 if final else report_deadline(message, ctx.now, ctx.report_timeout_s),
+    )
+    step = Step(
+        state=State.SENT if final else State.SUBMITTED,
+        changes=[change],
+        events=[
+            (
+                message.origin,
+                SubmittedEvent(
+                    id=message.client_ref,
+                    msg_id=message.msg_id,
+                    ts=ts,
+                    provider_id=outcome.provider_id,
+                    bridge=ctx.bridge,
+                ),
+            )
+        ],
+        counts=[Count("submitted")],
+        circuit="success",
+    )
+    if no_way_to_ask:
+        # SMS Club's 453 on a resend: it took the message but no report can ever be
+        # matched to it. Say so now rather than wait out the deadline.
+        step.state = State.UNKNOWN
+        step.reason = NoProviderId()
+        step.changes.append(_final_change(message, State.UNKNOWN, None, NoProviderId(), ctx.now))
+        step.events.append(_dlr_event(message, "UNKNOWN", describe(NoProviderId()), ctx))
+    return step
+
+
+def _after_decision(
+    message: Message,
+    decision: Decision,
+    reason: Reason,
+    ctx: Context,
+    *,
+    kind: str,
+    maybe_sent: bool,
+    code: str | None = None,
+) -> Step:
+    """Carry out the retry policy's decision on a failed attempt."""
+    attempt = message.attempt + 1
+    maybe_sent_at = message.maybe_sent_at or (ctx.now if maybe_sent else 0.0)
+    if isinstance(decision, RetryAt):
+        return Step(
+            state=State.SCHEDULED,
+            reason=reason,
+            changes=[
+                MarkRetry(
+                    msg_ids=[message.msg_id],
+                    due_at=decision.at,
+                    attempt=attempt,
+                    bridge_index=message.bridge_index,
+                    reason=describe(reason),
+                    maybe_sent_at=maybe_sent_at,
+                )
+            ],
+            events=[
+                (
+                    message.origin,
+                    RetryEvent(
+                        id=message.client_ref,
+                        msg_id=message.msg_id,
+                        ts=utc_from_timestamp(ctx.now),
+                        at=utc_from_timestamp(decision.at),
+                        attempt=attempt + 1,
+                        reason=describe(reason),
+                        bridge=ctx.bridge,
+                    ),
+                )
+            ],
+            counts=[Count("retry", kind)],
+        )
+    if isinstance(decision, Failover):
+        return _failover(message, reason, ctx, kind)
+    assert isinstance(decision, GiveUp)  # Done never follows a failed attempt
+    if maybe_sent or message.maybe_sent:
+        # It may sit at the provider: its report may still come. Not final yet.
+        if decision.outcome_unknown:
+            why: Reason = NoSafeResend(_no_safe_resend_why(decision))
+        else:
+            last = reason if isinstance(reason, ProviderCode | TransportFailure) else None
+            why = MaybeSentEarlier(last)
+        step = _unconfirmed(
+            message, why, ctx, code=code or decision.code, maybe_sent_at=maybe_sent_at
+        )
+        step.counts.append(Count("failed", kind))
+        return step
+    if decision.why == "attempts_used" and isinstance(reason, ProviderCode):
+        reason = AttemptsUsed(attempt, reason)
+    elif isinstance(reason, TransportFailure):
+        reason = AttemptsUsed(attempt, None)
+    return _fail(message, State.REJECTED, reason, ctx, code=code or decision.code, kind=kind)
+
+
+def _no_safe_resend_why(
+    decision: GiveUp,
+) -> Literal["no_idempotency", "window_passed", "attempts_used", "provider_unsure"]:
+    match decision.why:
+        case "no_idempotency" | "window_passed" | "attempts_used":
+            return decision.why
+        case _:
+            return "provider_unsure"
+
+
+def _failover(message: Message, reason: Reason, ctx: Context, kind: str) -> Step:
+    index = message.bridge_index + 1
+    bridge = message.bridges[index]
+    cost, currency = ctx.price(message, bridge)
+    return Step(
+        state=State.ACCEPTED,
+        reason=reason,
+        changes=[
+            MarkRetry(
+                msg_ids=[message.msg_id],
+                due_at=ctx.now,
+                attempt=0,
+                bridge_index=index,
+                reason=describe(reason),
+            )
+        ],
+        events=[
+            (
+                message.origin,
+                FailoverEvent(
+                    id=message.client_ref,
+                    msg_id=message.msg_id,
+                    ts=utc_from_timestamp(ctx.now),
+                    from_bridge=ctx.bridge,
+                    bridge=bridge,
+                    reason=describe(reason),
+                    cost=cost,
+                    currency=currency,
+                ),
+            )
+        ],
+        counts=[Count("failover", kind)],
+    )
+
+
+def _unconfirmed(
+    message: Message,
+    reason: Reason,
+    ctx: Context,
+    *,
+    code: str | None,
+    maybe_sent_at: float | None = None,
+) -> Step:
+    """It may sit at the provider: wait for its report until the deadline. A message that
+    asked for no report can never learn more: it ends UNKNOWN at once."""
+    at = maybe_sent_at or message.maybe_sent_at or ctx.now
+    if not message.dlr:
+        return _final_unknown(message, reason, ctx, code=code)
+    return Step(
+        state=State.UNCONFIRMED,
+        reason=reason,
+        changes=[
+            MarkUnconfirmed(
+                msg_id=message.msg_id,
+                at=ctx.now,
+                maybe_sent_at=at,
+                report_by=report_deadline(message, ctx.now, ctx.report_timeout_s),
+                error=describe(reason),
+            )
+        ],
+        events=[
+            (
+                message.origin,
+                StatusEvent(
+                    id=message.client_ref,
+                    msg_id=message.msg_id,
+                    ts=utc_from_timestamp(ctx.now),
+                    state="UNKNOWN",
+                    provider_status=describe(reason),
+                    bridge=ctx.bridge,
+                ),
+            )
+        ],
+    )
+
+
+def _final_unknown(message: Message, reason: Reason, ctx: Context, *, code: str | None) -> Step:
+    return Step(
+        state=State.UNKNOWN,
+        reason=reason,
+        changes=[_final_change(message, State.UNKNOWN, code, reason, ctx.now)],
+        events=[_dlr_event(message, "UNKNOWN", describe(reason), ctx)],
+        report_state="UNKNOWN",
+    )
+
+
+def _fail(
+    message: Message, state: State, reason: Reason, ctx: Context, *, code: str | None, kind: str
+) -> Step:
+    """Final before the provider took it: a `failed` event carrying the SMPP state."""
+    return Step(
+        state=state,
+        reason=reason,
+        changes=[_final_change(message, state, code, reason, ctx.now)],
+        events=[
+            (
+                message.origin,
+                Failed(
+                    id=message.client_ref,
+                    msg_id=message.msg_id,
+                    ts=utc_from_timestamp(ctx.now),
+                    error=f"{ctx.bridge}: {describe(reason)}",
+                    code=code,
+                    bridge=ctx.bridge,
+                    state=SMPP_STATE[state],
+                ),
+            )
+        ],
+        counts=[Count("failed", kind)],
+    )
+
+
+def _final_change(
+    message: Message, state: State, code: str | None, reason: Reason | None, now: float
+) -> MarkFinal:
+    outcome = SMPP_STATE.get(state) or (
+        OUTCOME_CANCELLED if state is State.CANCELLED else OUTCOME_SENT
+    )
+    return MarkFinal(
+        msg_id=message.msg_id,
+        outcome=outcome,
+        code=code,
+        error=describe(reason) if reason is not None else None,
+        at=now,
+    )
+
+
+def _dlr_event(
+    message: Message, smpp_state: str, provider_status: str, ctx: Context
+) -> tuple[str, Event]:
+    return (
+        message.origin,
+        DeliveryReport(
+            id=message.client_ref,
+            msg_id=message.msg_id,
+            ts=utc_from_timestamp(ctx.now),
+            state=smpp_state,
+            provider_status=provider_status,
+            bridge=ctx.bridge,
+        ),
+    )
+
+
+# ── Before a request ───────────────────────────────────────────────────────────────
+
+
+def on_expiry(message: Message, ctx: Context) -> Step:
+    """Its validity ended while it waited to be sent."""
+    before = state_of(message, ctx.now)
+    if message.maybe_sent:
+        # An earlier attempt may have reached the provider: its report decides.
+        step = _unconfirmed(message, ValidityEnded(sent=True), ctx, code="validity")
+        return step if before in WAITING else _check(before, "expiry", step)
+    step = _fail(
+        message, State.EXPIRED, ValidityEnded(sent=False), ctx, code="validity", kind="expired"
+    )
+    return _check(before if before in WAITING else State.ACCEPTED, "expiry", step)
+
+
+def on_circuit_open(message: Message, ctx: Context) -> Step:
+    """The bridge's circuit is open and the message has a failover: move it now."""
+    step = _failover(message, CircuitOpen(ctx.bridge), ctx, "circuit_open")
+    return _check(State.ACCEPTED, "circuit_open", step)
+
+
+def on_cancel(message: Message, now: float) -> Step | None:
+    """Cancel a message no request has carried yet; None where it is too late."""
+    before = state_of(message, now)
+    if before not in WAITING or message.attempt > 0 or message.maybe_sent:
+        return None
+    step = Step(
+        state=State.CANCELLED,
+        reason=CancelledByOwner(),
+        changes=[_final_change(message, State.CANCELLED, None, CancelledByOwner(), now)],
+        events=[
+            (
+                message.origin,
+                CancelledEvent(
+                    id=message.client_ref, msg_id=message.msg_id, ts=utc_from_timestamp(now)
+                ),
+            )
+        ],
+        counts=[Count("cancelled")],
+    )
+    return _check(before, "cancel", step)
+
+
+# ── Reports ────────────────────────────────────────────────────────────────────────
+
+
+def on_report(
+    message: Message, receipt: Receipt, bridge: str, now: float, report_timeout_s: float
+) -> Step | None:
+    """A provider's report (callback or poll answer) for `message`; None for a message
+    that is final already (a repeated report: the first one counted)."""
+    before = state_of(message, now)
+    if before in FINAL or before is State.INFLIGHT:
+        return None
+    ts = utc_from_timestamp(now)
+    if not receipt.final:
+        changes: list[Change] = []
+        after = before
+        if before is State.UNCONFIRMED:
+            # The provider has it after all: it is submitted, and its id may be learned.
+            after = State.SUBMITTED
+            changes.append(
+                MarkSubmitted(
+                    msg_id=message.msg_id,
+                    provider_id=receipt.provider_id,
+                    cost=None,
+                    currency=None,
+                    at=now,
+                    report_by=report_deadline(message, now, report_timeout_s),
+                )
+            )
+        elif before is State.SUBMITTED and message.provider_id is None and receipt.provider_id:
+            changes.append(
+                MarkSubmitted(
+                    msg_id=message.msg_id,
+                    provider_id=receipt.provider_id,
+                    cost=None,
+                    currency=None,
+                    at=now,
+                    report_by=report_deadline(message, now, report_timeout_s),
+                )
+            )
+        step = Step(
+            state=after,
+            changes=changes,
+            events=[
+                (
+                    message.origin,
+                    StatusEvent(
+                        id=message.client_ref,
+                        msg_id=message.msg_id,
+                        ts=ts,
+                        state=receipt.state,
+                        provider_status=receipt.provider_status,
+                        bridge=bridge,
+                    ),
+                )
+            ],
+        )
+        return _check(before, "report_pending", step)
+    state = STATE_OF_SMPP[receipt.state]
+    step = Step(
+        state=state,
+        changes=[
+            MarkFinal(
+                msg_id=message.msg_id,
+                outcome=receipt.state,
+                code=receipt.error_code,
+                error=None,
+                at=now,
+            )
+        ],
+        events=[
+            (
+                message.origin,
+                DeliveryReport(
+                    id=message.client_ref,
+                    msg_id=message.msg_id,
+                    ts=ts,
+                    state=receipt.state,
+                    provider_status=receipt.provider_status,
+                    bridge=bridge,
+                ),
+            )
+        ],
+        report_state=receipt.state,
+    )
+    return _check(before, "report_final", step)
+
+
+def on_report_deadline(message: Message, now: float, report_timeout_s: float) -> Step | None:
+    """No final report came in time: the message ends UNKNOWN, with its `dlr` event."""
+    before = state_of(message, now)
+    if before not in (State.SUBMITTED, State.UNCONFIRMED):
+        return None
+    validity_over = message.expires_at is not None and message.expires_at <= now
+    reason: Reason = ValidityEnded(sent=True) if validity_over else ReportTimeout(report_timeout_s)
+    step = Step(
+        state=State.UNKNOWN,
+        reason=reason,
+        changes=[_final_change(message, State.UNKNOWN, "no_report", reason, now)],
+        events=[
+            (
+                message.origin,
+                DeliveryReport(
+                    id=message.client_ref,
+                    msg_id=message.msg_id,
+                    ts=utc_from_timestamp(now),
+                    state="UNKNOWN",
+                    provider_status=describe(reason),
+                    bridge=message.bridge,
+                ),
+            )
+        ],
+        counts=[Count("report_timeout")],
+        report_state="UNKNOWN",
+    )
+    return _check(before, "report_deadline", step)
+
+
+def request_verdict(steps: Sequence[Step]) -> CircuitVerdict | None:
+    """One verdict for a request from its messages' steps (engine.circuit): an account
+    refusal opens the circuit at once; any sensible answer is a success; a retryable
+    failure a failure; throttles alone neither."""
+    verdicts = {step.circuit for step in steps}
+    order: tuple[CircuitVerdict, ...] = ("account", "success", "failure", "release")
+    for verdict in order:
+        if verdict in verdicts:
+            return verdict
+    return None
