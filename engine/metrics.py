@@ -33,7 +33,7 @@ from engine.models import Message
 
 # ── label vocabularies (bounded; every value known before the first message) ──────────
 
-OUTCOMES = ("submitted", "retry", "failover", "failed", "transport_error")
+OUTCOMES = ("submitted", "retry", "failover", "failed", "transport_error", "cancelled")
 # Why a message was retried or failed: the kind of outcome, never the provider's text.
 REASONS = (
     "throttled",
@@ -46,6 +46,9 @@ REASONS = (
     "transport",
     "unparseable",
     "expired",
+    "account",  # the provider refused the account (credentials, blocked, credit)
+    "crash",  # septet stopped while the request was in flight
+    "circuit_open",
 )
 # SMPP v3.4 section 5.2.28 message_state names, as septet's receipts carry them.
 FINAL_DLR_STATES = ("DELIVRD", "UNDELIV", "EXPIRED", "REJECTD", "DELETED", "UNKNOWN")
