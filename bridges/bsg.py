@@ -12,6 +12,9 @@ single reply comes flat or wrapped in `result`.
 `BridgeSettings.options` keys:
 
 - `tariff`: optional BSG tariff number, 0–9, sent with every send.
+- `blocked_code`: `2` (default) or `3`, the error code this account's BSG uses for "account
+  blocked"; the other one then means "not enough parameters" (PROVIDERS.md "bsg" Error
+  codes: 2/3 is *configurable*, as the simulator's `bsg_blocked_code` is).
 
 A message's `sender` (or `default_sender`) is the `originator`. `flash`, `dlr` and
 `encoding` have no BSG field: BSG picks the encoding from the text itself.
@@ -37,6 +40,8 @@ from urllib.parse import quote
 import msgspec
 
 from bridges.base import (
+    AccountFault,
+    AccountRefused,
     BridgeSettings,
     Capabilities,
     HttpCall,
@@ -73,12 +78,11 @@ CAPABILITIES = Capabilities(
     max_status_ids=1,  # one message per status endpoint (see module docstring)
 )
 
-# PROVIDERS.md "bsg" Error codes. Codes 0, 5, 11 and 23 are not refusals and are
-# handled in `_outcome_for_code`; every other code is final.
+# PROVIDERS.md "bsg" Error codes. Codes 0, 5, 11 and 23 are not refusals and the account
+# faults below are not the message's; both are handled in `BsgDriver._outcome_for_code`.
+# Every other code is final for the message. 2 and 3 are worded per driver (blocked_code).
 _ERROR_SENTENCES: dict[int, str] = {
     1: "BSG refused the API key",
-    2: "BSG says the account is blocked or the request lacks parameters",
-    3: "BSG says the account is blocked or the request lacks parameters",
     4: "BSG does not support this method",
     5: "BSG had an unknown error",
     6: "BSG refused the tariff",
@@ -97,6 +101,16 @@ _ERROR_SENTENCES: dict[int, str] = {
     27: "BSG refused the reference",
     28: "BSG refused the validity period",
     31: "the same phone number appears twice in one BSG request",
+}
+BLOCKED_SENTENCE = "BSG says the account is blocked"
+MISSING_PARAMETERS_SENTENCE = "BSG says the request lacks parameters"
+
+# PROVIDERS.md "bsg" Error codes that refuse the *account*, not the message: nothing was
+# sent, so the engine opens the bridge's circuit and moves the message to another bridge.
+# The "account blocked" code (2 or 3, see `blocked_code`) joins these per driver.
+_ACCOUNT_FAULTS: dict[int, AccountFault] = {
+    1: "credentials",  # PROVIDERS.md "bsg": 1 invalid API key
+    8: "credit",  # PROVIDERS.md "bsg": 8 not enough money
 }
 
 # PROVIDERS.md "bsg" Status values. "unknown" is not final: BSG shows it before any
@@ -255,34 +269,6 @@ def _error_code(container: Mapping[str, Any], reply: HttpReply) -> int | None:
     return code
 
 
-def _reason(code: int, description: object) -> str:
-    sentence = _ERROR_SENTENCES.get(code, f"BSG answered with undocumented error {code}")
-    if isinstance(description, str) and description.strip():
-        return f"{sentence} (BSG: {description.strip()})"
-    return sentence
-
-
-def _outcome_for_code(code: int, entry: Mapping[str, Any], currency: str | None) -> Outcome:
-    """PROVIDERS.md "bsg" Error codes, as outcomes."""
-    if code == 0:
-        return Submitted(
-            provider_id=coerce_text(entry.get("id")),
-            cost=coerce_float(entry.get("price")),
-            currency=_currency(entry.get("currency")) or currency,
-        )
-    if code == 23:
-        # PROVIDERS.md "bsg" reference: BSG's idempotency. A resend after a lost reply
-        # reuses the reference; 23 says the first attempt was accepted. The id is then
-        # looked up by reference.
-        return Submitted(provider_id=None)
-    reason = _reason(code, entry.get("errorDescription"))
-    if code == 11:
-        return Throttled(code="11", reason=reason)
-    if code == 5:
-        return RetryLater(code="5", reason=reason)
-    return Rejected(code=str(code), reason=reason)
-
-
 def _result_entries(reply_object: Mapping[str, Any], reply: HttpReply) -> list[Mapping[str, Any]]:
     """The per-message entries of a send reply: `result[]`, `result{}` or the flat body."""
     result = reply_object.get("result")
@@ -322,17 +308,32 @@ def _match_entries(
 
 
 def _receipt(entry: Mapping[str, Any], query: StatusQuery | None, reply: HttpReply) -> Receipt:
+    """One status object as a receipt carrying every key it can be matched by.
+
+    Polled by reference (the id was never learned: error 23 on a resend), the receipt
+    carries both the id BSG gives and the reference queried, so the engine finds the
+    message by its reference and learns its id. Otherwise the object's own reference
+    (`external_id` in the mass-status reply, PROVIDERS.md "bsg") or the query's.
+    """
     raw_status = entry.get("status")
     if not isinstance(raw_status, str):
         raise UnparseableReply(f"bsg sent a status object without a status: {reply_text(reply)!r}")
     status = raw_status.strip().lower()
+    if query is not None and not query.provider_id:
+        reference: str | None = query.reference
+    else:
+        reference = (
+            coerce_text(entry.get("reference"))
+            or coerce_text(entry.get("external_id"))
+            or (query.reference if query else None)
+        )
     return Receipt(
         provider_id=coerce_text(entry.get("id")) or (query.provider_id if query else None),
         # An undocumented word is reported as UNKNOWN and polled again, like "unknown".
         state=_STATUS_STATES.get(status, "UNKNOWN"),
         provider_status=raw_status,
         final=status in _STATUS_STATES and status not in _NOT_FINAL_STATUSES,
-        reference=coerce_text(entry.get("reference")) or (query.reference if query else None),
+        reference=reference,
         recipient=coerce_text(entry.get("msisdn")),
     )
 
@@ -347,6 +348,19 @@ class BsgDriver:
         api_key = settings.credentials.get("api_key")
         if not api_key:
             raise ValueError("bsg needs credentials.api_key (the X-API-KEY header)")
+        blocked_option = settings.options.get("blocked_code", "2")
+        if blocked_option not in ("2", "3"):
+            raise ValueError(f"bsg option blocked_code must be 2 or 3, not {blocked_option!r}")
+        blocked = int(blocked_option)
+        missing_parameters = 5 - blocked  # the other of 2 and 3
+        self._sentences: dict[int, str] = {
+            **_ERROR_SENTENCES,
+            blocked: BLOCKED_SENTENCE,
+            missing_parameters: MISSING_PARAMETERS_SENTENCE,
+        }
+        # PROVIDERS.md "bsg": 2/3 account blocked (also what BSG answers once 5 auth
+        # errors in 30 minutes have blocked the client IP).
+        self._account_faults: dict[int, AccountFault] = {**_ACCOUNT_FAULTS, blocked: "blocked"}
         tariff_option = settings.options.get("tariff")
         tariff = coerce_int(tariff_option) if tariff_option is not None else None
         if tariff_option is not None and (tariff is None or not 0 <= tariff <= 9):
@@ -451,16 +465,51 @@ class BsgDriver:
                         f"bsg sent a result entry without id or error: {reply_text(reply)!r}"
                     )
                 code = 0
-            outcomes.append(_outcome_for_code(code, entry, currency))
+            outcomes.append(self._outcome_for_code(code, entry, currency))
         return outcomes
 
-    @staticmethod
-    def _unmatched_outcome(top_code: int | None, reply_object: Mapping[str, Any]) -> Outcome:
+    def _unmatched_outcome(self, top_code: int | None, reply_object: Mapping[str, Any]) -> Outcome:
         if top_code:
             # PROVIDERS.md "bsg": a request-level error applies to every message.
-            return _outcome_for_code(top_code, reply_object, None)
+            return self._outcome_for_code(top_code, reply_object, None)
         # The reply does not speak of this message. Resending is safe (same reference).
         return RetryLater(code="0", reason="BSG's reply did not mention this message")
+
+    def _outcome_for_code(
+        self, code: int, entry: Mapping[str, Any], currency: str | None
+    ) -> Outcome:
+        """PROVIDERS.md "bsg" Error codes, as outcomes."""
+        if code == 0:
+            return Submitted(
+                provider_id=coerce_text(entry.get("id")),
+                cost=coerce_float(entry.get("price")),
+                currency=_currency(entry.get("currency")) or currency,
+            )
+        if code == 23:
+            # PROVIDERS.md "bsg" reference: BSG's idempotency. A resend after a lost reply
+            # reuses the reference; 23 says the first attempt was accepted. The id is then
+            # looked up by reference.
+            return Submitted(provider_id=None)
+        reason = self._reason(code, entry.get("errorDescription"))
+        refusal = self._account_refusal(code, reason)
+        if refusal is not None:
+            return refusal
+        if code == 11:
+            return Throttled(code="11", reason=reason)
+        if code == 5:
+            return RetryLater(code="5", reason=reason)
+        return Rejected(code=str(code), reason=reason)
+
+    def _account_refusal(self, code: int, reason: str) -> AccountRefused | None:
+        """The account fault `code` stands for, or None where it is not one."""
+        fault = self._account_faults.get(code)
+        return None if fault is None else AccountRefused(str(code), reason, fault)
+
+    def _reason(self, code: int, description: object) -> str:
+        sentence = self._sentences.get(code, f"BSG answered with undocumented error {code}")
+        if isinstance(description, str) and description.strip():
+            return f"{sentence} (BSG: {description.strip()})"
+        return sentence
 
     def _originator(self, message: OutboundMessage) -> str | None:
         return message.sender or self._settings.default_sender
@@ -521,8 +570,11 @@ class BsgDriver:
         """`GET /rest/common/balance` (PROVIDERS.md "bsg" Balance)."""
         return HttpCall(method="GET", path=BALANCE_PATH, headers=self._headers)
 
-    def parse_balance(self, reply: HttpReply) -> BsgBalance:
-        """The balance; an error reply raises UnparseableReply with BSG's sentence."""
+    def parse_balance(self, reply: HttpReply) -> BsgBalance | AccountRefused:
+        """The balance, or the account refusal BSG answered (a wrong key: error 1).
+
+        Any other error reply raises UnparseableReply with BSG's sentence.
+        """
         if reply.status != 200:
             raise UnparseableReply(f"bsg answered HTTP {reply.status}: {reply_text(reply)}")
         reply_object = _decode_object(reply)
@@ -530,7 +582,11 @@ class BsgDriver:
             raise UnparseableReply(f"bsg sent JSON that is not an object: {reply_text(reply)!r}")
         code = _error_code(reply_object, reply)
         if code:
-            raise UnparseableReply(_reason(code, reply_object.get("errorDescription")))
+            reason = self._reason(code, reply_object.get("errorDescription"))
+            refusal = self._account_refusal(code, reason)
+            if refusal is not None:
+                return refusal
+            raise UnparseableReply(reason)
         result = reply_object.get("result", reply_object)
         amount = coerce_float(result.get("amount")) if isinstance(result, dict) else None
         if amount is None or not isinstance(result, dict):

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
 import msgspec
 
 from bridges.base import (
+    AccountRefused,
     BridgeSettings,
     CallbackRejected,
     Capabilities,
@@ -49,11 +50,13 @@ DEFAULT_CURRENCY = "RWF"
 # PROVIDERS.md "dsc": the callback's dlvrMsgStat is D or U; only final states are sent.
 _CALLBACK_STATES: dict[str, SmppState] = {"D": "DELIVRD", "U": "UNDELIV"}
 
+# PROVIDERS.md "dsc" Errors: 401 "Invalid API key or credentials" refuses the account,
+# not the message: nothing was sent, and another bridge may take it.
+_CREDENTIALS_REFUSED = 401
 # PROVIDERS.md "dsc" Retry: never 400/401/429. 429 is the testing-mode daily limit
 # (15 SMS a day), which a resend today cannot pass, so it is final, not Throttled.
 _FINAL_HTTP_ERRORS: dict[int, str] = {
     400: "dsc rejected the request",
-    401: "dsc refused the account credentials",
     429: "dsc's daily limit for testing mode is reached",
 }
 
@@ -174,6 +177,9 @@ class DscDriver:
 
     def parse_send(self, batch: Sequence[OutboundMessage], reply: HttpReply) -> list[Outcome]:
         """One outcome per message, from the success body or the HTTP error status."""
+        if reply.status == _CREDENTIALS_REFUSED:
+            reason = f"dsc refused the account credentials: {self._error_message(reply)}"
+            return [AccountRefused(str(reply.status), reason, "credentials")] * len(batch)
         if reply.status in _FINAL_HTTP_ERRORS:
             reason = f"{_FINAL_HTTP_ERRORS[reply.status]}: {self._error_message(reply)}"
             return [Rejected(str(reply.status), reason)] * len(batch)

@@ -30,6 +30,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import msgspec
 
 from bridges.base import (
+    AccountFault,
+    AccountRefused,
     BridgeSettings,
     CallbackRejected,
     Capabilities,
@@ -56,27 +58,42 @@ SEND_PATH = "/bulksms/bulksms"
 SCHEDULE_PATH = "/bulksms/schedulemsg"
 
 SUCCESS_CODE = "1701"
-# PROVIDERS.md "routemobile": the seed numbers no-credit 1725, Route Mobile's own
-# documents 1025; both mean "processing stopped here".
-NO_CREDIT_CODES = frozenset({"1725", "1025"})
 
 # PROVIDERS.md "routemobile" Codes, with its rule "Retry only 1709. After 1715 never
-# resubmit". Every other code is final for this bridge.
-_RETRY_CODES: dict[str, str] = {"1709": "user validation failed"}
+# resubmit". A code that refuses the *account* (credentials, credit, the client's IP) is
+# the bridge's fault, not the message's: nothing was sent, so another bridge may take it.
+# Every other code is final for the message.
+_RETRY_CODES: dict[str, str] = {
+    # 1709 "user validation failed" is the one code PROVIDERS.md says to retry; when the
+    # retries run out, engine/retry.py fails the message over where its route allows.
+    "1709": "user validation failed",
+}
 _UNKNOWN_CODES: dict[str, str] = {
     "1715": "the provider timed out answering; the message may or may not have gone out",
 }
+_ACCOUNT_CODES: dict[str, tuple[str, AccountFault]] = {
+    # PROVIDERS.md "routemobile": 1703 bad username/password.
+    "1703": ("the username or password was refused", "credentials"),
+    # PROVIDERS.md "routemobile": no credit is 1725 in the seed, 1025 in Route Mobile's
+    # own documents; processing stops at it.
+    "1725": ("the account has insufficient credit", "credit"),
+    "1025": ("the account has insufficient credit", "credit"),
+    # PROVIDERS.md "routemobile": 16 IP blacklisted, 18 IP not whitelisted.
+    "16": ("the client IP address is blacklisted", "blocked"),
+    "18": ("the client IP address is not whitelisted", "blocked"),
+}
+# PROVIDERS.md "routemobile": both numberings of no-credit mean "processing stopped here".
+NO_CREDIT_CODES = frozenset(
+    code for code, (_, fault) in _ACCOUNT_CODES.items() if fault == "credit"
+)
 _REJECT_CODES: dict[str, str] = {
     "1702": "a parameter was missing or blank",
-    "1703": "the username or password was refused",
     "1704": "the message type was refused",
     "1705": "the message text was refused",
     "1706": "the destination was refused",
     "1707": "the sender (source) was refused",
     "1708": "the dlr flag was refused",
     "1710": "the provider had an internal error",
-    "1725": "the account has insufficient credit",
-    "1025": "the account has insufficient credit",
     "1732": "the destination is on the do-not-disturb list",
     "1032": "the destination is on the do-not-disturb list",
     "1028": "the provider judged the message spam",
@@ -87,8 +104,6 @@ _REJECT_CODES: dict[str, str] = {
     # 0x45 (69) ESME_RSUBMITFAIL and 0x08 (8) ESME_RSYSERR.
     "69": "the provider had an internal error (SMPP submit failed)",
     "8": "the provider had an internal error (SMPP system error)",
-    "16": "the client IP address is blacklisted",
-    "18": "the client IP address is not whitelisted",
 }
 
 # PROVIDERS.md "routemobile" Delivery reports: sStatus to SMPP state and finality.
@@ -121,6 +136,9 @@ def code_outcome(code: str) -> Outcome:
         return RetryLater(code, f"routemobile: {_RETRY_CODES[code]}.")
     if code in _UNKNOWN_CODES:
         return Unknown(code, f"routemobile: {_UNKNOWN_CODES[code]}.")
+    if code in _ACCOUNT_CODES:
+        sentence, fault = _ACCOUNT_CODES[code]
+        return AccountRefused(code, f"routemobile: {sentence}.", fault)
     if code in _REJECT_CODES:
         return Rejected(code, f"routemobile: {_REJECT_CODES[code]}.")
     # The seed: "Apart from error code 1709, please do NOT retry" any other code,
@@ -283,9 +301,9 @@ class RouteMobileDriver:
                 outcomes.append(self._entry_outcome(entries[index]))
             elif stopped_for_credit is not None:
                 # PROVIDERS.md "routemobile": processing stops at the no-credit entry,
-                # so the destinations after it were never sent.
+                # so the destinations after it were never sent: the account's fault.
                 reason = "routemobile: not sent, the account ran out of credit in this batch."
-                outcomes.append(Rejected(stopped_for_credit, reason))
+                outcomes.append(AccountRefused(stopped_for_credit, reason, "credit"))
             else:
                 outcomes.append(
                     Unknown("missing", "routemobile's reply has no entry for this destination.")

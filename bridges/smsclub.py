@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 
 from bridges.base import (
+    AccountRefused,
     BridgeSettings,
     Capabilities,
     HttpCall,
@@ -93,9 +94,9 @@ class _StatusRequest(msgspec.Struct, frozen=True):
 
 
 class SmsClubBalance(msgspec.Struct, frozen=True, kw_only=True):
-    """The account balance (`POST /sms/balance`)."""
+    """The account balance (`POST /sms/balance`): `amount` is SMS Club's `money`."""
 
-    money: float
+    amount: float
     currency: str
 
 
@@ -245,10 +246,11 @@ class SmsClubDriver:
         if status == 400:
             reason = f"SMS Club refused the request as invalid: {_validation_reasons(reply)}"
             return [Rejected(code="400", reason=reason) for _ in batch]
-        message = _error_message(reply)
         if status == 401:
-            reason = f"SMS Club refused the token: {message}"
-            return [Rejected(code="401", reason=reason) for _ in batch]
+            # PROVIDERS.md "smsclub" Errors: 401 auth. The account's fault, not the
+            # message's: nothing was sent, so another bridge may take it.
+            return [self._token_refused(reply)] * len(batch)
+        message = _error_message(reply)
         if status == 429:
             # PROVIDERS.md "smsclub": more than 9 requests per second; back off and retry.
             delay = retry_after_seconds(reply.headers)
@@ -367,8 +369,11 @@ class SmsClubDriver:
         """`POST /sms/balance` with no body, as SMS Club's own examples send it."""
         return HttpCall(method="POST", path=BALANCE_PATH, headers=self._headers)
 
-    def parse_balance(self, reply: HttpReply) -> SmsClubBalance:
-        """The balance (PROVIDERS.md gives the real shape: `info` is an object)."""
+    def parse_balance(self, reply: HttpReply) -> SmsClubBalance | AccountRefused:
+        """The balance (PROVIDERS.md gives the real shape: `info` is an object), or the
+        refusal of a wrong token (401); any other error raises UnparseableReply."""
+        if reply.status == 401:
+            return self._token_refused(reply)
         self._raise_for_error(reply)
         info = _success_request(reply).get("info")
         money: float | None = None
@@ -381,7 +386,13 @@ class SmsClubDriver:
                     money = None
         if money is None or not math.isfinite(money) or not isinstance(info, dict):
             raise UnparseableReply(f"smsclub sent a balance without money: {reply_text(reply)!r}")
-        return SmsClubBalance(money=money, currency=_as_text(info.get("currency")) or "")
+        return SmsClubBalance(amount=money, currency=_as_text(info.get("currency")) or "")
+
+    @staticmethod
+    def _token_refused(reply: HttpReply) -> AccountRefused:
+        """PROVIDERS.md "smsclub" Errors: 401 is auth, a wrong or revoked bearer token."""
+        reason = f"SMS Club refused the token: {_error_message(reply)}"
+        return AccountRefused(code="401", reason=reason, fault="credentials")
 
     @staticmethod
     def _raise_for_error(reply: HttpReply) -> None:

@@ -34,7 +34,7 @@ AUTH_ERRORS_TO_BLOCK = 5  # in 30 minutes (PROVIDERS.md, anti-abuse)
 AUTH_WINDOW_S = 1800.0
 DESCRIPTIONS = {
     1: "Invalid API key",
-    2: "Account blocked",
+    2: "Account blocked",  # 2 and 3 swap with bsg_blocked_code (see _description)
     3: "Not enough parameters",
     4: "Method not supported",
     5: "Unknown error",
@@ -177,8 +177,16 @@ class BsgSimulator:
 
     def error_reply(self, code: int, status: int = 200) -> web.Response:
         self.state.counters.count_reject(str(code))
-        document = {"error": self._value(code), "errorDescription": DESCRIPTIONS.get(code, "")}
+        document = {"error": self._value(code), "errorDescription": self._description(code)}
         return json_response(document, status)
+
+    def _description(self, code: int) -> str:
+        # 2/3 mean "account blocked" / "not enough parameters" in either order (PROVIDERS.md,
+        # *configurable*): the sentence follows the code's meaning, not its number.
+        if code in (2, 3):
+            blocked = code == self.state.config.bsg_blocked_code
+            return DESCRIPTIONS[2] if blocked else DESCRIPTIONS[3]
+        return DESCRIPTIONS.get(code, "")
 
     def server_error(self) -> web.Response:
         return self.error_reply(5, 500)
@@ -278,7 +286,7 @@ class BsgSimulator:
                     {
                         "reference": reference,
                         "error": self._value(code),
-                        "errorDescription": DESCRIPTIONS.get(code, ""),
+                        "errorDescription": self._description(code),
                     }
                 )
                 continue

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridges.base import (
+    AccountRefused,
     BridgeDriver,
     BridgeSettings,
     HttpCall,
@@ -93,9 +94,11 @@ def test_driver_satisfies_the_contract() -> None:
         ({"api_key": ""}, {}),
         ({"api_key": "k"}, {"tariff": "10"}),
         ({"api_key": "k"}, {"tariff": "x"}),
+        ({"api_key": "k"}, {"blocked_code": "4"}),
+        ({"api_key": "k"}, {"blocked_code": ""}),
     ],
 )
-def test_settings_without_key_or_with_bad_tariff_are_refused(
+def test_settings_without_key_or_with_bad_options_are_refused(
     credentials: dict[str, str], options: dict[str, str]
 ) -> None:
     with pytest.raises(ValueError, match="bsg"):
@@ -359,7 +362,7 @@ BOTH_OK = [Submitted("12345", 0.02, "EUR"), Submitted("12346", 0.02, "EUR")]
         pytest.param(
             PAIR,
             {"result": [{"reference": "12erdgm9"}, {"reference": "12erdgn0"}], "error": "8"},
-            [Rejected("8", "the BSG account does not have enough money")] * 2,
+            [AccountRefused("8", "the BSG account does not have enough money", "credit")] * 2,
             id="entries-inherit-request-level-error",
         ),
         pytest.param(
@@ -377,14 +380,14 @@ def test_send_replies(batch: list[OutboundMessage], body: object, expected: list
 @pytest.mark.parametrize(
     ("code", "kind"),
     [
-        (1, Rejected),
-        (2, Rejected),
+        (1, AccountRefused),
+        (2, AccountRefused),
         (3, Rejected),
         (4, Rejected),
         (5, RetryLater),
         (6, Rejected),
         (7, Rejected),
-        (8, Rejected),
+        (8, AccountRefused),
         (10, Rejected),
         (11, Throttled),
         (12, Rejected),
@@ -409,6 +412,41 @@ def test_every_documented_error_code(code: int, kind: type[Outcome], as_text: bo
     assert outcome.code == str(code)
     assert outcome.reason.endswith("(BSG: described)")
     assert len(outcome.reason) > len("(BSG: described)") + 10
+
+
+@pytest.mark.parametrize(
+    ("blocked_code", "code", "expected"),
+    [
+        # PROVIDERS.md "bsg" Error codes: 1 invalid API key, 8 not enough money, and 2/3
+        # account blocked / not enough parameters (configurable: option blocked_code).
+        ("2", 1, AccountRefused("1", "BSG refused the API key", "credentials")),
+        ("2", 8, AccountRefused("8", "the BSG account does not have enough money", "credit")),
+        ("2", 2, AccountRefused("2", "BSG says the account is blocked", "blocked")),
+        ("2", 3, Rejected("3", "BSG says the request lacks parameters")),
+        ("3", 3, AccountRefused("3", "BSG says the account is blocked", "blocked")),
+        ("3", 2, Rejected("2", "BSG says the request lacks parameters")),
+        ("3", 1, AccountRefused("1", "BSG refused the API key", "credentials")),
+    ],
+)
+def test_account_faults_are_the_bridges_not_the_messages(
+    blocked_code: str, code: int, expected: Outcome
+) -> None:
+    settings = msgspec.structs.replace(SETTINGS, options={"blocked_code": blocked_code})
+    driver = BsgDriver(settings)
+    # A request-level error applies to every message; a per-phone entry to its own.
+    assert driver.parse_send(PAIR, json_reply({"error": str(code)})) == [expected] * 2
+    per_phone = {
+        "result": [
+            {"reference": "12erdgm9", "id": "12345", "error": 0, "price": 0.02},
+            {"reference": "12erdgn0", "error": code},
+        ],
+        "error": 0,
+        "currency": "EUR",
+    }
+    assert driver.parse_send(PAIR, json_reply(per_phone)) == [
+        Submitted("12345", 0.02, "EUR"),
+        expected,
+    ]
 
 
 @pytest.mark.parametrize("error", [23, "23"])
@@ -579,6 +617,32 @@ def test_status_by_reference_fills_in_what_the_object_lacks() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"id": "22125", "reference": "12erdgm9", "status": "unknown"},
+        {"id": 22125, "status": "unknown"},
+        {"error": 0, "result": {"id": "22125", "external_id": "12erdgm9", "status": "unknown"}},
+        # Whatever the object says its reference is, the engine looks the message up by
+        # the one it asked for.
+        {"id": "22125", "reference": "12ERDGM9", "status": "unknown"},
+    ],
+)
+def test_status_by_reference_carries_the_id_learned_and_the_reference_asked(
+    body: object,
+) -> None:
+    query = StatusQuery(provider_id=None, reference="12erdgm9")
+    [receipt] = BsgDriver(SETTINGS).parse_status([query], json_reply(body))
+    assert (receipt.provider_id, receipt.reference) == ("22125", "12erdgm9")
+    assert (receipt.state, receipt.final) == ("UNKNOWN", False)
+
+
+def test_status_by_id_takes_the_reference_from_the_object_or_its_mass_status_name() -> None:
+    mass_status_item = {"id": "22125", "external_id": "12erdgm9", "status": "delivered"}
+    [receipt] = BsgDriver(SETTINGS).parse_status([QUERY], json_reply(mass_status_item))
+    assert (receipt.provider_id, receipt.reference, receipt.final) == ("22125", "12erdgm9", True)
+
+
 def test_task_list_skips_entries_with_errors() -> None:
     body = {"result": [status_object("sent"), {"reference": "gone", "error": 20}], "error": 0}
     queries = [QUERY, StatusQuery(provider_id=None, reference="gone")]
@@ -639,9 +703,31 @@ def test_balance_request_and_reply() -> None:
 
 
 @pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            {"error": 1, "errorDescription": "Invalid API key"},
+            AccountRefused("1", "BSG refused the API key (BSG: Invalid API key)", "credentials"),
+        ),
+        (
+            {"error": "2", "errorDescription": "Account blocked"},
+            AccountRefused(
+                "2", "BSG says the account is blocked (BSG: Account blocked)", "blocked"
+            ),
+        ),
+    ],
+)
+def test_balance_of_a_refused_account_is_the_refusal(
+    body: object, expected: AccountRefused
+) -> None:
+    # PROVIDERS.md "bsg": 1 invalid API key, 2 account blocked (blocked_code 2).
+    assert BsgDriver(SETTINGS).parse_balance(json_reply(body)) == expected
+
+
+@pytest.mark.parametrize(
     ("reply", "match"),
     [
-        (json_reply({"error": 1, "errorDescription": "Invalid API key"}), "API key"),
+        (json_reply({"error": 4, "errorDescription": "Method not supported"}), "method"),
         (json_reply({"error": 0, "currency": "EUR"}), "amount"),
         (HttpReply(status=500, body=b"oops"), "HTTP 500"),
         (HttpReply(status=200, body=b"oops"), "not JSON"),

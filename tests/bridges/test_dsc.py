@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridges.base import (
+    AccountRefused,
     BridgeDriver,
     BridgeSettings,
     CallbackRejected,
@@ -318,7 +319,6 @@ def test_parse_send_success_bodies(
 @pytest.mark.parametrize(
     ("status", "message_text", "expected_type", "reason_start"),
     [
-        (401, "Invalid API key or credentials", Rejected, "dsc refused the account credentials"),
         (
             429,
             "You have reached the daily SMS limit for testing mode.",
@@ -344,6 +344,26 @@ def test_parse_send_error_statuses_apply_to_every_message(
         assert isinstance(outcome, Rejected | RetryLater)
         assert outcome.code == str(status)
         assert outcome.reason == f"{reason_start}: {message_text}"
+
+
+@pytest.mark.parametrize(
+    ("reply", "said"),
+    [
+        (
+            json_reply(401, {"status": "error", "message": "Invalid API key or credentials"}),
+            "Invalid API key or credentials",
+        ),
+        (HttpReply(status=401, body=b""), "(empty body)"),
+        (HttpReply(status=401, body=b"<html>Unauthorized</html>"), "<html>Unauthorized</html>"),
+    ],
+)
+def test_credentials_refused_is_the_accounts_fault_for_every_message(
+    reply: HttpReply, said: str
+) -> None:
+    # PROVIDERS.md "dsc": 401 "Invalid API key or credentials" refuses the account, so
+    # the engine fails the messages over instead of marking them REJECTD.
+    refused = AccountRefused("401", f"dsc refused the account credentials: {said}", "credentials")
+    assert driver().parse_send(TWO, reply) == [refused, refused]
 
 
 def test_error_status_with_an_html_body_still_decides_by_status() -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import msgspec
 import pytest
 
 from bridges.base import (
+    AccountRefused,
     BridgeSettings,
     OutboundMessage,
     Rejected,
@@ -17,7 +19,7 @@ from bridges.base import (
     Throttled,
     UnparseableReply,
 )
-from bridges.bsg import BsgDriver
+from bridges.bsg import BsgBalance, BsgDriver
 from bridges.sim.core import SimulatorConfig
 from tests.bridges.roundtrip_harness import outbound, retried, round_trip
 
@@ -108,10 +110,38 @@ async def test_a_refused_phone_is_rejected_next_to_the_submitted_ones(
     assert trip.counters.rejects == {"21": 1}
 
 
-async def test_wrong_api_key_rejects_every_message() -> None:
+async def test_wrong_api_key_refuses_the_account_for_every_message() -> None:
+    driver = bsg_driver("test_wrong")
     async with round_trip("bsg") as trip:
-        outcomes = await trip.send(bsg_driver("test_wrong"), shared_text_batch())
-    assert [outcome.code for outcome in outcomes if isinstance(outcome, Rejected)] == ["1"] * 3
+        outcomes = await trip.send(driver, shared_text_batch())
+        balance = driver.parse_balance(await trip.client.request(driver.build_balance()))
+    # PROVIDERS.md "bsg": error 1, invalid API key: the account's fault, not the messages'.
+    refused = AccountRefused("1", "BSG refused the API key (BSG: Invalid API key)", "credentials")
+    assert outcomes == [refused] * 3
+    assert balance == refused
+    assert trip.counters.accepted_total == 0
+
+
+@pytest.mark.parametrize("blocked_code", [2, 3])
+async def test_a_client_blocked_after_five_auth_errors_is_an_account_fault(
+    blocked_code: Literal[2, 3],
+) -> None:
+    # PROVIDERS.md "bsg" Anti-abuse: 5 auth errors in 30 min block the client IP; the
+    # answer is the account-blocked code, 2 or 3 (configurable on both sides).
+    config = SimulatorConfig(seed=7, bsg_auth_block=True, bsg_blocked_code=blocked_code)
+    settings = BridgeSettings(
+        base_url="unused",
+        credentials={"api_key": "test_demo"},
+        options={"blocked_code": str(blocked_code)},
+    )
+    async with round_trip("bsg", config) as trip:
+        for _ in range(5):
+            await trip.send(bsg_driver("test_wrong"), single_batch())
+        outcomes = await trip.send(BsgDriver(settings), shared_text_batch())
+    blocked = AccountRefused(
+        str(blocked_code), "BSG says the account is blocked (BSG: Account blocked)", "blocked"
+    )
+    assert outcomes == [blocked] * 3
     assert trip.counters.accepted_total == 0
 
 
@@ -125,8 +155,13 @@ async def test_money_running_out_rejects_the_request_and_the_balance_shows_it() 
         balance = driver.parse_balance(await trip.client.request(driver.build_balance()))
         accepted = trip.counters.accepted_total
     assert [type(outcome) for outcome in paid] == [Submitted, Submitted]
-    # PROVIDERS.md "bsg" error 8: not enough money; final.
-    assert [outcome.code for outcome in broke if isinstance(outcome, Rejected)] == ["8"]
+    # PROVIDERS.md "bsg" error 8: not enough money; the account's fault, not the message's.
+    assert broke == [
+        AccountRefused(
+            "8", "the BSG account does not have enough money (BSG: Not enough money)", "credit"
+        )
+    ]
+    assert isinstance(balance, BsgBalance)
     assert (balance.amount, balance.currency) == (0.0, "EUR")
     assert accepted == 2
 
@@ -212,12 +247,38 @@ async def test_status_by_reference_finds_a_message_resent_without_an_id() -> Non
         after = await trip.poll(driver, [query])
         accepted = trip.counters.accepted_total
     assert resent == [Submitted(None)]
-    # The lookup by reference gives the id the first attempt got, once reported.
-    assert [(r.provider_id, r.final) for r in before] == [("22125", False)]
+    # The lookup by reference gives the id the first attempt got, beside the reference
+    # asked, before and after the report: the engine matches by either and learns the id.
+    assert [(r.provider_id, r.reference, r.final) for r in before] == [("22125", "ref_1", False)]
     assert [(r.provider_id, r.reference, r.state, r.final) for r in after] == [
         ("22125", "ref_1", "DELIVRD", True)
     ]
     assert accepted == 1
+
+
+async def test_a_batch_resent_without_ids_is_found_message_by_message_by_reference() -> None:
+    config = SimulatorConfig(seed=7, dlr_delay_s=DLR_DELAY_S, dlr_mix={"DELIVRD": 1.0})
+    driver = bsg_driver()
+    batch = shared_text_batch()
+    async with round_trip("bsg", config) as trip:
+        await trip.lose_reply(driver, batch)
+        resent = await trip.send(driver, retried(batch))
+        trip.clock.advance(DLR_DELAY_S)
+        polled = [
+            await trip.poll(driver, [StatusQuery(provider_id=None, reference=message.reference)])
+            for message in batch
+        ]
+        accepted = trip.counters.accepted_by_reference
+    # PROVIDERS.md "bsg": 23 per phone on the resend, each already accepted, id unknown.
+    assert resent == [Submitted(None)] * 3
+    found = [(r.provider_id, r.reference, r.state) for receipts in polled for r in receipts]
+    # The simulator numbered the first attempt's messages from the seed's 22125.
+    assert found == [
+        ("22125", "ref_0", "DELIVRD"),
+        ("22126", "ref_1", "DELIVRD"),
+        ("22127", "ref_2", "DELIVRD"),
+    ]
+    assert accepted == {"ref_0": 1, "ref_1": 1, "ref_2": 1}
 
 
 async def test_status_of_an_unknown_message_gives_no_receipt() -> None:

@@ -6,6 +6,7 @@ import msgspec
 import pytest
 
 from bridges.base import (
+    AccountRefused,
     BridgeSettings,
     CallbackRejected,
     Rejected,
@@ -87,11 +88,15 @@ async def test_a_failed_recipient_is_rejected_next_to_the_submitted_ones() -> No
     assert trip.counters.rejects == {"failed": 1}
 
 
-async def test_wrong_credentials_reject_every_message() -> None:
+async def test_wrong_credentials_refuse_the_account_for_every_message() -> None:
     batch = [outbound(n, number) for n, number in enumerate(RWANDA)]
     async with round_trip("dsc") as trip:
         outcomes = await trip.send(dsc_driver(password="wrong"), batch)
-    assert [outcome.code for outcome in outcomes if isinstance(outcome, Rejected)] == ["401"] * 3
+    # PROVIDERS.md "dsc": 401 "Invalid API key or credentials": the account's fault.
+    refused = AccountRefused(
+        "401", "dsc refused the account credentials: Invalid API key or credentials"
+    )
+    assert outcomes == [refused] * 3
     assert trip.counters.accepted_total == 0
     assert trip.counters.rejects == {"401": 1}
 

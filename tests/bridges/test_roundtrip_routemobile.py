@@ -9,6 +9,7 @@ from typing import Literal
 import pytest
 
 from bridges.base import (
+    AccountRefused,
     BridgeSettings,
     CallbackRejected,
     OutboundMessage,
@@ -177,29 +178,53 @@ async def test_per_destination_failures_sit_next_to_submitted(
     assert trip.counters.rejects == {dnd_code: 1, "1706": 1}
 
 
-async def test_wrong_password_is_a_request_level_rejection_for_all() -> None:
+async def test_wrong_password_refuses_the_account_for_all() -> None:
     async with round_trip("routemobile") as trip:
         outcomes = await trip.send(routemobile_driver(password="wrong"), batch_of(3))
-    assert [outcome.code for outcome in outcomes if isinstance(outcome, Rejected)] == ["1703"] * 3
+    # PROVIDERS.md "routemobile": a bare 1703 (bad username/password) for the request.
+    refused = AccountRefused("1703", "routemobile: the username or password was refused.")
+    assert outcomes == [refused] * 3
     assert trip.counters.accepted_total == 0
     assert trip.counters.rejects == {"1703": 1}
 
 
+@pytest.mark.parametrize(
+    ("lists", "code", "sentence"),
+    [
+        ({"routemobile_ip_blacklist": ["127.0.0.1"]}, "16", "blacklisted"),
+        ({"routemobile_ip_whitelist": ["10.0.0.1"]}, "18", "not whitelisted"),
+    ],
+)
+async def test_a_refused_client_ip_blocks_the_account_for_all(
+    lists: dict[str, list[str]], code: str, sentence: str
+) -> None:
+    async with round_trip("routemobile") as trip:
+        trip.configure(**lists)
+        outcomes = await trip.send(routemobile_driver(), batch_of(2))
+    # PROVIDERS.md "routemobile": 16 IP blacklisted, 18 IP not whitelisted.
+    reason = f"routemobile: the client IP address is {sentence}."
+    assert outcomes == [AccountRefused(code, reason, "blocked")] * 2
+    assert trip.counters.accepted_total == 0
+
+
 @pytest.mark.parametrize(("numbering", "no_credit"), [("seed", "1725"), ("routemobile", "1025")])
-async def test_credit_running_out_mid_batch_submits_the_prefix_and_rejects_the_rest(
+async def test_credit_running_out_mid_batch_submits_the_prefix_and_refuses_the_rest(
     numbering: Literal["seed", "routemobile"], no_credit: str
 ) -> None:
     config = SimulatorConfig(seed=7, routemobile_credit=2, routemobile_numbering=numbering)
     async with round_trip("routemobile", config) as trip:
         outcomes = await trip.send(routemobile_driver(), batch_of(4))
         later = await trip.send(routemobile_driver(), [outbound(9, CELLS[0], "Again")])
-    assert [type(outcome) for outcome in outcomes] == [Submitted, Submitted, Rejected, Rejected]
-    # The third got the no-credit entry; processing stopped, so the fourth got none and
-    # is rejected with the same code (PROVIDERS.md "routemobile").
-    codes = [outcome.code for outcome in outcomes if isinstance(outcome, Rejected)]
-    assert codes == [no_credit, no_credit]
-    assert isinstance(later[0], Rejected)
-    assert later[0].code == no_credit
+    # The third got the no-credit entry; processing stopped, so the fourth got none. Both
+    # were never sent: the account's fault, not theirs (PROVIDERS.md "routemobile").
+    assert [type(outcome) for outcome in outcomes] == [
+        Submitted,
+        Submitted,
+        AccountRefused,
+        AccountRefused,
+    ]
+    refusals = [outcome for outcome in outcomes[2:] + later if isinstance(outcome, AccountRefused)]
+    assert [(refusal.code, refusal.fault) for refusal in refusals] == [(no_credit, "credit")] * 3
     assert trip.counters.accepted_by_recipient == {"447700900001": 1, "447700900002": 1}
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import pytest
 
 from bridges.base import (
+    AccountRefused,
     BridgeSettings,
     OutboundMessage,
     Rejected,
@@ -17,7 +18,7 @@ from bridges.base import (
     UnparseableReply,
 )
 from bridges.sim.core import SimulatorConfig
-from bridges.smsclub import SmsClubDriver
+from bridges.smsclub import SmsClubBalance, SmsClubDriver
 from tests.bridges.roundtrip_harness import outbound, retried, round_trip
 
 pytestmark = pytest.mark.anyio
@@ -66,10 +67,17 @@ async def test_refused_phones_are_rejected_next_to_the_submitted_ones() -> None:
     assert trip.counters.accepted_by_recipient == {"380989361130": 1, "380989361132": 1}
 
 
-async def test_wrong_token_rejects_every_message() -> None:
+async def test_wrong_token_refuses_the_account_for_every_message() -> None:
+    driver = smsclub_driver("wrong")
     async with round_trip("smsclub") as trip:
-        outcomes = await trip.send(smsclub_driver("wrong"), batch_of(3))
-    assert [outcome.code for outcome in outcomes if isinstance(outcome, Rejected)] == ["401"] * 3
+        outcomes = await trip.send(driver, batch_of(3))
+        balance = driver.parse_balance(await trip.client.request(driver.build_balance()))
+    # PROVIDERS.md "smsclub": 401 auth: the account's fault, not the messages'.
+    refused = AccountRefused(
+        "401", "SMS Club refused the token: Your request was made with invalid credentials."
+    )
+    assert outcomes == [refused] * 3
+    assert balance == refused
     assert trip.counters.accepted_total == 0
 
 
@@ -193,5 +201,6 @@ async def test_balance_and_sender_ids_round_trip() -> None:
     async with round_trip("smsclub", config) as trip:
         balance = driver.parse_balance(await trip.client.request(driver.build_balance()))
         senders = driver.parse_originators(await trip.client.request(driver.build_originators()))
-    assert (balance.money, balance.currency) == (12.5, "UAH")
+    assert isinstance(balance, SmsClubBalance)
+    assert (balance.amount, balance.currency) == (12.5, "UAH")
     assert senders == ["ACME"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from urllib.parse import parse_qsl, urlsplit
 
@@ -11,6 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridges.base import (
+    AccountFault,
+    AccountRefused,
     BridgeDriver,
     BridgeSettings,
     CallbackRejected,
@@ -218,6 +221,7 @@ def test_schedule_fields_refuse_a_naive_time() -> None:
 # ── parse_send ───────────────────────────────────────────────────────────────────
 
 NO_CREDIT_TAIL = "routemobile: not sent, the account ran out of credit in this batch."
+NO_CREDIT = AccountRefused("1725", NO_CREDIT_TAIL, "credit")
 TIMED_OUT = (
     "routemobile: the provider timed out answering; the message may or may not have gone out."
 )
@@ -255,16 +259,20 @@ def rejected(code: str) -> Outcome:
         # destinations were never sent.
         (
             f"1701|919820000001|{UUID_1},1725|919820000002",
-            [Submitted(UUID_1), rejected("1725"), Rejected("1725", NO_CREDIT_TAIL)],
+            [Submitted(UUID_1), rejected("1725"), NO_CREDIT],
         ),
         (
             "1025|919820000001",
-            [rejected("1025"), Rejected("1025", NO_CREDIT_TAIL), Rejected("1025", NO_CREDIT_TAIL)],
+            [
+                rejected("1025"),
+                AccountRefused("1025", NO_CREDIT_TAIL, "credit"),
+                AccountRefused("1025", NO_CREDIT_TAIL, "credit"),
+            ],
         ),
         # The no-credit code written bare as the last entry.
         (
             f"1701|919820000001|{UUID_1},1725",
-            [Submitted(UUID_1), rejected("1725"), Rejected("1725", NO_CREDIT_TAIL)],
+            [Submitted(UUID_1), rejected("1725"), NO_CREDIT],
         ),
         # Entries in another order than the request: matched by cell.
         (
@@ -303,20 +311,28 @@ def test_parse_send_repeated_destination_takes_entries_in_turn() -> None:
     ]
 
 
-FailureType = type[Rejected] | type[RetryLater] | type[Unknown]
+FailureType = Callable[[str, str], Outcome]
+
+
+def refused(fault: AccountFault) -> FailureType:
+    """The account's fault, not the message's (PROVIDERS.md "routemobile" Codes)."""
+    return lambda code, reason: AccountRefused(code, reason, fault)
+
+
 CODE_TABLE: list[tuple[str, FailureType, str]] = [
     ("1702", Rejected, "a parameter was missing or blank"),
-    ("1703", Rejected, "the username or password was refused"),
+    ("1703", refused("credentials"), "the username or password was refused"),
     ("1704", Rejected, "the message type was refused"),
     ("1705", Rejected, "the message text was refused"),
     ("1706", Rejected, "the destination was refused"),
     ("1707", Rejected, "the sender (source) was refused"),
     ("1708", Rejected, "the dlr flag was refused"),
+    # The one retried code; the engine fails over when the retries run out.
     ("1709", RetryLater, "user validation failed"),
     ("1710", Rejected, "the provider had an internal error"),
     ("1715", Unknown, "the provider timed out answering; the message may or may not have gone out"),
-    ("1725", Rejected, "the account has insufficient credit"),
-    ("1025", Rejected, "the account has insufficient credit"),
+    ("1725", refused("credit"), "the account has insufficient credit"),
+    ("1025", refused("credit"), "the account has insufficient credit"),
     ("1732", Rejected, "the destination is on the do-not-disturb list"),
     ("1032", Rejected, "the destination is on the do-not-disturb list"),
     ("1028", Rejected, "the provider judged the message spam"),
@@ -325,8 +341,8 @@ CODE_TABLE: list[tuple[str, FailureType, str]] = [
     ("1033", Rejected, "the message does not match a registered template"),
     ("69", Rejected, "the provider had an internal error (SMPP submit failed)"),
     ("8", Rejected, "the provider had an internal error (SMPP system error)"),
-    ("16", Rejected, "the client IP address is blacklisted"),
-    ("18", Rejected, "the client IP address is not whitelisted"),
+    ("16", refused("blocked"), "the client IP address is blacklisted"),
+    ("18", refused("blocked"), "the client IP address is not whitelisted"),
 ]
 
 

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridges.base import (
+    AccountRefused,
     BridgeDriver,
     BridgeSettings,
     HttpCall,
@@ -254,8 +255,11 @@ def test_validation_error_rejects_every_message_with_the_reasons() -> None:
     [
         pytest.param(
             json_reply(error_body(401, "Your request was made with invalid credentials."), 401),
-            Rejected(
-                "401", "SMS Club refused the token: Your request was made with invalid credentials."
+            # PROVIDERS.md "smsclub": 401 auth, the account's fault, not the messages'.
+            AccountRefused(
+                "401",
+                "SMS Club refused the token: Your request was made with invalid credentials.",
+                "credentials",
             ),
             id="401",
         ),
@@ -466,13 +470,23 @@ def test_balance_request_and_reply() -> None:
     driver = SmsClubDriver(SETTINGS)
     assert driver.build_balance() == HttpCall(method="POST", path="/sms/balance", headers=HEADERS)
     body = {"success_request": {"info": {"money": "8111.1700", "currency": "UAH"}}}
-    assert driver.parse_balance(json_reply(body)) == SmsClubBalance(money=8111.17, currency="UAH")
+    assert driver.parse_balance(json_reply(body)) == SmsClubBalance(amount=8111.17, currency="UAH")
+
+
+def test_balance_with_a_refused_token_is_the_refusal() -> None:
+    # PROVIDERS.md "smsclub" Errors: 401 auth.
+    reply = json_reply(error_body(401, "Your request was made with invalid credentials."), 401)
+    assert SmsClubDriver(SETTINGS).parse_balance(reply) == AccountRefused(
+        "401",
+        "SMS Club refused the token: Your request was made with invalid credentials.",
+        "credentials",
+    )
 
 
 @pytest.mark.parametrize(
     ("reply", "match"),
     [
-        (json_reply(error_body(401, "Bad token"), 401), "HTTP 401: Bad token"),
+        (json_reply(error_body(500, "Down"), 500), "HTTP 500: Down"),
         (json_reply({"success_request": {"info": {"currency": "UAH"}}}), "without money"),
         (json_reply({"success_request": {"info": {"money": "lots"}}}), "without money"),
         (json_reply({"success_request": {"info": {"money": True}}}), "without money"),

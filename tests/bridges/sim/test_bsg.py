@@ -168,6 +168,39 @@ async def test_auth_method_and_payload_errors() -> None:
         assert (await create(http, ["a list"]))["error"] == "24"
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/rest/common/balance",
+        "/rest/sms/22125",
+        "/rest/sms/reference/reference_id",
+        "/rest/sms/task/21902",
+    ],
+)
+@pytest.mark.parametrize("headers", [{"X-API-KEY": "live_wrong"}, {}])
+async def test_a_wrong_or_missing_key_is_error_1_on_every_endpoint(
+    path: str, headers: dict[str, str]
+) -> None:
+    # PROVIDERS.md "bsg": HTTP 200 always, error 1 "invalid API key" in the body.
+    async with (
+        running(["bsg"]) as sim,
+        aiohttp.ClientSession(sim.url) as http,
+        http.get(path, headers=headers) as response,
+    ):
+        assert response.status == 200
+        reply = await response.json()
+    assert reply == {"error": "1", "errorDescription": "Invalid API key"}
+    assert sim.counters("bsg")["rejects"] == {"1": 1}
+
+
+async def test_the_configured_key_is_the_one_taken() -> None:
+    config = SimulatorConfig(bsg_api_key="live_acme")
+    async with running(["bsg"], config) as sim, aiohttp.ClientSession(sim.url) as http:
+        assert (await create(http, SEED_SINGLE))["error"] == "1"  # the demo key
+        async with http.get("/rest/common/balance", headers={"X-API-KEY": "live_acme"}) as r:
+            assert (await r.json())["error"] == "0"
+
+
 async def test_reference_reuse_is_23_and_nothing_is_sent_twice() -> None:
     async with running(["bsg"]) as sim, aiohttp.ClientSession(sim.url) as http:
         first = await create(http, SEED_SINGLE)
@@ -226,7 +259,9 @@ async def test_forced_request_level_codes_and_swapped_2_3() -> None:
         assert (await create(http, SEED_SINGLE))["error"] == "10"
         assert (await create(http, {**SEED_SINGLE, "msisdn": "380501234568"}))["error"] == "11"
         no_body = {key: value for key, value in SEED_SINGLE.items() if key != "body"}
-        assert (await create(http, no_body))["error"] == "2"
+        missing = await create(http, no_body)
+    # With the codes swapped, each keeps its meaning: 2 is now "not enough parameters".
+    assert missing == {"error": "2", "errorDescription": "Not enough parameters"}
 
 
 async def test_five_auth_errors_block_the_client(clock: FakeClock) -> None:
@@ -235,7 +270,13 @@ async def test_five_auth_errors_block_the_client(clock: FakeClock) -> None:
         for _ in range(5):
             async with http.post(CREATE, json=SEED_SINGLE) as response:
                 assert (await response.json())["error"] == "1"
-        assert (await create(http, SEED_SINGLE))["error"] == "2"
+        # The block is "account blocked": 2, unless the codes are swapped (PROVIDERS.md).
+        assert await create(http, SEED_SINGLE) == {
+            "error": "2",
+            "errorDescription": "Account blocked",
+        }
+        async with http.get("/rest/common/balance") as response:
+            assert (await response.json())["error"] == "2"
         clock.advance(61)
         assert (await create(http, SEED_SINGLE))["error"] == "0"
 

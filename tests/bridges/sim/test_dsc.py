@@ -73,8 +73,10 @@ async def test_missing_message_names_the_field() -> None:
         assert (await response.json())["message"] == "Missing required fields: message"
 
 
-async def test_bad_credentials_are_a_401_with_the_seed_sentence() -> None:
-    form = {**SEED_FORM, "password": "wrong"}
+@pytest.mark.parametrize("field", ["api_key", "username", "password"])
+async def test_bad_credentials_are_a_401_with_the_seed_sentence(field: str) -> None:
+    # PROVIDERS.md "dsc" Errors: bad credentials → HTTP 401 "Invalid API key or credentials".
+    form = {**SEED_FORM, field: "wrong"}
     async with (
         running(["dsc"]) as sim,
         aiohttp.ClientSession(sim.url) as http,
@@ -85,6 +87,17 @@ async def test_bad_credentials_are_a_401_with_the_seed_sentence() -> None:
             "status": "error",
             "message": "Invalid API key or credentials",
         }
+
+
+async def test_configured_credentials_replace_the_demo_ones() -> None:
+    config = SimulatorConfig(dsc_api_key="key-9", dsc_username="acme", dsc_password="s3cret")
+    own = {**SEED_FORM, "api_key": "key-9", "username": "acme", "password": "s3cret"}
+    async with running(["dsc"], config) as sim, aiohttp.ClientSession(sim.url) as http:
+        async with http.post(SEND, data=SEED_FORM) as response:
+            assert response.status == 401
+        async with http.post(SEND, data=own) as response:
+            assert response.status == 200
+    assert sim.counters("dsc")["rejects"] == {"401": 1}
 
 
 async def test_a_local_number_rejects_the_whole_request() -> None:

@@ -73,6 +73,9 @@ async def test_post_form_is_accepted_too() -> None:
         ({"source": ""}, "1702"),
         ({"message": ""}, "1702"),
         ({"password": "nope"}, "1703"),
+        ({"username": "nobody"}, "1703"),
+        # Credentials are checked before the message: a bad type with them is still 1703.
+        ({"password": "nope", "type": "9"}, "1703"),
         ({"type": "9"}, "1704"),
         ({"type": "2", "message": "Hello"}, "1705"),
         ({"type": "2", "message": "004"}, "1705"),

@@ -72,6 +72,29 @@ async def test_auth_and_method_errors_use_the_framework_body() -> None:
     assert not_allowed["status"] == 405
 
 
+@pytest.mark.parametrize("path", ["/sms/send", "/sms/status", "/sms/originator", "/sms/balance"])
+@pytest.mark.parametrize("authorization", ["Bearer wrong", "demo", None])
+async def test_a_wrong_or_missing_token_is_401_on_every_endpoint(
+    path: str, authorization: str | None
+) -> None:
+    # PROVIDERS.md "smsclub" Errors: 401 auth, with the {"name","message","code","status"} body.
+    headers = {} if authorization is None else {"Authorization": authorization}
+    async with (
+        running(["smsclub"]) as sim,
+        aiohttp.ClientSession(sim.url) as http,
+        http.post(path, json={}, headers=headers) as response,
+    ):
+        assert response.status == 401
+        reply = await response.json()
+    assert reply == {
+        "name": "Unauthorized",
+        "message": "Your request was made with invalid credentials.",
+        "code": 0,
+        "status": 401,
+    }
+    assert sim.counters("smsclub")["rejects"] == {"401": 1}
+
+
 @pytest.mark.parametrize(
     ("payload", "field"),
     [
