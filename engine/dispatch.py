@@ -242,40 +242,22 @@ class BridgeDispatcher:
         return unsaved
 
     async def _send(self, batch: Sequence[Message], unsaved: Unsaved | None) -> Unsaved | None:
-        """Claim and send `batch`, committing `unsaved` (the last request's outcomes) with
-        the claim; returns this request's outcomes, not yet journaled."""
-        now = self._clock()
-        live: list[Message] = []
-        moved: list[Message] = []
-        steps: list[lifecycle.Step] = []
-        circuit_open = self.circuit.state(now) == "open"
-        ctx = self._context(now)
-        for message in batch:
-            if message.expires_at is not None and message.expires_at <= now:
-                steps.append(lifecycle.on_expiry(message, ctx))
-            elif circuit_open and lifecycle.can_failover(message):
-                # The provider is down (engine.circuit): a message whose route has another
-                # bridge goes there now instead of waiting out the open time; nothing was
-                # sent this time, so failing over cannot double-send.
-                steps.append(lifecycle.on_circuit_open(message, ctx))
-            else:
-                live.append(message)
-                continue
-            moved.append(message)
-        if steps:
-            if unsaved is None:
-                unsaved = Unsaved()
-            self._take_steps(moved, steps, unsaved)
+        """Take, gate, claim, request: send `batch`, committing `unsaved` (the last
+        request's outcomes) with the claim; returns this request's outcomes, not yet
+        journaled. Every decision on a message is the lifecycle's."""
+        live, unsaved = self._set_aside(batch, unsaved)
         if not live:
             return unsaved
         unsaved = await self._pass_gates(len(live), unsaved)
         if self.draining:
             return unsaved  # a rate-limit wait outlasted the drain's start: send nothing new
         now = self._clock()
-        bridge_index = live[0].bridge_index
         try:
             claimed = await self._journal.claim(
-                live, bridge_index, now, record=unsaved.changes if unsaved is not None else ()
+                live,
+                live[0].bridge_index,
+                now,
+                record=unsaved.changes if unsaved is not None else (),
             )
         except JournalError as error:
             # Nothing of it was committed: the batch is still accepted in the journal (the
@@ -288,6 +270,37 @@ class BridgeDispatcher:
             self._announce(unsaved)
         if not claimed:
             return None
+        return await self._request(claimed, now)
+
+    def _set_aside(
+        self, batch: Sequence[Message], unsaved: Unsaved | None
+    ) -> tuple[list[Message], Unsaved | None]:
+        """The messages of `batch` not to send now: expired ones end, and while the circuit
+        is open those with a failover move on (engine.circuit: the provider is down, and
+        nothing was sent this time, so failing over cannot double-send). Returns the rest."""
+        now = self._clock()
+        live: list[Message] = []
+        moved: list[Message] = []
+        steps: list[lifecycle.Step] = []
+        circuit_open = self.circuit.state(now) == "open"
+        ctx = self._context(now)
+        for message in batch:
+            if message.expires_at is not None and message.expires_at <= now:
+                steps.append(lifecycle.on_expiry(message, ctx))
+            elif circuit_open and lifecycle.can_failover(message):
+                steps.append(lifecycle.on_circuit_open(message, ctx))
+            else:
+                live.append(message)
+                continue
+            moved.append(message)
+        if steps:
+            if unsaved is None:
+                unsaved = Unsaved()
+            self._take_steps(moved, steps, unsaved)
+        return live, unsaved
+
+    async def _request(self, claimed: list[Message], now: float) -> Unsaved:
+        """Make the request for the claimed messages; their outcomes, not yet journaled."""
         outbound = [self._outbound(message, now) for message in claimed]
         call = self.driver.build_send(outbound)
         if log.is_enabled_for(logging.DEBUG):
@@ -309,25 +322,25 @@ class BridgeDispatcher:
                 error=self._redact(str(error)),
             )
             self._transport_failed(claimed, error, result)
+            return result
         except BaseException:
             self.in_flight -= 1
             raise
+        self._hooks.request_done(self.name, time.perf_counter() - started, str(reply.status))
+        try:
+            outcomes = self.driver.parse_send(outbound, reply)
+        except UnparseableReply as error:
+            # The provider answered something undocumented: it may have taken the
+            # messages, so this is a lost reply, not a refusal.
+            log.warning(
+                "unparseable_reply",
+                bridge=self.name,
+                status=reply.status,
+                error=self._redact(str(error)),
+            )
+            self._transport_failed(claimed, error, result, maybe_sent=True)
         else:
-            self._hooks.request_done(self.name, time.perf_counter() - started, str(reply.status))
-            try:
-                outcomes = self.driver.parse_send(outbound, reply)
-            except UnparseableReply as error:
-                # The provider answered something undocumented: it may have taken the
-                # messages, so this is a lost reply, not a refusal.
-                log.warning(
-                    "unparseable_reply",
-                    bridge=self.name,
-                    status=reply.status,
-                    error=self._redact(str(error)),
-                )
-                self._transport_failed(claimed, error, result, maybe_sent=True)
-            else:
-                self._apply(claimed, outcomes, result)
+            self._apply(claimed, outcomes, result)
         return result
 
     async def _save(self, unsaved: Unsaved) -> None:

@@ -88,6 +88,7 @@ from bridges.base import (
 )
 from engine.journal import (
     Change,
+    MarkConfirmed,
     MarkFinal,
     MarkRetry,
     MarkSubmitted,
@@ -575,35 +576,7 @@ def _after_decision(
     attempt = message.attempt + 1
     maybe_sent_at = message.maybe_sent_at or (ctx.now if maybe_sent else 0.0)
     if isinstance(decision, RetryAt):
-        return Step(
-            state=State.SCHEDULED,
-            reason=reason,
-            changes=[
-                MarkRetry(
-                    msg_ids=[message.msg_id],
-                    due_at=decision.at,
-                    attempt=attempt,
-                    bridge_index=message.bridge_index,
-                    reason=describe(reason),
-                    maybe_sent_at=maybe_sent_at,
-                )
-            ],
-            events=[
-                (
-                    message.origin,
-                    RetryEvent(
-                        id=message.client_ref,
-                        msg_id=message.msg_id,
-                        ts=utc_from_timestamp(ctx.now),
-                        at=utc_from_timestamp(decision.at),
-                        attempt=attempt + 1,
-                        reason=describe(reason),
-                        bridge=ctx.bridge,
-                    ),
-                )
-            ],
-            counts=[Count("retry", kind)],
-        )
+        return _retry(message, decision, reason, ctx, kind, maybe_sent_at)
     if isinstance(decision, Failover):
         return _failover(message, reason, ctx, kind)
     assert isinstance(decision, GiveUp)  # Done never follows a failed attempt
@@ -624,6 +597,46 @@ def _after_decision(
     elif isinstance(reason, TransportFailure):
         reason = AttemptsUsed(attempt, None)
     return _fail(message, State.REJECTED, reason, ctx, code=code or decision.code, kind=kind)
+
+
+def _retry(
+    message: Message,
+    decision: RetryAt,
+    reason: Reason,
+    ctx: Context,
+    kind: str,
+    maybe_sent_at: float,
+) -> Step:
+    attempt = message.attempt + 1
+    return Step(
+        state=State.SCHEDULED,
+        reason=reason,
+        changes=[
+            MarkRetry(
+                msg_ids=[message.msg_id],
+                due_at=decision.at,
+                attempt=attempt,
+                bridge_index=message.bridge_index,
+                reason=describe(reason),
+                maybe_sent_at=maybe_sent_at,
+            )
+        ],
+        events=[
+            (
+                message.origin,
+                RetryEvent(
+                    id=message.client_ref,
+                    msg_id=message.msg_id,
+                    ts=utc_from_timestamp(ctx.now),
+                    at=utc_from_timestamp(decision.at),
+                    attempt=attempt + 1,
+                    reason=describe(reason),
+                    bridge=ctx.bridge,
+                ),
+            )
+        ],
+        counts=[Count("retry", kind)],
+    )
 
 
 def _no_safe_resend_why(
@@ -830,59 +843,19 @@ def on_report(
     message: Message, receipt: Receipt, bridge: str, now: float, report_timeout_s: float
 ) -> Step | None:
     """A provider's report (callback or poll answer) for `message`; None for a message
-    that is final already (a repeated report: the first one counted)."""
+    that is final already (a repeated report: the first one counted) or still in flight
+    (its report is kept as an orphan until the submit is journaled: engine.dlr)."""
     before = state_of(message, now)
     if before in FINAL or before is State.INFLIGHT:
         return None
-    ts = utc_from_timestamp(now)
     if not receipt.final:
-        changes: list[Change] = []
-        after = before
-        if before is State.UNCONFIRMED:
-            # The provider has it after all: it is submitted, and its id may be learned.
-            after = State.SUBMITTED
-            changes.append(
-                MarkSubmitted(
-                    msg_id=message.msg_id,
-                    provider_id=receipt.provider_id,
-                    cost=None,
-                    currency=None,
-                    at=now,
-                    report_by=report_deadline(message, now, report_timeout_s),
-                )
-            )
-        elif before is State.SUBMITTED and message.provider_id is None and receipt.provider_id:
-            changes.append(
-                MarkSubmitted(
-                    msg_id=message.msg_id,
-                    provider_id=receipt.provider_id,
-                    cost=None,
-                    currency=None,
-                    at=now,
-                    report_by=report_deadline(message, now, report_timeout_s),
-                )
-            )
-        step = Step(
-            state=after,
-            changes=changes,
-            events=[
-                (
-                    message.origin,
-                    StatusEvent(
-                        id=message.client_ref,
-                        msg_id=message.msg_id,
-                        ts=ts,
-                        state=receipt.state,
-                        provider_status=receipt.provider_status,
-                        bridge=bridge,
-                    ),
-                )
-            ],
+        return _check(
+            before,
+            "report_pending",
+            _pending_report(message, receipt, before, bridge, now, report_timeout_s),
         )
-        return _check(before, "report_pending", step)
-    state = STATE_OF_SMPP[receipt.state]
     step = Step(
-        state=state,
+        state=STATE_OF_SMPP[receipt.state],
         changes=[
             MarkFinal(
                 msg_id=message.msg_id,
@@ -892,22 +865,60 @@ def on_report(
                 at=now,
             )
         ],
-        events=[
-            (
-                message.origin,
-                DeliveryReport(
-                    id=message.client_ref,
-                    msg_id=message.msg_id,
-                    ts=ts,
-                    state=receipt.state,
-                    provider_status=receipt.provider_status,
-                    bridge=bridge,
-                ),
-            )
-        ],
+        events=[_report_event(message, receipt, bridge, now, final=True)],
         report_state=receipt.state,
     )
     return _check(before, "report_final", step)
+
+
+def _pending_report(
+    message: Message,
+    receipt: Receipt,
+    before: State,
+    bridge: str,
+    now: float,
+    report_timeout_s: float,
+) -> Step:
+    """A non-final status: a `status` event only. An unconfirmed message is submitted
+    after all (the provider has it), and a provider id it did not have is learned."""
+    step = Step(state=before, events=[_report_event(message, receipt, bridge, now, final=False)])
+    learns_id = message.provider_id is None and receipt.provider_id is not None
+    if before is State.UNCONFIRMED or (before is State.SUBMITTED and learns_id):
+        step.state = State.SUBMITTED
+        step.changes.append(
+            MarkConfirmed(
+                msg_id=message.msg_id,
+                provider_id=receipt.provider_id,
+                report_by=report_deadline(message, now, report_timeout_s),
+            )
+        )
+    return step
+
+
+def _report_event(
+    message: Message, receipt: Receipt, bridge: str, now: float, *, final: bool
+) -> tuple[str, Event]:
+    ts = utc_from_timestamp(now)
+    event: Event
+    if final:
+        event = DeliveryReport(
+            id=message.client_ref,
+            msg_id=message.msg_id,
+            ts=ts,
+            state=receipt.state,
+            provider_status=receipt.provider_status,
+            bridge=bridge,
+        )
+    else:
+        event = StatusEvent(
+            id=message.client_ref,
+            msg_id=message.msg_id,
+            ts=ts,
+            state=receipt.state,
+            provider_status=receipt.provider_status,
+            bridge=bridge,
+        )
+    return message.origin, event
 
 
 def on_report_deadline(message: Message, now: float, report_timeout_s: float) -> Step | None:
