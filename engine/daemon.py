@@ -375,6 +375,11 @@ class _SubmitHooks:
             ids = [pid for _, pid in messages if pid]
             self._tg.start_soon(self._receipts.match_orphans, bridge, ids)
 
+    def unconfirmed(self, bridge: str, messages: Sequence[Message]) -> None:
+        # A report may have come while the request was in flight: matched by recipient.
+        if self._receipts.has_orphans(bridge):
+            self._tg.start_soon(self._receipts.match_unconfirmed, bridge, list(messages))
+
     def outcome(self, bridge: str, outcome: str, count: int, reason: str | None = None) -> None:
         self._metrics.outcome(bridge, outcome, count, reason)
 

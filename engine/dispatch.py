@@ -99,6 +99,8 @@ class DispatchHooks(Protocol):
 
     def submitted(self, bridge: str, messages: Sequence[tuple[Message, str | None]]) -> None: ...
 
+    def unconfirmed(self, bridge: str, messages: Sequence[Message]) -> None: ...
+
     def outcome(self, bridge: str, outcome: str, count: int, reason: str | None = None) -> None: ...
 
     def request_done(self, bridge: str, seconds: float, status: str) -> None: ...
@@ -114,12 +116,14 @@ class Unsaved:
     """One request's outcomes on their way to the journal: the changes to commit, then the
     events to emit and the submits to announce once they are committed."""
 
-    __slots__ = ("changes", "events", "requests", "submitted")
+    __slots__ = ("changes", "events", "requests", "submitted", "unconfirmed")
 
     def __init__(self, requests: int = 0) -> None:
         self.changes: list[Change] = []
         self.events: list[tuple[str, Event]] = []
         self.submitted: list[tuple[Message, str | None]] = []
+        # Messages now awaiting a report under an id never learned (a lost reply).
+        self.unconfirmed: list[Message] = []
         # Requests counted in BridgeDispatcher.in_flight until these are committed.
         self.requests = requests
 
@@ -370,6 +374,8 @@ class BridgeDispatcher:
         unsaved.requests = 0
         if unsaved.submitted:
             self._hooks.submitted(self.name, unsaved.submitted)
+        if unsaved.unconfirmed:
+            self._hooks.unconfirmed(self.name, unsaved.unconfirmed)
         # The feeder must find a retry in the journal when it looks.
         if any(isinstance(change, MarkRetry) for change in unsaved.changes):
             self._scheduler.wake_feeder()
@@ -485,6 +491,9 @@ class BridgeDispatcher:
                 counts[key] = counts.get(key, 0) + 1
             if step.state in (lifecycle.State.SUBMITTED, lifecycle.State.SENT):
                 submitted.append((message, getattr(step.changes[0], "provider_id", None)))
+            elif step.state is lifecycle.State.UNCONFIRMED:
+                result.unconfirmed.append(message)
+                self._log_step(message, step)
             elif step.state is not lifecycle.State.SCHEDULED and step.reason is not None:
                 self._log_step(message, step)
         if submitted:

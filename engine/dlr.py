@@ -120,6 +120,10 @@ class ReceiptHandler:
         # bridge -> provider id -> when its orphan receipt was stored (oldest first), for
         # orphans stored this run and not yet matched or dropped.
         self._orphans: dict[str, dict[str, float]] = {}
+        # bridge -> recipient's digits -> provider ids of this run's orphans sent there: a
+        # report that came while its request was in flight, whose reply was then lost,
+        # is matched by recipient once its message is unconfirmed (match_unconfirmed).
+        self._orphan_recipients: dict[str, dict[str, list[str]]] = {}
         self._open_group: _ReceiptGroup | None = None
 
     async def handle(self, bridge: str, receipts: Sequence[Receipt]) -> None:
@@ -177,6 +181,10 @@ class ReceiptHandler:
                         )
                     )
                     self._orphans.setdefault(bridge, {}).setdefault(receipt.provider_id, now)
+                    if receipt.recipient:
+                        self._orphan_recipients.setdefault(bridge, {}).setdefault(
+                            ascii_digits(receipt.recipient), []
+                        ).append(receipt.provider_id)
                     debug("receipt_stored_early", bridge=bridge, provider_id=receipt.provider_id)
                 else:
                     log.warning("receipt_unmatched", bridge=bridge, reference=receipt.reference)
@@ -271,6 +279,23 @@ class ReceiptHandler:
             await self._replay(bridge, early)
         await self._drop_stale_orphans(bridge, self._clock())
 
+    async def match_unconfirmed(self, bridge: str, messages: Sequence[Message]) -> None:
+        """Called after `messages` became unconfirmed (their reply was lost, their ids never
+        learned): replay the orphan reports that came meanwhile for their recipients;
+        `_match` now finds each message by recipient."""
+        by_recipient = self._orphan_recipients.get(bridge)
+        remembered = self._orphans.get(bridge)
+        if not by_recipient or not remembered:
+            return
+        early = [
+            provider_id
+            for message in messages
+            for provider_id in by_recipient.pop(ascii_digits(message.to), ())
+            if provider_id in remembered
+        ]
+        if early:
+            await self._replay(bridge, early)
+
     async def _replay(self, bridge: str, early: Sequence[str]) -> None:
         """Take the orphans stored for `early` provider ids and handle them again."""
         stored = await self._journal.take_orphan_receipts(bridge, early)
@@ -302,6 +327,14 @@ class ReceiptHandler:
             return
         for provider_id in stale:
             remembered.pop(provider_id, None)
+        recipients = self._orphan_recipients.get(bridge)
+        if recipients:
+            for digits, provider_ids in list(recipients.items()):
+                kept = [provider_id for provider_id in provider_ids if provider_id in remembered]
+                if kept:
+                    recipients[digits] = kept
+                else:
+                    del recipients[digits]
         log.warning(
             "receipts_unmatched",
             bridge=bridge,

@@ -62,6 +62,9 @@ class Hooks:
     def submitted(self, bridge: str, messages: Sequence[tuple[Message, str | None]]) -> None:
         self.calls.append("submitted")
 
+    def unconfirmed(self, bridge: str, messages: Sequence[Message]) -> None:
+        self.calls.append("unconfirmed")
+
     def outcome(self, bridge: str, outcome: str, count: int, reason: str | None = None) -> None:
         self.calls.append(outcome)
 

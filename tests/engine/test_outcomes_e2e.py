@@ -193,12 +193,6 @@ async def test_lost_reply_is_unknown_until_the_providers_report_resolves_it(
     assert final_states(journal_path(tmp_path), ids) == dict.fromkeys(ids, "DELIVRD")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a report that arrives while its request is in flight is stored as an orphan"
-    " by provider id, and nothing matches it to the message once that message becomes"
-    " unconfirmed without an id: the message ends UNKNOWN at the report deadline",
-)
 async def test_report_that_comes_before_the_lost_reply_is_noticed_still_resolves_it(
     tmp_path: Path,
 ) -> None:
