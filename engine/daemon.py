@@ -25,6 +25,7 @@ from bridges.registry import build_driver
 from engine.circuit import CircuitBreaker
 from engine.config import Settings, split_host_port
 from engine.connections import Outbox, serve_clients, serve_outbox
+from engine.credentials import CredentialsRefused, NotCheckable, check_credentials, describe
 from engine.dispatch import BridgeDispatcher
 from engine.dlr import ReceiptHandler, serve_poller
 from engine.http_io import BridgeClient
@@ -104,10 +105,13 @@ async def run_daemon(
             # A bridge whose circuit is open is not ready, with the reason when it is the
             # provider refusing the account. The daemon as a whole stays ready while one
             # bridge can send (the others fail over to it) and the journal is writable.
+            # An account fault keeps the bridge unready until a request goes through
+            # (the circuit closes), not only while it is open: half-open is still a guess.
             unready = {
                 name: d.circuit.reason or "the provider keeps failing (circuit open)"
                 for name, d in dispatchers.items()
                 if circuits[name] == "open"
+                or (circuits[name] != "closed" and d.circuit.reason is not None)
             }
             return {
                 "ready": writable and (not dispatchers or len(unready) < len(dispatchers)),
@@ -190,6 +194,12 @@ async def run_daemon(
             jitter=settings.retry.jitter,
         )
         price = _pricer(settings)
+        circuits = {name: CircuitBreaker() for name in settings.bridges}
+        # Where a provider has a cheap authenticated call (BSG, SMS Club balance), the
+        # credentials are checked now, in the background: one line each, and a refusal
+        # opens the bridge's circuit before the first message meets it.
+        for name in settings.bridges:
+            tg.start_soon(_check_credentials, name, drivers[name], clients[name], circuits[name])
         await recover_inflight(
             journal,
             drivers,
@@ -222,7 +232,7 @@ async def run_daemon(
                 policy=policy,
                 requests_bucket=request_bucket,
                 messages_bucket=TokenBucket(bridge.messages_per_s, bridge.messages_burst),
-                circuit=CircuitBreaker(),
+                circuit=circuits[name],
                 pool=bridge.pool,
                 linger_s=bridge.linger_ms / 1000,
                 max_recipients=bridge.max_recipients or drivers[name].capabilities.max_recipients,
@@ -453,6 +463,17 @@ def _default_routes_for(settings: Settings) -> dict[str, tuple[str, ...]]:
         if kept:
             routes[prefix] = kept
     return routes
+
+
+async def _check_credentials(
+    name: str, driver: BridgeDriver, client: BridgeClient, circuit: CircuitBreaker
+) -> None:
+    check = await check_credentials(name, driver, client)
+    if isinstance(check, CredentialsRefused):
+        log.warning("credentials_refused", bridge=name, fault=check.fault, line=describe(check))
+        circuit.trip(time.time(), describe(check))
+    elif not isinstance(check, NotCheckable):
+        log.info("credentials_checked", bridge=name, line=describe(check))
 
 
 def _pricer(settings: Settings) -> Callable[[Message, str], tuple[float, str]]:
