@@ -284,12 +284,22 @@ def receipt_date(seconds: float) -> str:
 
 FINAL_STATES: Final = frozenset({"DELIVRD", "UNDELIV", "EXPIRED", "REJECTD", "DELETED", "UNKNOWN"})
 RECEIPT_TEXT_CHARS: Final = 20
+# C0 controls, DEL and C1 controls (ISO 6429). Appendix B's receipt is one line of
+# "name:value" fields that ESMEs parse with patterns (and often log or store as C
+# strings): a line break, NUL or escape from the message would cut or corrupt it.
+CONTROL_CHARACTERS: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def error_digits(code: str | None) -> str:
     """Three digits for `err:`: the provider's numeric code when it has one, else 000."""
     digits = "".join(char for char in code or "" if char.isdigit())
     return digits[-3:].rjust(3, "0") if digits else "000"
+
+
+def printable_head(text: str) -> str:
+    """The first characters of a message as the receipt's `text:` field shows them:
+    every control character is a space, so the field stays on its one line."""
+    return CONTROL_CHARACTERS.sub(" ", text[:RECEIPT_TEXT_CHARS])
 
 
 def receipt_text(
@@ -305,5 +315,5 @@ def receipt_text(
     return (
         f"id:{message_id} sub:001 dlvrd:{delivered} submit date:{receipt_date(submitted_at)}"
         f" done date:{receipt_date(done_at)} stat:{state} err:{error}"
-        f" text:{text[:RECEIPT_TEXT_CHARS]}"
+        f" text:{printable_head(text)}"
     )

@@ -17,6 +17,7 @@ from engine.smpp.text import (
     error_digits,
     message_octets,
     parse_smpp_time,
+    printable_head,
     receipt_text,
 )
 
@@ -123,3 +124,26 @@ def test_receipt_text_follows_appendix_b() -> None:
     assert error_digits("E1234") == "234"
     assert error_digits("7") == "007"
     assert error_digits(None) == "000"
+
+
+@pytest.mark.parametrize(
+    ("head", "shown"),
+    [
+        ("Line one\nline two", "Line one line two"),
+        ("Tab\there\r\n", "Tab here  "),
+        ("nul\x00 esc\x1b del\x7f", "nul  esc  del "),
+        ("c1 \x85 \x9b csi", "c1     csi"),
+        ("Привет 😀 @ £", "Привет 😀 @ £"),  # printable characters stay as they are
+    ],
+)
+def test_receipt_text_field_has_no_control_characters(head: str, shown: str) -> None:
+    assert printable_head(head) == shown
+    text = receipt_text(
+        message_id="1", state="DELIVRD", error="000", submitted_at=0, done_at=0, text=head
+    )
+    assert text.endswith(f" text:{shown}")
+    assert "\n" not in text
+
+
+def test_receipt_text_field_is_cut_before_it_is_cleaned() -> None:
+    assert printable_head("\n" * 30) == " " * 20
