@@ -17,7 +17,7 @@ import anyio.abc
 import structlog
 
 from engine.smpp import pdu as p
-from engine.smpp.auth import password_matches
+from engine.smpp.auth import bind_key, password_matches
 from engine.smpp.codec import (
     FramingError,
     PduError,
@@ -243,20 +243,25 @@ class SmppConnection:
         status = self.session.check_request(command)
         server = self.server
         now = server.clock()
-        if status == p.ESME_ROK and server.guard.blocked(self.peer, now):
-            log.warning("smpp_bind_blocked", peer=self.peer)
+        # Failed binds count per (system_id, peer): one account's bad passwords never lock
+        # out another account from the same address (see engine.smpp.auth).
+        key = bind_key(bind.system_id, bind.system_id in server.accounts, self.peer)
+        if status == p.ESME_ROK and server.guard.blocked(key, now):
+            log.warning("smpp_bind_blocked", peer=self.peer, system_id=bind.system_id)
             self.send(encode_header_only(response_command, p.ESME_RBINDFAIL, bind.sequence_number))
             self.close_after_flush("too many failed binds")
             return
         if status == p.ESME_ROK:
             status = self._authenticate(bind, now)
         if status != p.ESME_ROK:
+            if status in (p.ESME_RINVSYSID, p.ESME_RINVPASWD):
+                server.guard.failed(key, now)
             self.send(encode_header_only(response_command, status, bind.sequence_number))
             return
         account = server.accounts[bind.system_id]
         self.account = account
         self.session.bind(command, bind.system_id)
-        server.guard.succeeded(self.peer)
+        server.guard.succeeded(key)
         response_type = _BIND_RESPONSES[command]
         self.send(
             encode_pdu(
@@ -284,11 +289,9 @@ class SmppConnection:
         if account is None:
             # Still compare, so an unknown system_id costs the same time as a known one.
             password_matches(bind.password, bind.password + "\x00")
-            server.guard.failed(self.peer, now)
             log.warning("smpp_bind_failed", peer=self.peer, reason="unknown system_id")
             return p.ESME_RINVSYSID
         if not password_matches(bind.password, account.account.password):
-            server.guard.failed(self.peer, now)
             log.warning("smpp_bind_failed", peer=self.peer, system_id=bind.system_id)
             return p.ESME_RINVPASWD
         if BIND_TYPE_NAMES[bind.command_id] not in account.account.bind_types:

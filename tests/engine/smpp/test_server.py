@@ -69,17 +69,44 @@ async def test_interface_versions_accepted(tmp_path: Path, version: int) -> None
 
 
 async def test_wrong_password_and_failed_bind_limit(tmp_path: Path) -> None:
-    settings = SmppSettings(max_failed_binds=3)
+    settings = SmppSettings(
+        max_failed_binds=3,
+        accounts=[
+            SmppAccount(system_id="demo", password="demo"),
+            SmppAccount(system_id="other", password="other"),
+        ],
+    )
     async with smpp_harness(tmp_path, settings) as harness:
         async with await RawClient.connect(harness.port) as client:
             assert (await client.bind(password="nope")).command_status == p.ESME_RINVPASWD
             assert (await client.bind(system_id="who")).command_status == p.ESME_RINVSYSID
             assert (await client.bind(password="nope2")).command_status == p.ESME_RINVPASWD
-            # Blocked now, even with the right password; the connection is closed.
+            assert (await client.bind(password="nope3")).command_status == p.ESME_RINVPASWD
+            # demo is blocked from this address now, even with the right password; the
+            # connection is closed.
             assert (await client.bind()).command_status == p.ESME_RBINDFAIL
             assert await client.closed_by_server()
         async with await RawClient.connect(harness.port) as client:
             assert (await client.bind()).command_status == p.ESME_RBINDFAIL
+        # Another account from the same address is not punished for demo's failures.
+        async with await RawClient.connect(harness.port) as client:
+            bound = await client.bind(system_id="other", password="other")
+            assert bound.command_status == p.ESME_ROK
+
+
+async def test_unknown_system_ids_are_limited_without_locking_out_accounts(
+    tmp_path: Path,
+) -> None:
+    settings = SmppSettings(max_failed_binds=2)
+    async with smpp_harness(tmp_path, settings) as harness:
+        async with await RawClient.connect(harness.port) as client:
+            assert (await client.bind(system_id="who")).command_status == p.ESME_RINVSYSID
+            assert (await client.bind(system_id="what")).command_status == p.ESME_RINVSYSID
+            # Unknown names are counted together per address: the third is refused.
+            assert (await client.bind(system_id="where")).command_status == p.ESME_RBINDFAIL
+            assert await client.closed_by_server()
+        async with await RawClient.connect(harness.port) as client:
+            assert (await client.bind()).command_status == p.ESME_ROK
 
 
 async def test_bind_type_not_allowed(tmp_path: Path) -> None:
