@@ -5,6 +5,13 @@ The session (engine.smpp.session) decides what is allowed and when timers fire; 
 server (engine.smpp.server) does the work a submit_sm asks for. Up to `window`
 submit_sm of one connection are in progress at once; past that the connection stops
 reading, so the ESME feels TCP backpressure instead of the server buffering.
+
+Unbind, either way (SMPP v3.4 section 4.2): the ESME's unbind is answered only after
+every submit_sm_resp it is owed, so an ESME that submits then unbinds learns the fate of
+each submit_sm; the server's own unbind (it is stopping) is sent by
+`unbind_for_shutdown`, and the ESME's unbind_resp closes the connection. Either way no
+receipt is sent once unbinding starts; those in flight and unacknowledged go back to
+the account for its next bind.
 """
 
 from __future__ import annotations
@@ -62,7 +69,10 @@ class SmppConnection:
         self._sequence = 0
         self._receipts_in_flight: dict[int, PendingReceipt] = {}
         self._receipt_slot_freed = anyio.Event()
+        self._receipts_scope: anyio.CancelScope | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        # The scope the connection runs in (set by server._serve_connection).
+        self.scope: anyio.CancelScope | None = None
 
     def send(self, data: bytes) -> None:
         self._out.append(data)
@@ -76,6 +86,24 @@ class SmppConnection:
     def next_sequence(self) -> int:
         self._sequence = self._sequence % MAX_SEQUENCE + 1
         return self._sequence
+
+    def unbind_for_shutdown(self) -> None:
+        """The server is stopping: a bound ESME is sent an unbind (its unbind_resp then
+        closes the connection); one not bound is closed. Submit_sm already read are
+        still answered."""
+        if self.session.bound:
+            sequence = self.next_sequence()
+            self.session.unbind_sent(sequence)
+            self._stop_receipts()
+            self.send(encode_pdu(p.Unbind(sequence_number=sequence)))
+        elif not self.session.unbinding:
+            self.close_after_flush("the server is stopping")
+
+    def cancel(self) -> None:
+        """Close now, whatever is in progress (the stopping server's time is up)."""
+        self.session.close("the server stopped")
+        if self.scope is not None:
+            self.scope.cancel()
 
     async def serve(self) -> None:
         try:
@@ -201,12 +229,10 @@ class SmppConnection:
         elif isinstance(pdu, p.BindTransmitter | p.BindReceiver | p.BindTransceiver):
             self._bind(pdu)
         elif isinstance(pdu, p.Unbind):
-            status = self.session.check_request(p.UNBIND)
-            self.send(encode_header_only(p.UNBIND_RESP, status, pdu.sequence_number))
-            if status == p.ESME_ROK:
-                self.close_after_flush("unbind")
+            await self._unbind(pdu)
         elif isinstance(pdu, p.UnbindResp):
-            self.close_after_flush("unbind answered")
+            if self.session.unbind_answered(pdu.sequence_number):
+                self.close_after_flush("unbind answered")
         elif isinstance(pdu, p.DeliverSm):
             # deliver_sm travels SMSC -> ESME only (section 4.6).
             self.send(encode_header_only(p.DELIVER_SM_RESP, p.ESME_RINVCMDID, pdu.sequence_number))
@@ -215,6 +241,20 @@ class SmppConnection:
             status = status if status != p.ESME_ROK else p.ESME_RINVCMDID
             self.send(encode_header_only(p.response_id(pdu.command), status, pdu.sequence_number))
         # Other responses (to requests this server never sends) are ignored.
+
+    async def _unbind(self, unbind: p.Unbind) -> None:
+        status = self.session.check_request(p.UNBIND)
+        if status == p.ESME_ROK:
+            self.session.unbind_received()
+            self._stop_receipts()
+            # Section 4.2: unbind_resp ends the session, so it goes out last: after the
+            # submit_sm_resp of every submit_sm read before the unbind (nothing is read
+            # after it: this waits in the reader).
+            while self._in_progress:
+                await self._slot_freed.wait()
+        self.send(encode_header_only(p.UNBIND_RESP, status, unbind.sequence_number))
+        if status == p.ESME_ROK:
+            self.close_after_flush("unbind")
 
     async def _serve_submits(self) -> None:
         submit = self.server.submit
@@ -279,7 +319,8 @@ class SmppConnection:
             "smpp_bound", peer=self.peer, system_id=bind.system_id, type=BIND_TYPE_NAMES[command]
         )
         if self.session.can_receive and self._tg is not None:
-            self._tg.start_soon(self._serve_receipts, account)
+            self._receipts_scope = anyio.CancelScope()
+            self._tg.start_soon(self._serve_receipts, account, self._receipts_scope)
 
     def _authenticate(self, bind: p.BindRequest, now: float) -> int:
         server = self.server
@@ -300,7 +341,15 @@ class SmppConnection:
 
     # ── receipts ────────────────────────────────────────────────────────────────
 
-    async def _serve_receipts(self, account: AccountState) -> None:
+    def _stop_receipts(self) -> None:
+        if self._receipts_scope is not None:
+            self._receipts_scope.cancel()
+
+    async def _serve_receipts(self, account: AccountState, scope: anyio.CancelScope) -> None:
+        with scope:
+            await self._send_receipts(account)
+
+    async def _send_receipts(self, account: AccountState) -> None:
         window = self.server.settings.receipt_window
         while True:
             changed = account.changed

@@ -1,23 +1,35 @@
 """Delivery receipts: which septet events end a message, and the deliver_sm that tells the
 ESME (SMPP v3.4 Appendix B, section 4.6.1). Pure: no I/O.
+
+Only a final state makes a receipt (issue 16):
+
+    event                         receipt
+    ────────────────────────────  ─────────────────────────────────────────────────
+    dlr, state final              stat: the state (DELIVRD, UNDELIV, EXPIRED, ...)
+    failed, final: true           stat: its `state` when given, else UNKNOWN for an
+                                  "unknown" code and UNDELIV for the rest
+    cancelled                     stat:DELETED (message_state DELETED, section 5.2.28)
+    dlr with a non-final state,   none: the message goes on, its final event comes
+    failed with final: false,     later
+    status, retry, failover,
+    accepted, submitted
+
+The first final event of a message is its outcome; the store turns each id the ESME was
+given into a receipt once (engine.smpp.store), so a later final event changes nothing.
 """
 
 from __future__ import annotations
 
+from typing import Final
+
 import msgspec
 
-from engine.models import DeliveryReport, Failed, event_decoder
+from engine.models import CancelledEvent, DeliveryReport, Failed, event_decoder
 from engine.smpp import pdu as p
-from engine.smpp.store import GivenId, PendingReceipt
+from engine.smpp.store import GivenId, Outcome, PendingReceipt
 from engine.smpp.text import FINAL_STATES, encode_gsm, error_digits, receipt_text
 
-
-class Outcome(msgspec.Struct, frozen=True):
-    """A septet message's final state as a receipt tells it."""
-
-    state: str
-    error: str
-    done_at: float
+CANCELLED_STATE: Final = "DELETED"
 
 
 def outcome_of(line: bytes) -> tuple[str, Outcome] | None:
@@ -30,9 +42,21 @@ def outcome_of(line: bytes) -> tuple[str, Outcome] | None:
         error = "000" if event.state == "DELIVRD" else error_digits(event.provider_status)
         return event.msg_id, Outcome(event.state, error, event.ts.timestamp())
     if isinstance(event, Failed) and event.final:
-        state = "UNKNOWN" if event.code == "unknown" else "UNDELIV"
-        return event.msg_id, Outcome(state, error_digits(event.code), event.ts.timestamp())
+        return event.msg_id, Outcome(
+            failed_state(event), error_digits(event.code), event.ts.timestamp()
+        )
+    if isinstance(event, CancelledEvent):
+        return event.msg_id, Outcome(CANCELLED_STATE, "000", event.ts.timestamp())
     return None
+
+
+def failed_state(event: Failed) -> str:
+    """The receipt state of a final `failed` event: the one it names (the lifecycle sets
+    REJECTD, EXPIRED or UNDELIV), else read from its code as before it named one."""
+    named = event.state
+    if named in FINAL_STATES:
+        return named
+    return "UNKNOWN" if event.code == "unknown" else "UNDELIV"
 
 
 def wants_receipt(registered_delivery: int, state: str) -> bool:
@@ -48,9 +72,14 @@ def build_receipt(row: GivenId, outcome: Outcome) -> PendingReceipt | None:
     return PendingReceipt(
         id=row.id,
         system_id=row.system_id,
-        # The receipt travels back: from the handset to the sender (section 4.6.1).
+        # The receipt travels back: from the handset to the sender (section 4.6.1), so
+        # each address keeps the TON/NPI the submit gave it (section 5.2.5).
         source_addr=row.destination_addr,
+        source_addr_ton=row.dest_addr_ton,
+        source_addr_npi=row.dest_addr_npi,
         destination_addr=row.source_addr,
+        dest_addr_ton=row.source_addr_ton,
+        dest_addr_npi=row.source_addr_npi,
         text=receipt_text(
             message_id=message_id,
             state=outcome.state,
@@ -67,7 +96,11 @@ def build_receipt(row: GivenId, outcome: Outcome) -> PendingReceipt | None:
 def receipt_pdu(receipt: PendingReceipt, sequence_number: int) -> p.DeliverSm:
     return p.DeliverSm(
         sequence_number=sequence_number,
+        source_addr_ton=receipt.source_addr_ton,
+        source_addr_npi=receipt.source_addr_npi,
         source_addr=receipt.source_addr,
+        dest_addr_ton=receipt.dest_addr_ton,
+        dest_addr_npi=receipt.dest_addr_npi,
         destination_addr=receipt.destination_addr,
         esm_class=p.ESM_CLASS_DELIVERY_RECEIPT,
         data_coding=0,

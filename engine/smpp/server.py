@@ -15,7 +15,14 @@ reserved before the commit, in line with the socket clients (one place in the li
 bind) for at most `congestion_wait_s`; if none comes it is answered ESME_RTHROTTLED
 with nothing journaled. A part of a long message is throttled at once while a queue is
 full. Receipts wait in the store until the ESME answers their deliver_sm with a
-deliver_sm_resp, across reconnects and restarts.
+deliver_sm_resp, across reconnects and restarts; only a message's first final event
+makes them, one per id given out (engine.smpp.receipts, engine.smpp.store).
+
+Stopping (the daemon's drain cancels serve_smpp): the listener closes, every bound ESME
+is sent an unbind (SMPP v3.4 section 4.2: the SMSC may end a session too) and given up
+to `unbind_wait_s` to answer it, while submit_sm already read are still answered; then
+the connections left are closed. Connections are shielded from the cancellation for
+that: they end by `close_connections`, never halfway through an answer.
 
 This module and connection.py are the only SMPP code that touches sockets or clocks.
 """
@@ -29,11 +36,10 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
-import msgspec
 import structlog
 
 from engine.journal import StoreEvents
@@ -41,11 +47,18 @@ from engine.models import Message, Submission, utc_from_timestamp
 from engine.ratelimit import TokenBucket
 from engine.smpp import pdu as p
 from engine.smpp.auth import BindGuard
-from engine.smpp.codec import DEFAULT_MAX_COMMAND_LENGTH
 from engine.smpp.connection import SmppConnection
-from engine.smpp.receipts import Outcome, build_receipt, outcome_of
-from engine.smpp.session import SessionTimers
-from engine.smpp.store import GivenId, PendingReceipt, SmppStore, open_store
+from engine.smpp.receipts import build_receipt, outcome_of
+from engine.smpp.settings import SmppAccount as SmppAccount  # re-exported: engine.config
+from engine.smpp.settings import SmppSettings as SmppSettings
+from engine.smpp.store import (
+    OUTCOME_KEEP_S,
+    GivenId,
+    Outcome,
+    PendingReceipt,
+    SmppStore,
+    open_store,
+)
 from engine.smpp.text import (
     RECEIPT_TEXT_CHARS,
     PartOf,
@@ -59,62 +72,12 @@ from engine.smpp.text import (
 
 log = structlog.get_logger("septet.smpp")
 
-BindType = Literal["transmitter", "receiver", "transceiver"]
 MAX_SENDER_CHARS = 18  # engine.models.Sender
-ORPHAN_KEEP_S = 600.0
+# How long a stopping server waits for bound ESMEs to answer its unbind.
+UNBIND_WAIT_S = 1.0
+# How often kept outcomes older than OUTCOME_KEEP_S are dropped from the store.
+OUTCOME_PRUNE_EVERY_S = 3600.0
 DUPLICATE_SENTENCE = re.compile(r"already accepted as msg_id (\d+)")
-
-
-class SmppAccount(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """One ESME login. `throughput` is submit_sm per second (0: unlimited)."""
-
-    system_id: str
-    password: str
-    bind_types: list[BindType] = msgspec.field(
-        default_factory=lambda: ["transmitter", "receiver", "transceiver"]
-    )
-    throughput: float = 0.0
-    burst: float | None = None
-
-
-class SmppSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """The `[smpp]` section. Times in seconds; the defaults are the embedded default's."""
-
-    listen: str | None = "127.0.0.1:2775"
-    system_id: str = "septet"
-    accounts: list[SmppAccount] = msgspec.field(
-        default_factory=lambda: [SmppAccount(system_id="demo", password="demo")]  # noqa: S106 - the documented embedded default (DESIGN.md)
-    )
-    # Requests read from one session and not yet answered; past it the server stops
-    # reading that socket, so a client that ignores its window feels TCP backpressure.
-    window: int = 64
-    # deliver_sm receipts sent to one session and not yet acknowledged.
-    receipt_window: int = 16
-    # submit_sm in progress in the whole server; past it: ESME_RTHROTTLED.
-    max_pending: int = 4096
-    # How long a submit_sm may wait for room in a full bridge queue before it is answered
-    # ESME_RTHROTTLED (nothing journaled); 0 throttles at once. Well under the ESME's
-    # response timer (often 10-30 s), so a slow answer is never taken for a lost one.
-    congestion_wait_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0
-    max_connections: int = 1000
-    max_command_length: int = DEFAULT_MAX_COMMAND_LENGTH
-    session_init_s: float = 10.0
-    enquire_link_s: float = 30.0
-    response_s: float = 10.0
-    inactivity_s: float = 120.0
-    reassembly_timeout_s: float = 300.0
-    receipt_retry_s: float = 30.0
-    max_failed_binds: int = 5
-    failed_bind_window_s: float = 300.0
-
-    @property
-    def timers(self) -> SessionTimers:
-        return SessionTimers(
-            session_init_s=self.session_init_s,
-            enquire_link_s=self.enquire_link_s,
-            response_s=self.response_s,
-            inactivity_s=self.inactivity_s,
-        )
 
 
 # ── what the server needs from the engine ─────────────────────────────────────
@@ -242,10 +205,12 @@ class SmppServer:
         self.reassembly: Reassembly[GivenId] = Reassembly()
         self._reassembly_changed = anyio.Event()
         self.in_progress = 0
-        self.connections = 0
+        self.live: set[SmppConnection] = set()
+        self.stopping = False
+        self._connection_closed = anyio.Event()
         self._events: list[tuple[str, bytes]] = []
         self._events_wake = anyio.Event()
-        self._orphans: dict[str, tuple[Outcome, float]] = {}
+        self._pruned_at: float | None = None
         self._acked: list[int] = []
         self._acked_wake = anyio.Event()
         self.tg: anyio.abc.TaskGroup | None = None
@@ -306,7 +271,9 @@ class SmppServer:
             text_head="",
             data_coding=submit.data_coding,
             source_addr_ton=submit.source_addr_ton,
+            source_addr_npi=submit.source_addr_npi,
             dest_addr_ton=submit.dest_addr_ton,
+            dest_addr_npi=submit.dest_addr_npi,
             schedule_at=schedule_at,
             expires_at=expires_at,
             priority=min(9, submit.priority_flag * 3),
@@ -324,9 +291,8 @@ class SmppServer:
                 return refusal_status(result)
             given.id = self.store.allocate_id()
             given.msg_id = result[0].msg_id
-            # With no receipt asked for, only the id counter needs to be durable.
-            await self.store.add_ids([given] if given.registered_delivery & 0x03 else [])
-            self._linked([given.msg_id])
+            # With no receipt asked for, only the id counter is stored (GivenId.kept).
+            self.queue_receipts(await self.store.add_ids([given], build_receipt))
             return str(given.id)
         given.id = self.store.allocate_id()
         given.text_head = _head(octets, submit.data_coding)
@@ -339,7 +305,7 @@ class SmppServer:
         )
         given.part_seq = part.seq
         given.part_octets = octets
-        await self.store.add_ids([given])
+        await self.store.add_ids([given], build_receipt)
         group = self._add_part(given, part)
         if group is None:
             return str(given.id)
@@ -378,18 +344,15 @@ class SmppServer:
             else:
                 msg_id = result[0].msg_id
         if msg_id is None:
+            # The last part's submit_sm_resp carries the refusal: no receipt for it.
+            others = [row for row in group if row.id != answered_by]
             outcome = Outcome("REJECTD", "000", self.wall_clock())
-            receipts = await self.store.settle_ids(
-                group,
-                lambda row: None if row.id == answered_by else build_receipt(row, outcome),
-            )
-            self.queue_receipts(receipts)
+            self.queue_receipts(await self.store.settle_ids(others, outcome, build_receipt))
             return status
         for row in group:
             row.msg_id = msg_id
             row.part_octets = b""
-        await self.store.link([row.id for row in group], msg_id, group)
-        self._linked([msg_id])
+        self.queue_receipts(await self.store.link(group, build_receipt))
         return p.ESME_ROK
 
     async def serve_reassembly_timeouts(self) -> None:
@@ -410,7 +373,7 @@ class SmppServer:
             expired = Outcome("UNDELIV", "000", self.wall_clock())
             for group in self.reassembly.expire(self.clock() - timeout):
                 log.warning("parts_expired", ids=[row.id for row in group])
-                receipts = await self.store.settle_ids(group, _receipts_for(expired))
+                receipts = await self.store.settle_ids(group, expired, build_receipt)
                 self.queue_receipts(receipts)
 
     # ── events and receipts ─────────────────────────────────────────────────────
@@ -429,7 +392,7 @@ class SmppServer:
         return [StoreEvents(origin=o, events=lines) for o, lines in by_origin.items()]
 
     async def serve_events(self) -> None:
-        """Final reports of septet messages become receipts for every id given out."""
+        """Final events of septet messages become receipts for every id given out."""
         while True:
             await self._events_wake.wait()
             self._events_wake = anyio.Event()
@@ -438,32 +401,26 @@ class SmppServer:
             for _, line in lines:
                 found = outcome_of(line)
                 if found is not None:
-                    outcomes.setdefault(found[0], found[1])
+                    outcomes.setdefault(found[0], found[1])  # the first final one counts
             if outcomes:
-                await self._settle(outcomes)
-            self._forget_old_orphans()
+                # A message none of whose ids is stored yet (the report outran the id's
+                # commit: the message may be sent before store.add_ids returns) keeps its
+                # outcome in the store until they are.
+                receipts, _ = await self.store.settle_messages(
+                    outcomes, build_receipt, now=self.wall_clock()
+                )
+                self.queue_receipts(receipts)
+            await self.prune_outcomes()
 
-    async def _settle(self, outcomes: dict[str, Outcome]) -> None:
-        receipts, matched = await self.store.settle_messages(
-            list(outcomes), lambda row: build_receipt(row, outcomes[row.msg_id or ""])
-        )
-        now = self.clock()
-        for msg_id, outcome in outcomes.items():
-            if msg_id not in matched:
-                # The report outran the id's commit (the message may be sent before
-                # store.add_ids returns): keep it until the id is linked.
-                self._orphans[msg_id] = (outcome, now)
-        self.queue_receipts(receipts)
-
-    def _linked(self, msg_ids: Sequence[str]) -> None:
-        early = {m: self._orphans.pop(m)[0] for m in msg_ids if m in self._orphans}
-        if early and self.tg is not None:
-            self.tg.start_soon(self._settle, early)
-
-    def _forget_old_orphans(self) -> None:
-        limit = self.clock() - ORPHAN_KEEP_S
-        for msg_id in [m for m, (_, at) in self._orphans.items() if at < limit]:
-            del self._orphans[msg_id]
+    async def prune_outcomes(self) -> None:
+        """Drop kept outcomes nobody claimed within OUTCOME_KEEP_S; at most hourly."""
+        now = self.wall_clock()
+        if self._pruned_at is not None and now - self._pruned_at < OUTCOME_PRUNE_EVERY_S:
+            return
+        self._pruned_at = now
+        forgotten = await self.store.forget_outcomes(now - OUTCOME_KEEP_S)
+        if forgotten:
+            log.info("smpp_outcomes_forgotten", count=forgotten)
 
     def queue_receipts(self, receipts: Sequence[PendingReceipt]) -> None:
         by_account: dict[str, list[PendingReceipt]] = {}
@@ -482,9 +439,14 @@ class SmppServer:
         while True:
             await self._acked_wake.wait()
             self._acked_wake = anyio.Event()
-            ids, self._acked = self._acked, []
-            if ids:
-                await self.store.delete_receipts(ids)
+            await self.flush_acknowledgements()
+
+    async def flush_acknowledgements(self) -> None:
+        """Acknowledged receipts leave the store (also at shutdown: an acknowledged
+        receipt is never sent again after a restart)."""
+        ids, self._acked = self._acked, []
+        if ids:
+            await self.store.delete_receipts(ids)
 
     async def retry_receipt_later(self, account: AccountState, receipt: PendingReceipt) -> None:
         await anyio.sleep(self.settings.receipt_retry_s)
@@ -510,6 +472,7 @@ class SmppServer:
             while lines := await journal.take_events(account.origin, 1000):
                 for line in lines:
                     self.deliver_event(account.origin, line)
+        await self.prune_outcomes()
         log.info(
             "smpp_resumed",
             receipts=len(receipts),
@@ -517,9 +480,29 @@ class SmppServer:
             joined=len(complete),
         )
 
+    # ── connections ─────────────────────────────────────────────────────────────
 
-def _receipts_for(outcome: Outcome) -> Callable[[GivenId], PendingReceipt | None]:
-    return lambda row: build_receipt(row, outcome)
+    def connection_opened(self, connection: SmppConnection) -> None:
+        self.live.add(connection)
+
+    def connection_closed(self, connection: SmppConnection) -> None:
+        self.live.discard(connection)
+        self._connection_closed.set()
+        self._connection_closed = anyio.Event()
+
+    async def close_connections(self, wait_s: float) -> None:
+        """Stopping: every bound ESME is sent an unbind and has up to `wait_s` to answer
+        it (and to get the answers to its submit_sm already read); then the connections
+        left are closed."""
+        self.stopping = True
+        for connection in list(self.live):
+            connection.unbind_for_shutdown()
+        with anyio.move_on_after(wait_s):
+            while self.live:
+                await self._connection_closed.wait()
+        for connection in list(self.live):
+            log.info("smpp_unbind_unanswered", peer=connection.peer)
+            connection.cancel()
 
 
 def build_submission(given: GivenId, text: str, reference: str | None) -> Submission:
@@ -569,6 +552,7 @@ async def serve_smpp(
     port: int | None = None,
     synchronous: str = "NORMAL",
     congested: Callable[[], bool] | None = None,
+    unbind_wait_s: float = UNBIND_WAIT_S,
     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen for ESMEs until cancelled; `task_status.started(port)` once listening.
@@ -579,6 +563,8 @@ async def serve_smpp(
     file (engine.smpp.store.store_path_for(journal path)). `congested`, when given,
     says the engine's queues are full: a part of a long message is then answered
     ESME_RTHROTTLED (a whole message waits for room in `accept`, see SmppSettings).
+    Cancelled, it unbinds the bound ESMEs and waits up to `unbind_wait_s` for them
+    (the module docstring), so the cancelling task should expect that much.
     """
     if host is None or port is None:
         listen_host, _, listen_port = (settings.listen or "127.0.0.1:2775").rpartition(":")
@@ -600,14 +586,24 @@ async def serve_smpp(
                 bound_port: int = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 - anyio, not Django
                 log.info("smpp_listening", host=host, port=bound_port)
                 task_status.started(bound_port)
-                await listener.serve(lambda stream: _serve_connection(server, stream))
+                async with anyio.create_task_group() as connections:
+                    try:
+                        await listener.serve(
+                            lambda stream: _serve_connection(server, stream),
+                            task_group=connections,
+                        )
+                    finally:
+                        with anyio.CancelScope(shield=True):
+                            await listener.aclose()
+                            await server.close_connections(unbind_wait_s)
         finally:
             for sink in sinks:
                 sink.closed = True
                 events.unregister(sink)
-            unread = server.take_unread_events()
-            if unread:
-                with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):
+                await server.flush_acknowledgements()
+                unread = server.take_unread_events()
+                if unread:
                     await journal.record(unread)
 
 
@@ -616,13 +612,19 @@ async def _serve_connection(server: SmppServer, stream: anyio.abc.SocketStream) 
         peer = str(stream.extra(anyio.abc.SocketAttribute.remote_address)[0])  # noqa: S610 - anyio, not Django
     except (IndexError, TypeError):
         peer = "unknown"
-    if server.connections >= server.settings.max_connections:
-        log.warning("smpp_too_many_connections", peer=peer)
-        await stream.aclose()
+    if server.stopping or len(server.live) >= server.settings.max_connections:
+        if not server.stopping:
+            log.warning("smpp_too_many_connections", peer=peer)
+        with anyio.CancelScope(shield=True):
+            await stream.aclose()
         return
-    server.connections += 1
     _bind_turn.set(anyio.Lock())  # this connection's task only (see _bind_turn)
+    connection = SmppConnection(server, stream, peer)
+    server.connection_opened(connection)
     try:
-        await SmppConnection(server, stream, peer).serve()
+        # Shielded from serve_smpp's cancellation: a stopping server ends a connection
+        # with an unbind (close_connections), which cancels this scope when time is up.
+        with anyio.CancelScope(shield=True) as connection.scope:
+            await connection.serve()
     finally:
-        server.connections -= 1
+        server.connection_closed(connection)

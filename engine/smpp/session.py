@@ -3,18 +3,24 @@
 States (SMPP v3.4 section 2.2; OUTBOUND and outbind are ESME-side and not here):
 
     OPEN ──bind_transmitter──▶ BOUND_TX ─┐
-      │ ──bind_receiver─────▶ BOUND_RX ──┼──unbind / timer / error──▶ CLOSED
-      │ ──bind_transceiver──▶ BOUND_TRX ─┘
-      └──────────session_init timer──────────────────────────────────▶ CLOSED
+      │ ──bind_receiver─────▶ BOUND_RX ──┼──unbind, either side──▶ UNBINDING ──▶ CLOSED
+      │ ──bind_transceiver──▶ BOUND_TRX ─┘     (unbind_resp sent or received) │
+      │                        any bound state or UNBINDING ──timer / error──▶ CLOSED
+      └──────────session_init timer─────────────────────────────────────────▶ CLOSED
+
+UNBINDING (section 4.2: either side may unbind) is the session's end in progress: the
+ESME's unbind waits there until every submit_sm_resp it is owed has been sent, then
+gets its unbind_resp; the server's own unbind (it is stopping) waits there for the
+ESME's unbind_resp. No receipt is sent from it, and no new message is taken.
 
 Which requests an ESME may send in each state (section 2.3, table 2-1; a request in the
 wrong state is answered ESME_RINVBNDSTS, a second bind ESME_RALYBND):
 
-    request            OPEN  BOUND_TX  BOUND_RX  BOUND_TRX
-    bind_*             yes   RALYBND   RALYBND   RALYBND
-    submit_sm etc.     no    yes       no        yes
-    enquire_link       yes   yes       yes       yes
-    unbind             no    yes       yes       yes
+    request            OPEN  BOUND_TX  BOUND_RX  BOUND_TRX  UNBINDING
+    bind_*             yes   RALYBND   RALYBND   RALYBND    RALYBND
+    submit_sm etc.     no    yes       no        yes        no
+    enquire_link       yes   yes       yes       yes        yes
+    unbind             no    yes       yes       yes        yes (crossed unbinds)
 
 Timers (section 7.2 and SMPP v5.0 section 2.9, which names them): the session-init
 timer closes a connection that does not bind in time; the enquire-link timer makes the
@@ -38,6 +44,7 @@ class State(enum.Enum):
     BOUND_TX = "bound_tx"
     BOUND_RX = "bound_rx"
     BOUND_TRX = "bound_trx"
+    UNBINDING = "unbinding"
     CLOSED = "closed"
 
 
@@ -52,6 +59,9 @@ BIND_TYPE_NAMES: Final = {
     p.BIND_TRANSCEIVER: "transceiver",
 }
 BOUND: Final = frozenset({State.BOUND_TX, State.BOUND_RX, State.BOUND_TRX})
+# States in which the ESME still holds a bind: the timers run, enquire_link and unbind
+# are answered.
+HOLDS_BIND: Final = BOUND | {State.UNBINDING}
 # Requests carrying messages from the ESME (section 2.3: transmitter or transceiver).
 TRANSMIT_REQUESTS: Final = frozenset(
     {p.SUBMIT_SM, p.SUBMIT_MULTI, p.DATA_SM, p.QUERY_SM, p.CANCEL_SM, p.REPLACE_SM}
@@ -84,10 +94,15 @@ class Session:
         self._last_received = now
         self._probe_sequence: int | None = None
         self._probe_sent_at = 0.0
+        self._unbind_sequence: int | None = None
 
     @property
     def bound(self) -> bool:
         return self.state in BOUND
+
+    @property
+    def unbinding(self) -> bool:
+        return self.state is State.UNBINDING
 
     @property
     def can_receive(self) -> bool:
@@ -100,9 +115,11 @@ class Session:
             return p.ESME_ROK if state is State.OPEN else p.ESME_RALYBND
         if command_id == p.ENQUIRE_LINK:
             return p.ESME_ROK
-        if state not in BOUND:
+        if state not in HOLDS_BIND:
             return p.ESME_RINVBNDSTS
-        if command_id in TRANSMIT_REQUESTS and state not in CAN_TRANSMIT:
+        if command_id == p.UNBIND:
+            return p.ESME_ROK
+        if state not in BOUND or (command_id in TRANSMIT_REQUESTS and state not in CAN_TRANSMIT):
             return p.ESME_RINVBNDSTS
         return p.ESME_ROK
 
@@ -115,6 +132,24 @@ class Session:
             raise ValueError(f"cannot bind in state {self.state.value}")
         self.state = BIND_STATES[command_id]
         self.system_id = system_id
+
+    def unbind_received(self) -> None:
+        """The ESME unbinds: no new work; its unbind_resp follows its submit_sm_resp."""
+        if self.state in BOUND:
+            self.state = State.UNBINDING
+
+    def unbind_sent(self, sequence_number: int) -> None:
+        """The server unbinds (it is stopping); `unbind_answered` ends the session."""
+        if self.state in BOUND:
+            self.state = State.UNBINDING
+            self._unbind_sequence = sequence_number
+
+    def unbind_answered(self, sequence_number: int) -> bool:
+        """An unbind_resp arrived; True when it answers the server's unbind."""
+        if self.state is State.UNBINDING and sequence_number == self._unbind_sequence:
+            self.close("unbind answered")
+            return True
+        return False
 
     def close(self, reason: str) -> None:
         if self.state is not State.CLOSED:

@@ -2,14 +2,15 @@
 the real LinePreparer and LineHandler, an EventRouter, and serve_smpp on a free port.
 
 The scheduler is a recorder: tests see which messages were handed over, and play the
-provider by emitting delivery reports through the router.
+provider by emitting delivery reports (and the lifecycle's other events) through the
+router. `AcceptGate` holds submissions before the journal until a test lets them go.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +19,10 @@ import anyio
 
 from engine.ingress import EventRouter, LineHandler, LinePreparer
 from engine.journal import SqliteJournal, StoreEvents, open_journal
-from engine.models import DeliveryReport, Failed, Message
+from engine.models import CancelledEvent, DeliveryReport, Failed, Message, StatusEvent, Submission
 from engine.pricing import default_price_tables
 from engine.routing import Router, default_routes
-from engine.smpp.server import SmppSettings, serve_smpp
+from engine.smpp.server import Accept, SmppSettings, serve_smpp
 
 BRIDGES = ("dsc", "routemobile", "bsg", "smsclub")
 
@@ -70,7 +71,7 @@ class SmppHarness:
             ),
         )
 
-    def fail(self, message: Message, code: str) -> None:
+    def fail(self, message: Message, code: str, *, final: bool = True) -> None:
         self.router.emit(
             message.origin,
             Failed(
@@ -79,8 +80,65 @@ class SmppHarness:
                 ts=dt.datetime.now(dt.UTC),
                 error="the provider refused it",
                 code=code,
+                final=final,
             ),
         )
+
+    def status(self, message: Message, state: str = "ENROUTE", status: str = "1") -> None:
+        """A provider status that is not the message's end."""
+        self.router.emit(
+            message.origin,
+            StatusEvent(
+                id=message.client_ref,
+                msg_id=message.msg_id,
+                ts=dt.datetime.now(dt.UTC),
+                state=state,
+                provider_status=status,
+                bridge=message.bridge,
+            ),
+        )
+
+    def cancel(self, message: Message) -> None:
+        self.router.emit(
+            message.origin,
+            CancelledEvent(
+                id=message.client_ref, msg_id=message.msg_id, ts=dt.datetime.now(dt.UTC)
+            ),
+        )
+
+
+class AcceptGate:
+    """Wraps the handler's accept: each submission waits at the gate until `open`, so a
+    test can hold submit_sm in progress. `waiting` counts those held."""
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self._opened = anyio.Event()
+        self._arrived = anyio.Event()
+
+    def wrap(self, accept: Accept) -> Accept:
+        async def gated(
+            sub: Submission,
+            origin: str,
+            *,
+            room_wait_s: float | None = None,
+            turn: anyio.Lock | None = None,
+        ) -> list[Message] | str:
+            self.waiting += 1
+            self._arrived.set()
+            self._arrived = anyio.Event()
+            await self._opened.wait()
+            return await accept(sub, origin, room_wait_s=room_wait_s, turn=turn)
+
+        return gated
+
+    async def wait_for(self, count: int) -> None:
+        with anyio.fail_after(5):
+            while self.waiting < count:
+                await self._arrived.wait()
+
+    def open(self) -> None:
+        self._opened.set()
 
 
 def build_handler(journal: SqliteJournal, scheduler: RecordingScheduler) -> LineHandler:
@@ -97,9 +155,14 @@ def build_handler(journal: SqliteJournal, scheduler: RecordingScheduler) -> Line
 
 @asynccontextmanager
 async def smpp_harness(
-    directory: Path, settings: SmppSettings | None = None
+    directory: Path,
+    settings: SmppSettings | None = None,
+    *,
+    wrap_accept: Callable[[Accept], Accept] | None = None,
+    unbind_wait_s: float = 1.0,
 ) -> AsyncIterator[SmppHarness]:
-    """serve_smpp over the real ingress and journal files in `directory`, until the block ends."""
+    """serve_smpp over the real ingress and journal files in `directory`, until the block
+    ends; then it stops as the daemon stops it (cancelled: bound ESMEs are unbound)."""
     async with open_journal(directory / "journal.db") as journal:
         spilled: list[tuple[str, bytes]] = []
         pending: list[StoreEvents] = []
@@ -116,12 +179,17 @@ async def smpp_harness(
                 functools.partial(
                     serve_smpp,
                     settings or SmppSettings(),
-                    accept=handler.accept_submission,
+                    accept=(
+                        wrap_accept(handler.accept_submission)
+                        if wrap_accept
+                        else handler.accept_submission
+                    ),
                     events=router,
                     journal=journal,
                     store_path=directory / "journal.smpp.db",
                     host="127.0.0.1",
                     port=0,
+                    unbind_wait_s=unbind_wait_s,
                 )
             )
             yield SmppHarness(port, journal, router, scheduler, spilled)

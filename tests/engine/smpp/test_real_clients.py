@@ -14,8 +14,10 @@ import smpplib.client
 import smpplib.consts
 import smpplib.exceptions
 import smpplib.gsm
+import smpplib.smpp
 
-from tests.engine.smpp.harness import smpp_harness
+from engine.smpp import pdu as p
+from tests.engine.smpp.harness import AcceptGate, smpp_harness
 
 pytestmark = pytest.mark.anyio
 
@@ -42,18 +44,22 @@ class SmpplibSession:
         self.client.connect()
         self.client.bind_transceiver(system_id="demo", password="demo")
 
-    def _send(self, text: str, registered_delivery: int = 1) -> int:
+    def _send(self, text: str, registered_delivery: int = 1, **addresses: Any) -> int:
         parts, encoding, esm_class = smpplib.gsm.make_parts(text)
+        fields: dict[str, Any] = {
+            "source_addr_ton": smpplib.consts.SMPP_TON_ALNUM,
+            "source_addr": "ACME",
+            "dest_addr_ton": smpplib.consts.SMPP_TON_INTL,
+            "destination_addr": "250788123456",
+        }
+        fields.update(addresses)
         for part in parts:
             self.client.send_message(
-                source_addr_ton=smpplib.consts.SMPP_TON_ALNUM,
-                source_addr="ACME",
-                dest_addr_ton=smpplib.consts.SMPP_TON_INTL,
-                destination_addr="250788123456",
                 short_message=part,
                 data_coding=encoding,
                 esm_class=esm_class,
                 registered_delivery=registered_delivery,
+                **fields,
             )
         return len(parts)
 
@@ -64,10 +70,10 @@ class SmpplibSession:
     async def bind(self) -> None:
         await self.run(self._bind)
 
-    async def send(self, text: str) -> list[str]:
+    async def send(self, text: str, **addresses: Any) -> list[str]:
         """Submit `text` (split by smpplib as it likes) and return the message ids."""
         before = len(self.sent)
-        parts = await self.run(self._send, text)
+        parts = await self.run(lambda: self._send(text, **addresses))
         await self.run(self._read, before + parts, self.sent)
         return [pdu.message_id.decode() for pdu in self.sent[before:]]
 
@@ -125,6 +131,82 @@ async def test_smpplib_sees_throttling(tmp_path: Path) -> None:
             await session.run(session._read, 2, session.sent)
         assert refused.value.args[1] == smpplib.consts.SMPP_ESME_RTHROTTLED
         await session.close()
+
+
+async def test_smpplib_gets_one_receipt_for_the_final_state_only(tmp_path: Path) -> None:
+    async with smpp_harness(tmp_path) as harness:
+        session = SmpplibSession(harness.port)
+        await session.bind()
+        (first_id,) = await session.send(
+            "Your code:\n1234",
+            source_addr_npi=smpplib.consts.SMPP_NPI_UNK,
+            dest_addr_npi=smpplib.consts.SMPP_NPI_ISDN,
+        )
+        (message,) = await harness.scheduler.wait_for(1)
+        harness.status(message, "UNKNOWN", "unknown")  # BSG polled before its report
+        harness.status(message, "ENROUTE")
+        harness.report(message, "DELIVRD")
+        (receipt,) = await session.receipts(1)
+        match = RECEIPT.fullmatch(receipt.short_message.decode("ascii"))
+        assert match is not None
+        assert (match["id"], match["stat"]) == (first_id, "DELIVRD")
+        assert match["text"] == "Your code: 1234"  # no line break inside the receipt
+        # SMPP v3.4 4.6.1: the receipt's addresses are the submit's, swapped with their
+        # TON and NPI.
+        assert receipt.source_addr.decode() == "250788123456"
+        assert (receipt.source_addr_ton, receipt.source_addr_npi) == (
+            smpplib.consts.SMPP_TON_INTL,
+            smpplib.consts.SMPP_NPI_ISDN,
+        )
+        assert receipt.destination_addr.decode() == "ACME"
+        assert (receipt.dest_addr_ton, receipt.dest_addr_npi) == (
+            smpplib.consts.SMPP_TON_ALNUM,
+            smpplib.consts.SMPP_NPI_UNK,
+        )
+        # A second final event for the same message sends nothing: the next receipt
+        # smpplib reads is the next message's.
+        harness.fail(message, "21")
+        harness.report(message, "DELIVRD")
+        (second_id,) = await session.send("second")
+        _, second = await harness.scheduler.wait_for(2)
+        harness.report(second, "EXPIRED")
+        _, next_receipt = await session.receipts(2)
+        match = RECEIPT.fullmatch(next_receipt.short_message.decode("ascii"))
+        assert match is not None
+        assert (match["id"], match["stat"]) == (second_id, "EXPIRED")
+        await session.close()
+
+
+async def test_smpplib_gets_every_submit_sm_resp_before_its_unbind_resp(tmp_path: Path) -> None:
+    gate = AcceptGate()
+    async with smpp_harness(tmp_path, wrap_accept=gate.wrap) as harness:
+        session = SmpplibSession(harness.port)
+        await session.bind()
+        client = session.client
+
+        def submit_three_then_unbind() -> list[str]:
+            for n in range(3):
+                client.send_message(
+                    source_addr_ton=smpplib.consts.SMPP_TON_ALNUM,
+                    source_addr="ACME",
+                    dest_addr_ton=smpplib.consts.SMPP_TON_INTL,
+                    destination_addr="250788123456",
+                    short_message=f"message {n}".encode(),
+                )
+            client.send_pdu(smpplib.smpp.make_pdu("unbind", client=client))
+            return [client.read_pdu().command for _ in range(4)]
+
+        answers: list[str] = []
+
+        async def run() -> None:
+            answers.extend(await session.run(submit_three_then_unbind))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            await gate.wait_for(3)  # all three in progress when the unbind arrives
+            gate.open()
+        assert answers == ["submit_sm_resp"] * 3 + ["unbind_resp"]
+        await session.run(client.disconnect)
 
 
 class Recorder(aiosmpplib.AbstractHook):  # type: ignore[misc]  # untyped library
@@ -197,3 +279,27 @@ async def test_aiosmpplib_message_payload_and_receipt(tmp_path: Path) -> None:
         assert parsed["stat"] == "DELIVRD"
         await esme.stop()
         tg.cancel_scope.cancel()
+
+
+async def test_aiosmpplib_answers_the_unbind_of_a_stopping_server(tmp_path: Path) -> None:
+    hook = Recorder()
+    async with anyio.create_task_group() as tg:
+        # The server would wait a minute for the unbind_resp: stopping within the bound
+        # means aiosmpplib's answer ended the session.
+        with anyio.fail_after(10):
+            async with smpp_harness(tmp_path, unbind_wait_s=60) as harness:
+                esme = aiosmpplib.ESME(
+                    smsc_host="127.0.0.1",
+                    smsc_port=harness.port,
+                    system_id="demo",
+                    password="demo",
+                    hook=hook,
+                    log_level="WARNING",
+                )
+                tg.start_soon(esme.start)
+                await hook.wait_for(aiosmpplib.BindTransceiverResp)
+        await esme.stop()
+        tg.cancel_scope.cancel()
+    assert any(isinstance(message, aiosmpplib.Unbind) for message in hook.messages)
+    answers = [pdu for pdu in hook.sent if pdu[4:8] == p.UNBIND_RESP.to_bytes(4, "big")]
+    assert len(answers) == 1

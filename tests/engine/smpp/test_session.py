@@ -84,3 +84,47 @@ def test_bind_twice_is_an_error() -> None:
     session.bind(p.BIND_TRANSMITTER, "demo")
     with pytest.raises(ValueError, match="cannot bind"):
         session.bind(p.BIND_RECEIVER, "demo")
+
+
+def test_the_esmes_unbind_moves_to_unbinding_where_no_message_is_taken() -> None:
+    session = Session(TIMERS, now=0)
+    session.bind(p.BIND_TRANSCEIVER, "demo")
+    session.unbind_received()
+    assert session.state is State.UNBINDING
+    assert session.unbinding
+    assert not session.bound
+    assert not session.can_receive  # no receipt once unbinding starts
+    assert session.check_request(p.SUBMIT_SM) == p.ESME_RINVBNDSTS
+    assert session.check_request(p.BIND_TRANSCEIVER) == p.ESME_RALYBND
+    assert session.check_request(p.ENQUIRE_LINK) == p.ESME_ROK
+    assert session.check_request(p.UNBIND) == p.ESME_ROK
+
+
+def test_the_servers_unbind_is_answered_by_its_own_unbind_resp() -> None:
+    session = Session(TIMERS, now=0)
+    session.bind(p.BIND_RECEIVER, "demo")
+    session.unbind_sent(9)
+    assert session.unbinding
+    assert not session.unbind_answered(8)  # not the answer to our unbind
+    assert session.unbinding
+    assert session.unbind_answered(9)
+    assert session.state is State.CLOSED
+    assert session.close_reason == "unbind answered"
+
+
+def test_unbind_before_bind_changes_nothing() -> None:
+    session = Session(TIMERS, now=0)
+    session.unbind_received()
+    session.unbind_sent(1)
+    assert session.state is State.OPEN
+    assert not session.unbind_answered(1)
+
+
+def test_timers_still_run_while_unbinding() -> None:
+    session = Session(TIMERS, now=0)
+    session.bind(p.BIND_TRANSMITTER, "demo")
+    session.unbind_sent(1)
+    assert session.next_deadline() == 30
+    assert session.due(120) == "close"
+    assert session.close_reason is not None
+    assert "inactivity" in session.close_reason

@@ -1,38 +1,52 @@
-"""The SMPP store: ids never given twice, receipts made atomically, state kept across opens."""
+"""The SMPP store: ids never given twice, receipts made atomically and once per id, state
+kept across opens, old files migrated."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from engine.smpp.store import GivenId, PendingReceipt, open_store, store_path_for
+from engine.smpp.store import (
+    SCHEMA_VERSION,
+    GivenId,
+    Outcome,
+    PendingReceipt,
+    StoreError,
+    open_store,
+    store_path_for,
+)
 
 pytestmark = pytest.mark.anyio
 
+DELIVERED = Outcome("DELIVRD", "000", 100.0)
+UNDELIVERABLE = Outcome("UNDELIV", "005", 90.0)
+
 
 def given(value: int, msg_id: str | None, **fields: object) -> GivenId:
-    return GivenId(
-        id=value,
-        system_id="demo",
-        msg_id=msg_id,
-        registered_delivery=1,
-        submitted_at=0.0,
-        source_addr="ACME",
-        destination_addr="250788123456",
-        text_head="hi",
-        **fields,  # type: ignore[arg-type]
-    )
+    values: dict[str, object] = {
+        "registered_delivery": 1,
+        "submitted_at": 0.0,
+        "source_addr": "ACME",
+        "destination_addr": "250788123456",
+        "text_head": "hi",
+    }
+    values.update(fields)
+    return GivenId(id=value, system_id="demo", msg_id=msg_id, **values)  # type: ignore[arg-type]
 
 
-def receipt(row: GivenId) -> PendingReceipt:
+def receipt(row: GivenId, outcome: Outcome) -> PendingReceipt | None:
+    if not row.registered_delivery:
+        return None
     return PendingReceipt(
         id=row.id,
         system_id=row.system_id,
         source_addr=row.destination_addr,
         destination_addr=row.source_addr,
-        text=f"id:{row.id}",
-        state="DELIVRD",
+        text=f"id:{row.id} stat:{outcome.state}",
+        state=outcome.state,
         message_state=2,
     )
 
@@ -45,12 +59,14 @@ async def test_ids_are_never_reused_after_their_rows_are_gone(tmp_path: Path) ->
     path = tmp_path / "s.db"
     async with open_store(path) as store:
         first, second = store.allocate_id(), store.allocate_id()
-        await store.add_ids([given(first, "10"), given(second, "10")])
-        made, matched = await store.settle_messages(["10", "11"], receipt)
+        assert await store.add_ids([given(first, "10"), given(second, "10")], receipt) == []
+        made, matched = await store.settle_messages(
+            {"10": DELIVERED, "11": DELIVERED}, receipt, now=0
+        )
         assert sorted(r.id for r in made) == [first, second]
         assert matched == {"10"}
         await store.delete_receipts([first, second])
-        assert await store.counts() == {"message_ids": 0, "receipts": 0}
+        assert await store.counts() == {"message_ids": 0, "outcomes": 1, "receipts": 0}
     async with open_store(path) as store:
         assert store.allocate_id() > second
 
@@ -62,13 +78,181 @@ async def test_waiting_parts_and_receipts_survive_reopening(tmp_path: Path) -> N
             store.allocate_id(), None, part_key=("demo", "A", "B", 7, 2), part_octets=b"half"
         )
         linked = given(store.allocate_id(), "5")
-        await store.add_ids([part, linked])
-        await store.settle_messages(["5"], receipt)
+        await store.add_ids([part, linked], receipt)
+        await store.settle_messages({"5": DELIVERED}, receipt, now=0)
     async with open_store(path) as store:
         (waiting,) = await store.waiting_parts()
         assert waiting.part_key == ("demo", "A", "B", 7, 2)
         assert waiting.part_octets == b"half"
         (pending,) = await store.pending_receipts()
         assert pending.id == linked.id
-        await store.link([waiting.id], "6", [given(waiting.id, "6")])
+        assert await store.link([given(waiting.id, "6")], receipt) == []
         assert await store.waiting_parts() == []
+
+
+async def test_a_second_final_outcome_makes_no_second_receipt_even_after_reopening(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    async with open_store(path) as store:
+        await store.add_ids([given(1, "7"), given(2, "7")], receipt)
+        made, _ = await store.settle_messages({"7": UNDELIVERABLE}, receipt, now=0)
+        assert [(r.id, r.state) for r in made] == [(1, "UNDELIV"), (2, "UNDELIV")]
+        again, _ = await store.settle_messages({"7": DELIVERED}, receipt, now=1)
+        assert again == []
+    async with open_store(path) as store:
+        after_restart, _ = await store.settle_messages({"7": DELIVERED}, receipt, now=2)
+        assert after_restart == []
+        assert [r.state for r in await store.pending_receipts()] == ["UNDELIV", "UNDELIV"]
+
+
+async def test_an_outcome_that_outran_its_ids_waits_for_them_and_the_first_one_counts(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    async with open_store(path) as store:
+        # The message's reports arrive before its id is stored: a failed, then a dlr.
+        assert await store.settle_messages({"8": UNDELIVERABLE}, receipt, now=0) == ([], set())
+        assert await store.settle_messages({"8": DELIVERED}, receipt, now=1) == ([], set())
+    async with open_store(path) as store:  # kept across a restart
+        made = await store.add_ids([given(3, "8"), given(4, "9")], receipt)
+        assert [(r.id, r.state) for r in made] == [(3, "UNDELIV")]
+        assert await store.counts() == {"message_ids": 1, "outcomes": 1, "receipts": 1}
+        # The parts of a long message joined after the report: the same.
+        await store.settle_messages({"10": DELIVERED}, receipt, now=2)
+        await store.add_ids([given(5, None), given(6, None)], receipt)
+        joined = await store.link([given(5, "10"), given(6, "10")], receipt)
+        assert [(r.id, r.state) for r in joined] == [(5, "DELIVRD"), (6, "DELIVRD")]
+        assert await store.waiting_parts() == []
+
+
+async def test_an_id_with_no_receipt_asked_keeps_no_row_once_journaled(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with open_store(path) as store:
+        single = store.allocate_id()
+        await store.add_ids([given(single, "3", registered_delivery=0)], receipt)
+        # Parts wait as rows, then leave when joined into one message.
+        parts = [given(store.allocate_id(), None, registered_delivery=0) for _ in range(2)]
+        await store.add_ids(parts, receipt)
+        assert len(await store.waiting_parts()) == 2
+        for part in parts:
+            part.msg_id = "4"
+        assert await store.link(parts, receipt) == []
+        assert await store.counts() == {"message_ids": 0, "outcomes": 0, "receipts": 0}
+    async with open_store(path) as store:
+        assert store.allocate_id() > parts[-1].id  # the ids are never given again
+
+
+async def test_kept_outcomes_are_forgotten_after_a_while(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "s.db") as store:
+        await store.settle_messages({"1": DELIVERED}, receipt, now=100)
+        await store.settle_messages({"2": DELIVERED}, receipt, now=200)
+        assert await store.forget_outcomes(before=150) == 1
+        assert await store.add_ids([given(1, "1")], receipt) == []
+        assert [r.id for r in await store.add_ids([given(2, "2")], receipt)] == [2]
+
+
+# ── old files ──────────────────────────────────────────────────────────────────
+
+# The schema as septet wrote it before the file had a version (user_version 0).
+UNVERSIONED_SCHEMA = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
+    "CREATE TABLE message_ids ("
+    " id INTEGER PRIMARY KEY, system_id TEXT NOT NULL, msg_id TEXT, body BLOB NOT NULL)",
+    "CREATE INDEX message_ids_msg_id ON message_ids (msg_id) WHERE msg_id IS NOT NULL",
+    "CREATE INDEX message_ids_waiting ON message_ids (id) WHERE msg_id IS NULL",
+    "CREATE TABLE receipts (id INTEGER PRIMARY KEY, system_id TEXT NOT NULL, body BLOB NOT NULL)",
+)
+
+
+def write_unversioned_store(path: Path) -> None:
+    """A file from before issue 16: rows without the NPI fields, receipts without TON/NPI."""
+    old_row = {
+        "id": 41,
+        "system_id": "demo",
+        "msg_id": "12",
+        "registered_delivery": 1,
+        "submitted_at": 0.0,
+        "source_addr": "ACME",
+        "destination_addr": "250788123456",
+        "text_head": "old",
+        "source_addr_ton": 5,
+        "dest_addr_ton": 1,
+    }
+    old_receipt = {
+        "id": 40,
+        "system_id": "demo",
+        "source_addr": "250788123456",
+        "destination_addr": "ACME",
+        "text": "id:40 stat:DELIVRD",
+        "state": "DELIVRD",
+        "message_state": 2,
+    }
+    with sqlite3.connect(path) as connection:
+        for statement in UNVERSIONED_SCHEMA:
+            connection.execute(statement)
+        connection.execute(
+            "INSERT INTO message_ids VALUES (41, 'demo', '12', ?)",
+            (msgspec.msgpack.encode(old_row),),
+        )
+        connection.execute(
+            "INSERT INTO receipts VALUES (40, 'demo', ?)", (msgspec.msgpack.encode(old_receipt),)
+        )
+        connection.execute("INSERT INTO meta VALUES ('next_id', 42)")
+    connection.close()
+
+
+async def test_a_store_from_before_the_schema_version_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.smpp.db"
+    write_unversioned_store(path)
+    async with open_store(path) as store:
+        assert store.allocate_id() == 42
+        (pending,) = await store.pending_receipts()
+        assert (pending.id, pending.source_addr_ton, pending.dest_addr_npi) == (40, 0, 0)
+        made, matched = await store.settle_messages({"12": DELIVERED}, receipt, now=0)
+        assert matched == {"12"}
+        assert [r.id for r in made] == [41]
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    connection.close()
+    async with open_store(path) as store:  # a migrated file opens as it is
+        assert await store.counts() == {"message_ids": 0, "outcomes": 0, "receipts": 2}
+
+
+async def test_an_old_row_keeps_the_ton_it_had(tmp_path: Path) -> None:
+    path = tmp_path / "old.smpp.db"
+    write_unversioned_store(path)
+    seen: list[GivenId] = []
+
+    def remember(row: GivenId, outcome: Outcome) -> PendingReceipt | None:
+        seen.append(row)
+        return receipt(row, outcome)
+
+    async with open_store(path) as store:
+        await store.settle_messages({"12": DELIVERED}, remember, now=0)
+    (row,) = seen
+    assert (row.source_addr_ton, row.source_addr_npi, row.dest_addr_ton, row.dest_addr_npi) == (
+        5,
+        0,
+        1,
+        0,
+    )
+
+
+async def test_a_store_from_a_newer_septet_is_refused_with_a_sentence(tmp_path: Path) -> None:
+    path = tmp_path / "new.smpp.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    connection.close()
+    with pytest.raises(StoreError, match="written by a newer septet") as refused:
+        async with open_store(path):
+            pass
+    assert str(path) in str(refused.value)
+
+
+async def test_a_file_that_is_not_a_store_is_a_sentence(tmp_path: Path) -> None:
+    path = tmp_path / "junk.smpp.db"
+    path.write_bytes(b"this is not SQLite" * 100)
+    with pytest.raises(StoreError, match="Cannot open the SMPP store"):
+        async with open_store(path):
+            pass
