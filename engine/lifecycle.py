@@ -193,7 +193,10 @@ _REPORTED: Final = frozenset(
 )
 TRANSITIONS: Final[dict[tuple[State, InputKind], frozenset[State]]] = {
     **{(waiting, "claim"): frozenset({State.INFLIGHT}) for waiting in WAITING},
-    **{(waiting, "expiry"): frozenset({State.EXPIRED}) for waiting in WAITING},
+    **{
+        (waiting, "expiry"): frozenset({State.EXPIRED, State.UNCONFIRMED, State.UNKNOWN})
+        for waiting in WAITING
+    },
     **{(waiting, "cancel"): frozenset({State.CANCELLED}) for waiting in WAITING},
     **{(waiting, "circuit_open"): frozenset({State.ACCEPTED}) for waiting in WAITING},
     (State.INFLIGHT, "submitted"): frozenset({State.SUBMITTED, State.SENT, State.UNKNOWN}),
@@ -432,7 +435,7 @@ def can_failover(message: Message) -> bool:
 def on_reply(message: Message, outcome: Outcome, ctx: Context) -> Step:
     """The provider answered a request carrying `message` (inflight)."""
     if isinstance(outcome, Submitted):
-        return _check(State.INFLIGHT, "submitted", _submitted(message, outcome, ctx))
+        return _check(state_of(message, ctx.now), "submitted", _submitted(message, outcome, ctx))
     if isinstance(outcome, Unknown):
         step = _unconfirmed(
             message,
@@ -441,7 +444,7 @@ def on_reply(message: Message, outcome: Outcome, ctx: Context) -> Step:
             code=outcome.code,
         )
         step.counts.append(Count("failed", "unknown"))
-        return _check(State.INFLIGHT, "unknown_reply", step)
+        return _check(state_of(message, ctx.now), "unknown_reply", step)
     if isinstance(outcome, AccountRefused):
         reason: Reason = AccountFaultReason(outcome.fault, outcome.code, outcome.reason)
         decision = _policy(message, ctx).decide(
@@ -454,7 +457,7 @@ def on_reply(message: Message, outcome: Outcome, ctx: Context) -> Step:
         )
         step = _after_decision(message, decision, reason, ctx, kind="account", maybe_sent=False)
         step.circuit = "account"
-        return _check(State.INFLIGHT, "account_refused", step)
+        return _check(state_of(message, ctx.now), "account_refused", step)
     kind: InputKind = "rejected" if isinstance(outcome, Rejected) else "retry_later"
     metric = "rejected" if isinstance(outcome, Rejected) else _metric_reason(outcome)
     decision = _policy(message, ctx).decide(
@@ -475,7 +478,7 @@ def on_reply(message: Message, outcome: Outcome, ctx: Context) -> Step:
         step.circuit = "failure"
     else:
         step.circuit = "release"
-    return _check(State.INFLIGHT, kind, step)
+    return _check(state_of(message, ctx.now), kind, step)
 
 
 def on_transport_failure(
@@ -496,7 +499,7 @@ def on_transport_failure(
         message, decision, failure, ctx, kind=failure.kind, maybe_sent=failure.maybe_sent
     )
     step.circuit = "failure"
-    return _check(State.INFLIGHT, "transport", step)
+    return _check(state_of(message, ctx.now), "transport", step)
 
 
 def on_recovery(message: Message, ctx: Context) -> Step:
@@ -506,7 +509,7 @@ def on_recovery(message: Message, ctx: Context) -> Step:
     failure = TransportFailure(kind="crash", text=describe(CrashedInFlight()), maybe_sent=True)
     step = on_transport_failure(message, failure, ctx, first_attempt_at=first)
     step.circuit = None
-    return _check(State.INFLIGHT, "recovery", step)
+    return _check(state_of(message, ctx.now), "recovery", step)
 
 
 def _policy(message: Message, ctx: Context) -> RetryPolicy:
@@ -574,7 +577,20 @@ def _after_decision(
 ) -> Step:
     """Carry out the retry policy's decision on a failed attempt."""
     attempt = message.attempt + 1
-    maybe_sent_at = message.maybe_sent_at or (ctx.now if maybe_sent else 0.0)
+    # The window of a provider that deduplicates runs from when the attempt went out (the
+    # claim, just before the request), not from when its failure was noticed.
+    sent_at = message.inflight_at or ctx.now
+    maybe_sent_at = message.maybe_sent_at or (sent_at if maybe_sent else 0.0)
+    if isinstance(decision, RetryAt) and maybe_sent_at and ctx.idempotency == "duplicate-window":
+        # Whatever made this attempt fail, an earlier one may sit at the provider: the
+        # resend is safe only inside its duplicate window (engine.retry).
+        latest = (
+            maybe_sent_at + ctx.policy.duplicate_window_s - ctx.policy.duplicate_window_margin_s
+        )
+        if latest < ctx.now:
+            decision = GiveUp(decision.reason, why="window_passed", maybe_sent=True)
+        elif decision.at > latest:
+            decision = RetryAt(latest, decision.reason)
     if isinstance(decision, RetryAt):
         return _retry(message, decision, reason, ctx, kind, maybe_sent_at)
     if isinstance(decision, Failover):
@@ -801,17 +817,22 @@ def on_expiry(message: Message, ctx: Context) -> Step:
     if message.maybe_sent:
         # An earlier attempt may have reached the provider: its report decides.
         step = _unconfirmed(message, ValidityEnded(sent=True), ctx, code="validity")
-        return step if before in WAITING else _check(before, "expiry", step)
-    step = _fail(
-        message, State.EXPIRED, ValidityEnded(sent=False), ctx, code="validity", kind="expired"
-    )
-    return _check(before if before in WAITING else State.ACCEPTED, "expiry", step)
+    else:
+        step = _fail(
+            message, State.EXPIRED, ValidityEnded(sent=False), ctx, code="validity", kind="expired"
+        )
+    return _check(before, "expiry", step)
 
 
 def on_circuit_open(message: Message, ctx: Context) -> Step:
     """The bridge's circuit is open and the message has a failover: move it now."""
+    if not can_failover(message):
+        raise IllegalTransition(
+            f"message {message.msg_id} cannot fail over: no next bridge, or it may sit at"
+            f" {ctx.bridge}"
+        )
     step = _failover(message, CircuitOpen(ctx.bridge), ctx, "circuit_open")
-    return _check(State.ACCEPTED, "circuit_open", step)
+    return _check(state_of(message, ctx.now), "circuit_open", step)
 
 
 def on_cancel(message: Message, now: float) -> Step | None:

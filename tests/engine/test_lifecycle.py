@@ -1353,19 +1353,12 @@ def test_the_claim_rows_are_the_waiting_states_going_inflight() -> None:
     assert lifecycle.state_of(inflight(), NOW) is State.INFLIGHT
 
 
-EXPIRY_OF_MAYBE_SENT = pytest.mark.xfail(
-    strict=True,
-    reason="bug: on_expiry returns a waiting maybe-sent message's unconfirmed/unknown step "
-    "unchecked; TRANSITIONS[(waiting, 'expiry')] lacks UNCONFIRMED and UNKNOWN",
-)
-
-
 def table_params() -> list[Any]:
     params = []
     for row in ROWS:
         if row.expected is None:
             continue
-        marks = [EXPIRY_OF_MAYBE_SENT] if row.kind == "expiry" and row.message.maybe_sent else []
+        marks: list[pytest.MarkDecorator] = []
         params.append(pytest.param(row, id=row.name, marks=marks))
     return params
 
@@ -1403,15 +1396,9 @@ RAISING_INPUTS: Final[dict[InputKind, Act]] = {
 # Functions that check a fixed "before" state instead of the message's own: on_reply,
 # on_transport_failure and on_recovery always INFLIGHT, on_circuit_open always ACCEPTED,
 # on_expiry ACCEPTED for any message that may not have been sent.
-FIXED_BEFORE: Final = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: the function _checks a fixed before-state (INFLIGHT, or ACCEPTED), not "
-    "state_of(message), so it takes a step from a state the table has no row for",
-)
 
 
-@pytest.mark.parametrize("kind", [pytest.param(k, marks=FIXED_BEFORE) for k in RAISING_INPUTS])
+@pytest.mark.parametrize("kind", RAISING_INPUTS)
 def test_an_input_the_table_does_not_allow_raises(kind: InputKind) -> None:
     """Each state with no row for `kind`: the input must raise, not take a step."""
     taken = []
@@ -1463,12 +1450,6 @@ def test_an_input_that_does_not_apply_answers_none(state: State, act: Act) -> No
     assert act(STATES[state], context("none")) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: on_circuit_open checks neither can_failover (a message that may sit at "
-    "the provider moves to another bridge) nor the route's end (IndexError); only "
-    "dispatch's guard keeps it safe",
-)
 @pytest.mark.parametrize(
     "message",
     [
@@ -1498,11 +1479,6 @@ def carry_out(message: Message, step: Step) -> Message:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _after_decision records maybe_sent_at = ctx.now (when the failure was "
-    "noticed), not first_attempt_at (when the attempt went out)",
-)
 @pytest.mark.parametrize(
     ("act", "idempotency"),
     [
@@ -1521,11 +1497,6 @@ def test_maybe_sent_at_is_when_the_attempt_was_made(act: Act, idempotency: Idemp
     assert change.maybe_sent_at == NOW - 30
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: maybe_sent_at is recorded late by the request's duration, so the window "
-    "is counted from then: the 4th resend lands after SMS Club's 120 s window",
-)
 @pytest.mark.parametrize("first", ["lost reply", "crash"])
 def test_resends_after_lost_replies_stay_inside_the_duplicate_window(first: str) -> None:
     """Every request times out 30 s after it went out; the first went out at NOW - 30.
@@ -1545,11 +1516,6 @@ def test_resends_after_lost_replies_stay_inside_the_duplicate_window(first: str)
     assert max(resends) < NOW - 30 + POLICY.duplicate_window_s, resends
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a RetryAt from decide() or a not-sent transport failure ignores the "
-    "duplicate window of a maybe-sent message: its resend is scheduled after it",
-)
 @pytest.mark.parametrize(
     "act",
     [

@@ -327,11 +327,6 @@ async def test_a_second_start_finds_nothing_left_in_flight(journal: SqliteJourna
     assert events.emitted == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: lifecycle records maybe_sent_at as the restart time, not the crashed "
-    "attempt's inflight_at, so the duplicate window later counts from the restart",
-)
 async def test_a_recovered_message_remembers_when_its_crashed_attempt_went_out(
     journal: SqliteJournal, path: Path
 ) -> None:
