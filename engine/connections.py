@@ -1,19 +1,32 @@
 """Serves the NDJSON clients (stdin, TCP, Unix socket) and the outbox of events they left.
 
-Each connection gets an origin, registers an EventSink for it with the EventRouter, and
-has its lines answered by the LineHandler (engine.ingress). Events for a client that has
-gone are spilled into the Outbox and batched into the journal by `serve_outbox`.
+A connection's first line may present a session (`{"session": "<token>"}`,
+engine.sessions); its identity is then the session's, else a name unique to the
+connection and this run. It registers an EventSink under that identity with the
+EventRouter, and its lines are answered by the LineHandler (engine.ingress). A session's
+connection is first written the events kept for it (the journal outbox, oldest first,
+then those not yet stored; each leaves the outbox as it is written), then the `session`
+event, then live ones. Events for an identity with no connection are spilled into the
+Outbox and batched into the journal by `serve_outbox`; a connection without a session
+has an identity no later connection has, so its kept events are the operator's to read.
+
+A session line that is refused is answered with one `rejected` line and the connection
+is closed before anything else of it is read: nothing is accepted under an identity its
+client did not mean.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import secrets
 import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 import anyio.abc
@@ -23,6 +36,14 @@ from engine.config import IngressSettings, split_host_port
 from engine.ingress import EventRouter, EventSink, LineHandler
 from engine.journal import JournalError, StoreEvents
 from engine.models import LineRejected, encode_event_line, utc_from_timestamp
+from engine.sessions import (
+    Session,
+    SessionProblem,
+    connection_origin,
+    describe,
+    encode_session_opened,
+    read_session_line,
+)
 
 log = structlog.get_logger("septet.connections")
 
@@ -31,14 +52,32 @@ log = structlog.get_logger("septet.connections")
 RECEIVE_BUFFER_BYTES = 256 * 1024
 # The first wait before storing outbox events again after a journal write failed.
 OUTBOX_RETRY_S = 1.0
+# Kept events are read out of the journal this many at a time for a session's connection.
+KEPT_BATCH = 1000
+
+Receive = Callable[[], Awaitable[bytes]]
+Write = Callable[[bytes], Awaitable[None]]
+
+
+class OutboxJournal(Protocol):
+    """engine.journal: the outbox table."""
+
+    async def record(self, changes: Sequence[StoreEvents]) -> None: ...
+
+    async def take_events(self, origin: str | None, limit: int) -> list[bytes]: ...
 
 
 class Outbox:
-    """Events for clients that have gone: batched into the journal, never dropped."""
+    """Events for identities with no connection: batched into the journal, never dropped.
+
+    `lock` is held while a batch is being stored, so that `take_for` sees every event of
+    an identity either here or in the journal, never on its way between the two.
+    """
 
     def __init__(self) -> None:
         self.pending: dict[str, list[bytes]] = {}
         self.wake = anyio.Event()
+        self.lock = anyio.Lock()
 
     def spill(self, origin: str, lines: list[bytes]) -> None:
         self.pending.setdefault(origin, []).extend(lines)
@@ -57,30 +96,95 @@ class Outbox:
             self.pending[change.origin] = [*change.events, *self.pending.get(change.origin, [])]
         self.wake.set()
 
+    async def take_for(self, origin: str) -> list[bytes]:
+        """The events of `origin` not yet stored: newer than any the journal holds for it
+        once this returns (the store in progress, if any, has finished)."""
+        async with self.lock:
+            return self.pending.pop(origin, [])
 
-async def serve_outbox(outbox: Outbox, journal: Any) -> None:
+
+async def serve_outbox(outbox: Outbox, journal: OutboxJournal) -> None:
     """Store events for clients that have gone; a journal that cannot be written (disk
     full) is waited out, the events held in the meantime."""
     delay = OUTBOX_RETRY_S
     while True:
         await outbox.wake.wait()
         outbox.wake = anyio.Event()
-        changes = outbox.take()
-        if not changes:
-            continue
-        try:
-            await journal.record(changes)
-        except JournalError as error:
-            log.error("journal_write_failed", during="outbox", retry_in_s=delay, error=str(error))
-            outbox.restore(changes)
+        async with outbox.lock:
+            changes = outbox.take()
+            if not changes:
+                continue
+            try:
+                await journal.record(changes)
+            except JournalError as error:
+                log.error(
+                    "journal_write_failed", during="outbox", retry_in_s=delay, error=str(error)
+                )
+                outbox.restore(changes)
+                failed = True
+            else:
+                failed = False
+        if failed:
             await anyio.sleep(delay)
             delay = min(delay * 2, 30.0)
         else:
             delay = OUTBOX_RETRY_S
 
 
+async def store_outbox_rest(outbox: Outbox, journal: OutboxJournal) -> None:
+    """At shutdown: store every event still held, including those that come in while a
+    store runs (delivery reports still being handled), after any store in progress."""
+    async with outbox.lock:
+        while changes := outbox.take():
+            try:
+                await journal.record(changes)
+            except JournalError as error:
+                log.error(
+                    "events_not_kept",
+                    events=sum(len(change.events) for change in changes),
+                    error=str(error),
+                )
+                return
+
+
+# ── the first line ─────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """What a connection's first line says, and the stream to read on from."""
+
+    session: Session | SessionProblem | None
+    # Gives the bytes read past the session line (all bytes read, without one) first.
+    receive: Receive
+    lines_read: int
+
+
+async def read_opening(receive: Receive, max_line_bytes: int) -> Opening:
+    """Read until the first line is complete (or too long to be a session line, or input
+    ends) and tell whether it presents a session."""
+    buffer = b""
+    while (end := buffer.find(b"\n")) < 0 and len(buffer) <= max_line_bytes:
+        data = await receive()
+        if not data:
+            end = len(buffer)
+            break
+        buffer += data
+    session = read_session_line(buffer[:end]) if 0 <= end <= max_line_bytes else None
+    rest = buffer if session is None else buffer[end + 1 :]
+
+    async def receive_rest() -> bytes:
+        nonlocal rest
+        if rest:
+            data, rest = rest, b""
+            return data
+        return await receive()
+
+    return Opening(session, receive_rest, 0 if session is None else 1)
+
+
 class ClientServer:
-    """The socket clients: a connection limit per listener, one origin per connection."""
+    """The NDJSON clients: a connection limit per listener, one identity per client."""
 
     def __init__(
         self,
@@ -88,11 +192,17 @@ class ClientServer:
         handler: LineHandler,
         events: EventRouter,
         outbox: Outbox,
+        journal: OutboxJournal,
+        *,
+        run: str | None = None,
     ) -> None:
+        """`run` tells this daemon's connections from an earlier run's (random if None)."""
         self._settings = settings
         self._handler = handler
         self._events = events
         self._outbox = outbox
+        self._journal = journal
+        self.run = run if run is not None else secrets.token_hex(8)
         self._counter = iter(range(1, 1 << 62))
         self._open = {"tcp": 0, "unix": 0}
 
@@ -132,9 +242,8 @@ class ClientServer:
             self._open[kind] -= 1
 
     async def serve_client(self, stream: anyio.abc.ByteStream, kind: str) -> None:
-        origin = f"{kind}:{next(self._counter)}"
-        sink = EventSink(origin, stream.send)
-        self._events.register(sink)
+        name = connection_origin(kind, self.run, next(self._counter))
+        idle_timeout_s = self._settings.idle_timeout_s
 
         async def receive() -> bytes:
             try:
@@ -142,22 +251,120 @@ class ClientServer:
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 return b""
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(sink.serve, self._outbox.spill)
-            try:
+        try:
+            async with anyio.create_task_group() as tg:
+                started = await self._start(receive, stream.send, name, tg, idle_timeout_s)
+                if started is None:
+                    return
+                sink, opening = started
+                try:
+                    await self._handler.serve_stream(
+                        opening.receive,
+                        sink,
+                        idle_timeout_s=idle_timeout_s,
+                        lines_before=opening.lines_read,
+                    )
+                    # End of input means the client has gone: on TCP a half-close and
+                    # a close look alike, and writing to a closed peer would lose events
+                    # silently. Later events of its messages are kept in the journal
+                    # outbox for its identity; a client that wants them keeps writing
+                    # open, or comes back with its session.
+                    await sink.flush()
+                finally:
+                    self._events.unregister(sink)
+                    tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def serve_stdio(self, stdin: Receive, stdout: Write, input_done: anyio.Event) -> None:
+        """Lines from stdin, events to stdout; stdout stays this run's sink after stdin ends
+        (for the later events of its messages: submitted, dlr)."""
+        try:
+            async with anyio.create_task_group() as tg:
+                started = await self._start(stdin, stdout, f"stdin:{self.run}", tg, None)
+                if started is None:
+                    return
+                sink, opening = started
                 await self._handler.serve_stream(
-                    receive, sink, idle_timeout_s=self._settings.idle_timeout_s
+                    opening.receive, sink, lines_before=opening.lines_read
                 )
-                # End of input means the client has gone: on TCP a half-close and
-                # a close look alike, and writing to a closed peer would lose events
-                # silently. Later events of its messages go to the journal outbox
-                # (`septet send --events`); a client that wants them keeps writing open.
-                await sink.flush()
-            finally:
-                self._events.unregister(sink)
-                tg.cancel_scope.cancel()
-                with anyio.CancelScope(shield=True):
-                    await stream.aclose()
+                input_done.set()
+                await anyio.sleep_forever()
+        finally:
+            input_done.set()
+
+    async def _start(
+        self,
+        receive: Receive,
+        write: Write,
+        name: str,
+        tg: anyio.abc.TaskGroup,
+        idle_timeout_s: float | None,
+    ) -> tuple[EventSink, Opening] | None:
+        """Read the first line, register the client's sink under its identity and start
+        writing to it (kept events first); None when the client is to be closed."""
+        opening: Opening | None = None
+        with anyio.move_on_after(math.inf if idle_timeout_s is None else idle_timeout_s):
+            opening = await read_opening(receive, self._settings.max_line_bytes)
+        if opening is None:
+            log.info("connection_idle", origin=name, idle_timeout_s=idle_timeout_s)
+            return None
+        session = opening.session
+        if isinstance(session, SessionProblem):
+            refusal = LineRejected(
+                id=None, ts=utc_from_timestamp(time.time()), error=describe(session), line=1
+            )
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                await write(encode_event_line(refusal))
+            log.info("session_refused", origin=name, problem=session.value)
+            return None
+        identity = name if session is None else session.origin
+        sink = EventSink(identity, write)
+        # Registered before the outbox is read: from here on no event of this identity
+        # goes to the outbox, so the outbox and the journal hold all that is kept for it.
+        self._events.register(sink)
+        kept = None
+        if session is not None:
+            # Written after the kept events (KeptEvents puts the outbox's before it).
+            sink.emit(encode_session_opened(identity, utc_from_timestamp(time.time())))
+            kept = KeptEvents(identity, sink, self._outbox, self._journal).next_batch
+            log.info("session_opened", origin=identity, connection=name)
+        tg.start_soon(sink.serve, self._events.emit_lines, kept)
+        return sink, opening
+
+
+class KeptEvents:
+    """What a session's connection is written first: the events kept for its identity,
+    oldest first. The journal's, batch by batch (each leaves the journal as it is read);
+    the outbox's not yet stored, being newer, go to the front of the sink's buffer, after
+    those and before any live event."""
+
+    def __init__(
+        self, identity: str, sink: EventSink, outbox: Outbox, journal: OutboxJournal
+    ) -> None:
+        self._identity = identity
+        self._sink = sink
+        self._outbox = outbox
+        self._journal = journal
+        self._newest_taken = False
+
+    async def next_batch(self) -> list[bytes]:
+        """The next batch out of the journal, [] when none is left (or the journal cannot
+        be read: they stay there, for the next connection)."""
+        if not self._newest_taken:
+            self._newest_taken = True
+            self._sink.put_first(await self._outbox.take_for(self._identity))
+        try:
+            lines = await self._journal.take_events(self._identity, KEPT_BATCH)
+        except JournalError as error:
+            log.error(
+                "journal_read_failed", during="kept_events", origin=self._identity, error=str(error)
+            )
+            return []
+        # Stored lines end with their newline (engine.models.encode_event_line); one that
+        # does not must still not run into the next.
+        return [line if line.endswith(b"\n") else line + b"\n" for line in lines]
 
 
 async def serve_clients(
@@ -165,11 +372,12 @@ async def serve_clients(
     handler: LineHandler,
     events: EventRouter,
     outbox: Outbox,
+    journal: OutboxJournal,
     *,
     input_done: anyio.Event,
     use_stdin: bool = False,
-    stdin: Callable[[], Awaitable[bytes]] | None = None,
-    stdout: Callable[[bytes], Awaitable[None]] | None = None,
+    stdin: Receive | None = None,
+    stdout: Write | None = None,
     task_status: anyio.abc.TaskStatus[int | None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on the configured sockets (and read stdin) until cancelled.
@@ -196,50 +404,37 @@ async def serve_clients(
         if tcp_listener
         else None
     )
-    clients = ClientServer(settings, handler, events, outbox)
+    clients = ClientServer(settings, handler, events, outbox, journal)
+    log.info("clients_run", run=clients.run)
     async with anyio.create_task_group() as tg:
         if tcp_listener is not None:
             tg.start_soon(tcp_listener.serve, lambda s: clients.serve_connection(s, "tcp"))
         if unix_listener is not None:
             tg.start_soon(unix_listener.serve, lambda s: clients.serve_connection(s, "unix"))
         if use_stdin:
-            tg.start_soon(serve_stdio, handler, events, outbox, input_done, stdin, stdout)
+            tg.start_soon(
+                clients.serve_stdio, stdin or _read_stdin(), stdout or _write_stdout(), input_done
+            )
         else:
             input_done.set()
         task_status.started(tcp_port)
         await anyio.sleep_forever()
 
 
-async def serve_stdio(
-    handler: LineHandler,
-    events: EventRouter,
-    outbox: Outbox,
-    input_done: anyio.Event,
-    stdin: Callable[[], Awaitable[bytes]] | None,
-    stdout: Callable[[bytes], Awaitable[None]] | None,
-) -> None:
-    if stdin is None:
-        stdin_file = anyio.wrap_file(sys.stdin.buffer)
+def _read_stdin() -> Receive:
+    stdin_file = anyio.wrap_file(sys.stdin.buffer)
 
-        async def read() -> bytes:
-            return await stdin_file.read1(65536)
+    async def read() -> bytes:
+        return await stdin_file.read1(65536)
 
-        stdin = read
-    if stdout is None:
-        stdout_file = anyio.wrap_file(sys.stdout.buffer)
+    return read
 
-        async def write(data: bytes) -> None:
-            await stdout_file.write(data)
-            await stdout_file.flush()
 
-        stdout = write
-    sink = EventSink("stdin", stdout)
-    events.register(sink)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(sink.serve, outbox.spill)
-        try:
-            await handler.serve_stream(stdin, sink)
-        finally:
-            input_done.set()
-        # stdout stays the event sink for this run's later events (submitted, dlr).
-        await anyio.sleep_forever()
+def _write_stdout() -> Write:
+    stdout_file = anyio.wrap_file(sys.stdout.buffer)
+
+    async def write(data: bytes) -> None:
+        await stdout_file.write(data)
+        await stdout_file.flush()
+
+    return write

@@ -24,7 +24,7 @@ from bridges.base import BridgeDriver, BridgeSettings
 from bridges.registry import build_driver
 from engine.circuit import CircuitBreaker
 from engine.config import Settings, split_host_port
-from engine.connections import Outbox, serve_clients, serve_outbox
+from engine.connections import Outbox, serve_clients, serve_outbox, store_outbox_rest
 from engine.credentials import CredentialsRefused, NotCheckable, check_credentials, describe
 from engine.dispatch import BridgeDispatcher
 from engine.dlr import ReceiptHandler, serve_poller
@@ -301,6 +301,7 @@ async def run_daemon(
                     handler,
                     events,
                     outbox,
+                    journal,
                     input_done=input_done,
                     use_stdin=use_stdin,
                     stdin=stdin,
@@ -364,8 +365,8 @@ async def run_daemon(
                 requests_in_flight={n: d.in_flight for n, d in dispatchers.items() if d.in_flight},
             )
         dispatch_scope.cancel()
-        if outbox.pending:
-            await journal.record(outbox.take())
+        # No await between the last store and the cancel: no event can slip in between.
+        await store_outbox_rest(outbox, journal)
         tg.cancel_scope.cancel()
     log.info("stopped")
     return 0

@@ -14,6 +14,10 @@ it is refused as congested, with nothing journaled.
 
 A line longer than `max_line_bytes` is rejected as soon as it outgrows the limit; the
 rest of it is skipped as it arrives, never buffered whole.
+
+Events go back by identity (engine.sessions): the EventRouter gives each to the newest
+open sink of its message's origin, or keeps it in the journal outbox for that origin;
+never to a sink of another.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from engine.numbers import InvalidNumber, normalise
 from engine.pricing import NoPriceError, PriceTable, message_cost
 from engine.routing import Router, UnknownRoute
 from engine.segment import segment_text
+from engine.sessions import SessionProblem, describe, read_session_line
 
 log = structlog.get_logger("septet.ingress")
 
@@ -177,17 +182,33 @@ def _now_dt() -> dt.datetime:
 # ── Event sinks ────────────────────────────────────────────────────────────────
 
 
+class Sink(Protocol):
+    """What the EventRouter hands events to: an EventSink, or an SMPP account's sink."""
+
+    origin: str
+    closed: bool
+
+    def emit(self, line: bytes) -> None: ...
+
+
+Spill = Callable[[str, list[bytes]], None]
+
+
 class EventSink:
-    """Where one client's events go. `emit` never blocks the engine: lines are buffered and
-    a writer task sends them; once the client has gone, they go to the journal outbox."""
+    """Where one client connection's events go. `emit` never blocks the engine: lines are
+    buffered and `serve` writes them. What the connection could not write when it went
+    goes to `spill` (the EventRouter's `emit_lines`: another connection of the same
+    identity, or the journal outbox), the line being written included: a reader that
+    vanished mid-write may see a line again, but never loses one."""
 
     def __init__(self, origin: str, write: Callable[[bytes], Awaitable[None]]) -> None:
         self.origin = origin
         self._write = write
         self._buffer: list[bytes] = []
         self._wake = anyio.Event()
+        self._idle = anyio.Event()  # set while nothing is buffered or being written
         self.closed = False
-        self._spill: Callable[[str, list[bytes]], None] | None = None
+        self._spill: Spill | None = None
 
     def emit(self, line: bytes) -> None:
         if self.closed:
@@ -195,57 +216,109 @@ class EventSink:
                 self._spill(self.origin, [line])
             return
         self._buffer.append(line)
-        self._wake.set()
+        self._wake_writer()
 
-    async def serve(self, spill: Callable[[str, list[bytes]], None]) -> None:
-        """Write buffered events until the connection fails or is cancelled."""
+    def put_first(self, lines: list[bytes]) -> None:
+        """Lines older than any emitted so far (events kept while nobody listened)."""
+        if not lines:
+            return
+        if self.closed:
+            if self._spill is not None:
+                self._spill(self.origin, lines)
+            return
+        self._buffer[:0] = lines
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        self._wake.set()
+        if self._idle.is_set():
+            self._idle = anyio.Event()
+
+    async def serve(
+        self, spill: Spill, kept: Callable[[], Awaitable[list[bytes]]] | None = None
+    ) -> None:
+        """Write the batches `kept()` gives until it gives none (events kept for this
+        identity, oldest first), then buffered events as they come, until the connection
+        fails or is cancelled."""
         self._spill = spill
+        writing: list[bytes] = []
         try:
+            if kept is not None:
+                while True:
+                    # Shielded: a batch taken out of the journal must reach this
+                    # connection or go back, never vanish with a cancelled read.
+                    with anyio.CancelScope(shield=True):
+                        writing = await kept()
+                    if not writing:
+                        break
+                    await self._write(b"".join(writing))
+                    writing = []
             while True:
+                while self._buffer:
+                    writing, self._buffer = self._buffer, []
+                    await self._write(b"".join(writing))
+                    writing = []
+                self._idle.set()
                 await self._wake.wait()
                 self._wake = anyio.Event()
-                while self._buffer:
-                    data, self._buffer = self._buffer, []
-                    await self._write(b"".join(data))
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             log.info("client_gone", origin=self.origin)
         finally:
             self.closed = True
-            if self._buffer:
-                spill(self.origin, self._buffer)
-                self._buffer = []
+            self._idle.set()
+            rest, self._buffer = [*writing, *self._buffer], []
+            if rest:
+                spill(self.origin, rest)
 
     async def flush(self) -> None:
         """Wait until everything emitted so far is written (or the sink closed)."""
-        while self._buffer and not self.closed:  # noqa: ASYNC110 - rare, short wait
-            await anyio.sleep(0.001)
+        while not self.closed:
+            idle = self._idle
+            await idle.wait()
+            if idle is self._idle:
+                return
 
 
 class EventRouter:
-    """origin -> sink; events for an origin with no live sink are kept in the journal."""
+    """identity (a message's origin) -> its live sinks. An event goes to the newest live
+    sink of its identity, or, when there is none, to `spill` (the journal outbox), kept
+    for that identity: never to a sink of another identity."""
 
-    def __init__(self, spill: Callable[[str, list[bytes]], None]) -> None:
-        self._sinks: dict[str, EventSink] = {}
+    def __init__(self, spill: Spill) -> None:
+        self._sinks: dict[str, list[Sink]] = {}
         self._spill = spill
 
-    def register(self, sink: EventSink) -> None:
-        self._sinks[sink.origin] = sink
+    def register(self, sink: Sink) -> None:
+        self._sinks.setdefault(sink.origin, []).append(sink)
 
-    def unregister(self, sink: EventSink) -> None:
-        if self._sinks.get(sink.origin) is sink:
-            del self._sinks[sink.origin]
+    def unregister(self, sink: Sink) -> None:
+        sinks = self._sinks.get(sink.origin)
+        if sinks is not None and sink in sinks:
+            sinks.remove(sink)
+            if not sinks:
+                del self._sinks[sink.origin]
+
+    def live(self, origin: str) -> Sink | None:
+        """The sink that gets `origin`'s events now: its newest one still open."""
+        sinks = self._sinks.get(origin)
+        if sinks is None:
+            return None
+        for sink in reversed(sinks):
+            if not sink.closed:
+                return sink
+        return None
 
     def emit(self, origin: str, event: Event) -> None:
         line = encode_event_line(event)
-        sink = self._sinks.get(origin)
-        if sink is None or sink.closed:
+        sink = self.live(origin)
+        if sink is None:
             self._spill(origin, [line])
         else:
             sink.emit(line)
 
     def emit_lines(self, origin: str, lines: list[bytes]) -> None:
-        sink = self._sinks.get(origin)
-        if sink is None or sink.closed:
+        sink = self.live(origin)
+        if sink is None:
             self._spill(origin, lines)
         else:
             for line in lines:
@@ -351,8 +424,12 @@ class LineHandler:
         sink: EventSink,
         *,
         idle_timeout_s: float | None = None,
+        lines_before: int = 0,
     ) -> None:
         """Read until end of input (`receive` returns b""), answering every line.
+
+        `lines_before` is how many lines of the stream were read before (a session line,
+        engine.connections), so that line numbers in answers stay those of the stream.
 
         With `idle_timeout_s` (socket connections, config `[ingress] idle_timeout_s`),
         reading also ends once no line has been completed for that long: an idle client
@@ -361,7 +438,7 @@ class LineHandler:
         so it serves as a keep-alive. Time spent answering (journal, full queues) does not.
         """
         splitter = LineSplitter(self._max_line)
-        line_number = 0
+        line_number = lines_before
         deadline = math.inf if idle_timeout_s is None else anyio.current_time() + idle_timeout_s
         while True:
             with anyio.move_on_after(deadline - anyio.current_time()) as idle:
@@ -398,6 +475,8 @@ class LineHandler:
                 continue  # a blank line is not a message; line numbers stay physical
             prepared = self._preparer.prepare(line, origin, now)
             if isinstance(prepared, LineError):
+                if read_session_line(line) is not None:
+                    prepared = LineError(describe(SessionProblem.NOT_FIRST))
                 answers.append((number, prepared))
             else:
                 answers.append((number, len(groups)))

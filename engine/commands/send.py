@@ -5,6 +5,14 @@ arrives. The command ends when every line has its answer (one `rejected`, or one
 `accepted` per recipient), or with --wait-dlr when every accepted message has also
 reached a final state (a final `dlr` or a `failed`). Exit 0 when all lines were
 accepted (and, with --wait-dlr, none failed), 1 otherwise, 2 on bad usage.
+
+With --session TOKEN the first line sent is `{"session": "TOKEN"}` (engine.sessions):
+events of messages sent under that token come to whichever connection presents it, and
+those kept while none did are printed first; only what follows the daemon's `session`
+event is counted as this run's answers.
+
+--events reads the events the journal keeps for clients that had gone (all of them, or
+one identity's: an origin, or --session's), the operator's way in.
 """
 
 from __future__ import annotations
@@ -13,12 +21,17 @@ import argparse
 import contextlib
 import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
 import msgspec
 
+from engine.sessions import check_token, describe, session_line, session_origin
+
 FINAL_STATES = frozenset({"DELIVRD", "UNDELIV", "EXPIRED", "REJECTD", "DELETED", "UNKNOWN"})
+# --events without an ORIGIN: every client's kept events.
+ALL_ORIGINS = ""
 
 
 # Well under the daemon's default idle timeout ([ingress] idle_timeout_s, 600 s).
@@ -52,9 +65,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " ([ingress] idle_timeout_s) does not close the connection (default %(default)g)",
     )
     parser.add_argument(
+        "--session",
+        metavar="TOKEN",
+        help="present this session first (16 to 128 characters of A-Z, a-z, 0-9, _ and -;"
+        " keep it secret): events of messages sent under it reach whichever connection"
+        " presents it, and those kept while none did are printed first",
+    )
+    parser.add_argument(
         "--events",
-        action="store_true",
-        help="print (and remove) events kept for clients that had disconnected, then exit",
+        nargs="?",
+        const=ALL_ORIGINS,
+        metavar="ORIGIN",
+        help="print (and remove) events kept for clients that had disconnected, then exit:"
+        " all of them, or those of ORIGIN (as in the daemon's log, such as tcp:RUN:N),"
+        " or with --session those of that session",
     )
     parser.add_argument(
         "--journal",
@@ -100,27 +124,69 @@ async def _connect(address: str) -> anyio.abc.ByteStream:
     return await anyio.connect_tcp(host.strip("[]") or "127.0.0.1", int(port))
 
 
-async def _session(
-    lines: list[bytes], address: str, wait_dlr: bool, timeout_s: float, keepalive_s: float
+class Answers:
+    """Counts what comes back for this run's lines: one `rejected` or one `accepted` per
+    recipient per line, then (with --wait-dlr) a final report per accepted message."""
+
+    def __init__(self, lines: list[bytes], wait_dlr: bool, *, counting: bool) -> None:
+        self.expected = [_recipients(line) for line in lines]
+        self.wait_dlr = wait_dlr
+        # With a session, events kept from earlier connections come first: counting
+        # starts at the daemon's `session` event.
+        self.counting = counting
+        self.answered = 0
+        self.accepted_in_line = 0
+        self.open_messages: set[str] = set()
+        self.ok = True
+
+    def done(self) -> bool:
+        return self.answered == len(self.expected) and not (self.wait_dlr and self.open_messages)
+
+    def take(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "session":
+            self.counting = True
+        elif not self.counting:
+            return
+        elif kind == "rejected":
+            self.answered += 1
+            self.ok = False
+        elif kind == "accepted":
+            self.accepted_in_line += 1
+            if event.get("msg_id"):
+                self.open_messages.add(event["msg_id"])
+            answered = self.answered
+            if answered < len(self.expected) and self.accepted_in_line >= self.expected[answered]:
+                self.answered += 1
+                self.accepted_in_line = 0
+        elif kind == "failed":
+            self.ok = False
+            self.open_messages.discard(event.get("msg_id"))
+        elif kind == "dlr" and event.get("state") in FINAL_STATES:
+            self.open_messages.discard(event.get("msg_id"))
+
+
+async def _exchange(
+    lines: list[bytes],
+    address: str,
+    wait_dlr: bool,
+    timeout_s: float,
+    keepalive_s: float,
+    session: str | None,
 ) -> int:
     stream = await _connect(address)
-    expected = [_recipients(line) for line in lines]
-    answered = 0
-    ok = True
-    open_messages: set[str] = set()
-    accepted_in_line = 0
+    answers = Answers(lines, wait_dlr, counting=session is None)
     out = sys.stdout.buffer
     buffer = b""
-
-    def done() -> bool:
-        return answered == len(lines) and (not wait_dlr or not open_messages)
+    first = [] if session is None else [session_line(session)]
 
     async with stream, anyio.create_task_group() as tg:
 
         async def writer() -> None:
             # No half-close: to the daemon, end of input means the client has gone (its
-            # later events would go to the journal outbox, for `septet send --events`).
-            await stream.send(b"".join(line + b"\n" for line in lines))
+            # later events are kept in the journal outbox, for its session or for
+            # `septet send --events`).
+            await stream.send(b"".join(line + b"\n" for line in [*first, *lines]))
             # A blank line now and then is a keep-alive: the daemon closes a connection
             # that completes no line for `[ingress] idle_timeout_s` (600 s by default),
             # and waiting for delivery reports can take longer.
@@ -132,10 +198,10 @@ async def _session(
 
         tg.start_soon(writer)
         with anyio.move_on_after(timeout_s) as scope:
-            while not done():
+            while not answers.done():
                 try:
                     data = await stream.receive(65536)
-                except anyio.EndOfStream:
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
                     break
                 buffer += data
                 *complete, buffer = buffer.split(b"\n")
@@ -143,43 +209,28 @@ async def _session(
                     if not raw:
                         continue
                     out.write(raw + b"\n")
-                    event = msgspec.json.decode(raw)
-                    kind = event.get("event")
-                    if kind == "rejected":
-                        answered += 1
-                        ok = False
-                    elif kind == "accepted":
-                        accepted_in_line += 1
-                        if event.get("msg_id"):
-                            open_messages.add(event["msg_id"])
-                        if answered < len(expected) and accepted_in_line >= expected[answered]:
-                            answered += 1
-                            accepted_in_line = 0
-                    elif kind == "failed":
-                        ok = False
-                        open_messages.discard(event.get("msg_id"))
-                    elif kind == "dlr" and event.get("state") in FINAL_STATES:
-                        open_messages.discard(event.get("msg_id"))
+                    answers.take(msgspec.json.decode(raw))
                 out.flush()
         tg.cancel_scope.cancel()
     if scope.cancelled_caught:
         print(f"septet send: timed out after {timeout_s:g} s", file=sys.stderr)
         return 1
-    if not done():
+    if not answers.done():
         print("septet send: the daemon closed the connection early", file=sys.stderr)
         return 1
-    return 0 if ok else 1
+    return 0 if answers.ok else 1
 
 
-async def _stored_events(journal_path: str) -> int:
+async def _stored_events(journal_path: str, origin: str | None) -> int:
     """Events the daemon could not deliver (the client had gone) wait in the journal's
-    outbox; SQLite's WAL lets this run beside the daemon."""
+    outbox, each under its client's identity; SQLite's WAL lets this run beside the
+    daemon."""
     from engine.journal import open_journal
 
     out = sys.stdout.buffer
     total = 0
     async with open_journal(journal_path) as journal:
-        while batch := await journal.take_events(None, 1000):
+        while batch := await journal.take_events(origin, 1000):
             out.write(b"".join(line if line.endswith(b"\n") else line + b"\n" for line in batch))
             total += len(batch)
     out.flush()
@@ -187,8 +238,20 @@ async def _stored_events(journal_path: str) -> int:
     return 0
 
 
+def _events_origin(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str | None:
+    """Whose kept events --events reads: None for everyone's."""
+    if args.session is not None:
+        if args.events != ALL_ORIGINS:
+            parser.error("--events takes an ORIGIN or --session, not both")
+        return session_origin(args.session)
+    return args.events or None
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    if args.events:
+    if args.session is not None and (problem := check_token(args.session)) is not None:
+        parser.error(f"--session: {describe(problem)}")
+    if args.events is not None:
+        origin = _events_origin(args, parser)
         if not Path(args.journal).is_file():
             print(f"septet send: no journal at {args.journal}", file=sys.stderr)
             return 1
@@ -197,7 +260,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from engine.journal import JournalError
 
         try:
-            return asyncio.run(_stored_events(args.journal))
+            return asyncio.run(_stored_events(args.journal, origin))
         except JournalError as error:
             print(f"septet send: {error}", file=sys.stderr)
             return 1
@@ -211,7 +274,15 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print("septet send: nothing to send (give --to/--text or NDJSON on stdin)", file=sys.stderr)
         return 2
     try:
-        return anyio.run(_session, lines, args.socket, args.wait_dlr, args.timeout, args.keepalive)
+        return anyio.run(
+            _exchange,
+            lines,
+            args.socket,
+            args.wait_dlr,
+            args.timeout,
+            args.keepalive,
+            args.session,
+        )
     except OSError as error:
         print(f"septet send: cannot reach the daemon at {args.socket}: {error}", file=sys.stderr)
         return 1

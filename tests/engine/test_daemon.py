@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import stat
 from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
-from engine.connections import Outbox
 from tests.engine.daemon_harness import (
     connected,
     daemon_settings,
@@ -19,6 +20,10 @@ from tests.engine.daemon_harness import (
 )
 
 pytestmark = pytest.mark.anyio
+
+# The events of a message that always come, once each and in this order (a `status`
+# may come between them).
+REPORTED = ("accepted", "submitted", "dlr")
 
 
 def answered(count: int) -> Any:
@@ -119,8 +124,6 @@ async def test_bad_lines_are_rejected_by_line_and_the_daemon_goes_on(tmp_path: P
 
 async def test_overlong_line_is_rejected_without_stopping_the_connection(tmp_path: Path) -> None:
     settings = daemon_settings(tmp_path)
-    import msgspec
-
     settings = msgspec.structs.replace(
         settings, ingress=msgspec.structs.replace(settings.ingress, max_line_bytes=1024)
     )
@@ -230,8 +233,6 @@ async def test_unix_socket_is_private(tmp_path: Path) -> None:
 
 
 async def test_connection_limit_per_listener(tmp_path: Path) -> None:
-    import msgspec
-
     settings = daemon_settings(tmp_path)
     settings = msgspec.structs.replace(
         settings, ingress=msgspec.structs.replace(settings.ingress, max_connections=3)
@@ -256,12 +257,56 @@ async def test_connection_limit_per_listener(tmp_path: Path) -> None:
                 await anyio.sleep(0.05)
 
 
-def test_outbox_events_put_back_after_a_failed_store_keep_their_order() -> None:
-    outbox = Outbox()
-    outbox.spill("client-1", [b"1", b"2"])
-    taken = outbox.take()
-    outbox.spill("client-1", [b"3"])  # arrived while the journal was failing
-    outbox.restore(taken)
-    [change] = outbox.take()
-    assert (change.origin, change.events) == ("client-1", [b"1", b"2", b"3"])
-    assert outbox.take() == []
+async def test_a_session_gets_its_own_events_back_and_no_other_client_does(
+    tmp_path: Path,
+) -> None:
+    token_a, token_b = "client-A_0123456789", "client-B_0123456789"
+
+    def final(client_events: list[dict[str, Any]], ref: str) -> bool:
+        return any(e["event"] == "dlr" and e.get("id") == ref for e in client_events)
+
+    async with running_daemon(daemon_settings(tmp_path)) as daemon:
+        await daemon.sim_config({"dlr_mix": {"DELIVRD": 1.0}})
+        async with connected(daemon) as a:
+            await a.send({"session": token_a}, {"id": "a", "to": "+447700900070", "text": "A"})
+            await a.wait_for(lambda events: bool(a.of("accepted")))
+        # A has gone; the events of its message are kept for its session meanwhile.
+        async with connected(daemon) as b, connected(daemon, unix=True) as c:
+            await b.send({"session": token_b}, {"id": "b", "to": "+447700900071", "text": "B"})
+            await c.send({"id": "c", "to": "+447700900072", "text": "C"})
+            await b.wait_for(lambda events: final(events, "b"))
+            await c.wait_for(lambda events: final(events, "c"))
+        async with connected(daemon) as again:
+            await again.send({"session": token_a})
+            await again.wait_for(
+                lambda events: (
+                    final(a.events + events, "a") and any(e["event"] == "session" for e in events)
+                )
+            )
+    [msg_id] = [e["msg_id"] for e in a.of("accepted")]
+    assert not [e for e in b.events + c.events if e.get("msg_id") == msg_id or e.get("id") == "a"]
+    mine = [e["event"] for e in a.events + again.events if e.get("msg_id") == msg_id]
+    assert [kind for kind in mine if kind in REPORTED] == list(REPORTED)  # each once, in order
+    assert [e["event"] for e in again.events].count("session") == 1
+    assert [e["event"] for e in c.events if e["event"] in REPORTED] == list(REPORTED)
+    assert "session" not in [e["event"] for e in c.events]
+
+
+async def test_a_bad_session_line_is_one_sentence_and_the_daemon_goes_on(tmp_path: Path) -> None:
+    async with running_daemon(daemon_settings(tmp_path)) as daemon:
+        async with await anyio.connect_tcp("127.0.0.1", daemon.tcp_port) as stream:
+            await stream.send(b'{"session": "too short"}\n{"to": "+250788100080", "text": "x"}\n')
+            received = b""
+            with anyio.fail_after(5):
+                with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                    while True:  # until the daemon closes the connection
+                        received += await stream.receive()
+        [refusal] = [msgspec.json.decode(line) for line in received.splitlines()]
+        assert (refusal["event"], refusal["line"]) == ("rejected", 1)
+        assert refusal["error"] == (
+            "a session token is 16 to 128 characters of A-Z, a-z, 0-9, _ and -"
+        )
+        async with connected(daemon) as client:
+            await client.send({"to": "+250788100081", "text": "after it"})
+            await client.wait_for(answered(1))
+        assert client.of("accepted")

@@ -1,5 +1,5 @@
-"""Ingress: line splitting (over-long lines never buffered whole), and SMPP submissions
-that reserve queue room before their commit."""
+"""Ingress: line splitting (over-long lines never buffered whole), SMPP submissions that
+reserve queue room before their commit, and events that reach only their own identity."""
 
 from __future__ import annotations
 
@@ -7,9 +7,17 @@ import functools
 from collections.abc import Collection, Sequence
 
 import anyio
+import msgspec
 import pytest
 
-from engine.ingress import CONGESTED, LineHandler, LinePreparer, LineSplitter
+from engine.ingress import (
+    CONGESTED,
+    EventRouter,
+    EventSink,
+    LineHandler,
+    LinePreparer,
+    LineSplitter,
+)
 from engine.journal import Duplicate, JournalError
 from engine.models import Message, Submission
 from engine.pricing import default_price_tables
@@ -233,3 +241,185 @@ async def test_a_reserved_slot_goes_back_when_nothing_fills_it(failure: str) -> 
             tg.cancel_scope.cancel()  # the bind went away mid-commit
     assert queue.room() == queue.capacity
     assert len(queue) == 0
+
+
+# ── Events reach only the identity they belong to ──────────────────────────────
+
+
+class ListSink:
+    """A sink that keeps what it is given (an SMPP account's sink is this shape)."""
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+        self.closed = False
+        self.lines: list[bytes] = []
+
+    def emit(self, line: bytes) -> None:
+        self.lines.append(line)
+
+
+def spilling_router() -> tuple[EventRouter, list[tuple[str, bytes]]]:
+    kept: list[tuple[str, bytes]] = []
+    return EventRouter(lambda origin, lines: kept.extend((origin, x) for x in lines)), kept
+
+
+def test_events_go_to_their_identity_only_and_are_kept_when_it_has_no_sink() -> None:
+    router, kept = spilling_router()
+    a, b = ListSink("session:a"), ListSink("tcp:run2:1")
+    router.register(a)
+    router.register(b)
+    router.emit_lines("session:a", [b"for a"])
+    router.emit_lines("tcp:run1:1", [b"for a client of run 1"])  # gone: same number, other run
+    router.emit_lines("session:c", [b"for c"])
+    assert a.lines == [b"for a"]
+    assert b.lines == []
+    assert kept == [("tcp:run1:1", b"for a client of run 1"), ("session:c", b"for c")]
+
+
+def test_the_newest_live_sink_of_an_identity_gets_its_events() -> None:
+    router, kept = spilling_router()
+    first, second = ListSink("session:a"), ListSink("session:a")
+    router.register(first)
+    router.register(second)
+    router.emit_lines("session:a", [b"1"])
+    second.closed = True  # its connection failed before it was unregistered
+    router.emit_lines("session:a", [b"2"])
+    router.unregister(first)
+    router.emit_lines("session:a", [b"3"])
+    router.unregister(second)
+    router.unregister(second)  # twice is harmless
+    assert (first.lines, second.lines) == ([b"2"], [b"1"])
+    assert kept == [("session:a", b"3")]
+    assert router.live("session:a") is None
+
+
+class Peer:
+    """The far end of an EventSink: records writes; can fail or hold a write."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.broken = False
+        self.gate: anyio.Event | None = None
+
+    async def write(self, data: bytes) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.broken:
+            raise anyio.BrokenResourceError
+        self.data += data
+
+
+@pytest.mark.anyio
+async def test_a_sink_writes_kept_batches_then_older_lines_then_live_ones() -> None:
+    router, kept = spilling_router()
+    peer = Peer()
+    sink = EventSink("session:a", peer.write)
+    router.register(sink)
+    sink.emit(b"live-1\n")
+    sink.put_first([b"pending-1\n", b"pending-2\n"])
+    batches = [[b"journal-1\n", b"journal-2\n"], [b"journal-3\n"], []]
+
+    async def next_batch() -> list[bytes]:
+        return batches.pop(0)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sink.serve, router.emit_lines, next_batch)
+        sink.emit(b"live-2\n")
+        with anyio.fail_after(5):
+            await sink.flush()
+        tg.cancel_scope.cancel()
+    assert peer.data.split() == [
+        b"journal-1",
+        b"journal-2",
+        b"journal-3",
+        b"pending-1",
+        b"pending-2",
+        b"live-1",
+        b"live-2",
+    ]
+    assert kept == []
+
+
+@pytest.mark.anyio
+async def test_what_a_failed_connection_could_not_write_goes_to_another_of_its_identity() -> None:
+    router, kept = spilling_router()
+    peer = Peer()
+    peer.broken = True
+    sink = EventSink("session:a", peer.write)
+    other = ListSink("session:a")
+    router.register(other)
+    router.register(sink)
+    sink.emit(b"1\n")
+    sink.emit(b"2\n")
+    with anyio.fail_after(5):
+        await sink.serve(router.emit_lines)
+    assert sink.closed
+    sink.emit(b"3\n")  # after the failure, before it was unregistered
+    router.emit_lines("session:a", [b"4\n"])
+    assert other.lines == [b"1\n", b"2\n", b"3\n", b"4\n"]  # the line being written too
+    assert kept == []
+
+
+@pytest.mark.anyio
+async def test_a_sink_cancelled_mid_write_keeps_the_line_and_the_rest() -> None:
+    router, kept = spilling_router()
+    peer = Peer()
+    peer.gate = anyio.Event()  # the write never completes
+    sink = EventSink("tcp:run:1", peer.write)
+    router.register(sink)
+    sink.emit(b"1\n")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sink.serve, router.emit_lines)
+        await anyio.wait_all_tasks_blocked()
+        sink.emit(b"2\n")
+        tg.cancel_scope.cancel()
+    router.unregister(sink)
+    assert kept == [("tcp:run:1", b"1\n"), ("tcp:run:1", b"2\n")]
+
+
+@pytest.mark.anyio
+async def test_flush_waits_for_the_write_in_progress() -> None:
+    router, _ = spilling_router()
+    peer = Peer()
+    peer.gate = anyio.Event()
+    sink = EventSink("tcp:run:1", peer.write)
+    flushed = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sink.serve, router.emit_lines)
+        sink.emit(b"1\n")
+
+        async def flush() -> None:
+            await sink.flush()
+            flushed.set()
+
+        tg.start_soon(flush)
+        await anyio.wait_all_tasks_blocked()
+        assert not flushed.is_set()  # the line is taken from the buffer but not yet written
+        peer.gate.set()
+        with anyio.fail_after(5):
+            await flushed.wait()
+        tg.cancel_scope.cancel()
+    assert peer.data == b"1\n"
+
+
+@pytest.mark.anyio
+async def test_a_session_line_after_the_first_is_answered_with_why() -> None:
+    handler, journal, _ = room_handler(capacity=10)
+    peer = Peer()
+    sink = EventSink("tcp:run:1", peer.write)
+    chunks = [b'{"session": "client-A_0123456789"}\n{"to": "+250788100001", "text": "hi"}\n']
+
+    async def receive() -> bytes:
+        return chunks.pop(0) if chunks else b""
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sink.serve, lambda origin, lines: None)
+        await handler.serve_stream(receive, sink, lines_before=3)
+        await sink.flush()
+        tg.cancel_scope.cancel()
+    rejected, accepted = (msgspec.json.decode(line) for line in peer.data.splitlines())
+    assert rejected["event"] == "rejected"
+    assert rejected["line"] == 4  # line numbers count the lines read before
+    assert rejected["error"] == "a session line must be the connection's first line"
+    assert accepted["event"] == "accepted"
+    assert [m.origin for m in journal.accepted] == ["tcp:run:1"]

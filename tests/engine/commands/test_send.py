@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -88,3 +89,95 @@ async def test_blank_line_keepalives_outlast_the_idle_timeout(tmp_path: Path) ->
         code, events = await septet_send("--socket", address, "--keepalive", "30", *flags)
     assert code == 1
     assert "dlr" not in [e["event"] for e in events]
+
+
+TOKEN = "send-test_0123456789"
+
+
+def kept_lines(journal: str) -> list[tuple[str, dict[str, object]]]:
+    """The journal's outbox, read beside the daemon: (origin, event) in order."""
+    with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as connection:
+        rows = connection.execute("SELECT origin, line FROM outbox ORDER BY id").fetchall()
+    return [(origin, msgspec.json.decode(line)) for origin, line in rows]
+
+
+async def wait_kept(journal: str, ref: str) -> None:
+    """Until the final report of `ref` is kept (a bounded poll of the journal)."""
+    with anyio.fail_after(20):
+        while not any(e["id"] == ref and e["event"] == "dlr" for _, e in kept_lines(journal)):  # noqa: ASYNC110 - polls a file
+            await anyio.sleep(0.05)
+
+
+async def test_send_with_a_session_prints_the_events_kept_for_it_first(tmp_path: Path) -> None:
+    settings = daemon_settings(tmp_path)
+    async with running_daemon(settings) as daemon:
+        await daemon.sim_config({"dlr_mix": {"DELIVRD": 1.0}})
+        async with connected(daemon) as client:
+            await client.send(
+                {"session": TOKEN}, {"id": "first", "to": "+250788200010", "text": "1"}
+            )
+            await client.wait_for(lambda events: bool(client.of("accepted")))
+        await wait_kept(settings.journal.path, "first")
+        flags = ("--to", "+250788200011", "--text", "2", "--id", "second", "--wait-dlr")
+        code, events = await septet_send(
+            "--socket", f"127.0.0.1:{daemon.tcp_port}", "--session", TOKEN, *flags
+        )
+    assert code == 0
+    kinds = [e["event"] for e in events]
+    opened = kinds.index("session")
+    assert {e["id"] for e in events[:opened]} == {"first"}  # kept while it was away
+    assert "dlr" in kinds[:opened]
+    assert [k for k in kinds[opened + 1 :] if k != "status"] == ["accepted", "submitted", "dlr"]
+    assert {e["id"] for e in events[opened + 1 :]} == {"second"}
+    assert not [e for _, e in kept_lines(settings.journal.path) if e["id"] == "first"]
+
+
+async def test_events_reads_one_session_or_one_origin_or_all(tmp_path: Path) -> None:
+    settings = daemon_settings(tmp_path)
+    journal = settings.journal.path
+    async with running_daemon(settings) as daemon:
+        await daemon.sim_config({"dlr_mix": {"DELIVRD": 1.0}})
+        for n, first in enumerate(({"session": TOKEN}, {}, {})):
+            async with connected(daemon) as client:
+                ref = f"client-{n}"
+                await client.send(
+                    *([first] if first else []), {"id": ref, "to": f"+25078820002{n}", "text": "x"}
+                )
+                await client.wait_for(lambda events: bool(client.of("accepted")))
+            await wait_kept(journal, ref)
+    code, mine = await septet_send("--events", "--session", TOKEN, "--journal", journal)
+    assert code == 0
+    assert mine
+    assert {e["id"] for e in mine} == {"client-0"}
+    origins = {origin for origin, e in kept_lines(journal) if e["id"] == "client-1"}
+    [origin] = origins
+    code, theirs = await septet_send("--events", origin, "--journal", journal)
+    assert code == 0
+    assert theirs
+    assert {e["id"] for e in theirs} == {"client-1"}
+    code, rest = await septet_send("--events", "--journal", journal)
+    assert code == 0
+    assert rest
+    assert {e["id"] for e in rest} == {"client-2"}
+    code, none = await septet_send("--events", "--journal", journal)
+    assert (code, none) == (0, [])
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (
+            ("--session", "short", "--to", "+250788200030", "--text", "x"),
+            "--session: a session token is 16 to 128 characters of A-Z, a-z, 0-9, _ and -",
+        ),
+        (
+            ("--events", "tcp:x:1", "--session", TOKEN),
+            "--events takes an ORIGIN or --session, not both",
+        ),
+    ],
+)
+async def test_bad_session_usage_is_one_sentence(args: tuple[str, ...], error: str) -> None:
+    result = await anyio.run_process([sys.executable, "-m", "engine", "send", *args], check=False)
+    assert result.returncode == 2
+    assert error in result.stderr.decode()
+    assert b"Traceback" not in result.stderr
