@@ -162,16 +162,23 @@ class Opening:
 
 async def read_opening(receive: Receive, max_line_bytes: int) -> Opening:
     """Read until the first line is complete (or too long to be a session line, or input
-    ends) and tell whether it presents a session."""
-    buffer = b""
-    while (end := buffer.find(b"\n")) < 0 and len(buffer) <= max_line_bytes:
+    ends) and tell whether it presents a session. Linear in the bytes read, however
+    they are dribbled: only each new chunk is searched for the newline."""
+    buffer = bytearray()
+    end = -1
+    while len(buffer) <= max_line_bytes:
         data = await receive()
         if not data:
             end = len(buffer)
             break
+        found = data.find(b"\n")
+        if found >= 0:
+            end = len(buffer) + found
         buffer += data
-    session = read_session_line(buffer[:end]) if 0 <= end <= max_line_bytes else None
-    rest = buffer if session is None else buffer[end + 1 :]
+        if found >= 0:
+            break
+    session = read_session_line(bytes(buffer[:end])) if 0 <= end <= max_line_bytes else None
+    rest = bytes(buffer) if session is None else bytes(buffer[end + 1 :])
 
     async def receive_rest() -> bytes:
         nonlocal rest

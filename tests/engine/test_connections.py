@@ -320,3 +320,18 @@ async def test_a_stdin_client_may_present_a_session_too() -> None:
     assert [msgspec.json.decode(line)["event"] for line in written[1:]] == ["session", "accepted"]
     assert isinstance(setup.accepting, AcceptJournal)
     assert [m.origin for m in setup.accepting.accepted] == [A]
+
+
+async def test_a_first_line_dribbled_byte_by_byte_is_read_up_to_its_newline() -> None:
+    line = session_line(TOKEN_A) + b"\n" + MESSAGE + b"\n"
+    calls = 0
+
+    async def receive() -> bytes:
+        nonlocal calls
+        calls += 1
+        return line[calls - 1 : calls]
+
+    opening = await read_opening(receive, 64 * 1024)
+    assert isinstance(opening.session, Session)
+    assert calls == len(session_line(TOKEN_A)) + 1  # not a byte past the newline
+    assert await read_all(opening.receive) == MESSAGE + b"\n"
