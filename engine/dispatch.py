@@ -483,6 +483,8 @@ class BridgeDispatcher:
         changes, events = result.changes, result.events
         submitted: list[tuple[Message, str | None]] = []
         counts: dict[tuple[str, str | None], int] = {}
+        # Asked once per batch: even a no-op debug call costs its keyword arguments.
+        debugging = log.is_enabled_for(logging.DEBUG)
         for message, step in zip(messages, steps, strict=True):
             changes.extend(step.changes)
             events.extend(step.events)
@@ -490,7 +492,16 @@ class BridgeDispatcher:
                 key = (item.outcome, item.reason)
                 counts[key] = counts.get(key, 0) + 1
             if step.state in (lifecycle.State.SUBMITTED, lifecycle.State.SENT):
-                submitted.append((message, getattr(step.changes[0], "provider_id", None)))
+                provider_id = getattr(step.changes[0], "provider_id", None)
+                submitted.append((message, provider_id))
+                if debugging:
+                    log.debug(
+                        "message_submitted",
+                        bridge=self.name,
+                        msg_id=message.msg_id,
+                        provider_id=provider_id,
+                        attempt=message.attempt + 1,
+                    )
             elif step.state is lifecycle.State.UNCONFIRMED:
                 result.unconfirmed.append(message)
                 self._log_step(message, step)
