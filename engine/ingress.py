@@ -27,7 +27,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import anyio
 import msgspec
@@ -54,6 +54,20 @@ log = structlog.get_logger("septet.ingress")
 # engine.smpp.server answers this refusal with ESME_RTHROTTLED (SMPP v3.4 5.1.3).
 CONGESTED = "the queues are full: send it again later"
 
+# Why a line or submission was refused, as a value front doors map to their own codes
+# (engine.smpp.server.refusal_status): never by reading the sentence.
+RefusalKind = Literal[
+    "invalid",  # not a valid message (JSON, fields, a session line out of place)
+    "text",  # empty, too long, or not encodable
+    "recipients",  # none, or too many
+    "destination",  # an invalid number, or no route for it
+    "schedule",  # schedule_at without a zone
+    "price",  # no price for the destination on its bridge
+    "congested",  # the queues are full: send it again later
+    "journal",  # the journal could not take it: send it again later
+    "duplicate",  # the client's id was accepted before (msg_ids says as what)
+]
+
 
 class AcceptingJournal(Protocol):
     async def accept(
@@ -63,10 +77,14 @@ class AcceptingJournal(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class LineError:
-    """Why a line was rejected; `client_ref` when the line got far enough to have one."""
+    """Why a line was rejected: the sentence for people, its `kind` for code, `client_ref`
+    when the line got far enough to have one, and for a duplicate the `msg_ids` the
+    earlier one was accepted as."""
 
     error: str
     client_ref: str | None = None
+    kind: RefusalKind = "invalid"
+    msg_ids: tuple[str, ...] = ()
 
 
 class LinePreparer:
@@ -106,39 +124,44 @@ class LinePreparer:
         ref = sub.id
         text = sub.text
         if not text:
-            return LineError("text is empty", ref)
+            return LineError("text is empty", ref, "text")
         if len(text) > self._max_text:
-            return LineError(f"text is {len(text)} characters; the limit is {self._max_text}", ref)
+            return LineError(
+                f"text is {len(text)} characters; the limit is {self._max_text}", ref, "text"
+            )
         recipients = [sub.to] if isinstance(sub.to, str) else sub.to
         if not recipients:
-            return LineError("to has no recipients", ref)
+            return LineError("to has no recipients", ref, "recipients")
         if len(recipients) > self._max_recipients:
             return LineError(
                 f"to has {len(recipients)} recipients; the limit is {self._max_recipients}",
                 ref,
+                "recipients",
             )
         due_at = now
         if sub.schedule_at is not None:
             if sub.schedule_at.tzinfo is None:
-                return LineError("schedule_at needs a time zone, such as Z or +02:00", ref)
+                return LineError(
+                    "schedule_at needs a time zone, such as Z or +02:00", ref, "schedule"
+                )
             due_at = max(now, sub.schedule_at.timestamp())
         expires_at = None if sub.validity_s is None else due_at + sub.validity_s
         try:
             segmentation = segment_text(text)
         except ValueError as error:
-            return LineError(str(error), ref)
+            return LineError(str(error), ref, "text")
         messages: list[Message] = []
         for raw in recipients:
             try:
                 to = normalise(raw, self._region)
                 bridges = self._router.route(to, sub.route)
             except (InvalidNumber, UnknownRoute) as error:
-                return LineError(str(error), ref)
+                return LineError(str(error), ref, "destination")
             bridge = bridges[0]
             try:
                 cost = message_cost(self._prices[bridge], to, segmentation.segments)
             except NoPriceError as error:
-                return LineError(str(error), ref)
+                return LineError(str(error), ref, "price")
             messages.append(
                 Message(
                     msg_id="",
@@ -583,11 +606,11 @@ class LineHandler:
         *,
         room_wait_s: float | None = None,
         turn: anyio.Lock | None = None,
-    ) -> list[Message] | str:
+    ) -> list[Message] | LineError:
         """Validate, journal and schedule one submission that did not come as a line (SMPP).
 
-        Returns the journaled messages (after the commit), or the sentence saying why the
-        submission was refused. Events of these messages go to `origin`.
+        Returns the journaled messages (after the commit), or why the submission was
+        refused (its kind, and the sentence). Events of these messages go to `origin`.
 
         With `room_wait_s` (and `room`), a slot in the bridge queue of each message due now
         is reserved before the commit: at once when room is free and nobody is in line,
@@ -600,14 +623,14 @@ class LineHandler:
         prepared = self._preparer.prepare_submission(sub, origin, now)
         if isinstance(prepared, LineError):
             self._count("rejected")
-            return prepared.error
+            return prepared
         room = self._room
         held: list[str] = []  # one bridge name per reserved slot not yet filled
         if room is not None and room_wait_s is not None:
             bridges = [message.bridge for message in prepared if message.due_at <= now]
             if bridges and not await _reserve(room, bridges, room_wait_s, turn):
                 log.debug("submission_congested", origin=origin, bridges=bridges)
-                return CONGESTED
+                return LineError(CONGESTED, sub.id, "congested")
             held = bridges
         try:
             try:
@@ -615,11 +638,15 @@ class LineHandler:
             except JournalError as error:
                 self._count("rejected")
                 log.error("journal_refused_submission", origin=origin, error=str(error))
-                return f"not accepted, send it again later: {error}"
+                return LineError(f"not accepted, send it again later: {error}", sub.id, "journal")
             if isinstance(result, Duplicate):
                 self._count("duplicate")
-                return f"duplicate id {result.client_ref!r}: already accepted as msg_id " + (
-                    ", ".join(result.msg_ids)
+                return LineError(
+                    f"duplicate id {result.client_ref!r}: already accepted as msg_id "
+                    + ", ".join(result.msg_ids),
+                    result.client_ref,
+                    "duplicate",
+                    tuple(result.msg_ids),
                 )
             self._count("accepted")
             fresh = [message for message in result if message.due_at <= now]

@@ -30,7 +30,6 @@ This module and connection.py are the only SMPP code that touches sockets or clo
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -42,6 +41,7 @@ import anyio
 import anyio.abc
 import structlog
 
+from engine.ingress import LineError, RefusalKind
 from engine.journal import StoreEvents
 from engine.models import Message, Submission, utc_from_timestamp
 from engine.ratelimit import TokenBucket
@@ -77,7 +77,6 @@ MAX_SENDER_CHARS = 18  # engine.models.Sender
 UNBIND_WAIT_S = 1.0
 # How often kept outcomes older than OUTCOME_KEEP_S are dropped from the store.
 OUTCOME_PRUNE_EVERY_S = 3600.0
-DUPLICATE_SENTENCE = re.compile(r"already accepted as msg_id (\d+)")
 
 
 # ── what the server needs from the engine ─────────────────────────────────────
@@ -94,7 +93,7 @@ class Accept(Protocol):
         *,
         room_wait_s: float | None = None,
         turn: anyio.Lock | None = None,
-    ) -> Awaitable[list[Message] | str]: ...
+    ) -> Awaitable[list[Message] | LineError]: ...
 
 
 class EventRegistry(Protocol):
@@ -118,19 +117,23 @@ def origin_of(system_id: str) -> str:
     return f"smpp:{system_id}"
 
 
-def refusal_status(sentence: str) -> int:
-    """The SMPP status for engine.ingress's refusal sentences (section 5.1.3)."""
-    if sentence.startswith("the queues are full"):  # engine.ingress.CONGESTED
-        return p.ESME_RTHROTTLED  # the ESME is to slow down and submit it again
-    if sentence.startswith("text") or "characters" in sentence:
-        return p.ESME_RINVMSGLEN
-    if sentence.startswith("schedule_at"):
-        return p.ESME_RINVSCHED
-    if sentence.startswith("duplicate id"):
-        return p.ESME_RSUBMITFAIL
-    if sentence.startswith("not accepted"):  # the journal could not take it (disk full)
-        return p.ESME_RSYSERR
-    return p.ESME_RINVDSTADR
+# The SMPP status (section 5.1.3) for each kind of engine.ingress refusal.
+REFUSAL_STATUS: dict[RefusalKind, int] = {
+    "congested": p.ESME_RTHROTTLED,  # the ESME is to slow down and submit it again
+    "text": p.ESME_RINVMSGLEN,
+    "schedule": p.ESME_RINVSCHED,
+    "duplicate": p.ESME_RSUBMITFAIL,
+    "journal": p.ESME_RSYSERR,  # the journal could not take it (disk full)
+    "destination": p.ESME_RINVDSTADR,
+    "recipients": p.ESME_RINVDSTADR,
+    "price": p.ESME_RINVDSTADR,
+    "invalid": p.ESME_RSUBMITFAIL,
+}
+
+
+def refusal_status(refusal: LineError) -> int:
+    """The SMPP status for a refusal of engine.ingress, by its kind."""
+    return REFUSAL_STATUS[refusal.kind]
 
 
 # ── per account ────────────────────────────────────────────────────────────────
@@ -287,7 +290,7 @@ class SmppServer:
                 room_wait_s=self.settings.congestion_wait_s,
                 turn=_bind_turn.get(),
             )
-            if isinstance(result, str):
+            if isinstance(result, LineError):
                 return refusal_status(result)
             given.id = self.store.allocate_id()
             given.msg_id = result[0].msg_id
@@ -335,12 +338,11 @@ class SmppServer:
             result = await self._accept(
                 build_submission(first, text, reference), origin_of(first.system_id)
             )
-            if isinstance(result, str):
-                found = DUPLICATE_SENTENCE.search(result)
-                if found is None:
-                    status = refusal_status(result)
+            if isinstance(result, LineError):
+                if result.kind == "duplicate" and result.msg_ids:
+                    msg_id = result.msg_ids[0]
                 else:
-                    msg_id = found.group(1)
+                    status = refusal_status(result)
             else:
                 msg_id = result[0].msg_id
         if msg_id is None:

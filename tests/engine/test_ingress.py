@@ -14,6 +14,7 @@ from engine.ingress import (
     CONGESTED,
     EventRouter,
     EventSink,
+    LineError,
     LineHandler,
     LinePreparer,
     LineSplitter,
@@ -164,7 +165,8 @@ async def test_a_full_queue_past_the_wait_refuses_as_congested_and_journals_noth
     handler, journal, queue = room_handler()
     queue.put_nowait(occupant("q"))
     result = await handler.accept_submission(SUBMISSION, "smpp:demo", room_wait_s=0)
-    assert result == CONGESTED
+    assert isinstance(result, LineError)
+    assert (result.kind, result.error) == ("congested", CONGESTED)
     assert journal.accepted == []
     assert queue.waiting == 0
     queue._pop(1)
@@ -175,7 +177,7 @@ async def test_a_full_queue_past_the_wait_refuses_as_congested_and_journals_noth
 async def test_a_submission_waits_for_room_then_takes_its_slot() -> None:
     handler, journal, queue = room_handler()
     queue.put_nowait(occupant("q"))
-    results: list[list[Message] | str] = []
+    results: list[list[Message] | LineError] = []
 
     async def submit() -> None:
         results.append(await handler.accept_submission(SUBMISSION, "smpp:demo", room_wait_s=60))

@@ -24,7 +24,7 @@ import msgspec
 import pytest
 
 from engine.config import JournalSettings, Settings
-from engine.ingress import LineHandler, LinePreparer
+from engine.ingress import LineError, LineHandler, LinePreparer
 from engine.journal import Duplicate, JournalError, open_journal
 from engine.models import Message, Submission
 from engine.pricing import default_price_tables
@@ -247,7 +247,9 @@ async def test_an_smpp_submission_the_journal_cannot_take_is_refused_with_the_re
     answer = await handler.accept_submission(
         Submission(to="+250788100000", text="hello"), origin="smpp:1"
     )
-    assert answer == (
+    assert isinstance(answer, LineError)
+    assert answer.kind == "journal"
+    assert answer.error == (
         "not accepted, send it again later: The journal /data/septet.db could not be"
         " written: disk I/O error."
     )

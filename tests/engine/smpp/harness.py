@@ -17,7 +17,7 @@ from pathlib import Path
 
 import anyio
 
-from engine.ingress import EventRouter, LineHandler, LinePreparer
+from engine.ingress import EventRouter, LineError, LineHandler, LinePreparer
 from engine.journal import SqliteJournal, StoreEvents, open_journal
 from engine.models import CancelledEvent, DeliveryReport, Failed, Message, StatusEvent, Submission
 from engine.pricing import default_price_tables
@@ -123,7 +123,7 @@ class AcceptGate:
             *,
             room_wait_s: float | None = None,
             turn: anyio.Lock | None = None,
-        ) -> list[Message] | str:
+        ) -> list[Message] | LineError:
             self.waiting += 1
             self._arrived.set()
             self._arrived = anyio.Event()

@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from engine.ingress import CONGESTED, EventRouter, LineHandler, LinePreparer
+from engine.ingress import CONGESTED, EventRouter, LineError, LineHandler, LinePreparer
 from engine.journal import SqliteJournal, open_journal
 from engine.pricing import default_price_tables
 from engine.routing import Router, default_routes
@@ -173,9 +173,12 @@ async def test_a_part_of_a_long_message_is_throttled_while_queues_are_full(
 
 
 def test_the_congested_refusal_is_answered_throttled() -> None:
-    assert refusal_status(CONGESTED) == p.ESME_RTHROTTLED
+    assert refusal_status(LineError(CONGESTED, kind="congested")) == p.ESME_RTHROTTLED
 
 
 def test_a_submission_the_journal_could_not_take_is_answered_system_error() -> None:
-    refusal = "not accepted, send it again later: The journal could not be written: disk full."
+    refusal = LineError(
+        "not accepted, send it again later: The journal could not be written: disk full.",
+        kind="journal",
+    )
     assert refusal_status(refusal) == p.ESME_RSYSERR

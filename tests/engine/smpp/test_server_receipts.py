@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from engine.ingress import LineError
 from engine.models import Message, Submission
 from engine.smpp import pdu as p
 from engine.smpp.server import Accept
@@ -114,9 +115,9 @@ class EarlyReports:
             *,
             room_wait_s: float | None = None,
             turn: anyio.Lock | None = None,
-        ) -> list[Message] | str:
+        ) -> list[Message] | LineError:
             result = await accept(sub, origin, room_wait_s=room_wait_s, turn=turn)
-            if self.harness is not None and not isinstance(result, str):
+            if self.harness is not None and not isinstance(result, LineError):
                 for message in result:
                     self.harness.fail(message, "34")
                     self.harness.report(message, "DELIVRD")
