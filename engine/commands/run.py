@@ -8,6 +8,7 @@ import sys
 from engine.config import ConfigError, load_settings
 from engine.journal import JournalError
 from engine.log import configure_logging, credential_values
+from engine.smpp.store import StoreError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,9 +48,30 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return uvloop.run(
             run_daemon(settings, use_stdin=args.stdin, exit_when_idle=args.exit_when_idle)
         )
-    except JournalError as error:
+    except (JournalError, StoreError, OSError) as error:
         print(f"septet run: {error}", file=sys.stderr)
         return 1
-    except OSError as error:
-        print(f"septet run: {error}", file=sys.stderr)
+    except BaseExceptionGroup as group:
+        # A failure inside the daemon's task group (a corrupt SMPP store, a journal that
+        # cannot be opened) arrives wrapped: one sentence still, never a traceback.
+        sentence = _known_failure(group)
+        if sentence is None:
+            raise
+        print(f"septet run: {sentence}", file=sys.stderr)
         return 1
+
+
+def _known_failure(group: BaseExceptionGroup[BaseException]) -> str | None:
+    """The first sentence of a group made only of failures we can name, else None."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        error = pending.pop()
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(reversed(error.exceptions))
+        else:
+            leaves.append(error)
+    known = (JournalError, StoreError, OSError)
+    if not leaves or not all(isinstance(error, known) for error in leaves):
+        return None
+    return str(leaves[0])

@@ -146,3 +146,19 @@ def test_sigterm_unbinds_bound_esmes_before_the_daemon_exits(tmp_path: Path) -> 
             process.wait()
         assert process.stderr is not None
         process.stderr.close()
+
+
+def test_a_corrupt_smpp_store_is_one_sentence_and_exit_1(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    (tmp_path / "septet.smpp.db").write_bytes(b"this is not an SQLite file" * 100)
+    finished = subprocess.run(
+        [sys.executable, "-m", "engine", "run", "--config", str(config)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert finished.returncode == 1
+    last = finished.stderr.decode().strip().splitlines()[-1]
+    assert last.startswith("septet run: ")
+    assert "septet.smpp.db" in last
+    assert b"Traceback" not in finished.stderr
