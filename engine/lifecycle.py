@@ -742,13 +742,12 @@ def _unconfirmed(
 
 
 def _final_unknown(message: Message, reason: Reason, ctx: Context, *, code: str | None) -> Step:
-    return Step(
-        state=State.UNKNOWN,
-        reason=reason,
-        changes=[_final_change(message, State.UNKNOWN, code, reason, ctx.now)],
-        events=[_dlr_event(message, "UNKNOWN", describe(reason), ctx)],
-        report_state="UNKNOWN",
-    )
+    """A message that asked for no report, whose fate is unknown: no report will ever
+    tell, so it ends now, as a final `failed` event with state UNKNOWN (not a `dlr`:
+    no report was asked for, none came)."""
+    step = _fail(message, State.UNKNOWN, reason, ctx, code=code, kind="unknown")
+    step.counts = []  # counted by the caller, under its own reason
+    return step
 
 
 def _fail(

@@ -458,17 +458,29 @@ def final_unknown_step(
     circuit: lifecycle.CircuitVerdict | None = None,
 ) -> Step:
     """What unconfirmed is for a message that asked for no report: nothing more can be
-    learned, so it ends UNKNOWN at once."""
+    learned, so it ends UNKNOWN at once, as a final `failed` (no report was asked for)."""
     return Step(
         state=State.UNKNOWN,
         reason=reason,
         changes=[
             MarkFinal(msg_id="42", outcome="UNKNOWN", code=code, error=describe(reason), at=NOW)
         ],
-        events=[dlr_event("UNKNOWN", describe(reason))],
+        events=[
+            (
+                ORIGIN,
+                Failed(
+                    id="ref-1",
+                    msg_id="42",
+                    ts=TS,
+                    error=f"{BRIDGE}: {describe(reason)}",
+                    code=code,
+                    bridge=BRIDGE,
+                    state="UNKNOWN",
+                ),
+            )
+        ],
         counts=list(counts),
         circuit=circuit,
-        report_state="UNKNOWN",
     )
 
 

@@ -30,7 +30,7 @@ from engine.journal import (
     SqliteJournal,
     open_journal,
 )
-from engine.models import DeliveryReport, Event, Message, RetryEvent, StatusEvent
+from engine.models import DeliveryReport, Event, Failed, Message, RetryEvent, StatusEvent
 from engine.recovery import end_overdue, recover_inflight, serve_report_deadlines
 from engine.retry import RetryPolicy
 
@@ -302,9 +302,11 @@ async def test_a_message_that_asked_for_no_report_ends_unknown_at_once(
     row = read_row(path, message.msg_id)
     no_idempotency = lifecycle.describe(lifecycle.NoSafeResend("no_idempotency"))
     assert (row.state, row.outcome, row.error) == (3, "UNKNOWN", no_idempotency)
-    [dlr] = events.of(message.msg_id)
-    assert isinstance(dlr, DeliveryReport)
-    assert (dlr.state, dlr.provider_status, dlr.bridge) == ("UNKNOWN", no_idempotency, "dsc")
+    # It asked for no report: it ends as a final `failed` with state UNKNOWN, not a `dlr`.
+    [failed] = events.of(message.msg_id)
+    assert isinstance(failed, Failed)
+    assert (failed.state, failed.final, failed.bridge) == ("UNKNOWN", True, "dsc")
+    assert failed.error == f"dsc: {no_idempotency}"
     assert await journal.pending_count() == 0
 
 
