@@ -35,10 +35,11 @@ from engine.smpp.codec import (
 )
 from engine.smpp.receipts import receipt_pdu
 from engine.smpp.session import BIND_TYPE_NAMES, Session
-from engine.smpp.store import PendingReceipt
+from engine.smpp.store import NO_GROUP, BindGroup, PendingReceipt
 
 if TYPE_CHECKING:
-    from engine.smpp.server import AccountState, SmppServer
+    from engine.smpp.account import AccountState
+    from engine.smpp.server import SmppServer
 
 log = structlog.get_logger("septet.smpp")
 
@@ -63,6 +64,10 @@ class SmppConnection:
         self._slot_freed = anyio.Event()
         self._workers_started = False
         self.account: AccountState | None = None
+        # Set at bind: the (system_type, address_range) the bind declared; receipts of
+        # what it submits go to a receiving bind of the same group (engine.smpp.account).
+        self.bind_group: BindGroup = NO_GROUP
+        self._receiving = False
         self._out: list[bytes] = []
         self._out_wake = anyio.Event()
         self._closing = False
@@ -114,6 +119,7 @@ class SmppConnection:
                 await self._serve_reads()
                 tg.cancel_scope.cancel()
         finally:
+            self._stop_receipts()
             if self.account is not None and self._receipts_in_flight:
                 # Unacknowledged receipts go back to the account for its next bind.
                 self.account.queue(list(self._receipts_in_flight.values()))
@@ -264,7 +270,7 @@ class SmppConnection:
             while queued:
                 account, pdu = queued.popleft()
                 try:
-                    send(encode_pdu(await submit(account, pdu)))
+                    send(encode_pdu(await submit(account, pdu, self.bind_group)))
                 finally:
                     self._in_progress -= 1
                     self._slot_freed.set()
@@ -300,6 +306,7 @@ class SmppConnection:
             return
         account = server.accounts[bind.system_id]
         self.account = account
+        self.bind_group = (bind.system_type, bind.address_range)
         self.session.bind(command, bind.system_id)
         server.guard.succeeded(key)
         response_type = _BIND_RESPONSES[command]
@@ -316,9 +323,16 @@ class SmppConnection:
             )
         )
         log.info(
-            "smpp_bound", peer=self.peer, system_id=bind.system_id, type=BIND_TYPE_NAMES[command]
+            "smpp_bound",
+            peer=self.peer,
+            system_id=bind.system_id,
+            type=BIND_TYPE_NAMES[command],
+            system_type=bind.system_type,
+            address_range=bind.address_range,
         )
         if self.session.can_receive and self._tg is not None:
+            account.receiver_bound(self.bind_group)
+            self._receiving = True
             self._receipts_scope = anyio.CancelScope()
             self._tg.start_soon(self._serve_receipts, account, self._receipts_scope)
 
@@ -342,8 +356,13 @@ class SmppConnection:
     # ── receipts ────────────────────────────────────────────────────────────────
 
     def _stop_receipts(self) -> None:
+        """No more receipts to this bind: its group's go to another (once none of the
+        group is left bound, to any bind of the account)."""
         if self._receipts_scope is not None:
             self._receipts_scope.cancel()
+        if self._receiving and self.account is not None:
+            self._receiving = False
+            self.account.receiver_gone(self.bind_group)
 
     async def _serve_receipts(self, account: AccountState, scope: anyio.CancelScope) -> None:
         with scope:
@@ -351,14 +370,17 @@ class SmppConnection:
 
     async def _send_receipts(self, account: AccountState) -> None:
         window = self.server.settings.receipt_window
+        alphabet = account.account.data_coding_0
         while True:
             changed = account.changed
             freed = self._receipt_slot_freed
-            while len(self._receipts_in_flight) < window and account.ready:
-                _, receipt = account.ready.popitem(last=False)
+            while len(self._receipts_in_flight) < window:
+                receipt = account.take(self.bind_group)
+                if receipt is None:
+                    break
                 sequence = self.next_sequence()
                 self._receipts_in_flight[sequence] = receipt
-                self.send(encode_pdu(receipt_pdu(receipt, sequence)))
+                self.send(encode_pdu(receipt_pdu(receipt, sequence, alphabet)))
             if len(self._receipts_in_flight) >= window:
                 await freed.wait()
             else:

@@ -27,7 +27,7 @@ import msgspec
 from engine.models import CancelledEvent, DeliveryReport, Failed, event_decoder
 from engine.smpp import pdu as p
 from engine.smpp.store import GivenId, Outcome, PendingReceipt
-from engine.smpp.text import FINAL_STATES, encode_gsm, error_digits, receipt_text
+from engine.smpp.text import FINAL_STATES, Alphabet, encode_text, error_digits, receipt_text
 
 CANCELLED_STATE: Final = "DELETED"
 
@@ -90,10 +90,17 @@ def build_receipt(row: GivenId, outcome: Outcome) -> PendingReceipt | None:
         ),
         state=outcome.state,
         message_state=p.MESSAGE_STATES.get(outcome.state, p.MESSAGE_STATES["UNKNOWN"]),
+        # Kannel matches a receipt to its message by the link it came in on (dlr_find by
+        # smsc-id), so it goes back to the group of the bind that submitted it.
+        bind_group=row.bind_group,
     )
 
 
-def receipt_pdu(receipt: PendingReceipt, sequence_number: int) -> p.DeliverSm:
+def receipt_pdu(
+    receipt: PendingReceipt, sequence_number: int, alphabet: Alphabet = "gsm"
+) -> p.DeliverSm:
+    """The deliver_sm telling `receipt`, its text as data_coding 0 in the account's
+    alphabet for 0 (`alphabet`)."""
     return p.DeliverSm(
         sequence_number=sequence_number,
         source_addr_ton=receipt.source_addr_ton,
@@ -104,7 +111,7 @@ def receipt_pdu(receipt: PendingReceipt, sequence_number: int) -> p.DeliverSm:
         destination_addr=receipt.destination_addr,
         esm_class=p.ESM_CLASS_DELIVERY_RECEIPT,
         data_coding=0,
-        short_message=encode_gsm(receipt.text),
+        short_message=encode_text(receipt.text, alphabet),
         optional=p.OptionalParameters(
             receipted_message_id=str(receipt.id), message_state=receipt.message_state
         ),

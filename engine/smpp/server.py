@@ -16,7 +16,13 @@ bind) for at most `congestion_wait_s`; if none comes it is answered ESME_RTHROTT
 with nothing journaled. A part of a long message is throttled at once while a queue is
 full. Receipts wait in the store until the ESME answers their deliver_sm with a
 deliver_sm_resp, across reconnects and restarts; only a message's first final event
-makes them, one per id given out (engine.smpp.receipts, engine.smpp.store).
+makes them, one per id given out (engine.smpp.receipts, engine.smpp.store). A receipt
+goes to a receiving bind of the bind group (system_type, address_range) that submitted
+its message, or to any of the account's when that group has none (engine.smpp.account).
+
+A submit_sm's text is read in its account's alphabet for its data_coding; one that is
+not text there is refused (engine.smpp.text.TextRefusedError) with one
+`smpp_text_refused` log line, and nothing journaled.
 
 Stopping (the daemon's drain cancels serve_smpp): the listener closes, every bound ESME
 is sent an unbind (SMPP v3.4 section 4.2: the SMSC may end a session too) and given up
@@ -29,9 +35,7 @@ This module and connection.py are the only SMPP code that touches sockets or clo
 
 from __future__ import annotations
 
-import math
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from pathlib import Path
@@ -44,15 +48,17 @@ import structlog
 from engine.ingress import LineError, RefusalKind
 from engine.journal import StoreEvents
 from engine.models import Message, Submission, utc_from_timestamp
-from engine.ratelimit import TokenBucket
 from engine.smpp import pdu as p
+from engine.smpp.account import AccountState, origin_of
 from engine.smpp.auth import BindGuard
 from engine.smpp.connection import SmppConnection
 from engine.smpp.receipts import build_receipt, outcome_of
 from engine.smpp.settings import SmppAccount as SmppAccount  # re-exported: engine.config
 from engine.smpp.settings import SmppSettings as SmppSettings
 from engine.smpp.store import (
+    NO_GROUP,
     OUTCOME_KEEP_S,
+    BindGroup,
     GivenId,
     Outcome,
     PendingReceipt,
@@ -61,13 +67,17 @@ from engine.smpp.store import (
 )
 from engine.smpp.text import (
     RECEIPT_TEXT_CHARS,
+    Coding,
     PartOf,
     Reassembly,
+    TextRefusedError,
     UnreadableMessageError,
     decode_text,
     destination_number,
     message_octets,
     parse_smpp_time,
+    preview_text,
+    readable_as,
 )
 
 log = structlog.get_logger("septet.smpp")
@@ -112,11 +122,6 @@ class OutboxJournal(Protocol):
     async def record(self, changes: Sequence[StoreEvents]) -> None: ...
 
 
-def origin_of(system_id: str) -> str:
-    """The origin of an account's messages: reports reach whichever bind is connected."""
-    return f"smpp:{system_id}"
-
-
 # The SMPP status (section 5.1.3) for each kind of engine.ingress refusal.
 REFUSAL_STATUS: dict[RefusalKind, int] = {
     "congested": p.ESME_RTHROTTLED,  # the ESME is to slow down and submit it again
@@ -158,29 +163,6 @@ class AccountSink:
         self._deliver(self.origin, line)
 
 
-class AccountState:
-    """An account's rate limit and the receipts waiting for one of its receiver binds."""
-
-    def __init__(self, account: SmppAccount) -> None:
-        self.account = account
-        self.origin = origin_of(account.system_id)
-        rate = account.throughput
-        burst = account.burst or max(1.0, rate)
-        self.bucket = TokenBucket(rate if rate > 0 else math.inf, burst)
-        self.ready: OrderedDict[int, PendingReceipt] = OrderedDict()
-        self.changed = anyio.Event()
-
-    def queue(self, receipts: Sequence[PendingReceipt]) -> None:
-        for receipt in receipts:
-            self.ready[receipt.id] = receipt
-        if receipts:
-            self.notify()
-
-    def notify(self) -> None:
-        self.changed.set()
-        self.changed = anyio.Event()
-
-
 # ── the server ─────────────────────────────────────────────────────────────────
 
 
@@ -220,7 +202,10 @@ class SmppServer:
 
     # ── submit_sm ───────────────────────────────────────────────────────────────
 
-    async def submit(self, account: AccountState, submit: p.SubmitSm) -> p.SubmitSmResp:
+    async def submit(
+        self, account: AccountState, submit: p.SubmitSm, bind_group: BindGroup = NO_GROUP
+    ) -> p.SubmitSmResp:
+        """Answer one submit_sm of a bind of `account` in `bind_group`."""
         sequence = submit.sequence_number
         now = self.clock()
         if account.bucket.take(1, now) > 0:
@@ -230,7 +215,10 @@ class SmppServer:
             return p.SubmitSmResp(sequence_number=sequence, command_status=p.ESME_RTHROTTLED)
         self.in_progress += 1
         try:
-            message_id = await self._submit(account, submit)
+            message_id = await self._submit(account, submit, bind_group)
+        except TextRefusedError as error:
+            log_text_refused(account.account.system_id, submit.data_coding, error)
+            return p.SubmitSmResp(sequence_number=sequence, command_status=error.status)
         except UnreadableMessageError as error:
             return p.SubmitSmResp(sequence_number=sequence, command_status=error.status)
         except Exception as error:
@@ -243,9 +231,12 @@ class SmppServer:
             return p.SubmitSmResp(sequence_number=sequence, command_status=message_id)
         return p.SubmitSmResp(sequence_number=sequence, message_id=message_id)
 
-    async def _submit(self, account: AccountState, submit: p.SubmitSm) -> str | int:
+    async def _submit(
+        self, account: AccountState, submit: p.SubmitSm, bind_group: BindGroup
+    ) -> str | int:
         """The message id given to the ESME, or an error status."""
         part, octets = message_octets(submit)
+        coding = account.account.coding(submit.data_coding)
         if part is not None and self._congested is not None and self._congested():
             # A part is acknowledged once stored, and the part that completes its message
             # then waits for queue room without a bound: under congestion it is refused
@@ -280,9 +271,10 @@ class SmppServer:
             schedule_at=schedule_at,
             expires_at=expires_at,
             priority=min(9, submit.priority_flag * 3),
+            bind_group=bind_group,
         )
         if part is None:
-            text = decode_text(octets, submit.data_coding)
+            text = decode_text(octets, coding)
             given.text_head = text[:RECEIPT_TEXT_CHARS]
             result = await self._accept(
                 build_submission(given, text, None),
@@ -297,8 +289,14 @@ class SmppServer:
             # With no receipt asked for, only the id counter is stored (GivenId.kept).
             self.queue_receipts(await self.store.add_ids([given], build_receipt))
             return str(given.id)
+        if coding != "ucs2":
+            # Octet by octet, a part is refused now for what its message would be refused
+            # for once joined (a UCS-2 part may end mid-character: it is read joined).
+            decode_text(octets, coding)
         given.id = self.store.allocate_id()
-        given.text_head = _head(octets, submit.data_coding)
+        given.text_head = preview_text(octets[: RECEIPT_TEXT_CHARS * 2], coding)[
+            :RECEIPT_TEXT_CHARS
+        ]
         given.part_key = (
             given.system_id,
             given.source_addr,
@@ -315,6 +313,13 @@ class SmppServer:
         status = await self.join(group, answered_by=given.id)
         return str(given.id) if status == p.ESME_ROK else status
 
+    def coding(self, system_id: str, data_coding: int) -> Coding:
+        """How an account's octets are read; an account no longer configured (parts kept
+        across a restart) reads with the defaults."""
+        state = self.accounts.get(system_id)
+        account = state.account if state is not None else SmppAccount(system_id="", password="")
+        return account.coding(data_coding)
+
     def _add_part(self, given: GivenId, part: PartOf) -> list[GivenId] | None:
         assert given.part_key is not None
         group = self.reassembly.add(given.part_key, part.seq, part.total, given, self.clock())
@@ -327,9 +332,11 @@ class SmppServer:
         first = group[0]
         status = p.ESME_ROK
         msg_id: str | None = None
+        octets = b"".join(g.part_octets for g in group)
         try:
-            text = decode_text(b"".join(g.part_octets for g in group), first.data_coding)
-        except UnreadableMessageError as error:
+            text = decode_text(octets, self.coding(first.system_id, first.data_coding))
+        except TextRefusedError as error:
+            log_text_refused(first.system_id, first.data_coding, error)
             status = error.status
         else:
             # The client reference makes a join repeated after a crash a duplicate,
@@ -528,13 +535,19 @@ def build_submission(given: GivenId, text: str, reference: str | None) -> Submis
     )
 
 
-def _head(octets: bytes, data_coding: int) -> str:
-    """The first characters of one part, for its receipt; a part cut mid-character
-    (odd UCS-2 octets) still gets what can be read."""
-    try:
-        return decode_text(octets[: RECEIPT_TEXT_CHARS * 2], data_coding)[:RECEIPT_TEXT_CHARS]
-    except UnreadableMessageError:
-        return decode_text(octets[: RECEIPT_TEXT_CHARS * 2 - 1], data_coding)[:RECEIPT_TEXT_CHARS]
+def log_text_refused(system_id: str, data_coding: int, error: TextRefusedError) -> None:
+    """One line per refused text: the account, its data_coding, how it was read, why, and
+    (for 0 and 1, whose alphabet is the account's setting) the alphabets it reads in."""
+    log.warning(
+        "smpp_text_refused",
+        system_id=system_id,
+        data_coding=data_coding,
+        coding=error.coding,
+        fault=error.fault,
+        position=error.position,
+        found=error.found_label,
+        readable_as=readable_as(error.octets) if data_coding in (0, 1) else None,
+    )
 
 
 # ── one connection ─────────────────────────────────────────────────────────────

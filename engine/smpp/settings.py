@@ -10,12 +10,21 @@ import msgspec
 
 from engine.smpp.codec import DEFAULT_MAX_COMMAND_LENGTH
 from engine.smpp.session import SessionTimers
+from engine.smpp.text import Alphabet, Coding, coding_of
 
 BindType = Literal["transmitter", "receiver", "transceiver"]
 
 
 class SmppAccount(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """One ESME login. `throughput` is submit_sm per second (0: unlimited)."""
+    """One ESME login. `throughput` is submit_sm per second (0: unlimited).
+
+    `data_coding_0` and `data_coding_1` say which alphabet this account's clients mean
+    by data_coding 0 and 1 (engine.smpp.text). Both default to "gsm", GSM 03.38 unpacked,
+    what the common clients send there: smpplib, aiosmpplib and Kannel (without
+    alt-charset) send GSM 03.38 as 0, and node-smpp sends it as 1 (its `ASCII` encoding,
+    consts.ENCODING.ASCII = 0x01, is GSM 03.38). "latin1" suits Kannel's `alt-charset =
+    ISO-8859-1` (for 0); "ascii" a client that sends IA5 as 1, as section 5.2.19 says.
+    """
 
     system_id: str
     password: str
@@ -24,6 +33,13 @@ class SmppAccount(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     )
     throughput: float = 0.0
     burst: float | None = None
+    data_coding_0: Alphabet = "gsm"
+    data_coding_1: Alphabet = "gsm"
+
+    def coding(self, data_coding: int) -> Coding:
+        """How this account's submit_sm with `data_coding` is read (TextRefusedError for
+        one septet cannot read)."""
+        return coding_of(data_coding, zero=self.data_coding_0, one=self.data_coding_1)
 
 
 class SmppSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

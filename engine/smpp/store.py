@@ -10,6 +10,9 @@ ESME was given is a row here:
                  its ids were stored yet (the report outran the id's commit)
     receipts     deliver_sm receipts not yet acknowledged by a deliver_sm_resp
 
+Each id and each receipt keeps the bind group that submitted it (BindGroup), so a
+receipt goes back to that group's bind after a restart as before it.
+
 When septet's final report for msg_id M arrives, every row mapped to M becomes a
 receipt in the same transaction (one receipt per id the ESME was given), and a receipt
 leaves only when the ESME acknowledges it; so receipts survive restarts and reconnects.
@@ -86,6 +89,14 @@ PARAMETERS_PER_QUERY: Final = 500
 OUTCOME_KEEP_S: Final = 24 * 3600.0
 
 
+# The group of the bind a message id was given on: the (system_type, address_range) it
+# declared (SMPP v3.4 5.2.7-5.2.8). The id's receipt goes to a receiving bind of the same
+# group when one is bound (engine.smpp.account.AccountState). Rows from before it was kept
+# read as the empty group.
+BindGroup = tuple[str, str]
+NO_GROUP: Final[BindGroup] = ("", "")
+
+
 class Outcome(msgspec.Struct, frozen=True):
     """A septet message's final state as a receipt tells it (SMPP v3.4 Appendix B)."""
 
@@ -118,6 +129,7 @@ class GivenId(msgspec.Struct, kw_only=True):
     schedule_at: float | None = None
     expires_at: float | None = None
     priority: int = 0
+    bind_group: BindGroup = NO_GROUP
 
     @property
     def receipt_asked(self) -> bool:
@@ -146,6 +158,7 @@ class PendingReceipt(msgspec.Struct, kw_only=True):
     source_addr_npi: int = 0
     dest_addr_ton: int = 0
     dest_addr_npi: int = 0
+    bind_group: BindGroup = NO_GROUP
 
 
 # What the server makes of a row and its message's outcome: a receipt, or None when the

@@ -7,13 +7,17 @@ reference or IE 0x08 with a 16-bit one), the sar_* optional parameters, or the w
 text in one message_payload. The first two arrive as parts that `Reassembly` joins;
 parts are joined as octets before decoding, so a UCS-2 surrogate pair or a GSM escape
 split across two parts comes out whole.
+
+Octets become text in the coding their data_coding names for the account (`coding_of`);
+octets that are not text in it (a top bit in a 7-bit alphabet, a control character but
+LF and CR once decoded) are refused with a TextFault, never guessed at (issue 17).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -30,11 +34,89 @@ class UnreadableMessageError(ValueError):
 
 
 # ── data_coding (section 5.2.19) ──────────────────────────────────────────────
+#
+# What 0 and 1 mean is the account's choice (engine.smpp.settings.SmppAccount), since
+# clients disagree: section 5.2.19 makes 0 "SMSC default alphabet" and 1 "IA5 (CCITT
+# T.50)/ASCII", but node-smpp sends GSM 03.38 octets as 1 and Kannel with alt-charset
+# sends its charset as 0 (README, SMPP). 3 is always Latin-1 and 8 always UCS-2.
+
+# The alphabet an account reads data_coding 0 or 1 in: GSM 03.38 unpacked (one septet per
+# octet, with the escape to the extension table), ISO-8859-1, or IA5 (ASCII).
+Alphabet = Literal["gsm", "latin1", "ascii"]
+ALPHABETS: Final[tuple[Alphabet, ...]] = ("gsm", "latin1", "ascii")
+# How one submit_sm's octets are read: an account's alphabet, or UCS-2.
+Coding = Literal["gsm", "latin1", "ascii", "ucs2"]
+
+# Why octets are refused rather than journaled as text (issue 17): a wrong guess about
+# the client's alphabet shows as octets the alphabet has not (a top bit set in a 7-bit
+# alphabet) or as control characters; either is refused, never journaled.
+TextFault = Literal[
+    "unknown_data_coding",  # not 0, 1, 3 or 8
+    "odd_ucs2_length",  # UCS-2 octets come in pairs
+    "eight_bit_octet",  # an octet over 0x7F where GSM 03.38 unpacked or IA5 has none
+    "control_character",  # C0 but LF and CR, DEL, or C1 in the decoded text
+]
+
+# The submit_sm_resp status of each fault (section 5.1.3).
+TEXT_FAULT_STATUS: Final[dict[TextFault, int]] = {
+    "unknown_data_coding": p.ESME_RSUBMITFAIL,
+    "odd_ucs2_length": p.ESME_RINVMSGLEN,
+    "eight_bit_octet": p.ESME_RSUBMITFAIL,
+    "control_character": p.ESME_RSUBMITFAIL,
+}
+
+
+class TextRefusedError(UnreadableMessageError):
+    """`octets` are not text in `coding`: `fault` says why, at `position` (an octet index
+    for eight_bit_octet, a character index for control_character) where `found` (the
+    octet, or the character's code point) is."""
+
+    def __init__(
+        self,
+        fault: TextFault,
+        coding: Coding | None,
+        octets: bytes = b"",
+        position: int = 0,
+        found: int = 0,
+    ) -> None:
+        super().__init__(TEXT_FAULT_STATUS[fault], fault)
+        self.fault: TextFault = fault
+        self.coding = coding
+        self.octets = octets
+        self.position = position
+        self.found = found
+
+    @property
+    def found_label(self) -> str:
+        """What was found, as a log line shows it: a character or an octet."""
+        if self.fault == "control_character":
+            return f"U+{self.found:04X}"
+        if self.fault == "eight_bit_octet":
+            return f"0x{self.found:02X}"
+        return str(self.found)
+
+
+def coding_of(data_coding: int, *, zero: Alphabet, one: Alphabet) -> Coding:
+    """How a submit_sm with this data_coding is read, given the account's alphabets."""
+    if data_coding == 0:
+        return zero
+    if data_coding == 1:
+        return one
+    if data_coding == 3:
+        return "latin1"
+    if data_coding == 8:
+        return "ucs2"
+    raise TextRefusedError("unknown_data_coding", None, found=data_coding)
+
 
 GSM_ESCAPE: Final = 0x1B
 # Octet -> character for unpacked GSM 7-bit (one septet per octet, the usual SMPP form).
-# An octet with the top bit set is not a septet; it is read as its low seven bits.
+# Only used on octets under 0x80; the top bit is masked so the table is total.
 GSM_TRANSLATION: Final = {octet: DEFAULT_ALPHABET[octet & 0x7F] for octet in range(256)}
+# Characters no client means in a message: C0 controls but LF and CR (which GSM 03.38
+# has, 6.2.1), DEL and C1 (ISO 6429). They are what a wrong alphabet leaves: GSM '@' read
+# as IA5 is NUL, a GSM escape read as IA5 is ESC, UTF-8 read as Latin-1 gives C1.
+REFUSED_CHARACTERS: Final = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def _decode_gsm(data: bytes) -> str:
@@ -46,6 +128,11 @@ def _decode_gsm(data: bytes) -> str:
         septet = octet & 0x7F
         if escaped:
             escaped = False
+            if septet == GSM_ESCAPE:
+                # 23.038 6.2.1.1: escape, escape is kept for a further table; until one
+                # is defined a receiving entity shows a space.
+                out.append(" ")
+                continue
             extension = DEFAULT_EXTENSION[septet]
             # 3GPP TS 23.038 6.2.1.1: an escape before an undefined extension code shows
             # the default alphabet's character instead.
@@ -59,27 +146,76 @@ def _decode_gsm(data: bytes) -> str:
     return "".join(out)
 
 
-def decode_text(data: bytes, data_coding: int) -> str:
-    """Section 5.2.19: 0 SMSC default (GSM 03.38 here), 1 IA5 (ASCII), 3 Latin-1, 8 UCS-2.
+def _first_eight_bit(data: bytes) -> int | None:
+    if data.isascii():
+        return None
+    return next(index for index, octet in enumerate(data) if octet >= 0x80)
+
+
+def decode_text(data: bytes, coding: Coding) -> str:
+    """The text of a whole message, or TextRefusedError: never a text holding control
+    characters (but LF and CR) or octets its alphabet has not.
 
     UCS-2 is read as UTF-16BE so that emoji sent as surrogate pairs survive; a lone
     surrogate is replaced rather than refused.
     """
-    if data_coding == 0:
-        return _decode_gsm(data)
-    if data_coding == 1:
+    if coding in ("gsm", "ascii"):
+        position = _first_eight_bit(data)
+        if position is not None:
+            raise TextRefusedError("eight_bit_octet", coding, data, position, data[position])
+    elif coding == "ucs2" and len(data) % 2:
+        raise TextRefusedError("odd_ucs2_length", coding, data, len(data), len(data))
+    text = _decode(data, coding)
+    # isprintable() is False for every control character (and a few other characters,
+    # which the pattern then lets through): the common text skips the search.
+    control = None if text.isprintable() else REFUSED_CHARACTERS.search(text)
+    if control is not None:
+        raise TextRefusedError(
+            "control_character", coding, data, control.start(), ord(control.group())
+        )
+    return text
+
+
+def preview_text(data: bytes, coding: Coding) -> str:
+    """What can be read of some octets, never refused: the start of one part of a long
+    message for its receipt's text field (which shows control characters as spaces)."""
+    if coding == "ucs2" and len(data) % 2:
+        data = data[:-1]
+    if coding == "ascii":
         return data.decode("ascii", "replace")
-    if data_coding == 3:
+    return _decode(data, coding)
+
+
+def _decode(data: bytes, coding: Coding) -> str:
+    if coding == "gsm":
+        return _decode_gsm(data)
+    if coding == "ascii":
+        return data.decode("ascii")
+    if coding == "latin1":
         return data.decode("latin-1")
-    if data_coding == 8:
-        if len(data) % 2:
-            raise UnreadableMessageError(
-                p.ESME_RINVMSGLEN, "UCS-2 text has an odd number of octets"
-            )
-        return data.decode("utf-16-be", "replace")
-    raise UnreadableMessageError(
-        p.ESME_RSUBMITFAIL, f"data_coding {data_coding} is not one of 0, 1, 3 or 8"
-    )
+    return data.decode("utf-16-be", "replace")
+
+
+def readable_as(data: bytes) -> list[Alphabet]:
+    """The alphabets in which these octets are text without a fault: what a refusal's log
+    line suggests for the account's data_coding_0 / data_coding_1."""
+    fits: list[Alphabet] = []
+    for alphabet in ALPHABETS:
+        try:
+            decode_text(data, alphabet)
+        except TextRefusedError:
+            continue
+        fits.append(alphabet)
+    return fits
+
+
+def encode_text(text: str, alphabet: Alphabet) -> bytes:
+    """A receipt's text in the alphabet the account reads data_coding 0 in, so a client
+    reads it as it writes (Kannel decodes a data_coding 0 deliver_sm with its
+    alt-charset); a character the alphabet has not becomes '?'."""
+    if alphabet == "gsm":
+        return encode_gsm(text)
+    return text.encode("latin-1" if alphabet == "latin1" else "ascii", "replace")
 
 
 def encode_gsm(text: str) -> bytes:

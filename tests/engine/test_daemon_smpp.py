@@ -1,6 +1,7 @@
 """SMPP through the whole daemon: an smpplib client submits, septet sends to the simulated
-provider, and the provider's delivery report comes back as deliver_sm receipts; when the
-daemon stops (cancelled, or drained on SIGTERM), bound ESMEs are sent an unbind first."""
+provider, and the provider's delivery report comes back as deliver_sm receipts (to the
+bind group that submitted it, in the account's alphabet); when the daemon stops
+(cancelled, or drained on SIGTERM), bound ESMEs are sent an unbind first."""
 
 from __future__ import annotations
 
@@ -13,10 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
+import smpplib.gsm
 
 from engine.smpp import pdu as p
 from engine.smpp.codec import PduReader, decode_pdu, encode_pdu
+from engine.smpp.settings import SmppAccount
+from engine.smpp.text import decode_text
 from tests.engine.daemon_harness import daemon_settings, running_daemon
 from tests.engine.smpp.raw_client import RawClient
 from tests.engine.smpp.test_real_clients import RECEIPT, SmpplibSession
@@ -45,6 +50,48 @@ async def test_smpp_submit_reaches_the_provider_and_receipts_come_back(tmp_path:
     assert {m["stat"] for m in matched if m} == {"DELIVRD"}
     # Two messages reached the provider: the long one went as one message, not per part.
     assert counters["dsc"]["accepted_total"] == 2
+
+
+@pytest.mark.anyio
+async def test_two_kannel_links_with_alt_charset_through_the_daemon(tmp_path: Path) -> None:
+    # Two Kannel smsc groups (alt-charset = ISO-8859-1, a system-type each) on one
+    # account whose data_coding_0 is "latin1": each link's text reaches the provider as
+    # written, and each link gets the receipts of its own messages only.
+    base = daemon_settings(tmp_path)
+    kannel = SmppAccount(system_id="kannel", password="secret", data_coding_0="latin1")
+    settings = msgspec.structs.replace(
+        base, smpp=msgspec.structs.replace(base.smpp, accounts=[kannel])
+    )
+    texts = {"link-a": "Grüße aus Köln", "link-b": "Schöne Grüße"}
+    async with running_daemon(settings) as daemon:
+        await daemon.sim_config({"dlr_mix": {"DELIVRD": 1.0}})
+        links = {
+            name: SmpplibSession(
+                daemon.smpp_port, system_id="kannel", password="secret", system_type=name
+            )
+            for name in texts
+        }
+        try:
+            for link in links.values():
+                await link.bind()
+            sent = {
+                name: await link.send_octets(texts[name].encode("latin-1"), 0)
+                for name, link in links.items()
+            }
+            # GSM 03.38 octets on this account: ß (0x1E) is a control character in Latin-1.
+            refused = await links["link-a"].send_octets(smpplib.gsm.gsm_encode("Grüße"), 0)
+            assert refused == p.ESME_RSUBMITFAIL
+            with anyio.fail_after(20):
+                receipts = {name: (await link.receipts(1))[0] for name, link in links.items()}
+        finally:
+            for link in links.values():
+                await link.close()
+    for name, receipt in receipts.items():
+        # The receipt's text is in the account's alphabet for 0, as Kannel reads it.
+        assert receipt.data_coding == 0
+        match = RECEIPT.fullmatch(decode_text(receipt.short_message, "latin1"))
+        assert match is not None
+        assert (match["id"], match["stat"], match["text"]) == (sent[name], "DELIVRD", texts[name])
 
 
 @pytest.mark.anyio

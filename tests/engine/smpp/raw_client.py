@@ -66,6 +66,8 @@ class RawClient:
         system_id: str = "demo",
         password: str = "demo",
         interface_version: int = 0x34,
+        system_type: str = "",
+        address_range: str = "",
     ) -> p.BindResp:
         await self.send(
             kind(
@@ -73,6 +75,8 @@ class RawClient:
                 system_id=system_id,
                 password=password,
                 interface_version=interface_version,
+                system_type=system_type,
+                address_range=address_range,
             )
         )
         answer = await self.read()

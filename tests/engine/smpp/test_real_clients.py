@@ -28,10 +28,12 @@ RECEIPT = re.compile(
 
 
 class SmpplibSession:
-    """One smpplib transceiver; every blocking call runs in a worker thread."""
+    """One smpplib transceiver; every blocking call runs in a worker thread. `bind_fields`
+    go into its bind_transceiver (system_id and password are demo's unless given)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, **bind_fields: str) -> None:
         self.client = smpplib.client.Client("127.0.0.1", port, allow_unknown_opt_params=True)
+        self.bind_fields = {"system_id": "demo", "password": "demo", **bind_fields}
         self.sent: list[Any] = []
         self.received: list[Any] = []
         self.client.set_message_sent_handler(lambda pdu, **_: self.sent.append(pdu))
@@ -42,7 +44,7 @@ class SmpplibSession:
 
     def _bind(self) -> None:
         self.client.connect()
-        self.client.bind_transceiver(system_id="demo", password="demo")
+        self.client.bind_transceiver(**self.bind_fields)
 
     def _send(self, text: str, registered_delivery: int = 1, **addresses: Any) -> int:
         parts, encoding, esm_class = smpplib.gsm.make_parts(text)
@@ -63,9 +65,26 @@ class SmpplibSession:
             )
         return len(parts)
 
+    def _send_octets(self, octets: bytes, data_coding: int, esm_class: int) -> None:
+        self.client.send_message(
+            esm_class=esm_class,
+            source_addr_ton=smpplib.consts.SMPP_TON_ALNUM,
+            source_addr="ACME",
+            dest_addr_ton=smpplib.consts.SMPP_TON_INTL,
+            destination_addr="250788123456",
+            short_message=octets,
+            data_coding=data_coding,
+            registered_delivery=1,
+        )
+
     def _read(self, count: int, into: list[Any]) -> None:
+        # The server's enquire_link timer is 30 s, so smpplib need not probe; its 5 s
+        # socket timeout then ends a read that waits for a PDU that never comes.
         while len(into) < count:
-            self.client.read_once()
+            try:
+                self.client.read_once(auto_send_enquire_link=False)
+            except TimeoutError:
+                raise AssertionError(f"{len(into)} PDUs came, not {count}") from None
 
     async def bind(self) -> None:
         await self.run(self._bind)
@@ -76,6 +95,18 @@ class SmpplibSession:
         parts = await self.run(lambda: self._send(text, **addresses))
         await self.run(self._read, before + parts, self.sent)
         return [pdu.message_id.decode() for pdu in self.sent[before:]]
+
+    async def send_octets(self, octets: bytes, data_coding: int, esm_class: int = 0) -> str | int:
+        """Submit octets as they are with `data_coding`: the message id, or the status
+        of the refusal."""
+        before = len(self.sent)
+        await self.run(self._send_octets, octets, data_coding, esm_class)
+        try:
+            await self.run(self._read, before + 1, self.sent)
+        except smpplib.exceptions.PDUError as refused:
+            status: int = refused.args[1]
+            return status
+        return str(self.sent[before].message_id.decode())
 
     async def receipts(self, count: int) -> list[Any]:
         await self.run(self._read, count, self.received)
@@ -303,3 +334,26 @@ async def test_aiosmpplib_answers_the_unbind_of_a_stopping_server(tmp_path: Path
     assert any(isinstance(message, aiosmpplib.Unbind) for message in hook.messages)
     answers = [pdu for pdu in hook.sent if pdu[4:8] == p.UNBIND_RESP.to_bytes(4, "big")]
     assert len(answers) == 1
+
+
+async def test_two_smpplib_links_of_one_account_each_get_their_own_receipts(
+    tmp_path: Path,
+) -> None:
+    # Two Kannel-like links on one account: each binds with its own system_type (Kannel
+    # sends its smsc group's system-type, and matches a receipt only on the link that
+    # submitted its message: dlr_find by smsc-id).
+    async with smpp_harness(tmp_path) as harness:
+        links = [SmpplibSession(harness.port, system_type=name) for name in ("link-a", "link-b")]
+        for link in links:
+            await link.bind()
+        sent = [
+            [(await link.send(f"{n} via link {name}"))[0] for n in range(3)]
+            for link, name in zip(links, "ab", strict=True)
+        ]
+        for message in await harness.scheduler.wait_for(6):
+            harness.report(message, "DELIVRD")
+        for link, ids in zip(links, sent, strict=True):
+            receipts = await link.receipts(3)  # an AssertionError if fewer come
+            assert [pdu.receipted_message_id.decode() for pdu in receipts] == ids
+        for link in links:
+            await link.close()

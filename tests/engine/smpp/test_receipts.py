@@ -22,6 +22,7 @@ from engine.smpp import pdu as p
 from engine.smpp.codec import decode_pdu, encode_pdu
 from engine.smpp.receipts import build_receipt, outcome_of, receipt_pdu, wants_receipt
 from engine.smpp.store import GivenId, Outcome
+from engine.smpp.text import Alphabet
 
 TS = dt.datetime(2026, 11, 22, 8, 30, tzinfo=dt.UTC)
 
@@ -159,3 +160,21 @@ def test_international_numbers_both_ways() -> None:
 def test_no_receipt_when_none_was_asked_for() -> None:
     assert build_receipt(row(registered_delivery=0), Outcome("UNDELIV", "0", 0)) is None
     assert build_receipt(row(registered_delivery=2), Outcome("DELIVRD", "0", 0)) is None
+
+
+@pytest.mark.parametrize(
+    ("alphabet", "octets"),
+    [
+        ("gsm", b"Gr\x7e\x1ee \x1b\x65"),  # 3GPP TS 23.038: ü 0x7E, ß 0x1E, € escape 0x65
+        ("latin1", b"Gr\xfc\xdfe ?"),  # Kannel's alt-charset = ISO-8859-1 reads it so
+        ("ascii", b"Gr??e ?"),
+    ],
+)
+def test_the_receipt_text_is_in_the_accounts_alphabet_for_data_coding_0(
+    alphabet: Alphabet, octets: bytes
+) -> None:
+    receipt = build_receipt(row(text_head="Grüße €"), Outcome("DELIVRD", "000", TS.timestamp()))
+    assert receipt is not None
+    pdu = receipt_pdu(receipt, 1, alphabet)
+    assert pdu.data_coding == 0
+    assert pdu.short_message.endswith(b" text:" + octets)

@@ -151,6 +151,55 @@ async def test_refusals_map_to_statuses(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("data_coding", "octets"),
+    [
+        (0, "Grüße".encode("latin-1")),  # not GSM 03.38 unpacked: a top bit set
+        (0, b"page\x1b\x0abreak"),  # GSM's page break is a form feed
+        (3, "Grüße".encode()),  # UTF-8 as Latin-1: ß is C3 9F, a C1 control
+        (3, b"tab\there"),
+        (8, "nul\x00".encode("utf-16-be")),
+    ],
+)
+async def test_a_text_with_control_characters_is_refused_never_journaled(
+    tmp_path: Path, data_coding: int, octets: bytes
+) -> None:
+    async with smpp_harness(tmp_path) as harness, await RawClient.connect(harness.port) as client:
+        await client.bind()
+        answer = await client.submit(data_coding=data_coding, short_message=octets)
+        assert answer.command_status == p.ESME_RSUBMITFAIL
+        assert (await client.submit(short_message=b"next")).command_status == p.ESME_ROK
+        (message,) = await harness.scheduler.wait_for(1)
+        assert message.text == "next"
+        assert sum((await harness.journal.counts()).values()) == 1
+
+
+async def test_a_long_ucs2_message_with_a_control_character_is_refused_when_joined(
+    tmp_path: Path,
+) -> None:
+    octets = ("Grüße\x1baus Köln " * 5).encode("utf-16-be")
+    halves = [octets[:81], octets[81:]]  # the first part ends mid-character
+    async with smpp_harness(tmp_path) as harness, await RawClient.connect(harness.port) as client:
+        await client.bind()
+        answers = [
+            await client.submit(
+                esm_class=0x40,
+                data_coding=8,
+                registered_delivery=1,
+                short_message=bytes((5, 0, 3, 9, 2, seq)) + half,
+            )
+            for seq, half in enumerate(halves, start=1)
+        ]
+        # A UCS-2 part is read only with its siblings: the last one carries the refusal,
+        # and the first one's id gets a receipt saying REJECTD.
+        assert [a.command_status for a in answers] == [p.ESME_ROK, p.ESME_RSUBMITFAIL]
+        receipt = await client.read()
+        assert isinstance(receipt, p.DeliverSm)
+        assert receipt.optional.receipted_message_id == answers[0].message_id
+        assert b" stat:REJECTD " in receipt.short_message
+        assert sum((await harness.journal.counts()).values()) == 0
+
+
+@pytest.mark.parametrize(
     ("data_coding", "octets", "text"),
     [
         (0, b"\x00 \x1b\x65uro \x1b\x3c\x1b\x3e", "@ €uro []"),

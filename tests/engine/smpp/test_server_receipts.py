@@ -198,13 +198,16 @@ async def test_the_receipt_mirrors_the_submits_ton_and_npi(tmp_path: Path) -> No
 async def test_the_receipt_text_field_has_no_control_characters(tmp_path: Path) -> None:
     async with smpp_harness(tmp_path) as harness, await RawClient.connect(harness.port) as client:
         await client.bind()
-        # GSM 03.38 0x0A and 0x0D are LF and CR; IA5 (data_coding 1) carries a tab.
+        # GSM 03.38 0x0A and 0x0D are LF and CR, the only control characters a text may
+        # hold (others are refused: engine.smpp.text); UCS-2 carries them too.
         await client.submit(registered_delivery=1, short_message=b"Code:\n1234\rok")
-        await client.submit(registered_delivery=1, data_coding=1, short_message=b"a\tb\x7fc")
+        await client.submit(
+            registered_delivery=1, data_coding=8, short_message="a\r\nb".encode("utf-16-be")
+        )
         first, second = await harness.scheduler.wait_for(2)
         harness.report(first, "DELIVRD")
         receipt = await next_receipt(client)
         assert receipt.short_message.endswith(b" text:Code: 1234 ok")
         harness.report(second, "DELIVRD")
         receipt = await next_receipt(client)
-        assert receipt.short_message.endswith(b" text:a b c")
+        assert receipt.short_message.endswith(b" text:a  b")

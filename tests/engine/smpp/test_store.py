@@ -9,7 +9,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from engine.smpp.receipts import build_receipt
 from engine.smpp.store import (
+    NO_GROUP,
     SCHEMA_VERSION,
     GivenId,
     Outcome,
@@ -237,6 +239,32 @@ async def test_an_old_row_keeps_the_ton_it_had(tmp_path: Path) -> None:
         1,
         0,
     )
+
+
+async def test_the_bind_group_is_kept_with_ids_and_receipts_across_reopening(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    link_a = ("link-a", "")
+    async with open_store(path) as store:
+        waiting = given(store.allocate_id(), "7", bind_group=link_a)
+        owed = given(store.allocate_id(), "8", bind_group=link_a)
+        await store.add_ids([waiting, owed], build_receipt)
+        await store.settle_messages({"8": DELIVERED}, build_receipt, now=0)
+    async with open_store(path) as store:
+        (pending,) = await store.pending_receipts()
+        assert (pending.id, pending.bind_group) == (owed.id, link_a)
+        made, _ = await store.settle_messages({"7": DELIVERED}, build_receipt, now=0)
+        assert [(r.id, r.bind_group) for r in made] == [(waiting.id, link_a)]
+
+
+async def test_rows_from_before_bind_groups_are_in_the_empty_group(tmp_path: Path) -> None:
+    path = tmp_path / "old.smpp.db"
+    write_unversioned_store(path)
+    async with open_store(path) as store:
+        (pending,) = await store.pending_receipts()
+        made, _ = await store.settle_messages({"12": DELIVERED}, build_receipt, now=0)
+        assert [pending.bind_group] + [r.bind_group for r in made] == [NO_GROUP, NO_GROUP]
 
 
 async def test_a_store_from_a_newer_septet_is_refused_with_a_sentence(tmp_path: Path) -> None:

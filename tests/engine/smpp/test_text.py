@@ -8,36 +8,133 @@ import pytest
 
 from engine.smpp import pdu as p
 from engine.smpp.text import (
+    ALPHABETS,
+    Alphabet,
+    Coding,
     PartOf,
     Reassembly,
+    TextRefusedError,
     UnreadableMessageError,
+    coding_of,
     decode_text,
     destination_number,
     encode_gsm,
     error_digits,
     message_octets,
     parse_smpp_time,
+    preview_text,
     printable_head,
+    readable_as,
     receipt_text,
 )
 
 
 def test_gsm_round_trip_with_extension_characters() -> None:
     text = "Hello @ £5 {x} [y] ~ | ^ € \\"
-    assert decode_text(encode_gsm(text), 0) == text
+    assert decode_text(encode_gsm(text), "gsm") == text
     assert encode_gsm("日本") == b"??"
 
 
 def test_ucs2_surrogate_pair_split_across_parts_joins_whole() -> None:
     octets = "a😀b".encode("utf-16-be")
     first, second = octets[:4], octets[4:]  # cuts the surrogate pair in two
-    assert decode_text(first + second, 8) == "a😀b"
+    assert decode_text(first + second, "ucs2") == "a😀b"
 
 
-def test_unsupported_data_coding() -> None:
-    with pytest.raises(UnreadableMessageError) as error:
-        decode_text(b"\x01\x02", 4)
-    assert error.value.status == p.ESME_RSUBMITFAIL
+# ── what data_coding 0 and 1 mean (issue 17) ──────────────────────────────────
+
+GREETING = "Grüße aus Köln"
+
+
+@pytest.mark.parametrize("data_coding", [0, 1])
+@pytest.mark.parametrize("alphabet", ["gsm", "latin1", "ascii"])
+def test_data_coding_0_and_1_are_the_accounts_alphabet(
+    data_coding: int, alphabet: Alphabet
+) -> None:
+    other: Alphabet = "gsm" if alphabet != "gsm" else "latin1"
+    zero, one = (alphabet, other) if data_coding == 0 else (other, alphabet)
+    assert coding_of(data_coding, zero=zero, one=one) == alphabet
+
+
+@pytest.mark.parametrize(("data_coding", "coding"), [(3, "latin1"), (8, "ucs2")])
+def test_data_coding_3_and_8_do_not_depend_on_the_account(data_coding: int, coding: str) -> None:
+    for alphabet in ALPHABETS:
+        assert coding_of(data_coding, zero=alphabet, one=alphabet) == coding
+
+
+def test_gsm_is_read_unpacked_with_its_escape_table() -> None:
+    # 3GPP TS 23.038 6.2.1: ü 0x7E, ß 0x1E, ö 0x7C; 6.2.1.1: € is escape, 0x65.
+    octets = b"Gr\x7e\x1ee aus K\x7cln \x1b\x65"
+    assert octets == encode_gsm(GREETING + " €")
+    assert decode_text(octets, "gsm") == GREETING + " €"
+    # 23.038 6.2.1.1: escape, escape (kept for a further table) and a lone trailing
+    # escape read as a space.
+    assert decode_text(b"a\x1b\x1bb\x1b", "gsm") == "a b "
+
+
+def test_latin1_and_ascii() -> None:
+    assert decode_text(GREETING.encode("latin-1"), "latin1") == GREETING
+    ascii_text = "Hi @ $5 [x] {y} ~_ `a` \\ | ^"
+    assert decode_text(ascii_text.encode("ascii"), "ascii") == ascii_text
+
+
+def test_lf_and_cr_are_text_in_every_coding() -> None:
+    assert decode_text(b"a\nb\rc", "gsm") == "a\nb\rc"
+    assert decode_text(b"a\nb\rc", "latin1") == "a\nb\rc"
+    assert decode_text(b"a\nb\rc", "ascii") == "a\nb\rc"
+    assert decode_text("a\r\nb".encode("utf-16-be"), "ucs2") == "a\r\nb"
+
+
+@pytest.mark.parametrize(
+    ("octets", "coding", "fault", "position", "found"),
+    [
+        # Kannel's alt-charset = ISO-8859-1 read as GSM: was journaled "Grö§e aus Kvln".
+        (GREETING.encode("latin-1"), "gsm", "eight_bit_octet", 2, "0xFC"),
+        # node-smpp's default (GSM 03.38 as data_coding 1) read as IA5: ß is 0x1E.
+        (encode_gsm(GREETING), "ascii", "control_character", 3, "U+001E"),
+        (encode_gsm("Mail me @ home"), "ascii", "control_character", 8, "U+0000"),
+        (encode_gsm("10€"), "latin1", "control_character", 2, "U+001B"),
+        # UTF-8 sent as Latin-1: ß is C3 9F, and 0x9F is a C1 control.
+        ("Grüße".encode(), "latin1", "control_character", 5, "U+009F"),
+        (b"caf\xe9", "ascii", "eight_bit_octet", 3, "0xE9"),
+        (b"tab\there", "latin1", "control_character", 3, "U+0009"),
+        (b"del\x7f", "ascii", "control_character", 3, "U+007F"),
+        ("nul\x00".encode("utf-16-be"), "ucs2", "control_character", 3, "U+0000"),
+        # GSM's page break (escape, 0x0A) is a form feed: a control character too.
+        (b"page\x1b\x0abreak", "gsm", "control_character", 4, "U+000C"),
+    ],
+)
+def test_a_text_with_control_characters_or_foreign_octets_is_refused(
+    octets: bytes, coding: Coding, fault: str, position: int, found: str
+) -> None:
+    with pytest.raises(TextRefusedError) as refused:
+        decode_text(octets, coding)
+    error = refused.value
+    assert (error.fault, error.position, error.found_label) == (fault, position, found)
+    assert error.status == p.ESME_RSUBMITFAIL
+    assert error.coding == coding
+    # preview_text (a part's receipt head) reads them all the same, never refusing.
+    assert isinstance(preview_text(octets, coding), str)
+
+
+def test_odd_ucs2_and_unknown_data_coding_are_refused() -> None:
+    with pytest.raises(TextRefusedError) as odd:
+        decode_text(b"\x00a\x00", "ucs2")
+    assert (odd.value.fault, odd.value.status) == ("odd_ucs2_length", p.ESME_RINVMSGLEN)
+    assert preview_text(b"\x00a\x00", "ucs2") == "a"
+    with pytest.raises(TextRefusedError) as unknown:
+        coding_of(4, zero="gsm", one="gsm")
+    assert (unknown.value.fault, unknown.value.status) == (
+        "unknown_data_coding",
+        p.ESME_RSUBMITFAIL,
+    )
+    assert isinstance(unknown.value, UnreadableMessageError)
+
+
+def test_readable_as_names_the_alphabets_a_refused_text_reads_in() -> None:
+    assert readable_as(GREETING.encode("latin-1")) == ["latin1"]
+    assert readable_as(encode_gsm(GREETING)) == ["gsm"]
+    assert readable_as(b"plain words") == ["gsm", "latin1", "ascii"]
 
 
 def test_udh_8_and_16_bit_references() -> None:
