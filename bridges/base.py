@@ -202,7 +202,10 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
     - `delivery`: how reports come back.
     - `idempotency`: what makes a resend after a lost reply safe: a reference the
       provider deduplicates on, a duplicate window, or nothing (the outcome is unknown).
-    - `max_status_ids`: ids per status poll.
+    - `max_status_ids`: ids per status poll (a message without an id, polled by
+      reference where the provider allows it, is asked about on its own).
+    - `min_poll_interval_s`: the provider's floor between two polls of one message
+      (BSG counts more than about one a minute as abuse); 0 where it states none.
     """
 
     max_recipients: int
@@ -210,6 +213,7 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
     delivery: DeliveryPath
     idempotency: Idempotency
     max_status_ids: int = 0
+    min_poll_interval_s: float = 0.0
 
 
 class BridgeDriver(Protocol):

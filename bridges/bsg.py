@@ -23,11 +23,15 @@ Send modes (PROVIDERS.md "bsg" Send): one message → `phone`; many messages sha
 text and originator → `phones` (one body, a list of msisdn/reference pairs); anything
 else → `individual` (each entry its own originator and body).
 
-Status polling: BSG's status endpoints each answer for one message (or one task, whose
-id the driver contract cannot carry back), so `max_status_ids` is 1 and a poll is
-`GET /rest/sms/{id}`, or `GET /rest/sms/reference/{reference}` where BSG gave no id
-(error 23). PROVIDERS.md "bsg" Anti-abuse: polling one status more than about once a
-minute counts as abuse; the engine's poll scheduler owns that pacing.
+Status polling (PROVIDERS.md "bsg" Status and "BSG mass status"): messages with an id are
+asked about up to 100 at a time with `POST /rest/sms/getStatus` `{"ids": [...]}`, whose
+items name the reference `external_id`; a message BSG gave no id (error 23 on a resend)
+alone with `GET /rest/sms/reference/{reference}`. Mass status is the cheaper of BSG's
+batch forms: a task's status (`GET /rest/sms/task/{task_id}`) lists every message of the
+task, those already final too, and needs the task id the send contract does not carry
+back. PROVIDERS.md "bsg" Anti-abuse: polling one message more than about once a minute
+counts as abuse, so `min_poll_interval_s` is 60 and the engine's poller (engine.dlr)
+never asks about one message more often.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ from bridges.base import (
 
 SEND_PATH = "/rest/sms/create"
 STATUS_BY_ID_PATH = "/rest/sms/{id}"
+MASS_STATUS_PATH = "/rest/sms/getStatus"
 STATUS_BY_REFERENCE_PATH = "/rest/sms/reference/{reference}"
 BALANCE_PATH = "/rest/common/balance"
 
@@ -75,7 +80,9 @@ CAPABILITIES = Capabilities(
     distinct_texts=True,  # the "individual" mode carries a body per phone
     delivery="poll",  # BSG has no push delivery reports
     idempotency="reference",  # error 23: the reference was already accepted
-    max_status_ids=1,  # one message per status endpoint (see module docstring)
+    max_status_ids=100,  # PROVIDERS.md "BSG mass status": 1–100 ids per call
+    # PROVIDERS.md "bsg" Anti-abuse: more than about one poll a minute per message is abuse.
+    min_poll_interval_s=60.0,
 )
 
 # PROVIDERS.md "bsg" Error codes. Codes 0, 5, 11 and 23 are not refusals and the account
@@ -162,6 +169,12 @@ class _IndividualPhone(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
     reference: str
     originator: str | None = None
     body: str
+
+
+class _MassStatusRequest(msgspec.Struct, frozen=True):
+    """PROVIDERS.md "BSG mass status": `{"ids": [...]}`, integers, 1–100 of them."""
+
+    ids: list[int]
 
 
 class _IndividualRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -339,7 +352,7 @@ def _receipt(entry: Mapping[str, Any], query: StatusQuery | None, reply: HttpRep
 
 
 class BsgDriver:
-    """BSG REST API v1: JSON sends in three modes, status polled one message at a time."""
+    """BSG REST API v1: JSON sends in three modes, status polled 100 ids at a time."""
 
     name: str = "bsg"
     capabilities: Capabilities = CAPABILITIES
@@ -517,17 +530,31 @@ class BsgDriver:
     # ── Status ────────────────────────────────────────────────────────────────
 
     def build_status(self, queries: Sequence[StatusQuery]) -> HttpCall | None:
-        """A `GET` for one message: by id where known, else by reference."""
+        """Mass status for up to 100 messages with an id; one message without an id by
+        its reference (module docstring)."""
         if not queries:
             return None
         if len(queries) > CAPABILITIES.max_status_ids:
-            raise ValueError(f"bsg polls one message per request, not {len(queries)}")
-        query = queries[0]
-        if query.provider_id:
-            path = STATUS_BY_ID_PATH.format(id=quote(query.provider_id, safe=""))
-        else:
-            path = STATUS_BY_REFERENCE_PATH.format(reference=quote(query.reference, safe=""))
-        return HttpCall(method="GET", path=path, headers=self._headers)
+            raise ValueError(f"bsg polls at most 100 ids per request, not {len(queries)}")
+        ids = [query.provider_id for query in queries if query.provider_id]
+        if len(ids) < len(queries):
+            if len(queries) > 1:
+                raise ValueError("bsg polls a message without an id on its own, by reference")
+            path = STATUS_BY_REFERENCE_PATH.format(reference=quote(queries[0].reference, safe=""))
+            return HttpCall(method="GET", path=path, headers=self._headers)
+        if not all(provider_id.isascii() and provider_id.isdigit() for provider_id in ids):
+            # BSG's ids are integers, which is what mass status takes; any other one is
+            # asked about on its own.
+            if len(ids) > 1:
+                raise ValueError("bsg's mass status takes numeric ids only")
+            path = STATUS_BY_ID_PATH.format(id=quote(ids[0], safe=""))
+            return HttpCall(method="GET", path=path, headers=self._headers)
+        return HttpCall(
+            method="POST",
+            path=MASS_STATUS_PATH,
+            headers=self._headers,
+            body=_request_encoder.encode(_MassStatusRequest(ids=[int(i) for i in ids])),
+        )
 
     def parse_status(self, queries: Sequence[StatusQuery], reply: HttpReply) -> list[Receipt]:
         """Receipts from a status object (flat, wrapped in `result`, or a list of them).
@@ -549,6 +576,7 @@ class BsgDriver:
                 f"bsg sent a status reply that is not JSON: {reply_text(reply)!r}"
             )
         only_query = queries[0] if len(queries) == 1 else None
+        by_id = {query.provider_id: query for query in queries if query.provider_id}
         receipts: list[Receipt] = []
         for entry in entries:
             if not isinstance(entry, dict):
@@ -557,7 +585,8 @@ class BsgDriver:
                 )
             if _error_code(entry, reply):
                 continue
-            receipts.append(_receipt(entry, only_query, reply))
+            query = only_query or by_id.get(coerce_text(entry.get("id")) or "")
+            receipts.append(_receipt(entry, query, reply))
         return receipts
 
     def parse_callback(self, request: InboundRequest) -> list[Receipt]:

@@ -61,6 +61,9 @@ CAPABILITIES = Capabilities(
     delivery="poll",  # no push delivery reports: poll /sms/status
     idempotency="duplicate-window",  # 453: the same message again within 2 minutes
     max_status_ids=100,  # PROVIDERS.md "smsclub" Status: id_sms ≤ 100
+    # No floor per message is stated; status calls count in the 9 requests/s (429) like
+    # sends, which the engine meters with one limiter per bridge (engine.ratelimit).
+    min_poll_interval_s=0.0,
 )
 
 # PROVIDERS.md "smsclub" Status: ENROUTE is pending; the others are final, one to one.

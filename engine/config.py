@@ -23,6 +23,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from engine.ratelimit import RequestLimiter
 from engine.smpp.server import SmppSettings
 
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
@@ -80,6 +81,10 @@ class BridgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     credentials: dict[str, str] = msgspec.field(default_factory=dict)
     default_sender: str | None = None
     options: dict[str, str] = msgspec.field(default_factory=dict)
+    # Requests a second, sends and status polls together: at most ⌊requests_per_s⌋ in any
+    # one-second window, `requests_burst` (1 to that many) of them back to back
+    # (engine.ratelimit.RequestLimiter). Set it below the provider's own limit: the
+    # window is held on the times requests are let go, not on when they arrive.
     requests_per_s: PositiveFloat = 100.0
     requests_burst: PositiveFloat = 100.0
     messages_per_s: PositiveFloat = 100_000.0
@@ -90,7 +95,14 @@ class BridgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     queue_size: PositiveInt = 20_000
     timeout_s: PositiveFloat = 30.0
     connect_timeout_s: PositiveFloat = 5.0
+    # Status polling (engine.dlr.PollPolicy): a message is first asked about this long
+    # after its submit, then after waits that double while it stays pending, up to
+    # `poll_max_interval_s`. `poll_floor_s` is the least time between two polls of one
+    # message; unset, the provider's own (BSG: 60 s, PROVIDERS.md anti-abuse), and a
+    # poll interval below it is raised to it.
     poll_interval_s: PositiveFloat = 30.0
+    poll_max_interval_s: PositiveFloat = 600.0
+    poll_floor_s: Annotated[float, msgspec.Meta(ge=0)] | None = None
     attempts_per_bridge: PositiveInt = 3
 
 
@@ -154,10 +166,12 @@ def default_settings() -> Settings:
             driver=name,  # type: ignore[arg-type]
             credentials=demo[name],
             default_sender=senders[name],
-            # SMS Club allows 9 requests/s per account (PROVIDERS.md); stay under it.
+            # SMS Club allows 9 requests/s per account, status calls included (PROVIDERS.md):
+            # at most 8 in any second, spread evenly, leaves room for jitter on the way.
             requests_per_s=8.0 if name == "smsclub" else 1000.0,
-            requests_burst=8.0 if name == "smsclub" else 1000.0,
-            poll_interval_s=1.0,
+            requests_burst=1.0 if name == "smsclub" else 1000.0,
+            # BSG: at most one poll per message a minute (its floor); the others at once.
+            poll_interval_s=60.0 if name == "bsg" else 1.0,
         )
         for name in DRIVERS
     }
@@ -199,6 +213,13 @@ def validate(settings: Settings) -> None:
     for name, bridge in settings.bridges.items():
         if not settings.simulators.enabled and not bridge.base_url:
             raise ConfigError(f"bridges.{name}.base_url is empty and simulators are off")
+        try:
+            RequestLimiter(bridge.requests_per_s, bridge.requests_burst)
+        except ValueError as error:
+            raise ConfigError(
+                f"bridges.{name}: requests_burst {bridge.requests_burst:g} with requests_per_s"
+                f" {bridge.requests_per_s:g}: {error}"
+            ) from None
     names = set(settings.bridges)
     for prefix, route in settings.routing.prefixes.items():
         if not prefix.isdigit():

@@ -27,7 +27,7 @@ from engine.config import Settings, split_host_port
 from engine.connections import Outbox, serve_clients, serve_outbox, store_outbox_rest
 from engine.credentials import CredentialsRefused, NotCheckable, check_credentials, describe
 from engine.dispatch import BridgeDispatcher
-from engine.dlr import ReceiptHandler, serve_poller
+from engine.dlr import ReceiptHandler, poll_policy, serve_poller
 from engine.http_io import BridgeClient
 from engine.ingress import EventRouter, LineHandler, LinePreparer
 from engine.journal import open_journal
@@ -36,7 +36,7 @@ from engine.log import Redactor, credential_values
 from engine.metrics import LiveState, Metrics
 from engine.models import Message
 from engine.pricing import NoPriceError, default_price_tables, message_cost
-from engine.ratelimit import TokenBucket
+from engine.ratelimit import RequestLimiter, TokenBucket
 from engine.recovery import recover_inflight, serve_report_deadlines
 from engine.retry import RetryPolicy
 from engine.routing import Router, default_routes
@@ -219,7 +219,8 @@ async def run_daemon(
         # ── scheduling and dispatch ───────────────────────────────────────────
         scheduler = Scheduler(queues, journal)
         for name, bridge in settings.bridges.items():
-            request_bucket = TokenBucket(bridge.requests_per_s, bridge.requests_burst)
+            # One limiter per bridge for its sends and its status polls: the provider counts both.
+            request_limiter = RequestLimiter(bridge.requests_per_s, bridge.requests_burst)
             dispatchers[name] = BridgeDispatcher(
                 name=name,
                 driver=drivers[name],
@@ -230,7 +231,7 @@ async def run_daemon(
                 events=events,
                 hooks=_SubmitHooks(metrics, receipts_handler, tg),
                 policy=policy,
-                requests_bucket=request_bucket,
+                requests_bucket=request_limiter,
                 messages_bucket=TokenBucket(bridge.messages_per_s, bridge.messages_burst),
                 circuit=circuits[name],
                 pool=bridge.pool,
@@ -242,16 +243,23 @@ async def run_daemon(
                 report_timeout_s=report_timeout_s,
             )
             if drivers[name].capabilities.delivery == "poll":
+                polls = poll_policy(
+                    name,
+                    drivers[name].capabilities,
+                    interval_s=bridge.poll_interval_s,
+                    max_interval_s=bridge.poll_max_interval_s,
+                    floor_s=bridge.poll_floor_s,
+                )
                 tg.start_soon(
                     _run_forever,
-                    lambda n=name, b=request_bucket, i=bridge.poll_interval_s: serve_poller(
+                    lambda n=name, b=request_limiter, p=polls: serve_poller(
                         bridge=n,
                         driver=drivers[n],
                         client=clients[n],
                         journal=journal,
                         handler=receipts_handler,
-                        bucket=b,
-                        interval_s=i,
+                        limiter=b,
+                        policy=p,
                         on_request=metrics.status_request_hook(n),
                     ),
                     f"poller:{name}",

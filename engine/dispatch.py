@@ -42,7 +42,7 @@ from engine.http_errors import ConnectFailed, ReplyLost, ReplyTooLarge, Transpor
 from engine.journal import Change, JournalError, MarkRetry
 from engine.log import describe_call, redact_text
 from engine.models import Event, Message
-from engine.ratelimit import TokenBucket
+from engine.ratelimit import Limiter, TokenBucket
 from engine.retry import RetryPolicy
 from engine.scheduler import BridgeQueue, Scheduler
 
@@ -141,7 +141,7 @@ class BridgeDispatcher:
         events: EventEmitter,
         hooks: DispatchHooks,
         policy: RetryPolicy,
-        requests_bucket: TokenBucket,
+        requests_bucket: Limiter,
         messages_bucket: TokenBucket,
         circuit: CircuitBreaker,
         pool: int,

@@ -3,8 +3,11 @@
 Receipts arrive two ways. Providers that push (dsc, routemobile) call the daemon's HTTP
 listener at `/dlr/<bridge>`; the bridge's driver checks credentials and parses the request.
 Providers that must be asked (bsg, smsclub) are polled by `serve_poller`, in batches the
-driver allows, through the bridge's request token bucket, and never for the same message
-more often than the poll interval (BSG counts faster polling as abuse: PROVIDERS.md).
+driver allows, through the bridge's request limiter (the one its sends go through: the
+provider counts both), by the provider's rules (`PollPolicy`): a message is first asked
+about one poll interval after it is submitted, then after waits that double while it
+stays pending, never closer together than the provider's floor (BSG counts more than
+about one poll a minute as abuse: PROVIDERS.md).
 
 A receipt is matched to its message by provider id (or reference). One that arrives
 before its submit is journaled (a fast provider can call back before septet has
@@ -20,7 +23,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from itertools import groupby
 from typing import Protocol
 
 import anyio
@@ -30,19 +34,28 @@ import structlog
 
 from bridges.base import (
     BridgeDriver,
+    Capabilities,
     HttpCall,
     HttpReply,
     Receipt,
     StatusQuery,
     UnparseableReply,
     ascii_digits,
+    retry_after_seconds,
 )
 from engine import lifecycle
 from engine.http_errors import TransportError
-from engine.journal import Change, JournalError, MarkPolled, StoreOrphanReceipt
+from engine.journal import (
+    Change,
+    JournalError,
+    MarkPolled,
+    PollDue,
+    SchedulePolls,
+    StoreOrphanReceipt,
+)
 from engine.log import describe_call
 from engine.models import Event, Message
-from engine.ratelimit import TokenBucket
+from engine.ratelimit import Limiter
 
 log = structlog.get_logger("septet.dlr")
 
@@ -72,9 +85,7 @@ class ReceiptJournal(Protocol):
 
     async def orphan_receipt_ids(self) -> list[tuple[str, str, float]]: ...
 
-    async def awaiting_report(
-        self, bridge: str, polled_before: float, limit: int
-    ) -> list[Message]: ...
+    async def awaiting_poll(self, bridge: str, now: float, limit: int) -> list[PollDue]: ...
 
     async def unconfirmed(self, bridge: str) -> list[Message]: ...
 
@@ -344,6 +355,103 @@ class ReceiptHandler:
         )
 
 
+# ── Status polling ─────────────────────────────────────────────────────────────────
+
+# Messages the poller reads from the journal per round.
+POLL_FETCH = 1000
+# The poller looks for messages that fell due at least this often (sooner where the poll
+# interval is shorter).
+POLL_TICK_S = 1.0
+# How long the poller pauses after a 429 that names no Retry-After.
+THROTTLED_PAUSE_S = 1.0
+# Doublings past this many add nothing a cap would not cut (2^32 intervals).
+_MOST_DOUBLINGS = 32
+
+
+class PollPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """When a message awaiting its report is asked about.
+
+    The first poll comes `interval_s` after the poller first sees the message submitted;
+    after each poll that leaves it pending (or gets no answer) the wait doubles, up to
+    `max_interval_s`; no wait is below `floor_s`, the provider's floor per message.
+
+        submit ──interval──▶ poll 1 ──interval──▶ poll 2 ──2×──▶ poll 3 ──4×──▶ … ──max──▶
+    """
+
+    interval_s: float
+    max_interval_s: float
+    floor_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.floor_s >= 0:
+            raise ValueError(f"a poll floor must be 0 or more, not {self.floor_s}")
+        if not self.interval_s >= max(self.floor_s, 1e-9):
+            raise ValueError(
+                f"a poll interval ({self.interval_s}) must be positive and at least the"
+                f" floor ({self.floor_s})"
+            )
+        if not self.max_interval_s >= self.interval_s:
+            raise ValueError(
+                f"a poll backoff cap ({self.max_interval_s}) must be at least the interval"
+                f" ({self.interval_s})"
+            )
+
+    def wait_after(self, polls: int) -> float:
+        """Seconds from a message's `polls`-th poll to its next; 0 polls: from its submit."""
+        doublings = min(max(polls - 1, 0), _MOST_DOUBLINGS)
+        return max(self.floor_s, min(self.max_interval_s, self.interval_s * 2.0**doublings))
+
+
+def poll_policy(
+    bridge: str,
+    capabilities: Capabilities,
+    *,
+    interval_s: float,
+    max_interval_s: float,
+    floor_s: float | None = None,
+) -> PollPolicy:
+    """A bridge's policy from its config: `floor_s` None means the provider's own floor
+    (`Capabilities.min_poll_interval_s`: BSG 60 s), and an interval below the floor is
+    raised to it, with a log line saying so."""
+    floor = capabilities.min_poll_interval_s if floor_s is None else floor_s
+    interval = max(interval_s, floor)
+    if interval > interval_s:
+        log.warning(
+            "poll_interval_raised",
+            bridge=bridge,
+            configured_s=interval_s,
+            interval_s=interval,
+            why="the provider counts polls of one message closer together as abuse",
+        )
+    return PollPolicy(
+        interval_s=interval, max_interval_s=max(max_interval_s, interval), floor_s=floor
+    )
+
+
+def plan_polls(due: Sequence[PollDue], max_ids: int) -> list[list[PollDue]]:
+    """One list per status request: messages with a provider id `max_ids` at a time, each
+    message without one on its own (asked about by reference where the driver can)."""
+    with_id = [item for item in due if item.message.provider_id]
+    per_call = max(1, max_ids)
+    requests = [with_id[start : start + per_call] for start in range(0, len(with_id), per_call)]
+    requests.extend([item] for item in due if not item.message.provider_id)
+    return requests
+
+
+def polled(chunk: Sequence[PollDue], at: float, policy: PollPolicy) -> list[Change]:
+    """The journal's note that `chunk` was asked about at `at`: each message's next poll
+    after the wait its count of polls gives (one change per count)."""
+    by_count = sorted(chunk, key=lambda item: item.polls)
+    return [
+        MarkPolled(
+            msg_ids=[item.message.msg_id for item in items],
+            at=at,
+            next_at=at + policy.wait_after(polls + 1),
+        )
+        for polls, items in groupby(by_count, key=lambda item: item.polls)
+    ]
+
+
 async def serve_poller(
     *,
     bridge: str,
@@ -351,55 +459,79 @@ async def serve_poller(
     client: Requester,
     journal: ReceiptJournal,
     handler: ReceiptHandler,
-    bucket: TokenBucket,
-    interval_s: float,
+    limiter: Limiter,
+    policy: PollPolicy,
     clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     on_request: Callable[[float, str], None] | None = None,
 ) -> None:
-    """Poll `bridge` for reports of submitted messages, forever. `on_request(seconds,
-    status)` is told how each status request went ("transport" when it got no reply)."""
-    per_call = max(1, driver.capabilities.max_status_ids)
+    """Poll `bridge` for reports of submitted messages, forever. Each status request
+    takes its turn from `limiter`, the bridge's request limiter, shared with its sends.
+    `on_request(seconds, status)` is told how each status request went ("transport" when
+    it got no reply)."""
+    per_call = driver.capabilities.max_status_ids
+    tick = min(policy.interval_s, POLL_TICK_S)
     while True:
         now = clock()
-        waiting = await journal.awaiting_report(bridge, now - interval_s, 1000)
-        if not waiting:
-            await anyio.sleep(min(interval_s, 1.0))
-            continue
-        for start in range(0, len(waiting), per_call):
-            chunk = waiting[start : start + per_call]
-            queries = [
-                StatusQuery(provider_id=message.provider_id, reference=message.reference)
-                for message in chunk
-            ]
-            call = driver.build_status(queries)
-            if call is None:
-                # None of these can be asked about (SMS Club without an id): their report
-                # deadline ends them. Marked polled, so the next chunk comes round.
-                await journal.record(
-                    [MarkPolled(msg_ids=[message.msg_id for message in chunk], at=clock())]
-                )
-                continue
-            wait = bucket.take(1, clock())
-            if wait > 0:
-                await anyio.sleep(wait)
-            if log.is_enabled_for(logging.DEBUG):
-                log.debug("provider_request", bridge=bridge, call="status", **describe_call(call))
-            receipts: Sequence[Receipt] = []
-            started = time.perf_counter()
-            try:
-                reply = await client.request(call)
-            except TransportError as error:
-                if on_request is not None:
-                    on_request(time.perf_counter() - started, "transport")
-                log.warning("poll_failed", bridge=bridge, error=str(error))
-            else:
-                if on_request is not None:
-                    on_request(time.perf_counter() - started, str(reply.status))
-                try:
-                    receipts = driver.parse_status(queries, reply)
-                except UnparseableReply as error:
-                    log.warning("poll_failed", bridge=bridge, status=reply.status, error=str(error))
-            await handler.handle(bridge, receipts)
-            await journal.record(
-                [MarkPolled(msg_ids=[message.msg_id for message in chunk], at=clock())]
-            )
+        due = await journal.awaiting_poll(bridge, now, POLL_FETCH)
+        fresh = [item.message.msg_id for item in due if item.next_poll_at == 0]
+        if fresh:
+            # Just submitted: asked about one interval from now, not at once.
+            await journal.record([SchedulePolls(msg_ids=fresh, at=now + policy.wait_after(0))])
+        asked = [item for item in due if item.next_poll_at > 0]
+        for chunk in plan_polls(asked, per_call):
+            await _poll(bridge, driver, client, handler, limiter, chunk, clock, sleep, on_request)
+            await journal.record(polled(chunk, clock(), policy))
+        if len(due) < POLL_FETCH:
+            await sleep(tick)
+
+
+async def _poll(
+    bridge: str,
+    driver: BridgeDriver,
+    client: Requester,
+    handler: ReceiptHandler,
+    limiter: Limiter,
+    chunk: Sequence[PollDue],
+    clock: Callable[[], float],
+    sleep: Callable[[float], Awaitable[None]],
+    on_request: Callable[[float, str], None] | None,
+) -> None:
+    """One status request for `chunk`, its receipts handled; after a 429, the pause the
+    provider asked for (Retry-After) before the next one."""
+    queries = [
+        StatusQuery(provider_id=item.message.provider_id, reference=item.message.reference)
+        for item in chunk
+    ]
+    call = driver.build_status(queries)
+    if call is None:
+        # None of these can be asked about (SMS Club without an id): their report
+        # deadline ends them. Marked polled all the same, so they back off.
+        return
+    wait = limiter.take(1, clock())
+    if wait > 0:
+        await sleep(wait)
+    if log.is_enabled_for(logging.DEBUG):
+        log.debug("provider_request", bridge=bridge, call="status", **describe_call(call))
+    receipts: Sequence[Receipt] = []
+    pause = 0.0
+    started = time.perf_counter()
+    try:
+        reply = await client.request(call)
+    except TransportError as error:
+        if on_request is not None:
+            on_request(time.perf_counter() - started, "transport")
+        log.warning("poll_failed", bridge=bridge, error=str(error))
+    else:
+        if on_request is not None:
+            on_request(time.perf_counter() - started, str(reply.status))
+        if reply.status == 429:
+            pause = retry_after_seconds(reply.headers) or THROTTLED_PAUSE_S
+            log.warning("poll_throttled", bridge=bridge, pause_s=pause)
+        try:
+            receipts = driver.parse_status(queries, reply)
+        except UnparseableReply as error:
+            log.warning("poll_failed", bridge=bridge, status=reply.status, error=str(error))
+    await handler.handle(bridge, receipts)
+    if pause > 0:
+        await sleep(pause)

@@ -26,7 +26,7 @@ commit is in the WAL file before `accept` returns. It may lose the last commits 
 power loss or kernel crash; synchronous=FULL (fsync per commit) covers that too.
 
 Storage: columns for what is queried or changes (state, due_at, priority, bridge,
-provider_id, client_ref, last_polled_at, final outcome), the rest of the Message as a
+provider_id, client_ref, the poll schedule, final outcome), the rest of the Message as a
 msgpack blob written once at accept. Reading a message decodes the blob and lays the
 changing columns over it.
 
@@ -48,7 +48,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
 import anyio
 import msgspec
@@ -69,6 +69,8 @@ __all__ = [
     "MarkRetry",
     "MarkSubmitted",
     "MarkUnconfirmed",
+    "PollDue",
+    "SchedulePolls",
     "SqliteJournal",
     "StoreEvents",
     "StoreOrphanReceipt",
@@ -185,8 +187,28 @@ class MarkFinal(msgspec.Struct, frozen=True, tag=True):
 
 
 class MarkPolled(msgspec.Struct, frozen=True, tag=True):
+    """The provider was asked about these messages at `at` (counted in `polls`); the next
+    poll is not before `next_at` (engine.dlr's backoff)."""
+
     msg_ids: list[str]
     at: float
+    next_at: float
+
+
+class SchedulePolls(msgspec.Struct, frozen=True, tag=True):
+    """The first poll of these messages, newly awaiting their report, is not before `at`."""
+
+    msg_ids: list[str]
+    at: float
+
+
+class PollDue(NamedTuple):
+    """A message the poller may ask about: how often it was asked already, and when it
+    fell due (0.0: never scheduled, it has just begun to await its report)."""
+
+    message: Message
+    polls: int
+    next_poll_at: float
 
 
 class StoreOrphanReceipt(msgspec.Struct, frozen=True, tag=True):
@@ -213,6 +235,7 @@ Change = (
     | MarkRetry
     | MarkFinal
     | MarkPolled
+    | SchedulePolls
     | StoreOrphanReceipt
     | StoreEvents
 )
@@ -268,9 +291,7 @@ class Journal(Protocol):
 
     async def orphan_receipt_ids(self) -> list[tuple[str, str, float]]: ...
 
-    async def awaiting_report(
-        self, bridge: str, polled_before: float, limit: int
-    ) -> list[Message]: ...
+    async def awaiting_poll(self, bridge: str, now: float, limit: int) -> list[PollDue]: ...
 
     async def report_overdue(self, now: float, limit: int) -> list[Message]: ...
 
@@ -289,14 +310,19 @@ class Journal(Protocol):
 
 # ── Schema ─────────────────────────────────────────────────────────────────────
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 
 # The bridge in use, bridges[bridge_index], as SQL over a bound bridge index: stored in
 # the `bridge` column by every change that moves a message to another bridge.
 SQL_BRIDGE_AT: Final = "json_extract(bridges, '$[' || ? || ']')"
 
-# Submitted messages that asked for a report, by bridge, least recently polled first.
+# Submitted messages that asked for a report, by bridge, by when they may next be polled
+# (0: not yet scheduled, engine.dlr's poller schedules them first).
 SQL_CREATE_AWAITING_INDEX: Final = (
+    "CREATE INDEX messages_awaiting ON messages (bridge, next_poll_at) WHERE state = 2 AND dlr = 1"
+)
+# The awaiting index up to schema 4 (by last poll), which the 2 -> 3 migration builds.
+SQL_CREATE_AWAITING_INDEX_BEFORE_5: Final = (
     "CREATE INDEX messages_awaiting ON messages (bridge, last_polled_at)"
     " WHERE state = 2 AND dlr = 1"
 )
@@ -323,6 +349,9 @@ SQL_CREATE_UNCONFIRMED_INDEX: Final = (
 )
 # Used by the 3 -> 4 migration: the report timeout given to messages already waiting.
 MIGRATION_REPORT_TIMEOUT_S: Final = 72 * 3600.0
+# Used by the 4 -> 5 migration: a message polled before the upgrade waits this long after
+# that poll for its next one, the strictest provider's floor (BSG: one poll a minute).
+MIGRATION_POLL_WAIT_S: Final = 60.0
 
 # Upgrades from each older schema version, run in order inside one transaction.
 MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
@@ -341,7 +370,7 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         "ALTER TABLE messages ADD COLUMN bridge TEXT",
         "UPDATE messages SET bridge = json_extract(bridges, '$[' || bridge_index || ']')"
         " WHERE state < 3 OR (dlr = 1 AND provider_id IS NOT NULL)",
-        SQL_CREATE_AWAITING_INDEX,
+        SQL_CREATE_AWAITING_INDEX_BEFORE_5,
         SQL_CREATE_PROVIDER_ID_INDEX,
     ),
     # 3 -> 4: nothing stays `submitted` forever. Messages awaiting a report get a deadline
@@ -352,6 +381,18 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         f" + {MIGRATION_REPORT_TIMEOUT_S} WHERE state = 2",
         SQL_CREATE_REPORT_DUE_INDEX,
         SQL_CREATE_UNCONFIRMED_INDEX,
+    ),
+    # 4 -> 5: polls back off per message (engine.dlr), so each message keeps how often it
+    # was polled and when it may be polled next; the awaiting index orders by the latter.
+    # A message polled before the upgrade counts that poll and waits MIGRATION_POLL_WAIT_S
+    # after it; one never polled is scheduled by the poller as a new one.
+    4: (
+        "ALTER TABLE messages ADD COLUMN polls INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE messages ADD COLUMN next_poll_at REAL NOT NULL DEFAULT 0",
+        "UPDATE messages SET polls = 1,"  # noqa: S608
+        f" next_poll_at = last_polled_at + {MIGRATION_POLL_WAIT_S} WHERE last_polled_at > 0",
+        "DROP INDEX messages_awaiting",
+        SQL_CREATE_AWAITING_INDEX,
     ),
 }
 
@@ -370,6 +411,8 @@ CREATE TABLE messages (
     dlr INTEGER NOT NULL,
     provider_id TEXT,
     last_polled_at REAL NOT NULL DEFAULT 0,
+    polls INTEGER NOT NULL DEFAULT 0,
+    next_poll_at REAL NOT NULL DEFAULT 0,
     inflight_at REAL,
     submitted_at REAL,
     submit_cost REAL,
@@ -482,7 +525,19 @@ SQL_MARK_FINAL: Final = (
     "UPDATE messages SET state = 3, outcome = ?, code = ?, error = ?, final_at = ?"
     " WHERE msg_id = ? AND state < 3"
 )
-SQL_MARK_POLLED: Final = "UPDATE messages SET last_polled_at = ? WHERE msg_id = ?"
+SQL_MARK_POLLED: Final = (
+    "UPDATE messages SET last_polled_at = ?, polls = polls + 1, next_poll_at = ?"
+    " WHERE msg_id = ? AND state = 2"
+)
+SQL_SCHEDULE_POLLS: Final = (
+    "UPDATE messages SET next_poll_at = ? WHERE msg_id = ? AND state = 2 AND next_poll_at = 0"
+)
+SQL_AWAITING_POLL: Final = (
+    f"SELECT {MESSAGE_COLUMNS}, polls, next_poll_at FROM messages"  # noqa: S608
+    " INDEXED BY messages_awaiting"
+    " WHERE state = 2 AND dlr = 1 AND bridge = ? AND next_poll_at <= ?"
+    " ORDER BY next_poll_at, msg_id LIMIT ?"
+)
 SQL_STORE_ORPHAN: Final = (
     "INSERT INTO orphan_receipts (bridge, provider_id, receipt, at) VALUES (?, ?, ?, ?)"
 )
@@ -1159,6 +1214,15 @@ class SqliteJournal:
             elif kind is MarkPolled:
                 executemany(
                     SQL_MARK_POLLED,
+                    [
+                        (change.at, change.next_at, msg_id)
+                        for change in run
+                        for msg_id in change.msg_ids
+                    ],
+                )
+            elif kind is SchedulePolls:
+                executemany(
+                    SQL_SCHEDULE_POLLS,
                     [(change.at, msg_id) for change in run for msg_id in change.msg_ids],
                 )
             elif kind is StoreOrphanReceipt:
@@ -1376,19 +1440,15 @@ class SqliteJournal:
             reference: by_id[msg_id] for reference, msg_id in msg_ids.items() if msg_id in by_id
         }
 
-    async def awaiting_report(self, bridge: str, polled_before: float, limit: int) -> list[Message]:
-        """Submitted messages on `bridge` that asked for a report and were not polled since
-        `polled_before`: never polled first, then least recently polled, then oldest."""
-        return await self._execute(
-            lambda connection: self._select(
-                connection,
-                f"SELECT {MESSAGE_COLUMNS} FROM messages INDEXED BY messages_awaiting"  # noqa: S608
-                " WHERE state = 2 AND dlr = 1 AND bridge = ? AND last_polled_at < ?"
-                " ORDER BY last_polled_at, msg_id LIMIT ?",
-                (bridge, polled_before, limit),
-            ),
-            write=False,
-        )
+    async def awaiting_poll(self, bridge: str, now: float, limit: int) -> list[PollDue]:
+        """Submitted messages on `bridge` that asked for a report and may be polled at `now`:
+        those not yet scheduled first (next_poll_at 0), then by when they fell due."""
+
+        def select(connection: sqlite3.Connection) -> list[PollDue]:
+            rows = connection.execute(SQL_AWAITING_POLL, (bridge, now, limit)).fetchall()
+            return [PollDue(_message_from_row(row), row[9], row[10]) for row in rows]
+
+        return await self._execute(select, write=False)
 
     async def report_overdue(self, now: float, limit: int) -> list[Message]:
         """Messages awaiting a report whose deadline has passed, earliest first."""

@@ -6,6 +6,11 @@ fields as strings (the seed) or numbers (*configurable*), the single reply flat 
 wrapped in {"result": ...} (*configurable*). `reference` is unique per account and is
 BSG's idempotency: a reused one is error 23. Statuses change once the delivery delay
 has passed on the injected clock.
+
+Status by id, reference, task, or 1–100 ids at once (`POST /rest/sms/getStatus`, whose
+items say `external_id` for the reference: PROVIDERS.md "BSG mass status"). Every poll of
+a message sooner than `bsg_poll_abuse_s` after the one before is counted in the counters'
+`poll_abuse` (PROVIDERS.md "bsg" Anti-abuse: more than about one poll a minute).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from bridges.sim.core import (
 
 NAME = "bsg"
 CREATE_PATH = "/rest/sms/create"
+MASS_STATUS_PATH = "/rest/sms/getStatus"
+MAX_STATUS_IDS = 100  # PROVIDERS.md "BSG mass status": 1–100 ids per call
 FIRST_MESSAGE_ID = 22125  # the seed's example id
 FIRST_TASK_ID = 21902
 MAX_PHONES = 50  # error 12 beyond (PROVIDERS.md)
@@ -157,10 +164,13 @@ class BsgSimulator:
         self.spent = 0.0
         self.auth_errors: dict[str, list[float]] = {}
         self.blocked_until: dict[str, float] = {}
+        # message id -> when it was last asked about, for the anti-abuse count.
+        self.polled_at: dict[int, float] = {}
 
     def routes(self) -> list[Route]:
         return [
             Route("*", CREATE_PATH, self.create, sends=True),
+            Route("*", MASS_STATUS_PATH, self.mass_status),
             Route("GET", "/rest/sms/reference/{reference}", self.status_by_reference),
             Route("GET", "/rest/sms/task/{task_id}", self.status_by_task),
             Route("GET", "/rest/sms/{id}", self.status_by_id),
@@ -412,9 +422,20 @@ class BsgSimulator:
             "currency": state.config.bsg_currency,
         }
 
+    def _count_poll(self, stored: StoredMessage) -> None:
+        """PROVIDERS.md "bsg" Anti-abuse: the same message asked about again too soon."""
+        state = self.state
+        now = state.clock()
+        window = state.config.bsg_poll_abuse_s
+        last = self.polled_at.get(stored.id)
+        if window > 0 and last is not None and now - last < window:
+            state.counters.poll_abuse += 1
+        self.polled_at[stored.id] = now
+
     def _found(self, stored: StoredMessage | None) -> web.Response:
         if stored is None:
             return self.error_reply(20)
+        self._count_poll(stored)
         return json_response({"error": self._value(0), **self._status_object(stored)})
 
     async def status_by_id(self, request: web.BaseRequest) -> web.Response:
@@ -438,10 +459,47 @@ class BsgSimulator:
         ids = self.tasks.get(int(raw_id)) if raw_id.isdigit() else None
         if ids is None:
             return self.error_reply(20)
-        objects = [self._status_object(self.by_id[message_id]) for message_id in ids]
+        objects = []
+        for message_id in ids:
+            stored = self.by_id[message_id]
+            self._count_poll(stored)
+            objects.append(self._status_object(stored))
         return json_response(
             {"error": self._value(0), "task_id": self._value(int(raw_id)), "result": objects}
         )
+
+    async def mass_status(self, request: web.BaseRequest) -> web.Response:
+        """`POST /rest/sms/getStatus` `{"ids": [...]}`: one item per known id, the reference
+        as `external_id`; ids BSG does not know are left out, and none known is error 20."""
+        body = await read_body(request)
+        refused = self._authenticate(request)
+        if refused is not None:
+            return refused
+        if request.method != "POST":
+            return self.error_reply(4)
+        try:
+            payload = _json_decoder.decode(body)
+        except msgspec.DecodeError:
+            return self.error_reply(24)
+        raw_ids = payload.get("ids") if isinstance(payload, dict) else None
+        if not isinstance(raw_ids, list) or not raw_ids:
+            return self.error_reply(self._missing_parameters_code())
+        if len(raw_ids) > MAX_STATUS_IDS:
+            return self.error_reply(7)
+        items: list[dict[str, Any]] = []
+        for raw_id in raw_ids:
+            text = _as_text(raw_id)
+            stored = self.by_id.get(int(text)) if text is not None and text.isdigit() else None
+            if stored is None:
+                continue
+            self._count_poll(stored)
+            item = self._status_object(stored)
+            item["external_id"] = item.pop("reference")
+            del item["time_in"]
+            items.append(item)
+        if not items:
+            return self.error_reply(20)
+        return json_response({"result": items})
 
     async def balance(self, request: web.BaseRequest) -> web.Response:
         refused = self._authenticate(request)

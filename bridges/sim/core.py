@@ -108,6 +108,9 @@ class SimulatorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     bsg_balance: float | None = None  # None = unlimited
     bsg_auth_block: bool = False  # 5 auth errors in 30 min block the client IP
     bsg_block_s: float = 1800.0
+    # Polls of one message closer together than this count as abuse (PROVIDERS.md "bsg"
+    # Anti-abuse: "more than about once a minute"); 0 = not counted.
+    bsg_poll_abuse_s: float = 60.0
     # ── smsclub ──
     smsclub_token: str = "demo"  # noqa: S105
     smsclub_rate_limit: int | None = 9  # requests per second; None = off
@@ -160,6 +163,9 @@ class ProviderCounters(msgspec.Struct, kw_only=True):
     dlr_ok: int = 0  # reports the receiver took
     dlr_failed: int = 0  # reports given up after every retry
     dlr_retried: int = 0
+    # Status polls of one message sooner after the previous one than the provider allows
+    # (BSG: `bsg_poll_abuse_s`), one per message per poll, whatever endpoint asked.
+    poll_abuse: int = 0
 
     def count_request(self, label: str, status: str) -> None:
         by_status = self.requests.get(label)

@@ -84,7 +84,8 @@ def test_driver_satisfies_the_contract() -> None:
     assert driver.capabilities == CAPABILITIES
     assert (CAPABILITIES.max_recipients, CAPABILITIES.distinct_texts) == (50, True)
     assert (CAPABILITIES.delivery, CAPABILITIES.idempotency) == ("poll", "reference")
-    assert CAPABILITIES.max_status_ids == 1
+    # PROVIDERS.md "BSG mass status" (≤ 100 ids) and Anti-abuse (one poll a minute).
+    assert (CAPABILITIES.max_status_ids, CAPABILITIES.min_poll_interval_s) == (100, 60.0)
 
 
 @pytest.mark.parametrize(
@@ -523,25 +524,66 @@ def test_string_or_number_coercion(
 # ── Status ────────────────────────────────────────────────────────────────────────
 
 
+def test_messages_with_ids_are_polled_by_mass_status_up_to_100_at_once() -> None:
+    queries = [StatusQuery(provider_id=str(22125 + n), reference=f"r{n}") for n in range(100)]
+    call = BsgDriver(SETTINGS).build_status(queries)
+    assert call == HttpCall(
+        method="POST",
+        path="/rest/sms/getStatus",
+        headers=HEADERS,
+        body=msgspec.json.encode({"ids": [22125 + n for n in range(100)]}),
+    )
+    with pytest.raises(ValueError, match="at most 100"):
+        BsgDriver(SETTINGS).build_status([*queries, StatusQuery(provider_id="1", reference="x")])
+
+
 @pytest.mark.parametrize(
     ("query", "path"),
     [
-        (StatusQuery(provider_id="22125", reference="12erdgm9"), "/rest/sms/22125"),
         (StatusQuery(provider_id=None, reference="12erdgm9"), "/rest/sms/reference/12erdgm9"),
         (StatusQuery(provider_id="a/b", reference="x"), "/rest/sms/a%2Fb"),
     ],
 )
-def test_status_poll_is_by_id_else_by_reference(query: StatusQuery, path: str) -> None:
+def test_a_message_without_a_numeric_id_is_polled_alone(query: StatusQuery, path: str) -> None:
     call = BsgDriver(SETTINGS).build_status([query])
     assert call == HttpCall(method="GET", path=path, headers=HEADERS)
 
 
-def test_status_poll_takes_exactly_one_message() -> None:
+def test_a_message_without_an_id_is_never_batched() -> None:
     driver = BsgDriver(SETTINGS)
     assert driver.build_status([]) is None
-    two = [StatusQuery(provider_id="1", reference="a"), StatusQuery(provider_id="2", reference="b")]
-    with pytest.raises(ValueError, match="one message"):
-        driver.build_status(two)
+    mixed = [
+        StatusQuery(provider_id="1", reference="a"),
+        StatusQuery(provider_id=None, reference="b"),
+    ]
+    with pytest.raises(ValueError, match="on its own"):
+        driver.build_status(mixed)
+    with pytest.raises(ValueError, match="numeric ids"):
+        driver.build_status([StatusQuery(provider_id="x", reference="a"), *mixed[:1]])
+
+
+def test_a_mass_status_reply_gives_one_receipt_per_item_with_its_reference() -> None:
+    queries = [
+        StatusQuery(provider_id="22125", reference="12erdgm9"),
+        StatusQuery(provider_id="22126", reference="12erdgn0"),
+        StatusQuery(provider_id="22127", reference="gone"),
+    ]
+    body = {
+        "result": [
+            {
+                "id": "22125",
+                "external_id": "12erdgm9",
+                "msisdn": "380972000001",
+                "status": "delivered",
+            },
+            {"id": 22126, "msisdn": "380972000002", "status": "unknown"},
+        ]
+    }
+    receipts = BsgDriver(SETTINGS).parse_status(queries, json_reply(body))
+    assert [(r.provider_id, r.reference, r.state, r.final) for r in receipts] == [
+        ("22125", "12erdgm9", "DELIVRD", True),
+        ("22126", "12erdgn0", "UNKNOWN", False),  # the reference from the query asked
+    ]
 
 
 QUERY = StatusQuery(provider_id="22125", reference="12erdgm9")

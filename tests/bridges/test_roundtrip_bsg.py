@@ -289,3 +289,35 @@ async def test_status_of_an_unknown_message_gives_no_receipt() -> None:
         rejects = trip.counters.rejects
     assert (by_id, by_reference) == ([], [])
     assert rejects == {"20": 2}
+
+
+async def test_mass_status_polls_100_messages_in_one_request_and_counts_hurried_polls() -> None:
+    config = SimulatorConfig(seed=7, dlr_delay_s=DLR_DELAY_S, dlr_mix={"DELIVRD": 1.0})
+    driver = bsg_driver()
+    batches = [
+        [outbound(100 * wave + n, f"+38050{wave}{n:06d}") for n in range(50)] for wave in (1, 2)
+    ]
+    async with round_trip("bsg", config) as trip:
+        outcomes = [o for batch in batches for o in await trip.send(driver, batch)]
+        queries = [
+            StatusQuery(provider_id=provider_id, reference=message.reference)
+            for provider_id, message in zip(
+                ids_of(outcomes), [m for batch in batches for m in batch], strict=True
+            )
+        ]
+        before = await trip.poll(driver, queries)
+        trip.clock.advance(DLR_DELAY_S)  # a minute on: a polite second poll
+        after = await trip.poll(driver, queries)
+        polite = trip.counters.poll_abuse
+        trip.clock.advance(DLR_DELAY_S / 2)
+        await trip.poll(driver, queries[:10])  # half a minute on: ten hurried polls
+        requests = trip.counters.requests
+    assert len(queries) == 100
+    assert [r.final for r in before] == [False] * 100
+    assert [(r.provider_id, r.reference) for r in after] == [
+        (q.provider_id, q.reference) for q in queries
+    ]
+    assert {r.state for r in after} == {"DELIVRD"}
+    assert requests["POST /rest/sms/getStatus"] == {"200": 3}
+    assert polite == 0
+    assert trip.counters.poll_abuse == 10

@@ -27,6 +27,8 @@ from engine.config import (
 from engine.daemon import run_daemon
 
 FINAL = frozenset({"DELIVRD", "UNDELIV", "EXPIRED", "REJECTD", "DELETED", "UNKNOWN"})
+# The least time between two polls of one BSG message in tests (BSG's own is 60 s).
+BSG_TEST_POLL_FLOOR_S = 0.1
 
 
 @dataclass
@@ -62,6 +64,14 @@ def daemon_settings(tmp_path: Path, **changes: Any) -> Settings:
         simulators=SimulatorSettings(enabled=True, dlr_delay_s=0.05),
         smpp=msgspec.structs.replace(base.smpp, listen="127.0.0.1:0"),
     )
+    # BSG's one-minute poll floor (engine.dlr) would put every BSG report a minute away:
+    # tests poll it every second (the simulator only counts that as abuse, in
+    # `poll_abuse`; tests of the floor set its window to match).
+    bridges = dict(settings.bridges)
+    bridges["bsg"] = msgspec.structs.replace(
+        bridges["bsg"], poll_interval_s=1.0, poll_floor_s=BSG_TEST_POLL_FLOOR_S
+    )
+    settings = msgspec.structs.replace(settings, bridges=bridges)
     return msgspec.structs.replace(settings, **changes)
 
 

@@ -82,3 +82,20 @@ def test_journal_cache_is_read_and_must_be_positive(tmp_path: Path) -> None:
     path.write_text("[journal]\ncache_mb = 0\n")
     with pytest.raises(ConfigError, match="cache_mb"):
         load_settings(path)
+
+
+def test_a_request_burst_that_would_pass_the_per_second_limit_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "septet.toml"
+    bridge = '[bridges.club]\ndriver = "smsclub"\nbase_url = "http://127.0.0.1:1"\n'
+    path.write_text(f"{bridge}requests_per_s = 8.0\nrequests_burst = 16.0\n")
+    with pytest.raises(ConfigError, match=r"bridges\.club: requests_burst 16 .* between 1 and 8"):
+        load_settings(path, environ={})
+    path.write_text(f"{bridge}requests_per_s = 8.0\nrequests_burst = 8.0\n")
+    assert load_settings(path, environ={}).bridges["club"].requests_burst == 8.0
+
+
+def test_polling_settings_are_read_and_the_floor_defaults_to_the_providers() -> None:
+    bridges = load_settings(None, environ={}).bridges
+    assert (bridges["bsg"].poll_interval_s, bridges["bsg"].poll_floor_s) == (60.0, None)
+    assert bridges["smsclub"].poll_max_interval_s == 600.0
+    assert (bridges["smsclub"].requests_per_s, bridges["smsclub"].requests_burst) == (8.0, 1.0)

@@ -1,17 +1,45 @@
-"""ReceiptHandler: matching, orphans, and grouping concurrent callbacks into one commit."""
+"""ReceiptHandler: matching, orphans, and grouping concurrent callbacks into one commit.
+serve_poller: the providers' polling rules on a virtual clock (batches of 100 ids, BSG's
+one-minute floor, backoff while pending, one request limiter shared with the sends)."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
 
 import anyio
 import anyio.lowlevel
+import msgspec
 import pytest
 
-from bridges.base import Receipt
-from engine.dlr import ORPHAN_KEEP_S, ORPHANS_REMEMBERED, ReceiptHandler
-from engine.journal import Change, JournalError, MarkFinal, StoreOrphanReceipt
+from bridges.base import BridgeSettings, HttpCall, HttpReply, Receipt
+from bridges.bsg import BsgDriver
+from bridges.smsclub import SmsClubDriver
+from engine.dlr import (
+    ORPHAN_KEEP_S,
+    ORPHANS_REMEMBERED,
+    PollPolicy,
+    ReceiptHandler,
+    plan_polls,
+    poll_policy,
+    serve_poller,
+)
+from engine.journal import (
+    Change,
+    JournalError,
+    MarkFinal,
+    MarkPolled,
+    PollDue,
+    SchedulePolls,
+    StoreOrphanReceipt,
+)
 from engine.models import Event, Message
+from engine.ratelimit import RequestLimiter
+from tests.engine.test_ratelimit import busiest_window
 
 pytestmark = pytest.mark.anyio
 
@@ -244,3 +272,347 @@ async def test_a_late_submit_finds_its_report_before_stale_orphans_are_dropped()
     assert [e.msg_id for _, e in events.events] == ["7"]
     assert journal.orphans == []  # "stray" dropped as stale after the match
     assert not handler.has_orphans("dsc")
+
+
+# ── serve_poller: the provider's rules on a virtual clock ──────────────────────────
+
+
+class TimeUp(Exception):  # noqa: N818 - names what happened
+    """The virtual clock reached the end of a test's run."""
+
+
+class VirtualTime:
+    """A clock and a sleep for the poller: vt moves only when every task is blocked,
+    straight to the earliest wake-up. No thread runs in these tests (the journal and the
+    provider are fakes), so "every task blocked" means every task waits for vt."""
+
+    def __init__(self, start: float = 1_000.0) -> None:
+        self.now = start
+        self._sleepers: list[tuple[float, int, anyio.Event]] = []
+        self._order = itertools.count()
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        woken = anyio.Event()
+        heapq.heappush(self._sleepers, (self.now + max(seconds, 0.0), next(self._order), woken))
+        await woken.wait()
+
+    async def run_until(self, end: float) -> None:
+        while True:
+            await anyio.wait_all_tasks_blocked()
+            if not self._sleepers or self._sleepers[0][0] > end:
+                self.now = end
+                return
+            wake_at, _, woken = heapq.heappop(self._sleepers)
+            self.now = max(self.now, wake_at)
+            woken.set()
+
+
+@dataclass
+class Awaiting:
+    """One message awaiting its report, as the fake journal keeps it."""
+
+    message: Message
+    polls: int = 0
+    next_poll_at: float = 0.0
+    final: bool = False
+
+
+class PollJournal:
+    """The journal's poll bookkeeping (engine.journal's awaiting_poll, SchedulePolls,
+    MarkPolled), in memory."""
+
+    def __init__(self, messages: Sequence[Message]) -> None:
+        self.rows = {m.msg_id: Awaiting(m) for m in messages}
+
+    async def awaiting_poll(self, bridge: str, now: float, limit: int) -> list[PollDue]:
+        due = [
+            row
+            for row in self.rows.values()
+            if not row.final and row.message.bridge == bridge and row.next_poll_at <= now
+        ]
+        due.sort(key=lambda row: (row.next_poll_at, int(row.message.msg_id)))
+        return [PollDue(row.message, row.polls, row.next_poll_at) for row in due[:limit]]
+
+    async def record(self, changes: Sequence[Change]) -> None:
+        for change in changes:
+            if isinstance(change, SchedulePolls):
+                for msg_id in change.msg_ids:
+                    row = self.rows[msg_id]
+                    if row.next_poll_at == 0:
+                        row.next_poll_at = change.at
+            elif isinstance(change, MarkPolled):
+                for msg_id in change.msg_ids:
+                    row = self.rows[msg_id]
+                    if not row.final:
+                        row.polls += 1
+                        row.next_poll_at = change.next_at
+            else:
+                raise AssertionError(f"the poller recorded {change!r}")
+
+
+class FinalOnly:
+    """The receipt handler's part the poller relies on: a final report ends the message."""
+
+    def __init__(self, journal: PollJournal) -> None:
+        self.journal = journal
+        self.receipts: list[Receipt] = []
+
+    async def handle(self, bridge: str, receipts: Sequence[Receipt]) -> None:
+        self.receipts.extend(receipts)
+        by_provider_id = {row.message.provider_id: row for row in self.journal.rows.values()}
+        by_reference = {row.message.reference: row for row in self.journal.rows.values()}
+        for item in receipts:
+            row = by_provider_id.get(item.provider_id) or by_reference.get(item.reference or "")
+            if row is not None and item.final:
+                row.final = True
+
+
+@dataclass
+class Asked:
+    """One status request the fake provider got: when, and about which messages."""
+
+    at: float
+    keys: list[str]
+
+
+class FakeProvider:
+    """BSG's and SMS Club's status calls (PROVIDERS.md), answered from a table: a message
+    is pending until `final_at`, then delivered. Every request is noted with its vt."""
+
+    def __init__(self, clock: VirtualTime, final_at: dict[str, float]) -> None:
+        self.clock = clock
+        self.final_at = final_at  # provider id or reference -> when it is delivered
+        self.asked: list[Asked] = []
+        self.throttle_next = 0  # how many of the next requests get a 429
+
+    def status_of(self, key: str) -> bool:
+        return self.clock.now >= self.final_at.get(key, math.inf)
+
+    async def request(self, call: HttpCall) -> HttpReply:
+        await anyio.lowlevel.checkpoint()
+        if self.throttle_next:
+            self.throttle_next -= 1
+            self.asked.append(Asked(self.clock.now, []))
+            return HttpReply(status=429, body=b"{}", headers={"retry-after": "30"})
+        if call.path == "/rest/sms/getStatus":
+            ids = [str(i) for i in msgspec.json.decode(call.body)["ids"]]
+            self.asked.append(Asked(self.clock.now, ids))
+            items = [
+                {
+                    "id": i,
+                    "external_id": f"r{i}",
+                    "status": "delivered" if self.status_of(i) else "unknown",
+                }
+                for i in ids
+            ]
+            return HttpReply(status=200, body=msgspec.json.encode({"result": items}))
+        if call.path.startswith("/rest/sms/reference/"):
+            reference = call.path.rsplit("/", 1)[1]
+            self.asked.append(Asked(self.clock.now, [reference]))
+            status = "delivered" if self.status_of(reference) else "unknown"
+            document = {"error": 0, "id": "9" + reference, "reference": reference, "status": status}
+            return HttpReply(status=200, body=msgspec.json.encode(document))
+        if call.path == "/sms/status":
+            ids = msgspec.json.decode(call.body)["id_sms"]
+            self.asked.append(Asked(self.clock.now, ids))
+            info = {i: "DELIVRD" if self.status_of(i) else "ENROUTE" for i in ids}
+            body = msgspec.json.encode({"success_request": {"info": info}})
+            return HttpReply(status=200, body=body)
+        raise AssertionError(f"unexpected call {call.method} {call.path}")
+
+
+def awaiting(count: int, bridge: str, *, first: int = 1, with_id: bool = True) -> list[Message]:
+    """`count` submitted messages on `bridge`, msg_id n with provider id n (or none)."""
+    messages = []
+    for n in range(first, first + count):
+        item = message(str(n), str(n) if with_id else "")
+        item.provider_id = str(n) if with_id else None
+        item.bridges = (bridge,)
+        messages.append(item)
+    return messages
+
+
+def bsg_driver() -> BsgDriver:
+    return BsgDriver(BridgeSettings(base_url="http://bsg", credentials={"api_key": "test_k"}))
+
+
+def smsclub_driver() -> SmsClubDriver:
+    return SmsClubDriver(BridgeSettings(base_url="http://club", credentials={"token": "t"}))
+
+
+async def run_poller(
+    vt: VirtualTime,
+    driver: BsgDriver | SmsClubDriver,
+    journal: PollJournal,
+    provider: FakeProvider,
+    policy: PollPolicy,
+    until: float,
+    limiter: RequestLimiter | None = None,
+) -> FinalOnly:
+    handler = FinalOnly(journal)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(
+            partial(
+                serve_poller,
+                bridge=driver.name,
+                driver=driver,
+                client=provider,
+                journal=journal,  # type: ignore[arg-type]
+                handler=handler,  # type: ignore[arg-type]
+                limiter=limiter or RequestLimiter(1_000.0, 1_000.0),
+                policy=policy,
+                clock=vt,
+                sleep=vt.sleep,
+            )
+        )
+        await vt.run_until(until)
+        tg.cancel_scope.cancel()
+    return handler
+
+
+def polls_of(provider: FakeProvider, key: str) -> list[float]:
+    return [asked.at for asked in provider.asked if key in asked.keys]
+
+
+def gaps(times: Sequence[float]) -> list[float]:
+    return [later - earlier for earlier, later in itertools.pairwise(times)]
+
+
+def test_the_policy_doubles_the_wait_up_to_the_cap_and_never_below_the_floor() -> None:
+    policy = PollPolicy(interval_s=10.0, max_interval_s=60.0, floor_s=5.0)
+    assert [policy.wait_after(polls) for polls in range(6)] == [10, 10, 20, 40, 60, 60]
+    assert policy.wait_after(10_000) == 60.0
+
+
+def test_bsg_polls_are_raised_to_its_one_minute_floor_unless_configured() -> None:
+    bsg = bsg_driver().capabilities
+    assert poll_policy("bsg", bsg, interval_s=1.0, max_interval_s=600.0).interval_s == 60.0
+    lowered = poll_policy("bsg", bsg, interval_s=1.0, max_interval_s=600.0, floor_s=0.5)
+    assert (lowered.interval_s, lowered.floor_s) == (1.0, 0.5)
+    club = smsclub_driver().capabilities
+    assert poll_policy("smsclub", club, interval_s=1.0, max_interval_s=600.0).interval_s == 1.0
+
+
+@pytest.mark.parametrize(
+    ("pending", "max_ids", "sizes"),
+    [(250, 100, [100, 100, 50]), (100, 100, [100]), (3, 1, [1, 1, 1])],
+)
+def test_messages_with_an_id_are_asked_about_max_ids_at_a_time(
+    pending: int, max_ids: int, sizes: list[int]
+) -> None:
+    due = [PollDue(m, 0, 1.0) for m in awaiting(pending, "bsg")]
+    without_id = [PollDue(m, 0, 1.0) for m in awaiting(2, "bsg", first=900, with_id=False)]
+    plan = plan_polls(due + without_id, max_ids)
+    assert [len(request) for request in plan] == [*sizes, 1, 1]
+    assert [item.message.msg_id for item in plan[-1]] == ["901"]
+
+
+async def test_bsg_is_polled_in_batches_of_100_never_twice_a_minute_and_backs_off() -> None:
+    vt = VirtualTime()
+    messages = awaiting(250, "bsg")
+    journal = PollJournal(messages)
+    # Pending for 20 minutes, except one delivered after 5.
+    provider = FakeProvider(
+        vt, {m.msg_id: vt.now + 1_200.0 for m in messages} | {"7": vt.now + 300.0}
+    )
+    driver = bsg_driver()
+    policy = poll_policy("bsg", driver.capabilities, interval_s=1.0, max_interval_s=600.0)
+    await run_poller(vt, driver, journal, provider, policy, until=vt.now + 1_800.0)
+    assert [len(asked.keys) for asked in provider.asked[:3]] == [100, 100, 50]
+    assert max(len(asked.keys) for asked in provider.asked) == 100
+    start = 1_000.0
+    for item in messages:
+        polled = polls_of(provider, item.msg_id)
+        assert polled[0] >= start + 60.0
+        assert min(gaps(polled)) >= 60.0
+    # 60, then doubling: 60, 120, 240, 480, capped at 600.
+    assert gaps(polls_of(provider, "1"))[:5] == pytest.approx(
+        [60.0, 120.0, 240.0, 480.0, 600.0], abs=1.0
+    )
+    # Delivered after 5 minutes: the poll at 8 minutes is its last.
+    assert polls_of(provider, "7")[-1] == pytest.approx(start + 480.0, abs=1.0)
+    assert journal.rows["7"].final
+
+
+async def test_a_message_without_an_id_is_asked_about_by_reference_alone() -> None:
+    vt = VirtualTime()
+    lost = awaiting(1, "bsg", first=500, with_id=False)
+    journal = PollJournal([*awaiting(3, "bsg"), *lost])
+    provider = FakeProvider(vt, {"r500": vt.now + 100.0})
+    driver = bsg_driver()
+    policy = poll_policy("bsg", driver.capabilities, interval_s=60.0, max_interval_s=600.0)
+    handler = await run_poller(vt, driver, journal, provider, policy, until=vt.now + 200.0)
+    assert [asked.keys for asked in provider.asked[:2]] == [["1", "2", "3"], ["r500"]]
+    assert journal.rows["500"].final
+    assert [r.reference for r in handler.receipts if r.final] == ["r500"]
+
+
+async def test_sms_club_is_polled_100_ids_a_call_backing_off_while_pending() -> None:
+    vt = VirtualTime()
+    messages = awaiting(230, "smsclub")
+    journal = PollJournal(messages)
+    provider = FakeProvider(vt, {m.msg_id: vt.now + 30.0 for m in messages})
+    driver = smsclub_driver()
+    policy = poll_policy("smsclub", driver.capabilities, interval_s=1.0, max_interval_s=60.0)
+    await run_poller(vt, driver, journal, provider, policy, until=vt.now + 120.0)
+    assert [len(asked.keys) for asked in provider.asked[:3]] == [100, 100, 30]
+    # 1 s after submit, then 1, 2, 4, 8, 16: delivered by the poll at 32 s, none after.
+    assert gaps(polls_of(provider, "1")) == pytest.approx([1.0, 2.0, 4.0, 8.0, 16.0], abs=1.0)
+    assert all(row.final for row in journal.rows.values())
+
+
+async def test_sms_club_messages_without_an_id_back_off_without_a_request() -> None:
+    vt = VirtualTime()
+    journal = PollJournal(awaiting(2, "smsclub", with_id=False))
+    provider = FakeProvider(vt, {})
+    driver = smsclub_driver()
+    policy = poll_policy("smsclub", driver.capabilities, interval_s=1.0, max_interval_s=60.0)
+    await run_poller(vt, driver, journal, provider, policy, until=vt.now + 100.0)
+    assert provider.asked == []
+    # Asked about at 1, 2, 4, 8, 16, 32 and 64 s, as if polled: their deadline ends them.
+    assert {row.polls for row in journal.rows.values()} == {7}
+
+
+async def test_a_throttled_poll_waits_for_retry_after() -> None:
+    vt = VirtualTime()
+    journal = PollJournal([*awaiting(100, "smsclub"), *awaiting(50, "smsclub", first=101)])
+    provider = FakeProvider(vt, {})
+    provider.throttle_next = 1
+    driver = smsclub_driver()
+    policy = poll_policy("smsclub", driver.capabilities, interval_s=1.0, max_interval_s=60.0)
+    await run_poller(vt, driver, journal, provider, policy, until=vt.now + 40.0)
+    throttled, after = provider.asked[0], provider.asked[1]
+    assert throttled.keys == []
+    assert after.at - throttled.at == pytest.approx(30.0)  # Retry-After: 30
+
+
+async def test_polls_and_sends_share_one_limiter_and_no_second_holds_more_than_its_limit() -> None:
+    vt = VirtualTime()
+    messages = awaiting(300, "smsclub")
+    journal = PollJournal(messages)
+    provider = FakeProvider(vt, {m.msg_id: vt.now + 15.0 for m in messages})
+    driver = smsclub_driver()
+    policy = poll_policy("smsclub", driver.capabilities, interval_s=1.0, max_interval_s=4.0)
+    limiter = RequestLimiter(8.0, 1.0)
+    sends: list[float] = []
+
+    async def send_forever() -> None:
+        # engine.dispatch's gate: take a turn from the bridge's limiter, sleep, send.
+        while True:
+            await vt.sleep(limiter.take(1, vt()))
+            sends.append(vt())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(send_forever)
+        await run_poller(
+            vt, driver, journal, provider, policy, until=vt.now + 30.0, limiter=limiter
+        )
+        tg.cancel_scope.cancel()
+    polls = [asked.at for asked in provider.asked]
+    assert len(polls) >= 15  # polls were not starved by the sends
+    assert len(sends) >= 150
+    assert busiest_window(sends + polls) == 8
+    assert all(row.final for row in journal.rows.values())

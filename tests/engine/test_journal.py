@@ -30,6 +30,7 @@ from engine.journal import (
     MarkPolled,
     MarkRetry,
     MarkSubmitted,
+    SchedulePolls,
     SqliteJournal,
     StoreEvents,
     StoreOrphanReceipt,
@@ -308,8 +309,10 @@ async def test_a_failover_retry_moves_the_message_to_its_next_bridge(
     await journal.record(
         [MarkSubmitted(msg_id=message.msg_id, provider_id="B-1", cost=None, currency=None, at=5.0)]
     )
-    assert [m.msg_id for m in await journal.awaiting_report("bsg", 10.0, 10)] == [message.msg_id]
-    assert await journal.awaiting_report("dsc", 10.0, 10) == []
+    assert [d.message.msg_id for d in await journal.awaiting_poll("bsg", 10.0, 10)] == [
+        message.msg_id
+    ]
+    assert await journal.awaiting_poll("dsc", 10.0, 10) == []
     assert list(await journal.find_by_provider_id("bsg", ["B-1"])) == ["B-1"]
     assert await journal.find_by_provider_id("dsc", ["B-1"]) == {}
 
@@ -480,13 +483,36 @@ async def test_polling_bookkeeping_orders_who_is_asked_next(journal: SqliteJourn
     await journal.record(
         [MarkSubmitted(msg_id=quiet.msg_id, provider_id="PQ", cost=None, currency=None, at=2.0)]
     )
-    await journal.record([MarkPolled(msg_ids=[ids[0]], at=50.0)])
-    waiting = await journal.awaiting_report("dsc", polled_before=40.0, limit=10)
-    assert [m.msg_id for m in waiting] == [ids[1], ids[2]]
-    waiting = await journal.awaiting_report("dsc", polled_before=60.0, limit=10)
-    assert [m.msg_id for m in waiting] == [ids[1], ids[2], ids[0]]
-    assert len(await journal.awaiting_report("dsc", polled_before=60.0, limit=1)) == 1
-    assert await journal.awaiting_report("bsg", polled_before=60.0, limit=10) == []
+    # New ones come first, unscheduled (due since 0), by msg_id; dlr=0 ones never.
+    due = await journal.awaiting_poll("dsc", now=10.0, limit=10)
+    assert [(d.message.msg_id, d.polls, d.next_poll_at) for d in due] == [
+        (ids[0], 0, 0.0),
+        (ids[1], 0, 0.0),
+        (ids[2], 0, 0.0),
+    ]
+    await journal.record([SchedulePolls(msg_ids=ids, at=40.0)])
+    assert await journal.awaiting_poll("dsc", now=39.0, limit=10) == []
+    # Scheduling twice keeps the first time: it is the first poll's, once.
+    await journal.record([SchedulePolls(msg_ids=[ids[0]], at=90.0)])
+    await journal.record([MarkPolled(msg_ids=[ids[0]], at=41.0, next_at=60.0)])
+    await journal.record([MarkPolled(msg_ids=[ids[1]], at=41.0, next_at=50.0)])
+    due = await journal.awaiting_poll("dsc", now=45.0, limit=10)
+    assert [(d.message.msg_id, d.polls, d.next_poll_at) for d in due] == [(ids[2], 0, 40.0)]
+    due = await journal.awaiting_poll("dsc", now=60.0, limit=10)
+    assert [(d.message.msg_id, d.polls) for d in due] == [(ids[2], 0), (ids[1], 1), (ids[0], 1)]
+    await journal.record([MarkPolled(msg_ids=[ids[1]], at=61.0, next_at=100.0)])
+    due = await journal.awaiting_poll("dsc", now=100.0, limit=1)
+    assert [(d.message.msg_id, d.polls) for d in due] == [(ids[2], 0)]
+    assert [(d.message.msg_id, d.polls) for d in await journal.awaiting_poll("dsc", 100.0, 10)][
+        -1
+    ] == (ids[1], 2)
+    assert await journal.awaiting_poll("bsg", now=1000.0, limit=10) == []
+    # A final message is no longer asked about, and a late poll mark leaves it alone.
+    await journal.record(
+        [MarkFinal(msg_id=ids[2], outcome="DELIVRD", code=None, error=None, at=101.0)]
+    )
+    await journal.record([MarkPolled(msg_ids=[ids[2]], at=102.0, next_at=103.0)])
+    assert ids[2] not in [d.message.msg_id for d in await journal.awaiting_poll("dsc", 1e9, 10)]
 
 
 async def test_orphan_receipts_are_taken_once(journal: SqliteJournal) -> None:
@@ -690,8 +716,8 @@ async def test_a_version_2_journal_is_upgraded_in_place(tmp_path: Path) -> None:
     async with open_journal(path) as journal:
         [accepted] = await journal.due(1000.0, 10)
         assert (accepted.msg_id, accepted.bridge) == ("1", "dsc")
-        assert [m.msg_id for m in await journal.awaiting_report("bsg", 10.0, 10)] == ["2"]
-        assert await journal.awaiting_report("dsc", 10.0, 10) == []
+        assert [d.message.msg_id for d in await journal.awaiting_poll("bsg", 10.0, 10)] == ["2"]
+        assert await journal.awaiting_poll("dsc", 10.0, 10) == []
         found = await journal.find_by_provider_id("bsg", ["P-2", "P-3", "P-4"])
         assert {pid: m.msg_id for pid, m in found.items()} == {"P-2": "2"}
         found = await journal.find_by_provider_id("dsc", ["P-2", "P-3", "P-4"])
@@ -736,6 +762,53 @@ async def test_a_version_1_journal_is_upgraded_in_place(tmp_path: Path) -> None:
         )
         [retried] = await journal.due(1000.0, 10)
         assert retried.maybe_sent is True
+
+
+async def test_a_version_4_journal_keeps_its_polls_at_the_strictest_floor(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "septet.db"
+    async with open_journal(path) as journal:
+        messages = [await accept_one(journal, make_message(f"+44770090000{n}")) for n in (1, 2)]
+        for message in messages:
+            assert await journal.claim([message], 0, 1.0) == [message]
+        await journal.record(
+            [
+                MarkSubmitted(
+                    msg_id=m.msg_id, provider_id=f"P{m.msg_id}", cost=None, currency=None, at=2.0
+                )
+                for m in messages
+            ]
+        )
+    # Make it what schema 4 wrote: no poll schedule, the awaiting index by last poll, one
+    # message polled at 500.0 and the other never.
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.executescript(
+            "DROP INDEX messages_awaiting;"
+            "ALTER TABLE messages DROP COLUMN polls;"
+            "ALTER TABLE messages DROP COLUMN next_poll_at;"
+            "CREATE INDEX messages_awaiting ON messages (bridge, last_polled_at)"
+            " WHERE state = 2 AND dlr = 1;"
+            "PRAGMA user_version = 4;"
+        )
+        connection.execute(
+            "UPDATE messages SET last_polled_at = 500.0 WHERE msg_id = ?", (messages[0].msg_id,)
+        )
+        connection.commit()
+    async with open_journal(path) as journal:
+        due = await journal.awaiting_poll("dsc", now=559.0, limit=10)
+        assert [(d.message.msg_id, d.polls, d.next_poll_at) for d in due] == [
+            (messages[1].msg_id, 0, 0.0)
+        ]
+        due = await journal.awaiting_poll("dsc", now=560.0, limit=10)
+        assert [(d.message.msg_id, d.polls) for d in due] == [
+            (messages[1].msg_id, 0),
+            (messages[0].msg_id, 1),
+        ]
+    fresh = tmp_path / "fresh.db"
+    async with open_journal(fresh):
+        pass  # opening creates the current schema, which the upgraded file must match
+    assert schema_of(path) == schema_of(fresh)
 
 
 async def test_a_missing_directory_is_a_sentence(tmp_path: Path) -> None:

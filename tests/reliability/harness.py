@@ -128,6 +128,8 @@ def write_config(
         text.append(
             f'[bridges.{name}]\ndriver = "{name}"\nbase_url = "{sim_url}"\n{credentials}\n'
             f'default_sender = "SEPTET"\npool = 10\npoll_interval_s = {poll_interval_s}\n'
+            # BSG's own poll floor is a minute (engine.dlr): tests poll at their interval.
+            f"poll_floor_s = {poll_interval_s}\n"
             f"timeout_s = {timeout_s}\nconnect_timeout_s = {timeout_s}\n"
             "requests_per_s = 10000.0\nrequests_burst = 10000.0\n"
         )

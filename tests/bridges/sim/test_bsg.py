@@ -311,3 +311,74 @@ async def test_status_changes_after_the_delay(clock: FakeClock) -> None:
     assert [entry["status"] for entry in task["result"]] == ["delivered", "delivered"]
     assert missing["error"] == "20"
     assert missing_reference["error"] == "20"
+
+
+async def test_mass_status_answers_up_to_100_ids_with_external_id(clock: FakeClock) -> None:
+    config = SimulatorConfig(dlr_delay_s=30, dlr_mix={"DELIVRD": 1.0})
+    async with running(["bsg"], config, clock) as sim, aiohttp.ClientSession(sim.url) as http:
+        bulk = await create(http, SEED_BULK)
+        ids = [int(entry["id"]) for entry in bulk["result"]]
+
+        async def mass(body: object) -> dict[str, Any]:
+            encoded = msgspec.json.encode(body)
+            async with http.post("/rest/sms/getStatus", data=encoded, headers=KEY) as response:
+                assert response.status == 200
+                document: dict[str, Any] = await response.json()
+                return document
+
+        before = await mass({"ids": [*ids, 999999]})
+        clock.advance(30)
+        after = await mass({"ids": ids})
+        unknown = await mass({"ids": [999999]})
+        too_many = await mass({"ids": list(range(1, 102))})
+        empty = await mass({"ids": []})
+    assert [item["status"] for item in before["result"]] == ["unknown", "unknown"]
+    assert [(item["id"], item["external_id"]) for item in after["result"]] == [
+        (bulk["result"][0]["id"], "12erdgm9"),
+        (bulk["result"][1]["id"], "12erdgn0"),
+    ]
+    assert [item["status"] for item in after["result"]] == ["delivered", "delivered"]
+    assert "reference" not in after["result"][0]
+    assert unknown["error"] == "20"
+    assert too_many["error"] == "7"
+    assert empty["error"] == "3"  # not enough parameters (bsg_blocked_code 2)
+
+
+async def test_polling_one_message_twice_within_a_minute_counts_as_abuse(
+    clock: FakeClock,
+) -> None:
+    async with running(["bsg"], clock=clock) as sim, aiohttp.ClientSession(sim.url) as http:
+        bulk = await create(http, SEED_BULK)
+        first, second = (entry["id"] for entry in bulk["result"])
+
+        async def get(path: str) -> None:
+            async with http.get(path, headers=KEY) as response:
+                await response.read()
+
+        async def mass(ids: list[str]) -> None:
+            body = msgspec.json.encode({"ids": [int(i) for i in ids]})
+            async with http.post("/rest/sms/getStatus", data=body, headers=KEY) as response:
+                await response.read()
+
+        await mass([first, second])
+        clock.advance(60)  # a minute later: polite
+        await get(f"/rest/sms/{first}")
+        await get("/rest/sms/reference/12erdgn0")
+        polite = sim.counters("bsg")["poll_abuse"]
+        clock.advance(59)  # under a minute, by every endpoint: each message counts
+        await get(f"/rest/sms/task/{bulk['task_id']}")
+        clock.advance(30)
+        await mass([first])
+        await get("/rest/sms/999999")  # unknown: nothing to count
+    assert polite == 0
+    assert sim.counters("bsg")["poll_abuse"] == 3
+
+
+async def test_poll_abuse_is_not_counted_when_switched_off(clock: FakeClock) -> None:
+    config = SimulatorConfig(bsg_poll_abuse_s=0)
+    async with running(["bsg"], config, clock) as sim, aiohttp.ClientSession(sim.url) as http:
+        bulk = await create(http, SEED_BULK)
+        for _ in range(3):
+            async with http.get(f"/rest/sms/{bulk['result'][0]['id']}", headers=KEY) as response:
+                await response.read()
+    assert sim.counters("bsg")["poll_abuse"] == 0

@@ -167,3 +167,21 @@ async def test_same_phone_and_text_within_2_minutes_is_453(clock: FakeClock) -> 
     assert set(duplicate) == {"name", "message", "code", "status"}
     assert list(again["success_request"]["info"].values()) == ["380989361131"]
     assert sim.counters("smsclub")["accepted_by_recipient"] == {"380989361131": 3}
+
+
+async def test_status_calls_count_in_the_9_a_second_with_sends(clock: FakeClock) -> None:
+    # Steps of 1/16 s: exact in binary, so the window's edge is where the test says.
+    async with running(["smsclub"], clock=clock) as sim, aiohttp.ClientSession(sim.url) as http:
+        sent = await post(http, "/sms/send", SEED_SEND)
+        [message_id] = sent["success_request"]["info"]
+        for _ in range(8):
+            clock.advance(0.0625)
+            await post(http, "/sms/status", {"id_sms": [message_id]})
+        # Nine in the last second (the send at 0 s and eight polls): the tenth is refused.
+        await post(http, "/sms/status", {"id_sms": [message_id]}, expect=429)
+        clock.advance(0.4375)  # 0.9375 s: the send is still in the window
+        await post(http, "/sms/status", {"id_sms": [message_id]}, expect=429)
+        clock.advance(0.0625)  # 1 s: the send has left it, one place is free
+        await post(http, "/sms/status", {"id_sms": [message_id]})
+        await post(http, "/sms/send", SEED_SEND | {"message": "other"}, expect=429)
+    assert sim.counters("smsclub")["rejects"]["429"] == 3
