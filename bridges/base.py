@@ -216,11 +216,52 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
     min_poll_interval_s: float = 0.0
 
 
+# The characters an alphanumeric sender may use unless a provider says otherwise: the ASCII
+# characters of the GSM 7-bit default alphabet (3GPP TS 23.038 6.2.1), which is what an
+# alphanumeric TP-Originating-Address is coded in (3GPP TS 23.040 9.1.2.5). Not the
+# extension table (^ { } \ [ ] ~ |) nor ` (absent from GSM).
+GSM_SENDER_CHARACTERS: frozenset[str] = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 !\"#$%&'()*+,-./:;<=>?@_"
+)
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    """What a provider takes in one message. The engine checks them when it accepts a line
+    (engine.admission): a message that breaks them is refused then, with a sentence naming
+    the rule and the bridge, never sent to be refused by the provider (or worse, altered).
+
+    - `sender_required`: the request needs a sender (the line's `from` or `default_sender`).
+    - `alphanumeric_sender_max`: characters of a sender that is not all digits, drawn from
+      `sender_characters`.
+    - `numeric_sender_max`: digits of an all-digit sender; `numeric_sender_plus` whether it
+      may start with `+` (which does not count). Where it may not, `+447…` is refused.
+    - `gsm7_max`: septets of a GSM-7 text (an extension character counts 2); `ucs2_max`:
+      UTF-16 code units of a UCS-2 text. None: the provider states no limit of its own.
+    - `flash`: the provider sends flash (display-only, class 0) messages.
+    - `max_validity_s`: the longest validity the provider takes; None where it states none
+      (or has no validity field).
+
+    Recipients per request are `Capabilities.max_recipients`: batching, not admission (a
+    line's recipients become one message each).
+    """
+
+    sender_required: bool
+    alphanumeric_sender_max: int
+    numeric_sender_max: int
+    numeric_sender_plus: bool
+    sender_characters: frozenset[str] = GSM_SENDER_CHARACTERS
+    gsm7_max: int | None = None
+    ucs2_max: int | None = None
+    flash: bool = False
+    max_validity_s: int | None = None
+
+
 class BridgeDriver(Protocol):
     """One provider's sans-IO driver, bound to its settings at construction."""
 
     name: str
     capabilities: Capabilities
+    limits: Limits
 
     def build_send(self, batch: Sequence[OutboundMessage]) -> HttpCall:
         """One request for the whole batch (len ≤ max_recipients)."""

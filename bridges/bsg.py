@@ -15,9 +15,14 @@ single reply comes flat or wrapped in `result`.
 - `blocked_code`: `2` (default) or `3`, the error code this account's BSG uses for "account
   blocked"; the other one then means "not enough parameters" (PROVIDERS.md "bsg" Error
   codes: 2/3 is *configurable*, as the simulator's `bsg_blocked_code` is).
+- `max_numeric_originator`: `14` (default, the seed) or `15` (BSG's newer documents).
+- `max_validity_hours`: `72` (default, the seed) up to `87840` (BSG's newer documents).
+  Both raise the bridge's `Limits` (`bridge_limits`), which the engine admits lines by.
+
 
 A message's `sender` (or `default_sender`) is the `originator`. `flash`, `dlr` and
-`encoding` have no BSG field: BSG picks the encoding from the text itself.
+`encoding` have no BSG field: BSG picks the encoding from the text itself, and the engine
+routes no flash message to BSG (`LIMITS`).
 
 Send modes (PROVIDERS.md "bsg" Send): one message → `phone`; many messages sharing
 text and originator → `phones` (one body, a list of msisdn/reference pairs); anything
@@ -51,6 +56,7 @@ from bridges.base import (
     HttpCall,
     HttpReply,
     InboundRequest,
+    Limits,
     OutboundMessage,
     Outcome,
     Receipt,
@@ -71,9 +77,11 @@ MASS_STATUS_PATH = "/rest/sms/getStatus"
 STATUS_BY_REFERENCE_PATH = "/rest/sms/reference/{reference}"
 BALANCE_PATH = "/rest/common/balance"
 
-# PROVIDERS.md "bsg" Send: validity is whole hours, 1–72 (72 is BSG's default).
+# PROVIDERS.md "bsg" Send: validity is whole hours, 1–72 (72 is BSG's default). Newer BSG
+# documents take up to 87,840 hours: the `max_validity_hours` option may raise it that far.
 MIN_VALIDITY_HOURS = 1
 MAX_VALIDITY_HOURS = 72
+NEWER_MAX_VALIDITY_HOURS = 87_840
 
 CAPABILITIES = Capabilities(
     max_recipients=50,  # PROVIDERS.md "bsg": error 12 above 50 phones per request
@@ -84,6 +92,50 @@ CAPABILITIES = Capabilities(
     # PROVIDERS.md "bsg" Anti-abuse: more than about one poll a minute per message is abuse.
     min_poll_interval_s=60.0,
 )
+
+# PROVIDERS.md "bsg" originator: "up to 14 characters" in the seed, alphanumeric ≤ 11 or
+# numeric ≤ 15 in BSG's other documents, error 25 otherwise; the stricter of each is the
+# default (11 letters, 14 digits) and `max_numeric_originator` may raise the digits to 15.
+# A numeric originator is digits only: `+447…` is refused with 25 (issue 17). The
+# characters are those BSG's simulator takes (PROVIDERS.md names none): letters, digits,
+# space and . _ & -. Error 26: at most 765 GSM-7 septets or 355 UCS-2 characters. BSG's
+# send has no flash field (seed 002), so a flash message cannot go through BSG.
+NEWER_MAX_NUMERIC_ORIGINATOR = 15
+LIMITS = Limits(
+    sender_required=True,  # `originator` is required (seed 002); missing: error 2/3
+    alphanumeric_sender_max=11,
+    numeric_sender_max=14,
+    numeric_sender_plus=False,
+    sender_characters=frozenset(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 ._&-"
+    ),
+    gsm7_max=765,
+    ucs2_max=355,
+    flash=False,
+    max_validity_s=MAX_VALIDITY_HOURS * 3600,
+)
+
+
+def bridge_limits(options: Mapping[str, str]) -> Limits:
+    """LIMITS, raised where the bridge's options say so, up to the newer documents' values:
+    `max_numeric_originator` (14–15 digits) and `max_validity_hours` (72–87,840)."""
+    numeric = _option_within(options, "max_numeric_originator", 14, NEWER_MAX_NUMERIC_ORIGINATOR)
+    hours = _option_within(
+        options, "max_validity_hours", MAX_VALIDITY_HOURS, NEWER_MAX_VALIDITY_HOURS
+    )
+    return msgspec.structs.replace(LIMITS, numeric_sender_max=numeric, max_validity_s=hours * 3600)
+
+
+def _option_within(options: Mapping[str, str], key: str, low: int, high: int) -> int:
+    """An integer option in [low, high]; `low` (the seed's value) when it is not set."""
+    raw = options.get(key)
+    if raw is None:
+        return low
+    value = coerce_int(raw)
+    if value is None or not low <= value <= high:
+        raise ValueError(f"bsg option {key} must be a whole number {low}–{high}, not {raw!r}")
+    return value
+
 
 # PROVIDERS.md "bsg" Error codes. Codes 0, 5, 11 and 23 are not refusals and the account
 # faults below are not the message's; both are handled in `BsgDriver._outcome_for_code`.
@@ -255,10 +307,13 @@ def msisdn_digits(e164: str) -> str:
     return e164.removeprefix("+")
 
 
-def validity_hours(validity_s: int) -> int:
-    """Seconds rounded up to whole hours, clamped to BSG's 1–72 (PROVIDERS.md "bsg")."""
+def validity_hours(validity_s: int, most: int = MAX_VALIDITY_HOURS) -> int:
+    """Seconds rounded up to whole hours, clamped to BSG's 1–`most` (PROVIDERS.md "bsg").
+
+    The engine admits no validity over the bridge's limit (engine.admission), so the clamp
+    only bites on a message built by hand."""
     hours = -(-validity_s // 3600)
-    return max(MIN_VALIDITY_HOURS, min(MAX_VALIDITY_HOURS, hours))
+    return max(MIN_VALIDITY_HOURS, min(most, hours))
 
 
 def _decode_object(reply: HttpReply) -> Any:
@@ -356,11 +411,15 @@ class BsgDriver:
 
     name: str = "bsg"
     capabilities: Capabilities = CAPABILITIES
+    limits: Limits = LIMITS
 
     def __init__(self, settings: BridgeSettings) -> None:
         api_key = settings.credentials.get("api_key")
         if not api_key:
             raise ValueError("bsg needs credentials.api_key (the X-API-KEY header)")
+        self.limits = bridge_limits(settings.options)
+        longest_s = self.limits.max_validity_s or MAX_VALIDITY_HOURS * 3600
+        self._max_validity_hours = longest_s // 3600  # whole hours (bridge_limits)
         blocked_option = settings.options.get("blocked_code", "2")
         if blocked_option not in ("2", "3"):
             raise ValueError(f"bsg option blocked_code must be 2 or 3, not {blocked_option!r}")
@@ -397,7 +456,7 @@ class BsgDriver:
         validities = [m.validity_s for m in batch if m.validity_s is not None]
         # Validity is per request: the shortest keeps every message within what its
         # client asked for.
-        validity = validity_hours(min(validities)) if validities else None
+        validity = validity_hours(min(validities), self._max_validity_hours) if validities else None
         first = batch[0]
         originator = self._originator(first)
         request: _SingleRequest | _BulkRequest | _IndividualRequest

@@ -16,7 +16,7 @@ JSON), delivery state arrives only by GET callback, and there is no status endpo
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
 
 import msgspec
@@ -29,6 +29,7 @@ from bridges.base import (
     HttpCall,
     HttpReply,
     InboundRequest,
+    Limits,
     OutboundMessage,
     Outcome,
     Receipt,
@@ -86,6 +87,26 @@ _send_reply_decoder = msgspec.json.Decoder(_SendReply)
 recipient_digits = ascii_digits
 
 
+# PROVIDERS.md "dsc": `sender` is optional and neither the seed nor PROVIDERS.md states its
+# limits, so those of the network apply: an alphanumeric originating address carries at
+# most 11 GSM 7-bit characters (3GPP TS 23.040 9.1.2.5), a numeric one an international
+# number of at most 15 digits (ITU-T E.164). The send has no flash or validity field and
+# no documented text limit.
+LIMITS = Limits(
+    sender_required=False,
+    alphanumeric_sender_max=11,
+    numeric_sender_max=15,
+    numeric_sender_plus=True,
+    flash=False,
+)
+
+
+def bridge_limits(options: Mapping[str, str]) -> Limits:
+    """LIMITS: no option of this driver changes them."""
+    del options
+    return LIMITS
+
+
 class DscDriver:
     """dsc's driver: one form POST per batch, reports by GET callback only."""
 
@@ -95,6 +116,7 @@ class DscDriver:
     capabilities = Capabilities(
         max_recipients=100, distinct_texts=False, delivery="callback", idempotency="none"
     )
+    limits = LIMITS
 
     def __init__(self, settings: BridgeSettings) -> None:
         required = ["api_key", "username", "password"]

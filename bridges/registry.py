@@ -1,10 +1,11 @@
-"""Driver name -> driver class, in one place."""
+"""Driver name -> driver class and its limits, in one place."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from bridges.base import BridgeDriver, BridgeSettings
+from bridges import bsg, dsc, routemobile, smsclub
+from bridges.base import BridgeDriver, BridgeSettings, Limits
 from bridges.bsg import BsgDriver
 from bridges.dsc import DscDriver
 from bridges.routemobile import RouteMobileDriver
@@ -15,6 +16,15 @@ DRIVER_CLASSES: dict[str, Callable[[BridgeSettings], BridgeDriver]] = {
     "routemobile": RouteMobileDriver,
     "bsg": BsgDriver,
     "smsclub": SmsClubDriver,
+}
+
+# Driver name -> its limits for a bridge's options (the driver's `limits`, known without
+# building it: engine.config checks each bridge's default_sender against them).
+DRIVER_LIMITS: dict[str, Callable[[Mapping[str, str]], Limits]] = {
+    "dsc": dsc.bridge_limits,
+    "routemobile": routemobile.bridge_limits,
+    "bsg": bsg.bridge_limits,
+    "smsclub": smsclub.bridge_limits,
 }
 
 

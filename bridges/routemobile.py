@@ -23,7 +23,7 @@ out spares the `%2B` the seed warns about.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -38,6 +38,7 @@ from bridges.base import (
     HttpCall,
     HttpReply,
     InboundRequest,
+    Limits,
     OutboundMessage,
     Outcome,
     Receipt,
@@ -204,6 +205,25 @@ def parse_entry(raw: str) -> ReplyEntry:
     return ReplyEntry(code, destination_digits(cell), provider_id or None)
 
 
+# Seed 001 `source`: "Max Length of 18 if numeric. Max Length of 11 if alphanumeric", the
+# plus sign allowed (URL-encoded); anything else is 1707 (PROVIDERS.md "routemobile"), and
+# a blank one 1702. `type` 1, 6 and 7 are flash (GSM, Unicode, ISO-8859-1 text). The seed
+# states no text limit (long texts are concatenated) and has no validity field.
+LIMITS = Limits(
+    sender_required=True,
+    alphanumeric_sender_max=11,
+    numeric_sender_max=18,
+    numeric_sender_plus=True,
+    flash=True,
+)
+
+
+def bridge_limits(options: Mapping[str, str]) -> Limits:
+    """LIMITS: no option of this driver changes them."""
+    del options
+    return LIMITS
+
+
 class RouteMobileDriver:
     """routemobile's driver: one GET per batch, reports by POST callback only."""
 
@@ -213,6 +233,7 @@ class RouteMobileDriver:
     capabilities = Capabilities(
         max_recipients=100, distinct_texts=False, delivery="callback", idempotency="none"
     )
+    limits = LIMITS
 
     def __init__(self, settings: BridgeSettings) -> None:
         missing = [key for key in ("username", "password") if key not in settings.credentials]

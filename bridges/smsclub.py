@@ -35,6 +35,7 @@ from bridges.base import (
     HttpCall,
     HttpReply,
     InboundRequest,
+    Limits,
     OutboundMessage,
     Outcome,
     Receipt,
@@ -65,6 +66,26 @@ CAPABILITIES = Capabilities(
     # sends, which the engine meters with one limiter per bridge (engine.ratelimit).
     min_poll_interval_s=0.0,
 )
+
+# Seed 003: `src_addr` is required, an alpha name ("Альфа-имя") registered on the account
+# (`/sms/originator` lists them); a bad one is a 400 on `src_addr`. No length is stated:
+# an alphanumeric originating address carries at most 11 GSM 7-bit characters (3GPP TS
+# 23.040 9.1.2.5), and as SMS Club takes names, not numbers, a digits-only one gets no more
+# and no `+`. The send has no flash field; `lifetime` and the text have no stated limit.
+LIMITS = Limits(
+    sender_required=True,
+    alphanumeric_sender_max=11,
+    numeric_sender_max=11,
+    numeric_sender_plus=False,
+    flash=False,
+)
+
+
+def bridge_limits(options: Mapping[str, str]) -> Limits:
+    """LIMITS: no option of this driver changes them."""
+    del options
+    return LIMITS
+
 
 # PROVIDERS.md "smsclub" Status: ENROUTE is pending; the others are final, one to one.
 # The Russian labels are those of the legacy API (PROVIDERS.md: "drivers accept them").
@@ -196,6 +217,7 @@ class SmsClubDriver:
 
     name: str = "smsclub"
     capabilities: Capabilities = CAPABILITIES
+    limits: Limits = LIMITS
 
     def __init__(self, settings: BridgeSettings) -> None:
         token = settings.credentials.get("token")

@@ -23,6 +23,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from bridges.registry import DRIVER_LIMITS
+from engine.admission import check_sender, describe_refusals
 from engine.ratelimit import RequestLimiter
 from engine.smpp.server import SmppSettings
 
@@ -213,6 +215,7 @@ def validate(settings: Settings) -> None:
     for name, bridge in settings.bridges.items():
         if not settings.simulators.enabled and not bridge.base_url:
             raise ConfigError(f"bridges.{name}.base_url is empty and simulators are off")
+        _check_default_sender(name, bridge)
         try:
             RequestLimiter(bridge.requests_per_s, bridge.requests_burst)
         except ValueError as error:
@@ -230,6 +233,21 @@ def validate(settings: Settings) -> None:
     for bridge_name in settings.routing.default or []:
         if bridge_name not in names:
             raise ConfigError(f"routing.default names unknown bridge {bridge_name!r}")
+
+
+def _check_default_sender(name: str, bridge: BridgeConfig) -> None:
+    """The bridge's default sender is what lines without `from` carry: it must fit the
+    bridge's own limits (engine.admission), or no such line could ever be sent there."""
+    try:
+        limits = DRIVER_LIMITS[bridge.driver](bridge.options)
+    except ValueError as error:
+        raise ConfigError(f"bridges.{name}.options: {error}") from None
+    sender = bridge.default_sender or None
+    if sender is None:
+        return
+    refusal = check_sender(name, limits, sender, "default_sender")
+    if refusal is not None:
+        raise ConfigError(f"bridges.{name}.default_sender: {describe_refusals([refusal])}")
 
 
 def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Settings:

@@ -286,6 +286,7 @@ async def run_daemon(
             ),
             prices=_price_tables(settings),
             default_senders={n: b.default_sender for n, b in settings.bridges.items()},
+            limits={name: driver.limits for name, driver in drivers.items()},
             max_text_chars=settings.ingress.max_text_chars,
             max_recipients=settings.ingress.max_recipients_per_line,
             default_region=settings.ingress.default_region,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -33,6 +33,8 @@ import anyio
 import msgspec
 import structlog
 
+from bridges.base import Limits
+from engine.admission import Asked, admit, describe_refusals, refusal_kind
 from engine.journal import Duplicate, JournalError
 from engine.models import (
     Accepted,
@@ -58,7 +60,10 @@ CONGESTED = "the queues are full: send it again later"
 # (engine.smpp.server.refusal_status): never by reading the sentence.
 RefusalKind = Literal[
     "invalid",  # not a valid message (JSON, fields, a session line out of place)
-    "text",  # empty, too long, or not encodable
+    "text",  # empty, too long (here, or for every bridge of its route), or not encodable
+    "sender",  # a sender no bridge of the route takes (length, alphabet, '+'), or none
+    "flash",  # flash, and no bridge of the route sends flash messages
+    "validity",  # longer than every bridge of the route keeps a message
     "recipients",  # none, or too many
     "destination",  # an invalid number, or no route for it
     "schedule",  # schedule_at without a zone
@@ -89,7 +94,11 @@ class LineError:
 
 class LinePreparer:
     """Validates one input line and turns it into one Message per recipient. Pure but for
-    the clock passed in."""
+    the clock passed in.
+
+    With `limits` (each bridge driver's), a message goes only to the bridges of its route
+    that take it, the first of them as its primary, or the line is refused with a sentence
+    naming each bridge's rule (engine.admission)."""
 
     def __init__(
         self,
@@ -100,6 +109,7 @@ class LinePreparer:
         max_text_chars: int,
         max_recipients: int,
         default_region: str | None,
+        limits: Mapping[str, Limits] | None = None,
     ) -> None:
         self._router = router
         self._prices = prices
@@ -107,6 +117,7 @@ class LinePreparer:
         self._max_text = max_text_chars
         self._max_recipients = max_recipients
         self._region = default_region
+        self._limits: Mapping[str, Limits] = limits or {}
 
     def prepare(self, line: bytes, origin: str, now: float) -> list[Message] | LineError:
         try:
@@ -150,13 +161,30 @@ class LinePreparer:
             segmentation = segment_text(text)
         except ValueError as error:
             return LineError(str(error), ref, "text")
+        asked = Asked(
+            sender=sub.sender,
+            encoding=segmentation.encoding,
+            units=segmentation.units,
+            characters=len(text),
+            flash=sub.flash,
+            validity_s=sub.validity_s,
+        )
+        # Route -> the bridges of it that take this line's message (the same for every
+        # recipient with that route, so checked once per line and route).
+        admitted: dict[tuple[str, ...], tuple[str, ...]] = {}
         messages: list[Message] = []
         for raw in recipients:
             try:
                 to = normalise(raw, self._region)
-                bridges = self._router.route(to, sub.route)
+                route = self._router.route(to, sub.route)
             except (InvalidNumber, UnknownRoute) as error:
                 return LineError(str(error), ref, "destination")
+            bridges = admitted.get(route)
+            if bridges is None:
+                taken = admit(route, asked, self._limits, self._senders) if self._limits else route
+                if isinstance(taken, list):
+                    return LineError(describe_refusals(taken), ref, refusal_kind(taken[0]))
+                bridges = admitted[route] = taken
             bridge = bridges[0]
             try:
                 cost = message_cost(self._prices[bridge], to, segmentation.segments)
@@ -175,7 +203,7 @@ class LinePreparer:
                     segments=segmentation.segments,
                     cost=cost.amount,
                     currency=cost.currency,
-                    bridges=tuple(bridges),
+                    bridges=bridges,
                     dlr=sub.dlr,
                     flash=sub.flash,
                     priority=sub.priority,

@@ -65,7 +65,9 @@ DESCRIPTIONS = {
 PER_PHONE_CODES = frozenset({21, 22, 23, 27, 31})
 _REFERENCE = re.compile(r"[A-Za-z0-9_-]{1,32}")  # the seed's samples use "_" (PROVIDERS.md)
 _MSISDN = re.compile(r"\+?[1-9][0-9]{6,14}")
-_NUMERIC_ORIGINATOR = re.compile(r"\+?[0-9]{1,15}")
+# PROVIDERS.md "bsg" originator: alphanumeric ≤ 11 or numeric ≤ 15, else 25. Numeric is
+# digits only: a `+447…` originator is refused (issue 17's strict provider mock).
+_NUMERIC_ORIGINATOR = re.compile(r"[0-9]{1,15}")
 _ALPHANUMERIC_ORIGINATOR = re.compile(r"[A-Za-z0-9 ._&-]{1,11}")
 # GSM 03.38 default alphabet and its extension table (3GPP TS 23.038 6.2.1); extension
 # characters take two septets. BSG's limit is 765 septets GSM, 355 characters UCS-2.
@@ -257,7 +259,8 @@ class BsgSimulator:
         if destination is None:
             raise BsgError(self._missing_parameters_code())
         if "validity" in payload:
-            _as_int(payload["validity"], 1, 72, 28)
+            # 1–72 hours in the seed; newer documents take up to 87,840 (PROVIDERS.md).
+            _as_int(payload["validity"], 1, self.state.config.bsg_max_validity_hours, 28)
         if "tariff" in payload:
             _as_int(payload["tariff"], 0, 9, 6)
         if destination == "phone":

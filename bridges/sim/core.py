@@ -108,6 +108,7 @@ class SimulatorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     bsg_balance: float | None = None  # None = unlimited
     bsg_auth_block: bool = False  # 5 auth errors in 30 min block the client IP
     bsg_block_s: float = 1800.0
+    bsg_max_validity_hours: int = 72  # error 28 above; newer documents take 87,840
     # Polls of one message closer together than this count as abuse (PROVIDERS.md "bsg"
     # Anti-abuse: "more than about once a minute"); 0 = not counted.
     bsg_poll_abuse_s: float = 60.0

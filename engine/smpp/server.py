@@ -126,6 +126,11 @@ class OutboxJournal(Protocol):
 REFUSAL_STATUS: dict[RefusalKind, int] = {
     "congested": p.ESME_RTHROTTLED,  # the ESME is to slow down and submit it again
     "text": p.ESME_RINVMSGLEN,
+    "sender": p.ESME_RINVSRCADR,  # no bridge of the route takes the source_addr
+    "validity": p.ESME_RINVEXPIRY,  # longer than every bridge of the route keeps one
+    # A submit_sm carries no flash request today (build_submission); were it to, a route
+    # with no flash-capable bridge refuses it as a failed submit.
+    "flash": p.ESME_RSUBMITFAIL,
     "schedule": p.ESME_RINVSCHED,
     "duplicate": p.ESME_RSUBMITFAIL,
     "journal": p.ESME_RSYSERR,  # the journal could not take it (disk full)

@@ -84,6 +84,61 @@ def test_journal_cache_is_read_and_must_be_positive(tmp_path: Path) -> None:
         load_settings(path)
 
 
+@pytest.mark.parametrize(
+    ("bridge", "sentence"),
+    [
+        (
+            '[bridges.uk]\ndriver = "bsg"\ndefault_sender = "VERYLONGSENDER1"\n',
+            "bridges.uk.default_sender: default_sender 'VERYLONGSENDER1' is 15 characters; "
+            "uk takes at most 11 alphanumeric",
+        ),
+        (
+            '[bridges.uk]\ndriver = "bsg"\ndefault_sender = "+447700900123"\n',
+            "bridges.uk.default_sender: default_sender '+447700900123' starts with '+'; "
+            "uk takes a numeric sender as digits only",
+        ),
+        (
+            '[bridges.in]\ndriver = "routemobile"\ndefault_sender = "SEPTET-ALERTS"\n',
+            "bridges.in.default_sender: default_sender 'SEPTET-ALERTS' is 13 characters; "
+            "in takes at most 11 alphanumeric",
+        ),
+        (
+            '[bridges.ua]\ndriver = "smsclub"\ndefault_sender = "380501234567"\n',
+            "bridges.ua.default_sender: default_sender '380501234567' is 12 digits; "
+            "ua takes at most 11 in a numeric sender",
+        ),
+    ],
+)
+def test_a_default_sender_that_breaks_its_bridges_limits_is_refused_at_start(
+    tmp_path: Path, bridge: str, sentence: str
+) -> None:
+    path = tmp_path / "septet.toml"
+    path.write_text(bridge + 'base_url = "http://127.0.0.1:1"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert str(caught.value) == sentence
+
+
+def test_a_bridge_option_may_raise_a_limit_to_the_newer_documents_value(tmp_path: Path) -> None:
+    path = tmp_path / "septet.toml"
+    fifteen_digits = (
+        '[bridges.uk]\ndriver = "bsg"\nbase_url = "http://127.0.0.1:1"\n'
+        'default_sender = "447700900123456"\n'
+    )
+    path.write_text(fifteen_digits)
+    with pytest.raises(ConfigError, match="is 15 digits; uk takes at most 14"):
+        load_settings(path, environ={})
+    path.write_text(fifteen_digits + 'options = { max_numeric_originator = "15" }\n')
+    assert load_settings(path, environ={}).bridges["uk"].default_sender == "447700900123456"
+    path.write_text(fifteen_digits + 'options = { max_numeric_originator = "16" }\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert str(caught.value) == (
+        "bridges.uk.options: bsg option max_numeric_originator must be a whole number 14–15, "
+        "not '16'"
+    )
+
+
 def test_a_request_burst_that_would_pass_the_per_second_limit_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "septet.toml"
     bridge = '[bridges.club]\ndriver = "smsclub"\nbase_url = "http://127.0.0.1:1"\n'

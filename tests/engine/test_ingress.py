@@ -10,6 +10,7 @@ import anyio
 import msgspec
 import pytest
 
+from bridges.registry import DRIVER_LIMITS
 from engine.ingress import (
     CONGESTED,
     EventRouter,
@@ -425,3 +426,134 @@ async def test_a_session_line_after_the_first_is_answered_with_why() -> None:
     assert rejected["error"] == "a session line must be the connection's first line"
     assert accepted["event"] == "accepted"
     assert [m.origin for m in journal.accepted] == ["tcp:run:1"]
+
+
+# ── admission by bridge (engine.admission) ──────────────────────────────────────
+
+
+def admitting_preparer(routes: dict[str, tuple[str, ...]] | None = None) -> LinePreparer:
+    bridges = ("dsc", "routemobile", "bsg", "smsclub")
+    return LinePreparer(
+        router=Router(
+            routes
+            or {
+                "250": ("dsc", "routemobile"),
+                "380": ("smsclub", "bsg"),
+                "44": ("bsg", "routemobile"),
+            },
+            None,
+            bridges,
+        ),
+        prices=default_price_tables(),
+        default_senders=dict.fromkeys(bridges, "SEPTET"),
+        max_text_chars=1600,
+        max_recipients=10,
+        default_region=None,
+        limits={name: DRIVER_LIMITS[name]({}) for name in bridges},
+    )
+
+
+def prepared(preparer: LinePreparer, **line: object) -> list[Message] | LineError:
+    return preparer.prepare(msgspec.json.encode(line), "tcp:1", 1_700_000_000.0)
+
+
+@pytest.mark.parametrize(
+    ("line", "kind", "sentence"),
+    [
+        (
+            {"to": "+447700900123", "from": "VERYLONGSEND", "route": "bsg"},
+            "sender",
+            "from 'VERYLONGSEND' is 12 characters; bsg takes at most 11 alphanumeric",
+        ),
+        (
+            {"to": "+447700900123", "from": "VERYLONGSEND", "route": "routemobile"},
+            "sender",
+            "from 'VERYLONGSEND' is 12 characters; routemobile takes at most 11 alphanumeric",
+        ),
+        (
+            {"to": "+447700900123", "from": "+447700900123", "route": "bsg"},
+            "sender",
+            "from '+447700900123' starts with '+'; bsg takes a numeric sender as digits only",
+        ),
+        (
+            {"to": "+447700900123", "text": "x" * 766, "route": "bsg"},
+            "text",
+            "text is 766 GSM-7 characters; bsg takes at most 765",
+        ),
+        (
+            {"to": "+380501234567", "flash": True},
+            "flash",
+            "flash is true; smsclub sends no flash messages; bsg sends no flash messages",
+        ),
+        (
+            {"to": "+447700900123", "validity_s": 73 * 3600, "route": "bsg"},
+            "validity",
+            "validity_s is 262800; bsg keeps a message at most 259200 s (72 hours)",
+        ),
+    ],
+)
+def test_a_line_no_bridge_of_its_route_takes_is_rejected_at_accept(
+    line: dict[str, object], kind: str, sentence: str
+) -> None:
+    result = prepared(admitting_preparer(), **{"text": "Hello", "id": "c1", **line})
+    assert result == LineError(sentence, "c1", kind)  # type: ignore[arg-type]
+
+
+def test_flash_is_routed_to_the_bridge_of_the_route_that_sends_it() -> None:
+    result = prepared(admitting_preparer(), to="+250788123456", text="Hello", flash=True)
+    assert isinstance(result, list)
+    (message,) = result
+    assert message.bridges == ("routemobile",)
+    assert message.bridge == "routemobile"
+    assert message.flash
+
+
+def test_a_route_keeps_only_the_bridges_that_take_the_message() -> None:
+    # A text over bsg's 765 septets on the route bsg -> routemobile goes to routemobile,
+    # priced there; a short one keeps both.
+    preparer = admitting_preparer()
+    result = prepared(preparer, to="+447700900123", text="x" * 800)
+    assert isinstance(result, list)
+    assert [m.bridges for m in result] == [("routemobile",)]
+    assert result[0].currency == default_price_tables()["routemobile"].currency
+    result = prepared(preparer, to="+447700900123", text="Hello")
+    assert isinstance(result, list)
+    assert [m.bridges for m in result] == [("bsg", "routemobile")]
+
+
+def test_each_recipient_of_a_line_is_admitted_on_its_own_route() -> None:
+    # A 12-digit sender: smsclub (11 at most) is skipped for +380, bsg takes it everywhere.
+    result = prepared(
+        admitting_preparer(),
+        to=["+380501234567", "+447700900123", "+380501234568"],
+        text="Hello",
+        **{"from": "380501234567"},
+    )
+    assert isinstance(result, list)
+    assert [m.bridges for m in result] == [("bsg",), ("bsg", "routemobile"), ("bsg",)]
+    assert {m.sender for m in result} == {"380501234567"}
+
+
+def test_one_recipient_whose_route_takes_nothing_rejects_the_line() -> None:
+    result = prepared(
+        admitting_preparer(), to=["+250788123456", "+380501234567"], text="Hi", flash=True
+    )
+    assert result == LineError(
+        "flash is true; smsclub sends no flash messages; bsg sends no flash messages",
+        None,
+        "flash",
+    )
+
+
+def test_without_limits_every_bridge_of_the_route_is_kept() -> None:
+    preparer = LinePreparer(
+        router=Router({"380": ("smsclub", "bsg")}, None, ["smsclub", "bsg"]),
+        prices=default_price_tables(),
+        default_senders={"smsclub": "SEPTET", "bsg": "SEPTET"},
+        max_text_chars=1600,
+        max_recipients=10,
+        default_region=None,
+    )
+    result = prepared(preparer, to="+380501234567", text="Hi", flash=True)
+    assert isinstance(result, list)
+    assert result[0].bridges == ("smsclub", "bsg")
