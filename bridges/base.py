@@ -62,8 +62,10 @@ class OutboundMessage(msgspec.Struct, frozen=True, kw_only=True):
     `to` is E.164 with a leading `+`; drivers reformat it as their provider wants.
     `reference` is stable across retries of the same message (septet derives it from
     the message id), so a provider with idempotency by reference (BSG) can recognise
-    a resend. `attempt` starts at 1; a driver may read a reply differently on a retry
-    (SMS Club's 453 on a retry means the first attempt went through).
+    a resend. `attempt` starts at 1. `maybe_sent` says an earlier attempt may have
+    reached the provider (a lost reply, a crash mid-request); a driver may read a reply
+    differently then (SMS Club's 453 means that attempt went through). A resend after
+    a refusal of a whole request is not `maybe_sent`: nothing of that request was sent.
     """
 
     msg_id: str
@@ -76,6 +78,7 @@ class OutboundMessage(msgspec.Struct, frozen=True, kw_only=True):
     dlr: bool = True
     validity_s: int | None = None
     attempt: int = 1
+    maybe_sent: bool = False
 
 
 class BridgeSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -206,6 +209,8 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
       reference where the provider allows it, is asked about on its own).
     - `min_poll_interval_s`: the provider's floor between two polls of one message
       (BSG counts more than about one a minute as abuse); 0 where it states none.
+    - `validity_per_request`: the send request carries one validity for all its
+      messages (BSG's `validity`, SMS Club's `lifetime`), so a batch must share one.
     """
 
     max_recipients: int
@@ -214,6 +219,7 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
     idempotency: Idempotency
     max_status_ids: int = 0
     min_poll_interval_s: float = 0.0
+    validity_per_request: bool = False
 
 
 # The characters an alphanumeric sender may use unless a provider says otherwise: the ASCII

@@ -26,7 +26,9 @@ routes no flash message to BSG (`LIMITS`).
 
 Send modes (PROVIDERS.md "bsg" Send): one message → `phone`; many messages sharing
 text and originator → `phones` (one body, a list of msisdn/reference pairs); anything
-else → `individual` (each entry its own originator and body).
+else → `individual` (each entry its own originator and body). A request-level error
+that one message of many may have caused (a repeated msisdn, 31) means nothing was
+sent: every message gets a retry, and resends travel alone (`_ONE_MESSAGES_CODES`).
 
 Status polling (PROVIDERS.md "bsg" Status and "BSG mass status"): messages with an id are
 asked about up to 100 at a time with `POST /rest/sms/getStatus` `{"ids": [...]}`, whose
@@ -91,6 +93,7 @@ CAPABILITIES = Capabilities(
     max_status_ids=100,  # PROVIDERS.md "BSG mass status": 1–100 ids per call
     # PROVIDERS.md "bsg" Anti-abuse: more than about one poll a minute per message is abuse.
     min_poll_interval_s=60.0,
+    validity_per_request=True,  # one `validity` per request
 )
 
 # PROVIDERS.md "bsg" originator: "up to 14 characters" in the seed, alphanumeric ≤ 11 or
@@ -163,6 +166,13 @@ _ERROR_SENTENCES: dict[int, str] = {
 }
 BLOCKED_SENTENCE = "BSG says the account is blocked"
 MISSING_PARAMETERS_SENTENCE = "BSG says the request lacks parameters"
+
+# PROVIDERS.md "bsg" Error codes that a request of many messages gets for one of them:
+# BSG refuses the whole request then (31: "msisdn twice in one request", issue 17) and
+# sends none of it. Fields of each message: the msisdn (21, 31) and the reference (22, 23,
+# 27). The originator (25) and the body (26) only where the messages' differ (individual
+# mode); shared, they are every message's own fault. See `BsgDriver._refused_for_one`.
+_ONE_MESSAGES_CODES: frozenset[int] = frozenset({21, 22, 23, 27, 31})
 
 # PROVIDERS.md "bsg" Error codes that refuse the *account*, not the message: nothing was
 # sent, so the engine opens the bridge's circuit and moves the message to another bridge.
@@ -455,7 +465,8 @@ class BsgDriver:
             raise ValueError(f"bsg takes at most 50 messages per request, not {len(batch)}")
         validities = [m.validity_s for m in batch if m.validity_s is not None]
         # Validity is per request: the shortest keeps every message within what its
-        # client asked for.
+        # client asked for. The queue batches by validity (`validity_per_request`), so
+        # the messages' own differ by less than a minute.
         validity = validity_hours(min(validities), self._max_validity_hours) if validities else None
         first = batch[0]
         originator = self._originator(first)
@@ -521,6 +532,12 @@ class BsgDriver:
             raise UnparseableReply(
                 f"bsg sent neither an error code nor a result: {reply_text(reply)!r}"
             )
+        if top_code and not entries and self._refused_for_one(top_code, batch):
+            # Nothing of the request was sent: each message is resent alone (resends
+            # travel alone, engine.scheduler), where the one at fault gets its own answer.
+            reason = self._reason(top_code, reply_object.get("errorDescription"))
+            reason = f"{reason}; BSG refused the whole request, nothing of it was sent"
+            return [RetryLater(code=str(top_code), reason=reason) for _ in batch]
         currency = _currency(reply_object.get("currency"))
         outcomes: list[Outcome] = []
         for entry in _match_entries(batch, entries):
@@ -539,6 +556,18 @@ class BsgDriver:
                 code = 0
             outcomes.append(self._outcome_for_code(code, entry, currency))
         return outcomes
+
+    def _refused_for_one(self, code: int, batch: Sequence[OutboundMessage]) -> bool:
+        """Whether a request-level `code` may stand for one message of `batch` only."""
+        if len(batch) < 2:
+            return False
+        if code in _ONE_MESSAGES_CODES:
+            return True
+        if code == 25:
+            return len({self._originator(m) for m in batch}) > 1
+        if code == 26:
+            return len({m.text for m in batch}) > 1
+        return False
 
     def _unmatched_outcome(self, top_code: int | None, reply_object: Mapping[str, Any]) -> Outcome:
         if top_code:

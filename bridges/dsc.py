@@ -55,7 +55,9 @@ _CALLBACK_STATES: dict[str, SmppState] = {"D": "DELIVRD", "U": "UNDELIV"}
 # not the message: nothing was sent, and another bridge may take it.
 _CREDENTIALS_REFUSED = 401
 # PROVIDERS.md "dsc" Retry: never 400/401/429. 429 is the testing-mode daily limit
-# (15 SMS a day), which a resend today cannot pass, so it is final, not Throttled.
+# (15 SMS a day), which a resend today cannot pass, so it is final, not Throttled. Never
+# the same request again, that is: the messages of a refused request of many are sent
+# again one by one (`DscDriver._refused_whole`), each to get its own answer.
 _FINAL_HTTP_ERRORS: dict[int, str] = {
     400: "dsc rejected the request",
     429: "dsc's daily limit for testing mode is reached",
@@ -204,7 +206,7 @@ class DscDriver:
             return [AccountRefused(str(reply.status), reason, "credentials")] * len(batch)
         if reply.status in _FINAL_HTTP_ERRORS:
             reason = f"{_FINAL_HTTP_ERRORS[reply.status]}: {self._error_message(reply)}"
-            return [Rejected(str(reply.status), reason)] * len(batch)
+            return self._refused_whole(batch, str(reply.status), reason)
         if 500 <= reply.status <= 599:
             # PROVIDERS.md "dsc": 500 is the upstream gateway failing before any message
             # id was issued, so a resend cannot double-send.
@@ -217,7 +219,7 @@ class DscDriver:
             # Not documented at HTTP 200, but the provider's own error body: read it as
             # the 400 it most likely stands for (final, nothing was sent).
             reason = f"dsc refused the request: {parsed.message or reply_text(reply)}"
-            return [Rejected("error", reason)] * len(batch)
+            return self._refused_whole(batch, "error", reason)
         if parsed.status != "success":
             raise UnparseableReply(f"dsc answered an unknown status: {reply_text(reply)}")
         currency = parsed.unit or DEFAULT_CURRENCY
@@ -230,6 +232,21 @@ class DscDriver:
             self._entry_outcome(None if index is None else entries[index], currency)
             for index in matched
         ]
+
+    @staticmethod
+    def _refused_whole(batch: Sequence[OutboundMessage], code: str, reason: str) -> list[Outcome]:
+        """A refusal of the whole request: final for a message sent alone.
+
+        PROVIDERS.md "dsc" Errors: one bad number rejects the whole request (400), and
+        the testing-mode limit refuses a request that would pass it (429). Either may be
+        one message's doing, and nothing of the request was sent, so a request of many
+        is a retry for each: resends travel alone (engine.scheduler), where each gets
+        its own answer.
+        """
+        if len(batch) == 1:
+            return [Rejected(code, reason)]
+        whole = f"{reason} (the whole request of {len(batch)} was refused; each goes alone)"
+        return [RetryLater(code, whole)] * len(batch)
 
     def _entry_outcome(self, entry: _SendEntry | None, currency: str) -> Outcome:
         if entry is None:

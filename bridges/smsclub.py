@@ -3,7 +3,9 @@
 Follows PROVIDERS.md "smsclub": every call is a JSON `POST` under `{base}/sms` with a
 bearer token; a send carries one text to at most 100 phones; failed phones come back
 in `add_info`; the duplicate window (453 within 2 minutes) is SMS Club's only
-idempotency, so a 453 on a retry means the first attempt went through.
+idempotency, so a 453 on a resend of a message that may have reached SMS Club means that
+attempt went through. A 453 refuses a whole request: for a request of many messages it
+is a retry for each (nothing was sent), and each resend travels alone.
 
 `BridgeSettings.credentials` keys:
 
@@ -65,6 +67,7 @@ CAPABILITIES = Capabilities(
     # No floor per message is stated; status calls count in the 9 requests/s (429) like
     # sends, which the engine meters with one limiter per bridge (engine.ratelimit).
     min_poll_interval_s=0.0,
+    validity_per_request=True,  # one `lifetime` per request
 )
 
 # Seed 003: `src_addr` is required, an alpha name ("Альфа-имя") registered on the account
@@ -282,7 +285,17 @@ class SmsClubDriver:
             reason = f"SMS Club is rate limiting (over 9 requests a second): {message}"
             return [Throttled(code="429", reason=reason, delay_s=delay) for _ in batch]
         if status == 453:
-            return [self._duplicate_outcome(m, message) for m in batch]
+            if len(batch) > 1:
+                # A 453 refuses the whole request, for one phone and text repeated in it
+                # or sent within 2 minutes before: nothing of it was sent, and which
+                # message it means is not said. Each is resent alone (engine.scheduler:
+                # resends travel alone), where the one at fault gets its own 453.
+                reason = (
+                    f"SMS Club refused the whole request as a duplicate of one of its "
+                    f"messages; nothing was sent: {message}"
+                )
+                return [RetryLater(code="453", reason=reason) for _ in batch]
+            return [self._duplicate_outcome(batch[0], message)]
         if status >= 500:
             # PROVIDERS.md "smsclub" Retry: 5xx retry with backoff; no message was taken
             # (and if one was, the resend meets the duplicate window: 453 on a retry).
@@ -296,10 +309,13 @@ class SmsClubDriver:
 
     @staticmethod
     def _duplicate_outcome(message: OutboundMessage, provider_message: str) -> Outcome:
-        # PROVIDERS.md "smsclub" Retry: after a retry, 453 means the first attempt went
-        # through (submitted, id unknown). On a first attempt it is a genuine duplicate
-        # the client sent twice within 2 minutes: never resent.
-        if message.attempt > 1:
+        # PROVIDERS.md "smsclub" Retry: a 453 after a retry means the first attempt went
+        # through (submitted, id unknown) — where an earlier attempt may have reached SMS
+        # Club (`maybe_sent`). Otherwise no attempt of this message went out (a first
+        # attempt, or a resend after a request SMS Club refused whole), so the 453 is a
+        # genuine duplicate of another message the client sent within 2 minutes: final,
+        # never resent (PROVIDERS.md: never retry 453).
+        if message.maybe_sent:
             return Submitted(provider_id=None)
         reason = f"SMS Club saw the same message within 2 minutes: {provider_message}"
         return Rejected(code="453", reason=reason)

@@ -418,6 +418,7 @@ class BridgeDispatcher:
             dlr=message.dlr,
             validity_s=validity,
             attempt=message.attempt + 1,
+            maybe_sent=message.maybe_sent,
         )
 
     # ── outcomes: the lifecycle decides, dispatch carries the steps out ─────────────

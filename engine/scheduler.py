@@ -1,11 +1,30 @@
 """Per-bridge bounded queues with priorities and batching, and the feeder that refills them.
 
 A `BridgeQueue` holds messages ready to send on one bridge, in priority lanes; inside a
-lane, messages that can share a provider request (same text, sender and options) sit
-together under one batch key, oldest key first. `put` waits while the queue is full:
-that wait is what pushes back on ingress. `take_batch` hands a dispatcher up to the
-driver's recipient limit of one key, lingering a moment for more when the batch is
-small and the queue is otherwise idle.
+lane, messages that can share a provider request sit together under one batch key,
+oldest key first. `put` waits while the queue is full: that wait is what pushes back on
+ingress. `take_batch` hands a dispatcher up to the driver's recipient limit of one key,
+lingering a moment for more when the batch is small and the queue is otherwise idle.
+
+A batch never holds what its provider would refuse together (issue 17, PROVIDERS.md):
+
+- one destination twice: BSG refuses the whole request (error 31), SMS Club too (453 for
+  a repeated phone and text), and dsc and Route Mobile match their per-recipient replies
+  by number. A repeat stays at the front of its key for the next batch; finding it costs
+  at most one look per message of the batch (`take_distinct`).
+- different values of what the request carries once (`batch_key`): the text, sender,
+  encoding and flash flag (one `message`, `sender`/`src_addr`/`source` and `type` per
+  request, except BSG's individual mode), the report flag, and the validity: BSG takes
+  one `validity` and SMS Club one `lifetime` per request, so a line's 1-hour validity
+  must not shorten a 72-hour one. Validity is keyed by the message's `expires_at` in
+  slots of `VALIDITY_SLOT_S`: dispatch turns `expires_at` into seconds left at send time
+  and the driver sends the batch's shortest, so members of one slot differ by less than
+  the slot, below SMS Club's one-minute unit and BSG's one-hour one.
+- a resend with anything else: a message on its second or later attempt travels alone.
+  A provider that refuses a whole request because of one member (BSG 31, SMS Club 453,
+  dsc 400) is answered with a retry for every member (nothing was sent), and alone each
+  then gets its own answer; a resend mixed with first attempts would also let BSG's
+  "reference exists" (23) or SMS Club's 453 for it speak for messages never sent.
 
 A client that must not wait after its journal commit (an SMPP submit, whose answer may
 only follow the commit and may not be a refusal after it) first `reserve`s its slots,
@@ -31,32 +50,80 @@ from typing import Protocol
 import anyio
 import structlog
 
+from bridges.base import Capabilities
 from engine.models import Message
 
 log = structlog.get_logger("septet.scheduler")
 
-BatchKey = tuple[str, str | None, bool, bool, int | None]
+# (text, sender, encoding, flash, dlr, validity slot, msg_id of a resend); see batch_key.
+BatchKey = tuple[str, str | None, str, bool, bool, int | None, int | None]
 # How many messages one turn of a waiting put may add (BridgeQueue.put_many): a batch.
 TURN_MESSAGES = 100
+# Messages whose `expires_at` falls in one slot this long may share a request's validity.
+VALIDITY_SLOT_S = 60.0
 
 
-def batch_key(message: Message, distinct_texts: bool, isolate_resends: bool = False) -> BatchKey:
-    """Messages with equal keys may travel in one request.
+def batch_key(
+    message: Message, distinct_texts: bool, validity_slot_s: float | None = VALIDITY_SLOT_S
+) -> BatchKey:
+    """Messages with equal keys may travel in one request (module docstring).
 
-    With `isolate_resends`, a message on its second or later attempt travels alone: a
-    provider that refuses a whole request as a duplicate (SMS Club's 453 within its
-    2-minute window, PROVIDERS.md) says something about one message only when the
-    request held one. Mixed with first attempts, a 453 caused by the resend would fail
-    messages never sent, and one caused by them would pass a resend off as delivered.
+    `distinct_texts`: the provider takes a text and sender per recipient (BSG's individual
+    mode), so they are not part of the key. `validity_slot_s`: the width of a validity
+    class, or None where the provider's request carries no validity. A message on its
+    second or later attempt has a key of its own.
     """
-    alone = int(message.msg_id) if isolate_resends and message.attempt > 0 else None
+    alone = int(message.msg_id) if message.attempt > 0 else None
+    expires_at = message.expires_at
+    validity = (
+        None
+        if expires_at is None or validity_slot_s is None
+        else int(expires_at // validity_slot_s)
+    )
     if distinct_texts:
-        return ("", None, message.flash, message.dlr, alone)
-    return (message.text, message.sender, message.flash, message.dlr, alone)
+        return ("", None, "", message.flash, message.dlr, validity, alone)
+    return (
+        message.text,
+        message.sender,
+        message.encoding,
+        message.flash,
+        message.dlr,
+        validity,
+        alone,
+    )
+
+
+def take_distinct(
+    bucket: deque[Message], limit: int, batch: list[Message], destinations: set[str]
+) -> None:
+    """Move messages from the front of `bucket` into `batch` until it holds `limit`,
+    skipping any whose destination is in `destinations` (which it extends).
+
+    A skipped repeat goes back to the front of `bucket`, in order, for the next batch.
+    At most `limit` repeats are looked at, so a long run of one number costs O(limit),
+    not O(bucket); the batch is then smaller than it could be, never wrong.
+    """
+    skipped: list[Message] = []
+    while bucket and len(batch) < limit and len(skipped) < limit:
+        message = bucket.popleft()
+        if message.to in destinations:
+            skipped.append(message)
+            continue
+        destinations.add(message.to)
+        batch.append(message)
+    if skipped:
+        bucket.extendleft(reversed(skipped))
 
 
 class BridgeQueue:
-    """Messages ready to send on one bridge. Not thread-safe; one event loop."""
+    """Messages ready to send on one bridge. Not thread-safe; one event loop.
+
+    `distinct_texts` and `validity_slot_s` shape the batch key (`batch_key`); by default
+    every message is keyed by its validity, which is right for every provider and costs
+    batching only where the request carries no validity (`for_capabilities` knows).
+    `isolate_resends` is accepted from callers written before every resend travelled
+    alone, and changes nothing.
+    """
 
     def __init__(
         self,
@@ -64,12 +131,13 @@ class BridgeQueue:
         capacity: int,
         *,
         distinct_texts: bool = False,
-        isolate_resends: bool = False,
+        validity_slot_s: float | None = VALIDITY_SLOT_S,
+        isolate_resends: bool = True,
     ) -> None:
         self.name = name
         self.capacity = capacity
         self._distinct = distinct_texts
-        self._isolate = isolate_resends
+        self._validity_slot = validity_slot_s
         # priority -> batch key -> messages (FIFO)
         self._lanes: dict[int, OrderedDict[BatchKey, deque[Message]]] = {}
         self._ids: set[str] = set()
@@ -80,6 +148,16 @@ class BridgeQueue:
         # thousands (a socket client's chunk of lines).
         self._waiters: deque[anyio.Event] = deque()
         self._reserved = 0  # slots granted to waiters that have not filled them yet
+
+    @classmethod
+    def for_capabilities(cls, name: str, capacity: int, capabilities: Capabilities) -> BridgeQueue:
+        """The queue a driver with `capabilities` needs."""
+        return cls(
+            name,
+            capacity,
+            distinct_texts=capabilities.distinct_texts,
+            validity_slot_s=VALIDITY_SLOT_S if capabilities.validity_per_request else None,
+        )
 
     def __len__(self) -> int:
         return self._size
@@ -102,7 +180,7 @@ class BridgeQueue:
         lane = self._lanes.get(message.priority)
         if lane is None:
             lane = self._lanes[message.priority] = OrderedDict()
-        key = batch_key(message, self._distinct, self._isolate)
+        key = batch_key(message, self._distinct, self._validity_slot)
         bucket = lane.get(key)
         if bucket is None:
             bucket = lane[key] = deque()
@@ -204,19 +282,15 @@ class BridgeQueue:
             if not lane:
                 continue
             key, bucket = next(iter(lane.items()))
-            batch = [bucket.popleft() for _ in range(min(limit, len(bucket)))]
+            batch: list[Message] = []
+            take_distinct(bucket, limit, batch, set())
             if not bucket:
                 del lane[key]
             elif len(lane) > 1:
                 lane.move_to_end(key)  # fairness between keys of one priority
             if not lane:
                 del self._lanes[priority]
-            for message in batch:
-                self._ids.discard(message.msg_id)
-            self._size -= len(batch)
-            self._grant()
-            if self._size == 0:
-                self._not_empty = anyio.Event()
+            self._taken(batch)
             return batch
         return []
 
@@ -229,30 +303,35 @@ class BridgeQueue:
             with anyio.move_on_after(linger_s):
                 await self._not_empty.wait()
             if self._size:
-                more = self._pop_matching(batch[0], limit - len(batch))
-                batch.extend(more)
+                self._pop_matching(batch, limit)
         return batch
 
-    def _pop_matching(self, like: Message, limit: int) -> list[Message]:
+    def _pop_matching(self, batch: list[Message], limit: int) -> None:
+        """Fill `batch` up to `limit` with messages of its key to other destinations."""
+        like = batch[0]
         lane = self._lanes.get(like.priority)
         if not lane:
-            return []
-        key = batch_key(like, self._distinct, self._isolate)
+            return
+        key = batch_key(like, self._distinct, self._validity_slot)
         bucket = lane.get(key)
         if not bucket:
-            return []
-        taken = [bucket.popleft() for _ in range(min(limit, len(bucket)))]
+            return
+        had = len(batch)
+        take_distinct(bucket, limit, batch, {message.to for message in batch})
         if not bucket:
             del lane[key]
         if not lane:
             del self._lanes[like.priority]
-        for message in taken:
+        self._taken(batch[had:])
+
+    def _taken(self, messages: list[Message]) -> None:
+        """Account for `messages` having left the queue."""
+        for message in messages:
             self._ids.discard(message.msg_id)
-        self._size -= len(taken)
+        self._size -= len(messages)
         self._grant()
         if self._size == 0:
             self._not_empty = anyio.Event()
-        return taken
 
 
 def _counts(bridges: Sequence[str]) -> dict[str, int]:

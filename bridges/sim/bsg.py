@@ -4,8 +4,10 @@
 id, reference and task, and the balance. HTTP 200 always with the error in the body;
 fields as strings (the seed) or numbers (*configurable*), the single reply flat or
 wrapped in {"result": ...} (*configurable*). `reference` is unique per account and is
-BSG's idempotency: a reused one is error 23. Statuses change once the delivery delay
-has passed on the injected clock.
+BSG's idempotency: a reused one is error 23. A request that names one msisdn twice is
+refused whole with error 31 (issue 17: BSG sends none of it). `validity` is one per
+request; the counters keep what each accepted message got. Statuses change once the
+delivery delay has passed on the injected clock.
 
 Status by id, reference, task, or 1–100 ids at once (`POST /rest/sms/getStatus`, whose
 items say `external_id` for the reference: PROVIDERS.md "BSG mass status"). Every poll of
@@ -37,6 +39,7 @@ MAX_STATUS_IDS = 100  # PROVIDERS.md "BSG mass status": 1–100 ids per call
 FIRST_MESSAGE_ID = 22125  # the seed's example id
 FIRST_TASK_ID = 21902
 MAX_PHONES = 50  # error 12 beyond (PROVIDERS.md)
+DEFAULT_VALIDITY_HOURS = 72  # PROVIDERS.md "bsg" Send: 1–72, default 72
 AUTH_ERRORS_TO_BLOCK = 5  # in 30 minutes (PROVIDERS.md, anti-abuse)
 AUTH_WINDOW_S = 1800.0
 DESCRIPTIONS = {
@@ -258,13 +261,14 @@ class BsgSimulator:
         destination = payload.get("destination")
         if destination is None:
             raise BsgError(self._missing_parameters_code())
+        validity = DEFAULT_VALIDITY_HOURS
         if "validity" in payload:
             # 1–72 hours in the seed; newer documents take up to 87,840 (PROVIDERS.md).
-            _as_int(payload["validity"], 1, self.state.config.bsg_max_validity_hours, 28)
+            validity = _as_int(payload["validity"], 1, self.state.config.bsg_max_validity_hours, 28)
         if "tariff" in payload:
             _as_int(payload["tariff"], 0, 9, 6)
         if destination == "phone":
-            return self._create_single(payload)
+            return self._create_single(payload, validity)
         if destination not in ("phones", "individual"):
             raise BsgError(7)
         phones = payload.get("phones")
@@ -280,17 +284,19 @@ class BsgSimulator:
             for phone in phones:
                 self._originator_and_body(phone)
         self._check_request_codes(phones)
+        msisdns = [(_as_text(phone.get("msisdn")) or "").lstrip("+") for phone in phones]
+        if len(set(msisdns)) < len(msisdns):
+            # One msisdn twice in one request: BSG refuses all of it (issue 17).
+            self.state.counters.count_refused_whole("repeated_msisdn")
+            raise BsgError(31)
         codes = [self._phone_error(phone) for phone in phones]
         self._check_money(codes.count(None))
-        seen_msisdns: set[str] = set()
         seen_references: set[str] = set()
         results: list[dict[str, Any]] = []
         ids: list[int] = []
         for phone, code in zip(phones, codes, strict=True):
             msisdn = _as_text(phone.get("msisdn")) or ""
             reference = _as_text(phone.get("reference")) or ""
-            if code is None and msisdn in seen_msisdns:
-                code = 31
             if code is None and reference in seen_references:
                 code = 23
             if code is not None:
@@ -303,9 +309,8 @@ class BsgSimulator:
                     }
                 )
                 continue
-            seen_msisdns.add(msisdn)
             seen_references.add(reference)
-            stored = self._accept(msisdn, reference)
+            stored = self._accept(msisdn, reference, validity)
             ids.append(stored.id)
             results.append(self._accepted_entry(stored))
         total = round(sum(self.by_id[i].price for i in ids), 2)
@@ -323,7 +328,7 @@ class BsgSimulator:
             document["currency"] = currency
         return json_response(document)
 
-    def _create_single(self, payload: dict[str, Any]) -> web.Response:
+    def _create_single(self, payload: dict[str, Any], validity: int) -> web.Response:
         self._originator_and_body(payload)
         self._check_request_codes([payload])
         code = self._phone_error(payload)
@@ -331,7 +336,7 @@ class BsgSimulator:
             raise BsgError(code)
         self._check_money(1)
         msisdn = _as_text(payload["msisdn"]) or ""
-        stored = self._accept(msisdn, _as_text(payload["reference"]) or "")
+        stored = self._accept(msisdn, _as_text(payload["reference"]) or "", validity)
         entry = self._accepted_entry(stored)
         if self.state.config.bsg_wrapped_single:
             return json_response({"result": entry})
@@ -385,7 +390,7 @@ class BsgSimulator:
         if self.spent + messages * config.bsg_price > config.bsg_balance + 1e-9:
             raise BsgError(8)
 
-    def _accept(self, msisdn: str, reference: str) -> StoredMessage:
+    def _accept(self, msisdn: str, reference: str, validity_hours: int) -> StoredMessage:
         state = self.state
         message_id = self.next_message_id
         self.next_message_id += 1
@@ -396,6 +401,7 @@ class BsgSimulator:
         self.by_reference[reference] = stored
         self.spent += price
         state.counters.count_accepted(msisdn, reference)
+        state.counters.validity_s_by_id[str(message_id)] = validity_hours * 3600
         return stored
 
     def _accepted_entry(self, stored: StoredMessage) -> dict[str, Any]:

@@ -164,6 +164,14 @@ class ProviderCounters(msgspec.Struct, kw_only=True):
     dlr_ok: int = 0  # reports the receiver took
     dlr_failed: int = 0  # reports given up after every retry
     dlr_retried: int = 0
+    # Requests refused whole for what they held together, by rule: a repeated msisdn
+    # (BSG 31), a repeated phone and text (SMS Club 453). A client that batches as the
+    # provider wants never meets these.
+    refused_whole: dict[str, int] = msgspec.field(default_factory=dict)
+    # The validity each accepted message was given, in seconds, by the id the provider
+    # answered with: BSG's `validity` hours (72 where the request gave none), SMS Club's
+    # `lifetime` minutes (where the request gave one).
+    validity_s_by_id: dict[str, int] = msgspec.field(default_factory=dict)
     # Status polls of one message sooner after the previous one than the provider allows
     # (BSG: `bsg_poll_abuse_s`), one per message per poll, whatever endpoint asked.
     poll_abuse: int = 0
@@ -187,6 +195,9 @@ class ProviderCounters(msgspec.Struct, kw_only=True):
 
     def count_fault(self, kind: str) -> None:
         self.faults[kind] = self.faults.get(kind, 0) + 1
+
+    def count_refused_whole(self, rule: str) -> None:
+        self.refused_whole[rule] = self.refused_whole.get(rule, 0) + 1
 
 
 class CallbackJob(NamedTuple):

@@ -3,7 +3,8 @@
 Every call is `POST /sms/<method>` with a Bearer token and a JSON body. Replies wrap their
 data in {"success_request": {"info": ..., "add_info": ...}}; 400 is a field validation
 error in the same wrapper; 401, 405, 429 (more than 9 requests a second), 453 (the same
-phone and text again within 2 minutes) and 5xx carry the framework's error body
+phone and text again within 2 minutes, or twice in one request: the whole request is
+refused, issue 17) and 5xx carry the framework's error body
 {"name", "message", "code", "status"}. No push reports: `/sms/status` shows ENROUTE until
 the delivery delay has passed on the injected clock, then the final state.
 """
@@ -149,9 +150,14 @@ class SmsClubSimulator:
         source = payload.get("src_addr")
         if not isinstance(source, str) or not source.strip() or len(source) > 11:
             return self._validation_error("src_addr", "Src Addr is invalid.")
-        return self._accept(phones, message)
+        lifetime = payload.get("lifetime")
+        if lifetime is not None and (
+            not isinstance(lifetime, int) or isinstance(lifetime, bool) or lifetime < 1
+        ):
+            return self._validation_error("lifetime", "Lifetime must be a positive integer.")
+        return self._accept(phones, message, lifetime)
 
-    def _accept(self, raw_phones: list[Any], message: str) -> web.Response:
+    def _accept(self, raw_phones: list[Any], message: str, lifetime: int | None) -> web.Response:
         state = self.state
         counters = state.counters
         config = state.config
@@ -162,6 +168,10 @@ class SmsClubSimulator:
             for value in raw_phones
             if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
         ]
+        if len(set(phones)) < len(phones):
+            # One phone twice with the one text of a request: SMS Club refuses all of it.
+            counters.count_refused_whole("repeated_phone_text")
+            return self.error_reply(453)
         window = config.smsclub_duplicate_window_s
         if window > 0:
             recent = self.recent
@@ -198,6 +208,8 @@ class SmsClubSimulator:
                 self.recent.pop((phone, message), None)
                 self.recent[(phone, message)] = now
             counters.count_accepted(phone)
+            if lifetime is not None:
+                counters.validity_s_by_id[message_id] = lifetime * 60
             info[message_id] = phone
         reply: dict[str, dict[str, str]] = {}
         if info:

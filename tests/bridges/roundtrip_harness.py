@@ -69,8 +69,9 @@ def outbound(
     )
 
 
-def retried(batch: Sequence[OutboundMessage]) -> list[OutboundMessage]:
-    """The same messages on their next attempt (same reference, attempt + 1)."""
+def retried(batch: Sequence[OutboundMessage], *, maybe_sent: bool = True) -> list[OutboundMessage]:
+    """The same messages on their next attempt (same reference, attempt + 1). `maybe_sent`:
+    the last attempt may have reached the provider (a lost reply), as dispatch says."""
     return [
         OutboundMessage(
             msg_id=message.msg_id,
@@ -83,6 +84,7 @@ def retried(batch: Sequence[OutboundMessage]) -> list[OutboundMessage]:
             dlr=message.dlr,
             validity_s=message.validity_s,
             attempt=message.attempt + 1,
+            maybe_sent=maybe_sent,
         )
         for message in batch
     ]

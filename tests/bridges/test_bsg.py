@@ -456,6 +456,76 @@ def test_reference_exists_means_the_first_attempt_went_through(error: object) ->
     assert BsgDriver(SETTINGS).parse_send(PAIR[:1], json_reply(body)) == [Submitted(None)]
 
 
+MSISDN_REPEATED = {"error": "31", "errorDescription": "Msisdn repeated in one request"}
+
+
+def test_a_request_refused_whole_for_a_repeated_msisdn_is_a_retry_for_each() -> None:
+    # Issue 17: BSG refuses the whole request (31) for two phones alike; nothing of it
+    # was sent, so every message gets a retry, and resends travel alone.
+    batch = [*PAIR, outbound("+380972000001", "12erdgn1")]
+    outcomes = BsgDriver(SETTINGS).parse_send(batch, json_reply(MSISDN_REPEATED))
+    assert len(outcomes) == 3
+    for outcome in outcomes:
+        assert isinstance(outcome, RetryLater)
+        assert outcome.code == "31"
+        assert outcome.reason == (
+            "the same phone number appears twice in one BSG request (BSG: Msisdn repeated "
+            "in one request); BSG refused the whole request, nothing of it was sent"
+        )
+
+
+@pytest.mark.parametrize("code", [21, 22, 23, 27, 31])
+def test_request_level_codes_of_one_messages_field_are_retries_in_a_request_of_many(
+    code: int,
+) -> None:
+    body = {"error": code, "errorDescription": "described"}
+    outcomes = BsgDriver(SETTINGS).parse_send(PAIR, json_reply(body))
+    assert [(type(o), getattr(o, "code", None)) for o in outcomes] == [(RetryLater, str(code))] * 2
+
+
+@pytest.mark.parametrize(
+    ("code", "batch", "kind"),
+    [
+        # The originator and body are one per request in phones mode: a refusal of them
+        # is every message's own, final.
+        (25, PAIR, Rejected),
+        (26, PAIR, Rejected),
+        # In individual mode each message has its own: one of them may be at fault.
+        (25, [PAIR[0], outbound("+380972000002", "b", sender="Other")], RetryLater),
+        (26, [PAIR[0], outbound("+380972000002", "b", text="other text")], RetryLater),
+        # Codes about what the request shares stay final for all.
+        (28, PAIR, Rejected),
+        (24, PAIR, Rejected),
+    ],
+    ids=["25-shared", "26-shared", "25-individual", "26-individual", "28", "24"],
+)
+def test_originator_and_text_refusals_are_retries_only_where_the_messages_differ(
+    code: int, batch: list[OutboundMessage], kind: type[Outcome]
+) -> None:
+    outcomes = BsgDriver(SETTINGS).parse_send(batch, json_reply({"error": code}))
+    assert [type(outcome) for outcome in outcomes] == [kind, kind]
+
+
+def test_a_message_alone_gets_the_code_for_itself() -> None:
+    driver = BsgDriver(SETTINGS)
+    assert [type(o) for o in driver.parse_send(PAIR[:1], json_reply(MSISDN_REPEATED))] == [Rejected]
+    reference_exists = {"error": 23, "errorDescription": "Reference already exists"}
+    assert driver.parse_send(PAIR[:1], json_reply(reference_exists)) == [Submitted(None)]
+
+
+def test_per_phone_31_stays_with_its_message() -> None:
+    per_phone = {
+        "result": [
+            {"reference": "12erdgm9", "id": "12345", "error": 0, "price": 0.02},
+            {"reference": "12erdgn0", "error": 31},
+        ],
+        "error": 0,
+    }
+    outcomes = BsgDriver(SETTINGS).parse_send(PAIR, json_reply(per_phone))
+    assert outcomes[0] == Submitted("12345", 0.02, None)
+    assert isinstance(outcomes[1], Rejected)
+
+
 @pytest.mark.parametrize(
     ("status", "kind"),
     [(500, RetryLater), (502, RetryLater), (503, RetryLater), (404, RetryLater), (429, Throttled)],

@@ -331,19 +331,46 @@ def test_parse_send_success_bodies(
         (503, "Service Unavailable", RetryLater, "dsc's gateway failed"),
     ],
 )
-def test_parse_send_error_statuses_apply_to_every_message(
+def test_parse_send_error_statuses_of_one_message(
     status: int, message_text: str, expected_type: type[Outcome], reason_start: str
 ) -> None:
     body: dict[str, object] = {"status": "error", "message": message_text}
     if status == 500:
         body["http_code"] = 500
-    outcomes = driver().parse_send(TWO, json_reply(status, body))
-    assert len(outcomes) == 2
+    outcomes = driver().parse_send(TWO[:1], json_reply(status, body))
+    assert len(outcomes) == 1
     for outcome in outcomes:
         assert isinstance(outcome, expected_type)
         assert isinstance(outcome, Rejected | RetryLater)
         assert outcome.code == str(status)
         assert outcome.reason == f"{reason_start}: {message_text}"
+
+
+@pytest.mark.parametrize(
+    ("status", "message_text"),
+    [
+        (400, "Invalid phone numbers: 250782589801"),
+        (400, "The message field is required."),
+        (429, "You have reached the daily SMS limit for testing mode."),
+    ],
+)
+def test_a_refusal_of_a_whole_request_of_many_is_a_retry_for_each(
+    status: int, message_text: str
+) -> None:
+    # PROVIDERS.md "dsc": one bad number rejects the whole request, and the testing-mode
+    # limit refuses a request that would pass it. Nothing was sent; alone, each message
+    # gets its own answer (engine.scheduler sends every resend alone).
+    outcomes = driver().parse_send(
+        TWO, json_reply(status, {"status": "error", "message": message_text})
+    )
+    assert len(outcomes) == 2
+    for outcome in outcomes:
+        assert isinstance(outcome, RetryLater)
+        assert outcome.code == str(status)
+        assert message_text in outcome.reason
+        assert "whole request of 2" in outcome.reason
+    error_at_200 = json_reply(200, {"status": "error", "message": message_text})
+    assert {type(outcome) for outcome in driver().parse_send(TWO, error_at_200)} == {RetryLater}
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from tests.bridges.roundtrip_harness import (
     QUICK_DLR_DELAY_S,
     outbound,
     receiving_callbacks,
+    retried,
     round_trip,
     tampered,
 )
@@ -101,21 +102,31 @@ async def test_wrong_credentials_refuse_the_account_for_every_message() -> None:
     assert trip.counters.rejects == {"401": 1}
 
 
-async def test_testing_mode_daily_limit_rejects_the_batch_that_would_pass_it() -> None:
+async def test_testing_mode_daily_limit_refuses_the_batch_that_would_pass_it() -> None:
     config = SimulatorConfig(seed=7, dsc_testing_mode=True, dsc_daily_limit=4)
     driver = dsc_driver()
     async with round_trip("dsc", config) as trip:
         first = await trip.send(driver, [outbound(n, n_to) for n, n_to in enumerate(RWANDA)])
-        over = await trip.send(driver, [outbound(3, RWANDA[0]), outbound(4, RWANDA[1])])
+        over_batch = [outbound(3, RWANDA[0]), outbound(4, RWANDA[1])]
+        over = await trip.send(driver, over_batch)
+        # Nothing of the request was sent: alone, one still fits the day's limit.
+        alone = [
+            outcome
+            for message in retried(over_batch, maybe_sent=False)
+            for outcome in await trip.send(driver, [message])
+        ]
         trip.clock.advance(86_400)  # the limit is per day
         next_day = await trip.send(driver, [outbound(5, RWANDA[0])])
         accepted = trip.counters.accepted_total
     assert all(isinstance(outcome, Submitted) for outcome in first)
-    # PROVIDERS.md "dsc": 429 is the testing-mode daily limit, never retried.
-    assert [type(outcome) for outcome in over] == [Rejected, Rejected]
-    assert {outcome.code for outcome in over if isinstance(outcome, Rejected)} == {"429"}
+    # PROVIDERS.md "dsc": 429 refuses the whole request: a retry for each of the two ...
+    assert [(type(o), getattr(o, "code", None)) for o in over] == [(RetryLater, "429")] * 2
+    # ... and alone the first fits while the second is refused for good (never retried).
+    assert [type(outcome) for outcome in alone] == [Submitted, Rejected]
+    assert isinstance(alone[1], Rejected)
+    assert alone[1].code == "429"
     assert isinstance(next_day[0], Submitted)
-    assert accepted == 4
+    assert accepted == 5
 
 
 async def test_gateway_failure_is_retry_later_and_nothing_was_sent() -> None:

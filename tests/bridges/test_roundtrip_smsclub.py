@@ -141,13 +141,64 @@ async def test_retry_inside_the_duplicate_window_is_submitted_and_counted_once()
     async with round_trip("smsclub") as trip:
         await trip.lose_reply(smsclub_driver(), batch)
         trip.clock.advance(60.0)  # inside SMS Club's 2 minute duplicate window
-        outcomes = await trip.send(smsclub_driver(), retried(batch))
+        # Resends travel alone (engine.scheduler), each after a lost reply (maybe sent).
+        outcomes = [
+            outcome
+            for message in retried(batch)
+            for outcome in await trip.send(smsclub_driver(), [message])
+        ]
         counters = trip.counters
     # PROVIDERS.md "smsclub" Retry: a 453 after a retry means the first attempt went
     # through: submitted with no id, never a failure and never a second send.
     assert outcomes == [Submitted(None)] * 3
     assert counters.accepted_by_recipient == {phone[1:]: 1 for phone in PHONES[:3]}
-    assert counters.rejects == {"453": 1}
+    assert counters.rejects == {"453": 3}
+
+
+async def test_a_phone_and_text_twice_in_one_request_is_453_for_all_then_each_alone() -> None:
+    # Issue 17: SMS Club refuses the whole request. septet's queue never batches one
+    # destination twice; should a request hold it anyway, every message is told to
+    # retry (nothing was sent) and alone each gets its own answer, sent once.
+    driver = smsclub_driver()
+    repeated = [outbound(0, PHONES[0]), outbound(1, PHONES[1]), outbound(2, PHONES[0])]
+    async with round_trip("smsclub", SimulatorConfig(seed=7, smsclub_duplicate_window_s=0)) as trip:
+        whole = await trip.send(driver, repeated)
+        assert trip.counters.accepted_total == 0
+        alone = [
+            outcome
+            for message in retried(repeated, maybe_sent=False)
+            for outcome in await trip.send(driver, [message])
+        ]
+        counters = trip.counters
+    assert [(type(o), getattr(o, "code", None)) for o in whole] == [(RetryLater, "453")] * 3
+    assert [type(outcome) for outcome in alone] == [Submitted] * 3
+    assert counters.refused_whole == {"repeated_phone_text": 1}
+    assert counters.accepted_by_recipient == {PHONES[0][1:]: 2, PHONES[1][1:]: 1}
+
+
+async def test_after_a_whole_request_453_the_genuine_duplicate_alone_is_rejected() -> None:
+    # A request of three, one of them the same phone and text as a message sent a minute
+    # before: SMS Club refuses all three. Alone, the other two go out and the duplicate is
+    # refused: it never went out itself, so its 453 is not "my first attempt went through".
+    driver = smsclub_driver()
+    async with round_trip("smsclub") as trip:
+        earlier = await trip.send(driver, [outbound(9, PHONES[1], "Your order is ready")])
+        trip.clock.advance(60.0)
+        batch = batch_of(3)
+        whole = await trip.send(driver, batch)
+        alone = [
+            outcome
+            for message in retried(batch, maybe_sent=False)
+            for outcome in await trip.send(driver, [message])
+        ]
+        counters = trip.counters
+    assert earlier == [Submitted("106")]
+    assert {type(outcome) for outcome in whole} == {RetryLater}
+    assert [type(outcome) for outcome in alone] == [Submitted, Rejected, Submitted]
+    assert isinstance(alone[1], Rejected)
+    assert alone[1].code == "453"
+    assert counters.accepted_by_recipient == {PHONES[0][1:]: 1, PHONES[1][1:]: 1, PHONES[2][1:]: 1}
+    assert counters.refused_whole == {}  # a duplicate window, not a batching refusal
 
 
 async def test_a_first_attempt_inside_the_duplicate_window_is_rejected() -> None:

@@ -94,6 +94,7 @@ def test_driver_satisfies_the_contract() -> None:
     assert (CAPABILITIES.max_recipients, CAPABILITIES.distinct_texts) == (100, False)
     assert (CAPABILITIES.delivery, CAPABILITIES.idempotency) == ("poll", "duplicate-window")
     assert CAPABILITIES.max_status_ids == 100
+    assert CAPABILITIES.validity_per_request  # one `lifetime` per request
 
 
 @pytest.mark.parametrize("credentials", [{}, {"token": ""}, {"api_key": "demo"}])
@@ -310,31 +311,47 @@ def test_error_statuses(reply: HttpReply, expected: Outcome) -> None:
     assert SmsClubDriver(SETTINGS).parse_send(TRIO[:2], reply) == [expected, expected]
 
 
-@pytest.mark.parametrize(
-    ("attempts", "expected_kinds"),
-    [
-        ([1], [Rejected]),
-        ([2], [Submitted]),
-        ([5], [Submitted]),
-        ([1, 2], [Rejected, Submitted]),
-    ],
+DUPLICATE = error_body(453, "Duplicate message.")
+GENUINE_DUPLICATE = Rejected(
+    "453", "SMS Club saw the same message within 2 minutes: Duplicate message."
 )
-def test_duplicate_453_means_submitted_only_on_a_retry(
-    attempts: list[int], expected_kinds: list[type[Outcome]]
+
+
+@pytest.mark.parametrize(
+    ("attempt", "maybe_sent", "expected"),
+    [
+        # A first attempt: the client sent the same message twice within 2 minutes.
+        (1, False, GENUINE_DUPLICATE),
+        # A resend after an attempt that may have reached SMS Club (a lost reply): that
+        # attempt went through (PROVIDERS.md "smsclub" Retry).
+        (2, True, Submitted(provider_id=None)),
+        (5, True, Submitted(provider_id=None)),
+        # A resend after a request SMS Club refused whole: nothing of this message went
+        # out, so the 453 is about another message, a genuine duplicate.
+        (2, False, GENUINE_DUPLICATE),
+    ],
+    ids=["first-attempt", "resend-maybe-sent", "late-resend-maybe-sent", "resend-never-sent"],
+)
+def test_duplicate_453_alone_means_submitted_only_where_an_attempt_may_have_gone_out(
+    attempt: int, maybe_sent: bool, expected: Outcome
 ) -> None:
-    batch = [
-        outbound(f"+38098936113{i}", f"r{i}", attempt=attempt) for i, attempt in enumerate(attempts)
-    ]
-    body = error_body(453, "Duplicate message.")
-    outcomes = SmsClubDriver(SETTINGS).parse_send(batch, json_reply(body, 453))
-    assert [type(o) for o in outcomes] == expected_kinds
+    message = msgspec.structs.replace(outbound(attempt=attempt), maybe_sent=maybe_sent)
+    outcomes = SmsClubDriver(SETTINGS).parse_send([message], json_reply(DUPLICATE, 453))
+    assert outcomes == [expected]
+
+
+@pytest.mark.parametrize("maybe_sent", [False, True])
+def test_duplicate_453_for_a_request_of_many_is_a_retry_for_each(maybe_sent: bool) -> None:
+    # SMS Club refuses the whole request (a phone and text repeated in it, or one sent
+    # within 2 minutes before) and says not which: nothing was sent, each goes alone.
+    batch = [msgspec.structs.replace(message, maybe_sent=maybe_sent) for message in TRIO]
+    outcomes = SmsClubDriver(SETTINGS).parse_send(batch, json_reply(DUPLICATE, 453))
+    assert len(outcomes) == 3
     for outcome in outcomes:
-        if isinstance(outcome, Submitted):
-            assert outcome == Submitted(provider_id=None)
-        else:
-            assert outcome == Rejected(
-                "453", "SMS Club saw the same message within 2 minutes: Duplicate message."
-            )
+        assert isinstance(outcome, RetryLater)
+        assert outcome.code == "453"
+        assert "nothing was sent" in outcome.reason
+        assert "Duplicate message." in outcome.reason
 
 
 @pytest.mark.parametrize(

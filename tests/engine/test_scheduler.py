@@ -2,23 +2,39 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections import deque
 from collections.abc import Collection
 
 import anyio
 import pytest
 
+from bridges.base import Capabilities
+from bridges.bsg import CAPABILITIES as BSG_CAPABILITIES
+from bridges.dsc import DscDriver
+from bridges.smsclub import CAPABILITIES as SMSCLUB_CAPABILITIES
 from engine.models import Message
-from engine.scheduler import BridgeQueue, Scheduler
+from engine.scheduler import VALIDITY_SLOT_S, BridgeQueue, Scheduler, take_distinct
+
+# A fresh destination for every message made without one, so only the tests about
+# repeated destinations have any.
+_numbers = itertools.count()
 
 
-def make(msg_id: str, text: str = "hi", priority: int = 0, sender: str | None = "ACME") -> Message:
+def make(
+    msg_id: str,
+    text: str = "hi",
+    priority: int = 0,
+    sender: str | None = "ACME",
+    to: str | None = None,
+) -> Message:
     return Message(
         msg_id=msg_id,
         reference=f"r-{msg_id}",
         origin="test",
         client_ref=None,
-        to="+250788000000",
+        to=to or f"+25078{next(_numbers):07d}",
         sender=sender,
         text=text,
         encoding="GSM-7",
@@ -51,9 +67,20 @@ async def test_batches_group_same_text_and_sender_up_to_the_limit() -> None:
 
 
 @pytest.mark.anyio
-async def test_resends_travel_alone_where_the_provider_refuses_whole_requests() -> None:
-    # SMS Club answers one 453 for a whole request: a resend must not share it.
-    queue = BridgeQueue("smsclub", 100, isolate_resends=True)
+@pytest.mark.parametrize(
+    "queue",
+    [
+        BridgeQueue("smsclub", 100),
+        BridgeQueue("bsg", 100, distinct_texts=True),
+        BridgeQueue("dsc", 100),
+        # A caller written before every resend travelled alone still gets that.
+        BridgeQueue("dsc", 100, isolate_resends=False),
+    ],
+    ids=["smsclub", "bsg", "dsc", "dsc-old-caller"],
+)
+async def test_resends_travel_alone_on_every_bridge(queue: BridgeQueue) -> None:
+    # A provider that refuses a whole request because of one member (BSG 31, SMS Club
+    # 453, dsc 400) tells every member to retry; alone, each gets its own answer.
     first = [make(str(i)) for i in range(1, 4)]
     resends = [make(str(i)) for i in range(4, 6)]
     for message in resends:
@@ -63,11 +90,170 @@ async def test_resends_travel_alone_where_the_provider_refuses_whole_requests() 
     batches = [[m.msg_id for m in await queue.take_batch(100)] for _ in range(3)]
     assert sorted(batches) == [["1", "2", "3"], ["4"], ["5"]]
     assert len(queue) == 0
-    # Elsewhere a resend batches with everything else of its text.
-    plain = BridgeQueue("dsc", 100)
-    for message in [first[0], resends[0], first[1]]:
-        plain.put_nowait(message)
-    assert [m.msg_id for m in await plain.take_batch(100)] == ["1", "4", "2"]
+
+
+# ── one destination once per batch ────────────────────────────────────────────────
+
+
+async def batch_ids(queue: BridgeQueue, limit: int = 100) -> list[str]:
+    return [message.msg_id for message in await queue.take_batch(limit)]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("distinct_texts", [False, True], ids=["one-text", "bsg-individual"])
+async def test_a_destination_is_in_a_batch_once_and_its_repeat_waits_in_order(
+    distinct_texts: bool,
+) -> None:
+    # BSG refuses a request naming one msisdn twice (31), SMS Club one with a phone and
+    # text twice (453); dsc and Route Mobile answer per recipient, matched by number.
+    queue = BridgeQueue("bsg", 100, distinct_texts=distinct_texts)
+    x, y, z = "+447700900001", "+447700900002", "+447700900003"
+    for msg_id, to in [("x1", x), ("y1", y), ("x2", x), ("y2", y), ("z1", z), ("x3", x)]:
+        queue.put_nowait(make(msg_id, to=to))
+    assert await batch_ids(queue) == ["x1", "y1", "z1"]
+    assert await batch_ids(queue) == ["x2", "y2"]
+    assert await batch_ids(queue) == ["x3"]
+    assert len(queue) == 0
+    assert queue.room() == queue.capacity
+
+
+@pytest.mark.anyio
+async def test_the_batch_limit_counts_distinct_destinations_and_later_ones_keep_their_place() -> (
+    None
+):
+    queue = BridgeQueue("dsc", 100)
+    x = "+250788000001"
+    order = [("x1", x), ("a", None), ("x2", x), ("b", None), ("c", None), ("x3", x)]
+    for msg_id, to in order:
+        queue.put_nowait(make(msg_id, to=to))
+    assert await batch_ids(queue, 2) == ["x1", "a"]
+    assert await batch_ids(queue, 2) == ["x2", "b"]
+    assert await batch_ids(queue, 2) == ["c", "x3"]
+
+
+@pytest.mark.anyio
+async def test_linger_companions_skip_a_destination_already_in_the_batch() -> None:
+    queue = BridgeQueue("dsc", 100)
+    x = "+250788000001"
+    queue.put_nowait(make("x1", to=x))
+
+    async def late() -> None:
+        await anyio.wait_all_tasks_blocked()
+        queue.put_nowait(make("x2", to=x))
+        queue.put_nowait(make("y1"))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(late)
+        batch = await queue.take_batch(10, linger_s=5.0)
+    assert [m.msg_id for m in batch] == ["x1", "y1"]
+    assert "x2" in queue
+    assert await batch_ids(queue) == ["x2"]
+
+
+class CountingDeque(deque[Message]):
+    """A bucket that counts how many messages were taken off its front."""
+
+    popped = 0
+
+    def popleft(self) -> Message:
+        self.popped += 1
+        return super().popleft()
+
+
+def test_a_long_run_of_one_destination_costs_in_proportion_to_the_batch() -> None:
+    # 10,000 messages to one number ahead of others: each batch looks at no more than
+    # twice its limit, however long the run.
+    bucket = CountingDeque(make(str(i), to="+250788000001") for i in range(10_000))
+    bucket.extend(make(f"other{i}") for i in range(5))
+    batch: list[Message] = []
+    take_distinct(bucket, 100, batch, set())
+    assert [m.msg_id for m in batch] == ["0"]
+    assert bucket.popped <= 2 * 100 + 1
+    assert len(bucket) == 10_004
+    assert [m.msg_id for m in itertools.islice(bucket, 3)] == ["1", "2", "3"]  # in order
+
+
+# ── what the request carries once: sender, encoding, flash, validity ─────────────
+
+
+@pytest.mark.anyio
+async def test_sender_encoding_flash_and_report_flag_split_batches_of_one_text() -> None:
+    queue = BridgeQueue("routemobile", 100)
+    plain = make("plain")
+    other_sender = make("sender", sender="OTHER")
+    ucs2 = make("ucs2")
+    ucs2.encoding = "UCS-2"
+    flash = make("flash")
+    flash.flash = True
+    no_report = make("no-report")
+    no_report.dlr = False
+    for message in [plain, other_sender, ucs2, flash, no_report, make("plain2")]:
+        queue.put_nowait(message)
+    batches = sorted([await batch_ids(queue) for _ in range(5)])
+    assert batches == [["flash"], ["no-report"], ["plain", "plain2"], ["sender"], ["ucs2"]]
+
+
+@pytest.mark.anyio
+async def test_bsg_individual_batches_mix_texts_and_senders_but_not_flash() -> None:
+    queue = BridgeQueue.for_capabilities("bsg", 100, BSG_CAPABILITIES)
+    flash = make("flash", "c")
+    flash.flash = True
+    for message in [make("1", "a", sender="X"), flash, make("2", "b", sender="Y")]:
+        queue.put_nowait(message)
+    assert await batch_ids(queue) == ["1", "2"]
+    assert await batch_ids(queue) == ["flash"]
+
+
+def with_validity(msg_id: str, expires_at: float | None) -> Message:
+    message = make(msg_id)
+    message.expires_at = expires_at
+    return message
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "capabilities", [BSG_CAPABILITIES, SMSCLUB_CAPABILITIES], ids=["bsg", "smsclub"]
+)
+async def test_one_validity_per_request_batches_by_validity(capabilities: Capabilities) -> None:
+    # BSG takes one `validity`, SMS Club one `lifetime` per request, and the driver sends
+    # the batch's shortest: a 1-hour line must not shorten a 72-hour one (issue 17).
+    queue = BridgeQueue.for_capabilities("bridge", 100, capabilities)
+    now = 1_000_020.0  # a slot starts at 1_000_020 (a multiple of 60)
+    messages = [
+        with_validity("none-1", None),
+        with_validity("hour-1", now + 3600),
+        with_validity("day-1", now + 86_400),
+        with_validity("none-2", None),
+        with_validity("hour-2", now + 3600 + VALIDITY_SLOT_S / 2),  # the same slot
+        with_validity("hour-next-slot", now + 3600 + VALIDITY_SLOT_S),
+    ]
+    for message in messages:
+        queue.put_nowait(message)
+    batches = sorted([await batch_ids(queue) for _ in range(4)])
+    assert batches == [["day-1"], ["hour-1", "hour-2"], ["hour-next-slot"], ["none-1", "none-2"]]
+
+
+@pytest.mark.anyio
+async def test_a_request_without_validity_batches_across_validities() -> None:
+    queue = BridgeQueue.for_capabilities("dsc", 100, DscDriver.capabilities)
+    for message in [
+        with_validity("a", None),
+        with_validity("b", 5000.0),
+        with_validity("c", 90_000.0),
+    ]:
+        queue.put_nowait(message)
+    assert await batch_ids(queue) == ["a", "b", "c"]
+
+
+@pytest.mark.anyio
+async def test_by_default_every_queue_batches_by_validity() -> None:
+    # Without the driver's word (a caller that builds the queue by hand), validity is
+    # keyed: right for every provider, a cost in batching only.
+    queue = BridgeQueue("dsc", 100)
+    for message in [with_validity("a", None), with_validity("b", 5000.0), with_validity("c", None)]:
+        queue.put_nowait(message)
+    assert await batch_ids(queue) == ["a", "c"]
+    assert await batch_ids(queue) == ["b"]
 
 
 @pytest.mark.anyio

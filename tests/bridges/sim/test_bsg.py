@@ -216,7 +216,7 @@ async def test_bulk_per_phone_errors_keep_the_others() -> None:
         "phones": [
             {"msisdn": "380972000001", "reference": "a1"},
             {"msisdn": "38097", "reference": "a2"},
-            {"msisdn": "380972000001", "reference": "a3"},
+            {"msisdn": "380972000003", "reference": "a3"},
             {"msisdn": "380972000004", "reference": "a1"},
             {"msisdn": "380972000005"},
         ],
@@ -224,12 +224,44 @@ async def test_bulk_per_phone_errors_keep_the_others() -> None:
     async with running(["bsg"]) as sim, aiohttp.ClientSession(sim.url) as http:
         reply = await create(http, payload)
     assert reply["error"] == "0"
-    assert [entry["error"] for entry in reply["result"]] == ["0", "21", "31", "23", "22"]
-    for entry in reply["result"][1:]:
+    assert [entry["error"] for entry in reply["result"]] == ["0", "21", "0", "23", "22"]
+    for entry in reply["result"][3:] + reply["result"][1:2]:
         assert "id" not in entry
         assert "price" not in entry
-    assert reply["total_price"] == "0.02"
-    assert sim.counters("bsg")["accepted_total"] == 1
+    assert reply["total_price"] == "0.04"
+    assert sim.counters("bsg")["accepted_total"] == 2
+
+
+@pytest.mark.parametrize("shape", ["phones", "individual"])
+async def test_one_msisdn_twice_in_a_request_refuses_all_of_it_with_31(shape: str) -> None:
+    # Issue 17: BSG refuses the whole request ("msisdn repeated") and sends none of it;
+    # `+` or not, it is the same number.
+    template = SEED_BULK if shape == "phones" else SEED_INDIVIDUAL
+    phones = [dict(phone) for phone in template["phones"]]  # type: ignore[attr-defined]
+    phones.append({**phones[0], "msisdn": "+" + phones[0]["msisdn"], "reference": "again"})
+    async with running(["bsg"]) as sim, aiohttp.ClientSession(sim.url) as http:
+        refused = await create(http, {**template, "phones": phones})
+        apart = await create(http, {**template, "phones": phones[:2]})
+    assert refused == {"error": "31", "errorDescription": "Msisdn repeated in one request"}
+    assert apart["error"] == "0"
+    counters = sim.counters("bsg")
+    assert counters["refused_whole"] == {"repeated_msisdn": 1}
+    assert counters["accepted_total"] == 2  # the second request only
+
+
+async def test_the_validity_each_message_got_is_counted_by_id() -> None:
+    # One `validity` per request (hours); without one BSG applies its 72.
+    bulk = {**SEED_BULK, "validity": 5}
+    single = {key: value for key, value in SEED_SINGLE.items() if key != "validity"}
+    async with running(["bsg"]) as sim, aiohttp.ClientSession(sim.url) as http:
+        with_validity = await create(http, bulk)
+        without = await create(http, single)
+    ids = [entry["id"] for entry in with_validity["result"]] + [without["id"]]
+    assert sim.counters("bsg")["validity_s_by_id"] == {
+        ids[0]: 5 * 3600,
+        ids[1]: 5 * 3600,
+        ids[2]: 72 * 3600,
+    }
 
 
 async def test_more_than_50_phones_is_12() -> None:

@@ -169,6 +169,40 @@ async def test_same_phone_and_text_within_2_minutes_is_453(clock: FakeClock) -> 
     assert sim.counters("smsclub")["accepted_by_recipient"] == {"380989361131": 3}
 
 
+@pytest.mark.parametrize("window_s", [120.0, 0.0])
+async def test_one_phone_twice_in_a_request_is_453_for_all_of_it(
+    clock: FakeClock, window_s: float
+) -> None:
+    # Issue 17: the same phone and text twice in one request refuse the whole request,
+    # whatever the duplicate window between requests is.
+    config = SimulatorConfig(smsclub_duplicate_window_s=window_s)
+    repeated = {**SEED_SEND, "phone": ["380989361131", "380989361132", 380989361131]}
+    async with (
+        running(["smsclub"], config, clock) as sim,
+        aiohttp.ClientSession(sim.url) as http,
+    ):
+        refused = await post(http, "/sms/send", repeated, expect=453)
+        apart = await post(
+            http, "/sms/send", {**SEED_SEND, "phone": ["380989361131", "380989361132"]}
+        )
+    assert refused["status"] == 453
+    assert len(apart["success_request"]["info"]) == 2
+    counters = sim.counters("smsclub")
+    assert counters["refused_whole"] == {"repeated_phone_text": 1}
+    assert counters["accepted_total"] == 2
+
+
+async def test_lifetime_is_counted_by_id_and_checked() -> None:
+    async with running(["smsclub"]) as sim, aiohttp.ClientSession(sim.url) as http:
+        sent = await post(http, "/sms/send", {**SEED_SEND, "lifetime": 90})
+        plain = await post(http, "/sms/send", {**SEED_SEND, "message": "no lifetime"})
+        bad = await post(http, "/sms/send", {**SEED_SEND, "lifetime": "soon"}, expect=400)
+    [message_id] = sent["success_request"]["info"]
+    assert plain["success_request"]["info"]
+    assert sim.counters("smsclub")["validity_s_by_id"] == {message_id: 90 * 60}
+    assert list(bad["success_request"]["add_info"]) == ["lifetime"]
+
+
 async def test_status_calls_count_in_the_9_a_second_with_sends(clock: FakeClock) -> None:
     # Steps of 1/16 s: exact in binary, so the window's edge is where the test says.
     async with running(["smsclub"], clock=clock) as sim, aiohttp.ClientSession(sim.url) as http:
