@@ -204,6 +204,64 @@ def _refusal(
     return None if bridge_limits is None else check(bridge, bridge_limits, asked, sender, source)
 
 
+class Admitter:
+    """`admit` over one set of limits and default senders, remembering its answers: most
+    lines share their route, sender and options, and have a text shorter than any
+    bridge's limit, so the rules are checked once for all of them (engine.ingress calls
+    this for every recipient of every line)."""
+
+    __slots__ = ("_answers", "_limits", "_senders", "_shortest")
+
+    # Distinct (route, sender, options, long text) answers kept before starting afresh.
+    MAX_ANSWERS = 4096
+
+    def __init__(
+        self, limits: Mapping[str, Limits], default_senders: Mapping[str, str | None]
+    ) -> None:
+        self._limits = dict(limits)
+        self._senders = dict(default_senders)
+        # A text of at most this many units can break no bridge's text limit.
+        gsm7 = [one.gsm7_max for one in self._limits.values() if one.gsm7_max is not None]
+        ucs2 = [one.ucs2_max for one in self._limits.values() if one.ucs2_max is not None]
+        self._shortest: dict[str, int | None] = {
+            "GSM-7": min(gsm7, default=None),
+            "UCS-2": min(ucs2, default=None),
+        }
+        self._answers: dict[tuple[object, ...], tuple[str, ...] | list[Refusal]] = {}
+
+    def admit(
+        self,
+        route: tuple[str, ...],
+        *,
+        sender: str | None,
+        encoding: Encoding,
+        units: int,
+        characters: int,
+        flash: bool = False,
+        validity_s: int | None = None,
+    ) -> tuple[str, ...] | list[Refusal]:
+        """`admit(route, Asked(...), limits, default_senders)`, remembered."""
+        shortest = self._shortest[encoding]
+        # The text's length matters only where some bridge's limit could be reached.
+        length = (-1, -1) if shortest is None or units <= shortest else (units, characters)
+        key = (route, sender, encoding, length, flash, validity_s)
+        answer = self._answers.get(key)
+        if answer is None:
+            asked = Asked(
+                sender=sender,
+                encoding=encoding,
+                units=units,
+                characters=characters,
+                flash=flash,
+                validity_s=validity_s,
+            )
+            answer = admit(route, asked, self._limits, self._senders)
+            if len(self._answers) >= self.MAX_ANSWERS:
+                self._answers.clear()
+            self._answers[key] = answer
+        return answer
+
+
 def takes_message(limits: Mapping[str, Limits], message: Message, bridge: str, now: float) -> bool:
     """Whether `bridge` takes a journaled message as it would be sent there at `now`: its
     own sender, its text, its validity left. For a failover (engine.lifecycle) of a

@@ -34,7 +34,7 @@ import msgspec
 import structlog
 
 from bridges.base import Limits
-from engine.admission import Asked, admit, describe_refusals, refusal_kind
+from engine.admission import Admitter, describe_refusals, refusal_kind
 from engine.journal import Duplicate, JournalError
 from engine.models import (
     Accepted,
@@ -117,7 +117,7 @@ class LinePreparer:
         self._max_text = max_text_chars
         self._max_recipients = max_recipients
         self._region = default_region
-        self._limits: Mapping[str, Limits] = limits or {}
+        self._admitter = Admitter(limits, default_senders) if limits else None
 
     def prepare(self, line: bytes, origin: str, now: float) -> list[Message] | LineError:
         try:
@@ -161,17 +161,7 @@ class LinePreparer:
             segmentation = segment_text(text)
         except ValueError as error:
             return LineError(str(error), ref, "text")
-        asked = Asked(
-            sender=sub.sender,
-            encoding=segmentation.encoding,
-            units=segmentation.units,
-            characters=len(text),
-            flash=sub.flash,
-            validity_s=sub.validity_s,
-        )
-        # Route -> the bridges of it that take this line's message (the same for every
-        # recipient with that route, so checked once per line and route).
-        admitted: dict[tuple[str, ...], tuple[str, ...]] = {}
+        admitter = self._admitter
         messages: list[Message] = []
         for raw in recipients:
             try:
@@ -179,12 +169,21 @@ class LinePreparer:
                 route = self._router.route(to, sub.route)
             except (InvalidNumber, UnknownRoute) as error:
                 return LineError(str(error), ref, "destination")
-            bridges = admitted.get(route)
-            if bridges is None:
-                taken = admit(route, asked, self._limits, self._senders) if self._limits else route
+            bridges = route
+            if admitter is not None:
+                # The bridges of the route that take the message (engine.admission).
+                taken = admitter.admit(
+                    route,
+                    sender=sub.sender,
+                    encoding=segmentation.encoding,
+                    units=segmentation.units,
+                    characters=len(text),
+                    flash=sub.flash,
+                    validity_s=sub.validity_s,
+                )
                 if isinstance(taken, list):
                     return LineError(describe_refusals(taken), ref, refusal_kind(taken[0]))
-                bridges = admitted[route] = taken
+                bridges = taken
             bridge = bridges[0]
             try:
                 cost = message_cost(self._prices[bridge], to, segmentation.segments)

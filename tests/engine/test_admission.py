@@ -9,6 +9,7 @@ import pytest
 from bridges.base import Limits
 from bridges.registry import DRIVER_LIMITS
 from engine.admission import (
+    Admitter,
     Asked,
     FlashUnsupported,
     Refusal,
@@ -374,3 +375,48 @@ def test_a_journaled_message_is_checked_as_it_would_be_sent_on_failover(
     now = ACCEPTED_AT + hours_later * 3600
     assert takes_message(LIMITS, message, "bsg", now) is bsg_takes_it
     assert takes_message(LIMITS, message, "unlimited", now)
+
+
+# ── Admitter: admit, remembered ─────────────────────────────────────────────────
+
+
+def test_the_admitter_answers_as_admit_does() -> None:
+    admitter = Admitter(LIMITS, SENDERS)
+    for route in (("bsg", "routemobile"), ("smsclub", "bsg"), ("dsc", "routemobile")):
+        for text in ("Hello", "x" * 765, "x" * 766, "ж" * 356, "€" * 383):
+            for sender in (None, "VERYLONGSEND", "380501234567", "+447700900123"):
+                for flash in (False, True):
+                    message = asked(text, sender=sender, flash=flash, validity_s=80 * 3600)
+                    remembered = admitter.admit(
+                        route,
+                        sender=message.sender,
+                        encoding=message.encoding,
+                        units=message.units,
+                        characters=message.characters,
+                        flash=message.flash,
+                        validity_s=message.validity_s,
+                    )
+                    assert remembered == admit(route, message, LIMITS, SENDERS)
+
+
+def test_the_admitter_tells_long_texts_apart_and_short_ones_not() -> None:
+    admitter = Admitter(LIMITS, SENDERS)
+    route = ("bsg",)
+
+    def text_of(units: int, characters: int) -> tuple[str, ...] | list[Refusal]:
+        return admitter.admit(
+            route, sender="ACME", encoding="GSM-7", units=units, characters=characters
+        )
+
+    assert text_of(5, 5) == text_of(765, 765) == ("bsg",)
+    assert len(admitter._answers) == 1  # a text no limit reaches: one answer for all
+    assert text_of(766, 766) == [TextTooLong("bsg", "GSM-7", 766, 765, False)]
+    assert text_of(766, 383) == [TextTooLong("bsg", "GSM-7", 766, 765, True)]
+    assert text_of(800, 800) == [TextTooLong("bsg", "GSM-7", 800, 765, False)]
+
+
+def test_the_admitter_forgets_when_full() -> None:
+    admitter = Admitter(LIMITS, SENDERS)
+    for number in range(Admitter.MAX_ANSWERS + 10):
+        admitter.admit(("bsg",), sender=f"S{number}", encoding="GSM-7", units=5, characters=5)
+    assert len(admitter._answers) <= Admitter.MAX_ANSWERS
