@@ -9,6 +9,7 @@ requests they have started, the journal commits, and the process exits 0.
 
 from __future__ import annotations
 
+import functools
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,6 +23,7 @@ import structlog
 
 from bridges.base import BridgeDriver, BridgeSettings
 from bridges.registry import build_driver
+from engine.admission import takes_message
 from engine.circuit import CircuitBreaker
 from engine.config import Settings, split_host_port
 from engine.connections import Outbox, serve_clients, serve_outbox, store_outbox_rest
@@ -194,6 +196,8 @@ async def run_daemon(
             jitter=settings.retry.jitter,
         )
         price = _pricer(settings)
+        # Failover only to a bridge whose limits the message keeps (engine.admission).
+        takes = functools.partial(takes_message, {n: d.limits for n, d in drivers.items()})
         circuits = {name: CircuitBreaker() for name in settings.bridges}
         # Where a provider has a cheap authenticated call (BSG, SMS Club balance), the
         # credentials are checked now, in the background: one line each, and a refusal
@@ -206,6 +210,7 @@ async def run_daemon(
             events,
             policy=policy,
             price=price,
+            takes=takes,
             report_timeout_s=report_timeout_s,
         )
         tg.start_soon(
@@ -240,6 +245,7 @@ async def run_daemon(
                 attempts_per_bridge=bridge.attempts_per_bridge,
                 redact=redactor.text,
                 price=price,
+                takes=takes,
                 report_timeout_s=report_timeout_s,
             )
             if drivers[name].capabilities.delivery == "poll":

@@ -112,6 +112,10 @@ def _same_price(message: Message, bridge: str) -> tuple[float, str]:
     return message.cost, message.currency
 
 
+def _takes_anything(message: Message, bridge: str, now: float) -> bool:
+    return True
+
+
 class Unsaved:
     """One request's outcomes on their way to the journal: the changes to commit, then the
     events to emit and the submits to announce once they are committed."""
@@ -152,6 +156,7 @@ class BridgeDispatcher:
         jitter: Callable[[], float] = random.random,
         redact: Callable[[str], str] = redact_text,
         price: Callable[[Message, str], tuple[float, str]] | None = None,
+        takes: Callable[[Message, str, float], bool] | None = None,
         report_timeout_s: float = lifecycle.DEFAULT_REPORT_TIMEOUT_S,
     ) -> None:
         self.name = name
@@ -179,6 +184,7 @@ class BridgeDispatcher:
         self._redact = redact
         # A failover's new cost estimate (engine.pricing); without tables, the old one.
         self._price = price or _same_price
+        self._takes = takes or _takes_anything
         self._report_timeout_s = report_timeout_s
         self.in_flight = 0
         # Set by the daemon's drain: finish what is in flight, start nothing new. What is
@@ -291,7 +297,7 @@ class BridgeDispatcher:
         for message in batch:
             if message.expires_at is not None and message.expires_at <= now:
                 steps.append(lifecycle.on_expiry(message, ctx))
-            elif circuit_open and lifecycle.can_failover(message):
+            elif circuit_open and lifecycle.can_failover(message, ctx):
                 steps.append(lifecycle.on_circuit_open(message, ctx))
             else:
                 live.append(message)
@@ -432,6 +438,7 @@ class BridgeDispatcher:
             failover_policy=self._failover_policy,
             jitter=self._jitter,
             price=self._price,
+            takes=self._takes,
             report_timeout_s=self._report_timeout_s,
             can_ask_by_reference=self.driver.capabilities.idempotency == "reference",
         )

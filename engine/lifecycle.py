@@ -389,6 +389,10 @@ class Context(msgspec.Struct, frozen=True, kw_only=True):
     report_timeout_s: float
     # A provider that can be asked about a message it may hold (BSG by reference).
     can_ask_by_reference: bool = False
+    # `takes(message, bridge, now)`: whether another bridge's limits take the message as
+    # it would be sent there (engine.admission.takes_message). A failover skips a bridge
+    # that would refuse it (or quietly alter it: flash sent plain, validity cut).
+    takes: Callable[[Message, str, float], bool] = lambda message, bridge, now: True
 
 
 def state_of(message: Message, now: float) -> State:
@@ -427,9 +431,21 @@ def report_deadline(message: Message, at: float, timeout_s: float) -> float:
 # ── Replies to a send ──────────────────────────────────────────────────────────────
 
 
-def can_failover(message: Message) -> bool:
-    """A next bridge is there, and no attempt may have reached this provider."""
-    return message.bridge_index + 1 < len(message.bridges) and not message.maybe_sent
+def next_bridge_index(message: Message, ctx: Context) -> int | None:
+    """The index of the next bridge of the route that takes the message (`ctx.takes`),
+    or None: none is left, or an attempt may have reached this provider."""
+    if message.maybe_sent:
+        return None
+    for index in range(message.bridge_index + 1, len(message.bridges)):
+        if ctx.takes(message, message.bridges[index], ctx.now):
+            return index
+    return None
+
+
+def can_failover(message: Message, ctx: Context) -> bool:
+    """A next bridge that takes the message is there, and no attempt may have reached
+    this provider."""
+    return next_bridge_index(message, ctx) is not None
 
 
 def on_reply(message: Message, outcome: Outcome, ctx: Context) -> Step:
@@ -453,7 +469,7 @@ def on_reply(message: Message, outcome: Outcome, ctx: Context) -> Step:
             ctx.now,
             ctx.jitter,
             ctx.idempotency,
-            can_failover(message),
+            can_failover(message, ctx),
         )
         step = _after_decision(message, decision, reason, ctx, kind="account", maybe_sent=False)
         step.circuit = "account"
@@ -461,7 +477,12 @@ def on_reply(message: Message, outcome: Outcome, ctx: Context) -> Step:
     kind: InputKind = "rejected" if isinstance(outcome, Rejected) else "retry_later"
     metric = "rejected" if isinstance(outcome, Rejected) else _metric_reason(outcome)
     decision = _policy(message, ctx).decide(
-        outcome, message.attempt + 1, ctx.now, ctx.jitter, ctx.idempotency, can_failover(message)
+        outcome,
+        message.attempt + 1,
+        ctx.now,
+        ctx.jitter,
+        ctx.idempotency,
+        can_failover(message, ctx),
     )
     step = _after_decision(
         message,
@@ -492,7 +513,7 @@ def on_transport_failure(
         now=ctx.now,
         jitter=ctx.jitter,
         idempotency=ctx.idempotency,
-        can_failover=can_failover(message) and not failure.maybe_sent,
+        can_failover=can_failover(message, ctx) and not failure.maybe_sent,
         first_attempt_at=first_attempt_at,
     )
     step = _after_decision(
@@ -513,7 +534,7 @@ def on_recovery(message: Message, ctx: Context) -> Step:
 
 
 def _policy(message: Message, ctx: Context) -> RetryPolicy:
-    return ctx.failover_policy if can_failover(message) else ctx.policy
+    return ctx.failover_policy if can_failover(message, ctx) else ctx.policy
 
 
 def _metric_reason(outcome: Outcome) -> str:
@@ -666,7 +687,9 @@ def _no_safe_resend_why(
 
 
 def _failover(message: Message, reason: Reason, ctx: Context, kind: str) -> Step:
-    index = message.bridge_index + 1
+    index = next_bridge_index(message, ctx)
+    if index is None:  # every caller checked can_failover first
+        raise IllegalTransition(f"message {message.msg_id} has no bridge to fail over to")
     bridge = message.bridges[index]
     cost, currency = ctx.price(message, bridge)
     return Step(
@@ -825,7 +848,7 @@ def on_expiry(message: Message, ctx: Context) -> Step:
 
 def on_circuit_open(message: Message, ctx: Context) -> Step:
     """The bridge's circuit is open and the message has a failover: move it now."""
-    if not can_failover(message):
+    if not can_failover(message, ctx):
         raise IllegalTransition(
             f"message {message.msg_id} cannot fail over: no next bridge, or it may sit at"
             f" {ctx.bridge}"

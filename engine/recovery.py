@@ -51,6 +51,7 @@ async def recover_inflight(
     price: Callable[[Message, str], tuple[float, str]],
     report_timeout_s: float,
     clock: Callable[[], float] = time.time,
+    takes: Callable[[Message, str, float], bool] = lambda message, bridge, now: True,
 ) -> dict[str, int]:
     """Carry out the lifecycle's crash-recovery step for every message left in flight;
     returns how many went each way (for the start line)."""
@@ -72,6 +73,7 @@ async def recover_inflight(
             failover_policy=policy,
             jitter=lambda: 0.5,
             price=price,
+            takes=takes,
             report_timeout_s=report_timeout_s,
             can_ask_by_reference=idempotency == "reference",
         )

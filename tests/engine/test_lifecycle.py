@@ -1719,3 +1719,34 @@ def test_changes_are_journal_changes() -> None:
     for row in ROWS:
         if row.expected is not None:
             assert {type(change) for change in row.expected.changes} <= change_types
+
+
+# ── failover only to a bridge whose limits the message keeps (engine.admission) ────
+
+
+def skipping(bridge: str) -> lifecycle.Context:
+    """A context whose limits check refuses `bridge` (as bsg refuses a flash message)."""
+    return msgspec.structs.replace(
+        context("duplicate-window"), takes=lambda message, other, now: other != bridge
+    )
+
+
+def test_failover_skips_a_bridge_whose_limits_the_message_breaks() -> None:
+    message = inflight(bridges=("smsclub", "dsc", "bsg"), flash=True)
+    step = lifecycle.on_reply(message, BAD_TOKEN, skipping("dsc"))
+    assert step.state is lifecycle.State.ACCEPTED
+    (event,) = [event for _, event in step.events if isinstance(event, FailoverEvent)]
+    assert (event.from_bridge, event.bridge) == ("smsclub", "bsg")
+    (change,) = step.changes
+    assert isinstance(change, MarkRetry)
+    assert change.bridge_index == 2
+
+
+def test_no_failover_when_no_later_bridge_takes_the_message() -> None:
+    message = inflight(flash=True)
+    assert lifecycle.can_failover(message, context("duplicate-window"))
+    assert not lifecycle.can_failover(message, skipping("bsg"))
+    step = lifecycle.on_reply(message, BAD_TOKEN, skipping("bsg"))
+    assert not [event for _, event in step.events if isinstance(event, FailoverEvent)]
+    with pytest.raises(lifecycle.IllegalTransition):
+        lifecycle.on_circuit_open(accepted(flash=True), skipping("bsg"))
