@@ -387,6 +387,10 @@ def daemon_config(
             **UNLIMITED_BRIDGE,
             **overrides.get(name, {}),
         }
+        table = bridge_tables[name]
+        # A request limiter's burst may not exceed its rate (engine.ratelimit): an override
+        # that lowers the rate alone lowers the unlimited burst with it.
+        table["requests_burst"] = min(table["requests_burst"], table["requests_per_s"])
     return {
         "journal": {"path": str(workdir / "journal.db")},
         "ingress": {
