@@ -4,10 +4,13 @@ The simulators run in their own process so their counters outlive every daemon t
 killed; the daemon runs as `python -m engine run --config FILE`, exactly as a user
 starts it, so `kill -9` hits the real thing. Every wait here is a bounded poll of
 something observable (a port that answers, a journal row count), never a fixed sleep.
+`classify` tells how a message ended (its `Fate`) from its journal row and how many
+times the providers accepted it.
 """
 
 from __future__ import annotations
 
+import enum
 import socket
 import sqlite3
 import subprocess
@@ -22,6 +25,7 @@ from typing import Any
 import httpx
 import msgspec
 
+from engine.lifecycle import STATE_OF_SMPP
 from engine.models import Message
 
 message_decoder = msgspec.msgpack.Decoder(Message)
@@ -45,8 +49,9 @@ CREDENTIALS: dict[str, str] = {
     "smsclub": 'credentials = { token = "demo" }',
 }
 
-# Journal states (engine.journal): 0 accepted, 1 inflight, 2 submitted, 3 final.
-SUBMITTED_STATE = 2
+# Journal states (engine.journal): 0 accepted, 1 inflight, 2 submitted or unconfirmed
+# (awaiting a report), 3 final.
+FINAL_STATE = 3
 
 
 def free_port() -> int:
@@ -82,6 +87,16 @@ def configure_simulators(
     httpx.post(f"{sim_url}/_sim/config", params=params, json=dict(changes)).raise_for_status()
 
 
+def provider_requests(sim_url: str) -> dict[str, int]:
+    """ "<provider> <method> <path>" -> how many requests the simulators answered there."""
+    counters = httpx.get(f"{sim_url}/_sim/counters").json()
+    return {
+        f"{name} {label}": sum(by_status.values())
+        for name, provider in counters.items()
+        for label, by_status in provider["requests"].items()
+    }
+
+
 def recipients_reached(sim_url: str) -> dict[str, int]:
     """Recipient (digits only) -> how many times any provider accepted a message for it."""
     counters = httpx.get(f"{sim_url}/_sim/counters").json()
@@ -109,9 +124,12 @@ def write_config(
     max_size_mb: float | None = None,
     timeout_s: float = 2.0,
     poll_interval_s: float = 0.5,
+    report_timeout_s: float | None = None,
 ) -> DaemonConfig:
     """A config for the four bridges against `sim_url`, on fixed free ports (a restarted
-    daemon must come back on the same ones: the simulators call back there)."""
+    daemon must come back on the same ones: the simulators call back there).
+    `report_timeout_s`: `[reports] timeout_s`, how long a message waits for its final
+    report before it ends UNKNOWN (None: the daemon's default, 72 h)."""
     journal = journal or workdir / "septet.db"
     tcp_port, http_port = free_port(), free_port()
     journal_section = f'[journal]\npath = "{journal}"\n'
@@ -124,6 +142,8 @@ def write_config(
         '[smpp]\nlisten = ""\n',
         "[retry]\nbase_s = 0.05\nmax_delay_s = 1.0\njitter = 0.1\n",
     ]
+    if report_timeout_s is not None:
+        text.append(f"[reports]\ntimeout_s = {report_timeout_s}\n")
     for name, credentials in CREDENTIALS.items():
         text.append(
             f'[bridges.{name}]\ndriver = "{name}"\nbase_url = "{sim_url}"\n{credentials}\n'
@@ -165,43 +185,55 @@ def start_daemon(
 
 
 class JournalRow(msgspec.Struct, frozen=True):
+    """One message as the journal holds it (engine.journal's `messages` columns)."""
+
     msg_id: str
     client_ref: str | None
     to: str
+    bridge: str | None
     state: int
     outcome: str | None
     code: str | None
-    error: str | None
-    submitted: bool
+    error: str | None  # septet's own reason; NULL when a provider's report made it final
+    submitted: bool  # submitted_at is set: taken by the provider, or unconfirmed
+    provider_id: str | None
+    priced: bool  # the submit reply carried a price (submit_cost)
+    attempt: int
+    maybe_sent: bool  # an attempt may have reached the provider without a reply saying so
 
 
 def read_journal(path: Path) -> list[JournalRow]:
     """Every message row, read beside a running (or killed) daemon."""
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
         rows = connection.execute(
-            "SELECT msg_id, client_ref, state, outcome, code, error, submitted_at, body"
-            " FROM messages"
+            "SELECT msg_id, client_ref, bridge, state, outcome, code, error, submitted_at,"
+            " provider_id, submit_cost, attempt, maybe_sent, body FROM messages"
         ).fetchall()
     return [
         JournalRow(
             msg_id=str(row[0]),
             client_ref=row[1],
-            to=message_decoder.decode(row[7]).to,
-            state=row[2],
-            outcome=row[3],
-            code=row[4],
-            error=row[5],
-            submitted=row[6] is not None,
+            to=message_decoder.decode(row[12]).to,
+            bridge=row[2],
+            state=row[3],
+            outcome=row[4],
+            code=row[5],
+            error=row[6],
+            submitted=row[7] is not None,
+            provider_id=row[8],
+            priced=row[9] is not None,
+            attempt=row[10],
+            maybe_sent=row[11] > 0,
         )
         for row in rows
     ]
 
 
-def count_unsent(path: Path) -> int:
-    """Messages still accepted or in flight (not yet submitted nor final)."""
+def count_not_final(path: Path) -> int:
+    """Messages not yet final: unsent, in flight, or awaiting a report."""
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
         count: int = connection.execute(
-            "SELECT count(*) FROM messages WHERE state < ?", (SUBMITTED_STATE,)
+            "SELECT count(*) FROM messages WHERE state < ?", (FINAL_STATE,)
         ).fetchone()[0]
         return count
 
@@ -219,14 +251,81 @@ def integrity_check(path: Path) -> str:
         return "\n".join(str(row[0]) for row in connection.execute("PRAGMA integrity_check"))
 
 
-def is_outcome_unknown(row: JournalRow) -> bool:
-    """Failed because the provider may or may not have taken it (engine.retry GiveUp,
-    daemon._recover_inflight): the one case where 0 or 1 provider accepts are both right."""
-    return (
-        row.state == 3
-        and row.outcome == "UNKNOWN"
-        and not row.submitted
-        and (
-            row.code in {"unknown", "transport"} or (row.error or "").startswith("outcome unknown")
-        )
-    )
+# ── How each message ended ──────────────────────────────────────────────────────
+
+# engine.lifecycle.on_report_deadline: the code of a message ended UNKNOWN because no
+# final report came by its deadline.
+NO_REPORT_CODE = "no_report"
+# The states a provider's report can end a message in (SMPP v3.4 Appendix B).
+REPORT_STATES = frozenset(STATE_OF_SMPP)
+
+
+class Fate(enum.Enum):
+    """How one message ended: its journal row read against the provider's accept count."""
+
+    REPORTED = enum.auto()  # sent once; the provider's report made it final
+    RESENT = enum.auto()  # maybe sent; resent where the provider deduplicates, taken once
+    RESOLVED = enum.auto()  # outcome unknown; the provider's later report made it final
+    NO_REPORT_UNSENT = enum.auto()  # outcome unknown; no report by the deadline; never taken
+    NO_REPORT_TAKEN = enum.auto()  # outcome unknown; no report by the deadline; taken once
+    NO_ID = enum.auto()  # outcome unknown; the provider has it and gave no id to ask by
+    REPORT_LOST = enum.auto()  # taken once, its id in the reply, yet no report by the deadline
+    FAILED = enum.auto()  # never sent, failed
+    DOUBLE = enum.auto()  # a provider took it twice or more
+    WAITING = enum.auto()  # not final at the end
+    MISREPORTED = enum.auto()  # anything else: the journal says what did not happen
+
+
+LABELS: dict[Fate, str] = {
+    Fate.REPORTED: "sent once, reported",
+    Fate.RESENT: "maybe sent, resent (the provider dedupes), reported",
+    Fate.RESOLVED: "outcome unknown, resolved by a later report",
+    Fate.NO_REPORT_UNSENT: "outcome unknown, no report by deadline, provider took it 0x",
+    Fate.NO_REPORT_TAKEN: "outcome unknown, no report by deadline, provider took it 1x",
+    Fate.NO_ID: "outcome unknown, ended at once (no id to ask by)",
+    Fate.REPORT_LOST: "sent once, no report by deadline",
+    Fate.FAILED: "never sent, failed",
+    Fate.DOUBLE: "sent twice",
+    Fate.WAITING: "still waiting at the end",
+    Fate.MISREPORTED: "misreported",
+}
+
+
+def resend_was_taken(row: JournalRow) -> bool:
+    """A maybe-sent message resent where the provider deduplicates, and taken as new (so
+    the earlier attempt had not reached it): the resend's reply gave its id. SMS Club's
+    answer to a duplicate (453) and BSG's (error 23, no id and no price: bridges.bsg)
+    say the earlier attempt got there; the message's report is then matched another way."""
+    if row.attempt == 0 or row.provider_id is None:
+        return False
+    return row.bridge == "smsclub" or (row.bridge == "bsg" and row.priced)
+
+
+def classify(row: JournalRow, times: int) -> Fate:
+    """`row`'s fate, the provider having accepted its recipient `times` times."""
+    if times > 1:
+        return Fate.DOUBLE
+    if row.state < FINAL_STATE:
+        return Fate.WAITING
+    if not row.submitted:
+        # Final before any provider took it; a maybe-sent message is never failed so.
+        return Fate.FAILED if times == 0 and not row.maybe_sent else Fate.MISREPORTED
+    # Its id came in a reply to a send the provider took as new: no doubt where it is.
+    id_known = not row.maybe_sent or resend_was_taken(row)
+    if row.error is None and row.outcome in REPORT_STATES:  # a provider's report ended it
+        if times != 1:
+            return Fate.MISREPORTED  # a report matched to a message the provider never took
+        if id_known:
+            return Fate.RESENT if row.maybe_sent else Fate.REPORTED
+        return Fate.RESOLVED
+    if row.outcome == "UNKNOWN" and row.code == NO_REPORT_CODE:
+        if id_known:
+            return Fate.REPORT_LOST if times else Fate.MISREPORTED
+        return Fate.NO_REPORT_TAKEN if times else Fate.NO_REPORT_UNSENT
+    if row.outcome == "UNKNOWN" and row.maybe_sent and row.provider_id is None and times == 1:
+        return Fate.NO_ID
+    return Fate.MISREPORTED
+
+
+def describe_row(row: JournalRow, times: int) -> str:
+    return f"{msgspec.structs.asdict(row)}, provider accepts {times}"

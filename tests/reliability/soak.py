@@ -1,9 +1,15 @@
 """Crash soak: kill -9 the daemon at drawn points of a long run, restart it, and count.
 
-Issue #8: every accepted message must end submitted exactly once (the simulators'
-per-recipient counters say so) or reported failed with outcome unknown; none missing,
-none sent twice, and SQLite's integrity check passes. Each kill is drawn from a seeded
-RNG and aimed at a named phase, recognised from what the daemon shows from outside:
+Issues #8 and #16: every accepted message ends with exactly one final outcome, and a
+true one, as the journal and the simulators' per-recipient accept counters tell
+together (harness.Fate). A message the provider took once ends by its own report; one
+whose request may have reached the provider without a reply saying so (a kill
+mid-request, a lost reply) is "outcome unknown": `unconfirmed` while its report may
+still come (engine.lifecycle), resolved by that report when it does (matched by id,
+reference or recipient), else ended UNKNOWN at its report deadline. None is missing,
+none sent twice, none left waiting or polled at the end, and SQLite's integrity check
+passes. Each kill is drawn from a seeded RNG and aimed at a named phase, recognised
+from what the daemon shows from outside:
 
   ingress    the client is still feeding lines: killed once a drawn share of this
              round's lines were accepted, while the rest are unanswered
@@ -16,7 +22,10 @@ RNG and aimed at a named phase, recognised from what the daemon shows from outsi
 
 Every message goes to its own recipient, so a recipient's accept count is its message's.
 Lines a kill left unanswered are sent again in the next round: their ids make the
-resend idempotent (a `duplicate id` answer), which is checked too.
+resend idempotent (a `duplicate id` answer), which is checked too. The daemon's report
+deadline is short (REPORT_TIMEOUT_S), so a report that never comes ends its message
+within the run; the last round waits until every message is final, then watches the providers for
+a while: no status poll (nor any other request) may follow.
 
 By hand: `.venv/bin/python -m tests.reliability.soak --messages 50000 --kills 10 [--seed N]`.
 The CI test (test_crash_soak.py) runs `soak` with small numbers.
@@ -30,6 +39,8 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,13 +53,18 @@ import msgspec
 from bench.common import format_table
 from tests.reliability.harness import (
     BRIDGES,
+    LABELS,
     PROVIDER_PREFIXES,
     DaemonConfig,
+    Fate,
+    JournalRow,
+    classify,
     configure_simulators,
     count_inflight,
-    count_unsent,
+    count_not_final,
+    describe_row,
     integrity_check,
-    is_outcome_unknown,
+    provider_requests,
     read_journal,
     recipients_reached,
     simulators,
@@ -72,6 +88,32 @@ FAULTS: dict[str, dict[str, Any]] = {
 DISTINCT_TEXTS = 25
 SIMULATOR_LATENCY_MS = 20.0
 DLR_DELAY_S = 0.3
+# Report callbacks (dsc, Route Mobile) are retried 10 times, 0.2 s more apart each time:
+# 11 s, longer than a restart takes. Real providers retry for hours; with the
+# simulators' default (3 retries, 1.2 s) a report due while the daemon is down is lost
+# at the provider, and its message ends UNKNOWN through no fault of septet's.
+CALLBACK_RETRIES = 10
+# `[reports] timeout_s`: a message whose final report has not come 60 s after its send
+# ends UNKNOWN ("no_report"), within the run. Long against the slowest report of a run
+# (up to about 20 s in the 50,000-message form on two shared cores, where callbacks are
+# retried across restarts and the pollers fall behind a flood of new lines; 20 s was
+# too short there) and short enough that every message left waiting ends in the run.
+REPORT_TIMEOUT_S = 60.0
+# The last round: how long it may take for every message to be final (bounded: the
+# report then counts whatever is left waiting), and how long the providers are then
+# watched for requests that should no longer come (an idle daemon's pollers look every
+# second at most).
+FINAL_WAIT_S = 300.0
+QUIET_WATCH_S = 3.0
+
+# Outcome unknown at some point, and not settled by a resend: the exception, not the rule.
+UNKNOWN_FATES = (Fate.RESOLVED, Fate.NO_REPORT_UNSENT, Fate.NO_REPORT_TAKEN, Fate.NO_ID)
+# Fates that are a fault of septet's. FAILED too: nothing in this mix makes a provider
+# refuse a message for good. NO_REPORT_TAKEN is listed with them but does not fail the
+# run: the provider took the message and its report did not match (or never came),
+# which whoever reads the figures has to explain.
+FAULTY_FATES = (Fate.REPORT_LOST, Fate.FAILED, Fate.DOUBLE, Fate.WAITING, Fate.MISREPORTED)
+EXAMPLES_KEPT = 20
 
 commit_count_prefix = b"septet_journal_commit_seconds_count"
 
@@ -84,63 +126,95 @@ class Kill:
 
 
 @dataclass
+class Drain:
+    """The last round: how it ended."""
+
+    exit_code: int | None
+    final_wait_s: float  # from every line answered to every message final
+    requests_after_final: dict[str, int]  # provider requests made once all were final
+
+
+@dataclass
 class SoakReport:
     seed: int
     messages: int
+    report_timeout_s: float
     kills: list[Kill]
     journaled: int
-    submitted_once: int
-    unknown: int
-    failed_otherwise: list[str]
+    fates: dict[Fate, Counter[str]]  # fate -> bridge -> messages
+    examples: dict[Fate, list[str]]  # the first rows of each fate but REPORTED
     missing: list[str]
-    doubles: list[str]
-    misreported: list[str]
-    unsent: int
     unexpected_rejections: list[str]
     integrity: str
-    drain_exit_code: int | None
+    drain: Drain
     seconds: float
+
+    def count(self, *fates: Fate) -> int:
+        return sum(self.fates[fate].total() for fate in fates)
+
+    @property
+    def unknown(self) -> int:
+        """Messages whose outcome was unknown and not settled by a resend."""
+        return self.count(*UNKNOWN_FATES)
 
     @property
     def ok(self) -> bool:
         return (
             self.journaled == self.messages
+            and self.count(*Fate) == self.messages
             and not self.missing
-            and not self.doubles
-            and not self.misreported
+            and self.count(*FAULTY_FATES) == 0
             and not self.unexpected_rejections
-            and self.unsent == 0
+            and not self.drain.requests_after_final
             and self.integrity == "ok"
-            and self.drain_exit_code == 0
-            and not self.failed_otherwise
-            and self.submitted_once + self.unknown == self.messages
+            and self.drain.exit_code == 0
         )
 
     def summary(self) -> str:
         rows: list[tuple[str, object]] = [
-            ("seed", self.seed),
+            ("seed", str(self.seed)),  # as given to --seed, without thousands separators
             ("messages", self.messages),
+            ("report deadline (s)", round(self.report_timeout_s)),
             ("kills", len(self.kills)),
         ]
         rows += [
             (f"kill {n}", f"{k.phase} ({'landed' if k.landed else 'MISSED'}: {k.detail})")
             for n, k in enumerate(self.kills, 1)
         ]
+        rows.append(("journaled", self.journaled))
+        for fate in Fate:
+            by_bridge = self.fates[fate]
+            total = by_bridge.total()
+            split = ", ".join(f"{b} {n:,}" for b, n in sorted(by_bridge.items()))
+            value = f"{total:,} ({split})" if total and fate is not Fate.REPORTED else total
+            rows.append((LABELS[fate], value))
+        share = self.unknown / self.messages if self.messages else 0.0
         rows += [
-            ("journaled", self.journaled),
-            ("submitted once", self.submitted_once),
-            ("unknown (reported failed)", self.unknown),
-            ("failed otherwise", len(self.failed_otherwise)),
+            ("outcome unknown, all kinds", f"{self.unknown:,} ({share:.1%})"),
             ("missing", len(self.missing)),
-            ("doubles", len(self.doubles)),
-            ("misreported", len(self.misreported)),
-            ("left unsent", self.unsent),
             ("unexpected rejections", len(self.unexpected_rejections)),
+            (
+                "provider requests after all were final",
+                sum(self.drain.requests_after_final.values()),
+            ),
             ("integrity", self.integrity),
-            ("drain exit code", self.drain_exit_code),
+            ("drain exit code", self.drain.exit_code),
+            ("seconds until all were final", round(self.drain.final_wait_s, 1)),
             ("seconds", round(self.seconds, 1)),
         ]
         return format_table(("what", "value"), rows)
+
+    def problems(self) -> list[str]:
+        """Lines naming what is not as it should be (and the rows to explain)."""
+        lines = [f"missing: {m}" for m in self.missing[:EXAMPLES_KEPT]]
+        lines += [f"unexpected rejection: {r}" for r in self.unexpected_rejections[:EXAMPLES_KEPT]]
+        lines += [
+            f"provider request after all were final: {label} x{n}"
+            for label, n in self.drain.requests_after_final.items()
+        ]
+        for fate in (*FAULTY_FATES, Fate.NO_REPORT_TAKEN):
+            lines += [f"{LABELS[fate]}: {row}" for row in self.examples[fate]]
+        return lines
 
 
 def build_lines(messages: int) -> dict[str, bytes]:
@@ -292,6 +366,7 @@ async def aim_kill(
 
 async def run_round(
     config: DaemonConfig,
+    sim_url: str,
     workdir: Path,
     number: int,
     lines: dict[str, bytes],
@@ -300,15 +375,15 @@ async def run_round(
     phase: str | None,
     rng: random.Random,
     new_lines: int,
-) -> tuple[Round, Kill | None, int | None]:
+) -> tuple[Round, Kill | None, Drain | None]:
     """One daemon run: feed `refs`, then kill -9 it at `phase` (or, with phase None, wait
-    until every line is answered and nothing is unsent, and stop it with SIGTERM)."""
+    until every line is answered and every message final, and stop it with SIGTERM)."""
     daemon = await anyio.to_thread.run_sync(
         lambda: start_daemon(config, workdir / f"daemon-{number}.log")
     )
     round_ = Round(sent_refs=refs)
     kill: Kill | None = None
-    exit_code: int | None = None
+    drain: Drain | None = None
     try:
         async with anyio.create_task_group() as tg:
             connected = anyio.Event()
@@ -322,23 +397,40 @@ async def run_round(
                 await anyio.to_thread.run_sync(daemon.wait, 10)
             else:
                 await wait_until(round_, lambda: len(round_.answered_refs) >= len(refs), 300)
-                await wait_for_nothing_unsent(config.journal, 600)
+                started = time.monotonic()
+                await wait_for_all_final(config.journal, FINAL_WAIT_S)
+                waited = time.monotonic() - started
+                requests = await requests_while_idle(sim_url, QUIET_WATCH_S)
                 daemon.send_signal(signal.SIGTERM)
                 exit_code = await anyio.to_thread.run_sync(daemon.wait, 60)
+                drain = Drain(exit_code, waited, requests)
             tg.cancel_scope.cancel()
     finally:
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait(10)
-    return round_, kill, exit_code
+    return round_, kill, drain
 
 
-async def wait_for_nothing_unsent(journal: Path, timeout_s: float) -> None:
+async def wait_for_all_final(journal: Path, timeout_s: float) -> None:
+    """Until no message is unsent, in flight or awaiting a report (bounded: the report
+    then counts whatever was left waiting)."""
     deadline = time.monotonic() + timeout_s
-    while await anyio.to_thread.run_sync(count_unsent, journal):
+    while await anyio.to_thread.run_sync(count_not_final, journal):
         if time.monotonic() > deadline:
-            return  # the final check reports what was left unsent
+            return
         await anyio.sleep(0.2)  # a poll of journal state
+
+
+async def requests_while_idle(sim_url: str, watch_s: float) -> dict[str, int]:
+    """The provider requests made during `watch_s` of a daemon with nothing left to send
+    or ask about (a status poll here is a message still polled), by provider and path."""
+    before = await anyio.to_thread.run_sync(provider_requests, sim_url)
+    await anyio.sleep(watch_s)  # an observation window: requests that come, come in it
+    after = await anyio.to_thread.run_sync(provider_requests, sim_url)
+    return {
+        label: n - before.get(label, 0) for label, n in after.items() if n > before.get(label, 0)
+    }
 
 
 def draw_phases(kills: int, rng: random.Random) -> list[str]:
@@ -366,14 +458,15 @@ async def soak(workdir: Path, *, messages: int, kills: int, seed: int) -> SoakRe
     answered: set[str] = set()  # client refs answered (accepted or duplicate)
     rejections: list[str] = []
     done_kills: list[Kill] = []
-    exit_code: int | None = None
+    drain = Drain(None, 0.0, {})
     with simulators(workdir) as sim_url:
-        config = write_config(workdir, sim_url)
+        config = write_config(workdir, sim_url, report_timeout_s=REPORT_TIMEOUT_S)
         configure_simulators(
             sim_url,
             {
                 "latency_ms": SIMULATOR_LATENCY_MS,
                 "dlr_delay_s": DLR_DELAY_S,
+                "dlr_retries": CALLBACK_RETRIES,
                 "smsclub_rate_limit": None,
                 "routemobile_dlr_url": f"http://127.0.0.1:{config.http_port}/dlr/routemobile",
                 "seed": seed,
@@ -386,60 +479,63 @@ async def soak(workdir: Path, *, messages: int, kills: int, seed: int) -> SoakRe
             previous = [r for s in slices[: number - 1] for r in s if r not in answered]
             refs = previous + new_refs
             phase = phases[number - 1] if number <= kills else None
-            round_, kill, code = await run_round(
-                config, workdir, number, lines, refs, phase=phase, rng=rng, new_lines=len(new_refs)
+            round_, kill, last = await run_round(
+                config,
+                sim_url,
+                workdir,
+                number,
+                lines,
+                refs,
+                phase=phase,
+                rng=rng,
+                new_lines=len(new_refs),
             )
             acknowledged |= round_.accepted_ids
             answered |= round_.answered_refs
             rejections += round_.rejections
             if kill is not None:
                 done_kills.append(kill)
-            exit_code = code
+            if last is not None:
+                drain = last
         reached = recipients_reached(sim_url)
     rows = read_journal(config.journal)
-    by_id = {row.msg_id: row for row in rows}
-    submitted_once = unknown = 0
-    failed_otherwise: list[str] = []
-    doubles: list[str] = []
-    misreported: list[str] = []
-    for row in rows:
-        times = reached.get(row.to.lstrip("+"), 0)
-        if times > 1:
-            doubles.append(f"{row.to} sent {times} times")
-        elif is_outcome_unknown(row):
-            unknown += 1
-        elif row.submitted and times == 1:
-            submitted_once += 1
-        elif row.state == 3 and not row.submitted and times == 0:
-            # Never sent, and said so; but nothing in this mix makes a provider refuse a
-            # message for good, so it is an engine fault all the same.
-            failed_otherwise.append(f"{row.to}: {row.outcome} {row.code}: {row.error}")
-        else:
-            misreported.append(
-                f"{row.to}: state {row.state}, outcome {row.outcome}, error {row.error!r},"
-                f" submitted {row.submitted}, provider accepts {times}"
-            )
-    missing = sorted(acknowledged - set(by_id))
+    fates, examples = tally_fates(rows, lambda row: reached.get(row.to.lstrip("+"), 0))
+    missing = sorted(acknowledged - {row.msg_id for row in rows})
     missing += sorted(f"line {ref} never answered" for ref in set(all_refs) - answered)
-    journaled_refs = {row.client_ref for row in rows}
-    missing += sorted(f"line {ref} not journaled" for ref in set(all_refs) - journaled_refs)
+    journaled_refs = Counter(row.client_ref for row in rows)
+    missing += sorted(f"line {ref} not journaled" for ref in set(all_refs) - set(journaled_refs))
+    missing += sorted(
+        f"line {ref} journaled {n} times" for ref, n in journaled_refs.items() if n > 1
+    )
     return SoakReport(
         seed=seed,
         messages=messages,
+        report_timeout_s=REPORT_TIMEOUT_S,
         kills=done_kills,
         journaled=len(rows),
-        submitted_once=submitted_once,
-        unknown=unknown,
-        failed_otherwise=failed_otherwise,
+        fates=fates,
+        examples=examples,
         missing=missing,
-        doubles=doubles,
-        misreported=misreported,
-        unsent=sum(1 for row in rows if row.state < 2),
         unexpected_rejections=rejections,
         integrity=integrity_check(config.journal),
-        drain_exit_code=exit_code,
+        drain=drain,
         seconds=time.monotonic() - started,
     )
+
+
+def tally_fates(
+    rows: list[JournalRow], accepts: Callable[[JournalRow], int]
+) -> tuple[dict[Fate, Counter[str]], dict[Fate, list[str]]]:
+    """Every row's fate counted by bridge, with the first rows of each unusual fate."""
+    fates: dict[Fate, Counter[str]] = {fate: Counter() for fate in Fate}
+    examples: dict[Fate, list[str]] = {fate: [] for fate in Fate}
+    for row in rows:
+        times = accepts(row)
+        fate = classify(row, times)
+        fates[fate][row.bridge or "?"] += 1
+        if fate is not Fate.REPORTED and len(examples[fate]) < EXAMPLES_KEPT:
+            examples[fate].append(describe_row(row, times))
+    return fates, examples
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -464,15 +560,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="septet-soak-") as tmp:
             report = anyio.run(run, Path(tmp), backend_options={"use_uvloop": True})
     print(report.summary())
-    for title, problems in (
-        ("missing", report.missing),
-        ("doubles", report.doubles),
-        ("misreported", report.misreported),
-        ("failed otherwise", report.failed_otherwise),
-        ("unexpected rejections", report.unexpected_rejections),
-    ):
-        for problem in problems[:20]:
-            print(f"{title}: {problem}")
+    for line in report.problems():
+        print(line)
     return 0 if report.ok else 1
 
 
