@@ -213,6 +213,7 @@ async def run_daemon(
             takes=takes,
             report_timeout_s=report_timeout_s,
         )
+        await receipts_handler.match_recovered_unconfirmed()
         tg.start_soon(
             _run_forever,
             lambda: serve_report_deadlines(

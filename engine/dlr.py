@@ -277,6 +277,15 @@ class ReceiptHandler:
                 await self._replay(bridge, list(found))
         return len(stored)
 
+    async def match_recovered_unconfirmed(self) -> None:
+        """At start-up, after crash recovery: replay the orphans an earlier run stored on a
+        bridge that now has unconfirmed messages. A report that came while its request was
+        in flight, before a kill, is matched by recipient to the message recovery made
+        unconfirmed (an earlier run's orphans' recipients are not remembered)."""
+        for bridge, remembered in list(self._orphans.items()):
+            if remembered and await self._journal.unconfirmed(bridge):
+                await self._replay(bridge, list(remembered))
+
     def has_orphans(self, bridge: str) -> bool:
         return bool(self._orphans.get(bridge))
 
