@@ -293,16 +293,21 @@ class BridgeDispatcher:
         moved: list[Message] = []
         steps: list[lifecycle.Step] = []
         circuit_open = self.circuit.state(now) == "open"
-        ctx = self._context(now)
+        # Built only when a message may be set aside: the common batch needs none.
+        ctx: lifecycle.Context | None = None
         for message in batch:
-            if message.expires_at is not None and message.expires_at <= now:
-                steps.append(lifecycle.on_expiry(message, ctx))
-            elif circuit_open and lifecycle.can_failover(message, ctx):
-                steps.append(lifecycle.on_circuit_open(message, ctx))
-            else:
-                live.append(message)
-                continue
-            moved.append(message)
+            expired = message.expires_at is not None and message.expires_at <= now
+            if expired or circuit_open:
+                ctx = ctx or self._context(now)
+                if expired:
+                    steps.append(lifecycle.on_expiry(message, ctx))
+                    moved.append(message)
+                    continue
+                if lifecycle.can_failover(message, ctx):
+                    steps.append(lifecycle.on_circuit_open(message, ctx))
+                    moved.append(message)
+                    continue
+            live.append(message)
         if steps:
             if unsaved is None:
                 unsaved = Unsaved()
@@ -313,7 +318,9 @@ class BridgeDispatcher:
         """Make the request for the claimed messages; their outcomes, not yet journaled."""
         outbound = [self._outbound(message, now) for message in claimed]
         call = self.driver.build_send(outbound)
-        if log.is_enabled_for(logging.DEBUG):
+        # Asked once per request: even a no-op debug call costs its keyword arguments.
+        debugging = log.is_enabled_for(logging.DEBUG)
+        if debugging:
             log.debug("provider_request", bridge=self.name, call="send", **describe_call(call))
         result = Unsaved(requests=1)
         started = time.perf_counter()
@@ -350,7 +357,7 @@ class BridgeDispatcher:
             )
             self._transport_failed(claimed, error, result, maybe_sent=True)
         else:
-            self._apply(claimed, outcomes, result)
+            self._apply(claimed, outcomes, result, debugging=debugging)
         return result
 
     async def _save(self, unsaved: Unsaved) -> None:
@@ -444,14 +451,19 @@ class BridgeDispatcher:
         )
 
     def _apply(
-        self, messages: Sequence[Message], outcomes: Sequence[Outcome], result: Unsaved
+        self,
+        messages: Sequence[Message],
+        outcomes: Sequence[Outcome],
+        result: Unsaved,
+        *,
+        debugging: bool | None = None,
     ) -> None:
         ctx = self._context(self._clock())
         steps = [
             lifecycle.on_reply(message, outcome, ctx)
             for message, outcome in zip(messages, outcomes, strict=True)
         ]
-        self._take_steps(messages, steps, result)
+        self._take_steps(messages, steps, result, debugging=debugging)
         self._record_verdict(steps, ctx.now)
 
     def _transport_failed(
@@ -484,22 +496,29 @@ class BridgeDispatcher:
         self._record_verdict(steps, ctx.now)
 
     def _take_steps(
-        self, messages: Sequence[Message], steps: Sequence[lifecycle.Step], result: Unsaved
+        self,
+        messages: Sequence[Message],
+        steps: Sequence[lifecycle.Step],
+        result: Unsaved,
+        *,
+        debugging: bool | None = None,
     ) -> None:
         """Queue each step's changes and events for the commit; count it; log what a person
-        would want to know (a give-up, a failover)."""
+        would want to know (a give-up, a failover). `debugging`: whether debug logging is
+        on, when the caller has asked already."""
         changes, events = result.changes, result.events
         submitted: list[tuple[Message, str | None]] = []
         counts: dict[tuple[str, str | None], int] = {}
-        # Asked once per batch: even a no-op debug call costs its keyword arguments.
-        debugging = log.is_enabled_for(logging.DEBUG)
+        if debugging is None:
+            # Asked once per batch: even a no-op debug call costs its keyword arguments.
+            debugging = log.is_enabled_for(logging.DEBUG)
         for message, step in zip(messages, steps, strict=True):
             changes.extend(step.changes)
             events.extend(step.events)
             for item in step.counts:
                 key = (item.outcome, item.reason)
                 counts[key] = counts.get(key, 0) + 1
-            if step.state in (lifecycle.State.SUBMITTED, lifecycle.State.SENT):
+            if step.state in lifecycle.TAKEN:
                 provider_id = getattr(step.changes[0], "provider_id", None)
                 submitted.append((message, provider_id))
                 if debugging:

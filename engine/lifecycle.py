@@ -141,6 +141,8 @@ FINAL: Final = frozenset(
     }
 )
 WAITING: Final = frozenset({State.ACCEPTED, State.SCHEDULED})
+# The provider took it: submitted, or sent (final) when no report was asked for.
+TAKEN: Final = frozenset({State.SUBMITTED, State.SENT})
 
 # The SMPP final state (v3.4 Appendix B) of each final state that has one, both ways.
 SMPP_STATE: Final[dict[State, str]] = {
@@ -998,6 +1000,8 @@ def request_verdict(steps: Sequence[Step]) -> CircuitVerdict | None:
     """One verdict for a request from its messages' steps (engine.circuit): an account
     refusal opens the circuit at once; any sensible answer is a success; a retryable
     failure a failure; throttles alone neither."""
+    if len(steps) == 1:
+        return steps[0].circuit  # a request of one message: its own verdict
     verdicts = {step.circuit for step in steps}
     order: tuple[CircuitVerdict, ...] = ("account", "success", "failure", "release")
     for verdict in order:

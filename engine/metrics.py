@@ -197,6 +197,11 @@ def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
         return
     bounds = histogram._upper_bounds
     buckets = histogram._buckets
+    if len(amounts) == 1:
+        # A request of one message, the common case unbatched: no tally to build.
+        buckets[bisect_left(bounds, amounts[0])].inc(1)
+        histogram._sum.inc(amounts[0])
+        return
     # observe() counts an amount in the first bucket whose bound is >= it.
     for index, count in Tally(bisect_left(bounds, amount) for amount in amounts).items():
         buckets[index].inc(count)
@@ -356,7 +361,7 @@ class Metrics:
             child = series.requests[(call, status)] = self.provider_request_seconds.labels(
                 bridge, call, status_class(status)
             )
-        child.observe(seconds)
+        observe_many(child, [seconds])
 
     def status_request_hook(self, bridge: str) -> Callable[[float, str], None]:
         """`request_done` for `bridge`'s status polls, as `dlr.serve_poller` calls it."""
