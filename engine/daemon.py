@@ -181,12 +181,7 @@ async def run_daemon(
                 )
             )
             capabilities = drivers[name].capabilities
-            queues[name] = BridgeQueue(
-                name,
-                bridge.queue_size,
-                distinct_texts=capabilities.distinct_texts,
-                isolate_resends=capabilities.idempotency == "duplicate-window",
-            )
+            queues[name] = BridgeQueue.for_capabilities(name, bridge.queue_size, capabilities)
 
         # ── recovery of messages left in flight by a crash ────────────────────
         policy = RetryPolicy(
