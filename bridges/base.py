@@ -89,6 +89,9 @@ class BridgeSettings(msgspec.Struct, frozen=True, kw_only=True):
     callback_url: str | None = None
     default_sender: str | None = None
     options: Mapping[str, str] = msgspec.field(default_factory=dict)
+    # The currency of the bridge's price table (engine.pricing): what a provider's charges
+    # are counted in where the provider names no currency (Route Mobile's reports).
+    price_currency: str | None = None
 
 
 # ── What comes back ──────────────────────────────────────────────────────────────
@@ -163,7 +166,9 @@ class Receipt(msgspec.Struct, frozen=True, kw_only=True):
 
     `provider_id` matches `Submitted.provider_id`; where a provider reports by reference
     only, `reference` is set instead. `final` is False for intermediate states
-    (ENROUTE, ACCEPTD, and BSG's "unknown").
+    (ENROUTE, ACCEPTD, and BSG's "unknown"). `cost` and `currency`: the provider's charge
+    for the whole message (every part), set only by a provider that states it in its report
+    and not at submit (Route Mobile's `iCharge`), so a charge is never counted twice.
     """
 
     provider_id: str | None
@@ -173,6 +178,8 @@ class Receipt(msgspec.Struct, frozen=True, kw_only=True):
     reference: str | None = None
     error_code: str | None = None
     recipient: str | None = None
+    cost: float | None = None
+    currency: str | None = None
 
 
 class StatusQuery(msgspec.Struct, frozen=True, kw_only=True):

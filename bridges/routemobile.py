@@ -13,8 +13,13 @@ pushed by POST with their parameters in the query string.
   `?token=<callback_token>` (see `callback_registration_url`) and, when this key is
   set, refuses every callback that does not carry the same token.
 
-`BridgeSettings.options`: `charset = "latin1"` sends GSM-7 texts that fit ISO-8859-1 as
-type 5 / 7 instead of 0 / 1.
+`BridgeSettings.options`:
+
+- `charset = "latin1"` sends GSM-7 texts that fit ISO-8859-1 as type 5 / 7 instead of 0 / 1.
+- `charge_currency` (an ISO 4217 code): the currency of the account's charges. Route Mobile
+  states its charge only in the delivery report (`iCharge`, in the account's credits) and
+  names no currency; without this option it is the bridge's price table currency
+  (`BridgeSettings.price_currency`).
 
 Destinations are sent as bare digits: the seed allows an optional `+`, and leaving it
 out spares the `%2B` the seed warns about.
@@ -23,6 +28,8 @@ out spares the `%2B` the seed warns about.
 from __future__ import annotations
 
 import hmac
+import math
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -124,6 +131,26 @@ _CALLBACK_STATES: dict[str, tuple[SmppState, bool]] = {
 
 # A phone number as bare ASCII digits (no `+`, spaces or dashes).
 destination_digits = ascii_digits
+
+_CURRENCY = re.compile(r"[A-Z]{3}")  # ISO 4217
+
+
+def parse_charge(value: str | None) -> float | None:
+    """A report's `iCharge`: what the message cost, every part of it; None where the report
+    gives no usable figure (absent, blank, not a number, negative, not finite).
+
+    Route Mobile's DLR Push API: `iCostPerSms` is the cost per SMS, `iCharge` the "total
+    credits deducted depending upon number of message parts". The total is the charge:
+    `iCostPerSms` alone undercounts a long message, and multiplying it by the parts septet
+    counted could disagree with the parts the provider billed.
+    """
+    if value is None:
+        return None
+    try:
+        amount = float(value.strip())
+    except ValueError:
+        return None
+    return amount if math.isfinite(amount) and amount >= 0 else None
 
 
 def is_code(text: str) -> bool:
@@ -240,6 +267,15 @@ class RouteMobileDriver:
         if missing:
             raise ValueError(f"The routemobile bridge needs the credentials {', '.join(missing)}.")
         self.settings = settings
+        charge_currency = settings.options.get("charge_currency")
+        if charge_currency is not None and _CURRENCY.fullmatch(charge_currency) is None:
+            raise ValueError(
+                f"The routemobile option charge_currency {charge_currency!r} is not an ISO 4217"
+                " code (three capital letters, e.g. INR)."
+            )
+        # Reports state the charge in the account's credits and name no currency: read it
+        # in the option's currency, else in the price table's, as septet's estimate is.
+        self.charge_currency = charge_currency or settings.price_currency
 
     # ── send ──────────────────────────────────────────────────────────────────────
 
@@ -362,7 +398,8 @@ class RouteMobileDriver:
         return urlunsplit(parts._replace(query=urlencode(query)))
 
     def parse_callback(self, request: InboundRequest) -> list[Receipt]:
-        """One receipt from Route Mobile's DLR push (parameters in the query string).
+        """One receipt from Route Mobile's DLR push (parameters in the query string), with
+        the provider's charge (`iCharge`) where it states one.
 
         Raises CallbackRejected when a `callback_token` is configured and the request
         does not carry it, and ValueError when `sMessageId` is missing (answer 400).
@@ -377,6 +414,7 @@ class RouteMobileDriver:
         # reads UNKNOWN itself: waiting for another report that may never come is worse.
         state, final = _CALLBACK_STATES.get(raw_state.strip().upper(), ("UNKNOWN", True))
         mobile = destination_digits(query.get("sMobileNo", ""))
+        cost = parse_charge(query.get("iCharge"))
         return [
             Receipt(
                 provider_id=provider_id,
@@ -385,6 +423,8 @@ class RouteMobileDriver:
                 final=final,
                 error_code=query.get("iErrCode") or None,
                 recipient=f"+{mobile}" if mobile else None,
+                cost=cost,
+                currency=self.charge_currency if cost is not None else None,
             )
         ]
 

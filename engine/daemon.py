@@ -33,6 +33,7 @@ from engine.dlr import ReceiptHandler, poll_policy, serve_poller
 from engine.http_io import BridgeClient
 from engine.ingress import EventRouter, LineHandler, LinePreparer
 from engine.journal import open_journal
+from engine.lifecycle import Charge
 from engine.listener import build_app, metrics_route, serve_listener
 from engine.log import Redactor, credential_values
 from engine.metrics import LiveState, Metrics
@@ -83,7 +84,11 @@ async def run_daemon(
         drivers: dict[str, BridgeDriver] = {}
         report_timeout_s = settings.reports.timeout_s
         receipts_handler = ReceiptHandler(
-            journal, events, on_receipt=metrics.receipt, report_timeout_s=report_timeout_s
+            journal,
+            events,
+            on_receipt=metrics.receipt,
+            on_charge=metrics.charged,
+            report_timeout_s=report_timeout_s,
         )
         orphans = await receipts_handler.recover_orphans()
         if orphans:
@@ -158,6 +163,7 @@ async def run_daemon(
             sim_url = await _start_simulators(tg, settings, public_url)
 
         clients: dict[str, BridgeClient] = {}
+        price_tables = _price_tables(settings)
         for name, bridge in settings.bridges.items():
             base_url = bridge.base_url or sim_url or ""
             callback_url = f"{public_url}/dlr/{name}" if public_url else None
@@ -170,6 +176,7 @@ async def run_daemon(
                     callback_url=callback_url,
                     default_sender=bridge.default_sender,
                     options=bridge.options,
+                    price_currency=price_tables[name].currency,
                 ),
             )
             clients[name] = await stack.enter_async_context(
@@ -396,6 +403,9 @@ class _SubmitHooks:
         if self._receipts.has_orphans(bridge):
             ids = [pid for _, pid in messages if pid]
             self._tg.start_soon(self._receipts.match_orphans, bridge, ids)
+
+    def charged(self, bridge: str, charges: Sequence[Charge]) -> None:
+        self._metrics.charged(bridge, charges)
 
     def unconfirmed(self, bridge: str, messages: Sequence[Message]) -> None:
         # A report may have come while the request was in flight: matched by recipient.

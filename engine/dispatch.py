@@ -99,6 +99,8 @@ class DispatchHooks(Protocol):
 
     def submitted(self, bridge: str, messages: Sequence[tuple[Message, str | None]]) -> None: ...
 
+    def charged(self, bridge: str, charges: Sequence[lifecycle.Charge]) -> None: ...
+
     def unconfirmed(self, bridge: str, messages: Sequence[Message]) -> None: ...
 
     def outcome(self, bridge: str, outcome: str, count: int, reason: str | None = None) -> None: ...
@@ -120,12 +122,14 @@ class Unsaved:
     """One request's outcomes on their way to the journal: the changes to commit, then the
     events to emit and the submits to announce once they are committed."""
 
-    __slots__ = ("changes", "events", "requests", "submitted", "unconfirmed")
+    __slots__ = ("changes", "charges", "events", "requests", "submitted", "unconfirmed")
 
     def __init__(self, requests: int = 0) -> None:
         self.changes: list[Change] = []
         self.events: list[tuple[str, Event]] = []
         self.submitted: list[tuple[Message, str | None]] = []
+        # What the provider said it charged (engine.lifecycle.Step.charge).
+        self.charges: list[lifecycle.Charge] = []
         # Messages now awaiting a report under an id never learned (a lost reply).
         self.unconfirmed: list[Message] = []
         # Requests counted in BridgeDispatcher.in_flight until these are committed.
@@ -387,6 +391,8 @@ class BridgeDispatcher:
         unsaved.requests = 0
         if unsaved.submitted:
             self._hooks.submitted(self.name, unsaved.submitted)
+        if unsaved.charges:
+            self._hooks.charged(self.name, unsaved.charges)
         if unsaved.unconfirmed:
             self._hooks.unconfirmed(self.name, unsaved.unconfirmed)
         # The feeder must find a retry in the journal when it looks.
@@ -515,6 +521,8 @@ class BridgeDispatcher:
         for message, step in zip(messages, steps, strict=True):
             changes.extend(step.changes)
             events.extend(step.events)
+            if step.charge is not None:
+                result.charges.append(step.charge)
             for item in step.counts:
                 key = (item.outcome, item.reason)
                 counts[key] = counts.get(key, 0) + 1

@@ -119,14 +119,17 @@ class ReceiptHandler:
         *,
         clock: Callable[[], float] = time.time,
         on_receipt: Callable[[str, str, float | None], None] | None = None,
+        on_charge: Callable[[str, Sequence[lifecycle.Charge]], None] | None = None,
         report_timeout_s: float = lifecycle.DEFAULT_REPORT_TIMEOUT_S,
     ) -> None:
         """`on_receipt(bridge, state, seconds)` is told of every matched report; `seconds`
-        runs from the submit request to a final report, None for an intermediate one."""
+        runs from the submit request to a final report, None for an intermediate one.
+        `on_charge(bridge, charges)`: the charges providers stated in reports, once journaled."""
         self._journal = journal
         self._events = events
         self._clock = clock
         self._on_receipt = on_receipt
+        self._on_charge = on_charge
         self._report_timeout_s = report_timeout_s
         # bridge -> provider id -> when its orphan receipt was stored (oldest first), for
         # orphans stored this run and not yet matched or dropped.
@@ -179,6 +182,7 @@ class ReceiptHandler:
         changes: list[Change] = []
         events: list[tuple[str, Event]] = []
         told: list[tuple[str, float | None]] = []
+        charges: list[lifecycle.Charge] = []
         debug = log.debug  # resolved once per batch: a no-op below --log-level debug
         for receipt, message in zip(receipts, matched, strict=True):
             if message is None:
@@ -208,6 +212,8 @@ class ReceiptHandler:
             if step.report_state is not None:
                 # The claim (inflight_at) is taken just before the submit request goes out.
                 told.append((receipt.state, now - (message.inflight_at or message.accepted_at)))
+            if step.charge is not None:
+                charges.append(step.charge)
             debug(
                 "message_report",
                 bridge=bridge,
@@ -220,6 +226,8 @@ class ReceiptHandler:
         if self._on_receipt is not None:
             for state, seconds in told:
                 self._on_receipt(bridge, state, seconds)
+        if charges and self._on_charge is not None:
+            self._on_charge(bridge, charges)
         for origin, event in events:
             self._events.emit(origin, event)
         await self._drop_stale_orphans(bridge, now)

@@ -62,6 +62,7 @@ __all__ = [
     "Journal",
     "JournalError",
     "JournalFullError",
+    "MarkCharged",
     "MarkConfirmed",
     "MarkFinal",
     "MarkInflight",
@@ -162,6 +163,17 @@ class MarkConfirmed(msgspec.Struct, frozen=True, tag=True):
     report_by: float
 
 
+class MarkCharged(msgspec.Struct, frozen=True, tag=True):
+    """The provider stated its charge for the message after the submit (Route Mobile, in its
+    report): kept where a charge stated at submit is (`submit_cost`, `submit_currency`).
+    Recorded before the report's MarkFinal, so like every change it never touches a
+    message that is final already."""
+
+    msg_id: str
+    cost: float
+    currency: str | None
+
+
 class MarkRetry(msgspec.Struct, frozen=True, tag=True):
     """Back to accepted, due again at `due_at` (a backoff, or a failover to another bridge).
     `maybe_sent_at`: when the earliest attempt on this bridge that may have reached the
@@ -232,6 +244,7 @@ Change = (
     | MarkSubmitted
     | MarkUnconfirmed
     | MarkConfirmed
+    | MarkCharged
     | MarkRetry
     | MarkFinal
     | MarkPolled
@@ -512,6 +525,9 @@ SQL_MARK_UNCONFIRMED: Final = (
 SQL_MARK_CONFIRMED: Final = (
     "UPDATE messages SET provider_id = coalesce(?, provider_id), due_at = ?"
     " WHERE msg_id = ? AND state = 2"
+)
+SQL_MARK_CHARGED: Final = (
+    "UPDATE messages SET submit_cost = ?, submit_currency = ? WHERE msg_id = ? AND state < 3"
 )
 SQL_REPORT_OVERDUE: Final = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages INDEXED BY messages_report_due"  # noqa: S608
@@ -1211,6 +1227,8 @@ class SqliteJournal:
                 executemany(
                     SQL_MARK_CONFIRMED, [(c.provider_id, c.report_by, c.msg_id) for c in run]
                 )
+            elif kind is MarkCharged:
+                executemany(SQL_MARK_CHARGED, [(c.cost, c.currency, c.msg_id) for c in run])
             elif kind is MarkPolled:
                 executemany(
                     SQL_MARK_POLLED,

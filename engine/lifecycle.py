@@ -62,6 +62,8 @@ Rules beside the table:
 - A message that may sit at one provider never moves to another bridge: failover is only
   for messages no attempt of which may have reached the current provider.
 - An account refusal is the bridge's fault: never a final state for the message.
+- A provider's charge is kept where it states it: at submit (`Submitted.cost`), or with the
+  final report (`Receipt.cost`, Route Mobile), journaled just before the final state.
 
 Reasons are typed values (`Reason`), rendered into sentences at the edge by `describe`.
 """
@@ -88,6 +90,7 @@ from bridges.base import (
 )
 from engine.journal import (
     Change,
+    MarkCharged,
     MarkConfirmed,
     MarkFinal,
     MarkRetry,
@@ -363,9 +366,18 @@ class Count(msgspec.Struct, frozen=True):
     reason: str | None = None
 
 
+class Charge(msgspec.Struct, frozen=True, gc=False):
+    """What the provider said it charged for one message, every part of it: the price in
+    its submit reply (dsc, BSG) or in its report (Route Mobile). (gc=False: a float and a
+    str hold no cycle, and one is made per message sent.)"""
+
+    amount: float
+    currency: str
+
+
 class Step(msgspec.Struct, kw_only=True):
     """What one input did to one message: carry out `changes`, then (after the commit)
-    announce `events` and count `counts`."""
+    announce `events` and count `counts` (and `charge`, septet_cost_total{source="provider"})."""
 
     state: State
     changes: list[Change] = msgspec.field(default_factory=list)
@@ -375,6 +387,7 @@ class Step(msgspec.Struct, kw_only=True):
     reason: Reason | None = None
     # A final report: its SMPP state, and whether it ends the message now.
     report_state: str | None = None
+    charge: Charge | None = None
 
 
 class Context(msgspec.Struct, frozen=True, kw_only=True):
@@ -551,6 +564,13 @@ def _submitted(message: Message, outcome: Submitted, ctx: Context) -> Step:
     ts = utc_from_timestamp(ctx.now)
     final = not message.dlr
     no_way_to_ask = message.dlr and outcome.provider_id is None and not ctx.can_ask_by_reference
+    # The accept-time estimate is for the route's first bridge; after a failover, this one's.
+    if message.bridge_index:
+        cost, currency = ctx.price(message, ctx.bridge)
+    else:
+        cost, currency = message.cost, message.currency
+    provider_cost = outcome.cost
+    provider_currency = outcome.currency if provider_cost is not None else None
     change = MarkSubmitted(
         msg_id=message.msg_id,
         provider_id=outcome.provider_id,
@@ -572,11 +592,16 @@ def _submitted(message: Message, outcome: Submitted, ctx: Context) -> Step:
                     ts=ts,
                     provider_id=outcome.provider_id,
                     bridge=ctx.bridge,
+                    cost=cost,
+                    currency=currency,
+                    provider_cost=provider_cost,
+                    provider_currency=provider_currency,
                 ),
             )
         ],
         counts=[Count("submitted")],
         circuit="success",
+        charge=_charge(provider_cost, provider_currency),
     )
     if no_way_to_ask:
         # SMS Club's 453 on a resend: it took the message but no report can ever be
@@ -913,7 +938,21 @@ def on_report(
         events=[_report_event(message, receipt, bridge, now, final=True)],
         report_state=receipt.state,
     )
+    if receipt.cost is not None:
+        # A provider that states its charge only in the report (Route Mobile): kept with
+        # the final state, before it (no change touches a final message).
+        step.changes.insert(
+            0, MarkCharged(msg_id=message.msg_id, cost=receipt.cost, currency=receipt.currency)
+        )
+        step.charge = _charge(receipt.cost, receipt.currency)
     return _check(before, "report_final", step)
+
+
+def _charge(cost: float | None, currency: str | None) -> Charge | None:
+    """The provider's charge where it stated both the amount and its currency."""
+    if cost is None or currency is None:
+        return None
+    return Charge(cost, currency)
 
 
 def _pending_report(

@@ -3,8 +3,9 @@
 Names follow `septet_<what>_<unit>` (DESIGN.md "Metrics"); counters are named without
 `_total`, which prometheus_client appends in the exposition. Labels are of bounded
 cardinality only: bridge, outcome, reason, state, encoding, currency, call, status class,
-result — never a number, an id or free text. Values that would break that rule (an
-unexpected delivery state, an HTTP status) are folded into a fixed set first.
+result, source — never a number, an id or free text. Values that would break that rule (an
+unexpected delivery state, an HTTP status, a provider's odd currency) are folded into a
+fixed set first.
 
 Hot-path updates are O(1): each bridge's label children are resolved once
 (`_BridgeSeries`), and counters are incremented once per batch, not per message. Only
@@ -20,6 +21,8 @@ locked); every other method runs on the event loop, which alone touches the cach
 
 from __future__ import annotations
 
+import math
+import re
 from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Sequence
@@ -29,6 +32,7 @@ import msgspec
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from engine.lifecycle import Charge
 from engine.models import Message
 
 # ── label vocabularies (bounded; every value known before the first message) ──────────
@@ -57,7 +61,13 @@ ENCODINGS = ("GSM-7", "UCS-2")
 LINE_RESULTS = ("accepted", "rejected", "duplicate")
 CIRCUIT_STATES = ("closed", "open", "half_open")
 CALLS = ("send", "status")
+# Whose figure a cost is: septet's estimate (engine.pricing) or the provider's own charge.
+COST_SOURCES = ("estimate", "provider")
 OTHER = "other"
+# A provider names the currency of its charge: an ISO 4217 code becomes a label, at most
+# this many per bridge (a provider bills an account in one or two); others are "other".
+CURRENCY_CODE = re.compile(r"[A-Z]{3}")
+MAX_PROVIDER_CURRENCIES = 8
 
 # ── histogram buckets, fitted to what each one measures ───────────────────────────────
 
@@ -154,6 +164,7 @@ class _BridgeSeries:
     __slots__ = (
         "bridge",
         "bucket_wait",
+        "charges",
         "cost",
         "delivery_latency",
         "dlrs",
@@ -172,7 +183,8 @@ class _BridgeSeries:
         self.retries = {name: metrics.retries.labels(bridge, name) for name in REASONS}
         self.failures = {name: metrics.failures.labels(bridge, name) for name in REASONS}
         self.dlrs = {name: metrics.dlrs.labels(bridge, name) for name in DLR_STATES}
-        self.cost: dict[str, Any] = {}
+        self.cost: dict[str, Any] = {}  # currency -> child, source="estimate"
+        self.charges: dict[str, Any] = {}  # currency -> child, source="provider"
         self.requests: dict[tuple[str, str], Any] = {}
         self.submit_latency = metrics.submit_latency_seconds.labels(bridge)
         self.delivery_latency = metrics.delivery_latency_seconds.labels(bridge)
@@ -229,8 +241,9 @@ class Metrics:
         )
         self.cost = Counter(
             "septet_cost",
-            "Estimated cost of submitted messages, in the currency named by the label.",
-            ["bridge", "currency"],
+            "Cost of submitted messages, in the currency named by the label: septet's"
+            " estimate (source=estimate) and the provider's stated charge (source=provider).",
+            ["bridge", "currency", "source"],
             registry=registry,
         )
         self.retries = Counter(
@@ -338,7 +351,32 @@ class Metrics:
             series.child(series.segments, self.segments, encoding).inc(count)
         for currency, amount in cost.items():
             if amount > 0:
-                series.child(series.cost, self.cost, currency).inc(amount)
+                child = series.cost.get(currency)
+                if child is None:
+                    child = series.cost[currency] = self.cost.labels(bridge, currency, "estimate")
+                child.inc(amount)
+
+    def charged(self, bridge: str, charges: Iterable[Charge]) -> None:
+        """The provider stated what it charged (at submit, or in its report): counted in
+        `septet_cost_total{source="provider"}` by the currency it named."""
+        series = self._series(bridge)
+        totals: dict[str, float] = {}
+        for charge in charges:
+            amount = charge.amount
+            # A counter only grows, and a free message adds nothing (NaN fails both tests).
+            if 0.0 < amount < math.inf:
+                totals[charge.currency] = totals.get(charge.currency, 0.0) + amount
+        for currency, total in totals.items():
+            child = series.charges.get(currency)
+            if child is None:
+                fits = len(series.charges) < MAX_PROVIDER_CURRENCIES
+                if fits and CURRENCY_CODE.fullmatch(currency):
+                    child = series.charges[currency] = self.cost.labels(
+                        bridge, currency, "provider"
+                    )
+                else:  # not kept by its own name: the cache stays as bounded as the labels
+                    child = self.cost.labels(bridge, OTHER, "provider")
+            child.inc(total)
 
     def outcome(self, bridge: str, outcome: str, count: int, reason: str | None = None) -> None:
         """`count` messages of `bridge` ended an attempt as `outcome` (OUTCOMES); a retry

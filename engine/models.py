@@ -116,11 +116,20 @@ class LineRejected(msgspec.Struct, tag="rejected", tag_field="event", kw_only=Tr
 
 
 class SubmittedEvent(msgspec.Struct, tag="submitted", tag_field="event", kw_only=True):
+    """The provider took the message. `cost` and `currency` are septet's estimate on this
+    bridge (engine.pricing); `provider_cost` and `provider_currency` what the provider said
+    it charged in its reply (dsc, BSG), null where it said nothing (Route Mobile states its
+    charge only in the report, kept in the journal; SMS Club never does)."""
+
     id: str | None
     msg_id: str
     ts: dt.datetime
     provider_id: str | None
     bridge: str
+    cost: float
+    currency: str
+    provider_cost: float | None = None
+    provider_currency: str | None = None
 
 
 class Failed(msgspec.Struct, tag="failed", tag_field="event", kw_only=True):

@@ -51,6 +51,22 @@ _FORM = "application/x-www-form-urlencoded"
 _ERROR_CODES = {"DELIVRD": "000", "UNDELIV": "001", "EXPIRED": "002", "REJECTD": "003"}
 _REPORT_PARAMETERS = ("sMobileNo", "sStatus", "sMessageId", "iErrCode")
 _REPORT_OK = frozenset({200, 202})
+# Credits a part costs; `routemobile_credit` counts messages, one credit each for a short one.
+COST_PER_SMS = 1
+# GSM 03.38 extension characters (3GPP TS 23.038 6.2.1.1): two septets each.
+_GSM_EXTENSION = frozenset("^{}\\[~]|€")
+
+
+def message_parts(message: str, message_type: str) -> int:
+    """The parts the seed counts a message in: plain text is one part up to 160 characters,
+    else one per 153; Unicode (hex, 4 digits per code unit) one up to 70 units, else one
+    per 67 ("every 153 characters ... and 268 characters for Unicode", seed 001)."""
+    if message_type in UNICODE_TYPES:
+        units, single, per_part = len(message) // 4, 70, 67
+    else:
+        units = len(message) + sum(character in _GSM_EXTENSION for character in message)
+        single, per_part = 160, 153
+    return 1 if units <= single else -(-units // per_part)
 
 
 def _valid_schedule(date: str, clock_time: str, gmt: str) -> bool:
@@ -187,9 +203,11 @@ class RouteMobileSimulator:
                 code = forced.get(cell.lstrip("+"))
                 if code in REQUEST_LEVEL_CODES:
                     return self._reject(code)
-        return text_response(self._entries(cells, message, source, dlr == "1"))
+        return text_response(self._entries(cells, message, message_type, source, dlr == "1"))
 
-    def _entries(self, cells: list[str], message: str, source: str, wants_dlr: bool) -> str:
+    def _entries(
+        self, cells: list[str], message: str, message_type: str, source: str, wants_dlr: bool
+    ) -> str:
         state = self.state
         config = state.config
         counters = state.counters
@@ -201,7 +219,8 @@ class RouteMobileSimulator:
         now = state.clock()
         reports = None
         if wants_dlr and config.routemobile_dlr_url:
-            reports = self._report_url(config.routemobile_dlr_url, source, now)
+            parts = message_parts(message, message_type)
+            reports = self._report_url(config.routemobile_dlr_url, source, now, parts)
         entries: list[str] = []
         for raw_cell in cells:
             cell = raw_cell.lstrip("+")
@@ -245,16 +264,17 @@ class RouteMobileSimulator:
                 state.schedule_callback("POST", reports.build(report), _REPORT_OK)
         return ",".join(entries)
 
-    def _report_url(self, dlr_url: str, source: str, submitted_at: float) -> ReportUrl:
-        """The account's report URL with what every report of this request shares."""
+    def _report_url(self, dlr_url: str, source: str, submitted_at: float, parts: int) -> ReportUrl:
+        """The account's report URL with what every report of this request shares: one text,
+        so one charge, `iCharge` being the credits of all its parts (DLR Push API)."""
         if dlr_url != self._dlr_url_text:
             self._dlr_url, self._dlr_url_text = URL(dlr_url), dlr_url
         shared = {
             "sSender": source,
             "dtSubmit": utc_timestamp(submitted_at),
             "dtDone": utc_timestamp(submitted_at + self.state.config.dlr_delay_s),
-            "iCostPerSms": "1",
-            "iCharge": "1",
+            "iCostPerSms": str(COST_PER_SMS),
+            "iCharge": str(COST_PER_SMS * parts),
             "iMCCMNC": "0",
         }
         return ReportUrl(self._dlr_url, shared, _REPORT_PARAMETERS)

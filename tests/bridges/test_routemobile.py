@@ -488,8 +488,46 @@ def test_parse_callback_states(status: str, state: str, final: bool) -> None:
             final=final,
             error_code="001",
             recipient="+919820000001",
+            cost=0.25,  # iCharge; no currency: SETTINGS has neither a price table nor option
         )
     ]
+
+
+PRICED = msgspec.structs.replace(SETTINGS, price_currency="INR")
+
+
+def test_the_charge_is_icharge_every_part_in_the_price_table_currency() -> None:
+    """Route Mobile's DLR Push API: iCostPerSms per SMS, iCharge the total of every part.
+    A 3-part message at 0.18 a part charges 0.54; the account's currency is the one the
+    bridge is priced in (its reports name none)."""
+    (receipt,) = driver(PRICED).parse_callback(callback(iCostPerSms="0.18", iCharge="0.54"))
+    assert (receipt.cost, receipt.currency) == (0.54, "INR")
+
+
+def test_the_charge_currency_option_wins_over_the_price_table() -> None:
+    settings = msgspec.structs.replace(PRICED, options={"charge_currency": "USD"})
+    (receipt,) = driver(settings).parse_callback(callback(iCharge="0.0065"))
+    assert (receipt.cost, receipt.currency) == (0.0065, "USD")
+
+
+@pytest.mark.parametrize("currency", ["usd", "US", "DOLLAR", ""])
+def test_a_charge_currency_that_is_no_iso_code_is_refused(currency: str) -> None:
+    settings = msgspec.structs.replace(SETTINGS, options={"charge_currency": currency})
+    with pytest.raises(ValueError, match="charge_currency"):
+        driver(settings)
+
+
+@pytest.mark.parametrize("charge", [None, "", " ", "NULL", "-1", "nan", "inf", "1,5"])
+def test_a_report_without_a_usable_charge_has_none(charge: str | None) -> None:
+    """Only iCharge counts: a report with iCostPerSms alone, or a figure that is no amount,
+    has no charge (and no currency), rather than a guess."""
+    (receipt,) = driver(PRICED).parse_callback(callback(iCostPerSms="0.18", iCharge=charge))
+    assert (receipt.cost, receipt.currency) == (None, None)
+
+
+def test_a_free_message_is_charged_zero() -> None:
+    (receipt,) = driver(PRICED).parse_callback(callback(iCostPerSms="0", iCharge=" 0 "))
+    assert (receipt.cost, receipt.currency) == (0.0, "INR")
 
 
 def test_parse_callback_without_optional_fields() -> None:

@@ -62,6 +62,9 @@ class Hooks:
     def submitted(self, bridge: str, messages: Sequence[tuple[Message, str | None]]) -> None:
         self.calls.append("submitted")
 
+    def charged(self, bridge: str, charges: Sequence[lifecycle.Charge]) -> None:
+        self.calls.append("charged")
+
     def unconfirmed(self, bridge: str, messages: Sequence[Message]) -> None:
         self.calls.append("unconfirmed")
 

@@ -31,12 +31,14 @@ from engine.dlr import (
 from engine.journal import (
     Change,
     JournalError,
+    MarkCharged,
     MarkFinal,
     MarkPolled,
     PollDue,
     SchedulePolls,
     StoreOrphanReceipt,
 )
+from engine.lifecycle import Charge
 from engine.models import Event, Message
 from engine.ratelimit import RequestLimiter
 from tests.engine.test_ratelimit import busiest_window
@@ -130,6 +132,32 @@ async def test_concurrent_callbacks_share_one_lookup_and_one_commit() -> None:
         str(n) for n in range(50)
     )
     assert len(events.events) == 50
+
+
+async def test_a_charge_stated_in_a_report_is_journaled_then_counted() -> None:
+    """Route Mobile states its charge in the report: kept before the final state, in the
+    same commit, and told (for septet_cost_total{source="provider"}) only after it."""
+    journal = FakeJournal([message("1", "p1"), message("2", "p2")])
+    told: list[tuple[str, list[Charge], int]] = []
+
+    def on_charge(bridge: str, charges: Sequence[Charge]) -> None:
+        told.append((bridge, list(charges), len(journal.commits)))
+
+    handler = ReceiptHandler(journal, Collector(), clock=lambda: 5.0, on_charge=on_charge)  # type: ignore[arg-type]
+    charged = msgspec.structs.replace(receipt("p1"), cost=2.0, currency="INR")
+    await handler.handle("routemobile", [charged, receipt("p2")])
+    assert journal.commits == [
+        [
+            MarkCharged(msg_id="1", cost=2.0, currency="INR"),
+            MarkFinal(msg_id="1", outcome="DELIVRD", code=None, error=None, at=5.0),
+            MarkFinal(msg_id="2", outcome="DELIVRD", code=None, error=None, at=5.0),
+        ]
+    ]
+    assert told == [("routemobile", [Charge(2.0, "INR")], 1)]
+    # The same report again: the message is final already, nothing is kept or counted twice.
+    journal.by_pid["p1"] = msgspec.structs.replace(journal.by_pid["p1"], state="final")
+    await handler.handle("routemobile", [charged])
+    assert len(told) == 1
 
 
 async def test_every_caller_of_a_group_sees_a_failed_commit() -> None:

@@ -25,6 +25,7 @@ from engine.journal import (
     Duplicate,
     JournalError,
     JournalFullError,
+    MarkCharged,
     MarkFinal,
     MarkInflight,
     MarkPolled,
@@ -351,6 +352,37 @@ async def test_submits_with_and_without_a_price_and_report_are_stored_as_given(
         (0.7, "RWF", 2.0, "SUBMITTED", 2.0),
         (None, None, 2.0, "SUBMITTED", 2.0),
     ]
+
+
+async def test_a_charge_stated_in_a_report_is_kept_with_the_final_state_once(
+    tmp_path: Path,
+) -> None:
+    """Route Mobile states its charge only in the report: kept where a submit's charge is,
+    in the commit that makes the message final; a later one finds it final and is dropped."""
+    path = tmp_path / "septet.db"
+    async with open_journal(path) as journal:
+        messages = [await accept_one(journal, make_message()) for _ in range(2)]
+        await journal.claim(messages, 0, 1.0)
+        await journal.record(
+            [
+                MarkSubmitted(msg_id="1", provider_id="A", cost=None, currency=None, at=2.0),
+                MarkSubmitted(msg_id="2", provider_id="B", cost=None, currency=None, at=2.0),
+            ]
+        )
+        await journal.record(
+            [
+                MarkCharged(msg_id="1", cost=2.0, currency="INR"),
+                MarkFinal(msg_id="1", outcome="DELIVRD", code=None, error=None, at=3.0),
+                MarkCharged(msg_id="2", cost=1.5, currency=None),
+                MarkFinal(msg_id="2", outcome="UNDELIV", code="001", error=None, at=3.0),
+            ]
+        )
+        await journal.record([MarkCharged(msg_id="1", cost=9.0, currency="USD")])
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        rows = connection.execute(
+            "SELECT submit_cost, submit_currency, outcome FROM messages ORDER BY msg_id"
+        ).fetchall()
+    assert rows == [(2.0, "INR", "DELIVRD"), (1.5, None, "UNDELIV")]
 
 
 async def test_groups_with_and_without_client_ref_in_one_call_keep_their_order(

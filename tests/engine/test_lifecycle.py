@@ -34,6 +34,7 @@ from bridges.base import (
 from engine import lifecycle
 from engine.journal import (
     Change,
+    MarkCharged,
     MarkConfirmed,
     MarkFinal,
     MarkRetry,
@@ -45,6 +46,7 @@ from engine.lifecycle import (
     AccountFaultReason,
     AttemptsUsed,
     CancelledByOwner,
+    Charge,
     CircuitOpen,
     Count,
     CrashedInFlight,
@@ -219,7 +221,12 @@ def report_deadline(message: Message, ctx: lifecycle.Context) -> Step | None:
 
 
 def receipt(
-    state: SmppState, *, provider_id: str | None = "P-1", code: str | None = None
+    state: SmppState,
+    *,
+    provider_id: str | None = "P-1",
+    code: str | None = None,
+    cost: float | None = None,
+    currency: str | None = None,
 ) -> Receipt:
     final_state = state not in ("ENROUTE", "ACCEPTD")
     return Receipt(
@@ -228,15 +235,34 @@ def receipt(
         provider_status=state.lower(),
         final=final_state,
         error_code=code,
+        cost=cost,
+        currency=currency,
     )
 
 
 # ── Expected steps ─────────────────────────────────────────────────────────────────
 
 
-def submitted_event(provider_id: str | None) -> tuple[str, Event]:
+def submitted_event(
+    provider_id: str | None,
+    *,
+    provider_cost: float | None = None,
+    provider_currency: str | None = None,
+    cost: float = 0.02,
+    currency: str = "USD",
+) -> tuple[str, Event]:
+    """`cost`/`currency`: septet's estimate (BASE's, on its first bridge); `provider_*`:
+    what the provider's reply said it charged."""
     return ORIGIN, SubmittedEvent(
-        id="ref-1", msg_id="42", ts=TS, provider_id=provider_id, bridge=BRIDGE
+        id="ref-1",
+        msg_id="42",
+        ts=TS,
+        provider_id=provider_id,
+        bridge=BRIDGE,
+        cost=cost,
+        currency=currency,
+        provider_cost=provider_cost,
+        provider_currency=provider_currency,
     )
 
 
@@ -258,7 +284,12 @@ def submitted_step(
     report_by: float = NOW + REPORT_TIMEOUT_S,
     cost: float | None = None,
     currency: str | None = None,
+    event: tuple[str, Event] | None = None,
 ) -> Step:
+    """`cost`/`currency`: the provider's charge as its reply stated it, journaled as given;
+    on the event and counted only when it named an amount (and, to be counted, its
+    currency)."""
+    charged = cost is not None
     return Step(
         state=State.SUBMITTED,
         changes=[
@@ -271,9 +302,17 @@ def submitted_step(
                 report_by=report_by,
             )
         ],
-        events=[submitted_event(provider_id)],
+        events=[
+            event
+            or submitted_event(
+                provider_id,
+                provider_cost=cost,
+                provider_currency=currency if charged else None,
+            )
+        ],
         counts=[Count("submitted")],
         circuit="success",
+        charge=Charge(cost, currency) if cost is not None and currency is not None else None,
     )
 
 
@@ -502,12 +541,25 @@ def cancelled_step() -> Step:
     )
 
 
-def reported_step(smpp: str, state: State, code: str | None) -> Step:
+def reported_step(
+    smpp: str,
+    state: State,
+    code: str | None,
+    *,
+    cost: float | None = None,
+    currency: str | None = None,
+) -> Step:
+    """A final report; one that states the provider's charge (Route Mobile) keeps it first."""
+    final_change = MarkFinal(msg_id="42", outcome=smpp, code=code, error=None, at=NOW)
+    changes: list[Change] = [final_change]
+    if cost is not None:
+        changes.insert(0, MarkCharged(msg_id="42", cost=cost, currency=currency))
     return Step(
         state=state,
-        changes=[MarkFinal(msg_id="42", outcome=smpp, code=code, error=None, at=NOW)],
+        changes=changes,
         events=[dlr_event(smpp, smpp.lower())],
         report_state=smpp,
+        charge=Charge(cost, currency) if cost is not None and currency is not None else None,
     )
 
 
@@ -665,6 +717,34 @@ ROWS: Final[list[Row]] = [
         inflight(),
         reply(Submitted("P-1", cost=0.03, currency="UAH")),
         submitted_step("P-1", cost=0.03, currency="UAH"),
+    ),
+    Row(
+        "Submitted with a price but no currency -> submitted, kept, not counted",
+        "submitted",
+        inflight(),
+        reply(Submitted("P-1", cost=0.03)),
+        submitted_step("P-1", cost=0.03),
+    ),
+    Row(
+        "Submitted with a currency but no price (dsc's unit alone) -> submitted, no charge",
+        "submitted",
+        inflight(),
+        reply(Submitted("P-1", currency="RWF")),
+        submitted_step("P-1", currency="RWF"),
+    ),
+    Row(
+        "Submitted after a failover -> the estimate is this bridge's, not the first's",
+        "submitted",
+        inflight(bridges=("bsg", BRIDGE), bridge_index=1, cost=0.05, currency="EUR"),
+        reply(Submitted("P-1", cost=0.03, currency="UAH")),
+        submitted_step(
+            "P-1",
+            cost=0.03,
+            currency="UAH",
+            event=submitted_event(
+                "P-1", provider_cost=0.03, provider_currency="UAH", cost=0.02, currency="USD"
+            ),
+        ),
     ),
     Row(
         "Submitted, validity ends before the report timeout -> report by validity + 60 s",
@@ -1172,6 +1252,30 @@ ROWS: Final[list[Row]] = [
             ("accepted after maybe_sent", accepted(attempt=1, maybe_sent_at=NOW - 60), None),
         ]
     ],
+    # ── reports that state the provider's charge (Route Mobile): kept before the end ──
+    *[
+        Row(
+            f"{name} + report DELIVRD charging {cost} {currency} -> delivered, charge kept",
+            "report_final",
+            message,
+            report(receipt("DELIVRD", provider_id=provider_id, cost=cost, currency=currency)),
+            reported_step("DELIVRD", State.DELIVERED, None, cost=cost, currency=currency),
+            None,
+        )
+        for cost, currency in [(2.0, "INR"), (0.0, "INR"), (2.0, None)]
+        for name, message, provider_id in [
+            ("submitted", submitted(), "P-1"),
+            ("unconfirmed", unconfirmed(), "P-9"),
+        ]
+    ],
+    Row(
+        "submitted + report not final with a charge -> submitted, status, charge not kept",
+        "report_pending",
+        submitted(),
+        report(receipt("ENROUTE", cost=2.0, currency="INR")),
+        Step(state=State.SUBMITTED, events=[status_event("ENROUTE", "enroute")]),
+        None,
+    ),
     # ── reports: not final is a `status` event, never a receipt ──
     Row(
         "submitted + report not final -> submitted, status",
@@ -1307,6 +1411,7 @@ def assert_step(actual: Step | None, expected: Step | None) -> None:
     assert actual.circuit == expected.circuit
     assert actual.reason == expected.reason
     assert actual.report_state == expected.report_state
+    assert actual.charge == expected.charge
 
 
 @pytest.mark.parametrize(("row", "idempotency"), expand(ROWS))

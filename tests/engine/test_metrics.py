@@ -11,10 +11,13 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from engine.lifecycle import Charge
 from engine.metrics import (
     CIRCUIT_STATES,
+    COST_SOURCES,
     DLR_STATES,
     LINE_RESULTS,
+    MAX_PROVIDER_CURRENCIES,
     OUTCOMES,
     REASONS,
     LiveState,
@@ -66,13 +69,51 @@ def test_a_submitted_batch_counts_segments_cost_and_each_latency() -> None:
     assert sample(metrics, "septet_messages_total", bridge="dsc", outcome="submitted") == 3
     assert sample(metrics, "septet_segments_total", bridge="dsc", encoding="GSM-7") == 3
     assert sample(metrics, "septet_segments_total", bridge="dsc", encoding="UCS-2") == 3
-    assert sample(metrics, "septet_cost_total", bridge="dsc", currency="RWF") == 2.0
-    assert sample(metrics, "septet_cost_total", bridge="dsc", currency="EUR") == 0.25
+    estimate = {"bridge": "dsc", "source": "estimate"}
+    assert sample(metrics, "septet_cost_total", currency="RWF", **estimate) == 2.0
+    assert sample(metrics, "septet_cost_total", currency="EUR", **estimate) == 0.25
     assert sample(metrics, "septet_submit_latency_seconds_count", bridge="dsc") == 3
     assert sample(metrics, "septet_submit_latency_seconds_sum", bridge="dsc") == 1.5
     # 0.5 s lands in the 0.5 bucket, not below it.
     assert sample(metrics, "septet_submit_latency_seconds_bucket", bridge="dsc", le="0.25") == 0
     assert sample(metrics, "septet_submit_latency_seconds_bucket", bridge="dsc", le="0.5") == 3
+
+
+def test_provider_charges_count_apart_from_the_estimate() -> None:
+    metrics = Metrics(["dsc", "routemobile"])
+    metrics.submitted("dsc", [message(cost=75.0, currency="RWF")], now=100.5)
+    metrics.charged("dsc", [Charge(75.0, "RWF")])
+    metrics.charged("dsc", [Charge(150.0, "RWF"), Charge(0.02, "EUR")])
+    metrics.charged("routemobile", [Charge(3.0, "INR")])
+    estimate = {"bridge": "dsc", "currency": "RWF", "source": "estimate"}
+    assert sample(metrics, "septet_cost_total", **estimate) == 75.0
+    provider = {"bridge": "dsc", "source": "provider"}
+    assert sample(metrics, "septet_cost_total", currency="RWF", **provider) == 225.0
+    assert sample(metrics, "septet_cost_total", currency="EUR", **provider) == 0.02
+    routemobile = {"bridge": "routemobile", "currency": "INR", "source": "provider"}
+    assert sample(metrics, "septet_cost_total", **routemobile) == 3.0
+    assert COST_SOURCES == ("estimate", "provider")
+
+
+def test_provider_currencies_stay_bounded_and_odd_amounts_count_nothing() -> None:
+    metrics = Metrics(["bsg"])
+    # A currency that is no ISO 4217 code is "other"; so is one past the per-bridge cap.
+    codes = [f"E{chr(65 + n)}R" for n in range(MAX_PROVIDER_CURRENCIES + 3)]
+    metrics.charged("bsg", [Charge(1.0, code) for code in codes])
+    metrics.charged("bsg", [Charge(1.0, "euro"), Charge(1.0, "")])
+    # A counter only grows: negative, zero and non-finite amounts are not counted.
+    metrics.charged("bsg", [Charge(-1.0, "EAR"), Charge(0.0, "EAR"), Charge(float("nan"), "EAR")])
+    metrics.charged("bsg", [Charge(float("inf"), "EAR")])
+    labels = {
+        item.labels["currency"]: item.value
+        for family in text_string_to_metric_families(metrics.exposition().decode())
+        for item in family.samples
+        if item.name == "septet_cost_total" and item.labels["source"] == "provider"
+    }
+    assert labels == {
+        **dict.fromkeys(codes[:MAX_PROVIDER_CURRENCIES], 1.0),
+        "other": 3.0 + 2.0,
+    }
 
 
 def test_retries_and_failures_count_by_reason_and_fold_unknown_reasons() -> None:
@@ -227,6 +268,7 @@ LABEL_VALUES = {
     "result": {*LINE_RESULTS, "other"},
     "call": {"send", "status"},
     "status": {"2xx", "3xx", "4xx", "5xx", "transport", "other"},
+    "source": set(COST_SOURCES),
 }
 
 
@@ -277,7 +319,12 @@ async def test_the_daemon_serves_metrics_that_match_its_traffic(tmp_path: Path) 
     assert value("septet_queue_depth_messages", bridge="dsc") == 0
     assert value("septet_inflight_requests", bridge="dsc") == 0
     assert value("septet_circuit_state", bridge="dsc", state="closed") == 1
-    assert any(name == "septet_cost_total" and amount > 0 for (name, _), amount in samples.items())
+    # septet's estimate for both; the provider's own charge too: dsc's at 75 RWF a part
+    # (its simulator's price), BSG's in EUR, both stated in the reply to the send.
+    assert value("septet_cost_total", bridge="dsc", currency="RWF", source="estimate") == 30 * 75
+    assert value("septet_cost_total", bridge="dsc", currency="RWF", source="provider") == 30 * 75
+    assert value("septet_cost_total", bridge="bsg", currency="EUR", source="estimate") > 0
+    assert value("septet_cost_total", bridge="bsg", currency="EUR", source="provider") > 0
 
 
 @pytest.mark.anyio

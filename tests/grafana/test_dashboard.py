@@ -20,6 +20,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from engine.lifecycle import Charge
 from engine.metrics import LiveState, Metrics
 from tests.engine.daemon_harness import connected, daemon_settings, running_daemon
 
@@ -107,6 +108,15 @@ def test_the_dashboard_is_well_formed() -> None:
         "circuit",
     ):
         assert topic in titles, topic
+    # septet's estimates and the providers' charges are two figures of one cost: every
+    # cost query picks one source, never their sum, and both are shown.
+    sources = [
+        re.findall(r'source="(\w+)"', expr)
+        for _, expr in expressions(dashboard)
+        if "septet_cost_total" in expr
+    ]
+    assert all(len(found) == 1 for found in sources), sources
+    assert {found[0] for found in sources} == {"estimate", "provider"}
 
 
 def test_every_metric_the_dashboard_uses_is_exposed() -> None:
@@ -117,7 +127,8 @@ def test_every_metric_the_dashboard_uses_is_exposed() -> None:
     # Series whose labels come from traffic (status class, currency) need one event.
     metrics.request_done("dsc", "send", 0.01, "200")
     metrics.submitted("dsc", [], 0.0)
-    metrics.cost.labels("dsc", "RWF").inc(1.0)
+    metrics.cost.labels("dsc", "RWF", "estimate").inc(1.0)
+    metrics.charged("dsc", [Charge(1.0, "RWF")])
     exposition = metrics.exposition().decode()
     names = exposed_names(exposition)
     labelled_by_bridge = {

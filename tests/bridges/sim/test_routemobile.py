@@ -227,3 +227,32 @@ async def test_reports_are_posted_with_query_parameters_only_for_dlr_1() -> None
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", query["dtDone"])
     for name in ("iCostPerSms", "iCharge", "iMCCMNC", "iErrCode"):
         assert name in query
+    assert (query["iCostPerSms"], query["iCharge"]) == ("1", "1")  # one part, one credit
+
+
+@pytest.mark.parametrize(
+    ("message_type", "message", "parts"),
+    [
+        ("0", "a" * 160, 1),
+        ("0", "a" * 161, 2),  # long: every 153 characters a part (seed 001)
+        ("0", "a" * 307, 3),
+        ("0", "€" * 80, 1),  # extension characters take two septets
+        ("0", "€" * 81, 2),
+        ("2", "0041" * 70, 1),  # Unicode hex, 4 digits a character: 70 in one part
+        ("2", "0041" * 135, 3),  # then 268 hex digits (67 characters) a part
+    ],
+)
+async def test_a_report_charges_every_part(message_type: str, message: str, parts: int) -> None:
+    """Route Mobile's DLR Push API: iCharge is the total credits of the message's parts."""
+    async with receiving([200]) as receiver:
+        config = SimulatorConfig(
+            dlr_delay_s=0.01, routemobile_dlr_url=f"{receiver.url}/dlr/routemobile"
+        )
+        async with (
+            running(["routemobile"], config) as sim,
+            aiohttp.ClientSession(sim.url) as http,
+        ):
+            await get(http, SEND, dlr="1", type=message_type, message=message)
+            await receiver.wait_for(1)
+    _method, query = receiver.requests[0]
+    assert (query["iCostPerSms"], query["iCharge"]) == ("1", str(parts))

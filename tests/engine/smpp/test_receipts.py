@@ -80,7 +80,17 @@ def test_a_failed_event_naming_its_state_keeps_it(state: str) -> None:
             cost=0.1,
             currency="EUR",
         ),
-        SubmittedEvent(id=None, msg_id="7", ts=TS, provider_id="p1", bridge="dsc"),
+        SubmittedEvent(
+            id=None,
+            msg_id="7",
+            ts=TS,
+            provider_id="p1",
+            bridge="dsc",
+            cost=75.0,
+            currency="RWF",
+            provider_cost=75.0,
+            provider_currency="RWF",
+        ),
         Accepted(
             id=None,
             msg_id="7",
