@@ -54,7 +54,14 @@ import anyio
 import msgspec
 import sniffio
 
-from engine.models import Message, MessageState
+from engine.models import (
+    OUTCOME_CANCELLED,
+    OUTCOME_SENT,
+    STATE_OF_SMPP,
+    Message,
+    MessageState,
+    State,
+)
 
 __all__ = [
     "Change",
@@ -323,7 +330,7 @@ class Journal(Protocol):
 
 # ── Schema ─────────────────────────────────────────────────────────────────────
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 
 # The bridge in use, bridges[bridge_index], as SQL over a bound bridge index: stored in
 # the `bridge` column by every change that moves a message to another bridge.
@@ -366,6 +373,47 @@ MIGRATION_REPORT_TIMEOUT_S: Final = 72 * 3600.0
 # that poll for its next one, the strictest provider's floor (BSG: one poll a minute).
 MIGRATION_POLL_WAIT_S: Final = 60.0
 
+# The lifecycle's state names (engine.models.State) as the `status` column stores them. The
+# integer `state` is the phase the partial indexes are keyed on (0 waiting, 1 in flight,
+# 2 awaiting a report, 3 final); `status` is the name engine.lifecycle gave the message.
+ACCEPTED_S: Final = State.ACCEPTED.value
+SCHEDULED_S: Final = State.SCHEDULED.value
+INFLIGHT_S: Final = State.INFLIGHT.value
+SUBMITTED_S: Final = State.SUBMITTED.value
+UNCONFIRMED_S: Final = State.UNCONFIRMED.value
+SENT_S: Final = State.SENT.value
+# A final outcome (the `outcome` column: an SMPP state, or SUBMITTED / CANCELLED) -> name.
+STATUS_OF_OUTCOME: Final[dict[str, str]] = {
+    **{smpp: state.value for smpp, state in STATE_OF_SMPP.items()},
+    OUTCOME_SENT: State.SENT.value,
+    OUTCOME_CANCELLED: State.CANCELLED.value,
+}
+
+
+def _status_of_outcome(outcome: str) -> str:
+    return STATUS_OF_OUTCOME.get(outcome, State.UNKNOWN.value)
+
+
+def _waiting_status(attempt: int) -> str:
+    """A message back to waiting: scheduled for a retry, accepted on a new bridge."""
+    return SCHEDULED_S if attempt > 0 else ACCEPTED_S
+
+
+def _migration_status_sql() -> str:
+    """The 5 -> 6 migration's names for rows written before the column existed."""
+    finals = " ".join(
+        f"WHEN '{outcome}' THEN '{status}'" for outcome, status in STATUS_OF_OUTCOME.items()
+    )
+    return (
+        "UPDATE messages SET status = CASE state"  # noqa: S608 - constants only
+        f" WHEN 0 THEN CASE WHEN attempt > 0 THEN '{SCHEDULED_S}' ELSE '{ACCEPTED_S}' END"
+        f" WHEN 1 THEN '{INFLIGHT_S}'"
+        " WHEN 2 THEN CASE WHEN provider_id IS NULL AND maybe_sent > 0"
+        f" THEN '{UNCONFIRMED_S}' ELSE '{SUBMITTED_S}' END"
+        f" ELSE CASE outcome {finals} ELSE '{State.UNKNOWN.value}' END END"
+    )
+
+
 # Upgrades from each older schema version, run in order inside one transaction.
 MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     # 1 -> 2: remember that an earlier attempt on the current bridge may have reached the
@@ -407,6 +455,11 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         "DROP INDEX messages_awaiting",
         SQL_CREATE_AWAITING_INDEX,
     ),
+    # 5 -> 6: each message's lifecycle state by name (engine.lifecycle), beside the phase.
+    5: (
+        "ALTER TABLE messages ADD COLUMN status TEXT",
+        _migration_status_sql(),
+    ),
 }
 
 SCHEMA: Final = f"""
@@ -436,7 +489,8 @@ CREATE TABLE messages (
     outcome TEXT,
     code TEXT,
     error TEXT,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    status TEXT
 );
 CREATE INDEX messages_due ON messages (priority, due_at) WHERE state = 0;
 CREATE INDEX messages_inflight ON messages (bridge_index) WHERE state = 1;
@@ -470,21 +524,21 @@ MESSAGE_COLUMNS: Final = (
 # often None (client_ref, a provider's cost) has a statement of its own that writes NULL.
 SQL_INSERT_MESSAGE: Final = (
     "INSERT INTO messages (msg_id, state, due_at, priority, bridges, bridge_index, bridge,"
-    " attempt, dlr, body, client_ref) VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " attempt, dlr, status, body, client_ref) VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 SQL_INSERT_MESSAGE_WITHOUT_CLIENT_REF: Final = (
     "INSERT INTO messages (msg_id, state, due_at, priority, bridges, bridge_index, bridge,"
-    " attempt, dlr, body) VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " attempt, dlr, status, body) VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 SQL_FIND_CLIENT_REF: Final = "SELECT msg_id FROM messages WHERE client_ref = ? ORDER BY msg_id"
 # Changes never touch a final message: final is final (a late, stale change is dropped).
 SQL_CLAIM: Final = (
-    "UPDATE messages SET state = 1, inflight_at = ?"
+    f"UPDATE messages SET state = 1, status = '{INFLIGHT_S}', inflight_at = ?"  # noqa: S608
     " WHERE msg_id = ? AND state = 0 AND bridge_index = ? AND attempt = ?"
 )
 SQL_MARK_INFLIGHT: Final = (
     f"UPDATE messages SET state = 1, bridge_index = ?, bridge = {SQL_BRIDGE_AT}, attempt = ?,"  # noqa: S608
-    " inflight_at = ? WHERE msg_id = ? AND state < 3"
+    f" status = '{INFLIGHT_S}', inflight_at = ? WHERE msg_id = ? AND state < 3"
 )
 
 
@@ -499,12 +553,13 @@ def _mark_submitted_sql(*, final: bool, priced: bool) -> str:
     if final:
         return (
             f"UPDATE messages SET state = 3, provider_id = ?, {cost}, submitted_at = ?,"  # noqa: S608
-            " outcome = 'SUBMITTED', code = NULL, error = NULL, final_at = ?"
+            f" outcome = '{OUTCOME_SENT}', status = '{SENT_S}', code = NULL, error = NULL,"
+            " final_at = ?"
             " WHERE msg_id = ? AND state < 3"
         )
     return (
         f"UPDATE messages SET state = 2, provider_id = ?, {cost}, submitted_at = ?,"  # noqa: S608
-        " due_at = ? WHERE msg_id = ? AND state < 3"
+        f" status = '{SUBMITTED_S}', due_at = ? WHERE msg_id = ? AND state < 3"
     )
 
 
@@ -516,15 +571,16 @@ SQL_MARK_SUBMITTED: Final = {
 }
 SQL_MARK_RETRY: Final = (
     f"UPDATE messages SET state = 0, due_at = ?, attempt = ?, bridge_index = ?,"  # noqa: S608
-    f" bridge = {SQL_BRIDGE_AT}, retry_reason = ?, maybe_sent = ? WHERE msg_id = ? AND state < 3"
-)
-SQL_MARK_UNCONFIRMED: Final = (
-    "UPDATE messages SET state = 2, submitted_at = ?, maybe_sent = ?, due_at = ?, error = ?"
+    f" bridge = {SQL_BRIDGE_AT}, retry_reason = ?, maybe_sent = ?, status = ?"
     " WHERE msg_id = ? AND state < 3"
 )
+SQL_MARK_UNCONFIRMED: Final = (
+    "UPDATE messages SET state = 2, submitted_at = ?, maybe_sent = ?, due_at = ?, error = ?,"  # noqa: S608
+    f" status = '{UNCONFIRMED_S}' WHERE msg_id = ? AND state < 3"
+)
 SQL_MARK_CONFIRMED: Final = (
-    "UPDATE messages SET provider_id = coalesce(?, provider_id), due_at = ?"
-    " WHERE msg_id = ? AND state = 2"
+    "UPDATE messages SET provider_id = coalesce(?, provider_id), due_at = ?,"  # noqa: S608
+    f" status = '{SUBMITTED_S}' WHERE msg_id = ? AND state = 2"
 )
 SQL_MARK_CHARGED: Final = (
     "UPDATE messages SET submit_cost = ?, submit_currency = ? WHERE msg_id = ? AND state < 3"
@@ -538,7 +594,7 @@ SQL_UNCONFIRMED: Final = (
     " WHERE state = 2 AND provider_id IS NULL AND bridge = ? ORDER BY msg_id"
 )
 SQL_MARK_FINAL: Final = (
-    "UPDATE messages SET state = 3, outcome = ?, code = ?, error = ?, final_at = ?"
+    "UPDATE messages SET state = 3, outcome = ?, status = ?, code = ?, error = ?, final_at = ?"
     " WHERE msg_id = ? AND state < 3"
 )
 SQL_MARK_POLLED: Final = (
@@ -1079,6 +1135,7 @@ class SqliteJournal:
                         message.bridges[message.bridge_index],
                         message.attempt,
                         1 if message.dlr else 0,
+                        SCHEDULED_S if message.due_at > message.accepted_at else ACCEPTED_S,
                         bytearray(encode(message)),
                     )
                     group_rows.append(row if client_ref is None else (*row, client_ref))
@@ -1206,6 +1263,7 @@ class SqliteJournal:
                             change.bridge_index,
                             change.reason,
                             change.maybe_sent_at,
+                            _waiting_status(change.attempt),
                             msg_id,
                         )
                         for change in run
@@ -1215,7 +1273,10 @@ class SqliteJournal:
             elif kind is MarkFinal:
                 cursor = executemany(
                     SQL_MARK_FINAL,
-                    [(c.outcome, c.code, c.error, c.at, c.msg_id) for c in run],
+                    [
+                        (c.outcome, _status_of_outcome(c.outcome), c.code, c.error, c.at, c.msg_id)
+                        for c in run
+                    ],
                 )
                 self._pending -= max(cursor.rowcount, 0)
             elif kind is MarkUnconfirmed:

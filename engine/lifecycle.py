@@ -70,7 +70,6 @@ Reasons are typed values (`Reason`), rendered into sentences at the edge by `des
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Sequence
 from typing import Final, Literal
 
@@ -98,6 +97,18 @@ from engine.journal import (
     MarkUnconfirmed,
 )
 from engine.models import (
+    OUTCOME_CANCELLED as OUTCOME_CANCELLED,
+)
+from engine.models import (
+    OUTCOME_SENT as OUTCOME_SENT,
+)
+from engine.models import (
+    SMPP_STATE as SMPP_STATE,
+)
+from engine.models import (
+    STATE_OF_SMPP as STATE_OF_SMPP,
+)
+from engine.models import (
     CancelledEvent,
     DeliveryReport,
     Event,
@@ -109,26 +120,12 @@ from engine.models import (
     SubmittedEvent,
     utc_from_timestamp,
 )
+from engine.models import (
+    State as State,
+)
 from engine.retry import Decision, Failover, GiveUp, RetryAt, RetryPolicy
 
 # ── States ────────────────────────────────────────────────────────────────────────
-
-
-class State(enum.StrEnum):
-    ACCEPTED = "accepted"  # waiting, due now
-    SCHEDULED = "scheduled"  # waiting, due later (schedule_at, or a retry's backoff)
-    INFLIGHT = "inflight"  # claimed: a request carrying it is being made
-    SUBMITTED = "submitted"  # the provider took it; its report is awaited
-    UNCONFIRMED = "unconfirmed"  # it may have reached the provider; awaiting its word
-    # Final:
-    SENT = "sent"  # the provider took it and no report was asked for
-    DELIVERED = "delivered"
-    UNDELIVERABLE = "undeliverable"
-    EXPIRED = "expired"
-    REJECTED = "rejected"
-    DELETED = "deleted"
-    UNKNOWN = "unknown"
-    CANCELLED = "cancelled"
 
 
 FINAL: Final = frozenset(
@@ -147,19 +144,6 @@ WAITING: Final = frozenset({State.ACCEPTED, State.SCHEDULED})
 # The provider took it: submitted, or sent (final) when no report was asked for.
 TAKEN: Final = frozenset({State.SUBMITTED, State.SENT})
 
-# The SMPP final state (v3.4 Appendix B) of each final state that has one, both ways.
-SMPP_STATE: Final[dict[State, str]] = {
-    State.DELIVERED: "DELIVRD",
-    State.UNDELIVERABLE: "UNDELIV",
-    State.EXPIRED: "EXPIRED",
-    State.REJECTED: "REJECTD",
-    State.DELETED: "DELETED",
-    State.UNKNOWN: "UNKNOWN",
-}
-STATE_OF_SMPP: Final[dict[str, State]] = {smpp: state for state, smpp in SMPP_STATE.items()}
-# What the journal's `outcome` column holds for the final states without an SMPP state.
-OUTCOME_SENT: Final = "SUBMITTED"
-OUTCOME_CANCELLED: Final = "CANCELLED"
 
 # How long a submitted message waits for its final report before it ends as UNKNOWN,
 # unless its validity ends sooner (config `dlr.report_timeout_s`): BSG's default validity.

@@ -7,7 +7,8 @@ at import (msgspec's own advice) and shared by ingress, the journal and the CLI.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+import enum
+from typing import Annotated, Final, Literal
 
 import msgspec
 
@@ -90,6 +91,43 @@ class Message(msgspec.Struct, kw_only=True):
     @property
     def maybe_sent(self) -> bool:
         return self.maybe_sent_at > 0
+
+
+# ── The lifecycle's states ─────────────────────────────────────────────────────
+# Their names, shared by engine.lifecycle (which decides every move between them, and has
+# the table) and the journal (which stores each message's name in its `status` column).
+
+
+class State(enum.StrEnum):
+    ACCEPTED = "accepted"  # waiting, due now
+    SCHEDULED = "scheduled"  # waiting, due later (schedule_at, or a retry's backoff)
+    INFLIGHT = "inflight"  # claimed: a request carrying it is being made
+    SUBMITTED = "submitted"  # the provider took it; its report is awaited
+    UNCONFIRMED = "unconfirmed"  # it may have reached the provider; awaiting its word
+    # Final:
+    SENT = "sent"  # the provider took it and no report was asked for
+    DELIVERED = "delivered"
+    UNDELIVERABLE = "undeliverable"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
+    DELETED = "deleted"
+    UNKNOWN = "unknown"
+    CANCELLED = "cancelled"
+
+
+# The SMPP final state (v3.4 Appendix B) of each final state that has one, both ways.
+SMPP_STATE: Final[dict[State, str]] = {
+    State.DELIVERED: "DELIVRD",
+    State.UNDELIVERABLE: "UNDELIV",
+    State.EXPIRED: "EXPIRED",
+    State.REJECTED: "REJECTD",
+    State.DELETED: "DELETED",
+    State.UNKNOWN: "UNKNOWN",
+}
+STATE_OF_SMPP: Final[dict[str, State]] = {smpp: state for state, smpp in SMPP_STATE.items()}
+# What the journal's `outcome` column holds for the final states without an SMPP state.
+OUTCOME_SENT: Final = "SUBMITTED"
+OUTCOME_CANCELLED: Final = "CANCELLED"
 
 
 # ── Output events ──────────────────────────────────────────────────────────────

@@ -31,6 +31,7 @@ from engine.journal import (
     MarkPolled,
     MarkRetry,
     MarkSubmitted,
+    MarkUnconfirmed,
     SchedulePolls,
     SqliteJournal,
     StoreEvents,
@@ -819,6 +820,7 @@ async def test_a_version_4_journal_keeps_its_polls_at_the_strictest_floor(
             "DROP INDEX messages_awaiting;"
             "ALTER TABLE messages DROP COLUMN polls;"
             "ALTER TABLE messages DROP COLUMN next_poll_at;"
+            "ALTER TABLE messages DROP COLUMN status;"
             "CREATE INDEX messages_awaiting ON messages (bridge, last_polled_at)"
             " WHERE state = 2 AND dlr = 1;"
             "PRAGMA user_version = 4;"
@@ -1045,3 +1047,66 @@ async def test_every_accept_that_returned_survives_a_kill_9(tmp_path: Path) -> N
         assert await journal.pending_count() >= len(acknowledged)
         fresh = await accept_one(journal, make_message())
     assert int(fresh.msg_id) > max(int(msg_id) for msg_id in acknowledged)
+
+
+async def test_the_journal_stores_each_message_s_lifecycle_state_by_name(tmp_path: Path) -> None:
+    """`status` holds engine.lifecycle's name for each message (the integer `state` is the
+    phase the indexes use): accepted, in flight, submitted, unconfirmed, final by name."""
+    path = tmp_path / "septet.db"
+    async with open_journal(path) as journal:
+        groups = await journal.accept(
+            [[make_message(f"+25078258981{n}", dlr=True)] for n in range(5)]
+        )
+        ids = [group[0].msg_id for group in groups if isinstance(group, list)]
+        claimed = await journal.claim(
+            [group[0] for group in groups if isinstance(group, list)][:4], 0, 10.0
+        )
+        assert len(claimed) == 4
+        await journal.record(
+            [
+                MarkSubmitted(
+                    msg_id=ids[1],
+                    provider_id="p1",
+                    cost=None,
+                    currency=None,
+                    at=11.0,
+                    report_by=99.0,
+                ),
+                MarkUnconfirmed(
+                    msg_id=ids[2], at=11.0, maybe_sent_at=10.0, report_by=99.0, error="lost"
+                ),
+                MarkRetry(msg_ids=[ids[3]], due_at=20.0, attempt=1, bridge_index=0, reason="5xx"),
+            ]
+        )
+        await journal.record(
+            [MarkFinal(msg_id=ids[1], outcome="DELIVRD", code=None, error=None, at=12.0)]
+        )
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        status = dict(connection.execute("SELECT msg_id, status FROM messages").fetchall())
+    assert [status[int(msg_id)] for msg_id in ids] == [
+        "inflight",
+        "delivered",
+        "unconfirmed",
+        "scheduled",
+        "accepted",
+    ]
+
+
+async def test_a_version_5_journal_gets_its_states_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "septet.db"
+    async with open_journal(path) as journal:
+        groups = await journal.accept([[make_message("+250782589820", dlr=True)]])
+        [message] = groups[0] if isinstance(groups[0], list) else []
+        await journal.claim([message], 0, 10.0)
+        await journal.record(
+            [MarkFinal(msg_id=message.msg_id, outcome="UNDELIV", code="1", error=None, at=12.0)]
+        )
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.executescript(
+            "ALTER TABLE messages DROP COLUMN status; PRAGMA user_version = 5;"
+        )
+    async with open_journal(path):
+        pass
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        assert connection.execute("SELECT status FROM messages").fetchall() == [("undeliverable",)]
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
