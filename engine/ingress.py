@@ -256,7 +256,11 @@ class EventSink:
         self._write = write
         self._buffer: list[bytes] = []
         self._wake = anyio.Event()
-        self._idle = anyio.Event()  # set while nothing is buffered or being written
+        # True while nothing is buffered or being written (serve is waiting for more).
+        self._idle = False
+        # Made by a `flush` that has to wait, set when the sink is next idle: an event
+        # per write would cost a few microseconds each (anyio looks up its backend).
+        self._flushed: anyio.Event | None = None
         self.closed = False
         self._spill: Spill | None = None
 
@@ -281,8 +285,13 @@ class EventSink:
 
     def _wake_writer(self) -> None:
         self._wake.set()
-        if self._idle.is_set():
-            self._idle = anyio.Event()
+        self._idle = False
+
+    def _set_idle(self) -> None:
+        self._idle = True
+        if self._flushed is not None:
+            self._flushed.set()
+            self._flushed = None
 
     async def serve(
         self, spill: Spill, kept: Callable[[], Awaitable[list[bytes]]] | None = None
@@ -308,25 +317,24 @@ class EventSink:
                     writing, self._buffer = self._buffer, []
                     await self._write(b"".join(writing))
                     writing = []
-                self._idle.set()
+                self._set_idle()
                 await self._wake.wait()
                 self._wake = anyio.Event()
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             log.info("client_gone", origin=self.origin)
         finally:
             self.closed = True
-            self._idle.set()
+            self._set_idle()
             rest, self._buffer = [*writing, *self._buffer], []
             if rest:
                 spill(self.origin, rest)
 
     async def flush(self) -> None:
         """Wait until everything emitted so far is written (or the sink closed)."""
-        while not self.closed:
-            idle = self._idle
-            await idle.wait()
-            if idle is self._idle:
-                return
+        while not self.closed and not self._idle:
+            if self._flushed is None:
+                self._flushed = anyio.Event()
+            await self._flushed.wait()
 
 
 class EventRouter:
