@@ -1,7 +1,8 @@
 """Batches the providers accept, end to end (issue 17): the running daemon, real sockets,
 real SQLite, the embedded simulators counting every request refused for what it held.
 
-- 200 messages per bridge with repeated destinations, mixed validity and senders: no
+- 200 messages per bridge with repeated destinations, mixed validity and senders, a long
+  text and (on Route Mobile, the one bridge with flash) flash: no
   request is refused for a batching reason (a repeated msisdn, BSG 31; a repeated phone
   and text, SMS Club 453), every message ends once, none is sent twice, and where the
   request carries one validity (BSG, SMS Club) none is given a shorter one than asked.
@@ -28,7 +29,8 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 BRIDGES = ("dsc", "routemobile", "bsg", "smsclub")
 MESSAGES = 200
 NUMBERS = [f"+3809893{n:05d}" for n in range(20)]
-TEXTS = ("Your order is ready", "Your parcel has left")
+# One short text and one long one (three GSM-7 parts; under BSG's 765-character limit).
+TEXTS = ("Your order is ready", "Your parcel has left the warehouse. " * 10)
 SENDERS = ("ACME", "SHOPTWO")
 VALIDITIES: tuple[int | None, ...] = (None, 3600, 86_400)
 BSG_DEFAULT_VALIDITY_S = 72 * 3600
