@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 
 from engine.config import ConfigError, load_settings
@@ -45,6 +46,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         import uvloop
 
+        # What is loaded by now (modules, classes, settings) lives as long as the process:
+        # frozen, the collector's full passes no longer walk it on every run of the daemon.
+        gc.freeze()
         return uvloop.run(
             run_daemon(settings, use_stdin=args.stdin, exit_when_idle=args.exit_when_idle)
         )
