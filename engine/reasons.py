@@ -72,7 +72,7 @@ class CircuitOpen(msgspec.Struct, frozen=True, tag="circuit_open"):
 
 
 class CancelledByOwner(msgspec.Struct, frozen=True, tag="cancelled"):
-    pass
+    """Its owner cancelled it before any request carried it."""
 
 
 Reason = (

@@ -1105,8 +1105,8 @@ async def test_a_version_5_journal_gets_its_states_by_name(tmp_path: Path) -> No
         connection.executescript(
             "ALTER TABLE messages DROP COLUMN status; PRAGMA user_version = 5;"
         )
-    async with open_journal(path):
-        pass
+    async with open_journal(path) as reopened:  # opening it runs the migration
+        assert await reopened.pending_count() == 0
     with contextlib.closing(sqlite3.connect(path)) as connection:
         assert connection.execute("SELECT status FROM messages").fetchall() == [("undeliverable",)]
         assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

@@ -273,8 +273,8 @@ async def test_a_store_from_a_newer_septet_is_refused_with_a_sentence(tmp_path: 
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     connection.close()
     with pytest.raises(StoreError, match="written by a newer septet") as refused:
-        async with open_store(path):
-            pass
+        async with open_store(path) as store:
+            pytest.fail(f"the store opened: {store}")
     assert str(path) in str(refused.value)
 
 
@@ -282,5 +282,5 @@ async def test_a_file_that_is_not_a_store_is_a_sentence(tmp_path: Path) -> None:
     path = tmp_path / "junk.smpp.db"
     path.write_bytes(b"this is not SQLite" * 100)
     with pytest.raises(StoreError, match="Cannot open the SMPP store"):
-        async with open_store(path):
-            pass
+        async with open_store(path) as store:
+            pytest.fail(f"the store opened: {store}")
