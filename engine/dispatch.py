@@ -550,11 +550,14 @@ class BridgeDispatcher:
 
     def _log_step(self, message: Message, step: lifecycle.Step) -> None:
         if step.state is lifecycle.State.ACCEPTED:
+            # The bridge it moved to: the first later one that takes it (engine.lifecycle),
+            # not always the next.
+            moved_to = getattr(step.changes[0], "bridge_index", message.bridge_index + 1)
             log.warning(
                 "failover",
                 bridge=self.name,
                 msg_id=message.msg_id,
-                to_bridge=message.bridges[message.bridge_index + 1],
+                to_bridge=message.bridges[moved_to],
                 reason=lifecycle.describe(step.reason),
             )
             return
