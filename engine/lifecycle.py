@@ -515,7 +515,9 @@ def _submitted(message: Message, outcome: Submitted, ctx: Context) -> Step:
         step.state = State.UNKNOWN
         step.reason = NoProviderId()
         step.changes.append(_final_change(message, State.UNKNOWN, None, NoProviderId(), ctx.now))
-        step.events.append(_dlr_event(message, "UNKNOWN", describe(NoProviderId()), ctx))
+        step.events.append(
+            _report(message, "UNKNOWN", describe(NoProviderId()), ctx.bridge, ctx.now)
+        )
     return step
 
 
@@ -681,19 +683,7 @@ def _unconfirmed(
                 error=describe(reason),
             )
         ],
-        events=[
-            (
-                message.origin,
-                StatusEvent(
-                    id=message.client_ref,
-                    msg_id=message.msg_id,
-                    ts=utc_from_timestamp(ctx.now),
-                    state="UNKNOWN",
-                    provider_status=describe(reason),
-                    bridge=ctx.bridge,
-                ),
-            )
-        ],
+        events=[_report(message, "UNKNOWN", describe(reason), ctx.bridge, ctx.now, final=False)],
     )
 
 
@@ -747,19 +737,24 @@ def _final_change(
     )
 
 
-def _dlr_event(
-    message: Message, smpp_state: str, provider_status: str, ctx: Context
+def _report(
+    message: Message,
+    state: str,
+    provider_status: str,
+    bridge: str,
+    now: float,
+    *,
+    final: bool = True,
 ) -> tuple[str, Event]:
-    return (
-        message.origin,
-        DeliveryReport(
-            id=message.client_ref,
-            msg_id=message.msg_id,
-            ts=utc_from_timestamp(ctx.now),
-            state=smpp_state,
-            provider_status=provider_status,
-            bridge=ctx.bridge,
-        ),
+    """The `dlr` event of a final state, or the `status` event of one that is not."""
+    kind = DeliveryReport if final else StatusEvent
+    return message.origin, kind(
+        id=message.client_ref,
+        msg_id=message.msg_id,
+        ts=utc_from_timestamp(now),
+        state=state,
+        provider_status=provider_status,
+        bridge=bridge,
     )
 
 
@@ -841,7 +836,7 @@ def on_report(
                 at=now,
             )
         ],
-        events=[_report_event(message, receipt, bridge, now, final=True)],
+        events=[_report(message, receipt.state, receipt.provider_status, bridge, now)],
         report_state=receipt.state,
     )
     if receipt.cost is not None:
@@ -871,7 +866,10 @@ def _pending_report(
 ) -> Step:
     """A non-final status: a `status` event only. An unconfirmed message is submitted
     after all (the provider has it), and a provider id it did not have is learned."""
-    step = Step(state=before, events=[_report_event(message, receipt, bridge, now, final=False)])
+    step = Step(
+        state=before,
+        events=[_report(message, receipt.state, receipt.provider_status, bridge, now, final=False)],
+    )
     learns_id = message.provider_id is None and receipt.provider_id is not None
     if before is State.UNCONFIRMED or (before is State.SUBMITTED and learns_id):
         step.state = State.SUBMITTED
@@ -885,32 +883,6 @@ def _pending_report(
     return step
 
 
-def _report_event(
-    message: Message, receipt: Receipt, bridge: str, now: float, *, final: bool
-) -> tuple[str, Event]:
-    ts = utc_from_timestamp(now)
-    event: Event
-    if final:
-        event = DeliveryReport(
-            id=message.client_ref,
-            msg_id=message.msg_id,
-            ts=ts,
-            state=receipt.state,
-            provider_status=receipt.provider_status,
-            bridge=bridge,
-        )
-    else:
-        event = StatusEvent(
-            id=message.client_ref,
-            msg_id=message.msg_id,
-            ts=ts,
-            state=receipt.state,
-            provider_status=receipt.provider_status,
-            bridge=bridge,
-        )
-    return message.origin, event
-
-
 def on_report_deadline(message: Message, now: float, report_timeout_s: float) -> Step | None:
     """No final report came in time: the message ends UNKNOWN, with its `dlr` event."""
     before = state_of(message, now)
@@ -922,19 +894,7 @@ def on_report_deadline(message: Message, now: float, report_timeout_s: float) ->
         state=State.UNKNOWN,
         reason=reason,
         changes=[_final_change(message, State.UNKNOWN, "no_report", reason, now)],
-        events=[
-            (
-                message.origin,
-                DeliveryReport(
-                    id=message.client_ref,
-                    msg_id=message.msg_id,
-                    ts=utc_from_timestamp(now),
-                    state="UNKNOWN",
-                    provider_status=describe(reason),
-                    bridge=message.bridge,
-                ),
-            )
-        ],
+        events=[_report(message, "UNKNOWN", describe(reason), message.bridge, now)],
         counts=[Count("report_timeout")],
         report_state="UNKNOWN",
     )
