@@ -16,7 +16,7 @@ validity cut short, a sender truncated):
   most 11 alphanumeric".
 
 A refusal is a value, one struct per rule; `describe_refusals` renders the sentence and
-`refusal_kind` says which kind of refusal (engine.ingress.RefusalKind) each is.
+`refusal_kind` says which kind of refusal (engine.ingress.prepare.RefusalKind) each is.
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def admit(
     anything.
 
     The message carries the line's `from`, else the default sender of the bridge chosen
-    first, wherever it goes (engine.ingress), so the failovers are checked with that one.
+    first, wherever it goes (engine.ingress.prepare), so the failovers are checked with that one.
     """
     refusals: list[Refusal] = []
     for position, bridge in enumerate(route):
@@ -207,7 +207,7 @@ def _refusal(
 class Admitter:
     """`admit` over one set of limits and default senders, remembering its answers: most
     lines share their route, sender and options, and have a text shorter than any
-    bridge's limit, so the rules are checked once for all of them (engine.ingress calls
+    bridge's limit, so the rules are checked once for all of them (engine.ingress.prepare calls
     this for every recipient of every line)."""
 
     __slots__ = ("_answers", "_limits", "_senders", "_shortest")

@@ -26,12 +26,15 @@ from bridges.registry import build_driver
 from engine.admission import takes_message
 from engine.circuit import CircuitBreaker
 from engine.config import Settings, split_host_port
-from engine.connections import Outbox, serve_clients, serve_outbox, store_outbox_rest
 from engine.credentials import CredentialsRefused, NotCheckable, check_credentials, describe
 from engine.dispatch import BridgeDispatcher
 from engine.dlr import ReceiptHandler, poll_policy, serve_poller
 from engine.http_io import BridgeClient
-from engine.ingress import EventRouter, LineHandler, LinePreparer
+from engine.ingress.events import EventRouter
+from engine.ingress.ndjson import LineHandler
+from engine.ingress.outbox import Outbox, serve_outbox, store_outbox_rest
+from engine.ingress.prepare import LinePreparer
+from engine.ingress.sockets import serve_clients
 from engine.journal import open_journal
 from engine.lifecycle import Charge
 from engine.listener import build_app, metrics_route, serve_listener
@@ -306,7 +309,7 @@ async def run_daemon(
             scheduler,
             max_line_bytes=settings.ingress.max_line_bytes,
             on_lines=metrics.ingress,
-            # SMPP submissions reserve queue room before their commit (engine.ingress).
+            # SMPP submissions reserve queue room before their commit (engine.ingress.ndjson).
             room=scheduler,
         )
         ingress_scope = anyio.CancelScope()

@@ -6,7 +6,7 @@ arrives. The command ends when every line has its answer (one `rejected`, or one
 reached a final state (a final `dlr` or a `failed`). Exit 0 when all lines were
 accepted (and, with --wait-dlr, none failed), 1 otherwise, 2 on bad usage.
 
-With --session TOKEN the first line sent is `{"session": "TOKEN"}` (engine.sessions):
+With --session TOKEN the first line sent is `{"session": "TOKEN"}` (engine.ingress.sessions):
 events of messages sent under that token come to whichever connection presents it, and
 those kept while none did are printed first; only what follows the daemon's `session`
 event is counted as this run's answers.
@@ -27,7 +27,7 @@ import anyio
 import anyio.abc
 import msgspec
 
-from engine.sessions import check_token, describe, session_line, session_origin
+from engine.ingress.sessions import check_token, describe, session_line, session_origin
 
 FINAL_STATES = frozenset({"DELIVRD", "UNDELIV", "EXPIRED", "REJECTD", "DELETED", "UNKNOWN"})
 # --events without an ORIGIN: every client's kept events.

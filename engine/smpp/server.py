@@ -45,7 +45,7 @@ import anyio
 import anyio.abc
 import structlog
 
-from engine.ingress import LineError, RefusalKind
+from engine.ingress.prepare import LineError, RefusalKind
 from engine.journal import StoreEvents
 from engine.models import Message, Submission, utc_from_timestamp
 from engine.smpp import pdu as p
@@ -93,7 +93,7 @@ OUTCOME_PRUNE_EVERY_S = 3600.0
 
 
 class Accept(Protocol):
-    """engine.ingress.LineHandler.accept_submission: the journaled messages, or a refusal
+    """engine.ingress.ndjson.LineHandler.accept_submission: the journaled messages, or a refusal
     sentence; with `room_wait_s`, room is reserved before the commit (see there)."""
 
     def __call__(
@@ -107,7 +107,7 @@ class Accept(Protocol):
 
 
 class EventRegistry(Protocol):
-    """engine.ingress.EventRouter: a sink gets every event of its origin as NDJSON lines."""
+    """engine.ingress.events.EventRouter: a sink gets every event of its origin as NDJSON lines."""
 
     def register(self, sink: Any) -> None: ...
 
@@ -122,7 +122,7 @@ class OutboxJournal(Protocol):
     async def record(self, changes: Sequence[StoreEvents]) -> None: ...
 
 
-# The SMPP status (section 5.1.3) for each kind of engine.ingress refusal.
+# The SMPP status (section 5.1.3) for each kind of engine.ingress.prepare refusal.
 REFUSAL_STATUS: dict[RefusalKind, int] = {
     "congested": p.ESME_RTHROTTLED,  # the ESME is to slow down and submit it again
     "text": p.ESME_RINVMSGLEN,
@@ -142,7 +142,7 @@ REFUSAL_STATUS: dict[RefusalKind, int] = {
 
 
 def refusal_status(refusal: LineError) -> int:
-    """The SMPP status for a refusal of engine.ingress, by its kind."""
+    """The SMPP status for a refusal of engine.ingress.prepare, by its kind."""
     return REFUSAL_STATUS[refusal.kind]
 
 
@@ -577,7 +577,7 @@ async def serve_smpp(
 ) -> None:
     """Listen for ESMEs until cancelled; `task_status.started(port)` once listening.
 
-    `accept` is engine.ingress.LineHandler.accept_submission; `events` the EventRouter
+    `accept` is engine.ingress.ndjson.LineHandler.accept_submission; `events` the EventRouter
     (one sink per account, registered for the server's life); `journal` gives back the
     events stored while the server was down; `store_path` is the server's own SQLite
     file (engine.smpp.store.store_path_for(journal path)). `congested`, when given,

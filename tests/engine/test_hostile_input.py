@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.config import ConfigError, load_settings
-from engine.ingress import LineError, LinePreparer, LineSplitter
+from engine.ingress.ndjson import LineSplitter
+from engine.ingress.prepare import LineError, LinePreparer
 from engine.pricing import default_price_tables
 from engine.routing import Router, default_routes
 

@@ -22,8 +22,8 @@ import httpx
 import msgspec
 import pytest
 
+from engine.ingress.sessions import session_line
 from engine.models import Message
-from engine.sessions import session_line
 from tests.reliability import harness
 from tests.reliability.harness import free_port, recipients_reached, simulators
 

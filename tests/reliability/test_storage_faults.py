@@ -24,7 +24,8 @@ import msgspec
 import pytest
 
 from engine.config import JournalSettings, Settings
-from engine.ingress import LineError, LineHandler, LinePreparer
+from engine.ingress.ndjson import LineHandler
+from engine.ingress.prepare import LineError, LinePreparer
 from engine.journal import Duplicate, JournalError, open_journal
 from engine.models import Message, Submission
 from engine.pricing import default_price_tables

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import anyio
 
-from engine.ingress import EventRouter, LineError, LineHandler, LinePreparer
+from engine.ingress.events import EventRouter
+from engine.ingress.ndjson import LineHandler
+from engine.ingress.prepare import LineError, LinePreparer
 from engine.journal import SqliteJournal, StoreEvents, open_journal
 from engine.models import CancelledEvent, DeliveryReport, Failed, Message, StatusEvent, Submission
 from engine.pricing import default_price_tables

@@ -13,16 +13,18 @@ from pathlib import Path
 import anyio
 import pytest
 
-from engine.ingress import CONGESTED, EventRouter, LineError, LineHandler, LinePreparer
+from engine.ingress.events import EventRouter
+from engine.ingress.ndjson import LineHandler
+from engine.ingress.prepare import CONGESTED, LineError, LinePreparer
 from engine.journal import SqliteJournal, open_journal
 from engine.pricing import default_price_tables
 from engine.routing import Router, default_routes
 from engine.scheduler import BridgeQueue, Scheduler
 from engine.smpp import pdu as p
 from engine.smpp.server import SmppSettings, refusal_status, serve_smpp
+from tests.engine.ingress.test_ndjson import occupant  # a socket client's message in the queue
 from tests.engine.smpp.harness import BRIDGES
 from tests.engine.smpp.raw_client import RawClient
-from tests.engine.test_ingress import occupant  # a socket client's message in the queue
 
 pytestmark = pytest.mark.anyio
 

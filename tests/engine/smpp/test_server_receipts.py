@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from engine.ingress import LineError
+from engine.ingress.prepare import LineError
 from engine.models import Message, Submission
 from engine.smpp import pdu as p
 from engine.smpp.server import Accept

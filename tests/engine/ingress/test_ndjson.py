@@ -11,15 +11,9 @@ import msgspec
 import pytest
 
 from bridges.registry import DRIVER_LIMITS
-from engine.ingress import (
-    CONGESTED,
-    EventRouter,
-    EventSink,
-    LineError,
-    LineHandler,
-    LinePreparer,
-    LineSplitter,
-)
+from engine.ingress.events import EventRouter, EventSink
+from engine.ingress.ndjson import LineHandler, LineSplitter
+from engine.ingress.prepare import CONGESTED, LineError, LinePreparer
 from engine.journal import Duplicate, JournalError
 from engine.models import Message, Submission
 from engine.pricing import default_price_tables

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.sessions import (
+from engine.ingress.sessions import (
     Session,
     SessionProblem,
     check_token,

@@ -11,13 +11,15 @@ import anyio.abc
 import msgspec
 import pytest
 
-from engine import connections
 from engine.config import IngressSettings
-from engine.connections import ClientServer, KeptEvents, Outbox, read_opening, serve_outbox
-from engine.ingress import EventRouter, EventSink
+from engine.ingress import outbox as outbox_module
+from engine.ingress import sockets
+from engine.ingress.events import EventRouter, EventSink
+from engine.ingress.outbox import KeptEvents, Outbox, serve_outbox
+from engine.ingress.sessions import Session, session_line, session_origin
+from engine.ingress.sockets import ClientServer, read_opening
 from engine.journal import JournalError, StoreEvents
-from engine.sessions import Session, session_line, session_origin
-from tests.engine.test_ingress import AcceptJournal, room_handler
+from tests.engine.ingress.test_ndjson import AcceptJournal, room_handler
 
 pytestmark = pytest.mark.anyio
 
@@ -146,7 +148,7 @@ async def test_kept_events_on_their_way_into_the_journal_are_neither_missed_nor_
 # ── the first line ─────────────────────────────────────────────────────────────
 
 
-def chunks(*parts: bytes) -> connections.Receive:
+def chunks(*parts: bytes) -> sockets.Receive:
     queue = list(parts)
 
     async def receive() -> bytes:
@@ -155,7 +157,7 @@ def chunks(*parts: bytes) -> connections.Receive:
     return receive
 
 
-async def read_all(receive: connections.Receive) -> bytes:
+async def read_all(receive: sockets.Receive) -> bytes:
     data = b""
     while chunk := await receive():
         data += chunk
@@ -195,7 +197,7 @@ async def test_without_a_session_line_every_byte_is_read_again(parts: tuple[byte
 async def test_a_session_gets_its_kept_events_first_in_order_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(connections, "KEPT_BATCH", 2)  # several batches
+    monkeypatch.setattr(outbox_module, "KEPT_BATCH", 2)  # several batches
     table = OutboxTable(
         [
             (A, b'{"n":1}'),
@@ -270,7 +272,7 @@ async def test_a_refused_session_line_is_one_sentence_and_nothing_more_is_read(
     assert setup.table.of(A) == [b'{"n":1}']
 
 
-def peer_receive(peer: Peer) -> connections.Receive:
+def peer_receive(peer: Peer) -> sockets.Receive:
     async def receive() -> bytes:
         try:
             return await peer.stream.receive()

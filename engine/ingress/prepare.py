@@ -1,0 +1,187 @@
+"""One submission checked and turned into one Message per recipient. Pure but for the clock.
+
+The rules every front door shares: text, recipients, schedule, destination and route, the
+bridges' own limits (engine.admission) and the price. A refusal is a LineError: the sentence
+for people, its RefusalKind for code (engine.smpp.server maps it to a command_status).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import msgspec
+
+from bridges.base import Limits
+from engine.admission import Admitter, describe_refusals, refusal_kind
+from engine.models import Message, Submission, submission_decoder
+from engine.numbers import InvalidNumber, normalise
+from engine.pricing import NoPriceError, PriceTable, message_cost
+from engine.routing import Router, UnknownRoute
+from engine.segment import segment_text
+
+# engine.smpp.server answers this refusal with ESME_RTHROTTLED (SMPP v3.4 5.1.3).
+CONGESTED = "the queues are full: send it again later"
+
+# Why a line or submission was refused, as a value front doors map to their own codes
+# (engine.smpp.server.refusal_status): never by reading the sentence.
+RefusalKind = Literal[
+    "invalid",  # not a valid message (JSON, fields, a session line out of place)
+    "text",  # empty, too long (here, or for every bridge of its route), or not encodable
+    "sender",  # a sender no bridge of the route takes (length, alphabet, '+'), or none
+    "flash",  # flash, and no bridge of the route sends flash messages
+    "validity",  # longer than every bridge of the route keeps a message
+    "recipients",  # none, or too many
+    "destination",  # an invalid number, or no route for it
+    "schedule",  # schedule_at without a zone
+    "price",  # no price for the destination on its bridge
+    "congested",  # the queues are full: send it again later
+    "journal",  # the journal could not take it: send it again later
+    "duplicate",  # the client's id was accepted before (msg_ids says as what)
+]
+
+
+@dataclass(frozen=True, slots=True)
+class LineError:
+    """Why a line was rejected: the sentence for people, its `kind` for code, `client_ref`
+    when the line got far enough to have one, and for a duplicate the `msg_ids` the
+    earlier one was accepted as."""
+
+    error: str
+    client_ref: str | None = None
+    kind: RefusalKind = "invalid"
+    msg_ids: tuple[str, ...] = ()
+
+
+class LinePreparer:
+    """Validates one input line and turns it into one Message per recipient. Pure but for
+    the clock passed in.
+
+    With `limits` (each bridge driver's), a message goes only to the bridges of its route
+    that take it, the first of them as its primary, or the line is refused with a sentence
+    naming each bridge's rule (engine.admission)."""
+
+    def __init__(
+        self,
+        *,
+        router: Router,
+        prices: dict[str, PriceTable],
+        default_senders: dict[str, str | None],
+        max_text_chars: int,
+        max_recipients: int,
+        default_region: str | None,
+        limits: Mapping[str, Limits] | None = None,
+    ) -> None:
+        self._router = router
+        self._prices = prices
+        self._senders = default_senders
+        self._max_text = max_text_chars
+        self._max_recipients = max_recipients
+        self._region = default_region
+        self._admitter = Admitter(limits, default_senders) if limits else None
+
+    def prepare(self, line: bytes, origin: str, now: float) -> list[Message] | LineError:
+        try:
+            sub = submission_decoder.decode(line)
+        except msgspec.ValidationError as error:
+            return LineError(f"invalid message: {_describe(error)}")
+        except msgspec.DecodeError:
+            return LineError("invalid message: the line is not a JSON object")
+        return self.prepare_submission(sub, origin, now)
+
+    def prepare_submission(
+        self, sub: Submission, origin: str, now: float
+    ) -> list[Message] | LineError:
+        """The checks and per-recipient messages of one decoded submission (NDJSON or SMPP)."""
+        ref = sub.id
+        text = sub.text
+        if not text:
+            return LineError("text is empty", ref, "text")
+        if len(text) > self._max_text:
+            return LineError(
+                f"text is {len(text)} characters; the limit is {self._max_text}", ref, "text"
+            )
+        recipients = [sub.to] if isinstance(sub.to, str) else sub.to
+        if not recipients:
+            return LineError("to has no recipients", ref, "recipients")
+        if len(recipients) > self._max_recipients:
+            return LineError(
+                f"to has {len(recipients)} recipients; the limit is {self._max_recipients}",
+                ref,
+                "recipients",
+            )
+        due_at = now
+        if sub.schedule_at is not None:
+            if sub.schedule_at.tzinfo is None:
+                return LineError(
+                    "schedule_at needs a time zone, such as Z or +02:00", ref, "schedule"
+                )
+            due_at = max(now, sub.schedule_at.timestamp())
+        expires_at = None if sub.validity_s is None else due_at + sub.validity_s
+        try:
+            segmentation = segment_text(text)
+        except ValueError as error:
+            return LineError(str(error), ref, "text")
+        admitter = self._admitter
+        messages: list[Message] = []
+        for raw in recipients:
+            try:
+                to = normalise(raw, self._region)
+                route = self._router.route(to, sub.route)
+            except (InvalidNumber, UnknownRoute) as error:
+                return LineError(str(error), ref, "destination")
+            bridges = route
+            if admitter is not None:
+                # The bridges of the route that take the message (engine.admission).
+                taken = admitter.admit(
+                    route,
+                    sender=sub.sender,
+                    encoding=segmentation.encoding,
+                    units=segmentation.units,
+                    characters=len(text),
+                    flash=sub.flash,
+                    validity_s=sub.validity_s,
+                )
+                if isinstance(taken, list):
+                    return LineError(describe_refusals(taken), ref, refusal_kind(taken[0]))
+                bridges = taken
+            bridge = bridges[0]
+            try:
+                cost = message_cost(self._prices[bridge], to, segmentation.segments)
+            except NoPriceError as error:
+                return LineError(str(error), ref, "price")
+            messages.append(
+                Message(
+                    msg_id="",
+                    reference="",
+                    origin=origin,
+                    client_ref=ref,
+                    to=to,
+                    sender=sub.sender or self._senders.get(bridge),
+                    text=text,
+                    encoding=segmentation.encoding,
+                    segments=segmentation.segments,
+                    cost=cost.amount,
+                    currency=cost.currency,
+                    bridges=bridges,
+                    dlr=sub.dlr,
+                    flash=sub.flash,
+                    priority=sub.priority,
+                    accepted_at=now,
+                    due_at=due_at,
+                    expires_at=expires_at,
+                )
+            )
+        return messages
+
+
+def _describe(error: msgspec.ValidationError) -> str:
+    """msgspec says "Object contains unknown field `x`" / "Expected `str`, got `int` - at
+    `$.text`"; keep its precision, drop the backticks a person doesn't need."""
+    text = str(error).replace("`", "'")
+    if text.startswith("Object contains unknown field"):
+        return "unknown field" + text[len("Object contains unknown field") :]
+    if text.startswith("Object missing required field"):
+        return "missing required field" + text[len("Object missing required field") :]
+    return text[0].lower() + text[1:] if text else "invalid"
