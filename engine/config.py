@@ -136,6 +136,15 @@ class SimulatorSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     dlr_delay_s: Annotated[float, msgspec.Meta(ge=0)] = 0.2
 
 
+class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Logging (engine.log). Secrets are always redacted by place."""
+
+    # Phone numbers and message texts appear in full in the logs (debug events of
+    # provider requests and callbacks); off, a number shows as +25078****800 and a text
+    # as its length and a short hash.
+    personal_data: bool = False
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     journal: JournalSettings = JournalSettings()
     ingress: IngressSettings = IngressSettings()
@@ -146,6 +155,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     reports: ReportSettings = ReportSettings()
     simulators: SimulatorSettings = SimulatorSettings()
     smpp: SmppSettings = SmppSettings()
+    log: LogSettings = LogSettings()
 
 
 def default_settings() -> Settings:

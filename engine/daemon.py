@@ -38,7 +38,6 @@ from engine.ingress.sockets import serve_clients
 from engine.journal import open_journal
 from engine.lifecycle import Charge
 from engine.listener import build_app, metrics_route, serve_listener
-from engine.log import Redactor, credential_values
 from engine.metrics import LiveState, Metrics
 from engine.models import Message
 from engine.pricing import NoPriceError, default_price_tables, message_cost
@@ -68,7 +67,6 @@ async def run_daemon(
     """Run until a signal (or, with exit_when_idle, until input ends and all is final)."""
     journal_path = Path(settings.journal.path)
     metrics = Metrics(list(settings.bridges))
-    redactor = Redactor(credential_values(settings))
     async with AsyncExitStack() as stack:
         journal = await stack.enter_async_context(
             open_journal(
@@ -249,7 +247,6 @@ async def run_daemon(
                 linger_s=bridge.linger_ms / 1000,
                 max_recipients=bridge.max_recipients or drivers[name].capabilities.max_recipients,
                 attempts_per_bridge=bridge.attempts_per_bridge,
-                redact=redactor.text,
                 price=price,
                 takes=takes,
                 report_timeout_s=report_timeout_s,

@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from bridges.base import BridgeDriver, CallbackRejected, InboundRequest, Receipt
 from engine.journal import JournalError
+from engine.log import decode_body
 
 log = structlog.get_logger("septet.listener")
 
@@ -74,7 +75,7 @@ def build_app(
                 bridge=bridge,
                 method=inbound.method,
                 query=dict(inbound.query),
-                body=inbound.body.decode("utf-8", "replace")[:600],
+                body=decode_body(inbound.body),
             )
         try:
             receipts = driver.parse_callback(inbound)

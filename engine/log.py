@@ -1,52 +1,68 @@
-"""structlog configuration, in one place: JSON lines on stderr, secrets redacted.
+"""structlog configuration, in one place: JSON lines on stderr, secrets and personal data redacted.
 
 Every log event passes `Redactor` before it is rendered, and so do the records of the
-standard library's loggers (aiohttp, asyncio), routed through the same pipeline. A
-secret is caught three ways, because it does not always sit under a telling key:
+standard library's loggers (aiohttp, asyncio), routed through the same pipeline.
+Redaction goes by *place*, never by searching for a value: a configured credential
+that happens to be an ordinary word ("demo") must not blank that word out of a journal
+path or a message text. The places:
 
-1. the value of any key that names a secret (`password`, `api_key`, `token`, ...), at
-   any depth;
+1. the value of any key that names a secret (`password`, `api_key`, `token`, `user`,
+   `Authorization`, `X-API-Key`, ...), at any depth of an event;
 2. inside any string: `name=value` pairs whose name names a secret, in a query string,
    a form body or a URL nested in one (percent-encoded: DSC's `dlrurl` carries the
    callback password inside the send URL), `user:password@` in URLs, `Bearer`/`Basic`
    credentials and `"password": "..."` in JSON text;
-3. the configured credential values themselves, wherever they appear (and their
-   percent-encoded forms), when the daemon passes them in.
+3. personal data, unless `[log] personal_data = true`: the value of a key that names a
+   phone number (`to`, `msisdn`, `destination`, ...) is masked to `+25078****800`, and
+   of a key that names a message text (`text`, `message`, ...) becomes its length and a
+   short hash (the same text gives the same hash, so lines can still be matched up).
+
+A provider request or callback body is logged as its fields (a JSON object or a form
+decoded), so the same keys apply inside it; a body that is neither is logged as its
+length and hash unless personal data is allowed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import parse_qsl
 
+import msgspec
 import structlog
 
 from bridges.base import HttpCall
-from engine.config import Settings
 
-SECRET_KEYS = re.compile(
-    r"pass(word|wd)?|pwd|secret|token|api[_-]?key|authorization|credential|cookie", re.I
-)
-REDACTED = "[redacted]"
-# Names whose value in a query string or form is a secret. User names count: septet's
-# callback URLs carry a user name meant for the provider alone (PROVIDERS.md, DSC dlrurl).
+# A key whose value is a secret: the whole key, maybe after a prefix ending in a separator
+# (`callback_password`, `x-api-key`, `user[password]`).
 _CONFIDENTIAL_NAMES = (
-    r"(?:[\w.\-\[\]]*?[_.\-\[])?(?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key|apikey|auth\w*|"
-    r"credential|signature|sig|key|user(?:name)?|login)"
+    r"pass(?:word|wd)?|pwd|secret|token|api[_-]?key|apikey|key|auth\w*|credentials?|cookie|"
+    r"signature|sig|user(?:name)?|login"
 )
+SECRET_KEYS = re.compile(rf"(?:[\w.\-\[\]]*?[_.\-\[])?(?:{_CONFIDENTIAL_NAMES})\]?", re.I)
+# A key whose value is a phone number, or a list of them (SMPP's and the providers' names).
+PHONE_KEYS = re.compile(
+    r"to|msisdn|msisdns|phones?|phone_?numbers?|destinations?|destination_addr|source_addr|"
+    r"recipients?|mobile|mobile_?number|s?mobile_?no|dnis|ani|dst|dest|digits",
+    re.I,
+)
+# A key whose value is a message text.
+# A key whose value is a message text; a request `body` that is not fields is one too.
+TEXT_KEYS = re.compile(r"text|message|msg|short_message|message_payload|sms|content|body", re.I)
+REDACTED = "[redacted]"
 # name=value, with `=` and `&` plain or percent-encoded once (a URL inside a query) or
 # twice (a URL inside a URL inside a query).
 _QUERY_SECRET = re.compile(
     r"(?:^|(?<=[^\w.\-])|(?<=%3F)|(?<=%26)|(?<=%253F)|(?<=%2526))"
-    rf"(?P<name>{_CONFIDENTIAL_NAMES}\]?)(?P<equals>=|%3D|%253D)"
+    rf"(?P<name>(?:[\w.\-\[\]]*?[_.\-\[])?(?:{_CONFIDENTIAL_NAMES})\]?)(?P<equals>=|%3D|%253D)"
     r"(?P<value>(?:(?!%26|%2526|%23)[^&\s#\"'<>,;)\]])+)",
     re.I,
 )
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)[^/\s:@]+:[^/\s@]+@", re.I)
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)[^/\s:@]+(?::[^/\s@]*)?@", re.I)
 _AUTH_SCHEME = re.compile(
     r"\b(?P<scheme>bearer|basic|digest|token)\s+[A-Za-z0-9._~+/=\-]{4,}", re.I
 )
@@ -55,13 +71,12 @@ _JSON_SECRET = re.compile(
     r"[\"']?\s*:\s*[\"']?)(?P<value>[^\"'\s,}]+)",
     re.I,
 )
-# Known values shorter than this are not searched for as bare substrings: they collide
-# with ordinary words (the embedded default's "demo"); passes 1 and 2 still cover them.
-MIN_KNOWN_SECRET_CHARS = 6
+# A list longer than this in a logged body keeps its first items and a count.
+MAX_LOGGED_ITEMS = 5
 
 
 def redact_text(text: str) -> str:
-    """`text` with every pattern-recognisable secret (pass 2 of the module) replaced."""
+    """`text` with every secret that sits in a recognisable place (pass 2) replaced."""
     if "=" in text or "%3" in text.upper():
         text = _QUERY_SECRET.sub(lambda m: f"{m['name']}{m['equals']}{REDACTED}", text)
     if "@" in text:
@@ -73,68 +88,127 @@ def redact_text(text: str) -> str:
     return text
 
 
-def credential_values(settings: Settings) -> list[str]:
-    """Every configured credential value of every bridge (pass 3 of the module)."""
-    return [value for bridge in settings.bridges.values() for value in bridge.credentials.values()]
+def mask_number(number: str) -> str:
+    """A phone number with its middle digits hidden: `+250788100800` -> `+25078****800`.
+    A comma-separated list (Route Mobile's `destination`) is masked number by number."""
+    if "," in number:
+        return ",".join(mask_number(part) for part in number.split(","))
+    digits = number.strip()
+    if len(digits) >= 10:
+        return f"{digits[:-7]}****{digits[-3:]}"
+    if len(digits) > 4:
+        return f"{'*' * (len(digits) - 2)}{digits[-2:]}"
+    return "*" * len(digits)
 
 
-# A request body longer than this is cut in the debug log (a 100-recipient batch is long).
-MAX_LOGGED_BODY_CHARS = 600
+def mask_text(text: str) -> str:
+    """A message text as its length and a short hash: no word of it is logged."""
+    data = text.encode("utf-8", "surrogatepass")
+    digest = hashlib.sha256(data).hexdigest()[:12]
+    return f"[{len(text)} chars, sha256 {digest}]"
+
+
+def _maskable(value: Any) -> bool:
+    """Whether `value` is data to mask whole: a string, a number, or a list of them (a
+    mapping under a personal key is walked instead: a request body's fields)."""
+    if isinstance(value, list | tuple):
+        return all(_maskable(item) for item in value)
+    return isinstance(value, str | bytes | int) and not isinstance(value, bool)
+
+
+def _masked(value: Any, mask: Callable[[str], str]) -> Any:
+    if isinstance(value, list | tuple):
+        return [_masked(item, mask) for item in value]
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return mask(text) if text else text
+
+
+def decode_body(body: bytes) -> Any:
+    """A request body as fields where it is a JSON document or a form (so redaction
+    applies by key inside it), otherwise as text (under the `body` key, `Redactor` masks
+    it unless personal data may be logged). Long lists keep their first items."""
+    text = body.decode("utf-8", "replace")
+    stripped = text.strip()
+    if not stripped:
+        return ""
+    if stripped[0] in "{[":
+        try:
+            return _shorten(msgspec.json.decode(body))
+        except msgspec.DecodeError:
+            pass
+    elif "=" in stripped and not any(c.isspace() for c in stripped):
+        try:
+            pairs = parse_qsl(stripped, keep_blank_values=True, strict_parsing=True)
+        except ValueError:
+            pairs = []
+        if pairs:
+            fields: dict[str, Any] = {}
+            for key, value in pairs:
+                fields[key] = [*fields[key], value] if key in fields else value
+            return _shorten(fields)
+    return text
+
+
+def _shorten(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _shorten(item) for key, item in value.items()}
+    if isinstance(value, list):
+        kept = [_shorten(item) for item in value[:MAX_LOGGED_ITEMS]]
+        if len(value) > MAX_LOGGED_ITEMS:
+            kept.append(f"... ({len(value)} items)")
+        return kept
+    return value
 
 
 def describe_call(call: HttpCall) -> dict[str, Any]:
     """The fields of a `provider_request` debug event: everything the driver built, as
     mappings so key-based redaction applies (credentials travel in the query, headers or
     body, depending on the provider: PROVIDERS.md)."""
-    body = call.body.decode("utf-8", "replace")
-    if len(body) > MAX_LOGGED_BODY_CHARS:
-        body = body[:MAX_LOGGED_BODY_CHARS] + f"... ({len(body)} characters)"
     return {
         "method": call.method,
         "path": call.path,
         "query": dict(call.query),
         "headers": dict(call.headers),
-        "body": body,
+        "body": decode_body(call.body),
     }
 
 
 class Redactor:
-    """Replaces secrets in log events and in any text: see the module docstring."""
+    """Replaces secrets, and personal data unless allowed, by place: see the module
+    docstring."""
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        forms: set[str] = set()
-        for secret in secrets:
-            if len(secret) >= MIN_KNOWN_SECRET_CHARS:
-                forms.update({secret, quote(secret, safe=""), quote_plus(secret, safe="")})
-                forms.add(quote(quote(secret, safe=""), safe=""))
-        # Longest first, so a secret that contains another is replaced whole.
-        self._known = sorted(forms, key=len, reverse=True)
-        self._known_pattern = (
-            re.compile("|".join(re.escape(form) for form in self._known)) if self._known else None
-        )
+    def __init__(self, *, personal_data: bool = False) -> None:
+        self.personal_data = personal_data
 
     def text(self, text: str) -> str:
-        if self._known_pattern is not None:
-            text = self._known_pattern.sub(REDACTED, text)
         return redact_text(text)
 
     def value(self, value: Any) -> Any:
         if isinstance(value, str):
-            return self.text(value)
+            return redact_text(value)
         if isinstance(value, MutableMapping):
             for key in list(value):
-                if isinstance(key, str) and SECRET_KEYS.search(key):
-                    value[key] = REDACTED
-                else:
-                    value[key] = self.value(value[key])
+                value[key] = self._field(key, value[key])
             return value
         if isinstance(value, list | tuple | set | frozenset):
             return type(value)(self.value(item) for item in value)
         if isinstance(value, bytes | bytearray):
-            return self.text(bytes(value).decode("utf-8", "replace"))
+            return redact_text(bytes(value).decode("utf-8", "replace"))
         if isinstance(value, BaseException):
-            return self.text(f"{type(value).__name__}: {value}")
+            return redact_text(f"{type(value).__name__}: {value}")
         return value
+
+    def _field(self, key: object, value: Any) -> Any:
+        if not isinstance(key, str):
+            return self.value(value)
+        if SECRET_KEYS.fullmatch(key):
+            return REDACTED
+        if not self.personal_data and _maskable(value):
+            if PHONE_KEYS.fullmatch(key):
+                return _masked(value, mask_number)
+            if TEXT_KEYS.fullmatch(key):
+                return _masked(self.value(value), mask_text)
+        return self.value(value)
 
     def __call__(
         self, logger: Any, method: str, event: MutableMapping[str, Any]
@@ -148,14 +222,16 @@ class Redactor:
 def redact_secrets(
     logger: Any, method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """The structlog processor for passes 1 and 2 (no known values)."""
+    """The structlog processor with personal data masked."""
     return Redactor()(logger, method, event)
 
 
-def configure_logging(fmt: str = "json", level: str = "info", secrets: Iterable[str] = ()) -> None:
-    """JSON lines (or `console` text for people) on stderr at `level`; `secrets` are the
-    configured credential values to redact wherever they appear."""
-    redactor = Redactor(secrets)
+def configure_logging(
+    fmt: str = "json", level: str = "info", *, personal_data: bool = False
+) -> None:
+    """JSON lines (or `console` text for people) on stderr at `level`; phone numbers and
+    message texts are masked unless `personal_data` (config `[log] personal_data`)."""
+    redactor = Redactor(personal_data=personal_data)
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=False)
         if fmt == "console"

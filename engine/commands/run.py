@@ -8,7 +8,7 @@ import sys
 
 from engine.config import ConfigError, load_settings
 from engine.journal import JournalError
-from engine.log import configure_logging, credential_values
+from engine.log import configure_logging
 from engine.smpp.store import StoreError
 
 
@@ -38,9 +38,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ConfigError as error:
         print(f"septet run: {error}", file=sys.stderr)
         return 2
-    # Again, now that the credential values are known: they are redacted wherever they
-    # appear in a log line, not only under keys that name a secret.
-    configure_logging(args.log_format, args.log_level, secrets=credential_values(settings))
+    # Again, now that the settings say whether personal data may be logged.
+    configure_logging(args.log_format, args.log_level, personal_data=settings.log.personal_data)
     from engine.daemon import run_daemon
 
     try:
