@@ -107,11 +107,19 @@ class Submitted(msgspec.Struct, frozen=True, tag="submitted"):
     currency: str | None = None
 
 
+# What a provider's refusal of one message blamed, where its code says: the recipient's
+# number (invalid, barred, do-not-disturb), the sender, the content (text, template,
+# spam), or something else. Metrics count failures by it (engine.metrics.REASONS), so a
+# bad number is told apart from a message the account may not send.
+RejectionCause = Literal["number", "sender", "content", "other"]
+
+
 class Rejected(msgspec.Struct, frozen=True, tag="rejected"):
     """Final: the provider refused this message and resending it would not help."""
 
     code: str
     reason: str
+    cause: RejectionCause = "other"
 
 
 class RetryLater(msgspec.Struct, frozen=True, tag="retry"):

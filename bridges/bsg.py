@@ -63,6 +63,7 @@ from bridges.base import (
     Outcome,
     Receipt,
     Rejected,
+    RejectionCause,
     RetryLater,
     SmppState,
     StatusQuery,
@@ -180,6 +181,13 @@ _ONE_MESSAGES_CODES: frozenset[int] = frozenset({21, 22, 23, 27, 31})
 _ACCOUNT_FAULTS: dict[int, AccountFault] = {
     1: "credentials",  # PROVIDERS.md "bsg": 1 invalid API key
     8: "credit",  # PROVIDERS.md "bsg": 8 not enough money
+}
+
+# PROVIDERS.md "bsg" Error codes that blame one part of the message (the rest: "other").
+_REJECTION_CAUSES: dict[int, RejectionCause] = {
+    21: "number",  # invalid phone number
+    25: "sender",  # invalid originator
+    26: "content",  # empty or too long text
 }
 
 # PROVIDERS.md "bsg" Status values. "unknown" is not final: BSG shows it before any
@@ -599,7 +607,7 @@ class BsgDriver:
             return Throttled(code="11", reason=reason)
         if code == 5:
             return RetryLater(code="5", reason=reason)
-        return Rejected(code=str(code), reason=reason)
+        return Rejected(code=str(code), reason=reason, cause=_REJECTION_CAUSES.get(code, "other"))
 
     def _account_refusal(self, code: int, reason: str) -> AccountRefused | None:
         """The account fault `code` stands for, or None where it is not one."""

@@ -50,6 +50,7 @@ from bridges.base import (
     Outcome,
     Receipt,
     Rejected,
+    RejectionCause,
     RetryLater,
     SmppState,
     StatusQuery,
@@ -114,6 +115,18 @@ _REJECT_CODES: dict[str, str] = {
     "8": "the provider had an internal error (SMPP system error)",
 }
 
+# The part of the message each refusal above blames (the rest: "other").
+_REJECTION_CAUSES: dict[str, RejectionCause] = {
+    "1706": "number",
+    "1732": "number",
+    "1032": "number",
+    "1042": "number",
+    "1707": "sender",
+    "1705": "content",
+    "1028": "content",
+    "1033": "content",
+}
+
 # PROVIDERS.md "routemobile" Delivery reports: sStatus to SMPP state and finality.
 _CALLBACK_STATES: dict[str, tuple[SmppState, bool]] = {
     "DELIVRD": ("DELIVRD", True),
@@ -168,7 +181,8 @@ def code_outcome(code: str) -> Outcome:
         sentence, fault = _ACCOUNT_CODES[code]
         return AccountRefused(code, f"routemobile: {sentence}.", fault)
     if code in _REJECT_CODES:
-        return Rejected(code, f"routemobile: {_REJECT_CODES[code]}.")
+        cause = _REJECTION_CAUSES.get(code, "other")
+        return Rejected(code, f"routemobile: {_REJECT_CODES[code]}.", cause)
     # The seed: "Apart from error code 1709, please do NOT retry" any other code,
     # including SMPP v3.4 error codes we have no sentence for.
     return Rejected(code, f"routemobile answered the unknown code {code}.")

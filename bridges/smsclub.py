@@ -336,7 +336,10 @@ class SmsClubDriver:
             if ids:
                 outcomes.append(Submitted(provider_id=ids.pop(0)))
             elif phone in failures:
-                outcomes.append(Rejected(code="add_info", reason=f"SMS Club: {failures[phone]}"))
+                # add_info names the phones SMS Club would not send to (PROVIDERS.md).
+                outcomes.append(
+                    Rejected(code="add_info", reason=f"SMS Club: {failures[phone]}", cause="number")
+                )
             else:
                 # Neither taken nor refused: a resend could double-send.
                 outcomes.append(

@@ -81,11 +81,13 @@ from typing import Final, Literal
 import msgspec
 
 from bridges.base import (
+    AccountFault,
     AccountRefused,
     Idempotency,
     Outcome,
     Receipt,
     Rejected,
+    RejectionCause,
     RetryLater,
     Submitted,
     Throttled,
@@ -392,11 +394,12 @@ def on_reply(message: Message, outcome: Outcome, ctx: Context) -> Step:
             ctx.idempotency,
             can_failover(message, ctx),
         )
-        step = _after_decision(message, decision, reason, ctx, kind="account", maybe_sent=False)
+        fault = ACCOUNT_FAULT_REASONS[outcome.fault]
+        step = _after_decision(message, decision, reason, ctx, kind=fault, maybe_sent=False)
         step.circuit = "account"
         return _check(state_of(message, ctx.now), "account_refused", step)
     kind: InputKind = "rejected" if isinstance(outcome, Rejected) else "retry_later"
-    metric = "rejected" if isinstance(outcome, Rejected) else _metric_reason(outcome)
+    metric = _metric_reason(outcome)
     decision = _policy(message, ctx).decide(
         outcome,
         message.attempt + 1,
@@ -458,11 +461,28 @@ def _policy(message: Message, ctx: Context) -> RetryPolicy:
     return ctx.failover_policy if can_failover(message, ctx) else ctx.policy
 
 
+# The metrics reason (engine.metrics.REASONS) of a refusal, by what it blamed: a bad
+# number apart from a sender, a content or an account the provider would not take.
+REJECTION_REASONS: dict[RejectionCause, str] = {
+    "number": "invalid_number",
+    "sender": "sender_refused",
+    "content": "content_refused",
+    "other": "rejected",
+}
+ACCOUNT_FAULT_REASONS: dict[AccountFault, str] = {
+    "credentials": "account_credentials",
+    "blocked": "account_blocked",
+    "credit": "account_credit",
+}
+
+
 def _metric_reason(outcome: Outcome) -> str:
     if isinstance(outcome, Throttled):
         return "throttled"
     if isinstance(outcome, RetryLater):
         return "retry_later"
+    if isinstance(outcome, Rejected):
+        return REJECTION_REASONS[outcome.cause]
     return "rejected"
 
 

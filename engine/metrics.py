@@ -42,7 +42,11 @@ OUTCOMES = ("submitted", "retry", "failover", "failed", "transport_error", "canc
 REASONS = (
     "throttled",
     "retry_later",
-    "rejected",
+    # The provider refused the message, by what it blamed (bridges.base.RejectionCause):
+    "invalid_number",  # the recipient's number (invalid, barred, do-not-disturb)
+    "sender_refused",
+    "content_refused",  # the text, a template, spam
+    "rejected",  # anything else, or a provider that does not say
     "unknown",
     "connect_failed",
     "reply_lost",
@@ -50,7 +54,10 @@ REASONS = (
     "transport",
     "unparseable",
     "expired",
-    "account",  # the provider refused the account (credentials, blocked, credit)
+    # The provider refused the account, not the message (bridges.base.AccountFault):
+    "account_credentials",
+    "account_blocked",
+    "account_credit",
     "crash",  # septet stopped while the request was in flight
     "circuit_open",
 )

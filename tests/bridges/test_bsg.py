@@ -342,7 +342,10 @@ BOTH_OK = [Submitted("12345", 0.02, "EUR"), Submitted("12346", 0.02, "EUR")]
                 "error": "0",
                 "task_id": "21902",
             },
-            [Submitted("12345", 0.02, "EUR"), Rejected("21", "BSG refused the phone number")],
+            [
+                Submitted("12345", 0.02, "EUR"),
+                Rejected("21", "BSG refused the phone number", "number"),
+            ],
             id="bulk-partial-failure",
         ),
         pytest.param(
@@ -357,7 +360,12 @@ BOTH_OK = [Submitted("12345", 0.02, "EUR"), Submitted("12346", 0.02, "EUR")]
         pytest.param(
             PAIR,
             {"error": 25, "errorDescription": "Invalid originator"},
-            [Rejected("25", "BSG refused the sender (originator) (BSG: Invalid originator)")] * 2,
+            [
+                Rejected(
+                    "25", "BSG refused the sender (originator) (BSG: Invalid originator)", "sender"
+                )
+            ]
+            * 2,
             id="request-level-error-applies-to-all",
         ),
         pytest.param(

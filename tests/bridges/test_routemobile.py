@@ -23,6 +23,7 @@ from bridges.base import (
     Outcome,
     Receipt,
     Rejected,
+    RejectionCause,
     RetryLater,
     StatusQuery,
     Submitted,
@@ -319,13 +320,18 @@ def refused(fault: AccountFault) -> FailureType:
     return lambda code, reason: AccountRefused(code, reason, fault)
 
 
+def blamed(cause: RejectionCause) -> FailureType:
+    """A refusal that blames one part of the message (the metrics count it so)."""
+    return lambda code, reason: Rejected(code, reason, cause)
+
+
 CODE_TABLE: list[tuple[str, FailureType, str]] = [
     ("1702", Rejected, "a parameter was missing or blank"),
     ("1703", refused("credentials"), "the username or password was refused"),
     ("1704", Rejected, "the message type was refused"),
-    ("1705", Rejected, "the message text was refused"),
-    ("1706", Rejected, "the destination was refused"),
-    ("1707", Rejected, "the sender (source) was refused"),
+    ("1705", blamed("content"), "the message text was refused"),
+    ("1706", blamed("number"), "the destination was refused"),
+    ("1707", blamed("sender"), "the sender (source) was refused"),
     ("1708", Rejected, "the dlr flag was refused"),
     # The one retried code; the engine fails over when the retries run out.
     ("1709", RetryLater, "user validation failed"),
@@ -333,12 +339,12 @@ CODE_TABLE: list[tuple[str, FailureType, str]] = [
     ("1715", Unknown, "the provider timed out answering; the message may or may not have gone out"),
     ("1725", refused("credit"), "the account has insufficient credit"),
     ("1025", refused("credit"), "the account has insufficient credit"),
-    ("1732", Rejected, "the destination is on the do-not-disturb list"),
-    ("1032", Rejected, "the destination is on the do-not-disturb list"),
-    ("1028", Rejected, "the provider judged the message spam"),
+    ("1732", blamed("number"), "the destination is on the do-not-disturb list"),
+    ("1032", blamed("number"), "the destination is on the do-not-disturb list"),
+    ("1028", blamed("content"), "the provider judged the message spam"),
     ("1041", Rejected, "the provider judged the message a duplicate"),
-    ("1042", Rejected, "the destination is explicitly do-not-disturb"),
-    ("1033", Rejected, "the message does not match a registered template"),
+    ("1042", blamed("number"), "the destination is explicitly do-not-disturb"),
+    ("1033", blamed("content"), "the message does not match a registered template"),
     ("69", Rejected, "the provider had an internal error (SMPP submit failed)"),
     ("8", Rejected, "the provider had an internal error (SMPP system error)"),
     ("16", refused("blocked"), "the client IP address is blacklisted"),

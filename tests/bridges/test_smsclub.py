@@ -201,7 +201,7 @@ MISSING = Unknown("missing", "SMS Club's reply did not mention this phone")
             },
             [
                 Submitted("106"),
-                Rejected("add_info", "SMS Club: Invalid phone number"),
+                Rejected("add_info", "SMS Club: Invalid phone number", "number"),
                 Submitted("107"),
             ],
             id="partial-failure",
@@ -209,7 +209,10 @@ MISSING = Unknown("missing", "SMS Club's reply did not mention this phone")
         pytest.param(
             TRIO[:2],
             {"success_request": {"add_info": {"380989361131": "blocked", "380989361132": "bad"}}},
-            [Rejected("add_info", "SMS Club: blocked"), Rejected("add_info", "SMS Club: bad")],
+            [
+                Rejected("add_info", "SMS Club: blocked", "number"),
+                Rejected("add_info", "SMS Club: bad", "number"),
+            ],
             id="all-failed-no-info",
         ),
         pytest.param(

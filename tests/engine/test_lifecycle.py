@@ -794,6 +794,15 @@ ROWS: Final[list[Row]] = [
         ),
     ),
     Row(
+        "Rejected blaming the number -> rejected, counted as invalid_number",
+        "rejected",
+        inflight(),
+        reply(Rejected("21", "Invalid msisdn", cause="number")),
+        failed_step(
+            State.REJECTED, "REJECTD", CODE_21, code="21", kind="invalid_number", circuit="success"
+        ),
+    ),
+    Row(
         "Rejected after maybe_sent -> unconfirmed",
         "rejected",
         inflight(attempt=1, maybe_sent_at=NOW - 60),
@@ -935,7 +944,7 @@ ROWS: Final[list[Row]] = [
         reply(BAD_TOKEN),
         failover_step(
             AccountFaultReason("credentials", "401", "bad token"),
-            kind="account",
+            kind="account_credentials",
             circuit="account",
         ),
     ),
@@ -948,7 +957,7 @@ ROWS: Final[list[Row]] = [
             NOW + 300,
             1,
             AccountFaultReason("credentials", "401", "bad token"),
-            kind="account",
+            kind="account_credentials",
             circuit="account",
         ),
     ),
@@ -961,7 +970,7 @@ ROWS: Final[list[Row]] = [
             NOW + 300,
             8,
             AccountFaultReason("credit", "402", "no credit"),
-            kind="account",
+            kind="account_credit",
             circuit="account",
         ),
     ),
@@ -974,7 +983,7 @@ ROWS: Final[list[Row]] = [
             NOW + 300,
             2,
             AccountFaultReason("blocked", "403", "blocked"),
-            kind="account",
+            kind="account_blocked",
             circuit="account",
             maybe_sent_at=NOW - 60,
         ),

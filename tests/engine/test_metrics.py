@@ -11,7 +11,8 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.lifecycle import Charge
+from bridges.base import Rejected
+from engine.lifecycle import ACCOUNT_FAULT_REASONS, REJECTION_REASONS, Charge
 from engine.metrics import (
     CIRCUIT_STATES,
     COST_SOURCES,
@@ -114,6 +115,20 @@ def test_provider_currencies_stay_bounded_and_odd_amounts_count_nothing() -> Non
         **dict.fromkeys(codes[:MAX_PROVIDER_CURRENCIES], 1.0),
         "other": 3.0 + 2.0,
     }
+
+
+def test_a_bad_number_and_an_account_fault_are_counted_apart() -> None:
+    # The lifecycle's labels for a refusal by what it blamed (engine.lifecycle).
+    metrics = Metrics(["bsg"])
+    for outcome in (Rejected("21", "bad", "number"), Rejected("26", "long", "content")):
+        metrics.outcome("bsg", "failed", 1, REJECTION_REASONS[outcome.cause])
+    metrics.outcome("bsg", "failover", 1, ACCOUNT_FAULT_REASONS["credit"])
+    metrics.outcome("bsg", "retry", 1, ACCOUNT_FAULT_REASONS["credentials"])
+    assert sample(metrics, "septet_failures_total", bridge="bsg", reason="invalid_number") == 1
+    assert sample(metrics, "septet_failures_total", bridge="bsg", reason="content_refused") == 1
+    assert sample(metrics, "septet_failures_total", bridge="bsg", reason="rejected") == 0
+    assert sample(metrics, "septet_retries_total", bridge="bsg", reason="account_credentials") == 1
+    assert set(REJECTION_REASONS.values()) | set(ACCOUNT_FAULT_REASONS.values()) <= set(REASONS)
 
 
 def test_retries_and_failures_count_by_reason_and_fold_unknown_reasons() -> None:
