@@ -122,6 +122,13 @@ class ReportSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     timeout_s: PositiveFloat = 72 * 3600.0
 
 
+class EventSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The durable event feed (engine.feed, docs/events.md): events are kept `keep_s`
+    seconds, then deleted by a background sweep (except those a webhook still owes)."""
+
+    keep_s: PositiveFloat = 3 * 24 * 3600.0
+
+
 class RoutingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     prefixes: dict[str, list[str]] = msgspec.field(default_factory=dict)
     default: list[str] | None = None
@@ -153,6 +160,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     routing: RoutingSettings = RoutingSettings()
     retry: RetrySettings = RetrySettings()
     reports: ReportSettings = ReportSettings()
+    events: EventSettings = EventSettings()
     simulators: SimulatorSettings = SimulatorSettings()
     smpp: SmppSettings = SmppSettings()
     log: LogSettings = LogSettings()

@@ -29,6 +29,7 @@ from engine.config import Settings, split_host_port
 from engine.credentials import CredentialsRefused, NotCheckable, check_credentials, describe
 from engine.dispatch import BridgeDispatcher
 from engine.dlr import ReceiptHandler, poll_policy, serve_poller
+from engine.feed import serve_retention
 from engine.http_io import BridgeClient
 from engine.ingress.events import EventRouter
 from engine.ingress.ndjson import LineHandler
@@ -217,6 +218,11 @@ async def run_daemon(
             report_timeout_s=report_timeout_s,
         )
         await receipts_handler.match_recovered_unconfirmed()
+        tg.start_soon(
+            _run_forever,
+            lambda: serve_retention(journal, settings.events.keep_s),
+            "event_retention",
+        )
         tg.start_soon(
             _run_forever,
             lambda: serve_report_deadlines(

@@ -54,16 +54,21 @@ import anyio
 import msgspec
 import sniffio
 
+from engine import feed
+from engine.feed import AppendEvents, DeliveryOutcome, DueDelivery, FeedPage
 from engine.models import (
     OUTCOME_CANCELLED,
     OUTCOME_SENT,
     STATE_OF_SMPP,
+    Accepted,
     Message,
     MessageState,
     State,
+    utc_from_timestamp,
 )
 
 __all__ = [
+    "AppendEvents",
     "Change",
     "Duplicate",
     "Journal",
@@ -258,6 +263,7 @@ Change = (
     | SchedulePolls
     | StoreOrphanReceipt
     | StoreEvents
+    | AppendEvents
 )
 
 
@@ -327,10 +333,14 @@ class Journal(Protocol):
 
     async def integrity_check(self) -> str: ...
 
+    async def feed(self, account: str, after: int, limit: int) -> FeedPage: ...
+
+    async def history(self, msg_id: str) -> list[bytes] | None: ...
+
 
 # ── Schema ─────────────────────────────────────────────────────────────────────
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 
 # The bridge in use, bridges[bridge_index], as SQL over a bound bridge index: stored in
 # the `bridge` column by every change that moves a message to another bridge.
@@ -460,6 +470,13 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         "ALTER TABLE messages ADD COLUMN status TEXT",
         _migration_status_sql(),
     ),
+    # 6 -> 7: the durable event feed and the webhook deliveries owed (engine.feed); each
+    # message keeps the id of its first event, where reading its history starts. Messages
+    # from before have no events in the feed.
+    6: (
+        *feed.SCHEMA,
+        "ALTER TABLE messages ADD COLUMN first_event INTEGER",
+    ),
 }
 
 SCHEMA: Final = f"""
@@ -490,7 +507,8 @@ CREATE TABLE messages (
     code TEXT,
     error TEXT,
     body BLOB NOT NULL,
-    status TEXT
+    status TEXT,
+    first_event INTEGER
 );
 CREATE INDEX messages_due ON messages (priority, due_at) WHERE state = 0;
 CREATE INDEX messages_inflight ON messages (bridge_index) WHERE state = 1;
@@ -509,6 +527,7 @@ CREATE TABLE orphan_receipts (
 CREATE INDEX orphan_receipts_provider_id ON orphan_receipts (bridge, provider_id);
 CREATE TABLE outbox (id INTEGER PRIMARY KEY, origin TEXT NOT NULL, line BLOB NOT NULL);
 CREATE INDEX outbox_origin ON outbox (origin, id);
+{";".join(feed.SCHEMA)};
 """
 
 # Every query below interpolates only these constants and "?" placeholders, never data:
@@ -524,11 +543,12 @@ MESSAGE_COLUMNS: Final = (
 # often None (client_ref, a provider's cost) has a statement of its own that writes NULL.
 SQL_INSERT_MESSAGE: Final = (
     "INSERT INTO messages (msg_id, state, due_at, priority, bridges, bridge_index, bridge,"
-    " attempt, dlr, status, body, client_ref) VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " attempt, dlr, status, first_event, body, client_ref)"
+    " VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 SQL_INSERT_MESSAGE_WITHOUT_CLIENT_REF: Final = (
     "INSERT INTO messages (msg_id, state, due_at, priority, bridges, bridge_index, bridge,"
-    " attempt, dlr, status, body) VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " attempt, dlr, status, first_event, body) VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 SQL_FIND_CLIENT_REF: Final = "SELECT msg_id FROM messages WHERE client_ref = ? ORDER BY msg_id"
 # Changes never touch a final message: final is final (a late, stale change is dropped).
@@ -633,6 +653,8 @@ SQL_NEXT_DUE: Final = (
     " WHERE state = 0 AND priority = ? AND due_at > ?"
 )
 SQL_SAVE_COUNTERS: Final = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
+# The highest event id handed out, kept in meta by the retention sweep (engine.feed).
+META_EVENT_ID: Final = "last_event_id"
 
 
 def _placeholders(count: int) -> str:
@@ -654,6 +676,28 @@ def _message_from_row(row: tuple[Any, ...]) -> Message:
     message.inflight_at = row[6]
     message.maybe_sent_at = float(row[7] or 0.0)
     return message
+
+
+def _accepted_append(message: Message) -> AppendEvents:
+    """The feed's `accepted` event of a message being journaled (its msg_id assigned)."""
+    return AppendEvents(
+        account=feed.account_of(message),
+        msg_id=message.msg_id,
+        callback_url=message.callback_url,
+        events=[
+            Accepted(
+                id=message.client_ref,
+                msg_id=message.msg_id,
+                ts=utc_from_timestamp(message.accepted_at),
+                to=message.to,
+                encoding=message.encoding,
+                segments=message.segments,
+                cost=message.cost,
+                currency=message.currency,
+                bridge=message.bridge,
+            )
+        ],
+    )
 
 
 def _lane(priority: int) -> int:
@@ -701,7 +745,9 @@ class SqliteJournal:
         on_commit: Callable[[float, int], None] | None = None,
         max_size_bytes: int | None = None,
         cache_mb: int = 32,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """`clock` stamps the feed's events (engine.feed: the retention sweep's times)."""
         mode = synchronous.upper()
         if mode not in SYNCHRONOUS_MODES:
             raise JournalError(
@@ -712,6 +758,7 @@ class SqliteJournal:
         self.synchronous = mode
         self.max_size_bytes = max_size_bytes
         self.cache_mb = cache_mb
+        self._clock = clock
         # Set on opening from the file's page size when there is a cap.
         self._max_pages: int | None = None
         self._page_size = 4096
@@ -731,6 +778,12 @@ class SqliteJournal:
         # Owned by the writer thread once it runs.
         self._connection: sqlite3.Connection | None = None
         self._next_msg_id = 1
+        # The next event id (engine.feed): handed out in commit order, never reused.
+        self._next_event_id = 1
+        # Webhook deliveries added by the group being written; after its commit,
+        # `on_deliveries` (the webhook worker's wake-up) is called on the event loop.
+        self._deliveries_added = 0
+        self.on_deliveries: Callable[[], None] | None = None
         self._pending = 0
         self._total = 0
         self._bridges_json: dict[tuple[str, ...], str] = {}
@@ -846,10 +899,16 @@ class SqliteJournal:
             return
         self.commits += 1
         settled.extend(results)
+        if self._deliveries_added:
+            self._deliveries_added = 0
+            if self.on_deliveries is not None and self._loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop has closed
+                    self._loop.call_soon_threadsafe(self.on_deliveries)
         if self._on_commit is not None:
             self._on_commit(time.perf_counter() - started, len(writes))
 
     def _roll_back(self, connection: sqlite3.Connection, counters: tuple[int, int, int]) -> None:
+        self._deliveries_added = 0
         if connection.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("ROLLBACK")
@@ -1031,6 +1090,7 @@ class SqliteJournal:
         self._next_msg_id = max(int(meta["next_msg_id"]), highest + 1)
         self._pending = int(meta["pending"])
         self._total = int(meta["total"])
+        self._next_event_id = feed.last_event_id(connection, int(meta.get(META_EVENT_ID, 0))) + 1
 
     def _close_connection(self, connection: sqlite3.Connection) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -1095,6 +1155,9 @@ class SqliteJournal:
         earlier: dict[str, list[str]] = {}
         find_client_ref = connection.execute
         next_msg_id = self._next_msg_id
+        first_event_id = self._next_event_id
+        # One `accepted` feed event per message, in the order of the messages.
+        appends: list[AppendEvents] = []
         instance = self.instance
         bridges_json = self._bridges_json
         encode = message_encoder.encode
@@ -1136,8 +1199,10 @@ class SqliteJournal:
                         message.attempt,
                         1 if message.dlr else 0,
                         SCHEDULED_S if message.due_at > message.accepted_at else ACCEPTED_S,
+                        first_event_id + len(appends),
                         bytearray(encode(message)),
                     )
+                    appends.append(_accepted_append(message))
                     group_rows.append(row if client_ref is None else (*row, client_ref))
                     ids.append(msg_id)
                     next_msg_id += 1
@@ -1150,6 +1215,11 @@ class SqliteJournal:
                 connection.executemany(
                     SQL_INSERT_MESSAGE_WITHOUT_CLIENT_REF, rows_without_client_ref
                 )
+            if appends:
+                self._next_event_id, owed = feed.append_events(
+                    connection, appends, first_event_id, self._clock()
+                )
+                self._deliveries_added += owed
         except Exception:
             for group in groups:
                 for message in group:
@@ -1225,6 +1295,20 @@ class SqliteJournal:
             await self._execute(lambda connection: self._record(connection, changes), write=True)
 
     def _record(self, connection: sqlite3.Connection, changes: Sequence[Change]) -> None:
+        # The feed's events go in after the state changes that made them, all together (the
+        # same transaction either way), so that the runs of state changes stay long.
+        appends = [change for change in changes if type(change) is AppendEvents]
+        if appends:
+            changes = [change for change in changes if type(change) is not AppendEvents]
+            self._record_changes(connection, changes)
+            self._next_event_id, owed = feed.append_events(
+                connection, appends, self._next_event_id, self._clock()
+            )
+            self._deliveries_added += owed
+            return
+        self._record_changes(connection, changes)
+
+    def _record_changes(self, connection: sqlite3.Connection, changes: Sequence[Change]) -> None:
         # Consecutive changes of one kind become one executemany; order is kept.
         executemany = connection.executemany
         index = 0
@@ -1393,6 +1477,55 @@ class SqliteJournal:
             ).fetchall()
         connection.executemany("DELETE FROM outbox WHERE id = ?", [(row[0],) for row in rows])
         return [row[1] for row in rows]
+
+    # ── the event feed and webhook deliveries (engine.feed) ─────────────────────
+
+    async def feed(self, account: str, after: int, limit: int) -> FeedPage:
+        """The account's events after the cursor `after` (0: from the oldest kept), oldest
+        first, at most `limit` (1..1000): their JSON bodies and the cursor to read on from.
+        Non-destructive and resumable: the contract is in docs/events.md."""
+        return await self._execute(
+            lambda connection: feed.read_feed(connection, account, after, limit), write=False
+        )
+
+    async def history(self, msg_id: str) -> list[bytes] | None:
+        """A message's events in order, as the feed holds them (JSON bodies); None when the
+        journal has no message `msg_id`."""
+        return await self._execute(lambda connection: feed.history(connection, msg_id), write=False)
+
+    async def sweep_events(self, before: float, limit: int) -> int:
+        """Delete up to `limit` of the oldest feed events stored before `before`, except
+        those a webhook still owes; returns how many went."""
+
+        def work(connection: sqlite3.Connection) -> int:
+            # Ids never go back, even when this empties the table (engine.feed).
+            connection.execute(SQL_SAVE_COUNTERS, (META_EVENT_ID, self._next_event_id - 1))
+            return feed.sweep(connection, before, limit)
+
+        return await self._execute(work, write=True)
+
+    async def due_deliveries(
+        self, now: float, limit: int, exclude: frozenset[int] = frozenset()
+    ) -> list[DueDelivery]:
+        """Webhook deliveries due by `now`, earliest first, not in `exclude`."""
+        return await self._execute(
+            lambda connection: feed.due_deliveries(connection, now, limit, exclude),
+            write=False,
+        )
+
+    async def settle_deliveries(self, outcomes: Sequence[DeliveryOutcome]) -> None:
+        """Write what became of a batch of deliveries (one transaction)."""
+        if outcomes:
+            now = self._clock()
+            await self._execute(
+                lambda connection: feed.settle_deliveries(connection, outcomes, now), write=True
+            )
+
+    async def next_delivery_at(self) -> float | None:
+        return await self._execute(feed.next_delivery_at, write=False)
+
+    async def deliveries_owed(self) -> int:
+        return await self._execute(feed.deliveries_owed, write=False)
 
     # ── reads ───────────────────────────────────────────────────────────────────
 
@@ -1606,6 +1739,7 @@ async def open_journal(
     on_commit: Callable[[float, int], None] | None = None,
     max_size_bytes: int | None = None,
     cache_mb: int = 32,
+    clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[SqliteJournal]:
     """Open (or create) the journal at `path` for the duration of the block.
 
@@ -1621,6 +1755,7 @@ async def open_journal(
         on_commit=on_commit,
         max_size_bytes=max_size_bytes,
         cache_mb=cache_mb,
+        clock=clock,
     )
     await journal.start()
     try:

@@ -93,6 +93,7 @@ from bridges.base import (
     Throttled,
     Unknown,
 )
+from engine.feed import AppendEvents, account_of
 from engine.journal import (
     Change,
     MarkCharged,
@@ -335,10 +336,21 @@ def state_of(message: Message, now: float) -> State:
             return State.UNKNOWN
 
 
-def _check(before: State, kind: InputKind, step: Step) -> Step:
+def _check(message: Message, before: State, kind: InputKind, step: Step) -> Step:
+    """Every step leaves through here: checked against the table, and its events put beside
+    its changes for the durable feed (engine.feed), so they commit in one transaction."""
     allowed = TRANSITIONS.get((before, kind))
     if allowed is None or step.state not in allowed:
         raise IllegalTransition(f"{kind} may not move a message from {before} to {step.state}")
+    if step.events:
+        step.changes.append(
+            AppendEvents(
+                account=account_of(message),
+                msg_id=message.msg_id,
+                callback_url=message.callback_url,
+                events=[event for _, event in step.events],
+            )
+        )
     return step
 
 
@@ -374,7 +386,9 @@ def can_failover(message: Message, ctx: Context) -> bool:
 def on_reply(message: Message, outcome: Outcome, ctx: Context) -> Step:
     """The provider answered a request carrying `message` (inflight)."""
     if isinstance(outcome, Submitted):
-        return _check(state_of(message, ctx.now), "submitted", _submitted(message, outcome, ctx))
+        return _check(
+            message, state_of(message, ctx.now), "submitted", _submitted(message, outcome, ctx)
+        )
     if isinstance(outcome, Unknown):
         step = _unconfirmed(
             message,
@@ -383,7 +397,7 @@ def on_reply(message: Message, outcome: Outcome, ctx: Context) -> Step:
             code=outcome.code,
         )
         step.counts.append(Count("failed", "unknown"))
-        return _check(state_of(message, ctx.now), "unknown_reply", step)
+        return _check(message, state_of(message, ctx.now), "unknown_reply", step)
     if isinstance(outcome, AccountRefused):
         reason: Reason = AccountFaultReason(outcome.fault, outcome.code, outcome.reason)
         decision = _policy(message, ctx).decide(
@@ -397,7 +411,7 @@ def on_reply(message: Message, outcome: Outcome, ctx: Context) -> Step:
         fault = ACCOUNT_FAULT_REASONS[outcome.fault]
         step = _after_decision(message, decision, reason, ctx, kind=fault, maybe_sent=False)
         step.circuit = "account"
-        return _check(state_of(message, ctx.now), "account_refused", step)
+        return _check(message, state_of(message, ctx.now), "account_refused", step)
     kind: InputKind = "rejected" if isinstance(outcome, Rejected) else "retry_later"
     metric = _metric_reason(outcome)
     decision = _policy(message, ctx).decide(
@@ -423,7 +437,7 @@ def on_reply(message: Message, outcome: Outcome, ctx: Context) -> Step:
         step.circuit = "failure"
     else:
         step.circuit = "release"
-    return _check(state_of(message, ctx.now), kind, step)
+    return _check(message, state_of(message, ctx.now), kind, step)
 
 
 def on_transport_failure(
@@ -431,6 +445,13 @@ def on_transport_failure(
 ) -> Step:
     """The request carrying `message` got no reply to parse. `first_attempt_at` is when the
     earliest attempt that may have reached the provider was made (this one if none)."""
+    step = _transport_step(message, failure, ctx, first_attempt_at=first_attempt_at)
+    return _check(message, state_of(message, ctx.now), "transport", step)
+
+
+def _transport_step(
+    message: Message, failure: TransportFailure, ctx: Context, *, first_attempt_at: float
+) -> Step:
     decision = _policy(message, ctx).decide_transport(
         maybe_sent=failure.maybe_sent,
         attempt=message.attempt + 1,
@@ -444,7 +465,7 @@ def on_transport_failure(
         message, decision, failure, ctx, kind=failure.kind, maybe_sent=failure.maybe_sent
     )
     step.circuit = "failure"
-    return _check(state_of(message, ctx.now), "transport", step)
+    return step
 
 
 def on_recovery(message: Message, ctx: Context) -> Step:
@@ -452,9 +473,9 @@ def on_recovery(message: Message, ctx: Context) -> Step:
     reached the provider, decided by the same rules (resend only where it deduplicates)."""
     first = message.maybe_sent_at or message.inflight_at or message.due_at
     failure = TransportFailure(kind="crash", text=describe(CrashedInFlight()), maybe_sent=True)
-    step = on_transport_failure(message, failure, ctx, first_attempt_at=first)
+    step = _transport_step(message, failure, ctx, first_attempt_at=first)
     step.circuit = None
-    return _check(state_of(message, ctx.now), "recovery", step)
+    return _check(message, state_of(message, ctx.now), "recovery", step)
 
 
 def _policy(message: Message, ctx: Context) -> RetryPolicy:
@@ -791,7 +812,7 @@ def on_expiry(message: Message, ctx: Context) -> Step:
         step = _fail(
             message, State.EXPIRED, ValidityEnded(sent=False), ctx, code="validity", kind="expired"
         )
-    return _check(before, "expiry", step)
+    return _check(message, before, "expiry", step)
 
 
 def on_circuit_open(message: Message, ctx: Context) -> Step:
@@ -802,7 +823,7 @@ def on_circuit_open(message: Message, ctx: Context) -> Step:
             f" {ctx.bridge}"
         )
     step = _failover(message, CircuitOpen(ctx.bridge), ctx, "circuit_open")
-    return _check(state_of(message, ctx.now), "circuit_open", step)
+    return _check(message, state_of(message, ctx.now), "circuit_open", step)
 
 
 def on_cancel(message: Message, now: float) -> Step | None:
@@ -824,7 +845,7 @@ def on_cancel(message: Message, now: float) -> Step | None:
         ],
         counts=[Count("cancelled")],
     )
-    return _check(before, "cancel", step)
+    return _check(message, before, "cancel", step)
 
 
 # ── Reports ────────────────────────────────────────────────────────────────────────
@@ -841,6 +862,7 @@ def on_report(
         return None
     if not receipt.final:
         return _check(
+            message,
             before,
             "report_pending",
             _pending_report(message, receipt, before, bridge, now, report_timeout_s),
@@ -866,7 +888,7 @@ def on_report(
             0, MarkCharged(msg_id=message.msg_id, cost=receipt.cost, currency=receipt.currency)
         )
         step.charge = _charge(receipt.cost, receipt.currency)
-    return _check(before, "report_final", step)
+    return _check(message, before, "report_final", step)
 
 
 def _charge(cost: float | None, currency: str | None) -> Charge | None:
@@ -918,7 +940,7 @@ def on_report_deadline(message: Message, now: float, report_timeout_s: float) ->
         counts=[Count("report_timeout")],
         report_state="UNKNOWN",
     )
-    return _check(before, "report_deadline", step)
+    return _check(message, before, "report_deadline", step)
 
 
 def request_verdict(steps: Sequence[Step]) -> CircuitVerdict | None:

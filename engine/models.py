@@ -83,6 +83,9 @@ class Message(msgspec.Struct, kw_only=True):
     # have. Such a message may be resent only where that provider deduplicates (within
     # its window, which runs from this time), and never to another bridge.
     maybe_sent_at: float = 0.0
+    # Where its events are POSTed (engine.webhooks): the line's, or its account's default,
+    # fixed at accept.
+    callback_url: str | None = None
 
     @property
     def bridge(self) -> str:

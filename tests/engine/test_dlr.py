@@ -28,6 +28,7 @@ from engine.dlr import (
     poll_policy,
     serve_poller,
 )
+from engine.feed import AppendEvents
 from engine.journal import (
     Change,
     JournalError,
@@ -146,13 +147,15 @@ async def test_a_charge_stated_in_a_report_is_journaled_then_counted() -> None:
     handler = ReceiptHandler(journal, Collector(), clock=lambda: 5.0, on_charge=on_charge)  # type: ignore[arg-type]
     charged = msgspec.structs.replace(receipt("p1"), cost=2.0, currency="INR")
     await handler.handle("routemobile", [charged, receipt("p2")])
-    assert journal.commits == [
-        [
-            MarkCharged(msg_id="1", cost=2.0, currency="INR"),
-            MarkFinal(msg_id="1", outcome="DELIVRD", code=None, error=None, at=5.0),
-            MarkFinal(msg_id="2", outcome="DELIVRD", code=None, error=None, at=5.0),
-        ]
+    [commit] = journal.commits
+    assert [change for change in commit if not isinstance(change, AppendEvents)] == [
+        MarkCharged(msg_id="1", cost=2.0, currency="INR"),
+        MarkFinal(msg_id="1", outcome="DELIVRD", code=None, error=None, at=5.0),
+        MarkFinal(msg_id="2", outcome="DELIVRD", code=None, error=None, at=5.0),
     ]
+    # Each report's dlr event is journaled for the feed in the same commit.
+    feed = [change for change in commit if isinstance(change, AppendEvents)]
+    assert [(c.msg_id, [e.msg_id for e in c.events]) for c in feed] == [("1", ["1"]), ("2", ["2"])]
     assert told == [("routemobile", [Charge(2.0, "INR")], 1)]
     # The same report again: the message is final already, nothing is kept or counted twice.
     journal.by_pid["p1"] = msgspec.structs.replace(journal.by_pid["p1"], state="final")

@@ -645,6 +645,12 @@ async def test_inflight_messages_are_found_after_a_reopen(tmp_path: Path) -> Non
 # ── failures ───────────────────────────────────────────────────────────────────
 
 
+# What schema 7 added (the event feed, engine.feed): dropped to make an older journal.
+UNDO_VERSION_7 = (
+    "DROP TABLE events; DROP TABLE deliveries; DROP TABLE deliveries_gone;"
+    " ALTER TABLE messages DROP COLUMN first_event;"
+)
+
 # The schema septet wrote as version 2, kept here as it was: the upgrade tests start from it.
 VERSION_2_SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -817,7 +823,7 @@ async def test_a_version_4_journal_keeps_its_polls_at_the_strictest_floor(
     # message polled at 500.0 and the other never.
     with contextlib.closing(sqlite3.connect(path)) as connection:
         connection.executescript(
-            "DROP INDEX messages_awaiting;"
+            UNDO_VERSION_7 + "DROP INDEX messages_awaiting;"
             "ALTER TABLE messages DROP COLUMN polls;"
             "ALTER TABLE messages DROP COLUMN next_poll_at;"
             "ALTER TABLE messages DROP COLUMN status;"
@@ -1103,7 +1109,7 @@ async def test_a_version_5_journal_gets_its_states_by_name(tmp_path: Path) -> No
         )
     with contextlib.closing(sqlite3.connect(path)) as connection:
         connection.executescript(
-            "ALTER TABLE messages DROP COLUMN status; PRAGMA user_version = 5;"
+            UNDO_VERSION_7 + "ALTER TABLE messages DROP COLUMN status; PRAGMA user_version = 5;"
         )
     async with open_journal(path) as reopened:  # opening it runs the migration
         assert await reopened.pending_count() == 0

@@ -32,6 +32,7 @@ from bridges.base import (
     Unknown,
 )
 from engine import lifecycle
+from engine.feed import AppendEvents
 from engine.journal import (
     Change,
     MarkCharged,
@@ -1407,6 +1408,21 @@ def expand(rows: Sequence[Row]) -> list[Any]:
     return params
 
 
+def feed_changes(step: Step) -> list[Change]:
+    """The AppendEvents a step with events ends with: the message's (account, msg_id,
+    callback_url) and every event it announces, in order."""
+    if not step.events:
+        return []
+    return [
+        AppendEvents(
+            account="default",
+            msg_id=BASE.msg_id,
+            callback_url=BASE.callback_url,
+            events=[event for _, event in step.events],
+        )
+    ]
+
+
 def assert_step(actual: Step | None, expected: Step | None) -> None:
     """Field by field, so a failure names what differs."""
     if expected is None:
@@ -1414,7 +1430,9 @@ def assert_step(actual: Step | None, expected: Step | None) -> None:
         return
     assert actual is not None
     assert actual.state is expected.state
-    assert actual.changes == expected.changes
+    # Every step's events go into the durable feed with its changes (engine.feed): its
+    # last change, when it announces anything, is their AppendEvents.
+    assert actual.changes == expected.changes + feed_changes(expected)
     assert actual.events == expected.events
     assert actual.counts == expected.counts
     assert actual.circuit == expected.circuit
@@ -1593,8 +1611,9 @@ def test_circuit_open_never_moves_a_message_that_cannot_fail_over(message: Messa
 
 def carry_out(message: Message, step: Step) -> Message:
     """What the journal makes of a retry step (MarkRetry): waiting again."""
-    [change] = step.changes
+    [change, appended] = step.changes
     assert isinstance(change, MarkRetry)
+    assert isinstance(appended, AppendEvents)
     return msgspec.structs.replace(
         message,
         state="accepted",
@@ -1618,7 +1637,7 @@ def test_maybe_sent_at_is_when_the_attempt_was_made(act: Act, idempotency: Idemp
     # The request went out 30 s ago (a read timeout, or a restart after a crash).
     step = act(inflight(inflight_at=NOW - 30), context(idempotency))
     assert step is not None
-    [change] = step.changes
+    [change, _appended] = step.changes
     assert isinstance(change, MarkRetry | MarkUnconfirmed)
     assert change.maybe_sent_at == NOW - 30
 
@@ -1666,7 +1685,7 @@ def test_a_maybe_sent_message_is_never_resent_after_the_duplicate_window(
     assert step is not None
     latest_safe = maybe_sent_at + POLICY.duplicate_window_s - POLICY.duplicate_window_margin_s
     if step.state is State.SCHEDULED:
-        [change] = step.changes
+        [change, _appended] = step.changes
         assert isinstance(change, MarkRetry)
         assert change.due_at <= latest_safe
     else:
@@ -1851,7 +1870,7 @@ def test_failover_skips_a_bridge_whose_limits_the_message_breaks() -> None:
     assert step.state is lifecycle.State.ACCEPTED
     (event,) = [event for _, event in step.events if isinstance(event, FailoverEvent)]
     assert (event.from_bridge, event.bridge) == ("smsclub", "bsg")
-    (change,) = step.changes
+    (change, _appended) = step.changes
     assert isinstance(change, MarkRetry)
     assert change.bridge_index == 2
 

@@ -318,7 +318,8 @@ async def test_events_are_announced_after_the_commit(journal: SqliteJournal) -> 
         "unconfirmed": 1,
         "scheduled": 1,
     }
-    assert log == ["record 2", "emit", "emit"]  # one commit for all, then the events
+    # One commit for all (each message's change and its feed events), then the events.
+    assert log == ["record 4", "emit", "emit"]
 
 
 async def test_a_second_start_finds_nothing_left_in_flight(journal: SqliteJournal) -> None:

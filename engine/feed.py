@@ -1,0 +1,318 @@
+"""The durable event feed: every event of a message as a journal row, and the reads of them.
+
+Each event a lifecycle step announces (accepted, submitted, status, retry, failover,
+failed, dlr, cancelled; never `rejected`, which has no message) becomes one row of the
+journal's `events` table, written by the journal's writer thread in the transaction of the
+state change that made it (engine.lifecycle puts an `AppendEvents` beside the step's own
+changes; engine.journal's accept writes the `accepted` rows with the messages). So a
+kill -9 keeps both or neither: no state change without its event, no event without it.
+
+    events      id INTEGER PRIMARY KEY   the event id (webhook dedupe) and the feed cursor
+                account, msg_id, at      whose, which message, when stored (Unix seconds)
+                body                     the event as JSON, with `event_id` first
+    deliveries  event_id, url, attempts, next_at, first_at: a webhook POST still owed
+                (engine.webhooks), written with the event row when the message has a URL
+
+Ids are handed out by the writer in commit order, so a reader that has seen id N never
+later finds a new row below N: `feed(account, after=N)` resumes exactly. The retention
+sweep deletes the oldest rows (ids are in time order); the next id is kept in `meta` so
+ids never go back after a sweep empties the table.
+
+The functions here run on the journal's writer thread with its connection: no I/O of
+their own, no locking (engine.journal owns the connection and the transaction).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Protocol
+
+import anyio
+import msgspec
+import structlog
+
+from engine.models import Event, Message, event_encoder
+
+__all__ = [
+    "DEFAULT_ACCOUNT",
+    "AppendEvents",
+    "DeliveryOutcome",
+    "DueDelivery",
+    "FeedPage",
+    "account_of",
+    "append_events",
+    "history",
+    "read_feed",
+]
+
+# Messages of applications with no account of their own (issue 18: until accounts land,
+# every message) belong to this one.
+DEFAULT_ACCOUNT: Final = "default"
+# The most events one feed read returns.
+MAX_FEED_LIMIT: Final = 1000
+# The retention sweep deletes at most this many events a transaction, then yields the
+# writer to the send path; it looks again after SWEEP_INTERVAL_S when it found fewer.
+SWEEP_BATCH: Final = 2000
+SWEEP_INTERVAL_S: Final = 60.0
+
+log = structlog.get_logger("septet.feed")
+
+
+def account_of(message: Message) -> str:
+    """The account a message belongs to: the one place the feed and the webhooks take it
+    from. (Message.account is issue 18's point 1; until it exists, every message is the
+    default account's.)"""
+    return getattr(message, "account", None) or DEFAULT_ACCOUNT
+
+
+class AppendEvents(msgspec.Struct, frozen=True, tag=True):
+    """A journal change: one message's events for the feed, and for its webhook when it has
+    a `callback_url`. It rides with the step's state changes, in their transaction."""
+
+    account: str
+    msg_id: str
+    callback_url: str | None
+    events: list[Event]
+
+
+class FeedPage(msgspec.Struct, frozen=True):
+    """One read of the feed: event bodies (JSON, `event_id` first) in id order, and the
+    cursor to pass as `after` next time (the last id read, or `after` itself when none)."""
+
+    events: list[bytes]
+    next_cursor: int
+
+
+SCHEMA: Final = (
+    "CREATE TABLE events (id INTEGER PRIMARY KEY, account TEXT NOT NULL,"
+    " msg_id INTEGER NOT NULL, at REAL NOT NULL, body BLOB NOT NULL)",
+    # The feed's one index: an account's events by id (its query and nothing else).
+    "CREATE INDEX events_account ON events (account, id)",
+    "CREATE TABLE deliveries (event_id INTEGER PRIMARY KEY, url TEXT NOT NULL,"
+    " attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL, first_at REAL NOT NULL)",
+    "CREATE INDEX deliveries_due ON deliveries (next_at)",
+    # URLs that answered 410 Gone for a message: no more of its events go there.
+    "CREATE TABLE deliveries_gone (msg_id INTEGER NOT NULL, url TEXT NOT NULL,"
+    " at REAL NOT NULL, PRIMARY KEY (msg_id, url)) WITHOUT ROWID",
+)
+
+SQL_INSERT_EVENT: Final = (
+    "INSERT INTO events (id, account, msg_id, at, body) VALUES (?, ?, ?, ?, ?)"
+)
+SQL_INSERT_DELIVERY: Final = (
+    "INSERT INTO deliveries (event_id, url, attempts, next_at, first_at) VALUES (?, ?, 0, ?, ?)"
+)
+SQL_FEED: Final = (
+    "SELECT id, body FROM events INDEXED BY events_account"
+    " WHERE account = ? AND id > ? ORDER BY id LIMIT ?"
+)
+# A message's events lie at or after its `accepted` row (messages.first_event).
+SQL_HISTORY: Final = "SELECT body FROM events WHERE id >= ? AND msg_id = ? ORDER BY id"
+SQL_FIRST_EVENT: Final = "SELECT first_event FROM messages WHERE msg_id = ?"
+SQL_LAST_EVENT_ID: Final = "SELECT max(id) FROM events"
+# The oldest `limit` rows by id, of which those stored before the cut are deleted: bounded
+# work per sweep, whatever the table holds.
+SQL_SWEEP_EVENTS: Final = (
+    "DELETE FROM events WHERE id IN (SELECT id FROM"
+    " (SELECT id, at FROM events ORDER BY id LIMIT ?) WHERE at < ?"
+    " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = id))"
+)
+SQL_SWEEP_GONE: Final = "DELETE FROM deliveries_gone WHERE at < ?"
+
+_EVENT_ID_PREFIX: Final = b'{"event_id":%d,%s'
+
+
+def event_body(event_id: int, event: Event) -> bytearray:
+    """The stored (and POSTed) JSON of an event: the NDJSON line's object with `event_id`
+    first. A bytearray: sqlite3 binds it without an adapter lookup."""
+    encoded = event_encoder.encode(event)
+    return bytearray(_EVENT_ID_PREFIX % (event_id, encoded[1:]))
+
+
+def append_events(
+    connection: sqlite3.Connection,
+    changes: Sequence[AppendEvents],
+    next_id: int,
+    now: float,
+) -> tuple[int, int]:
+    """Insert the changes' events (and owed deliveries) with ids from `next_id` on; returns
+    the next free id and how many deliveries were added. One prepared INSERT per event
+    (executemany), one per delivery."""
+    rows: list[tuple[Any, ...]] = []
+    deliveries: list[tuple[Any, ...]] = []
+    for change in changes:
+        msg_id = int(change.msg_id)
+        account = change.account
+        url = change.callback_url
+        for event in change.events:
+            rows.append((next_id, account, msg_id, now, event_body(next_id, event)))
+            if url is not None:
+                deliveries.append((next_id, url, now, now))
+            next_id += 1
+    connection.executemany(SQL_INSERT_EVENT, rows)
+    if deliveries:
+        connection.executemany(SQL_INSERT_DELIVERY, deliveries)
+    return next_id, len(deliveries)
+
+
+def last_event_id(connection: sqlite3.Connection, kept: int) -> int:
+    """The highest id ever handed out: the table's, or `kept` (meta) after a sweep."""
+    highest = connection.execute(SQL_LAST_EVENT_ID).fetchone()[0] or 0
+    return max(int(highest), kept)
+
+
+def read_feed(connection: sqlite3.Connection, account: str, after: int, limit: int) -> FeedPage:
+    """An account's events after the cursor `after`, oldest first, at most `limit`
+    (1..MAX_FEED_LIMIT). Non-destructive: the same cursor reads the same events again."""
+    limit = max(1, min(limit, MAX_FEED_LIMIT))
+    rows = connection.execute(SQL_FEED, (account, max(after, 0), limit)).fetchall()
+    if not rows:
+        return FeedPage([], max(after, 0))
+    return FeedPage([bytes(row[1]) for row in rows], int(rows[-1][0]))
+
+
+def history(connection: sqlite3.Connection, msg_id: str) -> list[bytes] | None:
+    """A message's events in order (those the retention sweep has not deleted), or None
+    when the journal has no such message. Reads forward from the message's `accepted`
+    row: no index of its own (the feed's writes stay one index wide)."""
+    if not msg_id.isdigit():
+        return None
+    row = connection.execute(SQL_FIRST_EVENT, (int(msg_id),)).fetchone()
+    if row is None:
+        return None
+    first = row[0] or 0
+    return [bytes(found[0]) for found in connection.execute(SQL_HISTORY, (first, int(msg_id)))]
+
+
+def sweep(connection: sqlite3.Connection, before: float, limit: int) -> int:
+    """Delete up to `limit` of the oldest events stored before `before` (and 410 marks as
+    old); returns how many events went. Deliveries whose event went are given up by the
+    webhook worker when it finds the body missing."""
+    deleted = connection.execute(SQL_SWEEP_EVENTS, (limit, before)).rowcount
+    connection.execute(SQL_SWEEP_GONE, (before,))
+    return max(deleted, 0)
+
+
+# ── Webhook deliveries (engine.webhooks reads and settles them in batches) ─────────
+
+
+class DueDelivery(msgspec.Struct, frozen=True):
+    """A webhook POST owed now: the event's body (None when the retention sweep has taken
+    it), whose it is, how often it was tried, when it was first owed, and whether its URL
+    answered 410 Gone for this message already."""
+
+    event_id: int
+    url: str
+    attempts: int
+    first_at: float
+    account: str
+    msg_id: str
+    body: bytes | None
+    gone: bool
+
+
+class DeliveryOutcome(msgspec.Struct, frozen=True):
+    """What became of one claimed delivery: `next_at` None deletes it (delivered, given
+    up); else it is tried again then, `attempts` tries made. `gone`: its URL answered 410,
+    so no more of the message's events go there."""
+
+    event_id: int
+    attempts: int
+    next_at: float | None = None
+    gone: bool = False
+
+
+SQL_DUE_DELIVERIES: Final = (
+    "SELECT d.event_id, d.url, d.attempts, d.first_at, e.account, e.msg_id, e.body,"
+    " g.msg_id IS NOT NULL FROM deliveries d INDEXED BY deliveries_due"
+    " LEFT JOIN events e ON e.id = d.event_id"
+    " LEFT JOIN deliveries_gone g ON g.msg_id = e.msg_id AND g.url = d.url"
+    " WHERE d.next_at <= ? ORDER BY d.next_at, d.event_id LIMIT ?"
+)
+SQL_NEXT_DELIVERY: Final = "SELECT min(next_at) FROM deliveries"
+SQL_COUNT_DELIVERIES: Final = "SELECT count(*) FROM deliveries"
+SQL_DELETE_DELIVERY: Final = "DELETE FROM deliveries WHERE event_id = ?"
+SQL_RETRY_DELIVERY: Final = "UPDATE deliveries SET attempts = ?, next_at = ? WHERE event_id = ?"
+SQL_MARK_GONE: Final = (
+    "INSERT OR IGNORE INTO deliveries_gone (msg_id, url, at)"
+    " SELECT e.msg_id, d.url, ? FROM deliveries d JOIN events e ON e.id = d.event_id"
+    " WHERE d.event_id = ?"
+)
+
+
+def due_deliveries(
+    connection: sqlite3.Connection, now: float, limit: int, exclude: frozenset[int]
+) -> list[DueDelivery]:
+    """Deliveries due by `now`, earliest first, skipping the ids in `exclude` (in flight)."""
+    rows = connection.execute(SQL_DUE_DELIVERIES, (now, limit + len(exclude))).fetchall()
+    found = [
+        DueDelivery(
+            event_id=row[0],
+            url=row[1],
+            attempts=row[2],
+            first_at=row[3],
+            account=row[4] or DEFAULT_ACCOUNT,
+            msg_id=str(row[5]) if row[5] is not None else "",
+            body=bytes(row[6]) if row[6] is not None else None,
+            gone=bool(row[7]),
+        )
+        for row in rows
+        if row[0] not in exclude
+    ]
+    return found[:limit]
+
+
+def settle_deliveries(
+    connection: sqlite3.Connection, outcomes: Sequence[DeliveryOutcome], now: float
+) -> None:
+    """Write a batch of outcomes: 410 marks first (they need the rows), then the retries,
+    then the deletions."""
+    gone = [(now, outcome.event_id) for outcome in outcomes if outcome.gone]
+    if gone:
+        connection.executemany(SQL_MARK_GONE, gone)
+    retries = [
+        (outcome.attempts, outcome.next_at, outcome.event_id)
+        for outcome in outcomes
+        if outcome.next_at is not None
+    ]
+    if retries:
+        connection.executemany(SQL_RETRY_DELIVERY, retries)
+    done = [(outcome.event_id,) for outcome in outcomes if outcome.next_at is None]
+    if done:
+        connection.executemany(SQL_DELETE_DELIVERY, done)
+
+
+def next_delivery_at(connection: sqlite3.Connection) -> float | None:
+    value = connection.execute(SQL_NEXT_DELIVERY).fetchone()[0]
+    return None if value is None else float(value)
+
+
+def deliveries_owed(connection: sqlite3.Connection) -> int:
+    return int(connection.execute(SQL_COUNT_DELIVERIES).fetchone()[0])
+
+
+# ── The retention sweep (on the event loop) ─────────────────────────────────────────
+
+
+class SweptJournal(Protocol):
+    async def sweep_events(self, before: float, limit: int) -> int: ...
+
+
+async def serve_retention(
+    journal: SweptJournal,
+    keep_s: float,
+    *,
+    clock: Callable[[], float] = time.time,
+    batch: int = SWEEP_BATCH,
+    interval_s: float = SWEEP_INTERVAL_S,
+) -> None:
+    """Forever: delete the feed's events older than `keep_s`, `batch` at a time (each its
+    own short transaction, so the send path's commits go between them)."""
+    while True:
+        deleted = await journal.sweep_events(clock() - keep_s, batch)
+        if deleted:
+            log.info("events_swept", events=deleted)
+        if deleted < batch:
+            await anyio.sleep(interval_s)

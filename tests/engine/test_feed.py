@@ -1,0 +1,276 @@
+"""The durable event feed on a real SQLite journal: events commit with their state change,
+the feed reads are resumable and non-destructive, history is in order, the retention sweep
+deletes only old rows (and never one a webhook still owes), ids never go back."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from engine.feed import AppendEvents, DeliveryOutcome
+from engine.journal import JournalError, MarkFinal, SqliteJournal, open_journal
+from engine.models import CancelledEvent, DeliveryReport, Message
+
+pytestmark = pytest.mark.anyio
+
+T0 = 1_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def message(to: str, *, callback_url: str | None = None, client_ref: str | None = None) -> Message:
+    return Message(
+        msg_id="",
+        reference="",
+        origin="client-1",
+        client_ref=client_ref,
+        to=to,
+        sender="ACME",
+        text="Hello",
+        encoding="GSM-7",
+        segments=1,
+        cost=0.02,
+        currency="USD",
+        bridges=("dsc",),
+        accepted_at=T0,
+        due_at=T0,
+        callback_url=callback_url,
+    )
+
+
+async def accept(journal: SqliteJournal, *messages: Message) -> list[Message]:
+    [group] = await journal.accept([list(messages)])
+    assert isinstance(group, list)
+    return group
+
+
+def report(msg_id: str, state: str = "DELIVRD") -> DeliveryReport:
+    return DeliveryReport(
+        id=None,
+        msg_id=msg_id,
+        ts=dt.datetime.fromtimestamp(T0 + 5, dt.UTC),
+        state=state,
+        provider_status=state,
+        bridge="dsc",
+    )
+
+
+def decoded(bodies: list[bytes]) -> list[dict[str, Any]]:
+    return [msgspec.json.decode(body) for body in bodies]
+
+
+def final_with_report(msg_id: str, *, account: str = "default") -> list[Any]:
+    """What engine.lifecycle makes of a final report: the change, then its feed events."""
+    return [
+        MarkFinal(msg_id=msg_id, outcome="DELIVRD", code=None, error=None, at=T0 + 5),
+        AppendEvents(account=account, msg_id=msg_id, callback_url=None, events=[report(msg_id)]),
+    ]
+
+
+async def test_accepting_a_message_puts_its_accepted_event_in_the_feed(tmp_path: Path) -> None:
+    async with open_journal(tmp_path / "septet.db", clock=Clock()) as journal:
+        first, second = await accept(
+            journal, message("+250788100001", client_ref="a"), message("+250788100002")
+        )
+        page = await journal.feed("default", 0, 10)
+        events = decoded(page.events)
+        assert [(e["event_id"], e["event"], e["msg_id"], e["id"]) for e in events] == [
+            (1, "accepted", first.msg_id, "a"),
+            (2, "accepted", second.msg_id, None),
+        ]
+        # The body is the NDJSON event with its id put first.
+        assert page.events[0].startswith(b'{"event_id":1,"event":"accepted",')
+        assert events[0]["to"] == "+250788100001"
+        assert events[0]["ts"] == "1970-01-12T13:46:40Z"
+        assert page.next_cursor == 2
+
+
+async def test_the_feed_is_resumable_and_reading_it_takes_nothing_away(tmp_path: Path) -> None:
+    async with open_journal(tmp_path / "septet.db", clock=Clock()) as journal:
+        messages = await accept(journal, *(message(f"+25078810000{n}") for n in range(5)))
+        first = await journal.feed("default", 0, 2)
+        assert [e["event_id"] for e in decoded(first.events)] == [1, 2]
+        assert first.next_cursor == 2
+        again = await journal.feed("default", 0, 2)
+        assert again == first  # non-destructive: the same cursor reads the same events
+        second = await journal.feed("default", first.next_cursor, 2)
+        assert [e["event_id"] for e in decoded(second.events)] == [3, 4]
+        await journal.record(final_with_report(messages[0].msg_id))
+        third = await journal.feed("default", second.next_cursor, 10)
+        assert [(e["event_id"], e["event"]) for e in decoded(third.events)] == [
+            (5, "accepted"),
+            (6, "dlr"),
+        ]
+        end = await journal.feed("default", third.next_cursor, 10)
+        assert (end.events, end.next_cursor) == ([], 6)
+
+
+async def test_an_account_reads_only_its_own_events(tmp_path: Path) -> None:
+    async with open_journal(tmp_path / "septet.db", clock=Clock()) as journal:
+        [kept] = await accept(journal, message("+250788100001"))
+        await journal.record(final_with_report(kept.msg_id, account="acme"))
+        default = decoded((await journal.feed("default", 0, 10)).events)
+        acme = decoded((await journal.feed("acme", 0, 10)).events)
+        assert [e["event"] for e in default] == ["accepted"]
+        assert [(e["event_id"], e["event"]) for e in acme] == [(2, "dlr")]
+        assert (await journal.feed("nobody", 0, 10)).events == []
+
+
+async def test_history_lists_a_messages_events_in_order(tmp_path: Path) -> None:
+    async with open_journal(tmp_path / "septet.db", clock=Clock()) as journal:
+        one, two = await accept(journal, message("+250788100001"), message("+250788100002"))
+        await journal.record(final_with_report(two.msg_id))
+        cancelled = CancelledEvent(
+            id=None, msg_id=one.msg_id, ts=dt.datetime.fromtimestamp(T0, dt.UTC)
+        )
+        await journal.record(
+            [
+                AppendEvents(
+                    account="default", msg_id=one.msg_id, callback_url=None, events=[cancelled]
+                )
+            ]
+        )
+        assert [e["event"] for e in decoded(await journal.history(one.msg_id) or [])] == [
+            "accepted",
+            "cancelled",
+        ]
+        assert [e["event"] for e in decoded(await journal.history(two.msg_id) or [])] == [
+            "accepted",
+            "dlr",
+        ]
+        assert await journal.history("999") is None
+        assert await journal.history("not-a-number") is None
+
+
+async def test_an_event_that_cannot_be_stored_undoes_its_state_change(tmp_path: Path) -> None:
+    path = tmp_path / "septet.db"
+    async with open_journal(path, clock=Clock()) as journal:
+        [sent] = await accept(journal, message("+250788100001"))
+        broken = AppendEvents(
+            account="default", msg_id="x", callback_url=None, events=[report("x")]
+        )
+        with pytest.raises(ValueError, match="invalid literal"):
+            await journal.record(
+                [
+                    MarkFinal(msg_id=sent.msg_id, outcome="DELIVRD", code=None, error=None, at=T0),
+                    broken,
+                ]
+            )
+        assert await journal.pending_count() == 1  # the final state went with its event
+        assert [e["event"] for e in decoded(await journal.history(sent.msg_id) or [])] == [
+            "accepted"
+        ]
+
+
+async def test_the_sweep_deletes_only_old_events_and_never_an_owed_one(tmp_path: Path) -> None:
+    clock = Clock()
+    async with open_journal(tmp_path / "septet.db", clock=clock) as journal:
+        old = await accept(
+            journal,
+            message("+250788100001"),
+            message("+250788100002"),
+            message("+250788100003", callback_url="http://127.0.0.1:9/hook"),
+        )
+        clock.now = T0 + 100
+        new = await accept(journal, message("+250788100004"))
+        # A bounded sweep: at most `limit` rows a call.
+        assert await journal.sweep_events(T0 + 50, 1) == 1
+        assert await journal.sweep_events(T0 + 50, 10) == 1  # the owed one stays
+        kept = decoded((await journal.feed("default", 0, 10)).events)
+        assert [e["msg_id"] for e in kept] == [old[2].msg_id, new[0].msg_id]
+        # Once its webhook is delivered, it goes too; the new one is younger than the cut.
+        await journal.settle_deliveries([DeliveryOutcome(event_id=3, attempts=1)])
+        assert await journal.sweep_events(T0 + 50, 10) == 1
+        assert [e["msg_id"] for e in decoded((await journal.feed("default", 0, 10)).events)] == [
+            new[0].msg_id
+        ]
+        assert await journal.history(old[0].msg_id) == []  # known message, events swept
+
+
+async def test_event_ids_never_go_back_after_a_sweep_and_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "septet.db"
+    clock = Clock()
+    async with open_journal(path, clock=clock) as journal:
+        await accept(journal, message("+250788100001"), message("+250788100002"))
+        assert await journal.sweep_events(T0 + 1, 10) == 2  # the table is empty now
+    async with open_journal(path, clock=clock) as journal:
+        await accept(journal, message("+250788100003"))
+        page = await journal.feed("default", 0, 10)
+        assert [e["event_id"] for e in decoded(page.events)] == [3]
+
+
+async def test_deliveries_are_owed_with_the_event_and_settled_in_batches(tmp_path: Path) -> None:
+    clock = Clock()
+    url = "http://127.0.0.1:9/hook"
+    async with open_journal(tmp_path / "septet.db", clock=clock) as journal:
+        one, two = await accept(
+            journal,
+            message("+250788100001", callback_url=url),
+            message("+250788100002", callback_url=url),
+        )
+        await journal.record(
+            [
+                AppendEvents(
+                    account="default",
+                    msg_id=one.msg_id,
+                    callback_url=url,
+                    events=[report(one.msg_id)],
+                )
+            ]
+        )
+        due = await journal.due_deliveries(T0, 10)
+        assert [(d.event_id, d.msg_id, d.url, d.attempts, d.gone) for d in due] == [
+            (1, one.msg_id, url, 0, False),
+            (2, two.msg_id, url, 0, False),
+            (3, one.msg_id, url, 0, False),
+        ]
+        assert due[0].body is not None
+        assert msgspec.json.decode(due[0].body)["event_id"] == 1
+        assert [d.event_id for d in await journal.due_deliveries(T0, 10, frozenset({1, 2}))] == [3]
+        await journal.settle_deliveries(
+            [
+                DeliveryOutcome(event_id=1, attempts=1, gone=True),  # 410 for message one
+                DeliveryOutcome(event_id=2, attempts=1, next_at=T0 + 30),
+            ]
+        )
+        [left] = await journal.due_deliveries(T0, 10)
+        assert (left.event_id, left.gone) == (3, True)  # its URL is gone for this message
+        assert await journal.next_delivery_at() == T0
+        assert await journal.deliveries_owed() == 2
+        [retry] = await journal.due_deliveries(T0 + 30, 10, frozenset({3}))
+        assert (retry.event_id, retry.attempts) == (2, 1)
+
+
+async def test_a_version_6_journal_gets_the_feed(tmp_path: Path) -> None:
+    path = tmp_path / "septet.db"
+    async with open_journal(path, clock=Clock()) as journal:
+        [old] = await accept(journal, message("+250788100001"))
+    with sqlite3.connect(path) as connection:
+        connection.executescript(
+            "DROP TABLE events; DROP TABLE deliveries; DROP TABLE deliveries_gone;"
+            " ALTER TABLE messages DROP COLUMN first_event; PRAGMA user_version = 6;"
+        )
+    async with open_journal(path, clock=Clock()) as journal:
+        assert await journal.history(old.msg_id) == []  # from before the feed: no events
+        [new] = await accept(journal, message("+250788100002"))
+        assert [e["msg_id"] for e in decoded((await journal.feed("default", 0, 10)).events)] == [
+            new.msg_id
+        ]
+
+
+async def test_a_closed_journal_says_so(tmp_path: Path) -> None:
+    async with open_journal(tmp_path / "septet.db") as journal:
+        pass
+    with pytest.raises(JournalError, match="is closed"):
+        await journal.feed("default", 0, 10)
