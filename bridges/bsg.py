@@ -120,6 +120,16 @@ LIMITS = Limits(
 )
 
 
+# Seed 002: `PUT (POST) https://api.bsg.world/rest/sms/create`.
+PRODUCTION_BASE_URL: str | None = "https://api.bsg.world"
+
+
+def required_credentials(callbacks: bool) -> tuple[str, ...]:
+    """The credentials keys a bsg bridge needs (reports are polled: none for callbacks)."""
+    del callbacks
+    return ("api_key",)
+
+
 def bridge_limits(options: Mapping[str, str]) -> Limits:
     """LIMITS, raised where the bridge's options say so, up to the newer documents' values:
     `max_numeric_originator` (14–15 digits) and `max_validity_hours` (72–87,840)."""

@@ -109,6 +109,17 @@ def bridge_limits(options: Mapping[str, str]) -> Limits:
     return LIMITS
 
 
+# Seed 000: every example of the send posts to this host (`{base}/api/v2/sms/send`).
+PRODUCTION_BASE_URL: str | None = "https://bulksms.digitalservicescenter.rw"
+
+
+def required_credentials(callbacks: bool) -> tuple[str, ...]:
+    """The credentials keys a dsc bridge needs; the callback pair when septet takes its
+    reports by callback (an HTTP listener or `public_url` is configured)."""
+    account = ("api_key", "username", "password")
+    return (*account, "callback_username", "callback_password") if callbacks else account
+
+
 class DscDriver:
     """dsc's driver: one form POST per batch, reports by GET callback only."""
 
@@ -121,9 +132,7 @@ class DscDriver:
     limits = LIMITS
 
     def __init__(self, settings: BridgeSettings) -> None:
-        required = ["api_key", "username", "password"]
-        if settings.callback_url is not None:
-            required += ["callback_username", "callback_password"]
+        required = required_credentials(settings.callback_url is not None)
         missing = [key for key in required if key not in settings.credentials]
         if missing:
             raise ValueError(f"The dsc bridge needs the credentials {', '.join(missing)}.")

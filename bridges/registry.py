@@ -1,11 +1,11 @@
-"""Driver name -> driver class and its limits, in one place."""
+"""Driver name -> driver class, its limits, credentials, base URL and report path, in one place."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
 from bridges import bsg, dsc, routemobile, smsclub
-from bridges.base import BridgeDriver, BridgeSettings, Limits
+from bridges.base import BridgeDriver, BridgeSettings, DeliveryPath, Limits
 from bridges.bsg import BsgDriver
 from bridges.dsc import DscDriver
 from bridges.routemobile import RouteMobileDriver
@@ -25,6 +25,33 @@ DRIVER_LIMITS: dict[str, Callable[[Mapping[str, str]], Limits]] = {
     "routemobile": routemobile.bridge_limits,
     "bsg": bsg.bridge_limits,
     "smsclub": smsclub.bridge_limits,
+}
+
+# Driver name -> the credentials keys a bridge needs, given whether septet takes its
+# reports by callback (each driver's `required_credentials`, which its constructor uses).
+DRIVER_CREDENTIALS: dict[str, Callable[[bool], tuple[str, ...]]] = {
+    "dsc": dsc.required_credentials,
+    "routemobile": routemobile.required_credentials,
+    "bsg": bsg.required_credentials,
+    "smsclub": smsclub.required_credentials,
+}
+
+# Driver name -> the provider's production base URL where its document names one; None
+# where each account has its own (the bridge's `base_url` is then required).
+DRIVER_BASE_URLS: dict[str, str | None] = {
+    "dsc": dsc.PRODUCTION_BASE_URL,
+    "routemobile": routemobile.PRODUCTION_BASE_URL,
+    "bsg": bsg.PRODUCTION_BASE_URL,
+    "smsclub": smsclub.PRODUCTION_BASE_URL,
+}
+
+# Driver name -> how its delivery reports come back: "callback" needs the HTTP listener
+# reachable by the provider, "poll" does not.
+DRIVER_DELIVERY: dict[str, DeliveryPath] = {
+    "dsc": DscDriver.capabilities.delivery,
+    "routemobile": RouteMobileDriver.capabilities.delivery,
+    "bsg": BsgDriver.capabilities.delivery,
+    "smsclub": SmsClubDriver.capabilities.delivery,
 }
 
 

@@ -265,6 +265,17 @@ def bridge_limits(options: Mapping[str, str]) -> Limits:
     return LIMITS
 
 
+# Seed 001 writes the host as `http://<server>:port`: Route Mobile's white-labelled API
+# runs on a server named per account, so there is no default and `base_url` is required.
+PRODUCTION_BASE_URL: str | None = None
+
+
+def required_credentials(callbacks: bool) -> tuple[str, ...]:
+    """The credentials keys a routemobile bridge needs (`callback_token` is optional)."""
+    del callbacks
+    return ("username", "password")
+
+
 class RouteMobileDriver:
     """routemobile's driver: one GET per batch, reports by POST callback only."""
 
@@ -277,7 +288,7 @@ class RouteMobileDriver:
     limits = LIMITS
 
     def __init__(self, settings: BridgeSettings) -> None:
-        missing = [key for key in ("username", "password") if key not in settings.credentials]
+        missing = [key for key in required_credentials(True) if key not in settings.credentials]
         if missing:
             raise ValueError(f"The routemobile bridge needs the credentials {', '.join(missing)}.")
         self.settings = settings

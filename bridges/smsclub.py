@@ -84,6 +84,17 @@ LIMITS = Limits(
 )
 
 
+# Seed 003 names no host for the JSON API, so there is no default: `base_url` is required
+# (the address SMS Club gives with the account's token).
+PRODUCTION_BASE_URL: str | None = None
+
+
+def required_credentials(callbacks: bool) -> tuple[str, ...]:
+    """The credentials keys an smsclub bridge needs (reports are polled)."""
+    del callbacks
+    return ("token",)
+
+
 def bridge_limits(options: Mapping[str, str]) -> Limits:
     """LIMITS: no option of this driver changes them."""
     del options

@@ -17,15 +17,26 @@ the disk) and restart to accept again. Unset, the journal grows with the disk.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
-from bridges.registry import DRIVER_LIMITS
+from bridges.base import BridgeSettings
+from bridges.registry import (
+    DRIVER_BASE_URLS,
+    DRIVER_CREDENTIALS,
+    DRIVER_DELIVERY,
+    DRIVER_LIMITS,
+    build_driver,
+)
 from engine.admission import check_sender, describe_refusals
+from engine.config_keys import describe_unknown, unknown_keys
+from engine.pricing import PriceConfig, PriceTable, default_price_tables, price_table
 from engine.ratelimit import RequestLimiter
+from engine.routing import DEFAULT_FALLBACK_ROUTE, Router, default_routes
 from engine.smpp.server import SmppSettings
 
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
@@ -35,7 +46,12 @@ DRIVERS = ("dsc", "routemobile", "bsg", "smsclub")
 
 
 class ConfigError(ValueError):
-    """A config file that cannot be used; the message names the file and the problem."""
+    """A config file that cannot be used: one sentence per problem, each naming the key
+    (or the file) and what is wrong."""
+
+    def __init__(self, *sentences: str) -> None:
+        super().__init__("\n".join(sentences))
+        self.sentences: tuple[str, ...] = sentences
 
 
 class JournalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -130,8 +146,14 @@ class EventSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
 
 
 class RoutingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Routes by destination prefix. `prefixes` and `default` are laid over the embedded
+    table (engine.routing.default_routes, kept for the bridges configured under the same
+    names): a prefix written here replaces that prefix's route, the others stay. With
+    `replace = true` only what is written here routes."""
+
     prefixes: dict[str, list[str]] = msgspec.field(default_factory=dict)
     default: list[str] | None = None
+    replace: bool = False
 
 
 class SimulatorSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -164,6 +186,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     simulators: SimulatorSettings = SimulatorSettings()
     smpp: SmppSettings = SmppSettings()
     log: LogSettings = LogSettings()
+    # Prices per bridge name (engine.pricing.PriceConfig). A bridge without a table costs
+    # at septet's demo prices for its driver (engine.pricing), which `septet config check`
+    # reports unless the simulators are on.
+    pricing: dict[str, PriceConfig] = msgspec.field(default_factory=dict)
 
 
 def default_settings() -> Settings:
@@ -208,31 +234,40 @@ def _resolve_env(value: str, where: str, environ: Mapping[str, str]) -> str:
 
 
 def resolve_secrets(settings: Settings, environ: Mapping[str, str] | None = None) -> Settings:
+    """`settings` with every `env:NAME` value read; a ConfigError names every variable
+    that is not set (one sentence each), never a value."""
     env = os.environ if environ is None else environ
+    missing: list[str] = []
+
+    def resolve(value: str, where: str) -> str:
+        try:
+            return _resolve_env(value, where, env)
+        except ConfigError as error:
+            missing.append(str(error))
+            return value
+
     bridges = {}
     for name, bridge in settings.bridges.items():
         credentials = {
-            key: _resolve_env(value, f"bridges.{name}.credentials.{key}", env)
+            key: resolve(value, f"bridges.{name}.credentials.{key}")
             for key, value in bridge.credentials.items()
         }
         bridges[name] = msgspec.structs.replace(bridge, credentials=credentials)
     accounts = [
         msgspec.structs.replace(
             account,
-            password=_resolve_env(
-                account.password, f"smpp.accounts.{account.system_id}.password", env
-            ),
+            password=resolve(account.password, f"smpp.accounts.{account.system_id}.password"),
         )
         for account in settings.smpp.accounts
     ]
+    if missing:
+        raise ConfigError(*missing)
     smpp = msgspec.structs.replace(settings.smpp, accounts=accounts)
     return msgspec.structs.replace(settings, bridges=bridges, smpp=smpp)
 
 
 def validate(settings: Settings) -> None:
     for name, bridge in settings.bridges.items():
-        if not settings.simulators.enabled and not bridge.base_url:
-            raise ConfigError(f"bridges.{name}.base_url is empty and simulators are off")
         _check_default_sender(name, bridge)
         try:
             RequestLimiter(bridge.requests_per_s, bridge.requests_burst)
@@ -268,37 +303,260 @@ def _check_default_sender(name: str, bridge: BridgeConfig) -> None:
         raise ConfigError(f"bridges.{name}.default_sender: {describe_refusals([refusal])}")
 
 
+# ── loading and checking (septet run, septet config check) ────────────────────
+
+
+class LoadedConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Settings that passed every check, the warnings that do not stop a start, and the
+    dotted keys the file wrote (empty for the embedded default)."""
+
+    settings: Settings
+    warnings: tuple[str, ...] = ()
+    written: frozenset[str] = frozenset()
+
+
 def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read a TOML file (or the embedded default when `path` is None)."""
+    return load_config(path, environ).settings
+
+
+def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Read, check and resolve a settings file (the embedded default when `path` is None).
+
+    Raises ConfigError with one sentence per problem that would stop a start: the file's
+    syntax, every unknown key, values of the wrong type, every missing environment
+    variable, and what `check_settings` finds."""
     if path is None:
-        settings = default_settings()
+        settings, written = default_settings(), frozenset[str]()
     else:
-        file = Path(path)
-        try:
-            raw = file.read_bytes()
-        except OSError as error:
-            raise ConfigError(f"cannot read config {file}: {error.strerror}") from None
-        # A TOML file is UTF-8 (TOML 1.0.0, "Spec"). Decoded here rather than by msgspec,
-        # whose report of a bad byte differs between releases (0.23 calls it invalid TOML).
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise ConfigError(
-                f"config {file} is not UTF-8 text (byte {error.start} cannot be decoded)"
-            ) from None
-        try:
-            settings = msgspec.toml.decode(text, type=Settings)
-        except msgspec.ValidationError as error:
-            raise ConfigError(f"config {file}: {error}") from None
-        except msgspec.DecodeError as error:
-            raise ConfigError(f"config {file} is not valid TOML: {error}") from None
+        settings, written = _read_file(Path(path))
     settings = resolve_secrets(settings, environ)
-    validate(settings)
-    return settings
+    errors, warnings = check_settings(settings)
+    if errors:
+        raise ConfigError(*errors)
+    return LoadedConfig(settings=settings, warnings=tuple(warnings), written=written)
+
+
+def _read_file(file: Path) -> tuple[Settings, frozenset[str]]:
+    try:
+        raw = file.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read config {file}: {error.strerror}") from None
+    # A TOML file is UTF-8 (TOML 1.0.0, "Spec"). Decoded here rather than by msgspec,
+    # whose report of a bad byte differs between releases (0.23 calls it invalid TOML).
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"config {file} is not UTF-8 text (byte {error.start} cannot be decoded)"
+        ) from None
+    try:
+        table = msgspec.toml.decode(text)
+    except msgspec.DecodeError as error:
+        raise ConfigError(f"config {file} is not valid TOML: {error}") from None
+    unknown = unknown_keys(table, Settings) if isinstance(table, dict) else []
+    if unknown:
+        raise ConfigError(*(f"config {file}: {describe_unknown(key)}" for key in unknown))
+    try:
+        settings = msgspec.convert(table, Settings)
+    except msgspec.ValidationError as error:
+        raise ConfigError(f"config {file}: {_readable(error)}") from None
+    return settings, frozenset(_written_keys(table, ""))
+
+
+def _readable(error: msgspec.ValidationError) -> str:
+    """msgspec's "Expected `int`, got `str` - at `$.journal.cache_mb`" as
+    "journal.cache_mb: Expected `int`, got `str`"."""
+    text = str(error)
+    problem, sep, where = text.rpartition(" - at `$")
+    if not sep:
+        return text
+    return f"{where.rstrip('`').lstrip('.')}: {problem}"
+
+
+def _written_keys(table: Mapping[str, object], prefix: str) -> Iterator[str]:
+    for key, value in table.items():
+        yield f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from _written_keys(value, f"{prefix}{key}.")
+
+
+def check_settings(settings: Settings) -> tuple[list[str], list[str]]:
+    """(errors, warnings) of resolved settings, one sentence each. An error stops
+    `septet run`; a warning is logged at start and fails `septet config check` (a demo
+    price or a callback URL no provider can reach is not ready for production)."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    try:
+        validate(settings)
+    except ConfigError as error:
+        errors.extend(error.sentences)
+    errors.extend(_listen_problems(settings))
+    try:
+        Router(*routes_for(settings), settings.bridges.keys())
+    except ValueError as error:
+        errors.append(f"routing: {error}")
+    for name, bridge in settings.bridges.items():
+        errors.extend(_bridge_problems(name, bridge, settings))
+    errors.extend(_pricing_problems(settings))
+    if not settings.simulators.enabled:
+        warnings.extend(_production_warnings(settings))
+    return list(dict.fromkeys(errors)), warnings
+
+
+def takes_callbacks(settings: Settings) -> bool:
+    """Whether providers are given a callback URL (the daemon's `callback_url`)."""
+    return bool(settings.http.public_url or settings.http.listen)
+
+
+def routes_for(
+    settings: Settings,
+) -> tuple[dict[str, tuple[str, ...]], tuple[str, ...] | None]:
+    """(prefix routes, default route): `[routing]` laid over the embedded table, or alone
+    with `replace = true` (engine.config.RoutingSettings)."""
+    routing = settings.routing
+    written = {prefix: tuple(route) for prefix, route in routing.prefixes.items()}
+    default = tuple(routing.default) if routing.default else None
+    if routing.replace:
+        return written, default
+    names = set(settings.bridges)
+
+    def kept(route: Sequence[str]) -> tuple[str, ...]:
+        return tuple(bridge for bridge in route if bridge in names)
+
+    routes = {prefix: kept(route) for prefix, route in default_routes().items() if kept(route)}
+    routes.update(written)
+    return routes, default or kept(DEFAULT_FALLBACK_ROUTE) or None
+
+
+def _listen_problems(settings: Settings) -> Iterator[str]:
+    addresses = {
+        "http.listen": settings.http.listen,
+        "ingress.tcp": settings.ingress.tcp,
+        "smpp.listen": settings.smpp.listen,
+    }
+    for what, address in addresses.items():
+        if address:
+            try:
+                split_host_port(address, what)
+            except ConfigError as error:
+                yield str(error)
+    public_url = settings.http.public_url
+    if public_url:
+        parts = urlsplit(public_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            yield f"http.public_url {public_url!r} is not an http:// or https:// URL"
+
+
+def bridge_base_url(bridge: BridgeConfig, simulators: bool) -> str | None:
+    """Where a bridge's requests go: its `base_url`, else the simulators when they run,
+    else the provider's production URL (None: the provider's document names none)."""
+    if bridge.base_url:
+        return bridge.base_url
+    return None if simulators else DRIVER_BASE_URLS[bridge.driver]
+
+
+def _bridge_problems(name: str, bridge: BridgeConfig, settings: Settings) -> Iterator[str]:
+    base_url = bridge_base_url(bridge, settings.simulators.enabled)
+    if base_url is None and not settings.simulators.enabled:
+        yield (
+            f"bridges.{name}.base_url is not set and {bridge.driver}'s document names no"
+            " production address: set it to the one the provider gave the account"
+        )
+    elif base_url is not None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            yield f"bridges.{name}.base_url {base_url!r} is not an http:// or https:// URL"
+    required = DRIVER_CREDENTIALS[bridge.driver](takes_callbacks(settings))
+    missing = [key for key in required if not bridge.credentials.get(key)]
+    if missing:
+        keys = ", ".join(f"bridges.{name}.credentials.{key}" for key in missing)
+        yield f"bridge {name} ({bridge.driver}) needs {keys}"
+        return
+    try:  # the driver's own checks of its options (bsg's tariff, routemobile's currency)
+        build_driver(bridge.driver, driver_settings(name, bridge, settings, base_url or ""))
+    except ValueError as error:
+        yield f"bridges.{name}.options: {error}"
+
+
+def driver_settings(
+    name: str,
+    bridge: BridgeConfig,
+    settings: Settings,
+    base_url: str,
+    public_url: str | None = None,
+) -> BridgeSettings:
+    """What the bridge's driver is built from; `public_url` is the listener's address as
+    providers reach it (the daemon knows its bound port), else `[http] public_url`."""
+    public_url = public_url or settings.http.public_url
+    if public_url is None and settings.http.listen:
+        public_url = f"http://{settings.http.listen}"
+    callback_url = f"{public_url.rstrip('/')}/dlr/{name}" if public_url else None
+    tables = price_tables_for(settings)
+    return BridgeSettings(
+        base_url=base_url,
+        credentials=dict(bridge.credentials),
+        callback_url=callback_url,
+        default_sender=bridge.default_sender,
+        options=bridge.options,
+        price_currency=tables[name].currency,
+    )
+
+
+def price_tables_for(settings: Settings) -> dict[str, PriceTable]:
+    """Each bridge's `[pricing.<bridge>]` table, else its driver's demo prices."""
+    demo = default_price_tables()
+    return {
+        name: price_table(settings.pricing[name])
+        if name in settings.pricing
+        else demo[bridge.driver]
+        for name, bridge in settings.bridges.items()
+    }
+
+
+def _pricing_problems(settings: Settings) -> Iterator[str]:
+    for name, config in settings.pricing.items():
+        if name not in settings.bridges:
+            yield f"pricing.{name} prices a bridge that is not configured"
+        try:
+            price_table(config)
+        except ValueError as error:
+            yield f"pricing.{name}: {error}"
+
+
+def path_problems(settings: Settings) -> Iterator[str]:
+    """The journal's and the log's directories: missing or not writable (`config check`;
+    `septet run` finds them when it opens the files, with the journal's own sentence)."""
+    places = {"journal.path": settings.journal.path}
+    for what, path in places.items():
+        if not path:
+            continue
+        directory = Path(path).parent
+        if not directory.is_dir():
+            yield f"{what} {path!r}: the directory {str(directory)!r} does not exist"
+        elif not os.access(directory, os.W_OK | os.X_OK):
+            yield f"{what} {path!r}: the directory {str(directory)!r} is not writable"
+
+
+def _production_warnings(settings: Settings) -> Iterator[str]:
+    demo = default_price_tables()
+    for name, bridge in settings.bridges.items():
+        if name not in settings.pricing:
+            yield (
+                f"bridge {name} has no [pricing.{name}] table: its costs are septet's demo"
+                f" prices in {demo[bridge.driver].currency}, not the provider's"
+            )
+    callbacks = [n for n, b in settings.bridges.items() if DRIVER_DELIVERY[b.driver] == "callback"]
+    if callbacks and not settings.http.public_url:
+        yield (
+            f"http.public_url is not set: {', '.join(callbacks)} would be told to call back"
+            f" {settings.http.listen or 'nowhere (no http.listen)'}, an address no provider"
+            " can reach; set it to the URL providers reach septet's listener by"
+        )
 
 
 def split_host_port(address: str, what: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ConfigError(f"{what} {address!r} is not HOST:PORT")
+    if not sep or not port.isdigit() or not port.isascii() or int(port) > 65535:
+        raise ConfigError(f"{what} {address!r} is not HOST:PORT (a port 0-65535)")
     return host.strip("[]") or "127.0.0.1", int(port)

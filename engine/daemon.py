@@ -19,13 +19,21 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import msgspec
 import structlog
 
-from bridges.base import BridgeDriver, BridgeSettings
+from bridges.base import BridgeDriver
 from bridges.registry import build_driver
 from engine.admission import takes_message
 from engine.circuit import CircuitBreaker
-from engine.config import Settings, split_host_port
+from engine.config import (
+    Settings,
+    bridge_base_url,
+    driver_settings,
+    price_tables_for,
+    routes_for,
+    split_host_port,
+)
 from engine.credentials import CredentialsRefused, NotCheckable, check_credentials, describe
 from engine.dispatch import BridgeDispatcher
 from engine.dlr import ReceiptHandler, poll_policy, serve_poller
@@ -41,11 +49,14 @@ from engine.lifecycle import Charge
 from engine.listener import build_app, metrics_route, serve_listener
 from engine.metrics import LiveState, Metrics
 from engine.models import Message
-from engine.pricing import NoPriceError, default_price_tables, message_cost
+from engine.pricing import (
+    NoPriceError,
+    message_cost,
+)
 from engine.ratelimit import RequestLimiter, TokenBucket
 from engine.recovery import recover_inflight, serve_report_deadlines
 from engine.retry import RetryPolicy
-from engine.routing import Router, default_routes
+from engine.routing import Router
 from engine.scheduler import BridgeQueue, Scheduler
 from engine.smpp.server import serve_smpp
 from engine.smpp.store import store_path_for
@@ -165,21 +176,10 @@ async def run_daemon(
             sim_url = await _start_simulators(tg, settings, public_url)
 
         clients: dict[str, BridgeClient] = {}
-        price_tables = _price_tables(settings)
         for name, bridge in settings.bridges.items():
-            base_url = bridge.base_url or sim_url or ""
-            callback_url = f"{public_url}/dlr/{name}" if public_url else None
-            credentials = dict(bridge.credentials)
+            base_url = bridge_base_url(bridge, settings.simulators.enabled) or sim_url or ""
             drivers[name] = build_driver(
-                bridge.driver,
-                BridgeSettings(
-                    base_url=base_url,
-                    credentials=credentials,
-                    callback_url=callback_url,
-                    default_sender=bridge.default_sender,
-                    options=bridge.options,
-                    price_currency=price_tables[name].currency,
-                ),
+                bridge.driver, driver_settings(name, bridge, settings, base_url, public_url)
             )
             clients[name] = await stack.enter_async_context(
                 BridgeClient(
@@ -244,7 +244,7 @@ async def run_daemon(
                 scheduler=scheduler,
                 journal=journal,
                 events=events,
-                hooks=_SubmitHooks(metrics, receipts_handler, tg),
+                hooks=_SubmitHooks(metrics, receipts_handler, tg, price),
                 policy=policy,
                 requests_bucket=request_limiter,
                 messages_bucket=TokenBucket(bridge.messages_per_s, bridge.messages_burst),
@@ -293,13 +293,8 @@ async def run_daemon(
 
         # ── ingress ───────────────────────────────────────────────────────────
         preparer = LinePreparer(
-            router=Router(
-                {k: tuple(v) for k, v in settings.routing.prefixes.items()}
-                or _default_routes_for(settings),
-                tuple(settings.routing.default) if settings.routing.default else None,
-                settings.bridges.keys(),
-            ),
-            prices=_price_tables(settings),
+            router=Router(*routes_for(settings), settings.bridges.keys()),
+            prices=price_tables_for(settings),
             default_senders={n: b.default_sender for n, b in settings.bridges.items()},
             limits={name: driver.limits for name, driver in drivers.items()},
             max_text_chars=settings.ingress.max_text_chars,
@@ -399,16 +394,35 @@ async def run_daemon(
 class _SubmitHooks:
     """Dispatch hooks: metrics, and replay delivery reports that arrived before the submit."""
 
-    def __init__(self, metrics: Metrics, receipts: ReceiptHandler, tg: anyio.abc.TaskGroup) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        receipts: ReceiptHandler,
+        tg: anyio.abc.TaskGroup,
+        price: Callable[[Message, str], tuple[float, str]],
+    ) -> None:
         self._metrics = metrics
         self._receipts = receipts
         self._tg = tg
+        self._price = price
 
     def submitted(self, bridge: str, messages: Sequence[tuple[Message, str | None]]) -> None:
-        self._metrics.submitted(bridge, [message for message, _ in messages], time.time())
+        # The accept-time estimate is the route's first bridge's; a message that failed
+        # over is counted at this bridge's price, as its `submitted` event states it.
+        counted = [
+            message
+            if not message.bridge_index
+            else msgspec.structs.replace(message, **self._repriced(message, bridge))
+            for message, _ in messages
+        ]
+        self._metrics.submitted(bridge, counted, time.time())
         if self._receipts.has_orphans(bridge):
             ids = [pid for _, pid in messages if pid]
             self._tg.start_soon(self._receipts.match_orphans, bridge, ids)
+
+    def _repriced(self, message: Message, bridge: str) -> dict[str, Any]:
+        cost, currency = self._price(message, bridge)
+        return {"cost": cost, "currency": currency}
 
     def charged(self, bridge: str, charges: Sequence[Charge]) -> None:
         self._metrics.charged(bridge, charges)
@@ -483,16 +497,6 @@ def _max_size_bytes(max_size_mb: float | None) -> int | None:
     return None if max_size_mb is None else int(max_size_mb * (1 << 20))
 
 
-def _default_routes_for(settings: Settings) -> dict[str, tuple[str, ...]]:
-    names = set(settings.bridges)
-    routes = {}
-    for prefix, route in default_routes().items():
-        kept = tuple(b for b in route if b in names)
-        if kept:
-            routes[prefix] = kept
-    return routes
-
-
 async def _check_credentials(
     name: str, driver: BridgeDriver, client: BridgeClient, circuit: CircuitBreaker
 ) -> None:
@@ -507,7 +511,7 @@ async def _check_credentials(
 def _pricer(settings: Settings) -> Callable[[Message, str], tuple[float, str]]:
     """A message's (cost, currency) on another bridge of its route, for failover events;
     the old estimate where the new bridge has no price for the number."""
-    tables = _price_tables(settings)
+    tables = price_tables_for(settings)
 
     def price(message: Message, bridge: str) -> tuple[float, str]:
         table = tables.get(bridge)
@@ -520,11 +524,6 @@ def _pricer(settings: Settings) -> Callable[[Message, str], tuple[float, str]]:
         return cost.amount, cost.currency
 
     return price
-
-
-def _price_tables(settings: Settings) -> dict[str, Any]:
-    tables = default_price_tables()
-    return {name: tables[bridge.driver] for name, bridge in settings.bridges.items()}
 
 
 async def _start_simulators(

@@ -84,7 +84,8 @@ def write_run_config(tmp_path: Path, journal: Path) -> Path:
         '[smpp]\nlisten = ""\n'
         "[simulators]\nenabled = true\n"
         '[bridges.dsc]\ndriver = "dsc"\n'
-        'credentials = { api_key = "demo", username = "demo", password = "demo" }\n'
+        'credentials = { api_key = "demo", username = "demo", password = "demo",'
+        ' callback_username = "septet", callback_password = "callback-secret" }\n'
     )
     return config
 
