@@ -91,6 +91,9 @@ class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     idle_timeout_s: PositiveFloat = 30.0
     # A request body (a provider's callback) must arrive within this many seconds.
     body_timeout_s: PositiveFloat = 10.0
+    # HOST:PORT of a listener of its own for /metrics, /healthz and /readyz; set, the
+    # `listen` port (the one providers call back) no longer serves /metrics.
+    metrics_listen: str | None = None
 
 
 class BridgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -122,6 +125,10 @@ class BridgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     poll_max_interval_s: PositiveFloat = 600.0
     poll_floor_s: Annotated[float, msgspec.Meta(ge=0)] | None = None
     attempts_per_bridge: PositiveInt = 3
+    # Seconds between two asks of the provider's account balance, for the
+    # septet_provider_balance gauge, where the provider has the call (BSG, SMS Club);
+    # 0 never asks after the credentials check at start-up.
+    balance_interval_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
 
 
 class RetrySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -125,7 +125,7 @@ async def check_credentials(
     try:
         reply = await client.request(driver.build_balance())
     except TransportError as error:
-        return ProviderUnreachable(bridge=bridge, reason=_transport_sentence(error))
+        return ProviderUnreachable(bridge=bridge, reason=transport_sentence(error))
     try:
         answer = driver.parse_balance(reply)
     except UnparseableReply as error:
@@ -138,7 +138,7 @@ async def check_credentials(
     return CredentialsAccepted(bridge=bridge, balance=balance)
 
 
-def _transport_sentence(error: TransportError) -> str:
+def transport_sentence(error: TransportError) -> str:
     detail = str(error)
     return f"{type(error).__name__}: {detail}" if detail else type(error).__name__
 

@@ -34,7 +34,13 @@ from engine.config import (
     routes_for,
     split_host_port,
 )
-from engine.credentials import CredentialsRefused, NotCheckable, check_credentials, describe
+from engine.credentials import (
+    CredentialCheck,
+    CredentialsRefused,
+    NotCheckable,
+    check_credentials,
+    describe,
+)
 from engine.dispatch import BridgeDispatcher
 from engine.dlr import ReceiptHandler, poll_policy, serve_poller
 from engine.feed import serve_retention
@@ -46,13 +52,15 @@ from engine.ingress.prepare import LinePreparer
 from engine.ingress.sockets import serve_clients
 from engine.journal import open_journal
 from engine.lifecycle import Charge
-from engine.listener import build_app, metrics_route, serve_listener
-from engine.metrics import LiveState, Metrics
+from engine.listener import build_app, build_metrics_app, metrics_route, serve_listener
+from engine.metrics import LiveState, Metrics, Operations
 from engine.models import Message
+from engine.observe import BacklogCounter
 from engine.pricing import (
     NoPriceError,
     message_cost,
 )
+from engine.provider_accounts import balance_failed, record_balance, serve_balance
 from engine.ratelimit import RequestLimiter, TokenBucket
 from engine.recovery import recover_inflight, serve_report_deadlines
 from engine.retry import RetryPolicy
@@ -149,12 +157,25 @@ async def run_daemon(
             )
 
         metrics.watch(live_state)
+        operations = metrics.operations
+        wal = journal_path.with_name(journal_path.name + "-wal")
+        operations.journal_paths = (journal_path, wal)
+        operations.journal_max_bytes = _max_size_bytes(settings.journal.max_size_mb)
+        backlog = BacklogCounter(journal, operations)
+
+        async def exposition() -> bytes:
+            await backlog.refresh()
+            return metrics.exposition()
+
+        # /metrics on the callbacks' listener unless it has a listener of its own.
+        metrics_listen = settings.http.metrics_listen
         app = build_app(
             drivers,
             on_receipts,
             readiness,
-            extra_routes=[metrics_route(metrics.exposition)],
+            extra_routes=[] if metrics_listen else [metrics_route(exposition)],
             body_timeout_s=settings.http.body_timeout_s,
+            on_rejected=operations.callback_rejected,
         )
         listen_port = 0
         public_url = settings.http.public_url
@@ -170,6 +191,19 @@ async def run_daemon(
                 )
             )
             public_url = public_url or f"http://{host}:{listen_port}"
+        metrics_port: int | None = None
+        if metrics_listen:
+            metrics_app = build_metrics_app(exposition, readiness)
+            metrics_host, port = split_host_port(metrics_listen, "http.metrics_listen")
+            metrics_port = await tg.start(
+                lambda task_status: serve_listener(
+                    metrics_app,
+                    metrics_host,
+                    port,
+                    idle_timeout_s=settings.http.idle_timeout_s,
+                    task_status=task_status,
+                )
+            )
 
         sim_url: str | None = None
         if settings.simulators.enabled:
@@ -206,8 +240,21 @@ async def run_daemon(
         # Where a provider has a cheap authenticated call (BSG, SMS Club balance), the
         # credentials are checked now, in the background: one line each, and a refusal
         # opens the bridge's circuit before the first message meets it.
-        for name in settings.bridges:
-            tg.start_soon(_check_credentials, name, drivers[name], clients[name], circuits[name])
+        for name, bridge in settings.bridges.items():
+            tg.start_soon(
+                _check_credentials, name, drivers[name], clients[name], circuits[name], operations
+            )
+            tg.start_soon(
+                functools.partial(
+                    serve_balance,
+                    name,
+                    drivers[name],
+                    clients[name],
+                    operations,
+                    interval_s=bridge.balance_interval_s,
+                    on_check=_log_balance_failure,
+                )
+            )
         await recover_inflight(
             journal,
             drivers,
@@ -346,6 +393,7 @@ async def run_daemon(
                         # A full bridge queue: parts of long messages are answered
                         # ESME_RTHROTTLED; whole messages wait in line for room instead.
                         congested=lambda: any(queue.room() == 0 for queue in queues.values()),
+                        monitor=operations,
                         task_status=task_status,
                     )
 
@@ -356,6 +404,7 @@ async def run_daemon(
                     "http_port": listen_port,
                     "tcp_port": tcp_port,
                     "smpp_port": smpp_port,
+                    "metrics_port": metrics_port,
                     "simulators": sim_url,
                 }
             )
@@ -498,14 +547,25 @@ def _max_size_bytes(max_size_mb: float | None) -> int | None:
 
 
 async def _check_credentials(
-    name: str, driver: BridgeDriver, client: BridgeClient, circuit: CircuitBreaker
+    name: str,
+    driver: BridgeDriver,
+    client: BridgeClient,
+    circuit: CircuitBreaker,
+    operations: Operations,
 ) -> None:
     check = await check_credentials(name, driver, client)
+    record_balance(check, operations, time.time())
     if isinstance(check, CredentialsRefused):
         log.warning("credentials_refused", bridge=name, fault=check.fault, line=describe(check))
         circuit.trip(time.time(), describe(check))
     elif not isinstance(check, NotCheckable):
         log.info("credentials_checked", bridge=name, line=describe(check))
+
+
+def _log_balance_failure(check: CredentialCheck) -> None:
+    """A periodic balance ask that failed: one warning (the gauge keeps its last value)."""
+    if balance_failed(check):
+        log.warning("balance_not_read", bridge=check.bridge, line=describe(check))
 
 
 def _pricer(settings: Settings) -> Callable[[Message, str], tuple[float, str]]:

@@ -1,11 +1,16 @@
-"""The daemon's HTTP listener: provider callbacks under /dlr/<bridge>, /metrics, /healthz, /readyz.
+"""The daemon's HTTP listeners: provider callbacks under /dlr/<bridge>, /metrics, /healthz, /readyz.
 
 One aiohttp application (the project's one HTTP server library). A callback is parsed by
 its bridge's driver, which checks the credentials septet registered with the provider
 (constant-time); a mismatch is answered 401, a malformed request 400, and the listener
 answers 200 only once the receipts are journaled, so a provider retries what septet
 could not record: a journal that cannot be written (disk full, read-only directory) is
-answered 503 with Retry-After, the status every provider here retries.
+answered 503 with Retry-After, the status every provider here retries. Every refused
+callback is counted by reason (septet_callbacks_rejected_total).
+
+With `[http] metrics_listen` set, /metrics moves to a listener of its own
+(`build_metrics_app`, with /healthz and /readyz beside it), so the port that must face
+the providers need not expose the daemon's figures.
 """
 
 from __future__ import annotations
@@ -26,6 +31,14 @@ log = structlog.get_logger("septet.listener")
 
 ReceiptSink = Callable[[str, Sequence[Receipt]], Awaitable[None]]
 ReadyCheck = Callable[[], Awaitable[dict[str, object]]]
+# Told of every callback refused: (bridge from the URL, reason from
+# engine.metrics.CALLBACK_REJECTIONS).
+RejectionSink = Callable[[str, str], None]
+
+
+def _ignore_rejection(bridge: str, reason: str) -> None:
+    del bridge, reason
+
 
 # Seconds a callback still being handled at shutdown is given to finish.
 SHUTDOWN_TIMEOUT_S = 5.0
@@ -40,14 +53,17 @@ def build_app(
     extra_routes: Sequence[web.RouteDef] = (),
     *,
     body_timeout_s: float = 10.0,
+    on_rejected: RejectionSink = _ignore_rejection,
 ) -> web.Application:
     """`body_timeout_s` bounds the wait for a callback's body (config `[http]
-    body_timeout_s`): a client trickling it must not hold a handler."""
+    body_timeout_s`): a client trickling it must not hold a handler. `on_rejected` is
+    told of each callback refused, and why (septet_callbacks_rejected_total)."""
 
     async def callback(request: web.Request) -> web.Response:
         bridge = request.match_info["bridge"]
         driver = drivers.get(bridge)
         if driver is None or driver.capabilities.delivery != "callback":
+            on_rejected(bridge, "unknown_bridge")
             return web.Response(status=404, text=f"no callback endpoint for {bridge!r}\n")
         body: bytes | None = None
         if request.content.is_eof():
@@ -59,6 +75,7 @@ def build_app(
                 body = await request.read()
         if body is None:
             log.warning("callback_body_timeout", bridge=bridge, peer=request.remote)
+            on_rejected(bridge, "body_timeout")
             # RFC 9110 section 15.5.9: 408, and the connection is not kept.
             return web.Response(
                 status=408, text="request body too slow\n", headers={"Connection": "close"}
@@ -81,14 +98,17 @@ def build_app(
             receipts = driver.parse_callback(inbound)
         except CallbackRejected:
             log.warning("callback_rejected", bridge=bridge, peer=request.remote)
+            on_rejected(bridge, "unauthorized")
             return web.Response(status=401, text="unauthorized\n")
         except ValueError as error:
             log.warning("callback_malformed", bridge=bridge, error=str(error))
+            on_rejected(bridge, "malformed")
             return web.Response(status=400, text=f"{error}\n")
         try:
             await on_receipts(bridge, receipts)
         except JournalError as error:
             log.error("callback_not_recorded", bridge=bridge, error=str(error))
+            on_rejected(bridge, "not_recorded")
             # RFC 9110 section 15.6.4: 503 says the failure is temporary; Retry-After paces
             # the provider's retries while the journal stays unwritable.
             return web.Response(
@@ -97,6 +117,16 @@ def build_app(
                 headers={"Retry-After": str(UNWRITABLE_RETRY_AFTER_S)},
             )
         return web.Response(text="OK\n")
+
+    app = web.Application(client_max_size=64 * 1024)
+    app.router.add_route("GET", "/dlr/{bridge}", callback)
+    app.router.add_route("POST", "/dlr/{bridge}", callback)
+    app.add_routes([*health_routes(ready), *extra_routes])
+    return app
+
+
+def health_routes(ready: ReadyCheck) -> list[web.RouteDef]:
+    """GET /healthz (the process answers) and GET /readyz (it can take traffic)."""
 
     async def healthz(request: web.Request) -> web.Response:
         del request
@@ -107,21 +137,23 @@ def build_app(
         report = await ready()
         return web.json_response(report, status=200 if report.get("ready") else 503)
 
-    app = web.Application(client_max_size=64 * 1024)
-    app.router.add_route("GET", "/dlr/{bridge}", callback)
-    app.router.add_route("POST", "/dlr/{bridge}", callback)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.add_routes(list(extra_routes))
+    return [web.get("/healthz", healthz), web.get("/readyz", readyz)]
+
+
+def build_metrics_app(render: Callable[[], Awaitable[bytes]], ready: ReadyCheck) -> web.Application:
+    """The listener of `[http] metrics_listen`: /metrics, /healthz and /readyz only, so
+    the scraper and the health checks need not share the port that faces providers."""
+    app = web.Application(client_max_size=1024)
+    app.add_routes([metrics_route(render), *health_routes(ready)])
     return app
 
 
-def metrics_route(render: Callable[[], bytes]) -> web.RouteDef:
+def metrics_route(render: Callable[[], Awaitable[bytes]]) -> web.RouteDef:
     """GET /metrics: the Prometheus text exposition `render` produces (engine.metrics)."""
 
     async def metrics(request: web.Request) -> web.Response:
         del request
-        return web.Response(body=render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=await render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return web.get("/metrics", metrics)
 

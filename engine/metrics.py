@@ -22,14 +22,23 @@ locked); every other method runs on the event loop, which alone touches the cach
 from __future__ import annotations
 
 import math
+import platform
 import re
 from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from engine.lifecycle import Charge
@@ -321,6 +330,8 @@ class Metrics:
         self._live: LiveStateCollector | None = None
         for bridge in bridges:
             self._series(bridge)
+        # The operator's metrics (issue 19), defined in their own region below.
+        self.operations = Operations(registry, bridges)
 
     def _series(self, bridge: str) -> _BridgeSeries:
         series = self._bridges.get(bridge)
@@ -437,3 +448,179 @@ class Metrics:
         """Called on the journal's writer thread after each group commit."""
         self.journal_commit_seconds.observe(seconds)
         self.journal_operations.inc(operations)
+
+
+# ── operations (issue 19): process, build, journal, backlog, SMPP, callbacks, balances ──
+#
+# Kept apart from the message metrics above: none of these is touched per message. The
+# gauges are read at scrape time from values other parts keep current (`Operations`):
+# the journal's size is one stat() of its files, the backlog a cache that
+# engine.observe.serve_backlog refreshes on an interval (never a count per scrape), the
+# SMPP sessions the live connections' states.
+
+# Messages not final yet, by the journal's phase (engine.journal.Journal.counts).
+BACKLOG_STATES = ("accepted", "inflight", "submitted")
+# Why the listener refused a provider's callback (engine.listener).
+CALLBACK_REJECTIONS = (
+    "unknown_bridge",  # 404: no bridge of that name takes callbacks
+    "body_timeout",  # 408: the body did not arrive in time
+    "unauthorized",  # 401: the driver refused its credentials
+    "malformed",  # 400: the driver could not read it
+    "not_recorded",  # 503: the journal could not take the receipts
+)
+# What became of an SMPP bind (engine.smpp.connection).
+BIND_RESULTS = ("bound", "invalid_credentials", "blocked", "refused")
+# SMPP session states (engine.smpp.session.State) a live connection can be in.
+SMPP_SESSION_STATES = ("open", "bound_tx", "bound_rx", "bound_trx", "unbinding")
+
+
+def build_version() -> str:
+    """septet's installed version, or "unknown" when run from a tree never installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("septet")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class Operations:
+    """The operator's metrics of one daemon: see the region's comment."""
+
+    def __init__(self, registry: CollectorRegistry, bridges: Sequence[str]) -> None:
+        # RSS, CPU seconds, open file descriptors, start time (Linux /proc), under
+        # septet_process_* so they follow the naming rule.
+        ProcessCollector(namespace="septet", registry=registry)
+        self.build_info = Gauge(
+            "septet_build_info",
+            "Always 1; the labels name the running build.",
+            ["version", "python"],
+            registry=registry,
+        )
+        self.build_info.labels(build_version(), platform.python_version()).set(1)
+        self.callbacks_rejected = Counter(
+            "septet_callbacks_rejected",
+            "Provider callbacks the listener refused, by bridge and reason.",
+            ["bridge", "reason"],
+            registry=registry,
+        )
+        self.smpp_binds = Counter(
+            "septet_smpp_binds",
+            "SMPP bind requests, by result.",
+            ["result"],
+            registry=registry,
+        )
+        self.provider_balance = Gauge(
+            "septet_provider_balance",
+            "The account balance the provider last stated, in its currency.",
+            ["bridge", "currency"],
+            registry=registry,
+        )
+        self.provider_balance_checked = Gauge(
+            "septet_provider_balance_checked_timestamp_seconds",
+            "When the provider last stated the bridge's balance (Unix time).",
+            ["bridge"],
+            registry=registry,
+        )
+        self._bridges = frozenset(bridges)
+        self._balance_currency: dict[str, str] = {}
+        for bridge in bridges:
+            for reason in CALLBACK_REJECTIONS:
+                self.callbacks_rejected.labels(bridge, reason)
+        for result in BIND_RESULTS:
+            self.smpp_binds.labels(result)
+        self.callbacks_rejected.labels(OTHER, "unknown_bridge")
+        self.journal_paths: tuple[Path, ...] = ()
+        self.journal_max_bytes: int | None = None
+        self.backlog: dict[str, int] | None = None
+        self.smpp_sessions: Callable[[], Iterable[str]] | None = None
+        registry.register(_OperationsCollector(self))
+
+    def callback_rejected(self, bridge: str, reason: str) -> None:
+        """The listener refused a callback for `bridge` (a name from the URL: one not
+        configured is counted as "other")."""
+        label = bridge if bridge in self._bridges else OTHER
+        self.callbacks_rejected.labels(
+            label, reason if reason in CALLBACK_REJECTIONS else OTHER
+        ).inc()
+
+    def smpp_bind(self, result: str) -> None:
+        self.smpp_binds.labels(result if result in BIND_RESULTS else OTHER).inc()
+
+    def balance(self, bridge: str, amount: float, currency: str | None, at: float) -> None:
+        """The provider stated `bridge`'s balance; a currency it stops naming (or changes)
+        drops the old series, so one bridge has one balance."""
+        label = currency if currency and CURRENCY_CODE.fullmatch(currency) else OTHER
+        previous = self._balance_currency.get(bridge)
+        if previous is not None and previous != label:
+            self.provider_balance.remove(bridge, previous)
+        self._balance_currency[bridge] = label
+        self.provider_balance.labels(bridge, label).set(amount)
+        self.provider_balance_checked.labels(bridge).set(at)
+
+
+def journal_size_bytes(paths: Iterable[Path]) -> int:
+    """The journal's bytes on disk: the database file and its write-ahead log."""
+    total = 0
+    for path in paths:
+        try:
+            total += path.stat().st_size
+        except OSError:  # no WAL file between checkpoints, or a file being replaced
+            continue
+    return total
+
+
+class _OperationsCollector:
+    """The scrape-time gauges of `Operations`."""
+
+    def __init__(self, operations: Operations) -> None:
+        self._operations = operations
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        ops = self._operations
+        size, max_size, backlog, sessions = self._families()
+        families: list[Metric] = []
+        if ops.journal_paths:
+            size.add_metric([], journal_size_bytes(ops.journal_paths))
+            families.append(size)
+        if ops.journal_max_bytes is not None:
+            max_size.add_metric([], ops.journal_max_bytes)
+            families.append(max_size)
+        if ops.backlog is not None:
+            for state in BACKLOG_STATES:
+                backlog.add_metric([state], ops.backlog.get(state, 0))
+            families.append(backlog)
+        if ops.smpp_sessions is not None:
+            counts = Tally(ops.smpp_sessions())
+            for state in SMPP_SESSION_STATES:
+                sessions.add_metric([state], counts.get(state, 0))
+            families.append(sessions)
+        return families
+
+    @staticmethod
+    def _families() -> list[GaugeMetricFamily]:
+        return [
+            GaugeMetricFamily(
+                "septet_journal_size_bytes",
+                "The journal's size on disk: its database file and write-ahead log.",
+            ),
+            GaugeMetricFamily(
+                "septet_journal_max_size_bytes",
+                "The journal's configured cap ([journal] max_size_mb), where one is set.",
+            ),
+            GaugeMetricFamily(
+                "septet_backlog_messages",
+                "Messages not final yet, by phase: accepted (waiting to be sent, now or"
+                " later), inflight (a request is carrying them), submitted (awaiting a"
+                " report). Refreshed on an interval, not at each scrape.",
+                labels=["state"],
+            ),
+            GaugeMetricFamily(
+                "septet_smpp_sessions",
+                "Open SMPP connections, by session state.",
+                labels=["state"],
+            ),
+        ]

@@ -294,6 +294,7 @@ class SmppConnection:
         key = bind_key(bind.system_id, bind.system_id in server.accounts, self.peer)
         if status == p.ESME_ROK and server.guard.blocked(key, now):
             log.warning("smpp_bind_blocked", peer=self.peer, system_id=bind.system_id)
+            server.monitor.smpp_bind("blocked")
             self.send(encode_header_only(response_command, p.ESME_RBINDFAIL, bind.sequence_number))
             self.close_after_flush("too many failed binds")
             return
@@ -302,6 +303,9 @@ class SmppConnection:
         if status != p.ESME_ROK:
             if status in (p.ESME_RINVSYSID, p.ESME_RINVPASWD):
                 server.guard.failed(key, now)
+                server.monitor.smpp_bind("invalid_credentials")
+            else:
+                server.monitor.smpp_bind("refused")
             self.send(encode_header_only(response_command, status, bind.sequence_number))
             return
         account = server.accounts[bind.system_id]
@@ -309,6 +313,7 @@ class SmppConnection:
         self.bind_group = (bind.system_type, bind.address_range)
         self.session.bind(command, bind.system_id)
         server.guard.succeeded(key)
+        server.monitor.smpp_bind("bound")
         response_type = _BIND_RESPONSES[command]
         self.send(
             encode_pdu(

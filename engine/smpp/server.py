@@ -36,7 +36,7 @@ This module and connection.py are the only SMPP code that touches sockets or clo
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Protocol
@@ -104,6 +104,23 @@ class Accept(Protocol):
         room_wait_s: float | None = None,
         turn: anyio.Lock | None = None,
     ) -> Awaitable[list[Message] | LineError]: ...
+
+
+class SmppMonitor(Protocol):
+    """What the server tells the metrics (engine.metrics.Operations): each bind's result
+    (engine.metrics.BIND_RESULTS), and a reader of the live sessions' states while it
+    serves (None once it has stopped)."""
+
+    smpp_sessions: Callable[[], Iterable[str]] | None
+
+    def smpp_bind(self, result: str) -> None: ...
+
+
+class _NoMonitor:
+    smpp_sessions: Callable[[], Iterable[str]] | None = None
+
+    def smpp_bind(self, result: str) -> None:
+        del result
 
 
 class EventRegistry(Protocol):
@@ -183,8 +200,10 @@ class SmppServer:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         congested: Callable[[], bool] | None = None,
+        monitor: SmppMonitor | None = None,
     ) -> None:
         self.settings = settings
+        self.monitor: SmppMonitor = monitor or _NoMonitor()
         self._accept = accept
         self.store = store
         self.clock = clock
@@ -496,6 +515,10 @@ class SmppServer:
 
     # ── connections ─────────────────────────────────────────────────────────────
 
+    def session_states(self) -> list[str]:
+        """The state of each live connection's session (engine.smpp.session.State)."""
+        return [connection.session.state.value for connection in list(self.live)]
+
     def connection_opened(self, connection: SmppConnection) -> None:
         self.live.add(connection)
 
@@ -573,6 +596,7 @@ async def serve_smpp(
     synchronous: str = "NORMAL",
     congested: Callable[[], bool] | None = None,
     unbind_wait_s: float = UNBIND_WAIT_S,
+    monitor: SmppMonitor | None = None,
     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen for ESMEs until cancelled; `task_status.started(port)` once listening.
@@ -584,17 +608,21 @@ async def serve_smpp(
     says the engine's queues are full: a part of a long message is then answered
     ESME_RTHROTTLED (a whole message waits for room in `accept`, see SmppSettings).
     Cancelled, it unbinds the bound ESMEs and waits up to `unbind_wait_s` for them
-    (the module docstring), so the cancelling task should expect that much.
+    (the module docstring), so the cancelling task should expect that much. `monitor`
+    is told of binds and reads the sessions' states while the server runs.
     """
     if host is None or port is None:
         listen_host, _, listen_port = (settings.listen or "127.0.0.1:2775").rpartition(":")
         host = host if host is not None else listen_host.strip("[]") or "127.0.0.1"
         port = port if port is not None else int(listen_port)
     async with open_store(store_path, synchronous=synchronous) as store:
-        server = SmppServer(settings, accept=accept, store=store, congested=congested)
+        server = SmppServer(
+            settings, accept=accept, store=store, congested=congested, monitor=monitor
+        )
         sinks = [AccountSink(a.origin, server.deliver_event) for a in server.accounts.values()]
         for sink in sinks:
             events.register(sink)
+        server.monitor.smpp_sessions = server.session_states
         try:
             async with anyio.create_task_group() as tg:
                 server.tg = tg
@@ -617,6 +645,7 @@ async def serve_smpp(
                             await listener.aclose()
                             await server.close_connections(unbind_wait_s)
         finally:
+            server.monitor.smpp_sessions = None
             for sink in sinks:
                 sink.closed = True
                 events.unregister(sink)

@@ -38,6 +38,8 @@ class Daemon:
     smpp_port: int
     sim_url: str
     unix_path: Path
+    # The port of `[http] metrics_listen`, where it is set.
+    metrics_port: int | None = None
 
     async def sim_config(self, changes: dict[str, Any], provider: str | None = None) -> None:
         params = {"provider": provider} if provider else {}
@@ -95,6 +97,7 @@ async def running_daemon(settings: Settings) -> AsyncIterator[Daemon]:
             http_port=info["http_port"],
             sim_url=info["simulators"],
             unix_path=Path(settings.ingress.unix),
+            metrics_port=info.get("metrics_port"),
         )
         tg.cancel_scope.cancel()
 

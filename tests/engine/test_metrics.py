@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import platform
 import re
 import threading
 from pathlib import Path
 
+import anyio
 import httpx
+import msgspec
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridges.base import Rejected
+from engine.config import HttpSettings
 from engine.lifecycle import ACCOUNT_FAULT_REASONS, REJECTION_REASONS, Charge
 from engine.metrics import (
+    BACKLOG_STATES,
+    BIND_RESULTS,
+    CALLBACK_REJECTIONS,
     CIRCUIT_STATES,
     COST_SOURCES,
     DLR_STATES,
@@ -21,13 +28,17 @@ from engine.metrics import (
     MAX_PROVIDER_CURRENCIES,
     OUTCOMES,
     REASONS,
+    SMPP_SESSION_STATES,
     LiveState,
     Metrics,
+    build_version,
     observe_many,
     status_class,
 )
 from engine.models import Message
-from tests.engine.daemon_harness import connected, daemon_settings, running_daemon
+from engine.smpp import pdu as p
+from tests.engine.daemon_harness import connected, daemon_settings, iso_in, running_daemon
+from tests.engine.smpp.raw_client import RawClient
 
 
 def message(
@@ -275,12 +286,14 @@ def test_names_follow_the_convention() -> None:
 # ── the daemon end to end ────────────────────────────────────────────────────────────
 
 LABEL_VALUES = {
-    "bridge": {"dsc", "routemobile", "bsg", "smsclub"},
+    "bridge": {"dsc", "routemobile", "bsg", "smsclub", "other"},
     "outcome": set(OUTCOMES),
-    "reason": {*REASONS, "other"},
-    "state": {*DLR_STATES, *CIRCUIT_STATES, "other"},
+    "reason": {*REASONS, *CALLBACK_REJECTIONS, "other"},
+    "state": {*DLR_STATES, *CIRCUIT_STATES, *BACKLOG_STATES, *SMPP_SESSION_STATES, "other"},
     "encoding": {"GSM-7", "UCS-2"},
-    "result": {*LINE_RESULTS, "other"},
+    "result": {*LINE_RESULTS, *BIND_RESULTS, "other"},
+    "version": {build_version()},
+    "python": {platform.python_version()},
     "call": {"send", "status"},
     "status": {"2xx", "3xx", "4xx", "5xx", "transport", "other"},
     "source": set(COST_SOURCES),
@@ -399,3 +412,114 @@ def test_observe_many_equals_one_observe_per_amount() -> None:
         for registry in registries
     )
     assert one == other
+
+
+# ── the operator's metrics (issue 19) ────────────────────────────────────────────────
+
+
+def scrape(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {
+        (item.name, frozenset(item.labels.items())): item.value
+        for family in text_string_to_metric_families(text)
+        for item in family.samples
+    }
+
+
+@pytest.mark.anyio
+async def test_the_operators_metrics_on_a_listener_of_their_own(tmp_path: Path) -> None:
+    settings = daemon_settings(
+        tmp_path, http=HttpSettings(listen="127.0.0.1:0", metrics_listen="127.0.0.1:0")
+    )
+    bridges = {
+        name: msgspec.structs.replace(bridge, balance_interval_s=0.05)
+        for name, bridge in settings.bridges.items()
+    }
+    settings = msgspec.structs.replace(settings, bridges=bridges)
+    async with running_daemon(settings) as daemon:
+        assert daemon.metrics_port is not None
+        metrics_url = f"http://127.0.0.1:{daemon.metrics_port}"
+        main_url = f"http://127.0.0.1:{daemon.http_port}"
+        async with connected(daemon) as client:
+            later = iso_in(3600)
+            await client.send(
+                *({"to": f"+25078830{n:04d}", "text": "x", "schedule_at": later} for n in range(3))
+            )
+            await client.wait_for(lambda events: len(client.of("accepted")) == 3)
+        async with (
+            httpx.AsyncClient() as http,
+            await RawClient.connect(daemon.smpp_port) as refused,
+            await RawClient.connect(daemon.smpp_port) as esme,
+        ):
+            # Callbacks refused: wrong credentials, and a bridge that does not exist.
+            wrong = {"username": "septet", "password": "wrong"}
+            assert (await http.get(f"{main_url}/dlr/dsc", params=wrong)).status_code == 401
+            assert (await http.get(f"{main_url}/dlr/nope")).status_code == 404
+            assert (await refused.bind(password="wrong")).command_status == p.ESME_RINVPASWD
+            assert (await esme.bind()).command_status == p.ESME_ROK
+            # The balance poller: the provider's figure changes, the gauge follows.
+            await daemon.sim_config({"bsg_balance": 123.5}, provider="bsg")
+
+            # A remote gauge: scraped until it shows the new figure (bounded).
+            bsg_balance = (
+                "septet_provider_balance",
+                frozenset({("bridge", "bsg"), ("currency", "EUR")}),
+            )
+            text = ""
+            for _ in range(200):
+                text = (await http.get(f"{metrics_url}/metrics")).text
+                if scrape(text).get(bsg_balance) == 123.5:
+                    break
+                await anyio.sleep(0.05)
+            # The providers' listener no longer exposes /metrics; health stays on both.
+            assert (await http.get(f"{main_url}/metrics")).status_code == 404
+            assert (await http.get(f"{metrics_url}/healthz")).json() == {"status": "alive"}
+            assert (await http.get(f"{metrics_url}/readyz")).status_code == 200
+            assert (await http.get(f"{metrics_url}/dlr/dsc")).status_code == 404
+    samples = scrape(text)
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, frozenset(labels.items()))]
+
+    assert value("septet_process_resident_memory_bytes") > 10 * 1024 * 1024
+    assert value("septet_process_open_fds") > 0
+    assert value("septet_build_info", version=build_version(), python=platform.python_version())
+    assert value("septet_journal_size_bytes") > 0
+    assert value("septet_backlog_messages", state="accepted") == 3
+    assert value("septet_backlog_messages", state="inflight") == 0
+    assert value("septet_callbacks_rejected_total", bridge="dsc", reason="unauthorized") == 1
+    assert value("septet_callbacks_rejected_total", bridge="other", reason="unknown_bridge") == 1
+    assert value("septet_smpp_binds_total", result="bound") == 1
+    assert value("septet_smpp_binds_total", result="invalid_credentials") == 1
+    assert value("septet_smpp_sessions", state="bound_trx") == 1
+    # SMS Club's balance as its simulator states it; dsc and Route Mobile have no call.
+    smsclub = [
+        key
+        for key in samples
+        if key[0] == "septet_provider_balance" and ("bridge", "smsclub") in key[1]
+    ]
+    assert len(smsclub) == 1
+    assert samples[smsclub[0]] > 0
+    assert value("septet_provider_balance_checked_timestamp_seconds", bridge="bsg") > 0
+    assert not [
+        key
+        for key in samples
+        if key[0] == "septet_provider_balance" and ("bridge", "dsc") in key[1]
+    ]
+    for name, labels in samples:
+        for label, label_value in labels:
+            if label not in ("le", "currency"):
+                assert label_value in LABEL_VALUES[label], (name, label, label_value)
+
+
+def test_a_bridge_has_one_balance_series_whatever_currencies_it_names() -> None:
+    metrics = Metrics(["bsg"])
+    metrics.operations.balance("bsg", 10.0, "EUR", at=1.0)
+    metrics.operations.balance("bsg", 9.0, "usd?", at=2.0)  # not ISO 4217: folded
+    balances = {
+        item.labels["currency"]: item.value
+        for family in text_string_to_metric_families(metrics.exposition().decode())
+        for item in family.samples
+        if item.name == "septet_provider_balance"
+    }
+    assert balances == {"other": 9.0}
+    assert sample(metrics, "septet_provider_balance_checked_timestamp_seconds", bridge="bsg") == 2
