@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "send": ("send", "submit messages to a running daemon and print its events"),
     "segment": ("segment", "show encoding, parts, units and cost of a text"),
     "simulate": ("simulate", "serve provider simulators standalone"),
+    "providers": ("providers", "ask the providers' accounts: balance or sender IDs"),
 }
 
 
