@@ -231,12 +231,9 @@ def run_case(window: int, messages: int) -> dict[str, Any]:
                 pool=POOL,
                 overrides={},
             )
-            document["smpp"] = {
-                "listen": f"{HOST}:{smpp_port}",
-                "window": max(64, window),
-                # The embedded demo account, its submit_sm rate unlimited (0) for the bench.
-                "accounts": [{"system_id": "demo", "password": "demo", "throughput": 0.0}],
-            }
+            document["smpp"] = {"listen": f"{HOST}:{smpp_port}", "window": max(64, window)}
+            # The embedded demo login, its account's rate unlimited (the default) for the bench.
+            document["accounts"] = {"demo": {"smpp": {"password": "demo"}}}
             config_path = workdir / "septet.toml"
             config_path.write_text(render_toml(document))
             log_path = workdir / "daemon.log"

@@ -12,12 +12,19 @@ variable is an error naming it (never the value).
 messages (each line gets a `rejected` event saying the journal is full) while keeping
 room for the messages it already holds to be sent and reported; raise the cap (or free
 the disk) and restart to accept again. Unset, the journal grows with the disk.
+
+`[accounts.NAME]` (engine.accounts, docs/accounts.md): who may send, by which door, and
+within which limits. A file with no accounts has the one account `demo` (SMPP login
+demo/demo, no API key); the embedded default gives it the API key "demo", for the demo
+only. The old `[[smpp.accounts]]` form is still read, one account per entry named by its
+system_id, with a deprecation notice (`notices`); it may not be mixed with `[accounts]`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -32,6 +39,7 @@ from bridges.registry import (
     DRIVER_LIMITS,
     build_driver,
 )
+from engine.accounts import Accounts, AccountSettings, demo_accounts, from_smpp_accounts
 from engine.admission import check_sender, describe_refusals
 from engine.config_keys import describe_unknown, unknown_keys
 from engine.pricing import PriceConfig, PriceTable, default_price_tables, price_table
@@ -78,6 +86,11 @@ class IngressSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     # that waits for reports longer than this sends one now and then. Its later events
     # are kept in the journal (`septet send --events`).
     idle_timeout_s: PositiveFloat = 600.0
+    # The account of stdin and of socket connections without an auth line (engine.accounts);
+    # unset: the first account configured.
+    account: str | None = None
+    # Socket connections must authenticate (`{"auth": ...}` first line); stdin never does.
+    require_auth: bool = False
 
 
 class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -197,6 +210,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     # at septet's demo prices for its driver (engine.pricing), which `septet config check`
     # reports unless the simulators are on.
     pricing: dict[str, PriceConfig] = msgspec.field(default_factory=dict)
+    # None: the demo account (or the deprecated [[smpp.accounts]], folded in at load).
+    accounts: dict[str, AccountSettings] | None = None
 
 
 def default_settings() -> Settings:
@@ -228,7 +243,12 @@ def default_settings() -> Settings:
         )
         for name in DRIVERS
     }
-    return Settings(bridges=bridges, simulators=SimulatorSettings(enabled=True))
+    return Settings(
+        bridges=bridges,
+        simulators=SimulatorSettings(enabled=True),
+        # The demo account's API key "demo" is for the embedded default's demo only.
+        accounts=demo_accounts(api_key="demo"),
+    )
 
 
 def _resolve_env(value: str, where: str, environ: Mapping[str, str]) -> str:
@@ -260,20 +280,127 @@ def resolve_secrets(settings: Settings, environ: Mapping[str, str] | None = None
             for key, value in bridge.credentials.items()
         }
         bridges[name] = msgspec.structs.replace(bridge, credentials=credentials)
-    accounts = [
-        msgspec.structs.replace(
-            account,
-            password=resolve(account.password, f"smpp.accounts.{account.system_id}.password"),
-        )
-        for account in settings.smpp.accounts
-    ]
+    accounts = {
+        name: _resolve_account_secrets(name, account, resolve)
+        for name, account in (settings.accounts or {}).items()
+    }
     if missing:
         raise ConfigError(*missing)
-    smpp = msgspec.structs.replace(settings.smpp, accounts=accounts)
-    return msgspec.structs.replace(settings, bridges=bridges, smpp=smpp)
+    return msgspec.structs.replace(settings, bridges=bridges, accounts=accounts)
+
+
+def _resolve_account_secrets(
+    name: str, account: AccountSettings, resolve: Callable[[str, str], str]
+) -> AccountSettings:
+    where = f"accounts.{name}"
+    api_key = account.api_key
+    if api_key is not None:
+        api_key = resolve(api_key, f"{where}.api_key")
+    smpp, sendsms = account.smpp, account.sendsms
+    if smpp is not None:
+        password = resolve(smpp.password, f"{where}.smpp.password")
+        smpp = msgspec.structs.replace(smpp, password=password)
+    if sendsms is not None:
+        password = resolve(sendsms.password, f"{where}.sendsms.password")
+        sendsms = msgspec.structs.replace(sendsms, password=password)
+    return msgspec.structs.replace(account, api_key=api_key, smpp=smpp, sendsms=sendsms)
+
+
+def fold_accounts(settings: Settings) -> Settings:
+    """`accounts` made whole: the deprecated [[smpp.accounts]] as accounts, or the demo
+    account when none is configured (the module docstring)."""
+    old = settings.smpp.accounts
+    if old is not None:
+        if settings.accounts is not None:
+            raise ConfigError(
+                "[accounts] and the old [[smpp.accounts]] cannot both be set: write each SMPP"
+                " login as [accounts.NAME.smpp] (docs/accounts.md)"
+            )
+        seen: set[str] = set()
+        for entry in old:
+            if entry.system_id in seen:
+                raise ConfigError(f"smpp.accounts names system_id {entry.system_id!r} twice")
+            seen.add(entry.system_id)
+        return msgspec.structs.replace(settings, accounts=from_smpp_accounts(old))
+    if settings.accounts is None:
+        return msgspec.structs.replace(settings, accounts=demo_accounts(api_key=None))
+    return settings
+
+
+def notices(settings: Settings) -> list[str]:
+    """Sentences about a config that works but should change (deprecated forms)."""
+    if settings.smpp.accounts is None:
+        return []
+    return [
+        "[[smpp.accounts]] is deprecated: each entry is read as the account named by its"
+        " system_id; write it as [accounts.NAME] with an [accounts.NAME.smpp] login"
+        " (throughput becomes messages_per_s; docs/accounts.md)"
+    ]
+
+
+ACCOUNT_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+def accounts_of(settings: Settings) -> Accounts:
+    """The account registry of settings (load_settings has validated them; settings made
+    in code get the deprecated form folded in here)."""
+    if settings.accounts is None:
+        settings = fold_accounts(settings)
+    return Accounts(
+        settings.accounts or demo_accounts(api_key=None),
+        default=settings.ingress.account,
+        max_failed_binds=settings.smpp.max_failed_binds,
+        failed_bind_window_s=settings.smpp.failed_bind_window_s,
+    )
+
+
+def validate_accounts(settings: Settings) -> None:
+    accounts = settings.accounts or {}
+    owners: dict[tuple[str, str], str] = {}  # (what, value) -> the account that has it
+    for name, account in accounts.items():
+        if not ACCOUNT_NAME.fullmatch(name):
+            raise ConfigError(
+                f"accounts.{name!r} is not an account name (1 to 64 of A-Z, a-z, 0-9, _, . and -)"
+            )
+        _check_account(name, account)
+        claims = [
+            ("api_key", account.api_key, "its API key"),
+            ("smpp.system_id", account.smpp and (account.smpp.system_id or name), "system_id"),
+            ("sendsms.username", account.sendsms and (account.sendsms.username or name), "user"),
+        ]
+        for field, value, what in claims:
+            if not value:
+                continue
+            other = owners.setdefault((field, value), name)
+            if other != name:
+                shown = "" if field == "api_key" else f" {value!r}"
+                raise ConfigError(
+                    f"accounts.{name}.{field}{shown} is also account {other!r}'s:"
+                    f" each account needs {what} of its own"
+                )
+    default = settings.ingress.account
+    if default is not None and default not in accounts:
+        raise ConfigError(f"ingress.account names account {default!r}, which is not configured")
+
+
+def _check_account(name: str, account: AccountSettings) -> None:
+    where = f"accounts.{name}"
+    if account.api_key is not None and not account.api_key:
+        raise ConfigError(f"{where}.api_key is empty: remove it, or give the account a key")
+    if account.burst is not None and account.messages_per_s == 0:
+        raise ConfigError(f"{where}.burst needs messages_per_s (without it there is no limit)")
+    for sender in account.allowed_senders:
+        if not 1 <= len(sender) <= 18:
+            raise ConfigError(
+                f"{where}.allowed_senders: {sender!r} is not 1 to 18 characters, as a sender is"
+            )
+    for door, login in (("smpp", account.smpp), ("sendsms", account.sendsms)):
+        if login is not None and not login.password:
+            raise ConfigError(f"{where}.{door}.password is empty")
 
 
 def validate(settings: Settings) -> None:
+    validate_accounts(settings)
     for name, bridge in settings.bridges.items():
         _check_default_sender(name, bridge)
         try:
@@ -337,7 +464,7 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
         settings, written = default_settings(), frozenset[str]()
     else:
         settings, written = _read_file(Path(path))
-    settings = resolve_secrets(settings, environ)
+    settings = resolve_secrets(fold_accounts(settings), environ)
     errors, warnings = check_settings(settings)
     if errors:
         raise ConfigError(*errors)
@@ -406,6 +533,7 @@ def check_settings(settings: Settings) -> tuple[list[str], list[str]]:
     for name, bridge in settings.bridges.items():
         errors.extend(_bridge_problems(name, bridge, settings))
     errors.extend(_pricing_problems(settings))
+    warnings.extend(notices(settings))
     if not settings.simulators.enabled:
         warnings.extend(_production_warnings(settings))
     return list(dict.fromkeys(errors)), warnings

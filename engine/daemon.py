@@ -28,6 +28,7 @@ from engine.admission import takes_message
 from engine.circuit import CircuitBreaker
 from engine.config import (
     Settings,
+    accounts_of,
     bridge_base_url,
     driver_settings,
     price_tables_for,
@@ -45,6 +46,7 @@ from engine.dispatch import BridgeDispatcher
 from engine.dlr import ReceiptHandler, poll_policy, serve_poller
 from engine.feed import serve_retention
 from engine.http_io import BridgeClient
+from engine.ingress.accept import Acceptor
 from engine.ingress.events import EventRouter
 from engine.ingress.ndjson import LineHandler
 from engine.ingress.outbox import Outbox, serve_outbox, store_outbox_rest
@@ -87,6 +89,7 @@ async def run_daemon(
     """Run until a signal (or, with exit_when_idle, until input ends and all is final)."""
     journal_path = Path(settings.journal.path)
     metrics = Metrics(list(settings.bridges))
+    accounts = accounts_of(settings)
     async with AsyncExitStack() as stack:
         journal = await stack.enter_async_context(
             open_journal(
@@ -348,14 +351,16 @@ async def run_daemon(
             max_recipients=settings.ingress.max_recipients_per_line,
             default_region=settings.ingress.default_region,
         )
-        handler = LineHandler(
+        acceptor = Acceptor(
             preparer,
             journal,
             scheduler,
-            max_line_bytes=settings.ingress.max_line_bytes,
             on_lines=metrics.ingress,
-            # SMPP submissions reserve queue room before their commit (engine.ingress.ndjson).
+            # SMPP submissions reserve queue room before their commit (engine.ingress.accept).
             room=scheduler,
+        )
+        handler = LineHandler(
+            acceptor, max_line_bytes=settings.ingress.max_line_bytes, on_lines=metrics.ingress
         )
         ingress_scope = anyio.CancelScope()
         input_done = anyio.Event()
@@ -368,6 +373,7 @@ async def run_daemon(
                     events,
                     outbox,
                     journal,
+                    accounts,
                     input_done=input_done,
                     use_stdin=use_stdin,
                     stdin=stdin,
@@ -385,7 +391,8 @@ async def run_daemon(
                 with smpp_scope:
                     await serve_smpp(
                         settings.smpp,
-                        accept=handler.accept_submission,
+                        accept=acceptor.accept,
+                        accounts=accounts,
                         events=events,
                         journal=journal,
                         store_path=store_path_for(settings.journal.path),

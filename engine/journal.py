@@ -325,6 +325,8 @@ class Journal(Protocol):
 
     async def take_events(self, origin: str | None, limit: int) -> list[bytes]: ...
 
+    async def accepted_today(self, account: str, day: int) -> int: ...
+
     async def pending_count(self) -> int: ...
 
     async def counts(self) -> dict[str, int]: ...
@@ -340,7 +342,7 @@ class Journal(Protocol):
 
 # ── Schema ─────────────────────────────────────────────────────────────────────
 
-SCHEMA_VERSION: Final = 7
+SCHEMA_VERSION: Final = 8
 
 # The bridge in use, bridges[bridge_index], as SQL over a bound bridge index: stored in
 # the `bridge` column by every change that moves a message to another bridge.
@@ -376,6 +378,19 @@ SQL_CREATE_REPORT_DUE_INDEX: Final = (
 # matches no provider id is matched to one of these by recipient (engine.dlr).
 SQL_CREATE_UNCONFIRMED_INDEX: Final = (
     "CREATE INDEX messages_unconfirmed ON messages (bridge) WHERE state = 2 AND provider_id IS NULL"
+)
+# Client ids are unique per account: the duplicate check looks an id up in its account.
+SQL_CREATE_CLIENT_REF_INDEX: Final = (
+    "CREATE INDEX messages_client_ref ON messages (account, client_ref)"
+    " WHERE client_ref IS NOT NULL"
+)
+# An account's messages, newest first (the HTTP API's listing).
+SQL_CREATE_ACCOUNT_INDEX: Final = "CREATE INDEX messages_account ON messages (account, msg_id)"
+# Messages accepted per account and UTC day (days since 1970-01-01): the daily quota's
+# count, kept in the commit that accepts them so a restart does not reset it.
+SQL_CREATE_ACCOUNT_DAYS: Final = (
+    "CREATE TABLE account_days (account TEXT NOT NULL, day INTEGER NOT NULL,"
+    " messages INTEGER NOT NULL, PRIMARY KEY (account, day)) WITHOUT ROWID"
 )
 # Used by the 3 -> 4 migration: the report timeout given to messages already waiting.
 MIGRATION_REPORT_TIMEOUT_S: Final = 72 * 3600.0
@@ -477,6 +492,16 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         *feed.SCHEMA,
         "ALTER TABLE messages ADD COLUMN first_event INTEGER",
     ),
+    # 7 -> 8: messages belong to an account (engine.accounts); client ids are unique per
+    # account; each account's messages per UTC day are counted (its daily quota). Rows
+    # written before keep account '' (none), and their ids stay unique among themselves.
+    7: (
+        "ALTER TABLE messages ADD COLUMN account TEXT NOT NULL DEFAULT ''",
+        "DROP INDEX messages_client_ref",
+        SQL_CREATE_CLIENT_REF_INDEX,
+        SQL_CREATE_ACCOUNT_INDEX,
+        SQL_CREATE_ACCOUNT_DAYS,
+    ),
 }
 
 SCHEMA: Final = f"""
@@ -508,7 +533,8 @@ CREATE TABLE messages (
     error TEXT,
     body BLOB NOT NULL,
     status TEXT,
-    first_event INTEGER
+    first_event INTEGER,
+    account TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX messages_due ON messages (priority, due_at) WHERE state = 0;
 CREATE INDEX messages_inflight ON messages (bridge_index) WHERE state = 1;
@@ -516,7 +542,9 @@ CREATE INDEX messages_inflight ON messages (bridge_index) WHERE state = 1;
 {SQL_CREATE_PROVIDER_ID_INDEX};
 {SQL_CREATE_REPORT_DUE_INDEX};
 {SQL_CREATE_UNCONFIRMED_INDEX};
-CREATE INDEX messages_client_ref ON messages (client_ref) WHERE client_ref IS NOT NULL;
+{SQL_CREATE_CLIENT_REF_INDEX};
+{SQL_CREATE_ACCOUNT_INDEX};
+{SQL_CREATE_ACCOUNT_DAYS};
 CREATE TABLE orphan_receipts (
     id INTEGER PRIMARY KEY,
     bridge TEXT NOT NULL,
@@ -543,14 +571,22 @@ MESSAGE_COLUMNS: Final = (
 # often None (client_ref, a provider's cost) has a statement of its own that writes NULL.
 SQL_INSERT_MESSAGE: Final = (
     "INSERT INTO messages (msg_id, state, due_at, priority, bridges, bridge_index, bridge,"
-    " attempt, dlr, status, first_event, body, client_ref)"
-    " VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " attempt, dlr, status, first_event, account, body, client_ref)"
+    " VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 SQL_INSERT_MESSAGE_WITHOUT_CLIENT_REF: Final = (
     "INSERT INTO messages (msg_id, state, due_at, priority, bridges, bridge_index, bridge,"
-    " attempt, dlr, status, first_event, body) VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " attempt, dlr, status, first_event, account, body)"
+    " VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-SQL_FIND_CLIENT_REF: Final = "SELECT msg_id FROM messages WHERE client_ref = ? ORDER BY msg_id"
+SQL_FIND_CLIENT_REF: Final = (
+    "SELECT msg_id FROM messages WHERE account = ? AND client_ref = ? ORDER BY msg_id"
+)
+SQL_COUNT_ACCOUNT_DAY: Final = (
+    "INSERT INTO account_days (account, day, messages) VALUES (?, ?, ?)"
+    " ON CONFLICT (account, day) DO UPDATE SET messages = messages + excluded.messages"
+)
+SQL_ACCOUNT_DAY: Final = "SELECT messages FROM account_days WHERE account = ? AND day = ?"
 # Changes never touch a final message: final is final (a late, stale change is dropped).
 SQL_CLAIM: Final = (
     f"UPDATE messages SET state = 1, status = '{INFLIGHT_S}', inflight_at = ?"  # noqa: S608
@@ -1151,8 +1187,10 @@ class SqliteJournal:
         results: list[list[Message] | Duplicate] = []
         rows: list[tuple[Any, ...]] = []
         rows_without_client_ref: list[tuple[Any, ...]] = []
-        # client_ref -> msg_ids of groups earlier in this call (not yet inserted).
-        earlier: dict[str, list[str]] = {}
+        # (account, client_ref) -> msg_ids of groups earlier in this call (not yet inserted).
+        earlier: dict[tuple[str, str], list[str]] = {}
+        # (account, UTC day) -> messages inserted (the daily quota's count).
+        days: dict[tuple[str, int], int] = {}
         find_client_ref = connection.execute
         next_msg_id = self._next_msg_id
         first_event_id = self._next_event_id
@@ -1166,12 +1204,14 @@ class SqliteJournal:
                 if not group:
                     results.append([])
                     continue
-                client_ref = group[0].client_ref
+                first = group[0]
+                client_ref = first.client_ref
+                account = first.account
                 if client_ref is not None:
-                    existing = earlier.get(client_ref)
+                    existing = earlier.get((account, client_ref))
                     if existing is None:
-                        found = find_client_ref(SQL_FIND_CLIENT_REF, (client_ref,)).fetchall()
-                        existing = [str(row[0]) for row in found] or None
+                        found = find_client_ref(SQL_FIND_CLIENT_REF, (account, client_ref))
+                        existing = [str(row[0]) for row in found.fetchall()] or None
                     if existing is not None:
                         results.append(Duplicate(client_ref, existing))
                         continue
@@ -1200,6 +1240,7 @@ class SqliteJournal:
                         1 if message.dlr else 0,
                         SCHEDULED_S if message.due_at > message.accepted_at else ACCEPTED_S,
                         first_event_id + len(appends),
+                        account,
                         bytearray(encode(message)),
                     )
                     appends.append(_accepted_append(message))
@@ -1207,7 +1248,9 @@ class SqliteJournal:
                     ids.append(msg_id)
                     next_msg_id += 1
                 if client_ref is not None:
-                    earlier[client_ref] = ids
+                    earlier[account, client_ref] = ids
+                day = (account, int(first.accepted_at // 86400))
+                days[day] = days.get(day, 0) + len(group)
                 results.append(list(group))
             if rows:
                 connection.executemany(SQL_INSERT_MESSAGE, rows)
@@ -1220,6 +1263,10 @@ class SqliteJournal:
                     connection, appends, first_event_id, self._clock()
                 )
                 self._deliveries_added += owed
+            if days:
+                connection.executemany(
+                    SQL_COUNT_ACCOUNT_DAY, [(a, d, n) for (a, d), n in days.items()]
+                )
         except Exception:
             for group in groups:
                 for message in group:
@@ -1675,6 +1722,15 @@ class SqliteJournal:
             lambda connection: self._select(connection, SQL_UNCONFIRMED, (bridge,)),
             write=False,
         )
+
+    async def accepted_today(self, account: str, day: int) -> int:
+        """Messages of `account` accepted on UTC `day` (days since 1970-01-01)."""
+
+        def select(connection: sqlite3.Connection) -> int:
+            row = connection.execute(SQL_ACCOUNT_DAY, (account, day)).fetchone()
+            return 0 if row is None else int(row[0])
+
+        return await self._execute(select, write=False)
 
     async def pending_count(self) -> int:
         """Messages not final yet (a counter kept with every commit: no scan)."""

@@ -53,11 +53,14 @@ class Message(msgspec.Struct, kw_only=True):
     `bridges` is the route: the primary bridge, then failovers; `bridge_index` is the
     one in use. `due_at` is when the message may next be sent (schedule or retry time),
     `expires_at` when it stops being worth sending. Times are Unix seconds.
+    `account` is the name of the account that sent it (engine.accounts); "" for a
+    message journaled before accounts existed.
     """
 
     msg_id: str
     reference: str
     origin: str
+    account: str = ""
     client_ref: str | None
     to: str
     sender: str | None

@@ -6,7 +6,9 @@ import argparse
 import gc
 import sys
 
-from engine.config import ConfigError, load_settings
+import structlog
+
+from engine.config import ConfigError, load_settings, notices
 from engine.journal import JournalError
 from engine.log import configure_logging
 from engine.smpp.store import StoreError
@@ -40,6 +42,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 2
     # Again, now that the settings say whether personal data may be logged.
     configure_logging(args.log_format, args.log_level, personal_data=settings.log.personal_data)
+    for notice in notices(settings):
+        structlog.get_logger("septet.config").warning("config_deprecated", notice=notice)
     from engine.daemon import run_daemon
 
     try:

@@ -2,12 +2,15 @@
 
     prepare.py    one submission (an NDJSON line, an SMPP submit_sm) checked and turned into
                   one Message per recipient, or a LineError with its RefusalKind
-    ndjson.py     NDJSON lines of a byte stream: split, prepared, journaled, answered
+    accept.py     the one accept path of every door: prepare, the account's rules (senders,
+                  throughput, daily quota), one journal commit, queue room, counts
+    ndjson.py     NDJSON lines of a byte stream: split, handed to accept.py, answered
     sockets.py    the NDJSON listeners (TCP, Unix socket) and stdin, one identity per client
-    sessions.py   a connection's identity across restarts (`{"session": "<token>"}`)
+    sessions.py   a connection's identity across restarts (`{"session": "<token>"}`) and
+                  its account (`{"auth": {...}}`), both from its first line
     events.py     where events go: the newest live sink of the message's origin, or kept
     outbox.py     events for clients that have gone, batched into the journal
 
-SMPP's socket code is engine/smpp/server.py; it accepts through ndjson.LineHandler's
-`accept_submission`, the same journal commit and queue reservation as the sockets.
+SMPP's socket code is engine/smpp/server.py; it accepts through accept.Acceptor like
+every door (reserving queue room before the commit).
 """

@@ -1,16 +1,14 @@
 """NDJSON lines of a byte stream (stdin, TCP, Unix socket) in, one answer per line out.
 
-Each connection is read in chunks; every complete line in a chunk is validated
-(`LinePreparer`), the valid ones go to the journal in one `accept` call (so a busy client
+Each connection is read in chunks; the complete lines of a chunk are one batch of the
+Acceptor (validated, the valid ones journaled in one commit, so a busy client
 gets group commit for free), and only after that commit are the `accepted` events
 written, in input order, interleaved with the `rejected` ones. Then the messages are
 handed to the scheduler, which waits when its queues are full: the reader stops
 reading, and the client feels backpressure through TCP. Nothing is dropped.
 
-An SMPP submission (`accept_submission`) may not wait after its commit: its answer
-follows the commit and cannot turn into a refusal. It reserves room in its bridge queue
-first, in line with the waiting socket clients, for a bounded time; when that runs out
-it is refused as congested, with nothing journaled.
+The accepting itself (account rules, journal, queues) is engine.ingress.accept's,
+shared with the other front doors; this module reads lines and writes answers.
 
 A line longer than `max_line_bytes` is rejected as soon as it outgrows the limit; the
 rest of it is skipped as it arrives, never buffered whole.
@@ -20,26 +18,19 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable
 
 import anyio
 import structlog
 
+from engine.accounts import Account
+from engine.ingress.accept import Acceptor, Outcome
 from engine.ingress.events import EventSink
-from engine.ingress.prepare import CONGESTED, LineError, LinePreparer
-from engine.ingress.sessions import SessionProblem, describe, read_session_line
-from engine.journal import Duplicate, JournalError
-from engine.models import Accepted, LineRejected, Message, Submission, encode_event_line
+from engine.ingress.prepare import LineError
+from engine.ingress.sessions import SessionProblem, describe, is_opening_line
+from engine.models import Accepted, LineRejected, Message, encode_event_line
 
 log = structlog.get_logger("septet.ingress")
-
-
-class AcceptingJournal(Protocol):
-    async def accept(
-        self, groups: Sequence[Sequence[Message]]
-    ) -> list[list[Message] | Duplicate]: ...
 
 
 def _now_dt() -> dt.datetime:
@@ -95,59 +86,34 @@ class LineSplitter:
         return line or None
 
 
-class Scheduler(Protocol):
-    async def put_many(self, messages: Sequence[Message]) -> None: ...
-
-    def wake_feeder(self) -> None: ...
-
-
-class QueueRoom(Protocol):
-    """engine.scheduler.Scheduler's reservations: one slot per bridge name given."""
-
-    def reserve_nowait(self, bridges: Sequence[str]) -> bool: ...
-
-    async def reserve(self, bridges: Sequence[str]) -> None: ...
-
-    def put_reserved(self, messages: Sequence[Message]) -> None: ...
-
-    def release(self, bridges: Sequence[str]) -> None: ...
-
-
 class LineHandler:
-    """Validates, journals and answers the lines of every connection."""
+    """Reads the lines of every connection and answers them; the accepting itself is the
+    Acceptor's (engine.ingress.accept), shared with the other front doors."""
 
     def __init__(
         self,
-        preparer: LinePreparer,
-        journal: AcceptingJournal,
-        scheduler: Scheduler,
+        acceptor: Acceptor,
         *,
         max_line_bytes: int,
-        clock: Callable[[], float] = time.time,
         on_lines: Callable[[str, int], None] | None = None,
-        room: QueueRoom | None = None,
     ) -> None:
-        """`on_lines(result, count)` is told how many lines (or SMPP submits) ended as
-        "accepted", "rejected" or "duplicate", once per result per chunk read. `room`
-        (the scheduler again, in the daemon) lets `accept_submission` reserve queue room
-        before its commit; without it a submission waits for room after the commit."""
-        self._preparer = preparer
-        self._journal = journal
-        self._scheduler = scheduler
-        self._room = room
+        """`on_lines(result, count)` is told of lines refused here, before the Acceptor
+        (too long); the Acceptor tells it of the rest."""
+        self._acceptor = acceptor
         self._max_line = max_line_bytes
-        self._clock = clock
         self._on_lines = on_lines
 
     async def serve_stream(
         self,
         receive: Callable[[], Awaitable[bytes]],
         sink: EventSink,
+        account: Account,
         *,
         idle_timeout_s: float | None = None,
         lines_before: int = 0,
     ) -> None:
-        """Read until end of input (`receive` returns b""), answering every line.
+        """Read until end of input (`receive` returns b""), answering every line; the
+        lines are `account`'s and their events go to `sink.origin`.
 
         `lines_before` is how many lines of the stream were read before (a session line,
         engine.ingress.sockets), so that line numbers in answers stay those of the stream.
@@ -171,212 +137,90 @@ class LineHandler:
                 last = splitter.finish()
                 if last is not None and last.strip():
                     line_number += 1
-                    await self._handle([last], line_number, sink)
+                    await self._handle([last], line_number, sink, account)
                 return
             lines = splitter.feed(data)
             if lines:
-                await self._handle(lines, line_number + 1, sink)
+                await self._handle(lines, line_number + 1, sink, account)
                 line_number += len(lines)
                 if idle_timeout_s is not None:
                     deadline = anyio.current_time() + idle_timeout_s
 
-    async def _handle(self, lines: list[bytes | None], first_number: int, sink: EventSink) -> None:
-        now = self._clock()
+    async def _handle(
+        self, lines: list[bytes | None], first_number: int, sink: EventSink, account: Account
+    ) -> None:
         origin = sink.origin
-        # Each entry: a LineError, or an index into `groups`.
-        answers: list[tuple[int, LineError | int]] = []
-        groups: list[list[Message]] = []
+        numbers: list[int] = []
+        batch: list[bytes] = []
+        too_long: list[int] = []
         number = first_number - 1
         for line in lines:
             number += 1
             if line is None:
-                answers.append((number, LineError(f"line is longer than {self._max_line} bytes")))
-                continue
-            if not line.strip():
-                continue  # a blank line is not a message; line numbers stay physical
-            prepared = self._preparer.prepare(line, origin, now)
-            if isinstance(prepared, LineError):
-                if read_session_line(line) is not None:
-                    prepared = LineError(describe(SessionProblem.NOT_FIRST))
-                answers.append((number, prepared))
-            else:
-                answers.append((number, len(groups)))
-                groups.append(prepared)
-        results: list[list[Message] | Duplicate] = []
-        # A journal that cannot take them (full, read-only, failing disk) answers each
-        # line with why; nothing is acknowledged and the connection keeps being served.
-        not_journaled: str | None = None
-        if groups:
-            try:
-                results = await self._journal.accept(groups)
-            except JournalError as error:
-                not_journaled = f"not accepted, send it again later: {error}"
-                log.error(
-                    "journal_refused_lines", origin=origin, lines=len(groups), error=str(error)
-                )
-        ts = _now_dt()
-        out: list[bytes] = []
-        fresh: list[Message] = []
-        scheduled = False
-        tally = {"accepted": 0, "rejected": 0, "duplicate": 0}
-        debug = log.debug  # resolved once per chunk: a no-op below --log-level debug
-        for number, answer in answers:
-            if isinstance(answer, LineError):
-                out.append(
-                    encode_event_line(
-                        LineRejected(id=answer.client_ref, ts=ts, error=answer.error, line=number)
-                    )
-                )
-                tally["rejected"] += 1
-                debug("line_rejected", origin=origin, line=number, error=answer.error)
-                continue
-            if not_journaled is not None:
-                out.append(
-                    encode_event_line(
-                        LineRejected(
-                            id=groups[answer][0].client_ref, ts=ts, error=not_journaled, line=number
-                        )
-                    )
-                )
-                tally["rejected"] += 1
-                continue
-            result = results[answer]
-            if not isinstance(result, Duplicate):
-                for message in result:
-                    out.append(
-                        encode_event_line(
-                            Accepted(
-                                id=message.client_ref,
-                                msg_id=message.msg_id,
-                                ts=ts,
-                                to=message.to,
-                                encoding=message.encoding,
-                                segments=message.segments,
-                                cost=message.cost,
-                                currency=message.currency,
-                                bridge=message.bridge,
-                            )
-                        )
-                    )
-                    if message.due_at <= now:
-                        fresh.append(message)
-                    else:
-                        scheduled = True
-                    debug(
-                        "message_accepted",
-                        origin=origin,
-                        msg_id=message.msg_id,
-                        bridge=message.bridge,
-                        segments=message.segments,
-                        scheduled=message.due_at > now,
-                    )
-                tally["accepted"] += 1
-            else:
-                out.append(
-                    encode_event_line(
-                        LineRejected(
-                            id=result.client_ref,
-                            ts=ts,
-                            error=(
-                                f"duplicate id {result.client_ref!r}: already accepted as "
-                                f"msg_id {', '.join(result.msg_ids)}"
-                            ),
-                            line=number,
-                        )
-                    )
-                )
-                tally["duplicate"] += 1
-                debug("line_duplicate", origin=origin, line=number)
-        for kind, count in tally.items():
-            if count:
-                self._count(kind, count)
-        for line in out:
-            sink.emit(line)
-        if scheduled:
-            self._scheduler.wake_feeder()
-        if fresh:
-            await self._scheduler.put_many(fresh)
-
-    async def accept_submission(
-        self,
-        sub: Submission,
-        origin: str,
-        *,
-        room_wait_s: float | None = None,
-        turn: anyio.Lock | None = None,
-    ) -> list[Message] | LineError:
-        """Validate, journal and schedule one submission that did not come as a line (SMPP).
-
-        Returns the journaled messages (after the commit), or why the submission was
-        refused (its kind, and the sentence). Events of these messages go to `origin`.
-
-        With `room_wait_s` (and `room`), a slot in the bridge queue of each message due now
-        is reserved before the commit: at once when room is free and nobody is in line,
-        else in line with the socket clients' puts, holding `turn` meanwhile so that one
-        client (an SMPP bind) has one place in the line however many submits it has in
-        flight. Past `room_wait_s` the answer is CONGESTED and nothing was journaled; once
-        journaled, the messages fill their slots without waiting again.
-        """
-        now = self._clock()
-        prepared = self._preparer.prepare_submission(sub, origin, now)
-        if isinstance(prepared, LineError):
-            self._count("rejected")
-            return prepared
-        room = self._room
-        held: list[str] = []  # one bridge name per reserved slot not yet filled
-        if room is not None and room_wait_s is not None:
-            bridges = [message.bridge for message in prepared if message.due_at <= now]
-            if bridges and not await _reserve(room, bridges, room_wait_s, turn):
-                log.debug("submission_congested", origin=origin, bridges=bridges)
-                return LineError(CONGESTED, sub.id, "congested")
-            held = bridges
-        try:
-            try:
-                (result,) = await self._journal.accept([prepared])
-            except JournalError as error:
-                self._count("rejected")
-                log.error("journal_refused_submission", origin=origin, error=str(error))
-                return LineError(f"not accepted, send it again later: {error}", sub.id, "journal")
-            if isinstance(result, Duplicate):
-                self._count("duplicate")
-                return LineError(
-                    f"duplicate id {result.client_ref!r}: already accepted as msg_id "
-                    + ", ".join(result.msg_ids),
-                    result.client_ref,
-                    "duplicate",
-                    tuple(result.msg_ids),
-                )
-            self._count("accepted")
-            fresh = [message for message in result if message.due_at <= now]
-            if len(fresh) < len(result):
-                self._scheduler.wake_feeder()
-            if held and room is not None:
-                room.put_reserved(fresh)
-                held = []
-            elif fresh:
-                await self._scheduler.put_many(fresh)
-            return result
-        finally:
-            if held and room is not None:
-                room.release(held)  # refused, a duplicate, or cancelled: nothing to fill
-
-    def _count(self, result: str, count: int = 1) -> None:
-        if self._on_lines is not None:
-            self._on_lines(result, count)
-
-
-async def _reserve(
-    room: QueueRoom, bridges: Sequence[str], wait_s: float, turn: anyio.Lock | None
-) -> bool:
-    """Reserve one slot per bridge name within `wait_s`; False if the time ran out (then
-    nothing is held: a cancelled reservation gives its slots back, or on to the next)."""
-    if room.reserve_nowait(bridges):
-        return True
-    with anyio.move_on_after(wait_s):
-        if turn is None:
-            await room.reserve(bridges)
+                too_long.append(number)
+            elif line.strip():  # a blank line is not a message; line numbers stay physical
+                numbers.append(number)
+                batch.append(line)
+        if batch:
+            # Answered at the commit; then the accept waits for queue room (backpressure).
+            await self._acceptor.accept(
+                account,
+                origin,
+                batch,
+                on_commit=lambda outcomes: self._answer(sink, numbers, batch, outcomes, too_long),
+            )
         else:
-            async with turn:
-                await room.reserve(bridges)
-        return True
-    return False
+            self._answer(sink, numbers, batch, [], too_long)
+
+    def _answer(
+        self,
+        sink: EventSink,
+        numbers: list[int],
+        batch: list[bytes],
+        outcomes: list[Outcome],
+        too_long: list[int],
+    ) -> None:
+        """Every line's answer, in input order."""
+        origin = sink.origin
+        ts = _now_dt()
+        answers: list[tuple[int, bytes]] = []
+        if too_long:
+            error = f"line is longer than {self._max_line} bytes"
+            answers = [(n, _rejected(LineError(error), ts, n)) for n in too_long]
+            if self._on_lines is not None:
+                self._on_lines("rejected", len(too_long))
+        debug = log.debug  # resolved once per chunk: a no-op below --log-level debug
+        for number, line, outcome in zip(numbers, batch, outcomes, strict=True):
+            if isinstance(outcome, LineError):
+                if outcome.kind == "invalid" and is_opening_line(line):
+                    outcome = LineError(describe(SessionProblem.NOT_FIRST))
+                answers.append((number, _rejected(outcome, ts, number)))
+                debug("line_rejected", origin=origin, line=number, error=outcome.error)
+                continue
+            answers.append((number, b"".join(_accepted(message, ts) for message in outcome)))
+        if too_long:
+            answers.sort(key=lambda answer: answer[0])
+        for _, answer in answers:
+            sink.emit(answer)
+
+
+def _accepted(message: Message, ts: dt.datetime) -> bytes:
+    return encode_event_line(
+        Accepted(
+            id=message.client_ref,
+            msg_id=message.msg_id,
+            ts=ts,
+            to=message.to,
+            encoding=message.encoding,
+            segments=message.segments,
+            cost=message.cost,
+            currency=message.currency,
+            bridge=message.bridge,
+        )
+    )
+
+
+def _rejected(error: LineError, ts: dt.datetime, number: int) -> bytes:
+    return encode_event_line(
+        LineRejected(id=error.client_ref, ts=ts, error=error.error, line=number)
+    )

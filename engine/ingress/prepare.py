@@ -39,19 +39,25 @@ RefusalKind = Literal[
     "congested",  # the queues are full: send it again later
     "journal",  # the journal could not take it: send it again later
     "duplicate",  # the client's id was accepted before (msg_ids says as what)
+    # The account's own rules (engine.ingress.accept):
+    "throttled",  # over the account's messages per second (retry_after_s)
+    "quota",  # over the account's daily quota (retry_after_s: until 00:00 UTC)
+    "unauthorised",  # no account, or a wrong key or password
 ]
 
 
 @dataclass(frozen=True, slots=True)
 class LineError:
     """Why a line was rejected: the sentence for people, its `kind` for code, `client_ref`
-    when the line got far enough to have one, and for a duplicate the `msg_ids` the
-    earlier one was accepted as."""
+    when the line got far enough to have one, for a duplicate the `msg_ids` the
+    earlier one was accepted as, and for "throttled" and "quota" the seconds until it
+    would fit (`retry_after_s`)."""
 
     error: str
     client_ref: str | None = None
     kind: RefusalKind = "invalid"
     msg_ids: tuple[str, ...] = ()
+    retry_after_s: float | None = None
 
 
 class LinePreparer:
@@ -82,13 +88,18 @@ class LinePreparer:
         self._admitter = Admitter(limits, default_senders) if limits else None
 
     def prepare(self, line: bytes, origin: str, now: float) -> list[Message] | LineError:
+        sub = self.decode(line)
+        return sub if isinstance(sub, LineError) else self.prepare_submission(sub, origin, now)
+
+    @staticmethod
+    def decode(line: bytes) -> Submission | LineError:
+        """One NDJSON line as a Submission, or why it is not one ("invalid")."""
         try:
-            sub = submission_decoder.decode(line)
+            return submission_decoder.decode(line)
         except msgspec.ValidationError as error:
             return LineError(f"invalid message: {_describe(error)}")
         except msgspec.DecodeError:
             return LineError("invalid message: the line is not a JSON object")
-        return self.prepare_submission(sub, origin, now)
 
     def prepare_submission(
         self, sub: Submission, origin: str, now: float

@@ -16,8 +16,14 @@ until one comes. Two kinds of identity:
   `{"event": "session", "id": null, "msg_id": null, "ts": …, "origin": "session:…"}`
   line saying the kept ones are over, then live ones.
 
-Until clients have accounts, that is the whole rule: kept events are readable by the
-identity they belong to, or by the operator.
+Kept events are readable by the identity they belong to, or by the operator.
+
+Which account a connection's messages belong to (engine.accounts) is said by the same
+first line: `{"auth": {"account": "<name>", "api_key": "<key>"}}`, which may also carry
+`"session": "<token>"` (one line says both who you are and which session is yours).
+Without an auth line the connection is the listeners' account (`[ingress] account`),
+unless `[ingress] require_auth` is on. The session identity is the token's alone: a
+token is a secret, and whoever presents it is that session (use a token per account).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 # The session line's one key as it appears in a line's bytes: a cheap test that keeps the
 # JSON decoding below off every ordinary line.
 _SESSION_KEY = b'"session"'
+_AUTH_KEY = b'"auth"'
 _object_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
@@ -45,7 +52,10 @@ class SessionProblem(enum.StrEnum):
 
     LINE_FORM = enum.auto()  # not exactly {"session": "<string>"}
     TOKEN_FORM = enum.auto()  # the token's length or characters
-    NOT_FIRST = enum.auto()  # a session line after the connection's first line
+    NOT_FIRST = enum.auto()  # a session or auth line after the connection's first line
+    AUTH_FORM = enum.auto()  # not {"auth": {"account": str, "api_key": str}} [+ session]
+    AUTH_REFUSED = enum.auto()  # no such account, or not its API key
+    AUTH_REQUIRED = enum.auto()  # the listener takes no connection without an auth line
 
 
 def describe(problem: SessionProblem) -> str:
@@ -59,7 +69,19 @@ def describe(problem: SessionProblem) -> str:
                 " of A-Z, a-z, 0-9, _ and -"
             )
         case SessionProblem.NOT_FIRST:
-            return "a session line must be the connection's first line"
+            return "a session or auth line must be the connection's first line"
+        case SessionProblem.AUTH_FORM:
+            return (
+                'an auth line is {"auth": {"account": "<name>", "api_key": "<key>"}},'
+                ' optionally with "session": "<token>" beside "auth"'
+            )
+        case SessionProblem.AUTH_REFUSED:
+            return "the account or its API key is wrong"
+        case SessionProblem.AUTH_REQUIRED:
+            return (
+                "this listener needs an auth line first:"
+                ' {"auth": {"account": "<name>", "api_key": "<key>"}}'
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +96,25 @@ class Session:
     @property
     def origin(self) -> str:
         return session_origin(self.token)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """An auth line's account name and API key (its secret: never logged, never stored)."""
+
+    account: str
+    api_key: str
+
+    def __repr__(self) -> str:
+        return f"Credentials(account={self.account!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class FirstLine:
+    """What a connection's first line says: its session, its account's credentials, or both."""
+
+    session: Session | None
+    auth: Credentials | None
 
 
 def session_origin(token: str) -> str:
@@ -91,6 +132,44 @@ def check_token(token: str) -> SessionProblem | None:
     if SESSION_TOKEN_MIN <= len(token) <= SESSION_TOKEN_MAX and _TOKEN.fullmatch(token):
         return None
     return SessionProblem.TOKEN_FORM
+
+
+def is_opening_line(line: bytes) -> bool:
+    """Whether a line is a session or auth line (well formed or not): one out of place is
+    answered NOT_FIRST rather than as a message that is not valid."""
+    return (_SESSION_KEY in line or _AUTH_KEY in line) and read_first_line(line) is not None
+
+
+def read_first_line(line: bytes) -> FirstLine | SessionProblem | None:
+    """What a first line says: None if it is neither a session nor an auth line (a
+    message line, for the line reader), else what it presents or why it is refused."""
+    if _AUTH_KEY not in line:
+        session = read_session_line(line)
+        return session if not isinstance(session, Session) else FirstLine(session, None)
+    try:
+        fields = _object_decoder.decode(line)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    if "auth" not in fields:
+        session = read_session_line(line)
+        return session if not isinstance(session, Session) else FirstLine(session, None)
+    auth = fields.pop("auth")
+    token = fields.pop("session", None)
+    if (
+        fields
+        or not isinstance(auth, dict)
+        or set(auth) != {"account", "api_key"}
+        or not all(isinstance(value, str) for value in auth.values())
+        or (token is not None and not isinstance(token, str))
+    ):
+        return SessionProblem.AUTH_FORM
+    session = None
+    if token is not None:
+        problem = check_token(token)
+        if problem is not None:
+            return problem
+        session = Session(token)
+    return FirstLine(session, Credentials(auth["account"], auth["api_key"]))
 
 
 def read_session_line(line: bytes) -> Session | SessionProblem | None:

@@ -10,9 +10,14 @@ event, then live ones. Events for an identity with no connection are spilled int
 Outbox and batched into the journal by `serve_outbox`; a connection without a session
 has an identity no later connection has, so its kept events are the operator's to read.
 
-A session line that is refused is answered with one `rejected` line and the connection
-is closed before anything else of it is read: nothing is accepted under an identity its
-client did not mean.
+The first line may also name the connection's account (`{"auth": {...}}`, with or
+without a session beside it); without one the connection is the listeners' account
+(`Accounts.default`, `[ingress] account`), or is refused when `[ingress] require_auth`
+is on. stdin is always the default account's.
+
+A session or auth line that is refused (or a missing auth line that is required) is
+answered with one `rejected` line and the connection is closed before anything else of
+it is read: nothing is accepted under an identity or account its client did not mean.
 """
 
 from __future__ import annotations
@@ -31,17 +36,18 @@ import anyio
 import anyio.abc
 import structlog
 
+from engine.accounts import Account, Accounts
 from engine.config import IngressSettings, split_host_port
 from engine.ingress.events import EventRouter, EventSink
 from engine.ingress.ndjson import LineHandler
 from engine.ingress.outbox import KeptEvents, Outbox, OutboxJournal
 from engine.ingress.sessions import (
-    Session,
+    FirstLine,
     SessionProblem,
     connection_origin,
     describe,
     encode_session_opened,
-    read_session_line,
+    read_first_line,
 )
 from engine.models import LineRejected, encode_event_line, utc_from_timestamp
 
@@ -62,7 +68,7 @@ Write = Callable[[bytes], Awaitable[None]]
 class Opening:
     """What a connection's first line says, and the stream to read on from."""
 
-    session: Session | SessionProblem | None
+    first: FirstLine | SessionProblem | None
     # Gives the bytes read past the session line (all bytes read, without one) first.
     receive: Receive
     lines_read: int
@@ -70,7 +76,7 @@ class Opening:
 
 async def read_opening(receive: Receive, max_line_bytes: int) -> Opening:
     """Read until the first line is complete (or too long to be a session line, or input
-    ends) and tell whether it presents a session. Linear in the bytes read, however
+    ends) and tell whether it presents a session or an account. Linear in the bytes read, however
     they are dribbled: only each new chunk is searched for the newline."""
     buffer = bytearray()
     end = -1
@@ -85,8 +91,8 @@ async def read_opening(receive: Receive, max_line_bytes: int) -> Opening:
         buffer += data
         if found >= 0:
             break
-    session = read_session_line(bytes(buffer[:end])) if 0 <= end <= max_line_bytes else None
-    rest = bytes(buffer) if session is None else bytes(buffer[end + 1 :])
+    first = read_first_line(bytes(buffer[:end])) if 0 <= end <= max_line_bytes else None
+    rest = bytes(buffer) if first is None else bytes(buffer[end + 1 :])
 
     async def receive_rest() -> bytes:
         nonlocal rest
@@ -95,7 +101,7 @@ async def read_opening(receive: Receive, max_line_bytes: int) -> Opening:
             return data
         return await receive()
 
-    return Opening(session, receive_rest, 0 if session is None else 1)
+    return Opening(first, receive_rest, 0 if first is None else 1)
 
 
 class ClientServer:
@@ -108,10 +114,12 @@ class ClientServer:
         events: EventRouter,
         outbox: Outbox,
         journal: OutboxJournal,
+        accounts: Accounts,
         *,
         run: str | None = None,
     ) -> None:
         """`run` tells this daemon's connections from an earlier run's (random if None)."""
+        self._accounts = accounts
         self._settings = settings
         self._handler = handler
         self._events = events
@@ -168,14 +176,17 @@ class ClientServer:
 
         try:
             async with anyio.create_task_group() as tg:
-                started = await self._start(receive, stream.send, name, tg, idle_timeout_s)
+                started = await self._start(
+                    receive, stream.send, name, tg, idle_timeout_s, socket=True
+                )
                 if started is None:
                     return
-                sink, opening = started
+                sink, opening, account = started
                 try:
                     await self._handler.serve_stream(
                         opening.receive,
                         sink,
+                        account,
                         idle_timeout_s=idle_timeout_s,
                         lines_before=opening.lines_read,
                     )
@@ -197,12 +208,14 @@ class ClientServer:
         (for the later events of its messages: submitted, dlr)."""
         try:
             async with anyio.create_task_group() as tg:
-                started = await self._start(stdin, stdout, f"stdin:{self.run}", tg, None)
+                started = await self._start(
+                    stdin, stdout, f"stdin:{self.run}", tg, None, socket=False
+                )
                 if started is None:
                     return
-                sink, opening = started
+                sink, opening, account = started
                 await self._handler.serve_stream(
-                    opening.receive, sink, lines_before=opening.lines_read
+                    opening.receive, sink, account, lines_before=opening.lines_read
                 )
                 input_done.set()
                 await anyio.sleep_forever()
@@ -216,7 +229,9 @@ class ClientServer:
         name: str,
         tg: anyio.abc.TaskGroup,
         idle_timeout_s: float | None,
-    ) -> tuple[EventSink, Opening] | None:
+        *,
+        socket: bool,
+    ) -> tuple[EventSink, Opening, Account] | None:
         """Read the first line, register the client's sink under its identity and start
         writing to it (kept events first); None when the client is to be closed."""
         opening: Opening | None = None
@@ -225,15 +240,17 @@ class ClientServer:
         if opening is None:
             log.info("connection_idle", origin=name, idle_timeout_s=idle_timeout_s)
             return None
-        session = opening.session
-        if isinstance(session, SessionProblem):
+        first = opening.first
+        account = self._account_of(first, socket=socket)
+        if isinstance(account, SessionProblem):
             refusal = LineRejected(
-                id=None, ts=utc_from_timestamp(time.time()), error=describe(session), line=1
+                id=None, ts=utc_from_timestamp(time.time()), error=describe(account), line=1
             )
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                 await write(encode_event_line(refusal))
-            log.info("session_refused", origin=name, problem=session.value)
+            log.info("session_refused", origin=name, problem=account.value)
             return None
+        session = first.session if isinstance(first, FirstLine) else None
         identity = name if session is None else session.origin
         sink = EventSink(identity, write)
         # Registered before the outbox is read: from here on no event of this identity
@@ -246,7 +263,24 @@ class ClientServer:
             kept = KeptEvents(identity, sink, self._outbox, self._journal).next_batch
             log.info("session_opened", origin=identity, connection=name)
         tg.start_soon(sink.serve, self._events.emit_lines, kept)
-        return sink, opening
+        return sink, opening, account
+
+    def _account_of(
+        self, first: FirstLine | SessionProblem | None, *, socket: bool
+    ) -> Account | SessionProblem:
+        """The connection's account, or why it is refused."""
+        if isinstance(first, SessionProblem):
+            return first
+        auth = first.auth if first is not None else None
+        if auth is None:
+            if socket and self._settings.require_auth:
+                return SessionProblem.AUTH_REQUIRED
+            return self._accounts.default
+        account = self._accounts.by_name_and_key(auth.account, auth.api_key)
+        if account is None:
+            log.warning("auth_refused", account=auth.account)
+            return SessionProblem.AUTH_REFUSED
+        return account
 
 
 async def serve_clients(
@@ -255,6 +289,7 @@ async def serve_clients(
     events: EventRouter,
     outbox: Outbox,
     journal: OutboxJournal,
+    accounts: Accounts,
     *,
     input_done: anyio.Event,
     use_stdin: bool = False,
@@ -286,7 +321,7 @@ async def serve_clients(
         if tcp_listener
         else None
     )
-    clients = ClientServer(settings, handler, events, outbox, journal)
+    clients = ClientServer(settings, handler, events, outbox, journal, accounts)
     log.info("clients_run", run=clients.run)
     async with anyio.create_task_group() as tg:
         if tcp_listener is not None:

@@ -1,5 +1,5 @@
-"""One SMPP account while the server runs: its rate limit, and the receipts waiting for
-one of its receiving binds, by bind group.
+"""One SMPP login while the server runs: its account (engine.accounts: limits shared with the
+other doors), and the receipts waiting for one of its receiving binds, by bind group.
 
 A receipt waits in the queue of the bind group (engine.smpp.store.BindGroup) that
 submitted its message. A receiving bind takes its own group's receipts first, oldest
@@ -11,13 +11,12 @@ receipt only on the link its message went out on (smsc_smpp.c, dlr_find by smsc-
 
 from __future__ import annotations
 
-import math
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 
 import anyio
 
-from engine.ratelimit import TokenBucket
+from engine.accounts import Account
 from engine.smpp.settings import SmppAccount
 from engine.smpp.store import BindGroup, PendingReceipt
 
@@ -29,16 +28,16 @@ def origin_of(system_id: str) -> str:
 
 
 class AccountState:
-    """An account's rate limit, its receipts waiting by bind group, and how many
+    """A login's account (`owner`), its receipts waiting by bind group, and how many
     receiving binds each group has connected (the module docstring says who takes what).
     """
 
-    def __init__(self, account: SmppAccount) -> None:
-        self.account = account
-        self.origin = origin_of(account.system_id)
-        rate = account.throughput
-        burst = account.burst or max(1.0, rate)
-        self.bucket = TokenBucket(rate if rate > 0 else math.inf, burst)
+    def __init__(self, owner: Account) -> None:
+        if owner.smpp is None:
+            raise ValueError(f"account {owner.name!r} has no SMPP login")
+        self.owner = owner
+        self.account: SmppAccount = owner.smpp
+        self.origin = origin_of(self.account.system_id)
         # Oldest first within a group; a group leaves the dict once it has none waiting.
         self.ready: dict[BindGroup, OrderedDict[int, PendingReceipt]] = {}
         self.receivers: Counter[BindGroup] = Counter()

@@ -23,8 +23,8 @@ import anyio
 import anyio.abc
 import structlog
 
+from engine.accounts import BindRefusal
 from engine.smpp import pdu as p
-from engine.smpp.auth import bind_key, password_matches
 from engine.smpp.codec import (
     FramingError,
     PduError,
@@ -44,6 +44,11 @@ if TYPE_CHECKING:
 log = structlog.get_logger("septet.smpp")
 
 MAX_SEQUENCE: Final = 0x7FFFFFFF  # section 5.1.4: sequence numbers run 1..0x7FFFFFFF
+_BIND_REFUSAL_STATUS: Final = {
+    BindRefusal.UNKNOWN_SYSTEM_ID: p.ESME_RINVSYSID,
+    BindRefusal.WRONG_PASSWORD: p.ESME_RINVPASWD,
+    BindRefusal.BIND_TYPE: p.ESME_RBINDFAIL,
+}
 
 
 class SmppConnection:
@@ -288,31 +293,40 @@ class SmppConnection:
         response_command = p.response_id(command)
         status = self.session.check_request(command)
         server = self.server
-        now = server.clock()
-        # Failed binds count per (system_id, peer): one account's bad passwords never lock
-        # out another account from the same address (see engine.smpp.auth).
-        key = bind_key(bind.system_id, bind.system_id in server.accounts, self.peer)
-        if status == p.ESME_ROK and server.guard.blocked(key, now):
-            log.warning("smpp_bind_blocked", peer=self.peer, system_id=bind.system_id)
-            server.monitor.smpp_bind("blocked")
-            self.send(encode_header_only(response_command, p.ESME_RBINDFAIL, bind.sequence_number))
-            self.close_after_flush("too many failed binds")
-            return
-        if status == p.ESME_ROK:
-            status = self._authenticate(bind, now)
+        if status == p.ESME_ROK and bind.interface_version not in p.INTERFACE_VERSIONS:
+            status = p.ESME_RBINDFAIL
         if status != p.ESME_ROK:
-            if status in (p.ESME_RINVSYSID, p.ESME_RINVPASWD):
-                server.guard.failed(key, now)
-                server.monitor.smpp_bind("invalid_credentials")
-            else:
-                server.monitor.smpp_bind("refused")
+            server.monitor.smpp_bind("refused")
+            self.send(encode_header_only(response_command, status, bind.sequence_number))
+            return
+        # Failed binds count per (system_id, peer): one account's bad passwords never lock
+        # out another account from the same address (engine.accounts, engine.smpp.auth).
+        found = server.registry.by_smpp(
+            bind.system_id, bind.password, self.peer, server.clock(), BIND_TYPE_NAMES[command]
+        )
+        if isinstance(found, BindRefusal):
+            if found is BindRefusal.BLOCKED:
+                log.warning("smpp_bind_blocked", peer=self.peer, system_id=bind.system_id)
+                server.monitor.smpp_bind("blocked")
+                self.send(
+                    encode_header_only(response_command, p.ESME_RBINDFAIL, bind.sequence_number)
+                )
+                self.close_after_flush("too many failed binds")
+                return
+            if found is not BindRefusal.BIND_TYPE:
+                log.warning(
+                    "smpp_bind_failed", peer=self.peer, system_id=bind.system_id, reason=found.name
+                )
+            server.monitor.smpp_bind(
+                "refused" if found is BindRefusal.BIND_TYPE else "invalid_credentials"
+            )
+            status = _BIND_REFUSAL_STATUS[found]
             self.send(encode_header_only(response_command, status, bind.sequence_number))
             return
         account = server.accounts[bind.system_id]
         self.account = account
         self.bind_group = (bind.system_type, bind.address_range)
         self.session.bind(command, bind.system_id)
-        server.guard.succeeded(key)
         server.monitor.smpp_bind("bound")
         response_type = _BIND_RESPONSES[command]
         self.send(
@@ -340,23 +354,6 @@ class SmppConnection:
             self._receiving = True
             self._receipts_scope = anyio.CancelScope()
             self._tg.start_soon(self._serve_receipts, account, self._receipts_scope)
-
-    def _authenticate(self, bind: p.BindRequest, now: float) -> int:
-        server = self.server
-        if bind.interface_version not in p.INTERFACE_VERSIONS:
-            return p.ESME_RBINDFAIL
-        account = server.accounts.get(bind.system_id)
-        if account is None:
-            # Still compare, so an unknown system_id costs the same time as a known one.
-            password_matches(bind.password, bind.password + "\x00")
-            log.warning("smpp_bind_failed", peer=self.peer, reason="unknown system_id")
-            return p.ESME_RINVSYSID
-        if not password_matches(bind.password, account.account.password):
-            log.warning("smpp_bind_failed", peer=self.peer, system_id=bind.system_id)
-            return p.ESME_RINVPASWD
-        if BIND_TYPE_NAMES[bind.command_id] not in account.account.bind_types:
-            return p.ESME_RBINDFAIL
-        return p.ESME_ROK
 
     # ── receipts ────────────────────────────────────────────────────────────────
 

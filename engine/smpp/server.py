@@ -45,12 +45,12 @@ import anyio
 import anyio.abc
 import structlog
 
+from engine.accounts import Account, Accounts, demo_accounts, from_smpp_accounts
 from engine.ingress.prepare import LineError, RefusalKind
 from engine.journal import StoreEvents
 from engine.models import Message, Submission, utc_from_timestamp
 from engine.smpp import pdu as p
 from engine.smpp.account import AccountState, origin_of
-from engine.smpp.auth import BindGuard
 from engine.smpp.connection import SmppConnection
 from engine.smpp.receipts import build_receipt, outcome_of
 from engine.smpp.settings import SmppAccount as SmppAccount  # re-exported: engine.config
@@ -93,17 +93,18 @@ OUTCOME_PRUNE_EVERY_S = 3600.0
 
 
 class Accept(Protocol):
-    """engine.ingress.ndjson.LineHandler.accept_submission: the journaled messages, or a refusal
-    sentence; with `room_wait_s`, room is reserved before the commit (see there)."""
+    """engine.ingress.accept.Acceptor.accept: per submission the journaled messages, or a
+    refusal; with `room_wait_s`, room is reserved before the commit (see there)."""
 
     def __call__(
         self,
-        sub: Submission,
+        account: Account,
         origin: str,
+        submissions: Sequence[Submission | bytes],
         *,
         room_wait_s: float | None = None,
         turn: anyio.Lock | None = None,
-    ) -> Awaitable[list[Message] | LineError]: ...
+    ) -> Awaitable[list[list[Message] | LineError]]: ...
 
 
 class SmppMonitor(Protocol):
@@ -142,8 +143,13 @@ class OutboxJournal(Protocol):
 # The SMPP status (section 5.1.3) for each kind of engine.ingress.prepare refusal.
 REFUSAL_STATUS: dict[RefusalKind, int] = {
     "congested": p.ESME_RTHROTTLED,  # the ESME is to slow down and submit it again
+    "throttled": p.ESME_RTHROTTLED,  # over its account's messages per second
+    # Over its account's daily quota: "message queue full", a temporary error to ESMEs
+    # (Kannel retries it), as the quota starts again at 00:00 UTC.
+    "quota": p.ESME_RMSGQFUL,
+    "sender": p.ESME_RINVSRCADR,  # no bridge of the route, or the account, takes it
+    "unauthorised": p.ESME_RSUBMITFAIL,
     "text": p.ESME_RINVMSGLEN,
-    "sender": p.ESME_RINVSRCADR,  # no bridge of the route takes the source_addr
     "validity": p.ESME_RINVEXPIRY,  # longer than every bridge of the route keeps one
     # A submit_sm carries no flash request today (build_submission); were it to, a route
     # with no flash-capable bridge refuses it as a failed submit.
@@ -201,7 +207,10 @@ class SmppServer:
         wall_clock: Callable[[], float] = time.time,
         congested: Callable[[], bool] | None = None,
         monitor: SmppMonitor | None = None,
+        accounts: Accounts | None = None,
     ) -> None:
+        """`accounts`: the logins (engine.accounts); None: those of `settings.accounts`
+        (the deprecated form), or the demo login."""
         self.settings = settings
         self.monitor: SmppMonitor = monitor or _NoMonitor()
         self._accept = accept
@@ -209,8 +218,14 @@ class SmppServer:
         self.clock = clock
         self.wall_clock = wall_clock
         self._congested = congested
-        self.accounts = {a.system_id: AccountState(a) for a in settings.accounts}
-        self.guard = BindGuard(settings.max_failed_binds, settings.failed_bind_window_s)
+        if accounts is None:
+            accounts = Accounts(
+                from_smpp_accounts(settings.accounts or []) or demo_accounts(api_key=None),
+                max_failed_binds=settings.max_failed_binds,
+                failed_bind_window_s=settings.failed_bind_window_s,
+            )
+        self.registry = accounts
+        self.accounts = {a.smpp.system_id: AccountState(a) for a in accounts if a.smpp is not None}
         self.reassembly: Reassembly[GivenId] = Reassembly()
         self._reassembly_changed = anyio.Event()
         self.in_progress = 0
@@ -231,9 +246,9 @@ class SmppServer:
     ) -> p.SubmitSmResp:
         """Answer one submit_sm of a bind of `account` in `bind_group`."""
         sequence = submit.sequence_number
-        now = self.clock()
-        if account.bucket.take(1, now) > 0:
-            account.bucket.refund(1, now)
+        # Over the account's rate now: refused before any work (a part too, which would
+        # take its token only when its message is joined). The Acceptor takes the token.
+        if account.owner.bucket.available(self.wall_clock()) < 1:
             return p.SubmitSmResp(sequence_number=sequence, command_status=p.ESME_RTHROTTLED)
         if self.in_progress >= self.settings.max_pending:
             return p.SubmitSmResp(sequence_number=sequence, command_status=p.ESME_RTHROTTLED)
@@ -300,9 +315,10 @@ class SmppServer:
         if part is None:
             text = decode_text(octets, coding)
             given.text_head = text[:RECEIPT_TEXT_CHARS]
-            result = await self._accept(
-                build_submission(given, text, None),
+            (result,) = await self._accept(
+                account.owner,
                 account.origin,
+                [build_submission(given, text, None)],
                 room_wait_s=self.settings.congestion_wait_s,
                 turn=_bind_turn.get(),
             )
@@ -366,9 +382,16 @@ class SmppServer:
             # The client reference makes a join repeated after a crash a duplicate,
             # never a second send: the journal answers with the first one's msg_id.
             reference = f"{origin_of(first.system_id)}:{first.id}"
-            result = await self._accept(
-                build_submission(first, text, reference), origin_of(first.system_id)
-            )
+            state = self.accounts.get(first.system_id)
+            result: list[Message] | LineError
+            if state is None:  # its login was removed while its parts waited (a restart)
+                result = LineError("the SMPP login is no longer configured", kind="unauthorised")
+            else:
+                (result,) = await self._accept(
+                    state.owner,
+                    origin_of(first.system_id),
+                    [build_submission(first, text, reference)],
+                )
             if isinstance(result, LineError):
                 if result.kind == "duplicate" and result.msg_ids:
                     msg_id = result.msg_ids[0]
@@ -597,11 +620,13 @@ async def serve_smpp(
     congested: Callable[[], bool] | None = None,
     unbind_wait_s: float = UNBIND_WAIT_S,
     monitor: SmppMonitor | None = None,
+    accounts: Accounts | None = None,
     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen for ESMEs until cancelled; `task_status.started(port)` once listening.
 
-    `accept` is engine.ingress.ndjson.LineHandler.accept_submission; `events` the EventRouter
+    `accept` is engine.ingress.accept.Acceptor.accept; `accounts` the logins (None: those
+    of `settings.accounts`, the deprecated form, or demo/demo); `events` the EventRouter
     (one sink per account, registered for the server's life); `journal` gives back the
     events stored while the server was down; `store_path` is the server's own SQLite
     file (engine.smpp.store.store_path_for(journal path)). `congested`, when given,
@@ -617,7 +642,12 @@ async def serve_smpp(
         port = port if port is not None else int(listen_port)
     async with open_store(store_path, synchronous=synchronous) as store:
         server = SmppServer(
-            settings, accept=accept, store=store, congested=congested, monitor=monitor
+            settings,
+            accept=accept,
+            store=store,
+            congested=congested,
+            monitor=monitor,
+            accounts=accounts,
         )
         sinks = [AccountSink(a.origin, server.deliver_event) for a in server.accounts.values()]
         for sink in sinks:

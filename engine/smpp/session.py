@@ -53,7 +53,8 @@ BIND_STATES: Final = {
     p.BIND_RECEIVER: State.BOUND_RX,
     p.BIND_TRANSCEIVER: State.BOUND_TRX,
 }
-BIND_TYPE_NAMES: Final = {
+BindType = Literal["transmitter", "receiver", "transceiver"]
+BIND_TYPE_NAMES: Final[dict[int, BindType]] = {
     p.BIND_TRANSMITTER: "transmitter",
     p.BIND_RECEIVER: "receiver",
     p.BIND_TRANSCEIVER: "transceiver",

@@ -1,22 +1,24 @@
-"""The `[smpp]` section of the settings: the server's limits and timers, and its accounts.
+"""The `[smpp]` section of the settings: the server's limits and timers (its logins are the
+accounts', engine.accounts).
 Pure: no I/O.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 
 from engine.smpp.codec import DEFAULT_MAX_COMMAND_LENGTH
+from engine.smpp.session import BindType as BindType  # re-exported: engine.accounts
 from engine.smpp.session import SessionTimers
 from engine.smpp.text import Alphabet, Coding, coding_of
 
-BindType = Literal["transmitter", "receiver", "transceiver"]
-
 
 class SmppAccount(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """One ESME login. `throughput` is submit_sm per second (0: unlimited).
+    """One ESME login as the server reads it (engine.accounts.Account.smpp), and the
+    entry of the deprecated `[[smpp.accounts]]` form, whose `throughput` (submit_sm per
+    second, 0: unlimited) and `burst` become its account's messages_per_s and burst.
 
     `data_coding_0` and `data_coding_1` say which alphabet this account's clients mean
     by data_coding 0 and 1 (engine.smpp.text). Both default to "gsm", GSM 03.38 unpacked,
@@ -47,9 +49,8 @@ class SmppSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 
     listen: str | None = "127.0.0.1:2775"
     system_id: str = "septet"
-    accounts: list[SmppAccount] = msgspec.field(
-        default_factory=lambda: [SmppAccount(system_id="demo", password="demo")]  # noqa: S106 - the documented embedded default (DESIGN.md)
-    )
+    # Deprecated: the logins are [accounts.NAME.smpp] now (engine.config folds these in).
+    accounts: list[SmppAccount] | None = None
     # Requests read from one session and not yet answered; past it the server stops
     # reading that socket, so a client that ignores its window feels TCP backpressure.
     window: int = 64

@@ -18,9 +18,9 @@ import msgspec
 import pytest
 import smpplib.gsm
 
+from engine.accounts import AccountSettings, SmppLogin
 from engine.smpp import pdu as p
 from engine.smpp.codec import PduReader, decode_pdu, encode_pdu
-from engine.smpp.settings import SmppAccount
 from engine.smpp.text import decode_text
 from tests.engine.daemon_harness import daemon_settings, running_daemon
 from tests.engine.smpp.raw_client import RawClient
@@ -58,9 +58,9 @@ async def test_two_kannel_links_with_alt_charset_through_the_daemon(tmp_path: Pa
     # account whose data_coding_0 is "latin1": each link's text reaches the provider as
     # written, and each link gets the receipts of its own messages only.
     base = daemon_settings(tmp_path)
-    kannel = SmppAccount(system_id="kannel", password="secret", data_coding_0="latin1")
+    login = SmppLogin(password="secret", data_coding_0="latin1")
     settings = msgspec.structs.replace(
-        base, smpp=msgspec.structs.replace(base.smpp, accounts=[kannel])
+        base, accounts={"kannel": AccountSettings(smpp=login)}, ingress=base.ingress
     )
     texts = {"link-a": "Grüße aus Köln", "link-b": "Schöne Grüße"}
     async with running_daemon(settings) as daemon:

@@ -651,6 +651,15 @@ UNDO_VERSION_7 = (
     " ALTER TABLE messages DROP COLUMN first_event;"
 )
 
+# What schema 8 added (accounts): dropped to make an older journal.
+UNDO_VERSION_8 = (
+    "DROP INDEX messages_client_ref;"
+    "DROP INDEX messages_account;"
+    "DROP TABLE account_days;"
+    "ALTER TABLE messages DROP COLUMN account;"
+    "CREATE INDEX messages_client_ref ON messages (client_ref) WHERE client_ref IS NOT NULL;"
+)
+
 # The schema septet wrote as version 2, kept here as it was: the upgrade tests start from it.
 VERSION_2_SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -823,7 +832,7 @@ async def test_a_version_4_journal_keeps_its_polls_at_the_strictest_floor(
     # message polled at 500.0 and the other never.
     with contextlib.closing(sqlite3.connect(path)) as connection:
         connection.executescript(
-            UNDO_VERSION_7 + "DROP INDEX messages_awaiting;"
+            UNDO_VERSION_8 + UNDO_VERSION_7 + "DROP INDEX messages_awaiting;"
             "ALTER TABLE messages DROP COLUMN polls;"
             "ALTER TABLE messages DROP COLUMN next_poll_at;"
             "ALTER TABLE messages DROP COLUMN status;"
@@ -1109,7 +1118,9 @@ async def test_a_version_5_journal_gets_its_states_by_name(tmp_path: Path) -> No
         )
     with contextlib.closing(sqlite3.connect(path)) as connection:
         connection.executescript(
-            UNDO_VERSION_7 + "ALTER TABLE messages DROP COLUMN status; PRAGMA user_version = 5;"
+            UNDO_VERSION_8
+            + UNDO_VERSION_7
+            + "ALTER TABLE messages DROP COLUMN status; PRAGMA user_version = 5;"
         )
     async with open_journal(path) as reopened:  # opening it runs the migration
         assert await reopened.pending_count() == 0

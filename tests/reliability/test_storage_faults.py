@@ -23,8 +23,9 @@ import anyio
 import msgspec
 import pytest
 
+from engine.accounts import Account, AccountSettings
 from engine.config import JournalSettings, Settings
-from engine.ingress.ndjson import LineHandler
+from engine.ingress.accept import Acceptor
 from engine.ingress.prepare import LineError, LinePreparer
 from engine.journal import Duplicate, JournalError, open_journal
 from engine.models import Message, Submission
@@ -223,6 +224,9 @@ class FailingJournal:
     async def accept(self, groups: Sequence[Sequence[Message]]) -> list[list[Message] | Duplicate]:
         raise JournalError("The journal /data/septet.db could not be written: disk I/O error.")
 
+    async def accepted_today(self, account: str, day: int) -> int:
+        return 0
+
 
 class NoScheduler:
     async def put_many(self, messages: Any) -> None:
@@ -233,7 +237,7 @@ class NoScheduler:
 
 
 async def test_an_smpp_submission_the_journal_cannot_take_is_refused_with_the_reason() -> None:
-    handler = LineHandler(
+    acceptor = Acceptor(
         LinePreparer(
             router=Router({"250": ("dsc",)}, None, ["dsc"]),
             prices={"dsc": default_price_tables()["dsc"]},
@@ -244,10 +248,9 @@ async def test_an_smpp_submission_the_journal_cannot_take_is_refused_with_the_re
         ),
         FailingJournal(),
         NoScheduler(),
-        max_line_bytes=65536,
     )
-    answer = await handler.accept_submission(
-        Submission(to="+250788100000", text="hello"), origin="smpp:1"
+    (answer,) = await acceptor.accept(
+        Account("demo", AccountSettings()), "smpp:1", [Submission(to="+250788100000", text="hello")]
     )
     assert isinstance(answer, LineError)
     assert answer.kind == "journal"

@@ -11,6 +11,8 @@ import msgspec
 import pytest
 
 from bridges.registry import DRIVER_LIMITS
+from engine.accounts import Account, AccountSettings
+from engine.ingress.accept import Acceptor, Outcome
 from engine.ingress.events import EventRouter, EventSink
 from engine.ingress.ndjson import LineHandler, LineSplitter
 from engine.ingress.prepare import CONGESTED, LineError, LinePreparer
@@ -100,12 +102,18 @@ class AcceptJournal:
     async def next_due_at(self, *, after: float) -> float | None:
         return None
 
+    async def accepted_today(self, account: str, day: int) -> int:
+        return 0
 
-def room_handler(capacity: int = 1) -> tuple[LineHandler, AcceptJournal, BridgeQueue]:
+
+DEMO = Account("demo", AccountSettings())
+
+
+def room_acceptor(capacity: int = 1) -> tuple[Acceptor, AcceptJournal, BridgeQueue]:
     journal = AcceptJournal()
     queue = BridgeQueue("dsc", capacity)
     scheduler = Scheduler({"dsc": queue}, journal)
-    handler = LineHandler(
+    acceptor = Acceptor(
         LinePreparer(
             router=Router({"250": ("dsc",)}, None, ["dsc"]),
             prices={"dsc": default_price_tables()["dsc"]},
@@ -116,10 +124,26 @@ def room_handler(capacity: int = 1) -> tuple[LineHandler, AcceptJournal, BridgeQ
         ),
         journal,
         scheduler,
-        max_line_bytes=65536,
         room=scheduler,
     )
-    return handler, journal, queue
+    return acceptor, journal, queue
+
+
+def room_handler(capacity: int = 1) -> tuple[LineHandler, AcceptJournal, BridgeQueue]:
+    acceptor, journal, queue = room_acceptor(capacity)
+    return LineHandler(acceptor, max_line_bytes=65536), journal, queue
+
+
+async def submit_one(
+    acceptor: Acceptor,
+    sub: Submission,
+    *,
+    room_wait_s: float | None = None,
+    turn: anyio.Lock | None = None,
+) -> Outcome:
+    """One submission the SMPP way (engine.smpp.server)."""
+    (outcome,) = await acceptor.accept(DEMO, "smpp:demo", [sub], room_wait_s=room_wait_s, turn=turn)
+    return outcome
 
 
 def occupant(msg_id: str) -> Message:
@@ -147,8 +171,8 @@ SUBMISSION = Submission(to="+250788100000", text="hello", id="ref")
 
 @pytest.mark.anyio
 async def test_a_submission_with_room_is_journaled_and_queued_into_its_slot() -> None:
-    handler, journal, queue = room_handler(capacity=2)
-    result = await handler.accept_submission(SUBMISSION, "smpp:demo", room_wait_s=2.0)
+    acceptor, journal, queue = room_acceptor(capacity=2)
+    result = await submit_one(acceptor, SUBMISSION, room_wait_s=2.0)
     assert isinstance(result, list)
     assert [m.msg_id for m in journal.accepted] == ["1"]
     assert "1" in queue
@@ -157,9 +181,9 @@ async def test_a_submission_with_room_is_journaled_and_queued_into_its_slot() ->
 
 @pytest.mark.anyio
 async def test_a_full_queue_past_the_wait_refuses_as_congested_and_journals_nothing() -> None:
-    handler, journal, queue = room_handler()
+    acceptor, journal, queue = room_acceptor()
     queue.put_nowait(occupant("q"))
-    result = await handler.accept_submission(SUBMISSION, "smpp:demo", room_wait_s=0)
+    result = await submit_one(acceptor, SUBMISSION, room_wait_s=0)
     assert isinstance(result, LineError)
     assert (result.kind, result.error) == ("congested", CONGESTED)
     assert journal.accepted == []
@@ -170,12 +194,12 @@ async def test_a_full_queue_past_the_wait_refuses_as_congested_and_journals_noth
 
 @pytest.mark.anyio
 async def test_a_submission_waits_for_room_then_takes_its_slot() -> None:
-    handler, journal, queue = room_handler()
+    acceptor, journal, queue = room_acceptor()
     queue.put_nowait(occupant("q"))
     results: list[list[Message] | LineError] = []
 
     async def submit() -> None:
-        results.append(await handler.accept_submission(SUBMISSION, "smpp:demo", room_wait_s=60))
+        results.append(await submit_one(acceptor, SUBMISSION, room_wait_s=60))
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(submit)
@@ -192,14 +216,14 @@ async def test_a_submission_waits_for_room_then_takes_its_slot() -> None:
 async def test_one_bind_holds_one_place_in_the_line() -> None:
     # Two submits of one bind (one turn lock) and a socket client's put: the second
     # submit waits behind the socket client, not beside the first.
-    handler, _, queue = room_handler()
+    acceptor, _, queue = room_acceptor()
     queue.put_nowait(occupant("q"))
     turn = anyio.Lock()
     order: list[str] = []
 
     async def submit(name: str, to: str) -> None:
         sub = Submission(to=to, text="hello", id=name)
-        await handler.accept_submission(sub, "smpp:demo", room_wait_s=60, turn=turn)
+        await submit_one(acceptor, sub, room_wait_s=60, turn=turn)
         order.append(name)
 
     async def socket_put() -> None:
@@ -223,13 +247,11 @@ async def test_one_bind_holds_one_place_in_the_line() -> None:
 @pytest.mark.parametrize("failure", ["refuse", "duplicate", "hang"])
 @pytest.mark.anyio
 async def test_a_reserved_slot_goes_back_when_nothing_fills_it(failure: str) -> None:
-    handler, journal, queue = room_handler()
+    acceptor, journal, queue = room_acceptor()
     setattr(journal, failure, True)
     journal.gate = anyio.Event()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(
-            functools.partial(handler.accept_submission, room_wait_s=2.0), SUBMISSION, "smpp:demo"
-        )
+        tg.start_soon(functools.partial(submit_one, room_wait_s=2.0), acceptor, SUBMISSION)
         await journal.entered.wait()
         assert queue.room() == 0  # reserved before the commit
         journal.gate.set()
@@ -411,13 +433,13 @@ async def test_a_session_line_after_the_first_is_answered_with_why() -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(sink.serve, lambda origin, lines: None)
-        await handler.serve_stream(receive, sink, lines_before=3)
+        await handler.serve_stream(receive, sink, DEMO, lines_before=3)
         await sink.flush()
         tg.cancel_scope.cancel()
     rejected, accepted = (msgspec.json.decode(line) for line in peer.data.splitlines())
     assert rejected["event"] == "rejected"
     assert rejected["line"] == 4  # line numbers count the lines read before
-    assert rejected["error"] == "a session line must be the connection's first line"
+    assert rejected["error"] == "a session or auth line must be the connection's first line"
     assert accepted["event"] == "accepted"
     assert [m.origin for m in journal.accepted] == ["tcp:run:1"]
 

@@ -11,12 +11,13 @@ import anyio.abc
 import msgspec
 import pytest
 
+from engine.accounts import Accounts, AccountSettings
 from engine.config import IngressSettings
 from engine.ingress import outbox as outbox_module
 from engine.ingress import sockets
 from engine.ingress.events import EventRouter, EventSink
 from engine.ingress.outbox import KeptEvents, Outbox, serve_outbox
-from engine.ingress.sessions import Session, session_line, session_origin
+from engine.ingress.sessions import FirstLine, Session, session_line, session_origin
 from engine.ingress.sockets import ClientServer, read_opening
 from engine.journal import JournalError, StoreEvents
 from tests.engine.ingress.test_ndjson import AcceptJournal, room_handler
@@ -28,6 +29,7 @@ TOKEN_B = "client-B_0123456789"
 A = session_origin(TOKEN_A)
 B = session_origin(TOKEN_B)
 MESSAGE = b'{"to": "+250788100001", "text": "hi"}'
+ACCOUNTS = Accounts({"demo": AccountSettings()})
 
 
 class OutboxTable:
@@ -66,7 +68,7 @@ class Setup:
         self.handler, self.accepting, _ = room_handler(capacity=100)
         settings = IngressSettings(tcp=None, unix=None, idle_timeout_s=30.0)
         self.server = ClientServer(
-            settings, self.handler, self.events, self.outbox, table, run="run2"
+            settings, self.handler, self.events, self.outbox, table, ACCOUNTS, run="run2"
         )
 
 
@@ -168,8 +170,9 @@ async def test_a_session_line_is_read_off_and_the_rest_follows() -> None:
     opening = await read_opening(
         chunks(b'{"session": "client-A_', b'0123456789"}\n{"to":', b' "x"}\n'), 1000
     )
-    assert isinstance(opening.session, Session)
-    assert opening.session.origin == A
+    assert isinstance(opening.first, FirstLine)
+    assert isinstance(opening.first.session, Session)
+    assert opening.first.session.origin == A
     assert opening.lines_read == 1
     assert await read_all(opening.receive) == b'{"to": "x"}\n'
 
@@ -186,7 +189,7 @@ async def test_a_session_line_is_read_off_and_the_rest_follows() -> None:
 )
 async def test_without_a_session_line_every_byte_is_read_again(parts: tuple[bytes, ...]) -> None:
     opening = await read_opening(chunks(*parts), 100)
-    assert opening.session is None
+    assert opening.first is None
     assert opening.lines_read == 0
     assert await read_all(opening.receive) == b"".join(parts)
 
@@ -295,7 +298,9 @@ async def test_kept_events_stay_kept_when_the_journal_cannot_be_read() -> None:
 async def test_each_run_names_its_connections_apart() -> None:
     setup = Setup(OutboxTable())
     runs = {
-        ClientServer(IngressSettings(), setup.handler, setup.events, setup.outbox, setup.table).run
+        ClientServer(
+            IngressSettings(), setup.handler, setup.events, setup.outbox, setup.table, ACCOUNTS
+        ).run
         for _ in range(3)
     }
     assert len(runs) == 3
@@ -334,6 +339,6 @@ async def test_a_first_line_dribbled_byte_by_byte_is_read_up_to_its_newline() ->
         return line[calls - 1 : calls]
 
     opening = await read_opening(receive, 64 * 1024)
-    assert isinstance(opening.session, Session)
+    assert isinstance(opening.first, FirstLine)
     assert calls == len(session_line(TOKEN_A)) + 1  # not a byte past the newline
     assert await read_all(opening.receive) == MESSAGE + b"\n"

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import anyio
 
+from engine.accounts import Account
+from engine.ingress.accept import Acceptor
 from engine.ingress.events import EventRouter
-from engine.ingress.ndjson import LineHandler
 from engine.ingress.prepare import LineError, LinePreparer
 from engine.journal import SqliteJournal, StoreEvents, open_journal
 from engine.models import CancelledEvent, DeliveryReport, Failed, Message, StatusEvent, Submission
@@ -120,17 +121,18 @@ class AcceptGate:
 
     def wrap(self, accept: Accept) -> Accept:
         async def gated(
-            sub: Submission,
+            account: Account,
             origin: str,
+            submissions: Sequence[Submission | bytes],
             *,
             room_wait_s: float | None = None,
             turn: anyio.Lock | None = None,
-        ) -> list[Message] | LineError:
+        ) -> list[list[Message] | LineError]:
             self.waiting += 1
             self._arrived.set()
             self._arrived = anyio.Event()
             await self._opened.wait()
-            return await accept(sub, origin, room_wait_s=room_wait_s, turn=turn)
+            return await accept(account, origin, submissions, room_wait_s=room_wait_s, turn=turn)
 
         return gated
 
@@ -143,7 +145,7 @@ class AcceptGate:
         self._opened.set()
 
 
-def build_handler(journal: SqliteJournal, scheduler: RecordingScheduler) -> LineHandler:
+def build_acceptor(journal: SqliteJournal, scheduler: RecordingScheduler) -> Acceptor:
     preparer = LinePreparer(
         router=Router(default_routes(), None, BRIDGES),
         prices=default_price_tables(),
@@ -152,7 +154,7 @@ def build_handler(journal: SqliteJournal, scheduler: RecordingScheduler) -> Line
         max_recipients=1000,
         default_region=None,
     )
-    return LineHandler(preparer, journal, scheduler, max_line_bytes=65536)
+    return Acceptor(preparer, journal, scheduler)
 
 
 @asynccontextmanager
@@ -175,17 +177,13 @@ async def smpp_harness(
 
         router = EventRouter(spill)
         scheduler = RecordingScheduler()
-        handler = build_handler(journal, scheduler)
+        acceptor = build_acceptor(journal, scheduler)
         async with anyio.create_task_group() as tg:
             port = await tg.start(
                 functools.partial(
                     serve_smpp,
                     settings or SmppSettings(),
-                    accept=(
-                        wrap_accept(handler.accept_submission)
-                        if wrap_accept
-                        else handler.accept_submission
-                    ),
+                    accept=wrap_accept(acceptor.accept) if wrap_accept else acceptor.accept,
                     events=router,
                     journal=journal,
                     store_path=directory / "journal.smpp.db",

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from engine.accounts import Account, AccountSettings, SmppLogin
 from engine.smpp.account import AccountState
-from engine.smpp.settings import SmppAccount
 from engine.smpp.store import NO_GROUP, BindGroup, PendingReceipt
 
 pytestmark = pytest.mark.anyio  # anyio.Event needs a running loop
@@ -29,7 +29,7 @@ def pending(receipt_id: int, group: BindGroup) -> PendingReceipt:
 
 
 async def test_a_bind_takes_its_groups_receipts_then_those_of_groups_nobody_receives() -> None:
-    account = AccountState(SmppAccount(system_id="demo", password="demo"))
+    account = AccountState(Account("demo", AccountSettings(smpp=SmppLogin(password="demo"))))
     account.queue(
         [pending(1, LINK_A), pending(2, LINK_B), pending(3, LINK_A), pending(4, NO_GROUP)]
     )

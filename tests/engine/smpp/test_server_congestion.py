@@ -13,8 +13,8 @@ from pathlib import Path
 import anyio
 import pytest
 
+from engine.ingress.accept import Acceptor
 from engine.ingress.events import EventRouter
-from engine.ingress.ndjson import LineHandler
 from engine.ingress.prepare import CONGESTED, LineError, LinePreparer
 from engine.journal import SqliteJournal, open_journal
 from engine.pricing import default_price_tables
@@ -56,7 +56,7 @@ async def congested_server(
     async with open_journal(directory / "journal.db") as journal:
         queues = {name: BridgeQueue(name, 1) for name in BRIDGES}
         scheduler = ObservedScheduler(queues, journal)
-        handler = LineHandler(
+        acceptor = Acceptor(
             LinePreparer(
                 router=Router(default_routes(), None, BRIDGES),
                 prices=default_price_tables(),
@@ -67,7 +67,6 @@ async def congested_server(
             ),
             journal,
             scheduler,
-            max_line_bytes=65536,
             room=scheduler,
         )
         queue = queues["dsc"]
@@ -77,7 +76,7 @@ async def congested_server(
                 functools.partial(
                     serve_smpp,
                     settings or SmppSettings(),
-                    accept=handler.accept_submission,
+                    accept=acceptor.accept,
                     events=EventRouter(lambda origin, lines: None),
                     journal=journal,
                     store_path=directory / "journal.smpp.db",

@@ -5,11 +5,13 @@ characters. Driven by septet's bare client, so every PDU the server sends is see
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
 import pytest
 
+from engine.accounts import Account
 from engine.ingress.prepare import LineError
 from engine.models import Message, Submission
 from engine.smpp import pdu as p
@@ -110,18 +112,20 @@ class EarlyReports:
 
     def wrap(self, accept: Accept) -> Accept:
         async def accept_and_report(
-            sub: Submission,
+            account: Account,
             origin: str,
+            submissions: Sequence[Submission | bytes],
             *,
             room_wait_s: float | None = None,
             turn: anyio.Lock | None = None,
-        ) -> list[Message] | LineError:
-            result = await accept(sub, origin, room_wait_s=room_wait_s, turn=turn)
-            if self.harness is not None and not isinstance(result, LineError):
-                for message in result:
-                    self.harness.fail(message, "34")
-                    self.harness.report(message, "DELIVRD")
-            return result
+        ) -> list[list[Message] | LineError]:
+            results = await accept(account, origin, submissions, room_wait_s=room_wait_s, turn=turn)
+            for result in results:
+                if self.harness is not None and not isinstance(result, LineError):
+                    for message in result:
+                        self.harness.fail(message, "34")
+                        self.harness.report(message, "DELIVRD")
+            return results
 
         return accept_and_report
 

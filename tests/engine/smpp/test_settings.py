@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import ConfigError, load_settings
+from engine.config import ConfigError, accounts_of, load_settings
 from engine.smpp.settings import SmppAccount
 
 
@@ -28,7 +28,10 @@ def test_an_account_says_what_data_coding_0_and_1_mean(tmp_path: Path) -> None:
         '[[smpp.accounts]]\nsystem_id = "kannel"\npassword = "k"\ndata_coding_0 = "latin1"\n'
         '[[smpp.accounts]]\nsystem_id = "ia5"\npassword = "i"\ndata_coding_1 = "ascii"\n',
     )
-    kannel, ia5 = load_settings(config, environ={}).smpp.accounts
+    accounts = accounts_of(load_settings(config, environ={}))
+    kannel, ia5 = (account.smpp for account in accounts)
+    assert kannel is not None
+    assert ia5 is not None
     assert [kannel.coding(value) for value in (0, 1)] == ["latin1", "gsm"]
     assert [ia5.coding(value) for value in (0, 1)] == ["gsm", "ascii"]
 

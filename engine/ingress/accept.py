@@ -1,0 +1,380 @@
+"""The one accept path of every front door: submissions of an account in, journaled messages out.
+
+    submissions ─▶ prepare (engine.ingress.prepare) ─▶ the account's rules ─▶ queue room?
+       ─▶ ONE journal.accept for the whole batch (group commit) ─▶ scheduler ─▶ counts
+
+NDJSON (engine.ingress.ndjson), SMPP (engine.smpp.server), the HTTP API and Kannel's
+sendsms all call `Acceptor.accept`; each door only reads its own wire format, names the
+account, and writes its answers. Nothing here knows which door called.
+
+The account's rules, in this order, each a typed refusal (LineError.kind):
+
+- "sender": `from` is not one of the account's `allowed_senders` (when it has any);
+- "throttled": over the account's `messages_per_s`/`burst` token bucket, shared by every
+  door; one token per message (per recipient). `retry_after_s` says when it would fit.
+  Once one submission of a batch is throttled, the later ones are too (they came later);
+- "quota": the account's `daily_quota` of messages per UTC day would be exceeded;
+  `retry_after_s` is the time to the next UTC midnight. The count is the journal's
+  (`accepted_today`, written in the commit that accepts), so a restart keeps it.
+
+A submission refused for any reason takes no token and no quota. A duplicate client id
+(unique per account) is refused by the journal ("duplicate", `msg_ids`) and gives its
+token and quota back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import anyio
+import structlog
+
+from engine.accounts import Account
+from engine.ingress.prepare import CONGESTED, LineError, LinePreparer
+from engine.journal import Duplicate, JournalError
+from engine.models import Message, Submission
+
+log = structlog.get_logger("septet.ingress")
+
+DAY_S = 86_400.0
+
+
+class AcceptingJournal(Protocol):
+    async def accept(
+        self, groups: Sequence[Sequence[Message]]
+    ) -> list[list[Message] | Duplicate]: ...
+
+    async def accepted_today(self, account: str, day: int) -> int: ...
+
+
+class Scheduler(Protocol):
+    async def put_many(self, messages: Sequence[Message]) -> None: ...
+
+    def wake_feeder(self) -> None: ...
+
+
+class QueueRoom(Protocol):
+    """engine.scheduler.Scheduler's reservations: one slot per bridge name given."""
+
+    def reserve_nowait(self, bridges: Sequence[str]) -> bool: ...
+
+    async def reserve(self, bridges: Sequence[str]) -> None: ...
+
+    def put_reserved(self, messages: Sequence[Message]) -> None: ...
+
+    def release(self, bridges: Sequence[str]) -> None: ...
+
+
+Outcome = list[Message] | LineError
+
+
+def utc_day(now: float) -> int:
+    """The UTC day number of a Unix time (days since 1970-01-01): the quota's day."""
+    return int(now // DAY_S)
+
+
+class Acceptor:
+    """Prepares, checks, journals and schedules the submissions of every front door."""
+
+    def __init__(
+        self,
+        preparer: LinePreparer,
+        journal: AcceptingJournal,
+        scheduler: Scheduler,
+        *,
+        room: QueueRoom | None = None,
+        clock: Callable[[], float] = time.time,
+        on_lines: Callable[[str, int], None] | None = None,
+    ) -> None:
+        """`on_lines(result, count)` is told how many submissions ended "accepted",
+        "rejected" or "duplicate", once per result per `accept` call. `room` (the
+        scheduler again, in the daemon) lets a call with `room_wait_s` reserve queue room
+        before its commit."""
+        self._preparer = preparer
+        self._journal = journal
+        self._scheduler = scheduler
+        self._room = room
+        self._clock = clock
+        self._on_lines = on_lines
+        # account name -> (UTC day, messages accepted that day, durable + in flight).
+        self._used: dict[str, tuple[int, int]] = {}
+
+    async def accept(
+        self,
+        account: Account,
+        origin: str,
+        submissions: Sequence[Submission | bytes],
+        *,
+        room_wait_s: float | None = None,
+        turn: anyio.Lock | None = None,
+        on_commit: Callable[[list[Outcome]], None] | None = None,
+    ) -> list[Outcome]:
+        """Accept a batch of one account's submissions; one outcome per submission, in order.
+
+        `account`: who sends (engine.accounts.Accounts names it). `origin`: where the
+        events of the accepted messages go (engine.ingress.events: a connection's or
+        session's identity, "smpp:<system_id>", or a door's own); it is stored with each
+        message. `submissions`: decoded Submissions, or NDJSON lines as bytes (one JSON
+        object each, without the newline; decoded here, a bad one refused "invalid").
+
+        Each outcome is either
+        - `list[Message]`: the submission was journaled (committed before this returns),
+          one Message per recipient, each with its `msg_id`, `account` and `origin`; or
+        - `LineError`: refused, nothing of it journaled. `.kind` (prepare.RefusalKind) is
+          what a door maps to its own code; `.error` the sentence for people;
+          `.client_ref` the submission's `id` when it was read; `.msg_ids` for a
+          "duplicate" (what the id was accepted as before); `.retry_after_s` for
+          "throttled" and "quota" (seconds until it would fit), and "congested"/"journal"
+          mean send it again later.
+
+        The whole batch goes to the journal in one commit; a journal failure refuses
+        every submission that reached it ("journal"). Accepted messages due now are then
+        put on their bridge queues: without `room_wait_s` this call waits there for room
+        (backpressure, the NDJSON and HTTP way). With `room_wait_s` (SMPP), one slot per
+        message due now is reserved before the commit, at once when free, else in line
+        with the waiting puts, holding `turn` meanwhile (one place in the line per client
+        however many calls it has in flight); past `room_wait_s` every submission that
+        would have been journaled is refused "congested", nothing journaled. Scheduled
+        messages wake the scheduler's feeder instead. `on_commit(outcomes)`, when given,
+        is called with the same outcomes as soon as they are final (after the commit),
+        before this call waits for queue room: a door answers its client then, and feels
+        the backpressure after (NDJSON).
+
+        Never raises for bad input; cancellation is re-raised (what was committed stays).
+        """
+        now = self._clock()
+        outcomes: list[Outcome | None] = [None] * len(submissions)
+        positions: list[int] = []
+        groups: list[list[Message]] = []
+        decode, prepare = self._preparer.decode, self._preparer.prepare_submission
+        name = account.name
+        for index, item in enumerate(submissions):
+            sub = decode(item) if isinstance(item, bytes) else item
+            if isinstance(sub, LineError):
+                outcomes[index] = sub
+                continue
+            if not account.sender_allowed(sub.sender):
+                outcomes[index] = _sender_refused(account, sub)
+                continue
+            prepared = prepare(sub, origin, now)
+            if isinstance(prepared, LineError):
+                outcomes[index] = prepared
+                continue
+            for message in prepared:
+                message.account = name
+            positions.append(index)
+            groups.append(prepared)
+        if groups:
+            await self._limit(account, now, positions, groups, outcomes)
+        fresh: list[Message] = []
+        if groups:
+            fresh = await self._commit(account, now, positions, groups, outcomes, room_wait_s, turn)
+        results = [outcome for outcome in outcomes if outcome is not None]
+        self._tally(results)
+        if on_commit is not None:
+            on_commit(results)
+        if fresh:
+            await self._scheduler.put_many(fresh)
+        return results
+
+    async def _limit(
+        self,
+        account: Account,
+        now: float,
+        positions: list[int],
+        groups: list[list[Message]],
+        outcomes: list[Outcome | None],
+    ) -> None:
+        """Throughput, then the daily quota; refused groups leave `positions`/`groups`."""
+        bucket = account.bucket
+        quota = account.settings.daily_quota
+        used = await self._used_today(account, now) if quota is not None else 0
+        kept = 0
+        throttled_after: float | None = None
+        for position, group in zip(list(positions), list(groups), strict=True):
+            count = len(group)
+            ref = group[0].client_ref
+            if quota is not None and used + count > quota:
+                outcomes[position] = _quota_refused(account, ref, used, count, now)
+                continue
+            if throttled_after is None and not bucket.unlimited:
+                wait = bucket.take(count, now)
+                if wait > 0:
+                    bucket.refund(count, now)
+                    throttled_after = wait
+            if throttled_after is not None:
+                outcomes[position] = _throttled(account, ref, throttled_after)
+                continue
+            used += count
+            positions[kept], groups[kept] = position, group
+            kept += 1
+        del positions[kept:], groups[kept:]
+        if quota is not None:
+            self._used[account.name] = (utc_day(now), used)
+
+    async def _used_today(self, account: Account, now: float) -> int:
+        day = utc_day(now)
+        known = self._used.get(account.name)
+        if known is not None and known[0] == day:
+            return known[1]
+        used = await self._journal.accepted_today(account.name, day)
+        known = self._used.get(account.name)  # another call may have loaded it meanwhile
+        if known is not None and known[0] == day:
+            return known[1]
+        self._used[account.name] = (day, used)
+        return used
+
+    def _give_back(self, account: Account, groups: Sequence[Sequence[Message]], now: float) -> None:
+        """Tokens and quota of groups that were not journaled after all."""
+        count = sum(len(group) for group in groups)
+        if not count:
+            return
+        account.bucket.refund(count, now)
+        known = self._used.get(account.name)
+        if known is not None and known[0] == utc_day(now):
+            self._used[account.name] = (known[0], max(0, known[1] - count))
+
+    async def _commit(
+        self,
+        account: Account,
+        now: float,
+        positions: list[int],
+        groups: list[list[Message]],
+        outcomes: list[Outcome | None],
+        room_wait_s: float | None,
+        turn: anyio.Lock | None,
+    ) -> list[Message]:
+        """Journal the groups; the messages due now that still need queue room (none when
+        room was reserved: they are on their queues already)."""
+        room = self._room
+        held: list[str] = []  # one bridge name per reserved slot not yet filled
+        if room is not None and room_wait_s is not None:
+            bridges = [m.bridge for group in groups for m in group if m.due_at <= now]
+            if bridges and not await _reserve(room, bridges, room_wait_s, turn):
+                log.debug("submissions_congested", origin=groups[0][0].origin, bridges=bridges)
+                self._give_back(account, groups, now)
+                for position, group in zip(positions, groups, strict=True):
+                    outcomes[position] = LineError(CONGESTED, group[0].client_ref, "congested")
+                return []
+            held = bridges
+        try:
+            try:
+                results = await self._journal.accept(groups)
+            except JournalError as error:
+                log.error(
+                    "journal_refused",
+                    origin=groups[0][0].origin,
+                    count=len(groups),
+                    error=str(error),
+                )
+                self._give_back(account, groups, now)
+                sentence = f"not accepted, send it again later: {error}"
+                for position, group in zip(positions, groups, strict=True):
+                    outcomes[position] = LineError(sentence, group[0].client_ref, "journal")
+                return []
+            fresh: list[Message] = []
+            scheduled = False
+            duplicates: list[list[Message]] = []
+            for position, group, result in zip(positions, groups, results, strict=True):
+                if isinstance(result, Duplicate):
+                    duplicates.append(group)
+                    outcomes[position] = _duplicate(result)
+                    continue
+                outcomes[position] = result
+                for message in result:
+                    if message.due_at <= now:
+                        fresh.append(message)
+                    else:
+                        scheduled = True
+            self._give_back(account, duplicates, now)
+            if scheduled:
+                self._scheduler.wake_feeder()
+            if held and room is not None:
+                room.put_reserved(fresh)
+                # Slots of duplicates are given back in `finally`, one per bridge name.
+                unfilled = Counter(held)
+                unfilled.subtract(message.bridge for message in fresh)
+                held = list(unfilled.elements())
+                return []
+            return fresh
+        finally:
+            if held and room is not None:
+                room.release(held)  # refused, duplicates, or cancelled: nothing to fill
+
+    def _tally(self, results: Sequence[Outcome]) -> None:
+        if self._on_lines is None:
+            return
+        tally = {"accepted": 0, "rejected": 0, "duplicate": 0}
+        for outcome in results:
+            if not isinstance(outcome, LineError):
+                tally["accepted"] += 1
+            elif outcome.kind == "duplicate":
+                tally["duplicate"] += 1
+            else:
+                tally["rejected"] += 1
+        for kind, count in tally.items():
+            if count:
+                self._on_lines(kind, count)
+
+
+def _sender_refused(account: Account, sub: Submission) -> LineError:
+    return LineError(
+        f"from {sub.sender!r} is not one of the senders account {account.name!r} may use",
+        sub.id,
+        "sender",
+    )
+
+
+def _throttled(account: Account, ref: str | None, wait: float) -> LineError:
+    settings = account.settings
+    return LineError(
+        f"account {account.name!r} is over its {settings.messages_per_s:g} messages per second:"
+        f" send it again in {wait:.3g} s",
+        ref,
+        "throttled",
+        retry_after_s=wait,
+    )
+
+
+def _quota_refused(
+    account: Account, ref: str | None, used: int, count: int, now: float
+) -> LineError:
+    wait = (utc_day(now) + 1) * DAY_S - now
+    return LineError(
+        f"account {account.name!r} has used {used} of its daily quota of"
+        f" {account.settings.daily_quota} messages and this is {count} more;"
+        " the quota starts again at 00:00 UTC",
+        ref,
+        "quota",
+        retry_after_s=wait,
+    )
+
+
+def _duplicate(result: Duplicate) -> LineError:
+    return LineError(
+        f"duplicate id {result.client_ref!r}: already accepted as msg_id "
+        + ", ".join(result.msg_ids),
+        result.client_ref,
+        "duplicate",
+        tuple(result.msg_ids),
+    )
+
+
+async def _reserve(
+    room: QueueRoom, bridges: Sequence[str], wait_s: float, turn: anyio.Lock | None
+) -> bool:
+    """Reserve one slot per bridge name within `wait_s`; False if the time ran out (then
+    nothing is held: a cancelled reservation gives its slots back, or on to the next)."""
+    if room.reserve_nowait(bridges):
+        return True
+    with anyio.move_on_after(wait_s):
+        if turn is None:
+            await room.reserve(bridges)
+        else:
+            async with turn:
+                await room.reserve(bridges)
+        return True
+    return False

@@ -1,0 +1,193 @@
+"""The one accept path (engine.ingress.accept) on a real SQLite journal: accounts' client ids,
+allowed senders, throughput and the daily quota, and one commit per batch."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from engine.accounts import Account, AccountSettings
+from engine.ingress.accept import DAY_S, Acceptor, Outcome, utc_day
+from engine.ingress.prepare import LineError, LinePreparer
+from engine.journal import SqliteJournal, open_journal
+from engine.models import Message, Submission
+from engine.pricing import default_price_tables
+from engine.routing import Router, default_routes
+from tests.engine.smpp.harness import BRIDGES, RecordingScheduler
+
+pytestmark = pytest.mark.anyio
+
+# 23:59:58 UTC (2025-12-05): two seconds before the quota's day ends.
+NEAR_MIDNIGHT = 20_428 * DAY_S - 2.0
+
+
+class Clock:
+    def __init__(self, now: float = 1_780_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Setup:
+    acceptor: Acceptor
+    journal: SqliteJournal
+    scheduler: RecordingScheduler
+    clock: Clock
+    counts: dict[str, int]
+
+
+@asynccontextmanager
+async def accepting(path: Path, clock: Clock | None = None) -> AsyncIterator[Setup]:
+    clock = clock or Clock()
+    counts: dict[str, int] = {}
+
+    def count(result: str, n: int) -> None:
+        counts[result] = counts.get(result, 0) + n
+
+    async with open_journal(path) as journal:
+        scheduler = RecordingScheduler()
+        preparer = LinePreparer(
+            router=Router(default_routes(), None, BRIDGES),
+            prices=default_price_tables(),
+            default_senders={},
+            max_text_chars=1600,
+            max_recipients=1000,
+            default_region=None,
+        )
+        acceptor = Acceptor(preparer, journal, scheduler, clock=clock, on_lines=count)
+        yield Setup(acceptor, journal, scheduler, clock, counts)
+
+
+def line(**fields: object) -> bytes:
+    return msgspec.json.encode({"to": "+250788100001", "text": "hi", **fields})
+
+
+def refusal(outcome: Outcome) -> LineError:
+    assert isinstance(outcome, LineError), outcome
+    return outcome
+
+
+def accepted(outcome: Outcome) -> list[Message]:
+    assert not isinstance(outcome, LineError), outcome
+    return outcome
+
+
+async def test_client_ids_are_unique_per_account_not_across_accounts(tmp_path: Path) -> None:
+    acme, other = Account("acme", AccountSettings()), Account("other", AccountSettings())
+    async with accepting(tmp_path / "j.db") as s:
+        (first,) = await s.acceptor.accept(acme, "tcp:1", [line(id="order-1")])
+        (second,) = await s.acceptor.accept(other, "tcp:2", [line(id="order-1")])
+        (again,) = await s.acceptor.accept(acme, "tcp:1", [line(id="order-1")])
+        a, b = accepted(first)[0], accepted(second)[0]
+        assert (a.account, b.account) == ("acme", "other")
+        assert a.msg_id != b.msg_id
+        duplicate = refusal(again)
+        assert (duplicate.kind, duplicate.msg_ids) == ("duplicate", (a.msg_id,))
+        stored = await s.journal.get([a.msg_id, b.msg_id])
+        assert (stored[a.msg_id].account, stored[b.msg_id].account) == ("acme", "other")
+        assert s.counts == {"accepted": 2, "duplicate": 1}
+
+
+async def test_a_batch_is_one_commit_answered_in_order(tmp_path: Path) -> None:
+    account = Account("acme", AccountSettings())
+    async with accepting(tmp_path / "j.db") as s:
+        commits = s.journal.commits
+        batch: list[Submission | bytes] = [
+            line(id="a"),
+            b"not json",
+            Submission(to=["+250788100002", "+250788100003"], text="two", id="b"),
+            line(id="a"),  # the same id earlier in the same batch
+        ]
+        outcomes = await s.acceptor.accept(account, "http:acme", batch)
+        assert s.journal.commits == commits + 1
+        assert len(accepted(outcomes[0])) == 1
+        assert refusal(outcomes[1]).kind == "invalid"
+        assert [m.to for m in accepted(outcomes[2])] == ["+250788100002", "+250788100003"]
+        assert refusal(outcomes[3]).kind == "duplicate"
+        assert {m.origin for m in s.scheduler.messages} == {"http:acme"}
+        assert len(s.scheduler.messages) == 3
+
+
+async def test_only_allowed_senders_pass_and_no_sender_takes_the_bridges(tmp_path: Path) -> None:
+    account = Account("acme", AccountSettings(allowed_senders=["ACME", "+250788000000"]))
+    async with accepting(tmp_path / "j.db") as s:
+        outcomes = await s.acceptor.accept(
+            account, "tcp:1", [line(**{"from": "ACME"}), line(**{"from": "EVIL"}), line()]
+        )
+        accepted(outcomes[0])
+        refused = refusal(outcomes[1])
+        assert refused.kind == "sender"
+        assert refused.error == "from 'EVIL' is not one of the senders account 'acme' may use"
+        accepted(outcomes[2])
+
+
+async def test_over_the_rate_is_throttled_with_when_to_come_back(tmp_path: Path) -> None:
+    account = Account("acme", AccountSettings(messages_per_s=2, burst=3))
+    async with accepting(tmp_path / "j.db") as s:
+        two = Submission(to=["+250788100001", "+250788100002"], text="x")
+        outcomes = await s.acceptor.accept(account, "tcp:1", [two, line(), line()])
+        assert [isinstance(o, LineError) for o in outcomes] == [False, False, True]
+        throttled = refusal(outcomes[2])
+        assert throttled.kind == "throttled"
+        assert throttled.retry_after_s == pytest.approx(0.5)
+        assert throttled.error == (
+            "account 'acme' is over its 2 messages per second: send it again in 0.5 s"
+        )
+        # A refused line takes no token: half a second later one message fits again.
+        s.clock.now += 0.5
+        (later,) = await s.acceptor.accept(account, "tcp:1", [line()])
+        accepted(later)
+
+
+async def test_a_duplicate_gives_its_token_back(tmp_path: Path) -> None:
+    account = Account("acme", AccountSettings(messages_per_s=1, burst=1))
+    async with accepting(tmp_path / "j.db") as s:
+        accepted((await s.acceptor.accept(account, "tcp:1", [line(id="x")]))[0])
+        s.clock.now += 1.0
+        assert refusal((await s.acceptor.accept(account, "tcp:1", [line(id="x")]))[0]).kind == (
+            "duplicate"
+        )
+        accepted((await s.acceptor.accept(account, "tcp:1", [line(id="y")]))[0])
+
+
+async def test_the_daily_quota_counts_messages_and_survives_a_restart(tmp_path: Path) -> None:
+    account = Account("acme", AccountSettings(daily_quota=3))
+    clock = Clock(NEAR_MIDNIGHT)
+    async with accepting(tmp_path / "j.db", clock) as s:
+        two = Submission(to=["+250788100001", "+250788100002"], text="x")
+        outcomes = await s.acceptor.accept(account, "tcp:1", [two, two, line()])
+        accepted(outcomes[0])
+        over = refusal(outcomes[1])
+        assert over.kind == "quota"
+        assert over.retry_after_s == pytest.approx(2.0)
+        assert over.error == (
+            "account 'acme' has used 2 of its daily quota of 3 messages and this is 2 more;"
+            " the quota starts again at 00:00 UTC"
+        )
+        accepted(outcomes[2])  # one more still fits
+    # A new Acceptor on the same journal (a restart) knows what was used today.
+    async with accepting(tmp_path / "j.db", clock) as s:
+        assert await s.journal.accepted_today("acme", utc_day(clock.now)) == 3
+        assert refusal((await s.acceptor.accept(account, "tcp:1", [line()]))[0]).kind == "quota"
+        other = Account("other", AccountSettings(daily_quota=3))
+        accepted((await s.acceptor.accept(other, "tcp:1", [line()]))[0])  # its own count
+        clock.now += 2.0  # 00:00 UTC: a new day
+        accepted((await s.acceptor.accept(account, "tcp:1", [line()]))[0])
+
+
+async def test_a_duplicate_is_not_counted_against_the_quota(tmp_path: Path) -> None:
+    account = Account("acme", AccountSettings(daily_quota=2))
+    async with accepting(tmp_path / "j.db") as s:
+        accepted((await s.acceptor.accept(account, "tcp:1", [line(id="x")]))[0])
+        assert refusal((await s.acceptor.accept(account, "tcp:1", [line(id="x")]))[0]).kind == (
+            "duplicate"
+        )
+        accepted((await s.acceptor.accept(account, "tcp:1", [line(id="y")]))[0])
+        assert await s.journal.accepted_today("acme", utc_day(s.clock.now)) == 2
