@@ -15,6 +15,7 @@ import pytest
 from engine.feed import AppendEvents, DeliveryOutcome
 from engine.journal import JournalError, MarkFinal, SqliteJournal, open_journal
 from engine.models import CancelledEvent, DeliveryReport, Message
+from tests.engine.test_journal import UNDO_VERSION_8
 
 pytestmark = pytest.mark.anyio
 
@@ -258,7 +259,7 @@ async def test_a_version_6_journal_gets_the_feed(tmp_path: Path) -> None:
         [old] = await accept(journal, message("+250788100001"))
     with sqlite3.connect(path) as connection:
         connection.executescript(
-            "DROP TABLE events; DROP TABLE deliveries; DROP TABLE deliveries_gone;"
+            UNDO_VERSION_8 + "DROP TABLE events; DROP TABLE deliveries; DROP TABLE deliveries_gone;"
             " ALTER TABLE messages DROP COLUMN first_event; PRAGMA user_version = 6;"
         )
     async with open_journal(path, clock=Clock()) as journal:
