@@ -46,6 +46,8 @@ from engine.pricing import PriceConfig, PriceTable, default_price_tables, price_
 from engine.ratelimit import RequestLimiter
 from engine.routing import DEFAULT_FALLBACK_ROUTE, Router, default_routes
 from engine.smpp.server import SmppSettings
+from engine.webhooks import hosts
+from engine.webhooks.settings import WebhookSettings
 
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
@@ -203,6 +205,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     retry: RetrySettings = RetrySettings()
     reports: ReportSettings = ReportSettings()
     events: EventSettings = EventSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     simulators: SimulatorSettings = SimulatorSettings()
     smpp: SmppSettings = SmppSettings()
     log: LogSettings = LogSettings()
@@ -284,9 +287,14 @@ def resolve_secrets(settings: Settings, environ: Mapping[str, str] | None = None
         name: _resolve_account_secrets(name, account, resolve)
         for name, account in (settings.accounts or {}).items()
     }
+    webhooks = settings.webhooks
+    if webhooks.secret is not None:
+        webhooks = msgspec.structs.replace(
+            webhooks, secret=resolve(webhooks.secret, "webhooks.secret")
+        )
     if missing:
         raise ConfigError(*missing)
-    return msgspec.structs.replace(settings, bridges=bridges, accounts=accounts)
+    return msgspec.structs.replace(settings, bridges=bridges, accounts=accounts, webhooks=webhooks)
 
 
 def _resolve_account_secrets(
@@ -420,6 +428,11 @@ def validate(settings: Settings) -> None:
     for bridge_name in settings.routing.default or []:
         if bridge_name not in names:
             raise ConfigError(f"routing.default names unknown bridge {bridge_name!r}")
+    default_url = settings.webhooks.default_url
+    if default_url is not None:
+        refusal = hosts.check_url(default_url, settings.webhooks)
+        if refusal is not None:
+            raise ConfigError(f"webhooks.default_url: {hosts.describe(refusal)}")
 
 
 def _check_default_sender(name: str, bridge: BridgeConfig) -> None:

@@ -70,6 +70,8 @@ from engine.routing import Router
 from engine.scheduler import BridgeQueue, Scheduler
 from engine.smpp.server import serve_smpp
 from engine.smpp.store import store_path_for
+from engine.webhooks.settings import AccountWebhooks
+from engine.webhooks.worker import WebhookWorker
 
 log = structlog.get_logger("septet.daemon")
 
@@ -273,6 +275,14 @@ async def run_daemon(
             lambda: serve_retention(journal, settings.events.keep_s),
             "event_retention",
         )
+        webhooks = WebhookWorker(
+            journal,
+            settings.webhooks,
+            functools.partial(_webhook_account, settings),
+            metrics=metrics,
+        )
+        journal.on_deliveries = webhooks.wake
+        tg.start_soon(_run_forever, webhooks.serve, "webhooks")
         tg.start_soon(
             _run_forever,
             lambda: serve_report_deadlines(
@@ -350,6 +360,7 @@ async def run_daemon(
             max_text_chars=settings.ingress.max_text_chars,
             max_recipients=settings.ingress.max_recipients_per_line,
             default_region=settings.ingress.default_region,
+            webhooks=settings.webhooks,
         )
         acceptor = Acceptor(
             preparer,
@@ -547,6 +558,12 @@ async def _wait_for_stop(
         if exit_when_idle:
             tg.start_soon(on_idle)
     return reason
+
+
+def _webhook_account(settings: Settings, account: str) -> AccountWebhooks:
+    """An account's webhook settings. Until accounts have their own (`[accounts.NAME]`),
+    every account uses `[webhooks]`."""
+    return settings.webhooks
 
 
 def _max_size_bytes(max_size_mb: float | None) -> int | None:

@@ -47,8 +47,7 @@ __all__ = [
     "read_feed",
 ]
 
-# Messages of applications with no account of their own (issue 18: until accounts land,
-# every message) belong to this one.
+# The feed's account of a message that has none (journaled before accounts existed).
 DEFAULT_ACCOUNT: Final = "default"
 # The most events one feed read returns.
 MAX_FEED_LIMIT: Final = 1000
@@ -62,9 +61,8 @@ log = structlog.get_logger("septet.feed")
 
 def account_of(message: Message) -> str:
     """The account a message belongs to: the one place the feed and the webhooks take it
-    from. (Message.account is issue 18's point 1; until it exists, every message is the
-    default account's.)"""
-    return getattr(message, "account", None) or DEFAULT_ACCOUNT
+    from (a message journaled before accounts existed has none: the default account's)."""
+    return message.account or DEFAULT_ACCOUNT
 
 
 class AppendEvents(msgspec.Struct, frozen=True, tag=True):

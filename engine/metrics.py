@@ -107,6 +107,8 @@ DELIVERY_LATENCY_BUCKETS = (
 # A token-bucket wait: a fraction of one request's interval up to a minute of backlog.
 BUCKET_WAIT_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0)
 # A SQLite WAL group commit: tens of microseconds to a slow fsync.
+WEBHOOK_OUTCOMES = ("delivered", "retry", "gave_up", "gone", "refused")
+WEBHOOK_LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0, 86400.0)
 JOURNAL_COMMIT_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 )  # fmt: skip
@@ -325,6 +327,29 @@ class Metrics:
             buckets=JOURNAL_COMMIT_BUCKETS,
             registry=registry,
         )
+        self.webhook_deliveries_total = Counter(
+            "septet_webhook_deliveries",
+            "Webhook delivery tries by outcome: delivered (2xx), retry (a failed try, tried"
+            " again later), gave_up (no 2xx within retry_for_s, or its event no longer kept),"
+            " gone (410: no more of the message's events to that URL), refused (the URL's"
+            " host is not allowed, or resolved to a private address).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.webhook_latency_seconds = Histogram(
+            "septet_webhook_latency_seconds",
+            "From an event's commit to its webhook's 2xx reply, retries included.",
+            buckets=WEBHOOK_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.webhook_owed_gauge = Gauge(
+            "septet_webhook_queue",
+            "Webhook deliveries owed (in the journal, not yet delivered or given up).",
+            registry=registry,
+        )
+        self._webhook_outcomes = {
+            outcome: self.webhook_deliveries_total.labels(outcome) for outcome in WEBHOOK_OUTCOMES
+        }
         self._lines = {result: self.ingress_lines.labels(result) for result in LINE_RESULTS}
         self._bridges: dict[str, _BridgeSeries] = {}
         self._live: LiveStateCollector | None = None
@@ -443,6 +468,18 @@ class Metrics:
         if child is None:
             child = self._lines[result] = self.ingress_lines.labels(OTHER)
         child.inc(count)
+
+    def webhook_deliveries(self, outcome: str, count: int = 1) -> None:
+        child = self._webhook_outcomes.get(outcome)
+        if child is None:
+            child = self._webhook_outcomes[outcome] = self.webhook_deliveries_total.labels(OTHER)
+        child.inc(count)
+
+    def webhook_latency(self, seconds: float) -> None:
+        self.webhook_latency_seconds.observe(seconds)
+
+    def webhook_owed(self, count: int) -> None:
+        self.webhook_owed_gauge.set(count)
 
     def journal_commit(self, seconds: float, operations: int) -> None:
         """Called on the journal's writer thread after each group commit."""

@@ -20,6 +20,7 @@ ClientRef = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Sender = Annotated[str, msgspec.Meta(min_length=1, max_length=18)]
 Priority = Annotated[int, msgspec.Meta(ge=0, le=9)]
 ValiditySeconds = Annotated[int, msgspec.Meta(ge=1, le=7 * 24 * 3600)]
+CallbackUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
 
 
 class Submission(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -35,6 +36,9 @@ class Submission(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     schedule_at: dt.datetime | None = None
     validity_s: ValiditySeconds | None = None
     priority: Priority = 0
+    # Where each of the message's events is POSTed (docs/webhooks.md); the account's
+    # default URL when absent.
+    callback_url: CallbackUrl | None = None
 
 
 submission_decoder = msgspec.json.Decoder(Submission)

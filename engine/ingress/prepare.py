@@ -20,6 +20,8 @@ from engine.numbers import InvalidNumber, normalise
 from engine.pricing import NoPriceError, PriceTable, message_cost
 from engine.routing import Router, UnknownRoute
 from engine.segment import segment_text
+from engine.webhooks import hosts
+from engine.webhooks.settings import AccountWebhooks
 
 # engine.smpp.server answers this refusal with ESME_RTHROTTLED (SMPP v3.4 5.1.3).
 CONGESTED = "the queues are full: send it again later"
@@ -43,6 +45,7 @@ RefusalKind = Literal[
     "throttled",  # over the account's messages per second (retry_after_s)
     "quota",  # over the account's daily quota (retry_after_s: until 00:00 UTC)
     "unauthorised",  # no account, or a wrong key or password
+    "callback",  # a callback_url septet may not call (engine.webhooks.hosts)
 ]
 
 
@@ -78,7 +81,11 @@ class LinePreparer:
         max_recipients: int,
         default_region: str | None,
         limits: Mapping[str, Limits] | None = None,
+        webhooks: AccountWebhooks | None = None,
     ) -> None:
+        """`webhooks`: the account's webhook settings (its default URL and the rules a
+        line's `callback_url` must pass); without them a line's callback_url is refused."""
+        self._webhooks = webhooks
         self._router = router
         self._prices = prices
         self._senders = default_senders
@@ -130,6 +137,9 @@ class LinePreparer:
                 )
             due_at = max(now, sub.schedule_at.timestamp())
         expires_at = None if sub.validity_s is None else due_at + sub.validity_s
+        callback_url = self._callback_url(sub)
+        if isinstance(callback_url, LineError):
+            return callback_url
         try:
             segmentation = segment_text(text)
         except ValueError as error:
@@ -182,9 +192,23 @@ class LinePreparer:
                     accepted_at=now,
                     due_at=due_at,
                     expires_at=expires_at,
+                    callback_url=callback_url,
                 )
             )
         return messages
+
+    def _callback_url(self, sub: Submission) -> str | LineError | None:
+        """Where the line's events go: its own URL, checked (engine.webhooks.hosts), or
+        the account's default (checked when the config was loaded)."""
+        webhooks = self._webhooks
+        if sub.callback_url is None:
+            return webhooks.default_url if webhooks is not None else None
+        if webhooks is None:
+            return LineError("callback_url: this listener takes no webhooks", sub.id, "callback")
+        refusal = hosts.check_url(sub.callback_url, webhooks)
+        if refusal is not None:
+            return LineError(hosts.describe(refusal), sub.id, "callback")
+        return sub.callback_url
 
 
 def _describe(error: msgspec.ValidationError) -> str:

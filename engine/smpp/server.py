@@ -161,6 +161,7 @@ REFUSAL_STATUS: dict[RefusalKind, int] = {
     "recipients": p.ESME_RINVDSTADR,
     "price": p.ESME_RINVDSTADR,
     "invalid": p.ESME_RSUBMITFAIL,
+    "callback": p.ESME_RSUBMITFAIL,  # a submit_sm names no callback URL today
 }
 
 

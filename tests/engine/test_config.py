@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -239,3 +240,36 @@ def test_pricing_is_read_and_a_bridge_without_prices_is_a_warning(tmp_path: Path
     path.write_text(path.read_text() + '[pricing.eu]\ncurrency = "eur"\n')
     with pytest.raises(ConfigError, match=r"pricing\[...\]\.currency: Expected `str` matching"):
         load_config(path, environ={})
+
+
+def test_webhook_secret_comes_from_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "septet.toml"
+    path.write_text(
+        '[webhooks]\ndefault_url = "https://hooks.example.com/sms"\nsecret = "env:HOOK_KEY"\n'
+        'allowed_hosts = ["hooks.example.com"]\nretry_for_s = 3600.0\n[events]\nkeep_s = 86400.0\n'
+    )
+    settings = load_settings(path, environ={"HOOK_KEY": "whsec_1"})
+    assert settings.webhooks.secret == "whsec_1"
+    assert settings.webhooks.account().default_url == "https://hooks.example.com/sms"
+    assert settings.events.keep_s == 86400.0
+    with pytest.raises(ConfigError, match=re.escape("webhooks.secret names environment variable")):
+        load_settings(path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("url", "sentence"),
+    [
+        (
+            "http://10.0.0.5/hook",
+            "webhooks.default_url: callback_url host '10.0.0.5' is a private address",
+        ),
+        ("ftp://hooks.example.com/", "callback_url must be an http or https URL"),
+    ],
+)
+def test_a_default_url_septet_may_not_call_stops_the_start(
+    tmp_path: Path, url: str, sentence: str
+) -> None:
+    path = tmp_path / "septet.toml"
+    path.write_text(f'[webhooks]\ndefault_url = "{url}"\nsecret = "s"\n')
+    with pytest.raises(ConfigError, match=re.escape(sentence)):
+        load_settings(path, environ={})

@@ -29,6 +29,7 @@ from engine.metrics import (
     OUTCOMES,
     REASONS,
     SMPP_SESSION_STATES,
+    WEBHOOK_OUTCOMES,
     LiveState,
     Metrics,
     build_version,
@@ -287,7 +288,7 @@ def test_names_follow_the_convention() -> None:
 
 LABEL_VALUES = {
     "bridge": {"dsc", "routemobile", "bsg", "smsclub", "other"},
-    "outcome": set(OUTCOMES),
+    "outcome": {*OUTCOMES, *WEBHOOK_OUTCOMES, "other"},
     "reason": {*REASONS, *CALLBACK_REJECTIONS, "other"},
     "state": {*DLR_STATES, *CIRCUIT_STATES, *BACKLOG_STATES, *SMPP_SESSION_STATES, "other"},
     "encoding": {"GSM-7", "UCS-2"},

@@ -1,0 +1,272 @@
+"""The webhook delivery worker: owed deliveries from the journal, POSTed, settled in batches.
+
+    journal.due_deliveries ──▶ claimed (in memory) ──▶ POST, at most `concurrency` at once
+          ▲ woken by the journal after a commit that owes new ones     │ verdict (policy.py)
+          └───────────── journal.settle_deliveries (one write per batch) ◀┘
+
+At least once: a delivery leaves the journal only after its receiver answered 2xx (or
+410, or it was given up), in a write after the POST; a crash in between posts it again
+after the restart, with the same `Septet-Event-Id` for the receiver to drop the copy.
+Claims are held in memory, not written: after a restart every owed delivery is due again.
+
+It never slows the send path: its own connection pool (engine.http11, the transport under
+engine.http_io), its own concurrency limit, and its journal reads and writes are one per
+batch, not one per event. Redirects are not followed (the transport returns them as
+replies, and a 3xx is a failed try).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, Literal, Protocol
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.abc
+import structlog
+from anyio.streams.memory import MemoryObjectSendStream
+
+from bridges.base import HttpReply
+from engine.feed import DeliveryOutcome, DueDelivery
+from engine.http11 import Http11Transport
+from engine.http_errors import TransportError
+from engine.journal import JournalError
+from engine.webhooks import hosts
+from engine.webhooks.policy import Backoff, Verdict, verdict_of
+from engine.webhooks.settings import AccountWebhooks, WebhookSettings
+from engine.webhooks.signing import EVENT_ID_HEADER, SIGNATURE_HEADER, signature
+
+log = structlog.get_logger("septet.webhooks")
+
+# Deliveries read from the journal at most this many at a time.
+CLAIM_BATCH: Final = 256
+# Looked at again at least this often when nothing is due (retries fall due by time).
+IDLE_WAIT_S: Final = 10.0
+# The journal's count of owed deliveries is read for the gauge at most this often.
+OWED_REFRESH_S: Final = 5.0
+# A journal that cannot be written: settled outcomes are kept and written again after this.
+SETTLE_RETRY_S: Final = 1.0
+MAX_REPLY_BYTES: Final = 64 * 1024
+
+Outcome = Literal["delivered", "retry", "gave_up", "gone", "refused"]
+
+
+class DeliveryJournal(Protocol):
+    async def due_deliveries(
+        self, now: float, limit: int, exclude: frozenset[int] = frozenset()
+    ) -> list[DueDelivery]: ...
+
+    async def settle_deliveries(self, outcomes: Sequence[DeliveryOutcome]) -> None: ...
+
+    async def next_delivery_at(self) -> float | None: ...
+
+    async def deliveries_owed(self) -> int: ...
+
+
+class WebhookMetrics(Protocol):
+    def webhook_deliveries(self, outcome: str, count: int = 1) -> None: ...
+
+    def webhook_latency(self, seconds: float) -> None: ...
+
+    def webhook_owed(self, count: int) -> None: ...
+
+
+Post = Callable[[str, Sequence[tuple[str, str]], bytes], Awaitable[HttpReply]]
+Accounts = Callable[[str], AccountWebhooks | None]
+
+
+class WebhookWorker:
+    """Delivers the journal's owed webhooks until cancelled. `accounts(name)` gives an
+    account's webhook settings (its secret, its allow-list) at delivery time."""
+
+    def __init__(
+        self,
+        journal: DeliveryJournal,
+        settings: WebhookSettings,
+        accounts: Accounts,
+        *,
+        metrics: WebhookMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._journal = journal
+        self._settings = settings
+        self._accounts = accounts
+        self._metrics = metrics
+        self._clock = clock
+        self._jitter = jitter
+        self._backoff = Backoff(
+            base_s=settings.base_s,
+            max_delay_s=settings.max_delay_s,
+            jitter=settings.jitter,
+            retry_for_s=settings.retry_for_s,
+        )
+        self._limiter = anyio.CapacityLimiter(settings.concurrency)
+        self._claimed: set[int] = set()
+        self._settled: list[DeliveryOutcome] = []
+        self._wake_send, self._wake_receive = anyio.create_memory_object_stream[None](1)
+        self._settle_send, self._settle_receive = anyio.create_memory_object_stream[None](1)
+        self._transport: Http11Transport | None = None
+        self._owed_read_at = float("-inf")
+
+    def wake(self) -> None:
+        """New deliveries were committed (engine.journal's `on_deliveries`): look now."""
+        _poke(self._wake_send)
+
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        s = self._settings
+        self._transport = Http11Transport(
+            max_connections=s.concurrency,
+            connect_timeout_s=s.connect_timeout_s,
+            timeout_s=s.timeout_s,
+            user_agent="septet-webhooks/0.1",
+            max_reply_bytes=MAX_REPLY_BYTES,
+        )
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._serve_settler)
+                task_status.started()
+                await self._serve_claims(tg)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
+                await self._transport.aclose()
+
+    async def _serve_claims(self, tg: anyio.abc.TaskGroup) -> None:
+        # Claimed beyond the POSTs running: the next ones wait on the limiter, not a read.
+        most_claimed = 2 * self._settings.concurrency
+        while True:
+            await self._refresh_owed()
+            room = most_claimed - len(self._claimed)
+            due: list[DueDelivery] = []
+            if room > 0:
+                due = await self._journal.due_deliveries(
+                    self._clock(), min(room, CLAIM_BATCH), frozenset(self._claimed)
+                )
+            for delivery in due:
+                self._claimed.add(delivery.event_id)
+                tg.start_soon(self._deliver, delivery)
+            if due and len(due) == min(room, CLAIM_BATCH):
+                continue  # more may be due now
+            await self._wait_for_work(room > 0)
+
+    async def _wait_for_work(self, had_room: bool) -> None:
+        wait = IDLE_WAIT_S
+        if had_room:
+            # The earliest retry falling due later; one due now is claimed already, and its
+            # settling wakes this loop.
+            next_at = await self._journal.next_delivery_at()
+            now = self._clock()
+            if next_at is not None and next_at > now:
+                wait = min(wait, next_at - now)
+        with anyio.move_on_after(wait):
+            await self._wake_receive.receive()
+
+    async def _refresh_owed(self) -> None:
+        now = self._clock()
+        if self._metrics is None or now - self._owed_read_at < OWED_REFRESH_S:
+            return
+        self._owed_read_at = now
+        self._metrics.webhook_owed(await self._journal.deliveries_owed())
+
+    async def _deliver(self, delivery: DueDelivery) -> None:
+        async with self._limiter:
+            outcome, settled = await self._attempt(delivery)
+        self._count(outcome)
+        self._settled.append(settled)
+        _poke(self._settle_send)
+
+    async def _attempt(self, delivery: DueDelivery) -> tuple[Outcome, DeliveryOutcome]:
+        """One try: (what became of it, the journal's record of that)."""
+        done = DeliveryOutcome(event_id=delivery.event_id, attempts=delivery.attempts + 1)
+        if delivery.gone:
+            return "gone", done  # its URL answered 410 for this message already
+        account = self._accounts(delivery.account)
+        if delivery.body is None or account is None or not account.secret:
+            why = "its event is no longer kept" if delivery.body is None else "no webhook secret"
+            self._give_up(delivery, why)
+            return "gave_up", done
+        refusal = await hosts.check_resolved(delivery.url, account)
+        if refusal is not None:
+            self._give_up(delivery, hosts.describe(refusal))
+            return "refused", done
+        status = await self._post(delivery, account.secret)
+        verdict = verdict_of(status)
+        if verdict is Verdict.DELIVERED:
+            if self._metrics is not None:
+                self._metrics.webhook_latency(max(0.0, self._clock() - delivery.first_at))
+            return "delivered", done
+        if verdict is Verdict.GONE:
+            log.info("webhook_gone", event_id=delivery.event_id, msg_id=delivery.msg_id)
+            return "gone", DeliveryOutcome(
+                event_id=delivery.event_id, attempts=done.attempts, gone=True
+            )
+        next_at = self._backoff.next_attempt(
+            done.attempts, delivery.first_at, self._clock(), self._jitter
+        )
+        if next_at is None:
+            self._give_up(delivery, f"no 2xx reply in {self._settings.retry_for_s:g} s")
+            return "gave_up", done
+        return "retry", DeliveryOutcome(
+            event_id=delivery.event_id, attempts=done.attempts, next_at=next_at
+        )
+
+    async def _post(self, delivery: DueDelivery, secret: str) -> int | None:
+        """The reply's status, or None when there was none (connect, timeout, reset)."""
+        assert self._transport is not None
+        assert delivery.body is not None
+        timestamp = int(self._clock())
+        headers = (
+            ("Content-Type", "application/json"),
+            (SIGNATURE_HEADER, signature(secret, timestamp, delivery.body)),
+            (EVENT_ID_HEADER, str(delivery.event_id)),
+        )
+        try:
+            reply = await self._transport.perform("POST", delivery.url, headers, delivery.body)
+        except TransportError as error:
+            log.debug("webhook_failed", event_id=delivery.event_id, error=str(error))
+            return None
+        return reply.status
+
+    def _give_up(self, delivery: DueDelivery, why: str) -> None:
+        log.warning(
+            "webhook_given_up",
+            event_id=delivery.event_id,
+            msg_id=delivery.msg_id,
+            host=urlsplit(delivery.url).hostname,
+            attempts=delivery.attempts + 1,
+            why=why,
+        )
+
+    def _count(self, outcome: Outcome) -> None:
+        if self._metrics is not None:
+            self._metrics.webhook_deliveries(outcome)
+
+    async def _serve_settler(self) -> None:
+        """Write settled outcomes in batches; a claim ends once its outcome is written."""
+        while True:
+            await self._settle_receive.receive()
+            batch, self._settled = self._settled, []
+            if not batch:
+                continue
+            try:
+                await self._journal.settle_deliveries(batch)
+            except JournalError as error:
+                log.error("journal_write_failed", during="webhooks", error=str(error))
+                self._settled[:0] = batch
+                await anyio.sleep(SETTLE_RETRY_S)
+                _poke(self._settle_send)
+                continue
+            for outcome in batch:
+                self._claimed.discard(outcome.event_id)
+            _poke(self._wake_send)
+
+
+def _poke(stream: MemoryObjectSendStream[None]) -> None:
+    """Wake the one waiting on `stream` (a wake-up already pending is enough)."""
+    with contextlib.suppress(anyio.WouldBlock):
+        stream.send_nowait(None)
