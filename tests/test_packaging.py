@@ -1,0 +1,308 @@
+"""Packaging: the runtime-only install, the Docker image and the systemd unit.
+
+Static checks read the files for the properties an operator relies on (a user without
+privileges, a health check on /healthz, state under a volume, the unit's keys, stop
+timeouts that cover the drain). The runtime install is proven in a fresh virtual
+environment; the image is built and run only where a Docker engine answers.
+"""
+
+from __future__ import annotations
+
+import ast
+import configparser
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from engine.config import Settings, load_config, split_host_port
+from engine.listener import SHUTDOWN_TIMEOUT_S
+from engine.smpp.server import UNBIND_WAIT_S
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "Dockerfile"
+IMAGE_CONFIG = ROOT / "packaging" / "docker" / "septet.toml"
+COMPOSE = ROOT / "packaging" / "docker" / "compose.yml"
+UNIT = ROOT / "packaging" / "systemd" / "septet.service"
+# Runtime distribution name -> the module it is imported as, where they differ.
+IMPORT_NAMES = {"prometheus-client": "prometheus_client"}
+DEV_AND_BENCH = ("pytest", "mypy", "ruff", "hypothesis", "matplotlib", "psutil", "smpplib")
+
+
+def drain_s() -> float:
+    """The daemon's default drain: `[shutdown] drain_s` where it exists, else the fixed
+    drain of engine.daemon."""
+    shutdown = getattr(Settings(), "shutdown", None)
+    if shutdown is not None:
+        return float(shutdown.drain_s)
+    from engine import daemon
+
+    return float(daemon.DRAIN_TIMEOUT_S)
+
+
+def stop_needs_s() -> float:
+    """What a stop takes at most: the drain, the SMPP unbind wait, the listeners' own
+    shutdown, and two seconds for the journal's last commit and the exit."""
+    return drain_s() + UNBIND_WAIT_S + SHUTDOWN_TIMEOUT_S + 2.0
+
+
+def instructions(dockerfile: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of a Dockerfile, continuation lines joined."""
+    joined = re.sub(r"\\\n\s*", " ", dockerfile)
+    found = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            found.append((word.upper(), rest.strip()))
+    return found
+
+
+def final_stage(dockerfile: str) -> list[tuple[str, str]]:
+    steps = instructions(dockerfile)
+    last_from = max(i for i, (word, _) in enumerate(steps) if word == "FROM")
+    return steps[last_from:]
+
+
+# ── the Docker image, read ───────────────────────────────────────────────────────────
+
+
+def test_the_image_runs_as_a_user_without_privileges_with_state_under_a_volume() -> None:
+    stage = final_stage(DOCKERFILE.read_text())
+    users = [rest for word, rest in stage if word == "USER"]
+    assert users, "the image must switch to a user of its own"
+    assert users[-1] not in ("root", "0", "0:0")
+    settings = load_config(IMAGE_CONFIG).settings
+    state_dir = str(Path(settings.journal.path).parent)
+    volumes = [rest for word, rest in stage if word == "VOLUME"]
+    assert any(state_dir in volume for volume in volumes), (state_dir, volumes)
+    assert settings.ingress.unix is not None
+    assert settings.ingress.unix.startswith(state_dir + "/")
+    copied = [rest for word, rest in stage if word == "COPY"]
+    assert any(rest.endswith("/etc/septet/septet.toml") for rest in copied)
+
+
+def test_the_images_health_check_asks_healthz_on_the_configured_listener() -> None:
+    stage = final_stage(DOCKERFILE.read_text())
+    (health,) = [rest for word, rest in stage if word == "HEALTHCHECK"]
+    settings = load_config(IMAGE_CONFIG).settings
+    assert settings.http.listen is not None
+    _, port = split_host_port(settings.http.listen, "http.listen")
+    assert f"127.0.0.1:{port}/healthz" in health
+    assert "--interval=" in health
+    assert "--timeout=" in health
+    entry = [rest for word, rest in stage if word in ("ENTRYPOINT", "CMD")]
+    assert entry == ['["septet"]', '["run", "--config", "/etc/septet/septet.toml"]']
+
+
+def test_the_image_installs_the_runtime_only() -> None:
+    steps = instructions(DOCKERFILE.read_text())
+    runs = " ".join(rest for word, rest in steps if word == "RUN")
+    assert "-c constraints.txt" in runs
+    assert "[dev" not in runs
+    assert "bench" not in runs
+
+
+def test_compose_provisions_prometheus_and_grafana_and_waits_for_the_drain() -> None:
+    compose = COMPOSE.read_text()
+    for service in ("septet:", "prometheus:", "grafana:"):
+        assert f"\n  {service}" in compose
+    for mounted in ("grafana/alerts.yml", "grafana/dashboards", "grafana/provisioning"):
+        assert mounted in compose
+    for mounted in re.findall(r"- (\.\.?/[^:]+):", compose):
+        assert (COMPOSE.parent / mounted).resolve().exists(), mounted
+    (grace,) = re.findall(r"stop_grace_period: (\d+)s", compose)
+    assert int(grace) >= stop_needs_s()
+    prometheus = (COMPOSE.parent / "prometheus.yml").read_text()
+    settings = load_config(IMAGE_CONFIG).settings
+    assert settings.http.metrics_listen is not None
+    _, port = split_host_port(settings.http.metrics_listen, "http.metrics_listen")
+    assert f'"septet:{port}"' in prometheus
+
+
+# ── the systemd unit, read ───────────────────────────────────────────────────────────
+
+
+def read_unit() -> configparser.ConfigParser:
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]  # keys keep their case
+    unit.read_string(UNIT.read_text())
+    return unit
+
+
+def test_the_unit_keeps_state_secrets_and_a_stop_timeout_that_covers_the_drain() -> None:
+    service = read_unit()["Service"]
+    assert service["StateDirectory"] == "septet"
+    assert service["WorkingDirectory"] == "/var/lib/septet"
+    assert service["EnvironmentFile"] == "/etc/septet/septet.env"
+    assert service["User"] not in ("root", "0")
+    assert service["ExecStart"].endswith(" run --config /etc/septet/septet.toml")
+    assert service["KillSignal"] == "SIGTERM"
+    timeout = float(service["TimeoutStopSec"])
+    # Long enough that systemd never kills a drain, short enough to match it.
+    assert stop_needs_s() <= timeout <= stop_needs_s() + 30
+    assert service["UMask"] == "0077"
+    assert read_unit()["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_systemd_analyze_finds_nothing_wrong_but_the_binary_not_installed_here() -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed on this machine")
+    result = subprocess.run(
+        [analyze, "verify", "--man=no", str(UNIT)], capture_output=True, text=True, check=False
+    )
+    problems = [
+        line
+        for line in result.stderr.splitlines()
+        if line.strip() and "/opt/septet/bin/septet is not executable" not in line
+    ]
+    assert not problems
+
+
+# ── the runtime-only install ─────────────────────────────────────────────────────────
+
+
+def runtime_imports() -> set[str]:
+    """Names the runtime dependencies are imported as (pyproject.toml [project])."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names: set[str] = set()
+    for requirement in project["dependencies"]:
+        name = re.split(r"[<>=;!~ \[]", requirement, maxsplit=1)[0].strip().lower()
+        names.add(IMPORT_NAMES.get(name, name.replace("-", "_")))
+    return names
+
+
+def imported_top_levels(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_engine_and_bridges_import_only_the_standard_library_and_runtime_dependencies() -> None:
+    allowed = runtime_imports() | set(sys.stdlib_module_names) | {"engine", "bridges"}
+    strays = {
+        f"{path.relative_to(ROOT)}: {name}"
+        for package in ("engine", "bridges")
+        for path in (ROOT / package).rglob("*.py")
+        for name in imported_top_levels(path) - allowed
+    }
+    assert not strays, sorted(strays)
+
+
+@pytest.mark.slow
+def test_a_runtime_only_install_runs_in_a_fresh_environment(tmp_path: Path) -> None:
+    # A copy of the tracked sources, so the build leaves nothing in the checkout.
+    listing = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.decode()
+    source = tmp_path / "source"
+    for name in filter(None, listing.split("\0")):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "-c", str(source / "constraints.txt"), str(source)], check=True)
+    septet = str(venv / "bin" / "septet")
+    help_text = subprocess.run(
+        [septet, "run", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "--config" in help_text.stdout
+    segment = subprocess.run(
+        [septet, "segment", "--json", "Привіт"], capture_output=True, text=True, check=True
+    )
+    assert '"UCS-2"' in segment.stdout
+    # Every module of the package imports with the runtime dependencies alone.
+    every_module = (
+        "import importlib, pkgutil, engine, bridges\n"
+        "for package in (engine, bridges):\n"
+        "    for module in pkgutil.walk_packages(package.__path__, package.__name__ + '.'):\n"
+        "        if not module.name.endswith('.__main__'):  # runs the CLI\n"
+        "            importlib.import_module(module.name)\n"
+    )
+    subprocess.run([str(venv / "bin" / "python"), "-c", every_module], check=True, cwd=tmp_path)
+    installed = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "list", "--format=freeze"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.lower()
+    for package in DEV_AND_BENCH:
+        assert f"\n{package}==" not in f"\n{installed}", package
+
+
+# ── the image, built and run (only where a Docker engine answers) ────────────────────
+
+
+def docker_engine() -> str | None:
+    docker = shutil.which("docker")
+    if docker is None:
+        return None
+    answer = subprocess.run([docker, "info"], capture_output=True, check=False)
+    return docker if answer.returncode == 0 else None
+
+
+@pytest.mark.slow
+def test_the_image_builds_runs_and_reports_healthy() -> None:
+    docker = docker_engine()
+    if docker is None:
+        pytest.skip("no Docker engine answers `docker info` on this machine: image not built")
+    tag = "septet-test:packaging"
+    subprocess.run([docker, "build", "-t", tag, str(ROOT)], check=True)
+    container = subprocess.run(
+        [docker, "run", "-d", "-p", "127.0.0.1::9750", tag],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    try:
+        port = (
+            subprocess.run(
+                [docker, "port", container, "9750/tcp"], capture_output=True, text=True, check=True
+            )
+            .stdout.split(":")[-1]
+            .strip()
+        )
+        health = ""
+        for _ in range(60):  # the HEALTHCHECK's own verdict, bounded
+            health = subprocess.run(
+                [docker, "inspect", "-f", "{{.State.Health.Status}}", container],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            if health == "healthy":
+                break
+            time.sleep(1)
+        assert health == "healthy"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as reply:
+            assert reply.status == 200
+        user = subprocess.run(
+            [docker, "exec", container, "id", "-u"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        assert user != "0"
+        stopped = subprocess.run([docker, "stop", "-t", "40", container], check=False)
+        assert stopped.returncode == 0
+        code = subprocess.run(
+            [docker, "inspect", "-f", "{{.State.ExitCode}}", container],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert code == "0"
+    finally:
+        subprocess.run([docker, "rm", "-f", container], capture_output=True, check=False)
