@@ -55,6 +55,9 @@ class SmppLogin(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     data_coding_0: Alphabet = "gsm"
     data_coding_1: Alphabet = "gsm"
 
+    def __repr__(self) -> str:  # never the password (a logged struct is its repr)
+        return f"SmppLogin(system_id={self.system_id!r}, bind_types={self.bind_types!r})"
+
 
 class SendsmsLogin(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """`[accounts.NAME.sendsms]`: Kannel's sendsms `username`/`password` for the account;
@@ -62,6 +65,9 @@ class SendsmsLogin(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 
     username: str | None = None
     password: str
+
+    def __repr__(self) -> str:  # never the password
+        return f"SendsmsLogin(username={self.username!r})"
 
 
 class AccountSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -81,6 +87,14 @@ class AccountSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     daily_quota: PositiveInt | None = None
     smpp: SmppLogin | None = None
     sendsms: SendsmsLogin | None = None
+
+    def __repr__(self) -> str:  # never the API key or a password
+        return (
+            f"AccountSettings(api_key={'[redacted]' if self.api_key else None},"
+            f" allowed_senders={self.allowed_senders!r}, messages_per_s={self.messages_per_s!r},"
+            f" burst={self.burst!r}, daily_quota={self.daily_quota!r}, smpp={self.smpp!r},"
+            f" sendsms={self.sendsms!r})"
+        )
 
 
 def demo_accounts(*, api_key: str | None) -> dict[str, AccountSettings]:

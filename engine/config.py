@@ -362,19 +362,24 @@ def accounts_of(settings: Settings) -> Accounts:
     )
 
 
-def validate_accounts(settings: Settings) -> None:
+def account_problems(settings: Settings) -> Iterator[str]:
+    """One sentence per problem of the accounts, each naming the account and the key."""
     accounts = settings.accounts or {}
     owners: dict[tuple[str, str], str] = {}  # (what, value) -> the account that has it
     for name, account in accounts.items():
         if not ACCOUNT_NAME.fullmatch(name):
-            raise ConfigError(
+            yield (
                 f"accounts.{name!r} is not an account name (1 to 64 of A-Z, a-z, 0-9, _, . and -)"
             )
-        _check_account(name, account)
+        yield from _account_problems(name, account)
         claims = [
-            ("api_key", account.api_key, "its API key"),
-            ("smpp.system_id", account.smpp and (account.smpp.system_id or name), "system_id"),
-            ("sendsms.username", account.sendsms and (account.sendsms.username or name), "user"),
+            ("api_key", account.api_key, "an API key"),
+            ("smpp.system_id", account.smpp and (account.smpp.system_id or name), "a system_id"),
+            (
+                "sendsms.username",
+                account.sendsms and (account.sendsms.username or name),
+                "a username",
+            ),
         ]
         for field, value, what in claims:
             if not value:
@@ -382,33 +387,30 @@ def validate_accounts(settings: Settings) -> None:
             other = owners.setdefault((field, value), name)
             if other != name:
                 shown = "" if field == "api_key" else f" {value!r}"
-                raise ConfigError(
+                yield (
                     f"accounts.{name}.{field}{shown} is also account {other!r}'s:"
                     f" each account needs {what} of its own"
                 )
     default = settings.ingress.account
     if default is not None and default not in accounts:
-        raise ConfigError(f"ingress.account names account {default!r}, which is not configured")
+        yield f"ingress.account names account {default!r}, which is not configured"
 
 
-def _check_account(name: str, account: AccountSettings) -> None:
+def _account_problems(name: str, account: AccountSettings) -> Iterator[str]:
     where = f"accounts.{name}"
     if account.api_key is not None and not account.api_key:
-        raise ConfigError(f"{where}.api_key is empty: remove it, or give the account a key")
+        yield f"{where}.api_key is empty: remove it, or give the account a key"
     if account.burst is not None and account.messages_per_s == 0:
-        raise ConfigError(f"{where}.burst needs messages_per_s (without it there is no limit)")
+        yield f"{where}.burst needs messages_per_s (without it there is no limit)"
     for sender in account.allowed_senders:
         if not 1 <= len(sender) <= 18:
-            raise ConfigError(
-                f"{where}.allowed_senders: {sender!r} is not 1 to 18 characters, as a sender is"
-            )
+            yield f"{where}.allowed_senders: {sender!r} is not 1 to 18 characters, as a sender is"
     for door, login in (("smpp", account.smpp), ("sendsms", account.sendsms)):
         if login is not None and not login.password:
-            raise ConfigError(f"{where}.{door}.password is empty")
+            yield f"{where}.{door}.password is empty"
 
 
 def validate(settings: Settings) -> None:
-    validate_accounts(settings)
     for name, bridge in settings.bridges.items():
         _check_default_sender(name, bridge)
         try:
@@ -507,8 +509,27 @@ def _read_file(file: Path) -> tuple[Settings, frozenset[str]]:
     try:
         settings = msgspec.convert(table, Settings)
     except msgspec.ValidationError as error:
-        raise ConfigError(f"config {file}: {_readable(error)}") from None
+        where = _named_table_error(table) if isinstance(table, dict) else None
+        raise ConfigError(f"config {file}: {where or _readable(error)}") from None
     return settings, frozenset(_written_keys(table, ""))
+
+
+def _named_table_error(table: Mapping[str, object]) -> str | None:
+    """msgspec says `accounts[...]` for a value inside a table of named tables: the
+    problem again with the name, found by converting each named table alone."""
+    for key, kind in (("accounts", AccountSettings), ("bridges", BridgeConfig)):
+        named = table.get(key)
+        if not isinstance(named, dict):
+            continue
+        for name, value in named.items():
+            try:
+                msgspec.convert(value, kind)
+            except msgspec.ValidationError as error:
+                problem, sep, where = str(error).rpartition(" - at `$")
+                if not sep:
+                    return f"{key}.{name}: {error}"
+                return f"{key}.{name}{where.rstrip('`')}: {problem}"
+    return None
 
 
 def _readable(error: msgspec.ValidationError) -> str:
@@ -539,6 +560,7 @@ def check_settings(settings: Settings) -> tuple[list[str], list[str]]:
     except ConfigError as error:
         errors.extend(error.sentences)
     errors.extend(_listen_problems(settings))
+    errors.extend(account_problems(settings))
     try:
         Router(*routes_for(settings), settings.bridges.keys())
     except ValueError as error:

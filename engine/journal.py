@@ -74,6 +74,7 @@ __all__ = [
     "Journal",
     "JournalError",
     "JournalFullError",
+    "Listed",
     "MarkCharged",
     "MarkConfirmed",
     "MarkFinal",
@@ -235,6 +236,14 @@ class PollDue(NamedTuple):
     next_poll_at: float
 
 
+class Listed(NamedTuple):
+    """A message of an account's listing (`messages_of`) and its lifecycle state's name
+    (engine.models.State: accepted, scheduled, ..., delivered, cancelled)."""
+
+    message: Message
+    status: str
+
+
 class StoreOrphanReceipt(msgspec.Struct, frozen=True, tag=True):
     """A delivery report that arrived before its submit was journaled."""
 
@@ -338,6 +347,17 @@ class Journal(Protocol):
     async def feed(self, account: str, after: int, limit: int) -> FeedPage: ...
 
     async def history(self, msg_id: str) -> list[bytes] | None: ...
+
+    async def messages_of(
+        self,
+        account: str,
+        *,
+        client_ref: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        before: str | None = None,
+        limit: int = 100,
+    ) -> list[Listed]: ...
 
 
 # ── Schema ─────────────────────────────────────────────────────────────────────
@@ -1534,6 +1554,50 @@ class SqliteJournal:
         return await self._execute(
             lambda connection: feed.read_feed(connection, account, after, limit), write=False
         )
+
+    async def messages_of(
+        self,
+        account: str,
+        *,
+        client_ref: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        before: str | None = None,
+        limit: int = 100,
+    ) -> list[Listed]:
+        """The account's own messages, newest first: only those with `client_ref` (its
+        `id`), in state `status` (a State name), accepted at or after `since` (Unix
+        seconds), below msg_id `before` (the last one of the previous page), at most
+        `limit`. Another account's message is never among them."""
+        where = ["account = ?"]
+        parameters: list[Any] = [account]
+        if client_ref is not None:
+            where.append("client_ref = ?")
+            parameters.append(client_ref)
+        if status is not None:
+            where.append("status = ?")
+            parameters.append(status)
+        if before is not None:
+            where.append("msg_id < ?")
+            parameters.append(int(before) if before.isdigit() else 0)
+        # By client id: its own index; else the account's messages by id, newest first.
+        index = "messages_client_ref" if client_ref is not None else "messages_account"
+        sql = (
+            f"SELECT {MESSAGE_COLUMNS}, status FROM messages INDEXED BY {index}"  # noqa: S608
+            f" WHERE {' AND '.join(where)} ORDER BY msg_id DESC LIMIT ?"
+        )
+
+        def select(connection: sqlite3.Connection) -> list[Listed]:
+            # msg_ids grow with acceptance, so the scan stops at the first one too old.
+            found: list[Listed] = []
+            for row in connection.execute(sql, (*parameters, max(0, limit))):
+                message = _message_from_row(row)
+                if since is not None and message.accepted_at < since:
+                    break
+                found.append(Listed(message, row[9] or ""))
+            return found
+
+        return await self._execute(select, write=False)
 
     async def history(self, msg_id: str) -> list[bytes] | None:
         """A message's events in order, as the feed holds them (JSON bodies); None when the
