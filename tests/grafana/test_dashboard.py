@@ -20,6 +20,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from engine.config import JournalSettings
 from engine.lifecycle import Charge
 from engine.metrics import LiveState, Metrics
 from tests.engine.daemon_harness import connected, daemon_settings, running_daemon
@@ -106,6 +107,17 @@ def test_the_dashboard_is_well_formed() -> None:
         "journal commit",
         "ingress rejects",
         "circuit",
+        # The operator's metrics (issue 19).
+        "backlog",
+        "journal size",
+        "memory",
+        "cpu",
+        "balance",
+        "account faults",
+        "callbacks refused",
+        "smpp sessions",
+        "smpp binds",
+        "build",
     ):
         assert topic in titles, topic
     # septet's estimates and the providers' charges are two figures of one cost: every
@@ -119,8 +131,16 @@ def test_the_dashboard_is_well_formed() -> None:
     assert {found[0] for found in sources} == {"estimate", "provider"}
 
 
-def test_every_metric_the_dashboard_uses_is_exposed() -> None:
+def test_every_metric_the_dashboard_uses_is_exposed(tmp_path: Path) -> None:
     metrics = Metrics(["dsc"])
+    # The operator's gauges read at scrape time, as a running daemon sets them.
+    journal = tmp_path / "septet.db"
+    journal.write_bytes(b"")
+    metrics.operations.journal_paths = (journal,)
+    metrics.operations.journal_max_bytes = 1 << 20
+    metrics.operations.backlog = {}
+    metrics.operations.smpp_sessions = list
+    metrics.operations.balance("dsc", 1.0, "EUR", at=1.0)
     metrics.watch(
         lambda: LiveState(queue_depth={"dsc": 0}, in_flight={"dsc": 0}, circuit={"dsc": "closed"})
     )
@@ -178,7 +198,9 @@ async def test_every_dashboard_query_returns_data_from_a_real_prometheus(tmp_pat
     if prometheus is None:
         pytest.fail(INSTALL_HINT)
     dashboard = load_dashboard()
-    async with running_daemon(daemon_settings(tmp_path)) as daemon:
+    # A journal cap, so the journal panel's cap series exists.
+    journal = JournalSettings(path=str(tmp_path / "septet.db"), max_size_mb=512)
+    async with running_daemon(daemon_settings(tmp_path, journal=journal)) as daemon:
         # Some faults, so retries and failures are real series, not only zeros.
         await daemon.sim_config({"fail_rate": 0.1, "faults": {"5xx": 1.0, "429": 1.0}})
         port = free_port()
