@@ -111,6 +111,24 @@ class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     metrics_listen: str | None = None
 
 
+class ApiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The applications' HTTP API (docs/http-api.md): `/v1/...` and Kannel's
+    `/cgi-bin/sendsms`, on a listener of its own. Off unless `listen` is set (the embedded
+    default serves it on 127.0.0.1:9751)."""
+
+    listen: str | None = None
+    # TLS: a PEM certificate chain and its private key; both or neither.
+    cert: str | None = None
+    key: str | None = None
+    # The most messages one POST /v1/messages may carry, and the most bytes of its body.
+    max_batch: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
+    max_body_bytes: PositiveInt = 4 * 1024 * 1024
+    # A request must arrive whole within this many seconds; an idle keep-alive connection
+    # is closed after as long (as `[http] idle_timeout_s`).
+    idle_timeout_s: PositiveFloat = 30.0
+    body_timeout_s: PositiveFloat = 10.0
+
+
 class BridgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     driver: Literal["dsc", "routemobile", "bsg", "smsclub"]
     base_url: str = ""
@@ -200,6 +218,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     journal: JournalSettings = JournalSettings()
     ingress: IngressSettings = IngressSettings()
     http: HttpSettings = HttpSettings()
+    api: ApiSettings = ApiSettings()
     bridges: dict[str, BridgeConfig] = msgspec.field(default_factory=dict)
     routing: RoutingSettings = RoutingSettings()
     retry: RetrySettings = RetrySettings()
@@ -251,6 +270,7 @@ def default_settings() -> Settings:
         simulators=SimulatorSettings(enabled=True),
         # The demo account's API key "demo" is for the embedded default's demo only.
         accounts=demo_accounts(api_key="demo"),
+        api=ApiSettings(listen="127.0.0.1:9751"),
     )
 
 
@@ -411,6 +431,8 @@ def _account_problems(name: str, account: AccountSettings) -> Iterator[str]:
 
 
 def validate(settings: Settings) -> None:
+    if (settings.api.cert is None) != (settings.api.key is None):
+        raise ConfigError("api.cert and api.key go together: set both for TLS, or neither")
     for name, bridge in settings.bridges.items():
         _check_default_sender(name, bridge)
         try:

@@ -10,6 +10,7 @@ requests they have started, the journal commits, and the process exits 0.
 from __future__ import annotations
 
 import functools
+import hmac
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,6 +22,7 @@ import anyio
 import anyio.abc
 import msgspec
 import structlog
+from aiohttp import web
 
 from bridges.base import BridgeDriver
 from bridges.registry import build_driver
@@ -48,15 +50,18 @@ from engine.feed import serve_retention
 from engine.http_io import BridgeClient
 from engine.ingress.accept import Acceptor
 from engine.ingress.events import EventRouter
+from engine.ingress.http_api import HttpApi, build_api_app, serve_api
 from engine.ingress.ndjson import LineHandler
 from engine.ingress.outbox import Outbox, serve_outbox, store_outbox_rest
 from engine.ingress.prepare import LinePreparer
+from engine.ingress.sendsms import sendsms_route
 from engine.ingress.sockets import serve_clients
-from engine.journal import open_journal
+from engine.journal import Change, SqliteJournal, open_journal
+from engine.journal_reader import JournalReader, open_reader
 from engine.lifecycle import Charge
 from engine.listener import build_app, build_metrics_app, metrics_route, serve_listener
 from engine.metrics import LiveState, Metrics, Operations
-from engine.models import Message
+from engine.models import Event, Message, Submission
 from engine.observe import BacklogCounter
 from engine.pricing import (
     NoPriceError,
@@ -416,9 +421,21 @@ async def run_daemon(
                     )
 
             smpp_port = await tg.start(run_smpp)
+        api_scope = anyio.CancelScope()
+        api_port: int | None = None
+        if settings.api.listen:
+            reader = await stack.enter_async_context(open_reader(journal_path))
+            api_app = _api_app(settings, journal, reader, events, scheduler, handler)
+
+            async def run_api(*, task_status: anyio.abc.TaskStatus[int]) -> None:
+                with api_scope:
+                    await serve_api(settings.api, api_app, task_status=task_status)
+
+            api_port = await tg.start(run_api)
         if ready is not None:
             ready(
                 {
+                    "api_port": api_port,
                     "http_port": listen_port,
                     "tcp_port": tcp_port,
                     "smpp_port": smpp_port,
@@ -434,6 +451,7 @@ async def run_daemon(
         log.info("draining", reason=stop_reason)
         ingress_scope.cancel()
         smpp_scope.cancel()
+        api_scope.cancel()
         # Let workers finish the requests they have in flight (bounded); they start no
         # new ones, and what is still queued stays accepted in the journal.
         for dispatcher in dispatchers.values():
@@ -456,6 +474,92 @@ async def run_daemon(
         tg.cancel_scope.cancel()
     log.info("stopped")
     return 0
+
+
+class _DiscardSink:
+    """The sink of a front door whose clients hold no connection for events (the HTTP
+    API, sendsms): they read the event feed or get webhooks, both from the journal."""
+
+    closed = False
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+
+    def emit(self, line: bytes) -> None:
+        del line
+
+
+class _Canceller:
+    """What DELETE /v1/messages/{id} does to the engine: the journal's compare-and-set,
+    the step's events, the message out of its bridge queue."""
+
+    def __init__(self, journal: SqliteJournal, events: EventRouter, scheduler: Scheduler) -> None:
+        self._journal = journal
+        self._events = events
+        self._scheduler = scheduler
+
+    async def cancel(self, changes: Sequence[Change]) -> bool:
+        return await self._journal.cancel(changes)
+
+    def announce(self, events: Sequence[tuple[str, Event]]) -> None:
+        for origin, event in events:
+            self._events.emit(origin, event)
+
+    def discard(self, message: Message) -> None:
+        self._scheduler.discard(message)
+
+
+class _DemoAccount:
+    name = "default"
+
+
+class _DemoAccounts:
+    """Until engine.accounts: the demo account, API key and sendsms login "demo"."""
+
+    def by_api_key(self, key: str) -> _DemoAccount | None:
+        return _DemoAccount() if hmac.compare_digest(key.encode(), b"demo") else None
+
+    def by_login(self, username: str, password: str) -> _DemoAccount | None:
+        matched = hmac.compare_digest(f"{username}:{password}".encode(), b"demo:demo")
+        return _DemoAccount() if matched else None
+
+
+def _api_app(
+    settings: Settings,
+    journal: SqliteJournal,
+    reader: JournalReader,
+    events: EventRouter,
+    scheduler: Scheduler,
+    handler: LineHandler,
+) -> web.Application:
+    """The HTTP API and sendsms on their listener (engine.ingress.http_api)."""
+    for origin in ("api", "sendsms"):
+        events.register(_DiscardSink(origin))
+    accounts = _DemoAccounts()
+
+    async def accept(account: Any, origin: str, submissions: Sequence[Submission]) -> list[Any]:
+        results: list[Any] = [None] * len(submissions)
+
+        async def one(index: int, submission: Submission) -> None:
+            results[index] = await handler.accept_submission(submission, origin)
+
+        async with anyio.create_task_group() as tg:
+            for index, submission in enumerate(submissions):
+                tg.start_soon(one, index, submission)
+        return results
+
+    api = HttpApi(
+        accounts=accounts,
+        accept=accept,
+        reader=reader,
+        canceller=_Canceller(journal, events, scheduler),
+        max_batch=settings.api.max_batch,
+    )
+    return build_api_app(
+        api,
+        sendsms_route(accounts.by_login, accept),
+        max_body_bytes=settings.api.max_body_bytes,
+    )
 
 
 class _SubmitHooks:

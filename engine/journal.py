@@ -673,6 +673,13 @@ SQL_MARK_FINAL: Final = (
     "UPDATE messages SET state = 3, outcome = ?, status = ?, code = ?, error = ?, final_at = ?"
     " WHERE msg_id = ? AND state < 3"
 )
+# A cancel (engine.lifecycle.on_cancel) wins only over a message still waiting that no
+# request has carried: a compare-and-set against the claim (SQL_CLAIM), which the writer
+# runs one at a time, so a message is either claimed or cancelled, never both.
+SQL_CANCEL: Final = (
+    "UPDATE messages SET state = 3, outcome = ?, status = ?, code = ?, error = ?, final_at = ?"
+    " WHERE msg_id = ? AND state = 0 AND attempt = 0 AND maybe_sent = 0"
+)
 SQL_MARK_POLLED: Final = (
     "UPDATE messages SET last_polled_at = ?, polls = polls + 1, next_poll_at = ?"
     " WHERE msg_id = ? AND state = 2"
@@ -1489,6 +1496,39 @@ class SqliteJournal:
             cursor = connection.executemany(SQL_MARK_SUBMITTED[final, priced], rows[final, priced])
             if final:
                 self._pending -= max(cursor.rowcount, 0)
+
+    async def cancel(self, changes: Sequence[Change]) -> bool:
+        """Carry out a cancel step (engine.lifecycle.on_cancel): its MarkFinal as a
+        compare-and-set on a message still waiting and never carried (SQL_CANCEL), and its
+        other changes only when that won. False: too late (claimed, sent, or final)."""
+        finals = [change for change in changes if isinstance(change, MarkFinal)]
+        if len(finals) != 1:
+            raise ValueError("a cancel step has exactly one MarkFinal")
+        final = finals[0]
+        rest = [change for change in changes if change is not final]
+
+        def work(connection: sqlite3.Connection) -> bool:
+            won = (
+                connection.execute(
+                    SQL_CANCEL,
+                    (
+                        final.outcome,
+                        _status_of_outcome(final.outcome),
+                        final.code,
+                        final.error,
+                        final.at,
+                        final.msg_id,
+                    ),
+                ).rowcount
+                == 1
+            )
+            if won:
+                self._pending -= 1
+                if rest:
+                    self._record(connection, rest)
+            return won
+
+        return await self._execute(work, write=True)
 
     async def take_orphan_receipts(self, bridge: str, provider_ids: Sequence[str]) -> list[bytes]:
         """Receipts stored for these provider ids, oldest first; they leave the journal."""

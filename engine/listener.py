@@ -16,6 +16,7 @@ the providers need not expose the daemon's figures.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import anyio
@@ -164,9 +165,10 @@ async def serve_listener(
     port: int,
     *,
     idle_timeout_s: float = 30.0,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `app` until cancelled; reports the bound port.
+    """Serve `app` until cancelled (over TLS with `ssl_context`); reports the bound port.
 
     `idle_timeout_s` (config `[http] idle_timeout_s`) is aiohttp's keep-alive timeout.
     aiohttp arms it when a connection opens and after each response, and closes the
@@ -185,7 +187,7 @@ async def serve_listener(
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
         await site.start()
         # AppRunner.addresses: the (host, port, ...) each listening socket is bound to.
         bound = runner.addresses[0][1] if runner.addresses else port

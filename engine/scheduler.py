@@ -276,6 +276,29 @@ class BridgeQueue:
             self._reserved += 1
             self._waiters.popleft().set()
 
+    def discard(self, message: Message) -> bool:
+        """Take `message` (by msg_id, found under its own batch key) out of the queue, if it
+        is there: a message its owner cancelled. False when it is not queued."""
+        if message.msg_id not in self._ids:
+            return False
+        lane = self._lanes.get(message.priority)
+        key = batch_key(message, self._distinct, self._validity_slot)
+        bucket = lane.get(key) if lane is not None else None
+        if lane is None or bucket is None:
+            return False
+        for queued in bucket:
+            if queued.msg_id == message.msg_id:
+                bucket.remove(queued)
+                break
+        else:
+            return False
+        if not bucket:
+            del lane[key]
+        if not lane:
+            del self._lanes[message.priority]
+        self._taken([queued])
+        return True
+
     def _pop(self, limit: int) -> list[Message]:
         for priority in sorted(self._lanes, reverse=True):
             lane = self._lanes[priority]
@@ -392,6 +415,12 @@ class Scheduler:
                 in_hand.difference_update(message.msg_id for message in queued)
         finally:
             in_hand.difference_update(message.msg_id for message in messages)
+
+    def discard(self, message: Message) -> bool:
+        """Take a cancelled message out of its bridge queue, if it sits there (the journal
+        has it final already: a copy that stayed would only lose its claim)."""
+        queue = self.queues.get(message.bridge)
+        return queue.discard(message) if queue is not None else False
 
     def reserve_nowait(self, bridges: Sequence[str]) -> bool:
         """One slot per entry of `bridges` (a bridge name per message), all at once or none."""

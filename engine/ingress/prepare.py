@@ -211,6 +211,11 @@ class LinePreparer:
         return sub.callback_url
 
 
+def describe_invalid(error: msgspec.ValidationError) -> str:
+    """The sentence for a message object that does not fit a Submission."""
+    return f"invalid message: {_describe(error)}"
+
+
 def _describe(error: msgspec.ValidationError) -> str:
     """msgspec says "Object contains unknown field `x`" / "Expected `str`, got `int` - at
     `$.text`"; keep its precision, drop the backticks a person doesn't need."""

@@ -16,6 +16,7 @@ import httpx
 import msgspec
 
 from engine.config import (
+    ApiSettings,
     HttpSettings,
     IngressSettings,
     JournalSettings,
@@ -40,6 +41,11 @@ class Daemon:
     unix_path: Path
     # The port of `[http] metrics_listen`, where it is set.
     metrics_port: int | None = None
+    api_port: int | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
 
     async def sim_config(self, changes: dict[str, Any], provider: str | None = None) -> None:
         params = {"provider": provider} if provider else {}
@@ -62,6 +68,7 @@ def daemon_settings(tmp_path: Path, **changes: Any) -> Settings:
         journal=JournalSettings(path=str(tmp_path / "septet.db")),
         ingress=IngressSettings(tcp="127.0.0.1:0", unix=str(tmp_path / "septet.sock")),
         http=HttpSettings(listen="127.0.0.1:0"),
+        api=ApiSettings(listen="127.0.0.1:0"),
         retry=RetrySettings(base_s=0.05, max_delay_s=1.0, jitter=0.1),
         simulators=SimulatorSettings(enabled=True, dlr_delay_s=0.05),
         smpp=msgspec.structs.replace(base.smpp, listen="127.0.0.1:0"),
@@ -98,6 +105,7 @@ async def running_daemon(settings: Settings) -> AsyncIterator[Daemon]:
             sim_url=info["simulators"],
             unix_path=Path(settings.ingress.unix),
             metrics_port=info.get("metrics_port"),
+            api_port=info.get("api_port"),
         )
         tg.cancel_scope.cancel()
 

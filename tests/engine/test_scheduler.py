@@ -629,3 +629,24 @@ async def test_scheduler_reserves_per_bridge_and_gives_back_on_cancel() -> None:
     scheduler.put_reserved(to_dsc)
     assert len(dsc) == 2
     assert dsc.room() == 0
+
+
+@pytest.mark.anyio
+async def test_a_discarded_message_leaves_its_queue_and_frees_its_slot() -> None:
+    queue = BridgeQueue("dsc", 3)
+    kept, cancelled, other = make("1", "a"), make("2", "a"), make("3", "b")
+    for message in (kept, cancelled, other):
+        queue.put_nowait(message)
+    assert queue.room() == 0
+    assert queue.discard(cancelled) is True
+    assert queue.discard(cancelled) is False  # gone already
+    assert "2" not in queue
+    assert (len(queue), queue.room()) == (2, 1)
+    assert queue.discard(other) is True  # the last of its key: the key goes too
+    assert [m.msg_id for m in await queue.take_batch(10)] == ["1"]
+    assert len(queue) == 0
+    queue.put_nowait(kept)
+    scheduler = Scheduler({"dsc": queue}, FeederJournal([]))
+    assert scheduler.discard(make("9")) is False  # never queued
+    assert scheduler.discard(kept) is True
+    assert len(queue) == 0

@@ -1,0 +1,615 @@
+"""The applications' HTTP API v1 (docs/http-api.md): submit, read, cancel, the event feed.
+
+One aiohttp application on a listener of its own (config `[api]`), beside Kannel's
+`/cgi-bin/sendsms` (engine.ingress.sendsms). Every answer is JSON; every error is an
+RFC 9457 problem (`application/problem+json`: type, title, status, and `detail`, one
+sentence), including aiohttp's own (unknown path, wrong method, body too large), so bad
+input never gets a 500 or a traceback.
+
+    POST   /v1/messages            one message or {"messages": [...]}: one journal commit,
+                                   answered after it, one result per message
+    GET    /v1/messages/{msg_id}   its state, fields and event history
+    GET    /v1/messages            the account's own, newest first, by cursor
+    DELETE /v1/messages/{msg_id}   cancel one no request has carried yet
+    GET    /v1/events              the account's event feed from a cursor
+    GET    /v1/openapi.json        the OpenAPI 3.1 document (engine.ingress.api_models)
+
+Requests authenticate with the account's API key, `Authorization: Bearer <key>` or
+`X-API-Key: <key>`. Reads go to the journal's reader connection (engine.journal_reader),
+never the writer's line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, Protocol
+
+import anyio
+import anyio.abc
+import msgspec
+import structlog
+from aiohttp import web
+
+from engine import lifecycle
+from engine.config import ApiSettings, split_host_port
+from engine.ingress.api_models import (
+    DEFAULT_PAGE,
+    FINAL_STATES,
+    MAX_PAGE,
+    AcceptedRecipient,
+    EventList,
+    LineAccepted,
+    LineRefused,
+    MessageList,
+    MessageStatus,
+    Problem,
+    SubmitResults,
+    openapi,
+)
+from engine.ingress.prepare import LineError, describe_invalid
+from engine.journal import Change, JournalError
+from engine.journal_reader import JournalReader, StoredMessage, account_of
+from engine.listener import serve_listener
+from engine.models import (
+    Event,
+    Message,
+    State,
+    Submission,
+    submission_decoder,
+    utc_from_timestamp,
+)
+
+log = structlog.get_logger("septet.api")
+
+PROBLEM_TYPE: Final = "https://septet.invalid/problems/"
+PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
+# Seconds a client is asked to wait when the engine cannot take messages (full queues,
+# an unwritable journal).
+BUSY_RETRY_AFTER_S: Final = 5
+# Refusals that are the engine's state, not the line's fault.
+BUSY_KINDS: Final = frozenset({"congested", "journal"})
+LIMIT_KINDS: Final = frozenset({"throttled", "quota"})
+# States in which `due_at` is when the message is next sent (later it means other things).
+WAITING_STATES: Final = frozenset({"accepted", "scheduled"})
+
+_top_decoder: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_batch_decoder: Final = msgspec.json.Decoder(list[msgspec.Raw])
+_encoder: Final = msgspec.json.Encoder()
+_event_decoder: Final = msgspec.json.Decoder(dict[str, Any])
+_loose_decoder: Final = msgspec.json.Decoder(dict[str, Any])
+
+
+class Account(Protocol):
+    """An application's account (engine.accounts): its name is what messages carry."""
+
+    @property
+    def name(self) -> str: ...
+
+
+class AccountBook(Protocol):
+    def by_api_key(self, key: str) -> Account | None: ...
+
+
+# Per submission: the journaled messages, or why it was refused.
+Accepted = list[Message] | LineError
+
+
+class Acceptor(Protocol):
+    """The one accept path of every front door (engine.ingress.accept)."""
+
+    async def __call__(
+        self, account: Account, origin: str, submissions: Sequence[Submission]
+    ) -> list[Accepted]: ...
+
+
+class EventFeed(Protocol):
+    """The durable per-account event feed (engine.feed), read-only."""
+
+    async def feed(self, account: str, after: int, limit: int) -> tuple[list[bytes], int]: ...
+
+    async def history(self, msg_id: str) -> list[bytes]: ...
+
+
+class Canceller(Protocol):
+    """What a cancel needs of the engine: the journal's compare-and-set, the events of
+    the step, and the scheduler's queue."""
+
+    async def cancel(self, changes: Sequence[Change]) -> bool: ...
+
+    def announce(self, events: Sequence[tuple[str, Event]]) -> None: ...
+
+    def discard(self, message: Message) -> None: ...
+
+
+class ApiProblem(Exception):  # noqa: N818 - an answer, raised to leave a handler early
+    """A problem answer: its status, title and the sentence."""
+
+    def __init__(
+        self, status: int, title: str, detail: str, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.retry_after_s = retry_after_s
+
+
+def problem_response(problem: ApiProblem) -> web.Response:
+    body = Problem(
+        type=PROBLEM_TYPE + problem.title.lower().replace(" ", "-"),
+        title=problem.title,
+        status=problem.status,
+        detail=problem.detail,
+    )
+    headers = {}
+    if problem.retry_after_s is not None:
+        headers["Retry-After"] = str(max(1, round(problem.retry_after_s + 0.499)))
+    return web.Response(
+        status=problem.status,
+        body=_encoder.encode(body),
+        content_type=PROBLEM_CONTENT_TYPE,
+        headers=headers,
+    )
+
+
+def json_response(value: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=_encoder.encode(value), content_type="application/json")
+
+
+# aiohttp's own errors (no route, wrong method, body over the limit) as problems.
+_HTTP_TITLES: Final = {
+    404: ("Not Found", "there is no such path in this API"),
+    405: ("Method Not Allowed", "this path does not take that method"),
+    413: ("Content Too Large", "the request body is larger than this API takes"),
+}
+
+
+@web.middleware
+async def problems_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every error an RFC 9457 problem; nothing unexpected becomes a bare 500 page."""
+    try:
+        return await handler(request)
+    except ApiProblem as problem:
+        return problem_response(problem)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        title, detail = _HTTP_TITLES.get(error.status, (error.reason, error.reason.lower()))
+        if error.status == 405:
+            allowed = ", ".join(sorted(getattr(error, "allowed_methods", ()) or ()))
+            detail = f"{request.path} does not take {request.method}; it takes {allowed}"
+        return problem_response(ApiProblem(error.status, title, detail))
+
+
+# ── Request pieces ───────────────────────────────────────────────────────────────
+
+
+def api_key_of(request: web.Request) -> str | None:
+    """The key of `Authorization: Bearer <key>`, else `X-API-Key`."""
+    authorization = request.headers.get("Authorization", "")
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    key = request.headers.get("X-API-Key", "").strip()
+    return key or None
+
+
+def authenticate(request: web.Request, accounts: AccountBook) -> Account:
+    key = api_key_of(request)
+    if key is None:
+        raise ApiProblem(
+            401, "Unauthorized", "an API key is needed: Authorization: Bearer <key> or X-API-Key"
+        )
+    account = accounts.by_api_key(key)
+    if account is None:
+        raise ApiProblem(401, "Unauthorized", "the API key is not valid")
+    return account
+
+
+def _bad(detail: str) -> ApiProblem:
+    return ApiProblem(400, "Bad Request", detail)
+
+
+def parse_msg_id(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise _bad(f"msg_id {text[:40]!r} is not a message id (digits)")
+    return int(text)
+
+
+def parse_limit(request: web.Request) -> int:
+    raw = request.query.get("limit")
+    if raw is None:
+        return DEFAULT_PAGE
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise _bad(f"limit must be a whole number from 1 to {MAX_PAGE}")
+    return int(raw)
+
+
+def parse_cursor(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise _bad(f"{name} must be a cursor this API gave (digits)")
+    return int(raw)
+
+
+def parse_since(request: web.Request) -> float | None:
+    raw = request.query.get("since")
+    if raw is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise _bad("since must be an RFC 3339 time, such as 2026-12-06T08:00:00Z") from None
+    if moment.tzinfo is None:
+        raise _bad("since needs a time zone, such as Z or +02:00")
+    return moment.timestamp()
+
+
+def decode_submission(raw: bytes | msgspec.Raw) -> Submission | LineError:
+    """One message object, or why its `schedule_at` is not a time (a line's refusal: in
+    OpenAPI 3.1 a `format` is an annotation, so a string there fits the schema). A whole
+    number written as a float (`"priority": 2.0`) is an integer in JSON Schema's eyes,
+    and so in the API's; msgspec's strict decoder says no, so such a message is converted
+    again with those numbers as ints. Raises ValidationError for anything else."""
+    try:
+        return submission_decoder.decode(raw)
+    except msgspec.ValidationError:
+        loose = _loose_decoder.decode(raw)
+        whole = {key: _representable(value) for key, value in loose.items()}
+        try:
+            return msgspec.convert(whole, Submission)
+        except msgspec.ValidationError:
+            when = whole.get("schedule_at")
+            if not isinstance(when, str):
+                raise
+            whole["schedule_at"] = None
+            sub = msgspec.convert(whole, Submission)  # raises for any other fault
+            return LineError(
+                f"schedule_at {when[:40]!r} is not an RFC 3339 time, such as 2026-12-06T08:00:00Z",
+                sub.id,
+                "schedule",
+            )
+
+
+# RFC 3339 section 5.6; Python's datetime has no year 0 and no leap second (:60).
+_RFC3339: Final = re.compile(
+    r"(\d{4})(-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:)(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+def _representable(value: Any) -> Any:
+    """A whole float as an int; an RFC 3339 time in year 0000 or on a leap second as the
+    nearest time Python holds (the first year; second 59): both long past or a second
+    off, so the message is due as the client meant."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        match = _RFC3339.fullmatch(value)
+        if match is not None and (match[1] == "0000" or match[3] == "60"):
+            year = "0001" if match[1] == "0000" else match[1]
+            second = "59" if match[3] == "60" else match[3]
+            return f"{year}{match[2]}{second}{match[4] or ''}{match[5]}"
+    return value
+
+
+def decode_submissions(body: bytes, max_batch: int) -> list[Submission | LineError]:
+    """One message, or {"messages": [...]}. A body that is neither, or a message in it that
+    is not a message object (the OpenAPI schema's Submission), is a 400 naming it: what
+    the schema promises is decided before anything is journaled. The rules of a message
+    (numbers, routes, limits) are answered per message."""
+    try:
+        top = _top_decoder.decode(body)
+    except msgspec.DecodeError:
+        raise _bad("the body is not a JSON object") from None
+    if "messages" not in top:
+        try:
+            return [decode_submission(body)]
+        except msgspec.ValidationError as error:
+            raise _bad(describe_invalid(error)) from None
+    if len(top) > 1:
+        others = ", ".join(sorted(repr(key) for key in top if key != "messages"))
+        raise _bad(f"a batch has only 'messages'; unknown field {others}")
+    try:
+        raws = _batch_decoder.decode(top["messages"])
+    except msgspec.ValidationError:
+        raise _bad("'messages' must be an array of message objects") from None
+    if not raws:
+        raise _bad("'messages' is empty")
+    if len(raws) > max_batch:
+        raise ApiProblem(
+            413,
+            "Content Too Large",
+            f"the batch has {len(raws)} messages; the limit is {max_batch}",
+        )
+    out: list[Submission | LineError] = []
+    for number, raw in enumerate(raws, 1):
+        try:
+            out.append(decode_submission(raw))
+        except msgspec.ValidationError as error:
+            raise _bad(f"message {number}: {describe_invalid(error)}") from None
+        except msgspec.DecodeError:
+            raise _bad(f"message {number} is not a JSON object") from None
+    return out
+
+
+# ── Answers ──────────────────────────────────────────────────────────────────────
+
+
+def line_result(number: int, answer: Accepted) -> LineAccepted | LineRefused:
+    if isinstance(answer, LineError):
+        return LineRefused(
+            line=number,
+            id=answer.client_ref,
+            error=answer.error,
+            kind=answer.kind,
+            msg_ids=list(answer.msg_ids),
+            retry_after_s=getattr(answer, "retry_after_s", None),
+        )
+    return LineAccepted(
+        line=number,
+        id=answer[0].client_ref if answer else None,
+        messages=[
+            AcceptedRecipient(
+                msg_id=message.msg_id,
+                to=message.to,
+                encoding=message.encoding,
+                segments=message.segments,
+                cost=message.cost,
+                currency=message.currency,
+                bridge=message.bridge,
+            )
+            for message in answer
+        ],
+    )
+
+
+def whole_refusal(results: Sequence[LineAccepted | LineRefused]) -> ApiProblem | None:
+    """Where every line was refused for the account's limits (429) or the engine's state
+    (503), the request as a whole is answered so, with Retry-After."""
+    refused = [r for r in results if isinstance(r, LineRefused)]
+    if not refused or len(refused) < len(results):
+        return None
+    if all(r.kind in LIMIT_KINDS for r in refused):
+        wait = max((r.retry_after_s or 1.0) for r in refused)
+        return ApiProblem(429, "Too Many Requests", refused[0].error, retry_after_s=wait)
+    if all(r.kind in BUSY_KINDS for r in refused):
+        return ApiProblem(503, "Service Unavailable", refused[0].error, BUSY_RETRY_AFTER_S)
+    return None
+
+
+def _utc(seconds: float | None) -> dt.datetime | None:
+    return None if seconds is None else utc_from_timestamp(seconds)
+
+
+def message_status(stored: StoredMessage, history: Sequence[bytes] = ()) -> MessageStatus:
+    message = stored.message
+    state = stored.status or "accepted"
+    return MessageStatus(
+        msg_id=message.msg_id,
+        id=message.client_ref,
+        to=message.to,
+        sender=message.sender,
+        text=message.text,
+        encoding=message.encoding,
+        segments=message.segments,
+        cost=message.cost,
+        currency=message.currency,
+        bridge=message.bridge,
+        state=state,  # type: ignore[arg-type]
+        final=state in FINAL_STATES,
+        accepted_at=utc_from_timestamp(message.accepted_at),
+        due_at=utc_from_timestamp(message.due_at) if state in WAITING_STATES else None,
+        expires_at=_utc(message.expires_at),
+        submitted_at=_utc(stored.submitted_at),
+        final_at=_utc(stored.final_at),
+        provider_id=message.provider_id,
+        provider_cost=stored.provider_cost,
+        provider_currency=stored.provider_currency,
+        code=stored.code,
+        error=stored.error,
+        history=[_event_decoder.decode(line) for line in history],
+    )
+
+
+# ── The application ──────────────────────────────────────────────────────────────
+
+
+class HttpApi:
+    """The handlers of API v1 over the engine's parts (module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        accounts: AccountBook,
+        accept: Acceptor,
+        reader: JournalReader,
+        canceller: Canceller,
+        feed: EventFeed | None = None,
+        max_batch: int = 1000,
+        clock: Callable[[], float] = time.time,
+        origin: str = "api",
+    ) -> None:
+        self._accounts = accounts
+        self._accept = accept
+        self._reader = reader
+        self._canceller = canceller
+        self._feed = feed
+        self._max_batch = max_batch
+        self._clock = clock
+        self._origin = origin
+        self._openapi = _encoder.encode(openapi(max_batch))
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/v1/messages", self.submit),
+            web.get("/v1/messages", self.list_messages, allow_head=False),
+            web.get("/v1/messages/{msg_id}", self.get_message, allow_head=False),
+            web.delete("/v1/messages/{msg_id}", self.cancel_message),
+            web.get("/v1/events", self.events, allow_head=False),
+            web.get("/v1/openapi.json", self.openapi_document, allow_head=False),
+        ]
+
+    async def openapi_document(self, request: web.Request) -> web.Response:
+        del request
+        return web.Response(body=self._openapi, content_type="application/json")
+
+    async def submit(self, request: web.Request) -> web.Response:
+        account = authenticate(request, self._accounts)
+        if request.content_type != "application/json":
+            raise ApiProblem(
+                415,
+                "Unsupported Media Type",
+                f"the body must be application/json, not {request.content_type or 'none'}",
+            )
+        decoded = decode_submissions(await request.read(), self._max_batch)
+        submissions = [item for item in decoded if isinstance(item, Submission)]
+        try:
+            accepted = await self._accept(account, self._origin, submissions) if submissions else []
+        except JournalError as error:
+            raise ApiProblem(
+                503, "Service Unavailable", f"not accepted, send it again later: {error}", 5
+            ) from None
+        answers = iter(accepted)
+        results = [
+            line_result(number, item if isinstance(item, LineError) else next(answers))
+            for number, item in enumerate(decoded, 1)
+        ]
+        refusal = whole_refusal(results)
+        if refusal is not None:
+            raise refusal
+        return json_response(SubmitResults(results=results))
+
+    async def _owned(self, request: web.Request, account: Account) -> StoredMessage:
+        msg_id = parse_msg_id(request.match_info["msg_id"])
+        stored = await self._reader.message(msg_id)
+        if stored is None:
+            raise ApiProblem(404, "Not Found", f"there is no message {msg_id}")
+        if account_of(stored.message) != account.name:
+            raise ApiProblem(403, "Forbidden", f"message {msg_id} belongs to another account")
+        return stored
+
+    async def get_message(self, request: web.Request) -> web.Response:
+        account = authenticate(request, self._accounts)
+        stored = await self._owned(request, account)
+        history = await self._feed.history(stored.message.msg_id) if self._feed else []
+        return json_response(message_status(stored, history))
+
+    async def list_messages(self, request: web.Request) -> web.Response:
+        account = authenticate(request, self._accounts)
+        state = request.query.get("state")
+        if state is not None and state not in _STATE_NAMES:
+            raise _bad(f"state {state[:40]!r} is not one of {', '.join(_STATE_NAMES)}")
+        client_ref = request.query.get("id")
+        page = await self._reader.page(
+            account.name,
+            below=parse_cursor(request, "cursor"),
+            client_ref=client_ref or None,
+            status=state,
+            since=parse_since(request),
+            limit=parse_limit(request),
+        )
+        cursor = None if page.next_cursor is None else str(page.next_cursor)
+        return json_response(
+            MessageList(messages=[message_status(s) for s in page.messages], next_cursor=cursor)
+        )
+
+    async def cancel_message(self, request: web.Request) -> web.Response:
+        account = authenticate(request, self._accounts)
+        stored = await self._owned(request, account)
+        message = stored.message
+        if stored.status == "cancelled":
+            return json_response(message_status(stored))
+        if stored.status in FINAL_STATES:
+            raise _conflict(message.msg_id, f"it is final already ({stored.status})")
+        now = self._clock()
+        step = lifecycle.on_cancel(message, now)
+        if step is None:
+            raise _conflict(message.msg_id, _too_late(stored.status))
+        try:
+            won = await self._canceller.cancel(step.changes)
+        except JournalError as error:
+            raise ApiProblem(
+                503, "Service Unavailable", f"not cancelled, try again later: {error}", 5
+            ) from None
+        if not won:
+            raise _conflict(message.msg_id, "it was already sent to the provider")
+        self._canceller.announce(step.events)
+        self._canceller.discard(message)
+        log.info("message_cancelled", msg_id=message.msg_id, account=account.name)
+        after = await self._reader.message(int(message.msg_id))
+        return json_response(message_status(after or stored))
+
+    async def events(self, request: web.Request) -> web.Response:
+        account = authenticate(request, self._accounts)
+        after = parse_cursor(request, "after") or 0
+        limit = parse_limit(request)
+        if self._feed is None:
+            return json_response(EventList(events=[], next_cursor=str(after)))
+        lines, cursor = await self._feed.feed(account.name, after, limit)
+        return json_response(
+            EventList(
+                events=[_event_decoder.decode(line) for line in lines], next_cursor=str(cursor)
+            )
+        )
+
+
+_STATE_NAMES: Final = tuple(state.value for state in State)
+
+
+def _too_late(status: str) -> str:
+    if status == "inflight":
+        return "it was already sent to the provider"
+    return f"a request has carried it already ({status})"
+
+
+def _conflict(msg_id: str, why: str) -> ApiProblem:
+    return ApiProblem(409, "Conflict", f"message {msg_id} cannot be cancelled: {why}")
+
+
+def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """The listener's TLS context from PEM files (config `[api] cert`/`key`), or None."""
+    if cert is None or key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as error:
+        raise ValueError(f"api.cert/api.key cannot be loaded: {error}") from None
+    return context
+
+
+async def serve_api(
+    settings: ApiSettings,
+    app: web.Application,
+    *,
+    task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the API's application on `[api] listen` until cancelled; reports the port."""
+    assert settings.listen is not None
+    host, port = split_host_port(settings.listen, "api.listen")
+    await serve_listener(
+        app,
+        host,
+        port,
+        idle_timeout_s=settings.idle_timeout_s,
+        ssl_context=tls_context(settings.cert, settings.key),
+        task_status=task_status,
+    )
+
+
+def build_api_app(
+    api: HttpApi, extra_routes: Sequence[web.RouteDef] = (), *, max_body_bytes: int
+) -> web.Application:
+    """The API's application: a body over `max_body_bytes` is answered 413."""
+    app = web.Application(middlewares=[problems_middleware], client_max_size=max_body_bytes)
+    app.add_routes(api.routes())
+    app.add_routes(list(extra_routes))
+    return app

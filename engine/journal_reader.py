@@ -1,0 +1,194 @@
+"""Read-only queries of the journal for applications (the HTTP API), on a connection of their own.
+
+The journal's writer thread owns its connection and commits in groups (engine.journal); a
+status query or a page of an application's messages must not wait in that line nor make
+it wait. SQLite's WAL lets a second connection read while the writer writes: this one is
+opened read-only (`mode=ro`), lives on a worker thread of its own (one at a time, an anyio
+CapacityLimiter of 1), and sees the last committed state. Nothing here writes.
+
+    StoredMessage   a message as stored, with the lifecycle state by name (the `status`
+                    column) and the times and outcome the columns keep
+    message()       one by msg_id
+    page()          an account's messages, newest first, filtered, by cursor
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import anyio
+import anyio.to_thread
+import msgspec
+
+from engine.journal import STATE_NAMES
+from engine.models import Message
+
+T = TypeVar("T")
+
+message_decoder: Final = msgspec.msgpack.Decoder(Message)
+
+# The columns of a StoredMessage, in `_stored_from_row`'s order.
+SQL_COLUMNS: Final = (
+    "msg_id, due_at, attempt, bridge_index, provider_id, maybe_sent, body, status,"
+    " submitted_at, final_at, code, error, submit_cost, submit_currency, state"
+)
+SQL_ONE: Final = f"SELECT {SQL_COLUMNS} FROM messages WHERE msg_id = ?"  # noqa: S608
+# Newest first below a cursor; filters are applied on the decoded rows (no index serves
+# an account or a state name), so a page reads at most `SCAN_ROWS` rows.
+SQL_BELOW: Final = (
+    f"SELECT {SQL_COLUMNS} FROM messages WHERE msg_id < ? ORDER BY msg_id DESC LIMIT ?"  # noqa: S608
+)
+SQL_BY_CLIENT_REF: Final = (
+    f"SELECT {SQL_COLUMNS} FROM messages WHERE client_ref = ? AND msg_id < ?"  # noqa: S608
+    " ORDER BY msg_id DESC LIMIT ?"
+)
+# Rows one page may look at, whatever its filters: a page that finds fewer than it asked
+# for within them still hands back a cursor to go on from.
+SCAN_ROWS: Final = 5000
+# No msg_id reaches this: the cursor of a first page.
+TOP: Final = 1 << 62
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """One message as the journal holds it now. `status` is the lifecycle state's name
+    (engine.models.State); times are Unix seconds."""
+
+    message: Message
+    status: str
+    submitted_at: float | None
+    final_at: float | None
+    code: str | None
+    error: str | None
+    provider_cost: float | None
+    provider_currency: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePage:
+    """Messages newest first, and the cursor below the last row looked at (None: no more)."""
+
+    messages: list[StoredMessage]
+    next_cursor: int | None
+
+
+def _stored_from_row(row: tuple[Any, ...]) -> StoredMessage:
+    message = message_decoder.decode(row[6])
+    message.due_at = row[1]
+    message.attempt = row[2]
+    message.bridge_index = row[3]
+    message.provider_id = row[4]
+    message.maybe_sent_at = float(row[5] or 0.0)
+    message.state = STATE_NAMES[row[14]]
+    return StoredMessage(
+        message=message,
+        status=str(row[7] or ""),
+        submitted_at=row[8],
+        final_at=row[9],
+        code=row[10],
+        error=row[11],
+        provider_cost=row[12],
+        provider_currency=row[13],
+    )
+
+
+def account_of(message: Message) -> str:
+    """The account a message belongs to (Message.account; the default one where it has
+    none)."""
+    return str(getattr(message, "account", None) or "default")
+
+
+class JournalReader:
+    """Read-only queries on their own connection and thread (module docstring)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._connection: sqlite3.Connection | None = None
+        self._limiter = anyio.CapacityLimiter(1)
+
+    async def open(self) -> None:
+        self._connection = await anyio.to_thread.run_sync(self._connect, limiter=self._limiter)
+
+    def _connect(self) -> sqlite3.Connection:
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA busy_timeout = 5000")
+        connection.execute("PRAGMA query_only = 1")
+        return connection
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await anyio.to_thread.run_sync(connection.close, limiter=self._limiter)
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work(connection)` on the reader thread: the seam for other read-only queries
+        (the event feed's, engine.feed)."""
+        connection = self._connection
+        if connection is None:
+            raise RuntimeError("the journal reader is closed")
+        return await anyio.to_thread.run_sync(work, connection, limiter=self._limiter)
+
+    async def message(self, msg_id: int) -> StoredMessage | None:
+        def work(connection: sqlite3.Connection) -> StoredMessage | None:
+            row = connection.execute(SQL_ONE, (msg_id,)).fetchone()
+            return None if row is None else _stored_from_row(row)
+
+        return await self.run(work)
+
+    async def page(
+        self,
+        account: str,
+        *,
+        below: int | None = None,
+        client_ref: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> MessagePage:
+        """`account`'s messages below msg_id `below`, newest first: at most `limit` of them
+        with `client_ref`, lifecycle `status` and accepted at or after `since` (msg_ids
+        grow with accept time, so the scan stops at the first one older)."""
+
+        def work(connection: sqlite3.Connection) -> MessagePage:
+            cursor = TOP if below is None else below
+            if client_ref is not None:
+                rows = connection.execute(SQL_BY_CLIENT_REF, (client_ref, cursor, SCAN_ROWS))
+            else:
+                rows = connection.execute(SQL_BELOW, (cursor, SCAN_ROWS))
+            found: list[StoredMessage] = []
+            scanned = 0
+            last = cursor
+            for row in rows:
+                scanned += 1
+                last = int(row[0])
+                stored = _stored_from_row(row)
+                if since is not None and stored.message.accepted_at < since:
+                    return MessagePage(found, None)
+                if account_of(stored.message) != account:
+                    continue
+                if status is not None and stored.status != status:
+                    continue
+                found.append(stored)
+                if len(found) == limit:
+                    return MessagePage(found, last)
+            return MessagePage(found, last if scanned == SCAN_ROWS else None)
+
+        return await self.run(work)
+
+
+@contextlib.asynccontextmanager
+async def open_reader(path: str | Path) -> AsyncIterator[JournalReader]:
+    """A reader of the journal at `path` (opened by the writer first: it makes the file)."""
+    reader = JournalReader(path)
+    await reader.open()
+    try:
+        yield reader
+    finally:
+        with anyio.CancelScope(shield=True):
+            await reader.close()

@@ -1,0 +1,307 @@
+"""The HTTP API v1 over real HTTP against a running daemon (real SQLite, simulators)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import msgspec
+import pytest
+
+from engine.config import ApiSettings
+from tests.engine.daemon_harness import Daemon, daemon_settings, iso_in, running_daemon
+
+pytestmark = pytest.mark.anyio
+
+KEY = {"Authorization": "Bearer demo"}
+FINAL = {"sent", "delivered", "undeliverable", "expired", "rejected", "deleted", "unknown"}
+
+
+@asynccontextmanager
+async def api(tmp_path: Path, **api: Any) -> AsyncIterator[tuple[Daemon, httpx.AsyncClient]]:
+    settings = daemon_settings(tmp_path, api=ApiSettings(listen="127.0.0.1:0", **api))
+    async with (
+        running_daemon(settings) as daemon,
+        httpx.AsyncClient(base_url=daemon.api_url, headers=KEY, timeout=30) as client,
+    ):
+        yield daemon, client
+
+
+async def final_state(client: httpx.AsyncClient, msg_id: str) -> dict[str, Any]:
+    """The message once final, asked every 20 ms for at most 20 s."""
+    with anyio.fail_after(20):
+        while True:
+            reply = await client.get(f"/v1/messages/{msg_id}")
+            assert reply.status_code == 200, reply.text
+            body: dict[str, Any] = reply.json()
+            if body["final"]:
+                return body
+            await anyio.sleep(0.02)
+
+
+def problem(reply: httpx.Response, status: int) -> str:
+    assert reply.status_code == status, reply.text
+    assert reply.headers["content-type"].startswith("application/problem+json")
+    body = reply.json()
+    assert set(body) == {"type", "title", "status", "detail"}
+    assert body["status"] == status
+    detail: str = body["detail"]
+    return detail
+
+
+async def test_one_message_is_accepted_sent_and_read_back(tmp_path: Path) -> None:
+    async with api(tmp_path) as (_, client):
+        reply = await client.post(
+            "/v1/messages", json={"id": "order-1", "to": "+250788100001", "text": "Hello"}
+        )
+        assert reply.status_code == 200
+        (result,) = reply.json()["results"]
+        assert result["result"] == "accepted"
+        assert result["line"] == 1
+        assert result["id"] == "order-1"
+        (message,) = result["messages"]
+        assert message["to"] == "+250788100001"
+        assert message["bridge"] == "dsc"
+        assert (message["encoding"], message["segments"]) == ("GSM-7", 1)
+        body = await final_state(client, message["msg_id"])
+    assert body["state"] == "delivered"
+    assert body["id"] == "order-1"
+    assert body["text"] == "Hello"
+    assert body["from"] == "SEPTET"
+    assert body["provider_id"]
+    assert body["submitted_at"] <= body["final_at"]
+    assert body["due_at"] is None  # not waiting any more
+
+
+async def test_x_api_key_header_authenticates_too(tmp_path: Path) -> None:
+    async with api(tmp_path) as (daemon, _), httpx.AsyncClient(base_url=daemon.api_url) as bare:
+        reply = await bare.get("/v1/messages", headers={"X-API-Key": "demo"})
+        assert reply.status_code == 200
+        assert reply.json() == {"messages": [], "next_cursor": None}
+
+
+async def test_a_batch_answers_each_line_in_one_request(tmp_path: Path) -> None:
+    async with api(tmp_path) as (_, client):
+        reply = await client.post(
+            "/v1/messages",
+            json={
+                "messages": [
+                    {"id": "b1", "to": ["+250788100001", "+250788100002"], "text": "Hi"},
+                    {"id": "b2", "to": "12", "text": "Hi"},
+                    {"id": "b1", "to": "+250788100004", "text": "again"},
+                ]
+            },
+        )
+        assert reply.status_code == 200
+        results = reply.json()["results"]
+    assert [r["result"] for r in results] == ["accepted", "rejected", "rejected"]
+    assert [r["line"] for r in results] == [1, 2, 3]
+    assert [m["to"] for m in results[0]["messages"]] == ["+250788100001", "+250788100002"]
+    assert results[1] == {
+        "result": "rejected",
+        "line": 2,
+        "id": "b2",
+        "error": "'12' is a local number and no default region is configured",
+        "kind": "destination",
+        "msg_ids": [],
+        "retry_after_s": None,
+    }
+    assert results[2]["kind"] == "duplicate"
+    assert results[2]["msg_ids"] == [m["msg_id"] for m in results[0]["messages"]]
+
+
+async def test_a_batch_of_1000_is_accepted_and_1001_is_too_large(tmp_path: Path) -> None:
+    line = {"to": "+250788100001", "text": "batch", "schedule_at": iso_in(3600)}
+    async with api(tmp_path) as (_, client):
+        reply = await client.post("/v1/messages", json={"messages": [line] * 1000})
+        assert reply.status_code == 200
+        results = reply.json()["results"]
+        assert len(results) == 1000
+        assert {r["result"] for r in results} == {"accepted"}
+        ids = {r["messages"][0]["msg_id"] for r in results}
+        assert len(ids) == 1000
+        too_many = await client.post("/v1/messages", json={"messages": [line] * 1001})
+        assert problem(too_many, 413) == "the batch has 1001 messages; the limit is 1000"
+        listed = await client.get("/v1/messages", params={"state": "scheduled", "limit": 1000})
+        assert {m["msg_id"] for m in listed.json()["messages"]} == ids
+
+
+async def test_every_bad_request_gets_a_problem_never_a_500(tmp_path: Path) -> None:
+    async with api(tmp_path, max_body_bytes=4096) as (daemon, client):
+        async with httpx.AsyncClient(base_url=daemon.api_url) as bare:
+            assert "API key is needed" in problem(await bare.get("/v1/messages"), 401)
+            wrong = await bare.get("/v1/messages", headers={"Authorization": "Bearer nope"})
+            assert problem(wrong, 401) == "the API key is not valid"
+            wrong = await bare.post("/v1/messages", headers={"X-API-Key": "nope"}, json={})
+            assert problem(wrong, 401) == "the API key is not valid"
+        cases: list[tuple[httpx.Response, int, str]] = [
+            (await client.get("/v1/messages/999"), 404, "there is no message 999"),
+            (
+                await client.get("/v1/messages/abc"),
+                400,
+                "msg_id 'abc' is not a message id (digits)",
+            ),
+            (
+                await client.post("/v1/messages", content=b"to=1", headers=_form()),
+                415,
+                "the body must be application/json, not application/x-www-form-urlencoded",
+            ),
+            (await client.post("/v1/messages", content=b"{no", headers=_json()), 400, ""),
+            (await client.post("/v1/messages", content=b"[1]", headers=_json()), 400, ""),
+            (await client.post("/v1/messages", json={"to": 5, "text": "x"}), 400, ""),
+            (await client.post("/v1/messages", json={"messages": []}), 400, "'messages' is empty"),
+            (await client.post("/v1/messages", json={"messages": 3}), 400, ""),
+            (
+                await client.post(
+                    "/v1/messages",
+                    json={"messages": [{"to": "+250788100001", "text": "a"}, {"to": 1}]},
+                ),
+                400,
+                "message 2: invalid message: expected 'str | array', got 'int' - at '$.to'",
+            ),
+            (
+                await client.post("/v1/messages", json={"to": "+1", "text": "a", "colour": 1}),
+                400,
+                "invalid message: unknown field 'colour'",
+            ),
+            (await client.post("/v1/messages", json={"messages": [], "x": 1}), 400, ""),
+            (await client.put("/v1/messages"), 405, "/v1/messages does not take PUT"),
+            (await client.get("/v1/nowhere"), 404, "there is no such path in this API"),
+            (await client.get("/v1/messages", params={"limit": "0"}), 400, "limit must"),
+            (await client.get("/v1/messages", params={"state": "lost"}), 400, "state 'lost'"),
+            (await client.get("/v1/messages", params={"since": "yesterday"}), 400, "since"),
+            (await client.get("/v1/messages", params={"cursor": "x"}), 400, "cursor"),
+            (await client.get("/v1/events", params={"after": "-1"}), 400, "after"),
+            (
+                await client.post(
+                    "/v1/messages", content=b"{" + b" " * 5000 + b"}", headers=_json()
+                ),
+                413,
+                "the request body is larger than this API takes",
+            ),
+        ]
+        for reply, status, detail in cases:
+            assert problem(reply, status).startswith(detail), (reply.request.url, reply.text)
+        # Still serving after all that.
+        ok = await client.post("/v1/messages", json={"to": "+250788100001", "text": "ok"})
+        assert ok.json()["results"][0]["result"] == "accepted"
+
+
+def _json() -> dict[str, str]:
+    return {"content-type": "application/json"}
+
+
+def _form() -> dict[str, str]:
+    return {"content-type": "application/x-www-form-urlencoded"}
+
+
+async def test_listing_filters_and_pages_by_cursor(tmp_path: Path) -> None:
+    async with api(tmp_path) as (_, client):
+        later = iso_in(3600)
+        lines = [
+            {"id": f"p{n}", "to": "+250788100001", "text": "x", "schedule_at": later}
+            for n in range(5)
+        ]
+        reply = await client.post("/v1/messages", json={"messages": lines})
+        ids = [r["messages"][0]["msg_id"] for r in reply.json()["results"]]
+        seen: list[str] = []
+        cursor: str | None = None
+        for _ in range(10):
+            params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+            page = (await client.get("/v1/messages", params=params)).json()
+            seen += [m["msg_id"] for m in page["messages"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == ids[::-1]  # newest first, each once
+        by_id = (await client.get("/v1/messages", params={"id": "p3"})).json()["messages"]
+        assert [m["msg_id"] for m in by_id] == [ids[3]]
+        future = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+        since = (await client.get("/v1/messages", params={"since": future})).json()
+        assert since == {"messages": [], "next_cursor": None}
+        sent = (await client.get("/v1/messages", params={"state": "delivered"})).json()
+        assert sent["messages"] == []
+
+
+async def test_cancel_a_scheduled_message(tmp_path: Path) -> None:
+    async with api(tmp_path) as (daemon, client):
+        reply = await client.post(
+            "/v1/messages",
+            json={"id": "c1", "to": "+250788100001", "text": "later", "schedule_at": iso_in(60)},
+        )
+        msg_id = reply.json()["results"][0]["messages"][0]["msg_id"]
+        waiting = (await client.get(f"/v1/messages/{msg_id}")).json()
+        assert waiting["state"] == "scheduled"
+        assert waiting["due_at"] is not None
+        cancelled = await client.delete(f"/v1/messages/{msg_id}")
+        assert cancelled.status_code == 200
+        assert (cancelled.json()["state"], cancelled.json()["final"]) == ("cancelled", True)
+        again = await client.delete(f"/v1/messages/{msg_id}")
+        assert again.json()["state"] == "cancelled"
+        delivered = await client.post("/v1/messages", json={"to": "+250788100002", "text": "now"})
+        done = await final_state(client, delivered.json()["results"][0]["messages"][0]["msg_id"])
+        refused = await client.delete(f"/v1/messages/{done['msg_id']}")
+        assert problem(refused, 409) == (
+            f"message {done['msg_id']} cannot be cancelled: it is final already (delivered)"
+        )
+        assert problem(await client.delete("/v1/messages/424242"), 404)
+        counters = await daemon.sim_counters()
+    assert "+250788100001" not in str(counters)
+    assert "250788100001" not in str(counters)
+
+
+async def test_cancel_racing_dispatch_ends_cancelled_or_sent_never_both(tmp_path: Path) -> None:
+    """Messages due now, each cancelled as soon as it is accepted: each ends either
+    cancelled and never at the provider, or refused (409, already sent) and sent once."""
+    count = 60
+    settings = daemon_settings(tmp_path)
+    # dsc sends 20 requests a second, one message each (distinct texts): the first ones
+    # are claimed before their cancel comes, the later ones wait in the queue.
+    bridges = dict(settings.bridges)
+    bridges["dsc"] = msgspec.structs.replace(
+        bridges["dsc"], requests_per_s=20.0, requests_burst=1.0
+    )
+    settings = msgspec.structs.replace(settings, bridges=bridges)
+    async with (
+        running_daemon(settings) as daemon,
+        httpx.AsyncClient(base_url=daemon.api_url, headers=KEY, timeout=30) as client,
+    ):
+        answers: dict[str, int] = {}
+
+        async def submit_and_cancel(n: int) -> None:
+            number = f"+2507881{n:05d}"
+            reply = await client.post("/v1/messages", json={"to": number, "text": f"race {n}"})
+            msg_id = reply.json()["results"][0]["messages"][0]["msg_id"]
+            answers[number] = (await client.delete(f"/v1/messages/{msg_id}")).status_code
+
+        async with anyio.create_task_group() as tg:
+            for n in range(count):
+                tg.start_soon(submit_and_cancel, n)
+        page = (await client.get("/v1/messages", params={"limit": count})).json()["messages"]
+        finals = {m["to"]: (await final_state(client, m["msg_id"]))["state"] for m in page}
+        counters = await daemon.sim_counters()
+    taken = msgspec.convert(counters["dsc"]["accepted_by_recipient"], dict[str, int])
+    assert set(answers.values()) <= {200, 409}
+    assert {200, 409} <= set(answers.values())  # both sides of the race were run
+    for number, status in answers.items():
+        digits = number.lstrip("+")
+        if status == 200:
+            assert finals[number] == "cancelled"
+            assert digits not in taken
+        else:
+            assert finals[number] in FINAL
+            assert taken.get(digits) == 1
+
+
+async def test_openapi_document_is_served(tmp_path: Path) -> None:
+    async with api(tmp_path) as (daemon, _), httpx.AsyncClient(base_url=daemon.api_url) as bare:
+        reply = await bare.get("/v1/openapi.json")
+    document = reply.json()
+    assert document["openapi"] == "3.1.0"
+    assert set(document["paths"]) == {"/v1/messages", "/v1/messages/{msg_id}", "/v1/events"}
+    assert "Submission" in document["components"]["schemas"]

@@ -1,0 +1,128 @@
+"""engine.journal_reader on a real SQLite journal, and the journal's cancel compare-and-set."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from engine import lifecycle
+from engine.journal import MarkFinal, SqliteJournal, open_journal
+from engine.journal_reader import JournalReader, open_reader
+from tests.engine.test_journal import accept_one, make_message, park_writer
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def journal(tmp_path: Path) -> AsyncIterator[SqliteJournal]:
+    async with open_journal(tmp_path / "septet.db") as opened:
+        yield opened
+
+
+@pytest.fixture
+async def reader(journal: SqliteJournal) -> AsyncIterator[JournalReader]:
+    async with open_reader(journal.path) as opened:
+        yield opened
+
+
+async def test_a_message_reads_back_with_its_state_by_name(
+    journal: SqliteJournal, reader: JournalReader
+) -> None:
+    message = await accept_one(journal, make_message(client_ref="r1"))
+    stored = await reader.message(int(message.msg_id))
+    assert stored is not None
+    assert (stored.message.to, stored.message.client_ref, stored.status) == (
+        message.to,
+        "r1",
+        "accepted",
+    )
+    await journal.claim([message], 0, 101.0)
+    stored = await reader.message(int(message.msg_id))
+    assert stored is not None
+    assert (stored.status, stored.message.state) == ("inflight", "inflight")
+    assert await reader.message(999) is None
+
+
+async def test_a_page_is_newest_first_filtered_and_resumes_by_cursor(
+    journal: SqliteJournal, reader: JournalReader
+) -> None:
+    ids = [
+        (await accept_one(journal, make_message(client_ref=f"c{n}", due_at=100.0 + n))).msg_id
+        for n in range(7)
+    ]
+    seen: list[str] = []
+    below = None
+    for _ in range(10):
+        page = await reader.page("default", below=below, limit=3)
+        seen += [stored.message.msg_id for stored in page.messages]
+        below = page.next_cursor
+        if below is None:
+            break
+    assert seen == ids[::-1]
+    by_ref = await reader.page("default", client_ref="c2")
+    assert [s.message.msg_id for s in by_ref.messages] == [ids[2]]
+    since = await reader.page("default", since=104.0)
+    assert [s.message.msg_id for s in since.messages] == ids[4:][::-1]
+    assert since.next_cursor is None
+    assert (await reader.page("someone-else")).messages == []
+    assert (await reader.page("default", status="delivered")).messages == []
+
+
+async def test_cancel_wins_only_over_a_waiting_message_never_carried(
+    journal: SqliteJournal, reader: JournalReader
+) -> None:
+    waiting = await accept_one(journal, make_message(due_at=500.0))
+    step = lifecycle.on_cancel(waiting, 100.0)
+    assert step is not None
+    assert await journal.cancel(step.changes) is True
+    assert await journal.cancel(step.changes) is False  # final already
+    assert await journal.claim([waiting], 0, 600.0) == []  # a queued copy is not sent
+    stored = await reader.message(int(waiting.msg_id))
+    assert stored is not None
+    assert stored.status == "cancelled"
+    assert await journal.pending_count() == 0
+    claimed = await accept_one(journal, make_message())
+    late = lifecycle.on_cancel(claimed, 100.0)
+    assert late is not None
+    await journal.claim([claimed], 0, 101.0)
+    assert await journal.cancel(late.changes) is False
+    stored = await reader.message(int(claimed.msg_id))
+    assert stored is not None
+    assert stored.status == "inflight"
+
+
+@pytest.mark.parametrize("cancel_first", [True, False])
+async def test_a_claim_and_a_cancel_in_one_commit_exactly_one_wins(
+    journal: SqliteJournal, cancel_first: bool
+) -> None:
+    message = await accept_one(journal, make_message())
+    step = lifecycle.on_cancel(message, 100.0)
+    assert step is not None
+    outcome: dict[str, object] = {}
+
+    async def cancel() -> None:
+        outcome["cancelled"] = await journal.cancel(step.changes)
+
+    async def claim() -> None:
+        outcome["claimed"] = bool(await journal.claim([message], 0, 101.0))
+
+    async with anyio.create_task_group() as tg:
+        release = await park_writer(journal, tg)
+        # Both wait behind the parked writer and run in one group, in this order.
+        for work in (cancel, claim) if cancel_first else (claim, cancel):
+            tg.start_soon(work)
+            await anyio.lowlevel.checkpoint()
+        release.set()
+    assert outcome == {"cancelled": cancel_first, "claimed": not cancel_first}
+
+
+async def test_a_cancel_step_has_one_final_change(journal: SqliteJournal) -> None:
+    with pytest.raises(ValueError, match="exactly one MarkFinal"):
+        await journal.cancel([])
+    final = MarkFinal(msg_id="1", outcome="CANCELLED", code=None, error=None, at=1.0)
+    with pytest.raises(ValueError, match="exactly one MarkFinal"):
+        await journal.cancel([final, final])
