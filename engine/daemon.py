@@ -553,6 +553,7 @@ def _api_app(
         accept=accept,
         reader=reader,
         canceller=_Canceller(journal, events, scheduler),
+        feed=reader,
         max_batch=settings.api.max_batch,
     )
     return build_api_app(

@@ -10,6 +10,8 @@ CapacityLimiter of 1), and sees the last committed state. Nothing here writes.
                     column) and the times and outcome the columns keep
     message()       one by msg_id
     page()          an account's messages, newest first, filtered, by cursor
+    feed()          an account's durable event feed from a cursor (engine.feed's query)
+    history()       one message's events in order (engine.feed's query)
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import anyio
 import anyio.to_thread
 import msgspec
 
+from engine import feed
+from engine.feed import account_of
 from engine.journal import STATE_NAMES
 from engine.models import Message
 
@@ -95,12 +99,6 @@ def _stored_from_row(row: tuple[Any, ...]) -> StoredMessage:
         provider_cost=row[12],
         provider_currency=row[13],
     )
-
-
-def account_of(message: Message) -> str:
-    """The account a message belongs to (Message.account; the default one where it has
-    none)."""
-    return str(getattr(message, "account", None) or "default")
 
 
 class JournalReader:
@@ -180,6 +178,15 @@ class JournalReader:
             return MessagePage(found, last if scanned == SCAN_ROWS else None)
 
         return await self.run(work)
+
+    async def feed(self, account: str, after: int, limit: int) -> tuple[list[bytes], int]:
+        """`account`'s events after cursor `after`, and the cursor to read on from."""
+        page = await self.run(lambda connection: feed.read_feed(connection, account, after, limit))
+        return page.events, page.next_cursor
+
+    async def history(self, msg_id: str) -> list[bytes]:
+        """A message's events, oldest first (none for an unknown message)."""
+        return await self.run(lambda connection: feed.history(connection, msg_id)) or []
 
 
 @contextlib.asynccontextmanager

@@ -36,6 +36,7 @@ from aiohttp import web
 
 from engine import lifecycle
 from engine.config import ApiSettings, split_host_port
+from engine.feed import account_of
 from engine.ingress.api_models import (
     DEFAULT_PAGE,
     FINAL_STATES,
@@ -52,7 +53,7 @@ from engine.ingress.api_models import (
 )
 from engine.ingress.prepare import LineError, describe_invalid
 from engine.journal import Change, JournalError
-from engine.journal_reader import JournalReader, StoredMessage, account_of
+from engine.journal_reader import JournalReader, StoredMessage
 from engine.listener import serve_listener
 from engine.models import (
     Event,

@@ -29,6 +29,7 @@ async def api(tmp_path: Path, **api: Any) -> AsyncIterator[tuple[Daemon, httpx.A
         running_daemon(settings) as daemon,
         httpx.AsyncClient(base_url=daemon.api_url, headers=KEY, timeout=30) as client,
     ):
+        await daemon.sim_config({"dlr_mix": {"DELIVRD": 1.0}})
         yield daemon, client
 
 
@@ -305,3 +306,33 @@ async def test_openapi_document_is_served(tmp_path: Path) -> None:
     assert document["openapi"] == "3.1.0"
     assert set(document["paths"]) == {"/v1/messages", "/v1/messages/{msg_id}", "/v1/events"}
     assert "Submission" in document["components"]["schemas"]
+
+
+async def test_the_event_feed_and_a_messages_history(tmp_path: Path) -> None:
+    async with api(tmp_path) as (_, client):
+        reply = await client.post(
+            "/v1/messages", json={"id": "f1", "to": "+250788100001", "text": "x"}
+        )
+        msg_id = reply.json()["results"][0]["messages"][0]["msg_id"]
+        body = await final_state(client, msg_id)
+        later = await client.post(
+            "/v1/messages", json={"to": "+250788100002", "text": "y", "schedule_at": iso_in(60)}
+        )
+        cancelled_id = later.json()["results"][0]["messages"][0]["msg_id"]
+        assert (await client.delete(f"/v1/messages/{cancelled_id}")).status_code == 200
+        first = (await client.get("/v1/events", params={"after": "0", "limit": "2"})).json()
+        rest = (await client.get("/v1/events", params={"after": first["next_cursor"]})).json()
+        again = (await client.get("/v1/events", params={"after": "0"})).json()
+        end = (await client.get("/v1/events", params={"after": rest["next_cursor"]})).json()
+    events = first["events"] + rest["events"]
+    assert again["events"] == events  # reading does not consume
+    assert end == {"events": [], "next_cursor": rest["next_cursor"]}
+    ids = [event["event_id"] for event in events]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    mine = [event["event"] for event in events if event["msg_id"] == msg_id]
+    assert mine[0] == "accepted"
+    assert "submitted" in mine
+    assert mine[-1] == "dlr"
+    assert [e["event"] for e in events if e["msg_id"] == cancelled_id] == ["accepted", "cancelled"]
+    assert [event["event"] for event in body["history"]] == mine
