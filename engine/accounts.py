@@ -98,12 +98,15 @@ class AccountSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
 
 
 def demo_accounts(*, api_key: str | None) -> dict[str, AccountSettings]:
-    """The demo account: SMPP demo/demo as before accounts, and `api_key` if given (the
-    embedded default gives it "demo"; for the demo only)."""
+    """The demo account: SMPP demo/demo as before accounts, and with `api_key` (the
+    embedded default gives it "demo"; for the demo only) that key and the Kannel sendsms
+    login demo/demo (docs/http-api.md)."""
+    sendsms = None if api_key is None else SendsmsLogin(password="demo")  # noqa: S106
     return {
         DEMO_ACCOUNT: AccountSettings(
             api_key=api_key,
             smpp=SmppLogin(password="demo"),  # noqa: S106 - the documented demo login (DESIGN.md)
+            sendsms=sendsms,
         )
     }
 

@@ -10,7 +10,6 @@ requests they have started, the journal commits, and the process exits 0.
 from __future__ import annotations
 
 import functools
-import hmac
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,6 +25,7 @@ from aiohttp import web
 
 from bridges.base import BridgeDriver
 from bridges.registry import build_driver
+from engine.accounts import Accounts
 from engine.admission import takes_message
 from engine.circuit import CircuitBreaker
 from engine.config import (
@@ -61,7 +61,7 @@ from engine.journal_reader import JournalReader, open_reader
 from engine.lifecycle import Charge
 from engine.listener import build_app, build_metrics_app, metrics_route, serve_listener
 from engine.metrics import LiveState, Metrics, Operations
-from engine.models import Event, Message, Submission
+from engine.models import Event, Message
 from engine.observe import BacklogCounter
 from engine.pricing import (
     NoPriceError,
@@ -425,7 +425,7 @@ async def run_daemon(
         api_port: int | None = None
         if settings.api.listen:
             reader = await stack.enter_async_context(open_reader(journal_path))
-            api_app = _api_app(settings, journal, reader, events, scheduler, handler)
+            api_app = _api_app(settings, journal, reader, events, scheduler, accounts, acceptor)
 
             async def run_api(*, task_status: anyio.abc.TaskStatus[int]) -> None:
                 with api_scope:
@@ -509,48 +509,21 @@ class _Canceller:
         self._scheduler.discard(message)
 
 
-class _DemoAccount:
-    name = "default"
-
-
-class _DemoAccounts:
-    """Until engine.accounts: the demo account, API key and sendsms login "demo"."""
-
-    def by_api_key(self, key: str) -> _DemoAccount | None:
-        return _DemoAccount() if hmac.compare_digest(key.encode(), b"demo") else None
-
-    def by_login(self, username: str, password: str) -> _DemoAccount | None:
-        matched = hmac.compare_digest(f"{username}:{password}".encode(), b"demo:demo")
-        return _DemoAccount() if matched else None
-
-
 def _api_app(
     settings: Settings,
     journal: SqliteJournal,
     reader: JournalReader,
     events: EventRouter,
     scheduler: Scheduler,
-    handler: LineHandler,
+    accounts: Accounts,
+    acceptor: Acceptor,
 ) -> web.Application:
     """The HTTP API and sendsms on their listener (engine.ingress.http_api)."""
     for origin in ("api", "sendsms"):
         events.register(_DiscardSink(origin))
-    accounts = _DemoAccounts()
-
-    async def accept(account: Any, origin: str, submissions: Sequence[Submission]) -> list[Any]:
-        results: list[Any] = [None] * len(submissions)
-
-        async def one(index: int, submission: Submission) -> None:
-            results[index] = await handler.accept_submission(submission, origin)
-
-        async with anyio.create_task_group() as tg:
-            for index, submission in enumerate(submissions):
-                tg.start_soon(one, index, submission)
-        return results
-
     api = HttpApi(
         accounts=accounts,
-        accept=accept,
+        accept=acceptor.accept,
         reader=reader,
         canceller=_Canceller(journal, events, scheduler),
         feed=reader,
@@ -558,7 +531,7 @@ def _api_app(
     )
     return build_api_app(
         api,
-        sendsms_route(accounts.by_login, accept),
+        sendsms_route(accounts.by_login, acceptor.accept),
         max_body_bytes=settings.api.max_body_bytes,
     )
 

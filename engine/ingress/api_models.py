@@ -13,6 +13,7 @@ from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
 
+from engine.ingress.prepare import RefusalKind
 from engine.models import Encoding, Submission
 
 API_VERSION: Final = "1"
@@ -40,25 +41,6 @@ StateName = Literal[
 FINAL_STATES: Final = frozenset(
     {"sent", "delivered", "undeliverable", "expired", "rejected", "deleted", "unknown", "cancelled"}
 )
-
-# Why a line was refused (engine.ingress.prepare.RefusalKind, and the accounts' limits).
-RefusalName = Literal[
-    "invalid",
-    "text",
-    "sender",
-    "flash",
-    "validity",
-    "recipients",
-    "destination",
-    "schedule",
-    "price",
-    "congested",
-    "journal",
-    "duplicate",
-    "throttled",
-    "quota",
-    "account",
-]
 
 
 class MessageBatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -95,7 +77,7 @@ class LineRefused(msgspec.Struct, tag="rejected", tag_field="result", kw_only=Tr
     line: int
     id: str | None
     error: str
-    kind: RefusalName
+    kind: RefusalKind
     msg_ids: list[str] = msgspec.field(default_factory=list)
     retry_after_s: float | None = None
 

@@ -35,6 +35,7 @@ import structlog
 from aiohttp import web
 
 from engine import lifecycle
+from engine.accounts import Account
 from engine.config import ApiSettings, split_host_port
 from engine.feed import account_of
 from engine.ingress.api_models import (
@@ -82,13 +83,6 @@ _batch_decoder: Final = msgspec.json.Decoder(list[msgspec.Raw])
 _encoder: Final = msgspec.json.Encoder()
 _event_decoder: Final = msgspec.json.Decoder(dict[str, Any])
 _loose_decoder: Final = msgspec.json.Decoder(dict[str, Any])
-
-
-class Account(Protocol):
-    """An application's account (engine.accounts): its name is what messages carry."""
-
-    @property
-    def name(self) -> str: ...
 
 
 class AccountBook(Protocol):

@@ -28,7 +28,8 @@ from typing import Final
 import msgspec
 from aiohttp import web
 
-from engine.ingress.http_api import BUSY_KINDS, LIMIT_KINDS, Acceptor, Account
+from engine.accounts import Account
+from engine.ingress.http_api import BUSY_KINDS, LIMIT_KINDS, Acceptor
 from engine.ingress.prepare import LineError
 from engine.models import Submission
 

@@ -50,26 +50,31 @@ async def test_a_message_reads_back_with_its_state_by_name(
 async def test_a_page_is_newest_first_filtered_and_resumes_by_cursor(
     journal: SqliteJournal, reader: JournalReader
 ) -> None:
-    ids = [
-        (await accept_one(journal, make_message(client_ref=f"c{n}", due_at=100.0 + n))).msg_id
-        for n in range(7)
-    ]
+    ids = []
+    for n in range(7):
+        message = make_message(client_ref=f"c{n}", due_at=100.0 + n)
+        message.account = "acme"
+        ids.append((await accept_one(journal, message)).msg_id)
+    other = make_message(client_ref="c2")
+    other.account = "someone-else"
+    await accept_one(journal, other)
     seen: list[str] = []
     below = None
     for _ in range(10):
-        page = await reader.page("default", below=below, limit=3)
+        page = await reader.page("acme", below=below, limit=3)
         seen += [stored.message.msg_id for stored in page.messages]
         below = page.next_cursor
         if below is None:
             break
     assert seen == ids[::-1]
-    by_ref = await reader.page("default", client_ref="c2")
+    by_ref = await reader.page("acme", client_ref="c2")
     assert [s.message.msg_id for s in by_ref.messages] == [ids[2]]
-    since = await reader.page("default", since=104.0)
+    since = await reader.page("acme", since=104.0)
     assert [s.message.msg_id for s in since.messages] == ids[4:][::-1]
     assert since.next_cursor is None
-    assert (await reader.page("someone-else")).messages == []
-    assert (await reader.page("default", status="delivered")).messages == []
+    assert len((await reader.page("someone-else")).messages) == 1
+    assert (await reader.page("nobody")).messages == []
+    assert (await reader.page("acme", status="delivered")).messages == []
 
 
 async def test_cancel_wins_only_over_a_waiting_message_never_carried(

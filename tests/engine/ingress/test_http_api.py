@@ -13,7 +13,8 @@ import httpx
 import msgspec
 import pytest
 
-from engine.config import ApiSettings
+from engine.accounts import AccountSettings, SendsmsLogin
+from engine.config import ApiSettings, Settings
 from tests.engine.daemon_harness import Daemon, daemon_settings, iso_in, running_daemon
 
 pytestmark = pytest.mark.anyio
@@ -336,3 +337,53 @@ async def test_the_event_feed_and_a_messages_history(tmp_path: Path) -> None:
     assert mine[-1] == "dlr"
     assert [e["event"] for e in events if e["msg_id"] == cancelled_id] == ["accepted", "cancelled"]
     assert [event["event"] for event in body["history"]] == mine
+
+
+def two_accounts(tmp_path: Path) -> Settings:
+    """Account "a" (key-a) meters 1 message a second with a burst of 2; "b" (key-b) may
+    send 1 message a day, and has a sendsms login."""
+    accounts = {
+        "a": AccountSettings(api_key="key-a", messages_per_s=1.0, burst=2.0),
+        "b": AccountSettings(api_key="key-b", daily_quota=1, sendsms=SendsmsLogin(password="pw-b")),
+    }
+    return daemon_settings(tmp_path, accounts=accounts)
+
+
+async def test_accounts_see_their_own_and_are_held_to_their_limits(tmp_path: Path) -> None:
+    async with running_daemon(two_accounts(tmp_path)) as daemon:
+        url = daemon.api_url
+        async with (
+            httpx.AsyncClient(base_url=url, headers={"X-API-Key": "key-a"}) as a,
+            httpx.AsyncClient(base_url=url, headers={"Authorization": "Bearer key-b"}) as b,
+        ):
+            later = iso_in(3600)
+            line = {"to": "+250788100001", "text": "x", "schedule_at": later}
+            burst = await a.post("/v1/messages", json={"messages": [line, line, line]})
+            results = burst.json()["results"]
+            assert [r["result"] for r in results] == ["accepted", "accepted", "rejected"]
+            assert results[2]["kind"] == "throttled"
+            assert results[2]["retry_after_s"] > 0
+            over = await a.post("/v1/messages", json=line)
+            assert problem(over, 429)
+            assert int(over.headers["Retry-After"]) >= 1
+            msg_id = results[0]["messages"][0]["msg_id"]
+            assert problem(await b.get(f"/v1/messages/{msg_id}"), 403) == (
+                f"message {msg_id} belongs to another account"
+            )
+            assert problem(await b.delete(f"/v1/messages/{msg_id}"), 403)
+            assert (await b.get("/v1/messages")).json()["messages"] == []
+            assert (await b.get("/v1/events")).json()["events"] == []
+            mine = (await a.get("/v1/messages")).json()["messages"]
+            assert len(mine) == 2
+            first = await b.post("/v1/messages", json=line)
+            assert first.json()["results"][0]["result"] == "accepted"
+            quota = await b.post("/v1/messages", json=line)
+            assert "quota" in problem(quota, 429)
+            assert int(quota.headers["Retry-After"]) >= 1
+            kannel = await b.get(
+                "/cgi-bin/sendsms",
+                params={"username": "b", "password": "pw-b", "to": "+250788100002", "text": "x"},
+            )
+            assert kannel.status_code == 429
+            assert kannel.text.endswith(", rejected")
+            assert int(kannel.headers["Retry-After"]) >= 1
