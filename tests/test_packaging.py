@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import ast
 import configparser
+import json
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -202,8 +205,12 @@ def test_engine_and_bridges_import_only_the_standard_library_and_runtime_depende
     assert not strays, sorted(strays)
 
 
-@pytest.mark.slow
-def test_a_runtime_only_install_runs_in_a_fresh_environment(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def runtime_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtual environment with the runtime-only install, made as the Dockerfile
+    makes it: wheels of septet and its runtime dependencies (`pip wheel -c
+    constraints.txt`), then installed from those wheels alone (`--no-index`)."""
+    tmp_path = tmp_path_factory.mktemp("runtime")
     # A copy of the tracked sources, so the build leaves nothing in the checkout.
     listing = subprocess.run(
         ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
@@ -213,11 +220,23 @@ def test_a_runtime_only_install_runs_in_a_fresh_environment(tmp_path: Path) -> N
         if (ROOT / name).is_file():
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, source / name)
+    wheels = tmp_path / "wheels"
+    pip = [sys.executable, "-m", "pip", "-q"]
+    constraints = str(source / "constraints.txt")
+    wheel = [*pip, "wheel", "-c", constraints, "--wheel-dir", str(wheels), str(source)]
+    subprocess.run(wheel, check=True)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, "-c", str(source / "constraints.txt"), str(source)], check=True)
-    septet = str(venv / "bin" / "septet")
+    install = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index"]
+    subprocess.run([*install, *map(str, wheels.glob("*.whl"))], check=True)
+    return venv
+
+
+@pytest.mark.slow
+def test_a_runtime_only_install_runs_in_a_fresh_environment(
+    runtime_venv: Path, tmp_path: Path
+) -> None:
+    septet = str(runtime_venv / "bin" / "septet")
     help_text = subprocess.run(
         [septet, "run", "--help"], capture_output=True, text=True, check=True
     )
@@ -234,15 +253,69 @@ def test_a_runtime_only_install_runs_in_a_fresh_environment(tmp_path: Path) -> N
         "        if not module.name.endswith('.__main__'):  # runs the CLI\n"
         "            importlib.import_module(module.name)\n"
     )
-    subprocess.run([str(venv / "bin" / "python"), "-c", every_module], check=True, cwd=tmp_path)
+    python = str(runtime_venv / "bin" / "python")
+    subprocess.run([python, "-c", every_module], check=True, cwd=tmp_path)
     installed = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "list", "--format=freeze"],
+        [python, "-m", "pip", "list", "--format=freeze"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.lower()
     for package in DEV_AND_BENCH:
         assert f"\n{package}==" not in f"\n{installed}", package
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.mark.slow
+def test_the_images_command_config_and_health_check_work_outside_docker(
+    runtime_venv: Path, tmp_path: Path
+) -> None:
+    """What the image runs, run from the runtime-only install: its CMD with its config
+    (state moved to a temporary directory, listeners to free ports on 127.0.0.1), until
+    its HEALTHCHECK command passes; then SIGTERM drains it to exit 0 within the stop
+    timeout the unit and compose give it."""
+    stage = final_stage(DOCKERFILE.read_text())
+    (health,) = [rest for word, rest in stage if word == "HEALTHCHECK"]
+    check_command = json.loads(health.split(" CMD ", 1)[1])
+    settings = load_config(IMAGE_CONFIG).settings
+    assert settings.http.listen is not None
+    http_port = free_port()
+    config = IMAGE_CONFIG.read_text().replace("/var/lib/septet", str(tmp_path))
+    config = config.replace(f'"{settings.http.listen}"', f'"127.0.0.1:{http_port}"')
+    config = re.sub(r'"0\.0\.0\.0:\d+"', '"127.0.0.1:0"', config)
+    (tmp_path / "septet.toml").write_text(config)
+    check_command = [
+        str(runtime_venv / "bin" / "python") if part == "python" else part for part in check_command
+    ]
+    check_command[-1] = check_command[-1].replace(
+        f":{split_host_port(settings.http.listen, 'http.listen')[1]}/", f":{http_port}/"
+    )
+    command = [str(runtime_venv / "bin" / "septet"), "run", "--config", "septet.toml"]
+    with subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    ) as daemon:
+        try:
+            healthy = False
+            for _ in range(100):  # as Docker would: the check, until it passes (bounded)
+                if subprocess.run(check_command, capture_output=True, check=False).returncode == 0:
+                    healthy = True
+                    break
+                assert daemon.poll() is None, daemon.communicate()[1].decode()[-2000:]
+                time.sleep(0.2)
+            assert healthy
+            assert (tmp_path / "septet.db").exists()
+            daemon.send_signal(signal.SIGTERM)
+            timeout = float(read_unit()["Service"]["TimeoutStopSec"])
+            assert daemon.wait(timeout=timeout) == 0
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
 
 
 # ── the image, built and run (only where a Docker engine answers) ────────────────────
