@@ -66,14 +66,7 @@ def build_app(
         if driver is None or driver.capabilities.delivery != "callback":
             on_rejected(bridge, "unknown_bridge")
             return web.Response(status=404, text=f"no callback endpoint for {bridge!r}\n")
-        body: bytes | None = None
-        if request.content.is_eof():
-            # The whole body is here already (a GET has none): reading it cannot wait, so
-            # no timeout is set up (a cancel scope costs microseconds, on every report).
-            body = await request.read()
-        else:
-            with anyio.move_on_after(body_timeout_s):
-                body = await request.read()
+        body = await _read_body(request, body_timeout_s)
         if body is None:
             log.warning("callback_body_timeout", bridge=bridge, peer=request.remote)
             on_rejected(bridge, "body_timeout")
@@ -124,6 +117,17 @@ def build_app(
     app.router.add_route("POST", "/dlr/{bridge}", callback)
     app.add_routes([*health_routes(ready), *extra_routes])
     return app
+
+
+async def _read_body(request: web.Request, timeout_s: float) -> bytes | None:
+    """The request's body, or None when it did not arrive within `timeout_s`."""
+    if request.content.is_eof():
+        # The whole body is here already (a GET has none): reading it cannot wait, so
+        # no timeout is set up (a cancel scope costs microseconds, on every report).
+        return await request.read()
+    with anyio.move_on_after(timeout_s):
+        return await request.read()
+    return None
 
 
 def health_routes(ready: ReadyCheck) -> list[web.RouteDef]:
