@@ -34,6 +34,7 @@ from engine.ratelimit import TokenBucket
 from engine.smpp.auth import BindGuard, bind_key
 from engine.smpp.settings import BindType, SmppAccount
 from engine.smpp.text import Alphabet
+from engine.webhooks.settings import AccountWebhooks
 
 NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
@@ -87,13 +88,16 @@ class AccountSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     daily_quota: PositiveInt | None = None
     smpp: SmppLogin | None = None
     sendsms: SendsmsLogin | None = None
+    # `[accounts.NAME.webhooks]`; unset, the account uses `[webhooks]`'s default_url,
+    # allowed_hosts and secret.
+    webhooks: AccountWebhooks | None = None
 
     def __repr__(self) -> str:  # never the API key or a password
         return (
             f"AccountSettings(api_key={'[redacted]' if self.api_key else None},"
             f" allowed_senders={self.allowed_senders!r}, messages_per_s={self.messages_per_s!r},"
             f" burst={self.burst!r}, daily_quota={self.daily_quota!r}, smpp={self.smpp!r},"
-            f" sendsms={self.sendsms!r})"
+            f" sendsms={self.sendsms!r}, webhooks={'set' if self.webhooks else None})"
         )
 
 
@@ -142,10 +146,13 @@ def secret_matches(given: str, expected: str) -> bool:
 @dataclass(eq=False)
 class Account:
     """One configured account while septet runs: its settings, its token bucket (shared by
-    every door) and its SMPP login as the SMPP server reads it (None: no SMPP)."""
+    every door), its SMPP login as the SMPP server reads it (None: no SMPP) and its webhook
+    settings (its own, else `[webhooks]`'s; engine.webhooks)."""
 
     name: str
     settings: AccountSettings
+    fallback_webhooks: AccountWebhooks | None = field(default=None, repr=False)
+    webhooks: AccountWebhooks | None = field(init=False)
     bucket: TokenBucket = field(init=False)
     smpp: SmppAccount | None = field(init=False)
     allowed_senders: frozenset[str] = field(init=False)
@@ -155,6 +162,7 @@ class Account:
         burst = self.settings.burst or max(1.0, rate)
         self.bucket = TokenBucket(rate if rate > 0 else math.inf, burst)
         self.allowed_senders = frozenset(self.settings.allowed_senders)
+        self.webhooks = self.settings.webhooks or self.fallback_webhooks
         login = self.settings.smpp
         self.smpp = (
             None
@@ -200,12 +208,16 @@ class Accounts:
         default: str | None = None,
         max_failed_binds: int = 5,
         failed_bind_window_s: float = 300.0,
+        webhooks: AccountWebhooks | None = None,
     ) -> None:
         """`default` names the default account; None: the first account. ValueError when
-        there is none, or `default` is not one of them (engine.config checks it first)."""
+        there is none, or `default` is not one of them (engine.config checks it first).
+        `webhooks`: those of accounts without their own (`[webhooks]`)."""
         if not accounts:
             raise ValueError("there are no accounts")
-        self._by_name = {name: Account(name, settings) for name, settings in accounts.items()}
+        self._by_name = {
+            name: Account(name, settings, webhooks) for name, settings in accounts.items()
+        }
         name = default if default is not None else next(iter(self._by_name))
         if name not in self._by_name:
             raise ValueError(f"the default account {name!r} is not configured")

@@ -331,7 +331,13 @@ def _resolve_account_secrets(
     if sendsms is not None:
         password = resolve(sendsms.password, f"{where}.sendsms.password")
         sendsms = msgspec.structs.replace(sendsms, password=password)
-    return msgspec.structs.replace(account, api_key=api_key, smpp=smpp, sendsms=sendsms)
+    webhooks = account.webhooks
+    if webhooks is not None and webhooks.secret is not None:
+        secret = resolve(webhooks.secret, f"{where}.webhooks.secret")
+        webhooks = msgspec.structs.replace(webhooks, secret=secret)
+    return msgspec.structs.replace(
+        account, api_key=api_key, smpp=smpp, sendsms=sendsms, webhooks=webhooks
+    )
 
 
 def fold_accounts(settings: Settings) -> Settings:
@@ -379,6 +385,7 @@ def accounts_of(settings: Settings) -> Accounts:
         default=settings.ingress.account,
         max_failed_binds=settings.smpp.max_failed_binds,
         failed_bind_window_s=settings.smpp.failed_bind_window_s,
+        webhooks=settings.webhooks.account(),
     )
 
 
@@ -428,6 +435,11 @@ def _account_problems(name: str, account: AccountSettings) -> Iterator[str]:
     for door, login in (("smpp", account.smpp), ("sendsms", account.sendsms)):
         if login is not None and not login.password:
             yield f"{where}.{door}.password is empty"
+    webhooks = account.webhooks
+    if webhooks is not None and webhooks.default_url is not None:
+        refusal = hosts.check_url(webhooks.default_url, webhooks)
+        if refusal is not None:
+            yield f"{where}.webhooks.default_url: {hosts.describe(refusal)}"
 
 
 def validate(settings: Settings) -> None:

@@ -283,7 +283,7 @@ async def run_daemon(
         webhooks = WebhookWorker(
             journal,
             settings.webhooks,
-            functools.partial(_webhook_account, settings),
+            functools.partial(_webhook_account, settings, accounts),
             metrics=metrics,
         )
         journal.on_deliveries = webhooks.wake
@@ -638,10 +638,13 @@ async def _wait_for_stop(
     return reason
 
 
-def _webhook_account(settings: Settings, account: str) -> AccountWebhooks:
-    """An account's webhook settings. Until accounts have their own (`[accounts.NAME]`),
-    every account uses `[webhooks]`."""
-    return settings.webhooks
+def _webhook_account(settings: Settings, accounts: Accounts, name: str) -> AccountWebhooks:
+    """An account's webhook settings: its own (`[accounts.NAME.webhooks]`), else those of
+    `[webhooks]` (also for messages of an account no longer configured, or from before
+    accounts)."""
+    account = accounts.get(name)
+    found = account.webhooks if account is not None else None
+    return found or settings.webhooks
 
 
 def _max_size_bytes(max_size_mb: float | None) -> int | None:

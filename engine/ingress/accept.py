@@ -159,7 +159,7 @@ class Acceptor:
             if not account.sender_allowed(sub.sender):
                 outcomes[index] = _sender_refused(account, sub)
                 continue
-            prepared = prepare(sub, origin, now)
+            prepared = prepare(sub, origin, now, account.webhooks)
             if isinstance(prepared, LineError):
                 outcomes[index] = prepared
                 continue

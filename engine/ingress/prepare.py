@@ -109,9 +109,14 @@ class LinePreparer:
             return LineError("invalid message: the line is not a JSON object")
 
     def prepare_submission(
-        self, sub: Submission, origin: str, now: float
+        self,
+        sub: Submission,
+        origin: str,
+        now: float,
+        webhooks: AccountWebhooks | None = None,
     ) -> list[Message] | LineError:
-        """The checks and per-recipient messages of one decoded submission (NDJSON or SMPP)."""
+        """The checks and per-recipient messages of one decoded submission (NDJSON or SMPP).
+        `webhooks`: its account's (engine.accounts.Account.webhooks); None: the preparer's."""
         ref = sub.id
         text = sub.text
         if not text:
@@ -137,7 +142,7 @@ class LinePreparer:
                 )
             due_at = max(now, sub.schedule_at.timestamp())
         expires_at = None if sub.validity_s is None else due_at + sub.validity_s
-        callback_url = self._callback_url(sub)
+        callback_url = self._callback_url(sub, webhooks or self._webhooks)
         if isinstance(callback_url, LineError):
             return callback_url
         try:
@@ -197,10 +202,11 @@ class LinePreparer:
             )
         return messages
 
-    def _callback_url(self, sub: Submission) -> str | LineError | None:
+    def _callback_url(
+        self, sub: Submission, webhooks: AccountWebhooks | None
+    ) -> str | LineError | None:
         """Where the line's events go: its own URL, checked (engine.webhooks.hosts), or
         the account's default (checked when the config was loaded)."""
-        webhooks = self._webhooks
         if sub.callback_url is None:
             return webhooks.default_url if webhooks is not None else None
         if webhooks is None:

@@ -10,6 +10,7 @@ import pytest
 from engine.accounts import AccountSettings, SendsmsLogin, SmppLogin
 from engine.config import ConfigError, accounts_of, load_config, load_settings
 from engine.log import configure_logging
+from engine.webhooks.settings import AccountWebhooks
 from tests.engine.test_log import restore_logging  # noqa: F401 - the fixture, by name
 
 FULL = """
@@ -234,3 +235,43 @@ def test_account_secrets_are_never_logged(
 def test_an_account_that_is_not_a_table_is_named(tmp_path: Path) -> None:
     (found,) = sentences(tmp_path, '[accounts]\nacme = "x"\n')
     assert found.endswith("accounts.acme: Expected `object`, got `str`"), found
+
+
+def test_an_account_has_webhooks_of_its_own_or_those_of_the_webhooks_section(
+    tmp_path: Path,
+) -> None:
+    text = (
+        '[webhooks]\nsecret = "shared"\n'
+        '[accounts.acme.webhooks]\ndefault_url = "https://hooks.acme.example/in"\n'
+        'allowed_hosts = ["hooks.acme.example"]\nsecret = "env:ACME_HOOKS"\n'
+        "[accounts.shop]\n"
+    )
+    settings = load_settings(write(tmp_path, text), environ={"ACME_HOOKS": "acme-secret"})
+    accounts = accounts_of(settings)
+    acme, shop = accounts.get("acme"), accounts.get("shop")
+    assert acme is not None
+    assert shop is not None
+    assert acme.webhooks == AccountWebhooks(
+        default_url="https://hooks.acme.example/in",
+        allowed_hosts=["hooks.acme.example"],
+        secret="acme-secret",
+    )
+    assert shop.webhooks == AccountWebhooks(secret="shared")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[accounts.a.webhooks]\nsecret = "env:NOPE"\n',
+            "accounts.a.webhooks.secret names environment variable NOPE, which is not set",
+        ),
+        (
+            '[accounts.a.webhooks]\ndefault_url = "http://127.0.0.1:9/x"\nsecret = "s"\n',
+            "accounts.a.webhooks.default_url: ",
+        ),
+    ],
+)
+def test_an_accounts_webhook_mistakes_name_it(tmp_path: Path, text: str, expected: str) -> None:
+    found = sentences(tmp_path, text)
+    assert any(expected in sentence for sentence in found), found

@@ -18,6 +18,7 @@ from engine.journal import SqliteJournal, open_journal
 from engine.models import Message, Submission
 from engine.pricing import default_price_tables
 from engine.routing import Router, default_routes
+from engine.webhooks.settings import AccountWebhooks
 from tests.engine.smpp.harness import BRIDGES, RecordingScheduler
 
 pytestmark = pytest.mark.anyio
@@ -191,3 +192,19 @@ async def test_a_duplicate_is_not_counted_against_the_quota(tmp_path: Path) -> N
         )
         accepted((await s.acceptor.accept(account, "tcp:1", [line(id="y")]))[0])
         assert await s.journal.accepted_today("acme", utc_day(s.clock.now)) == 2
+
+
+async def test_each_account_checks_callback_urls_by_its_own_webhook_rules(tmp_path: Path) -> None:
+    own = AccountWebhooks(allowed_hosts=["hooks.acme.example"], secret="acme-secret")
+    acme = Account("acme", AccountSettings(webhooks=own))
+    bare = Account("bare", AccountSettings())  # no webhooks of its own, none by default
+    url = "https://hooks.acme.example/septet"
+    async with accepting(tmp_path / "j.db") as s:
+        (ok,) = await s.acceptor.accept(acme, "tcp:1", [line(callback_url=url)])
+        assert accepted(ok)[0].callback_url == url
+        (elsewhere,) = await s.acceptor.accept(
+            acme, "tcp:1", [line(callback_url="https://example.org/hook")]
+        )
+        assert refusal(elsewhere).kind == "callback"
+        (refused,) = await s.acceptor.accept(bare, "tcp:1", [line(callback_url=url)])
+        assert refusal(refused).kind == "callback"
