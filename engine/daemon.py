@@ -254,7 +254,10 @@ async def run_daemon(
             tg.start_soon(
                 _check_credentials, name, drivers[name], clients[name], circuits[name], operations
             )
+            # A driver that fails on an odd balance reply is logged and asked again later,
+            # never the daemon's end.
             tg.start_soon(
+                _run_forever,
                 functools.partial(
                     serve_balance,
                     name,
@@ -263,7 +266,8 @@ async def run_daemon(
                     operations,
                     interval_s=bridge.balance_interval_s,
                     on_check=_log_balance_failure,
-                )
+                ),
+                f"balance:{name}",
             )
         await recover_inflight(
             journal,
