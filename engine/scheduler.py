@@ -142,7 +142,13 @@ class BridgeQueue:
         self._lanes: dict[int, OrderedDict[BatchKey, deque[Message]]] = {}
         self._ids: set[str] = set()
         self._size = 0
-        self._not_empty = anyio.Event()
+        # Idle takers (dispatch workers) waiting for work, oldest first. A put wakes one,
+        # not the whole pool: a woken taker that leaves work behind wakes the next
+        # (`_call_taker`), so one message costs one wake-up, not one per idle worker.
+        self._takers: deque[anyio.Event] = deque()
+        self._called = 0  # takers woken that have not looked at the queue yet
+        # Set by the next put: takers lingering for companions of a small batch wait on it.
+        self._arrival: anyio.Event | None = None
         # Puts waiting for room, oldest first; each is granted one slot in turn, so a
         # client putting one message (an SMPP submit) is not starved by one putting
         # thousands (a socket client's chunk of lines).
@@ -187,7 +193,11 @@ class BridgeQueue:
         bucket.append(message)
         self._ids.add(message.msg_id)
         self._size += 1
-        self._not_empty.set()
+        if not self._called:
+            self._call_taker()
+        if self._arrival is not None:
+            self._arrival.set()
+            self._arrival = None
         return True
 
     async def put(self, message: Message) -> None:
@@ -319,15 +329,41 @@ class BridgeQueue:
 
     async def take_batch(self, limit: int, linger_s: float = 0.0) -> list[Message]:
         while self._size == 0:
-            await self._not_empty.wait()
+            await self._wait_for_work()
         batch = self._pop(limit)
+        self._call_taker()  # work left behind: the next idle taker's turn
         if linger_s > 0 and len(batch) < limit and self._size == 0:
             # A small batch on an idle queue: wait briefly for companions.
+            if self._arrival is None:
+                self._arrival = anyio.Event()
+            arrival = self._arrival
             with anyio.move_on_after(linger_s):
-                await self._not_empty.wait()
+                await arrival.wait()
             if self._size:
                 self._pop_matching(batch, limit)
+                self._call_taker()
         return batch
+
+    async def _wait_for_work(self) -> None:
+        """Wait, FIFO among idle takers, until a put or a taker before us calls us."""
+        called = anyio.Event()
+        self._takers.append(called)
+        try:
+            await called.wait()
+        except BaseException:
+            if called.is_set():
+                self._called -= 1
+                self._call_taker()  # pass the call on: the work must not wait for a put
+            else:
+                self._takers.remove(called)
+            raise
+        self._called -= 1
+
+    def _call_taker(self) -> None:
+        """Wake the oldest idle taker if there is work and no woken taker is on its way."""
+        if self._size and self._takers and not self._called:
+            self._called += 1
+            self._takers.popleft().set()
 
     def _pop_matching(self, batch: list[Message], limit: int) -> None:
         """Fill `batch` up to `limit` with messages of its key to other destinations."""
@@ -353,8 +389,6 @@ class BridgeQueue:
             self._ids.discard(message.msg_id)
         self._size -= len(messages)
         self._grant()
-        if self._size == 0:
-            self._not_empty = anyio.Event()
 
 
 def _counts(bridges: Sequence[str]) -> dict[str, int]:
