@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Literal
 
 from bridges import bsg, dsc, routemobile, smsclub
 from bridges.base import BridgeDriver, BridgeSettings, DeliveryPath, Limits
@@ -52,6 +53,17 @@ DRIVER_DELIVERY: dict[str, DeliveryPath] = {
     "routemobile": RouteMobileDriver.capabilities.delivery,
     "bsg": BsgDriver.capabilities.delivery,
     "smsclub": SmsClubDriver.capabilities.delivery,
+}
+
+# Driver name -> what the operator does for its reports: "with_each_message" (septet
+# sends its callback URL with every send: dsc's dlrurl), "on_the_account" (the URL is
+# configured on the provider's account: Route Mobile's DLR push), "polled" (nothing).
+CallbackSetup = Literal["with_each_message", "on_the_account", "polled"]
+DRIVER_CALLBACK_SETUP: dict[str, CallbackSetup] = {
+    "dsc": "with_each_message",
+    "routemobile": "on_the_account",
+    "bsg": "polled",
+    "smsclub": "polled",
 }
 
 

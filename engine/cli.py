@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 
@@ -17,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "segment": ("segment", "show encoding, parts, units and cost of a text"),
     "simulate": ("simulate", "serve provider simulators standalone"),
     "providers": ("providers", "ask the providers' accounts: balance or sender IDs"),
+    "config": ("config", "print an example configuration, or check a configuration file"),
 }
 
 
@@ -24,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="septet", description="septet: a high-throughput async SMS engine."
     )
+    parser.add_argument("--version", action="version", version=f"septet {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(f"engine.commands.{module_name}")
@@ -31,6 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(command_parser)
         command_parser.set_defaults(handler=module.run)
     return parser
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("septet")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

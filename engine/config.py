@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -140,7 +141,7 @@ class BridgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     # (engine.ratelimit.RequestLimiter). Set it below the provider's own limit: the
     # window is held on the times requests are let go, not on when they arrive.
     requests_per_s: PositiveFloat = 100.0
-    requests_burst: PositiveFloat = 100.0
+    requests_burst: PositiveFloat | None = None  # unset: requests_per_s
     messages_per_s: PositiveFloat = 100_000.0
     messages_burst: PositiveFloat = 10_000.0
     pool: PositiveInt = 100
@@ -162,6 +163,11 @@ class BridgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     # septet_provider_balance gauge, where the provider has the call (BSG, SMS Club);
     # 0 never asks after the credentials check at start-up.
     balance_interval_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
+
+    @property
+    def request_burst(self) -> float:
+        """`requests_burst`, or all of a second's requests when unset."""
+        return self.requests_burst if self.requests_burst is not None else self.requests_per_s
 
 
 class RetrySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -212,6 +218,20 @@ class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     # provider requests and callbacks); off, a number shows as +25078****800 and a text
     # as its length and a short hash.
     personal_data: bool = False
+    # One JSON object a line, or `console` text for people (`--log-format` overrides it).
+    format: Literal["json", "console"] = "json"
+    # The least level logged (`--log-level` overrides it).
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    # Append the log to this file instead of stderr; SIGHUP reopens it (logrotate).
+    file: str | None = None
+
+
+class ShutdownSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """SIGTERM/SIGINT: how long the drain waits for requests in flight (and messages
+    waiting on a rate limit) before it stops anyway. Under Docker's and systemd's usual
+    10 s stop timeout; what is left stays in the journal and resumes at the next start."""
+
+    drain_s: PositiveFloat = 8.0
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -228,6 +248,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     simulators: SimulatorSettings = SimulatorSettings()
     smpp: SmppSettings = SmppSettings()
     log: LogSettings = LogSettings()
+    shutdown: ShutdownSettings = ShutdownSettings()
     # Prices per bridge name (engine.pricing.PriceConfig). A bridge without a table costs
     # at septet's demo prices for its driver (engine.pricing), which `septet config check`
     # reports unless the simulators are on.
@@ -448,10 +469,10 @@ def validate(settings: Settings) -> None:
     for name, bridge in settings.bridges.items():
         _check_default_sender(name, bridge)
         try:
-            RequestLimiter(bridge.requests_per_s, bridge.requests_burst)
+            RequestLimiter(bridge.requests_per_s, bridge.request_burst)
         except ValueError as error:
             raise ConfigError(
-                f"bridges.{name}: requests_burst {bridge.requests_burst:g} with requests_per_s"
+                f"bridges.{name}: requests_burst {bridge.request_burst:g} with requests_per_s"
                 f" {bridge.requests_per_s:g}: {error}"
             ) from None
     names = set(settings.bridges)
@@ -503,21 +524,55 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
     return load_config(path, environ).settings
 
 
-def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> LoadedConfig:
+def load_config(
+    path: str | Path | None, environ: Mapping[str, str] | None = None, *, strict: bool = False
+) -> LoadedConfig:
     """Read, check and resolve a settings file (the embedded default when `path` is None).
 
     Raises ConfigError with one sentence per problem that would stop a start: the file's
     syntax, every unknown key, values of the wrong type, every missing environment
-    variable, and what `check_settings` finds."""
+    variable, and what `check_settings` finds; `strict` (`septet config check`) adds the
+    journal's and the log's directories, which `septet run` finds by opening them."""
     if path is None:
         settings, written = default_settings(), frozenset[str]()
     else:
         settings, written = _read_file(Path(path))
     settings = resolve_secrets(fold_accounts(settings), environ)
     errors, warnings = check_settings(settings)
+    if strict:
+        errors.extend(path_problems(settings))
     if errors:
         raise ConfigError(*errors)
     return LoadedConfig(settings=settings, warnings=tuple(warnings), written=written)
+
+
+def for_stdin(loaded: LoadedConfig) -> Settings:
+    """The settings of `septet run --stdin`: a pipe opens no socket the file does not name.
+
+    The NDJSON TCP and Unix listeners, the HTTP API's, the metrics listener and the SMPP
+    listener open only where the file sets them. The HTTP listener stays where the file
+    sets `http.listen` or `http.public_url` (providers are told to call back there);
+    otherwise it opens on a free loopback port if a bridge takes its reports by callback
+    (the simulators' reports), and not at all if none does."""
+    settings, written = loaded.settings, loaded.written
+
+    def kept(key: str, value: str | None) -> str | None:
+        return value if key in written else None
+
+    ingress = msgspec.structs.replace(
+        settings.ingress,
+        tcp=kept("ingress.tcp", settings.ingress.tcp),
+        unix=kept("ingress.unix", settings.ingress.unix),
+    )
+    smpp = msgspec.structs.replace(settings.smpp, listen=kept("smpp.listen", settings.smpp.listen))
+    api = msgspec.structs.replace(settings.api, listen=kept("api.listen", settings.api.listen))
+    http = msgspec.structs.replace(
+        settings.http, metrics_listen=kept("http.metrics_listen", settings.http.metrics_listen)
+    )
+    if not written & {"http.listen", "http.public_url"}:
+        callbacks = any(DRIVER_DELIVERY[b.driver] == "callback" for b in settings.bridges.values())
+        http = msgspec.structs.replace(http, listen="127.0.0.1:0" if callbacks else None)
+    return msgspec.structs.replace(settings, ingress=ingress, smpp=smpp, http=http, api=api)
 
 
 def _read_file(file: Path) -> tuple[Settings, frozenset[str]]:
@@ -593,12 +648,13 @@ def check_settings(settings: Settings) -> tuple[list[str], list[str]]:
         validate(settings)
     except ConfigError as error:
         errors.extend(error.sentences)
+    else:  # the routes as the daemon builds them (empty or repeated names)
+        try:
+            Router(*routes_for(settings), settings.bridges.keys())
+        except ValueError as error:
+            errors.append(f"routing: {error}")
     errors.extend(_listen_problems(settings))
     errors.extend(account_problems(settings))
-    try:
-        Router(*routes_for(settings), settings.bridges.keys())
-    except ValueError as error:
-        errors.append(f"routing: {error}")
     for name, bridge in settings.bridges.items():
         errors.extend(_bridge_problems(name, bridge, settings))
     errors.extend(_pricing_problems(settings))
@@ -636,6 +692,8 @@ def routes_for(
 def _listen_problems(settings: Settings) -> Iterator[str]:
     addresses = {
         "http.listen": settings.http.listen,
+        "http.metrics_listen": settings.http.metrics_listen,
+        "api.listen": settings.api.listen,
         "ingress.tcp": settings.ingress.tcp,
         "smpp.listen": settings.smpp.listen,
     }
@@ -731,7 +789,7 @@ def _pricing_problems(settings: Settings) -> Iterator[str]:
 def path_problems(settings: Settings) -> Iterator[str]:
     """The journal's and the log's directories: missing or not writable (`config check`;
     `septet run` finds them when it opens the files, with the journal's own sentence)."""
-    places = {"journal.path": settings.journal.path}
+    places = {"journal.path": settings.journal.path, "log.file": settings.log.file}
     for what, path in places.items():
         if not path:
             continue
@@ -764,3 +822,28 @@ def split_host_port(address: str, what: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not port.isascii() or int(port) > 65535:
         raise ConfigError(f"{what} {address!r} is not HOST:PORT (a port 0-65535)")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@contextmanager
+def bind_errors(key: str, address: str | None) -> Iterator[None]:
+    """A listener that cannot bind (address in use, not this host's, not permitted) is a
+    ConfigError naming the key and address, so `septet run` says it in one sentence. A
+    bind inside a task group arrives as a group of OSErrors: the first one speaks."""
+    try:
+        yield
+    except OSError as error:
+        raise ConfigError(f"cannot listen on {key} {address}: {_os_reason(error)}") from None
+    except BaseExceptionGroup as group:
+        matched, rest = group.split(OSError)
+        if matched is None or rest is not None:
+            raise
+        first: BaseException = matched
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        assert isinstance(first, OSError)
+        raise ConfigError(f"cannot listen on {key} {address}: {_os_reason(first)}") from None
+
+
+def _os_reason(error: OSError) -> str:
+    # The C library's sentence: asyncio's own wraps it in one naming the address again.
+    return os.strerror(error.errno) if error.errno else str(error)

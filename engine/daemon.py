@@ -10,6 +10,7 @@ requests they have started, the journal commits, and the process exits 0.
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,6 +32,7 @@ from engine.circuit import CircuitBreaker
 from engine.config import (
     Settings,
     accounts_of,
+    bind_errors,
     bridge_base_url,
     driver_settings,
     price_tables_for,
@@ -80,9 +82,6 @@ from engine.webhooks.worker import WebhookWorker
 
 log = structlog.get_logger("septet.daemon")
 
-# How long a drain waits for requests in flight to end and their outcomes to be journaled.
-DRAIN_TIMEOUT_S = 30.0
-
 
 async def run_daemon(
     settings: Settings,
@@ -92,8 +91,12 @@ async def run_daemon(
     stdin: Callable[[], Awaitable[bytes]] | None = None,
     stdout: Callable[[bytes], Awaitable[None]] | None = None,
     ready: Callable[[dict[str, Any]], None] | None = None,
+    reopen_log: Callable[[], None] | None = None,
 ) -> int:
-    """Run until a signal (or, with exit_when_idle, until input ends and all is final)."""
+    """Run until a signal (or, with exit_when_idle, until input ends and all is final).
+
+    A listener that cannot bind raises ConfigError naming its key and address; SIGHUP
+    calls `reopen_log` (the `[log] file`) and never stops the daemon."""
     journal_path = Path(settings.journal.path)
     metrics = Metrics(list(settings.bridges))
     accounts = accounts_of(settings)
@@ -107,9 +110,16 @@ async def run_daemon(
                 cache_mb=settings.journal.cache_mb,
             )
         )
+        # What this start resumes, by state (the final ones are history, not backlog).
+        resumed = {state: n for state, n in (await journal.counts()).items() if state != "final"}
         outbox = Outbox()
         events = EventRouter(outbox.spill)
         tg = await stack.enter_async_context(anyio.create_task_group())
+        # Signals are taken from here on: a SIGTERM during start-up drains too.
+        stop = _StopRequest()
+        await tg.start(_serve_signals, stop, reopen_log)
+        # Every listener by what it serves, for the start line (others add theirs here).
+        listeners: dict[str, str] = {}
 
         # ── drivers and listener ───────────────────────────────────────────────
         drivers: dict[str, BridgeDriver] = {}
@@ -191,29 +201,33 @@ async def run_daemon(
         public_url = settings.http.public_url
         if settings.http.listen:
             host, port = split_host_port(settings.http.listen, "http.listen")
-            listen_port = await tg.start(
-                lambda task_status: serve_listener(
-                    app,
-                    host,
-                    port,
-                    idle_timeout_s=settings.http.idle_timeout_s,
-                    task_status=task_status,
+            with bind_errors("http.listen", settings.http.listen):
+                listen_port = await tg.start(
+                    lambda task_status: serve_listener(
+                        app,
+                        host,
+                        port,
+                        idle_timeout_s=settings.http.idle_timeout_s,
+                        task_status=task_status,
+                    )
                 )
-            )
+            listeners["http"] = f"{host}:{listen_port}"
             public_url = public_url or f"http://{host}:{listen_port}"
         metrics_port: int | None = None
         if metrics_listen:
             metrics_app = build_metrics_app(exposition, readiness)
             metrics_host, port = split_host_port(metrics_listen, "http.metrics_listen")
-            metrics_port = await tg.start(
-                lambda task_status: serve_listener(
-                    metrics_app,
-                    metrics_host,
-                    port,
-                    idle_timeout_s=settings.http.idle_timeout_s,
-                    task_status=task_status,
+            with bind_errors("http.metrics_listen", metrics_listen):
+                metrics_port = await tg.start(
+                    lambda task_status: serve_listener(
+                        metrics_app,
+                        metrics_host,
+                        port,
+                        idle_timeout_s=settings.http.idle_timeout_s,
+                        task_status=task_status,
+                    )
                 )
-            )
+            listeners["metrics"] = f"{metrics_host}:{metrics_port}"
 
         sim_url: str | None = None
         if settings.simulators.enabled:
@@ -304,7 +318,7 @@ async def run_daemon(
         scheduler = Scheduler(queues, journal)
         for name, bridge in settings.bridges.items():
             # One limiter per bridge for its sends and its status polls: the provider counts both.
-            request_limiter = RequestLimiter(bridge.requests_per_s, bridge.requests_burst)
+            request_limiter = RequestLimiter(bridge.requests_per_s, bridge.request_burst)
             dispatchers[name] = BridgeDispatcher(
                 name=name,
                 driver=drivers[name],
@@ -402,6 +416,7 @@ async def run_daemon(
                 )
 
         tcp_port = await tg.start(run_ingress)
+        listeners.update(_ingress_listeners(settings, tcp_port, use_stdin))
 
         smpp_scope = anyio.CancelScope()
         smpp_port: int | None = None
@@ -424,7 +439,13 @@ async def run_daemon(
                         task_status=task_status,
                     )
 
-            smpp_port = await tg.start(run_smpp)
+            with bind_errors("smpp.listen", settings.smpp.listen):
+                smpp_port = await tg.start(run_smpp)
+            listeners["smpp"] = (
+                f"{split_host_port(settings.smpp.listen, 'smpp.listen')[0]}:{smpp_port}"
+            )
+        if sim_url is not None:
+            listeners["simulators"] = sim_url
         api_scope = anyio.CancelScope()
         api_port: int | None = None
         if settings.api.listen:
@@ -435,7 +456,10 @@ async def run_daemon(
                 with api_scope:
                     await serve_api(settings.api, api_app, task_status=task_status)
 
-            api_port = await tg.start(run_api)
+            with bind_errors("api.listen", settings.api.listen):
+                api_port = await tg.start(run_api)
+            api_host = split_host_port(settings.api.listen, "api.listen")[0]
+            listeners["api"] = f"{api_host}:{api_port}"
         if ready is not None:
             ready(
                 {
@@ -447,31 +471,22 @@ async def run_daemon(
                     "simulators": sim_url,
                 }
             )
-        log.info("started", http_port=listen_port, journal=str(journal_path))
+        log.info(
+            "started",
+            version=septet_version(),
+            listeners=listeners,
+            resumed=resumed,
+            journal=str(journal_path),
+            http_port=listen_port,
+        )
 
         stop_reason = await _wait_for_stop(
-            exit_when_idle, input_done, journal, queues, scheduler, dispatchers
+            stop, exit_when_idle, input_done, journal, queues, scheduler, dispatchers
         )
-        log.info("draining", reason=stop_reason)
         ingress_scope.cancel()
         smpp_scope.cancel()
         api_scope.cancel()
-        # Let workers finish the requests they have in flight (bounded); they start no
-        # new ones, and what is still queued stays accepted in the journal.
-        for dispatcher in dispatchers.values():
-            dispatcher.draining = True
-        with anyio.move_on_after(DRAIN_TIMEOUT_S) as drain_scope:
-            while scheduler.in_hand or any(d.in_flight for d in dispatchers.values()):  # noqa: ASYNC110 - bounded drain poll
-                await anyio.sleep(0.01)
-        if drain_scope.cancelled_caught:
-            # Say what was still held: it stays in the journal (accepted, or in flight and
-            # resolved at the next start), but a drain that runs out is worth knowing about.
-            log.warning(
-                "drain_timed_out",
-                after_s=DRAIN_TIMEOUT_S,
-                messages_in_hand=len(scheduler.in_hand),
-                requests_in_flight={n: d.in_flight for n, d in dispatchers.items() if d.in_flight},
-            )
+        await _drain(stop_reason, settings.shutdown.drain_s, scheduler, dispatchers)
         dispatch_scope.cancel()
         # No await between the last store and the cancel: no event can slip in between.
         await store_outbox_rest(outbox, journal)
@@ -540,6 +555,96 @@ def _api_app(
     )
 
 
+def warn_at_start(warnings: Sequence[str]) -> None:
+    """Log the configuration's warnings (engine.config.check_settings), one line each."""
+    for sentence in warnings:
+        log.warning("config_warning", problem=sentence)
+
+
+def septet_version() -> str:
+    """The installed distribution's version (`septet --version`)."""
+    try:
+        return importlib.metadata.version("septet")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _ingress_listeners(settings: Settings, tcp_port: int | None, use_stdin: bool) -> dict[str, str]:
+    listeners: dict[str, str] = {}
+    if settings.ingress.tcp and tcp_port is not None:
+        host = split_host_port(settings.ingress.tcp, "ingress.tcp")[0]
+        listeners["ndjson_tcp"] = f"{host}:{tcp_port}"
+    if settings.ingress.unix:
+        listeners["ndjson_unix"] = settings.ingress.unix
+    if use_stdin:
+        listeners["ndjson_stdin"] = "stdin"
+    return listeners
+
+
+class _StopRequest:
+    """SIGTERM or SIGINT arrived: which one, once."""
+
+    def __init__(self) -> None:
+        self.requested = anyio.Event()
+        self.reason = "signal"
+
+
+async def _serve_signals(
+    stop: _StopRequest,
+    reopen_log: Callable[[], None] | None,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """SIGTERM/SIGINT request the drain; SIGHUP reopens the log file (logrotate moved it
+    away) and never stops the daemon."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        task_status.started()
+        async for signum in signals:
+            if signum != signal.SIGHUP:
+                if not stop.requested.is_set():
+                    stop.reason = signal.Signals(signum).name
+                    stop.requested.set()
+                continue
+            if reopen_log is None:
+                log.info("hangup", action="none: the log goes to stderr")
+                continue
+            try:
+                reopen_log()
+            except OSError as error:
+                log.error("log_reopen_failed", error=error.strerror or str(error))
+            else:
+                log.info("log_reopened")
+
+
+async def _drain(
+    reason: str, drain_s: float, scheduler: Scheduler, dispatchers: dict[str, BridgeDispatcher]
+) -> None:
+    """Let workers finish the requests they have in flight, at most `drain_s`; they start
+    no new ones, and what is still queued stays accepted in the journal."""
+
+    def held() -> dict[str, Any]:
+        return {
+            "messages_in_hand": len(scheduler.in_hand),
+            "requests_in_flight": {n: d.in_flight for n, d in dispatchers.items() if d.in_flight},
+        }
+
+    # The line names what the drain waits for: messages a worker holds (in a request, or
+    # waiting on the bridge's rate limit) and requests in flight, by bridge.
+    log.info("draining", reason=reason, drain_s=drain_s, waiting_for=held())
+    for dispatcher in dispatchers.values():
+        dispatcher.draining = True
+    started = time.monotonic()
+    with anyio.move_on_after(drain_s) as drain_scope:
+        while scheduler.in_hand or any(d.in_flight for d in dispatchers.values()):  # noqa: ASYNC110 - bounded drain poll
+            await anyio.sleep(0.01)
+    if drain_scope.cancelled_caught:
+        # Say what was still held: it stays in the journal (accepted, or in flight and
+        # resolved at the next start), but a drain that runs out is worth knowing about.
+        log.warning("drain_timed_out", after_s=drain_s, **held())
+    else:
+        log.info("drained", took_s=round(time.monotonic() - started, 3))
+
+
 class _SubmitHooks:
     """Dispatch hooks: metrics, and replay delivery reports that arrived before the submit."""
 
@@ -603,6 +708,7 @@ async def _run_forever(factory: Callable[[], Awaitable[None]], what: str) -> Non
 
 
 async def _wait_for_stop(
+    stop: _StopRequest,
     exit_when_idle: bool,
     input_done: anyio.Event,
     journal: Any,
@@ -615,11 +721,9 @@ async def _wait_for_stop(
 
         async def on_signal() -> None:
             nonlocal reason
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for signum in signals:
-                    reason = signal.Signals(signum).name
-                    tg.cancel_scope.cancel()
-                    return
+            await stop.requested.wait()
+            reason = stop.reason
+            tg.cancel_scope.cancel()
 
         async def on_idle() -> None:
             nonlocal reason

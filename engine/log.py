@@ -1,4 +1,4 @@
-"""structlog configuration, in one place: JSON lines on stderr, secrets and personal data redacted.
+"""structlog, configured once: JSON lines on stderr or a file, secrets and personal data masked.
 
 Every log event passes `Redactor` before it is rendered, and so do the records of the
 standard library's loggers (aiohttp, asyncio), routed through the same pipeline.
@@ -25,11 +25,14 @@ length and hash unless personal data is allowed.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import re
 import sys
+import threading
 from collections.abc import Callable, MutableMapping
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -226,11 +229,61 @@ def redact_secrets(
     return Redactor()(logger, method, event)
 
 
+class LogFile(io.TextIOBase):
+    """The log's file (`[log] file`), appended to, line by line; `reopen` swaps in a fresh
+    handle on the same path (SIGHUP, after logrotate moved the old file away). Writers on
+    other threads (the journal's) share it, so a lock guards the swap."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._file = self._open()
+
+    def _open(self) -> TextIO:
+        return self.path.open("a", encoding="utf-8", buffering=1)
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            return self._file.write(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._file.flush()
+
+    def reopen(self) -> None:
+        """Open the path again (a new file if it was moved), then close the old handle.
+        Raises OSError, keeping the old handle, when the path cannot be opened."""
+        fresh = self._open()
+        with self._lock:
+            old, self._file = self._file, fresh
+        old.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        super().close()  # flushes first
+        with self._lock:
+            self._file.close()
+
+
+def open_log_output(file: str | None) -> LogFile | None:
+    """The `[log] file` to write to (None: stderr). Raises OSError naming nothing: the
+    caller says which file could not be opened."""
+    return LogFile(file) if file else None
+
+
 def configure_logging(
-    fmt: str = "json", level: str = "info", *, personal_data: bool = False
+    fmt: str = "json",
+    level: str = "info",
+    *,
+    personal_data: bool = False,
+    output: LogFile | None = None,
 ) -> None:
-    """JSON lines (or `console` text for people) on stderr at `level`; phone numbers and
-    message texts are masked unless `personal_data` (config `[log] personal_data`)."""
+    """JSON lines (or `console` text for people) at `level`, on `output` (a `LogFile`)
+    or stderr; phone numbers and message texts are masked unless `personal_data`
+    (config `[log] personal_data`)."""
+    stream: Any = output if output is not None else sys.stderr
     redactor = Redactor(personal_data=personal_data)
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=False)
@@ -252,12 +305,12 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(number),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )
     # The standard library's loggers (aiohttp, asyncio) go through the same redaction
     # and renderer; their debug chatter stays out even at --log-level debug.
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],

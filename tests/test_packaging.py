@@ -38,14 +38,8 @@ DEV_AND_BENCH = ("pytest", "mypy", "ruff", "hypothesis", "matplotlib", "psutil",
 
 
 def drain_s() -> float:
-    """The daemon's default drain: `[shutdown] drain_s` where it exists, else the fixed
-    drain of engine.daemon."""
-    shutdown = getattr(Settings(), "shutdown", None)
-    if shutdown is not None:
-        return float(shutdown.drain_s)
-    from engine import daemon
-
-    return float(daemon.DRAIN_TIMEOUT_S)
+    """The daemon's default drain: `[shutdown] drain_s`."""
+    return Settings().shutdown.drain_s
 
 
 def stop_needs_s() -> float:

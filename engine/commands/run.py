@@ -1,23 +1,41 @@
-"""`septet run`: the daemon, on the embedded default or a TOML config."""
+"""`septet run`: the daemon, on the embedded default or a TOML config.
+
+Exit codes: 0 after a drain (SIGTERM, SIGINT, or `--exit-when-idle`); 2 when it cannot
+start — a configuration problem, an address it cannot listen on, a journal, SMPP store or
+log file it cannot open — with one sentence per problem on stderr; 1 when something it
+can name fails after it started.
+"""
 
 from __future__ import annotations
 
 import argparse
 import gc
 import sys
+from collections.abc import Iterable
+from typing import Any
 
-import structlog
-
-from engine.config import ConfigError, load_settings, notices
+from engine.config import (
+    ConfigError,
+    LoadedConfig,
+    Settings,
+    for_stdin,
+    load_config,
+)
 from engine.journal import JournalError
-from engine.log import configure_logging
+from engine.log import LogFile, configure_logging, open_log_output
 from engine.smpp.store import StoreError
+
+# Failures that are one sentence for people, not a traceback.
+KNOWN_FAILURES = (ConfigError, JournalError, StoreError, OSError)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="TOML settings (default: embedded)")
     parser.add_argument(
-        "--stdin", action="store_true", help="read NDJSON messages on stdin, events on stdout"
+        "--stdin",
+        action="store_true",
+        help="read NDJSON messages on stdin, events on stdout; opens no socket listener the"
+        " config does not name (docs/operations.md)",
     )
     parser.add_argument(
         "--exit-when-idle",
@@ -25,26 +43,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="exit once input has ended and every message is final",
     )
     parser.add_argument(
-        "--log-format", choices=("json", "console"), default="json", help="stderr log format"
+        "--log-format", choices=("json", "console"), help="log format (default: [log] format)"
     )
     parser.add_argument(
-        "--log-level", choices=("debug", "info", "warning", "error"), default="info"
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        help="least level logged (default: [log] level)",
     )
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     del parser
-    configure_logging(args.log_format, args.log_level)
     try:
-        settings = load_settings(args.config)
+        loaded = load_config(args.config)
     except ConfigError as error:
-        print(f"septet run: {error}", file=sys.stderr)
-        return 2
-    # Again, now that the settings say whether personal data may be logged.
-    configure_logging(args.log_format, args.log_level, personal_data=settings.log.personal_data)
-    for notice in notices(settings):
-        structlog.get_logger("septet.config").warning("config_deprecated", notice=notice)
-    from engine.daemon import run_daemon
+        return _refused(error.sentences)
+    settings = for_stdin(loaded) if args.stdin else loaded.settings
+    try:
+        log_file = open_log_output(settings.log.file)
+    except OSError as error:
+        return _refused([f"cannot open the log file {settings.log.file}: {error.strerror}"])
+    configure_logging(
+        args.log_format or settings.log.format,
+        args.log_level or settings.log.level,
+        personal_data=settings.log.personal_data,
+        output=log_file,
+    )
+    try:
+        return _run(args, loaded, settings, log_file)
+    finally:
+        if log_file is not None:
+            log_file.close()
+
+
+def _run(
+    args: argparse.Namespace, loaded: LoadedConfig, settings: Settings, log: LogFile | None
+) -> int:
+    from engine.daemon import run_daemon, warn_at_start
+
+    warn_at_start(loaded.warnings)
+    started = False
+
+    def on_ready(details: dict[str, Any]) -> None:
+        nonlocal started
+        del details
+        started = True
 
     try:
         import uvloop
@@ -53,32 +96,51 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         # frozen, the collector's full passes no longer walk it on every run of the daemon.
         gc.freeze()
         return uvloop.run(
-            run_daemon(settings, use_stdin=args.stdin, exit_when_idle=args.exit_when_idle)
+            run_daemon(
+                settings,
+                use_stdin=args.stdin,
+                exit_when_idle=args.exit_when_idle,
+                ready=on_ready,
+                reopen_log=log.reopen if log is not None else None,
+            )
         )
-    except (JournalError, StoreError, OSError) as error:
-        print(f"septet run: {error}", file=sys.stderr)
-        return 1
-    except BaseExceptionGroup as group:
-        # A failure inside the daemon's task group (a corrupt SMPP store, a journal that
-        # cannot be opened) arrives wrapped: one sentence still, never a traceback.
-        sentence = _known_failure(group)
-        if sentence is None:
+    except BaseException as error:
+        # A failure inside the daemon's task group arrives wrapped in a group: one
+        # sentence each still, never a traceback, for every failure we can name.
+        sentences = _known_failures(error)
+        if sentences is None:
             raise
+        return _refused(sentences) if not started else _failed(sentences)
+
+
+def _refused(sentences: Iterable[str]) -> int:
+    """Could not start: one line per problem, exit 2."""
+    for sentence in sentences:
         print(f"septet run: {sentence}", file=sys.stderr)
-        return 1
+    return 2
 
 
-def _known_failure(group: BaseExceptionGroup[BaseException]) -> str | None:
-    """The first sentence of a group made only of failures we can name, else None."""
+def _failed(sentences: Iterable[str]) -> int:
+    """Failed after it started: one line per failure, exit 1."""
+    for sentence in sentences:
+        print(f"septet run: {sentence}", file=sys.stderr)
+    return 1
+
+
+def _known_failures(error: BaseException) -> list[str] | None:
+    """The sentences of an error (or a group) made only of failures we can name, else None."""
     leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
+    pending: list[BaseException] = [error]
     while pending:
-        error = pending.pop()
-        if isinstance(error, BaseExceptionGroup):
-            pending.extend(reversed(error.exceptions))
+        current = pending.pop()
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(reversed(current.exceptions))
         else:
-            leaves.append(error)
-    known = (JournalError, StoreError, OSError)
-    if not leaves or not all(isinstance(error, known) for error in leaves):
+            leaves.append(current)
+    if not leaves or not all(isinstance(leaf, KNOWN_FAILURES) for leaf in leaves):
         return None
-    return str(leaves[0])
+    sentences: list[str] = []
+    for leaf in leaves:
+        parts = leaf.sentences if isinstance(leaf, ConfigError) else (str(leaf),)
+        sentences.extend(part for part in parts if part not in sentences)
+    return sentences

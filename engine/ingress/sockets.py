@@ -23,6 +23,7 @@ it is read: nothing is accepted under an identity or account its client did not 
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import secrets
@@ -37,7 +38,7 @@ import anyio.abc
 import structlog
 
 from engine.accounts import Account, Accounts
-from engine.config import IngressSettings, split_host_port
+from engine.config import IngressSettings, bind_errors, split_host_port
 from engine.ingress.events import EventRouter, EventSink
 from engine.ingress.ndjson import LineHandler
 from engine.ingress.outbox import KeptEvents, Outbox, OutboxJournal
@@ -305,17 +306,18 @@ async def serve_clients(
     tcp_listener = None
     if settings.tcp:
         host, port = split_host_port(settings.tcp, "ingress.tcp")
-        tcp_listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+        with bind_errors("ingress.tcp", settings.tcp):
+            tcp_listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
     unix_listener = None
     if settings.unix:
         path = anyio.Path(settings.unix)
-        if await path.is_socket():
-            await path.unlink()  # a stale socket from a previous run
-        old_umask = os.umask(0o177)  # the socket is created 0600: only its owner may send
         try:
-            unix_listener = await anyio.create_unix_listener(str(path))
-        finally:
-            os.umask(old_umask)
+            with bind_errors("ingress.unix", settings.unix):
+                unix_listener = await _listen_unix(path)
+        except BaseException:
+            if tcp_listener is not None:
+                await tcp_listener.aclose()
+            raise
     tcp_port = (
         tcp_listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 - anyio, not Django
         if tcp_listener
@@ -323,19 +325,48 @@ async def serve_clients(
     )
     clients = ClientServer(settings, handler, events, outbox, journal, accounts)
     log.info("clients_run", run=clients.run)
-    async with anyio.create_task_group() as tg:
-        if tcp_listener is not None:
-            tg.start_soon(tcp_listener.serve, lambda s: clients.serve_connection(s, "tcp"))
+    try:
+        async with anyio.create_task_group() as tg:
+            if tcp_listener is not None:
+                tg.start_soon(tcp_listener.serve, lambda s: clients.serve_connection(s, "tcp"))
+            if unix_listener is not None:
+                tg.start_soon(unix_listener.serve, lambda s: clients.serve_connection(s, "unix"))
+            if use_stdin:
+                tg.start_soon(
+                    clients.serve_stdio,
+                    stdin or _read_stdin(),
+                    stdout or _write_stdout(),
+                    input_done,
+                )
+            else:
+                input_done.set()
+            task_status.started(tcp_port)
+            await anyio.sleep_forever()
+    finally:
         if unix_listener is not None:
-            tg.start_soon(unix_listener.serve, lambda s: clients.serve_connection(s, "unix"))
-        if use_stdin:
-            tg.start_soon(
-                clients.serve_stdio, stdin or _read_stdin(), stdout or _write_stdout(), input_done
-            )
+            # The socket file goes with the listener: a client finds no stale path.
+            with contextlib.suppress(OSError):
+                os.unlink(str(path))
+
+
+async def _listen_unix(path: anyio.Path) -> anyio.abc.SocketListener:
+    """A Unix socket listener at `path`, created 0600. A socket file left by a run that
+    ended is replaced; one a running daemon still answers on is "address in use"."""
+    if await path.is_socket():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))  # a local socket answers or refuses at once
+        except OSError:
+            await path.unlink()  # a stale socket from a previous run
         else:
-            input_done.set()
-        task_status.started(tcp_port)
-        await anyio.sleep_forever()
+            raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
+        finally:
+            probe.close()
+    old_umask = os.umask(0o177)  # the socket is created 0600: only its owner may send
+    try:
+        return await anyio.create_unix_listener(str(path))
+    finally:
+        os.umask(old_umask)
 
 
 def _read_stdin() -> Receive:

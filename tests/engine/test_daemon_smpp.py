@@ -195,7 +195,7 @@ def test_sigterm_unbinds_bound_esmes_before_the_daemon_exits(tmp_path: Path) -> 
         process.stderr.close()
 
 
-def test_a_corrupt_smpp_store_is_one_sentence_and_exit_1(tmp_path: Path) -> None:
+def test_a_corrupt_smpp_store_is_one_sentence_and_exit_2(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     (tmp_path / "septet.smpp.db").write_bytes(b"this is not an SQLite file" * 100)
     finished = subprocess.run(
@@ -204,7 +204,7 @@ def test_a_corrupt_smpp_store_is_one_sentence_and_exit_1(tmp_path: Path) -> None
         timeout=60,
         check=False,
     )
-    assert finished.returncode == 1
+    assert finished.returncode == 2  # it could not start (engine.commands.run)
     last = finished.stderr.decode().strip().splitlines()[-1]
     assert last.startswith("septet run: ")
     assert "septet.smpp.db" in last

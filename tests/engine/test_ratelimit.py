@@ -37,7 +37,7 @@ def busiest_window(grants: list[float], window_s: float = 1.0) -> int:
 
 def test_sms_club_in_the_embedded_default_never_passes_nine_in_any_second() -> None:
     smsclub = default_settings().bridges["smsclub"]
-    limiter = RequestLimiter(smsclub.requests_per_s, smsclub.requests_burst)
+    limiter = RequestLimiter(smsclub.requests_per_s, smsclub.request_burst)
     # 400 requests asked for at once (a backlog of polls and sends), then more in clumps.
     asks = [0.0] * 400 + [50.0 + 0.01 * n for n in range(200)]
     grants = grant_times(limiter, asks)

@@ -115,7 +115,7 @@ def test_a_read_only_journal_directory_stops_the_daemon_with_one_line_naming_it(
             )
         assert sorted(path.name for path in directory.iterdir()) == before
     stderr = result.stderr.decode()
-    assert result.returncode == 1, stderr
+    assert result.returncode == 2, stderr  # it could not start
     [error] = [line for line in stderr.splitlines() if line.startswith("septet run:")]
     assert error.startswith(
         f"septet run: Cannot open the journal {journal}: the directory {directory} is not"
