@@ -11,6 +11,11 @@ events of messages sent under that token come to whichever connection presents i
 those kept while none did are printed first; only what follows the daemon's `session`
 event is counted as this run's answers.
 
+With --account NAME the first line is an auth line (`{"auth": {"account": NAME,
+"api_key": …}}`, with the session beside it when --session is given): the lines are that
+account's (docs/accounts.md). The key is read from the environment variable
+SEPTET_API_KEY, never from a flag (flags show in `ps`).
+
 --events reads the events the journal keeps for clients that had gone (all of them, or
 one identity's: an origin, or --session's), the operator's way in.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,9 +33,17 @@ import anyio
 import anyio.abc
 import msgspec
 
-from engine.ingress.sessions import check_token, describe, session_line, session_origin
+from engine.ingress.sessions import (
+    auth_line,
+    check_token,
+    describe,
+    session_line,
+    session_origin,
+)
 
 FINAL_STATES = frozenset({"DELIVRD", "UNDELIV", "EXPIRED", "REJECTD", "DELETED", "UNKNOWN"})
+# Where --account's API key comes from.
+API_KEY_VARIABLE = "SEPTET_API_KEY"
 # --events without an ORIGIN: every client's kept events.
 ALL_ORIGINS = ""
 
@@ -70,6 +84,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="present this session first (16 to 128 characters of A-Z, a-z, 0-9, _ and -;"
         " keep it secret): events of messages sent under it reach whichever connection"
         " presents it, and those kept while none did are printed first",
+    )
+    parser.add_argument(
+        "--account",
+        metavar="NAME",
+        help=f"send as this account: its API key is read from ${API_KEY_VARIABLE}"
+        " (docs/accounts.md); without it, the lines are the listener's account's",
     )
     parser.add_argument(
         "--events",
@@ -173,12 +193,16 @@ async def _exchange(
     timeout_s: float,
     keepalive_s: float,
     session: str | None,
+    auth: tuple[str, str] | None = None,
 ) -> int:
     stream = await _connect(address)
     answers = Answers(lines, wait_dlr, counting=session is None)
     out = sys.stdout.buffer
     buffer = b""
-    first = [] if session is None else [session_line(session)]
+    if auth is not None:
+        first = [auth_line(*auth, session=session)]
+    else:
+        first = [] if session is None else [session_line(session)]
 
     async with stream, anyio.create_task_group() as tg:
 
@@ -273,6 +297,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if not lines:
         print("septet send: nothing to send (give --to/--text or NDJSON on stdin)", file=sys.stderr)
         return 2
+    auth: tuple[str, str] | None = None
+    if args.account is not None:
+        key = os.environ.get(API_KEY_VARIABLE)
+        if not key:
+            parser.error(f"--account needs the account's API key in ${API_KEY_VARIABLE}")
+        auth = (args.account, key)
     try:
         return anyio.run(
             _exchange,
@@ -282,6 +312,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             args.timeout,
             args.keepalive,
             args.session,
+            auth,
         )
     except OSError as error:
         print(f"septet send: cannot reach the daemon at {args.socket}: {error}", file=sys.stderr)

@@ -209,6 +209,15 @@ def encode_session_opened(origin: str, ts: dt.datetime) -> bytes:
     return _session_opened_encoder.encode(SessionOpened(ts=ts, origin=origin)) + b"\n"
 
 
+def auth_line(account: str, api_key: str, *, session: str | None = None) -> bytes:
+    """The auth line a client sends first to name its account (and its session, if any):
+    what `septet send --account` writes."""
+    line: dict[str, object] = {"auth": {"account": account, "api_key": api_key}}
+    if session is not None:
+        line["session"] = session
+    return msgspec.json.encode(line)
+
+
 def session_line(token: str) -> bytes:
     """The line a client sends first to present its session (what `septet send
     --session` writes)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -15,9 +16,15 @@ from tests.engine.daemon_harness import connected, daemon_settings, running_daem
 pytestmark = pytest.mark.anyio
 
 
-async def septet_send(*args: str, stdin: bytes = b"") -> tuple[int, list[dict[str, object]]]:
+async def septet_send(
+    *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
+) -> tuple[int, list[dict[str, object]]]:
+    environment = {k: v for k, v in os.environ.items() if k != "SEPTET_API_KEY"}
     result = await anyio.run_process(
-        [sys.executable, "-m", "engine", "send", *args], input=stdin, check=False
+        [sys.executable, "-m", "engine", "send", *args],
+        input=stdin,
+        check=False,
+        env={**environment, **(env or {})},
     )
     events = [msgspec.json.decode(line) for line in result.stdout.splitlines() if line]
     return result.returncode, events
@@ -181,3 +188,28 @@ async def test_bad_session_usage_is_one_sentence(args: tuple[str, ...], error: s
     assert result.returncode == 2
     assert error in result.stderr.decode()
     assert b"Traceback" not in result.stderr
+
+
+async def test_send_as_an_account_with_its_key_from_the_environment(tmp_path: Path) -> None:
+    # The embedded default's demo account has the API key "demo" (docs/accounts.md).
+    flags = ("--to", "+250788200004", "--text", "hi")
+    async with running_daemon(daemon_settings(tmp_path)) as daemon:
+        socket = ("--socket", f"127.0.0.1:{daemon.tcp_port}")
+        code, events = await septet_send(
+            *socket, "--account", "demo", *flags, env={"SEPTET_API_KEY": "demo"}
+        )
+        assert (code, [e["event"] for e in events]) == (0, ["accepted"])
+        code, events = await septet_send(
+            *socket, "--account", "demo", *flags, env={"SEPTET_API_KEY": "wrong"}
+        )
+        assert code == 1
+        assert [(e["event"], e["error"]) for e in events] == [
+            ("rejected", "the account or its API key is wrong")
+        ]
+    result = await anyio.run_process(
+        [sys.executable, "-m", "engine", "send", "--account", "demo", *flags],
+        check=False,
+        env={k: v for k, v in os.environ.items() if k != "SEPTET_API_KEY"},
+    )
+    assert result.returncode == 2
+    assert b"--account needs the account's API key in $SEPTET_API_KEY" in result.stderr
