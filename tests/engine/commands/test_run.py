@@ -304,3 +304,30 @@ def test_version() -> None:
         [*SEPTET, "--version"], capture_output=True, timeout=30, check=True, text=True
     )
     assert finished.stdout.strip() == f"septet {importlib.metadata.version('septet')}"
+
+
+def test_log_format_and_level_come_from_the_file_and_the_flags_override_them(
+    tmp_path: Path,
+) -> None:
+    config = write_config(
+        tmp_path, '[http]\nlisten = "127.0.0.1:0"\n[log]\nformat = "console"\nlevel = "warning"\n'
+    )
+    line = b'{"id":"a1","to":"+250788123456","text":"hi"}\n'
+    base = [*SEPTET, "run", "--stdin", "--exit-when-idle", "--config", str(config)]
+    quiet = subprocess.run(
+        base, input=line, capture_output=True, timeout=60, check=True, cwd=tmp_path
+    )
+    # No bridge is configured: the line is rejected, and that is a warning at most.
+    assert b"started" not in quiet.stderr  # an info line, below the file's level
+    flagged = subprocess.run(
+        [*base, "--log-level", "info"],
+        input=line,
+        capture_output=True,
+        timeout=60,
+        check=True,
+        cwd=tmp_path,
+    )
+    started = [raw for raw in flagged.stderr.splitlines() if b"started" in raw]
+    assert len(started) == 1
+    assert not started[0].startswith(b"{")  # console text, not JSON
+    assert b"listeners=" in started[0]
