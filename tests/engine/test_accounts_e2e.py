@@ -224,3 +224,51 @@ async def test_the_old_smpp_accounts_form_is_read_with_a_notice(tmp_path: Path) 
             await session.send("second")
         assert refused.value.args[1] == smpplib.consts.SMPP_ESME_RTHROTTLED
         await session.close()
+
+
+async def test_each_account_signs_its_webhooks_with_its_own_secret(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    from engine.webhooks.settings import AccountWebhooks
+    from engine.webhooks.signing import signature
+    from tests.engine.webhooks.receiver import build_app
+
+    record = tmp_path / "received.ndjson"
+    runner = web.AppRunner(build_app(record))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    secrets = {"acme": "acme-hook-secret", "other": "other-hook-secret"}
+    accounts = {
+        name: AccountSettings(
+            api_key=key,
+            webhooks=AccountWebhooks(allowed_hosts=["127.0.0.1"], secret=secrets[name]),
+        )
+        for name, key in (("acme", ACME_KEY), ("other", OTHER_KEY))
+    }
+    try:
+        async with running_daemon(with_accounts(tmp_path, accounts)) as daemon:
+            for name, key in (("acme", ACME_KEY), ("other", OTHER_KEY)):
+                async with connected(daemon) as client:
+                    url = f"http://127.0.0.1:{port}/{name}"
+                    await client.send(auth(name, key), line(callback_url=url))
+                    (accepted,) = await answers(client, 1)
+                    assert accepted["event"] == "accepted"
+            with anyio.fail_after(20):
+                while True:
+                    received = (
+                        [msgspec.json.decode(x) for x in record.read_bytes().splitlines()]
+                        if record.exists()
+                        else []
+                    )
+                    if {r["path"] for r in received} == {"/acme", "/other"}:
+                        break
+                    await anyio.sleep(0.05)
+    finally:
+        await runner.cleanup()
+    for delivery in received:
+        secret = secrets[delivery["path"].strip("/")]
+        timestamp = int(delivery["signature"].split(",")[0].removeprefix("t="))
+        body = delivery["body"].encode()
+        assert delivery["signature"] == signature(secret, timestamp, body)
