@@ -33,6 +33,8 @@ import anyio
 import msgspec
 import structlog
 
+from engine import kannel_dlr
+from engine.kannel_dlr import KannelTarget
 from engine.models import Event, Message, event_encoder
 
 __all__ = [
@@ -73,6 +75,8 @@ class AppendEvents(msgspec.Struct, frozen=True, tag=True):
     msg_id: str
     callback_url: str | None
     events: list[Event]
+    # A message sent with Kannel's dlr-url: its reports are GETs (engine.kannel_dlr).
+    kannel: KannelTarget | None = None
 
 
 class FeedPage(msgspec.Struct, frozen=True):
@@ -95,12 +99,19 @@ SCHEMA: Final = (
     "CREATE TABLE deliveries_gone (msg_id INTEGER NOT NULL, url TEXT NOT NULL,"
     " at REAL NOT NULL, PRIMARY KEY (msg_id, url)) WITHOUT ROWID",
 )
+# Schema 9: a delivery is a signed webhook POST of the event, or Kannel's dlr-url GET (the
+# URL its escapes made, engine.kannel_dlr; nothing sent but the URL).
+SCHEMA_METHOD: Final = ("ALTER TABLE deliveries ADD COLUMN method TEXT NOT NULL DEFAULT 'POST'",)
 
 SQL_INSERT_EVENT: Final = (
     "INSERT INTO events (id, account, msg_id, at, body) VALUES (?, ?, ?, ?, ?)"
 )
 SQL_INSERT_DELIVERY: Final = (
     "INSERT INTO deliveries (event_id, url, attempts, next_at, first_at) VALUES (?, ?, 0, ?, ?)"
+)
+SQL_INSERT_GET_DELIVERY: Final = (
+    "INSERT INTO deliveries (event_id, url, attempts, next_at, first_at, method)"
+    " VALUES (?, ?, 0, ?, ?, 'GET')"
 )
 SQL_FEED: Final = (
     "SELECT id, body FROM events INDEXED BY events_account"
@@ -140,19 +151,25 @@ def append_events(
     (executemany), one per delivery."""
     rows: list[tuple[Any, ...]] = []
     deliveries: list[tuple[Any, ...]] = []
+    gets: list[tuple[Any, ...]] = []
     for change in changes:
         msg_id = int(change.msg_id)
         account = change.account
         url = change.callback_url
+        kannel = change.kannel
         for event in change.events:
             rows.append((next_id, account, msg_id, now, event_body(next_id, event)))
             if url is not None:
                 deliveries.append((next_id, url, now, now))
+            elif kannel is not None and (get := kannel_dlr.url_for(kannel, event)) is not None:
+                gets.append((next_id, get, now, now))
             next_id += 1
     connection.executemany(SQL_INSERT_EVENT, rows)
     if deliveries:
         connection.executemany(SQL_INSERT_DELIVERY, deliveries)
-    return next_id, len(deliveries)
+    if gets:
+        connection.executemany(SQL_INSERT_GET_DELIVERY, gets)
+    return next_id, len(deliveries) + len(gets)
 
 
 def last_event_id(connection: sqlite3.Connection, kept: int) -> int:
@@ -209,6 +226,7 @@ class DueDelivery(msgspec.Struct, frozen=True):
     msg_id: str
     body: bytes | None
     gone: bool
+    method: str = "POST"  # "GET": Kannel's dlr-url, `url` complete, no body sent
 
 
 class DeliveryOutcome(msgspec.Struct, frozen=True):
@@ -224,7 +242,7 @@ class DeliveryOutcome(msgspec.Struct, frozen=True):
 
 SQL_DUE_DELIVERIES: Final = (
     "SELECT d.event_id, d.url, d.attempts, d.first_at, e.account, e.msg_id, e.body,"
-    " g.msg_id IS NOT NULL FROM deliveries d INDEXED BY deliveries_due"
+    " g.msg_id IS NOT NULL, d.method FROM deliveries d INDEXED BY deliveries_due"
     " LEFT JOIN events e ON e.id = d.event_id"
     " LEFT JOIN deliveries_gone g ON g.msg_id = e.msg_id AND g.url = d.url"
     " WHERE d.next_at <= ? ORDER BY d.next_at, d.event_id LIMIT ?"
@@ -255,6 +273,7 @@ def due_deliveries(
             msg_id=str(row[5]) if row[5] is not None else "",
             body=bytes(row[6]) if row[6] is not None else None,
             gone=bool(row[7]),
+            method=str(row[8]),
         )
         for row in rows
         if row[0] not in exclude

@@ -362,7 +362,7 @@ class Journal(Protocol):
 
 # ── Schema ─────────────────────────────────────────────────────────────────────
 
-SCHEMA_VERSION: Final = 8
+SCHEMA_VERSION: Final = 9
 
 # The bridge in use, bridges[bridge_index], as SQL over a bound bridge index: stored in
 # the `bridge` column by every change that moves a message to another bridge.
@@ -522,6 +522,8 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         SQL_CREATE_ACCOUNT_INDEX,
         SQL_CREATE_ACCOUNT_DAYS,
     ),
+    # 8 -> 9: a webhook delivery may be Kannel's dlr-url GET (engine.feed, kannel_dlr).
+    8: feed.SCHEMA_METHOD,
 }
 
 SCHEMA: Final = f"""
@@ -576,6 +578,7 @@ CREATE INDEX orphan_receipts_provider_id ON orphan_receipts (bridge, provider_id
 CREATE TABLE outbox (id INTEGER PRIMARY KEY, origin TEXT NOT NULL, line BLOB NOT NULL);
 CREATE INDEX outbox_origin ON outbox (origin, id);
 {";".join(feed.SCHEMA)};
+{";".join(feed.SCHEMA_METHOD)};
 """
 
 # Every query below interpolates only these constants and "?" placeholders, never data:

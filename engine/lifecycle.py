@@ -103,6 +103,7 @@ from engine.journal import (
     MarkSubmitted,
     MarkUnconfirmed,
 )
+from engine.kannel_dlr import KannelTarget
 from engine.models import (
     OUTCOME_CANCELLED as OUTCOME_CANCELLED,
 )
@@ -349,9 +350,25 @@ def _check(message: Message, before: State, kind: InputKind, step: Step) -> Step
                 msg_id=message.msg_id,
                 callback_url=message.callback_url,
                 events=[event for _, event in step.events],
+                kannel=kannel_target(message),
             )
         )
     return step
+
+
+def kannel_target(message: Message) -> KannelTarget | None:
+    """What a message sent with Kannel's dlr-url needs for its reports' GETs."""
+    if message.dlr_url is None:
+        return None
+    return KannelTarget(
+        url=message.dlr_url,
+        mask=message.dlr_mask,
+        to=message.to,
+        sender=message.sender or "",
+        text=message.text,
+        account=account_of(message),
+        provider_id=message.provider_id or "",
+    )
 
 
 def report_deadline(message: Message, at: float, timeout_s: float) -> float:

@@ -21,6 +21,9 @@ Sender = Annotated[str, msgspec.Meta(min_length=1, max_length=18)]
 Priority = Annotated[int, msgspec.Meta(ge=0, le=9)]
 ValiditySeconds = Annotated[int, msgspec.Meta(ge=1, le=7 * 24 * 3600)]
 CallbackUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+# Kannel's dlr-mask bits (engine.kannel_dlr): 1 delivered, 2 not delivered, 4 queued at
+# the provider, 8 taken by the provider, 16 refused by the provider.
+DlrMask = Annotated[int, msgspec.Meta(ge=1, le=31)]
 
 
 class Submission(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -39,6 +42,10 @@ class Submission(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Where each of the message's events is POSTed (docs/webhooks.md); the account's
     # default URL when absent.
     callback_url: CallbackUrl | None = None
+    # Kannel's dlr-url (docs/http-api.md): fetched with a GET, its escapes substituted, for
+    # each report `dlr_mask` asks for; instead of the account's default webhook.
+    dlr_url: CallbackUrl | None = None
+    dlr_mask: DlrMask | None = None
 
 
 submission_decoder = msgspec.json.Decoder(Submission)
@@ -93,6 +100,9 @@ class Message(msgspec.Struct, kw_only=True):
     # Where its events are POSTed (engine.webhooks): the line's, or its account's default,
     # fixed at accept.
     callback_url: str | None = None
+    # Kannel's dlr-url template and mask (Submission.dlr_url), fixed at accept.
+    dlr_url: str | None = None
+    dlr_mask: int = 0
 
     @property
     def bridge(self) -> str:

@@ -145,6 +145,9 @@ class LinePreparer:
         callback_url = self._callback_url(sub, webhooks or self._webhooks)
         if isinstance(callback_url, LineError):
             return callback_url
+        dlr_url = self._dlr_url(sub, webhooks or self._webhooks)
+        if isinstance(dlr_url, LineError):
+            return dlr_url
         try:
             segmentation = segment_text(text)
         except ValueError as error:
@@ -198,6 +201,8 @@ class LinePreparer:
                     due_at=due_at,
                     expires_at=expires_at,
                     callback_url=callback_url,
+                    dlr_url=dlr_url,
+                    dlr_mask=(sub.dlr_mask or 0) if dlr_url is not None else 0,
                 )
             )
         return messages
@@ -207,7 +212,11 @@ class LinePreparer:
     ) -> str | LineError | None:
         """Where the line's events go: its own URL, checked (engine.webhooks.hosts), or
         the account's default (checked when the config was loaded)."""
+        if sub.callback_url is not None and sub.dlr_url is not None:
+            return LineError("callback_url and dlr_url cannot both be set", sub.id, "callback")
         if sub.callback_url is None:
+            if sub.dlr_url is not None:
+                return None  # its reports go to its dlr-url instead
             return webhooks.default_url if webhooks is not None else None
         if webhooks is None:
             return LineError("callback_url: this listener takes no webhooks", sub.id, "callback")
@@ -215,6 +224,23 @@ class LinePreparer:
         if refusal is not None:
             return LineError(hosts.describe(refusal), sub.id, "callback")
         return sub.callback_url
+
+    def _dlr_url(self, sub: Submission, webhooks: AccountWebhooks | None) -> str | LineError | None:
+        """Kannel's dlr-url, checked by the webhooks' host rules (no secret: it is a GET
+        and carries no signature)."""
+        url = sub.dlr_url
+        if url is None:
+            return None
+        if not sub.dlr_mask:
+            return LineError(
+                "dlr_url needs a dlr_mask (Kannel's bits, 1 to 31)", sub.id, "callback"
+            )
+        if webhooks is None:
+            return LineError("dlr_url: this listener takes no report URLs", sub.id, "callback")
+        refusal = hosts.check_url(url, webhooks, signed=False)
+        if refusal is not None:
+            return LineError(hosts.describe(refusal), sub.id, "callback")
+        return url
 
 
 def describe_invalid(error: msgspec.ValidationError) -> str:

@@ -10,8 +10,9 @@ lines and statuses: `0: Accepted for delivery` (202), `Authorization failed for 
 sentence, with the status a client of the HTTP API would get (400, 429, 503).
 
 `dlr-url` is fetched with a GET for each report that `dlr-mask` asks for, with Kannel's
-escapes substituted (`expand_dlr_url`): the delivery worker of the webhooks does it from
-the journal (engine.webhooks), at least once.
+escapes substituted (engine.kannel_dlr): the message carries them (Submission.dlr_url,
+dlr_mask), the journal's feed makes each GET's URL with the event, and the webhooks'
+delivery worker makes it from the journal, at least once.
 
 Pure parsing (`parse_sendsms`) and the escapes are separate from the aiohttp handler.
 """
@@ -31,20 +32,13 @@ from aiohttp import web
 from engine.accounts import Account
 from engine.ingress.http_api import BUSY_KINDS, LIMIT_KINDS, Acceptor
 from engine.ingress.prepare import LineError
+from engine.kannel_dlr import DLR_ALL, KannelDlr
 from engine.models import Submission
 
 # Kannel's answers (gw/smsbox.c).
 ACCEPTED: Final = "0: Accepted for delivery"
 QUEUED: Final = "3: Queued for later delivery"
 AUTH_FAILED: Final = "Authorization failed for sendsms"
-
-# dlr-mask bits (Kannel's userguide, "dlr-mask"): the `%d` a report is fetched with.
-DLR_DELIVERED: Final = 1  # delivered to phone
-DLR_UNDELIVERED: Final = 2  # non-delivered to phone
-DLR_QUEUED: Final = 4  # queued on SMSC (an intermediate status)
-DLR_SMSC_ACK: Final = 8  # delivered to SMSC (the provider took it)
-DLR_SMSC_NACK: Final = 16  # non-delivered to SMSC (the provider refused it)
-DLR_ALL: Final = 31
 
 # Kannel's charset names for the bytes of `text`, and Python's codec for each.
 CHARSETS: Final = {
@@ -62,13 +56,6 @@ CHARSETS: Final = {
 }
 
 MAX_DLR_URL: Final = 2048
-
-
-class KannelDlr(msgspec.Struct, frozen=True, kw_only=True):
-    """Where and for which reports a sendsms message's dlr-url is fetched."""
-
-    url: str
-    mask: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +154,8 @@ def parse_sendsms(params: Mapping[str, bytes], now: float) -> SendSms | Refusal:
             sender=sender,
             route=_text_param(params, "smsc") or None,
             dlr=dlr is not None,
+            dlr_url=dlr.url if dlr is not None else None,
+            dlr_mask=dlr.mask if dlr is not None else None,
             flash=mclass == 0,
             schedule_at=schedule,
             validity_s=None if not validity else 60 * validity,
@@ -206,92 +195,6 @@ def _dlr(params: Mapping[str, bytes], mask: int | None) -> KannelDlr | Refusal |
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return Refusal(400, "DLR-URL is not an http(s) URL, rejected")
     return KannelDlr(url=url, mask=mask)
-
-
-# ── dlr-url escapes ────────────────────────────────────────────────────────────────
-
-
-@dataclass(frozen=True, slots=True)
-class DlrValues:
-    """What one report of a message fills a dlr-url with (Kannel's escape table)."""
-
-    dlr_type: int  # %d
-    smsc_reply: str  # %A
-    to: str  # %p (the message's recipient: a report's sender), %q with "+"
-    sender: str  # %P (the message's sender: a report's receiver), %Q
-    at: float  # %t, %T
-    smsc_id: str  # %i: the bridge
-    msg_id: str  # %I
-    text: str  # %a, %b, %k
-    provider_id: str  # %F
-    account: str  # %n, %o
-
-
-def _plus(number: str) -> str:
-    return "+" + number[2:] if number.startswith("00") else number
-
-
-def _escapes(values: DlrValues) -> dict[str, str]:
-    moment = dt.datetime.fromtimestamp(values.at, dt.UTC)
-    digits = values.to.lstrip("+")
-    words = values.text.split()
-    return {
-        "d": str(values.dlr_type),
-        "A": values.smsc_reply,
-        "p": digits,
-        "q": "+" + digits,
-        "P": values.sender,
-        "Q": _plus(values.sender),
-        "t": moment.strftime("%Y-%m-%d %H:%M:%S"),
-        "T": str(int(values.at)),
-        "i": values.smsc_id,
-        "I": values.msg_id,
-        "a": " ".join(words),
-        "b": values.text,
-        "k": words[0] if words else "",
-        "F": values.provider_id,
-        "f": values.provider_id,
-        "n": values.account,
-        "o": values.account,
-        "%": "%",
-    }
-
-
-def expand_dlr_url(template: str, values: DlrValues) -> str:
-    """`template` with Kannel's escapes replaced, each value URL-encoded (as Kannel does);
-    an escape Kannel has and septet does not fill becomes empty, an unknown one stays."""
-    table = _escapes(values)
-    out: list[str] = []
-    index = 0
-    while index < len(template):
-        char = template[index]
-        if char == "%" and index + 1 < len(template):
-            code = template[index + 1]
-            if code in table:
-                value = table[code]
-                out.append("%" if code == "%" else urllib.parse.quote(value, safe=""))
-                index += 2
-                continue
-            if code in KANNEL_EMPTY:
-                index += 2
-                continue
-        out.append(char)
-        index += 1
-    return "".join(out)
-
-
-# Kannel escapes with no meaning in septet (udh, coding details, billing, meta-data, ...).
-KANNEL_EMPTY: Final = frozenset("sSrcmMCuUBDRLNx")
-
-
-def dlr_type(state: str | None, *, submitted: bool, refused: bool) -> int:
-    """The `%d` of a report: an SMPP final state (DELIVRD: 1, any other: 2), else the
-    provider's taking (8) or refusing (16) the message, else an intermediate status (4)."""
-    if state is not None:
-        return DLR_DELIVERED if state == "DELIVRD" else DLR_UNDELIVERED
-    if refused:
-        return DLR_SMSC_NACK
-    return DLR_SMSC_ACK if submitted else DLR_QUEUED
 
 
 # ── The handler ────────────────────────────────────────────────────────────────────

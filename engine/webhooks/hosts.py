@@ -130,9 +130,10 @@ def _literal(host: str) -> IPAddress | None:
         return None
 
 
-def check_url(url: str, account: AccountWebhooks) -> Refusal | None:
+def check_url(url: str, account: AccountWebhooks, *, signed: bool = True) -> Refusal | None:
     """The accept-time rules (no DNS lookup): scheme, host, allow-list, literal addresses
-    and localhost names; and the account must have a secret to sign with."""
+    and localhost names; and for a `signed` call (a webhook POST, not Kannel's dlr-url
+    GET) the account must have a secret to sign with."""
     host = host_of(url)
     if isinstance(host, Refusal):
         return host
@@ -145,7 +146,7 @@ def check_url(url: str, account: AccountWebhooks) -> Refusal | None:
         literal = _literal(host)
         if literal is not None and (kind := address_kind(literal)) is not None:
             return Refusal(Rule.ADDRESS, host, kind, str(literal))
-    if not account.secret:
+    if signed and not account.secret:
         return Refusal(Rule.NO_SECRET, host)
     return None
 
@@ -183,10 +184,12 @@ def judge_addresses(
     return None
 
 
-async def check_resolved(url: str, account: AccountWebhooks) -> Refusal | None:
+async def check_resolved(
+    url: str, account: AccountWebhooks, *, signed: bool = True
+) -> Refusal | None:
     """The delivery-time check: the accept-time rules again (the allow-list may have
     changed), then the addresses the host resolves to now."""
-    refusal = check_url(url, account)
+    refusal = check_url(url, account, signed=signed)
     if refusal is not None:
         return refusal
     parts = urlsplit(url)

@@ -186,15 +186,23 @@ class WebhookWorker:
         if delivery.gone:
             return "gone", done  # its URL answered 410 for this message already
         account = self._accounts(delivery.account)
-        if delivery.body is None or account is None or not account.secret:
+        signed = delivery.method != "GET"  # Kannel's dlr-url: the URL is all it sends
+        if signed and (delivery.body is None or account is None or not account.secret):
             why = "its event is no longer kept" if delivery.body is None else "no webhook secret"
             self._give_up(delivery, why)
             return "gave_up", done
-        refusal = await hosts.check_resolved(delivery.url, account)
+        if account is None:
+            self._give_up(delivery, "no webhook settings")
+            return "gave_up", done
+        refusal = await hosts.check_resolved(delivery.url, account, signed=signed)
         if refusal is not None:
             self._give_up(delivery, hosts.describe(refusal))
             return "refused", done
-        status = await self._post(delivery, account.secret)
+        if signed:
+            assert account.secret is not None
+            status = await self._post(delivery, account.secret)
+        else:
+            status = await self._get(delivery)
         verdict = verdict_of(status)
         if verdict is Verdict.DELIVERED:
             if self._metrics is not None:
@@ -229,6 +237,17 @@ class WebhookWorker:
             reply = await self._transport.perform("POST", delivery.url, headers, delivery.body)
         except TransportError as error:
             log.debug("webhook_failed", event_id=delivery.event_id, error=str(error))
+            return None
+        return reply.status
+
+    async def _get(self, delivery: DueDelivery) -> int | None:
+        """Kannel's dlr-url: a GET of the URL made at accept (engine.kannel_dlr)."""
+        assert self._transport is not None
+        headers = ((EVENT_ID_HEADER, str(delivery.event_id)),)
+        try:
+            reply = await self._transport.perform("GET", delivery.url, headers, b"")
+        except TransportError as error:
+            log.debug("dlr_url_failed", event_id=delivery.event_id, error=str(error))
             return None
         return reply.status
 

@@ -651,9 +651,13 @@ UNDO_VERSION_7 = (
     " ALTER TABLE messages DROP COLUMN first_event;"
 )
 
+# What schema 9 added (a delivery's method: Kannel's dlr-url GET), dropped to make an older
+# journal; every older journal is made without it too (UNDO_VERSION_8 starts with it).
+UNDO_VERSION_9 = "ALTER TABLE deliveries DROP COLUMN method;"
+
 # What schema 8 added (accounts): dropped to make an older journal.
 UNDO_VERSION_8 = (
-    "DROP INDEX messages_client_ref;"
+    UNDO_VERSION_9 + "DROP INDEX messages_client_ref;"
     "DROP INDEX messages_account;"
     "DROP TABLE account_days;"
     "ALTER TABLE messages DROP COLUMN account;"

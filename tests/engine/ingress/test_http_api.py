@@ -387,3 +387,37 @@ async def test_accounts_see_their_own_and_are_held_to_their_limits(tmp_path: Pat
             assert kannel.status_code == 429
             assert kannel.text.endswith(", rejected")
             assert int(kannel.headers["Retry-After"]) >= 1
+
+
+async def test_kannel_report_fields_on_a_json_line_are_checked(tmp_path: Path) -> None:
+    async with api(tmp_path) as (_, client):
+        reply = await client.post(
+            "/v1/messages",
+            json={
+                "messages": [
+                    {"to": "+250788100001", "text": "a", "dlr_url": "https://app.example/r"},
+                    {
+                        "to": "+250788100001",
+                        "text": "b",
+                        "dlr_url": "http://127.0.0.1/r?type=%d",
+                        "dlr_mask": 3,
+                    },
+                    {
+                        "to": "+250788100001",
+                        "text": "c",
+                        "dlr_url": "https://app.example/r",
+                        "dlr_mask": 3,
+                        "callback_url": "https://app.example/hook",
+                    },
+                ]
+            },
+        )
+        results = reply.json()["results"]
+        too_big = await client.post(
+            "/v1/messages", json={"to": "+1", "text": "x", "dlr_url": "https://a/b", "dlr_mask": 32}
+        )
+    assert [(r["result"], r["kind"]) for r in results] == [("rejected", "callback")] * 3
+    assert results[0]["error"] == "dlr_url needs a dlr_mask (Kannel's bits, 1 to 31)"
+    assert "127.0.0.1" in results[1]["error"]  # loopback, not in [webhooks] allowed_hosts
+    assert results[2]["error"] == "callback_url and dlr_url cannot both be set"
+    assert "dlr_mask" in problem(too_big, 400)

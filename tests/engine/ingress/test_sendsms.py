@@ -10,20 +10,20 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from aiohttp import web
 
 from engine.ingress.sendsms import (
     ACCEPTED,
     AUTH_FAILED,
-    DlrValues,
-    KannelDlr,
     Refusal,
     SendSms,
-    dlr_type,
-    expand_dlr_url,
     parse_sendsms,
     read_params,
 )
+from engine.kannel_dlr import DlrValues, KannelDlr, dlr_type, expand_dlr_url
+from engine.webhooks.settings import WebhookSettings
 from tests.engine.daemon_harness import daemon_settings, running_daemon
+from tests.engine.http_harness import serve_app
 
 NOW = 1_800_000_000.0
 LOGIN = "username=demo&password=demo"
@@ -199,3 +199,53 @@ async def test_a_kannel_client_sends_with_curl(tmp_path: Path) -> None:
             listed = (await api.get("/v1/messages")).json()["messages"]
     assert sorted(m["text"] for m in listed) == ["Hello from Kannel", "by POST", "later"]
     assert {m["to"]: m["state"] for m in listed}["+250788100003"] == "scheduled"
+
+
+@pytest.mark.anyio
+async def test_a_kannel_client_gets_its_delivery_reports_at_its_dlr_url(tmp_path: Path) -> None:
+    """curl sends with Kannel's dlr-mask and dlr-url escapes; the receiver gets a GET for
+    the provider's taking it (8) and for its delivery (1), the escapes substituted."""
+    got: list[dict[str, str]] = []
+    delivered = anyio.Event()
+
+    async def receive(request: web.Request) -> web.Response:
+        got.append(dict(request.query))
+        if request.query.get("type") == "1":
+            delivered.set()
+        return web.Response(text="ok")
+
+    settings = daemon_settings(tmp_path, webhooks=WebhookSettings(allowed_hosts=["127.0.0.1"]))
+    async with (
+        serve_app([web.get("/dlr", receive)]) as receiver,
+        running_daemon(settings) as daemon,
+    ):
+        await daemon.sim_config({"dlr_mix": {"DELIVRD": 1.0}})
+        template = f"{receiver}/dlr?type=%d&id=%I&to=%p&from=%P&smsc=%i&fid=%F&reply=%A&t=%T"
+        query = urllib.parse.urlencode(
+            {
+                "username": "demo",
+                "password": "demo",
+                "to": "+250788100001",
+                "from": "ACME",
+                "text": "Hello with a report",
+                "dlr-mask": "31",
+                "dlr-url": template,
+            }
+        )
+        status = await anyio.to_thread.run_sync(curl, f"{daemon.api_url}/cgi-bin/sendsms?{query}")
+        assert status == (202, ACCEPTED)
+        with anyio.fail_after(20):
+            await delivered.wait()
+        async with httpx.AsyncClient(base_url=daemon.api_url, headers={"X-API-Key": "demo"}) as api:
+            (message,) = (await api.get("/v1/messages")).json()["messages"]
+    by_type = {report["type"]: report for report in got}
+    assert set(by_type) == {"8", "1"}  # taken by the provider, then delivered
+    for report in by_type.values():
+        assert report["id"] == message["msg_id"]
+        assert report["to"] == "250788100001"
+        assert report["from"] == "ACME"
+        assert report["smsc"] == "dsc"
+        assert report["fid"] == message["provider_id"]
+        assert report["t"].isdigit()
+    assert by_type["1"]["reply"] == "stat:DELIVRD err:D"
+    assert by_type["8"]["reply"] == f"ACK/{message['provider_id']}"
