@@ -12,6 +12,7 @@
     outbox.py     events for clients that have gone, batched into the journal
     http_api.py   the HTTP API v1 (/v1/messages, /v1/events, /v1/openapi.json) on `[api]`
     api_models.py its request and answer Structs, and the OpenAPI document made from them
+    api_requests.py its keys, query parameters and bodies read, or the problem saying why
     sendsms.py    Kannel's /cgi-bin/sendsms on the same listener, and its dlr-url escapes
 
 SMPP's socket code is engine/smpp/server.py; it accepts through accept.Acceptor like

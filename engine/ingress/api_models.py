@@ -212,7 +212,7 @@ _MSG_ID: Final = {
 }
 
 
-def _paths(max_batch: int) -> dict[str, Any]:
+def _messages_path(max_batch: int) -> dict[str, Any]:
     states = list(get_args(StateName))
     submit_body = {
         "oneOf": [
@@ -221,88 +221,100 @@ def _paths(max_batch: int) -> dict[str, Any]:
         ]
     }
     return {
-        "/v1/messages": {
-            "post": {
-                "operationId": "submitMessages",
-                "summary": "Submit one message or a batch; answered after the journal commit.",
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": submit_body}},
-                },
-                "responses": {
-                    "200": _json(_ref("SubmitResults"), "One result per message."),
-                    **_problems(400, 401, 413, 415, 429, 503),
-                },
+        "post": {
+            "operationId": "submitMessages",
+            "summary": "Submit one message or a batch; answered after the journal commit.",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": submit_body}},
             },
-            "get": {
-                "operationId": "listMessages",
-                "summary": "The account's messages, newest first.",
-                "parameters": [
-                    _query("id", {"type": "string"}, "Only those with this client id."),
-                    _query("state", {"type": "string", "enum": states}, "Only in this state."),
-                    _query(
-                        "since",
-                        {"type": "string", "format": "date-time"},
-                        "Only those accepted at or after this time (RFC 3339, with a zone).",
-                    ),
-                    _query(
-                        "limit",
-                        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
-                        f"Page size (default {DEFAULT_PAGE}).",
-                    ),
-                    _query(
-                        "cursor",
-                        {"type": "string", "pattern": "^[0-9]{1,18}$"},
-                        "next_cursor of the previous page.",
-                    ),
-                ],
-                "responses": {
-                    "200": _json(_ref("MessageList"), "A page of messages."),
-                    **_problems(400, 401),
-                },
+            "responses": {
+                "200": _json(_ref("SubmitResults"), "One result per message."),
+                **_problems(400, 401, 413, 415, 429, 503),
             },
         },
-        "/v1/messages/{msg_id}": {
-            "parameters": [_MSG_ID],
-            "get": {
-                "operationId": "getMessage",
-                "summary": "A message's state, fields and state history.",
-                "responses": {
-                    "200": _json(_ref("MessageStatus"), "The message."),
-                    **_problems(400, 401, 403, 404),
-                },
-            },
-            "delete": {
-                "operationId": "cancelMessage",
-                "summary": "Cancel a scheduled or queued message no request has carried yet.",
-                "responses": {
-                    "200": _json(_ref("MessageStatus"), "Cancelled (or already cancelled)."),
-                    **_problems(400, 401, 403, 404, 409),
-                },
-            },
-        },
-        "/v1/events": {
-            "get": {
-                "operationId": "listEvents",
-                "summary": "The account's durable event feed, from a cursor; non-destructive.",
-                "parameters": [
-                    _query(
-                        "after",
-                        {"type": "string", "pattern": "^[0-9]{1,18}$"},
-                        "Events after this cursor (default 0: from the oldest kept).",
-                    ),
-                    _query(
-                        "limit",
-                        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
-                        f"Page size (default {DEFAULT_PAGE}).",
-                    ),
-                ],
-                "responses": {
-                    "200": _json(_ref("EventList"), "A page of events."),
-                    **_problems(400, 401),
-                },
+        "get": {
+            "operationId": "listMessages",
+            "summary": "The account's messages, newest first.",
+            "parameters": [
+                _query("id", {"type": "string"}, "Only those with this client id."),
+                _query("state", {"type": "string", "enum": states}, "Only in this state."),
+                _query(
+                    "since",
+                    {"type": "string", "format": "date-time"},
+                    "Only those accepted at or after this time (RFC 3339, with a zone).",
+                ),
+                _query(
+                    "limit",
+                    {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+                    f"Page size (default {DEFAULT_PAGE}).",
+                ),
+                _query(
+                    "cursor",
+                    {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                    "next_cursor of the previous page.",
+                ),
+            ],
+            "responses": {
+                "200": _json(_ref("MessageList"), "A page of messages."),
+                **_problems(400, 401),
             },
         },
+    }
+
+
+def _message_path() -> dict[str, Any]:
+    return {
+        "parameters": [_MSG_ID],
+        "get": {
+            "operationId": "getMessage",
+            "summary": "A message's state, fields and state history.",
+            "responses": {
+                "200": _json(_ref("MessageStatus"), "The message."),
+                **_problems(400, 401, 403, 404),
+            },
+        },
+        "delete": {
+            "operationId": "cancelMessage",
+            "summary": "Cancel a scheduled or queued message no request has carried yet.",
+            "responses": {
+                "200": _json(_ref("MessageStatus"), "Cancelled (or already cancelled)."),
+                **_problems(400, 401, 403, 404, 409),
+            },
+        },
+    }
+
+
+def _events_path() -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": "listEvents",
+            "summary": "The account's durable event feed, from a cursor; non-destructive.",
+            "parameters": [
+                _query(
+                    "after",
+                    {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                    "Events after this cursor (default 0: from the oldest kept).",
+                ),
+                _query(
+                    "limit",
+                    {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+                    f"Page size (default {DEFAULT_PAGE}).",
+                ),
+            ],
+            "responses": {
+                "200": _json(_ref("EventList"), "A page of events."),
+                **_problems(400, 401),
+            },
+        },
+    }
+
+
+def _paths(max_batch: int) -> dict[str, Any]:
+    return {
+        "/v1/messages": _messages_path(max_batch),
+        "/v1/messages/{msg_id}": _message_path(),
+        "/v1/events": _events_path(),
     }
 
 

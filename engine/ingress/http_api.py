@@ -22,7 +22,6 @@ never the writer's line.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,9 +38,7 @@ from engine.accounts import Account
 from engine.config import ApiSettings, split_host_port
 from engine.feed import account_of
 from engine.ingress.api_models import (
-    DEFAULT_PAGE,
     FINAL_STATES,
-    MAX_PAGE,
     AcceptedRecipient,
     EventList,
     LineAccepted,
@@ -52,7 +49,17 @@ from engine.ingress.api_models import (
     SubmitResults,
     openapi,
 )
-from engine.ingress.prepare import LineError, describe_invalid
+from engine.ingress.api_requests import (
+    ApiProblem,
+    api_key_of,
+    bad_request,
+    decode_submissions,
+    parse_cursor,
+    parse_limit,
+    parse_msg_id,
+    parse_since,
+)
+from engine.ingress.prepare import LineError
 from engine.journal import Change, JournalError
 from engine.journal_reader import JournalReader, StoredMessage
 from engine.listener import serve_listener
@@ -61,7 +68,6 @@ from engine.models import (
     Message,
     State,
     Submission,
-    submission_decoder,
     utc_from_timestamp,
 )
 
@@ -78,11 +84,9 @@ LIMIT_KINDS: Final = frozenset({"throttled", "quota"})
 # States in which `due_at` is when the message is next sent (later it means other things).
 WAITING_STATES: Final = frozenset({"accepted", "scheduled"})
 
-_top_decoder: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
-_batch_decoder: Final = msgspec.json.Decoder(list[msgspec.Raw])
+
 _encoder: Final = msgspec.json.Encoder()
 _event_decoder: Final = msgspec.json.Decoder(dict[str, Any])
-_loose_decoder: Final = msgspec.json.Decoder(dict[str, Any])
 
 
 class AccountBook(Protocol):
@@ -118,19 +122,6 @@ class Canceller(Protocol):
     def announce(self, events: Sequence[tuple[str, Event]]) -> None: ...
 
     def discard(self, message: Message) -> None: ...
-
-
-class ApiProblem(Exception):  # noqa: N818 - an answer, raised to leave a handler early
-    """A problem answer: its status, title and the sentence."""
-
-    def __init__(
-        self, status: int, title: str, detail: str, retry_after_s: float | None = None
-    ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.title = title
-        self.detail = detail
-        self.retry_after_s = retry_after_s
 
 
 def problem_response(problem: ApiProblem) -> web.Response:
@@ -185,16 +176,6 @@ async def problems_middleware(
 # ── Request pieces ───────────────────────────────────────────────────────────────
 
 
-def api_key_of(request: web.Request) -> str | None:
-    """The key of `Authorization: Bearer <key>`, else `X-API-Key`."""
-    authorization = request.headers.get("Authorization", "")
-    scheme, _, credentials = authorization.partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
-    key = request.headers.get("X-API-Key", "").strip()
-    return key or None
-
-
 def authenticate(request: web.Request, accounts: AccountBook) -> Account:
     key = api_key_of(request)
     if key is None:
@@ -205,134 +186,6 @@ def authenticate(request: web.Request, accounts: AccountBook) -> Account:
     if account is None:
         raise ApiProblem(401, "Unauthorized", "the API key is not valid")
     return account
-
-
-def _bad(detail: str) -> ApiProblem:
-    return ApiProblem(400, "Bad Request", detail)
-
-
-def parse_msg_id(text: str) -> int:
-    if not text.isascii() or not text.isdigit() or len(text) > 18:
-        raise _bad(f"msg_id {text[:40]!r} is not a message id (digits)")
-    return int(text)
-
-
-def parse_limit(request: web.Request) -> int:
-    raw = request.query.get("limit")
-    if raw is None:
-        return DEFAULT_PAGE
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
-        raise _bad(f"limit must be a whole number from 1 to {MAX_PAGE}")
-    return int(raw)
-
-
-def parse_cursor(request: web.Request, name: str) -> int | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
-        raise _bad(f"{name} must be a cursor this API gave (digits)")
-    return int(raw)
-
-
-def parse_since(request: web.Request) -> float | None:
-    raw = request.query.get("since")
-    if raw is None:
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise _bad("since must be an RFC 3339 time, such as 2026-12-06T08:00:00Z") from None
-    if moment.tzinfo is None:
-        raise _bad("since needs a time zone, such as Z or +02:00")
-    return moment.timestamp()
-
-
-def decode_submission(raw: bytes | msgspec.Raw) -> Submission | LineError:
-    """One message object, or why its `schedule_at` is not a time (a line's refusal: in
-    OpenAPI 3.1 a `format` is an annotation, so a string there fits the schema). A whole
-    number written as a float (`"priority": 2.0`) is an integer in JSON Schema's eyes,
-    and so in the API's; msgspec's strict decoder says no, so such a message is converted
-    again with those numbers as ints. Raises ValidationError for anything else."""
-    try:
-        return submission_decoder.decode(raw)
-    except msgspec.ValidationError:
-        loose = _loose_decoder.decode(raw)
-        whole = {key: _representable(value) for key, value in loose.items()}
-        try:
-            return msgspec.convert(whole, Submission)
-        except msgspec.ValidationError:
-            when = whole.get("schedule_at")
-            if not isinstance(when, str):
-                raise
-            whole["schedule_at"] = None
-            sub = msgspec.convert(whole, Submission)  # raises for any other fault
-            return LineError(
-                f"schedule_at {when[:40]!r} is not an RFC 3339 time, such as 2026-12-06T08:00:00Z",
-                sub.id,
-                "schedule",
-            )
-
-
-# RFC 3339 section 5.6; Python's datetime has no year 0 and no leap second (:60).
-_RFC3339: Final = re.compile(
-    r"(\d{4})(-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:)(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
-)
-
-
-def _representable(value: Any) -> Any:
-    """A whole float as an int; an RFC 3339 time in year 0000 or on a leap second as the
-    nearest time Python holds (the first year; second 59): both long past or a second
-    off, so the message is due as the client meant."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        match = _RFC3339.fullmatch(value)
-        if match is not None and (match[1] == "0000" or match[3] == "60"):
-            year = "0001" if match[1] == "0000" else match[1]
-            second = "59" if match[3] == "60" else match[3]
-            return f"{year}{match[2]}{second}{match[4] or ''}{match[5]}"
-    return value
-
-
-def decode_submissions(body: bytes, max_batch: int) -> list[Submission | LineError]:
-    """One message, or {"messages": [...]}. A body that is neither, or a message in it that
-    is not a message object (the OpenAPI schema's Submission), is a 400 naming it: what
-    the schema promises is decided before anything is journaled. The rules of a message
-    (numbers, routes, limits) are answered per message."""
-    try:
-        top = _top_decoder.decode(body)
-    except msgspec.DecodeError:
-        raise _bad("the body is not a JSON object") from None
-    if "messages" not in top:
-        try:
-            return [decode_submission(body)]
-        except msgspec.ValidationError as error:
-            raise _bad(describe_invalid(error)) from None
-    if len(top) > 1:
-        others = ", ".join(sorted(repr(key) for key in top if key != "messages"))
-        raise _bad(f"a batch has only 'messages'; unknown field {others}")
-    try:
-        raws = _batch_decoder.decode(top["messages"])
-    except msgspec.ValidationError:
-        raise _bad("'messages' must be an array of message objects") from None
-    if not raws:
-        raise _bad("'messages' is empty")
-    if len(raws) > max_batch:
-        raise ApiProblem(
-            413,
-            "Content Too Large",
-            f"the batch has {len(raws)} messages; the limit is {max_batch}",
-        )
-    out: list[Submission | LineError] = []
-    for number, raw in enumerate(raws, 1):
-        try:
-            out.append(decode_submission(raw))
-        except msgspec.ValidationError as error:
-            raise _bad(f"message {number}: {describe_invalid(error)}") from None
-        except msgspec.DecodeError:
-            raise _bad(f"message {number} is not a JSON object") from None
-    return out
 
 
 # ── Answers ──────────────────────────────────────────────────────────────────────
@@ -501,7 +354,7 @@ class HttpApi:
         account = authenticate(request, self._accounts)
         state = request.query.get("state")
         if state is not None and state not in _STATE_NAMES:
-            raise _bad(f"state {state[:40]!r} is not one of {', '.join(_STATE_NAMES)}")
+            raise bad_request(f"state {state[:40]!r} is not one of {', '.join(_STATE_NAMES)}")
         client_ref = request.query.get("id")
         page = await self._reader.page(
             account.name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,9 +13,10 @@ import anyio
 import httpx
 import msgspec
 import pytest
+import trustme
 
 from engine.accounts import AccountSettings, SendsmsLogin
-from engine.config import ApiSettings, Settings
+from engine.config import ApiSettings, ConfigError, Settings, default_settings, validate
 from tests.engine.daemon_harness import Daemon, daemon_settings, iso_in, running_daemon
 
 pytestmark = pytest.mark.anyio
@@ -421,3 +423,30 @@ async def test_kannel_report_fields_on_a_json_line_are_checked(tmp_path: Path) -
     assert "127.0.0.1" in results[1]["error"]  # loopback, not in [webhooks] allowed_hosts
     assert results[2]["error"] == "callback_url and dlr_url cannot both be set"
     assert "dlr_mask" in problem(too_big, 400)
+
+
+async def test_the_api_over_tls_with_cert_and_key(tmp_path: Path) -> None:
+    authority = trustme.CA()
+    server = authority.issue_cert("127.0.0.1")
+    cert, key = tmp_path / "api.pem", tmp_path / "api.key"
+    server.cert_chain_pems[0].write_to_path(str(cert))
+    server.private_key_pem.write_to_path(str(key))
+    trusting = ssl.create_default_context()
+    authority.configure_trust(trusting)
+    api_settings = ApiSettings(listen="127.0.0.1:0", cert=str(cert), key=str(key))
+    async with running_daemon(daemon_settings(tmp_path, api=api_settings)) as daemon:
+        url = f"https://127.0.0.1:{daemon.api_port}"
+        async with httpx.AsyncClient(base_url=url, headers=KEY, verify=trusting) as client:
+            reply = await client.post("/v1/messages", json={"to": "+250788100001", "text": "tls"})
+            assert reply.json()["results"][0]["result"] == "accepted"
+        async with httpx.AsyncClient(base_url=url, headers=KEY) as untrusting:
+            with pytest.raises(httpx.ConnectError):
+                await untrusting.get("/v1/messages")
+        async with httpx.AsyncClient(base_url=daemon.api_url, headers=KEY) as plain:
+            with pytest.raises(httpx.HTTPError):
+                await plain.get("/v1/messages")  # plain HTTP to a TLS listener: no answer
+
+
+def test_cert_without_key_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"api\.cert and api\.key go together"):
+        validate(msgspec.structs.replace(default_settings(), api=ApiSettings(cert="a.pem")))
