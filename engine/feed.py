@@ -19,7 +19,8 @@ sweep deletes the oldest rows (ids are in time order); the next id is kept in `m
 ids never go back after a sweep empties the table.
 
 The functions here run on the journal's writer thread with its connection: no I/O of
-their own, no locking (engine.journal owns the connection and the transaction).
+their own, no locking (engine.journal owns the connection and the transaction). Only
+`serve_retention`, the sweep's loop, runs on the event loop.
 """
 
 from __future__ import annotations

@@ -120,6 +120,9 @@ class WebhookWorker:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         s = self._settings
+        # Run again after a failure (the daemon restarts it): the POSTs of the last run were
+        # cancelled, so only deliveries whose outcome still waits to be written stay claimed.
+        self._claimed = {outcome.event_id for outcome in self._settled}
         self._transport = Http11Transport(
             max_connections=s.concurrency,
             connect_timeout_s=s.connect_timeout_s,
@@ -195,14 +198,11 @@ class WebhookWorker:
             self._give_up(delivery, "no webhook settings")
             return "gave_up", done
         refusal = await hosts.check_resolved(delivery.url, account, signed=signed)
-        if refusal is not None:
+        if refusal is not None and refusal.rule is not hosts.Rule.UNRESOLVED:
             self._give_up(delivery, hosts.describe(refusal))
             return "refused", done
-        if signed:
-            assert account.secret is not None
-            status = await self._post(delivery, account.secret)
-        else:
-            status = await self._get(delivery)
+        # A name that does not resolve now may later (a DNS outage): a failed try.
+        status = None if refusal is not None else await self._send(delivery, account, signed)
         verdict = verdict_of(status)
         if verdict is Verdict.DELIVERED:
             if self._metrics is not None:
@@ -222,6 +222,14 @@ class WebhookWorker:
         return "retry", DeliveryOutcome(
             event_id=delivery.event_id, attempts=done.attempts, next_at=next_at
         )
+
+    async def _send(
+        self, delivery: DueDelivery, account: AccountWebhooks, signed: bool
+    ) -> int | None:
+        if signed:
+            assert account.secret is not None
+            return await self._post(delivery, account.secret)
+        return await self._get(delivery)
 
     async def _post(self, delivery: DueDelivery, secret: str) -> int | None:
         """The reply's status, or None when there was none (connect, timeout, reset)."""

@@ -189,3 +189,45 @@ async def test_a_2xx_delivers_once_and_counts_its_latency(tmp_path: Path) -> Non
                 await anyio.sleep(0.01)
     assert paths == ["/hook"]
     assert counts.latencies == [0.0]  # the injected clock stood still
+
+
+async def test_a_worker_run_again_after_a_failure_claims_what_the_last_run_left(
+    tmp_path: Path,
+) -> None:
+    # The daemon runs the worker again after it fails: a POST the failed run had in flight
+    # was cancelled, so its delivery must be claimable again, not held forever.
+    clock = Clock()
+    hanging, release = anyio.Event(), anyio.Event()
+    paths: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        paths.append(request.path)
+        if len(paths) == 1:
+            hanging.set()
+            await release.wait()  # the first run's POST does not end while it runs
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    counts = Counts()
+    try:
+        async with open_journal(tmp_path / "septet.db", clock=clock) as journal:
+            worker = WebhookWorker(journal, SETTINGS, lambda account: SETTINGS, metrics=counts)
+            journal.on_deliveries = worker.wake
+            await journal.accept([[message(url)]])
+            async with anyio.create_task_group() as tg:
+                await tg.start(worker.serve)
+                await hanging.wait()
+                tg.cancel_scope.cancel()  # the run fails with the POST in flight
+            async with anyio.create_task_group() as tg:
+                await tg.start(worker.serve)
+                await counts.wait_for("delivered", 1)
+                tg.cancel_scope.cancel()
+    finally:
+        release.set()
+        await runner.cleanup()
+    assert paths == ["/hook", "/hook"]
