@@ -10,13 +10,15 @@ pushes the same N messages:
            max-pending-submits 100 and 500, log level 2 (warnings only)
   septet   N recipients over the NDJSON socket: distinct texts one per line (pool 100
            and 500), or one text in lines of 100 recipients (batched, pool 100)
+  septet-api  N POSTs to septet's HTTP API (/v1/messages), one message each, as many in
+           flight as Kannel's sendsms load (pool 100; bench.api's load generator)
 
 A run lasts from the first byte sent until the simulator has accepted N messages, so
 both systems are measured to the provider. The engine's CPU (Kannel: bearerbox +
 smsbox; septet: the daemon) is utime + stime from /proc, per message. The simulator
 and this load generator run on core 0, the engine on core 1. Ratios are septet ÷
-Kannel: unbatched pool P against max-pending-submits P, batched against Kannel's
-faster setting at that latency.
+Kannel: unbatched pool P (NDJSON or HTTP API) against max-pending-submits P, batched
+against Kannel's faster setting at that latency.
 
     python -m bench.kannel [--quick] [--out FILE] [-n N] [--latency-ms M ...]
         [--repeat R] [--concurrency C] [--wait-quiet SECONDS]
@@ -41,6 +43,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -81,6 +84,7 @@ BATCH = 100  # PROVIDERS.md: Route Mobile's recipient cap per request, "use 100"
 KANNEL_PENDING = (100, 500)
 SEPTET_POOLS = (100, 500)
 BATCHED_POOL = 100
+API_POOL = 100
 LATENCIES_MS = (0.0, 50.0)
 # Batched septet takes 100,000 in about 4 s; at 30,000 a run lasted about a second and its
 # rate scattered widely (17,000-31,000 msg/s at 50 ms in one run of 3).
@@ -459,7 +463,7 @@ def _reset_counters(sim_url: str) -> None:
 class Setting(msgspec.Struct, frozen=True, kw_only=True):
     """One engine set-up: Kannel with a max-pending-submits, or septet with a pool."""
 
-    system: str  # "kannel" | "septet"
+    system: str  # "kannel" | "septet" (NDJSON) | "septet-api" (POST /v1/messages)
     max_pending_submits: int | None = None
     pool: int | None = None
     batched: bool = False
@@ -468,13 +472,18 @@ class Setting(msgspec.Struct, frozen=True, kw_only=True):
     def label(self) -> str:
         if self.system == "kannel":
             return f"max-pending-submits {self.max_pending_submits}"
+        if self.system == "septet-api":
+            return f"pool {self.pool}, HTTP API, 1 per request"
         return f"pool {self.pool}" + (f", batches of {BATCH}" if self.batched else "")
 
 
 def settings() -> list[Setting]:
     kannel = [Setting(system="kannel", max_pending_submits=n) for n in KANNEL_PENDING]
     septet = [Setting(system="septet", pool=n) for n in SEPTET_POOLS]
-    return [*kannel, *septet, Setting(system="septet", pool=BATCHED_POOL, batched=True)]
+    batched = Setting(system="septet", pool=BATCHED_POOL, batched=True)
+    # septet's HTTP API with Kannel's sendsms load: one message per request, as many in flight.
+    api = Setting(system="septet-api", pool=API_POOL)
+    return [*kannel, *septet, batched, api]
 
 
 class _Clocks:
@@ -683,6 +692,71 @@ def run_septet(
     return figures
 
 
+async def _drive_septet_api(
+    api_url: str,
+    bodies: Sequence[bytes],
+    concurrency: int,
+    sim_url: str,
+    daemon_pid: int,
+    sim_pid: int,
+) -> dict[str, Any]:
+    from bench import api as api_bench  # bench.api imports this module
+
+    errors: Counter[str] = Counter()
+    async with aiohttp.ClientSession() as session:
+        start = _Clocks([daemon_pid], sim_pid)
+        sending = asyncio.ensure_future(api_bench.post_all(api_url, bodies, concurrency, errors))
+        try:
+            reached_at, counted = await wait_for_provider(
+                session, sim_url, lambda: len(bodies) - sum(errors.values()), start.at
+            )
+            end = _Clocks([daemon_pid], sim_pid)
+            await sending
+        finally:
+            sending.cancel()
+    figures: dict[str, Any] = start.figures(end, reached_at)
+    figures["provider_accepted"] = counted
+    figures["errors"] = dict(errors)
+    return figures
+
+
+def run_septet_api(
+    setting: Setting,
+    messages: int,
+    *,
+    sim_url: str,
+    sim_pid: int,
+    concurrency: int,
+    deadline_s: float,
+) -> dict[str, Any]:
+    """septet with Kannel's sendsms load shape on its own API: one message per POST."""
+    from bench import api as api_bench  # bench.api imports this module
+
+    assert setting.pool is not None
+    bodies = api_bench.request_bodies(messages, "single")
+    with tempfile.TemporaryDirectory(prefix="septet-kannel-api-") as tmp:
+        workdir = Path(tmp)
+        api_port, http_port = free_port(), free_port()
+        document = api_bench.api_config(workdir, sim_url, api_port, http_port)
+        document["bridges"]["routemobile"]["pool"] = setting.pool
+        config_path = workdir / "septet.toml"
+        config_path.write_text(render_toml(document))
+        log_path = workdir / "daemon.log"
+        daemon = start_daemon(config_path, log_path)  # pinned to core 1
+        try:
+            wait_healthy(daemon, http_port, log_path)
+            api_url = f"http://{HOST}:{api_port}"
+            drive = _drive_septet_api(api_url, bodies, concurrency, sim_url, daemon.pid, sim_pid)
+            try:
+                figures = _run_loop(asyncio.wait_for(drive, deadline_s))
+                figures["complete"] = True
+            except TimeoutError:
+                figures = {"complete": False, "errors": {"deadline passed": 1}}
+        finally:
+            stop_process(daemon)
+    return figures
+
+
 START_ATTEMPTS = 3  # e.g. a port taken between choosing it and the engine binding it
 
 
@@ -704,6 +778,15 @@ def _run_setting(
             if setting.system == "kannel":
                 figures = run_kannel(
                     binaries,
+                    setting,
+                    messages,
+                    sim_url=sim_url,
+                    sim_pid=sim_pid,
+                    concurrency=concurrency,
+                    deadline_s=deadline_s,
+                )
+            elif setting.system == "septet-api":
+                figures = run_septet_api(
                     setting,
                     messages,
                     sim_url=sim_url,
@@ -808,7 +891,7 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
     meets whichever Kannel setting was faster there, Kannel at its best.
     """
     for row in rows:
-        if row["system"] != "septet":
+        if row["system"] not in ("septet", "septet-api"):
             continue
         kannel = [
             other

@@ -313,7 +313,7 @@ def test_quick_run_or_install_hint(tmp_path: Path) -> None:
     assert [(r["latency_ms"], r["system"]) for r in rows] == [
         (latency, system)
         for latency in (0.0, 50.0)
-        for system in ("kannel", "kannel", "septet", "septet", "septet")
+        for system in ("kannel", "kannel", "septet", "septet", "septet", "septet-api")
     ]
     for row in rows:
         assert row["complete"] is True, row
@@ -322,7 +322,7 @@ def test_quick_run_or_install_hint(tmp_path: Path) -> None:
         assert row["provider_accepted"] >= 300
         assert row["messages_per_s"] > 0
         assert row["cpu_us_per_message"] > 0
-        if row["system"] == "septet":
+        if row["system"] in ("septet", "septet-api"):
             assert row["compared_with"].startswith("kannel max-pending-submits")
             assert row["rate_ratio"] > 0
             assert row["cpu_ratio"] > 0
