@@ -547,10 +547,13 @@ def _api_app(
         canceller=_Canceller(journal, events, scheduler),
         feed=reader,
         max_batch=settings.api.max_batch,
+        body_timeout_s=settings.api.body_timeout_s,
     )
     return build_api_app(
         api,
-        sendsms_route(accounts.by_login, acceptor.accept),
+        sendsms_route(
+            accounts.by_login, acceptor.accept, body_timeout_s=settings.api.body_timeout_s
+        ),
         max_body_bytes=settings.api.max_body_bytes,
     )
 

@@ -177,6 +177,7 @@ def _problems(*statuses: int) -> dict[str, Any]:
         403: "The message belongs to another account.",
         404: "No message with that id.",
         405: "The method is not allowed on this path.",
+        408: "The request body did not arrive in time.",
         409: "The message can no longer be cancelled.",
         413: "Too many messages, or too large a body.",
         415: "The body is not application/json.",

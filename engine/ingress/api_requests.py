@@ -12,6 +12,7 @@ import datetime as dt
 import re
 from typing import Any, Final
 
+import anyio
 import msgspec
 from aiohttp import web
 
@@ -35,6 +36,22 @@ class ApiProblem(Exception):  # noqa: N818 - an answer, raised to leave a handle
         self.title = title
         self.detail = detail
         self.retry_after_s = retry_after_s
+
+
+async def read_body(request: web.Request, timeout_s: float) -> bytes:
+    """The whole body, or a 408 when it does not arrive within `timeout_s` (config `[api]
+    body_timeout_s`): a client trickling it must not hold a handler. One already here is
+    read without a timeout scope."""
+    if request.content.is_eof():
+        return await request.read()
+    body: bytes | None = None
+    with anyio.move_on_after(timeout_s):
+        body = await request.read()
+    if body is None:
+        raise ApiProblem(
+            408, "Request Timeout", f"the request body did not arrive within {timeout_s:g} s"
+        )
+    return body
 
 
 def api_key_of(request: web.Request) -> str | None:

@@ -58,6 +58,7 @@ from engine.ingress.api_requests import (
     parse_limit,
     parse_msg_id,
     parse_since,
+    read_body,
 )
 from engine.ingress.prepare import LineError
 from engine.journal import Change, JournalError
@@ -282,6 +283,7 @@ class HttpApi:
         canceller: Canceller,
         feed: EventFeed | None = None,
         max_batch: int = 1000,
+        body_timeout_s: float = 10.0,
         clock: Callable[[], float] = time.time,
         origin: str = "api",
     ) -> None:
@@ -291,6 +293,7 @@ class HttpApi:
         self._canceller = canceller
         self._feed = feed
         self._max_batch = max_batch
+        self._body_timeout_s = body_timeout_s
         self._clock = clock
         self._origin = origin
         self._openapi = _encoder.encode(openapi(max_batch))
@@ -317,7 +320,8 @@ class HttpApi:
                 "Unsupported Media Type",
                 f"the body must be application/json, not {request.content_type or 'none'}",
             )
-        decoded = decode_submissions(await request.read(), self._max_batch)
+        body = await read_body(request, self._body_timeout_s)
+        decoded = decode_submissions(body, self._max_batch)
         submissions = [item for item in decoded if isinstance(item, Submission)]
         try:
             accepted = await self._accept(account, self._origin, submissions) if submissions else []

@@ -30,6 +30,7 @@ import msgspec
 from aiohttp import web
 
 from engine.accounts import Account
+from engine.ingress.api_requests import ApiProblem, read_body
 from engine.ingress.http_api import BUSY_KINDS, LIMIT_KINDS, Acceptor
 from engine.ingress.prepare import LineError
 from engine.kannel_dlr import DLR_ALL, KannelDlr
@@ -212,6 +213,7 @@ def sendsms_route(
     by_login: Callable[[str, str], Account | None],
     accept: Acceptor,
     *,
+    body_timeout_s: float = 10.0,
     clock: Callable[[], float] = time.time,
     origin: str = "sendsms",
 ) -> list[web.RouteDef]:
@@ -220,7 +222,10 @@ def sendsms_route(
     async def sendsms(request: web.Request) -> web.Response:
         body = b""
         if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
-            body = await request.read()
+            try:
+                body = await read_body(request, body_timeout_s)
+            except ApiProblem as problem:
+                return _plain(problem.status, f"{problem.detail}, rejected")
         now = clock()
         parsed = parse_sendsms(read_params(request.query_string, body), now)
         if isinstance(parsed, Refusal):

@@ -450,3 +450,19 @@ async def test_the_api_over_tls_with_cert_and_key(tmp_path: Path) -> None:
 def test_cert_without_key_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"api\.cert and api\.key go together"):
         validate(msgspec.structs.replace(default_settings(), api=ApiSettings(cert="a.pem")))
+
+
+async def test_a_body_that_trickles_is_answered_408(tmp_path: Path) -> None:
+    async with api(tmp_path, body_timeout_s=0.3) as (daemon, _):
+        assert daemon.api_port is not None
+        async with await anyio.connect_tcp("127.0.0.1", daemon.api_port) as stream:
+            await stream.send(
+                b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer demo\r\n"
+                b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"to":'
+            )
+            head = b""
+            with anyio.fail_after(10):
+                while b's"}' not in head:  # the end of the problem's detail
+                    head += await stream.receive()
+    assert head.startswith(b"HTTP/1.1 408 ")
+    assert b"the request body did not arrive within 0.3 s" in head
