@@ -606,7 +606,11 @@ def _read_file(file: Path) -> tuple[Settings, frozenset[str]]:
 def _named_table_error(table: Mapping[str, object]) -> str | None:
     """msgspec says `accounts[...]` for a value inside a table of named tables: the
     problem again with the name, found by converting each named table alone."""
-    for key, kind in (("accounts", AccountSettings), ("bridges", BridgeConfig)):
+    for key, kind in (
+        ("accounts", AccountSettings),
+        ("bridges", BridgeConfig),
+        ("pricing", PriceConfig),
+    ):
         named = table.get(key)
         if not isinstance(named, dict):
             continue

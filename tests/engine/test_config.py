@@ -238,7 +238,7 @@ def test_pricing_is_read_and_a_bridge_without_prices_is_a_warning(tmp_path: Path
         " not the provider's",
     )
     path.write_text(path.read_text() + '[pricing.eu]\ncurrency = "eur"\n')
-    with pytest.raises(ConfigError, match=r"pricing\[...\]\.currency: Expected `str` matching"):
+    with pytest.raises(ConfigError, match=r"pricing\.eu\.currency: Expected `str` matching"):
         load_config(path, environ={})
 
 
