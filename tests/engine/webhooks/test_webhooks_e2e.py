@@ -79,6 +79,8 @@ def write_config(
         f'[journal]\npath = "{tmp_path / "septet.db"}"\n',
         f'[ingress]\ntcp = "127.0.0.1:{tcp_port}"\nunix = ""\n',
         f'[http]\nlisten = "127.0.0.1:{http_port}"\n',
+        # No SMPP listener: its default port (2775) may be taken by another process here.
+        '[smpp]\nlisten = ""\n',
         # Messages the kill left with an unknown outcome end (UNKNOWN) soon, with their event.
         "[reports]\ntimeout_s = 3.0\n",
         f'[webhooks]\ndefault_url = "{hook_url}"\nallowed_hosts = ["127.0.0.1"]\n'
