@@ -181,6 +181,10 @@ def test_the_start_line_lists_every_listener_and_the_resumed_backlog_by_state(
         assert second.stderr is not None
         started = read_log_until(second.stderr, "started")
         assert started["resumed"] == {"accepted": 3, "inflight": 0, "submitted": 0}
+        # Without [log] file, SIGHUP has nothing to reopen: a line, and the daemon goes on.
+        second.send_signal(signal.SIGHUP)
+        assert read_log_until(second.stderr, "hangup")["action"].startswith("none")
+        assert second.poll() is None
         second.send_signal(signal.SIGTERM)
         assert second.wait(30) == 0
 
