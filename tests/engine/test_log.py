@@ -436,3 +436,54 @@ async def test_no_secret_appears_in_logs_events_or_metrics(tmp_path: Path) -> No
             number = f"{prefix}{n:05d}"
             assert number[1:] not in log_text, f"{bridge}'s recipient {number} is in the logs"
     assert "****" in log_text
+
+
+# ── [log] personal_data through `septet run` ─────────────────────────────────────────
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("personal_data", [True, False])
+async def test_personal_data_in_the_debug_log_follows_the_config(
+    tmp_path: Path, personal_data: bool
+) -> None:
+    config = tmp_path / "septet.toml"
+    config.write_text(
+        "\n".join(
+            [
+                "[journal]",
+                f'path = "{tmp_path / "septet.db"}"',
+                "[http]",
+                'listen = "127.0.0.1:0"',
+                "[simulators]",
+                "enabled = true",
+                "[log]",
+                f"personal_data = {str(personal_data).lower()}",
+                "[bridges.smsclub]",
+                'driver = "smsclub"',
+                'default_sender = "SEPTET"',
+                'credentials = { token = "demo" }',
+                "poll_interval_s = 0.2",
+                "[routing]",
+                'default = ["smsclub"]',
+                "replace = true",
+            ]
+        )
+        + "\n"
+    )
+    line = b'{"to": "+380501234567", "text": "meet at the north gate"}\n'
+    command = [sys.executable, "-m", "engine", "run", "--config", str(config)]
+    command += ["--stdin", "--exit-when-idle", "--log-level", "debug"]
+    with anyio.fail_after(60):
+        result = await anyio.run_process(command, input=line, cwd=tmp_path, check=False)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    log_text = result.stderr.decode()
+    # The provider request was logged at debug either way, with its phone and message.
+    assert '"provider_request"' in log_text
+    if personal_data:
+        assert "380501234567" in log_text
+        assert "meet at the north gate" in log_text
+    else:
+        assert "380501234567" not in log_text
+        assert "meet at the north gate" not in log_text
+        assert "38050****567" in log_text
+        assert mask_text("meet at the north gate") in log_text
