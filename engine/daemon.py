@@ -26,6 +26,7 @@ from aiohttp import web
 
 from bridges.base import BridgeDriver
 from bridges.registry import build_driver
+from engine import lifecycle
 from engine.accounts import Accounts
 from engine.admission import takes_message
 from engine.circuit import CircuitBreaker
@@ -63,7 +64,7 @@ from engine.journal_reader import JournalReader, open_reader
 from engine.lifecycle import Charge
 from engine.listener import build_app, build_metrics_app, metrics_route, serve_listener
 from engine.metrics import LiveState, Metrics, Operations
-from engine.models import Event, Message
+from engine.models import Message
 from engine.observe import BacklogCounter
 from engine.pricing import (
     NoPriceError,
@@ -450,7 +451,9 @@ async def run_daemon(
         api_port: int | None = None
         if settings.api.listen:
             reader = await stack.enter_async_context(open_reader(journal_path))
-            api_app = _api_app(settings, journal, reader, events, scheduler, accounts, acceptor)
+            api_app = _api_app(
+                settings, journal, reader, events, scheduler, accounts, acceptor, metrics
+            )
 
             async def run_api(*, task_status: anyio.abc.TaskStatus[int]) -> None:
                 with api_scope:
@@ -510,21 +513,24 @@ class _DiscardSink:
 
 class _Canceller:
     """What DELETE /v1/messages/{id} does to the engine: the journal's compare-and-set,
-    the step's events, the message out of its bridge queue."""
+    then the step's events and counts, and the message out of its bridge queue."""
 
-    def __init__(self, journal: SqliteJournal, events: EventRouter, scheduler: Scheduler) -> None:
+    def __init__(
+        self, journal: SqliteJournal, events: EventRouter, scheduler: Scheduler, metrics: Metrics
+    ) -> None:
         self._journal = journal
         self._events = events
         self._scheduler = scheduler
+        self._metrics = metrics
 
     async def cancel(self, changes: Sequence[Change]) -> bool:
         return await self._journal.cancel(changes)
 
-    def announce(self, events: Sequence[tuple[str, Event]]) -> None:
-        for origin, event in events:
+    def cancelled(self, message: Message, step: lifecycle.Step) -> None:
+        for origin, event in step.events:
             self._events.emit(origin, event)
-
-    def discard(self, message: Message) -> None:
+        for count in step.counts:
+            self._metrics.outcome(message.bridge, count.outcome, 1, count.reason)
         self._scheduler.discard(message)
 
 
@@ -536,6 +542,7 @@ def _api_app(
     scheduler: Scheduler,
     accounts: Accounts,
     acceptor: Acceptor,
+    metrics: Metrics,
 ) -> web.Application:
     """The HTTP API and sendsms on their listener (engine.ingress.http_api)."""
     for origin in ("api", "sendsms"):
@@ -544,7 +551,7 @@ def _api_app(
         accounts=accounts,
         accept=acceptor.accept,
         reader=reader,
-        canceller=_Canceller(journal, events, scheduler),
+        canceller=_Canceller(journal, events, scheduler, metrics),
         feed=reader,
         max_batch=settings.api.max_batch,
         body_timeout_s=settings.api.body_timeout_s,

@@ -65,7 +65,6 @@ from engine.journal import Change, JournalError
 from engine.journal_reader import JournalReader, StoredMessage
 from engine.listener import serve_listener
 from engine.models import (
-    Event,
     Message,
     State,
     Submission,
@@ -115,14 +114,12 @@ class EventFeed(Protocol):
 
 
 class Canceller(Protocol):
-    """What a cancel needs of the engine: the journal's compare-and-set, the events of
-    the step, and the scheduler's queue."""
+    """What a cancel needs of the engine: the journal's compare-and-set, then (once it
+    won) the step carried out: its events, its counts, the message out of its queue."""
 
     async def cancel(self, changes: Sequence[Change]) -> bool: ...
 
-    def announce(self, events: Sequence[tuple[str, Event]]) -> None: ...
-
-    def discard(self, message: Message) -> None: ...
+    def cancelled(self, message: Message, step: lifecycle.Step) -> None: ...
 
 
 def problem_response(problem: ApiProblem) -> web.Response:
@@ -393,8 +390,7 @@ class HttpApi:
             ) from None
         if not won:
             raise _conflict(message.msg_id, "it was already sent to the provider")
-        self._canceller.announce(step.events)
-        self._canceller.discard(message)
+        self._canceller.cancelled(message, step)
         log.info("message_cancelled", msg_id=message.msg_id, account=account.name)
         after = await self._reader.message(int(message.msg_id))
         return json_response(message_status(after or stored))

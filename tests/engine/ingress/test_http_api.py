@@ -255,6 +255,9 @@ async def test_cancel_a_scheduled_message(tmp_path: Path) -> None:
         )
         assert problem(await client.delete("/v1/messages/424242"), 404)
         counters = await daemon.sim_counters()
+        async with httpx.AsyncClient() as plain:
+            exposition = (await plain.get(f"http://127.0.0.1:{daemon.http_port}/metrics")).text
+    assert 'septet_messages_total{bridge="dsc",outcome="cancelled"} 1.0' in exposition
     assert "+250788100001" not in str(counters)
     assert "250788100001" not in str(counters)
 
