@@ -374,3 +374,10 @@ def test_the_image_builds_runs_and_reports_healthy() -> None:
         assert code == "0"
     finally:
         subprocess.run([docker, "rm", "-f", container], capture_output=True, check=False)
+
+
+def test_the_unit_reloads_with_sighup_and_does_not_retry_a_start_that_cannot_work() -> None:
+    service = read_unit()["Service"]
+    # SIGHUP reopens the log file (engine.daemon); exit 2 is a start that cannot work.
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert service["RestartPreventExitStatus"] == "2"
