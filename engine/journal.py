@@ -340,6 +340,8 @@ class Journal(Protocol):
 
     async def counts(self) -> dict[str, int]: ...
 
+    async def kept_events_count(self) -> int: ...
+
     async def get(self, msg_ids: Sequence[str]) -> dict[str, Message]: ...
 
     async def integrity_check(self) -> str: ...
@@ -1846,6 +1848,14 @@ class SqliteJournal:
     async def counts(self) -> dict[str, int]:
         """Messages by state. Walks the accepted index: cheap enough for a metrics scrape."""
         return await self._execute(self._counts, write=False)
+
+    async def kept_events_count(self) -> int:
+        """Outbox lines kept for clients that went away and have not fetched them yet
+        (a count of the outbox table: engine.observe asks at most every 15 s)."""
+        return await self._execute(
+            lambda connection: int(connection.execute("SELECT count(*) FROM outbox").fetchone()[0]),
+            write=False,
+        )
 
     def _counts(self, connection: sqlite3.Connection) -> dict[str, int]:
         accepted = connection.execute(

@@ -570,6 +570,7 @@ class Operations:
         self.journal_paths: tuple[Path, ...] = ()
         self.journal_max_bytes: int | None = None
         self.backlog: dict[str, int] | None = None
+        self.kept_events: int | None = None
         self.smpp_sessions: Callable[[], Iterable[str]] | None = None
         registry.register(_OperationsCollector(self))
 
@@ -618,7 +619,7 @@ class _OperationsCollector:
 
     def collect(self) -> Iterable[Metric]:
         ops = self._operations
-        size, max_size, backlog, sessions = self._families()
+        size, max_size, backlog, kept, sessions = self._families()
         families: list[Metric] = []
         if ops.journal_paths:
             size.add_metric([], journal_size_bytes(ops.journal_paths))
@@ -630,6 +631,9 @@ class _OperationsCollector:
             for state in BACKLOG_STATES:
                 backlog.add_metric([state], ops.backlog.get(state, 0))
             families.append(backlog)
+        if ops.kept_events is not None:
+            kept.add_metric([], ops.kept_events)
+            families.append(kept)
         if ops.smpp_sessions is not None:
             counts = Tally(ops.smpp_sessions())
             for state in SMPP_SESSION_STATES:
@@ -654,6 +658,12 @@ class _OperationsCollector:
                 " later), inflight (a request is carrying them), submitted (awaiting a"
                 " report). Refreshed on an interval, not at each scrape.",
                 labels=["state"],
+            ),
+            GaugeMetricFamily(
+                "septet_outbox_events",
+                "Events kept in the journal for NDJSON clients that went away, not yet"
+                " fetched (septet send --events, or the client's next session)."
+                " Refreshed on an interval, not at each scrape.",
             ),
             GaugeMetricFamily(
                 "septet_smpp_sessions",

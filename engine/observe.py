@@ -1,8 +1,9 @@
-"""Keeps the scrape-time backlog gauge of engine.metrics.Operations current, cheaply.
+"""Keeps the scrape-time backlog gauges of engine.metrics.Operations current, cheaply.
 
-A scrape must stay cheap on any journal: the backlog by state is counted at most once
-per interval, when a scrape finds the last count older than that (no scrape, no count),
-and every other scrape reads the last count (septet_backlog_messages).
+A scrape must stay cheap on any journal: the backlog by state and the events kept for
+clients that left are counted at most once per interval, when a scrape finds the last
+count older than that (no scrape, no count), and every other scrape reads the last count
+(septet_backlog_messages, septet_outbox_events).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ BACKLOG_INTERVAL_S = 15.0
 
 class CountingJournal(Protocol):
     async def counts(self) -> dict[str, int]: ...
+
+    async def kept_events_count(self) -> int: ...
 
 
 class BacklogCounter:
@@ -56,6 +59,7 @@ class BacklogCounter:
         self._counted_at = now
         try:
             self._operations.backlog = await self._journal.counts()
+            self._operations.kept_events = await self._journal.kept_events_count()
         except JournalError as error:
             # The last count stays; the journal's own failure is reported where it happens.
             log.warning("backlog_not_counted", error=str(error))

@@ -24,6 +24,7 @@ def defined_metrics(tmp_path: Path) -> set[str]:
     operations.journal_paths = (journal,)
     operations.journal_max_bytes = 1
     operations.backlog = {}
+    operations.kept_events = 0
     operations.smpp_sessions = list
     names = set()
     for family in metrics.registry.collect():

@@ -487,6 +487,7 @@ async def test_the_operators_metrics_on_a_listener_of_their_own(tmp_path: Path) 
     assert value("septet_journal_size_bytes") > 0
     assert value("septet_backlog_messages", state="accepted") == 3
     assert value("septet_backlog_messages", state="inflight") == 0
+    assert value("septet_outbox_events") == 0
     assert value("septet_callbacks_rejected_total", bridge="dsc", reason="unauthorized") == 1
     assert value("septet_callbacks_rejected_total", bridge="other", reason="unknown_bridge") == 1
     assert value("septet_smpp_binds_total", result="bound") == 1

@@ -139,6 +139,7 @@ def test_every_metric_the_dashboard_uses_is_exposed(tmp_path: Path) -> None:
     metrics.operations.journal_paths = (journal,)
     metrics.operations.journal_max_bytes = 1 << 20
     metrics.operations.backlog = {}
+    metrics.operations.kept_events = 0
     metrics.operations.smpp_sessions = list
     metrics.operations.balance("dsc", 1.0, "EUR", at=1.0)
     metrics.watch(
