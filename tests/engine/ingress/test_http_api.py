@@ -19,7 +19,7 @@ from engine.accounts import AccountSettings, SendsmsLogin
 from engine.config import ApiSettings, ConfigError, Settings, default_settings, validate
 from tests.engine.daemon_harness import Daemon, daemon_settings, iso_in, running_daemon
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]  # a running daemon over real HTTP
 
 KEY = {"Authorization": "Bearer demo"}
 FINAL = {"sent", "delivered", "undeliverable", "expired", "rejected", "deleted", "unknown"}

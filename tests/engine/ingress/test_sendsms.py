@@ -177,6 +177,7 @@ def curl(url: str, *extra: str) -> tuple[int, str]:
     return int(status), body
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_a_kannel_client_sends_with_curl(tmp_path: Path) -> None:
     async with running_daemon(daemon_settings(tmp_path)) as daemon:
@@ -201,6 +202,7 @@ async def test_a_kannel_client_sends_with_curl(tmp_path: Path) -> None:
     assert {m["to"]: m["state"] for m in listed}["+250788100003"] == "scheduled"
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_a_kannel_client_gets_its_delivery_reports_at_its_dlr_url(tmp_path: Path) -> None:
     """curl sends with Kannel's dlr-mask and dlr-url escapes; the receiver gets a GET for
