@@ -105,6 +105,12 @@ class WebhookWorker:
             retry_for_s=settings.retry_for_s,
         )
         self._limiter = anyio.CapacityLimiter(settings.concurrency)
+        # Claimed beyond the POSTs running: the next ones wait on the limiter, not a read.
+        self._most_claimed = 2 * settings.concurrency
+        # Whether the journal may hold retries falling due later (unknown at the start; a
+        # settled retry sets it; a read that finds none clears it): when not, an idle
+        # worker asks the journal nothing until it is woken.
+        self._may_have_retries = True
         self._claimed: set[int] = set()
         self._settled: list[DeliveryOutcome] = []
         self._wake_send, self._wake_receive = anyio.create_memory_object_stream[None](1)
@@ -123,6 +129,7 @@ class WebhookWorker:
         # Run again after a failure (the daemon restarts it): the POSTs of the last run were
         # cancelled, so only deliveries whose outcome still waits to be written stay claimed.
         self._claimed = {outcome.event_id for outcome in self._settled}
+        self._may_have_retries = True
         self._transport = Http11Transport(
             max_connections=s.concurrency,
             connect_timeout_s=s.connect_timeout_s,
@@ -140,11 +147,9 @@ class WebhookWorker:
                 await self._transport.aclose()
 
     async def _serve_claims(self, tg: anyio.abc.TaskGroup) -> None:
-        # Claimed beyond the POSTs running: the next ones wait on the limiter, not a read.
-        most_claimed = 2 * self._settings.concurrency
         while True:
             await self._refresh_owed()
-            room = most_claimed - len(self._claimed)
+            room = self._most_claimed - len(self._claimed)
             due: list[DueDelivery] = []
             if room > 0:
                 due = await self._journal.due_deliveries(
@@ -159,12 +164,14 @@ class WebhookWorker:
 
     async def _wait_for_work(self, had_room: bool) -> None:
         wait = IDLE_WAIT_S
-        if had_room:
+        if had_room and self._may_have_retries:
             # The earliest retry falling due later; one due now is claimed already, and its
             # settling wakes this loop.
             next_at = await self._journal.next_delivery_at()
             now = self._clock()
-            if next_at is not None and next_at > now:
+            if next_at is None:
+                self._may_have_retries = False
+            elif next_at > now:
                 wait = min(wait, next_at - now)
         with anyio.move_on_after(wait):
             await self._wake_receive.receive()
@@ -288,9 +295,15 @@ class WebhookWorker:
                 await anyio.sleep(SETTLE_RETRY_S)
                 _poke(self._settle_send)
                 continue
+            # The claimer needs waking only when it waits for room, or for a retry time.
+            full = len(self._claimed) >= self._most_claimed
             for outcome in batch:
                 self._claimed.discard(outcome.event_id)
-            _poke(self._wake_send)
+            retries = any(outcome.next_at is not None for outcome in batch)
+            if retries:
+                self._may_have_retries = True
+            if full or retries:
+                _poke(self._wake_send)
 
 
 def _poke(stream: MemoryObjectSendStream[None]) -> None:
