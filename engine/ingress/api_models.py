@@ -43,6 +43,19 @@ FINAL_STATES: Final = frozenset(
 )
 
 
+# An event as the durable feed stores it (its JSON, `event_id` first), passed through as is.
+StoredEvent = Annotated[
+    msgspec.Raw,
+    msgspec.Meta(
+        extra_json_schema={
+            "type": "object",
+            "description": "An event (accepted, submitted, status, retry, failover, failed,"
+            " dlr, cancelled) with its event_id, as the event feed carries it.",
+        }
+    ),
+]
+
+
 class MessageBatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Several messages in one request: one journal commit, one result per message."""
 
@@ -116,7 +129,7 @@ class MessageStatus(msgspec.Struct, kw_only=True):
     provider_currency: str | None
     code: str | None
     error: str | None
-    history: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    history: list[StoredEvent] = msgspec.field(default_factory=list)
 
 
 class MessageList(msgspec.Struct, kw_only=True):
@@ -131,7 +144,7 @@ class EventList(msgspec.Struct, kw_only=True):
     """A page of the account's event feed, oldest first; each event has its `event_id`.
     Pass `next_cursor` as `after` to read on (the same cursor when nothing was new)."""
 
-    events: list[dict[str, Any]]
+    events: list[StoredEvent]
     next_cursor: str
 
 

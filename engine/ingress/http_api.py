@@ -86,7 +86,6 @@ WAITING_STATES: Final = frozenset({"accepted", "scheduled"})
 
 
 _encoder: Final = msgspec.json.Encoder()
-_event_decoder: Final = msgspec.json.Decoder(dict[str, Any])
 
 
 class AccountBook(Protocol):
@@ -261,7 +260,7 @@ def message_status(stored: StoredMessage, history: Sequence[bytes] = ()) -> Mess
         provider_currency=stored.provider_currency,
         code=stored.code,
         error=stored.error,
-        history=[_event_decoder.decode(line) for line in history],
+        history=[msgspec.Raw(line) for line in history],
     )
 
 
@@ -403,9 +402,7 @@ class HttpApi:
             return json_response(EventList(events=[], next_cursor=str(after)))
         lines, cursor = await self._feed.feed(account.name, after, limit)
         return json_response(
-            EventList(
-                events=[_event_decoder.decode(line) for line in lines], next_cursor=str(cursor)
-            )
+            EventList(events=[msgspec.Raw(line) for line in lines], next_cursor=str(cursor))
         )
 
 
