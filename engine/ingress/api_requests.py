@@ -8,6 +8,7 @@ decided here, before anything is journaled.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 from typing import Any, Final
@@ -157,6 +158,8 @@ def decode_submissions(body: bytes, max_batch: int) -> list[Submission | LineErr
     is not a message object (the OpenAPI schema's Submission), is a 400 naming it: what
     the schema promises is decided before anything is journaled. The rules of a message
     (numbers, routes, limits) are answered per message."""
+    with contextlib.suppress(msgspec.DecodeError):  # ValidationError is one
+        return [submission_decoder.decode(body)]  # the common case, decoded once
     try:
         top = _top_decoder.decode(body)
     except msgspec.DecodeError:
