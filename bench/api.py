@@ -10,8 +10,8 @@ connections, in two modes:
 Every message goes to the Route Mobile simulator with a distinct recipient. A run lasts
 from the first request sent until the simulator has accepted every message, so it is
 measured through the whole daemon to the provider; the daemon's CPU (user + system, from
-psutil) is divided by the messages. Answers other than 200 with every line accepted are
-counted as errors.
+psutil) is divided by the messages. Messages of a request that failed or was not answered
+200, and lines not accepted, are counted as errors (and not waited for).
 
     python -m bench.api [--quick] [--out FILE] [-n N] [--mode single|batch ...]
         [--concurrency C] [--latency-ms M]
@@ -103,10 +103,14 @@ async def post_all(
 
         async def worker() -> None:
             for body in queue:
-                async with session.post(f"{api_url}/v1/messages", data=body) as reply:
-                    answer = await reply.read()
+                try:
+                    async with session.post(f"{api_url}/v1/messages", data=body) as reply:
+                        answer = await reply.read()
+                except aiohttp.ClientError as error:
+                    errors[type(error).__name__] += body.count(b'"to"')  # its messages
+                    continue
                 if reply.status != 200:
-                    errors[f"HTTP {reply.status}"] += 1
+                    errors[f"HTTP {reply.status}"] += body.count(b'"to"')
                     continue
                 for result in _results_decoder.decode(answer).results:
                     if result["result"] != "accepted":
