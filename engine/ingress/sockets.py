@@ -58,6 +58,11 @@ log = structlog.get_logger("septet.connections")
 # a client that outruns the daemon can park before its writes block, about 4,000 lines.
 RECEIVE_BUFFER_BYTES = 256 * 1024
 
+# How long, and how much, a refused connection is read and dropped before it is closed
+# (close_gently): enough for what a client sends with its first line, bounded for a hostile one.
+LINGER_S = 2.0
+LINGER_BYTES = 1 << 20
+
 Receive = Callable[[], Awaitable[bytes]]
 Write = Callable[[bytes], Awaitable[None]]
 
@@ -181,6 +186,7 @@ class ClientServer:
                     receive, stream.send, name, tg, idle_timeout_s, socket=True
                 )
                 if started is None:
+                    await close_gently(stream)
                     return
                 sink, opening, account = started
                 try:
@@ -367,6 +373,26 @@ async def _listen_unix(path: anyio.Path) -> anyio.abc.SocketListener:
         return await anyio.create_unix_listener(str(path))
     finally:
         os.umask(old_umask)
+
+
+async def close_gently(stream: anyio.abc.ByteStream) -> None:
+    """Half-close a refused connection, then read and drop what its client had already sent,
+    for at most LINGER_S and LINGER_BYTES, before the caller closes it.
+
+    Closing a socket with unread bytes in its receive buffer makes the kernel answer with a
+    reset, and a reset can destroy the refusal line before the client has read it (a client
+    that sent its first line and a message at once saw "connection reset" instead of why).
+    Apache's lingering close, RFC 9112 section 9.6.
+    """
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        await stream.send_eof()
+    read = 0
+    with anyio.move_on_after(LINGER_S):
+        while read < LINGER_BYTES:
+            try:
+                read += len(await stream.receive(65536))
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return
 
 
 def _read_stdin() -> Receive:

@@ -107,6 +107,30 @@ async def test_a_wrong_auth_line_is_refused_and_the_connection_closed(tmp_path: 
             )
 
 
+async def test_a_refused_client_still_writing_reads_why_and_then_a_clean_end(
+    tmp_path: Path,
+) -> None:
+    """The daemon half-closes a refused connection and drops what the client still sends:
+    a close with unread bytes would be a reset, and the client's write (or its read of the
+    refusal) would fail with "connection reset" instead of telling it why."""
+    async with running_daemon(with_accounts(tmp_path, two_accounts())) as daemon:
+        stream = await anyio.connect_tcp("127.0.0.1", daemon.tcp_port)
+        async with stream:
+            await stream.send(msgspec.json.encode(auth("acme", OTHER_KEY)) + b"\n")
+            received = b""
+            with anyio.fail_after(5):
+                while not received.endswith(b"\n"):
+                    received += await stream.receive()
+            # Refused, and the daemon's side is closed for writing; ours is still open.
+            for _ in range(20):
+                await stream.send(msgspec.json.encode(line()) + b"\n")
+            await stream.send_eof()
+            with anyio.fail_after(5), pytest.raises(anyio.EndOfStream):
+                await stream.receive()  # a clean end, not ConnectionResetError
+    (refused,) = [msgspec.json.decode(x) for x in received.splitlines()]
+    assert refused["error"] == "the account or its API key is wrong"
+
+
 async def test_the_listeners_account_or_an_auth_line_is_required(tmp_path: Path) -> None:
     settings = with_accounts(tmp_path, two_accounts(), account="other")
     async with running_daemon(settings) as daemon, connected(daemon) as client:
