@@ -301,8 +301,11 @@ async def test_wrong_credentials_fail_over_and_readyz_names_the_bridge(
         assert "failover" in kinds, kinds
         [submitted] = [e for e in events_of(client, msg_id) if e["event"] == "submitted"]
         assert submitted["bridge"] == failover
-        [moved] = [e for e in events_of(client, msg_id) if e["event"] == "failover"]
-        assert (moved["from_bridge"], moved["bridge"]) == (bad, failover)
+        moves = [e for e in events_of(client, msg_id) if e["event"] == "failover"]
+        # Seen once under load: two failover events for one message; say them all if again.
+        assert [(e["from_bridge"], e["bridge"]) for e in moves] == [(bad, failover)], events_of(
+            client, msg_id
+        )
     assert not client.of("failed")
     # Every message went out once, through the failover; none reached the bad bridge,
     # which refused the account (a few requests at most: the circuit opened at the first).
