@@ -154,32 +154,45 @@ class LinePreparer:
             return LineError(str(error), ref, "text")
         admitter = self._admitter
         messages: list[Message] = []
+        # A line's recipients mostly share a route and a price prefix: each route is
+        # admitted, and each (bridge, number prefix) priced, once per line.
+        admitted: dict[tuple[str, ...], tuple[str, ...]] = {}
+        priced: dict[tuple[str, str], tuple[float, str]] = {}
         for raw in recipients:
             try:
                 to = normalise(raw, self._region)
                 route = self._router.route(to, sub.route)
             except (InvalidNumber, UnknownRoute) as error:
                 return LineError(str(error), ref, "destination")
-            bridges = route
-            if admitter is not None:
-                # The bridges of the route that take the message (engine.admission).
-                taken = admitter.admit(
-                    route,
-                    sender=sub.sender,
-                    encoding=segmentation.encoding,
-                    units=segmentation.units,
-                    characters=len(text),
-                    flash=sub.flash,
-                    validity_s=sub.validity_s,
-                )
-                if isinstance(taken, list):
-                    return LineError(describe_refusals(taken), ref, refusal_kind(taken[0]))
-                bridges = taken
+            bridges = admitted.get(route)
+            if bridges is None:
+                bridges = route
+                if admitter is not None:
+                    # The bridges of the route that take the message (engine.admission).
+                    taken = admitter.admit(
+                        route,
+                        sender=sub.sender,
+                        encoding=segmentation.encoding,
+                        units=segmentation.units,
+                        characters=len(text),
+                        flash=sub.flash,
+                        validity_s=sub.validity_s,
+                    )
+                    if isinstance(taken, list):
+                        return LineError(describe_refusals(taken), ref, refusal_kind(taken[0]))
+                    bridges = taken
+                admitted[route] = bridges
             bridge = bridges[0]
-            try:
-                cost = message_cost(self._prices[bridge], to, segmentation.segments)
-            except NoPriceError as error:
-                return LineError(str(error), ref, "price")
+            table = self._prices[bridge]
+            # The price depends on the number's first `longest_prefix` digits only.
+            price_key = (bridge, to[: table.longest_prefix + 1])
+            price = priced.get(price_key)
+            if price is None:
+                try:
+                    cost = message_cost(table, to, segmentation.segments)
+                except NoPriceError as error:
+                    return LineError(str(error), ref, "price")
+                price = priced[price_key] = (cost.amount, cost.currency)
             messages.append(
                 Message(
                     msg_id="",
@@ -191,8 +204,8 @@ class LinePreparer:
                     text=text,
                     encoding=segmentation.encoding,
                     segments=segmentation.segments,
-                    cost=cost.amount,
-                    currency=cost.currency,
+                    cost=price[0],
+                    currency=price[1],
                     bridges=bridges,
                     dlr=sub.dlr,
                     flash=sub.flash,

@@ -573,3 +573,16 @@ def test_without_limits_every_bridge_of_the_route_is_kept() -> None:
     result = prepared(preparer, to="+380501234567", text="Hi", flash=True)
     assert isinstance(result, list)
     assert result[0].bridges == ("smsclub", "bsg")
+
+
+def test_each_recipient_of_a_line_is_priced_by_its_own_prefix() -> None:
+    # One route (smsclub first) but three prices: 38050 and 38067 have their own, 38063
+    # falls back to 380's; each price is looked up once per line and reused for its prefix.
+    result = prepared(
+        admitting_preparer(),
+        to=["+380501234567", "+380631234567", "+380671234567", "+380501234568"],
+        text="Hello",
+    )
+    assert isinstance(result, list)
+    assert [m.cost for m in result] == [0.95, 0.98, 0.95, 0.95]
+    assert {(m.bridge, m.currency) for m in result} == {("smsclub", "UAH")}
