@@ -146,31 +146,51 @@ def append_events(
     changes: Sequence[AppendEvents],
     next_id: int,
     now: float,
-) -> tuple[int, int]:
+) -> tuple[int, list[DueDelivery]]:
     """Insert the changes' events (and owed deliveries) with ids from `next_id` on; returns
-    the next free id and how many deliveries were added. One prepared INSERT per event
+    the next free id and the deliveries added (which the webhook worker is handed once
+    they are committed, without reading them back). One prepared INSERT per event
     (executemany), one per delivery."""
     rows: list[tuple[Any, ...]] = []
     deliveries: list[tuple[Any, ...]] = []
     gets: list[tuple[Any, ...]] = []
+    owed: list[DueDelivery] = []
     for change in changes:
         msg_id = int(change.msg_id)
         account = change.account
         url = change.callback_url
         kannel = change.kannel
         for event in change.events:
-            rows.append((next_id, account, msg_id, now, event_body(next_id, event)))
+            body = event_body(next_id, event)
+            rows.append((next_id, account, msg_id, now, body))
+            target: tuple[str, str] | None = None
             if url is not None:
                 deliveries.append((next_id, url, now, now))
+                target = (url, "POST")
             elif kannel is not None and (get := kannel_dlr.url_for(kannel, event)) is not None:
                 gets.append((next_id, get, now, now))
+                target = (get, "GET")
+            if target is not None:
+                owed.append(
+                    DueDelivery(
+                        next_id,
+                        target[0],
+                        0,
+                        now,
+                        account,
+                        change.msg_id,
+                        bytes(body),
+                        False,
+                        target[1],
+                    )
+                )
             next_id += 1
     connection.executemany(SQL_INSERT_EVENT, rows)
     if deliveries:
         connection.executemany(SQL_INSERT_DELIVERY, deliveries)
     if gets:
         connection.executemany(SQL_INSERT_GET_DELIVERY, gets)
-    return next_id, len(deliveries) + len(gets)
+    return next_id, owed
 
 
 def last_event_id(connection: sqlite3.Connection, kept: int) -> int:

@@ -849,9 +849,10 @@ class SqliteJournal:
         # The next event id (engine.feed): handed out in commit order, never reused.
         self._next_event_id = 1
         # Webhook deliveries added by the group being written; after its commit,
-        # `on_deliveries` (the webhook worker's wake-up) is called on the event loop.
-        self._deliveries_added = 0
-        self.on_deliveries: Callable[[], None] | None = None
+        # `on_deliveries` (the webhook worker's hand-off) is called on the event loop with
+        # them, or with none when they may not all have committed (read them back then).
+        self._deliveries_added: list[DueDelivery] = []
+        self.on_deliveries: Callable[[list[DueDelivery]], None] | None = None
         self._pending = 0
         self._total = 0
         self._bridges_json: dict[tuple[str, ...], str] = {}
@@ -948,6 +949,7 @@ class SqliteJournal:
         """
         counters = (self._next_msg_id, self._pending, self._total)
         started = time.perf_counter()
+        careful = False
         try:
             try:
                 results = self._write_group(connection, writes, careful=False)
@@ -959,6 +961,7 @@ class SqliteJournal:
                     # The one operation failed on its own data and was undone: no commit.
                     settled.append((writes[0].future, None, error))
                     return
+                careful = True
                 results = self._write_group(connection, writes, careful=True)
         except Exception as error:
             self._roll_back(connection, counters)
@@ -968,15 +971,18 @@ class SqliteJournal:
         self.commits += 1
         settled.extend(results)
         if self._deliveries_added:
-            self._deliveries_added = 0
+            # After a careful run some operations' deliveries were undone: hand none over,
+            # the worker reads what committed.
+            added = [] if careful else self._deliveries_added
+            self._deliveries_added = []
             if self.on_deliveries is not None and self._loop is not None:
                 with contextlib.suppress(RuntimeError):  # the loop has closed
-                    self._loop.call_soon_threadsafe(self.on_deliveries)
+                    self._loop.call_soon_threadsafe(self.on_deliveries, added)
         if self._on_commit is not None:
             self._on_commit(time.perf_counter() - started, len(writes))
 
     def _roll_back(self, connection: sqlite3.Connection, counters: tuple[int, int, int]) -> None:
-        self._deliveries_added = 0
+        self._deliveries_added = []
         if connection.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("ROLLBACK")

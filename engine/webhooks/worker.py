@@ -50,6 +50,8 @@ OWED_REFRESH_S: Final = 5.0
 # A journal that cannot be written: settled outcomes are kept and written again after this.
 SETTLE_RETRY_S: Final = 1.0
 MAX_REPLY_BYTES: Final = 64 * 1024
+# 410 marks of this run kept in memory (engine.feed keeps every one in the journal).
+MAX_GONE_KEPT: Final = 100_000
 
 Outcome = Literal["delivered", "retry", "gave_up", "gone", "refused"]
 
@@ -116,10 +118,22 @@ class WebhookWorker:
         self._wake_send, self._wake_receive = anyio.create_memory_object_stream[None](1)
         self._settle_send, self._settle_receive = anyio.create_memory_object_stream[None](1)
         self._transport: Http11Transport | None = None
+        # Deliveries the journal handed over after their commit, not yet started; and
+        # whether the journal may hold due ones this worker has not seen (then it reads).
+        self._handed: list[DueDelivery] = []
+        self._must_read = True
+        # (msg_id, url) that answered 410 in this run: a delivery handed over by the journal
+        # has not been joined with the journal's marks (one read back has).
+        self._gone: set[tuple[str, str]] = set()
         self._owed_read_at = float("-inf")
 
-    def wake(self) -> None:
-        """New deliveries were committed (engine.journal's `on_deliveries`): look now."""
+    def wake(self, added: Sequence[DueDelivery] = ()) -> None:
+        """New deliveries were committed (engine.journal's `on_deliveries`): those handed
+        over are started without reading them back; with none handed over, read them."""
+        if added:
+            self._handed.extend(added)
+        else:
+            self._must_read = True
         _poke(self._wake_send)
 
     async def serve(
@@ -129,7 +143,7 @@ class WebhookWorker:
         # Run again after a failure (the daemon restarts it): the POSTs of the last run were
         # cancelled, so only deliveries whose outcome still waits to be written stay claimed.
         self._claimed = {outcome.event_id for outcome in self._settled}
-        self._may_have_retries = True
+        self._may_have_retries = self._must_read = True
         self._transport = Http11Transport(
             max_connections=s.concurrency,
             connect_timeout_s=s.connect_timeout_s,
@@ -149,18 +163,33 @@ class WebhookWorker:
     async def _serve_claims(self, tg: anyio.abc.TaskGroup) -> None:
         while True:
             await self._refresh_owed()
-            room = self._most_claimed - len(self._claimed)
-            due: list[DueDelivery] = []
-            if room > 0:
+            handed, self._handed = self._handed, []
+            room = self._start(tg, handed, self._most_claimed - len(self._claimed))
+            if room <= 0 and handed:
+                self._must_read = True  # some handed over wait in the journal for room
+            if self._must_read and room > 0:
+                self._must_read = False
+                limit = min(room, CLAIM_BATCH)
                 due = await self._journal.due_deliveries(
-                    self._clock(), min(room, CLAIM_BATCH), frozenset(self._claimed)
+                    self._clock(), limit, frozenset(self._claimed)
                 )
-            for delivery in due:
-                self._claimed.add(delivery.event_id)
-                tg.start_soon(self._deliver, delivery)
-            if due and len(due) == min(room, CLAIM_BATCH):
-                continue  # more may be due now
+                room = self._start(tg, due, room)
+                if len(due) == limit:
+                    self._must_read = True  # more may be due now
+                    continue
             await self._wait_for_work(room > 0)
+
+    def _start(self, tg: anyio.abc.TaskGroup, due: Sequence[DueDelivery], room: int) -> int:
+        """Claim and start deliveries while there is room; returns the room left."""
+        for delivery in due:
+            if room <= 0:
+                break
+            if delivery.event_id in self._claimed:
+                continue  # read back and handed over both: started once
+            self._claimed.add(delivery.event_id)
+            tg.start_soon(self._deliver, delivery)
+            room -= 1
+        return room
 
     async def _wait_for_work(self, had_room: bool) -> None:
         wait = IDLE_WAIT_S
@@ -173,8 +202,10 @@ class WebhookWorker:
                 self._may_have_retries = False
             elif next_at > now:
                 wait = min(wait, next_at - now)
-        with anyio.move_on_after(wait):
+        with anyio.move_on_after(wait) as timer:
             await self._wake_receive.receive()
+        if timer.cancelled_caught:
+            self._must_read = True  # a retry fell due, or a periodic look
 
     async def _refresh_owed(self) -> None:
         now = self._clock()
@@ -193,7 +224,7 @@ class WebhookWorker:
     async def _attempt(self, delivery: DueDelivery) -> tuple[Outcome, DeliveryOutcome]:
         """One try: (what became of it, the journal's record of that)."""
         done = DeliveryOutcome(event_id=delivery.event_id, attempts=delivery.attempts + 1)
-        if delivery.gone:
+        if delivery.gone or (delivery.msg_id, delivery.url) in self._gone:
             return "gone", done  # its URL answered 410 for this message already
         account = self._accounts(delivery.account)
         signed = delivery.method != "GET"  # Kannel's dlr-url: the URL is all it sends
@@ -217,6 +248,9 @@ class WebhookWorker:
             return "delivered", done
         if verdict is Verdict.GONE:
             log.info("webhook_gone", event_id=delivery.event_id, msg_id=delivery.msg_id)
+            if len(self._gone) >= MAX_GONE_KEPT:
+                self._gone.clear()  # the journal keeps them all; this is a shortcut
+            self._gone.add((delivery.msg_id, delivery.url))
             return "gone", DeliveryOutcome(
                 event_id=delivery.event_id, attempts=done.attempts, gone=True
             )
@@ -303,6 +337,7 @@ class WebhookWorker:
             if retries:
                 self._may_have_retries = True
             if full or retries:
+                self._must_read = True
                 _poke(self._wake_send)
 
 
