@@ -15,7 +15,7 @@ from bridges.bsg import CAPABILITIES as BSG_CAPABILITIES
 from bridges.dsc import DscDriver
 from bridges.smsclub import CAPABILITIES as SMSCLUB_CAPABILITIES
 from engine.models import Message
-from engine.scheduler import VALIDITY_SLOT_S, BridgeQueue, Scheduler, take_distinct
+from engine.scheduler import VALIDITY_SLOT_S, BridgeQueue, Scheduler, take_distinct, tick_deadline
 
 # A fresh destination for every message made without one, so only the tests about
 # repeated destinations have any.
@@ -650,3 +650,16 @@ async def test_a_discarded_message_leaves_its_queue_and_frees_its_slot() -> None
     assert scheduler.discard(make("9")) is False  # never queued
     assert scheduler.discard(kept) is True
     assert len(queue) == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("seconds", [0.002, 0.005, 0.0015, 1.0, 0.0])
+async def test_an_expiring_wait_ends_on_a_whole_millisecond_of_the_loop_clock(
+    seconds: float,
+) -> None:
+    # uvloop's clock counts whole milliseconds: a deadline between two of them would make
+    # the scope re-arm its timer on every loop iteration until the next one.
+    now = anyio.current_time()
+    deadline = tick_deadline(seconds)
+    assert deadline * 1000 == round(deadline * 1000)
+    assert now + seconds - 1e-9 <= deadline < now + seconds + 0.001
