@@ -73,6 +73,10 @@ class JournalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     # SQLite's page cache for the journal, in MiB: the most of the daemon's memory the
     # journal's pages may take (they fill it as the file grows past it, then it stays).
     cache_mb: PositiveInt = 32
+    # Finished messages (and the outbox lines, orphan receipts and daily counters only they
+    # needed) are deleted this many days after they ended (engine.retention); a fraction
+    # is allowed (0.01 is 864 s). 0: kept forever.
+    keep_days: Annotated[float, msgspec.Meta(ge=0)] = 7.0
 
 
 class IngressSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

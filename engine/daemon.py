@@ -73,6 +73,7 @@ from engine.pricing import (
 from engine.provider_accounts import balance_failed, record_balance, serve_balance
 from engine.ratelimit import RequestLimiter, TokenBucket
 from engine.recovery import recover_inflight, serve_report_deadlines
+from engine.retention import SECONDS_PER_DAY, serve_pruning
 from engine.retry import RetryPolicy
 from engine.routing import Router
 from engine.scheduler import BridgeQueue, Scheduler
@@ -182,7 +183,10 @@ async def run_daemon(
         wal = journal_path.with_name(journal_path.name + "-wal")
         operations.journal_paths = (journal_path, wal)
         operations.journal_max_bytes = _max_size_bytes(settings.journal.max_size_mb)
-        backlog = BacklogCounter(journal, operations)
+        # The backlog's index walks run on a read-only connection, not between the
+        # writer's commits; the HTTP API reads through the same one.
+        reader = await stack.enter_async_context(open_reader(journal_path))
+        backlog = BacklogCounter(reader, operations)
 
         async def exposition() -> bytes:
             await backlog.refresh()
@@ -299,6 +303,16 @@ async def run_daemon(
             lambda: serve_retention(journal, settings.events.keep_s),
             "event_retention",
         )
+        if settings.journal.keep_days > 0:
+            tg.start_soon(
+                _run_forever,
+                lambda: serve_pruning(
+                    journal,
+                    settings.journal.keep_days * SECONDS_PER_DAY,
+                    on_pruned=operations.journal_pruned_rows,
+                ),
+                "journal_retention",
+            )
         webhooks = WebhookWorker(
             journal,
             settings.webhooks,
@@ -450,7 +464,6 @@ async def run_daemon(
         api_scope = anyio.CancelScope()
         api_port: int | None = None
         if settings.api.listen:
-            reader = await stack.enter_async_context(open_reader(journal_path))
             api_app = _api_app(
                 settings, journal, reader, events, scheduler, accounts, acceptor, metrics
             )

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol
 
 import anyio
@@ -338,6 +338,14 @@ class SweptJournal(Protocol):
     async def sweep_events(self, before: float, limit: int) -> int: ...
 
 
+async def serve_turns(turn: Callable[[], Awaitable[bool]], interval_s: float) -> None:
+    """Forever: run `turn` (one short transaction of a sweep) again at once while it has
+    more to do, and `interval_s` later once it returns True (it reached the end)."""
+    while True:
+        if await turn():
+            await anyio.sleep(interval_s)
+
+
 async def serve_retention(
     journal: SweptJournal,
     keep_s: float,
@@ -348,9 +356,11 @@ async def serve_retention(
 ) -> None:
     """Forever: delete the feed's events older than `keep_s`, `batch` at a time (each its
     own short transaction, so the send path's commits go between them)."""
-    while True:
+
+    async def turn() -> bool:
         deleted = await journal.sweep_events(clock() - keep_s, batch)
         if deleted:
             log.info("events_swept", events=deleted)
-        if deleted < batch:
-            await anyio.sleep(interval_s)
+        return deleted < batch
+
+    await serve_turns(turn, interval_s)

@@ -54,7 +54,7 @@ import anyio
 import msgspec
 import sniffio
 
-from engine import feed
+from engine import feed, retention
 from engine.feed import AppendEvents, DeliveryOutcome, DueDelivery, FeedPage
 from engine.models import (
     OUTCOME_CANCELLED,
@@ -66,6 +66,7 @@ from engine.models import (
     State,
     utc_from_timestamp,
 )
+from engine.private_files import create_private
 
 __all__ = [
     "AppendEvents",
@@ -725,6 +726,36 @@ SQL_SAVE_COUNTERS: Final = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, 
 META_EVENT_ID: Final = "last_event_id"
 
 
+def count_states(
+    connection: sqlite3.Connection, pending: int | None = None, total: int | None = None
+) -> dict[str, int]:
+    """Messages by phase: the waiting and in-flight ones counted on their indexes, the rest
+    from the counters kept with each commit (`pending`, `total`; read from `meta`, as the
+    last commit left them, when not given: a read-only connection's way)."""
+    if pending is None or total is None:
+        meta = dict(
+            connection.execute("SELECT key, value FROM meta WHERE key IN ('pending', 'total')")
+        )
+        pending, total = int(meta.get("pending", 0)), int(meta.get("total", 0))
+    accepted = connection.execute(
+        "SELECT count(*) FROM messages INDEXED BY messages_due WHERE state = 0"
+    ).fetchone()[0]
+    inflight = connection.execute(
+        "SELECT count(*) FROM messages INDEXED BY messages_inflight WHERE state = 1"
+    ).fetchone()[0]
+    return {
+        "accepted": accepted,
+        "inflight": inflight,
+        "submitted": pending - accepted - inflight,
+        "final": total - pending,
+    }
+
+
+def count_kept_events(connection: sqlite3.Connection) -> int:
+    """Outbox lines kept for NDJSON clients that went away."""
+    return int(connection.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+
 def _placeholders(count: int) -> str:
     return ",".join("?" * count)
 
@@ -1070,6 +1101,11 @@ class SqliteJournal:
                 f"Cannot open the journal {self.path}: the directory {directory} does not exist."
             )
         try:
+            create_private(self.path)
+        except OSError as error:
+            reason = sqlite3.OperationalError(error.strerror or "cannot create the file")
+            raise JournalError(self._why_unopenable(reason)) from None
+        try:
             connection = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=True, cached_statements=64
             )
@@ -1108,6 +1144,11 @@ class SqliteJournal:
     def _configure(self, connection: sqlite3.Connection) -> None:
         execute = connection.execute
         execute("PRAGMA busy_timeout = 5000")
+        if execute("PRAGMA page_count").fetchone()[0] == 0:
+            # A new file, before its header is written: pages that retention frees can be
+            # given back to the file system (engine.retention). A file made before keeps
+            # auto_vacuum off until a VACUUM (`septet journal purge --vacuum`).
+            execute("PRAGMA auto_vacuum = INCREMENTAL")
         mode = execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise JournalError(
@@ -1666,6 +1707,19 @@ class SqliteJournal:
 
         return await self._execute(work, write=True)
 
+    async def prune(self, turn: retention.PruneTurn) -> retention.Pruned:
+        """One retention turn (engine.retention): delete what it bounds, in one short
+        transaction, and give free pages back to the file system when many are free."""
+
+        def work(connection: sqlite3.Connection) -> retention.Pruned:
+            pruned = retention.prune_turn(connection, turn, self._next_msg_id)
+            self._total -= pruned.deleted["messages"]
+            if any(pruned.deleted.values()):
+                retention.release_free_pages(connection)
+            return pruned
+
+        return await self._execute(work, write=True)
+
     async def due_deliveries(
         self, now: float, limit: int, exclude: frozenset[int] = frozenset()
     ) -> list[DueDelivery]:
@@ -1858,24 +1912,10 @@ class SqliteJournal:
     async def kept_events_count(self) -> int:
         """Outbox lines kept for clients that went away and have not fetched them yet
         (a count of the outbox table: engine.observe asks at most every 15 s)."""
-        return await self._execute(
-            lambda connection: int(connection.execute("SELECT count(*) FROM outbox").fetchone()[0]),
-            write=False,
-        )
+        return await self._execute(count_kept_events, write=False)
 
     def _counts(self, connection: sqlite3.Connection) -> dict[str, int]:
-        accepted = connection.execute(
-            "SELECT count(*) FROM messages INDEXED BY messages_due WHERE state = 0"
-        ).fetchone()[0]
-        inflight = connection.execute(
-            "SELECT count(*) FROM messages INDEXED BY messages_inflight WHERE state = 1"
-        ).fetchone()[0]
-        return {
-            "accepted": accepted,
-            "inflight": inflight,
-            "submitted": self._pending - accepted - inflight,
-            "final": self._total - self._pending,
-        }
+        return count_states(connection, self._pending, self._total)
 
     async def get(self, msg_ids: Sequence[str]) -> dict[str, Message]:
         if not msg_ids:

@@ -11,6 +11,7 @@ CapacityLimiter of 1), and sees the last committed state. Nothing here writes.
     message()       one by msg_id
     page()          an account's messages, newest first, filtered, by cursor
     feed()          an account's durable event feed from a cursor (engine.feed's query)
+    counts()        the backlog by phase (engine.observe), off the writer thread
     history()       one message's events in order (engine.feed's query)
 """
 
@@ -28,7 +29,7 @@ import anyio.to_thread
 import msgspec
 
 from engine import feed
-from engine.journal import STATE_NAMES
+from engine.journal import STATE_NAMES, count_kept_events, count_states
 from engine.models import Message
 
 T = TypeVar("T")
@@ -179,6 +180,14 @@ class JournalReader:
             return MessagePage(found, last if scanned == SCAN_ROWS else None)
 
         return await self.run(work)
+
+    async def counts(self) -> dict[str, int]:
+        """Messages by phase as of the last commit (engine.observe's backlog gauge): the
+        index walk runs here, never on the journal's writer thread."""
+        return await self.run(count_states)
+
+    async def kept_events_count(self) -> int:
+        return await self.run(count_kept_events)
 
     async def feed(self, account: str, after: int, limit: int) -> tuple[list[bytes], int]:
         """`account`'s events after cursor `after`, and the cursor to read on from."""

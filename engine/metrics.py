@@ -26,9 +26,9 @@ import platform
 import re
 from bisect import bisect_left
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from prometheus_client import (
@@ -521,6 +521,10 @@ def build_version() -> str:
         return "unknown"
 
 
+# The tables engine.retention deletes from.
+PRUNED_TABLES: Final = ("messages", "outbox", "orphan_receipts", "account_days")
+
+
 class Operations:
     """The operator's metrics of one daemon: see the region's comment."""
 
@@ -559,6 +563,14 @@ class Operations:
             ["bridge"],
             registry=registry,
         )
+        self.journal_pruned = Counter(
+            "septet_journal_pruned_rows",
+            "Rows the journal's retention deleted ([journal] keep_days), by table.",
+            ["table"],
+            registry=registry,
+        )
+        for table in PRUNED_TABLES:
+            self.journal_pruned.labels(table)
         self._bridges = frozenset(bridges)
         self._balance_currency: dict[str, str] = {}
         for bridge in bridges:
@@ -581,6 +593,12 @@ class Operations:
         self.callbacks_rejected.labels(
             label, reason if reason in CALLBACK_REJECTIONS else OTHER
         ).inc()
+
+    def journal_pruned_rows(self, deleted: Mapping[str, int]) -> None:
+        """A retention turn deleted these rows, by table (engine.retention)."""
+        for table, rows in deleted.items():
+            if rows:
+                self.journal_pruned.labels(table if table in PRUNED_TABLES else OTHER).inc(rows)
 
     def smpp_bind(self, result: str) -> None:
         self.smpp_binds.labels(result if result in BIND_RESULTS else OTHER).inc()

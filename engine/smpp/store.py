@@ -53,6 +53,8 @@ import anyio
 import anyio.abc
 import msgspec
 
+from engine.private_files import create_private
+
 T = TypeVar("T")
 
 # MIGRATIONS[n] moves a file from schema version n to n + 1. Version 0 is a new file or
@@ -205,6 +207,12 @@ class SmppStore:
 
     def _open(self) -> None:
         connection: sqlite3.Connection | None = None
+        try:
+            create_private(self.path)
+        except OSError as error:
+            raise StoreError(
+                f"Cannot create the SMPP store {self.path}: {error.strerror}."
+            ) from None
         try:
             connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             connection.execute("PRAGMA journal_mode = WAL")

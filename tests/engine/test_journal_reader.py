@@ -131,3 +131,24 @@ async def test_a_cancel_step_has_one_final_change(journal: SqliteJournal) -> Non
     final = MarkFinal(msg_id="1", outcome="CANCELLED", code=None, error=None, at=1.0)
     with pytest.raises(ValueError, match="exactly one MarkFinal"):
         await journal.cancel([final, final])
+
+
+async def test_the_backlog_is_counted_off_the_writer_thread(
+    journal: SqliteJournal, reader: JournalReader
+) -> None:
+    _, second, third = [await accept_one(journal, make_message()) for _ in range(3)]
+    await journal.claim([second], 0, 101.0)
+    await journal.record(
+        [MarkFinal(msg_id=third.msg_id, outcome="DELIVRD", code=None, error=None, at=102.0)]
+    )
+    expected = {"accepted": 1, "inflight": 1, "submitted": 0, "final": 1}
+    assert await journal.counts() == expected
+    async with anyio.create_task_group() as tg:
+        release = await park_writer(journal, tg)
+        try:
+            # The writer is busy (a long commit): the reader's count does not wait for it.
+            with anyio.fail_after(5):
+                assert await reader.counts() == expected
+                assert await reader.kept_events_count() == 0
+        finally:
+            release.set()

@@ -27,6 +27,7 @@ from engine.metrics import (
     LINE_RESULTS,
     MAX_PROVIDER_CURRENCIES,
     OUTCOMES,
+    PRUNED_TABLES,
     REASONS,
     SMPP_SESSION_STATES,
     WEBHOOK_OUTCOMES,
@@ -298,6 +299,7 @@ LABEL_VALUES = {
     "call": {"send", "status"},
     "status": {"2xx", "3xx", "4xx", "5xx", "transport", "other"},
     "source": set(COST_SOURCES),
+    "table": {*PRUNED_TABLES, "other"},
 }
 
 

@@ -4,6 +4,7 @@ kept across opens, old files migrated."""
 from __future__ import annotations
 
 import sqlite3
+import stat
 from pathlib import Path
 
 import msgspec
@@ -284,3 +285,12 @@ async def test_a_file_that_is_not_a_store_is_a_sentence(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="Cannot open the SMPP store"):
         async with open_store(path) as store:
             pytest.fail(f"the store opened: {store}")
+
+
+async def test_store_files_are_created_readable_by_their_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "septet.smpp.db"
+    async with open_store(path) as store:
+        first = store.allocate_id()
+        await store.add_ids([given(first, "10")], receipt)
+        for name in ("septet.smpp.db", "septet.smpp.db-wal", "septet.smpp.db-shm"):
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
