@@ -151,6 +151,13 @@ def check_url(url: str, account: AccountWebhooks, *, signed: bool = True) -> Ref
     return None
 
 
+def names_an_address(url: str) -> bool:
+    """Whether the URL's host is an IP address literal: its delivery-time check involves no
+    DNS, so its answer holds as long as the account's settings do."""
+    host = host_of(url)
+    return not isinstance(host, Refusal) and _literal(host) is not None
+
+
 async def resolve(host: str, port: int) -> list[IPAddress]:
     """Every address `host` resolves to (the system resolver, off the event loop)."""
     literal = _literal(host)

@@ -52,6 +52,10 @@ SETTLE_RETRY_S: Final = 1.0
 MAX_REPLY_BYTES: Final = 64 * 1024
 # 410 marks of this run kept in memory (engine.feed keeps every one in the journal).
 MAX_GONE_KEPT: Final = 100_000
+# Delivery-time checks of URLs naming an IP address (no DNS: the answer holds) kept.
+MAX_CHECKS_KEPT: Final = 4096
+
+CheckKey = tuple[str, bool, bool, tuple[str, ...]]
 
 Outcome = Literal["delivered", "retry", "gave_up", "gone", "refused"]
 
@@ -125,6 +129,7 @@ class WebhookWorker:
         # (msg_id, url) that answered 410 in this run: a delivery handed over by the journal
         # has not been joined with the journal's marks (one read back has).
         self._gone: set[tuple[str, str]] = set()
+        self._checks: dict[CheckKey, hosts.Refusal | None] = {}
         self._owed_read_at = float("-inf")
 
     def wake(self, added: Sequence[DueDelivery] = ()) -> None:
@@ -235,7 +240,7 @@ class WebhookWorker:
         if account is None:
             self._give_up(delivery, "no webhook settings")
             return "gave_up", done
-        refusal = await hosts.check_resolved(delivery.url, account, signed=signed)
+        refusal = await self._check(delivery.url, account, signed)
         if refusal is not None and refusal.rule is not hosts.Rule.UNRESOLVED:
             self._give_up(delivery, hosts.describe(refusal))
             return "refused", done
@@ -263,6 +268,21 @@ class WebhookWorker:
         return "retry", DeliveryOutcome(
             event_id=delivery.event_id, attempts=done.attempts, next_at=next_at
         )
+
+    async def _check(
+        self, url: str, account: AccountWebhooks, signed: bool
+    ) -> hosts.Refusal | None:
+        """hosts.check_resolved, remembered for a URL that names an IP address (keyed by
+        what of the account it reads, so a changed allow-list or secret is judged anew)."""
+        key = (url, signed, bool(account.secret), tuple(account.allowed_hosts))
+        if key in self._checks:
+            return self._checks[key]
+        refusal = await hosts.check_resolved(url, account, signed=signed)
+        if hosts.names_an_address(url):
+            if len(self._checks) >= MAX_CHECKS_KEPT:
+                self._checks.clear()
+            self._checks[key] = refusal
+        return refusal
 
     async def _send(
         self, delivery: DueDelivery, account: AccountWebhooks, signed: bool

@@ -145,3 +145,19 @@ async def test_delivery_time_check_resolves_the_name() -> None:
     refusal = await hosts.check_resolved("http://api.localhost:9/hook", wildcard)
     assert refusal is not None
     assert "loopback" in hosts.describe(refusal)
+
+
+@pytest.mark.parametrize(
+    ("url", "literal"),
+    [
+        ("http://127.0.0.1:8080/h", True),
+        ("http://[::1]/h", True),
+        ("https://93.184.215.14/", True),
+        ("https://app.example.com/", False),
+        ("http://localhost/", False),
+        ("ftp://127.0.0.1/", False),
+    ],
+)
+def test_urls_naming_an_address_need_no_dns(url: str, literal: bool) -> None:
+    # The worker remembers the delivery-time check of these (engine.webhooks.worker).
+    assert hosts.names_an_address(url) is literal
