@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("simulate", "serve provider simulators standalone"),
     "providers": ("providers", "ask the providers' accounts: balance or sender IDs"),
     "config": ("config", "print an example configuration, or check a configuration file"),
+    "messages": ("messages", "list, show, retry or cancel the journal's messages"),
+    "journal": ("journal", "the journal's stats, or its retention run now (purge)"),
 }
 
 

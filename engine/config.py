@@ -114,6 +114,10 @@ class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     # HOST:PORT of a listener of its own for /metrics, /healthz and /readyz; set, the
     # `listen` port (the one providers call back) no longer serves /metrics.
     metrics_listen: str | None = None
+    # The admin API (/admin/..., engine.admin_api) on the metrics listener, or on `listen`
+    # without one: unset, it answers loopback peers only; set (or "env:NAME"), it answers
+    # any peer that sends `Authorization: Bearer <token>`, and no one else.
+    admin_token: str | None = None
 
 
 class ApiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -337,9 +341,16 @@ def resolve_secrets(settings: Settings, environ: Mapping[str, str] | None = None
         webhooks = msgspec.structs.replace(
             webhooks, secret=resolve(webhooks.secret, "webhooks.secret")
         )
+    http = settings.http
+    if http.admin_token is not None:
+        http = msgspec.structs.replace(
+            http, admin_token=resolve(http.admin_token, "http.admin_token")
+        )
     if missing:
         raise ConfigError(*missing)
-    return msgspec.structs.replace(settings, bridges=bridges, accounts=accounts, webhooks=webhooks)
+    return msgspec.structs.replace(
+        settings, bridges=bridges, accounts=accounts, webhooks=webhooks, http=http
+    )
 
 
 def _resolve_account_secrets(

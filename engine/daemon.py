@@ -28,6 +28,8 @@ from bridges.base import BridgeDriver
 from bridges.registry import build_driver
 from engine import lifecycle
 from engine.accounts import Accounts
+from engine.admin import Admin
+from engine.admin_api import admin_routes
 from engine.admission import takes_message
 from engine.circuit import CircuitBreaker
 from engine.config import (
@@ -60,6 +62,7 @@ from engine.ingress.prepare import LinePreparer
 from engine.ingress.sendsms import sendsms_route
 from engine.ingress.sockets import serve_clients
 from engine.journal import Change, SqliteJournal, open_journal
+from engine.journal_lock import hold_journal
 from engine.journal_reader import JournalReader, open_reader
 from engine.lifecycle import Charge
 from engine.listener import build_app, build_metrics_app, metrics_route, serve_listener
@@ -103,6 +106,8 @@ async def run_daemon(
     metrics = Metrics(list(settings.bridges))
     accounts = accounts_of(settings)
     async with AsyncExitStack() as stack:
+        # One writer per journal file (engine.journal_lock): held until the journal closes.
+        stack.enter_context(hold_journal(journal_path))
         journal = await stack.enter_async_context(
             open_journal(
                 journal_path,
@@ -192,13 +197,16 @@ async def run_daemon(
             await backlog.refresh()
             return metrics.exposition()
 
-        # /metrics on the callbacks' listener unless it has a listener of its own.
+        # /metrics and the admin API on the callbacks' listener unless they have a
+        # listener of their own. The admin API answers once the scheduler exists.
+        admins: list[Admin] = []
+        admin = admin_routes(lambda: admins[0] if admins else None, settings.http.admin_token)
         metrics_listen = settings.http.metrics_listen
         app = build_app(
             drivers,
             on_receipts,
             readiness,
-            extra_routes=[] if metrics_listen else [metrics_route(exposition)],
+            extra_routes=[] if metrics_listen else [metrics_route(exposition), *admin],
             body_timeout_s=settings.http.body_timeout_s,
             on_rejected=operations.callback_rejected,
         )
@@ -220,7 +228,7 @@ async def run_daemon(
             public_url = public_url or f"http://{host}:{listen_port}"
         metrics_port: int | None = None
         if metrics_listen:
-            metrics_app = build_metrics_app(exposition, readiness)
+            metrics_app = build_metrics_app(exposition, readiness, admin)
             metrics_host, port = split_host_port(metrics_listen, "http.metrics_listen")
             with bind_errors("http.metrics_listen", metrics_listen):
                 metrics_port = await tg.start(
@@ -331,6 +339,14 @@ async def run_daemon(
 
         # ── scheduling and dispatch ───────────────────────────────────────────
         scheduler = Scheduler(queues, journal)
+        admins.append(
+            Admin(
+                journal,
+                reader,
+                _Canceller(journal, events, scheduler, metrics),
+                woken=scheduler.wake_feeder,
+            )
+        )
         for name, bridge in settings.bridges.items():
             # One limiter per bridge for its sends and its status polls: the provider counts both.
             request_limiter = RequestLimiter(bridge.requests_per_s, bridge.request_burst)

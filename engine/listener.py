@@ -145,11 +145,16 @@ def health_routes(ready: ReadyCheck) -> list[web.RouteDef]:
     return [web.get("/healthz", healthz), web.get("/readyz", readyz)]
 
 
-def build_metrics_app(render: Callable[[], Awaitable[bytes]], ready: ReadyCheck) -> web.Application:
-    """The listener of `[http] metrics_listen`: /metrics, /healthz and /readyz only, so
-    the scraper and the health checks need not share the port that faces providers."""
+def build_metrics_app(
+    render: Callable[[], Awaitable[bytes]],
+    ready: ReadyCheck,
+    extra_routes: Sequence[web.RouteDef] = (),
+) -> web.Application:
+    """The listener of `[http] metrics_listen`: /metrics, /healthz and /readyz (and the
+    admin API's `extra_routes`), so the scraper, the health checks and the operator need
+    not share the port that faces providers."""
     app = web.Application(client_max_size=1024)
-    app.add_routes([metrics_route(render), *health_routes(ready)])
+    app.add_routes([metrics_route(render), *health_routes(ready), *extra_routes])
     return app
 
 

@@ -32,11 +32,8 @@ from collections.abc import Callable, Mapping
 from typing import Final, NamedTuple, Protocol
 
 import msgspec
-import structlog
 
 from engine.feed import serve_turns
-
-log = structlog.get_logger("septet.retention")
 
 SECONDS_PER_DAY: Final = 86400.0
 # Rows a turn looks at (messages) or deletes (the other tables): one short transaction.
@@ -226,7 +223,6 @@ async def prune_once(
     pruned = await journal.prune(prune_pass.plan(now))
     if any(pruned.deleted.values()):
         on_pruned(pruned.deleted)
-        log.debug("journal_pruned", **pruned.deleted)
     return prune_pass.done(now, pruned)
 
 

@@ -33,8 +33,8 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from engine import lifecycle
 from engine.accounts import Account
+from engine.cancel import Canceller, CancelVerdict, cancel_refusal, cancel_stored
 from engine.config import ApiSettings, split_host_port
 from engine.feed import account_of
 from engine.ingress.api_models import (
@@ -61,7 +61,7 @@ from engine.ingress.api_requests import (
     read_body,
 )
 from engine.ingress.prepare import LineError
-from engine.journal import Change, JournalError
+from engine.journal import JournalError
 from engine.journal_reader import JournalReader, StoredMessage
 from engine.listener import serve_listener
 from engine.models import (
@@ -110,15 +110,6 @@ class EventFeed(Protocol):
     async def feed(self, account: str, after: int, limit: int) -> tuple[list[bytes], int]: ...
 
     async def history(self, msg_id: str) -> list[bytes]: ...
-
-
-class Canceller(Protocol):
-    """What a cancel needs of the engine: the journal's compare-and-set, then (once it
-    won) the step carried out: its events, its counts, the message out of its queue."""
-
-    async def cancel(self, changes: Sequence[Change]) -> bool: ...
-
-    def cancelled(self, message: Message, step: lifecycle.Step) -> None: ...
 
 
 def problem_response(problem: ApiProblem) -> web.Response:
@@ -373,23 +364,17 @@ class HttpApi:
         account = authenticate(request, self._accounts)
         stored = await self._owned(request, account)
         message = stored.message
-        if stored.status == "cancelled":
-            return json_response(message_status(stored))
-        if stored.status in FINAL_STATES:
-            raise _conflict(message.msg_id, f"it is final already ({stored.status})")
-        now = self._clock()
-        step = lifecycle.on_cancel(message, now)
-        if step is None:
-            raise _conflict(message.msg_id, _too_late(stored.status))
         try:
-            won = await self._canceller.cancel(step.changes)
+            verdict = await cancel_stored(stored, self._canceller, self._clock())
         except JournalError as error:
             raise ApiProblem(
                 503, "Service Unavailable", f"not cancelled, try again later: {error}", 5
             ) from None
-        if not won:
-            raise _conflict(message.msg_id, "it was already sent to the provider")
-        self._canceller.cancelled(message, step)
+        if verdict is CancelVerdict.ALREADY_CANCELLED:
+            return json_response(message_status(stored))
+        if verdict is not CancelVerdict.CANCELLED:
+            detail = cancel_refusal(message.msg_id, stored.status, verdict)
+            raise ApiProblem(409, "Conflict", detail)
         log.info("message_cancelled", msg_id=message.msg_id, account=account.name)
         after = await self._reader.message(int(message.msg_id))
         return json_response(message_status(after or stored))
@@ -407,16 +392,6 @@ class HttpApi:
 
 
 _STATE_NAMES: Final = tuple(state.value for state in State)
-
-
-def _too_late(status: str) -> str:
-    if status == "inflight":
-        return "it was already sent to the provider"
-    return f"a request has carried it already ({status})"
-
-
-def _conflict(msg_id: str, why: str) -> ApiProblem:
-    return ApiProblem(409, "Conflict", f"message {msg_id} cannot be cancelled: {why}")
 
 
 def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
