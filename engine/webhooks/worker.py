@@ -1,6 +1,6 @@
 """The webhook delivery worker: owed deliveries from the journal, POSTed, settled in batches.
 
-    journal.due_deliveries ──▶ claimed (in memory) ──▶ POST, at most `concurrency` at once
+    journal.due_deliveries ──▶ claimed (in memory) ──▶ `concurrency` senders POST them
           ▲ woken by the journal after a commit that owes new ones     │ verdict (policy.py)
           └───────────── journal.settle_deliveries (one write per batch) ◀┘
 
@@ -18,6 +18,7 @@ replies, and a 3xx is a failed try).
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,7 +28,7 @@ from urllib.parse import urlsplit
 import anyio
 import anyio.abc
 import structlog
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from bridges.base import HttpReply
 from engine.feed import DeliveryOutcome, DueDelivery
@@ -110,7 +111,6 @@ class WebhookWorker:
             jitter=settings.jitter,
             retry_for_s=settings.retry_for_s,
         )
-        self._limiter = anyio.CapacityLimiter(settings.concurrency)
         # Claimed beyond the POSTs running: the next ones wait on the limiter, not a read.
         self._most_claimed = 2 * settings.concurrency
         # Whether the journal may hold retries falling due later (unknown at the start; a
@@ -156,20 +156,26 @@ class WebhookWorker:
             user_agent="septet-webhooks/0.1",
             max_reply_bytes=MAX_REPLY_BYTES,
         )
+        # Claimed deliveries on their way to the `concurrency` senders (no task per
+        # delivery); the claims bound how many wait in it.
+        queue, receive = anyio.create_memory_object_stream[DueDelivery](math.inf)
         try:
-            async with anyio.create_task_group() as tg:
+            async with queue, anyio.create_task_group() as tg:
                 tg.start_soon(self._serve_settler)
+                with receive:
+                    for _ in range(s.concurrency):
+                        tg.start_soon(self._serve_sender, receive.clone())
                 task_status.started()
-                await self._serve_claims(tg)
+                await self._serve_claims(queue)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
                 await self._transport.aclose()
 
-    async def _serve_claims(self, tg: anyio.abc.TaskGroup) -> None:
+    async def _serve_claims(self, queue: MemoryObjectSendStream[DueDelivery]) -> None:
         while True:
             await self._refresh_owed()
             handed, self._handed = self._handed, []
-            room = self._start(tg, handed, self._most_claimed - len(self._claimed))
+            room = self._start(queue, handed, self._most_claimed - len(self._claimed))
             if room <= 0 and handed:
                 self._must_read = True  # some handed over wait in the journal for room
             if self._must_read and room > 0:
@@ -178,21 +184,23 @@ class WebhookWorker:
                 due = await self._journal.due_deliveries(
                     self._clock(), limit, frozenset(self._claimed)
                 )
-                room = self._start(tg, due, room)
+                room = self._start(queue, due, room)
                 if len(due) == limit:
                     self._must_read = True  # more may be due now
                     continue
             await self._wait_for_work(room > 0)
 
-    def _start(self, tg: anyio.abc.TaskGroup, due: Sequence[DueDelivery], room: int) -> int:
-        """Claim and start deliveries while there is room; returns the room left."""
+    def _start(
+        self, queue: MemoryObjectSendStream[DueDelivery], due: Sequence[DueDelivery], room: int
+    ) -> int:
+        """Claim deliveries for the senders while there is room; returns the room left."""
         for delivery in due:
             if room <= 0:
                 break
             if delivery.event_id in self._claimed:
                 continue  # read back and handed over both: started once
             self._claimed.add(delivery.event_id)
-            tg.start_soon(self._deliver, delivery)
+            queue.send_nowait(delivery)
             room -= 1
         return room
 
@@ -219,12 +227,14 @@ class WebhookWorker:
         self._owed_read_at = now
         self._metrics.webhook_owed(await self._journal.deliveries_owed())
 
-    async def _deliver(self, delivery: DueDelivery) -> None:
-        async with self._limiter:
-            outcome, settled = await self._attempt(delivery)
-        self._count(outcome)
-        self._settled.append(settled)
-        _poke(self._settle_send)
+    async def _serve_sender(self, queue: MemoryObjectReceiveStream[DueDelivery]) -> None:
+        """One of `concurrency` senders: a delivery at a time, its outcome to the settler."""
+        async with queue:
+            async for delivery in queue:
+                outcome, settled = await self._attempt(delivery)
+                self._count(outcome)
+                self._settled.append(settled)
+                _poke(self._settle_send)
 
     async def _attempt(self, delivery: DueDelivery) -> tuple[Outcome, DeliveryOutcome]:
         """One try: (what became of it, the journal's record of that)."""
