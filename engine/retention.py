@@ -38,7 +38,8 @@ from engine.feed import serve_turns
 SECONDS_PER_DAY: Final = 86400.0
 # Rows a turn looks at (messages) or deletes (the other tables): one short transaction.
 PRUNE_BATCH: Final = 500
-# A pass that reached its end waits this long before the next one.
+# A pass that reached its end waits this long before the next one, or a quarter of the
+# keep when that is shorter (a keep of minutes, as the retention bench uses).
 PRUNE_INTERVAL_S: Final = 60.0
 # Marks kept at most; a mark is added when the last one is older than keep / MARKS_PER_KEEP
 # (so the cut is known to within that fraction of the keep, erring on keeping rows).
@@ -233,12 +234,13 @@ async def serve_pruning(
     on_pruned: Callable[[Mapping[str, int]], None],
     clock: Callable[[], float] = time.time,
     limit: int = PRUNE_BATCH,
-    interval_s: float = PRUNE_INTERVAL_S,
+    interval_s: float | None = None,
 ) -> None:
     """Forever: prune what ended more than `keep_s` ago, a turn at a time (engine.feed's
     sweep loop); `on_pruned` gets each turn's deletions by table (the metric)."""
     prune_pass = PrunePass(keep_s, limit=limit)
-    await serve_turns(lambda: prune_once(journal, prune_pass, clock, on_pruned), interval_s)
+    wait_s = min(PRUNE_INTERVAL_S, keep_s / 4) if interval_s is None else interval_s
+    await serve_turns(lambda: prune_once(journal, prune_pass, clock, on_pruned), wait_s)
 
 
 async def purge(
