@@ -8,12 +8,16 @@ import json
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import anyio
 import httpx
 import msgspec
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
+from engine.admin_api import peer_refusal
 from engine.config import HttpSettings, JournalSettings
 from engine.daemon import run_daemon
 from engine.journal import JournalError, MarkFinal, open_journal
@@ -230,3 +234,29 @@ async def test_the_daemon_keeps_accepting_while_a_big_prune_runs(tmp_path: Path)
     async with open_journal(path) as journal:
         counts = await journal.counts()
     assert counts["final"] == 20
+
+
+def request_from(peer: str, headers: dict[str, str] | None = None) -> web.Request:
+    transport = mock.Mock()
+    transport.get_extra_info.side_effect = lambda name, default=None: (
+        (peer, 40000) if name == "peername" else default
+    )
+    return make_mocked_request("GET", "/admin/journal/stats", headers=headers, transport=transport)
+
+
+@pytest.mark.parametrize(
+    ("peer", "token", "headers", "status"),
+    [
+        ("127.0.0.1", None, None, None),
+        ("::1", None, None, None),
+        ("10.1.2.3", None, None, 403),
+        ("10.1.2.3", "t0ken", {"Authorization": "Bearer t0ken"}, None),
+        ("127.0.0.1", "t0ken", None, 401),
+        ("127.0.0.1", "t0ken", {"Authorization": "Bearer other"}, 401),
+    ],
+)
+def test_who_may_use_the_admin_api(
+    peer: str, token: str | None, headers: dict[str, str] | None, status: int | None
+) -> None:
+    refused = peer_refusal(request_from(peer, headers), token)
+    assert (None if refused is None else refused.status) == status
