@@ -134,6 +134,14 @@ async def test_messages_and_journal_commands_through_the_daemon_then_on_the_file
     assert cancelled.out.strip() == f"message {ids['later-2']} cancelled"
     stats = await septet(config, "journal", "stats")
     assert "  cancelled  1" in stats.out
+    shown = await septet(config, "messages", "show", ids["later-2"])
+    assert json.loads(shown.out)["summary"]["status"] == "cancelled"
+    refused = await septet(config, "messages", "retry", ids["later-2"])
+    assert (refused.code, refused.err.strip()) == (
+        1,
+        f"septet messages: Message {ids['later-2']} is cancelled: only a message that ended"
+        " rejected, undeliverable, expired or unknown can be retried.",
+    )
     missing = await septet(config, "messages", "show", "999")
     assert (missing.code, missing.err.strip()) == (
         1,
@@ -178,6 +186,31 @@ async def test_a_daemon_does_not_start_on_a_journal_another_process_writes(
         assert held
         with pytest.raises(JournalError, match=r"is in use by another process"):
             await run_daemon(settings)
+
+
+async def test_retry_on_the_file_when_no_daemon_runs(tmp_path: Path) -> None:
+    async with open_journal(tmp_path / "septet.db") as journal:
+        [[first], [second]] = await journal.accept(  # type: ignore[misc]
+            [[make_message(client_ref="a")], [make_message()]]
+        )
+        await journal.record(
+            [MarkFinal(msg_id=first.msg_id, outcome="UNKNOWN", code=None, error="lost", at=200.0)]
+        )
+    config = cli_config(tmp_path)
+    retried = await septet(config, "messages", "retry", first.msg_id)
+    assert retried.code == 0, retried.err
+    new_id = str(int(second.msg_id) + 1)
+    assert retried.out.strip() == (
+        f"message {first.msg_id} retried as message {new_id} (warning: message"
+        f" {first.msg_id} ended unknown: it may have reached the phone already.)"
+    )
+    async with open_journal(tmp_path / "septet.db") as journal:
+        copy = (await journal.get([new_id]))[new_id]
+    assert (copy.client_ref, copy.to, copy.state) == (
+        f"a/retry-of-{first.msg_id}",
+        first.to,
+        "accepted",
+    )
 
 
 async def test_a_command_on_no_journal_says_so(tmp_path: Path) -> None:
