@@ -282,5 +282,9 @@ def run_cli(
     except RefusedError as error:
         print(f"{prog}: {error.sentence}", file=sys.stderr)
         return 2 if error.refusal is Refusal.BAD_INPUT else 1
-    print(render(result))
+    try:
+        print(render(result))
+    except BrokenPipeError:
+        # The reader went away (`| head`): what it wanted was written; stay quiet.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces stdout for the exit
     return 0
