@@ -54,8 +54,9 @@ class Fed:
 
 
 class Point(msgspec.Struct, array_like=True):
-    """One sample: seconds since the feed began, lines sent, reports read, journal bytes,
-    daemon RSS (KiB), messages pruned so far."""
+    """One sample: seconds since the feed began, lines sent, reports read, journal bytes
+    (file and write-ahead log), daemon RSS (KiB), messages pruned so far, and the
+    write-ahead log's bytes alone."""
 
     at_s: float
     sent: int
@@ -63,6 +64,7 @@ class Point(msgspec.Struct, array_like=True):
     journal_bytes: int
     rss_kib: int
     pruned: int
+    wal_bytes: int
 
 
 def pruned_messages(http_port: int) -> int:
@@ -141,6 +143,7 @@ async def sample_until(
                 journal_bytes=journal_size_bytes(paths),
                 rss_kib=pipeline.memory_kib(daemon.pid, "VmRSS"),
                 pruned=pruned,
+                wal_bytes=journal_size_bytes(paths[1:]),
             )
         )
         with contextlib.suppress(TimeoutError):
@@ -159,6 +162,7 @@ def per_minute(points: list[Point]) -> list[dict[str, Any]]:
             "reported": point.reported,
             "pruned": point.pruned,
             "journal_mib": round(point.journal_bytes / MIB, 1),
+            "wal_mib": round(point.wal_bytes / MIB, 1),
             "rss_mib": round(point.rss_kib / 1024, 1),
         }
         for minute, point in sorted(rows.items())
@@ -267,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     sample_s = args.sample_s or (1.0 if quick else 5.0)
     settle_s = args.settle_s if args.settle_s is not None else keep_s * 2 + 5
     result = run(messages, rate, keep_s, sample_s, settle_s)
-    headers = ["minute", "sent", "reported", "pruned", "journal MiB", "RSS MiB"]
+    headers = ["minute", "sent", "reported", "pruned", "journal MiB", "of it WAL MiB", "RSS MiB"]
     print(format_table(headers, [list(row.values()) for row in result["minutes"]]))
     print(
         f"{result['messages']} messages at {rate:g}/s, keep {keep_s:g} s: pruned"
