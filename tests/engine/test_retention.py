@@ -13,6 +13,7 @@ import pytest
 
 from engine import retention
 from engine.journal import (
+    JournalFullError,
     MarkFinal,
     MarkSubmitted,
     SqliteJournal,
@@ -226,3 +227,38 @@ async def test_a_pruned_journal_file_stops_growing(tmp_path: Path) -> None:
             with sqlite3.connect(path) as connection:
                 sizes.append(int(connection.execute("PRAGMA page_count").fetchone()[0]))
         assert sizes[-1] <= sizes[0] + 8, sizes
+
+
+async def fill(journal: SqliteJournal) -> list[str]:
+    """Accept messages until the journal refuses one as full; their msg_ids."""
+    accepted: list[str] = []
+    for _ in range(100_000):  # bounded: 1 MiB holds far fewer
+        try:
+            [group] = await journal.accept([[make_message(text="x" * 150)]])
+        except JournalFullError:
+            return accepted
+        assert isinstance(group, list)
+        accepted.append(group[0].msg_id)
+    raise AssertionError("the journal never filled")
+
+
+async def test_a_capped_journal_takes_new_messages_again_once_old_ones_are_pruned(
+    tmp_path: Path,
+) -> None:
+    """Issue 19: with max_size_mb set, a journal that never deleted ended up refusing all
+    traffic. Pruned, the space of finished messages (and their feed events) is taken again."""
+    async with open_journal(tmp_path / "septet.db", max_size_bytes=1 << 20) as journal:
+        first = await fill(journal)
+        await final(journal, first, at=1000.0)
+        # Ended, they free only the room kept for their changes: fewer fit each time.
+        second = await fill(journal)
+        await final(journal, second, at=1000.0)
+        assert len(second) < len(first) * 3 // 4, (len(first), len(second))
+        deleted = await purge(journal, older_than_s=60.0, clock=lambda: 2000.0)
+        assert deleted["messages"] == len(first) + len(second)
+        while await journal.sweep_events(1e12, 2000):
+            pass
+        # Their space is taken again: about as many as the first time fit.
+        again = await fill(journal)
+        assert len(again) > len(first) * 3 // 4, (len(first), len(again))
+        assert await journal.integrity_check() == "ok"
