@@ -1,4 +1,4 @@
-"""The webhook signature, verified by the very snippet docs/webhooks.md gives receivers."""
+"""The webhook signature, verified by the very snippet receivers get (docs/webhooks.md, README)."""
 
 from __future__ import annotations
 
@@ -7,20 +7,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from engine.webhooks.signing import signature
 
-DOC = Path(__file__).resolve().parents[3] / "docs" / "webhooks.md"
+ROOT = Path(__file__).resolve().parents[3]
+DOCS = (ROOT / "docs" / "webhooks.md", ROOT / "README.md")
 
 
-def documented_verifier() -> Callable[..., bool]:
+def documented_verifier(doc: Path = DOCS[0]) -> Callable[..., bool]:
     """The Python block between the doc's verify-snippet markers, run as written."""
-    text = DOC.read_text()
+    text = doc.read_text()
     match = re.search(
         r"<!-- verify-snippet -->\s*```python\n(.*?)```\s*<!-- /verify-snippet -->", text, re.S
     )
-    assert match is not None, "docs/webhooks.md lost its verification snippet"
+    assert match is not None, f"{doc.name} lost its verification snippet"
     namespace: dict[str, Any] = {}
-    exec(compile(match[1], str(DOC), "exec"), namespace)  # noqa: S102 - our own doc's code
+    exec(compile(match[1], str(doc), "exec"), namespace)  # noqa: S102 - our own doc's code
     verify: Callable[..., bool] = namespace["verify_septet_signature"]
     return verify
 
@@ -28,8 +31,9 @@ def documented_verifier() -> Callable[..., bool]:
 BODY = b'{"event_id":7,"event":"dlr","id":null,"msg_id":"3","ts":"2026-12-06T09:12:01Z"}'
 
 
-def test_the_documented_snippet_verifies_septets_signature() -> None:
-    verify = documented_verifier()
+@pytest.mark.parametrize("doc", DOCS, ids=lambda doc: doc.name)
+def test_the_documented_snippet_verifies_septets_signature(doc: Path) -> None:
+    verify = documented_verifier(doc)
     header = signature("s3cret", 1_765_012_321, BODY)
     assert re.fullmatch(r"t=1765012321,v1=[0-9a-f]{64}", header)
     assert verify("s3cret", header, BODY, now=1_765_012_321 + 10)
