@@ -38,10 +38,6 @@ RETRYABLE: Final = frozenset(
 )
 MAX_LIST: Final = 1000
 
-SQL_LIST: Final = "SELECT msg_id FROM messages WHERE msg_id < ? ORDER BY msg_id DESC LIMIT ?"
-SQL_LIST_STATUS: Final = (
-    "SELECT msg_id FROM messages WHERE msg_id < ? AND status = ? ORDER BY msg_id DESC LIMIT ?"
-)
 SQL_BY_STATUS: Final = "SELECT status, count(*) FROM messages GROUP BY status ORDER BY status"
 SQL_OLDEST: Final = "SELECT min(msg_id) FROM messages"
 
@@ -195,21 +191,8 @@ class Admin:
             names = ", ".join(state.value for state in State)
             raise RefusedError(Refusal.BAD_INPUT, f"{status!r} is no state; one of {names}.")
         limit = max(1, min(limit, MAX_LIST))
-        top = (1 << 62) if below is None else below
-
-        def select(connection: sqlite3.Connection) -> list[int]:
-            if status is None:
-                rows = connection.execute(SQL_LIST, (top, limit))
-            else:
-                rows = connection.execute(SQL_LIST_STATUS, (top, status, limit))
-            return [int(row[0]) for row in rows]
-
-        found = []
-        for msg_id in await self._reader.run(select):
-            stored = await self._reader.message(msg_id)
-            if stored is not None:
-                found.append(summary_of(stored))
-        return MessageList(found)
+        found = await self._reader.latest(status=status, below=below, limit=limit)
+        return MessageList([summary_of(stored) for stored in found])
 
     async def show(self, msg_id: str) -> MessageDetail:
         stored = await self._stored(msg_id)

@@ -53,6 +53,15 @@ SQL_BY_CLIENT_REF: Final = (
     f"SELECT {SQL_COLUMNS} FROM messages"  # noqa: S608
     " WHERE account = ? AND client_ref = ? AND msg_id < ? ORDER BY msg_id DESC LIMIT ?"
 )
+# Every account's messages newest first below a cursor, or those in one state (the
+# operator's `septet messages list`: a scan by primary key, on this thread).
+SQL_LATEST: Final = (
+    f"SELECT {SQL_COLUMNS} FROM messages WHERE msg_id < ? ORDER BY msg_id DESC LIMIT ?"  # noqa: S608
+)
+SQL_LATEST_IN_STATE: Final = (
+    f"SELECT {SQL_COLUMNS} FROM messages"  # noqa: S608
+    " WHERE msg_id < ? AND status = ? ORDER BY msg_id DESC LIMIT ?"
+)
 # Rows one page may look at, whatever its filters: a page that finds fewer than it asked
 # for within them still hands back a cursor to go on from.
 SCAN_ROWS: Final = 5000
@@ -178,6 +187,22 @@ class JournalReader:
                 if len(found) == limit:
                     return MessagePage(found, last)
             return MessagePage(found, last if scanned == SCAN_ROWS else None)
+
+        return await self.run(work)
+
+    async def latest(
+        self, *, status: str | None, below: int | None, limit: int
+    ) -> list[StoredMessage]:
+        """Every account's messages below msg_id `below`, newest first, in lifecycle state
+        `status` when given, at most `limit`."""
+
+        def work(connection: sqlite3.Connection) -> list[StoredMessage]:
+            cursor = TOP if below is None else below
+            if status is None:
+                rows = connection.execute(SQL_LATEST, (cursor, limit))
+            else:
+                rows = connection.execute(SQL_LATEST_IN_STATE, (cursor, status, limit))
+            return [_stored_from_row(row) for row in rows]
 
         return await self.run(work)
 
