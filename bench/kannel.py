@@ -1,7 +1,7 @@
 """septet side by side with Kannel: the same messages to the same Route Mobile simulator.
 
 Kannel (Debian's `kannel` package: bearerbox + smsbox) sends through its generic HTTP
-SMSC, whose send-url template fits Route Mobile's GET API (PROVIDERS.md "routemobile");
+SMSC, whose send-url template fits Route Mobile's GET API (docs/providers.md "routemobile");
 septet sends through its routemobile bridge. Per simulator latency (0 and 50 ms) one
 simulator process serves every run in turn (counters reset in between), and each run
 pushes the same N messages:
@@ -77,10 +77,10 @@ KANNEL_DIRS = ("/usr/sbin", "/usr/local/sbin")
 KANNEL_LOG_LEVEL = 2  # Kannel's levels: 0 debug, 1 info, 2 warning, 3 error, 4 panic
 SENDSMS_USER = "bench"
 SENDSMS_PASSWORD = "bench"  # noqa: S105 - a throwaway account on 127.0.0.1
-SENDER = "SEPTET"  # alphanumeric, at most 11: Route Mobile's `source` rule (PROVIDERS.md)
+SENDER = "SEPTET"  # alphanumeric, at most 11: Route Mobile's `source` rule (docs/providers.md)
 TEXT = "Your septet bench code is {}. Thank you for testing."
 NUMBER_FORMAT = NUMBER_FORMATS["routemobile"]
-BATCH = 100  # PROVIDERS.md: Route Mobile's recipient cap per request, "use 100"
+BATCH = 100  # docs/providers.md: Route Mobile's recipient cap per request, "use 100"
 KANNEL_PENDING = (100, 500)
 SEPTET_POOLS = (100, 500)
 BATCHED_POOL = 100
@@ -93,13 +93,13 @@ QUICK_MESSAGES = 2_000
 # Kannel's generic HTTP SMSC fills send-url like an sms-service URL but with the roles
 # of an MT message: %p is the receiver, %P the sender, %b the text URL-encoded (checked
 # against Kannel 1.4.5: the reverse puts the sender in `destination`). type=0 is GSM
-# text and dlr=0 asks for no report (PROVIDERS.md "routemobile"); septet sends dlr=0 too.
+# text and dlr=0 asks for no report (docs/providers.md "routemobile"); septet sends dlr=0 too.
 SEND_URL = (
     "{sim_url}/bulksms/bulksms?username=demo&password=demo&type=0&dlr=0"
     "&destination=%p&source=%P&message=%b"
 )
 # Route Mobile answers HTTP 200 whatever happened; success is `1701|<cell>|<id>` per
-# destination (PROVIDERS.md). Kannel matches this POSIX regex against the body; a
+# destination (docs/providers.md). Kannel matches this POSIX regex against the body; a
 # bracket keeps `|` literal without a backslash for kannel.conf's string rules.
 SUCCESS_REGEX = "^1701[|]"
 _T = TypeVar("_T")

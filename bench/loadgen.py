@@ -4,7 +4,7 @@ It must stay cheap (it shares core 0 with the simulators): every input line is e
 before the clock starts and sent in large writes; events are decoded with one msgspec
 decoder a chunk of lines at a time (`decode_lines`), keeping only `event`, `msg_id` and
 `ts`. Writing and reading run at the same time on one connection, so the daemon's
-backpressure (DESIGN.md: bounded streams push back to the client) never deadlocks us.
+backpressure (docs/design.md: bounded streams push back to the client) never deadlocks us.
 
     lines = build_lines(LoadShape(...), count)          # before the clock starts
     tally = await feed_and_collect("127.0.0.1", port, lines, goal, deadline_s=...)
@@ -21,7 +21,7 @@ from typing import Literal
 
 import msgspec
 
-# Destination prefixes the bench routes by (DESIGN.md routing by country code). Each
+# Destination prefixes the bench routes by (docs/design.md routing by country code). Each
 # makes a number of the country's possible length from a running index, so every
 # recipient is distinct (SMS Club and Route Mobile can reject a repeated phone+text).
 NUMBER_FORMATS: dict[str, str] = {

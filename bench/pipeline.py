@@ -9,7 +9,7 @@ latency (the `accepted` event's ts → the `submitted` event's ts), delivery-rep
 (`submitted` ts → first `dlr` ts), the daemon's CPU (utime + stime from /proc) per
 message, its peak RSS (VmHWM), and every error. Messages never answered are "lost".
 
-Scenarios (DESIGN.md "Throughput model": throughput ≤ pool × batch ÷ latency):
+Scenarios (docs/design.md "Throughput model": throughput ≤ pool × batch ÷ latency):
   unbatched        1 recipient per line, distinct texts, 0 ms: no batching possible
   batched          lines of 100 recipients sharing a text, 0 ms: batches of 100
   latency          50 ms provider latency, distinct texts, pool N: vs the model
@@ -67,7 +67,7 @@ LOADGEN_CORE = 0
 HOST = "127.0.0.1"
 PROVIDERS = ("dsc", "routemobile", "bsg", "smsclub")
 CREDENTIALS: dict[str, dict[str, str]] = {
-    # DESIGN.md: the simulators' public demo credentials.
+    # docs/design.md: the simulators' public demo credentials.
     "dsc": {
         "api_key": "demo",
         "username": "demo",
@@ -302,7 +302,7 @@ def start_simulators(
         "1",
         "--routemobile-dlr-url",
         routemobile_dlr_url,
-        # PROVIDERS.md "smsclub": 9 requests/s and a 2-minute duplicate window; off here.
+        # docs/providers.md "smsclub": 9 requests/s and a 2-minute duplicate window; off here.
         "--set",
         "smsclub_rate_limit=null",
         "--set",
@@ -780,7 +780,7 @@ def _figures(
         "mean_batch": measured["mean_batch"],
     }
     if latency_ms > 0:
-        # DESIGN.md "Throughput model": at most `pool` requests in flight per bridge,
+        # docs/design.md "Throughput model": at most `pool` requests in flight per bridge,
         # each carrying `batch` messages and taking `latency` seconds.
         model = sum(pool * batch / (latency_ms / 1000.0) for batch in result["mean_batch"].values())
         result["model_messages_per_s"] = round(model, 1)

@@ -118,7 +118,7 @@ async def _connect(
 async def _bind(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, frames: PduReader
 ) -> None:
-    # The embedded default's account (DESIGN.md), not a secret.
+    # The embedded default's account (docs/design.md), not a secret.
     bind = p.BindTransmitter(sequence_number=1, system_id="demo", password="demo")  # noqa: S106
     writer.write(encode_pdu(bind))
     for _ in range(100):  # bounded: a bind_transmitter_resp comes in a few reads

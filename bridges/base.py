@@ -335,7 +335,7 @@ def match_reply_entries(wanted: Sequence[str], echoed: Sequence[str]) -> list[in
     """For each wanted recipient, the index of its reply entry, or None where it got none.
 
     Providers that answer one entry per recipient (dsc, routemobile) list them in request
-    order, possibly cut short (Route Mobile stops when credit runs out: PROVIDERS.md).
+    order, possibly cut short (Route Mobile stops when credit runs out: docs/providers.md).
     Order is trusted while every echoed recipient ("" when not echoed) matches; otherwise
     entries are matched by recipient digits, the first unused entry for each repeat of a
     number. If that leaves gaps while the counts agree, order wins after all: the

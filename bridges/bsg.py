@@ -1,6 +1,6 @@
 """Sans-IO driver for bsg, the BSG REST API v1 (seed 002). Pure: no I/O.
 
-Follows PROVIDERS.md "bsg", which pins down what the seed leaves open: the reference
+Follows docs/providers.md "bsg", which pins down what the seed leaves open: the reference
 is `[A-Za-z0-9_-]{1,32}` and is BSG's idempotency key (error 23 on a resend means the
 first attempt went through), every number may come as a string or a number, and the
 single reply comes flat or wrapped in `result`.
@@ -13,7 +13,7 @@ single reply comes flat or wrapped in `result`.
 
 - `tariff`: optional BSG tariff number, 0–9, sent with every send.
 - `blocked_code`: `2` (default) or `3`, the error code this account's BSG uses for "account
-  blocked"; the other one then means "not enough parameters" (PROVIDERS.md "bsg" Error
+  blocked"; the other one then means "not enough parameters" (docs/providers.md "bsg" Error
   codes: 2/3 is *configurable*, as the simulator's `bsg_blocked_code` is).
 - `max_numeric_originator`: `14` (default, the seed) or `15` (BSG's newer documents).
 - `max_validity_hours`: `72` (default, the seed) up to `87840` (BSG's newer documents).
@@ -24,19 +24,19 @@ A message's `sender` (or `default_sender`) is the `originator`. `flash`, `dlr` a
 `encoding` have no BSG field: BSG picks the encoding from the text itself, and the engine
 routes no flash message to BSG (`LIMITS`).
 
-Send modes (PROVIDERS.md "bsg" Send): one message → `phone`; many messages sharing
+Send modes (docs/providers.md "bsg" Send): one message → `phone`; many messages sharing
 text and originator → `phones` (one body, a list of msisdn/reference pairs); anything
 else → `individual` (each entry its own originator and body). A request-level error
 that one message of many may have caused (a repeated msisdn, 31) means nothing was
 sent: every message gets a retry, and resends travel alone (`_ONE_MESSAGES_CODES`).
 
-Status polling (PROVIDERS.md "bsg" Status and "BSG mass status"): messages with an id are
+Status polling (docs/providers.md "bsg" Status and "BSG mass status"): messages with an id are
 asked about up to 100 at a time with `POST /rest/sms/getStatus` `{"ids": [...]}`, whose
 items name the reference `external_id`; a message BSG gave no id (error 23 on a resend)
 alone with `GET /rest/sms/reference/{reference}`. Mass status is the cheaper of BSG's
 batch forms: a task's status (`GET /rest/sms/task/{task_id}`) lists every message of the
 task, those already final too, and needs the task id the send contract does not carry
-back. PROVIDERS.md "bsg" Anti-abuse: polling one message more than about once a minute
+back. docs/providers.md "bsg" Anti-abuse: polling one message more than about once a minute
 counts as abuse, so `min_poll_interval_s` is 60 and the engine's poller (engine.dlr)
 never asks about one message more often.
 """
@@ -80,28 +80,28 @@ MASS_STATUS_PATH = "/rest/sms/getStatus"
 STATUS_BY_REFERENCE_PATH = "/rest/sms/reference/{reference}"
 BALANCE_PATH = "/rest/common/balance"
 
-# PROVIDERS.md "bsg" Send: validity is whole hours, 1–72 (72 is BSG's default). Newer BSG
+# docs/providers.md "bsg" Send: validity is whole hours, 1–72 (72 is BSG's default). Newer BSG
 # documents take up to 87,840 hours: the `max_validity_hours` option may raise it that far.
 MIN_VALIDITY_HOURS = 1
 MAX_VALIDITY_HOURS = 72
 NEWER_MAX_VALIDITY_HOURS = 87_840
 
 CAPABILITIES = Capabilities(
-    max_recipients=50,  # PROVIDERS.md "bsg": error 12 above 50 phones per request
+    max_recipients=50,  # docs/providers.md "bsg": error 12 above 50 phones per request
     distinct_texts=True,  # the "individual" mode carries a body per phone
     delivery="poll",  # BSG has no push delivery reports
     idempotency="reference",  # error 23: the reference was already accepted
-    max_status_ids=100,  # PROVIDERS.md "BSG mass status": 1–100 ids per call
-    # PROVIDERS.md "bsg" Anti-abuse: more than about one poll a minute per message is abuse.
+    max_status_ids=100,  # docs/providers.md "BSG mass status": 1–100 ids per call
+    # docs/providers.md "bsg" Anti-abuse: more than about one poll a minute per message is abuse.
     min_poll_interval_s=60.0,
     validity_per_request=True,  # one `validity` per request
 )
 
-# PROVIDERS.md "bsg" originator: "up to 14 characters" in the seed, alphanumeric ≤ 11 or
+# docs/providers.md "bsg" originator: "up to 14 characters" in the seed, alphanumeric ≤ 11 or
 # numeric ≤ 15 in BSG's other documents, error 25 otherwise; the stricter of each is the
 # default (11 letters, 14 digits) and `max_numeric_originator` may raise the digits to 15.
 # A numeric originator is digits only: `+447…` is refused with 25 (issue 17). The
-# characters are those BSG's simulator takes (PROVIDERS.md names none): letters, digits,
+# characters are those BSG's simulator takes (docs/providers.md names none): letters, digits,
 # space and . _ & -. Error 26: at most 765 GSM-7 septets or 355 UCS-2 characters. BSG's
 # send has no flash field (seed 002), so a flash message cannot go through BSG.
 NEWER_MAX_NUMERIC_ORIGINATOR = 15
@@ -151,7 +151,7 @@ def _option_within(options: Mapping[str, str], key: str, low: int, high: int) ->
     return value
 
 
-# PROVIDERS.md "bsg" Error codes. Codes 0, 5, 11 and 23 are not refusals and the account
+# docs/providers.md "bsg" Error codes. Codes 0, 5, 11 and 23 are not refusals and the account
 # faults below are not the message's; both are handled in `BsgDriver._outcome_for_code`.
 # Every other code is final for the message. 2 and 3 are worded per driver (blocked_code).
 _ERROR_SENTENCES: dict[int, str] = {
@@ -178,29 +178,29 @@ _ERROR_SENTENCES: dict[int, str] = {
 BLOCKED_SENTENCE = "BSG says the account is blocked"
 MISSING_PARAMETERS_SENTENCE = "BSG says the request lacks parameters"
 
-# PROVIDERS.md "bsg" Error codes that a request of many messages gets for one of them:
+# docs/providers.md "bsg" Error codes that a request of many messages gets for one of them:
 # BSG refuses the whole request then (31: "msisdn twice in one request", issue 17) and
 # sends none of it. Fields of each message: the msisdn (21, 31) and the reference (22, 23,
 # 27). The originator (25) and the body (26) only where the messages' differ (individual
 # mode); shared, they are every message's own fault. See `BsgDriver._refused_for_one`.
 _ONE_MESSAGES_CODES: frozenset[int] = frozenset({21, 22, 23, 27, 31})
 
-# PROVIDERS.md "bsg" Error codes that refuse the *account*, not the message: nothing was
+# docs/providers.md "bsg" Error codes that refuse the *account*, not the message: nothing was
 # sent, so the engine opens the bridge's circuit and moves the message to another bridge.
 # The "account blocked" code (2 or 3, see `blocked_code`) joins these per driver.
 _ACCOUNT_FAULTS: dict[int, AccountFault] = {
-    1: "credentials",  # PROVIDERS.md "bsg": 1 invalid API key
-    8: "credit",  # PROVIDERS.md "bsg": 8 not enough money
+    1: "credentials",  # docs/providers.md "bsg": 1 invalid API key
+    8: "credit",  # docs/providers.md "bsg": 8 not enough money
 }
 
-# PROVIDERS.md "bsg" Error codes that blame one part of the message (the rest: "other").
+# docs/providers.md "bsg" Error codes that blame one part of the message (the rest: "other").
 _REJECTION_CAUSES: dict[int, RejectionCause] = {
     21: "number",  # invalid phone number
     25: "sender",  # invalid originator
     26: "content",  # empty or too long text
 }
 
-# PROVIDERS.md "bsg" Status values. "unknown" is not final: BSG shows it before any
+# docs/providers.md "bsg" Status values. "unknown" is not final: BSG shows it before any
 # report has arrived.
 _STATUS_STATES: dict[str, SmppState] = {
     "delivered": "DELIVRD",
@@ -217,7 +217,7 @@ _STATUS_STATES: dict[str, SmppState] = {
 }
 _NOT_FINAL_STATUSES: frozenset[str] = frozenset({"scheduled", "new", "waiting", "sent", "unknown"})
 
-# ── Request bodies (PROVIDERS.md "bsg" Send) ────────────────────────────────────
+# ── Request bodies (docs/providers.md "bsg" Send) ────────────────────────────────────
 
 
 class _SingleRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -252,7 +252,7 @@ class _IndividualPhone(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
 
 
 class _MassStatusRequest(msgspec.Struct, frozen=True):
-    """PROVIDERS.md "BSG mass status": `{"ids": [...]}`, integers, 1–100 of them."""
+    """docs/providers.md "BSG mass status": `{"ids": [...]}`, integers, 1–100 of them."""
 
     ids: list[int]
 
@@ -273,7 +273,7 @@ class BsgBalance(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _request_encoder = msgspec.json.Encoder()
-# Replies are decoded loosely and coerced field by field: PROVIDERS.md "bsg" says any
+# Replies are decoded loosely and coerced field by field: docs/providers.md "bsg" says any
 # number may come as a JSON string or a JSON number.
 _reply_decoder = msgspec.json.Decoder()
 
@@ -336,7 +336,7 @@ def msisdn_digits(e164: str) -> str:
 
 
 def validity_hours(validity_s: int, most: int = MAX_VALIDITY_HOURS) -> int:
-    """Seconds rounded up to whole hours, clamped to BSG's 1–`most` (PROVIDERS.md "bsg").
+    """Seconds rounded up to whole hours, clamped to BSG's 1–`most` (docs/providers.md "bsg").
 
     The engine admits no validity over the bridge's limit (engine.admission), so the clamp
     only bites on a message built by hand."""
@@ -409,7 +409,7 @@ def _receipt(entry: Mapping[str, Any], query: StatusQuery | None, reply: HttpRep
     Polled by reference (the id was never learned: error 23 on a resend), the receipt
     carries both the id BSG gives and the reference queried, so the engine finds the
     message by its reference and learns its id. Otherwise the object's own reference
-    (`external_id` in the mass-status reply, PROVIDERS.md "bsg") or the query's.
+    (`external_id` in the mass-status reply, docs/providers.md "bsg") or the query's.
     """
     raw_status = entry.get("status")
     if not isinstance(raw_status, str):
@@ -458,7 +458,7 @@ class BsgDriver:
             blocked: BLOCKED_SENTENCE,
             missing_parameters: MISSING_PARAMETERS_SENTENCE,
         }
-        # PROVIDERS.md "bsg": 2/3 account blocked (also what BSG answers once 5 auth
+        # docs/providers.md "bsg": 2/3 account blocked (also what BSG answers once 5 auth
         # errors in 30 minutes have blocked the client IP).
         self._account_faults: dict[int, AccountFault] = {**_ACCOUNT_FAULTS, blocked: "blocked"}
         tariff_option = settings.options.get("tariff")
@@ -533,7 +533,7 @@ class BsgDriver:
     def parse_send(self, batch: Sequence[OutboundMessage], reply: HttpReply) -> list[Outcome]:
         """One outcome per message: per-phone entries, or the request-level error for all."""
         if reply.status != 200:
-            # PROVIDERS.md "bsg": BSG itself answers 200 always, so another status comes
+            # docs/providers.md "bsg": BSG itself answers 200 always, so another status comes
             # from something in between. Resending is safe: the same reference makes a
             # double send impossible (error 23).
             reason = f"bsg answered HTTP {reply.status}: {reply_text(reply)}"
@@ -589,7 +589,7 @@ class BsgDriver:
 
     def _unmatched_outcome(self, top_code: int | None, reply_object: Mapping[str, Any]) -> Outcome:
         if top_code:
-            # PROVIDERS.md "bsg": a request-level error applies to every message.
+            # docs/providers.md "bsg": a request-level error applies to every message.
             return self._outcome_for_code(top_code, reply_object, None)
         # The reply does not speak of this message. Resending is safe (same reference).
         return RetryLater(code="0", reason="BSG's reply did not mention this message")
@@ -597,7 +597,7 @@ class BsgDriver:
     def _outcome_for_code(
         self, code: int, entry: Mapping[str, Any], currency: str | None
     ) -> Outcome:
-        """PROVIDERS.md "bsg" Error codes, as outcomes."""
+        """docs/providers.md "bsg" Error codes, as outcomes."""
         if code == 0:
             return Submitted(
                 provider_id=coerce_text(entry.get("id")),
@@ -605,7 +605,7 @@ class BsgDriver:
                 currency=_currency(entry.get("currency")) or currency,
             )
         if code == 23:
-            # PROVIDERS.md "bsg" reference: BSG's idempotency. A resend after a lost reply
+            # docs/providers.md "bsg" reference: BSG's idempotency. A resend after a lost reply
             # reuses the reference; 23 says the first attempt was accepted. The id is then
             # looked up by reference.
             return Submitted(provider_id=None)
@@ -696,13 +696,13 @@ class BsgDriver:
         return receipts
 
     def parse_callback(self, request: InboundRequest) -> list[Receipt]:
-        """BSG has no push delivery reports (PROVIDERS.md "bsg" Status: polling)."""
+        """BSG has no push delivery reports (docs/providers.md "bsg" Status: polling)."""
         raise ValueError("bsg sends no delivery callbacks")
 
     # ── Balance ───────────────────────────────────────────────────────────────
 
     def build_balance(self) -> HttpCall:
-        """`GET /rest/common/balance` (PROVIDERS.md "bsg" Balance)."""
+        """`GET /rest/common/balance` (docs/providers.md "bsg" Balance)."""
         return HttpCall(method="GET", path=BALANCE_PATH, headers=self._headers)
 
     def parse_balance(self, reply: HttpReply) -> BsgBalance | AccountRefused:

@@ -1,6 +1,6 @@
 """Sans-IO driver for dsc, Digital Services Center's BulkSMS API v2 (seed 000). Pure: no I/O.
 
-Follows PROVIDERS.md "dsc", which corrects the seed: the send is form-urlencoded (not
+Follows docs/providers.md "dsc", which corrects the seed: the send is form-urlencoded (not
 JSON), delivery state arrives only by GET callback, and there is no status endpoint.
 
 `BridgeSettings.credentials` keys:
@@ -48,13 +48,13 @@ from bridges.base import (
 SEND_PATH = "/api/v2/sms/send"
 DEFAULT_CURRENCY = "RWF"
 
-# PROVIDERS.md "dsc": the callback's dlvrMsgStat is D or U; only final states are sent.
+# docs/providers.md "dsc": the callback's dlvrMsgStat is D or U; only final states are sent.
 _CALLBACK_STATES: dict[str, SmppState] = {"D": "DELIVRD", "U": "UNDELIV"}
 
-# PROVIDERS.md "dsc" Errors: 401 "Invalid API key or credentials" refuses the account,
+# docs/providers.md "dsc" Errors: 401 "Invalid API key or credentials" refuses the account,
 # not the message: nothing was sent, and another bridge may take it.
 _CREDENTIALS_REFUSED = 401
-# PROVIDERS.md "dsc" Retry: never 400/401/429. 429 is the testing-mode daily limit
+# docs/providers.md "dsc" Retry: never 400/401/429. 429 is the testing-mode daily limit
 # (15 SMS a day), which a resend today cannot pass, so it is final, not Throttled. Never
 # the same request again, that is: the messages of a refused request of many are sent
 # again one by one (`DscDriver._refused_whole`), each to get its own answer.
@@ -65,7 +65,7 @@ _FINAL_HTTP_ERRORS: dict[int, str] = {
 
 
 class _SendEntry(msgspec.Struct, frozen=True):
-    """One `response[]` entry: the fate of one recipient (PROVIDERS.md "dsc" Success)."""
+    """One `response[]` entry: the fate of one recipient (docs/providers.md "dsc" Success)."""
 
     status: str
     messageid: str | int | None = None
@@ -89,8 +89,8 @@ _send_reply_decoder = msgspec.json.Decoder(_SendReply)
 recipient_digits = ascii_digits
 
 
-# PROVIDERS.md "dsc": `sender` is optional and neither the seed nor PROVIDERS.md states its
-# limits, so those of the network apply: an alphanumeric originating address carries at
+# docs/providers.md "dsc": `sender` is optional and neither the seed nor that page states
+# its limits, so those of the network apply: an alphanumeric originating address carries at
 # most 11 GSM 7-bit characters (3GPP TS 23.040 9.1.2.5), a numeric one an international
 # number of at most 15 digits (ITU-T E.164). The send has no flash or validity field and
 # no documented text limit.
@@ -124,7 +124,7 @@ class DscDriver:
     """dsc's driver: one form POST per batch, reports by GET callback only."""
 
     name = "dsc"
-    # PROVIDERS.md "dsc": one `message` per request, a comma list of recipients; no
+    # docs/providers.md "dsc": one `message` per request, a comma list of recipients; no
     # polling endpoint; no idempotency key. 100 recipients is septet's per-request cap.
     capabilities = Capabilities(
         max_recipients=100, distinct_texts=False, delivery="callback", idempotency="none"
@@ -162,7 +162,7 @@ class DscDriver:
         first = batch[0]
         if any(message.text != first.text for message in batch):
             raise ValueError("A dsc send carries one text for every recipient.")
-        # PROVIDERS.md "dsc": digits, country code first, no `+`, comma-joined. The body
+        # docs/providers.md "dsc": digits, country code first, no `+`, comma-joined. The body
         # is what urlencode() makes of the fields in this order (credentials first).
         recipients = ",".join([recipient_digits(message.to) for message in batch])
         body = (
@@ -188,7 +188,7 @@ class DscDriver:
         """The `dlrurl` septet registers: `callback_url` plus the callback credentials.
 
         The provider calls it back with the `username` and `password` found in it
-        (PROVIDERS.md "dsc" Callback), which `parse_callback` checks.
+        (docs/providers.md "dsc" Callback), which `parse_callback` checks.
         """
         callback_url = self.settings.callback_url
         if callback_url is None:
@@ -217,7 +217,7 @@ class DscDriver:
             reason = f"{_FINAL_HTTP_ERRORS[reply.status]}: {self._error_message(reply)}"
             return self._refused_whole(batch, str(reply.status), reason)
         if 500 <= reply.status <= 599:
-            # PROVIDERS.md "dsc": 500 is the upstream gateway failing before any message
+            # docs/providers.md "dsc": 500 is the upstream gateway failing before any message
             # id was issued, so a resend cannot double-send.
             reason = f"dsc's gateway failed: {self._error_message(reply)}"
             return [RetryLater(str(reply.status), reason)] * len(batch)
@@ -246,7 +246,7 @@ class DscDriver:
     def _refused_whole(batch: Sequence[OutboundMessage], code: str, reason: str) -> list[Outcome]:
         """A refusal of the whole request: final for a message sent alone.
 
-        PROVIDERS.md "dsc" Errors: one bad number rejects the whole request (400), and
+        docs/providers.md "dsc" Errors: one bad number rejects the whole request (400), and
         the testing-mode limit refuses a request that would pass it (429). Either may be
         one message's doing, and nothing of the request was sent, so a request of many
         is a retry for each: resends travel alone (engine.scheduler), where each gets
@@ -266,7 +266,7 @@ class DscDriver:
             provider_id = None if entry.messageid is None else str(entry.messageid)
             return Submitted(provider_id, entry.cost, currency)
         if entry.status == "failed":
-            # PROVIDERS.md "dsc": a "failed" entry is final (REJECTD) at once.
+            # docs/providers.md "dsc": a "failed" entry is final (REJECTD) at once.
             return Rejected("failed", "dsc marked this recipient failed.")
         return Unknown(entry.status, f"dsc gave this recipient an unknown status {entry.status!r}.")
 
@@ -290,7 +290,7 @@ class DscDriver:
     # ── delivery reports ──────────────────────────────────────────────────────────
 
     def build_status(self, queries: Sequence[StatusQuery]) -> HttpCall | None:
-        """None: dsc has no status endpoint (PROVIDERS.md "dsc")."""
+        """None: dsc has no status endpoint (docs/providers.md "dsc")."""
         return None
 
     def parse_status(self, queries: Sequence[StatusQuery], reply: HttpReply) -> list[Receipt]:
@@ -316,7 +316,7 @@ class DscDriver:
         return [
             Receipt(
                 provider_id=provider_id,
-                # Only final states are forwarded (PROVIDERS.md "dsc"), so a state we
+                # Only final states are forwarded (docs/providers.md "dsc"), so a state we
                 # do not know is still the message's last word: UNKNOWN, final.
                 state=_CALLBACK_STATES.get(raw_state, "UNKNOWN"),
                 provider_status=raw_state,

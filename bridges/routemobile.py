@@ -1,6 +1,6 @@
 """Sans-IO driver for routemobile, Route Mobile's "1701" Bulk HTTP API (seed 001). Pure: no I/O.
 
-Follows PROVIDERS.md "routemobile", which fills the seed's gaps: Unicode text travels
+Follows docs/providers.md "routemobile", which fills the seed's gaps: Unicode text travels
 as upper-case UTF-16BE hex, the reply has one comma-separated entry per destination,
 both numberings of the no-credit and DND codes are accepted, and delivery reports are
 pushed by POST with their parameters in the query string.
@@ -68,12 +68,12 @@ SCHEDULE_PATH = "/bulksms/schedulemsg"
 
 SUCCESS_CODE = "1701"
 
-# PROVIDERS.md "routemobile" Codes, with its rule "Retry only 1709. After 1715 never
+# docs/providers.md "routemobile" Codes, with its rule "Retry only 1709. After 1715 never
 # resubmit". A code that refuses the *account* (credentials, credit, the client's IP) is
 # the bridge's fault, not the message's: nothing was sent, so another bridge may take it.
 # Every other code is final for the message.
 _RETRY_CODES: dict[str, str] = {
-    # 1709 "user validation failed" is the one code PROVIDERS.md says to retry; when the
+    # 1709 "user validation failed" is the one code docs/providers.md says to retry; when the
     # retries run out, engine/retry.py fails the message over where its route allows.
     "1709": "user validation failed",
 }
@@ -81,17 +81,17 @@ _UNKNOWN_CODES: dict[str, str] = {
     "1715": "the provider timed out answering; the message may or may not have gone out",
 }
 _ACCOUNT_CODES: dict[str, tuple[str, AccountFault]] = {
-    # PROVIDERS.md "routemobile": 1703 bad username/password.
+    # docs/providers.md "routemobile": 1703 bad username/password.
     "1703": ("the username or password was refused", "credentials"),
-    # PROVIDERS.md "routemobile": no credit is 1725 in the seed, 1025 in Route Mobile's
+    # docs/providers.md "routemobile": no credit is 1725 in the seed, 1025 in Route Mobile's
     # own documents; processing stops at it.
     "1725": ("the account has insufficient credit", "credit"),
     "1025": ("the account has insufficient credit", "credit"),
-    # PROVIDERS.md "routemobile": 16 IP blacklisted, 18 IP not whitelisted.
+    # docs/providers.md "routemobile": 16 IP blacklisted, 18 IP not whitelisted.
     "16": ("the client IP address is blacklisted", "blocked"),
     "18": ("the client IP address is not whitelisted", "blocked"),
 }
-# PROVIDERS.md "routemobile": both numberings of no-credit mean "processing stopped here".
+# docs/providers.md "routemobile": both numberings of no-credit mean "processing stopped here".
 NO_CREDIT_CODES = frozenset(
     code for code, (_, fault) in _ACCOUNT_CODES.items() if fault == "credit"
 )
@@ -127,7 +127,7 @@ _REJECTION_CAUSES: dict[str, RejectionCause] = {
     "1033": "content",
 }
 
-# PROVIDERS.md "routemobile" Delivery reports: sStatus to SMPP state and finality.
+# docs/providers.md "routemobile" Delivery reports: sStatus to SMPP state and finality.
 _CALLBACK_STATES: dict[str, tuple[SmppState, bool]] = {
     "DELIVRD": ("DELIVRD", True),
     "UNDELIV": ("UNDELIV", True),
@@ -172,7 +172,7 @@ def is_code(text: str) -> bool:
 
 
 def code_outcome(code: str) -> Outcome:
-    """The outcome a failure code means for one message (PROVIDERS.md "routemobile")."""
+    """The outcome a failure code means for one message (docs/providers.md "routemobile")."""
     if code in _RETRY_CODES:
         return RetryLater(code, f"routemobile: {_RETRY_CODES[code]}.")
     if code in _UNKNOWN_CODES:
@@ -191,14 +191,14 @@ def code_outcome(code: str) -> Outcome:
 def ucs2_hex(text: str) -> str:
     """Unicode `message` text: UTF-16BE bytes as upper-case hex, 4 digits per code unit.
 
-    PROVIDERS.md "routemobile": a character outside the BMP is a surrogate pair, so it
+    docs/providers.md "routemobile": a character outside the BMP is a surrogate pair, so it
     takes 8 hex digits (3GPP TS 23.038 UCS-2 as handsets read it: UTF-16).
     """
     return text.encode("utf-16-be", "surrogatepass").hex().upper()
 
 
 def schedule_fields(when: datetime) -> list[tuple[str, str]]:
-    """`date`, `time` and `gmt` for the scheduler (PROVIDERS.md "routemobile" Scheduler).
+    """`date`, `time` and `gmt` for the scheduler (docs/providers.md "routemobile" Scheduler).
 
     `date` is MM/DD/YYYY; `time` is "hh:mm am|pm" with hours 00-12, 12 am being
     midnight; `gmt` is "+hh:mm" / "-hh:mm". The seed allows offsets of 0-12 hours in
@@ -239,7 +239,7 @@ def parse_entry(raw: str) -> ReplyEntry:
     cell = fields[1].strip() if len(fields) > 1 else ""
     provider_id = fields[2].strip() if len(fields) > 2 else None
     if provider_id is None and ":" in cell:
-        # PROVIDERS.md "routemobile": some servers write `1701|<cell>:<id>`.
+        # docs/providers.md "routemobile": some servers write `1701|<cell>:<id>`.
         cell, provider_id = (part.strip() for part in cell.split(":", 1))
     if cell and not is_code(cell.removeprefix("+")):
         raise UnparseableReply(f"routemobile's reply entry {raw[:80]!r} has no phone number.")
@@ -247,7 +247,7 @@ def parse_entry(raw: str) -> ReplyEntry:
 
 
 # Seed 001 `source`: "Max Length of 18 if numeric. Max Length of 11 if alphanumeric", the
-# plus sign allowed (URL-encoded); anything else is 1707 (PROVIDERS.md "routemobile"), and
+# plus sign allowed (URL-encoded); anything else is 1707 (docs/providers.md "routemobile"), and
 # a blank one 1702. `type` 1, 6 and 7 are flash (GSM, Unicode, ISO-8859-1 text). The seed
 # states no text limit (long texts are concatenated) and has no validity field.
 LIMITS = Limits(
@@ -280,7 +280,7 @@ class RouteMobileDriver:
     """routemobile's driver: one GET per batch, reports by POST callback only."""
 
     name = "routemobile"
-    # PROVIDERS.md "routemobile": one text per request, no published recipient cap
+    # docs/providers.md "routemobile": one text per request, no published recipient cap
     # (use 100), no polling, no idempotency key (1715 leaves the outcome unknown).
     capabilities = Capabilities(
         max_recipients=100, distinct_texts=False, delivery="callback", idempotency="none"
@@ -342,7 +342,7 @@ class RouteMobileDriver:
         ]
 
     def _type_and_text(self, message: OutboundMessage) -> tuple[str, str]:
-        """`type` and `message` values (PROVIDERS.md "routemobile" type)."""
+        """`type` and `message` values (docs/providers.md "routemobile" type)."""
         if message.encoding == "UCS-2":
             return ("6" if message.flash else "2"), ucs2_hex(message.text)
         if self.settings.options.get("charset") == "latin1" and _fits_latin1(message.text):
@@ -352,7 +352,7 @@ class RouteMobileDriver:
     def parse_send(self, batch: Sequence[OutboundMessage], reply: HttpReply) -> list[Outcome]:
         """One outcome per destination, from the comma-separated plain-text reply."""
         if reply.status != 200:
-            # PROVIDERS.md "routemobile": the API answers HTTP 200 always, so anything
+            # docs/providers.md "routemobile": the API answers HTTP 200 always, so anything
             # else is a gateway in front of it failing before it processed anything.
             reason = f"routemobile's gateway answered HTTP {reply.status}."
             if reply.status == 429:  # a rate limit in front of the API: slow the bridge
@@ -382,7 +382,7 @@ class RouteMobileDriver:
             if index is not None:
                 outcomes.append(self._entry_outcome(entries[index]))
             elif stopped_for_credit is not None:
-                # PROVIDERS.md "routemobile": processing stops at the no-credit entry,
+                # docs/providers.md "routemobile": processing stops at the no-credit entry,
                 # so the destinations after it were never sent: the account's fault.
                 reason = "routemobile: not sent, the account ran out of credit in this batch."
                 outcomes.append(AccountRefused(stopped_for_credit, reason, "credit"))
@@ -435,7 +435,7 @@ class RouteMobileDriver:
         if not provider_id:
             raise ValueError("A routemobile callback must name the message in sMessageId.")
         raw_state = query.get("sStatus", "")
-        # Anything we do not recognise is reported as UNKNOWN and final, as PROVIDERS.md
+        # Anything we do not recognise is reported as UNKNOWN and final, as docs/providers.md
         # reads UNKNOWN itself: waiting for another report that may never come is worse.
         state, final = _CALLBACK_STATES.get(raw_state.strip().upper(), ("UNKNOWN", True))
         mobile = destination_digits(query.get("sMobileNo", ""))

@@ -1,6 +1,6 @@
 """Sans-IO driver for smsclub, SMS Club's JSON API (seed 003). Pure: no I/O.
 
-Follows PROVIDERS.md "smsclub": every call is a JSON `POST` under `{base}/sms` with a
+Follows docs/providers.md "smsclub": every call is a JSON `POST` under `{base}/sms` with a
 bearer token; a send carries one text to at most 100 phones; failed phones come back
 in `add_info`; the duplicate window (453 within 2 minutes) is SMS Club's only
 idempotency, so a 453 on a resend of a message that may have reached SMS Club means that
@@ -59,11 +59,11 @@ ORIGINATOR_PATH = "/sms/originator"
 BALANCE_PATH = "/sms/balance"
 
 CAPABILITIES = Capabilities(
-    max_recipients=100,  # PROVIDERS.md "smsclub" Send: at most 100 phones per request
+    max_recipients=100,  # docs/providers.md "smsclub" Send: at most 100 phones per request
     distinct_texts=False,  # one `message` per request
     delivery="poll",  # no push delivery reports: poll /sms/status
     idempotency="duplicate-window",  # 453: the same message again within 2 minutes
-    max_status_ids=100,  # PROVIDERS.md "smsclub" Status: id_sms ≤ 100
+    max_status_ids=100,  # docs/providers.md "smsclub" Status: id_sms ≤ 100
     # No floor per message is stated; status calls count in the 9 requests/s (429) like
     # sends, which the engine meters with one limiter per bridge (engine.ratelimit).
     min_poll_interval_s=0.0,
@@ -101,8 +101,8 @@ def bridge_limits(options: Mapping[str, str]) -> Limits:
     return LIMITS
 
 
-# PROVIDERS.md "smsclub" Status: ENROUTE is pending; the others are final, one to one.
-# The Russian labels are those of the legacy API (PROVIDERS.md: "drivers accept them").
+# docs/providers.md "smsclub" Status: ENROUTE is pending; the others are final, one to one.
+# The Russian labels are those of the legacy API (docs/providers.md: "drivers accept them").
 # No public client lists them; this set is the plain Russian for each state.
 _STATUS_STATES: dict[str, SmppState] = {
     "ENROUTE": "ENROUTE",
@@ -286,12 +286,12 @@ class SmsClubDriver:
             reason = f"SMS Club refused the request as invalid: {_validation_reasons(reply)}"
             return [Rejected(code="400", reason=reason) for _ in batch]
         if status == 401:
-            # PROVIDERS.md "smsclub" Errors: 401 auth. The account's fault, not the
+            # docs/providers.md "smsclub" Errors: 401 auth. The account's fault, not the
             # message's: nothing was sent, so another bridge may take it.
             return [self._token_refused(reply)] * len(batch)
         message = _error_message(reply)
         if status == 429:
-            # PROVIDERS.md "smsclub": more than 9 requests per second; back off and retry.
+            # docs/providers.md "smsclub": more than 9 requests per second; back off and retry.
             delay = retry_after_seconds(reply.headers)
             reason = f"SMS Club is rate limiting (over 9 requests a second): {message}"
             return [Throttled(code="429", reason=reason, delay_s=delay) for _ in batch]
@@ -308,7 +308,7 @@ class SmsClubDriver:
                 return [RetryLater(code="453", reason=reason) for _ in batch]
             return [self._duplicate_outcome(batch[0], message)]
         if status >= 500:
-            # PROVIDERS.md "smsclub" Retry: 5xx retry with backoff; no message was taken
+            # docs/providers.md "smsclub" Retry: 5xx retry with backoff; no message was taken
             # (and if one was, the resend meets the duplicate window: 453 on a retry).
             reason = f"SMS Club is unavailable (HTTP {status}): {message}"
             return [RetryLater(code=str(status), reason=reason) for _ in batch]
@@ -320,12 +320,12 @@ class SmsClubDriver:
 
     @staticmethod
     def _duplicate_outcome(message: OutboundMessage, provider_message: str) -> Outcome:
-        # PROVIDERS.md "smsclub" Retry: a 453 after a retry means the first attempt went
+        # docs/providers.md "smsclub" Retry: a 453 after a retry means the first attempt went
         # through (submitted, id unknown) — where an earlier attempt may have reached SMS
         # Club (`maybe_sent`). Otherwise no attempt of this message went out (a first
         # attempt, or a resend after a request SMS Club refused whole), so the 453 is a
         # genuine duplicate of another message the client sent within 2 minutes: final,
-        # never resent (PROVIDERS.md: never retry 453).
+        # never resent (docs/providers.md: never retry 453).
         if message.maybe_sent:
             return Submitted(provider_id=None)
         reason = f"SMS Club saw the same message within 2 minutes: {provider_message}"
@@ -347,7 +347,7 @@ class SmsClubDriver:
             if ids:
                 outcomes.append(Submitted(provider_id=ids.pop(0)))
             elif phone in failures:
-                # add_info names the phones SMS Club would not send to (PROVIDERS.md).
+                # add_info names the phones SMS Club would not send to (docs/providers.md).
                 outcomes.append(
                     Rejected(code="add_info", reason=f"SMS Club: {failures[phone]}", cause="number")
                 )
@@ -401,7 +401,7 @@ class SmsClubDriver:
         return receipts
 
     def parse_callback(self, request: InboundRequest) -> list[Receipt]:
-        """SMS Club has no push delivery reports (PROVIDERS.md "smsclub")."""
+        """SMS Club has no push delivery reports (docs/providers.md "smsclub")."""
         raise ValueError("smsclub sends no delivery callbacks")
 
     # ── Sender IDs and balance ────────────────────────────────────────────────
@@ -425,7 +425,7 @@ class SmsClubDriver:
         return HttpCall(method="POST", path=BALANCE_PATH, headers=self._headers)
 
     def parse_balance(self, reply: HttpReply) -> SmsClubBalance | AccountRefused:
-        """The balance (PROVIDERS.md gives the real shape: `info` is an object), or the
+        """The balance (docs/providers.md gives the real shape: `info` is an object), or the
         refusal of a wrong token (401); any other error raises UnparseableReply."""
         if reply.status == 401:
             return self._token_refused(reply)
@@ -445,7 +445,7 @@ class SmsClubDriver:
 
     @staticmethod
     def _token_refused(reply: HttpReply) -> AccountRefused:
-        """PROVIDERS.md "smsclub" Errors: 401 is auth, a wrong or revoked bearer token."""
+        """docs/providers.md "smsclub" Errors: 401 is auth, a wrong or revoked bearer token."""
         reason = f"SMS Club refused the token: {_error_message(reply)}"
         return AccountRefused(code="401", reason=reason, fault="credentials")
 

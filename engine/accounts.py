@@ -109,7 +109,7 @@ def demo_accounts(*, api_key: str | None) -> dict[str, AccountSettings]:
     return {
         DEMO_ACCOUNT: AccountSettings(
             api_key=api_key,
-            smpp=SmppLogin(password="demo"),  # noqa: S106 - the documented demo login (DESIGN.md)
+            smpp=SmppLogin(password="demo"),  # noqa: S106 - the documented demo login (docs/design.md)
             sendsms=sendsms,
         )
     }

@@ -161,7 +161,7 @@ class BridgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     # Status polling (engine.dlr.PollPolicy): a message is first asked about this long
     # after its submit, then after waits that double while it stays pending, up to
     # `poll_max_interval_s`. `poll_floor_s` is the least time between two polls of one
-    # message; unset, the provider's own (BSG: 60 s, PROVIDERS.md anti-abuse), and a
+    # message; unset, the provider's own (BSG: 60 s, docs/providers.md anti-abuse), and a
     # poll interval below it is raised to it.
     poll_interval_s: PositiveFloat = 30.0
     poll_max_interval_s: PositiveFloat = 600.0
@@ -266,7 +266,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 
 
 def default_settings() -> Settings:
-    """The embedded default: four bridges served by in-process simulators (DESIGN.md)."""
+    """The embedded default: four bridges served by in-process simulators (docs/design.md)."""
     demo: dict[str, dict[str, str]] = {
         "dsc": {
             "api_key": "demo",
@@ -285,7 +285,7 @@ def default_settings() -> Settings:
             driver=name,  # type: ignore[arg-type]
             credentials=demo[name],
             default_sender=senders[name],
-            # SMS Club allows 9 requests/s per account, status calls included (PROVIDERS.md):
+            # SMS Club allows 9 requests/s per account, status calls included (docs/providers.md):
             # at most 8 in any second, spread evenly, leaves room for jitter on the way.
             requests_per_s=8.0 if name == "smsclub" else 1000.0,
             requests_burst=1.0 if name == "smsclub" else 1000.0,

@@ -1,6 +1,6 @@
 """Check a bridge's credentials at start-up with the provider's cheapest authenticated call.
 
-Where a driver has one (BSG's and SMS Club's balance: PROVIDERS.md "bsg" Balance,
+Where a driver has one (BSG's and SMS Club's balance: docs/providers.md "bsg" Balance,
 "smsclub" Balance), `check_credentials` makes that call once and maps what came back
 into a `CredentialCheck`; dsc and Route Mobile have none, so theirs are "not checkable"
 and a wrong credential shows only on the first send. The parsing stays in the driver

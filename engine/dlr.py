@@ -7,7 +7,7 @@ driver allows, through the bridge's request limiter (the one its sends go throug
 provider counts both), by the provider's rules (`PollPolicy`): a message is first asked
 about one poll interval after it is submitted, then after waits that double while it
 stays pending, never closer together than the provider's floor (BSG counts more than
-about one poll a minute as abuse: PROVIDERS.md).
+about one poll a minute as abuse: docs/providers.md).
 
 A receipt is matched to its message by provider id (or reference). One that arrives
 before its submit is journaled (a fast provider can call back before septet has

@@ -1,6 +1,6 @@
 """The one HTTP client seam: perform a driver's `HttpCall` over a pooled keep-alive connection.
 
-This is the only engine module that drivers' calls go through (DESIGN.md, "One HTTP client
+This is the only engine module that drivers' calls go through (docs/design.md, "One HTTP client
 seam"). The transport underneath is septet's own HTTP/1.1 client (engine/http11.py), chosen
 by measurement: bench/http_clients.py runs httpx, httpx on aiohttp, aiohttp and it side by
 side, and it spends several times less CPU per request than aiohttp, the fastest library.

@@ -1,6 +1,6 @@
 """The durable journal: every accepted message and every state change, in SQLite (WAL).
 
-DESIGN.md "Nothing accepted is lost": a message is acknowledged only after the commit
+docs/design.md "Nothing accepted is lost": a message is acknowledged only after the commit
 that holds it. `open_journal` gives a `SqliteJournal`; the rest of the engine sees the
 `Journal` protocol, so a distributed store can replace SQLite later.
 
@@ -382,7 +382,7 @@ SQL_CREATE_AWAITING_INDEX_BEFORE_5: Final = (
     " WHERE state = 2 AND dlr = 1"
 )
 # Reports are matched by provider id, and only messages that asked for one get a report
-# (the batcher never mixes dlr=0 and dlr=1 messages in one request, and PROVIDERS.md:
+# (the batcher never mixes dlr=0 and dlr=1 messages in one request, and docs/providers.md:
 # Route Mobile reports only with dlr=1, DSC only to the dlrurl sent with dlr=1 batches,
 # BSG and SMS Club are polled for dlr=1 messages only). Indexing the others too would
 # cost an index entry per message for nothing: a stray report for one of them is kept

@@ -166,7 +166,7 @@ def _shorten(value: Any) -> Any:
 def describe_call(call: HttpCall) -> dict[str, Any]:
     """The fields of a `provider_request` debug event: everything the driver built, as
     mappings so key-based redaction applies (credentials travel in the query, headers or
-    body, depending on the provider: PROVIDERS.md)."""
+    body, depending on the provider: docs/providers.md)."""
     return {
         "method": call.method,
         "path": call.path,

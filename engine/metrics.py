@@ -1,6 +1,6 @@
 """Every Prometheus metric of septet, defined here and nowhere else, on one registry per daemon.
 
-Names follow `septet_<what>_<unit>` (DESIGN.md "Metrics"); counters are named without
+Names follow `septet_<what>_<unit>` (docs/design.md "Metrics"); counters are named without
 `_total`, which prometheus_client appends in the exposition. Labels are of bounded
 cardinality only: bridge, outcome, reason, state, encoding, currency, call, status class,
 result, source — never a number, an id or free text. Values that would break that rule (an

@@ -27,7 +27,7 @@ DlrMask = Annotated[int, msgspec.Meta(ge=1, le=31)]
 
 
 class Submission(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """One NDJSON input line (DESIGN.md "Input line"). Only `to` and `text` are required."""
+    """One NDJSON input line (docs/design.md "Input line"). Only `to` and `text` are required."""
 
     to: str | list[str]
     text: str

@@ -1,6 +1,6 @@
 """A provider account's balance and sender IDs, asked through the bridge's own HTTP client.
 
-The calls are the drivers' (PROVIDERS.md: BSG and SMS Club have a balance call, SMS Club
+The calls are the drivers' (docs/providers.md: BSG and SMS Club have a balance call, SMS Club
 a sender-ID list; dsc and Route Mobile neither). The balance reuses the credentials
 check (engine.credentials), which maps every answer into a `CredentialCheck`; sender
 IDs map into a `SendersAnswer` the same way. Nothing here raises for what the provider

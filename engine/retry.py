@@ -107,7 +107,7 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     # bridge, so throttled attempts are allowed this many times longer before failing
     # over to a bridge that may cost more or deliver worse.
     throttle_patience: int = 2
-    # SMS Club answers 453 to "the same message again within 2 minutes" (PROVIDERS.md,
+    # SMS Club answers 453 to "the same message again within 2 minutes" (docs/providers.md,
     # smsclub): a resend inside the window is safe, one after it could double-send.
     duplicate_window_s: float = 120.0
     # The window runs from when the provider received the first attempt, which we only
@@ -166,7 +166,7 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
         `idempotency` does not change the answer here: an `Unknown` outcome is the
         driver's verdict after weighing what its provider deduplicates (Route Mobile's
-        1715, PROVIDERS.md), and a resend the provider would deduplicate comes back as
+        1715, docs/providers.md), and a resend the provider would deduplicate comes back as
         `RetryLater`. It is taken so both entry points read the same.
         """
         match outcome:

@@ -5,7 +5,7 @@ to an ordered list of bridge names. The longest prefix that matches wins, so `"2
 routes Rwanda while `"25078"` could send one operator's numbers elsewhere. Numbers no
 prefix matches take the default route; with no default they cannot be sent.
 
-An input line's `route` names one bridge (DESIGN.md, "Input line"). It means exactly
+An input line's `route` names one bridge (docs/design.md, "Input line"). It means exactly
 that bridge and no other: a client that names a bridge does so for a reason we cannot
 see (a contract, a sender ID registered only there, a test of that bridge), so septet
 never quietly fails over to another one.

@@ -6,7 +6,7 @@ oldest key first. `put` waits while the queue is full: that wait is what pushes 
 ingress. `take_batch` hands a dispatcher up to the driver's recipient limit of one key,
 lingering a moment for more when the batch is small and the queue is otherwise idle.
 
-A batch never holds what its provider would refuse together (issue 17, PROVIDERS.md):
+A batch never holds what its provider would refuse together (issue 17, docs/providers.md):
 
 - one destination twice: BSG refuses the whole request (error 31), SMS Club too (453 for
   a repeated phone and text), and dsc and Route Mobile match their per-recipient replies

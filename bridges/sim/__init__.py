@@ -1,4 +1,4 @@
-"""Provider simulators: each one is the provider as PROVIDERS.md describes it, never the driver.
+"""Provider simulators: each one is the provider as docs/providers.md has it, never the driver.
 
 In-process use: `await task_group.start(serve_simulators, ["all"])` gives a
 `SimulatorHandle` (URL, per-provider config and counters); `septet simulate` serves them

@@ -1,4 +1,4 @@
-"""Simulator of bsg (BSG REST API v1), as PROVIDERS.md pins it down.
+"""Simulator of bsg (BSG REST API v1), as docs/providers.md pins it down.
 
 `PUT`/`POST /rest/sms/create` in its three shapes (phone, phones, individual), status by
 id, reference and task, and the balance. HTTP 200 always with the error in the body;
@@ -10,9 +10,9 @@ request; the counters keep what each accepted message got. Statuses change once 
 delivery delay has passed on the injected clock.
 
 Status by id, reference, task, or 1–100 ids at once (`POST /rest/sms/getStatus`, whose
-items say `external_id` for the reference: PROVIDERS.md "BSG mass status"). Every poll of
+items say `external_id` for the reference: docs/providers.md "BSG mass status"). Every poll of
 a message sooner than `bsg_poll_abuse_s` after the one before is counted in the counters'
-`poll_abuse` (PROVIDERS.md "bsg" Anti-abuse: more than about one poll a minute).
+`poll_abuse` (docs/providers.md "bsg" Anti-abuse: more than about one poll a minute).
 """
 
 from __future__ import annotations
@@ -35,12 +35,12 @@ from bridges.sim.core import (
 NAME = "bsg"
 CREATE_PATH = "/rest/sms/create"
 MASS_STATUS_PATH = "/rest/sms/getStatus"
-MAX_STATUS_IDS = 100  # PROVIDERS.md "BSG mass status": 1–100 ids per call
+MAX_STATUS_IDS = 100  # docs/providers.md "BSG mass status": 1–100 ids per call
 FIRST_MESSAGE_ID = 22125  # the seed's example id
 FIRST_TASK_ID = 21902
-MAX_PHONES = 50  # error 12 beyond (PROVIDERS.md)
-DEFAULT_VALIDITY_HOURS = 72  # PROVIDERS.md "bsg" Send: 1–72, default 72
-AUTH_ERRORS_TO_BLOCK = 5  # in 30 minutes (PROVIDERS.md, anti-abuse)
+MAX_PHONES = 50  # error 12 beyond (docs/providers.md)
+DEFAULT_VALIDITY_HOURS = 72  # docs/providers.md "bsg" Send: 1–72, default 72
+AUTH_ERRORS_TO_BLOCK = 5  # in 30 minutes (docs/providers.md, anti-abuse)
 AUTH_WINDOW_S = 1800.0
 DESCRIPTIONS = {
     1: "Invalid API key",
@@ -66,9 +66,9 @@ DESCRIPTIONS = {
     31: "Msisdn repeated in one request",
 }
 PER_PHONE_CODES = frozenset({21, 22, 23, 27, 31})
-_REFERENCE = re.compile(r"[A-Za-z0-9_-]{1,32}")  # the seed's samples use "_" (PROVIDERS.md)
+_REFERENCE = re.compile(r"[A-Za-z0-9_-]{1,32}")  # the seed's samples use "_" (docs/providers.md)
 _MSISDN = re.compile(r"\+?[1-9][0-9]{6,14}")
-# PROVIDERS.md "bsg" originator: alphanumeric ≤ 11 or numeric ≤ 15, else 25. Numeric is
+# docs/providers.md "bsg" originator: alphanumeric ≤ 11 or numeric ≤ 15, else 25. Numeric is
 # digits only: a `+447…` originator is refused (issue 17's strict provider mock).
 _NUMERIC_ORIGINATOR = re.compile(r"[0-9]{1,15}")
 _ALPHANUMERIC_ORIGINATOR = re.compile(r"[A-Za-z0-9 ._&-]{1,11}")
@@ -106,7 +106,7 @@ def text_fits(body: str) -> bool:
 
 
 def _as_int(value: object, low: int, high: int, code: int) -> int:
-    """Numbers come as numbers or digit strings (PROVIDERS.md); outside [low, high] -> code."""
+    """Numbers come as numbers or digit strings (docs/providers.md); outside [low, high] -> code."""
     if isinstance(value, bool):
         raise BsgError(code)
     if isinstance(value, int):
@@ -140,7 +140,7 @@ class StoredMessage(msgspec.Struct, frozen=True, gc=False):
     price: float
 
 
-# Generic outcome -> BSG status word (PROVIDERS.md, "Status values").
+# Generic outcome -> BSG status word (docs/providers.md, "Status values").
 _STATUS_WORDS = {
     "DELIVRD": "delivered",
     "UNDELIV": "undeliverable",
@@ -196,7 +196,7 @@ class BsgSimulator:
         return json_response(document, status)
 
     def _description(self, code: int) -> str:
-        # 2/3 mean "account blocked" / "not enough parameters" in either order (PROVIDERS.md,
+        # 2/3 mean "account blocked" / "not enough parameters" in either order (docs/providers.md,
         # *configurable*): the sentence follows the code's meaning, not its number.
         if code in (2, 3):
             blocked = code == self.state.config.bsg_blocked_code
@@ -228,7 +228,7 @@ class BsgSimulator:
             return self.error_reply(config.bsg_blocked_code)
         if request.headers.get("X-API-KEY") == config.bsg_api_key:
             return None
-        # 5 auth errors in 30 minutes block the client IP (PROVIDERS.md, anti-abuse).
+        # 5 auth errors in 30 minutes block the client IP (docs/providers.md, anti-abuse).
         recent = [t for t in self.auth_errors.get(remote, []) if now - t < AUTH_WINDOW_S]
         recent.append(now)
         self.auth_errors[remote] = recent
@@ -246,7 +246,7 @@ class BsgSimulator:
         if request.method not in ("PUT", "POST"):
             return self.error_reply(4)
         try:
-            # The server parses JSON whatever the Content-Type says (PROVIDERS.md).
+            # The server parses JSON whatever the Content-Type says (docs/providers.md).
             payload = _json_decoder.decode(body)
         except msgspec.DecodeError:
             return self.error_reply(24)
@@ -263,7 +263,7 @@ class BsgSimulator:
             raise BsgError(self._missing_parameters_code())
         validity = DEFAULT_VALIDITY_HOURS
         if "validity" in payload:
-            # 1–72 hours in the seed; newer documents take up to 87,840 (PROVIDERS.md).
+            # 1–72 hours in the seed; newer documents take up to 87,840 (docs/providers.md).
             validity = _as_int(payload["validity"], 1, self.state.config.bsg_max_validity_hours, 28)
         if "tariff" in payload:
             _as_int(payload["tariff"], 0, 9, 6)
@@ -377,7 +377,7 @@ class BsgSimulator:
         if msisdn is None or _MSISDN.fullmatch(msisdn) is None:
             return 21
         if reference in self.by_reference:
-            return 23  # unique per account: BSG's idempotency (PROVIDERS.md)
+            return 23  # unique per account: BSG's idempotency (docs/providers.md)
         forced = self.state.config.recipient_codes.get(msisdn.lstrip("+"))
         if forced is not None and forced.isdigit() and int(forced) in PER_PHONE_CODES:
             return int(forced)
@@ -432,7 +432,7 @@ class BsgSimulator:
         }
 
     def _count_poll(self, stored: StoredMessage) -> None:
-        """PROVIDERS.md "bsg" Anti-abuse: the same message asked about again too soon."""
+        """docs/providers.md "bsg" Anti-abuse: the same message asked about again too soon."""
         state = self.state
         now = state.clock()
         window = state.config.bsg_poll_abuse_s

@@ -1,6 +1,6 @@
 """What every provider simulator shares: runtime config, counters, seeded chance, DLR jobs.
 
-A simulator is the provider as PROVIDERS.md describes it. This module holds the parts
+A simulator is the provider as docs/providers.md describes it. This module holds the parts
 that are the same for all four: the `SimulatorConfig` a test or the CLI changes at
 runtime, the `ProviderCounters` a test reads to prove nothing was lost or sent twice,
 and the `ProviderState` (config + counters + clock + seeded `random.Random` + the heap
@@ -59,7 +59,7 @@ class SimulatorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     fields carry the provider's name as prefix and are ignored by the others.
     """
 
-    # ── latency and faults (PROVIDERS.md, "What every simulator offers") ──
+    # ── latency and faults (docs/providers.md, "What every simulator offers") ──
     latency_ms: float = 0.0
     jitter_ms: float = 0.0  # uniform extra delay in [0, jitter_ms]
     fail_rate: float = 0.0  # fraction of *send* requests hit by a fault
@@ -83,7 +83,7 @@ class SimulatorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # ── dsc ──
     dsc_api_key: str = "demo"
     dsc_username: str = "demo"
-    dsc_password: str = "demo"  # noqa: S105 (DESIGN.md's public demo credentials)
+    dsc_password: str = "demo"  # noqa: S105 (docs/design.md's public demo credentials)
     dsc_testing_mode: bool = False
     dsc_daily_limit: int = 15
     dsc_cost_per_message: int = 75
@@ -109,7 +109,7 @@ class SimulatorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     bsg_auth_block: bool = False  # 5 auth errors in 30 min block the client IP
     bsg_block_s: float = 1800.0
     bsg_max_validity_hours: int = 72  # error 28 above; newer documents take 87,840
-    # Polls of one message closer together than this count as abuse (PROVIDERS.md "bsg"
+    # Polls of one message closer together than this count as abuse (docs/providers.md "bsg"
     # Anti-abuse: "more than about once a minute"); 0 = not counted.
     bsg_poll_abuse_s: float = 60.0
     # ── smsclub ──

@@ -1,6 +1,6 @@
-"""Simulator of dsc (Digital Services Center BulkSMS API v2), as PROVIDERS.md pins it down.
+"""Simulator of dsc (Digital Services Center BulkSMS API v2), as docs/providers.md pins it down.
 
-One endpoint, `POST /api/v2/sms/send`, form-encoded (PROVIDERS.md: the seed's JSON example
+One endpoint, `POST /api/v2/sms/send`, form-encoded (docs/providers.md: the seed's JSON example
 is wrong; the provider parses form bodies only, so a JSON body has no fields and gets the
 400 "missing fields" sentence). Delivery reports go out as GET to the `dlrurl` given at
 send time once a message is final: the receiver's own URL, keeping the username/password
@@ -27,7 +27,7 @@ NAME = "dsc"
 SEND_PATH = "/api/v2/sms/send"
 FIRST_MESSAGE_ID = 118579716  # the seed's first example id; ids are digits
 REQUIRED_FIELDS = ("api_key", "username", "password", "recipients", "message")
-# Country code first, digits only, no "+" (PROVIDERS.md); a local 0781234567 fails.
+# Country code first, digits only, no "+" (docs/providers.md); a local 0781234567 fails.
 _RECIPIENT = re.compile(r"[1-9][0-9]{7,14}")
 _FORM = "application/x-www-form-urlencoded"
 _REPORT_PARAMETERS = ("dnis", "dlvrMsgId", "dlvrMsgStat")
@@ -99,7 +99,7 @@ class DscSimulator:
         recipients = [number for raw in fields["recipients"].split(",") if (number := raw.strip())]
         invalid = [number for number in recipients if _RECIPIENT.fullmatch(number) is None]
         if invalid or not recipients:
-            # The whole request is rejected when any number is bad (PROVIDERS.md).
+            # The whole request is rejected when any number is bad (docs/providers.md).
             counters.count_reject("400")
             return _error(f"Invalid phone numbers: {','.join(invalid)}", 400)
         if config.dsc_testing_mode:

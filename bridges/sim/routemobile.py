@@ -1,4 +1,4 @@
-"""Simulator of routemobile (Route Mobile "Bulk HTTP API" 1701 replies), per PROVIDERS.md.
+"""Simulator of routemobile (Route Mobile "Bulk HTTP API" 1701 replies), per docs/providers.md.
 
 `GET /bulksms/bulksms` (also POST form) sends; `/bulksms/schedulemsg` schedules, and the
 send path with `scheduledate`/`scheduletime` (the seed's samples) schedules too. Replies are
@@ -33,7 +33,7 @@ SCHEDULE_PATH = "/bulksms/schedulemsg"
 REQUIRED = ("username", "password", "type", "dlr", "destination", "source", "message")
 UNICODE_TYPES = frozenset({"2", "6"})
 VALID_TYPES = frozenset("01234567")
-# Request-level codes: the whole body is the bare code (PROVIDERS.md); a recipient mapped to
+# Request-level codes: the whole body is the bare code (docs/providers.md); a recipient mapped to
 # one of these in `recipient_codes` makes the request answer it.
 REQUEST_LEVEL_CODES = frozenset(
     {"1702", "1703", "1704", "1705", "1707", "1708", "1709", "1710", "1715"}
@@ -47,7 +47,7 @@ _DATE = re.compile(r"(\d{2})/(\d{2})/(\d{4})")  # MM/DD/YYYY
 _TIME = re.compile(r"(\d{1,2}):(\d{2}) ?([AaPp][Mm])")  # hh:mm am|pm, hh 00-12
 _GMT = re.compile(r"(?:GMT ?)?([+-])(\d{1,2}):(\d{2})")
 _FORM = "application/x-www-form-urlencoded"
-# Final sStatus values only reach the receiver in a report (PROVIDERS.md, DLR push).
+# Final sStatus values only reach the receiver in a report (docs/providers.md, DLR push).
 _ERROR_CODES = {"DELIVRD": "000", "UNDELIV": "001", "EXPIRED": "002", "REJECTD": "003"}
 _REPORT_PARAMETERS = ("sMobileNo", "sStatus", "sMessageId", "iErrCode")
 _REPORT_OK = frozenset({200, 202})
@@ -92,7 +92,7 @@ def _valid_schedule(date: str, clock_time: str, gmt: str) -> bool:
 def _valid_message(message: str, message_type: str) -> bool:
     if message_type not in UNICODE_TYPES:
         return True
-    # Unicode types carry UTF-16BE as hex, 4 digits per code unit (PROVIDERS.md).
+    # Unicode types carry UTF-16BE as hex, 4 digits per code unit (docs/providers.md).
     if _HEX.fullmatch(message) is None:
         return False
     try:
@@ -242,7 +242,7 @@ class RouteMobileSimulator:
                     entries.append(f"1041|{cell}")
                     continue
             if credit is not None and self.credit_used >= credit:
-                # Out of credit mid-batch: processing stops here (PROVIDERS.md).
+                # Out of credit mid-batch: processing stops here (docs/providers.md).
                 counters.count_reject(no_credit)
                 entries.append(f"{no_credit}|{cell}")
                 break
@@ -260,7 +260,7 @@ class RouteMobileSimulator:
                     "sMessageId": message_id,
                     "iErrCode": _ERROR_CODES.get(outcome, "999"),
                 }
-                # The receiver answers 200 or 202 (PROVIDERS.md).
+                # The receiver answers 200 or 202 (docs/providers.md).
                 state.schedule_callback("POST", reports.build(report), _REPORT_OK)
         return ",".join(entries)
 

@@ -104,7 +104,7 @@ def _abort(request: web.BaseRequest) -> web.Response:
 async def _faulty(
     simulator: ProviderSimulator, request: web.BaseRequest, handler: Handler, fault: str
 ) -> web.StreamResponse:
-    """Run `handler` under `fault` (PROVIDERS.md, "What every simulator offers")."""
+    """Run `handler` under `fault` (docs/providers.md, "What every simulator offers")."""
     state = simulator.state
     if fault == "5xx":
         return simulator.server_error()

@@ -1,4 +1,4 @@
-"""Simulator of smsclub (SMS Club JSON API, Ukraine), as PROVIDERS.md pins it down.
+"""Simulator of smsclub (SMS Club JSON API, Ukraine), as docs/providers.md pins it down.
 
 Every call is `POST /sms/<method>` with a Bearer token and a JSON body. Replies wrap their
 data in {"success_request": {"info": ..., "add_info": ...}}; 400 is a field validation
@@ -115,7 +115,7 @@ class SmsClubSimulator:
             while times and now - times[0] >= RATE_WINDOW_S:
                 times.popleft()
             if len(times) >= limit:
-                # More than 9 requests in a second (PROVIDERS.md).
+                # More than 9 requests in a second (docs/providers.md).
                 return self.too_many_requests()
             times.append(now)
         return None
@@ -181,7 +181,7 @@ class SmsClubSimulator:
                     break
                 del recent[oldest_key]
             if any((phone, message) in recent for phone in phones):
-                # The same message again within 2 minutes: nothing is sent (PROVIDERS.md).
+                # The same message again within 2 minutes: nothing is sent (docs/providers.md).
                 return self.error_reply(453)
         info: dict[str, str] = {}
         add_info: dict[str, str] = {}

@@ -1,4 +1,4 @@
-"""Golden request/reply tables for the bsg driver (seed 002, PROVIDERS.md "bsg")."""
+"""Golden request/reply tables for the bsg driver (seed 002, docs/providers.md "bsg")."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def test_driver_satisfies_the_contract() -> None:
     assert driver.capabilities == CAPABILITIES
     assert (CAPABILITIES.max_recipients, CAPABILITIES.distinct_texts) == (50, True)
     assert (CAPABILITIES.delivery, CAPABILITIES.idempotency) == ("poll", "reference")
-    # PROVIDERS.md "BSG mass status" (≤ 100 ids) and Anti-abuse (one poll a minute).
+    # docs/providers.md "BSG mass status" (≤ 100 ids) and Anti-abuse (one poll a minute).
     assert (CAPABILITIES.max_status_ids, CAPABILITIES.min_poll_interval_s) == (100, 60.0)
 
 
@@ -426,7 +426,7 @@ def test_every_documented_error_code(code: int, kind: type[Outcome], as_text: bo
 @pytest.mark.parametrize(
     ("blocked_code", "code", "expected"),
     [
-        # PROVIDERS.md "bsg" Error codes: 1 invalid API key, 8 not enough money, and 2/3
+        # docs/providers.md "bsg" Error codes: 1 invalid API key, 8 not enough money, and 2/3
         # account blocked / not enough parameters (configurable: option blocked_code).
         ("2", 1, AccountRefused("1", "BSG refused the API key", "credentials")),
         ("2", 8, AccountRefused("8", "the BSG account does not have enough money", "credit")),
@@ -840,7 +840,7 @@ def test_balance_request_and_reply() -> None:
 def test_balance_of_a_refused_account_is_the_refusal(
     body: object, expected: AccountRefused
 ) -> None:
-    # PROVIDERS.md "bsg": 1 invalid API key, 2 account blocked (blocked_code 2).
+    # docs/providers.md "bsg": 1 invalid API key, 2 account blocked (blocked_code 2).
     assert BsgDriver(SETTINGS).parse_balance(json_reply(body)) == expected
 
 

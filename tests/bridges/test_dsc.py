@@ -1,4 +1,4 @@
-"""Golden request/reply tables for the dsc driver (PROVIDERS.md "dsc", seed 000)."""
+"""Golden request/reply tables for the dsc driver (docs/providers.md "dsc", seed 000)."""
 
 from __future__ import annotations
 
@@ -357,7 +357,7 @@ def test_parse_send_error_statuses_of_one_message(
 def test_a_refusal_of_a_whole_request_of_many_is_a_retry_for_each(
     status: int, message_text: str
 ) -> None:
-    # PROVIDERS.md "dsc": one bad number rejects the whole request, and the testing-mode
+    # docs/providers.md "dsc": one bad number rejects the whole request, and the testing-mode
     # limit refuses a request that would pass it. Nothing was sent; alone, each message
     # gets its own answer (engine.scheduler sends every resend alone).
     outcomes = driver().parse_send(
@@ -387,7 +387,7 @@ def test_a_refusal_of_a_whole_request_of_many_is_a_retry_for_each(
 def test_credentials_refused_is_the_accounts_fault_for_every_message(
     reply: HttpReply, said: str
 ) -> None:
-    # PROVIDERS.md "dsc": 401 "Invalid API key or credentials" refuses the account, so
+    # docs/providers.md "dsc": 401 "Invalid API key or credentials" refuses the account, so
     # the engine fails the messages over instead of marking them REJECTD.
     refused = AccountRefused("401", f"dsc refused the account credentials: {said}", "credentials")
     assert driver().parse_send(TWO, reply) == [refused, refused]

@@ -1,4 +1,4 @@
-"""Each driver's Limits, as PROVIDERS.md and the seeds state them, and the simulators
+"""Each driver's Limits, as docs/providers.md and the seeds state them, and the simulators
 agreeing on their own: what a driver's limits admit, its simulator takes; what they
 refuse, the simulator refuses with the provider's code (BSG 25/26/28, Route Mobile 1707,
 SMS Club 400 on src_addr)."""

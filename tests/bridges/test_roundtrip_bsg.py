@@ -27,7 +27,7 @@ pytestmark = pytest.mark.anyio
 
 PHONES = ["+380501234567", "+380501234568", "+380501234569"]
 DLR_DELAY_S = 60.0  # on the simulator's fake clock
-# PROVIDERS.md "bsg" Status values, for the states the simulator reports.
+# docs/providers.md "bsg" Status values, for the states the simulator reports.
 FINAL_STATES = {
     "delivered": "DELIVRD",
     "undeliverable": "UNDELIV",
@@ -73,7 +73,7 @@ async def test_single_send_reads_every_reply_shape(wrapped: bool, string_fields:
     assert send_mode(driver, batch) == "phone"
     async with round_trip("bsg", config) as trip:
         outcomes = await trip.send(driver, batch)
-    # The seed's example id, price and currency (PROVIDERS.md "bsg").
+    # The seed's example id, price and currency (docs/providers.md "bsg").
     assert outcomes == [Submitted("22125", 0.02, "EUR")]
     assert trip.counters.accepted_by_reference == {"ref_1": 1}
 
@@ -115,7 +115,7 @@ async def test_wrong_api_key_refuses_the_account_for_every_message() -> None:
     async with round_trip("bsg") as trip:
         outcomes = await trip.send(driver, shared_text_batch())
         balance = driver.parse_balance(await trip.client.request(driver.build_balance()))
-    # PROVIDERS.md "bsg": error 1, invalid API key: the account's fault, not the messages'.
+    # docs/providers.md "bsg": error 1, invalid API key: the account's fault, not the messages'.
     refused = AccountRefused("1", "BSG refused the API key (BSG: Invalid API key)", "credentials")
     assert outcomes == [refused] * 3
     assert balance == refused
@@ -126,7 +126,7 @@ async def test_wrong_api_key_refuses_the_account_for_every_message() -> None:
 async def test_a_client_blocked_after_five_auth_errors_is_an_account_fault(
     blocked_code: Literal[2, 3],
 ) -> None:
-    # PROVIDERS.md "bsg" Anti-abuse: 5 auth errors in 30 min block the client IP; the
+    # docs/providers.md "bsg" Anti-abuse: 5 auth errors in 30 min block the client IP; the
     # answer is the account-blocked code, 2 or 3 (configurable on both sides).
     config = SimulatorConfig(seed=7, bsg_auth_block=True, bsg_blocked_code=blocked_code)
     settings = BridgeSettings(
@@ -155,7 +155,7 @@ async def test_money_running_out_rejects_the_request_and_the_balance_shows_it() 
         balance = driver.parse_balance(await trip.client.request(driver.build_balance()))
         accepted = trip.counters.accepted_total
     assert [type(outcome) for outcome in paid] == [Submitted, Submitted]
-    # PROVIDERS.md "bsg" error 8: not enough money; the account's fault, not the message's.
+    # docs/providers.md "bsg" error 8: not enough money; the account's fault, not the message's.
     assert broke == [
         AccountRefused(
             "8", "the BSG account does not have enough money (BSG: Not enough money)", "credit"
@@ -198,7 +198,7 @@ async def test_resend_after_a_lost_reply_is_recognised_by_reference(
         await trip.lose_reply(bsg_driver(), batch)
         outcomes = await trip.send(bsg_driver(), retried(batch))
         counters = trip.counters
-    # PROVIDERS.md "bsg": 23 on a resend means the first attempt was accepted.
+    # docs/providers.md "bsg": 23 on a resend means the first attempt was accepted.
     assert outcomes == [Submitted(None)] * len(batch)
     assert counters.accepted_by_reference == {message.reference: 1 for message in batch}
     assert counters.accepted_total == len(batch)
@@ -221,7 +221,7 @@ async def test_status_by_id_reaches_a_final_state_after_the_report_delay() -> No
         trip.clock.advance(DLR_DELAY_S)
         after = [await trip.poll(driver, [query]) for query in queries]
     for receipts, query in zip(before, queries, strict=True):
-        # PROVIDERS.md "bsg": "unknown" is what BSG shows before a report; not final.
+        # docs/providers.md "bsg": "unknown" is what BSG shows before a report; not final.
         assert [(r.provider_id, r.provider_status, r.final) for r in receipts] == [
             (query.provider_id, "unknown", False)
         ]
@@ -269,7 +269,7 @@ async def test_a_batch_resent_without_ids_is_found_message_by_message_by_referen
             for message in batch
         ]
         accepted = trip.counters.accepted_by_reference
-    # PROVIDERS.md "bsg": 23 per phone on the resend, each already accepted, id unknown.
+    # docs/providers.md "bsg": 23 per phone on the resend, each already accepted, id unknown.
     assert resent == [Submitted(None)] * 3
     found = [(r.provider_id, r.reference, r.state) for receipts in polled for r in receipts]
     # The simulator numbered the first attempt's messages from the seed's 22125.

@@ -50,7 +50,7 @@ async def test_single_send_is_submitted_with_the_providers_id_and_cost() -> None
     assert isinstance(submitted, Submitted)
     assert submitted.provider_id is not None
     assert submitted.provider_id.isdigit()
-    # PROVIDERS.md "dsc": 75 RWF per message.
+    # docs/providers.md "dsc": 75 RWF per message.
     assert (submitted.cost, submitted.currency) == (75, "RWF")
     assert trip.counters.accepted_by_recipient == {"250782589800": 1}
 
@@ -66,7 +66,7 @@ async def test_batch_gives_one_submitted_per_recipient_with_distinct_ids() -> No
 
 
 async def test_text_arrives_intact_through_the_form_body() -> None:
-    # The reply echoes each entry's `message` (PROVIDERS.md "dsc" Success), so the
+    # The reply echoes each entry's `message` (docs/providers.md "dsc" Success), so the
     # simulator's reading of the form body is visible: '+', '&', '=', '%' and non-ASCII.
     text = "5+5=10 & 50% off, café 👋"
     driver = dsc_driver()
@@ -93,7 +93,7 @@ async def test_wrong_credentials_refuse_the_account_for_every_message() -> None:
     batch = [outbound(n, number) for n, number in enumerate(RWANDA)]
     async with round_trip("dsc") as trip:
         outcomes = await trip.send(dsc_driver(password="wrong"), batch)
-    # PROVIDERS.md "dsc": 401 "Invalid API key or credentials": the account's fault.
+    # docs/providers.md "dsc": 401 "Invalid API key or credentials": the account's fault.
     refused = AccountRefused(
         "401", "dsc refused the account credentials: Invalid API key or credentials"
     )
@@ -119,7 +119,7 @@ async def test_testing_mode_daily_limit_refuses_the_batch_that_would_pass_it() -
         next_day = await trip.send(driver, [outbound(5, RWANDA[0])])
         accepted = trip.counters.accepted_total
     assert all(isinstance(outcome, Submitted) for outcome in first)
-    # PROVIDERS.md "dsc": 429 refuses the whole request: a retry for each of the two ...
+    # docs/providers.md "dsc": 429 refuses the whole request: a retry for each of the two ...
     assert [(type(o), getattr(o, "code", None)) for o in over] == [(RetryLater, "429")] * 2
     # ... and alone the first fits while the second is refused for good (never retried).
     assert [type(outcome) for outcome in alone] == [Submitted, Rejected]
@@ -146,7 +146,7 @@ async def test_garbage_reply_is_unparseable() -> None:
 
 
 async def test_reply_lost_after_sending_leaves_the_message_accepted_once() -> None:
-    # dsc has no idempotency key (PROVIDERS.md): after ReplyLost the engine must report
+    # dsc has no idempotency key (docs/providers.md): after ReplyLost the engine must report
     # the outcome as unknown, because the provider did take the message.
     config = SimulatorConfig(seed=7, fail_rate=1.0, faults={"timeout_after": 1.0}, hang_s=5.0)
     async with round_trip("dsc", config) as trip:
@@ -189,7 +189,7 @@ async def test_delivery_reports_come_back_by_get_callback_one_per_message() -> N
     for receipt in receiver.receipts:
         assert receipt.final
         assert receipt.recipient == recipient_by_id[receipt.provider_id]
-        # PROVIDERS.md "dsc" Mapping: D → DELIVRD, U → UNDELIV.
+        # docs/providers.md "dsc" Mapping: D → DELIVRD, U → UNDELIV.
         if receipt.provider_id in first_batch_ids:
             assert (receipt.provider_status, receipt.state) == ("D", "DELIVRD")
         else:

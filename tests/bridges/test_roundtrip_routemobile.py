@@ -66,7 +66,7 @@ def batch_of(count: int, *, flash: bool = False) -> list[OutboundMessage]:
 
 
 def assert_message_ids(outcomes: list[Submitted]) -> None:
-    """PROVIDERS.md "routemobile": message ids are UUIDs, one per destination."""
+    """docs/providers.md "routemobile": message ids are UUIDs, one per destination."""
     ids = [outcome.provider_id or "" for outcome in outcomes]
     assert len(set(ids)) == len(ids)
     for provider_id in ids:
@@ -102,7 +102,7 @@ async def test_gsm_batch_reads_either_id_separator(separator: Literal["|", ":"])
 )
 @pytest.mark.parametrize("flash", [False, True])
 async def test_unicode_hex_batch_is_accepted(text: str, flash: bool) -> None:
-    # The simulator answers 1705 unless `message` is UTF-16BE as hex (PROVIDERS.md).
+    # The simulator answers 1705 unless `message` is UTF-16BE as hex (docs/providers.md).
     batch = [outbound(n, CELLS[n], text, encoding="UCS-2", flash=flash) for n in range(2)]
     async with round_trip("routemobile", WITH_DUPLICATE_MEMORY) as trip:
         outcomes = await trip.send(routemobile_driver(), batch)
@@ -181,7 +181,7 @@ async def test_per_destination_failures_sit_next_to_submitted(
 async def test_wrong_password_refuses_the_account_for_all() -> None:
     async with round_trip("routemobile") as trip:
         outcomes = await trip.send(routemobile_driver(password="wrong"), batch_of(3))
-    # PROVIDERS.md "routemobile": a bare 1703 (bad username/password) for the request.
+    # docs/providers.md "routemobile": a bare 1703 (bad username/password) for the request.
     refused = AccountRefused("1703", "routemobile: the username or password was refused.")
     assert outcomes == [refused] * 3
     assert trip.counters.accepted_total == 0
@@ -201,7 +201,7 @@ async def test_a_refused_client_ip_blocks_the_account_for_all(
     async with round_trip("routemobile") as trip:
         trip.configure(**lists)
         outcomes = await trip.send(routemobile_driver(), batch_of(2))
-    # PROVIDERS.md "routemobile": 16 IP blacklisted, 18 IP not whitelisted.
+    # docs/providers.md "routemobile": 16 IP blacklisted, 18 IP not whitelisted.
     reason = f"routemobile: the client IP address is {sentence}."
     assert outcomes == [AccountRefused(code, reason, "blocked")] * 2
     assert trip.counters.accepted_total == 0
@@ -216,7 +216,7 @@ async def test_credit_running_out_mid_batch_submits_the_prefix_and_refuses_the_r
         outcomes = await trip.send(routemobile_driver(), batch_of(4))
         later = await trip.send(routemobile_driver(), [outbound(9, CELLS[0], "Again")])
     # The third got the no-credit entry; processing stopped, so the fourth got none. Both
-    # were never sent: the account's fault, not theirs (PROVIDERS.md "routemobile").
+    # were never sent: the account's fault, not theirs (docs/providers.md "routemobile").
     assert [type(outcome) for outcome in outcomes] == [
         Submitted,
         Submitted,
@@ -267,7 +267,7 @@ async def test_delivery_reports_come_back_by_post_callback_with_the_token() -> N
     async with receiving_callbacks() as receiver, round_trip("routemobile", config) as trip:
         driver = routemobile_driver(callback_url=receiver.endpoint("routemobile"))
         receiver.drivers["routemobile"] = driver
-        # Route Mobile pushes to the URL configured on the account (PROVIDERS.md).
+        # Route Mobile pushes to the URL configured on the account (docs/providers.md).
         trip.configure(routemobile_dlr_url=driver.callback_registration_url())
         batch = batch_of(4)
         outcomes = await trip.send(driver, batch)

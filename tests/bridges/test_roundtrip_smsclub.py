@@ -25,7 +25,7 @@ pytestmark = pytest.mark.anyio
 
 PHONES = [f"+38098936113{digit}" for digit in range(10)]
 DLR_DELAY_S = 30.0  # on the simulator's fake clock
-RATE_LIMIT = 9  # PROVIDERS.md "smsclub": more than 9 requests per second get 429
+RATE_LIMIT = 9  # docs/providers.md "smsclub": more than 9 requests per second get 429
 
 
 def smsclub_driver(token: str = "demo") -> SmsClubDriver:
@@ -72,7 +72,7 @@ async def test_wrong_token_refuses_the_account_for_every_message() -> None:
     async with round_trip("smsclub") as trip:
         outcomes = await trip.send(driver, batch_of(3))
         balance = driver.parse_balance(await trip.client.request(driver.build_balance()))
-    # PROVIDERS.md "smsclub": 401 auth: the account's fault, not the messages'.
+    # docs/providers.md "smsclub": 401 auth: the account's fault, not the messages'.
     refused = AccountRefused(
         "401", "SMS Club refused the token: Your request was made with invalid credentials."
     )
@@ -86,7 +86,7 @@ async def test_an_invalid_sender_is_a_validation_error_for_every_message() -> No
     async with round_trip("smsclub") as trip:
         outcomes = await trip.send(smsclub_driver(), batch)
     assert [outcome.code for outcome in outcomes if isinstance(outcome, Rejected)] == ["400"] * 2
-    # The 400's add_info names the field (PROVIDERS.md "smsclub" Errors).
+    # The 400's add_info names the field (docs/providers.md "smsclub" Errors).
     assert all(
         "src_addr" in outcome.reason for outcome in outcomes if isinstance(outcome, Rejected)
     )
@@ -148,7 +148,7 @@ async def test_retry_inside_the_duplicate_window_is_submitted_and_counted_once()
             for outcome in await trip.send(smsclub_driver(), [message])
         ]
         counters = trip.counters
-    # PROVIDERS.md "smsclub" Retry: a 453 after a retry means the first attempt went
+    # docs/providers.md "smsclub" Retry: a 453 after a retry means the first attempt went
     # through: submitted with no id, never a failure and never a second send.
     assert outcomes == [Submitted(None)] * 3
     assert counters.accepted_by_recipient == {phone[1:]: 1 for phone in PHONES[:3]}
@@ -240,7 +240,7 @@ async def test_status_poll_of_a_batch_reaches_final_states_after_the_report_dela
     }
     assert sorted(r.provider_id or "" for r in after) == sorted(i or "" for i in by_id)
     for receipt in after:
-        # PROVIDERS.md "smsclub" Status: the final labels map one to one.
+        # docs/providers.md "smsclub" Status: the final labels map one to one.
         assert receipt.final
         assert receipt.state == receipt.provider_status
         assert receipt.reference == by_id[receipt.provider_id]

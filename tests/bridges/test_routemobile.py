@@ -1,4 +1,4 @@
-"""Golden request/reply tables for the routemobile driver (PROVIDERS.md "routemobile", seed 001)."""
+"""Golden request/reply tables for the routemobile driver (docs/providers.md "routemobile")."""
 
 from __future__ import annotations
 
@@ -316,7 +316,7 @@ FailureType = Callable[[str, str], Outcome]
 
 
 def refused(fault: AccountFault) -> FailureType:
-    """The account's fault, not the message's (PROVIDERS.md "routemobile" Codes)."""
+    """The account's fault, not the message's (docs/providers.md "routemobile" Codes)."""
     return lambda code, reason: AccountRefused(code, reason, fault)
 
 

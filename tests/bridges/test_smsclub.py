@@ -1,4 +1,4 @@
-"""Golden request/reply tables for the smsclub driver (seed 003, PROVIDERS.md "smsclub")."""
+"""Golden request/reply tables for the smsclub driver (seed 003, docs/providers.md "smsclub")."""
 
 from __future__ import annotations
 
@@ -259,7 +259,7 @@ def test_validation_error_rejects_every_message_with_the_reasons() -> None:
     [
         pytest.param(
             json_reply(error_body(401, "Your request was made with invalid credentials."), 401),
-            # PROVIDERS.md "smsclub": 401 auth, the account's fault, not the messages'.
+            # docs/providers.md "smsclub": 401 auth, the account's fault, not the messages'.
             AccountRefused(
                 "401",
                 "SMS Club refused the token: Your request was made with invalid credentials.",
@@ -326,7 +326,7 @@ GENUINE_DUPLICATE = Rejected(
         # A first attempt: the client sent the same message twice within 2 minutes.
         (1, False, GENUINE_DUPLICATE),
         # A resend after an attempt that may have reached SMS Club (a lost reply): that
-        # attempt went through (PROVIDERS.md "smsclub" Retry).
+        # attempt went through (docs/providers.md "smsclub" Retry).
         (2, True, Submitted(provider_id=None)),
         (5, True, Submitted(provider_id=None)),
         # A resend after a request SMS Club refused whole: nothing of this message went
@@ -494,7 +494,7 @@ def test_balance_request_and_reply() -> None:
 
 
 def test_balance_with_a_refused_token_is_the_refusal() -> None:
-    # PROVIDERS.md "smsclub" Errors: 401 auth.
+    # docs/providers.md "smsclub" Errors: 401 auth.
     reply = json_reply(error_body(401, "Your request was made with invalid credentials."), 401)
     assert SmsClubDriver(SETTINGS).parse_balance(reply) == AccountRefused(
         "401",

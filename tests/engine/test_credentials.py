@@ -57,7 +57,7 @@ def test_the_balance_drivers_offer_the_check_statically() -> None:
     assert all(isinstance(checker, BalanceDriver) for checker in checkers)
 
 
-# ── BSG: GET /rest/common/balance (PROVIDERS.md "bsg" Balance) ─────────────────────
+# ── BSG: GET /rest/common/balance (docs/providers.md "bsg" Balance) ─────────────────────
 
 
 async def test_bsg_right_key_is_accepted_with_the_balance() -> None:
@@ -74,7 +74,7 @@ async def test_bsg_right_key_is_accepted_with_the_balance() -> None:
 async def test_bsg_wrong_key_is_refused_with_the_providers_reason() -> None:
     async with round_trip("bsg") as trip:
         check = await check_credentials("bsg", bsg("test_wrong"), trip.client)
-    # PROVIDERS.md "bsg": error 1, invalid API key.
+    # docs/providers.md "bsg": error 1, invalid API key.
     assert check == CredentialsRefused(
         bridge="bsg",
         code="1",
@@ -87,7 +87,7 @@ async def test_bsg_wrong_key_is_refused_with_the_providers_reason() -> None:
 
 
 async def test_bsg_blocked_client_is_refused_as_blocked() -> None:
-    # PROVIDERS.md "bsg" Anti-abuse: 5 auth errors in 30 minutes block the client IP.
+    # docs/providers.md "bsg" Anti-abuse: 5 auth errors in 30 minutes block the client IP.
     config = SimulatorConfig(seed=7, bsg_auth_block=True)
     async with round_trip("bsg", config) as trip:
         for _ in range(5):
@@ -101,7 +101,7 @@ async def test_bsg_blocked_client_is_refused_as_blocked() -> None:
     )
 
 
-# ── SMS Club: POST /sms/balance (PROVIDERS.md "smsclub" Balance) ───────────────────
+# ── SMS Club: POST /sms/balance (docs/providers.md "smsclub" Balance) ───────────────────
 
 
 async def test_smsclub_right_token_is_accepted_with_the_balance() -> None:
@@ -119,7 +119,7 @@ async def test_smsclub_right_token_is_accepted_with_the_balance() -> None:
 async def test_smsclub_wrong_token_is_refused() -> None:
     async with round_trip("smsclub") as trip:
         check = await check_credentials("smsclub", smsclub("wrong"), trip.client)
-    # PROVIDERS.md "smsclub" Errors: 401 auth.
+    # docs/providers.md "smsclub" Errors: 401 auth.
     reason = "SMS Club refused the token: Your request was made with invalid credentials."
     assert check == CredentialsRefused(
         bridge="smsclub", code="401", reason=reason, fault="credentials"

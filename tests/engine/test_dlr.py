@@ -410,7 +410,7 @@ class Asked:
 
 
 class FakeProvider:
-    """BSG's and SMS Club's status calls (PROVIDERS.md), answered from a table: a message
+    """BSG's and SMS Club's status calls (docs/providers.md), answered from a table: a message
     is pending until `final_at`, then delivered. Every request is noted with its vt."""
 
     def __init__(self, clock: VirtualTime, final_at: dict[str, float]) -> None:

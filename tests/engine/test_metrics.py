@@ -383,7 +383,7 @@ async def test_provider_faults_show_as_retries_by_reason(tmp_path: Path) -> None
         for item in dsc
         if item.name == "septet_retries_total" and item.value
     }
-    # A 5xx is "try again later" (PROVIDERS.md); nothing else went wrong.
+    # A 5xx is "try again later" (docs/providers.md); nothing else went wrong.
     assert set(retries) == {"retry_later"}
     (retry_outcomes,) = (
         item.value

@@ -40,7 +40,7 @@ PROVIDER_PREFIXES: dict[str, str] = {
 }
 BRIDGES: tuple[str, ...] = tuple(PROVIDER_PREFIXES)
 
-# Bridge credentials the simulators accept (DESIGN.md, "septet simulate").
+# Bridge credentials the simulators accept (docs/design.md, "septet simulate").
 CREDENTIALS: dict[str, str] = {
     "dsc": 'credentials = { api_key = "demo", username = "demo", password = "demo", '
     'callback_username = "cb", callback_password = "cbpass" }',

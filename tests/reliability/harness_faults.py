@@ -102,7 +102,7 @@ def _digits(text: str) -> str:
 
 def recipients_of(provider: str, query: Mapping[str, str], body: bytes) -> tuple[str, ...]:
     """The recipients a send request names, in each provider's own request shape
-    (PROVIDERS.md: dsc form `recipients`, routemobile `destination`, bsg `msisdn` or
+    (docs/providers.md: dsc form `recipients`, routemobile `destination`, bsg `msisdn` or
     `phones[].msisdn`, smsclub JSON `phone[]`)."""
     if provider == "dsc":
         form = dict(parse_qsl(body.decode("utf-8", "replace")))

@@ -64,7 +64,7 @@ SAMPLE_S: Final = 0.5
 THROTTLE_PAUSE_S: Final = 0.05
 DRAIN_WAIT_S: Final = 10.0
 DSC_CREDENTIALS: Final = {
-    # DESIGN.md: the simulators' public demo credentials.
+    # docs/design.md: the simulators' public demo credentials.
     "api_key": "demo",
     "username": "demo",
     "password": "demo",
@@ -315,7 +315,7 @@ async def _smpp_client(port: int, index: int, tally: Tally) -> None:
     """A transmitter keeping SMPP_WINDOW submit_sm unanswered; throttled ones pause."""
     stream = await anyio.connect_tcp(HOST, port)
     frames = PduReader()
-    # The embedded default's account (DESIGN.md), not a secret.
+    # The embedded default's account (docs/design.md), not a secret.
     await stream.send(
         encode_pdu(p.BindTransmitter(sequence_number=1, system_id="demo", password="demo"))
     )

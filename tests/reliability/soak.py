@@ -75,7 +75,7 @@ from tests.reliability.harness import (
 PHASES: tuple[str, ...] = ("ingress", "mid-batch", "mid-commit", "dlr")
 
 # A fault mix with "the provider took it but the reply was lost" on every provider, so
-# the outcome-unknown and dedupe paths run too (PROVIDERS.md "What every simulator
+# the outcome-unknown and dedupe paths run too (docs/providers.md "What every simulator
 # offers"); rates stay low so that give-ups after several faults in a row are rare.
 FAULTS: dict[str, dict[str, Any]] = {
     "dsc": {"fail_rate": 0.01, "faults": {"timeout_after": 1.0, "reset_before": 1.0}},

@@ -4,7 +4,7 @@ Each message goes to its own recipient with `"dlr": false`, so it is final once 
 submitted or failed, and the simulators' per-recipient counters say how often a
 provider took it. The send-request log (tests.reliability.harness_faults) says which
 request carried which recipient, when, and how it ended, so the resend rules of
-PROVIDERS.md can be checked request by request:
+docs/providers.md can be checked request by request:
 
 - dsc and routemobile have no idempotency: once a request may have reached them (the
   connection dropped or hung, or the reply was garbage), that recipient is never sent

@@ -194,7 +194,7 @@ SMPP_TIMERS = {
 
 
 def bind_pdu() -> bytes:
-    # The embedded default's demo account (DESIGN.md), not a secret.
+    # The embedded default's demo account (docs/design.md), not a secret.
     return encode_pdu(p.BindTransceiver(sequence_number=1, system_id="demo", password="demo"))
 
 

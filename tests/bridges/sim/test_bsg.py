@@ -1,4 +1,4 @@
-"""The bsg simulator against seed 002's three request samples and PROVIDERS.md's codes."""
+"""The bsg simulator against seed 002's three request samples and docs/providers.md's codes."""
 
 from __future__ import annotations
 
@@ -181,7 +181,7 @@ async def test_auth_method_and_payload_errors() -> None:
 async def test_a_wrong_or_missing_key_is_error_1_on_every_endpoint(
     path: str, headers: dict[str, str]
 ) -> None:
-    # PROVIDERS.md "bsg": HTTP 200 always, error 1 "invalid API key" in the body.
+    # docs/providers.md "bsg": HTTP 200 always, error 1 "invalid API key" in the body.
     async with (
         running(["bsg"]) as sim,
         aiohttp.ClientSession(sim.url) as http,
@@ -302,7 +302,7 @@ async def test_five_auth_errors_block_the_client(clock: FakeClock) -> None:
         for _ in range(5):
             async with http.post(CREATE, json=SEED_SINGLE) as response:
                 assert (await response.json())["error"] == "1"
-        # The block is "account blocked": 2, unless the codes are swapped (PROVIDERS.md).
+        # The block is "account blocked": 2, unless the codes are swapped (docs/providers.md).
         assert await create(http, SEED_SINGLE) == {
             "error": "2",
             "errorDescription": "Account blocked",

@@ -1,4 +1,4 @@
-"""The dsc simulator against seed 000's own examples and PROVIDERS.md's corrections."""
+"""The dsc simulator against seed 000's own examples and docs/providers.md's corrections."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ async def test_seed_form_post_gets_one_entry_per_recipient_in_order() -> None:
 
 
 async def test_seed_json_example_has_no_form_fields_so_it_is_a_400() -> None:
-    # PROVIDERS.md: the seed's JSON example (axios) is wrong; every request is form-encoded.
+    # docs/providers.md: the seed's JSON example (axios) is wrong; every request is form-encoded.
     async with (
         running(["dsc"]) as sim,
         aiohttp.ClientSession(sim.url) as http,
@@ -75,7 +75,7 @@ async def test_missing_message_names_the_field() -> None:
 
 @pytest.mark.parametrize("field", ["api_key", "username", "password"])
 async def test_bad_credentials_are_a_401_with_the_seed_sentence(field: str) -> None:
-    # PROVIDERS.md "dsc" Errors: bad credentials → HTTP 401 "Invalid API key or credentials".
+    # docs/providers.md "dsc" Errors: bad credentials → HTTP 401 "Invalid API key or credentials".
     form = {**SEED_FORM, field: "wrong"}
     async with (
         running(["dsc"]) as sim,

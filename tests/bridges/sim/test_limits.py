@@ -1,4 +1,4 @@
-"""The limits each simulated provider enforces on its own (PROVIDERS.md), at and just past
+"""The limits each simulated provider enforces on its own (docs/providers.md), at and just past
 each edge: BSG's originator (25) and validity (28), Route Mobile's source (1707) and its
 flash types, SMS Club's src_addr (400). The drivers' Limits are checked against these in
 tests/bridges/test_limits.py; nothing here imports a driver."""

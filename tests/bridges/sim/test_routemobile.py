@@ -1,4 +1,4 @@
-"""The routemobile simulator against seed 001's URLs and PROVIDERS.md's reply rules."""
+"""The routemobile simulator against seed 001's URLs and docs/providers.md's reply rules."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The smsclub simulator against seed 003's examples and PROVIDERS.md's limits."""
+"""The smsclub simulator against seed 003's examples and docs/providers.md's limits."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ async def test_auth_and_method_errors_use_the_framework_body() -> None:
 async def test_a_wrong_or_missing_token_is_401_on_every_endpoint(
     path: str, authorization: str | None
 ) -> None:
-    # PROVIDERS.md "smsclub" Errors: 401 auth, with the {"name","message","code","status"} body.
+    # docs/providers.md "smsclub" Errors: 401 auth, with a {"name","message","code","status"} body.
     headers = {} if authorization is None else {"Authorization": authorization}
     async with (
         running(["smsclub"]) as sim,
