@@ -91,13 +91,21 @@ class AccountSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     # `[accounts.NAME.webhooks]`; unset, the account uses `[webhooks]`'s default_url,
     # allowed_hosts and secret.
     webhooks: AccountWebhooks | None = None
+    # Keep the durable event feed of the account's messages (docs/events.md). Unset: kept
+    # when the account has an api_key, the only way to read it (the HTTP API).
+    feed: bool | None = None
+
+    @property
+    def keeps_feed(self) -> bool:
+        return self.api_key is not None if self.feed is None else self.feed
 
     def __repr__(self) -> str:  # never the API key or a password
         return (
             f"AccountSettings(api_key={'[redacted]' if self.api_key else None},"
             f" allowed_senders={self.allowed_senders!r}, messages_per_s={self.messages_per_s!r},"
             f" burst={self.burst!r}, daily_quota={self.daily_quota!r}, smpp={self.smpp!r},"
-            f" sendsms={self.sendsms!r}, webhooks={'set' if self.webhooks else None})"
+            f" sendsms={self.sendsms!r}, webhooks={'set' if self.webhooks else None},"
+            f" feed={self.feed!r})"
         )
 
 

@@ -115,6 +115,7 @@ async def run_daemon(
                 on_commit=metrics.journal_commit,
                 max_size_bytes=_max_size_bytes(settings.journal.max_size_mb),
                 cache_mb=settings.journal.cache_mb,
+                feed_accounts=[a.name for a in accounts if a.settings.keeps_feed],
             )
         )
         # What this start resumes, by state (the final ones are history, not backlog).

@@ -845,8 +845,11 @@ class SqliteJournal:
         max_size_bytes: int | None = None,
         cache_mb: int = 32,
         clock: Callable[[], float] = time.time,
+        feed_accounts: Collection[str] | None = None,
     ) -> None:
-        """`clock` stamps the feed's events (engine.feed: the retention sweep's times)."""
+        """`clock` stamps the feed's events (engine.feed: the retention sweep's times).
+        `feed_accounts`: the accounts whose events the feed keeps (None: every account's);
+        an event owed to a webhook or a Kannel dlr-url is kept whatever its account."""
         mode = synchronous.upper()
         if mode not in SYNCHRONOUS_MODES:
             raise JournalError(
@@ -858,6 +861,7 @@ class SqliteJournal:
         self.max_size_bytes = max_size_bytes
         self.cache_mb = cache_mb
         self._clock = clock
+        self._feed_accounts = None if feed_accounts is None else frozenset(feed_accounts)
         # Set on opening from the file's page size when there is a cap.
         self._max_pages: int | None = None
         self._page_size = 4096
@@ -1339,7 +1343,7 @@ class SqliteJournal:
                 )
             if appends:
                 self._next_event_id, owed = feed.append_events(
-                    connection, appends, first_event_id, self._clock()
+                    connection, appends, first_event_id, self._clock(), self._feed_accounts
                 )
                 self._deliveries_added += owed
             if days:
@@ -1428,7 +1432,7 @@ class SqliteJournal:
             changes = [change for change in changes if type(change) is not AppendEvents]
             self._record_changes(connection, changes)
             self._next_event_id, owed = feed.append_events(
-                connection, appends, self._next_event_id, self._clock()
+                connection, appends, self._next_event_id, self._clock(), self._feed_accounts
             )
             self._deliveries_added += owed
             return
@@ -1959,6 +1963,7 @@ async def open_journal(
     max_size_bytes: int | None = None,
     cache_mb: int = 32,
     clock: Callable[[], float] = time.time,
+    feed_accounts: Collection[str] | None = None,
 ) -> AsyncIterator[SqliteJournal]:
     """Open (or create) the journal at `path` for the duration of the block.
 
@@ -1975,6 +1980,7 @@ async def open_journal(
         max_size_bytes=max_size_bytes,
         cache_mb=cache_mb,
         clock=clock,
+        feed_accounts=feed_accounts,
     )
     await journal.start()
     try:

@@ -5,6 +5,7 @@ the quota across a restart, and the old [[smpp.accounts]] form."""
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,25 @@ async def test_a_refused_client_still_writing_reads_why_and_then_a_clean_end(
                 await stream.receive()  # a clean end, not ConnectionResetError
     (refused,) = [msgspec.json.decode(x) for x in received.splitlines()]
     assert refused["error"] == "the account or its API key is wrong"
+
+
+async def test_the_feed_keeps_the_events_of_accounts_that_can_read_it(tmp_path: Path) -> None:
+    """An account with an API key keeps a feed (the HTTP API reads it); one without, whose
+    clients hear back on their connections, stores none of its events."""
+    accounts = {**two_accounts(), "plain": AccountSettings()}
+    settings = with_accounts(tmp_path, accounts, account="plain")
+    async with (
+        running_daemon(settings) as daemon,
+        connected(daemon) as acme,
+        connected(daemon) as plain,
+    ):
+        await acme.send(auth("acme", ACME_KEY), line(id="a", dlr=True))
+        await plain.send(line(id="p", dlr=True))
+        for client in (acme, plain):
+            await client.wait_for(lambda seen: any(e["event"] == "dlr" for e in seen))
+    with sqlite3.connect(settings.journal.path) as connection:
+        stored = connection.execute("SELECT account, count(*) FROM events GROUP BY account")
+        assert dict(stored.fetchall()) == {"acme": len(acme.events)}
 
 
 async def test_the_listeners_account_or_an_auth_line_is_required(tmp_path: Path) -> None:

@@ -128,6 +128,32 @@ async def test_an_account_reads_only_its_own_events(tmp_path: Path) -> None:
         assert (await journal.feed("nobody", 0, 10)).events == []
 
 
+async def test_only_the_accounts_that_keep_a_feed_have_their_events_stored(
+    tmp_path: Path,
+) -> None:
+    """`feed_accounts` (the daemon's: accounts with an API key or `feed = true`): the others'
+    events take their ids but no row, unless a webhook is owed for them."""
+    async with open_journal(
+        tmp_path / "septet.db", clock=Clock(), feed_accounts=["acme"]
+    ) as journal:
+        quiet, hooked = await accept(
+            journal,
+            message("+250788100001"),
+            message("+250788100002", callback_url="https://hooks.example.com/e"),
+        )
+        await journal.record(final_with_report(quiet.msg_id, account="default"))
+        await journal.record(final_with_report(quiet.msg_id, account="acme"))
+        default = decoded((await journal.feed("default", 0, 10)).events)
+        acme = decoded((await journal.feed("acme", 0, 10)).events)
+        # Ids 1 and 3 were handed out and not stored: no reader, no webhook.
+        assert [(e["event_id"], e["event"], e["msg_id"]) for e in default] == [
+            (2, "accepted", hooked.msg_id)
+        ]
+        assert [(e["event_id"], e["event"]) for e in acme] == [(4, "dlr")]
+        history = await journal.history(quiet.msg_id)
+        assert [e["event"] for e in decoded(history or [])] == ["dlr"]
+
+
 async def test_history_lists_a_messages_events_in_order(tmp_path: Path) -> None:
     async with open_journal(tmp_path / "septet.db", clock=Clock()) as journal:
         one, two = await accept(journal, message("+250788100001"), message("+250788100002"))
