@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -673,6 +674,7 @@ def check_settings(settings: Settings) -> tuple[list[str], list[str]]:
         except ValueError as error:
             errors.append(f"routing: {error}")
     errors.extend(_listen_problems(settings))
+    errors.extend(_tls_problems(settings))
     errors.extend(account_problems(settings))
     for name, bridge in settings.bridges.items():
         errors.extend(_bridge_problems(name, bridge, settings))
@@ -681,6 +683,23 @@ def check_settings(settings: Settings) -> tuple[list[str], list[str]]:
     if not settings.simulators.enabled:
         warnings.extend(_production_warnings(settings))
     return list(dict.fromkeys(errors)), warnings
+
+
+def _tls_problems(settings: Settings) -> list[str]:
+    """`[api] cert`/`key` loaded as the listener will load them, so that a missing file, a
+    key that is not the certificate's or a passphrase-protected key stops the check, not
+    the start of a listener."""
+    cert, key = settings.api.cert, settings.api.key
+    if cert is None or key is None:
+        return []
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        # No passphrase prompt on a terminal: a protected key fails here like a wrong one.
+        context.load_cert_chain(cert, key, password=lambda: b"")
+    except (OSError, ssl.SSLError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        return [f"api.cert '{cert}' and api.key '{key}' cannot be used for TLS: {reason}"]
+    return []
 
 
 def takes_callbacks(settings: Settings) -> bool:

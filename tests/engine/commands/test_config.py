@@ -105,6 +105,23 @@ def test_every_problem_is_one_sentence_and_exit_2(tmp_path: Path) -> None:
     ]
 
 
+def test_api_tls_files_are_loaded_by_the_check(tmp_path: Path) -> None:
+    (tmp_path / "cert.pem").write_text("not a certificate")
+    base = f'[journal]\npath = "{tmp_path}/s.db"\n[api]\nlisten = "127.0.0.1:0"\n'
+    path = tmp_path / "septet.toml"
+    for cert, reason in [
+        (tmp_path / "missing.pem", "No such file or directory"),
+        (tmp_path / "cert.pem", "[SSL]"),
+    ]:
+        path.write_text(base + f'cert = "{cert}"\nkey = "{cert}"\n')
+        checked = septet("config", "check", str(path))
+        assert checked.returncode == 2
+        [line] = [x for x in checked.stderr.splitlines() if "api.cert" in x]
+        assert line.startswith(f"septet config check: api.cert '{cert}' and api.key '{cert}'")
+        assert reason in line
+        assert "Traceback" not in checked.stderr
+
+
 def test_unknown_keys_are_named_and_warnings_fail_the_check(tmp_path: Path) -> None:
     path = tmp_path / "septet.toml"
     path.write_text('[bridges.eu]\ndriver = "bsg"\nbase_ur = "https://x"\n[loging]\nlevel = 1\n')
