@@ -9,9 +9,12 @@ Served on the daemon's metrics listener, or on its HTTP listener without one:
     GET  /admin/journal/stats                     counts by state, file size, oldest
     POST /admin/journal/purge?older_than_s=       retention now
 
-Who may call it: with `[http] admin_token` set, a request carrying
-`Authorization: Bearer <token>` (from anywhere the listener is reachable); without it,
-only a peer on the loopback interface. A refusal is JSON `{"refusal": ..., "error": ...}`.
+Who may call it: a request carrying `Authorization: Bearer <token>`, the token being
+`[http] admin_token` when it is set, else one the daemon draws at each start and writes
+beside its journal (`<journal>.admin-token`, mode 0600), where the CLI of the same user
+reads it. Never "any loopback peer": behind a reverse proxy on the same host every request
+comes from loopback, and the callbacks' listener is the one providers reach through it.
+A refusal is JSON `{"refusal": ..., "error": ...}`.
 
 One writer per journal file: the daemon holds an exclusive lock on it (engine.journal_lock)
 while it runs. A CLI command that can take the lock runs on the file itself (no daemon);
@@ -21,10 +24,11 @@ one that cannot asks the daemon's admin API, so two processes never write one jo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import hmac
-import ipaddress
 import os
+import secrets
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -72,22 +76,49 @@ def _refused(status: int, refusal: str, error: str) -> web.Response:
     return _answer(status, RefusalBody(refusal, error))
 
 
-def peer_refusal(request: web.Request, token: str | None) -> web.Response | None:
+def peer_refusal(request: web.Request, token: str) -> web.Response | None:
     """None when the caller may use the admin API (module docstring), else the answer."""
-    if token is not None:
-        given = request.headers.get("Authorization", "").encode()
-        if hmac.compare_digest(given, f"Bearer {token}".encode()):
-            return None
-        return _refused(401, "unauthorized", "The admin API needs [http] admin_token as bearer.")
-    try:
-        loopback = ipaddress.ip_address(request.remote or "").is_loopback
-    except ValueError:
-        loopback = False
-    if loopback:
+    given = request.headers.get("Authorization", "").encode()
+    if hmac.compare_digest(given, f"Bearer {token}".encode()):
         return None
     return _refused(
-        403, "forbidden", "The admin API answers loopback only unless [http] admin_token is set."
+        401,
+        "unauthorized",
+        "The admin API needs its token as bearer: [http] admin_token, or the daemon's"
+        " <journal>.admin-token file.",
     )
+
+
+def token_path(journal_path: str | os.PathLike[str]) -> Path:
+    """Where a daemon without `[http] admin_token` leaves its admin token."""
+    return Path(f"{os.fspath(journal_path)}.admin-token")
+
+
+def write_run_token(journal_path: str | os.PathLike[str]) -> str:
+    """Draw this run's admin token and write it beside the journal, 0600 from the start
+    (a temporary file renamed over the last run's)."""
+    token = secrets.token_urlsafe(32)
+    path = token_path(journal_path)
+    fresh = path.with_name(path.name + ".new")
+    with contextlib.suppress(FileNotFoundError):
+        fresh.unlink()
+    descriptor = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(token + "\n")
+    fresh.replace(path)
+    return token
+
+
+def _read_run_token(journal_path: Path) -> str:
+    try:
+        return token_path(journal_path).read_text().strip()
+    except OSError as error:
+        raise RefusedError(
+            Refusal.JOURNAL,
+            f"A daemon holds the journal {journal_path}, but its admin token"
+            f" {token_path(journal_path)} cannot be read ({error.strerror}): run as the"
+            " daemon's user, or set [http] admin_token.",
+        ) from None
 
 
 def _int_query(request: web.Request, key: str, default: int | None) -> int | None:
@@ -97,7 +128,7 @@ def _int_query(request: web.Request, key: str, default: int | None) -> int | Non
     return parse_msg_id(text)
 
 
-def admin_routes(get_admin: Callable[[], Admin | None], token: str | None) -> list[web.RouteDef]:
+def admin_routes(get_admin: Callable[[], Admin | None], token: str) -> list[web.RouteDef]:
     """The routes (module docstring); `get_admin` is None until the daemon has started."""
 
     def handler(
@@ -222,8 +253,8 @@ async def _run_remote(
             f"A daemon holds the journal {path}, but its admin listener is not known from the"
             " config (no [http] listen or metrics_listen with a fixed port): pass --admin URL.",
         )
-    token = settings.http.admin_token
-    headers = () if token is None else (("Authorization", f"Bearer {token}"),)
+    token = settings.http.admin_token or _read_run_token(path)
+    headers = (("Authorization", f"Bearer {token}"),)
     try:
         async with BridgeClient(url, max_connections=1, timeout_s=ADMIN_TIMEOUT_S) as client:
             reply = await client.request(

@@ -29,7 +29,7 @@ from bridges.registry import build_driver
 from engine import lifecycle
 from engine.accounts import Accounts
 from engine.admin import Admin
-from engine.admin_api import admin_routes
+from engine.admin_api import admin_routes, write_run_token
 from engine.admission import takes_message
 from engine.circuit import CircuitBreaker
 from engine.config import (
@@ -201,7 +201,8 @@ async def run_daemon(
         # /metrics and the admin API on the callbacks' listener unless they have a
         # listener of their own. The admin API answers once the scheduler exists.
         admins: list[Admin] = []
-        admin = admin_routes(lambda: admins[0] if admins else None, settings.http.admin_token)
+        admin_token = settings.http.admin_token or write_run_token(journal_path)
+        admin = admin_routes(lambda: admins[0] if admins else None, admin_token)
         metrics_listen = settings.http.metrics_listen
         app = build_app(
             drivers,
