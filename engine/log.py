@@ -24,6 +24,7 @@ length and hash unless personal data is allowed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -135,10 +136,10 @@ def decode_body(body: bytes) -> Any:
     if not stripped:
         return ""
     if stripped[0] in "{[":
-        try:
+        # Not JSON after all (a provider's text reply that starts with a bracket): it is
+        # logged as text, below.
+        with contextlib.suppress(msgspec.DecodeError):
             return _shorten(msgspec.json.decode(body))
-        except msgspec.DecodeError:
-            pass
     elif "=" in stripped and not any(c.isspace() for c in stripped):
         try:
             pairs = parse_qsl(stripped, keep_blank_values=True, strict_parsing=True)

@@ -256,6 +256,7 @@ async def purge(
             totals[table] = totals.get(table, 0) + rows
 
     prune_pass = PrunePass(older_than_s)
-    while not await prune_once(journal, prune_pass, clock, count):
-        pass
+    finished = False
+    while not finished:  # bounded turns until one reaches the newest ended message
+        finished = await prune_once(journal, prune_pass, clock, count)
     return totals

@@ -298,6 +298,6 @@ async def test_a_version_6_journal_gets_the_feed(tmp_path: Path) -> None:
 
 async def test_a_closed_journal_says_so(tmp_path: Path) -> None:
     async with open_journal(tmp_path / "septet.db") as journal:
-        pass
+        assert (await journal.feed("default", 0, 10)).events == []  # open, and empty
     with pytest.raises(JournalError, match="is closed"):
         await journal.feed("default", 0, 10)

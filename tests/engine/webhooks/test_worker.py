@@ -38,6 +38,7 @@ class Counts:
     def __init__(self) -> None:
         self.outcomes: dict[str, int] = {}
         self.latencies: list[float] = []
+        self.owed: list[int] = []
         self.changed = anyio.Event()
 
     def webhook_deliveries(self, outcome: str, count: int = 1) -> None:
@@ -49,7 +50,7 @@ class Counts:
         self.latencies.append(seconds)
 
     def webhook_owed(self, count: int) -> None:
-        pass
+        self.owed.append(count)
 
     async def wait_for(self, outcome: str, count: int = 1) -> None:
         with anyio.fail_after(10):
