@@ -1,19 +1,8 @@
-"""The durable journal: every accepted message and every state change, in SQLite (WAL).
+"""The Journal on SQLite (WAL): one file, one writer thread, the queries on its partial indexes.
 
-docs/design.md "Nothing accepted is lost": a message is acknowledged only after the commit
-that holds it. `open_journal` gives a `SqliteJournal`; the rest of the engine sees the
-`Journal` protocol, so a distributed store can replace SQLite later.
-
-    async callers ──(work, future)──▶ SimpleQueue ──▶ writer thread (owns the connection)
-          ▲                                              │ drains the queue: ONE transaction,
-          └──── loop.call_soon_threadsafe(settle) ◀──────┘ ONE commit, then reads
-
-Group commit: the writer takes every operation queued at that moment, runs the writes
-in one transaction (each in a SAVEPOINT, so a caller's bad input fails only that
-caller), commits once and settles all their futures with one wake-up of the event
-loop. A storage failure (disk full, read-only, I/O error) fails every write of that
-group with `JournalError` and rolls it back; the next group tries again, so the
-journal recovers by itself when the cause clears.
+The engine sees the `Journal` protocol (engine.journal.interface); this backend keeps it
+in one SQLite file whose connection the group-commit writer (engine.journal.writer) owns.
+The schema and its migrations are in engine.journal.sqlite_schema.
 
 Size cap (`max_size_bytes`, config `journal.max_size_mb`): SQLite's max_page_count makes
 the cap hard. Before it is reached, `accept` refuses new messages with `JournalFullError`
@@ -29,26 +18,17 @@ Storage: columns for what is queried or changes (state, due_at, priority, bridge
 provider_id, client_ref, the poll schedule, final outcome), the rest of the Message as a
 msgpack blob written once at accept. Reading a message decodes the blob and lays the
 changing columns over it.
-
-This file is past the usual 600 lines on purpose: the schema, the writer thread and the
-queries share one connection's invariants (counters kept with each commit, state codes,
-partial indexes the queries name), and splitting them would spread one contract thin.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import queue
-import secrets
 import sqlite3
-import string
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Final, NamedTuple, Protocol, TypeVar
+from typing import Any, Final, TypeVar
 
 import anyio
 import msgspec
@@ -56,52 +36,51 @@ import sniffio
 
 from engine import feed, retention
 from engine.feed import AppendEvents, DeliveryOutcome, DueDelivery, FeedPage
-from engine.models import (
-    OUTCOME_CANCELLED,
-    OUTCOME_SENT,
-    STATE_OF_SMPP,
-    Accepted,
-    Message,
-    MessageState,
-    State,
-    utc_from_timestamp,
+from engine.journal.interface import (
+    ACCEPTED_S,
+    INFLIGHT_S,
+    PRIORITY_LANES,
+    SCHEDULED_S,
+    SENT_S,
+    STATE_NAMES,
+    SUBMITTED_S,
+    UNCONFIRMED_S,
+    Change,
+    Duplicate,
+    JournalError,
+    JournalFullError,
+    Listed,
+    MarkCharged,
+    MarkConfirmed,
+    MarkFinal,
+    MarkInflight,
+    MarkPolled,
+    MarkRetry,
+    MarkSubmitted,
+    MarkUnconfirmed,
+    PollDue,
+    SchedulePolls,
+    StoreEvents,
+    StoreOrphanReceipt,
+    accepted_append,
+    priority_lane,
+    status_of_outcome,
+    waiting_status,
 )
+from engine.journal.sqlite_schema import META_EVENT_ID, SQL_SAVE_COUNTERS, create_or_migrate
+from engine.journal.writer import GroupCommitWriter
+from engine.models import OUTCOME_SENT, Message
 from engine.private_files import create_private
 
 __all__ = [
-    "AppendEvents",
-    "Change",
-    "Duplicate",
-    "Journal",
-    "JournalError",
-    "JournalFullError",
-    "Listed",
-    "MarkCharged",
-    "MarkConfirmed",
-    "MarkFinal",
-    "MarkInflight",
-    "MarkPolled",
-    "MarkRetry",
-    "MarkSubmitted",
-    "MarkUnconfirmed",
-    "PollDue",
-    "SchedulePolls",
     "SqliteJournal",
-    "StoreEvents",
-    "StoreOrphanReceipt",
+    "SqliteTransactions",
+    "count_kept_events",
+    "count_states",
     "open_journal",
 ]
 
-
-# State codes in the `state` column; the index in this tuple is the code.
-STATE_NAMES: Final[tuple[MessageState, ...]] = ("accepted", "inflight", "submitted", "final")
-ACCEPTED, INFLIGHT, SUBMITTED, FINAL = 0, 1, 2, 3
-
-# models.Priority is 0..9; due() walks the lanes from the highest down.
-PRIORITY_LANES: Final = tuple(range(9, -1, -1))
-
 SYNCHRONOUS_MODES: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
-INSTANCE_ALPHABET: Final = string.ascii_lowercase + string.digits
 # SQLite's default limit on host parameters is 32766 (since 3.32); stay far below it.
 PARAMETERS_PER_QUERY: Final = 500
 # Room kept free under a size cap for each message not yet final: the columns and index
@@ -116,473 +95,9 @@ message_decoder: Final = msgspec.msgpack.Decoder(Message)
 
 T = TypeVar("T")
 
-
-class JournalError(Exception):
-    """The journal cannot be opened or written; the message is a sentence for a person."""
-
-
-class JournalFullError(JournalError):
-    """New messages are refused: the journal is at its configured size cap."""
-
-
-class Duplicate(msgspec.Struct):
-    """An input group whose client_ref is already journaled: these are its messages."""
-
-    client_ref: str
-    msg_ids: list[str]
-
-
-# ── State changes (a tagged union; `record` applies them in order) ──────────────
-
-
-class MarkInflight(msgspec.Struct, frozen=True, tag=True):
-    """A provider call is about to be made: after a crash, its outcome may be unknown."""
-
-    msg_ids: list[str]
-    bridge_index: int
-    attempt: int
-    at: float
-
-
-class MarkSubmitted(msgspec.Struct, frozen=True, tag=True):
-    """The provider took the message. `final`: and that is its end (no report asked for),
-    recorded as outcome SUBMITTED in the same row update. `report_by`: when it ends as
-    UNKNOWN if no final report has come (engine.lifecycle; kept in `due_at`)."""
-
-    msg_id: str
-    provider_id: str | None
-    cost: float | None
-    currency: str | None
-    at: float
-    final: bool = False
-    report_by: float = 0.0
-
-
-class MarkUnconfirmed(msgspec.Struct, frozen=True, tag=True):
-    """It may have reached the provider (outcome unknown): not final, its report is awaited
-    until `report_by`. `maybe_sent_at` is the earliest attempt that may have reached it."""
-
-    msg_id: str
-    at: float
-    maybe_sent_at: float
-    report_by: float
-    error: str
-
-
-class MarkConfirmed(msgspec.Struct, frozen=True, tag=True):
-    """A report showed the provider holds the message: learn its id where it was unknown."""
-
-    msg_id: str
-    provider_id: str | None
-    report_by: float
-
-
-class MarkCharged(msgspec.Struct, frozen=True, tag=True):
-    """The provider stated its charge for the message after the submit (Route Mobile, in its
-    report): kept where a charge stated at submit is (`submit_cost`, `submit_currency`).
-    Recorded before the report's MarkFinal, so like every change it never touches a
-    message that is final already."""
-
-    msg_id: str
-    cost: float
-    currency: str | None
-
-
-class MarkRetry(msgspec.Struct, frozen=True, tag=True):
-    """Back to accepted, due again at `due_at` (a backoff, or a failover to another bridge).
-    `maybe_sent_at`: when the earliest attempt on this bridge that may have reached the
-    provider was made (0: none may have)."""
-
-    msg_ids: list[str]
-    due_at: float
-    attempt: int
-    bridge_index: int
-    reason: str
-    maybe_sent_at: float = 0.0
-
-
-class MarkFinal(msgspec.Struct, frozen=True, tag=True):
-    """`outcome` is an SMPP state (DELIVRD, UNDELIV, EXPIRED, REJECTD, UNKNOWN...) or FAILED.
-    The first final state wins: a repeated report does not overwrite it."""
-
-    msg_id: str
-    outcome: str
-    code: str | None
-    error: str | None
-    at: float
-
-
-class MarkPolled(msgspec.Struct, frozen=True, tag=True):
-    """The provider was asked about these messages at `at` (counted in `polls`); the next
-    poll is not before `next_at` (engine.dlr's backoff)."""
-
-    msg_ids: list[str]
-    at: float
-    next_at: float
-
-
-class SchedulePolls(msgspec.Struct, frozen=True, tag=True):
-    """The first poll of these messages, newly awaiting their report, is not before `at`."""
-
-    msg_ids: list[str]
-    at: float
-
-
-class PollDue(NamedTuple):
-    """A message the poller may ask about: how often it was asked already, and when it
-    fell due (0.0: never scheduled, it has just begun to await its report)."""
-
-    message: Message
-    polls: int
-    next_poll_at: float
-
-
-class Listed(NamedTuple):
-    """A message of an account's listing (`messages_of`) and its lifecycle state's name
-    (engine.models.State: accepted, scheduled, ..., delivered, cancelled)."""
-
-    message: Message
-    status: str
-
-
-class StoreOrphanReceipt(msgspec.Struct, frozen=True, tag=True):
-    """A delivery report that arrived before its submit was journaled."""
-
-    bridge: str
-    provider_id: str
-    receipt: bytes
-    at: float
-
-
-class StoreEvents(msgspec.Struct, frozen=True, tag=True):
-    """NDJSON event lines for a client connection that has gone away (the outbox)."""
-
-    origin: str
-    events: list[bytes]
-
-
-Change = (
-    MarkInflight
-    | MarkSubmitted
-    | MarkUnconfirmed
-    | MarkConfirmed
-    | MarkCharged
-    | MarkRetry
-    | MarkFinal
-    | MarkPolled
-    | SchedulePolls
-    | StoreOrphanReceipt
-    | StoreEvents
-    | AppendEvents
-)
-
-
-class Journal(Protocol):
-    """What the engine needs from durable storage. Every method is safe to call concurrently."""
-
-    instance: str
-    commits: int
-
-    async def accept(self, groups: Sequence[Sequence[Message]]) -> list[list[Message] | Duplicate]:
-        """Assign msg_id/reference and make each group durable; a group is all-or-nothing."""
-        ...
-
-    async def claim(
-        self,
-        messages: Sequence[Message],
-        bridge_index: int,
-        at: float,
-        *,
-        record: Sequence[Change] = (),
-    ) -> list[Message]:
-        """accepted -> inflight, compare-and-set; returns the messages this call won.
-        `record`'s changes are committed first, in the same transaction."""
-        ...
-
-    async def record(self, changes: Sequence[Change]) -> None: ...
-
-    async def due(
-        self,
-        now: float,
-        limit: int,
-        *,
-        exclude: Collection[str] = (),
-        after: Message | None = None,
-        since: float | None = None,
-    ) -> list[Message]: ...
-
-    async def next_due_at(self, *, after: float | None = None) -> float | None: ...
-
-    async def inflight(self) -> list[Message]: ...
-
-    async def find_by_provider_id(
-        self, bridge: str, provider_ids: Sequence[str]
-    ) -> dict[str, Message]: ...
-
-    async def find_by_reference(self, references: Sequence[str]) -> dict[str, Message]: ...
-
-    async def take_orphan_receipts(
-        self, bridge: str, provider_ids: Sequence[str]
-    ) -> list[bytes]: ...
-
-    async def orphan_receipt_ids(self) -> list[tuple[str, str, float]]: ...
-
-    async def awaiting_poll(self, bridge: str, now: float, limit: int) -> list[PollDue]: ...
-
-    async def report_overdue(self, now: float, limit: int) -> list[Message]: ...
-
-    async def unconfirmed(self, bridge: str) -> list[Message]: ...
-
-    async def take_events(self, origin: str | None, limit: int) -> list[bytes]: ...
-
-    async def accepted_today(self, account: str, day: int) -> int: ...
-
-    async def pending_count(self) -> int: ...
-
-    async def counts(self) -> dict[str, int]: ...
-
-    async def kept_events_count(self) -> int: ...
-
-    async def get(self, msg_ids: Sequence[str]) -> dict[str, Message]: ...
-
-    async def integrity_check(self) -> str: ...
-
-    async def feed(self, account: str, after: int, limit: int) -> FeedPage: ...
-
-    async def history(self, msg_id: str) -> list[bytes] | None: ...
-
-    async def messages_of(
-        self,
-        account: str,
-        *,
-        client_ref: str | None = None,
-        status: str | None = None,
-        since: float | None = None,
-        before: str | None = None,
-        limit: int = 100,
-    ) -> list[Listed]: ...
-
-
-# ── Schema ─────────────────────────────────────────────────────────────────────
-
-SCHEMA_VERSION: Final = 9
-
 # The bridge in use, bridges[bridge_index], as SQL over a bound bridge index: stored in
 # the `bridge` column by every change that moves a message to another bridge.
 SQL_BRIDGE_AT: Final = "json_extract(bridges, '$[' || ? || ']')"
-
-# Submitted messages that asked for a report, by bridge, by when they may next be polled
-# (0: not yet scheduled, engine.dlr's poller schedules them first).
-SQL_CREATE_AWAITING_INDEX: Final = (
-    "CREATE INDEX messages_awaiting ON messages (bridge, next_poll_at) WHERE state = 2 AND dlr = 1"
-)
-# The awaiting index up to schema 4 (by last poll), which the 2 -> 3 migration builds.
-SQL_CREATE_AWAITING_INDEX_BEFORE_5: Final = (
-    "CREATE INDEX messages_awaiting ON messages (bridge, last_polled_at)"
-    " WHERE state = 2 AND dlr = 1"
-)
-# Reports are matched by provider id, and only messages that asked for one get a report
-# (the batcher never mixes dlr=0 and dlr=1 messages in one request, and docs/providers.md:
-# Route Mobile reports only with dlr=1, DSC only to the dlrurl sent with dlr=1 batches,
-# BSG and SMS Club are polled for dlr=1 messages only). Indexing the others too would
-# cost an index entry per message for nothing: a stray report for one of them is kept
-# as an orphan receipt and dropped later (engine.dlr).
-SQL_CREATE_PROVIDER_ID_INDEX: Final = (
-    "CREATE INDEX messages_provider_id ON messages (bridge, provider_id)"
-    " WHERE provider_id IS NOT NULL AND dlr = 1"
-)
-
-# Messages awaiting a report, by the time they end as UNKNOWN without one (`due_at` holds
-# that deadline while state = 2: engine.lifecycle.report_deadline).
-SQL_CREATE_REPORT_DUE_INDEX: Final = (
-    "CREATE INDEX messages_report_due ON messages (due_at) WHERE state = 2"
-)
-# Messages that may sit at a provider whose id for them was never learned: a report that
-# matches no provider id is matched to one of these by recipient (engine.dlr).
-SQL_CREATE_UNCONFIRMED_INDEX: Final = (
-    "CREATE INDEX messages_unconfirmed ON messages (bridge) WHERE state = 2 AND provider_id IS NULL"
-)
-# Client ids are unique per account: the duplicate check looks an id up in its account.
-SQL_CREATE_CLIENT_REF_INDEX: Final = (
-    "CREATE INDEX messages_client_ref ON messages (account, client_ref)"
-    " WHERE client_ref IS NOT NULL"
-)
-# An account's messages, newest first (the HTTP API's listing).
-SQL_CREATE_ACCOUNT_INDEX: Final = "CREATE INDEX messages_account ON messages (account, msg_id)"
-# Messages accepted per account and UTC day (days since 1970-01-01): the daily quota's
-# count, kept in the commit that accepts them so a restart does not reset it.
-SQL_CREATE_ACCOUNT_DAYS: Final = (
-    "CREATE TABLE account_days (account TEXT NOT NULL, day INTEGER NOT NULL,"
-    " messages INTEGER NOT NULL, PRIMARY KEY (account, day)) WITHOUT ROWID"
-)
-# Used by the 3 -> 4 migration: the report timeout given to messages already waiting.
-MIGRATION_REPORT_TIMEOUT_S: Final = 72 * 3600.0
-# Used by the 4 -> 5 migration: a message polled before the upgrade waits this long after
-# that poll for its next one, the strictest provider's floor (BSG: one poll a minute).
-MIGRATION_POLL_WAIT_S: Final = 60.0
-
-# The lifecycle's state names (engine.models.State) as the `status` column stores them. The
-# integer `state` is the phase the partial indexes are keyed on (0 waiting, 1 in flight,
-# 2 awaiting a report, 3 final); `status` is the name engine.lifecycle gave the message.
-ACCEPTED_S: Final = State.ACCEPTED.value
-SCHEDULED_S: Final = State.SCHEDULED.value
-INFLIGHT_S: Final = State.INFLIGHT.value
-SUBMITTED_S: Final = State.SUBMITTED.value
-UNCONFIRMED_S: Final = State.UNCONFIRMED.value
-SENT_S: Final = State.SENT.value
-# A final outcome (the `outcome` column: an SMPP state, or SUBMITTED / CANCELLED) -> name.
-STATUS_OF_OUTCOME: Final[dict[str, str]] = {
-    **{smpp: state.value for smpp, state in STATE_OF_SMPP.items()},
-    OUTCOME_SENT: State.SENT.value,
-    OUTCOME_CANCELLED: State.CANCELLED.value,
-}
-
-
-def _status_of_outcome(outcome: str) -> str:
-    return STATUS_OF_OUTCOME.get(outcome, State.UNKNOWN.value)
-
-
-def _waiting_status(attempt: int) -> str:
-    """A message back to waiting: scheduled for a retry, accepted on a new bridge."""
-    return SCHEDULED_S if attempt > 0 else ACCEPTED_S
-
-
-def _migration_status_sql() -> str:
-    """The 5 -> 6 migration's names for rows written before the column existed."""
-    finals = " ".join(
-        f"WHEN '{outcome}' THEN '{status}'" for outcome, status in STATUS_OF_OUTCOME.items()
-    )
-    return (
-        "UPDATE messages SET status = CASE state"  # noqa: S608 - constants only
-        f" WHEN 0 THEN CASE WHEN attempt > 0 THEN '{SCHEDULED_S}' ELSE '{ACCEPTED_S}' END"
-        f" WHEN 1 THEN '{INFLIGHT_S}'"
-        " WHEN 2 THEN CASE WHEN provider_id IS NULL AND maybe_sent > 0"
-        f" THEN '{UNCONFIRMED_S}' ELSE '{SUBMITTED_S}' END"
-        f" ELSE CASE outcome {finals} ELSE '{State.UNKNOWN.value}' END END"
-    )
-
-
-# Upgrades from each older schema version, run in order inside one transaction.
-MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
-    # 1 -> 2: remember that an earlier attempt on the current bridge may have reached the
-    # provider, so the message never fails over to a second provider (a double send).
-    1: ("ALTER TABLE messages ADD COLUMN maybe_sent INTEGER NOT NULL DEFAULT 0",),
-    # 2 -> 3: `bridge` was a VIRTUAL generated column: SQLite evaluated its json_extract
-    # on every UPDATE of a row (twice per message sent), and the provider-id index held
-    # messages that never get a report. `bridge` becomes a plain column, filled here for
-    # the rows that a query still reads it from (not final, or final with a report that
-    # may still arrive late); a final dlr=0 message's row keeps NULL.
-    2: (
-        "DROP INDEX messages_awaiting",
-        "DROP INDEX messages_provider_id",
-        "ALTER TABLE messages DROP COLUMN bridge",
-        "ALTER TABLE messages ADD COLUMN bridge TEXT",
-        "UPDATE messages SET bridge = json_extract(bridges, '$[' || bridge_index || ']')"
-        " WHERE state < 3 OR (dlr = 1 AND provider_id IS NOT NULL)",
-        SQL_CREATE_AWAITING_INDEX_BEFORE_5,
-        SQL_CREATE_PROVIDER_ID_INDEX,
-    ),
-    # 3 -> 4: nothing stays `submitted` forever. Messages awaiting a report get a deadline
-    # in `due_at` (from their submit); `maybe_sent` holds a time, not a flag (old 1s read
-    # as "long ago", so no duplicate window is assumed open).
-    3: (
-        "UPDATE messages SET due_at = coalesce(submitted_at, inflight_at, due_at)"  # noqa: S608
-        f" + {MIGRATION_REPORT_TIMEOUT_S} WHERE state = 2",
-        SQL_CREATE_REPORT_DUE_INDEX,
-        SQL_CREATE_UNCONFIRMED_INDEX,
-    ),
-    # 4 -> 5: polls back off per message (engine.dlr), so each message keeps how often it
-    # was polled and when it may be polled next; the awaiting index orders by the latter.
-    # A message polled before the upgrade counts that poll and waits MIGRATION_POLL_WAIT_S
-    # after it; one never polled is scheduled by the poller as a new one.
-    4: (
-        "ALTER TABLE messages ADD COLUMN polls INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE messages ADD COLUMN next_poll_at REAL NOT NULL DEFAULT 0",
-        "UPDATE messages SET polls = 1,"  # noqa: S608
-        f" next_poll_at = last_polled_at + {MIGRATION_POLL_WAIT_S} WHERE last_polled_at > 0",
-        "DROP INDEX messages_awaiting",
-        SQL_CREATE_AWAITING_INDEX,
-    ),
-    # 5 -> 6: each message's lifecycle state by name (engine.lifecycle), beside the phase.
-    5: (
-        "ALTER TABLE messages ADD COLUMN status TEXT",
-        _migration_status_sql(),
-    ),
-    # 6 -> 7: the durable event feed and the webhook deliveries owed (engine.feed); each
-    # message keeps the id of its first event, where reading its history starts. Messages
-    # from before have no events in the feed.
-    6: (
-        *feed.SCHEMA,
-        "ALTER TABLE messages ADD COLUMN first_event INTEGER",
-    ),
-    # 7 -> 8: messages belong to an account (engine.accounts); client ids are unique per
-    # account; each account's messages per UTC day are counted (its daily quota). Rows
-    # written before keep account '' (none), and their ids stay unique among themselves.
-    7: (
-        "ALTER TABLE messages ADD COLUMN account TEXT NOT NULL DEFAULT ''",
-        "DROP INDEX messages_client_ref",
-        SQL_CREATE_CLIENT_REF_INDEX,
-        SQL_CREATE_ACCOUNT_INDEX,
-        SQL_CREATE_ACCOUNT_DAYS,
-    ),
-    # 8 -> 9: a webhook delivery may be Kannel's dlr-url GET (engine.feed, kannel_dlr).
-    8: feed.SCHEMA_METHOD,
-}
-
-SCHEMA: Final = f"""
-CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
-CREATE TABLE messages (
-    msg_id INTEGER PRIMARY KEY,
-    state INTEGER NOT NULL,
-    due_at REAL NOT NULL,
-    priority INTEGER NOT NULL,
-    bridges TEXT NOT NULL,
-    bridge_index INTEGER NOT NULL,
-    bridge TEXT,
-    attempt INTEGER NOT NULL,
-    client_ref TEXT,
-    dlr INTEGER NOT NULL,
-    provider_id TEXT,
-    last_polled_at REAL NOT NULL DEFAULT 0,
-    polls INTEGER NOT NULL DEFAULT 0,
-    next_poll_at REAL NOT NULL DEFAULT 0,
-    inflight_at REAL,
-    submitted_at REAL,
-    submit_cost REAL,
-    submit_currency TEXT,
-    retry_reason TEXT,
-    maybe_sent REAL NOT NULL DEFAULT 0,
-    final_at REAL,
-    outcome TEXT,
-    code TEXT,
-    error TEXT,
-    body BLOB NOT NULL,
-    status TEXT,
-    first_event INTEGER,
-    account TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX messages_due ON messages (priority, due_at) WHERE state = 0;
-CREATE INDEX messages_inflight ON messages (bridge_index) WHERE state = 1;
-{SQL_CREATE_AWAITING_INDEX};
-{SQL_CREATE_PROVIDER_ID_INDEX};
-{SQL_CREATE_REPORT_DUE_INDEX};
-{SQL_CREATE_UNCONFIRMED_INDEX};
-{SQL_CREATE_CLIENT_REF_INDEX};
-{SQL_CREATE_ACCOUNT_INDEX};
-{SQL_CREATE_ACCOUNT_DAYS};
-CREATE TABLE orphan_receipts (
-    id INTEGER PRIMARY KEY,
-    bridge TEXT NOT NULL,
-    provider_id TEXT NOT NULL,
-    receipt BLOB NOT NULL,
-    at REAL NOT NULL
-);
-CREATE INDEX orphan_receipts_provider_id ON orphan_receipts (bridge, provider_id);
-CREATE TABLE outbox (id INTEGER PRIMARY KEY, origin TEXT NOT NULL, line BLOB NOT NULL);
-CREATE INDEX outbox_origin ON outbox (origin, id);
-{";".join(feed.SCHEMA)};
-{";".join(feed.SCHEMA_METHOD)};
-"""
 
 # Every query below interpolates only these constants and "?" placeholders, never data:
 # that is why the f-strings carry `noqa: S608`.
@@ -721,9 +236,6 @@ SQL_NEXT_DUE: Final = (
     "SELECT min(due_at) FROM messages INDEXED BY messages_due"
     " WHERE state = 0 AND priority = ? AND due_at > ?"
 )
-SQL_SAVE_COUNTERS: Final = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
-# The highest event id handed out, kept in meta by the retention sweep (engine.feed).
-META_EVENT_ID: Final = "last_event_id"
 
 
 def count_states(
@@ -777,60 +289,93 @@ def _message_from_row(row: tuple[Any, ...]) -> Message:
     return message
 
 
-def _accepted_append(message: Message) -> AppendEvents:
-    """The feed's `accepted` event of a message being journaled (its msg_id assigned)."""
-    return AppendEvents(
-        account=feed.account_of(message),
-        msg_id=message.msg_id,
-        callback_url=message.callback_url,
-        events=[
-            Accepted(
-                id=message.client_ref,
-                msg_id=message.msg_id,
-                ts=utc_from_timestamp(message.accepted_at),
-                to=message.to,
-                encoding=message.encoding,
-                segments=message.segments,
-                cost=message.cost,
-                currency=message.currency,
-                bridge=message.bridge,
+class SqliteTransactions:
+    """The group-commit writer's transaction statements on a sqlite3 connection (one
+    savepoint name: operations never nest). Shared by every store on SQLite."""
+
+    def begin(self, connection: sqlite3.Connection) -> None:
+        connection.execute("BEGIN")
+
+    def savepoint(self, connection: sqlite3.Connection) -> None:
+        connection.execute("SAVEPOINT operation")
+
+    def release_savepoint(self, connection: sqlite3.Connection) -> None:
+        connection.execute("RELEASE operation")
+
+    def roll_back_to_savepoint(self, connection: sqlite3.Connection) -> None:
+        connection.execute("ROLLBACK TO operation")
+
+    def commit(self, connection: sqlite3.Connection) -> None:
+        connection.execute("COMMIT")
+
+    def roll_back(self, connection: sqlite3.Connection) -> None:
+        if connection.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+
+    def is_storage_failure(self, error: BaseException) -> bool:
+        """Failures of the file or disk, not of one caller's data: they fail the whole group."""
+        return isinstance(error, sqlite3.OperationalError | sqlite3.InternalError) or (
+            type(error) is sqlite3.DatabaseError
+        )
+
+
+# The in-memory state kept with each commit: next msg_id, messages not final, all messages.
+Counters = tuple[int, int, int]
+
+
+class _JournalWriting(SqliteTransactions):
+    """The writer's side of a SqliteJournal (engine.journal.writer.WriterBackend): its
+    connection, its errors, and the counters and webhook deliveries of each commit."""
+
+    def __init__(self, journal: SqliteJournal) -> None:
+        self._journal = journal
+
+    def open_connection(self) -> sqlite3.Connection:
+        return self._journal._open_connection()
+
+    def close_connection(self, connection: sqlite3.Connection) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute("PRAGMA optimize")
+        with contextlib.suppress(sqlite3.Error):
+            connection.close()
+
+    def failure(self, error: BaseException) -> BaseException:
+        return self._journal._error(error) if isinstance(error, sqlite3.Error) else error
+
+    def roll_back(self, connection: sqlite3.Connection) -> None:
+        self._journal._deliveries_added = []
+        super().roll_back(connection)
+
+    def snapshot(self) -> Counters:
+        journal = self._journal
+        return (journal._next_msg_id, journal._pending, journal._total)
+
+    def restore(self, snapshot: Counters) -> None:
+        journal = self._journal
+        journal._next_msg_id, journal._pending, journal._total = snapshot
+
+    def before_commit(self, connection: sqlite3.Connection, snapshot: Counters) -> None:
+        journal = self._journal
+        if (journal._next_msg_id, journal._pending, journal._total) != snapshot:
+            connection.executemany(
+                SQL_SAVE_COUNTERS,
+                (
+                    ("next_msg_id", journal._next_msg_id),
+                    ("pending", journal._pending),
+                    ("total", journal._total),
+                ),
             )
-        ],
-    )
 
-
-def _lane(priority: int) -> int:
-    return 0 if priority < 0 else 9 if priority > 9 else priority
-
-
-def _is_storage_failure(error: BaseException) -> bool:
-    """Failures of the file or disk, not of one caller's data: they fail the whole group."""
-    return isinstance(error, sqlite3.OperationalError | sqlite3.InternalError) or (
-        type(error) is sqlite3.DatabaseError
-    )
-
-
-class _Operation(msgspec.Struct):
-    work: Callable[[sqlite3.Connection], Any]
-    write: bool
-    future: asyncio.Future[Any]
-
-
-class _Stop(msgspec.Struct):
-    """Queued by close(): the writer finishes what came before, closes, then settles it."""
-
-    future: asyncio.Future[None]
-
-
-def _settle(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    """Runs on the event loop: hands each caller its result (a cancelled caller is gone)."""
-    for future, value, error in settled:
-        if future.done():
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(value)
+    def after_commit(self, *, careful: bool) -> None:
+        journal = self._journal
+        if journal._deliveries_added:
+            # After a careful run some operations' deliveries were undone: hand none over,
+            # the worker reads what committed.
+            added = [] if careful else journal._deliveries_added
+            journal._deliveries_added = []
+            if journal.on_deliveries is not None:
+                journal._writer.call_on_loop(journal.on_deliveries, added)
 
 
 class SqliteJournal:
@@ -849,7 +394,8 @@ class SqliteJournal:
     ) -> None:
         """`clock` stamps the feed's events (engine.feed: the retention sweep's times).
         `feed_accounts`: the accounts whose events the feed keeps (None: every account's);
-        an event owed to a webhook or a Kannel dlr-url is kept whatever its account."""
+        an event owed to a webhook or a Kannel dlr-url is kept whatever its account.
+        `on_commit(seconds, operations)` is called on the writer thread after each commit."""
         mode = synchronous.upper()
         if mode not in SYNCHRONOUS_MODES:
             raise JournalError(
@@ -866,20 +412,13 @@ class SqliteJournal:
         self._max_pages: int | None = None
         self._page_size = 4096
         self.instance = ""
-        # Successful commits so far (tests and metrics); on_commit(seconds, operations) is
-        # called on the writer thread after each one.
-        self.commits = 0
-        self._on_commit = on_commit
-        self._queue: queue.SimpleQueue[list[_Operation] | _Stop] = queue.SimpleQueue()
-        # Operations submitted during the current event-loop iteration, handed to the
-        # writer thread together at its end: one cross-thread wake-up per iteration, not
-        # one per operation (each wake-up costs a futex and a GIL hand-over).
-        self._outgoing: list[_Operation] = []
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed = True
+        self._writer: GroupCommitWriter[sqlite3.Connection, Counters] = GroupCommitWriter(
+            _JournalWriting(self),
+            thread_name="septet-journal",
+            closed=lambda: JournalError(f"The journal {self.path} is closed."),
+            on_commit=on_commit,
+        )
         # Owned by the writer thread once it runs.
-        self._connection: sqlite3.Connection | None = None
         self._next_msg_id = 1
         # The next event id (engine.feed): handed out in commit order, never reused.
         self._next_event_id = 1
@@ -892,176 +431,22 @@ class SqliteJournal:
         self._total = 0
         self._bridges_json: dict[tuple[str, ...], str] = {}
 
+    @property
+    def commits(self) -> int:
+        """Successful commits so far (tests and metrics)."""
+        return self._writer.commits
+
     # ── life cycle ──────────────────────────────────────────────────────────────
 
     async def start(self) -> None:
         if sniffio.current_async_library() != "asyncio":
             raise JournalError("The SQLite journal runs on the asyncio backend (with uvloop).")
-        self._loop = asyncio.get_running_loop()
-        opened: asyncio.Future[None] = self._loop.create_future()
-        self._thread = threading.Thread(
-            target=self._serve_writer, args=(opened,), name="septet-journal", daemon=True
-        )
-        self._thread.start()
-        await opened
-        self._closed = False
+        await self._writer.start()
 
     async def close(self) -> None:
-        if self._closed or self._loop is None:
-            return
-        self._closed = True
-        closed: asyncio.Future[None] = self._loop.create_future()
-        self._hand_over()
-        self._queue.put(_Stop(closed))
-        await closed
+        await self._writer.close()
 
-    # ── the writer thread ───────────────────────────────────────────────────────
-
-    def _serve_writer(self, opened: asyncio.Future[None]) -> None:
-        try:
-            self._connection = self._open_connection()
-        except JournalError as error:
-            self._hand_back([(opened, None, error)])
-            return
-        self._hand_back([(opened, None, None)])
-        take = self._queue.get
-        take_waiting = self._queue.get_nowait
-        while True:
-            batch = [take()]
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    batch.append(take_waiting())
-            operations = [
-                operation for item in batch if isinstance(item, list) for operation in item
-            ]
-            settled = self._run_group(self._connection, operations)
-            stops = [item for item in batch if isinstance(item, _Stop)]
-            if stops:
-                self._close_connection(self._connection)
-                settled.extend((stop.future, None, None) for stop in stops)
-                self._hand_back(settled)
-                return
-            self._hand_back(settled)
-
-    def _hand_back(
-        self, settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
-    ) -> None:
-        if not settled or self._loop is None:
-            return
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
-            self._loop.call_soon_threadsafe(_settle, settled)
-
-    def _run_group(
-        self, connection: sqlite3.Connection, operations: list[_Operation]
-    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
-        settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        writes = [operation for operation in operations if operation.write]
-        if writes:
-            self._run_writes(connection, writes, settled)
-        for operation in operations:
-            if operation.write:
-                continue
-            try:
-                settled.append((operation.future, operation.work(connection), None))
-            except sqlite3.Error as error:
-                settled.append((operation.future, None, self._error(error)))
-            except Exception as error:
-                settled.append((operation.future, None, error))
-        return settled
-
-    def _run_writes(
-        self,
-        connection: sqlite3.Connection,
-        writes: list[_Operation],
-        settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
-    ) -> None:
-        """Commit every write operation of the group in one transaction.
-
-        Operations almost never fail on their own data, so the group first runs without a
-        savepoint per operation (two statements fewer each). When one does fail (a bad
-        message in an accept), the transaction is rolled back and the group runs again,
-        each operation in its own savepoint, so only the faulty one fails.
-        """
-        counters = (self._next_msg_id, self._pending, self._total)
-        started = time.perf_counter()
-        careful = False
-        try:
-            try:
-                results = self._write_group(connection, writes, careful=False)
-            except Exception as error:
-                self._roll_back(connection, counters)
-                if _is_storage_failure(error):
-                    raise
-                if len(writes) == 1:
-                    # The one operation failed on its own data and was undone: no commit.
-                    settled.append((writes[0].future, None, error))
-                    return
-                careful = True
-                results = self._write_group(connection, writes, careful=True)
-        except Exception as error:
-            self._roll_back(connection, counters)
-            failure = self._error(error) if isinstance(error, sqlite3.Error) else error
-            settled.extend((operation.future, None, failure) for operation in writes)
-            return
-        self.commits += 1
-        settled.extend(results)
-        if self._deliveries_added:
-            # After a careful run some operations' deliveries were undone: hand none over,
-            # the worker reads what committed.
-            added = [] if careful else self._deliveries_added
-            self._deliveries_added = []
-            if self.on_deliveries is not None and self._loop is not None:
-                with contextlib.suppress(RuntimeError):  # the loop has closed
-                    self._loop.call_soon_threadsafe(self.on_deliveries, added)
-        if self._on_commit is not None:
-            self._on_commit(time.perf_counter() - started, len(writes))
-
-    def _roll_back(self, connection: sqlite3.Connection, counters: tuple[int, int, int]) -> None:
-        self._deliveries_added = []
-        if connection.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                connection.execute("ROLLBACK")
-        self._next_msg_id, self._pending, self._total = counters
-
-    def _write_group(
-        self, connection: sqlite3.Connection, writes: list[_Operation], *, careful: bool
-    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
-        """One transaction over `writes`; with `careful`, an operation that fails on its
-        own data is undone alone (a savepoint each) and the rest still commit."""
-        counters = (self._next_msg_id, self._pending, self._total)
-        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        execute = connection.execute
-        execute("BEGIN")
-        for operation in writes:
-            if not careful:
-                results.append((operation.future, operation.work(connection), None))
-                continue
-            execute("SAVEPOINT operation")
-            before = (self._next_msg_id, self._pending, self._total)
-            try:
-                value = operation.work(connection)
-            except Exception as error:
-                if _is_storage_failure(error):
-                    raise
-                # The caller's own data was wrong: undo its part only.
-                execute("ROLLBACK TO operation")
-                execute("RELEASE operation")
-                self._next_msg_id, self._pending, self._total = before
-                results.append((operation.future, None, error))
-                continue
-            execute("RELEASE operation")
-            results.append((operation.future, value, None))
-        if (self._next_msg_id, self._pending, self._total) != counters:
-            connection.executemany(
-                SQL_SAVE_COUNTERS,
-                (
-                    ("next_msg_id", self._next_msg_id),
-                    ("pending", self._pending),
-                    ("total", self._total),
-                ),
-            )
-        execute("COMMIT")
-        return results
+    # ── on the writer thread ────────────────────────────────────────────────────
 
     def _error(self, error: sqlite3.Error) -> JournalError:
         reason = str(error).rstrip(".")
@@ -1168,39 +553,7 @@ class SqliteJournal:
             pages = max(1, self.max_size_bytes // self._page_size)
             # SQLite keeps the cap at no less than the file's current size.
             self._max_pages = int(execute(f"PRAGMA max_page_count = {pages}").fetchone()[0])
-        version = execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise JournalError(
-                f"Cannot open the journal {self.path}: it has schema version {version}, newer"
-                f" than this septet understands ({SCHEMA_VERSION})."
-            )
-        if version == 0:
-            instance = "".join(secrets.choice(INSTANCE_ALPHABET) for _ in range(6))
-            execute("BEGIN IMMEDIATE")
-            try:
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        execute(statement)
-                connection.executemany(
-                    SQL_SAVE_COUNTERS,
-                    (("instance", instance), ("next_msg_id", 1), ("pending", 0), ("total", 0)),
-                )
-                execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                execute("COMMIT")
-            except BaseException:
-                execute("ROLLBACK")
-                raise
-        elif version < SCHEMA_VERSION:
-            execute("BEGIN IMMEDIATE")
-            try:
-                for old in range(version, SCHEMA_VERSION):
-                    for statement in MIGRATIONS[old]:
-                        execute(statement)
-                execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                execute("COMMIT")
-            except BaseException:
-                execute("ROLLBACK")
-                raise
+        create_or_migrate(connection, self.path)
 
     def _load_state(self, connection: sqlite3.Connection) -> None:
         meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
@@ -1211,30 +564,11 @@ class SqliteJournal:
         self._total = int(meta["total"])
         self._next_event_id = feed.last_event_id(connection, int(meta.get(META_EVENT_ID, 0))) + 1
 
-    def _close_connection(self, connection: sqlite3.Connection) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            connection.execute("PRAGMA optimize")
-        with contextlib.suppress(sqlite3.Error):
-            connection.close()
-
     # ── submitting work ─────────────────────────────────────────────────────────
 
     async def _execute(self, work: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
         """Run `work(connection)` on the writer thread; writes share a group commit."""
-        if self._closed or self._loop is None:
-            raise JournalError(f"The journal {self.path} is closed.")
-        future: asyncio.Future[T] = self._loop.create_future()
-        outgoing = self._outgoing
-        outgoing.append(_Operation(work, write, future))
-        if len(outgoing) == 1:
-            self._loop.call_soon(self._hand_over)
-        return await future
-
-    def _hand_over(self) -> None:
-        """Pass this iteration's operations to the writer thread as one item."""
-        if self._outgoing:
-            operations, self._outgoing = self._outgoing, []
-            self._queue.put(operations)
+        return await self._writer.execute(work, write=write)
 
     # ── writes ──────────────────────────────────────────────────────────────────
 
@@ -1315,7 +649,7 @@ class SqliteJournal:
                     row = (
                         next_msg_id,
                         message.due_at,
-                        _lane(message.priority),
+                        priority_lane(message.priority),
                         route,
                         message.bridge_index,
                         message.bridges[message.bridge_index],
@@ -1326,7 +660,7 @@ class SqliteJournal:
                         account,
                         bytearray(encode(message)),
                     )
-                    appends.append(_accepted_append(message))
+                    appends.append(accepted_append(message))
                     group_rows.append(row if client_ref is None else (*row, client_ref))
                     ids.append(msg_id)
                     next_msg_id += 1
@@ -1477,7 +811,7 @@ class SqliteJournal:
                             change.bridge_index,
                             change.reason,
                             change.maybe_sent_at,
-                            _waiting_status(change.attempt),
+                            waiting_status(change.attempt),
                             msg_id,
                         )
                         for change in run
@@ -1488,7 +822,7 @@ class SqliteJournal:
                 cursor = executemany(
                     SQL_MARK_FINAL,
                     [
-                        (c.outcome, _status_of_outcome(c.outcome), c.code, c.error, c.at, c.msg_id)
+                        (c.outcome, status_of_outcome(c.outcome), c.code, c.error, c.at, c.msg_id)
                         for c in run
                     ],
                 )
@@ -1569,7 +903,7 @@ class SqliteJournal:
                     SQL_CANCEL,
                     (
                         final.outcome,
-                        _status_of_outcome(final.outcome),
+                        status_of_outcome(final.outcome),
                         final.code,
                         final.error,
                         final.at,
@@ -1779,7 +1113,7 @@ class SqliteJournal:
         since: float | None = None,
     ) -> list[Message]:
         found: list[Message] = []
-        after_lane = _lane(after.priority) if after is not None else 10
+        after_lane = priority_lane(after.priority) if after is not None else 10
         for lane in PRIORITY_LANES:
             if lane > after_lane:
                 continue

@@ -1,0 +1,370 @@
+"""The journal's contract: the Journal protocol, its changes and answers, what backends share.
+
+docs/design.md "Nothing accepted is lost": a message is acknowledged only after the commit
+that holds it. The engine sees only what is defined here; a backend (engine.journal.sqlite
+today) keeps it. The state changes are a tagged union that `Journal.record` applies in
+order; the names of the lifecycle states and a final outcome's name are the same for
+every backend, so they are defined once, here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Final, NamedTuple, Protocol
+
+import msgspec
+
+from engine import feed
+from engine.feed import AppendEvents, FeedPage
+from engine.models import (
+    OUTCOME_CANCELLED,
+    OUTCOME_SENT,
+    STATE_OF_SMPP,
+    Accepted,
+    Message,
+    MessageState,
+    State,
+    utc_from_timestamp,
+)
+
+__all__ = [
+    "ACCEPTED_S",
+    "INFLIGHT_S",
+    "PRIORITY_LANES",
+    "SCHEDULED_S",
+    "SENT_S",
+    "STATE_NAMES",
+    "STATUS_OF_OUTCOME",
+    "SUBMITTED_S",
+    "UNCONFIRMED_S",
+    "AppendEvents",
+    "Change",
+    "Duplicate",
+    "Journal",
+    "JournalError",
+    "JournalFullError",
+    "Listed",
+    "MarkCharged",
+    "MarkConfirmed",
+    "MarkFinal",
+    "MarkInflight",
+    "MarkPolled",
+    "MarkRetry",
+    "MarkSubmitted",
+    "MarkUnconfirmed",
+    "PollDue",
+    "SchedulePolls",
+    "StoreEvents",
+    "StoreOrphanReceipt",
+    "accepted_append",
+    "priority_lane",
+    "status_of_outcome",
+    "waiting_status",
+]
+
+
+# A message's phase, the coarse state the queries are keyed on; a backend stores the
+# index in this tuple (0 waiting, 1 in flight, 2 awaiting a report, 3 final).
+STATE_NAMES: Final[tuple[MessageState, ...]] = ("accepted", "inflight", "submitted", "final")
+ACCEPTED, INFLIGHT, SUBMITTED, FINAL = 0, 1, 2, 3
+
+# models.Priority is 0..9; `due` walks the lanes from the highest down.
+PRIORITY_LANES: Final = tuple(range(9, -1, -1))
+
+# The lifecycle's state names (engine.models.State) as a backend stores them beside the
+# phase: the name engine.lifecycle gave the message.
+ACCEPTED_S: Final = State.ACCEPTED.value
+SCHEDULED_S: Final = State.SCHEDULED.value
+INFLIGHT_S: Final = State.INFLIGHT.value
+SUBMITTED_S: Final = State.SUBMITTED.value
+UNCONFIRMED_S: Final = State.UNCONFIRMED.value
+SENT_S: Final = State.SENT.value
+# A final outcome (an SMPP state, or SUBMITTED / CANCELLED) -> its state's name.
+STATUS_OF_OUTCOME: Final[dict[str, str]] = {
+    **{smpp: state.value for smpp, state in STATE_OF_SMPP.items()},
+    OUTCOME_SENT: State.SENT.value,
+    OUTCOME_CANCELLED: State.CANCELLED.value,
+}
+
+
+def status_of_outcome(outcome: str) -> str:
+    """The state's name of a message that ended with `outcome` (unknown ones: UNKNOWN)."""
+    return STATUS_OF_OUTCOME.get(outcome, State.UNKNOWN.value)
+
+
+def waiting_status(attempt: int) -> str:
+    """A message back to waiting: scheduled for a retry, accepted on a new bridge."""
+    return SCHEDULED_S if attempt > 0 else ACCEPTED_S
+
+
+def priority_lane(priority: int) -> int:
+    """The lane (0..9) a message's priority queues it in."""
+    return 0 if priority < 0 else 9 if priority > 9 else priority
+
+
+def accepted_append(message: Message) -> AppendEvents:
+    """The feed's `accepted` event of a message being journaled (its msg_id assigned)."""
+    return AppendEvents(
+        account=feed.account_of(message),
+        msg_id=message.msg_id,
+        callback_url=message.callback_url,
+        events=[
+            Accepted(
+                id=message.client_ref,
+                msg_id=message.msg_id,
+                ts=utc_from_timestamp(message.accepted_at),
+                to=message.to,
+                encoding=message.encoding,
+                segments=message.segments,
+                cost=message.cost,
+                currency=message.currency,
+                bridge=message.bridge,
+            )
+        ],
+    )
+
+
+class JournalError(Exception):
+    """The journal cannot be opened or written; the message is a sentence for a person."""
+
+
+class JournalFullError(JournalError):
+    """New messages are refused: the journal is at its configured size cap."""
+
+
+class Duplicate(msgspec.Struct):
+    """An input group whose client_ref is already journaled: these are its messages."""
+
+    client_ref: str
+    msg_ids: list[str]
+
+
+# ── State changes (a tagged union; `record` applies them in order) ──────────────
+
+
+class MarkInflight(msgspec.Struct, frozen=True, tag=True):
+    """A provider call is about to be made: after a crash, its outcome may be unknown."""
+
+    msg_ids: list[str]
+    bridge_index: int
+    attempt: int
+    at: float
+
+
+class MarkSubmitted(msgspec.Struct, frozen=True, tag=True):
+    """The provider took the message. `final`: and that is its end (no report asked for),
+    recorded as outcome SUBMITTED in the same row update. `report_by`: when it ends as
+    UNKNOWN if no final report has come (engine.lifecycle; kept in `due_at`)."""
+
+    msg_id: str
+    provider_id: str | None
+    cost: float | None
+    currency: str | None
+    at: float
+    final: bool = False
+    report_by: float = 0.0
+
+
+class MarkUnconfirmed(msgspec.Struct, frozen=True, tag=True):
+    """It may have reached the provider (outcome unknown): not final, its report is awaited
+    until `report_by`. `maybe_sent_at` is the earliest attempt that may have reached it."""
+
+    msg_id: str
+    at: float
+    maybe_sent_at: float
+    report_by: float
+    error: str
+
+
+class MarkConfirmed(msgspec.Struct, frozen=True, tag=True):
+    """A report showed the provider holds the message: learn its id where it was unknown."""
+
+    msg_id: str
+    provider_id: str | None
+    report_by: float
+
+
+class MarkCharged(msgspec.Struct, frozen=True, tag=True):
+    """The provider stated its charge for the message after the submit (Route Mobile, in its
+    report): kept where a charge stated at submit is (`submit_cost`, `submit_currency`).
+    Recorded before the report's MarkFinal, so like every change it never touches a
+    message that is final already."""
+
+    msg_id: str
+    cost: float
+    currency: str | None
+
+
+class MarkRetry(msgspec.Struct, frozen=True, tag=True):
+    """Back to accepted, due again at `due_at` (a backoff, or a failover to another bridge).
+    `maybe_sent_at`: when the earliest attempt on this bridge that may have reached the
+    provider was made (0: none may have)."""
+
+    msg_ids: list[str]
+    due_at: float
+    attempt: int
+    bridge_index: int
+    reason: str
+    maybe_sent_at: float = 0.0
+
+
+class MarkFinal(msgspec.Struct, frozen=True, tag=True):
+    """`outcome` is an SMPP state (DELIVRD, UNDELIV, EXPIRED, REJECTD, UNKNOWN...) or FAILED.
+    The first final state wins: a repeated report does not overwrite it."""
+
+    msg_id: str
+    outcome: str
+    code: str | None
+    error: str | None
+    at: float
+
+
+class MarkPolled(msgspec.Struct, frozen=True, tag=True):
+    """The provider was asked about these messages at `at` (counted in `polls`); the next
+    poll is not before `next_at` (engine.dlr's backoff)."""
+
+    msg_ids: list[str]
+    at: float
+    next_at: float
+
+
+class SchedulePolls(msgspec.Struct, frozen=True, tag=True):
+    """The first poll of these messages, newly awaiting their report, is not before `at`."""
+
+    msg_ids: list[str]
+    at: float
+
+
+class PollDue(NamedTuple):
+    """A message the poller may ask about: how often it was asked already, and when it
+    fell due (0.0: never scheduled, it has just begun to await its report)."""
+
+    message: Message
+    polls: int
+    next_poll_at: float
+
+
+class Listed(NamedTuple):
+    """A message of an account's listing (`messages_of`) and its lifecycle state's name
+    (engine.models.State: accepted, scheduled, ..., delivered, cancelled)."""
+
+    message: Message
+    status: str
+
+
+class StoreOrphanReceipt(msgspec.Struct, frozen=True, tag=True):
+    """A delivery report that arrived before its submit was journaled."""
+
+    bridge: str
+    provider_id: str
+    receipt: bytes
+    at: float
+
+
+class StoreEvents(msgspec.Struct, frozen=True, tag=True):
+    """NDJSON event lines for a client connection that has gone away (the outbox)."""
+
+    origin: str
+    events: list[bytes]
+
+
+Change = (
+    MarkInflight
+    | MarkSubmitted
+    | MarkUnconfirmed
+    | MarkConfirmed
+    | MarkCharged
+    | MarkRetry
+    | MarkFinal
+    | MarkPolled
+    | SchedulePolls
+    | StoreOrphanReceipt
+    | StoreEvents
+    | AppendEvents
+)
+
+
+class Journal(Protocol):
+    """What the engine needs from durable storage. Every method is safe to call concurrently."""
+
+    instance: str
+    commits: int
+
+    async def accept(self, groups: Sequence[Sequence[Message]]) -> list[list[Message] | Duplicate]:
+        """Assign msg_id/reference and make each group durable; a group is all-or-nothing."""
+        ...
+
+    async def claim(
+        self,
+        messages: Sequence[Message],
+        bridge_index: int,
+        at: float,
+        *,
+        record: Sequence[Change] = (),
+    ) -> list[Message]:
+        """accepted -> inflight, compare-and-set; returns the messages this call won.
+        `record`'s changes are committed first, in the same transaction."""
+        ...
+
+    async def record(self, changes: Sequence[Change]) -> None: ...
+
+    async def due(
+        self,
+        now: float,
+        limit: int,
+        *,
+        exclude: Collection[str] = (),
+        after: Message | None = None,
+        since: float | None = None,
+    ) -> list[Message]: ...
+
+    async def next_due_at(self, *, after: float | None = None) -> float | None: ...
+
+    async def inflight(self) -> list[Message]: ...
+
+    async def find_by_provider_id(
+        self, bridge: str, provider_ids: Sequence[str]
+    ) -> dict[str, Message]: ...
+
+    async def find_by_reference(self, references: Sequence[str]) -> dict[str, Message]: ...
+
+    async def take_orphan_receipts(
+        self, bridge: str, provider_ids: Sequence[str]
+    ) -> list[bytes]: ...
+
+    async def orphan_receipt_ids(self) -> list[tuple[str, str, float]]: ...
+
+    async def awaiting_poll(self, bridge: str, now: float, limit: int) -> list[PollDue]: ...
+
+    async def report_overdue(self, now: float, limit: int) -> list[Message]: ...
+
+    async def unconfirmed(self, bridge: str) -> list[Message]: ...
+
+    async def take_events(self, origin: str | None, limit: int) -> list[bytes]: ...
+
+    async def accepted_today(self, account: str, day: int) -> int: ...
+
+    async def pending_count(self) -> int: ...
+
+    async def counts(self) -> dict[str, int]: ...
+
+    async def kept_events_count(self) -> int: ...
+
+    async def get(self, msg_ids: Sequence[str]) -> dict[str, Message]: ...
+
+    async def integrity_check(self) -> str: ...
+
+    async def feed(self, account: str, after: int, limit: int) -> FeedPage: ...
+
+    async def history(self, msg_id: str) -> list[bytes] | None: ...
+
+    async def messages_of(
+        self,
+        account: str,
+        *,
+        client_ref: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        before: str | None = None,
+        limit: int = 100,
+    ) -> list[Listed]: ...
