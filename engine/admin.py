@@ -1,4 +1,5 @@
-"""The operator's commands on a journal (list, show, retry, cancel, stats, purge): API and CLI.
+"""The operator's commands on a journal (list, show, retry, cancel, stats, purge, cluster
+status): API and CLI.
 
 `Admin` runs each command on a journal's writer (`SqliteJournal`) and a read-only reader
 (`JournalReader`): inside the daemon through its admin API (engine.admin_api), or, when no
@@ -28,6 +29,7 @@ import msgspec
 
 from engine import retention
 from engine.cancel import Canceller, CancelVerdict, cancel_refusal, cancel_stored
+from engine.cluster import liveness
 from engine.journal import SCHEMA_VERSION, Duplicate, JournalError, SqliteJournal
 from engine.journal_reader import JournalReader, StoredMessage
 from engine.models import State
@@ -111,6 +113,23 @@ class JournalStats(msgspec.Struct, frozen=True, kw_only=True):
     by_status: dict[str, int]
     oldest_msg_id: str | None
     oldest_accepted_at: float | None
+
+
+class NodeStatus(msgspec.Struct, frozen=True, kw_only=True):
+    node: str
+    liveness: str  # engine.cluster.Liveness
+    started_at: float
+    heartbeat_age_s: float
+    claims: int
+
+
+class ClusterStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """`septet cluster status`: every node's row (with the claims it holds), and the
+    messages not final by phase (accepted, inflight, submitted)."""
+
+    lease_s: float
+    nodes: list[NodeStatus]
+    backlog: dict[str, int]
 
 
 class Purged(msgspec.Struct, frozen=True, kw_only=True):
@@ -260,6 +279,26 @@ class Admin:
         if stored.status == State.UNKNOWN.value:
             warning = f"message {msg_id} ended unknown: it may have reached the phone already."
         return Retried(msg_id=msg_id, new_msg_id=result[0].msg_id, warning=warning)
+
+    async def cluster_status(self, lease_s: float) -> ClusterStatus:
+        now = self._clock()
+        try:
+            records = await self._journal.nodes()
+            counts = await self._journal.counts()
+        except JournalError as error:
+            raise RefusedError(Refusal.JOURNAL, str(error)) from None
+        nodes = [
+            NodeStatus(
+                node=record.node,
+                liveness=liveness(record, now, lease_s).value,
+                started_at=record.started_at,
+                heartbeat_age_s=round(max(0.0, now - record.heartbeat_at), 1),
+                claims=record.claims,
+            )
+            for record in sorted(records, key=lambda record: record.node)
+        ]
+        backlog = {state: count for state, count in counts.items() if state != "final"}
+        return ClusterStatus(lease_s=lease_s, nodes=nodes, backlog=backlog)
 
     async def stats(self) -> JournalStats:
         path = self._journal.path

@@ -8,6 +8,7 @@ Served on the daemon's metrics listener, or on its HTTP listener without one:
     POST /admin/messages/{msg_id}/cancel          the DELETE /v1/messages/{id} cancel
     GET  /admin/journal/stats                     counts by state, file size, oldest
     POST /admin/journal/purge?older_than_s=       retention now
+    GET  /admin/cluster/status?lease_s=           nodes, their heartbeats and claims, backlog
 
 Who may call it: a request carrying `Authorization: Bearer <token>`, the token being
 `[http] admin_token` when it is set, else one the daemon draws at each start and writes
@@ -173,6 +174,13 @@ def admin_routes(get_admin: Callable[[], Admin | None], token: str) -> list[web.
         del request
         return await admin.stats()
 
+    async def cluster_status(admin: Admin, request: web.Request) -> msgspec.Struct:
+        try:
+            lease_s = float(request.query.get("lease_s", ""))
+        except ValueError:
+            raise RefusedError(Refusal.BAD_INPUT, "lease_s must be seconds.") from None
+        return await admin.cluster_status(lease_s)
+
     return [
         web.get("/admin/messages", handler(list_messages)),
         web.get("/admin/messages/{msg_id}", handler(one("show"))),
@@ -180,6 +188,7 @@ def admin_routes(get_admin: Callable[[], Admin | None], token: str) -> list[web.
         web.post("/admin/messages/{msg_id}/cancel", handler(one("cancel"))),
         web.get("/admin/journal/stats", handler(stats)),
         web.post("/admin/journal/purge", handler(purge)),
+        web.get("/admin/cluster/status", handler(cluster_status)),
     ]
 
 

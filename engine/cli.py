@@ -20,7 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "providers": ("providers", "ask the providers' accounts: balance or sender IDs"),
     "config": ("config", "print an example configuration, or check a configuration file"),
     "messages": ("messages", "list, show, retry or cancel the journal's messages"),
-    "journal": ("journal", "the journal's stats, or its retention run now (purge)"),
+    "journal": ("journal", "the journal's stats, its retention run now (purge), its migration"),
+    "cluster": ("cluster", "the nodes on the journal: heartbeats, leases, backlog (status)"),
 }
 
 

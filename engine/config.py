@@ -43,6 +43,7 @@ from bridges.registry import (
 )
 from engine.accounts import Accounts, AccountSettings, demo_accounts, from_smpp_accounts
 from engine.admission import check_sender, describe_refusals
+from engine.cluster import ClusterSettings, settings_problems
 from engine.config_keys import describe_unknown, unknown_keys
 from engine.pricing import PriceConfig, PriceTable, default_price_tables, price_table
 from engine.ratelimit import RequestLimiter
@@ -258,6 +259,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     smpp: SmppSettings = SmppSettings()
     log: LogSettings = LogSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
+    cluster: ClusterSettings = ClusterSettings()
     # Prices per bridge name (engine.pricing.PriceConfig). A bridge without a table costs
     # at septet's demo prices for its driver (engine.pricing), which `septet config check`
     # reports unless the simulators are on.
@@ -676,6 +678,7 @@ def check_settings(settings: Settings) -> tuple[list[str], list[str]]:
     errors.extend(_listen_problems(settings))
     errors.extend(_tls_problems(settings))
     errors.extend(account_problems(settings))
+    errors.extend(settings_problems(settings.cluster))
     for name, bridge in settings.bridges.items():
         errors.extend(_bridge_problems(name, bridge, settings))
     errors.extend(_pricing_problems(settings))

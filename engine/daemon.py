@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
@@ -32,7 +33,9 @@ from engine.admin import Admin
 from engine.admin_api import admin_routes, write_run_token
 from engine.admission import takes_message
 from engine.circuit import CircuitBreaker
+from engine.cluster import draw_run, draw_suffix, node_name
 from engine.config import (
+    ConfigError,
     Settings,
     accounts_of,
     bind_errors,
@@ -66,6 +69,7 @@ from engine.journal_lock import hold_journal
 from engine.journal_reader import JournalReader, open_reader
 from engine.lifecycle import Charge
 from engine.listener import build_app, build_metrics_app, metrics_route, serve_listener
+from engine.membership import Membership, NameInUseError
 from engine.metrics import LiveState, Metrics, Operations
 from engine.models import Message
 from engine.observe import BacklogCounter
@@ -75,7 +79,7 @@ from engine.pricing import (
 )
 from engine.provider_accounts import balance_failed, record_balance, serve_balance
 from engine.ratelimit import RequestLimiter, TokenBucket
-from engine.recovery import recover_inflight, serve_report_deadlines
+from engine.recovery import recover_claims, recover_inflight, serve_report_deadlines
 from engine.retention import SECONDS_PER_DAY, serve_pruning
 from engine.retry import RetryPolicy
 from engine.routing import Router
@@ -118,6 +122,16 @@ async def run_daemon(
                 feed_accounts=[a.name for a in accounts if a.settings.keeps_feed],
             )
         )
+        # This node in the cluster (engine.membership): its name in every log line, its
+        # row in the journal; a name a live process holds refuses the start.
+        node = node_name(settings.cluster.node, socket.gethostname(), draw_suffix())
+        stack.enter_context(structlog.contextvars.bound_contextvars(node=node))
+        membership = Membership(journal, node, draw_run(), settings.cluster)
+        try:
+            await membership.join()
+        except NameInUseError as error:
+            raise ConfigError(f"cluster.node: {error.sentence}") from None
+        metrics.operations.node_info.labels(node).set(1)
         # What this start resumes, by state (the final ones are history, not backlog).
         resumed = {state: n for state, n in (await journal.counts()).items() if state != "final"}
         outbox = Outbox()
@@ -169,8 +183,20 @@ async def run_daemon(
                 if circuits[name] == "open"
                 or (circuits[name] != "closed" and d.circuit.reason is not None)
             }
+            # A node whose heartbeat the journal has not taken within its lease may be
+            # taken for dead by the others (docs/cluster.md): not ready.
+            now = time.time()
+            leased = membership.holds_lease(now)
+            age = membership.heartbeat_age(now)
             return {
-                "ready": writable and (not dispatchers or len(unready) < len(dispatchers)),
+                "ready": writable
+                and leased
+                and (not dispatchers or len(unready) < len(dispatchers)),
+                "node": {
+                    "name": node,
+                    "heartbeat_age_s": None if age is None else round(age, 1),
+                    "holds_lease": leased,
+                },
                 "journal": {"writable": writable, "pending": pending},
                 "bridges": circuits,
                 "unready_bridges": unready,
@@ -308,6 +334,32 @@ async def run_daemon(
             report_timeout_s=report_timeout_s,
         )
         await receipts_handler.match_recovered_unconfirmed()
+
+        async def recover_taken(claims: Sequence[Message]) -> dict[str, int]:
+            # A dead node's claims, under the same rules as this node's own after a crash.
+            tally = await recover_claims(
+                journal,
+                claims,
+                drivers,
+                events,
+                policy=policy,
+                price=price,
+                takes=takes,
+                report_timeout_s=report_timeout_s,
+                now=time.time(),
+            )
+            for state, count in tally.items():
+                operations.claims_taken_over.labels(state).inc(count)
+            if "unconfirmed" in tally:
+                await receipts_handler.match_recovered_unconfirmed()
+            return tally
+
+        # Nodes that died while none was running are taken over before anything is sent.
+        await membership.take_over(recover_taken)
+        tg.start_soon(_run_forever, membership.serve_heartbeat, "heartbeat")
+        tg.start_soon(
+            _run_forever, functools.partial(membership.serve_takeover, recover_taken), "takeover"
+        )
         tg.start_soon(
             _run_forever,
             lambda: serve_retention(journal, settings.events.keep_s),
@@ -510,6 +562,7 @@ async def run_daemon(
             version=septet_version(),
             listeners=listeners,
             resumed=resumed,
+            node=node,
             journal=str(journal_path),
             http_port=listen_port,
         )
@@ -524,6 +577,8 @@ async def run_daemon(
         dispatch_scope.cancel()
         # No await between the last store and the cancel: no event can slip in between.
         await store_outbox_rest(outbox, journal)
+        # Said last: what this node still holds is any live node's to take from now on.
+        await membership.leave()
         tg.cancel_scope.cancel()
     log.info("stopped")
     return 0

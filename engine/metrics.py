@@ -2,7 +2,7 @@
 
 Names follow `septet_<what>_<unit>` (docs/design.md "Metrics"); counters are named without
 `_total`, which prometheus_client appends in the exposition. Labels are of bounded
-cardinality only: bridge, outcome, reason, state, encoding, currency, call, status class,
+cardinality only: bridge, outcome, reason, state, encoding, currency, call, status class, node,
 result, source — never a number, an id or free text. Values that would break that rule (an
 unexpected delivery state, an HTTP status, a provider's odd currency) are folded into a
 fixed set first.
@@ -539,6 +539,20 @@ class Operations:
             registry=registry,
         )
         self.build_info.labels(build_version(), platform.python_version()).set(1)
+        # The node's name (engine.cluster) as one series, not a label on every metric:
+        # a query joins it on `instance` (`* on (instance) group_left (node)`).
+        self.node_info = Gauge(
+            "septet_node_info",
+            "Always 1; the label names this node of the cluster ([cluster] node).",
+            ["node"],
+            registry=registry,
+        )
+        self.claims_taken_over = Counter(
+            "septet_claims_taken_over",
+            "Claims of dead nodes this node took over, by the state recovery gave them.",
+            ["state"],
+            registry=registry,
+        )
         self.callbacks_rejected = Counter(
             "septet_callbacks_rejected",
             "Provider callbacks the listener refused, by bridge and reason.",

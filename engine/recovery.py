@@ -53,16 +53,45 @@ async def recover_inflight(
     clock: Callable[[], float] = time.time,
     takes: Callable[[Message, str, float], bool] = lambda message, bridge, now: True,
 ) -> dict[str, int]:
-    """Carry out the lifecycle's crash-recovery step for every message left in flight;
-    returns how many went each way (for the start line)."""
+    """Carry out the lifecycle's crash-recovery step for every message this node left in
+    flight; returns how many went each way (for the start line)."""
     stuck = await journal.inflight()
     if not stuck:
         return {}
-    now = clock()
+    tally = await recover_claims(
+        journal,
+        stuck,
+        drivers,
+        events,
+        policy=policy,
+        price=price,
+        report_timeout_s=report_timeout_s,
+        now=clock(),
+        takes=takes,
+    )
+    log.warning("recovered_inflight", **tally)
+    return tally
+
+
+async def recover_claims(
+    journal: RecoveryJournal,
+    claimed: Sequence[Message],
+    drivers: Mapping[str, BridgeDriver],
+    events: EventEmitter,
+    *,
+    policy: RetryPolicy,
+    price: Callable[[Message, str], tuple[float, str]],
+    report_timeout_s: float,
+    now: float,
+    takes: Callable[[Message, str, float], bool] = lambda message, bridge, now: True,
+) -> dict[str, int]:
+    """The crash-recovery step for claims whose request's fate is unknown: this node's from
+    a run that stopped, or a dead node's taken over (engine.membership). One commit; the
+    events after it. Returns how many went to each state."""
     changes: list[Change] = []
     announced: list[tuple[str, Event]] = []
     tally: dict[str, int] = {}
-    for message in stuck:
+    for message in claimed:
         driver = drivers.get(message.bridge)
         idempotency = driver.capabilities.idempotency if driver else "none"
         ctx = lifecycle.Context(
@@ -84,7 +113,6 @@ async def recover_inflight(
     await journal.record(changes)
     for origin, event in announced:
         events.emit(origin, event)
-    log.warning("recovered_inflight", **tally)
     return tally
 
 

@@ -1,8 +1,14 @@
-"""`septet journal stats|purge`: the journal's size and contents, and its retention run now.
+"""`septet journal stats|purge|migrate`: the journal's size and contents, its retention run
+now, and its schema brought to this septet's.
 
 Through the running daemon's admin API, or on the file when no daemon runs (as
 `septet messages`). `purge --vacuum` rebuilds the file (SQLite VACUUM, which also turns a
 journal made before auto_vacuum on to incremental): only with the daemon stopped.
+
+`migrate` runs what `septet run` runs when it opens an older journal (engine.journal's
+MIGRATIONS), as a step of its own: before a cluster's nodes start on an upgraded septet,
+or to see (`--check`) whether a journal needs it. A new journal is created at the current
+schema. Only with no daemon holding the journal.
 """
 
 from __future__ import annotations
@@ -14,9 +20,12 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import anyio
+
 from engine.admin import Admin, JournalStats, Purged, counts_line
 from engine.admin_api import AdminCall, add_target_arguments, run_cli
 from engine.config import ConfigError, load_config
+from engine.journal import SCHEMA_VERSION, JournalError, open_journal
 from engine.journal_lock import lock_journal
 from engine.retention import SECONDS_PER_DAY
 
@@ -52,6 +61,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="then rebuild the file to its size (VACUUM; the daemon must be stopped)",
     )
     add_target_arguments(purge)
+    migrate = sub.add_parser(
+        "migrate", help="bring the journal's schema to this septet's (no daemon may hold it)"
+    )
+    migrate.add_argument(
+        "--check",
+        action="store_true",
+        help="only say where the schema stands: exit 0 when current, 1 when it needs migrating",
+    )
+    migrate.add_argument("--config", metavar="FILE", help="the daemon's config file (its journal)")
 
 
 def _time(at: float | None) -> str:
@@ -99,6 +117,8 @@ def vacuum(path: Path) -> str | None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     del parser
+    if args.action == "migrate":
+        return run_migrate(args)
     if args.action == "stats":
 
         async def stats(admin: Admin) -> JournalStats:
@@ -132,3 +152,77 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 1
     print("file rebuilt (VACUUM)")
     return 0
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    """`septet journal migrate [--check]`: one line saying what was (or would be) done."""
+    try:
+        settings = load_config(args.config).settings
+    except ConfigError as error:
+        for sentence in error.sentences:
+            print(f"{PROG}: {sentence}", file=sys.stderr)
+        return 2
+    path = Path(settings.journal.path)
+    try:
+        found = stored_schema_version(path)
+    except MigrationRefusedError as error:
+        print(f"{PROG}: {error.sentence}", file=sys.stderr)
+        return 1
+    if found == SCHEMA_VERSION:
+        print(f"journal {path} is at schema {SCHEMA_VERSION}, this septet's: nothing to migrate")
+        return 0
+    what = "created" if found is None else f"migrated from schema {found}"
+    if args.check:
+        would = "would be created" if found is None else f"is at schema {found}"
+        print(f"journal {path} {would}: migrate brings it to schema {SCHEMA_VERSION}")
+        return 1
+    problem = anyio.run(migrate_journal, path, settings.journal.synchronous)
+    if problem is not None:
+        print(f"{PROG}: {problem}", file=sys.stderr)
+        return 1
+    print(f"journal {path} {what} to schema {SCHEMA_VERSION}")
+    return 0
+
+
+class MigrationRefusedError(Exception):
+    def __init__(self, sentence: str) -> None:
+        super().__init__(sentence)
+        self.sentence = sentence
+
+
+def stored_schema_version(path: Path) -> int | None:
+    """The schema version a journal file holds (None: no journal there yet); refused with a
+    sentence when the file is not a journal or is newer than this septet."""
+    if not path.exists():
+        return None
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            connection.close()
+    except sqlite3.Error as error:
+        raise MigrationRefusedError(f"The journal {path} cannot be read: {error}.") from None
+    if version > SCHEMA_VERSION:
+        raise MigrationRefusedError(
+            f"The journal {path} is at schema {version}, newer than this septet's"
+            f" ({SCHEMA_VERSION}): run the septet that wrote it."
+        )
+    return version if version > 0 else None
+
+
+async def migrate_journal(path: Path, synchronous: str) -> str | None:
+    """Open the journal with this process holding its lock (opening migrates it); a sentence
+    when it cannot."""
+    try:
+        with lock_journal(path) as locked:
+            if not locked:
+                return f"The journal {path} is in use by a running daemon: stop it to migrate."
+            try:
+                async with open_journal(path, synchronous=synchronous):
+                    pass
+            except JournalError as error:
+                return str(error)
+    except OSError as error:
+        return f"Cannot open the journal {path}: {error.strerror}."
+    return None

@@ -15,6 +15,7 @@ from typing import Final, NamedTuple, Protocol
 import msgspec
 
 from engine import feed
+from engine.cluster import NodeRecord
 from engine.feed import AppendEvents, FeedPage
 from engine.models import (
     OUTCOME_CANCELLED,
@@ -368,3 +369,31 @@ class Journal(Protocol):
         before: str | None = None,
         limit: int = 100,
     ) -> list[Listed]: ...
+
+    # Cluster membership (engine.membership, engine.cluster): each node's row and heartbeat,
+    # claims stamped with the node that joined, a dead node's claims taken over. After
+    # `join`, `claim` stamps this node and `inflight` is this node's claims only.
+
+    async def node_record(self, node: str) -> NodeRecord | None: ...
+
+    async def join(self, node: str, run: str, now: float) -> None: ...
+
+    async def heartbeat(self, node: str, run: str, now: float) -> bool:
+        """False when the row is gone or another run holds the name."""
+        ...
+
+    async def leave(self, node: str, run: str, now: float) -> None: ...
+
+    async def nodes(self) -> list[NodeRecord]:
+        """Every node's row, with the claims it holds."""
+        ...
+
+    async def take_claims(self, dead: str, limit: int) -> list[Message]:
+        """Up to `limit` of `dead`'s claims, restamped to this node in one commit (a claim
+        is taken by one node only, however many try at once)."""
+        ...
+
+    async def forget_node(self, node: str, heartbeat_at: float) -> bool:
+        """Delete `node`'s row if it holds no claim and its heartbeat is still
+        `heartbeat_at` (a node that came back is kept)."""
+        ...

@@ -35,6 +35,7 @@ import msgspec
 import sniffio
 
 from engine import feed, retention
+from engine.cluster import NodeRecord
 from engine.feed import AppendEvents, DeliveryOutcome, DueDelivery, FeedPage
 from engine.journal.interface import (
     ACCEPTED_S,
@@ -430,6 +431,8 @@ class SqliteJournal:
         self._pending = 0
         self._total = 0
         self._bridges_json: dict[tuple[str, ...], str] = {}
+        # This process's node (engine.membership), once it has joined.
+        self._node: NodeRecord | None = None
 
     @property
     def commits(self) -> int:
@@ -1271,6 +1274,38 @@ class SqliteJournal:
             ):
                 found[message.msg_id] = message
         return found
+
+    # ── cluster membership: one node, the process holding the file's lock ─────────
+    # The lock (engine.journal_lock) admits one process per file, so every claim is this
+    # node's, no earlier run's row is live, and nothing is ever taken over.
+
+    async def node_record(self, node: str) -> NodeRecord | None:
+        return None
+
+    async def join(self, node: str, run: str, now: float) -> None:
+        self._node = NodeRecord(node=node, run=run, started_at=now, heartbeat_at=now)
+
+    async def heartbeat(self, node: str, run: str, now: float) -> bool:
+        if self._node is None or (self._node.node, self._node.run) != (node, run):
+            return False
+        self._node = msgspec.structs.replace(self._node, heartbeat_at=now)
+        return True
+
+    async def leave(self, node: str, run: str, now: float) -> None:
+        if self._node is not None and (self._node.node, self._node.run) == (node, run):
+            self._node = msgspec.structs.replace(self._node, left_at=now)
+
+    async def nodes(self) -> list[NodeRecord]:
+        if self._node is None:
+            return []
+        claims = (await self.counts())["inflight"]
+        return [msgspec.structs.replace(self._node, claims=claims)]
+
+    async def take_claims(self, dead: str, limit: int) -> list[Message]:
+        return []
+
+    async def forget_node(self, node: str, heartbeat_at: float) -> bool:
+        return False
 
     async def integrity_check(self) -> str:
         """SQLite's own check of the whole file: 'ok', or what is wrong, one problem a line."""
