@@ -1,8 +1,13 @@
-"""Shared pytest configuration: anyio's built-in plugin, run on asyncio with uvloop."""
+"""Shared pytest configuration: anyio's built-in plugin, run on asyncio with uvloop, and the
+fixtures of servers some tests start for real (tests/servers)."""
 
 from __future__ import annotations
 
 import pytest
+
+from tests.servers.postgres import postgres_dsn, postgres_server
+
+__all__ = ["postgres_dsn", "postgres_server"]
 
 
 @pytest.fixture
