@@ -60,7 +60,14 @@ from engine.ingress.accept import Acceptor
 from engine.ingress.events import EventRouter
 from engine.ingress.http_api import HttpApi, build_api_app, serve_api
 from engine.ingress.ndjson import LineHandler
-from engine.ingress.outbox import Outbox, serve_outbox, store_outbox_rest
+from engine.ingress.outbox import (
+    KEPT_POLL_S,
+    KeptWake,
+    Outbox,
+    serve_kept_for_live,
+    serve_outbox,
+    store_outbox_rest,
+)
 from engine.ingress.prepare import LinePreparer
 from engine.ingress.sendsms import sendsms_route
 from engine.ingress.sockets import serve_clients
@@ -458,6 +465,15 @@ async def run_daemon(
 
         tg.start_soon(run_dispatchers)
         tg.start_soon(serve_outbox, outbox, journal)
+        if journal.shared:
+            # A client's events made on another node reach it here (docs/cluster.md).
+            kept_wake = KeptWake()
+            journal.on_kept_events = kept_wake.set
+            tg.start_soon(
+                _run_forever,
+                lambda: serve_kept_for_live(events, journal, kept_wake, poll_s=KEPT_POLL_S),
+                "kept_for_live",
+            )
 
         # ── ingress ───────────────────────────────────────────────────────────
         preparer = LinePreparer(

@@ -155,6 +155,10 @@ class EventRouter:
                 return sink
         return None
 
+    def live_origins(self) -> list[str]:
+        """The identities with an open sink here (a connected client, an SMPP account)."""
+        return [origin for origin in self._sinks if self.live(origin) is not None]
+
     def emit(self, origin: str, event: Event) -> None:
         line = encode_event_line(event)
         sink = self.live(origin)

@@ -2,11 +2,17 @@
 
 What a session's connection is written first (KeptEvents) comes from here: the journal's
 outbox table, then the events not yet stored.
+
+In a cluster (docs/cluster.md) a client's events may be made on another node: a report
+that node took, a message that node sent. That node has no connection of the client, so it
+keeps them in the outbox, which every node shares, and `serve_kept_for_live` on the node
+the client is connected to takes them out and writes them to it: at once when the journal
+says new lines were kept (PostgreSQL's LISTEN/NOTIFY), and every `poll_s` in any case.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 import anyio
@@ -21,6 +27,9 @@ log = structlog.get_logger("septet.ingress")
 OUTBOX_RETRY_S = 1.0
 # Kept events are read out of the journal this many at a time for a session's connection.
 KEPT_BATCH = 1000
+# In a cluster, how often a node looks for lines other nodes kept for its clients when no
+# notification came (the fallback; with PostgreSQL's NOTIFY they come at once).
+KEPT_POLL_S = 1.0
 
 
 class OutboxJournal(Protocol):
@@ -29,6 +38,18 @@ class OutboxJournal(Protocol):
     async def record(self, changes: Sequence[StoreEvents]) -> None: ...
 
     async def take_events(self, origin: str | None, limit: int) -> list[bytes]: ...
+
+
+class SharedOutboxJournal(OutboxJournal, Protocol):
+    async def kept_origins(self, origins: Collection[str]) -> list[str]: ...
+
+
+class LiveRouter(Protocol):
+    """engine.ingress.events.EventRouter."""
+
+    def live_origins(self) -> list[str]: ...
+
+    def emit_lines(self, origin: str, lines: list[bytes]) -> None: ...
 
 
 class Outbox:
@@ -93,6 +114,57 @@ async def serve_outbox(outbox: Outbox, journal: OutboxJournal) -> None:
             delay = min(delay * 2, 30.0)
         else:
             delay = OUTBOX_RETRY_S
+
+
+class KeptWake:
+    """Set by the journal when another node kept events (a NOTIFY): the next take runs
+    at once instead of at the next poll."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout_s: float) -> None:
+        with anyio.move_on_after(timeout_s):
+            await self._event.wait()
+        self._event = anyio.Event()
+
+
+async def take_kept_for_live(router: LiveRouter, journal: SharedOutboxJournal) -> int:
+    """One turn: the lines kept for identities connected here, out of the journal and to
+    their sinks (a sink that closed meanwhile spills them back). Returns how many."""
+    origins = router.live_origins()
+    if not origins:
+        return 0
+    taken = 0
+    for origin in await journal.kept_origins(origins):
+        while lines := await journal.take_events(origin, KEPT_BATCH):
+            taken += len(lines)
+            router.emit_lines(
+                origin, [line if line.endswith(b"\n") else line + b"\n" for line in lines]
+            )
+            if len(lines) < KEPT_BATCH:
+                break
+    return taken
+
+
+async def serve_kept_for_live(
+    router: LiveRouter, journal: SharedOutboxJournal, wake: KeptWake, *, poll_s: float
+) -> None:
+    """Forever (cluster mode): events other nodes kept for clients connected here reach
+    them (module docstring). A journal that cannot be read is tried again at the next turn:
+    the lines stay in it."""
+    while True:
+        await wake.wait(poll_s)
+        try:
+            taken = await take_kept_for_live(router, journal)
+        except JournalError as error:
+            log.error("journal_read_failed", during="kept_for_live", error=str(error))
+            continue
+        if taken:
+            log.debug("kept_events_delivered", events=taken)
 
 
 async def store_outbox_rest(outbox: Outbox, journal: OutboxJournal) -> None:

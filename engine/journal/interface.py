@@ -9,7 +9,7 @@ every backend, so they are defined once, here.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Final, NamedTuple, Protocol
 
 import msgspec
@@ -290,6 +290,12 @@ class Journal(Protocol):
 
     instance: str
     commits: int
+    # Whether other processes (nodes) write this journal too (docs/cluster.md): a client's
+    # events may then be made on another node and reach it through the outbox.
+    shared: bool
+    # Called (on the event loop) when another node kept outbox lines, where the backend can
+    # tell (PostgreSQL's NOTIFY): engine.ingress.outbox.serve_kept_for_live wakes at once.
+    on_kept_events: Callable[[], None] | None
 
     async def accept(self, groups: Sequence[Sequence[Message]]) -> list[list[Message] | Duplicate]:
         """Assign msg_id/reference and make each group durable; a group is all-or-nothing."""
@@ -342,6 +348,10 @@ class Journal(Protocol):
     async def unconfirmed(self, bridge: str) -> list[Message]: ...
 
     async def take_events(self, origin: str | None, limit: int) -> list[bytes]: ...
+
+    async def kept_origins(self, origins: Collection[str]) -> list[str]:
+        """Which of `origins` have events in the outbox."""
+        ...
 
     async def accepted_today(self, account: str, day: int) -> int: ...
 

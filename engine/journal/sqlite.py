@@ -382,6 +382,9 @@ class _JournalWriting(SqliteTransactions):
 class SqliteJournal:
     """The Journal on one SQLite file; all SQLite work runs on one writer thread."""
 
+    # One process per file (engine.journal_lock): the only node.
+    shared = False
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -428,6 +431,8 @@ class SqliteJournal:
         # them, or with none when they may not all have committed (read them back then).
         self._deliveries_added: list[DueDelivery] = []
         self.on_deliveries: Callable[[list[DueDelivery]], None] | None = None
+        # Never called: no other process keeps lines in this file (Journal.on_kept_events).
+        self.on_kept_events: Callable[[], None] | None = None
         self._pending = 0
         self._total = 0
         self._bridges_json: dict[tuple[str, ...], str] = {}
@@ -977,6 +982,26 @@ class SqliteJournal:
             ).fetchall()
         connection.executemany("DELETE FROM outbox WHERE id = ?", [(row[0],) for row in rows])
         return [row[1] for row in rows]
+
+    async def kept_origins(self, origins: Collection[str]) -> list[str]:
+        """Which of `origins` have outbox lines (engine.ingress.outbox: events another
+        node kept for a client connected here)."""
+        wanted = sorted(origins)
+
+        def select(connection: sqlite3.Connection) -> list[str]:
+            found: list[str] = []
+            for chunk in _chunks(wanted):
+                found.extend(
+                    row[0]
+                    for row in connection.execute(
+                        "SELECT DISTINCT origin FROM outbox"  # noqa: S608 - placeholders only
+                        f" WHERE origin IN ({_placeholders(len(chunk))})",
+                        chunk,
+                    )
+                )
+            return found
+
+        return await self._execute(select, write=False) if wanted else []
 
     # ── the event feed and webhook deliveries (engine.feed) ─────────────────────
 
