@@ -45,12 +45,17 @@ PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 
 
 class ClusterSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """`[cluster]`: this node's name and its lease (docs/cluster.md)."""
+    """`[cluster]`: this node's name and its lease (docs/cluster.md), and where the
+    bridges' shared rate limits are kept."""
 
     # Unset: the host's name and a suffix drawn per run ("db1-k3x9").
     node: str | None = None
     heartbeat_s: PositiveFloat = 2.0
     lease_s: PositiveFloat = 15.0
+    # redis://HOST:PORT/DB, rediss://… (TLS) or unix:///path (or "env:NAME"): each
+    # bridge's requests/s and messages/s are kept there for every node
+    # (engine.cluster_limits). Unset: in each process (engine.ratelimit).
+    redis: str | None = None
 
 
 def settings_problems(settings: ClusterSettings) -> list[str]:

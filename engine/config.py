@@ -22,6 +22,7 @@ system_id, with a deprecation notice (`notices`); it may not be mixed with `[acc
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import ssl
@@ -349,10 +350,13 @@ def resolve_secrets(settings: Settings, environ: Mapping[str, str] | None = None
         http = msgspec.structs.replace(
             http, admin_token=resolve(http.admin_token, "http.admin_token")
         )
+    cluster = settings.cluster
+    if cluster.redis is not None:
+        cluster = msgspec.structs.replace(cluster, redis=resolve(cluster.redis, "cluster.redis"))
     if missing:
         raise ConfigError(*missing)
     return msgspec.structs.replace(
-        settings, bridges=bridges, accounts=accounts, webhooks=webhooks, http=http
+        settings, bridges=bridges, accounts=accounts, webhooks=webhooks, http=http, cluster=cluster
     )
 
 
@@ -682,10 +686,31 @@ def check_settings(settings: Settings) -> tuple[list[str], list[str]]:
     for name, bridge in settings.bridges.items():
         errors.extend(_bridge_problems(name, bridge, settings))
     errors.extend(_pricing_problems(settings))
+    errors.extend(_redis_problems(settings.cluster.redis))
     warnings.extend(notices(settings))
     if not settings.simulators.enabled:
         warnings.extend(_production_warnings(settings))
     return list(dict.fromkeys(errors)), warnings
+
+
+def _redis_problems(url: str | None) -> list[str]:
+    """`[cluster] redis` is a URL redis-py takes, and redis-py is installed (the extra
+    `septet[cluster]`; a single node needs none of it). Reaching it is the daemon's
+    business: an unreachable Redis pauses the bridges, it does not stop the start."""
+    if url is None:
+        return []
+    scheme = urlsplit(url).scheme
+    if scheme not in ("redis", "rediss", "unix"):  # what redis-py's from_url takes
+        return [
+            f"cluster.redis must be a redis://, rediss:// or unix:// URL"
+            f" (redis://127.0.0.1:6379/0), not one starting {scheme or url[:20]!r}"
+        ]
+    if importlib.util.find_spec("redis") is None:
+        return [
+            "cluster.redis is set, but the Redis client is not installed:"
+            " pip install 'septet[cluster]'"
+        ]
+    return []
 
 
 def _tls_problems(settings: Settings) -> list[str]:

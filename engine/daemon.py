@@ -32,6 +32,7 @@ from engine.accounts import Accounts
 from engine.admin import Admin
 from engine.admin_api import admin_routes, write_run_token
 from engine.admission import takes_message
+from engine.bridge_limits import gate_for, open_shared_limits
 from engine.circuit import CircuitBreaker
 from engine.cluster import draw_run, draw_suffix, node_name
 from engine.config import (
@@ -85,7 +86,6 @@ from engine.pricing import (
     message_cost,
 )
 from engine.provider_accounts import balance_failed, record_balance, serve_balance
-from engine.ratelimit import RequestLimiter, TokenBucket
 from engine.recovery import recover_claims, recover_inflight, serve_report_deadlines
 from engine.retention import SECONDS_PER_DAY, serve_pruning
 from engine.retry import RetryPolicy
@@ -143,6 +143,8 @@ async def run_daemon(
         resumed = {state: n for state, n in (await journal.counts()).items() if state != "final"}
         outbox = Outbox()
         events = EventRouter(outbox.spill)
+        # Before the task group, so it is closed after every task that uses it has ended.
+        shared_limits = await open_shared_limits(settings.cluster.redis, stack)
         tg = await stack.enter_async_context(anyio.create_task_group())
         # Signals are taken from here on: a SIGTERM during start-up drains too.
         stop = _StopRequest()
@@ -190,6 +192,10 @@ async def run_daemon(
                 if circuits[name] == "open"
                 or (circuits[name] != "closed" and d.circuit.reason is not None)
             }
+            # A bridge whose shared rate limits cannot be reached sends nothing (cluster).
+            unready.update(
+                (name, d.limits.fault) for name, d in dispatchers.items() if d.limits.fault
+            )
             # A node whose heartbeat the journal has not taken within its lease may be
             # taken for dead by the others (docs/cluster.md): not ready.
             now = time.time()
@@ -410,7 +416,7 @@ async def run_daemon(
         )
         for name, bridge in settings.bridges.items():
             # One limiter per bridge for its sends and its status polls: the provider counts both.
-            request_limiter = RequestLimiter(bridge.requests_per_s, bridge.request_burst)
+            limits = gate_for(name, bridge, shared_limits)
             dispatchers[name] = BridgeDispatcher(
                 name=name,
                 driver=drivers[name],
@@ -421,8 +427,7 @@ async def run_daemon(
                 events=events,
                 hooks=_SubmitHooks(metrics, receipts_handler, tg, price),
                 policy=policy,
-                requests_bucket=request_limiter,
-                messages_bucket=TokenBucket(bridge.messages_per_s, bridge.messages_burst),
+                limits=limits,
                 circuit=circuits[name],
                 pool=bridge.pool,
                 linger_s=bridge.linger_ms / 1000,
@@ -442,7 +447,7 @@ async def run_daemon(
                 )
                 tg.start_soon(
                     _run_forever,
-                    lambda n=name, b=request_limiter, p=polls: serve_poller(
+                    lambda n=name, b=limits, p=polls: serve_poller(
                         bridge=n,
                         driver=drivers[n],
                         client=clients[n],

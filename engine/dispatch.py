@@ -37,12 +37,12 @@ from bridges.base import (
     UnparseableReply,
 )
 from engine import lifecycle
+from engine.bridge_limits import BridgeGate, wait_for_turn
 from engine.circuit import CircuitBreaker
 from engine.http_errors import ConnectFailed, ReplyLost, ReplyTooLarge, TransportError
 from engine.journal import Change, JournalError, MarkRetry
 from engine.log import describe_call, redact_text
 from engine.models import Event, Message
-from engine.ratelimit import Limiter, TokenBucket
 from engine.retry import RetryPolicy
 from engine.scheduler import BridgeQueue, Scheduler
 
@@ -149,8 +149,7 @@ class BridgeDispatcher:
         events: EventEmitter,
         hooks: DispatchHooks,
         policy: RetryPolicy,
-        requests_bucket: Limiter,
-        messages_bucket: TokenBucket,
+        limits: BridgeGate,
         circuit: CircuitBreaker,
         pool: int,
         linger_s: float,
@@ -172,8 +171,9 @@ class BridgeDispatcher:
         self._events = events
         self._hooks = hooks
         self._policy = policy
-        self._requests = requests_bucket
-        self._messages = messages_bucket
+        # The bridge's requests/s and messages/s (engine.bridge_limits), shared with its
+        # status poller, and with the other nodes of a cluster when the gate is shared.
+        self.limits = limits
         self.circuit = circuit
         self._pool = pool
         self._linger = linger_s
@@ -234,7 +234,7 @@ class BridgeDispatcher:
             await self._save(unsaved)
 
     async def _pass_gates(self, count: int, unsaved: Unsaved | None) -> Unsaved | None:
-        """Wait for the circuit breaker and the token buckets. Outcomes in hand are
+        """Wait for the circuit breaker and the rate limits. Outcomes in hand are
         committed before any wait, so no event waits on a rate limit; returns what is
         still unsaved."""
         now = self._clock()
@@ -245,15 +245,25 @@ class BridgeDispatcher:
             while not self.circuit.allow(now):
                 await anyio.sleep(0.05)
                 now = self._clock()
-        wait = max(self._requests.take(1, now), self._messages.take(count, now))
-        if wait > 0:
-            if unsaved is not None:
-                await self._save(unsaved)
-                unsaved = None
+        held = unsaved
+
+        async def before_wait(wait: float) -> None:
+            nonlocal held
+            if held is not None:
+                await self._save(held)
+                held = None
             self._hooks.bucket_wait(self.name, wait)
             log.debug("rate_limited", bridge=self.name, messages=count, wait_s=round(wait, 6))
-            await anyio.sleep(wait)
-        return unsaved
+
+        await wait_for_turn(
+            self.limits,
+            1,
+            count,
+            before_wait=before_wait,
+            sleep=anyio.sleep,
+            stop=lambda: self.draining,
+        )
+        return held
 
     async def _send(self, batch: Sequence[Message], unsaved: Unsaved | None) -> Unsaved | None:
         """Take, gate, claim, request: send `batch`, committing `unsaved` (the last

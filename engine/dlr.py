@@ -44,6 +44,7 @@ from bridges.base import (
     retry_after_seconds,
 )
 from engine import lifecycle
+from engine.bridge_limits import BridgeGate, wait_for_turn
 from engine.http_errors import TransportError
 from engine.journal import (
     Change,
@@ -55,7 +56,6 @@ from engine.journal import (
 )
 from engine.log import describe_call
 from engine.models import Event, Message
-from engine.ratelimit import Limiter
 
 log = structlog.get_logger("septet.dlr")
 
@@ -476,14 +476,14 @@ async def serve_poller(
     client: Requester,
     journal: ReceiptJournal,
     handler: ReceiptHandler,
-    limiter: Limiter,
+    limiter: BridgeGate,
     policy: PollPolicy,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     on_request: Callable[[float, str], None] | None = None,
 ) -> None:
     """Poll `bridge` for reports of submitted messages, forever. Each status request
-    takes its turn from `limiter`, the bridge's request limiter, shared with its sends.
+    takes its turn from `limiter`, the bridge's rate limits, shared with its sends.
     `on_request(seconds, status)` is told how each status request went ("transport" when
     it got no reply)."""
     per_call = driver.capabilities.max_status_ids
@@ -497,10 +497,14 @@ async def serve_poller(
             await journal.record([SchedulePolls(msg_ids=fresh, at=now + policy.wait_after(0))])
         asked = [item for item in due if item.next_poll_at > 0]
         for chunk in plan_polls(asked, per_call):
-            await _poll(bridge, driver, client, handler, limiter, chunk, clock, sleep, on_request)
+            await _poll(bridge, driver, client, handler, limiter, chunk, sleep, on_request)
             await journal.record(polled(chunk, clock(), policy))
         if len(due) < POLL_FETCH:
             await sleep(tick)
+
+
+async def _no_commit(wait: float) -> None:
+    """A poll holds nothing to commit before it waits for its turn."""
 
 
 async def _poll(
@@ -508,9 +512,8 @@ async def _poll(
     driver: BridgeDriver,
     client: Requester,
     handler: ReceiptHandler,
-    limiter: Limiter,
+    limiter: BridgeGate,
     chunk: Sequence[PollDue],
-    clock: Callable[[], float],
     sleep: Callable[[float], Awaitable[None]],
     on_request: Callable[[float, str], None] | None,
 ) -> None:
@@ -525,9 +528,7 @@ async def _poll(
         # None of these can be asked about (SMS Club without an id): their report
         # deadline ends them. Marked polled all the same, so they back off.
         return
-    wait = limiter.take(1, clock())
-    if wait > 0:
-        await sleep(wait)
+    await wait_for_turn(limiter, 1, 0, before_wait=_no_commit, sleep=sleep)
     if log.is_enabled_for(logging.DEBUG):
         log.debug("provider_request", bridge=bridge, call="status", **describe_call(call))
     receipts: Sequence[Receipt] = []

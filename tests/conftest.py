@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from tests.servers.postgres import postgres_dsn, postgres_server
+from tests.servers.redis import redis_server
 
-__all__ = ["postgres_dsn", "postgres_server"]
+__all__ = ["postgres_dsn", "postgres_server", "redis_server"]
 
 
 @pytest.fixture

@@ -35,6 +35,10 @@ UNIT = ROOT / "packaging" / "systemd" / "septet.service"
 # Runtime distribution name -> the module it is imported as, where they differ.
 IMPORT_NAMES = {"prometheus-client": "prometheus_client"}
 DEV_AND_BENCH = ("pytest", "mypy", "ruff", "hypothesis", "matplotlib", "psutil", "smpplib")
+# Modules that serve an optional extra (pyproject.toml [project.optional-dependencies]): they
+# may import that extra's packages, and are imported only when the configuration asks for
+# them (engine.bridge_limits imports engine.cluster_limits only with `[cluster] redis`).
+EXTRA_MODULES = {"engine/cluster_limits.py": "cluster"}
 
 
 def drain_s() -> float:
@@ -165,13 +169,17 @@ def test_systemd_analyze_finds_nothing_wrong_but_the_binary_not_installed_here()
 # ── the runtime-only install ─────────────────────────────────────────────────────────
 
 
-def runtime_imports() -> set[str]:
-    """Names the runtime dependencies are imported as (pyproject.toml [project])."""
+def runtime_imports(extra: str | None = None) -> set[str]:
+    """Names the runtime dependencies are imported as (pyproject.toml [project]), with
+    those of the optional `extra` when one is named."""
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = list(project["dependencies"])
+    if extra is not None:
+        requirements += project["optional-dependencies"][extra]
     names: set[str] = set()
-    for requirement in project["dependencies"]:
+    for requirement in requirements:
         name = re.split(r"[<>=;!~ \[]", requirement, maxsplit=1)[0].strip().lower()
         names.add(IMPORT_NAMES.get(name, name.replace("-", "_")))
     return names
@@ -189,12 +197,13 @@ def imported_top_levels(path: Path) -> set[str]:
 
 
 def test_engine_and_bridges_import_only_the_standard_library_and_runtime_dependencies() -> None:
-    allowed = runtime_imports() | set(sys.stdlib_module_names) | {"engine", "bridges"}
+    ours = set(sys.stdlib_module_names) | {"engine", "bridges"}
     strays = {
-        f"{path.relative_to(ROOT)}: {name}"
+        f"{relative}: {name}"
         for package in ("engine", "bridges")
         for path in (ROOT / package).rglob("*.py")
-        for name in imported_top_levels(path) - allowed
+        if (relative := path.relative_to(ROOT).as_posix())
+        for name in imported_top_levels(path) - ours - runtime_imports(EXTRA_MODULES.get(relative))
     }
     assert not strays, sorted(strays)
 
@@ -239,12 +248,15 @@ def test_a_runtime_only_install_runs_in_a_fresh_environment(
         [septet, "segment", "--json", "Привіт"], capture_output=True, text=True, check=True
     )
     assert '"UCS-2"' in segment.stdout
-    # Every module of the package imports with the runtime dependencies alone.
+    # Every module of the package imports with the runtime dependencies alone (but those
+    # of an optional extra, which this install does not have).
+    extras = sorted(name.removesuffix(".py").replace("/", ".") for name in EXTRA_MODULES)
     every_module = (
         "import importlib, pkgutil, engine, bridges\n"
         "for package in (engine, bridges):\n"
         "    for module in pkgutil.walk_packages(package.__path__, package.__name__ + '.'):\n"
-        "        if not module.name.endswith('.__main__'):  # runs the CLI\n"
+        "        # __main__ runs the CLI\n"
+        f"        if not module.name.endswith('.__main__') and module.name not in {extras!r}:\n"
         "            importlib.import_module(module.name)\n"
     )
     python = str(runtime_venv / "bin" / "python")

@@ -273,3 +273,27 @@ def test_a_default_url_septet_may_not_call_stops_the_start(
     path.write_text(f'[webhooks]\ndefault_url = "{url}"\nsecret = "s"\n')
     with pytest.raises(ConfigError, match=re.escape(sentence)):
         load_settings(path, environ={})
+
+
+def test_cluster_redis_is_read_from_the_environment_and_unset_by_default(tmp_path: Path) -> None:
+    assert load_settings(None, environ={}).cluster.redis is None
+    path = tmp_path / "septet.toml"
+    path.write_text('[cluster]\nredis = "env:SEPTET_REDIS"\n')
+    url = "redis://:pw@10.0.0.5:6380/1"
+    assert load_settings(path, environ={"SEPTET_REDIS": url}).cluster.redis == url
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert caught.value.sentences == (
+        "cluster.redis names environment variable SEPTET_REDIS, which is not set",
+    )
+
+
+def test_a_cluster_redis_that_is_no_redis_url_is_one_sentence(tmp_path: Path) -> None:
+    path = tmp_path / "septet.toml"
+    path.write_text('[cluster]\nredis = "http://127.0.0.1:6379"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert caught.value.sentences == (
+        "cluster.redis must be a redis://, rediss:// or unix:// URL (redis://127.0.0.1:6379/0),"
+        " not one starting 'http'",
+    )

@@ -12,6 +12,7 @@ from bridges.base import BridgeSettings, HttpCall, HttpReply
 from bridges.smsclub import SmsClubDriver
 from engine import dispatch as dispatch_module
 from engine import lifecycle
+from engine.bridge_limits import LocalGate
 from engine.circuit import CircuitBreaker
 from engine.dispatch import BridgeDispatcher
 from engine.http_errors import ReplyLost
@@ -111,8 +112,7 @@ def dispatcher(journal: SqliteJournal, client: ScriptedClient, events: Events) -
         events=events,
         hooks=Hooks(),
         policy=RetryPolicy(base_s=0.0, jitter=0.0, max_attempts=3),
-        requests_bucket=TokenBucket(1e9, 1e9),
-        messages_bucket=TokenBucket(1e9, 1e9),
+        limits=LocalGate(TokenBucket(1e9, 1e9), TokenBucket(1e9, 1e9)),
         circuit=CircuitBreaker(failure_threshold=100),
         pool=1,
         linger_s=0.0,

@@ -19,6 +19,7 @@ import pytest
 from bridges.base import BridgeSettings, HttpCall, HttpReply, Receipt
 from bridges.bsg import BsgDriver
 from bridges.smsclub import SmsClubDriver
+from engine.bridge_limits import LocalGate
 from engine.dlr import (
     ORPHAN_KEEP_S,
     ORPHANS_REMEMBERED,
@@ -41,10 +42,13 @@ from engine.journal import (
 )
 from engine.lifecycle import Charge
 from engine.models import Event, Message
-from engine.ratelimit import RequestLimiter
+from engine.ratelimit import RequestLimiter, TokenBucket
 from tests.engine.test_ratelimit import busiest_window
 
 pytestmark = pytest.mark.anyio
+
+# A bridge without a messages/s limit: these tests are about requests.
+UNLIMITED = TokenBucket(0.0, 1.0)
 
 
 def message(msg_id: str, provider_id: str) -> Message:
@@ -481,7 +485,7 @@ async def run_poller(
     provider: FakeProvider,
     policy: PollPolicy,
     until: float,
-    limiter: RequestLimiter | None = None,
+    limiter: LocalGate | None = None,
 ) -> FinalOnly:
     handler = FinalOnly(journal)
     async with anyio.create_task_group() as tg:
@@ -493,7 +497,7 @@ async def run_poller(
                 client=provider,
                 journal=journal,  # type: ignore[arg-type]
                 handler=handler,  # type: ignore[arg-type]
-                limiter=limiter or RequestLimiter(1_000.0, 1_000.0),
+                limiter=limiter or LocalGate(RequestLimiter(1_000.0, 1_000.0), UNLIMITED, vt),
                 policy=policy,
                 clock=vt,
                 sleep=vt.sleep,
@@ -627,13 +631,13 @@ async def test_polls_and_sends_share_one_limiter_and_no_second_holds_more_than_i
     provider = FakeProvider(vt, {m.msg_id: vt.now + 15.0 for m in messages})
     driver = smsclub_driver()
     policy = poll_policy("smsclub", driver.capabilities, interval_s=1.0, max_interval_s=4.0)
-    limiter = RequestLimiter(8.0, 1.0)
+    limiter = LocalGate(RequestLimiter(8.0, 1.0), UNLIMITED, vt)
     sends: list[float] = []
 
     async def send_forever() -> None:
-        # engine.dispatch's gate: take a turn from the bridge's limiter, sleep, send.
+        # engine.dispatch's gate: take a turn from the bridge's limits, sleep, send.
         while True:
-            await vt.sleep(limiter.take(1, vt()))
+            await vt.sleep(limiter.take(1, 1, vt()))
             sends.append(vt())
 
     async with anyio.create_task_group() as tg:

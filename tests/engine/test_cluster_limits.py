@@ -1,0 +1,208 @@
+"""Tests for engine.cluster_limits against a real redis-server (tests/conftest.py starts one
+per test): the shared GCRA gives the local RequestLimiter's grants, no one-second window
+holds more than the limit (requests, and messages in batches), two clients share one
+limit, a turn beyond the horizon is a Hold, a Redis that lost its data holds the bridge,
+and an unreachable Redis holds every turn (named once in the log) until it is back."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+
+import pytest
+import structlog
+from redis.asyncio import Redis
+
+from bench.redis_server import RedisServer
+from engine.bridge_limits import Hold, HoldCause
+from engine.cluster_limits import (
+    GCRA_SCRIPT,
+    HORIZON_S,
+    WINDOW_S,
+    Grant,
+    SharedGate,
+    keys_of,
+    location,
+    open_client,
+)
+from engine.ratelimit import RequestLimiter
+
+pytestmark = pytest.mark.anyio
+
+US = 1_000_000
+# A horizon long enough to reserve a whole test's grants at once (no real waiting).
+LONG_HORIZON_S = 600.0
+
+
+@pytest.fixture
+async def client(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    redis = open_client(redis_server.url)
+    yield redis
+    await redis.aclose()
+
+
+def gate(client: Redis, bridge: str = "b", where: str = "Redis", **limits: float) -> SharedGate:
+    rates = {
+        "requests_per_s": 0.0,
+        "requests_burst": 1.0,
+        "messages_per_s": 0.0,
+        "messages_burst": 1.0,
+        "horizon_s": LONG_HORIZON_S,
+        "fresh_hold_s": 0.0,
+    }
+    rates.update(limits)
+    return SharedGate(client, bridge, where=where, **rates)
+
+
+async def grants(gate: SharedGate, asks: list[tuple[int, int]]) -> list[Grant]:
+    given: list[Grant] = []
+    for requests, messages in asks:
+        answer = await gate.grant(requests, messages)
+        assert isinstance(answer, Grant), answer
+        given.append(answer)
+    return given
+
+
+def busiest_window(weighted: list[tuple[int, int]], window_us: int = US) -> int:
+    """The most units in any window [t, t + window) of (time µs, units) grants: checked
+    from every grant, where the busiest window of a finite set can always start."""
+    ordered = sorted(weighted)
+    return max(
+        sum(units for at, units in ordered if start <= at < start + window_us)
+        for start, _ in ordered
+    )
+
+
+async def test_requests_match_the_local_limiter(client: Redis) -> None:
+    local = RequestLimiter(10.0, 3.0)
+    expected = [local.take(1, 0.0) for _ in range(20)]
+    given = await grants(gate(client, requests_per_s=10.0, requests_burst=3.0), [(1, 0)] * 20)
+    first = given[0].asked_us
+    # The asks are microseconds apart on the server's clock, not all at one instant.
+    offsets = [(g.at_us - first) / US for g in given]
+    assert offsets == [pytest.approx(e, abs=0.005) for e in expected]
+    assert busiest_window([(g.at_us, 1) for g in given]) == 10
+
+
+async def test_no_one_second_window_holds_more_messages_than_the_limit(client: Redis) -> None:
+    shared = gate(
+        client, requests_per_s=40.0, requests_burst=40.0, messages_per_s=200.0, messages_burst=50.0
+    )
+    draw = random.Random(20)
+    asks = [(1, draw.randint(1, 50)) for _ in range(400)]
+    given = await grants(shared, asks)
+    messages = [(g.at_us, n) for g, (_, n) in zip(given, asks, strict=True)]
+    requests = [(g.at_us, 1) for g in given]
+    assert busiest_window(messages) <= 200
+    assert busiest_window(requests) <= 40
+    # And the limit is used, not just kept: a batch waits only until enough of the oldest
+    # grants left the window, so batches of up to a quarter of the limit still leave
+    # most of it used (docs/design.md, "Cluster mode", has the figures).
+    span_s = (given[-1].at_us - given[0].at_us) / US
+    assert 0.85 * 200 <= sum(n for _, n in asks[:-1]) / span_s <= 200
+
+
+async def test_a_batch_larger_than_a_second_of_messages_goes_alone(client: Redis) -> None:
+    shared = gate(client, messages_per_s=10.0, messages_burst=10.0)
+    small, large, after = await grants(shared, [(0, 4), (0, 25), (0, 1)])
+    assert large.at_us - small.at_us >= WINDOW_S * US  # the window emptied first
+    assert after.at_us - large.at_us >= WINDOW_S * US
+
+
+async def test_two_clients_share_one_limit(redis_server: RedisServer) -> None:
+    nodes = [open_client(redis_server.url) for _ in range(2)]
+    try:
+        gates = [gate(node, requests_per_s=20.0, requests_burst=5.0) for node in nodes]
+        given: list[Grant] = []
+        for turn in range(60):
+            given += await grants(gates[turn % 2], [(1, 0)])
+        assert busiest_window([(g.at_us, 1) for g in given]) == 20
+        span_s = (given[-1].at_us - given[0].at_us) / US
+        assert 59 / span_s == pytest.approx(20.0, rel=0.1)
+        # Other bridges have limits of their own.
+        other = gate(nodes[0], bridge="other", requests_per_s=20.0, requests_burst=5.0)
+        assert (await grants(other, [(1, 0)]))[0].wait_s < 0.05
+    finally:
+        for node in nodes:
+            await node.aclose()
+
+
+async def test_a_turn_beyond_the_horizon_is_a_hold_and_takes_nothing(client: Redis) -> None:
+    shared = gate(client, requests_per_s=10.0, requests_burst=1.0, horizon_s=0.5)
+    given = await grants(shared, [(1, 0)] * 6)  # 0, 0.1 … 0.5 s ahead
+    held = await shared.grant(1, 0)
+    assert isinstance(held, Hold)
+    assert held.cause is HoldCause.AHEAD
+    assert held.retry_s == pytest.approx(0.1, abs=0.02)
+    state = await client.hgetall(keys_of("b")[0])
+    assert int(state[b"last"]) == given[-1].at_us  # the hold reserved nothing
+
+
+async def test_missing_state_holds_the_bridge_until_earlier_grants_left_their_window(
+    redis_server: RedisServer, client: Redis
+) -> None:
+    # Grants reserved up to the horizon ahead (no hold on this first use, to have some).
+    before = gate(client, requests_per_s=10.0, requests_burst=10.0, horizon_s=HORIZON_S)
+    given: list[Grant] = []
+    while isinstance(answer := await before.grant(1, 0), Grant):
+        given.append(answer)
+    assert given[-1].wait_s > 0.9 * HORIZON_S
+    redis_server.restart()  # no persistence: the state is gone
+    after = SharedGate(
+        client,
+        "b",
+        requests_per_s=10.0,
+        requests_burst=10.0,
+        messages_per_s=0.0,
+        messages_burst=1.0,
+    )
+    held = await after.grant(1, 0)
+    while held == Hold(HoldCause.UNREACHABLE, 0.5):  # the client reconnects on its next call
+        held = await after.grant(1, 0)
+    # The hold is one horizon and one window; the part beyond the horizon is a Hold.
+    assert isinstance(held, Hold)
+    assert held.cause is HoldCause.AHEAD
+    assert held.retry_s == pytest.approx(WINDOW_S, abs=0.05)
+    floor = int((await client.hgetall(keys_of("b")[0]))[b"floor"])
+    # No grant made before the loss shares a window with one made after it.
+    assert floor >= given[-1].at_us + WINDOW_S * US
+
+
+async def test_an_unreachable_redis_holds_every_turn_until_it_is_back(
+    redis_server: RedisServer, client: Redis
+) -> None:
+    where = location(redis_server.url)
+    shared = gate(client, where=where, requests_per_s=100.0, requests_burst=100.0)
+    assert isinstance(await shared.grant(1, 1), Grant)
+    assert shared.fault is None
+    redis_server.stop()
+    with structlog.testing.capture_logs() as logged:
+        answers = [await shared.reserve(1, 1) for _ in range(3)]
+    assert answers == [Hold(HoldCause.UNREACHABLE, 0.5)] * 3
+    fault = shared.fault or ""
+    assert fault.startswith(f"the cluster's rate limits ({where}) cannot be reached")
+    assert "nothing is sent through bridge b" in fault
+    # Said once, not at every turn.
+    assert [e["event"] for e in logged] == ["cluster_limits_unreachable"]
+    redis_server.start()
+    with structlog.testing.capture_logs() as logged:
+        answer = await shared.reserve(1, 1)
+    assert isinstance(answer, float)
+    assert shared.fault is None
+    assert [e["event"] for e in logged] == ["cluster_limits_back"]
+
+
+async def test_the_script_runs_on_the_server_clock(client: Redis) -> None:
+    # Two gates whose callers' clocks would disagree still see one timeline: the grant
+    # and ask times come from Redis's TIME.
+    seconds, micros = await client.time()
+    shared = gate(client, requests_per_s=5.0, requests_burst=1.0)
+    given = await grants(shared, [(1, 0)])
+    assert given[0].asked_us - (seconds * US + micros) < 0.5 * US
+    assert GCRA_SCRIPT.count("redis.call('TIME')") == 1
+
+
+def test_location_never_shows_a_password() -> None:
+    assert location("redis://:s3cret@10.0.0.5:6380/2") == "Redis at redis://10.0.0.5:6380/2"
+    assert location("redis://user:pw@host") == "Redis at redis://host:6379/0"
+    assert location("unix:///run/redis.sock") == "Redis at /run/redis.sock"

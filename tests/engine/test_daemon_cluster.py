@@ -1,0 +1,72 @@
+"""The daemon with `[cluster] redis` against a real redis-server: a bridge's rate limits
+are kept in Redis; when Redis stops, nothing more is sent through the bridge and /readyz
+names it with the reason; when Redis is back, what waited goes out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from redis.asyncio import Redis
+
+from bench.redis_server import RedisServer
+from engine.cluster import ClusterSettings
+from engine.cluster_limits import keys_of
+from tests.engine.daemon_harness import connected, daemon_settings, running_daemon
+from tests.engine.outcomes_harness import readyz
+
+pytestmark = pytest.mark.anyio
+
+
+def submitted(events: list[dict[str, Any]], client_id: str) -> bool:
+    return any(e["event"] == "submitted" and e["id"] == client_id for e in events)
+
+
+async def test_redis_down_pauses_the_bridge_and_readyz_says_so_until_it_is_back(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    settings = daemon_settings(tmp_path, cluster=ClusterSettings(redis=redis_server.url))
+    async with running_daemon(settings) as daemon, connected(daemon) as client:
+        await client.send({"id": "before", "to": "+250782589800", "text": "one"})
+        await client.wait_for(lambda events: submitted(events, "before"))
+        # The bridge's turns were taken in Redis, not in the process.
+        assert await redis_keys(redis_server) >= set(keys_of("dsc"))
+        sent_before = (await daemon.sim_counters())["dsc"]["accepted_total"]
+
+        redis_server.stop()
+        await client.send({"id": "during", "to": "+250782589801", "text": "two"})
+        # /readyz is asked (a bounded number of times) until the dispatcher has met the
+        # outage: the bridge's next turn is where it shows.
+        for _ in range(200):
+            report = (await readyz(daemon))[1]
+            if "dsc" in report["unready_bridges"]:
+                break
+            await anyio.sleep(0.05)
+        else:
+            pytest.fail(f"/readyz never named bridge dsc with Redis stopped: {report}")
+        reason = report["unready_bridges"]["dsc"]
+        assert reason.startswith(
+            f"the cluster's rate limits (Redis at redis://127.0.0.1:{redis_server.port}/0)"
+            " cannot be reached"
+        )
+        assert reason.endswith("nothing is sent through bridge dsc until they answer")
+        # The other bridges can still send: the daemon as a whole stays ready.
+        assert report["ready"] is True
+        # Accepted, but not sent while the limits cannot be asked.
+        assert not submitted(client.events, "during")
+        assert (await daemon.sim_counters())["dsc"]["accepted_total"] == sent_before
+
+        redis_server.start()
+        await client.wait_for(lambda events: submitted(events, "during"))
+        assert "dsc" not in (await readyz(daemon))[1]["unready_bridges"]
+    assert [e["id"] for e in client.of("accepted")] == ["before", "during"]
+
+
+async def redis_keys(server: RedisServer) -> set[str]:
+    client = Redis.from_url(server.url, decode_responses=True)
+    try:
+        return {str(key) for key in await client.keys("septet:limits:*")}
+    finally:
+        await client.aclose()
