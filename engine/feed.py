@@ -141,9 +141,16 @@ def event_body(event_id: int, event: Event) -> bytearray:
     return bytearray(_EVENT_ID_PREFIX % (event_id, encoded[1:]))
 
 
+def keeps(keep: frozenset[str] | None, account: str, callback_url: str | None) -> bool:
+    """Whether a message's events are stored: its account keeps a feed (`keep` None: every
+    account does), or a webhook is owed for them. (A Kannel dlr-url is checked per event,
+    in `append_events`.)"""
+    return keep is None or callback_url is not None or account in keep
+
+
 def append_events(
     connection: sqlite3.Connection,
-    changes: Sequence[AppendEvents],
+    changes: Sequence[AppendEvents | int],
     next_id: int,
     now: float,
     keep: frozenset[str] | None = None,
@@ -151,7 +158,8 @@ def append_events(
     """Insert the changes' events (and owed deliveries) with ids from `next_id` on; returns
     the next free id and the deliveries added (which the webhook worker is handed once
     they are committed, without reading them back). One prepared INSERT per event
-    (executemany), one per delivery.
+    (executemany), one per delivery. An int among the changes is that many events known
+    not to be stored (`keeps`), never built: their ids are handed out and nothing more.
 
     With `keep`, an event of an account not in it is stored only when a delivery is owed
     for it (a callback_url or a Kannel dlr-url); it still takes its id, so ids stay in
@@ -162,6 +170,9 @@ def append_events(
     gets: list[tuple[Any, ...]] = []
     owed: list[DueDelivery] = []
     for change in changes:
+        if isinstance(change, int):
+            next_id += change
+            continue
         msg_id = int(change.msg_id)
         account = change.account
         url = change.callback_url

@@ -619,8 +619,11 @@ class SqliteJournal:
         find_client_ref = connection.execute
         next_msg_id = self._next_msg_id
         first_event_id = self._next_event_id
-        # One `accepted` feed event per message, in the order of the messages.
-        appends: list[AppendEvents] = []
+        # One `accepted` feed event per message, in the order of the messages; a group whose
+        # events are not stored (feed.keeps) only takes their ids, its events never built.
+        appends: list[AppendEvents | int] = []
+        event_id = first_event_id
+        keep = self._feed_accounts
         instance = self.instance
         bridges_json = self._bridges_json
         encode = message_encoder.encode
@@ -642,6 +645,10 @@ class SqliteJournal:
                         continue
                 ids: list[str] = []
                 group_rows = rows if client_ref is not None else rows_without_client_ref
+                kept = keep is None or any(
+                    feed.keeps(keep, feed.account_of(message), message.callback_url)
+                    for message in group
+                )
                 for message in group:
                     msg_id = str(next_msg_id)
                     message.msg_id = msg_id
@@ -664,14 +671,18 @@ class SqliteJournal:
                         message.attempt,
                         1 if message.dlr else 0,
                         SCHEDULED_S if message.due_at > message.accepted_at else ACCEPTED_S,
-                        first_event_id + len(appends),
+                        event_id,
                         account,
                         bytearray(encode(message)),
                     )
-                    appends.append(accepted_append(message))
+                    if kept:
+                        appends.append(accepted_append(message))
+                    event_id += 1
                     group_rows.append(row if client_ref is None else (*row, client_ref))
                     ids.append(msg_id)
                     next_msg_id += 1
+                if not kept:
+                    appends.append(len(group))
                 if client_ref is not None:
                     earlier[account, client_ref] = ids
                 day = (account, int(first.accepted_at // 86400))
