@@ -15,6 +15,8 @@ left is sent once. A live node's claims are never touched.
         or whose row only waits to be forgotten
     registration(existing row, run, now, lease_s): JOIN | REJOIN (its own claims from a
         previous run are recovered at start) | NAME_IN_USE (a live process has the name)
+    leader(rows, now, lease_s): the one live node that runs what must run once per cluster
+        (status polls, report deadlines, webhooks, retention), the oldest
 
 A node's name is also its stamp on claims, so a node configured with a stable name that
 restarts finds its own claims of the previous run and recovers them at start, as a single
@@ -129,6 +131,17 @@ def takeover_targets(
         if record.node != me and liveness(record, now, lease_s) is not Liveness.LIVE
     ]
     return sorted(dead, key=lambda record: (record.heartbeat_at, record.node))
+
+
+def leader(records: Sequence[NodeRecord], now: float, lease_s: float) -> str | None:
+    """The node that runs the cluster's single duties (status polls, report deadlines,
+    webhooks, retention): the live node that started first, by name on a tie. A node that
+    joins later never takes it over from a live one; when the leader dies, the next oldest
+    leads within a lease."""
+    live = [record for record in records if liveness(record, now, lease_s) is Liveness.LIVE]
+    if not live:
+        return None
+    return min(live, key=lambda record: (record.started_at, record.node)).node
 
 
 class Registration(enum.Enum):

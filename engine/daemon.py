@@ -54,7 +54,7 @@ from engine.credentials import (
     describe,
 )
 from engine.dispatch import BridgeDispatcher
-from engine.dlr import ReceiptHandler, poll_policy, serve_poller
+from engine.dlr import ReceiptHandler, poll_policy, serve_poller, serve_shared_orphans
 from engine.feed import serve_retention
 from engine.http_io import BridgeClient
 from engine.ingress.accept import Acceptor
@@ -373,18 +373,23 @@ async def run_daemon(
         tg.start_soon(
             _run_forever, functools.partial(membership.serve_takeover, recover_taken), "takeover"
         )
+        # What must run once per cluster runs on its leader only (engine.membership); with
+        # one node, that node.
+        leading = membership.while_leading
         tg.start_soon(
             _run_forever,
-            lambda: serve_retention(journal, settings.events.keep_s),
+            lambda: leading(lambda: serve_retention(journal, settings.events.keep_s)),
             "event_retention",
         )
         if settings.journal.keep_days > 0:
             tg.start_soon(
                 _run_forever,
-                lambda: serve_pruning(
-                    journal,
-                    settings.journal.keep_days * SECONDS_PER_DAY,
-                    on_pruned=operations.journal_pruned_rows,
+                lambda: leading(
+                    lambda: serve_pruning(
+                        journal,
+                        settings.journal.keep_days * SECONDS_PER_DAY,
+                        on_pruned=operations.journal_pruned_rows,
+                    )
                 ),
                 "journal_retention",
             )
@@ -394,15 +399,29 @@ async def run_daemon(
             functools.partial(_webhook_account, settings, accounts),
             metrics=metrics,
         )
-        journal.on_deliveries = webhooks.wake
-        tg.start_soon(_run_forever, webhooks.serve, "webhooks")
+        # Only the leader delivers (below): another node's hand-offs would only pile up.
+        journal.on_deliveries = lambda added: webhooks.wake(added) if membership.leading else None
+        tg.start_soon(_run_forever, lambda: leading(webhooks.serve), "webhooks")
         tg.start_soon(
             _run_forever,
-            lambda: serve_report_deadlines(
-                journal, events, report_timeout_s=report_timeout_s, on_final=metrics.receipt
+            lambda: leading(
+                lambda: serve_report_deadlines(
+                    journal, events, report_timeout_s=report_timeout_s, on_final=metrics.receipt
+                )
             ),
             "report_deadlines",
         )
+        if journal.shared:
+            # A report another node kept before this one journaled its submit.
+            tg.start_soon(
+                _run_forever,
+                lambda: leading(
+                    lambda: serve_shared_orphans(
+                        receipts_handler, interval_s=settings.cluster.heartbeat_s
+                    )
+                ),
+                "shared_orphans",
+            )
 
         # ── scheduling and dispatch ───────────────────────────────────────────
         scheduler = Scheduler(queues, journal)
@@ -447,15 +466,17 @@ async def run_daemon(
                 )
                 tg.start_soon(
                     _run_forever,
-                    lambda n=name, b=limits, p=polls: serve_poller(
-                        bridge=n,
-                        driver=drivers[n],
-                        client=clients[n],
-                        journal=journal,
-                        handler=receipts_handler,
-                        limiter=b,
-                        policy=p,
-                        on_request=metrics.status_request_hook(n),
+                    lambda n=name, b=limits, p=polls: leading(
+                        lambda: serve_poller(
+                            bridge=n,
+                            driver=drivers[n],
+                            client=clients[n],
+                            journal=journal,
+                            handler=receipts_handler,
+                            limiter=b,
+                            policy=p,
+                            on_request=metrics.status_request_hook(n),
+                        )
                     ),
                     f"poller:{name}",
                 )

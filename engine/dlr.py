@@ -469,6 +469,20 @@ def polled(chunk: Sequence[PollDue], at: float, policy: PollPolicy) -> list[Chan
     ]
 
 
+async def serve_shared_orphans(handler: ReceiptHandler, *, interval_s: float) -> None:
+    """Cluster mode (docs/cluster.md): a report that reached one node before another node
+    journaled its submit is kept as an orphan in the shared journal, where the submitting
+    node's own matching (kept in its memory) does not see it. Every `interval_s`, match
+    the stored orphans whose message is now journaled. A journal that cannot be read is
+    tried again at the next turn."""
+    while True:
+        await anyio.sleep(interval_s)
+        try:
+            await handler.recover_orphans()
+        except JournalError as error:
+            log.error("journal_read_failed", during="shared_orphans", error=str(error))
+
+
 async def serve_poller(
     *,
     bridge: str,

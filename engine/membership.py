@@ -12,6 +12,10 @@ The rules are engine.cluster's (pure); this module carries them out on the journ
   survivor that dies in the middle leaves them as its own claims for the next) and carry
   out the crash-recovery step on them (engine.recovery.recover_claims); then forget its row.
 - `leave` at a clean stop: the row says so, and what it still holds is taken over at once.
+- `while_leading`: what must run once per cluster (status polls, report deadlines, webhooks,
+  retention; engine.cluster.leader) runs on the leader only, started when this node
+  becomes the leader and cancelled when it stops being it (what it was doing stays in the
+  journal, for the next leader).
 
 With the SQLite journal (one node) every claim is this node's, and nothing is taken over.
 """
@@ -30,6 +34,7 @@ from engine.cluster import (
     Liveness,
     NodeRecord,
     Registration,
+    leader,
     liveness,
     name_in_use_sentence,
     registration,
@@ -92,6 +97,9 @@ class Membership:
         self.started_at = clock()
         # When the journal last took this node's heartbeat (None: never yet).
         self.heartbeat_at: float | None = None
+        # Whether this node runs the cluster's single duties, and a wake-up when that changes.
+        self.leading = False
+        self._leadership_changed = anyio.Event()
 
     async def join(self) -> Registration:
         """Write this node's row; NameInUseError when a live process of another run holds it."""
@@ -103,7 +111,33 @@ class Membership:
             raise NameInUseError(name_in_use_sentence(existing, now))
         await self.journal.join(self.node, self.run, now)
         self.heartbeat_at = now
+        self._update_leadership(await self.journal.nodes(), now)
         return decision
+
+    def _update_leadership(self, records: Sequence[NodeRecord], now: float) -> None:
+        leads = self.holds_lease(now) and leader(records, now, self.settings.lease_s) == self.node
+        if leads != self.leading:
+            self.leading = leads
+            log.info("leadership", node=self.node, leading=leads)
+            self._leadership_changed.set()
+            self._leadership_changed = anyio.Event()
+
+    async def while_leading(self, factory: Callable[[], Awaitable[None]]) -> None:
+        """Forever: run `factory()` while this node leads; cancelled when it stops leading,
+        started again when it leads again."""
+        while True:
+            while not self.leading:
+                await self._leadership_changed.wait()
+            async with anyio.create_task_group() as tg:
+
+                async def step_down() -> None:
+                    while self.leading:
+                        await self._leadership_changed.wait()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(step_down)
+                await factory()
+                tg.cancel_scope.cancel()
 
     def heartbeat_age(self, now: float) -> float | None:
         return None if self.heartbeat_at is None else max(0.0, now - self.heartbeat_at)
@@ -123,6 +157,8 @@ class Membership:
                 await self.journal.join(self.node, self.run, now)
         except JournalError as error:
             log.error("heartbeat_failed", node=self.node, error=str(error))
+            if not self.holds_lease(self._clock()):
+                self._update_leadership((), now)  # taken for dead by now: lead nothing
             return False
         self.heartbeat_at = now
         return True
@@ -137,6 +173,7 @@ class Membership:
         tally: dict[str, int] = {}
         now = self._clock()
         records = await self.journal.nodes()
+        self._update_leadership(records, now)
         for dead in takeover_targets(records, self.node, now, self.settings.lease_s):
             taken = await self._take_node(dead, recover, tally)
             forgotten = await self.journal.forget_node(dead.node, dead.heartbeat_at)

@@ -148,6 +148,9 @@ class WebhookWorker:
         # Run again after a failure (the daemon restarts it): the POSTs of the last run were
         # cancelled, so only deliveries whose outcome still waits to be written stay claimed.
         self._claimed = {outcome.event_id for outcome in self._settled}
+        # What was handed over before this run is read back from the journal instead (a
+        # cluster node that becomes the leader may hold hand-offs another leader served).
+        self._handed = []
         self._may_have_retries = self._must_read = True
         self._transport = Http11Transport(
             max_connections=s.concurrency,

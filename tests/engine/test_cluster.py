@@ -12,6 +12,7 @@ from engine.cluster import (
     Liveness,
     NodeRecord,
     Registration,
+    leader,
     liveness,
     name_in_use_sentence,
     node_name,
@@ -108,3 +109,17 @@ def test_the_config_file_refuses_a_bad_cluster_section(tmp_path: Path) -> None:
     assert load_config(path).settings.cluster == ClusterSettings(
         node="edge-1", heartbeat_s=1.0, lease_s=5.0
     )
+
+
+def test_the_leader_is_the_live_node_that_started_first() -> None:
+    now = 3000.0
+    first = NodeRecord(node="b", run="r", started_at=100.0, heartbeat_at=2999.0)
+    later = NodeRecord(node="a", run="r", started_at=200.0, heartbeat_at=2999.5)
+    assert leader([later, first], now, 15.0) == "b"
+    # A tie on the start goes by name; a dead or departed node leads nothing.
+    twin = NodeRecord(node="a", run="r", started_at=100.0, heartbeat_at=2999.0)
+    assert leader([first, twin], now, 15.0) == "a"
+    dead = NodeRecord(node="b", run="r", started_at=100.0, heartbeat_at=2000.0)
+    assert leader([dead, later], now, 15.0) == "a"
+    gone = NodeRecord(node="a", run="r", started_at=200.0, heartbeat_at=2999.5, left_at=2999.6)
+    assert leader([dead, gone], now, 15.0) is None

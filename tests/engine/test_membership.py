@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
+import anyio
 import httpx
 import msgspec
 import pytest
@@ -17,6 +19,7 @@ import structlog
 from engine.cluster import ClusterSettings
 from engine.journal import open_journal
 from engine.membership import Membership
+from engine.models import Message
 from tests.engine.daemon_harness import daemon_settings, running_daemon
 from tests.engine.outcomes_harness import readyz
 from tests.engine.test_journal import make_message
@@ -89,8 +92,57 @@ async def test_the_sqlite_journal_is_one_node_holding_every_claim(tmp_path: Path
         assert await membership.beat()
         assert (await journal.nodes())[0].heartbeat_at == now
         # Nothing is ever taken over: the claim stays this node's, in flight.
-        assert await membership.take_over(lambda claims: pytest.fail("no takeover")) == {}
+        assert await membership.take_over(no_takeover) == {}
         assert [m.msg_id for m in await journal.inflight()] == [group[0].msg_id]
         await membership.leave()
         assert (await journal.nodes())[0].left_at == now
         assert msgspec.to_builtins(await journal.nodes())  # plain data for the admin API
+
+
+async def test_what_runs_once_per_cluster_runs_while_this_node_leads(tmp_path: Path) -> None:
+    now = 2_000_000.0
+    async with open_journal(tmp_path / "j.db") as journal:
+        membership = Membership(
+            journal, "solo", "run-1", ClusterSettings(heartbeat_s=1, lease_s=3), clock=lambda: now
+        )
+        assert not leads(membership)
+        await membership.join()
+        assert leads(membership)  # the only node leads
+        runs: list[str] = []
+        started = anyio.Event()
+
+        async def duty() -> None:
+            runs.append("started")
+            started.set()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                runs.append("stopped")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(membership.while_leading, duty)
+            with anyio.fail_after(5):
+                await started.wait()
+            # No heartbeat for longer than the lease: this node may be taken for dead, so
+            # it leads nothing and its duty stops.
+            now += 3.5
+            await membership.take_over(no_takeover)
+            assert not leads(membership)
+            await anyio.wait_all_tasks_blocked()
+            assert runs == ["started", "stopped"]
+            started = anyio.Event()
+            assert await membership.beat()
+            await membership.take_over(no_takeover)
+            assert leads(membership)
+            with anyio.fail_after(5):
+                await started.wait()
+            assert runs == ["started", "stopped", "started"]
+            tg.cancel_scope.cancel()
+
+
+async def no_takeover(claims: Sequence[Message]) -> dict[str, int]:
+    raise AssertionError(f"nothing is taken over with one node: {claims}")
+
+
+def leads(membership: Membership) -> bool:
+    return membership.leading
