@@ -28,7 +28,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final, Protocol
+from typing import Final, NamedTuple, Protocol
 
 import anyio
 import msgspec
@@ -47,6 +47,7 @@ __all__ = [
     "account_of",
     "append_events",
     "history",
+    "plan_events",
     "read_feed",
 ]
 
@@ -148,26 +149,33 @@ def keeps(keep: frozenset[str] | None, account: str, callback_url: str | None) -
     return keep is None or callback_url is not None or account in keep
 
 
-def append_events(
-    connection: sqlite3.Connection,
+class EventRows(NamedTuple):
+    """The rows `append_events` writes, planned without a connection (every backend's)."""
+
+    next_id: int  # the next free event id
+    events: list[tuple[int, str, int, float, bytearray]]  # id, account, msg_id, at, body
+    posts: list[tuple[int, str, float, float]]  # event id, url, next_at, first_at
+    gets: list[tuple[int, str, float, float]]  # the same, Kannel dlr-url GETs
+    owed: list[DueDelivery]  # the deliveries added, for the webhook worker
+
+
+def plan_events(
     changes: Sequence[AppendEvents | int],
     next_id: int,
     now: float,
     keep: frozenset[str] | None = None,
-) -> tuple[int, list[DueDelivery]]:
-    """Insert the changes' events (and owed deliveries) with ids from `next_id` on; returns
-    the next free id and the deliveries added (which the webhook worker is handed once
-    they are committed, without reading them back). One prepared INSERT per event
-    (executemany), one per delivery. An int among the changes is that many events known
-    not to be stored (`keeps`), never built: their ids are handed out and nothing more.
+) -> EventRows:
+    """The changes' event rows (and owed deliveries) with ids from `next_id` on. An int
+    among the changes is that many events known not to be stored (`keeps`), never built:
+    their ids are handed out and nothing more.
 
     With `keep`, an event of an account not in it is stored only when a delivery is owed
     for it (a callback_url or a Kannel dlr-url); it still takes its id, so ids stay in
     commit order and are never reused. Nobody could read the others: the feed is read over
     the HTTP API, with the account's key (docs/events.md)."""
-    rows: list[tuple[Any, ...]] = []
-    deliveries: list[tuple[Any, ...]] = []
-    gets: list[tuple[Any, ...]] = []
+    rows: list[tuple[int, str, int, float, bytearray]] = []
+    deliveries: list[tuple[int, str, float, float]] = []
+    gets: list[tuple[int, str, float, float]] = []
     owed: list[DueDelivery] = []
     for change in changes:
         if isinstance(change, int):
@@ -208,13 +216,28 @@ def append_events(
                 continue
             rows.append((next_id, account, msg_id, now, body))
             next_id += 1
-    if rows:
-        connection.executemany(SQL_INSERT_EVENT, rows)
-    if deliveries:
-        connection.executemany(SQL_INSERT_DELIVERY, deliveries)
-    if gets:
-        connection.executemany(SQL_INSERT_GET_DELIVERY, gets)
-    return next_id, owed
+    return EventRows(next_id, rows, deliveries, gets, owed)
+
+
+def append_events(
+    connection: sqlite3.Connection,
+    changes: Sequence[AppendEvents | int],
+    next_id: int,
+    now: float,
+    keep: frozenset[str] | None = None,
+) -> tuple[int, list[DueDelivery]]:
+    """Insert the changes' events (and owed deliveries, `plan_events`) with ids from
+    `next_id` on; returns the next free id and the deliveries added (which the webhook
+    worker is handed once they are committed, without reading them back). One prepared
+    INSERT per event (executemany), one per delivery."""
+    planned = plan_events(changes, next_id, now, keep)
+    if planned.events:
+        connection.executemany(SQL_INSERT_EVENT, planned.events)
+    if planned.posts:
+        connection.executemany(SQL_INSERT_DELIVERY, planned.posts)
+    if planned.gets:
+        connection.executemany(SQL_INSERT_GET_DELIVERY, planned.gets)
+    return planned.next_id, planned.owed
 
 
 def last_event_id(connection: sqlite3.Connection, kept: int) -> int:

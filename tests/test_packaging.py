@@ -38,7 +38,12 @@ DEV_AND_BENCH = ("pytest", "mypy", "ruff", "hypothesis", "matplotlib", "psutil",
 # Modules that serve an optional extra (pyproject.toml [project.optional-dependencies]): they
 # may import that extra's packages, and are imported only when the configuration asks for
 # them (engine.bridge_limits imports engine.cluster_limits only with `[cluster] redis`).
-EXTRA_MODULES = {"engine/cluster_limits.py": "cluster"}
+EXTRA_MODULES = {
+    "engine/cluster_limits.py": "cluster",
+    # The PostgreSQL journal backend: imported only for [journal] backend = "postgresql".
+    "engine/journal/postgres.py": "postgresql",
+    "engine/journal/postgres_schema.py": "postgresql",
+}
 
 
 def drain_s() -> float:

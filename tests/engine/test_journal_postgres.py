@@ -1,0 +1,251 @@
+"""Tests for engine.journal.postgres on a real PostgreSQL: what only this backend has (the
+schema's creation and versions, a DSN that is wrong or a server that is gone), and what a
+cluster needs: two journals on one database, as two nodes, never both win a message, never
+both take a client id, and hand out event ids in commit order."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import anyio
+import psycopg
+import pytest
+
+from bench.postgres import TemporaryPostgres, free_port
+from engine.journal import Duplicate, JournalError, MarkSubmitted
+from engine.journal.postgres import PostgresJournal, describe_dsn, open_postgres_journal
+from engine.journal.postgres_schema import SCHEMA_VERSION
+from engine.models import Message
+from tests.engine.test_journal import make_message
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def journal(postgres_dsn: str) -> AsyncIterator[PostgresJournal]:
+    async with open_postgres_journal(postgres_dsn) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def two_nodes(postgres_dsn: str) -> AsyncIterator[tuple[PostgresJournal, PostgresJournal]]:
+    """Two journals on one database, each with its own connection and writer thread, as
+    two septet processes would have."""
+    async with (
+        open_postgres_journal(postgres_dsn) as first,
+        open_postgres_journal(postgres_dsn) as second,
+    ):
+        await first.join("node-a", "run-a", time.time())
+        await second.join("node-b", "run-b", time.time())
+        yield first, second
+
+
+async def accept_one(journal: PostgresJournal, message: Message) -> Message:
+    [group] = await journal.accept([[message]])
+    assert isinstance(group, list)
+    return group[0]
+
+
+async def accept_many(journal: PostgresJournal, count: int) -> list[Message]:
+    groups = await journal.accept([[make_message(f"+2507825{n:05d}")] for n in range(count)])
+    return [message for group in groups if isinstance(group, list) for message in group]
+
+
+# ── the schema ───────────────────────────────────────────────────────────────────
+
+
+async def test_nodes_starting_together_create_the_schema_once(postgres_dsn: str) -> None:
+    opened: list[str] = []
+
+    async def open_one() -> None:
+        async with open_postgres_journal(postgres_dsn) as journal:
+            opened.append(journal.instance)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(4):
+            tg.start_soon(open_one)
+    assert len(opened) == 4
+    assert len(set(opened)) == 1  # one instance name: references are unique cluster-wide
+    with psycopg.connect(postgres_dsn) as connection:
+        assert connection.execute("SELECT version FROM schema_version").fetchall() == [
+            (SCHEMA_VERSION,)
+        ]
+
+
+async def test_a_schema_newer_than_this_septet_is_refused_with_a_sentence(
+    postgres_dsn: str,
+) -> None:
+    async with open_postgres_journal(postgres_dsn):
+        pass
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        connection.execute("UPDATE schema_version SET version = %s", (SCHEMA_VERSION + 1,))
+    with pytest.raises(JournalError, match=r"schema version \d+, newer than this septet"):
+        async with open_postgres_journal(postgres_dsn):
+            pass
+
+
+# ── a wrong DSN, a server that is not there or goes away ──────────────────────────
+
+
+def test_a_dsn_that_is_not_one_is_a_sentence() -> None:
+    with pytest.raises(JournalError, match="not a PostgreSQL connection string"):
+        describe_dsn("host=127.0.0.1 port")
+    assert describe_dsn("postgresql://septet:secret@db.example:6543/sms") == "db.example:6543/sms"
+
+
+async def test_an_unreachable_server_is_a_sentence_naming_it() -> None:
+    port = free_port()  # nothing listens there
+    dsn = f"postgresql://septet@127.0.0.1:{port}/septet"
+    with pytest.raises(JournalError) as raised:
+        async with open_postgres_journal(dsn):
+            pass
+    sentence = str(raised.value)
+    assert sentence.startswith(f"Cannot open the journal at 127.0.0.1:{port}/septet: ")
+    assert "\n" not in sentence
+    assert "secret" not in sentence
+
+
+async def test_a_dropped_connection_fails_that_group_and_the_next_one_reconnects(
+    journal: PostgresJournal, postgres_dsn: str
+) -> None:
+    await accept_one(journal, make_message())
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'septet'"
+        )
+    with pytest.raises(JournalError, match=r"^The journal at .* could not be written: "):
+        await journal.accept([[make_message("+250782589801")]])
+    # Nothing of the failed group was kept; the next group connects again.
+    second = await accept_one(journal, make_message("+250782589802"))
+    assert await journal.pending_count() == 2
+    assert (await journal.get([second.msg_id]))[second.msg_id].to == "+250782589802"
+
+
+async def test_accept_answers_with_a_sentence_when_the_server_is_gone() -> None:
+    with TemporaryPostgres.started() as server:
+        dsn = server.create_database()
+        async with open_postgres_journal(dsn) as journal:
+            await accept_one(journal, make_message())
+            server.stop()
+            with anyio.fail_after(30):  # bounded: connect_timeout, not a hang
+                with pytest.raises(JournalError, match="could not be written"):
+                    await journal.accept([[make_message("+250782589801")]])
+                with pytest.raises(JournalError, match="could not be written"):
+                    await journal.accept([[make_message("+250782589802")]])
+
+
+# ── two nodes on one database ─────────────────────────────────────────────────────
+
+
+async def test_two_nodes_claiming_the_same_messages_at_once_win_each_exactly_once(
+    two_nodes: tuple[PostgresJournal, PostgresJournal],
+) -> None:
+    first, second = two_nodes
+    messages = await accept_many(first, 600)
+    wins: dict[str, list[str]] = {"node-a": [], "node-b": []}
+
+    async def claim_all(journal: PostgresJournal, node: str, reverse: bool) -> None:
+        # Each node reads the waiting messages on its own (fresh copies) and claims them in
+        # batches, one in the opposite order: every batch meets the other node's claims.
+        copies = list((await journal.get([m.msg_id for m in messages])).values())
+        copies.sort(key=lambda m: int(m.msg_id), reverse=reverse)
+        for start in range(0, len(copies), 25):
+            won = await journal.claim(copies[start : start + 25], 0, time.time())
+            wins[node].extend(message.msg_id for message in won)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(claim_all, first, "node-a", False)
+        tg.start_soon(claim_all, second, "node-b", True)
+    assert not set(wins["node-a"]) & set(wins["node-b"])
+    assert sorted(wins["node-a"] + wins["node-b"], key=int) == [m.msg_id for m in messages]
+    # Each claim is stamped with its winner: each node's inflight is its own.
+    assert {m.msg_id for m in await first.inflight()} == set(wins["node-a"])
+    assert {m.msg_id for m in await second.inflight()} == set(wins["node-b"])
+    records = {record.node: record.claims for record in await first.nodes()}
+    assert records == {"node-a": len(wins["node-a"]), "node-b": len(wins["node-b"])}
+
+
+async def test_a_client_id_accepted_on_two_nodes_at_once_is_journaled_once(
+    two_nodes: tuple[PostgresJournal, PostgresJournal],
+) -> None:
+    first, second = two_nodes
+    answers: dict[str, list[list[Message] | Duplicate]] = {"a": [], "b": []}
+
+    async def accept_refs(journal: PostgresJournal, name: str) -> None:
+        for n in range(40):
+            # Two recipients: a group shares its client id.
+            group = [
+                make_message("+250782589800", client_ref=f"ref-{n}"),
+                make_message("+250782589801", client_ref=f"ref-{n}"),
+            ]
+            answers[name] += await journal.accept([group])
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(accept_refs, first, "a")
+        tg.start_soon(accept_refs, second, "b")
+    for mine, theirs in zip(answers["a"], answers["b"], strict=True):
+        accepted = [answer for answer in (mine, theirs) if isinstance(answer, list)]
+        duplicates = [answer for answer in (mine, theirs) if isinstance(answer, Duplicate)]
+        assert len(accepted) == 1
+        assert len(duplicates) == 1
+        assert duplicates[0].msg_ids == [message.msg_id for message in accepted[0]]
+    assert await first.pending_count() == 80
+
+
+async def test_event_ids_are_in_commit_order_across_nodes(
+    two_nodes: tuple[PostgresJournal, PostgresJournal],
+) -> None:
+    first, second = two_nodes
+    seen: list[int] = []
+
+    async def accept_and_read(journal: PostgresJournal) -> None:
+        for n in range(30):
+            await accept_one(journal, make_message(f"+2507825{n:05d}"))
+            # Whatever a reader has seen, a later read never shows a new id below it.
+            page = await journal.feed("default", seen[-1] if seen else 0, 1000)
+            seen.extend(int(body.split(b",")[0].split(b":")[1]) for body in page.events)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(accept_and_read, first)
+        tg.start_soon(accept_and_read, second)
+    page = await first.feed("default", 0, 1000)
+    assert len(page.events) == 60
+    assert page.next_cursor == 60
+    assert seen == sorted(seen)
+
+
+async def test_a_dead_nodes_claims_are_taken_over_by_one_node(
+    two_nodes: tuple[PostgresJournal, PostgresJournal],
+) -> None:
+    first, second = two_nodes
+    messages = await accept_many(first, 30)
+    assert len(await first.claim(messages, 0, time.time())) == 30
+    taken = await second.take_claims("node-a", 20)
+    assert len(taken) == 20
+    assert await first.take_claims("node-a", 100) != []  # the rest, to node-a itself
+    assert {m.msg_id for m in await second.inflight()} == {m.msg_id for m in taken}
+    await second.record(
+        [
+            MarkSubmitted(
+                msg_id=m.msg_id,
+                provider_id=f"p{m.msg_id}",
+                cost=None,
+                currency=None,
+                at=1.0,
+                report_by=9.0,
+            )
+            for m in taken
+        ]
+    )
+    claims = {record.node: record.claims for record in await second.nodes()}
+    assert claims == {"node-a": 10, "node-b": 0}
+    # A node holding claims is not forgotten; one holding none is (at the heartbeat seen).
+    a, b = await first.node_record("node-a"), await first.node_record("node-b")
+    assert a is not None
+    assert b is not None
+    assert not await second.forget_node("node-a", a.heartbeat_at)
+    assert not await first.forget_node("node-b", b.heartbeat_at - 1)
+    assert await first.forget_node("node-b", b.heartbeat_at)
+    assert [record.node for record in await first.nodes()] == ["node-a"]
