@@ -563,6 +563,9 @@ async def run_daemon(
                         # ESME_RTHROTTLED; whole messages wait in line for room instead.
                         congested=lambda: any(queue.room() == 0 for queue in queues.values()),
                         monitor=operations,
+                        # In a cluster, receipts come back to the node whose store
+                        # holds the ids (engine.smpp.account.origin_of).
+                        node=node if journal.shared else None,
                         task_status=task_status,
                     )
 

@@ -21,10 +21,14 @@ from engine.smpp.settings import SmppAccount
 from engine.smpp.store import BindGroup, PendingReceipt
 
 
-def origin_of(system_id: str) -> str:
+def origin_of(system_id: str, node: str | None = None) -> str:
     """The origin of an account's messages: their events come to the server under it,
-    whichever bind submitted them (the bind group then picks the bind)."""
-    return f"smpp:{system_id}"
+    whichever bind submitted them (the bind group then picks the bind). In a cluster
+    (`node` given) each node's server has its own: the ids an ESME was given live in
+    that node's store, so a report another node took must come back to this node
+    (through the shared outbox, engine.ingress.outbox), and the client references built
+    from those ids stay unique across the nodes."""
+    return f"smpp:{system_id}" if node is None else f"smpp:{system_id}@{node}"
 
 
 class AccountState:
@@ -32,12 +36,12 @@ class AccountState:
     receiving binds each group has connected (the module docstring says who takes what).
     """
 
-    def __init__(self, owner: Account) -> None:
+    def __init__(self, owner: Account, node: str | None = None) -> None:
         if owner.smpp is None:
             raise ValueError(f"account {owner.name!r} has no SMPP login")
         self.owner = owner
         self.account: SmppAccount = owner.smpp
-        self.origin = origin_of(self.account.system_id)
+        self.origin = origin_of(self.account.system_id, node)
         # Oldest first within a group; a group leaves the dict once it has none waiting.
         self.ready: dict[BindGroup, OrderedDict[int, PendingReceipt]] = {}
         self.receivers: Counter[BindGroup] = Counter()

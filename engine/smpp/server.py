@@ -209,9 +209,12 @@ class SmppServer:
         congested: Callable[[], bool] | None = None,
         monitor: SmppMonitor | None = None,
         accounts: Accounts | None = None,
+        node: str | None = None,
     ) -> None:
         """`accounts`: the logins (engine.accounts); None: those of `settings.accounts`
-        (the deprecated form), or the demo login."""
+        (the deprecated form), or the demo login. `node`: this node's name in a cluster
+        (engine.smpp.account.origin_of), None with one node."""
+        self.node = node
         self.settings = settings
         self.monitor: SmppMonitor = monitor or _NoMonitor()
         self._accept = accept
@@ -226,7 +229,9 @@ class SmppServer:
                 failed_bind_window_s=settings.failed_bind_window_s,
             )
         self.registry = accounts
-        self.accounts = {a.smpp.system_id: AccountState(a) for a in accounts if a.smpp is not None}
+        self.accounts = {
+            a.smpp.system_id: AccountState(a, node) for a in accounts if a.smpp is not None
+        }
         self.reassembly: Reassembly[GivenId] = Reassembly()
         self._reassembly_changed = anyio.Event()
         self.in_progress = 0
@@ -382,7 +387,8 @@ class SmppServer:
         else:
             # The client reference makes a join repeated after a crash a duplicate,
             # never a second send: the journal answers with the first one's msg_id.
-            reference = f"{origin_of(first.system_id)}:{first.id}"
+            origin = origin_of(first.system_id, self.node)
+            reference = f"{origin}:{first.id}"
             state = self.accounts.get(first.system_id)
             result: list[Message] | LineError
             if state is None:  # its login was removed while its parts waited (a restart)
@@ -390,7 +396,7 @@ class SmppServer:
             else:
                 (result,) = await self._accept(
                     state.owner,
-                    origin_of(first.system_id),
+                    origin,
                     [build_submission(first, text, reference)],
                 )
             if isinstance(result, LineError):
@@ -622,9 +628,11 @@ async def serve_smpp(
     unbind_wait_s: float = UNBIND_WAIT_S,
     monitor: SmppMonitor | None = None,
     accounts: Accounts | None = None,
+    node: str | None = None,
     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen for ESMEs until cancelled; `task_status.started(port)` once listening.
+    `node`: this node's name when the journal is shared by a cluster (SmppServer).
 
     `accept` is engine.ingress.accept.Acceptor.accept; `accounts` the logins (None: those
     of `settings.accounts`, the deprecated form, or demo/demo); `events` the EventRouter
@@ -649,6 +657,7 @@ async def serve_smpp(
             congested=congested,
             monitor=monitor,
             accounts=accounts,
+            node=node,
         )
         sinks = [AccountSink(a.origin, server.deliver_event) for a in server.accounts.values()]
         for sink in sinks:

@@ -47,3 +47,13 @@ async def test_a_bind_takes_its_groups_receipts_then_those_of_groups_nobody_rece
     account.receiver_gone(LINK_A)
     assert changed.is_set()  # waiting binds look again
     assert account.take(LINK_B) == pending(5, LINK_A)
+
+
+async def test_in_a_cluster_each_node_has_its_own_origin_for_an_account() -> None:
+    owner = Account("demo", AccountSettings(smpp=SmppLogin(password="demo")))
+    # One node: the origin the journals of every earlier release hold.
+    assert AccountState(owner).origin == "smpp:demo"
+    # A node of a cluster: a report taken elsewhere comes back to the node whose store
+    # knows the ids, and client references from two nodes' id counters never collide.
+    assert AccountState(owner, "edge-1").origin == "smpp:demo@edge-1"
+    assert AccountState(owner, "edge-2").origin != AccountState(owner, "edge-1").origin
