@@ -495,6 +495,7 @@ async def run_daemon(
             # A client's events made on another node reach it here (docs/cluster.md).
             kept_wake = KeptWake()
             journal.on_kept_events = kept_wake.set
+            tg.start_soon(_run_forever, journal.serve_notifications, "notifications")
             tg.start_soon(
                 _run_forever,
                 lambda: serve_kept_for_live(events, journal, kept_wake, poll_s=KEPT_POLL_S),

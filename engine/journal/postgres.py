@@ -36,6 +36,7 @@ from typing import Any, Final, NamedTuple, TypeVar
 import anyio
 import msgspec
 import psycopg
+import structlog
 from psycopg import conninfo
 
 from engine import feed
@@ -96,8 +97,14 @@ __all__ = ["PostgresJournal", "describe_dsn", "open_postgres_journal"]
 # waiting for another node's row lock (claims skip locked rows and never wait).
 CONNECT_TIMEOUT_S: Final = 5
 TCP_USER_TIMEOUT_MS: Final = 10_000
+# The channel every node LISTENs on for outbox lines kept by any node (serve_notifications),
+# and the pause before listening again after the connection was lost.
+OUTBOX_CHANNEL: Final = "septet_outbox"
+NOTIFY_RETRY_S: Final = 1.0
 STATEMENT_TIMEOUT: Final = "30s"
 LOCK_TIMEOUT: Final = "10s"
+
+log = structlog.get_logger("septet.journal")
 
 message_encoder: Final = msgspec.msgpack.Encoder()
 message_decoder: Final = msgspec.msgpack.Decoder(Message)
@@ -387,7 +394,8 @@ class PostgresJournal:
         self._appends: list[AppendEvents | int] = []
         self._deliveries_added: list[DueDelivery] = []
         self.on_deliveries: Callable[[list[DueDelivery]], None] | None = None
-        # Journal.on_kept_events: not called yet (no LISTEN); the outbox is polled instead.
+        # Journal.on_kept_events: called by serve_notifications when a node kept outbox
+        # lines (LISTEN/NOTIFY); engine.ingress.outbox also polls, in case one is missed.
         self.on_kept_events: Callable[[], None] | None = None
         self._bridges_json: dict[tuple[str, ...], str] = {}
         # This process's node (engine.membership) once it has joined: claims are stamped
@@ -672,6 +680,9 @@ class PostgresJournal:
                         " unnest(%b::text[], %b::bytea[])",
                         _columns(lines),
                     )
+                    # Delivered at COMMIT to every node listening (serve_notifications): the
+                    # one the client is connected to takes the lines at once.
+                    connection.execute("SELECT pg_notify(%s, '')", (OUTBOX_CHANNEL,))
             else:
                 self._record_state_changes(connection, kind, run)
 
@@ -1136,6 +1147,39 @@ class PostgresJournal:
             ],
             write=False,
         )
+
+    # ── notifications ───────────────────────────────────────────────────────────
+
+    async def serve_notifications(self) -> None:
+        """Forever: `on_kept_events` whenever a node kept outbox lines, on a LISTEN
+        connection of its own (on the event loop: it only waits). A lost connection is
+        made again after NOTIFY_RETRY_S; the outbox's poll covers the gap, and a wake-up
+        follows each new LISTEN for what came meanwhile."""
+        while True:
+            try:
+                connection = await psycopg.AsyncConnection.connect(
+                    self.dsn,
+                    autocommit=True,
+                    connect_timeout=CONNECT_TIMEOUT_S,
+                    keepalives=1,
+                    keepalives_idle=5,
+                    keepalives_interval=2,
+                    keepalives_count=3,
+                    tcp_user_timeout=TCP_USER_TIMEOUT_MS,
+                    application_name="septet-listen",
+                )
+                async with connection:
+                    await connection.execute(f"LISTEN {OUTBOX_CHANNEL}")
+                    self._kept_events()
+                    async for _ in connection.notifies():
+                        self._kept_events()
+            except psycopg.Error as error:
+                log.warning("notifications_lost", where=self.where, error=_reason(error))
+            await anyio.sleep(NOTIFY_RETRY_S)
+
+    def _kept_events(self) -> None:
+        if self.on_kept_events is not None:
+            self.on_kept_events()
 
     # ── cluster membership (engine.membership, engine.cluster) ──────────────────
 

@@ -994,6 +994,10 @@ class SqliteJournal:
         connection.executemany("DELETE FROM outbox WHERE id = ?", [(row[0],) for row in rows])
         return [row[1] for row in rows]
 
+    async def serve_notifications(self) -> None:
+        """No other process keeps lines in this file: nothing to listen for."""
+        return
+
     async def kept_origins(self, origins: Collection[str]) -> list[str]:
         """Which of `origins` have outbox lines (engine.ingress.outbox: events another
         node kept for a client connected here)."""
