@@ -98,6 +98,9 @@ from engine.webhooks.worker import WebhookWorker
 
 log = structlog.get_logger("septet.daemon")
 
+# How long /readyz waits for the journal (a database that went away) before it says no.
+READINESS_JOURNAL_S = 2.0
+
 
 async def run_daemon(
     settings: Settings,
@@ -176,8 +179,13 @@ async def run_daemon(
         async def readiness() -> dict[str, object]:
             circuits = {name: d.circuit.state(time.time()) for name, d in dispatchers.items()}
             try:
-                pending = await journal.pending_count()
+                # A database that does not answer makes the probe fail, not hang.
+                with anyio.fail_after(READINESS_JOURNAL_S):
+                    pending = await journal.pending_count()
                 writable = True
+            except TimeoutError:
+                pending, writable = -1, False
+                log.error("journal_unready", error=f"no answer within {READINESS_JOURNAL_S} s")
             except Exception as error:
                 pending, writable = -1, False
                 log.error("journal_unready", error=str(error))
