@@ -433,6 +433,9 @@ async def run_daemon(
 
         # ── scheduling and dispatch ───────────────────────────────────────────
         scheduler = Scheduler(queues, journal)
+        # What a dead node accepted and never claimed, or a takeover made due again, is in
+        # the journal: this node's feeder looks at once.
+        membership.on_takeover = scheduler.wake_feeder
         admins.append(
             Admin(
                 journal,

@@ -97,6 +97,9 @@ class Membership:
         self.started_at = clock()
         # When the journal last took this node's heartbeat (None: never yet).
         self.heartbeat_at: float | None = None
+        # Called after a step that found dead nodes: what they accepted and never claimed
+        # is waiting in the journal for a live node's scheduler (the daemon's feeder).
+        self.on_takeover: Callable[[], None] = lambda: None
         # Whether this node runs the cluster's single duties, and a wake-up when that changes.
         self.leading = False
         self._leadership_changed = anyio.Event()
@@ -174,7 +177,8 @@ class Membership:
         now = self._clock()
         records = await self.journal.nodes()
         self._update_leadership(records, now)
-        for dead in takeover_targets(records, self.node, now, self.settings.lease_s):
+        targets = takeover_targets(records, self.node, now, self.settings.lease_s)
+        for dead in targets:
             taken = await self._take_node(dead, recover, tally)
             forgotten = await self.journal.forget_node(dead.node, dead.heartbeat_at)
             if taken or forgotten:
@@ -186,6 +190,8 @@ class Membership:
                     claims=taken,
                     forgotten=forgotten,
                 )
+        if targets:
+            self.on_takeover()
         return tally
 
     async def _take_node(self, dead: NodeRecord, recover: Recover, tally: dict[str, int]) -> int:
