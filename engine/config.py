@@ -69,6 +69,12 @@ class ConfigError(ValueError):
 
 
 class JournalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    # "sqlite": one file, one process (the embedded default); "postgresql": a database
+    # several nodes share (cluster mode, engine.journal.postgres; the extra
+    # septet[postgresql]), reached by `dsn`.
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    # A libpq connection string or postgresql:// URL (or "env:NAME"); PostgreSQL only.
+    dsn: str | None = None
     path: str = "septet.db"
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     # The most the journal file may grow to, in MiB (see the module docstring); None: no cap.
@@ -353,10 +359,19 @@ def resolve_secrets(settings: Settings, environ: Mapping[str, str] | None = None
     cluster = settings.cluster
     if cluster.redis is not None:
         cluster = msgspec.structs.replace(cluster, redis=resolve(cluster.redis, "cluster.redis"))
+    journal = settings.journal
+    if journal.dsn is not None:
+        journal = msgspec.structs.replace(journal, dsn=resolve(journal.dsn, "journal.dsn"))
     if missing:
         raise ConfigError(*missing)
     return msgspec.structs.replace(
-        settings, bridges=bridges, accounts=accounts, webhooks=webhooks, http=http, cluster=cluster
+        settings,
+        bridges=bridges,
+        accounts=accounts,
+        webhooks=webhooks,
+        http=http,
+        cluster=cluster,
+        journal=journal,
     )
 
 
@@ -687,10 +702,49 @@ def check_settings(settings: Settings) -> tuple[list[str], list[str]]:
         errors.extend(_bridge_problems(name, bridge, settings))
     errors.extend(_pricing_problems(settings))
     errors.extend(_redis_problems(settings.cluster.redis))
+    errors.extend(journal_problems(settings.journal))
     warnings.extend(notices(settings))
     if not settings.simulators.enabled:
         warnings.extend(_production_warnings(settings))
     return list(dict.fromkeys(errors)), warnings
+
+
+def journal_problems(journal: JournalSettings) -> list[str]:
+    """`[journal] backend` and `dsn` agree, and the PostgreSQL client is installed when it
+    is needed (the extra `septet[postgresql]`). Reaching the database is the start's
+    business: it says in one sentence when it cannot."""
+    if journal.backend == "sqlite":
+        if journal.dsn is not None:
+            return [
+                'journal.dsn is set, but journal.backend is "sqlite": set backend ='
+                ' "postgresql" to use the database, or remove dsn.'
+            ]
+        return []
+    problems: list[str] = []
+    if journal.dsn is None:
+        problems.append(
+            'journal.backend is "postgresql", but journal.dsn is not set: give the database'
+            ' as "postgresql://user@host:5432/dbname" (or "env:NAME").'
+        )
+    if journal.max_size_mb is not None:
+        problems.append(
+            "journal.max_size_mb caps the SQLite file; with PostgreSQL the database's"
+            " storage is the server's to manage: remove it."
+        )
+    if importlib.util.find_spec("psycopg") is None:
+        problems.append(
+            'journal.backend is "postgresql", but the PostgreSQL client is not installed:'
+            " pip install 'septet[postgresql]'"
+        )
+    elif journal.dsn is not None:
+        from engine.journal.interface import JournalError
+        from engine.journal.postgres import describe_dsn
+
+        try:
+            describe_dsn(journal.dsn)
+        except JournalError as error:
+            problems.append(str(error))
+    return problems
 
 
 def _redis_problems(url: str | None) -> list[str]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -92,7 +92,7 @@ class MessagePage:
     next_cursor: int | None
 
 
-def _stored_from_row(row: tuple[Any, ...]) -> StoredMessage:
+def stored_from_row(row: Sequence[Any]) -> StoredMessage:
     message = message_decoder.decode(row[6])
     message.due_at = row[1]
     message.attempt = row[2]
@@ -110,6 +110,34 @@ def _stored_from_row(row: tuple[Any, ...]) -> StoredMessage:
         provider_cost=row[12],
         provider_currency=row[13],
     )
+
+
+def page_from_rows(
+    rows: Iterable[Sequence[Any]],
+    cursor: int,
+    *,
+    status: str | None,
+    since: float | None,
+    limit: int,
+) -> MessagePage:
+    """A page from up to SCAN_ROWS rows read newest first below `cursor` (SQL_COLUMNS):
+    those in `status`, accepted at or after `since` (msg_ids grow with accept time, so the
+    scan stops at the first one older), at most `limit`. Every backend's reader's."""
+    found: list[StoredMessage] = []
+    scanned = 0
+    last = cursor
+    for row in rows:
+        scanned += 1
+        last = int(row[0])
+        stored = stored_from_row(row)
+        if since is not None and stored.message.accepted_at < since:
+            return MessagePage(found, None)
+        if status is not None and stored.status != status:
+            continue
+        found.append(stored)
+        if len(found) == limit:
+            return MessagePage(found, last)
+    return MessagePage(found, last if scanned == SCAN_ROWS else None)
 
 
 class JournalReader:
@@ -146,7 +174,7 @@ class JournalReader:
     async def message(self, msg_id: int) -> StoredMessage | None:
         def work(connection: sqlite3.Connection) -> StoredMessage | None:
             row = connection.execute(SQL_ONE, (msg_id,)).fetchone()
-            return None if row is None else _stored_from_row(row)
+            return None if row is None else stored_from_row(row)
 
         return await self.run(work)
 
@@ -172,21 +200,7 @@ class JournalReader:
                 )
             else:
                 rows = connection.execute(SQL_BELOW, (account, cursor, SCAN_ROWS))
-            found: list[StoredMessage] = []
-            scanned = 0
-            last = cursor
-            for row in rows:
-                scanned += 1
-                last = int(row[0])
-                stored = _stored_from_row(row)
-                if since is not None and stored.message.accepted_at < since:
-                    return MessagePage(found, None)
-                if status is not None and stored.status != status:
-                    continue
-                found.append(stored)
-                if len(found) == limit:
-                    return MessagePage(found, last)
-            return MessagePage(found, last if scanned == SCAN_ROWS else None)
+            return page_from_rows(rows, cursor, status=status, since=since, limit=limit)
 
         return await self.run(work)
 
@@ -202,7 +216,7 @@ class JournalReader:
                 rows = connection.execute(SQL_LATEST, (cursor, limit))
             else:
                 rows = connection.execute(SQL_LATEST_IN_STATE, (cursor, status, limit))
-            return [_stored_from_row(row) for row in rows]
+            return [stored_from_row(row) for row in rows]
 
         return await self.run(work)
 

@@ -43,6 +43,7 @@ EXTRA_MODULES = {
     # The PostgreSQL journal backend: imported only for [journal] backend = "postgresql".
     "engine/journal/postgres.py": "postgresql",
     "engine/journal/postgres_schema.py": "postgresql",
+    "engine/journal/postgres_reader.py": "postgresql",
 }
 
 

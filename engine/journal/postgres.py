@@ -39,7 +39,7 @@ import psycopg
 import structlog
 from psycopg import conninfo
 
-from engine import feed
+from engine import feed, retention
 from engine.cluster import NodeRecord
 from engine.feed import AppendEvents, DeliveryOutcome, DueDelivery, FeedPage
 from engine.journal.interface import (
@@ -84,6 +84,13 @@ from engine.journal.postgres_sql import (
     SQL_INSERT_MESSAGES,
     SQL_NEXT_DUE,
     SQL_NEXT_EVENT_IDS,
+    SQL_NEXT_MSG_ID,
+    SQL_NEXT_OUTBOX_ID,
+    SQL_PRUNE_DAYS,
+    SQL_PRUNE_MESSAGES,
+    SQL_PRUNE_ORPHANS,
+    SQL_PRUNE_OUTBOX,
+    SQL_PRUNE_WINDOW_END,
     SQL_REPORT_OVERDUE,
     SQL_TAKE_CLAIMS,
     SQL_UNCONFIRMED,
@@ -128,7 +135,7 @@ def describe_dsn(dsn: str) -> str:
     return f"{host}:{fields.get('port') or 5432}/{fields.get('dbname') or fields.get('user') or ''}"
 
 
-def _reason(error: BaseException) -> str:
+def reason_of(error: BaseException) -> str:
     """libpq's message, first line, without its trailing full stop."""
     text = str(error).strip()
     return (text.splitlines()[0] if text else type(error).__name__).rstrip(".")
@@ -240,7 +247,7 @@ ROWS_OF_CHANGE: Final[dict[type, tuple[str, Callable[[Any], list[tuple[Any, ...]
 }
 
 
-class _Link:
+class PostgresLink:
     """The writer thread's connection, made again after the server or network dropped it."""
 
     def __init__(self, dsn: str, where: str) -> None:
@@ -295,28 +302,28 @@ class _PostgresWriting:
     def __init__(self, journal: PostgresJournal) -> None:
         self._journal = journal
 
-    def open_connection(self) -> _Link:
+    def open_connection(self) -> PostgresLink:
         return self._journal._open_link()
 
-    def close_connection(self, connection: _Link) -> None:
+    def close_connection(self, connection: PostgresLink) -> None:
         connection.close()
 
-    def begin(self, connection: _Link) -> None:
+    def begin(self, connection: PostgresLink) -> None:
         connection.ready().execute("BEGIN")
 
-    def savepoint(self, connection: _Link) -> None:
+    def savepoint(self, connection: PostgresLink) -> None:
         connection.ready().execute("SAVEPOINT operation")
 
-    def release_savepoint(self, connection: _Link) -> None:
+    def release_savepoint(self, connection: PostgresLink) -> None:
         connection.ready().execute("RELEASE SAVEPOINT operation")
 
-    def roll_back_to_savepoint(self, connection: _Link) -> None:
+    def roll_back_to_savepoint(self, connection: PostgresLink) -> None:
         connection.ready().execute("ROLLBACK TO SAVEPOINT operation")
 
-    def commit(self, connection: _Link) -> None:
+    def commit(self, connection: PostgresLink) -> None:
         connection.ready().execute("COMMIT")
 
-    def roll_back(self, connection: _Link) -> None:
+    def roll_back(self, connection: PostgresLink) -> None:
         self._journal._deliveries_added = []
         link = connection.connection
         if link is not None and not link.closed and not link.broken:
@@ -331,7 +338,7 @@ class _PostgresWriting:
     def failure(self, error: BaseException) -> BaseException:
         if isinstance(error, psycopg.Error):
             return JournalError(
-                f"The journal at {self._journal.where} could not be written: {_reason(error)}."
+                f"The journal at {self._journal.where} could not be written: {reason_of(error)}."
             )
         return error
 
@@ -344,7 +351,7 @@ class _PostgresWriting:
         journal._pending_delta, journal._total_delta = snapshot.pending, snapshot.total
         del journal._appends[snapshot.appends :]
 
-    def before_commit(self, connection: _Link, snapshot: Snapshot) -> None:
+    def before_commit(self, connection: PostgresLink, snapshot: Snapshot) -> None:
         self._journal._before_commit(connection.ready())
 
     def after_commit(self, *, careful: bool) -> None:
@@ -381,7 +388,7 @@ class PostgresJournal:
         self._feed_accounts = None if feed_accounts is None else frozenset(feed_accounts)
         self._writer_name = writer_name or f"run-{msgspec.json.encode(time.time_ns()).decode()}"
         self.instance = ""
-        self._writer: GroupCommitWriter[_Link, Snapshot] = GroupCommitWriter(
+        self._writer: GroupCommitWriter[PostgresLink, Snapshot] = GroupCommitWriter(
             _PostgresWriting(self),
             thread_name="septet-journal-pg",
             closed=lambda: JournalError(f"The journal at {self.where} is closed."),
@@ -414,8 +421,8 @@ class PostgresJournal:
 
     # ── on the writer thread ────────────────────────────────────────────────────
 
-    def _open_link(self) -> _Link:
-        link = _Link(self.dsn, self.where)
+    def _open_link(self) -> PostgresLink:
+        link = PostgresLink(self.dsn, self.where)
         try:
             connection = link.ready()
             create_or_migrate(connection, self.where)
@@ -423,7 +430,7 @@ class PostgresJournal:
         except psycopg.Error as error:
             link.close()
             raise JournalError(
-                f"Cannot open the journal at {self.where}: {_reason(error)}."
+                f"Cannot open the journal at {self.where}: {reason_of(error)}."
             ) from None
         except JournalError:
             link.close()
@@ -779,6 +786,36 @@ class PostgresJournal:
                 )
             ],
             write=False,
+        )
+
+    async def prune(self, turn: retention.PruneTurn) -> retention.Pruned:
+        """One retention turn (engine.retention): delete what it bounds, in one short
+        transaction (PostgreSQL's autovacuum reuses the space)."""
+        return await self._execute(lambda connection: self._prune(connection, turn), write=True)
+
+    def _prune(self, connection: Connection, turn: retention.PruneTurn) -> retention.Pruned:
+        below = retention.NO_END if turn.below is None else turn.below
+        window = connection.execute(SQL_PRUNE_WINDOW_END, (turn.after, below, turn.limit))
+        found = window.fetchone()
+        last, looked = (found[0], int(found[1])) if found is not None else (0, 0)
+        messages = 0
+        if looked:
+            messages = connection.execute(SQL_PRUNE_MESSAGES, (turn.after, last, turn.cut)).rowcount
+        outbox = connection.execute(SQL_PRUNE_OUTBOX, (turn.outbox_below, turn.limit)).rowcount
+        orphans = connection.execute(SQL_PRUNE_ORPHANS, (turn.limit, turn.cut)).rowcount
+        yesterday = int(turn.cut // retention.SECONDS_PER_DAY) - 1
+        days = connection.execute(SQL_PRUNE_DAYS, (yesterday,)).rowcount
+        self._total_delta -= max(messages, 0)
+        return retention.Pruned(
+            deleted={
+                "messages": max(messages, 0),
+                "outbox": max(outbox, 0),
+                "orphan_receipts": max(orphans, 0),
+                "account_days": max(days, 0),
+            },
+            last_msg_id=int(last) if looked == turn.limit else None,
+            next_msg_id=int(_scalar(connection, SQL_NEXT_MSG_ID)),
+            next_outbox_id=int(_scalar(connection, SQL_NEXT_OUTBOX_ID)),
         )
 
     # ── the event feed and webhook deliveries (engine.feed) ─────────────────────
@@ -1174,7 +1211,7 @@ class PostgresJournal:
                     async for _ in connection.notifies():
                         self._kept_events()
             except psycopg.Error as error:
-                log.warning("notifications_lost", where=self.where, error=_reason(error))
+                log.warning("notifications_lost", where=self.where, error=reason_of(error))
             await anyio.sleep(NOTIFY_RETRY_S)
 
     def _kept_events(self) -> None:

@@ -182,3 +182,24 @@ SQL_TAKE_CLAIMS: Final = (
     " WHERE state = 1 AND claimed_by = %s ORDER BY msg_id LIMIT %s FOR UPDATE SKIP LOCKED)"
     f" AS t WHERE m.msg_id = t.msg_id RETURNING {M_COLUMNS}"
 )
+
+# Retention (engine.retention.prune_turn's statements, for PostgreSQL).
+SQL_PRUNE_WINDOW_END: Final = (
+    "SELECT max(msg_id), count(*) FROM (SELECT msg_id FROM messages"
+    " WHERE msg_id > %s AND msg_id < %s ORDER BY msg_id LIMIT %s) AS window_rows"
+)
+SQL_PRUNE_MESSAGES: Final = (
+    "DELETE FROM messages WHERE msg_id > %s AND msg_id <= %s AND state = 3 AND final_at < %s"
+)
+SQL_PRUNE_OUTBOX: Final = (
+    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE id < %s ORDER BY id LIMIT %s)"
+)
+SQL_PRUNE_ORPHANS: Final = (
+    "DELETE FROM orphan_receipts WHERE id IN"
+    " (SELECT id FROM orphan_receipts ORDER BY id LIMIT %s) AND at < %s"
+)
+SQL_PRUNE_DAYS: Final = "DELETE FROM account_days WHERE day < %s"
+SQL_NEXT_OUTBOX_ID: Final = "SELECT coalesce(max(id), 0) + 1 FROM outbox"
+SQL_NEXT_MSG_ID: Final = (
+    "SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM message_ids"
+)

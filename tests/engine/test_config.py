@@ -297,3 +297,53 @@ def test_a_cluster_redis_that_is_no_redis_url_is_one_sentence(tmp_path: Path) ->
         "cluster.redis must be a redis://, rediss:// or unix:// URL (redis://127.0.0.1:6379/0),"
         " not one starting 'http'",
     )
+
+
+def test_the_journal_dsn_is_read_from_the_environment(tmp_path: Path) -> None:
+    assert load_settings(None, environ={}).journal.backend == "sqlite"
+    path = tmp_path / "septet.toml"
+    path.write_text('[journal]\nbackend = "postgresql"\ndsn = "env:SEPTET_DSN"\n')
+    dsn = "postgresql://septet:pw@10.0.0.5:5432/sms"
+    settings = load_settings(path, environ={"SEPTET_DSN": dsn})
+    assert (settings.journal.backend, settings.journal.dsn) == ("postgresql", dsn)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert caught.value.sentences == (
+        "journal.dsn names environment variable SEPTET_DSN, which is not set",
+    )
+
+
+@pytest.mark.parametrize(
+    ("journal", "sentence"),
+    [
+        (
+            'backend = "postgresql"',
+            'journal.backend is "postgresql", but journal.dsn is not set: give the database'
+            ' as "postgresql://user@host:5432/dbname" (or "env:NAME").',
+        ),
+        (
+            'dsn = "postgresql://127.0.0.1/sms"',
+            'journal.dsn is set, but journal.backend is "sqlite": set backend = "postgresql"'
+            " to use the database, or remove dsn.",
+        ),
+        (
+            'backend = "postgresql"\ndsn = "host=127.0.0.1 port"',
+            "The journal's dsn is not a PostgreSQL connection string",
+        ),
+        (
+            'backend = "postgresql"\ndsn = "postgresql://127.0.0.1/sms"\nmax_size_mb = 100',
+            "journal.max_size_mb caps the SQLite file; with PostgreSQL the database's storage"
+            " is the server's to manage: remove it.",
+        ),
+    ],
+)
+def test_a_journal_backend_and_dsn_that_do_not_agree_are_one_sentence(
+    tmp_path: Path, journal: str, sentence: str
+) -> None:
+    path = tmp_path / "septet.toml"
+    path.write_text(f"[journal]\n{journal}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert len(caught.value.sentences) == 1
+    assert caught.value.sentences[0].startswith(sentence)
+    assert "\n" not in caught.value.sentences[0]

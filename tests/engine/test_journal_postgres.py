@@ -13,8 +13,10 @@ import psycopg
 import pytest
 
 from bench.postgres import TemporaryPostgres, free_port
-from engine.journal import Duplicate, JournalError, MarkSubmitted
+from engine import retention
+from engine.journal import Duplicate, JournalError, MarkFinal, MarkSubmitted
 from engine.journal.postgres import PostgresJournal, describe_dsn, open_postgres_journal
+from engine.journal.postgres_reader import open_postgres_reader
 from engine.journal.postgres_schema import SCHEMA_VERSION
 from engine.models import Message
 from tests.engine.test_journal import make_message
@@ -253,3 +255,50 @@ async def test_a_dead_nodes_claims_are_taken_over_by_one_node(
     assert not await first.forget_node("node-b", b.heartbeat_at - 1)
     assert await first.forget_node("node-b", b.heartbeat_at)
     assert [record.node for record in await first.nodes()] == ["node-a"]
+
+
+# ── retention and the read-only reader ───────────────────────────────────────────
+
+
+async def test_retention_deletes_what_ended_before_the_cut_and_keeps_the_rest(
+    journal: PostgresJournal,
+) -> None:
+    messages = await accept_many(journal, 5)
+    ended = messages[:3]
+    await journal.record(
+        [
+            MarkFinal(msg_id=m.msg_id, outcome="DELIVRD", code=None, error=None, at=10.0)
+            for m in ended
+        ]
+    )
+    deleted = await retention.purge(journal, 100.0, clock=lambda: 1000.0)
+    assert deleted["messages"] == 3
+    assert set(await journal.get([m.msg_id for m in messages])) == {m.msg_id for m in messages[3:]}
+    assert await journal.counts() == {"accepted": 2, "inflight": 0, "submitted": 0, "final": 0}
+
+
+async def test_the_reader_sees_what_any_node_committed(
+    two_nodes: tuple[PostgresJournal, PostgresJournal], postgres_dsn: str
+) -> None:
+    first, second = two_nodes
+    mine = await accept_one(first, make_message(client_ref="from-a"))
+    theirs = await accept_one(second, make_message(client_ref="from-b"))
+    async with open_postgres_reader(postgres_dsn) as reader:
+        stored = await reader.message(int(theirs.msg_id))
+        assert stored is not None
+        assert (stored.message.client_ref, stored.status) == ("from-b", "accepted")
+        page = await reader.page("", limit=10)
+        assert [s.message.msg_id for s in page.messages] == [theirs.msg_id, mine.msg_id]
+        assert page.next_cursor is None
+        by_ref = await reader.page("", client_ref="from-a")
+        assert [s.message.msg_id for s in by_ref.messages] == [mine.msg_id]
+        assert await reader.counts() == {
+            "accepted": 2,
+            "inflight": 0,
+            "submitted": 0,
+            "final": 0,
+        }
+        events, cursor = await reader.feed("default", 0, 10)
+        assert (len(events), cursor) == (2, 2)
+        assert len(await reader.history(mine.msg_id)) == 1
+        assert await reader.kept_events_count() == 0
