@@ -21,7 +21,7 @@ import enum
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -29,7 +29,7 @@ import msgspec
 
 from engine import retention
 from engine.cancel import Canceller, CancelVerdict, cancel_refusal, cancel_stored
-from engine.cluster import liveness
+from engine.cluster import NodeRecord, liveness
 from engine.journal import SCHEMA_VERSION, Duplicate, JournalError, SqliteJournal
 from engine.journal_reader import JournalReader, StoredMessage
 from engine.models import State
@@ -136,6 +136,24 @@ class Purged(msgspec.Struct, frozen=True, kw_only=True):
     older_than_s: float
     deleted: dict[str, int]
     vacuumed: bool = False
+
+
+def cluster_status_of(
+    records: Sequence[NodeRecord], counts: Mapping[str, int], lease_s: float, now: float
+) -> ClusterStatus:
+    """`septet cluster status`'s answer from the nodes' rows and the messages by phase."""
+    nodes = [
+        NodeStatus(
+            node=record.node,
+            liveness=liveness(record, now, lease_s).value,
+            started_at=record.started_at,
+            heartbeat_age_s=round(max(0.0, now - record.heartbeat_at), 1),
+            claims=record.claims,
+        )
+        for record in sorted(records, key=lambda record: record.node)
+    ]
+    backlog = {state: count for state, count in counts.items() if state != "final"}
+    return ClusterStatus(lease_s=lease_s, nodes=nodes, backlog=backlog)
 
 
 def summary_of(stored: StoredMessage) -> MessageSummary:
@@ -281,24 +299,12 @@ class Admin:
         return Retried(msg_id=msg_id, new_msg_id=result[0].msg_id, warning=warning)
 
     async def cluster_status(self, lease_s: float) -> ClusterStatus:
-        now = self._clock()
         try:
             records = await self._journal.nodes()
             counts = await self._journal.counts()
         except JournalError as error:
             raise RefusedError(Refusal.JOURNAL, str(error)) from None
-        nodes = [
-            NodeStatus(
-                node=record.node,
-                liveness=liveness(record, now, lease_s).value,
-                started_at=record.started_at,
-                heartbeat_age_s=round(max(0.0, now - record.heartbeat_at), 1),
-                claims=record.claims,
-            )
-            for record in sorted(records, key=lambda record: record.node)
-        ]
-        backlog = {state: count for state, count in counts.items() if state != "final"}
-        return ClusterStatus(lease_s=lease_s, nodes=nodes, backlog=backlog)
+        return cluster_status_of(records, counts, lease_s, self._clock())
 
     async def stats(self) -> JournalStats:
         path = self._journal.path

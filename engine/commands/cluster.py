@@ -1,9 +1,10 @@
 """`septet cluster status`: the nodes on the journal, their heartbeats and leases, the backlog.
 
-Through a running daemon's admin API, or on the journal itself when none runs (as
-`septet journal stats`). A node is `live` while its heartbeat is within `[cluster]
-lease_s`, `expired` after (a live node takes its claims over), `left` once it stopped
-cleanly; docs/cluster.md. A journal that cannot be reached is one sentence, exit 1.
+With SQLite: through a running daemon's admin API, or on the journal itself when none
+runs (as `septet journal stats`). With PostgreSQL: on the database itself, read-only (it
+needs no daemon, and no node's lock). A node is `live` while its heartbeat is within
+`[cluster] lease_s`, `expired` after (a live node takes its claims over), `left` once it
+stopped cleanly; docs/cluster.md. A journal that cannot be reached is one sentence, exit 1.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+import time
 
+import anyio
 import msgspec
 
-from engine.admin import Admin, ClusterStatus
+from engine.admin import Admin, ClusterStatus, cluster_status_of
 from engine.admin_api import AdminCall, add_target_arguments, run_cli
 from engine.config import ConfigError, load_config
+from engine.journal import JournalError
 
 PROG = "septet cluster"
 
@@ -55,18 +59,45 @@ def render_status(status: ClusterStatus) -> str:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     del parser
     try:
-        lease_s = load_config(args.config).settings.cluster.lease_s
+        settings = load_config(args.config).settings
     except ConfigError as error:
         for sentence in error.sentences:
             print(f"{PROG}: {sentence}", file=sys.stderr)
         return 2
+    lease_s = settings.cluster.lease_s
+    render = _json if args.json else render_status
+    if settings.journal.backend == "postgresql" and settings.journal.dsn is not None:
+        try:
+            found = anyio.run(postgres_status, settings.journal.dsn, lease_s)
+        except JournalError as error:
+            print(f"{PROG}: {error}", file=sys.stderr)
+            return 1
+        print(render(found))
+        return 0
 
     async def status(admin: Admin) -> ClusterStatus:
         return await admin.cluster_status(lease_s)
 
     call = AdminCall("GET", "/admin/cluster/status", (("lease_s", repr(lease_s)),), status)
-    render = _json if args.json else render_status
     return run_cli(PROG, args, call, ClusterStatus, render)
+
+
+async def postgres_status(dsn: str, lease_s: float) -> ClusterStatus:
+    """The status read from the database on a read-only connection of its own; JournalError
+    with a sentence when it cannot be reached or holds no journal."""
+    # PostgreSQL's client is an extra (septet[postgresql]): imported only when used.
+    from engine.journal.postgres import describe_dsn, node_records
+    from engine.journal.postgres_reader import open_postgres_reader
+    from engine.journal.postgres_schema import schema_version
+
+    async with open_postgres_reader(dsn) as reader:
+        if await reader.run(schema_version) == 0:
+            raise JournalError(
+                f"No journal in the database at {describe_dsn(dsn)}: no node has started on it."
+            )
+        records = await reader.run(node_records)
+        counts = await reader.counts()
+    return cluster_status_of(records, counts, lease_s, time.time())
 
 
 def _json(status: ClusterStatus) -> str:

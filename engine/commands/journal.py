@@ -8,7 +8,8 @@ journal made before auto_vacuum on to incremental): only with the daemon stopped
 `migrate` runs what `septet run` runs when it opens an older journal (engine.journal's
 MIGRATIONS), as a step of its own: before a cluster's nodes start on an upgraded septet,
 or to see (`--check`) whether a journal needs it. A new journal is created at the current
-schema. Only with no daemon holding the journal.
+schema. A SQLite journal only with no daemon holding it; a PostgreSQL one under the
+schema's advisory lock (engine.journal.postgres_schema).
 """
 
 from __future__ import annotations
@@ -162,6 +163,8 @@ def run_migrate(args: argparse.Namespace) -> int:
         for sentence in error.sentences:
             print(f"{PROG}: {sentence}", file=sys.stderr)
         return 2
+    if settings.journal.backend == "postgresql" and settings.journal.dsn is not None:
+        return migrate_postgres(settings.journal.dsn, check=args.check)
     path = Path(settings.journal.path)
     try:
         found = stored_schema_version(path)
@@ -181,6 +184,53 @@ def run_migrate(args: argparse.Namespace) -> int:
         print(f"{PROG}: {problem}", file=sys.stderr)
         return 1
     print(f"journal {path} {what} to schema {SCHEMA_VERSION}")
+    return 0
+
+
+def migrate_postgres(dsn: str, *, check: bool) -> int:
+    """`migrate` on the PostgreSQL journal: the schema's version read, and brought to this
+    septet's under the schema's advisory lock (nodes that start meanwhile wait for it)."""
+    # PostgreSQL's client is an extra (septet[postgresql]): imported only when used.
+    import psycopg
+
+    from engine.journal.postgres import PostgresLink, describe_dsn, reason_of
+    from engine.journal.postgres_schema import SCHEMA_VERSION as CURRENT
+    from engine.journal.postgres_schema import create_or_migrate, schema_version
+
+    try:
+        where = describe_dsn(dsn)
+    except JournalError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 2
+    link = PostgresLink(dsn, where)
+    try:
+        found = schema_version(link.ready())
+        if found > CURRENT:
+            raise JournalError(
+                f"The journal at {where} is at schema {found}, newer than this septet's"
+                f" ({CURRENT}): run the septet that wrote it."
+            )
+        if found == CURRENT:
+            print(f"journal at {where} is at schema {CURRENT}, this septet's: nothing to migrate")
+            return 0
+        if check:
+            would = "would be created" if found == 0 else f"is at schema {found}"
+            print(f"journal at {where} {would}: migrate brings it to schema {CURRENT}")
+            return 1
+        create_or_migrate(link.ready(), where)
+    except psycopg.Error as error:
+        print(
+            f"{PROG}: The journal at {where} cannot be reached: {reason_of(error)}.",
+            file=sys.stderr,
+        )
+        return 1
+    except JournalError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 1
+    finally:
+        link.close()
+    what = "created" if found == 0 else f"migrated from schema {found}"
+    print(f"journal at {where} {what} to schema {CURRENT}")
     return 0
 
 

@@ -1225,26 +1225,7 @@ class PostgresJournal:
         return records[0] if records else None
 
     async def _node_records(self, node: str | None) -> list[NodeRecord]:
-        def read(connection: Connection) -> list[NodeRecord]:
-            rows = connection.execute(
-                "SELECT n.node, n.run, n.started_at, n.heartbeat_at, n.left_at,"
-                " (SELECT count(*) FROM messages m WHERE m.state = 1 AND m.claimed_by = n.node)"
-                " FROM nodes n WHERE %(node)s::text IS NULL OR n.node = %(node)s ORDER BY n.node",
-                {"node": node},
-            ).fetchall()
-            return [
-                NodeRecord(
-                    node=row[0],
-                    run=row[1],
-                    started_at=row[2],
-                    heartbeat_at=row[3],
-                    left_at=row[4],
-                    claims=int(row[5]),
-                )
-                for row in rows
-            ]
-
-        return await self._execute(read, write=False)
+        return await self._execute(lambda connection: node_records(connection, node), write=False)
 
     async def join(self, node: str, run: str, now: float) -> None:
         """This process is `node` (run `run`) from now on: its row, and its stamp on claims."""
@@ -1307,6 +1288,28 @@ class PostgresJournal:
             ),
             write=True,
         )
+
+
+def node_records(connection: Connection, node: str | None = None) -> list[NodeRecord]:
+    """The nodes' rows (or `node`'s), each with the claims it holds (`septet cluster status`
+    reads them on a connection of its own)."""
+    rows = connection.execute(
+        "SELECT n.node, n.run, n.started_at, n.heartbeat_at, n.left_at,"
+        " (SELECT count(*) FROM messages m WHERE m.state = 1 AND m.claimed_by = n.node)"
+        " FROM nodes n WHERE %(node)s::text IS NULL OR n.node = %(node)s ORDER BY n.node",
+        {"node": node},
+    ).fetchall()
+    return [
+        NodeRecord(
+            node=row[0],
+            run=row[1],
+            started_at=row[2],
+            heartbeat_at=row[3],
+            left_at=row[4],
+            claims=int(row[5]),
+        )
+        for row in rows
+    ]
 
 
 def _scalar(connection: Connection, sql: str, parameters: Sequence[Any] = ()) -> Any:
