@@ -23,12 +23,13 @@ changing columns over it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 import anyio
 import msgspec
@@ -100,6 +101,15 @@ T = TypeVar("T")
 # the `bridge` column by every change that moves a message to another bridge.
 SQL_BRIDGE_AT: Final = "json_extract(bridges, '$[' || ? || ']')"
 
+
+class MultiRow(NamedTuple):
+    """A statement over many rows at once: `head` VALUES `row`, `row`, ... `tail`."""
+
+    head: str
+    row: str
+    tail: str = ""
+
+
 # Every query below interpolates only these constants and "?" placeholders, never data:
 # that is why the f-strings carry `noqa: S608`.
 # The columns a Message is rebuilt from, in this order (see `_message_from_row`).
@@ -111,15 +121,15 @@ MESSAGE_COLUMNS: Final = (
 # bool, bytes) goes through its adapter lookup, which costs about as much as a row's own
 # insert. So hot statements take a bytearray body and 0/1 flags, and a value that is
 # often None (client_ref, a provider's cost) has a statement of its own that writes NULL.
-SQL_INSERT_MESSAGE: Final = (
+SQL_INSERT_MESSAGE: Final = MultiRow(
     "INSERT INTO messages (msg_id, state, due_at, priority, bridges, bridge_index, bridge,"
-    " attempt, dlr, status, first_event, account, body, client_ref)"
-    " VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " attempt, dlr, status, first_event, account, body, client_ref)",
+    "(?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 )
-SQL_INSERT_MESSAGE_WITHOUT_CLIENT_REF: Final = (
+SQL_INSERT_MESSAGE_WITHOUT_CLIENT_REF: Final = MultiRow(
     "INSERT INTO messages (msg_id, state, due_at, priority, bridges, bridge_index, bridge,"
-    " attempt, dlr, status, first_event, account, body)"
-    " VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " attempt, dlr, status, first_event, account, body)",
+    "(?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 )
 SQL_FIND_CLIENT_REF: Final = (
     "SELECT msg_id FROM messages WHERE account = ? AND client_ref = ? ORDER BY msg_id"
@@ -133,6 +143,13 @@ SQL_ACCOUNT_DAY: Final = "SELECT messages FROM account_days WHERE account = ? AN
 SQL_CLAIM: Final = (
     f"UPDATE messages SET state = 1, status = '{INFLIGHT_S}', inflight_at = ?"  # noqa: S608
     " WHERE msg_id = ? AND state = 0 AND bridge_index = ? AND attempt = ?"
+)
+# SQL_CLAIM over many messages at one attempt, their ids a JSON array: one statement, so
+# SQLite sets it up once (a cursor on the table and each index it touches), not per row.
+SQL_CLAIM_MANY: Final = (
+    f"UPDATE messages SET state = 1, status = '{INFLIGHT_S}', inflight_at = ?"  # noqa: S608
+    " WHERE msg_id IN (SELECT value FROM json_each(?)) AND state = 0 AND bridge_index = ?"
+    " AND attempt = ?"
 )
 SQL_MARK_INFLIGHT: Final = (
     f"UPDATE messages SET state = 1, bridge_index = ?, bridge = {SQL_BRIDGE_AT}, attempt = ?,"  # noqa: S608
@@ -271,6 +288,33 @@ def count_kept_events(connection: sqlite3.Connection) -> int:
 
 def _placeholders(count: int) -> str:
     return ",".join("?" * count)
+
+
+# Rows per multi-row statement (`_run_rows`): a few fixed sizes, so a handful of prepared
+# statements serve every count, and 64 rows of any statement here stay under SQLite's
+# oldest limit of 999 parameters.
+ROWS_PER_STATEMENT: Final = (64, 16, 4, 1)
+
+
+@functools.cache
+def _multi_row_sql(statement: MultiRow, rows: int) -> str:
+    return f"{statement.head} VALUES {','.join([statement.row] * rows)}{statement.tail}"
+
+
+def _run_rows(
+    connection: sqlite3.Connection, statement: MultiRow, rows: Sequence[tuple[Any, ...]]
+) -> int:
+    """Run `statement` over `rows` with as few executions as ROWS_PER_STATEMENT allows, and
+    return the rows it changed. SQLite sets each execution up (a cursor on the table and
+    on every index it touches, freed at its end): executemany pays that for every row."""
+    done = changed = 0
+    for size in ROWS_PER_STATEMENT:
+        sql = _multi_row_sql(statement, size)
+        while len(rows) - done >= size:
+            chunk = rows[done : done + size]
+            changed += connection.execute(sql, [value for row in chunk for value in row]).rowcount
+            done += size
+    return changed
 
 
 def _chunks(items: Sequence[T], size: int = PARAMETERS_PER_QUERY) -> Iterable[Sequence[T]]:
@@ -689,10 +733,10 @@ class SqliteJournal:
                 days[day] = days.get(day, 0) + len(group)
                 results.append(list(group))
             if rows:
-                connection.executemany(SQL_INSERT_MESSAGE, rows)
+                _run_rows(connection, SQL_INSERT_MESSAGE, rows)
             if rows_without_client_ref:
-                connection.executemany(
-                    SQL_INSERT_MESSAGE_WITHOUT_CLIENT_REF, rows_without_client_ref
+                _run_rows(
+                    connection, SQL_INSERT_MESSAGE_WITHOUT_CLIENT_REF, rows_without_client_ref
                 )
             if appends:
                 self._next_event_id, owed = feed.append_events(
@@ -744,7 +788,8 @@ class SqliteJournal:
         bridge_index: int,
         at: float,
     ) -> list[Message]:
-        # Fast path: one executemany; when every message was won, no per-row answer is needed.
+        # Fast path: one statement (SQL_CLAIM_MANY, for messages at one attempt, as a
+        # request's are); when every message was won, no per-row answer is needed.
         # Otherwise (a stale copy, a message claimed twice) undo it and ask row by row.
         parameters = [(at, m.msg_id, bridge_index, m.attempt) for m in messages]
         if len(messages) == 1:
@@ -757,7 +802,13 @@ class SqliteJournal:
                 message.inflight_at = at
             return claimed
         connection.execute("SAVEPOINT claim")
-        if connection.executemany(SQL_CLAIM, parameters).rowcount == len(messages):
+        attempt = messages[0].attempt
+        if all(m.attempt == attempt and m.msg_id.isdigit() for m in messages):
+            ids = "[" + ",".join([m.msg_id for m in messages]) + "]"
+            changed = connection.execute(SQL_CLAIM_MANY, (at, ids, bridge_index, attempt)).rowcount
+        else:
+            changed = connection.executemany(SQL_CLAIM, parameters).rowcount
+        if changed == len(messages):
             claimed = list(messages)
         else:
             connection.execute("ROLLBACK TO claim")

@@ -482,6 +482,53 @@ async def test_claim_is_a_compare_and_set_on_accepted_messages(journal: SqliteJo
     assert [m.msg_id for m in await journal.claim([fresh], 0, 13.0)] == [second.msg_id]
 
 
+async def test_a_claim_of_many_where_one_was_taken_wins_only_the_others(
+    journal: SqliteJournal,
+) -> None:
+    """The many-message claim is one statement; when it does not win them all, each
+    message is asked alone, and the one another claim took stays out."""
+    messages = [await accept_one(journal, make_message()) for _ in range(5)]
+    assert await journal.claim([messages[2]], 0, 10.0) == [messages[2]]
+    won = await journal.claim(messages, 0, 11.0)
+    assert [m.msg_id for m in won] == [m.msg_id for m in messages if m is not messages[2]]
+    stored = await journal.get([m.msg_id for m in messages])
+    assert {stored[m.msg_id].inflight_at for m in won} == {11.0}
+    assert stored[messages[2].msg_id].inflight_at == 10.0
+
+
+async def test_a_request_of_many_is_accepted_claimed_and_submitted_whole(
+    journal: SqliteJournal,
+) -> None:
+    """Counts that cross every multi-row INSERT size (64, 16, 4, 1): every row written,
+    claimed in one statement and submitted, with its own provider id and price."""
+    count = 64 + 16 + 4 + 3
+    [group] = await journal.accept(
+        [[make_message(f"+2507825{index:05d}", dlr=False) for index in range(count)]]
+    )
+    assert not isinstance(group, Duplicate)
+    first = int(group[0].msg_id)
+    assert [int(m.msg_id) for m in group] == list(range(first, first + count))
+    assert len(await journal.claim(group, 0, 10.0)) == count
+    await journal.record(
+        [
+            MarkSubmitted(
+                msg_id=m.msg_id,
+                provider_id=f"P-{index}",
+                cost=0.01 * index if index % 2 else None,
+                currency="USD" if index % 2 else None,
+                at=11.0,
+                final=True,
+            )
+            for index, m in enumerate(group)
+        ]
+    )
+    stored = await journal.get([m.msg_id for m in group])
+    assert [stored[m.msg_id].provider_id for m in group] == [f"P-{i}" for i in range(count)]
+    assert {stored[m.msg_id].state for m in group} == {"final"}
+    assert await journal.pending_count() == 0
+    assert await journal.counts() == {"accepted": 0, "inflight": 0, "submitted": 0, "final": count}
+
+
 async def test_a_claim_commits_the_changes_it_carries_first(journal: SqliteJournal) -> None:
     done = await accept_one(journal, make_message(dlr=False))
     nxt = await accept_one(journal, make_message())
