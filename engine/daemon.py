@@ -72,7 +72,7 @@ from engine.ingress.outbox import (
 from engine.ingress.prepare import LinePreparer
 from engine.ingress.sendsms import sendsms_route
 from engine.ingress.sockets import serve_clients
-from engine.journal import Change, SqliteJournal, open_journal
+from engine.journal import Change, JournalError, SqliteJournal, open_journal
 from engine.journal_lock import hold_journal
 from engine.journal_reader import JournalReader, open_reader
 from engine.lifecycle import Charge
@@ -491,7 +491,9 @@ async def run_daemon(
                     ),
                     f"poller:{name}",
                 )
-        tg.start_soon(scheduler.serve_feeder)
+        # A journal that cannot be read (a database gone for a while) pauses the feeder, it
+        # does not end the daemon.
+        tg.start_soon(_run_forever, scheduler.serve_feeder, "feeder")
         dispatch_scope = anyio.CancelScope()
 
         async def run_dispatchers() -> None:
@@ -825,7 +827,8 @@ class _SubmitHooks:
         self._metrics.submitted(bridge, counted, time.time())
         if self._receipts.has_orphans(bridge):
             ids = [pid for _, pid in messages if pid]
-            self._tg.start_soon(self._receipts.match_orphans, bridge, ids)
+            match = functools.partial(self._receipts.match_orphans, bridge, ids)
+            self._tg.start_soon(_logged, match, "match_orphans")
 
     def _repriced(self, message: Message, bridge: str) -> dict[str, Any]:
         cost, currency = self._price(message, bridge)
@@ -837,7 +840,8 @@ class _SubmitHooks:
     def unconfirmed(self, bridge: str, messages: Sequence[Message]) -> None:
         # A report may have come while the request was in flight: matched by recipient.
         if self._receipts.has_orphans(bridge):
-            self._tg.start_soon(self._receipts.match_unconfirmed, bridge, list(messages))
+            match = functools.partial(self._receipts.match_unconfirmed, bridge, list(messages))
+            self._tg.start_soon(_logged, match, "match_unconfirmed")
 
     def outcome(self, bridge: str, outcome: str, count: int, reason: str | None = None) -> None:
         self._metrics.outcome(bridge, outcome, count, reason)
@@ -847,6 +851,15 @@ class _SubmitHooks:
 
     def bucket_wait(self, bridge: str, seconds: float) -> None:
         self._metrics.bucket_wait(bridge, seconds)
+
+
+async def _logged(work: Callable[[], Awaitable[None]], what: str) -> None:
+    """A one-off task whose journal failure is logged, not the daemon's end: the orphan
+    reports it would have matched stay in the journal for the next look."""
+    try:
+        await work()
+    except JournalError as error:
+        log.error("journal_failed", task=what, error=str(error))
 
 
 async def _run_forever(factory: Callable[[], Awaitable[None]], what: str) -> None:
