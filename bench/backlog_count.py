@@ -18,7 +18,7 @@ import anyio
 
 from bench.common import base_parser, format_table, write_results
 from bench.journal import make_message
-from engine.journal import open_journal
+from engine.journal.sqlite import open_sqlite_journal
 from engine.metrics import journal_size_bytes
 
 NAME = "backlog_count"
@@ -28,7 +28,7 @@ REPEATS = 5
 
 async def measure(messages: int, directory: Path) -> dict[str, float]:
     path = directory / "septet.db"
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         for start in range(0, messages, GROUP):
             batch = [make_message(i, due_at=4e9) for i in range(start, start + GROUP)]
             await journal.accept([[message] for message in batch])

@@ -20,7 +20,8 @@ import anyio.to_thread
 import msgspec
 
 from bench.common import base_parser, format_table, write_results
-from engine.journal import MarkFinal, MarkSubmitted, SqliteJournal, open_journal
+from engine.journal import MarkFinal, MarkSubmitted
+from engine.journal.sqlite import SqliteJournal, open_sqlite_journal
 from engine.models import Message
 
 NAME = "journal"
@@ -196,7 +197,7 @@ QUICK: Final = Sizes(5_000, 20_000, 50_000, 100_000)
 
 async def run_all(sizes: Sizes, directory: Path) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
-    async with open_journal(directory / "backlog.db") as journal:
+    async with open_sqlite_journal(directory / "backlog.db") as journal:
         results += await bench_due(journal, sizes.backlog)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results.append(
@@ -206,7 +207,7 @@ async def run_all(sizes: Sizes, directory: Path) -> list[dict[str, Any]]:
             "mib": peak_mib,
         }
     )
-    async with open_journal(directory / "flow.db") as journal:
+    async with open_sqlite_journal(directory / "flow.db") as journal:
         results += await bench_handoff(journal, sizes.handoff_calls)
         results.append(await bench_accept(journal, sizes.single_messages, 1, 64))
         results.append(await bench_accept(journal, sizes.batched_messages, 100, 8))

@@ -1,7 +1,7 @@
 """The operator's commands on a journal (list, show, retry, cancel, stats, purge, cluster
 status): API and CLI.
 
-`Admin` runs each command on a journal's writer (`SqliteJournal`) and a read-only reader
+`Admin` runs each command on a journal (`Journal`) and its read-only reader
 (`JournalReader`): inside the daemon through its admin API (engine.admin_api), or, when no
 daemon runs, in the CLI's own process on the file. Answers are Structs (JSON on the
 wire); a refusal is an `RefusedError` value with its sentence for people.
@@ -18,11 +18,8 @@ deliver twice, and the answer says so. Other states are refused.
 from __future__ import annotations
 
 import enum
-import os
-import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Final
 
 import msgspec
@@ -30,8 +27,7 @@ import msgspec
 from engine import retention
 from engine.cancel import Canceller, CancelVerdict, cancel_refusal, cancel_stored
 from engine.cluster import NodeRecord, liveness
-from engine.journal import SCHEMA_VERSION, Duplicate, JournalError, SqliteJournal
-from engine.journal_reader import JournalReader, StoredMessage
+from engine.journal import Duplicate, Journal, JournalError, JournalReader, StoredMessage
 from engine.models import State
 
 # Final states a retry sends again; `unknown` may have been delivered (module docstring).
@@ -39,9 +35,6 @@ RETRYABLE: Final = frozenset(
     {State.REJECTED.value, State.UNDELIVERABLE.value, State.EXPIRED.value, State.UNKNOWN.value}
 )
 MAX_LIST: Final = 1000
-
-SQL_BY_STATUS: Final = "SELECT status, count(*) FROM messages GROUP BY status ORDER BY status"
-SQL_OLDEST: Final = "SELECT min(msg_id) FROM messages"
 
 
 class Refusal(enum.Enum):
@@ -188,7 +181,7 @@ class NoCanceller:
     """Cancel's engine side when no daemon runs: the journal's compare-and-set, nothing
     queued to take the message out of, no connection to tell."""
 
-    def __init__(self, journal: SqliteJournal) -> None:
+    def __init__(self, journal: Journal) -> None:
         self._journal = journal
 
     async def cancel(self, changes: Any) -> bool:
@@ -204,7 +197,7 @@ class Admin:
 
     def __init__(
         self,
-        journal: SqliteJournal,
+        journal: Journal,
         reader: JournalReader,
         canceller: Canceller,
         *,
@@ -307,33 +300,18 @@ class Admin:
         return cluster_status_of(records, counts, lease_s, self._clock())
 
     async def stats(self) -> JournalStats:
-        path = self._journal.path
-
-        def read(connection: sqlite3.Connection) -> tuple[dict[str, int], int | None, int, int]:
-            by_status = {
-                str(status or "?"): int(n) for status, n in connection.execute(SQL_BY_STATUS)
-            }
-            oldest = connection.execute(SQL_OLDEST).fetchone()[0]
-            free = int(connection.execute("PRAGMA freelist_count").fetchone()[0])
-            page = int(connection.execute("PRAGMA page_size").fetchone()[0])
-            return (
-                by_status,
-                oldest,
-                free * page,
-                int(connection.execute("PRAGMA auto_vacuum").fetchone()[0]),
-            )
-
-        by_status, oldest, free_bytes, vacuum = await self._reader.run(read)
-        stored = None if oldest is None else await self._reader.message(int(oldest))
+        found = await self._reader.stats()
+        oldest = found.oldest_msg_id
+        stored = None if oldest is None else await self._reader.message(oldest)
         return JournalStats(
-            path=str(path),
-            file_bytes=_size(path),
-            wal_bytes=_size(path.with_name(path.name + "-wal")),
-            free_bytes=free_bytes,
-            auto_vacuum={0: "none", 1: "full", 2: "incremental"}.get(vacuum, str(vacuum)),
-            schema_version=SCHEMA_VERSION,
-            messages=sum(by_status.values()),
-            by_status=by_status,
+            path=found.location,
+            file_bytes=found.file_bytes,
+            wal_bytes=found.wal_bytes,
+            free_bytes=found.free_bytes,
+            auto_vacuum=found.auto_vacuum,
+            schema_version=found.schema_version,
+            messages=sum(found.by_status.values()),
+            by_status=found.by_status,
             oldest_msg_id=None if stored is None else stored.message.msg_id,
             oldest_accepted_at=None if stored is None else stored.message.accepted_at,
         )
@@ -346,13 +324,6 @@ class Admin:
         except JournalError as error:
             raise RefusedError(Refusal.JOURNAL, f"Not purged: {error}") from None
         return Purged(older_than_s=older_than_s, deleted=deleted)
-
-
-def _size(path: Path) -> int:
-    try:
-        return os.stat(path).st_size
-    except FileNotFoundError:
-        return 0
 
 
 def counts_line(deleted: Mapping[str, int]) -> str:

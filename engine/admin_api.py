@@ -44,9 +44,8 @@ from engine.admin import Admin, NoCanceller, Refusal, RefusedError, parse_msg_id
 from engine.config import ConfigError, Settings, load_config, split_host_port
 from engine.http_errors import TransportError
 from engine.http_io import BridgeClient
-from engine.journal import JournalError, open_journal
+from engine.journal import JournalError, open_journal, open_reader
 from engine.journal_lock import lock_journal
-from engine.journal_reader import open_reader
 
 T = TypeVar("T")
 
@@ -242,11 +241,13 @@ async def run_admin(
 
 async def _run_direct(settings: Settings, call: AdminCall) -> Any:
     """No daemon runs: the command on the file, with this process holding its lock."""
-    path = Path(settings.journal.path)
+    # The size cap is left to the daemon, as it was before the journal had backends
+    # (a follow-up may apply it here too).
+    uncapped = msgspec.structs.replace(settings.journal, max_size_mb=None)
     try:
         async with (
-            open_journal(path, synchronous=settings.journal.synchronous) as journal,
-            open_reader(path) as reader,
+            open_journal(uncapped) as journal,
+            open_reader(settings.journal) as reader,
         ):
             return await call.direct(Admin(journal, reader, NoCanceller(journal)))
     except JournalError as error:

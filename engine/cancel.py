@@ -13,8 +13,7 @@ from typing import Protocol
 
 from engine import lifecycle
 from engine.ingress.api_models import FINAL_STATES
-from engine.journal import Change
-from engine.journal_reader import StoredMessage
+from engine.journal import Change, StoredMessage
 from engine.models import Message
 
 

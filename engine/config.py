@@ -46,6 +46,7 @@ from engine.accounts import Accounts, AccountSettings, demo_accounts, from_smpp_
 from engine.admission import check_sender, describe_refusals
 from engine.cluster import ClusterSettings, settings_problems
 from engine.config_keys import describe_unknown, unknown_keys
+from engine.journal import JournalBackend, JournalError, journal_backend
 from engine.pricing import PriceConfig, PriceTable, default_price_tables, price_table
 from engine.ratelimit import RequestLimiter
 from engine.routing import DEFAULT_FALLBACK_ROUTE, Router, default_routes
@@ -72,7 +73,8 @@ class JournalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     # "sqlite": one file, one process (the embedded default); "postgresql": a database
     # several nodes share (cluster mode, engine.journal.postgres; the extra
     # septet[postgresql]), reached by `dsn`.
-    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    # Any other value is refused with a sentence (`journal_problems`).
+    backend: str = "sqlite"
     # A libpq connection string or postgresql:// URL (or "env:NAME"); PostgreSQL only.
     dsn: str | None = None
     path: str = "septet.db"
@@ -713,7 +715,11 @@ def journal_problems(journal: JournalSettings) -> list[str]:
     """`[journal] backend` and `dsn` agree, and the PostgreSQL client is installed when it
     is needed (the extra `septet[postgresql]`). Reaching the database is the start's
     business: it says in one sentence when it cannot."""
-    if journal.backend == "sqlite":
+    try:
+        backend = journal_backend(journal.backend)
+    except JournalError as error:
+        return [str(error)]
+    if backend is JournalBackend.SQLITE:
         if journal.dsn is not None:
             return [
                 'journal.dsn is set, but journal.backend is "sqlite": set backend ='
@@ -737,7 +743,6 @@ def journal_problems(journal: JournalSettings) -> list[str]:
             " pip install 'septet[postgresql]'"
         )
     elif journal.dsn is not None:
-        from engine.journal.interface import JournalError
         from engine.journal.postgres import describe_dsn
 
         try:

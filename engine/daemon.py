@@ -72,9 +72,16 @@ from engine.ingress.outbox import (
 from engine.ingress.prepare import LinePreparer
 from engine.ingress.sendsms import sendsms_route
 from engine.ingress.sockets import serve_clients
-from engine.journal import Change, JournalError, SqliteJournal, open_journal
+from engine.journal import (
+    Change,
+    Journal,
+    JournalError,
+    JournalReader,
+    max_size_bytes,
+    open_journal,
+    open_reader,
+)
 from engine.journal_lock import hold_journal
-from engine.journal_reader import JournalReader, open_reader
 from engine.lifecycle import Charge
 from engine.listener import build_app, build_metrics_app, metrics_route, serve_listener
 from engine.membership import Membership, NameInUseError
@@ -124,11 +131,8 @@ async def run_daemon(
         stack.enter_context(hold_journal(journal_path))
         journal = await stack.enter_async_context(
             open_journal(
-                journal_path,
-                synchronous=settings.journal.synchronous,
+                settings.journal,
                 on_commit=metrics.journal_commit,
-                max_size_bytes=_max_size_bytes(settings.journal.max_size_mb),
-                cache_mb=settings.journal.cache_mb,
                 feed_accounts=[a.name for a in accounts if a.settings.keeps_feed],
             )
         )
@@ -235,10 +239,10 @@ async def run_daemon(
         operations = metrics.operations
         wal = journal_path.with_name(journal_path.name + "-wal")
         operations.journal_paths = (journal_path, wal)
-        operations.journal_max_bytes = _max_size_bytes(settings.journal.max_size_mb)
+        operations.journal_max_bytes = max_size_bytes(settings.journal)
         # The backlog's index walks run on a read-only connection, not between the
         # writer's commits; the HTTP API reads through the same one.
-        reader = await stack.enter_async_context(open_reader(journal_path))
+        reader = await stack.enter_async_context(open_reader(settings.journal))
         backlog = BacklogCounter(reader, operations)
 
         async def exposition() -> bytes:
@@ -661,7 +665,7 @@ class _Canceller:
     then the step's events and counts, and the message out of its bridge queue."""
 
     def __init__(
-        self, journal: SqliteJournal, events: EventRouter, scheduler: Scheduler, metrics: Metrics
+        self, journal: Journal, events: EventRouter, scheduler: Scheduler, metrics: Metrics
     ) -> None:
         self._journal = journal
         self._events = events
@@ -681,7 +685,7 @@ class _Canceller:
 
 def _api_app(
     settings: Settings,
-    journal: SqliteJournal,
+    journal: Journal,
     reader: JournalReader,
     events: EventRouter,
     scheduler: Scheduler,
@@ -919,10 +923,6 @@ def _webhook_account(settings: Settings, accounts: Accounts, name: str) -> Accou
     account = accounts.get(name)
     found = account.webhooks if account is not None else None
     return found or settings.webhooks
-
-
-def _max_size_bytes(max_size_mb: float | None) -> int | None:
-    return None if max_size_mb is None else int(max_size_mb * (1 << 20))
 
 
 async def _check_credentials(

@@ -20,10 +20,10 @@ from engine.metrics import Operations
 log = structlog.get_logger("septet.observe")
 
 # Seconds a backlog count is served before a scrape counts again. A count walks the
-# index of the waiting messages (engine.journal.count_states): 87-106 ms for a million
+# index of the waiting messages (engine.journal.sqlite.count_states): 87-106 ms for a million
 # waiting messages (bench/backlog_count.py, bench/results/backlog_count.json), too much
 # for every scrape, nothing once per interval. The daemon counts on the read-only
-# connection (engine.journal_reader), so the writer's commits never wait for it.
+# connection (the JournalReader, engine.journal), so the writer's commits never wait for it.
 BACKLOG_INTERVAL_S = 15.0
 
 

@@ -5,11 +5,12 @@ Through the running daemon's admin API, or on the file when no daemon runs (as
 `septet messages`). `purge --vacuum` rebuilds the file (SQLite VACUUM, which also turns a
 journal made before auto_vacuum on to incremental): only with the daemon stopped.
 
-`migrate` runs what `septet run` runs when it opens an older journal (engine.journal's
-MIGRATIONS), as a step of its own: before a cluster's nodes start on an upgraded septet,
-or to see (`--check`) whether a journal needs it. A new journal is created at the current
-schema. A SQLite journal only with no daemon holding it; a PostgreSQL one under the
-schema's advisory lock (engine.journal.postgres_schema).
+`migrate` runs what `septet run` runs when it opens an older journal (the MIGRATIONS of
+engine.journal.sqlite_schema or engine.journal.postgres_schema), as a step of its own:
+before a cluster's nodes start on an upgraded septet, or to see (`--check`) whether a
+journal needs it. A new journal is created at the current schema. A SQLite journal only
+with no daemon holding it; a PostgreSQL one under the schema's advisory lock
+(engine.journal.postgres_schema).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ import anyio
 from engine.admin import Admin, JournalStats, Purged, counts_line
 from engine.admin_api import AdminCall, add_target_arguments, run_cli
 from engine.config import ConfigError, load_config
-from engine.journal import SCHEMA_VERSION, JournalError, open_journal
+from engine.journal import JournalError
+from engine.journal.sqlite import open_sqlite_journal
+from engine.journal.sqlite_schema import SCHEMA_VERSION
 from engine.journal_lock import lock_journal
 from engine.retention import SECONDS_PER_DAY
 
@@ -269,7 +272,7 @@ async def migrate_journal(path: Path, synchronous: str) -> str | None:
             if not locked:
                 return f"The journal {path} is in use by a running daemon: stop it to migrate."
             try:
-                async with open_journal(path, synchronous=synchronous):
+                async with open_sqlite_journal(path, synchronous=synchronous):
                     pass
             except JournalError as error:
                 return str(error)

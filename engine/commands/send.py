@@ -249,11 +249,12 @@ async def _stored_events(journal_path: str, origin: str | None) -> int:
     """Events the daemon could not deliver (the client had gone) wait in the journal's
     outbox, each under its client's identity; SQLite's WAL lets this run beside the
     daemon."""
+    from engine.config import JournalSettings
     from engine.journal import open_journal
 
     out = sys.stdout.buffer
     total = 0
-    async with open_journal(journal_path) as journal:
+    async with open_journal(JournalSettings(path=journal_path)) as journal:
         while batch := await journal.take_events(origin, 1000):
             out.write(b"".join(line if line.endswith(b"\n") else line + b"\n" for line in batch))
             total += len(batch)

@@ -15,8 +15,8 @@ input never gets a 500 or a traceback.
     GET    /v1/openapi.json        the OpenAPI 3.1 document (engine.ingress.api_models)
 
 Requests authenticate with the account's API key, `Authorization: Bearer <key>` or
-`X-API-Key: <key>`. Reads go to the journal's reader connection (engine.journal_reader),
-never the writer's line.
+`X-API-Key: <key>`. Reads go to the journal's reader (engine.journal.JournalReader), on a
+connection of its own, never the writer's line.
 """
 
 from __future__ import annotations
@@ -61,8 +61,7 @@ from engine.ingress.api_requests import (
     read_body,
 )
 from engine.ingress.prepare import LineError
-from engine.journal import JournalError
-from engine.journal_reader import JournalReader, StoredMessage
+from engine.journal import JournalError, JournalReader, StoredMessage
 from engine.listener import serve_listener
 from engine.models import (
     Message,

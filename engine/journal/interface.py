@@ -9,14 +9,16 @@ every backend, so they are defined once, here.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from typing import Final, NamedTuple, Protocol
 
 import msgspec
 
-from engine import feed
+from engine import feed, retention
 from engine.cluster import NodeRecord
-from engine.feed import AppendEvents, FeedPage
+from engine.feed import AppendEvents, DeliveryOutcome, DueDelivery, FeedPage
 from engine.models import (
     OUTCOME_CANCELLED,
     OUTCOME_SENT,
@@ -42,8 +44,10 @@ __all__ = [
     "Change",
     "Duplicate",
     "Journal",
+    "JournalBackend",
     "JournalError",
     "JournalFullError",
+    "JournalReader",
     "Listed",
     "MarkCharged",
     "MarkConfirmed",
@@ -53,11 +57,15 @@ __all__ = [
     "MarkRetry",
     "MarkSubmitted",
     "MarkUnconfirmed",
+    "MessagePage",
     "PollDue",
     "SchedulePolls",
+    "StorageStats",
     "StoreEvents",
     "StoreOrphanReceipt",
+    "StoredMessage",
     "accepted_append",
+    "journal_backend",
     "priority_lane",
     "status_of_outcome",
     "waiting_status",
@@ -131,6 +139,24 @@ class JournalError(Exception):
 
 class JournalFullError(JournalError):
     """New messages are refused: the journal is at its configured size cap."""
+
+
+class JournalBackend(enum.Enum):
+    """Where the journal is kept (`[journal] backend`): one module of this package each."""
+
+    SQLITE = "sqlite"
+    POSTGRESQL = "postgresql"
+
+
+def journal_backend(name: str) -> JournalBackend:
+    """The backend `[journal] backend` names; JournalError with a sentence for any other."""
+    try:
+        return JournalBackend(name)
+    except ValueError:
+        known = ", ".join(repr(backend.value) for backend in JournalBackend)
+        raise JournalError(
+            f"journal.backend {name!r} is not a journal backend of this septet; it has {known}."
+        ) from None
 
 
 class Duplicate(msgspec.Struct):
@@ -286,10 +312,15 @@ Change = (
 
 
 class Journal(Protocol):
-    """What the engine needs from durable storage. Every method is safe to call concurrently."""
+    """What the engine needs from durable storage: every operation it calls on a journal,
+    by whom. Every method is safe to call concurrently; a storage failure is JournalError
+    (JournalFullError: new messages are refused, what was accepted still goes on)."""
 
+    # The journal's own name, the prefix of the references it gives out (`find_by_reference`).
     instance: str
-    commits: int
+    # Called on the event loop after a commit with the webhook deliveries it added (none:
+    # read them back, `due_deliveries`); the daemon wakes the webhook worker with it.
+    on_deliveries: Callable[[list[DueDelivery]], None] | None
     # Whether other processes (nodes) write this journal too (docs/cluster.md): a client's
     # events may then be made on another node and reach it through the outbox.
     shared: bool
@@ -297,8 +328,20 @@ class Journal(Protocol):
     # tell (PostgreSQL's NOTIFY): engine.ingress.outbox.serve_kept_for_live wakes at once.
     on_kept_events: Callable[[], None] | None
 
+    @property
+    def commits(self) -> int:
+        """Successful commits so far (tests and metrics)."""
+        ...
+
+    # ── accepting and sending (engine.ingress.accept, engine.dispatch, engine.lifecycle) ──
+
     async def accept(self, groups: Sequence[Sequence[Message]]) -> list[list[Message] | Duplicate]:
-        """Assign msg_id/reference and make each group durable; a group is all-or-nothing."""
+        """Assign msg_id/reference and make each group durable; a group is all-or-nothing.
+        A group whose client_ref its account used already is answered Duplicate."""
+        ...
+
+    async def accepted_today(self, account: str, day: int) -> int:
+        """Messages of `account` accepted on UTC `day` (days since 1970-01-01)."""
         ...
 
     async def claim(
@@ -313,7 +356,17 @@ class Journal(Protocol):
         `record`'s changes are committed first, in the same transaction."""
         ...
 
-    async def record(self, changes: Sequence[Change]) -> None: ...
+    async def record(self, changes: Sequence[Change]) -> None:
+        """Apply the changes in order, in one transaction; a final message never changes."""
+        ...
+
+    async def cancel(self, changes: Sequence[Change]) -> bool:
+        """A cancel step (engine.lifecycle.on_cancel): its one MarkFinal as a compare-and-set
+        on a message still waiting and never carried, its other changes only when that won.
+        False: too late."""
+        ...
+
+    # ── the scheduler's feeder (engine.scheduler) ──
 
     async def due(
         self,
@@ -323,34 +376,61 @@ class Journal(Protocol):
         exclude: Collection[str] = (),
         after: Message | None = None,
         since: float | None = None,
-    ) -> list[Message]: ...
+    ) -> list[Message]:
+        """Accepted messages due by `now`: highest priority first, then earliest due, then
+        msg_id; `after` continues a page, `since` reads only those due later than it."""
+        ...
 
-    async def next_due_at(self, *, after: float | None = None) -> float | None: ...
+    async def next_due_at(self, *, after: float | None = None) -> float | None:
+        """The earliest due_at among accepted messages (strictly later than `after`)."""
+        ...
 
-    async def inflight(self) -> list[Message]: ...
+    # ── recovery (engine.recovery) ──
+
+    async def inflight(self) -> list[Message]:
+        """Messages left inflight (after a crash, their provider call's fate is unknown)."""
+        ...
+
+    async def report_overdue(self, now: float, limit: int) -> list[Message]:
+        """Messages awaiting a report whose deadline has passed, earliest first."""
+        ...
+
+    # ── reports (engine.dlr) ──
 
     async def find_by_provider_id(
         self, bridge: str, provider_ids: Sequence[str]
-    ) -> dict[str, Message]: ...
+    ) -> dict[str, Message]:
+        """provider_id -> submitted or final message sent on `bridge` that asked for a report."""
+        ...
 
-    async def find_by_reference(self, references: Sequence[str]) -> dict[str, Message]: ...
+    async def find_by_reference(self, references: Sequence[str]) -> dict[str, Message]:
+        """reference -> message, for references this journal gave out."""
+        ...
 
-    async def take_orphan_receipts(
-        self, bridge: str, provider_ids: Sequence[str]
-    ) -> list[bytes]: ...
+    async def unconfirmed(self, bridge: str) -> list[Message]:
+        """Messages on `bridge` that may sit at the provider under an id never learned."""
+        ...
 
-    async def orphan_receipt_ids(self) -> list[tuple[str, str, float]]: ...
+    async def awaiting_poll(self, bridge: str, now: float, limit: int) -> list[PollDue]:
+        """Submitted messages on `bridge` that asked for a report and may be polled at `now`."""
+        ...
 
-    async def awaiting_poll(self, bridge: str, now: float, limit: int) -> list[PollDue]: ...
+    async def take_orphan_receipts(self, bridge: str, provider_ids: Sequence[str]) -> list[bytes]:
+        """Receipts stored for these provider ids, oldest first; they leave the journal."""
+        ...
 
-    async def report_overdue(self, now: float, limit: int) -> list[Message]: ...
+    async def orphan_receipt_ids(self) -> list[tuple[str, str, float]]:
+        """(bridge, provider id, stored at) of every orphan receipt, oldest first."""
+        ...
 
-    async def unconfirmed(self, bridge: str) -> list[Message]: ...
+    # ── the outbox of NDJSON and SMPP clients that went away (engine.ingress.outbox) ──
 
-    async def take_events(self, origin: str | None, limit: int) -> list[bytes]: ...
+    async def take_events(self, origin: str | None, limit: int) -> list[bytes]:
+        """Outbox lines in the order stored (for `origin`, or any if None); they leave it."""
+        ...
 
     async def kept_origins(self, origins: Collection[str]) -> list[str]:
-        """Which of `origins` have events in the outbox."""
+        """Which of `origins` have events in the outbox (engine.ingress.outbox)."""
         ...
 
     async def serve_notifications(self) -> None:
@@ -358,21 +438,60 @@ class Journal(Protocol):
         outbox lines. Returns at once where it cannot (no other node: SQLite)."""
         ...
 
-    async def accepted_today(self, account: str, day: int) -> int: ...
+    # ── the event feed, webhooks and retention (engine.feed, engine.webhooks, engine.retention) ──
 
-    async def pending_count(self) -> int: ...
+    async def feed(self, account: str, after: int, limit: int) -> FeedPage:
+        """The account's events after the cursor `after`, oldest first (docs/events.md)."""
+        ...
 
-    async def counts(self) -> dict[str, int]: ...
+    async def history(self, msg_id: str) -> list[bytes] | None:
+        """A message's events in order; None when the journal has no message `msg_id`."""
+        ...
 
-    async def kept_events_count(self) -> int: ...
+    async def sweep_events(self, before: float, limit: int) -> int:
+        """Delete up to `limit` of the oldest feed events stored before `before`, except
+        those a webhook still owes; returns how many went."""
+        ...
 
-    async def get(self, msg_ids: Sequence[str]) -> dict[str, Message]: ...
+    async def prune(self, turn: retention.PruneTurn) -> retention.Pruned:
+        """One retention turn: delete what it bounds, in one short transaction."""
+        ...
 
-    async def integrity_check(self) -> str: ...
+    async def due_deliveries(
+        self, now: float, limit: int, exclude: frozenset[int] = frozenset()
+    ) -> list[DueDelivery]:
+        """Webhook deliveries due by `now`, earliest first, not in `exclude`."""
+        ...
 
-    async def feed(self, account: str, after: int, limit: int) -> FeedPage: ...
+    async def settle_deliveries(self, outcomes: Sequence[DeliveryOutcome]) -> None:
+        """Write what became of a batch of deliveries (one transaction)."""
+        ...
 
-    async def history(self, msg_id: str) -> list[bytes] | None: ...
+    async def next_delivery_at(self) -> float | None:
+        """When the next webhook delivery falls due (None: none is owed)."""
+        ...
+
+    async def deliveries_owed(self) -> int:
+        """Webhook deliveries not yet settled."""
+        ...
+
+    # ── counts and reads (engine.observe, the daemon's readiness, admin, tests) ──
+
+    async def pending_count(self) -> int:
+        """Messages not final yet."""
+        ...
+
+    async def counts(self) -> dict[str, int]:
+        """Messages by phase (STATE_NAMES)."""
+        ...
+
+    async def kept_events_count(self) -> int:
+        """Outbox lines kept for clients that went away."""
+        ...
+
+    async def get(self, msg_ids: Sequence[str]) -> dict[str, Message]:
+        """msg_id -> message, for those the journal has."""
+        ...
 
     async def messages_of(
         self,
@@ -383,21 +502,34 @@ class Journal(Protocol):
         since: float | None = None,
         before: str | None = None,
         limit: int = 100,
-    ) -> list[Listed]: ...
+    ) -> list[Listed]:
+        """The account's own messages, newest first, filtered."""
+        ...
 
-    # Cluster membership (engine.membership, engine.cluster): each node's row and heartbeat,
-    # claims stamped with the node that joined, a dead node's claims taken over. After
-    # `join`, `claim` stamps this node and `inflight` is this node's claims only.
+    async def integrity_check(self) -> str:
+        """The store's own check: 'ok', or what is wrong, one problem a line."""
+        ...
 
-    async def node_record(self, node: str) -> NodeRecord | None: ...
+    # ── cluster membership (engine.membership, engine.cluster) ──
+    # Each node's row and heartbeat, claims stamped with the node that joined, a dead
+    # node's claims taken over. After `join`, `claim` stamps this node and `inflight` is
+    # this node's claims only.
 
-    async def join(self, node: str, run: str, now: float) -> None: ...
+    async def node_record(self, node: str) -> NodeRecord | None:
+        """`node`'s row, if it has one."""
+        ...
+
+    async def join(self, node: str, run: str, now: float) -> None:
+        """This process becomes `node` (its run `run`): its claims are stamped with it."""
+        ...
 
     async def heartbeat(self, node: str, run: str, now: float) -> bool:
         """False when the row is gone or another run holds the name."""
         ...
 
-    async def leave(self, node: str, run: str, now: float) -> None: ...
+    async def leave(self, node: str, run: str, now: float) -> None:
+        """The node stops (its row says so)."""
+        ...
 
     async def nodes(self) -> list[NodeRecord]:
         """Every node's row, with the claims it holds."""
@@ -411,4 +543,95 @@ class Journal(Protocol):
     async def forget_node(self, node: str, heartbeat_at: float) -> bool:
         """Delete `node`'s row if it holds no claim and its heartbeat is still
         `heartbeat_at` (a node that came back is kept)."""
+        ...
+
+
+# ── Reading for applications and operators, apart from the writer ───────────────
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """One message as the journal holds it now. `status` is the lifecycle state's name
+    (engine.models.State); times are Unix seconds."""
+
+    message: Message
+    status: str
+    submitted_at: float | None
+    final_at: float | None
+    code: str | None
+    error: str | None
+    provider_cost: float | None
+    provider_currency: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePage:
+    """Messages newest first, and the cursor below the last row looked at (None: no more)."""
+
+    messages: list[StoredMessage]
+    next_cursor: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StorageStats:
+    """What `septet journal stats` shows of the store: where it is, its size on disk (the
+    file, its write-ahead log, the space free inside), how it gives space back, its schema
+    version, the messages by lifecycle state, and the oldest msg_id kept."""
+
+    location: str
+    file_bytes: int
+    wal_bytes: int
+    free_bytes: int
+    auto_vacuum: str
+    schema_version: int
+    by_status: dict[str, int]
+    oldest_msg_id: int | None
+
+
+class JournalReader(Protocol):
+    """Read-only queries for the HTTP API, the admin commands and the backlog gauge, on a
+    connection of their own: they never wait behind the writer's commits nor make it wait,
+    and they see the last committed state."""
+
+    async def message(self, msg_id: int) -> StoredMessage | None:
+        """One message by msg_id."""
+        ...
+
+    async def page(
+        self,
+        account: str,
+        *,
+        below: int | None = None,
+        client_ref: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> MessagePage:
+        """`account`'s messages below msg_id `below`, newest first, filtered."""
+        ...
+
+    async def latest(
+        self, *, status: str | None, below: int | None, limit: int
+    ) -> list[StoredMessage]:
+        """Every account's messages below msg_id `below`, newest first (the operator's list)."""
+        ...
+
+    async def counts(self) -> dict[str, int]:
+        """Messages by phase as of the last commit (the backlog gauge)."""
+        ...
+
+    async def kept_events_count(self) -> int:
+        """Outbox lines kept for clients that went away."""
+        ...
+
+    async def feed(self, account: str, after: int, limit: int) -> tuple[list[bytes], int]:
+        """`account`'s events after cursor `after`, and the cursor to read on from."""
+        ...
+
+    async def history(self, msg_id: str) -> list[bytes]:
+        """A message's events, oldest first (none for an unknown message)."""
+        ...
+
+    async def stats(self) -> StorageStats:
+        """The store's size and contents by state (`septet journal stats`)."""
         ...

@@ -1,6 +1,6 @@
 """Read-only queries of the PostgreSQL journal for applications, on a connection of their own.
 
-engine.journal_reader's counterpart (the HTTP API, the admin commands and the backlog gauge
+engine.journal.sqlite_reader's counterpart (the HTTP API, the admin commands and the backlog gauge
 read through it): the same answers, StoredMessage and MessagePage, from the same scan
 (`page_from_rows`), on a connection that lives on a worker thread of its own (one query at
 a time) and never waits in the writer's line. Each query sees what is committed, on every
@@ -17,17 +17,10 @@ import anyio
 import anyio.to_thread
 import psycopg
 
-from engine.journal.interface import JournalError
+from engine.journal.interface import JournalError, MessagePage, StorageStats, StoredMessage
 from engine.journal.postgres import Connection, PostgresLink, describe_dsn, reason_of
-from engine.journal_reader import (
-    SCAN_ROWS,
-    SQL_COLUMNS,
-    TOP,
-    MessagePage,
-    StoredMessage,
-    page_from_rows,
-    stored_from_row,
-)
+from engine.journal.postgres_schema import SCHEMA_VERSION
+from engine.journal.reading import SCAN_ROWS, SQL_COLUMNS, TOP, page_from_rows, stored_from_row
 
 __all__ = ["PostgresReader", "open_postgres_reader"]
 
@@ -57,8 +50,13 @@ SQL_COUNTS: Final = (
 )
 
 
+SQL_STATS: Final = "SELECT pg_database_size(current_database()), (SELECT min(msg_id) FROM messages)"
+SQL_BY_STATUS: Final = "SELECT status, count(*) FROM messages GROUP BY status ORDER BY status"
+
+
 class PostgresReader:
-    """Read-only queries on their own connection and thread (module docstring)."""
+    """The JournalReader (engine.journal.interface) on its own connection and thread
+    (module docstring)."""
 
     def __init__(self, dsn: str) -> None:
         self._link = PostgresLink(dsn, describe_dsn(dsn))
@@ -142,6 +140,29 @@ class PostgresReader:
         def work(connection: Connection) -> int:
             row = connection.execute("SELECT count(*) FROM outbox").fetchone()
             return int(row[0]) if row is not None else 0
+
+        return await self.run(work)
+
+    async def stats(self) -> StorageStats:
+        """The database's size and the messages by lifecycle state. Its write-ahead log and
+        free space are the server's own (vacuumed by its autovacuum): not counted here."""
+
+        def work(connection: Connection) -> StorageStats:
+            row = connection.execute(SQL_STATS).fetchone()
+            size, oldest = (int(row[0]), row[1]) if row is not None else (0, None)
+            by_status = {
+                str(status or "?"): int(n) for status, n in connection.execute(SQL_BY_STATUS)
+            }
+            return StorageStats(
+                location=self._link.where,
+                file_bytes=size,
+                wal_bytes=0,
+                free_bytes=0,
+                auto_vacuum="server",
+                schema_version=SCHEMA_VERSION,
+                by_status=by_status,
+                oldest_msg_id=None if oldest is None else int(oldest),
+            )
 
         return await self.run(work)
 

@@ -79,7 +79,7 @@ __all__ = [
     "SqliteTransactions",
     "count_kept_events",
     "count_states",
-    "open_journal",
+    "open_sqlite_journal",
 ]
 
 SYNCHRONOUS_MODES: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
@@ -1415,7 +1415,7 @@ class SqliteJournal:
 
 
 @contextlib.asynccontextmanager
-async def open_journal(
+async def open_sqlite_journal(
     path: str | os.PathLike[str],
     *,
     synchronous: str = "NORMAL",
@@ -1425,7 +1425,8 @@ async def open_journal(
     clock: Callable[[], float] = time.time,
     feed_accounts: Collection[str] | None = None,
 ) -> AsyncIterator[SqliteJournal]:
-    """Open (or create) the journal at `path` for the duration of the block.
+    """Open (or create) the SQLite journal at `path` for the duration of the block (the
+    engine opens it through engine.journal.open_journal, by `[journal] backend`).
 
     Raises JournalError, with a sentence naming the file and the cause, when the file
     cannot be opened or created. `max_size_bytes` caps the file (module docstring);

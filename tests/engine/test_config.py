@@ -85,6 +85,20 @@ def test_journal_cache_is_read_and_must_be_positive(tmp_path: Path) -> None:
         load_settings(path)
 
 
+def test_journal_backend_is_sqlite_and_another_is_one_sentence(tmp_path: Path) -> None:
+    assert load_settings(None).journal.backend == "sqlite"
+    path = tmp_path / "septet.toml"
+    path.write_text('[journal]\nbackend = "sqlite"\n')
+    assert load_settings(path).journal.backend == "sqlite"
+    path.write_text('[journal]\nbackend = "postgres"\n')
+    with pytest.raises(ConfigError) as refused:
+        load_settings(path)
+    assert str(refused.value) == (
+        "journal.backend 'postgres' is not a journal backend of this septet; it has 'sqlite',"
+        " 'postgresql'."
+    )
+
+
 @pytest.mark.parametrize(
     ("bridge", "sentence"),
     [

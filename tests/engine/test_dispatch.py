@@ -16,7 +16,8 @@ from engine.bridge_limits import LocalGate
 from engine.circuit import CircuitBreaker
 from engine.dispatch import BridgeDispatcher
 from engine.http_errors import ReplyLost
-from engine.journal import Change, JournalError, SqliteJournal, open_journal
+from engine.journal import Change, JournalError
+from engine.journal.sqlite import SqliteJournal, open_sqlite_journal
 from engine.models import Event, Failed, Message, StatusEvent
 from engine.ratelimit import TokenBucket
 from engine.retry import RetryPolicy
@@ -144,7 +145,7 @@ async def run_attempts(
 async def test_a_message_that_may_have_been_sent_never_fails_over(tmp_path: Path) -> None:
     # SMS Club may have taken attempt 1 (its reply was lost): it may be resent there (its
     # duplicate window answers 453), but after plain 5xx answers it must not go to BSG.
-    async with open_journal(tmp_path / "septet.db") as journal:
+    async with open_sqlite_journal(tmp_path / "septet.db") as journal:
         sent = await accept_one(journal, "+380501234567")
         client = ScriptedClient(
             [ReplyLost("reset after the request was written")] + [SERVER_ERROR] * 5
@@ -164,7 +165,7 @@ async def test_a_message_that_may_have_been_sent_never_fails_over(tmp_path: Path
 
 
 async def test_a_message_never_sent_fails_over_after_plain_errors(tmp_path: Path) -> None:
-    async with open_journal(tmp_path / "septet.db") as journal:
+    async with open_sqlite_journal(tmp_path / "septet.db") as journal:
         sent = await accept_one(journal, "+380501234568")
         client = ScriptedClient([SERVER_ERROR] * 5)
         dispatch = dispatcher(journal, client, Events())
@@ -174,12 +175,12 @@ async def test_a_message_never_sent_fails_over_after_plain_errors(tmp_path: Path
 
 
 async def test_maybe_sent_survives_in_the_journal(tmp_path: Path) -> None:
-    async with open_journal(tmp_path / "septet.db") as journal:
+    async with open_sqlite_journal(tmp_path / "septet.db") as journal:
         sent = await accept_one(journal, "+380501234569")
         client = ScriptedClient([ReplyLost("read timeout")])
         dispatch = dispatcher(journal, client, Events())
         await dispatch.send_batch([sent])
-    async with open_journal(tmp_path / "septet.db") as reopened:
+    async with open_sqlite_journal(tmp_path / "septet.db") as reopened:
         [again] = (await reopened.get([sent.msg_id])).values()
     assert (again.state, again.attempt, again.maybe_sent) == ("accepted", 1, True)
 
@@ -221,7 +222,7 @@ async def test_an_unwritable_journal_is_waited_out_and_nothing_is_lost(
         body=b'{"success_request":{"info":{"1001":"380501234560"}}}',
         headers={"content-type": "application/json"},
     )
-    async with open_journal(tmp_path / "septet.db") as journal:
+    async with open_sqlite_journal(tmp_path / "septet.db") as journal:
         sent = await accept_one(journal, "+380501234560")
         client = ScriptedClient([taken])
         events = Events()
@@ -238,7 +239,7 @@ async def test_an_unwritable_journal_is_waited_out_and_nothing_is_lost(
         await dispatch.send_batch([again])
         assert dispatch.in_flight == 0
     assert len(client.calls) == 1
-    async with open_journal(tmp_path / "septet.db") as reopened:
+    async with open_sqlite_journal(tmp_path / "septet.db") as reopened:
         [done] = (await reopened.get([sent.msg_id])).values()
     assert (done.state, done.provider_id) == ("submitted", "1001")  # awaiting its report
     assert [type(event).__name__ for event in events.emitted] == ["SubmittedEvent"]

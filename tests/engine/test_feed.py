@@ -13,7 +13,8 @@ import msgspec
 import pytest
 
 from engine.feed import AppendEvents, DeliveryOutcome
-from engine.journal import JournalError, MarkFinal, SqliteJournal, open_journal
+from engine.journal import JournalError, MarkFinal
+from engine.journal.sqlite import SqliteJournal, open_sqlite_journal
 from engine.models import CancelledEvent, DeliveryReport, Message
 from tests.engine.test_journal import UNDO_VERSION_8
 
@@ -80,7 +81,7 @@ def final_with_report(msg_id: str, *, account: str = "default") -> list[Any]:
 
 
 async def test_accepting_a_message_puts_its_accepted_event_in_the_feed(tmp_path: Path) -> None:
-    async with open_journal(tmp_path / "septet.db", clock=Clock()) as journal:
+    async with open_sqlite_journal(tmp_path / "septet.db", clock=Clock()) as journal:
         first, second = await accept(
             journal, message("+250788100001", client_ref="a"), message("+250788100002")
         )
@@ -98,7 +99,7 @@ async def test_accepting_a_message_puts_its_accepted_event_in_the_feed(tmp_path:
 
 
 async def test_the_feed_is_resumable_and_reading_it_takes_nothing_away(tmp_path: Path) -> None:
-    async with open_journal(tmp_path / "septet.db", clock=Clock()) as journal:
+    async with open_sqlite_journal(tmp_path / "septet.db", clock=Clock()) as journal:
         messages = await accept(journal, *(message(f"+25078810000{n}") for n in range(5)))
         first = await journal.feed("default", 0, 2)
         assert [e["event_id"] for e in decoded(first.events)] == [1, 2]
@@ -118,7 +119,7 @@ async def test_the_feed_is_resumable_and_reading_it_takes_nothing_away(tmp_path:
 
 
 async def test_an_account_reads_only_its_own_events(tmp_path: Path) -> None:
-    async with open_journal(tmp_path / "septet.db", clock=Clock()) as journal:
+    async with open_sqlite_journal(tmp_path / "septet.db", clock=Clock()) as journal:
         [kept] = await accept(journal, message("+250788100001"))
         await journal.record(final_with_report(kept.msg_id, account="acme"))
         default = decoded((await journal.feed("default", 0, 10)).events)
@@ -133,7 +134,7 @@ async def test_only_the_accounts_that_keep_a_feed_have_their_events_stored(
 ) -> None:
     """`feed_accounts` (the daemon's: accounts with an API key or `feed = true`): the others'
     events take their ids but no row, unless a webhook is owed for them."""
-    async with open_journal(
+    async with open_sqlite_journal(
         tmp_path / "septet.db", clock=Clock(), feed_accounts=["acme"]
     ) as journal:
         quiet, hooked = await accept(
@@ -155,7 +156,7 @@ async def test_only_the_accounts_that_keep_a_feed_have_their_events_stored(
 
 
 async def test_history_lists_a_messages_events_in_order(tmp_path: Path) -> None:
-    async with open_journal(tmp_path / "septet.db", clock=Clock()) as journal:
+    async with open_sqlite_journal(tmp_path / "septet.db", clock=Clock()) as journal:
         one, two = await accept(journal, message("+250788100001"), message("+250788100002"))
         await journal.record(final_with_report(two.msg_id))
         cancelled = CancelledEvent(
@@ -182,7 +183,7 @@ async def test_history_lists_a_messages_events_in_order(tmp_path: Path) -> None:
 
 async def test_an_event_that_cannot_be_stored_undoes_its_state_change(tmp_path: Path) -> None:
     path = tmp_path / "septet.db"
-    async with open_journal(path, clock=Clock()) as journal:
+    async with open_sqlite_journal(path, clock=Clock()) as journal:
         [sent] = await accept(journal, message("+250788100001"))
         broken = AppendEvents(
             account="default", msg_id="x", callback_url=None, events=[report("x")]
@@ -202,7 +203,7 @@ async def test_an_event_that_cannot_be_stored_undoes_its_state_change(tmp_path: 
 
 async def test_the_sweep_deletes_only_old_events_and_never_an_owed_one(tmp_path: Path) -> None:
     clock = Clock()
-    async with open_journal(tmp_path / "septet.db", clock=clock) as journal:
+    async with open_sqlite_journal(tmp_path / "septet.db", clock=clock) as journal:
         old = await accept(
             journal,
             message("+250788100001"),
@@ -228,10 +229,10 @@ async def test_the_sweep_deletes_only_old_events_and_never_an_owed_one(tmp_path:
 async def test_event_ids_never_go_back_after_a_sweep_and_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "septet.db"
     clock = Clock()
-    async with open_journal(path, clock=clock) as journal:
+    async with open_sqlite_journal(path, clock=clock) as journal:
         await accept(journal, message("+250788100001"), message("+250788100002"))
         assert await journal.sweep_events(T0 + 1, 10) == 2  # the table is empty now
-    async with open_journal(path, clock=clock) as journal:
+    async with open_sqlite_journal(path, clock=clock) as journal:
         await accept(journal, message("+250788100003"))
         page = await journal.feed("default", 0, 10)
         assert [e["event_id"] for e in decoded(page.events)] == [3]
@@ -240,7 +241,7 @@ async def test_event_ids_never_go_back_after_a_sweep_and_a_restart(tmp_path: Pat
 async def test_deliveries_are_owed_with_the_event_and_settled_in_batches(tmp_path: Path) -> None:
     clock = Clock()
     url = "http://127.0.0.1:9/hook"
-    async with open_journal(tmp_path / "septet.db", clock=clock) as journal:
+    async with open_sqlite_journal(tmp_path / "septet.db", clock=clock) as journal:
         one, two = await accept(
             journal,
             message("+250788100001", callback_url=url),
@@ -281,14 +282,14 @@ async def test_deliveries_are_owed_with_the_event_and_settled_in_batches(tmp_pat
 
 async def test_a_version_6_journal_gets_the_feed(tmp_path: Path) -> None:
     path = tmp_path / "septet.db"
-    async with open_journal(path, clock=Clock()) as journal:
+    async with open_sqlite_journal(path, clock=Clock()) as journal:
         [old] = await accept(journal, message("+250788100001"))
     with sqlite3.connect(path) as connection:
         connection.executescript(
             UNDO_VERSION_8 + "DROP TABLE events; DROP TABLE deliveries; DROP TABLE deliveries_gone;"
             " ALTER TABLE messages DROP COLUMN first_event; PRAGMA user_version = 6;"
         )
-    async with open_journal(path, clock=Clock()) as journal:
+    async with open_sqlite_journal(path, clock=Clock()) as journal:
         assert await journal.history(old.msg_id) == []  # from before the feed: no events
         [new] = await accept(journal, message("+250788100002"))
         assert [e["msg_id"] for e in decoded((await journal.feed("default", 0, 10)).events)] == [
@@ -297,7 +298,7 @@ async def test_a_version_6_journal_gets_the_feed(tmp_path: Path) -> None:
 
 
 async def test_a_closed_journal_says_so(tmp_path: Path) -> None:
-    async with open_journal(tmp_path / "septet.db") as journal:
+    async with open_sqlite_journal(tmp_path / "septet.db") as journal:
         assert (await journal.feed("default", 0, 10)).events == []  # open, and empty
     with pytest.raises(JournalError, match="is closed"):
         await journal.feed("default", 0, 10)

@@ -20,8 +20,8 @@ import msgspec
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from engine.config import JournalSettings
 from engine.journal import (
-    SCHEMA_VERSION,
     Duplicate,
     JournalError,
     JournalFullError,
@@ -33,11 +33,12 @@ from engine.journal import (
     MarkSubmitted,
     MarkUnconfirmed,
     SchedulePolls,
-    SqliteJournal,
     StoreEvents,
     StoreOrphanReceipt,
     open_journal,
 )
+from engine.journal.sqlite import SqliteJournal, open_sqlite_journal
+from engine.journal.sqlite_schema import SCHEMA_VERSION
 from engine.models import Message
 
 pytestmark = pytest.mark.anyio
@@ -75,7 +76,7 @@ def make_message(
 
 @pytest.fixture
 async def journal(tmp_path: Path) -> AsyncIterator[SqliteJournal]:
-    async with open_journal(tmp_path / "septet.db") as opened:
+    async with open_sqlite_journal(tmp_path / "septet.db") as opened:
         yield opened
 
 
@@ -106,7 +107,7 @@ async def test_accept_assigns_increasing_ids_and_references_that_continue_after_
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "septet.db"
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         instance = journal.instance
         results = await journal.accept(
             [[make_message("+250782589801"), make_message("+250782589802")], [make_message()]]
@@ -114,7 +115,7 @@ async def test_accept_assigns_increasing_ids_and_references_that_continue_after_
     assert re.fullmatch(r"[a-z0-9]{6}", instance)
     first_ids = [m.msg_id for group in results if isinstance(group, list) for m in group]
     assert first_ids == ["1", "2", "3"]
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         assert journal.instance == instance
         later = await accept_one(journal, make_message())
         stored = await journal.get(["1", "2", "3", "4"])
@@ -323,7 +324,7 @@ async def test_submits_with_and_without_a_price_and_report_are_stored_as_given(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "septet.db"
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         messages = [await accept_one(journal, make_message()) for _ in range(4)]
         await journal.claim(messages, 0, 1.0)
         await journal.record(
@@ -361,7 +362,7 @@ async def test_a_charge_stated_in_a_report_is_kept_with_the_final_state_once(
     """Route Mobile states its charge only in the report: kept where a submit's charge is,
     in the commit that makes the message final; a later one finds it final and is dropped."""
     path = tmp_path / "septet.db"
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         messages = [await accept_one(journal, make_message()) for _ in range(2)]
         await journal.claim(messages, 0, 1.0)
         await journal.record(
@@ -679,10 +680,10 @@ async def test_counts_by_state(journal: SqliteJournal) -> None:
 
 async def test_inflight_messages_are_found_after_a_reopen(tmp_path: Path) -> None:
     path = tmp_path / "septet.db"
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         messages = [await accept_one(journal, make_message()) for _ in range(3)]
         await journal.claim(messages[1:], 0, 7.0)
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         stuck = await journal.inflight()
         assert await journal.pending_count() == 3
     assert [m.msg_id for m in stuck] == ["2", "3"]
@@ -812,7 +813,7 @@ def schema_of(path: Path) -> tuple[set[str], set[str]]:
 async def test_a_version_2_journal_is_upgraded_in_place(tmp_path: Path) -> None:
     path = tmp_path / "septet.db"
     write_version_2_journal(path)
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         [accepted] = await journal.due(1000.0, 10)
         assert (accepted.msg_id, accepted.bridge) == ("1", "dsc")
         assert [d.message.msg_id for d in await journal.awaiting_poll("bsg", 10.0, 10)] == ["2"]
@@ -829,7 +830,7 @@ async def test_a_version_2_journal_is_upgraded_in_place(tmp_path: Path) -> None:
         assert list(await journal.find_by_provider_id("dsc", ["P-1"])) == ["P-1"]
         assert await journal.counts() == {"accepted": 0, "inflight": 0, "submitted": 2, "final": 2}
     fresh = tmp_path / "fresh.db"
-    async with open_journal(fresh):
+    async with open_sqlite_journal(fresh):
         pass  # opening creates the current schema, which the upgraded file must match
     assert schema_of(path) == schema_of(fresh)
     with contextlib.closing(sqlite3.connect(path)) as connection:
@@ -844,7 +845,7 @@ async def test_a_version_1_journal_is_upgraded_in_place(tmp_path: Path) -> None:
         connection.execute("ALTER TABLE messages DROP COLUMN maybe_sent")
         connection.execute("PRAGMA user_version = 1")
         connection.commit()
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         [old] = await journal.due(1000.0, 10)
         assert (old.msg_id, old.to, old.maybe_sent) == ("1", "+250782589801", False)
         await journal.record(
@@ -867,7 +868,7 @@ async def test_a_version_4_journal_keeps_its_polls_at_the_strictest_floor(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "septet.db"
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         messages = [await accept_one(journal, make_message(f"+44770090000{n}")) for n in (1, 2)]
         for message in messages:
             assert await journal.claim([message], 0, 1.0) == [message]
@@ -895,7 +896,7 @@ async def test_a_version_4_journal_keeps_its_polls_at_the_strictest_floor(
             "UPDATE messages SET last_polled_at = 500.0 WHERE msg_id = ?", (messages[0].msg_id,)
         )
         connection.commit()
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         due = await journal.awaiting_poll("dsc", now=559.0, limit=10)
         assert [(d.message.msg_id, d.polls, d.next_poll_at) for d in due] == [
             (messages[1].msg_id, 0, 0.0)
@@ -906,15 +907,36 @@ async def test_a_version_4_journal_keeps_its_polls_at_the_strictest_floor(
             (messages[0].msg_id, 1),
         ]
     fresh = tmp_path / "fresh.db"
-    async with open_journal(fresh):
+    async with open_sqlite_journal(fresh):
         pass  # opening creates the current schema, which the upgraded file must match
     assert schema_of(path) == schema_of(fresh)
+
+
+async def test_open_journal_opens_the_backend_its_settings_name(tmp_path: Path) -> None:
+    settings = JournalSettings(backend="sqlite", path=str(tmp_path / "septet.db"))
+    async with open_journal(settings) as journal:
+        assert isinstance(journal, SqliteJournal)
+        await accept_one(journal, make_message())
+    async with open_sqlite_journal(tmp_path / "septet.db") as reopened:
+        assert await reopened.pending_count() == 1
+
+
+async def test_an_unknown_backend_is_a_sentence(tmp_path: Path) -> None:
+    settings = JournalSettings(backend="postgres", path=str(tmp_path / "septet.db"))
+    with pytest.raises(JournalError) as caught:
+        async with open_journal(settings):
+            pass  # opening is what fails
+    assert str(caught.value) == (
+        "journal.backend 'postgres' is not a journal backend of this septet; it has 'sqlite',"
+        " 'postgresql'."
+    )
+    assert not (tmp_path / "septet.db").exists()
 
 
 async def test_a_missing_directory_is_a_sentence(tmp_path: Path) -> None:
     path = tmp_path / "nowhere" / "septet.db"
     with pytest.raises(JournalError) as caught:
-        async with open_journal(path):
+        async with open_sqlite_journal(path):
             pass  # opening is what fails (or, below, what is tested)
     assert str(caught.value) == (
         f"Cannot open the journal {path}: the directory {path.parent} does not exist."
@@ -931,7 +953,7 @@ async def test_a_read_only_directory_is_a_sentence(tmp_path: Path) -> None:
         directory.chmod(0o555)
     path = directory / "septet.db"
     with pytest.raises(JournalError, match=r"the directory .* is not writable") as caught:
-        async with open_journal(path):
+        async with open_sqlite_journal(path):
             pass  # opening is what fails (or, below, what is tested)
     assert str(path) in str(caught.value)
     assert caught.value.__cause__ is None
@@ -941,18 +963,18 @@ async def test_a_file_that_is_not_a_journal_is_a_sentence(tmp_path: Path) -> Non
     path = tmp_path / "septet.db"
     path.write_bytes(b"this is not a database, just some text " * 200)
     with pytest.raises(JournalError, match=r"Cannot open the journal .*septet\.db: file is not a"):
-        async with open_journal(path):
+        async with open_sqlite_journal(path):
             pass  # opening is what fails (or, below, what is tested)
 
 
 async def test_an_unknown_synchronous_mode_is_refused(tmp_path: Path) -> None:
     with pytest.raises(JournalError, match="synchronous must be one of"):
-        async with open_journal(tmp_path / "septet.db", synchronous="SOMETIMES"):
+        async with open_sqlite_journal(tmp_path / "septet.db", synchronous="SOMETIMES"):
             pass  # opening is what fails (or, below, what is tested)
 
 
 async def test_the_page_cache_is_the_configured_size(tmp_path: Path) -> None:
-    async with open_journal(tmp_path / "septet.db", cache_mb=4) as journal:
+    async with open_sqlite_journal(tmp_path / "septet.db", cache_mb=4) as journal:
         size = await journal._execute(
             lambda c: c.execute("PRAGMA cache_size").fetchone()[0], write=False
         )
@@ -960,7 +982,7 @@ async def test_the_page_cache_is_the_configured_size(tmp_path: Path) -> None:
 
 
 async def test_a_closed_journal_says_so(tmp_path: Path) -> None:
-    async with open_journal(tmp_path / "septet.db") as journal:
+    async with open_sqlite_journal(tmp_path / "septet.db") as journal:
         pass  # open and close it at once: the test is what it says afterwards
     with pytest.raises(JournalError, match="is closed"):
         await journal.pending_count()
@@ -1019,7 +1041,7 @@ async def test_a_full_disk_fails_the_whole_group_and_the_journal_recovers(
 WRITER_SCRIPT = """
 import sys
 import anyio
-from engine.journal import open_journal
+from engine.journal.sqlite import open_sqlite_journal
 from engine.models import Message
 
 async def writer(journal, worker):
@@ -1033,7 +1055,7 @@ async def writer(journal, worker):
         print(group[0].msg_id, flush=True)
 
 async def main():
-    async with open_journal(sys.argv[1]) as journal:
+    async with open_sqlite_journal(sys.argv[1]) as journal:
         async with anyio.create_task_group() as tg:
             for worker in range(4):
                 tg.start_soon(writer, journal, worker)
@@ -1045,7 +1067,7 @@ anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
 async def test_a_size_cap_refuses_new_messages_but_not_the_work_already_promised(
     tmp_path: Path,
 ) -> None:
-    async with open_journal(tmp_path / "septet.db", max_size_bytes=1 << 20) as journal:
+    async with open_sqlite_journal(tmp_path / "septet.db", max_size_bytes=1 << 20) as journal:
         accepted: list[Message] = []
         refusal: JournalFullError | None = None
         for index in range(100_000):  # bounded: 1 MiB holds far fewer
@@ -1106,7 +1128,7 @@ async def test_every_accept_that_returned_survives_a_kill_9(tmp_path: Path) -> N
             except (anyio.IncompleteRead, anyio.EndOfStream):
                 pass  # the writer was killed mid-line: what it acknowledged is complete
             assert await process.wait() == -signal.SIGKILL
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         assert await journal.integrity_check() == "ok"
         stored = await journal.get(acknowledged)
         assert set(stored) == set(acknowledged)
@@ -1119,7 +1141,7 @@ async def test_the_journal_stores_each_message_s_lifecycle_state_by_name(tmp_pat
     """`status` holds engine.lifecycle's name for each message (the integer `state` is the
     phase the indexes use): accepted, in flight, submitted, unconfirmed, final by name."""
     path = tmp_path / "septet.db"
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         groups = await journal.accept(
             [[make_message(f"+25078258981{n}", dlr=True)] for n in range(5)]
         )
@@ -1160,7 +1182,7 @@ async def test_the_journal_stores_each_message_s_lifecycle_state_by_name(tmp_pat
 
 async def test_a_version_5_journal_gets_its_states_by_name(tmp_path: Path) -> None:
     path = tmp_path / "septet.db"
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         groups = await journal.accept([[make_message("+250782589820", dlr=True)]])
         [message] = groups[0] if isinstance(groups[0], list) else []
         await journal.claim([message], 0, 10.0)
@@ -1173,7 +1195,7 @@ async def test_a_version_5_journal_gets_its_states_by_name(tmp_path: Path) -> No
             + UNDO_VERSION_7
             + "ALTER TABLE messages DROP COLUMN status; PRAGMA user_version = 5;"
         )
-    async with open_journal(path) as reopened:  # opening it runs the migration
+    async with open_sqlite_journal(path) as reopened:  # opening it runs the migration
         assert await reopened.pending_count() == 0
     with contextlib.closing(sqlite3.connect(path)) as connection:
         assert connection.execute("SELECT status FROM messages").fetchall() == [("undeliverable",)]

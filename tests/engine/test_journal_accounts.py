@@ -10,7 +10,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from engine.journal import SCHEMA_VERSION, Duplicate, MarkFinal, SqliteJournal, open_journal
+from engine.journal import Duplicate, MarkFinal
+from engine.journal.sqlite import SqliteJournal, open_sqlite_journal
+from engine.journal.sqlite_schema import SCHEMA_VERSION
 from engine.models import Message
 from tests.engine.test_journal import UNDO_VERSION_8, make_message
 
@@ -29,7 +31,7 @@ async def accept(journal: SqliteJournal, *messages: Message) -> list[list[Messag
 
 
 async def test_the_same_client_id_in_two_accounts_is_two_messages(tmp_path: Path) -> None:
-    async with open_journal(tmp_path / "j.db") as journal:
+    async with open_sqlite_journal(tmp_path / "j.db") as journal:
         a, b, again = await accept(
             journal, of("acme", "order-1"), of("other", "order-1"), of("acme", "order-1")
         )
@@ -41,7 +43,7 @@ async def test_the_same_client_id_in_two_accounts_is_two_messages(tmp_path: Path
 
 
 async def test_an_account_lists_its_own_messages_only_newest_first(tmp_path: Path) -> None:
-    async with open_journal(tmp_path / "j.db") as journal:
+    async with open_sqlite_journal(tmp_path / "j.db") as journal:
         results = await accept(
             journal,
             of("acme", "a", at=100.0),
@@ -72,7 +74,7 @@ async def test_an_account_lists_its_own_messages_only_newest_first(tmp_path: Pat
 
 async def test_messages_are_counted_per_account_and_utc_day(tmp_path: Path) -> None:
     day = 20_000
-    async with open_journal(tmp_path / "j.db") as journal:
+    async with open_sqlite_journal(tmp_path / "j.db") as journal:
         late, early = day * 86400.0 - 1, day * 86400.0
         await accept(journal, of("acme", None, at=late), of("acme", None, at=early))
         await journal.accept([[of("acme", "two", at=early), of("acme", "two", at=early)]])
@@ -84,13 +86,13 @@ async def test_messages_are_counted_per_account_and_utc_day(tmp_path: Path) -> N
 
 async def test_a_version_7_journal_gets_accounts(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         [first] = await journal.accept([[of("", "order-1")]])
         assert isinstance(first, list)
         old = first[0]
     with contextlib.closing(sqlite3.connect(path)) as connection:
         connection.executescript(UNDO_VERSION_8 + "PRAGMA user_version = 7;")
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         # Rows from before accounts are account '' and keep their ids among themselves.
         again, fresh = await accept(journal, of("", "order-1"), of("acme", "order-1"))
         assert again == Duplicate("order-1", [old.msg_id])

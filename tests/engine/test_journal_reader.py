@@ -1,4 +1,4 @@
-"""engine.journal_reader on a real SQLite journal, and the journal's cancel compare-and-set."""
+"""engine.journal.sqlite_reader on a real SQLite file; the journal's cancel compare-and-set."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import anyio.lowlevel
 import pytest
 
 from engine import lifecycle
-from engine.journal import MarkFinal, SqliteJournal, open_journal
-from engine.journal_reader import JournalReader, open_reader
+from engine.journal import MarkFinal
+from engine.journal.sqlite import SqliteJournal, open_sqlite_journal
+from engine.journal.sqlite_reader import SqliteReader, open_sqlite_reader
 from tests.engine.test_journal import accept_one, make_message, park_writer
 
 pytestmark = pytest.mark.anyio
@@ -19,18 +20,18 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture
 async def journal(tmp_path: Path) -> AsyncIterator[SqliteJournal]:
-    async with open_journal(tmp_path / "septet.db") as opened:
+    async with open_sqlite_journal(tmp_path / "septet.db") as opened:
         yield opened
 
 
 @pytest.fixture
-async def reader(journal: SqliteJournal) -> AsyncIterator[JournalReader]:
-    async with open_reader(journal.path) as opened:
+async def reader(journal: SqliteJournal) -> AsyncIterator[SqliteReader]:
+    async with open_sqlite_reader(journal.path) as opened:
         yield opened
 
 
 async def test_a_message_reads_back_with_its_state_by_name(
-    journal: SqliteJournal, reader: JournalReader
+    journal: SqliteJournal, reader: SqliteReader
 ) -> None:
     message = await accept_one(journal, make_message(client_ref="r1"))
     stored = await reader.message(int(message.msg_id))
@@ -48,7 +49,7 @@ async def test_a_message_reads_back_with_its_state_by_name(
 
 
 async def test_a_page_is_newest_first_filtered_and_resumes_by_cursor(
-    journal: SqliteJournal, reader: JournalReader
+    journal: SqliteJournal, reader: SqliteReader
 ) -> None:
     ids = []
     for n in range(7):
@@ -78,7 +79,7 @@ async def test_a_page_is_newest_first_filtered_and_resumes_by_cursor(
 
 
 async def test_cancel_wins_only_over_a_waiting_message_never_carried(
-    journal: SqliteJournal, reader: JournalReader
+    journal: SqliteJournal, reader: SqliteReader
 ) -> None:
     waiting = await accept_one(journal, make_message(due_at=500.0))
     step = lifecycle.on_cancel(waiting, 100.0)
@@ -134,7 +135,7 @@ async def test_a_cancel_step_has_one_final_change(journal: SqliteJournal) -> Non
 
 
 async def test_the_backlog_is_counted_off_the_writer_thread(
-    journal: SqliteJournal, reader: JournalReader
+    journal: SqliteJournal, reader: SqliteReader
 ) -> None:
     _, second, third = [await accept_one(journal, make_message()) for _ in range(3)]
     await journal.claim([second], 0, 101.0)

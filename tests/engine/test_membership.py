@@ -17,7 +17,7 @@ import pytest
 import structlog
 
 from engine.cluster import ClusterSettings
-from engine.journal import open_journal
+from engine.journal.sqlite import open_sqlite_journal
 from engine.membership import Membership
 from engine.models import Message
 from tests.engine.daemon_harness import daemon_settings, running_daemon
@@ -70,7 +70,7 @@ async def test_an_unnamed_node_is_its_host_and_a_suffix_drawn_per_start(tmp_path
 
 async def test_the_sqlite_journal_is_one_node_holding_every_claim(tmp_path: Path) -> None:
     now = 1_000_000.0
-    async with open_journal(tmp_path / "j.db") as journal:
+    async with open_sqlite_journal(tmp_path / "j.db") as journal:
         assert await journal.nodes() == []
         membership = Membership(
             journal, "solo", "run-1", ClusterSettings(heartbeat_s=1, lease_s=3), clock=lambda: now
@@ -101,7 +101,7 @@ async def test_the_sqlite_journal_is_one_node_holding_every_claim(tmp_path: Path
 
 async def test_what_runs_once_per_cluster_runs_while_this_node_leads(tmp_path: Path) -> None:
     now = 2_000_000.0
-    async with open_journal(tmp_path / "j.db") as journal:
+    async with open_sqlite_journal(tmp_path / "j.db") as journal:
         membership = Membership(
             journal, "solo", "run-1", ClusterSettings(heartbeat_s=1, lease_s=3), clock=lambda: now
         )

@@ -8,7 +8,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.journal import make_message
-from engine.journal import StoreEvents, open_journal
+from engine.journal import StoreEvents
+from engine.journal.sqlite import open_sqlite_journal
 from engine.metrics import Metrics
 from engine.observe import BacklogCounter
 
@@ -34,7 +35,7 @@ def backlog(metrics: Metrics) -> dict[str, float]:
 async def test_the_backlog_is_counted_at_most_once_per_interval(tmp_path: Path) -> None:
     metrics = Metrics(["dsc"])
     now = [100.0]
-    async with open_journal(tmp_path / "septet.db") as journal:
+    async with open_sqlite_journal(tmp_path / "septet.db") as journal:
         counter = BacklogCounter(journal, metrics.operations, interval_s=15.0, clock=lambda: now[0])
         assert backlog(metrics) == {}  # never counted: no series rather than a false zero
         assert gauge(metrics, "septet_outbox_events") is None

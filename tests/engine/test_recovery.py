@@ -21,15 +21,8 @@ from bridges.bsg import BsgDriver
 from bridges.dsc import DscDriver
 from bridges.smsclub import SmsClubDriver
 from engine import lifecycle, recovery
-from engine.journal import (
-    Change,
-    JournalError,
-    MarkRetry,
-    MarkSubmitted,
-    MarkUnconfirmed,
-    SqliteJournal,
-    open_journal,
-)
+from engine.journal import Change, JournalError, MarkRetry, MarkSubmitted, MarkUnconfirmed
+from engine.journal.sqlite import SqliteJournal, open_sqlite_journal
 from engine.models import DeliveryReport, Event, Failed, Message, RetryEvent, StatusEvent
 from engine.recovery import end_overdue, recover_inflight, serve_report_deadlines
 from engine.retry import RetryPolicy
@@ -165,7 +158,7 @@ def path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def journal(path: Path) -> AsyncIterator[SqliteJournal]:
-    async with open_journal(path) as opened:
+    async with open_sqlite_journal(path) as opened:
         yield opened
 
 

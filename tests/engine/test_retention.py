@@ -16,11 +16,10 @@ from engine.journal import (
     JournalFullError,
     MarkFinal,
     MarkSubmitted,
-    SqliteJournal,
     StoreEvents,
     StoreOrphanReceipt,
-    open_journal,
 )
+from engine.journal.sqlite import SqliteJournal, open_sqlite_journal
 from engine.metrics import Metrics
 from engine.retention import Mark, Marks, Pruned, PrunePass, purge, serve_pruning
 from tests.engine.test_journal import make_message
@@ -102,7 +101,7 @@ def row_count(path: Path, table: str) -> int:
 
 async def test_purge_deletes_what_ended_before_the_cut_and_nothing_else(tmp_path: Path) -> None:
     path = tmp_path / "septet.db"
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         old = await accept(journal, 1200)
         recent = await accept(journal, 3)
         waiting = await accept(journal, 2)
@@ -148,7 +147,7 @@ async def test_the_loop_prunes_in_the_background_and_counts_it(tmp_path: Path) -
         if messages[0] >= 30:
             all_gone.set()
 
-    async with open_journal(tmp_path / "septet.db") as journal:
+    async with open_sqlite_journal(tmp_path / "septet.db") as journal:
         ended = await accept(journal, 30)
         await final(journal, ended, at=now[0] - 2 * DAY)
         await journal.record([StoreEvents(origin="gone", events=[b"{}\n"] * 5)])
@@ -173,7 +172,7 @@ async def test_the_loop_prunes_in_the_background_and_counts_it(tmp_path: Path) -
 async def test_outbox_lines_go_once_a_keep_has_passed_since_the_loop_saw_them(
     tmp_path: Path,
 ) -> None:
-    async with open_journal(tmp_path / "septet.db") as journal:
+    async with open_sqlite_journal(tmp_path / "septet.db") as journal:
         await journal.record([StoreEvents(origin="gone", events=[b"{}\n"] * 5)])
         prune_pass = PrunePass(keep_s=100.0)
         counted: dict[str, int] = {}
@@ -193,7 +192,7 @@ async def test_journal_files_are_private_and_a_new_one_gives_free_pages_back(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "septet.db"
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         await accept(journal, 1)
         for name in ("septet.db", "septet.db-wal", "septet.db-shm"):
             assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
@@ -213,7 +212,7 @@ async def test_an_existing_file_keeps_its_mode(tmp_path: Path) -> None:
     path = tmp_path / "septet.db"
     path.touch(mode=0o640)
     path.chmod(0o640)
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         assert await journal.pending_count() == 0  # opened (and schema written) as it was
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
 
@@ -223,7 +222,7 @@ async def test_a_pruned_journal_file_stops_growing(tmp_path: Path) -> None:
     The feed's events go by their own sweep ([events] keep_s), run here as the daemon does."""
     path = tmp_path / "septet.db"
     text = "x" * 150
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         sizes = []
         for round_number in range(4):
             groups = await journal.accept([[make_message(text=text)] for _ in range(3000)])
@@ -254,7 +253,7 @@ async def test_a_capped_journal_takes_new_messages_again_once_old_ones_are_prune
 ) -> None:
     """Issue 19: with max_size_mb set, a journal that never deleted ended up refusing all
     traffic. Pruned, the space of finished messages (and their feed events) is taken again."""
-    async with open_journal(tmp_path / "septet.db", max_size_bytes=1 << 20) as journal:
+    async with open_sqlite_journal(tmp_path / "septet.db", max_size_bytes=1 << 20) as journal:
         first = await fill(journal)
         await final(journal, first, at=1000.0)
         # Ended, they free only the room kept for their changes: fewer fit each time.

@@ -27,7 +27,8 @@ from engine.accounts import Account, AccountSettings
 from engine.config import JournalSettings, Settings
 from engine.ingress.accept import Acceptor
 from engine.ingress.prepare import LineError, LinePreparer
-from engine.journal import Duplicate, JournalError, open_journal
+from engine.journal import Duplicate, JournalError
+from engine.journal.sqlite import open_sqlite_journal
 from engine.models import Message, Submission
 from engine.pricing import default_price_tables
 from engine.routing import Router
@@ -93,7 +94,7 @@ def write_run_config(tmp_path: Path, journal: Path) -> Path:
 
 async def make_journal(path: Path) -> None:
     """Create a journal file, then close it (the "existing journal" case)."""
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         assert await journal.pending_count() == 0
 
 

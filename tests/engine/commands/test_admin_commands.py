@@ -21,7 +21,8 @@ from aiohttp.test_utils import make_mocked_request
 from engine.admin_api import peer_refusal
 from engine.config import HttpSettings, JournalSettings
 from engine.daemon import run_daemon
-from engine.journal import JournalError, MarkFinal, open_journal
+from engine.journal import JournalError, MarkFinal
+from engine.journal.sqlite import open_sqlite_journal
 from engine.journal_lock import lock_journal
 from tests.engine.daemon_harness import connected, daemon_settings, iso_in, running_daemon
 from tests.engine.test_journal import make_message
@@ -213,7 +214,7 @@ async def test_a_daemon_does_not_start_on_a_journal_another_process_writes(
 
 
 async def test_retry_on_the_file_when_no_daemon_runs(tmp_path: Path) -> None:
-    async with open_journal(tmp_path / "septet.db") as journal:
+    async with open_sqlite_journal(tmp_path / "septet.db") as journal:
         [[first], [second]] = await journal.accept(  # type: ignore[misc]
             [[make_message(client_ref="a")], [make_message()]]
         )
@@ -228,7 +229,7 @@ async def test_retry_on_the_file_when_no_daemon_runs(tmp_path: Path) -> None:
         f"message {first.msg_id} retried as message {new_id} (warning: message"
         f" {first.msg_id} ended unknown: it may have reached the phone already.)"
     )
-    async with open_journal(tmp_path / "septet.db") as journal:
+    async with open_sqlite_journal(tmp_path / "septet.db") as journal:
         copy = (await journal.get([new_id]))[new_id]
     assert (copy.client_ref, copy.to, copy.state) == (
         f"a/retry-of-{first.msg_id}",
@@ -250,7 +251,7 @@ async def test_the_daemon_keeps_accepting_while_a_big_prune_runs(tmp_path: Path)
     path = tmp_path / "septet.db"
     old = 60_000
     ended_at = time.time() - 3600
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         for _ in range(old // 5000):
             groups = await journal.accept([[make_message()] for _ in range(5000)])
             await journal.record(
@@ -288,7 +289,7 @@ async def test_the_daemon_keeps_accepting_while_a_big_prune_runs(tmp_path: Path)
                 await anyio.sleep(0.2)
     # Every line was accepted while old rows were still being deleted, and all of them went.
     assert during < old
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         counts = await journal.counts()
     assert counts["final"] == 20
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.journal import SCHEMA_VERSION, open_journal
+from engine.journal.sqlite import open_sqlite_journal
+from engine.journal.sqlite_schema import SCHEMA_VERSION
 from engine.journal_lock import lock_journal
 from tests.engine.commands.test_admin_commands import cli_config, septet
 from tests.engine.test_journal import UNDO_VERSION_8
@@ -27,7 +28,7 @@ def schema_of(path: Path) -> int:
 async def test_an_older_journal_is_migrated_once_and_then_is_current(tmp_path: Path) -> None:
     config = cli_config(tmp_path)
     path = tmp_path / "septet.db"
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         await accept(journal, of("", "order-1"))
     with contextlib.closing(sqlite3.connect(path)) as connection:
         connection.executescript(UNDO_VERSION_8 + "PRAGMA user_version = 7;")
@@ -46,7 +47,7 @@ async def test_an_older_journal_is_migrated_once_and_then_is_current(tmp_path: P
         "",
     )
     assert schema_of(path) == SCHEMA_VERSION
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         assert [listed.message.client_ref for listed in await journal.messages_of("")] == [
             "order-1"
         ]
@@ -72,7 +73,7 @@ async def test_a_missing_journal_is_created_at_the_current_schema(tmp_path: Path
 async def test_a_journal_held_newer_or_not_a_journal_is_one_sentence(tmp_path: Path) -> None:
     config = cli_config(tmp_path)
     path = tmp_path / "septet.db"
-    async with open_journal(path):
+    async with open_sqlite_journal(path):
         pass
     with contextlib.closing(sqlite3.connect(path)) as connection:
         connection.executescript(UNDO_VERSION_8 + "PRAGMA user_version = 7;")

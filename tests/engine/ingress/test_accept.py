@@ -14,7 +14,7 @@ import pytest
 from engine.accounts import Account, AccountSettings
 from engine.ingress.accept import DAY_S, Acceptor, Outcome, utc_day
 from engine.ingress.prepare import LineError, LinePreparer
-from engine.journal import SqliteJournal, open_journal
+from engine.journal.sqlite import SqliteJournal, open_sqlite_journal
 from engine.models import Message, Submission
 from engine.pricing import default_price_tables
 from engine.routing import Router, default_routes
@@ -52,7 +52,7 @@ async def accepting(path: Path, clock: Clock | None = None) -> AsyncIterator[Set
     def count(result: str, n: int) -> None:
         counts[result] = counts.get(result, 0) + n
 
-    async with open_journal(path) as journal:
+    async with open_sqlite_journal(path) as journal:
         scheduler = RecordingScheduler()
         preparer = LinePreparer(
             router=Router(default_routes(), None, BRIDGES),

@@ -11,7 +11,8 @@ import pytest
 
 from engine.ingress.events import EventRouter, EventSink
 from engine.ingress.outbox import KeptWake, Outbox, serve_kept_for_live, take_kept_for_live
-from engine.journal import StoreEvents, open_journal
+from engine.journal import StoreEvents
+from engine.journal.sqlite import open_sqlite_journal
 
 pytestmark = pytest.mark.anyio
 
@@ -29,7 +30,7 @@ class Peer:
 async def test_lines_kept_for_a_client_connected_here_are_taken_and_written(
     tmp_path: Path,
 ) -> None:
-    async with open_journal(tmp_path / "j.db") as journal:
+    async with open_sqlite_journal(tmp_path / "j.db") as journal:
         # What another node kept: it had no connection of these clients.
         await journal.record(
             [
@@ -61,7 +62,7 @@ async def test_lines_kept_for_a_client_connected_here_are_taken_and_written(
 async def test_a_wake_takes_at_once_and_a_client_that_has_gone_keeps_its_lines(
     tmp_path: Path,
 ) -> None:
-    async with open_journal(tmp_path / "j.db") as journal:
+    async with open_sqlite_journal(tmp_path / "j.db") as journal:
         outbox = Outbox()
         router = EventRouter(outbox.spill)
         peer = Peer()

@@ -21,7 +21,8 @@ from engine.accounts import Account
 from engine.ingress.accept import Acceptor
 from engine.ingress.events import EventRouter
 from engine.ingress.prepare import LineError, LinePreparer
-from engine.journal import SqliteJournal, StoreEvents, open_journal
+from engine.journal import StoreEvents
+from engine.journal.sqlite import SqliteJournal, open_sqlite_journal
 from engine.models import CancelledEvent, DeliveryReport, Failed, Message, StatusEvent, Submission
 from engine.pricing import default_price_tables
 from engine.routing import Router, default_routes
@@ -167,7 +168,7 @@ async def smpp_harness(
 ) -> AsyncIterator[SmppHarness]:
     """serve_smpp over the real ingress and journal files in `directory`, until the block
     ends; then it stops as the daemon stops it (cancelled: bound ESMEs are unbound)."""
-    async with open_journal(directory / "journal.db") as journal:
+    async with open_sqlite_journal(directory / "journal.db") as journal:
         spilled: list[tuple[str, bytes]] = []
         pending: list[StoreEvents] = []
 

@@ -16,7 +16,7 @@ import pytest
 from engine.ingress.accept import Acceptor
 from engine.ingress.events import EventRouter
 from engine.ingress.prepare import CONGESTED, LineError, LinePreparer
-from engine.journal import SqliteJournal, open_journal
+from engine.journal.sqlite import SqliteJournal, open_sqlite_journal
 from engine.pricing import default_price_tables
 from engine.routing import Router, default_routes
 from engine.scheduler import BridgeQueue, Scheduler
@@ -53,7 +53,7 @@ class Congested:
 async def congested_server(
     directory: Path, settings: SmppSettings | None = None
 ) -> AsyncIterator[Congested]:
-    async with open_journal(directory / "journal.db") as journal:
+    async with open_sqlite_journal(directory / "journal.db") as journal:
         queues = {name: BridgeQueue(name, 1) for name in BRIDGES}
         scheduler = ObservedScheduler(queues, journal)
         acceptor = Acceptor(

@@ -13,7 +13,7 @@ import pytest
 import structlog
 from aiohttp import web
 
-from engine.journal import SqliteJournal, open_journal
+from engine.journal.sqlite import SqliteJournal, open_sqlite_journal
 from engine.models import Message
 from engine.webhooks.settings import AccountWebhooks, WebhookSettings
 from engine.webhooks.worker import WebhookWorker
@@ -121,7 +121,7 @@ async def test_a_receiver_that_keeps_failing_is_given_up_at_the_horizon(tmp_path
     paths: list[str] = []
     async with (
         serving(500, paths) as url,
-        open_journal(tmp_path / "septet.db", clock=clock) as journal,
+        open_sqlite_journal(tmp_path / "septet.db", clock=clock) as journal,
         worker_on(journal, clock, lambda account: SETTINGS) as (worker, counts),
     ):
         with structlog.testing.capture_logs() as logs:
@@ -147,7 +147,7 @@ async def test_a_redirect_is_not_followed(tmp_path: Path) -> None:
     paths: list[str] = []
     async with (
         serving(302, paths) as url,
-        open_journal(tmp_path / "septet.db", clock=clock) as journal,
+        open_sqlite_journal(tmp_path / "septet.db", clock=clock) as journal,
         worker_on(journal, clock, lambda account: SETTINGS) as (worker, counts),
     ):
         await journal.accept([[message(f"{url}/hook")]])
@@ -164,7 +164,7 @@ async def test_a_host_the_account_no_longer_allows_is_refused_at_delivery(tmp_pa
     closed = WebhookSettings(secret=SECRET)  # no allow-list: loopback is refused
     async with (
         serving(204, paths) as url,
-        open_journal(tmp_path / "septet.db", clock=clock) as journal,
+        open_sqlite_journal(tmp_path / "septet.db", clock=clock) as journal,
         worker_on(journal, clock, lambda account: closed) as (_worker, counts),
     ):
         with structlog.testing.capture_logs() as logs:
@@ -180,7 +180,7 @@ async def test_a_2xx_delivers_once_and_counts_its_latency(tmp_path: Path) -> Non
     paths: list[str] = []
     async with (
         serving(204, paths) as url,
-        open_journal(tmp_path / "septet.db", clock=clock) as journal,
+        open_sqlite_journal(tmp_path / "septet.db", clock=clock) as journal,
         worker_on(journal, clock, lambda account: SETTINGS) as (_worker, counts),
     ):
         await journal.accept([[message(f"{url}/hook")]])
@@ -216,7 +216,7 @@ async def test_a_worker_run_again_after_a_failure_claims_what_the_last_run_left(
     url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
     counts = Counts()
     try:
-        async with open_journal(tmp_path / "septet.db", clock=clock) as journal:
+        async with open_sqlite_journal(tmp_path / "septet.db", clock=clock) as journal:
             worker = WebhookWorker(journal, SETTINGS, lambda account: SETTINGS, metrics=counts)
             journal.on_deliveries = worker.wake
             await journal.accept([[message(url)]])

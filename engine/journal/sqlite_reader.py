@@ -1,46 +1,39 @@
-"""Read-only queries of the journal for applications (the HTTP API), on a connection of their own.
+"""The JournalReader on SQLite: read-only queries on a connection and a thread of their own.
 
-The journal's writer thread owns its connection and commits in groups (engine.journal); a
+The journal's writer thread owns its connection and commits in groups (engine.journal.sqlite); a
 status query or a page of an application's messages must not wait in that line nor make
 it wait. SQLite's WAL lets a second connection read while the writer writes: this one is
 opened read-only (`mode=ro`), lives on a worker thread of its own (one at a time, an anyio
 CapacityLimiter of 1), and sees the last committed state. Nothing here writes.
 
-    StoredMessage   a message as stored, with the lifecycle state by name (the `status`
-                    column) and the times and outcome the columns keep
     message()       one by msg_id
     page()          an account's messages, newest first, filtered, by cursor
     feed()          an account's durable event feed from a cursor (engine.feed's query)
     counts()        the backlog by phase (engine.observe), off the writer thread
     history()       one message's events in order (engine.feed's query)
+    stats()         the file's size and the messages by state (`septet journal stats`)
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
 import anyio
 import anyio.to_thread
-import msgspec
 
 from engine import feed
-from engine.journal import STATE_NAMES, count_kept_events, count_states
-from engine.models import Message
+from engine.journal.interface import MessagePage, StorageStats, StoredMessage
+from engine.journal.reading import SCAN_ROWS, SQL_COLUMNS, TOP, page_from_rows, stored_from_row
+from engine.journal.sqlite import count_kept_events, count_states
+from engine.journal.sqlite_schema import SCHEMA_VERSION
 
 T = TypeVar("T")
 
-message_decoder: Final = msgspec.msgpack.Decoder(Message)
-
-# The columns of a StoredMessage, in `_stored_from_row`'s order.
-SQL_COLUMNS: Final = (
-    "msg_id, due_at, attempt, bridge_index, provider_id, maybe_sent, body, status,"
-    " submitted_at, final_at, code, error, submit_cost, submit_currency, state"
-)
 SQL_ONE: Final = f"SELECT {SQL_COLUMNS} FROM messages WHERE msg_id = ?"  # noqa: S608
 # An account's messages newest first below a cursor (the journal's messages_account
 # index), or those with one client id (messages_client_ref); the state and time filters
@@ -62,86 +55,22 @@ SQL_LATEST_IN_STATE: Final = (
     f"SELECT {SQL_COLUMNS} FROM messages"  # noqa: S608
     " WHERE msg_id < ? AND status = ? ORDER BY msg_id DESC LIMIT ?"
 )
-# Rows one page may look at, whatever its filters: a page that finds fewer than it asked
-# for within them still hands back a cursor to go on from.
-SCAN_ROWS: Final = 5000
-# No msg_id reaches this: the cursor of a first page.
-TOP: Final = 1 << 62
+SQL_BY_STATUS: Final = "SELECT status, count(*) FROM messages GROUP BY status ORDER BY status"
+SQL_OLDEST: Final = "SELECT min(msg_id) FROM messages"
+# SQLite's `PRAGMA auto_vacuum` values by name.
+AUTO_VACUUM_MODES: Final = {0: "none", 1: "full", 2: "incremental"}
 
 
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """One message as the journal holds it now. `status` is the lifecycle state's name
-    (engine.models.State); times are Unix seconds."""
-
-    message: Message
-    status: str
-    submitted_at: float | None
-    final_at: float | None
-    code: str | None
-    error: str | None
-    provider_cost: float | None
-    provider_currency: str | None
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
 
 
-@dataclass(frozen=True, slots=True)
-class MessagePage:
-    """Messages newest first, and the cursor below the last row looked at (None: no more)."""
-
-    messages: list[StoredMessage]
-    next_cursor: int | None
-
-
-def stored_from_row(row: Sequence[Any]) -> StoredMessage:
-    message = message_decoder.decode(row[6])
-    message.due_at = row[1]
-    message.attempt = row[2]
-    message.bridge_index = row[3]
-    message.provider_id = row[4]
-    message.maybe_sent_at = float(row[5] or 0.0)
-    message.state = STATE_NAMES[row[14]]
-    return StoredMessage(
-        message=message,
-        status=str(row[7] or ""),
-        submitted_at=row[8],
-        final_at=row[9],
-        code=row[10],
-        error=row[11],
-        provider_cost=row[12],
-        provider_currency=row[13],
-    )
-
-
-def page_from_rows(
-    rows: Iterable[Sequence[Any]],
-    cursor: int,
-    *,
-    status: str | None,
-    since: float | None,
-    limit: int,
-) -> MessagePage:
-    """A page from up to SCAN_ROWS rows read newest first below `cursor` (SQL_COLUMNS):
-    those in `status`, accepted at or after `since` (msg_ids grow with accept time, so the
-    scan stops at the first one older), at most `limit`. Every backend's reader's."""
-    found: list[StoredMessage] = []
-    scanned = 0
-    last = cursor
-    for row in rows:
-        scanned += 1
-        last = int(row[0])
-        stored = stored_from_row(row)
-        if since is not None and stored.message.accepted_at < since:
-            return MessagePage(found, None)
-        if status is not None and stored.status != status:
-            continue
-        found.append(stored)
-        if len(found) == limit:
-            return MessagePage(found, last)
-    return MessagePage(found, last if scanned == SCAN_ROWS else None)
-
-
-class JournalReader:
-    """Read-only queries on their own connection and thread (module docstring)."""
+class SqliteReader:
+    """The JournalReader (engine.journal.interface) on its own connection and thread
+    (module docstring)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -228,6 +157,31 @@ class JournalReader:
     async def kept_events_count(self) -> int:
         return await self.run(count_kept_events)
 
+    async def stats(self) -> StorageStats:
+        """The file's size on disk (with its WAL and its free pages), how it gives pages
+        back (auto_vacuum), and the messages by lifecycle state."""
+
+        def read(connection: sqlite3.Connection) -> StorageStats:
+            by_status = {
+                str(status or "?"): int(n) for status, n in connection.execute(SQL_BY_STATUS)
+            }
+            oldest = connection.execute(SQL_OLDEST).fetchone()[0]
+            free = int(connection.execute("PRAGMA freelist_count").fetchone()[0])
+            page = int(connection.execute("PRAGMA page_size").fetchone()[0])
+            vacuum = int(connection.execute("PRAGMA auto_vacuum").fetchone()[0])
+            return StorageStats(
+                location=str(self.path),
+                file_bytes=_size(self.path),
+                wal_bytes=_size(self.path.with_name(self.path.name + "-wal")),
+                free_bytes=free * page,
+                auto_vacuum=AUTO_VACUUM_MODES.get(vacuum, str(vacuum)),
+                schema_version=SCHEMA_VERSION,
+                by_status=by_status,
+                oldest_msg_id=None if oldest is None else int(oldest),
+            )
+
+        return await self.run(read)
+
     async def feed(self, account: str, after: int, limit: int) -> tuple[list[bytes], int]:
         """`account`'s events after cursor `after`, and the cursor to read on from."""
         page = await self.run(lambda connection: feed.read_feed(connection, account, after, limit))
@@ -239,9 +193,9 @@ class JournalReader:
 
 
 @contextlib.asynccontextmanager
-async def open_reader(path: str | Path) -> AsyncIterator[JournalReader]:
+async def open_sqlite_reader(path: str | Path) -> AsyncIterator[SqliteReader]:
     """A reader of the journal at `path` (opened by the writer first: it makes the file)."""
-    reader = JournalReader(path)
+    reader = SqliteReader(path)
     await reader.open()
     try:
         yield reader
