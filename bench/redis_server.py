@@ -51,7 +51,9 @@ def _answers_ping(port: int) -> bool:
 class RedisServer:
     """One redis-server process in `directory` on `port` (127.0.0.1 only)."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, *, unix_socket: bool = False
+    ) -> None:
         binary = redis_server_binary()
         if binary is None:
             raise RedisServerError(
@@ -60,11 +62,18 @@ class RedisServer:
         self.binary = binary
         self.directory = directory
         self.port = port or free_port()
+        # A Unix socket beside the TCP port, when asked for (redis-server's `unixsocket`).
+        self.socket_path = directory / "redis.sock" if unix_socket else None
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str | None:
+        """The Unix socket's URL, when the server has one."""
+        return None if self.socket_path is None else f"unix://{self.socket_path}?db=0"
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -81,6 +90,8 @@ class RedisServer:
             "--logfile", str(log),
             "--daemonize", "no",
         ]  # fmt: skip
+        if self.socket_path is not None:
+            command += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not _answers_ping(self.port):

@@ -233,6 +233,9 @@ async def run_daemon(
                 queue_depth={name: len(queue) for name, queue in queues.items()},
                 in_flight={name: d.in_flight for name, d in dispatchers.items()},
                 circuit={name: d.circuit.state(now) for name, d in dispatchers.items()},
+                rate_limits_reachable={
+                    name: d.limits.fault is None for name, d in dispatchers.items()
+                },
             )
 
         metrics.watch(live_state)

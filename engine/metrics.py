@@ -123,12 +123,14 @@ def status_class(status: str) -> str:
 
 
 class LiveState(msgspec.Struct, frozen=True, kw_only=True):
-    """The daemon's state at one scrape: per-bridge queue depth, requests in flight and
-    circuit state."""
+    """The daemon's state at one scrape: per-bridge queue depth, requests in flight,
+    circuit state, and whether the bridge's rate limits answer (a cluster's shared
+    limits may not: engine.cluster_limits)."""
 
     queue_depth: dict[str, int]
     in_flight: dict[str, int]
     circuit: dict[str, str]
+    rate_limits_reachable: dict[str, bool] = msgspec.field(default_factory=dict)
 
 
 class LiveStateCollector:
@@ -142,7 +144,7 @@ class LiveStateCollector:
 
     def collect(self) -> Iterable[Metric]:
         state = self._read()
-        queue, in_flight, circuit = self._families()
+        queue, in_flight, circuit, limits = self._families()
         for bridge, depth in state.queue_depth.items():
             queue.add_metric([bridge], depth)
         for bridge, count in state.in_flight.items():
@@ -150,7 +152,9 @@ class LiveStateCollector:
         for bridge, current in state.circuit.items():
             for name in CIRCUIT_STATES:
                 circuit.add_metric([bridge, name], 1.0 if name == current else 0.0)
-        return [queue, in_flight, circuit]
+        for bridge, reachable in state.rate_limits_reachable.items():
+            limits.add_metric([bridge], 1.0 if reachable else 0.0)
+        return [queue, in_flight, circuit, limits]
 
     @staticmethod
     def _families() -> list[GaugeMetricFamily]:
@@ -169,6 +173,12 @@ class LiveStateCollector:
                 "septet_circuit_state",
                 "1 for the bridge's current circuit-breaker state, 0 for the others.",
                 labels=["bridge", "state"],
+            ),
+            GaugeMetricFamily(
+                "septet_rate_limits_reachable",
+                "1 while the bridge's rate limits answer; 0 while the cluster's shared"
+                " limits (Redis) cannot be reached and nothing is sent through it.",
+                labels=["bridge"],
             ),
         ]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import structlog
@@ -206,3 +207,22 @@ def test_location_never_shows_a_password() -> None:
     assert location("redis://:s3cret@10.0.0.5:6380/2") == "Redis at redis://10.0.0.5:6380/2"
     assert location("redis://user:pw@host") == "Redis at redis://host:6379/0"
     assert location("unix:///run/redis.sock") == "Redis at /run/redis.sock"
+
+
+async def test_a_unix_socket_url_reaches_the_same_limits(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis", unix_socket=True)
+    server.start()
+    try:
+        assert server.unix_url is not None
+        assert location(server.unix_url) == f"Redis at {server.socket_path}"
+        over_tcp, over_unix = open_client(server.url), open_client(server.unix_url)
+        try:
+            first = await grants(gate(over_tcp, requests_per_s=10.0), [(1, 0)])
+            second = await grants(gate(over_unix, requests_per_s=10.0), [(1, 0)])
+            # One bucket, whichever way it is reached: the second turn is 0.1 s after.
+            assert second[0].at_us - first[0].at_us == pytest.approx(0.1 * US, abs=1000)
+        finally:
+            await over_tcp.aclose()
+            await over_unix.aclose()
+    finally:
+        server.stop()

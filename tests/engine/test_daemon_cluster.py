@@ -1,6 +1,7 @@
 """The daemon with `[cluster] redis` against a real redis-server: a bridge's rate limits
 are kept in Redis; when Redis stops, nothing more is sent through the bridge and /readyz
-names it with the reason; when Redis is back, what waited goes out."""
+names it with the reason (and septet_rate_limits_reachable is 0 for it); when Redis is
+back, what waited goes out."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from bench.redis_server import RedisServer
 from engine.cluster import ClusterSettings
 from engine.cluster_limits import keys_of
-from tests.engine.daemon_harness import connected, daemon_settings, running_daemon
+from tests.engine.daemon_harness import Daemon, connected, daemon_settings, running_daemon
 from tests.engine.outcomes_harness import readyz
 
 pytestmark = pytest.mark.anyio
@@ -54,6 +57,12 @@ async def test_redis_down_pauses_the_bridge_and_readyz_says_so_until_it_is_back(
         assert reason.endswith("nothing is sent through bridge dsc until they answer")
         # The other bridges can still send: the daemon as a whole stays ready.
         assert report["ready"] is True
+        assert await reachable(daemon) == {
+            "dsc": 0.0,
+            "routemobile": 1.0,
+            "bsg": 1.0,
+            "smsclub": 1.0,
+        }
         # Accepted, but not sent while the limits cannot be asked.
         assert not submitted(client.events, "during")
         assert (await daemon.sim_counters())["dsc"]["accepted_total"] == sent_before
@@ -61,7 +70,20 @@ async def test_redis_down_pauses_the_bridge_and_readyz_says_so_until_it_is_back(
         redis_server.start()
         await client.wait_for(lambda events: submitted(events, "during"))
         assert "dsc" not in (await readyz(daemon))[1]["unready_bridges"]
+        assert (await reachable(daemon))["dsc"] == 1.0
     assert [e["id"] for e in client.of("accepted")] == ["before", "during"]
+
+
+async def reachable(daemon: Daemon) -> dict[str, float]:
+    """septet_rate_limits_reachable by bridge, from the daemon's /metrics."""
+    async with httpx.AsyncClient() as http:
+        reply = await http.get(f"http://127.0.0.1:{daemon.http_port}/metrics")
+    return {
+        sample.labels["bridge"]: sample.value
+        for family in text_string_to_metric_families(reply.text)
+        if family.name == "septet_rate_limits_reachable"
+        for sample in family.samples
+    }
 
 
 async def redis_keys(server: RedisServer) -> set[str]:
