@@ -75,8 +75,10 @@ from engine.ingress.sockets import serve_clients
 from engine.journal import (
     Change,
     Journal,
+    JournalBackend,
     JournalError,
     JournalReader,
+    journal_backend,
     max_size_bytes,
     open_journal,
     open_reader,
@@ -127,8 +129,11 @@ async def run_daemon(
     metrics = Metrics(list(settings.bridges))
     accounts = accounts_of(settings)
     async with AsyncExitStack() as stack:
-        # One writer per journal file (engine.journal_lock): held until the journal closes.
-        stack.enter_context(hold_journal(journal_path))
+        on_file = journal_backend(settings.journal.backend) is JournalBackend.SQLITE
+        if on_file:
+            # One writer per journal file (engine.journal_lock): held until the journal
+            # closes. A database is shared by the nodes: there is no file to hold.
+            stack.enter_context(hold_journal(journal_path))
         journal = await stack.enter_async_context(
             open_journal(
                 settings.journal,
@@ -240,8 +245,9 @@ async def run_daemon(
 
         metrics.watch(live_state)
         operations = metrics.operations
-        wal = journal_path.with_name(journal_path.name + "-wal")
-        operations.journal_paths = (journal_path, wal)
+        if on_file:
+            wal = journal_path.with_name(journal_path.name + "-wal")
+            operations.journal_paths = (journal_path, wal)
         operations.journal_max_bytes = max_size_bytes(settings.journal)
         # The backlog's index walks run on a read-only connection, not between the
         # writer's commits; the HTTP API reads through the same one.
