@@ -106,25 +106,27 @@ async def wait_for_turn(
     requests: int,
     messages: int,
     *,
-    before_wait: Callable[[float], Awaitable[None]],
     sleep: Callable[[float], Awaitable[None]],
+    before_wait: Callable[[float], Awaitable[None]] | None = None,
     stop: Callable[[], bool] = lambda: False,
 ) -> bool:
     """Reserve a turn from `gate` and sleep until it comes, asking again after each Hold;
     False when `stop()` said to give up while held (no turn is then reserved).
 
     `before_wait(seconds)` runs before any sleep (the dispatcher commits what it holds
-    there, so no outcome waits on a rate limit)."""
+    there, so no outcome waits on a rate limit); a poll or a balance ask has none."""
     while True:
         answer = await gate.reserve(requests, messages)
         if isinstance(answer, Hold):
-            await before_wait(answer.retry_s)
+            if before_wait is not None:
+                await before_wait(answer.retry_s)
             await sleep(answer.retry_s)
             if stop():
                 return False
             continue
         if answer > 0:
-            await before_wait(answer)
+            if before_wait is not None:
+                await before_wait(answer)
             await sleep(answer)
         return True
 

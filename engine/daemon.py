@@ -336,6 +336,11 @@ async def run_daemon(
         # Failover only to a bridge whose limits the message keeps (engine.admission).
         takes = functools.partial(takes_message, {n: d.limits for n, d in drivers.items()})
         circuits = {name: CircuitBreaker() for name in settings.bridges}
+        # One gate per bridge for its sends, status polls and balance asks: the provider
+        # counts them all (shared by the cluster's nodes with [cluster] redis).
+        gates = {
+            name: gate_for(name, bridge, shared_limits) for name, bridge in settings.bridges.items()
+        }
         # Where a provider has a cheap authenticated call (BSG, SMS Club balance), the
         # credentials are checked now, in the background: one line each, and a refusal
         # opens the bridge's circuit before the first message meets it.
@@ -355,6 +360,7 @@ async def run_daemon(
                     operations,
                     interval_s=bridge.balance_interval_s,
                     on_check=_log_balance_failure,
+                    limiter=gates[name],
                 ),
                 f"balance:{name}",
             )
@@ -459,7 +465,7 @@ async def run_daemon(
         )
         for name, bridge in settings.bridges.items():
             # One limiter per bridge for its sends and its status polls: the provider counts both.
-            limits = gate_for(name, bridge, shared_limits)
+            limits = gates[name]
             dispatchers[name] = BridgeDispatcher(
                 name=name,
                 driver=drivers[name],

@@ -517,10 +517,6 @@ async def serve_poller(
             await sleep(tick)
 
 
-async def _no_commit(wait: float) -> None:
-    """A poll holds nothing to commit before it waits for its turn."""
-
-
 async def _poll(
     bridge: str,
     driver: BridgeDriver,
@@ -542,7 +538,7 @@ async def _poll(
         # None of these can be asked about (SMS Club without an id): their report
         # deadline ends them. Marked polled all the same, so they back off.
         return
-    await wait_for_turn(limiter, 1, 0, before_wait=_no_commit, sleep=sleep)
+    await wait_for_turn(limiter, 1, 0, sleep=sleep)
     if log.is_enabled_for(logging.DEBUG):
         log.debug("provider_request", bridge=bridge, call="status", **describe_call(call))
     receipts: Sequence[Receipt] = []

@@ -21,6 +21,7 @@ import anyio
 import msgspec
 
 from bridges.base import BridgeDriver, HttpCall, HttpReply, UnparseableReply
+from engine.bridge_limits import BridgeGate, wait_for_turn
 from engine.credentials import (
     AnswerUnclear,
     BalanceDriver,
@@ -136,14 +137,19 @@ async def serve_balance(
     interval_s: float,
     on_check: Callable[[CredentialCheck], None] | None = None,
     clock: Callable[[], float] = time.time,
+    limiter: BridgeGate | None = None,
 ) -> None:
     """Ask `bridge`'s provider for its balance every `interval_s` (the first time after
     one interval: the start-up credentials check asked already), until cancelled. A
-    provider without the call, or an interval of 0, returns at once."""
+    provider without the call, or an interval of 0, returns at once. Each ask takes its
+    turn from `limiter`, the bridge's rate limits (SMS Club counts it among its 9 a
+    second)."""
     if interval_s <= 0 or not isinstance(driver, BalanceDriver):
         return
     while True:
         await anyio.sleep(interval_s)
+        if limiter is not None:
+            await wait_for_turn(limiter, 1, 0, sleep=anyio.sleep)
         check = await fetch_balance(bridge, driver, client)
         record_balance(check, gauge, clock())
         if on_check is not None:

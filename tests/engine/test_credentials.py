@@ -1,9 +1,12 @@
-"""Start-up credential checks against the real simulators over HTTP on 127.0.0.1."""
+"""Start-up credential checks and the balance poll against the real simulators over HTTP
+on 127.0.0.1."""
 
 from __future__ import annotations
 
 import socket
+from functools import partial
 
+import anyio
 import msgspec
 import pytest
 
@@ -25,7 +28,9 @@ from engine.credentials import (
     check_credentials,
     describe,
 )
+from engine.dispatch import Requester
 from engine.http_io import BridgeClient
+from engine.provider_accounts import serve_balance
 from tests.bridges.roundtrip_harness import round_trip
 
 pytestmark = pytest.mark.anyio
@@ -246,3 +251,66 @@ def test_describe_the_remaining_shapes(check: CredentialCheck, line: str) -> Non
 def test_a_check_is_a_tagged_value_that_round_trips_as_json(check: CredentialCheck) -> None:
     encoded = msgspec.json.encode(check)
     assert msgspec.json.decode(encoded, type=CredentialCheck) == check
+
+
+class Recording:
+    """A gate that gives every turn at once and a client that passes calls on, both
+    writing what happened, in order, to one list."""
+
+    def __init__(self, client: Requester, steps: list[str]) -> None:
+        self.client = client
+        self.steps = steps
+
+    async def reserve(self, requests: int, messages: int, /) -> float:
+        self.steps.append(f"turn {requests} {messages}")
+        return 0.0
+
+    @property
+    def fault(self) -> str | None:
+        return None
+
+    async def request(self, call: HttpCall) -> HttpReply:
+        self.steps.append(f"request {call.path}")
+        return await self.client.request(call)
+
+
+class Balances:
+    def __init__(self, wanted: int) -> None:
+        self.seen: list[float] = []
+        self.wanted = wanted
+        self.enough = anyio.Event()
+
+    def balance(self, bridge: str, amount: float, currency: str | None, at: float) -> None:
+        self.seen.append(amount)
+        if len(self.seen) >= self.wanted:
+            self.enough.set()
+
+
+async def test_each_balance_ask_takes_its_turn_from_the_bridges_rate_limits() -> None:
+    steps: list[str] = []
+    gauge = Balances(wanted=2)
+    async with round_trip("smsclub") as trip, anyio.create_task_group() as tg:
+        recording = Recording(trip.client, steps)
+        tg.start_soon(
+            partial(
+                serve_balance,
+                "smsclub",
+                smsclub(),
+                recording,
+                gauge,
+                interval_s=0.01,
+                limiter=recording,
+            )
+        )
+        with anyio.fail_after(10):
+            await gauge.enough.wait()
+        tg.cancel_scope.cancel()
+    # SMS Club counts a balance call among its 9 requests a second: each one waited for
+    # a turn of one request and no message, before it went.
+    assert steps[:4] == [
+        "turn 1 0",
+        "request /sms/balance",
+        "turn 1 0",
+        "request /sms/balance",
+    ]
+    assert gauge.seen[:2] == [8111.17, 8111.17]
