@@ -3,6 +3,8 @@
     interface.py      the Journal and JournalReader protocols, the changes (MarkInflight ...
                       StoreEvents) and answers, JournalError, the state names all share
     writer.py         the group-commit writer thread, generic over a store's connection
+                      (the SMPP store, engine.smpp.store, uses it too)
+    sqlite_transactions.py  the writer's statements on a sqlite3 connection
     sqlite.py         SqliteJournal: the embedded default, one SQLite file (WAL)
     sqlite_schema.py  its schema and the migrations from older files
     sqlite_reader.py  its JournalReader: a read-only connection of its own

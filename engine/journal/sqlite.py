@@ -70,13 +70,13 @@ from engine.journal.interface import (
     waiting_status,
 )
 from engine.journal.sqlite_schema import META_EVENT_ID, SQL_SAVE_COUNTERS, create_or_migrate
+from engine.journal.sqlite_transactions import SqliteTransactions
 from engine.journal.writer import GroupCommitWriter
 from engine.models import OUTCOME_SENT, Message
 from engine.private_files import create_private
 
 __all__ = [
     "SqliteJournal",
-    "SqliteTransactions",
     "count_kept_events",
     "count_states",
     "open_sqlite_journal",
@@ -332,37 +332,6 @@ def _message_from_row(row: tuple[Any, ...]) -> Message:
     message.inflight_at = row[6]
     message.maybe_sent_at = float(row[7] or 0.0)
     return message
-
-
-class SqliteTransactions:
-    """The group-commit writer's transaction statements on a sqlite3 connection (one
-    savepoint name: operations never nest). Shared by every store on SQLite."""
-
-    def begin(self, connection: sqlite3.Connection) -> None:
-        connection.execute("BEGIN")
-
-    def savepoint(self, connection: sqlite3.Connection) -> None:
-        connection.execute("SAVEPOINT operation")
-
-    def release_savepoint(self, connection: sqlite3.Connection) -> None:
-        connection.execute("RELEASE operation")
-
-    def roll_back_to_savepoint(self, connection: sqlite3.Connection) -> None:
-        connection.execute("ROLLBACK TO operation")
-
-    def commit(self, connection: sqlite3.Connection) -> None:
-        connection.execute("COMMIT")
-
-    def roll_back(self, connection: sqlite3.Connection) -> None:
-        if connection.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                connection.execute("ROLLBACK")
-
-    def is_storage_failure(self, error: BaseException) -> bool:
-        """Failures of the file or disk, not of one caller's data: they fail the whole group."""
-        return isinstance(error, sqlite3.OperationalError | sqlite3.InternalError) or (
-            type(error) is sqlite3.DatabaseError
-        )
 
 
 # The in-memory state kept with each commit: next msg_id, messages not final, all messages.

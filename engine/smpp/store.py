@@ -33,8 +33,10 @@ no report then, so no final event need come to remove it.
 The ids come from a counter whose high-water mark is saved with every batch that uses
 it, so an id is never given out twice, even after its rows are gone.
 
-Writes are group-committed: every operation queued while one batch runs on the worker
-thread goes into the next batch, one transaction, one commit.
+Writes are group-committed by the journal's writer (engine.journal.writer): every
+operation queued while one batch runs on the store's writer thread goes into the next
+batch, one transaction (a savepoint per operation, so one that fails on its own data
+fails alone), one commit. A SQLite error fails the whole batch with StoreError.
 
 The file's schema version is SQLite's `user_version`; opening an older file migrates it
 (MIGRATIONS), and a file written by a newer septet is refused with a sentence. Rows are
@@ -47,12 +49,14 @@ import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, Generic, TypeVar
+from typing import Final, TypeVar
 
 import anyio
-import anyio.abc
 import msgspec
+import sniffio
 
+from engine.journal.sqlite_transactions import SqliteTransactions
+from engine.journal.writer import GroupCommitWriter
 from engine.private_files import create_private
 
 T = TypeVar("T")
@@ -178,34 +182,73 @@ class StoreError(Exception):
     """The SMPP store cannot be opened or written."""
 
 
-class _Operation(Generic[T]):
-    __slots__ = ("done", "error", "result", "work")
+class _StoreWriting(SqliteTransactions):
+    """The writer's side of an SmppStore (engine.journal.writer.WriterBackend): its file,
+    its errors, and the id counter's high-water mark saved with each batch."""
 
-    def __init__(self, work: Callable[[sqlite3.Connection], T]) -> None:
-        self.work = work
-        self.done = anyio.Event()
-        self.result: T | None = None
-        self.error: BaseException | None = None
+    def __init__(self, store: SmppStore) -> None:
+        self._store = store
+        self._committing = 1
+
+    def open_connection(self) -> sqlite3.Connection:
+        return self._store._connect()
+
+    def close_connection(self, connection: sqlite3.Connection) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            connection.close()
+
+    def is_storage_failure(self, error: BaseException) -> bool:
+        # Any SQLite error fails the whole batch (an operation's own bad data is any
+        # other exception: it fails alone).
+        return isinstance(error, sqlite3.Error)
+
+    def failure(self, error: BaseException) -> BaseException:
+        if isinstance(error, sqlite3.Error):
+            return StoreError(f"The SMPP store {self._store.path} could not be written: {error}.")
+        return error
+
+    def snapshot(self) -> int:
+        return self._store._next_id
+
+    def restore(self, snapshot: int) -> None:
+        """Nothing to undo: an id handed out stays handed out, stored or not."""
+
+    def before_commit(self, connection: sqlite3.Connection, snapshot: int) -> None:
+        if snapshot != self._store._saved_next_id:
+            connection.execute(SQL_SAVE_NEXT_ID, (snapshot,))
+        self._committing = snapshot
+
+    def after_commit(self, *, careful: bool) -> None:
+        self._store._saved_next_id = self._committing
 
 
 class SmppStore:
     """Message ids, waiting parts, early outcomes and pending receipts. One event loop,
-    one worker thread."""
+    one writer thread (engine.journal.writer)."""
 
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
         self.path = Path(path)
         self._synchronous = synchronous
-        self._connection: sqlite3.Connection | None = None
-        self._queue: list[_Operation[Any]] = []
-        self._wake = anyio.Event()
         self._next_id = 1
         self._saved_next_id = 1
-        self._scope: anyio.CancelScope | None = None
-        self.commits = 0
+        # Every batch takes a savepoint per operation (not the journal's optimistic first
+        # run): an operation runs once per batch, as it always has.
+        self._writer: GroupCommitWriter[sqlite3.Connection, int] = GroupCommitWriter(
+            _StoreWriting(self),
+            thread_name="septet-smpp-store",
+            closed=lambda: StoreError(f"The SMPP store {self.path} is closed."),
+            optimistic=False,
+        )
+
+    @property
+    def commits(self) -> int:
+        """Batches committed so far (tests)."""
+        return self._writer.commits
 
     # ── life cycle ──────────────────────────────────────────────────────────────
 
-    def _open(self) -> None:
+    def _connect(self) -> sqlite3.Connection:
+        """On the writer thread: open (creating or migrating) the file."""
         connection: sqlite3.Connection | None = None
         try:
             create_private(self.path)
@@ -231,91 +274,23 @@ class SmppStore:
                 raise
             raise StoreError(f"Cannot open the SMPP store {self.path}: {error}.") from None
         self._next_id = self._saved_next_id = max(int(saved[0]) if saved else 1, highest + 1)
-        self._connection = connection
+        return connection
 
     async def open(self) -> None:
-        """Open (creating or migrating) the file; StoreError says why it cannot be."""
-        await anyio.to_thread.run_sync(self._open)
+        """Open (creating or migrating) the file on the store's writer thread; StoreError
+        says why it cannot be."""
+        if sniffio.current_async_library() != "asyncio":
+            raise StoreError("The SMPP store runs on the asyncio backend (with uvloop).")
+        await self._writer.start()
 
-    async def serve(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Run batches until `stop` (opening the file first if need be); then close it.
-
-        Shielded from its owner's cancellation: when the daemon stops the SMPP server,
-        the connections still finish (answers, unbind) and store what they must, so
-        the store runs until `stop` (the end of open_store's block), not until the
-        first cancellation.
-        """
-        if self._connection is None:
-            await self.open()
-        try:
-            with anyio.CancelScope(shield=True) as self._scope:
-                task_status.started()
-                while True:
-                    await self._wake.wait()
-                    self._wake = anyio.Event()
-                    batch, self._queue = self._queue, []
-                    if batch:
-                        await anyio.to_thread.run_sync(self._run_batch, batch)
-                        for operation in batch:
-                            operation.done.set()
-        finally:
-            with anyio.CancelScope(shield=True):
-                batch, self._queue = self._queue, []
-                if batch and self._connection is not None:
-                    await anyio.to_thread.run_sync(self._run_batch, batch)
-                    for operation in batch:
-                        operation.done.set()
-                if self._connection is not None:
-                    connection, self._connection = self._connection, None
-                    await anyio.to_thread.run_sync(connection.close)
-
-    def stop(self) -> None:
-        """End `serve`: what is queued is written, then the file is closed."""
-        if self._scope is not None:
-            self._scope.cancel()
-
-    def _run_batch(self, batch: list[_Operation[Any]]) -> None:
-        connection = self._connection
-        if connection is None:
-            for operation in batch:
-                operation.error = StoreError(f"The SMPP store {self.path} is closed.")
-            return
-        next_id = self._next_id
-        try:
-            connection.execute("BEGIN")
-            for operation in batch:
-                connection.execute("SAVEPOINT operation")
-                try:
-                    operation.result = operation.work(connection)
-                except sqlite3.Error:
-                    raise
-                except Exception as error:
-                    connection.execute("ROLLBACK TO operation")
-                    operation.error = error
-                connection.execute("RELEASE operation")
-            if next_id != self._saved_next_id:
-                connection.execute(SQL_SAVE_NEXT_ID, (next_id,))
-            connection.execute("COMMIT")
-            self._saved_next_id = next_id
-            self.commits += 1
-        except sqlite3.Error as error:
-            if connection.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    connection.execute("ROLLBACK")
-            failure = StoreError(f"The SMPP store {self.path} could not be written: {error}.")
-            for operation in batch:
-                operation.error = failure
+    async def close(self) -> None:
+        """What is queued is written, then the file is closed."""
+        await self._writer.close()
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        operation = _Operation(work)
-        self._queue.append(operation)
-        self._wake.set()
-        await operation.done.wait()
-        if operation.error is not None:
-            raise operation.error
-        return operation.result  # type: ignore[return-value]
+        """`work(connection)` in the next batch: one transaction, a savepoint each, one
+        commit (engine.journal.writer)."""
+        return await self._writer.execute(work, write=True)
 
     # ── ids ─────────────────────────────────────────────────────────────────────
 
@@ -501,12 +476,13 @@ def store_path_for(journal_path: str | Path) -> Path:
 
 @contextlib.asynccontextmanager
 async def open_store(path: str | Path, *, synchronous: str = "NORMAL") -> AsyncIterator[SmppStore]:
-    """Open the store for the duration of the block, its batches served in the background."""
+    """Open the store for the duration of the block (StoreError when the file cannot be
+    opened). Leaving the block, even cancelled, writes what is queued and closes the file:
+    the SMPP connections that stop with the daemon still store what they must."""
     store = SmppStore(path, synchronous=synchronous)
-    await store.open()  # here, so that a file that cannot be opened is one StoreError
-    async with anyio.create_task_group() as tg:
-        await tg.start(store.serve)
-        try:
-            yield store
-        finally:
-            store.stop()
+    await store.open()
+    try:
+        yield store
+    finally:
+        with anyio.CancelScope(shield=True):
+            await store.close()

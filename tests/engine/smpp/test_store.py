@@ -7,6 +7,7 @@ import sqlite3
 import stat
 from pathlib import Path
 
+import anyio
 import msgspec
 import pytest
 
@@ -14,6 +15,7 @@ from engine.smpp.receipts import build_receipt
 from engine.smpp.store import (
     NO_GROUP,
     SCHEMA_VERSION,
+    BuildReceipt,
     GivenId,
     Outcome,
     PendingReceipt,
@@ -153,6 +155,63 @@ async def test_kept_outcomes_are_forgotten_after_a_while(tmp_path: Path) -> None
         assert await store.forget_outcomes(before=150) == 1
         assert await store.add_ids([given(1, "1")], receipt) == []
         assert [r.id for r in await store.add_ids([given(2, "2")], receipt)] == [2]
+
+
+# ── batches (engine.journal.writer: one transaction, a savepoint per call) ──────
+
+
+async def test_a_call_that_fails_on_its_own_data_is_undone_alone(tmp_path: Path) -> None:
+    def refuse(row: GivenId, outcome: Outcome) -> PendingReceipt | None:
+        raise ValueError(f"no receipt for id {row.id}")
+
+    async with open_store(tmp_path / "s.db") as store:
+        first, second = store.allocate_id(), store.allocate_id()
+        await store.add_ids([given(first, "10"), given(second, "11")], receipt)
+        settled: dict[str, tuple[list[PendingReceipt], set[str]]] = {}
+        refused: dict[str, ValueError] = {}
+
+        async def settle(msg_id: str, build: BuildReceipt) -> None:
+            try:
+                settled[msg_id] = await store.settle_messages({msg_id: DELIVERED}, build, now=0)
+            except ValueError as error:
+                refused[msg_id] = error
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(settle, "10", refuse)
+            tg.start_soon(settle, "11", receipt)
+        assert [(msg_id, str(error)) for msg_id, error in refused.items()] == [
+            ("10", f"no receipt for id {first}")
+        ]
+        made, matched = settled["11"]
+        assert ([r.id for r in made], matched) == ([second], {"11"})
+        # The refused call changed nothing: its id still waits for its report.
+        assert await store.counts() == {"message_ids": 1, "outcomes": 0, "receipts": 1}
+        made, _ = await store.settle_messages({"10": DELIVERED}, receipt, now=0)
+        assert [r.id for r in made] == [first]
+
+
+async def test_a_storage_failure_fails_its_batch_with_a_sentence_and_the_store_goes_on(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    async with open_store(path) as store:
+        with pytest.raises(StoreError) as failed:
+            await store._run(lambda connection: connection.execute("INSERT INTO gone VALUES (1)"))
+        assert str(failed.value) == (
+            f"The SMPP store {path} could not be written: no such table: gone."
+        )
+        first = store.allocate_id()
+        assert await store.add_ids([given(first, "10")], receipt) == []
+    async with open_store(path) as store:
+        assert await store.counts() == {"message_ids": 1, "outcomes": 0, "receipts": 0}
+        assert store.allocate_id() > first
+
+
+async def test_a_closed_store_says_so(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "s.db") as store:
+        pass  # open and close it at once: the test is what it says afterwards
+    with pytest.raises(StoreError, match="is closed"):
+        await store.counts()
 
 
 # ── old files ──────────────────────────────────────────────────────────────────
