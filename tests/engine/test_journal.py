@@ -40,8 +40,14 @@ from engine.journal import (
 from engine.journal.sqlite import SqliteJournal, open_sqlite_journal
 from engine.journal.sqlite_schema import SCHEMA_VERSION
 from engine.models import Message
+from tests.engine import journal_backends
+from tests.engine.journal_backends import BackendJournal
 
 pytestmark = pytest.mark.anyio
+
+# The `journal` fixture: a test that takes it runs on every backend (SQLite, PostgreSQL).
+journal = journal_backends.journal
+journal_target = journal_backends.journal_target
 
 
 def make_message(
@@ -75,23 +81,40 @@ def make_message(
 
 
 @pytest.fixture
-async def journal(tmp_path: Path) -> AsyncIterator[SqliteJournal]:
+async def sqlite_journal(tmp_path: Path) -> AsyncIterator[SqliteJournal]:
+    """For what only the SQLite file has (its pages, its size cap)."""
     async with open_sqlite_journal(tmp_path / "septet.db") as opened:
         yield opened
 
 
-async def accept_one(journal: SqliteJournal, message: Message) -> Message:
+async def stored_row(journal: BackendJournal, columns: str, msg_id: str) -> tuple[object, ...]:
+    """Columns of a message's row as the journal stores them, on either backend."""
+    sql = f"SELECT {columns} FROM messages WHERE msg_id = "  # noqa: S608 - the test's own
+    if isinstance(journal, SqliteJournal):
+        return tuple(
+            await journal._execute(
+                lambda c: c.execute(sql + "?", (int(msg_id),)).fetchone(), write=False
+            )
+        )
+    row = await journal._execute(
+        lambda c: c.execute(sql + "%s", (int(msg_id),)).fetchone(), write=False
+    )
+    assert row is not None
+    return tuple(row)
+
+
+async def accept_one(journal: BackendJournal, message: Message) -> Message:
     [group] = await journal.accept([[message]])
     assert isinstance(group, list)
     return group[0]
 
 
-async def park_writer(journal: SqliteJournal, tg: anyio.abc.TaskGroup) -> threading.Event:
+async def park_writer(journal: BackendJournal, tg: anyio.abc.TaskGroup) -> threading.Event:
     """Park the writer thread until the returned event is set, so callers pile up in its
     queue and the next group holds all of them."""
     holding, release = threading.Event(), threading.Event()
 
-    def park(connection: sqlite3.Connection) -> None:
+    def park(connection: object) -> None:
         holding.set()
         release.wait(timeout=10)
 
@@ -128,7 +151,7 @@ async def test_accept_assigns_increasing_ids_and_references_that_continue_after_
 
 
 async def test_a_call_with_a_bad_group_stores_nothing_and_the_journal_goes_on(
-    journal: SqliteJournal,
+    journal: BackendJournal,
 ) -> None:
     good = [make_message("+250782589801"), make_message("+250782589802")]
     routeless = [make_message("+250782589803"), make_message("+250782589804", bridges=())]
@@ -137,12 +160,18 @@ async def test_a_call_with_a_bad_group_stores_nothing_and_the_journal_goes_on(
     assert await journal.pending_count() == 0
     assert await journal.get(["1", "2", "3", "4"]) == {}
     assert all(m.msg_id == "" for m in good + routeless)
-    # The ids of the undone call are given out again: nobody ever saw them.
-    assert (await accept_one(journal, make_message())).msg_id == "1"
+    after = await accept_one(journal, make_message())
+    if isinstance(journal, SqliteJournal):
+        # The ids of the undone call are given out again: nobody ever saw them.
+        assert after.msg_id == "1"
+    else:
+        # A sequence shared by the nodes never goes back: ids are unique, not dense.
+        assert int(after.msg_id) > 4
+    assert list(await journal.get([after.msg_id])) == [after.msg_id]
 
 
 async def test_a_client_ref_seen_before_is_a_duplicate_naming_the_first_messages(
-    journal: SqliteJournal,
+    journal: BackendJournal,
 ) -> None:
     [first] = await journal.accept(
         [[make_message("+250782589801", client_ref="A"), make_message(client_ref="A")]]
@@ -158,7 +187,7 @@ async def test_a_client_ref_seen_before_is_a_duplicate_naming_the_first_messages
 
 
 async def test_the_same_client_ref_twice_in_one_call_is_stored_once(
-    journal: SqliteJournal,
+    journal: BackendJournal,
 ) -> None:
     results = await journal.accept(
         [
@@ -173,13 +202,13 @@ async def test_the_same_client_ref_twice_in_one_call_is_stored_once(
     assert results[2][0].msg_id == "3"
 
 
-async def test_groups_without_client_ref_are_never_duplicates(journal: SqliteJournal) -> None:
+async def test_groups_without_client_ref_are_never_duplicates(journal: BackendJournal) -> None:
     results = await journal.accept([[make_message()], [make_message()]])
     assert all(isinstance(group, list) for group in results)
     assert await journal.pending_count() == 2
 
 
-async def test_concurrent_accepts_share_commits_and_all_complete(journal: SqliteJournal) -> None:
+async def test_concurrent_accepts_share_commits_and_all_complete(journal: BackendJournal) -> None:
     callers = 200
     got: list[str] = []
 
@@ -199,7 +228,7 @@ async def test_concurrent_accepts_share_commits_and_all_complete(journal: Sqlite
     assert await journal.pending_count() == callers
 
 
-async def test_a_bad_call_in_a_shared_commit_fails_alone(journal: SqliteJournal) -> None:
+async def test_a_bad_call_in_a_shared_commit_fails_alone(journal: BackendJournal) -> None:
     # Calls that pile up share one transaction; one with bad data is undone by itself and
     # the others still commit (the group is rerun with a savepoint per call).
     outcomes: dict[str, object] = {}
@@ -230,7 +259,7 @@ async def test_a_bad_call_in_a_shared_commit_fails_alone(journal: SqliteJournal)
 # ── changes ────────────────────────────────────────────────────────────────────
 
 
-async def test_a_message_goes_inflight_submitted_and_final(journal: SqliteJournal) -> None:
+async def test_a_message_goes_inflight_submitted_and_final(journal: BackendJournal) -> None:
     message = await accept_one(journal, make_message())
     await journal.record(
         [MarkInflight(msg_ids=[message.msg_id], bridge_index=1, attempt=2, at=5.0)]
@@ -257,7 +286,7 @@ async def test_a_message_goes_inflight_submitted_and_final(journal: SqliteJourna
     assert await journal.counts() == {"accepted": 0, "inflight": 0, "submitted": 0, "final": 1}
 
 
-async def test_changes_of_one_call_apply_in_order(journal: SqliteJournal) -> None:
+async def test_changes_of_one_call_apply_in_order(journal: BackendJournal) -> None:
     message = await accept_one(journal, make_message())
     await journal.record(
         [
@@ -279,7 +308,7 @@ async def test_changes_of_one_call_apply_in_order(journal: SqliteJournal) -> Non
 
 
 async def test_only_messages_that_asked_for_a_report_are_found_by_provider_id(
-    journal: SqliteJournal,
+    journal: BackendJournal,
 ) -> None:
     reported = await accept_one(journal, make_message(dlr=True))
     quiet = await accept_one(journal, make_message(dlr=False))
@@ -299,7 +328,7 @@ async def test_only_messages_that_asked_for_a_report_are_found_by_provider_id(
 
 
 async def test_a_failover_retry_moves_the_message_to_its_next_bridge(
-    journal: SqliteJournal,
+    journal: BackendJournal,
 ) -> None:
     message = await accept_one(journal, make_message(due_at=1.0))
     assert await journal.claim([message], 0, 2.0) == [message]
@@ -388,7 +417,7 @@ async def test_a_charge_stated_in_a_report_is_kept_with_the_final_state_once(
 
 
 async def test_groups_with_and_without_client_ref_in_one_call_keep_their_order(
-    journal: SqliteJournal,
+    journal: BackendJournal,
 ) -> None:
     results = await journal.accept(
         [
@@ -412,7 +441,7 @@ async def test_groups_with_and_without_client_ref_in_one_call_keep_their_order(
     assert await journal.pending_count() == 4
 
 
-async def test_a_retry_makes_the_message_due_again_later(journal: SqliteJournal) -> None:
+async def test_a_retry_makes_the_message_due_again_later(journal: BackendJournal) -> None:
     message = await accept_one(journal, make_message(due_at=100.0))
     await journal.record(
         [MarkInflight(msg_ids=[message.msg_id], bridge_index=0, attempt=0, at=1.0)]
@@ -432,7 +461,7 @@ async def test_a_retry_makes_the_message_due_again_later(journal: SqliteJournal)
     )
 
 
-async def test_the_first_final_state_wins_and_counts_once(journal: SqliteJournal) -> None:
+async def test_the_first_final_state_wins_and_counts_once(journal: BackendJournal) -> None:
     message = await accept_one(journal, make_message())
     await journal.record(
         [
@@ -443,16 +472,11 @@ async def test_the_first_final_state_wins_and_counts_once(journal: SqliteJournal
     )
     assert await journal.pending_count() == 0
     assert (await journal.get([message.msg_id]))[message.msg_id].state == "final"
-    outcome = await journal._execute(
-        lambda connection: connection.execute(
-            "SELECT outcome, code FROM messages WHERE msg_id = ?", (int(message.msg_id),)
-        ).fetchone(),
-        write=False,
-    )
-    assert tuple(outcome) == ("UNDELIV", "1")
+    outcome = await stored_row(journal, "outcome, code", message.msg_id)
+    assert outcome == ("UNDELIV", "1")
 
 
-async def test_changes_naming_unknown_messages_are_ignored(journal: SqliteJournal) -> None:
+async def test_changes_naming_unknown_messages_are_ignored(journal: BackendJournal) -> None:
     message = await accept_one(journal, make_message())
     await journal.record(
         [
@@ -465,7 +489,7 @@ async def test_changes_naming_unknown_messages_are_ignored(journal: SqliteJourna
     assert (await journal.get([message.msg_id]))[message.msg_id].state == "submitted"
 
 
-async def test_claim_is_a_compare_and_set_on_accepted_messages(journal: SqliteJournal) -> None:
+async def test_claim_is_a_compare_and_set_on_accepted_messages(journal: BackendJournal) -> None:
     first = await accept_one(journal, make_message())
     second = await accept_one(journal, make_message())
     won = await journal.claim([first, second], 0, 10.0)
@@ -484,7 +508,7 @@ async def test_claim_is_a_compare_and_set_on_accepted_messages(journal: SqliteJo
 
 
 async def test_a_claim_of_many_where_one_was_taken_wins_only_the_others(
-    journal: SqliteJournal,
+    journal: BackendJournal,
 ) -> None:
     """The many-message claim is one statement; when it does not win them all, each
     message is asked alone, and the one another claim took stays out."""
@@ -498,7 +522,7 @@ async def test_a_claim_of_many_where_one_was_taken_wins_only_the_others(
 
 
 async def test_a_request_of_many_is_accepted_claimed_and_submitted_whole(
-    journal: SqliteJournal,
+    journal: BackendJournal,
 ) -> None:
     """Counts that cross every multi-row INSERT size (64, 16, 4, 1): every row written,
     claimed in one statement and submitted, with its own provider id and price."""
@@ -530,7 +554,7 @@ async def test_a_request_of_many_is_accepted_claimed_and_submitted_whole(
     assert await journal.counts() == {"accepted": 0, "inflight": 0, "submitted": 0, "final": count}
 
 
-async def test_a_claim_commits_the_changes_it_carries_first(journal: SqliteJournal) -> None:
+async def test_a_claim_commits_the_changes_it_carries_first(journal: BackendJournal) -> None:
     done = await accept_one(journal, make_message(dlr=False))
     nxt = await accept_one(journal, make_message())
     [won] = await journal.claim([done], 0, 10.0)
@@ -547,7 +571,7 @@ async def test_a_claim_commits_the_changes_it_carries_first(journal: SqliteJourn
     assert await journal.counts() == {"accepted": 0, "inflight": 1, "submitted": 0, "final": 1}
 
 
-async def test_polling_bookkeeping_orders_who_is_asked_next(journal: SqliteJournal) -> None:
+async def test_polling_bookkeeping_orders_who_is_asked_next(journal: BackendJournal) -> None:
     ids = []
     for index in range(3):
         message = await accept_one(journal, make_message(f"+25078258980{index}"))
@@ -596,7 +620,7 @@ async def test_polling_bookkeeping_orders_who_is_asked_next(journal: SqliteJourn
     assert ids[2] not in [d.message.msg_id for d in await journal.awaiting_poll("dsc", 1e9, 10)]
 
 
-async def test_orphan_receipts_are_taken_once(journal: SqliteJournal) -> None:
+async def test_orphan_receipts_are_taken_once(journal: BackendJournal) -> None:
     await journal.record(
         [
             StoreOrphanReceipt(bridge="dsc", provider_id="P1", receipt=b"first", at=1.0),
@@ -615,7 +639,7 @@ async def test_orphan_receipts_are_taken_once(journal: SqliteJournal) -> None:
     assert await journal.take_orphan_receipts("bsg", ["P1"]) == [b"elsewhere"]
 
 
-async def test_the_outbox_keeps_lines_per_origin_in_order(journal: SqliteJournal) -> None:
+async def test_the_outbox_keeps_lines_per_origin_in_order(journal: BackendJournal) -> None:
     await journal.record(
         [
             StoreEvents(origin="a", events=[b'{"n":1}\n', b'{"n":2}\n']),
@@ -631,7 +655,7 @@ async def test_the_outbox_keeps_lines_per_origin_in_order(journal: SqliteJournal
 # ── queries ────────────────────────────────────────────────────────────────────
 
 
-async def test_due_orders_by_priority_then_due_time_then_id(journal: SqliteJournal) -> None:
+async def test_due_orders_by_priority_then_due_time_then_id(journal: BackendJournal) -> None:
     plan = [(0, 10.0), (5, 30.0), (0, 5.0), (5, 20.0), (9, 40.0), (0, 10.0), (3, 999.0)]
     for priority, due_at in plan:
         await accept_one(journal, make_message(priority=priority, due_at=due_at))
@@ -655,14 +679,14 @@ async def test_due_orders_by_priority_then_due_time_then_id(journal: SqliteJourn
     assert await journal.due(40.0, 10, since=40.0) == []
 
 
-async def test_references_are_found_only_for_this_journal(journal: SqliteJournal) -> None:
+async def test_references_are_found_only_for_this_journal(journal: BackendJournal) -> None:
     message = await accept_one(journal, make_message())
     found = await journal.find_by_reference([message.reference, "zzzzzz-1", "garbage"])
     assert list(found) == [message.reference]
     assert found[message.reference].msg_id == message.msg_id
 
 
-async def test_counts_by_state(journal: SqliteJournal) -> None:
+async def test_counts_by_state(journal: BackendJournal) -> None:
     messages = [await accept_one(journal, make_message()) for _ in range(4)]
     await journal.claim(messages[:3], 0, 1.0)
     await journal.record(
@@ -989,8 +1013,9 @@ async def test_a_closed_journal_says_so(tmp_path: Path) -> None:
 
 
 async def test_a_full_disk_fails_the_whole_group_and_the_journal_recovers(
-    journal: SqliteJournal,
+    sqlite_journal: SqliteJournal,
 ) -> None:
+    journal = sqlite_journal
     await accept_one(journal, make_message())
     page_count = await journal._execute(
         lambda c: c.execute("PRAGMA page_count").fetchone()[0], write=False

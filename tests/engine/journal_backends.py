@@ -1,0 +1,38 @@
+"""The journal's tests on every backend: the `journal` fixture is a fresh SQLite journal
+and a fresh PostgreSQL one (tests/servers/postgres.py starts the server on first use), so
+each backend-neutral test runs on both."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from engine.journal.postgres import PostgresJournal, open_postgres_journal
+from engine.journal.sqlite import SqliteJournal, open_sqlite_journal
+
+__all__ = ["BACKENDS", "BackendJournal", "journal", "journal_target"]
+
+BACKENDS = ("sqlite", "postgresql")
+BackendJournal = SqliteJournal | PostgresJournal
+
+
+@pytest.fixture(params=BACKENDS)
+def journal_target(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """(backend, where): a new SQLite file's path, or a new database's DSN."""
+    backend = str(request.param)
+    if backend == "sqlite":
+        return backend, str(tmp_path / "septet.db")
+    return backend, str(request.getfixturevalue("postgres_dsn"))
+
+
+@pytest.fixture
+async def journal(journal_target: tuple[str, str]) -> AsyncIterator[BackendJournal]:
+    backend, where = journal_target
+    if backend == "sqlite":
+        async with open_sqlite_journal(where) as opened:
+            yield opened
+    else:
+        async with open_postgres_journal(where) as pg:
+            yield pg
