@@ -4,7 +4,9 @@ each backend-neutral test runs on both."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Collection
 from pathlib import Path
 
 import pytest
@@ -12,10 +14,13 @@ import pytest
 from engine.journal.postgres import PostgresJournal, open_postgres_journal
 from engine.journal.sqlite import SqliteJournal, open_sqlite_journal
 
-__all__ = ["BACKENDS", "BackendJournal", "journal", "journal_target"]
+__all__ = ["BACKENDS", "BackendJournal", "JournalOpener", "journal", "journal_target", "opener"]
 
 BACKENDS = ("sqlite", "postgresql")
 BackendJournal = SqliteJournal | PostgresJournal
+# Opens (again) the test's journal on its backend, with a clock and the accounts whose
+# feed is kept; the same file or database each time.
+JournalOpener = Callable[..., contextlib.AbstractAsyncContextManager[BackendJournal]]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -36,3 +41,23 @@ async def journal(journal_target: tuple[str, str]) -> AsyncIterator[BackendJourn
     else:
         async with open_postgres_journal(where) as pg:
             yield pg
+
+
+@pytest.fixture
+def opener(journal_target: tuple[str, str]) -> JournalOpener:
+    backend, where = journal_target
+
+    @contextlib.asynccontextmanager
+    async def open_it(
+        *, clock: Callable[[], float] = time.time, feed_accounts: Collection[str] | None = None
+    ) -> AsyncIterator[BackendJournal]:
+        if backend == "sqlite":
+            async with open_sqlite_journal(
+                where, clock=clock, feed_accounts=feed_accounts
+            ) as opened:
+                yield opened
+        else:
+            async with open_postgres_journal(where, clock=clock, feed_accounts=feed_accounts) as pg:
+                yield pg
+
+    return open_it

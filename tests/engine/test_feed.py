@@ -1,6 +1,7 @@
-"""The durable event feed on a real SQLite journal: events commit with their state change,
-the feed reads are resumable and non-destructive, history is in order, the retention sweep
-deletes only old rows (and never one a webhook still owes), ids never go back."""
+"""The durable event feed on a real journal, SQLite and PostgreSQL: events commit with their
+state change, the feed reads are resumable and non-destructive, history is in order, the
+retention sweep deletes only old rows (and never one a webhook still owes), ids never go
+back."""
 
 from __future__ import annotations
 
@@ -14,11 +15,17 @@ import pytest
 
 from engine.feed import AppendEvents, DeliveryOutcome
 from engine.journal import JournalError, MarkFinal
-from engine.journal.sqlite import SqliteJournal, open_sqlite_journal
+from engine.journal.sqlite import open_sqlite_journal
 from engine.models import CancelledEvent, DeliveryReport, Message
+from tests.engine import journal_backends
+from tests.engine.journal_backends import BackendJournal, JournalOpener
 from tests.engine.test_journal import UNDO_VERSION_8
 
 pytestmark = pytest.mark.anyio
+
+# `opener`: each test that takes it runs on every backend (SQLite, PostgreSQL).
+opener = journal_backends.opener
+journal_target = journal_backends.journal_target
 
 T0 = 1_000_000.0
 
@@ -51,7 +58,7 @@ def message(to: str, *, callback_url: str | None = None, client_ref: str | None 
     )
 
 
-async def accept(journal: SqliteJournal, *messages: Message) -> list[Message]:
+async def accept(journal: BackendJournal, *messages: Message) -> list[Message]:
     [group] = await journal.accept([list(messages)])
     assert isinstance(group, list)
     return group
@@ -80,8 +87,10 @@ def final_with_report(msg_id: str, *, account: str = "default") -> list[Any]:
     ]
 
 
-async def test_accepting_a_message_puts_its_accepted_event_in_the_feed(tmp_path: Path) -> None:
-    async with open_sqlite_journal(tmp_path / "septet.db", clock=Clock()) as journal:
+async def test_accepting_a_message_puts_its_accepted_event_in_the_feed(
+    opener: JournalOpener,
+) -> None:
+    async with opener(clock=Clock()) as journal:
         first, second = await accept(
             journal, message("+250788100001", client_ref="a"), message("+250788100002")
         )
@@ -98,8 +107,10 @@ async def test_accepting_a_message_puts_its_accepted_event_in_the_feed(tmp_path:
         assert page.next_cursor == 2
 
 
-async def test_the_feed_is_resumable_and_reading_it_takes_nothing_away(tmp_path: Path) -> None:
-    async with open_sqlite_journal(tmp_path / "septet.db", clock=Clock()) as journal:
+async def test_the_feed_is_resumable_and_reading_it_takes_nothing_away(
+    opener: JournalOpener,
+) -> None:
+    async with opener(clock=Clock()) as journal:
         messages = await accept(journal, *(message(f"+25078810000{n}") for n in range(5)))
         first = await journal.feed("default", 0, 2)
         assert [e["event_id"] for e in decoded(first.events)] == [1, 2]
@@ -118,8 +129,8 @@ async def test_the_feed_is_resumable_and_reading_it_takes_nothing_away(tmp_path:
         assert (end.events, end.next_cursor) == ([], 6)
 
 
-async def test_an_account_reads_only_its_own_events(tmp_path: Path) -> None:
-    async with open_sqlite_journal(tmp_path / "septet.db", clock=Clock()) as journal:
+async def test_an_account_reads_only_its_own_events(opener: JournalOpener) -> None:
+    async with opener(clock=Clock()) as journal:
         [kept] = await accept(journal, message("+250788100001"))
         await journal.record(final_with_report(kept.msg_id, account="acme"))
         default = decoded((await journal.feed("default", 0, 10)).events)
@@ -130,13 +141,11 @@ async def test_an_account_reads_only_its_own_events(tmp_path: Path) -> None:
 
 
 async def test_only_the_accounts_that_keep_a_feed_have_their_events_stored(
-    tmp_path: Path,
+    opener: JournalOpener,
 ) -> None:
     """`feed_accounts` (the daemon's: accounts with an API key or `feed = true`): the others'
     events take their ids but no row, unless a webhook is owed for them."""
-    async with open_sqlite_journal(
-        tmp_path / "septet.db", clock=Clock(), feed_accounts=["acme"]
-    ) as journal:
+    async with opener(clock=Clock(), feed_accounts=["acme"]) as journal:
         quiet, hooked = await accept(
             journal,
             message("+250788100001"),
@@ -155,8 +164,8 @@ async def test_only_the_accounts_that_keep_a_feed_have_their_events_stored(
         assert [e["event"] for e in decoded(history or [])] == ["dlr"]
 
 
-async def test_history_lists_a_messages_events_in_order(tmp_path: Path) -> None:
-    async with open_sqlite_journal(tmp_path / "septet.db", clock=Clock()) as journal:
+async def test_history_lists_a_messages_events_in_order(opener: JournalOpener) -> None:
+    async with opener(clock=Clock()) as journal:
         one, two = await accept(journal, message("+250788100001"), message("+250788100002"))
         await journal.record(final_with_report(two.msg_id))
         cancelled = CancelledEvent(
@@ -181,9 +190,10 @@ async def test_history_lists_a_messages_events_in_order(tmp_path: Path) -> None:
         assert await journal.history("not-a-number") is None
 
 
-async def test_an_event_that_cannot_be_stored_undoes_its_state_change(tmp_path: Path) -> None:
-    path = tmp_path / "septet.db"
-    async with open_sqlite_journal(path, clock=Clock()) as journal:
+async def test_an_event_that_cannot_be_stored_undoes_its_state_change(
+    opener: JournalOpener,
+) -> None:
+    async with opener(clock=Clock()) as journal:
         [sent] = await accept(journal, message("+250788100001"))
         broken = AppendEvents(
             account="default", msg_id="x", callback_url=None, events=[report("x")]
@@ -201,9 +211,11 @@ async def test_an_event_that_cannot_be_stored_undoes_its_state_change(tmp_path: 
         ]
 
 
-async def test_the_sweep_deletes_only_old_events_and_never_an_owed_one(tmp_path: Path) -> None:
+async def test_the_sweep_deletes_only_old_events_and_never_an_owed_one(
+    opener: JournalOpener,
+) -> None:
     clock = Clock()
-    async with open_sqlite_journal(tmp_path / "septet.db", clock=clock) as journal:
+    async with opener(clock=clock) as journal:
         old = await accept(
             journal,
             message("+250788100001"),
@@ -226,22 +238,23 @@ async def test_the_sweep_deletes_only_old_events_and_never_an_owed_one(tmp_path:
         assert await journal.history(old[0].msg_id) == []  # known message, events swept
 
 
-async def test_event_ids_never_go_back_after_a_sweep_and_a_restart(tmp_path: Path) -> None:
-    path = tmp_path / "septet.db"
+async def test_event_ids_never_go_back_after_a_sweep_and_a_restart(opener: JournalOpener) -> None:
     clock = Clock()
-    async with open_sqlite_journal(path, clock=clock) as journal:
+    async with opener(clock=clock) as journal:
         await accept(journal, message("+250788100001"), message("+250788100002"))
         assert await journal.sweep_events(T0 + 1, 10) == 2  # the table is empty now
-    async with open_sqlite_journal(path, clock=clock) as journal:
+    async with opener(clock=clock) as journal:
         await accept(journal, message("+250788100003"))
         page = await journal.feed("default", 0, 10)
         assert [e["event_id"] for e in decoded(page.events)] == [3]
 
 
-async def test_deliveries_are_owed_with_the_event_and_settled_in_batches(tmp_path: Path) -> None:
+async def test_deliveries_are_owed_with_the_event_and_settled_in_batches(
+    opener: JournalOpener,
+) -> None:
     clock = Clock()
     url = "http://127.0.0.1:9/hook"
-    async with open_sqlite_journal(tmp_path / "septet.db", clock=clock) as journal:
+    async with opener(clock=clock) as journal:
         one, two = await accept(
             journal,
             message("+250788100001", callback_url=url),
@@ -297,8 +310,8 @@ async def test_a_version_6_journal_gets_the_feed(tmp_path: Path) -> None:
         ]
 
 
-async def test_a_closed_journal_says_so(tmp_path: Path) -> None:
-    async with open_sqlite_journal(tmp_path / "septet.db") as journal:
+async def test_a_closed_journal_says_so(opener: JournalOpener) -> None:
+    async with opener() as journal:
         assert (await journal.feed("default", 0, 10)).events == []  # open, and empty
     with pytest.raises(JournalError, match="is closed"):
         await journal.feed("default", 0, 10)

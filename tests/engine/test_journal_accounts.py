@@ -11,12 +11,18 @@ import msgspec
 import pytest
 
 from engine.journal import Duplicate, MarkFinal
-from engine.journal.sqlite import SqliteJournal, open_sqlite_journal
+from engine.journal.sqlite import open_sqlite_journal
 from engine.journal.sqlite_schema import SCHEMA_VERSION
 from engine.models import Message
+from tests.engine import journal_backends
+from tests.engine.journal_backends import BackendJournal
 from tests.engine.test_journal import UNDO_VERSION_8, make_message
 
 pytestmark = pytest.mark.anyio
+
+# The `journal` fixture: a test that takes it runs on every backend (SQLite, PostgreSQL).
+journal = journal_backends.journal
+journal_target = journal_backends.journal_target
 
 
 def of(account: str, ref: str | None, *, at: float = 100.0, to: str = "+250788100001") -> Message:
@@ -26,62 +32,57 @@ def of(account: str, ref: str | None, *, at: float = 100.0, to: str = "+25078810
     return message
 
 
-async def accept(journal: SqliteJournal, *messages: Message) -> list[list[Message] | Duplicate]:
+async def accept(journal: BackendJournal, *messages: Message) -> list[list[Message] | Duplicate]:
     return await journal.accept([[m] for m in messages])
 
 
-async def test_the_same_client_id_in_two_accounts_is_two_messages(tmp_path: Path) -> None:
-    async with open_sqlite_journal(tmp_path / "j.db") as journal:
-        a, b, again = await accept(
-            journal, of("acme", "order-1"), of("other", "order-1"), of("acme", "order-1")
-        )
-        assert isinstance(a, list)
-        assert isinstance(b, list)
-        assert again == Duplicate("order-1", [a[0].msg_id])
-        stored = await journal.get([a[0].msg_id, b[0].msg_id])
-        assert [stored[m[0].msg_id].account for m in (a, b)] == ["acme", "other"]
+async def test_the_same_client_id_in_two_accounts_is_two_messages(journal: BackendJournal) -> None:
+    a, b, again = await accept(
+        journal, of("acme", "order-1"), of("other", "order-1"), of("acme", "order-1")
+    )
+    assert isinstance(a, list)
+    assert isinstance(b, list)
+    assert again == Duplicate("order-1", [a[0].msg_id])
+    stored = await journal.get([a[0].msg_id, b[0].msg_id])
+    assert [stored[m[0].msg_id].account for m in (a, b)] == ["acme", "other"]
 
 
-async def test_an_account_lists_its_own_messages_only_newest_first(tmp_path: Path) -> None:
-    async with open_sqlite_journal(tmp_path / "j.db") as journal:
-        results = await accept(
-            journal,
-            of("acme", "a", at=100.0),
-            of("other", "a", at=101.0),
-            of("acme", "b", at=102.0),
-            of("acme", None, at=103.0),
-        )
-        ids = [r[0].msg_id for r in results if isinstance(r, list)]
-        await journal.record(
-            [MarkFinal(msg_id=ids[2], outcome="DELIVRD", code="0", error=None, at=104.0)]
-        )
-        listed = await journal.messages_of("acme")
-        assert [item.message.msg_id for item in listed] == [ids[3], ids[2], ids[0]]
-        assert [item.status for item in listed] == ["accepted", "delivered", "accepted"]
-        assert [i.message.msg_id for i in await journal.messages_of("acme", client_ref="a")] == [
-            ids[0]
-        ]
-        delivered = await journal.messages_of("acme", status="delivered")
-        assert [i.message.msg_id for i in delivered] == [ids[2]]
-        assert [i.message.msg_id for i in await journal.messages_of("acme", since=102.0)] == [
-            ids[3],
-            ids[2],
-        ]
-        page = await journal.messages_of("acme", before=ids[3], limit=1)
-        assert [i.message.msg_id for i in page] == [ids[2]]
-        assert await journal.messages_of("nobody") == []
+async def test_an_account_lists_its_own_messages_only_newest_first(journal: BackendJournal) -> None:
+    results = await accept(
+        journal,
+        of("acme", "a", at=100.0),
+        of("other", "a", at=101.0),
+        of("acme", "b", at=102.0),
+        of("acme", None, at=103.0),
+    )
+    ids = [r[0].msg_id for r in results if isinstance(r, list)]
+    await journal.record(
+        [MarkFinal(msg_id=ids[2], outcome="DELIVRD", code="0", error=None, at=104.0)]
+    )
+    listed = await journal.messages_of("acme")
+    assert [item.message.msg_id for item in listed] == [ids[3], ids[2], ids[0]]
+    assert [item.status for item in listed] == ["accepted", "delivered", "accepted"]
+    assert [i.message.msg_id for i in await journal.messages_of("acme", client_ref="a")] == [ids[0]]
+    delivered = await journal.messages_of("acme", status="delivered")
+    assert [i.message.msg_id for i in delivered] == [ids[2]]
+    assert [i.message.msg_id for i in await journal.messages_of("acme", since=102.0)] == [
+        ids[3],
+        ids[2],
+    ]
+    page = await journal.messages_of("acme", before=ids[3], limit=1)
+    assert [i.message.msg_id for i in page] == [ids[2]]
+    assert await journal.messages_of("nobody") == []
 
 
-async def test_messages_are_counted_per_account_and_utc_day(tmp_path: Path) -> None:
+async def test_messages_are_counted_per_account_and_utc_day(journal: BackendJournal) -> None:
     day = 20_000
-    async with open_sqlite_journal(tmp_path / "j.db") as journal:
-        late, early = day * 86400.0 - 1, day * 86400.0
-        await accept(journal, of("acme", None, at=late), of("acme", None, at=early))
-        await journal.accept([[of("acme", "two", at=early), of("acme", "two", at=early)]])
-        await accept(journal, of("acme", "two", at=early))  # a duplicate counts nothing
-        assert await journal.accepted_today("acme", day - 1) == 1
-        assert await journal.accepted_today("acme", day) == 3
-        assert await journal.accepted_today("other", day) == 0
+    late, early = day * 86400.0 - 1, day * 86400.0
+    await accept(journal, of("acme", None, at=late), of("acme", None, at=early))
+    await journal.accept([[of("acme", "two", at=early), of("acme", "two", at=early)]])
+    await accept(journal, of("acme", "two", at=early))  # a duplicate counts nothing
+    assert await journal.accepted_today("acme", day - 1) == 1
+    assert await journal.accepted_today("acme", day) == 3
+    assert await journal.accepted_today("other", day) == 0
 
 
 async def test_a_version_7_journal_gets_accounts(tmp_path: Path) -> None:
