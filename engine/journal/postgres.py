@@ -582,6 +582,9 @@ class PostgresJournal:
     ) -> None:
         """Insert the rows; a group whose client id another node took meanwhile becomes the
         duplicate it is (its other rows are taken out again, in this transaction)."""
+        # Rows in (account, client id) order: two nodes inserting the same ids wait for each
+        # other in one order, never in a cycle (a deadlock would fail both groups).
+        rows.sort(key=lambda row: (row[11], row[7] or ""))
         inserted = {row[0] for row in connection.execute(SQL_INSERT_MESSAGES, _columns(rows))}
         lost = {index for msg_id, index in firsts.items() if msg_id not in inserted}
         for index in sorted(lost):
@@ -696,6 +699,8 @@ class PostgresJournal:
     def _record_state_changes(self, connection: Connection, kind: type, run: Sequence[Any]) -> None:
         for statement, rows, prefix in _change_rows(kind, run, self._node):
             for part in _unique_runs(rows) if rows else ():
+                # By msg_id: nodes changing the same messages lock them in one order.
+                part.sort(key=lambda row: int(row[0]))
                 cursor = connection.execute(CHANGE_SQL[statement], [*prefix, *_columns(part)])
                 if statement in {"final", "submitted_final"}:
                     self._pending_delta -= max(cursor.rowcount, 0)

@@ -1,6 +1,6 @@
-"""The journal's tests on every backend: the `journal` fixture is a fresh SQLite journal
-and a fresh PostgreSQL one (tests/servers/postgres.py starts the server on first use), so
-each backend-neutral test runs on both."""
+"""The journal's tests on every backend: the `journal` fixture is a fresh SQLite journal and
+a fresh PostgreSQL one (tests/servers/postgres.py starts the server on first use), `reader`
+its read-only reader, `opener` opens it again: each backend-neutral test runs on both."""
 
 from __future__ import annotations
 
@@ -11,10 +11,21 @@ from pathlib import Path
 
 import pytest
 
+from engine.journal import JournalReader
 from engine.journal.postgres import PostgresJournal, open_postgres_journal
+from engine.journal.postgres_reader import open_postgres_reader
 from engine.journal.sqlite import SqliteJournal, open_sqlite_journal
+from engine.journal.sqlite_reader import open_sqlite_reader
 
-__all__ = ["BACKENDS", "BackendJournal", "JournalOpener", "journal", "journal_target", "opener"]
+__all__ = [
+    "BACKENDS",
+    "BackendJournal",
+    "JournalOpener",
+    "journal",
+    "journal_target",
+    "opener",
+    "reader",
+]
 
 BACKENDS = ("sqlite", "postgresql")
 BackendJournal = SqliteJournal | PostgresJournal
@@ -61,3 +72,17 @@ def opener(journal_target: tuple[str, str]) -> JournalOpener:
                 yield pg
 
     return open_it
+
+
+@pytest.fixture
+async def reader(
+    journal: BackendJournal, journal_target: tuple[str, str]
+) -> AsyncIterator[JournalReader]:
+    """The read-only reader of the test's journal (opened after it), on its backend."""
+    backend, where = journal_target
+    if backend == "sqlite":
+        async with open_sqlite_reader(where) as opened:
+            yield opened
+    else:
+        async with open_postgres_reader(where) as pg:
+            yield pg

@@ -302,3 +302,25 @@ async def test_the_reader_sees_what_any_node_committed(
         assert (len(events), cursor) == (2, 2)
         assert len(await reader.history(mine.msg_id)) == 1
         assert await reader.kept_events_count() == 0
+
+
+async def test_two_nodes_accepting_the_same_client_ids_in_opposite_orders_never_deadlock(
+    two_nodes: tuple[PostgresJournal, PostgresJournal],
+) -> None:
+    first, second = two_nodes
+    answers: dict[str, list[list[Message] | Duplicate]] = {"a": [], "b": []}
+
+    async def accept_batches(journal: PostgresJournal, name: str, reverse: bool) -> None:
+        for batch in range(5):
+            refs = [f"ref-{batch}-{n}" for n in range(20)]
+            groups = [[make_message(client_ref=ref)] for ref in refs]
+            answered = await journal.accept(groups[::-1] if reverse else groups)
+            answers[name] += answered[::-1] if reverse else answered
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(accept_batches, first, "a", False)
+            tg.start_soon(accept_batches, second, "b", True)
+    for mine, theirs in zip(answers["a"], answers["b"], strict=True):
+        assert [isinstance(answer, list) for answer in (mine, theirs)].count(True) == 1
+    assert await first.pending_count() == 100

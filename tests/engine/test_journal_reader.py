@@ -1,37 +1,29 @@
-"""engine.journal.sqlite_reader on a real SQLite file; the journal's cancel compare-and-set."""
+"""The journal's readers (engine.journal.sqlite_reader, postgres_reader) on a real SQLite file and
+a real PostgreSQL database; the journal's cancel compare-and-set on both."""
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import anyio
 import anyio.lowlevel
 import pytest
 
 from engine import lifecycle
-from engine.journal import MarkFinal
-from engine.journal.sqlite import SqliteJournal, open_sqlite_journal
-from engine.journal.sqlite_reader import SqliteReader, open_sqlite_reader
+from engine.journal import JournalReader, MarkFinal
+from tests.engine import journal_backends
+from tests.engine.journal_backends import BackendJournal
 from tests.engine.test_journal import accept_one, make_message, park_writer
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-async def journal(tmp_path: Path) -> AsyncIterator[SqliteJournal]:
-    async with open_sqlite_journal(tmp_path / "septet.db") as opened:
-        yield opened
-
-
-@pytest.fixture
-async def reader(journal: SqliteJournal) -> AsyncIterator[SqliteReader]:
-    async with open_sqlite_reader(journal.path) as opened:
-        yield opened
+# Each test runs on every backend: the journal and its reader (tests/engine/journal_backends.py).
+journal = journal_backends.journal
+journal_target = journal_backends.journal_target
+reader = journal_backends.reader
 
 
 async def test_a_message_reads_back_with_its_state_by_name(
-    journal: SqliteJournal, reader: SqliteReader
+    journal: BackendJournal, reader: JournalReader
 ) -> None:
     message = await accept_one(journal, make_message(client_ref="r1"))
     stored = await reader.message(int(message.msg_id))
@@ -49,7 +41,7 @@ async def test_a_message_reads_back_with_its_state_by_name(
 
 
 async def test_a_page_is_newest_first_filtered_and_resumes_by_cursor(
-    journal: SqliteJournal, reader: SqliteReader
+    journal: BackendJournal, reader: JournalReader
 ) -> None:
     ids = []
     for n in range(7):
@@ -79,7 +71,7 @@ async def test_a_page_is_newest_first_filtered_and_resumes_by_cursor(
 
 
 async def test_cancel_wins_only_over_a_waiting_message_never_carried(
-    journal: SqliteJournal, reader: SqliteReader
+    journal: BackendJournal, reader: JournalReader
 ) -> None:
     waiting = await accept_one(journal, make_message(due_at=500.0))
     step = lifecycle.on_cancel(waiting, 100.0)
@@ -103,7 +95,7 @@ async def test_cancel_wins_only_over_a_waiting_message_never_carried(
 
 @pytest.mark.parametrize("cancel_first", [True, False])
 async def test_a_claim_and_a_cancel_in_one_commit_exactly_one_wins(
-    journal: SqliteJournal, cancel_first: bool
+    journal: BackendJournal, cancel_first: bool
 ) -> None:
     message = await accept_one(journal, make_message())
     step = lifecycle.on_cancel(message, 100.0)
@@ -126,7 +118,7 @@ async def test_a_claim_and_a_cancel_in_one_commit_exactly_one_wins(
     assert outcome == {"cancelled": cancel_first, "claimed": not cancel_first}
 
 
-async def test_a_cancel_step_has_one_final_change(journal: SqliteJournal) -> None:
+async def test_a_cancel_step_has_one_final_change(journal: BackendJournal) -> None:
     with pytest.raises(ValueError, match="exactly one MarkFinal"):
         await journal.cancel([])
     final = MarkFinal(msg_id="1", outcome="CANCELLED", code=None, error=None, at=1.0)
@@ -135,7 +127,7 @@ async def test_a_cancel_step_has_one_final_change(journal: SqliteJournal) -> Non
 
 
 async def test_the_backlog_is_counted_off_the_writer_thread(
-    journal: SqliteJournal, reader: SqliteReader
+    journal: BackendJournal, reader: JournalReader
 ) -> None:
     _, second, third = [await accept_one(journal, make_message()) for _ in range(3)]
     await journal.claim([second], 0, 101.0)
