@@ -17,15 +17,11 @@ from engine.feed import AppendEvents, DeliveryOutcome
 from engine.journal import JournalError, MarkFinal
 from engine.journal.sqlite import open_sqlite_journal
 from engine.models import CancelledEvent, DeliveryReport, Message
-from tests.engine import journal_backends
 from tests.engine.journal_backends import BackendJournal, JournalOpener
-from tests.engine.test_journal import UNDO_VERSION_8
+from tests.engine.test_journal_sqlite import UNDO_VERSION_8
 
 pytestmark = pytest.mark.anyio
 
-# `opener`: each test that takes it runs on every backend (SQLite, PostgreSQL).
-opener = journal_backends.opener
-journal_target = journal_backends.journal_target
 
 T0 = 1_000_000.0
 

@@ -14,15 +14,13 @@ from engine.journal import Duplicate, MarkFinal
 from engine.journal.sqlite import open_sqlite_journal
 from engine.journal.sqlite_schema import SCHEMA_VERSION
 from engine.models import Message
-from tests.engine import journal_backends
 from tests.engine.journal_backends import BackendJournal
-from tests.engine.test_journal import UNDO_VERSION_8, make_message
+from tests.engine.test_journal import make_message
+from tests.engine.test_journal_sqlite import UNDO_VERSION_8
 
 pytestmark = pytest.mark.anyio
 
-# The `journal` fixture: a test that takes it runs on every backend (SQLite, PostgreSQL).
-journal = journal_backends.journal
-journal_target = journal_backends.journal_target
+# `journal` (tests/engine/journal_backends.py): a test that takes it runs on every backend.
 
 
 def of(account: str, ref: str | None, *, at: float = 100.0, to: str = "+250788100001") -> Message:

@@ -9,17 +9,12 @@ import pytest
 
 from engine import lifecycle
 from engine.journal import JournalReader, MarkFinal
-from tests.engine import journal_backends
 from tests.engine.journal_backends import BackendJournal
 from tests.engine.test_journal import accept_one, make_message, park_writer
 
 pytestmark = pytest.mark.anyio
 
-
-# Each test runs on every backend: the journal and its reader (tests/engine/journal_backends.py).
-journal = journal_backends.journal
-journal_target = journal_backends.journal_target
-reader = journal_backends.reader
+# Each test runs on every backend: `journal` and `reader` (tests/engine/journal_backends.py).
 
 
 async def test_a_message_reads_back_with_its_state_by_name(

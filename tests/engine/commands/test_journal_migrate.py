@@ -14,8 +14,8 @@ from engine.journal.sqlite import open_sqlite_journal
 from engine.journal.sqlite_schema import SCHEMA_VERSION
 from engine.journal_lock import lock_journal
 from tests.engine.commands.test_admin_commands import cli_config, septet
-from tests.engine.test_journal import UNDO_VERSION_8
 from tests.engine.test_journal_accounts import accept, of
+from tests.engine.test_journal_sqlite import UNDO_VERSION_8
 
 pytestmark = pytest.mark.anyio
 
