@@ -393,7 +393,6 @@ class PostgresJournal:
             thread_name="septet-journal-pg",
             closed=lambda: JournalError(f"The journal at {self.where} is closed."),
             on_commit=on_commit,
-            optimistic=False,
         )
         # Owned by the writer thread: what the group being written changes.
         self._pending_delta = 0

@@ -210,11 +210,11 @@ async def test_concurrent_accepts_share_commits_and_all_complete(journal: Backen
 async def test_a_bad_call_in_a_shared_commit_fails_alone(journal: BackendJournal) -> None:
     # Calls that pile up share one transaction; one with bad data is undone by itself and
     # the others still commit (the group is rerun with a savepoint per call).
-    outcomes: dict[str, object] = {}
+    outcomes: dict[str, Message | ValueError] = {}
 
     async def accept_in_task(name: str, message: Message) -> None:
         try:
-            outcomes[name] = (await accept_one(journal, message)).to
+            outcomes[name] = await accept_one(journal, message)
         except ValueError as error:
             outcomes[name] = error
 
@@ -226,12 +226,14 @@ async def test_a_bad_call_in_a_shared_commit_fails_alone(journal: BackendJournal
         tg.start_soon(accept_in_task, "last", make_message("+250782589803"))
         await anyio.wait_all_tasks_blocked()
         release.set()
-    assert outcomes["first"] == "+250782589801"
-    assert outcomes["last"] == "+250782589803"
-    assert isinstance(outcomes["bad"], ValueError)
+    first, last, bad = outcomes["first"], outcomes["last"], outcomes["bad"]
+    assert isinstance(first, Message)
+    assert isinstance(last, Message)
+    assert (first.to, last.to) == ("+250782589801", "+250782589803")
+    assert isinstance(bad, ValueError)
     assert journal.commits - commits_before == 1
     assert await journal.pending_count() == 2
-    stored = await journal.get(["1", "2", "3"])
+    stored = await journal.get([first.msg_id, last.msg_id])
     assert sorted(m.to for m in stored.values()) == ["+250782589801", "+250782589803"]
 
 
