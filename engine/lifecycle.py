@@ -276,6 +276,10 @@ class Count(msgspec.Struct, frozen=True):
     reason: str | None = None
 
 
+# One for every message sent (frozen: shared by every step that counts a submit).
+SUBMITTED_COUNT: Final = Count("submitted")
+
+
 class Charge(msgspec.Struct, frozen=True, gc=False):
     """What the provider said it charged for one message, every part of it: the price in
     its submit reply (dsc, BSG) or in its report (Route Mobile). (gc=False: a float and a
@@ -343,14 +347,16 @@ def _check(message: Message, before: State, kind: InputKind, step: Step) -> Step
     allowed = TRANSITIONS.get((before, kind))
     if allowed is None or step.state not in allowed:
         raise IllegalTransition(f"{kind} may not move a message from {before} to {step.state}")
-    if step.events:
+    events = step.events
+    if events:
         step.changes.append(
             AppendEvents(
                 account=account_of(message),
                 msg_id=message.msg_id,
                 callback_url=message.callback_url,
-                events=[event for _, event in step.events],
-                kannel=kannel_target(message),
+                # One event, as most steps have, without a comprehension's frame.
+                events=[events[0][1]] if len(events) == 1 else [event for _, event in events],
+                kannel=None if message.dlr_url is None else kannel_target(message),
             )
         )
     return step
@@ -563,7 +569,7 @@ def _submitted(message: Message, outcome: Submitted, ctx: Context) -> Step:
                 ),
             )
         ],
-        counts=[Count("submitted")],
+        counts=[SUBMITTED_COUNT],
         circuit="success",
         charge=_charge(provider_cost, provider_currency),
     )

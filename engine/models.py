@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 from typing import Annotated, Final, Literal
 
 import msgspec
@@ -274,6 +275,10 @@ event_encoder = msgspec.json.Encoder()
 event_decoder = msgspec.json.Decoder(Event)
 
 
+# Keeps its last answer: a request's or a line's messages share one clock reading, so their
+# events share one datetime (immutable) instead of making one each. (lru_cache is thread
+# safe: the journal's writer thread converts times too.)
+@functools.lru_cache(maxsize=1)
 def utc_from_timestamp(seconds: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, dt.UTC)
 

@@ -1883,3 +1883,16 @@ def test_no_failover_when_no_later_bridge_takes_the_message() -> None:
     assert not [event for _, event in step.events if isinstance(event, FailoverEvent)]
     with pytest.raises(lifecycle.IllegalTransition):
         lifecycle.on_circuit_open(accepted(flash=True), skipping("bsg"))
+
+
+def test_event_times_are_each_the_instant_they_were_asked_for() -> None:
+    """utc_from_timestamp keeps its last answer (a request's steps share one clock reading):
+    a different instant is converted again, and going back gives the earlier one."""
+    first, second = utc_from_timestamp(NOW), utc_from_timestamp(NOW + 1.5)
+    assert (second - first).total_seconds() == 1.5
+    assert [utc_from_timestamp(t).timestamp() for t in (NOW, NOW, NOW + 1.5, NOW)] == [
+        NOW,
+        NOW,
+        NOW + 1.5,
+        NOW,
+    ]
