@@ -15,6 +15,9 @@ Two parts, against a throwaway redis-server (bench.redis_server):
 - **cost**: one turn of the shared gate against the local one (engine.bridge_limits.LocalGate):
   the round trip (median of single calls) and the CPU per turn of the client process
   (time.process_time over a run) and of redis-server (psutil), medians over repeats.
+- **backlog**: 100 askers in one process on an 8/s bridge for 5 s (a dispatch pool on
+  SMS Club with a backlog): turns given, script calls Redis ran (its commandstats) and
+  the client's CPU; the gate's line keeps the calls near the turns.
 
     python -m bench.cluster_rates [--quick] [--out FILE] [--processes N] [--seconds S]
         [--requests-per-s R] [--messages-per-s M] [--concurrency C] [--calls K] [--repeats N]
@@ -345,6 +348,65 @@ async def measure_cost(server: RedisServer, calls: int, repeats: int) -> list[di
     return rows
 
 
+# ── a backlog on a slow bridge ────────────────────────────────────────────────────────
+
+# A bridge like SMS Club's (8/s) with a dispatch pool's worth of askers (100).
+BACKLOG_RATE: Final = 8.0
+BACKLOG_ASKERS: Final = 100
+
+
+async def measure_backlog(server: RedisServer, seconds: float) -> dict[str, Any]:
+    """`BACKLOG_ASKERS` askers in one process on a bridge of `BACKLOG_RATE` requests a
+    second for `seconds`: how many turns they got, how many times Redis ran the script
+    for them (its commandstats), and the process's CPU."""
+    client = open_client(server.url)
+    gate = SharedGate(
+        client,
+        "backlog",
+        requests_per_s=BACKLOG_RATE,
+        requests_burst=1.0,
+        messages_per_s=0.0,
+        messages_burst=1.0,
+        fresh_hold_s=0.0,
+    )
+    end = time.monotonic() + seconds
+    grants = 0
+
+    async def serve_asker() -> None:
+        nonlocal grants
+        while time.monotonic() < end:
+            answer = await gate.reserve(1, 1)
+            if isinstance(answer, Hold):
+                await asyncio.sleep(answer.retry_s)
+                continue
+            grants += 1
+            await asyncio.sleep(answer)
+
+    before = await _script_calls(client)
+    started_cpu = time.process_time()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(BACKLOG_ASKERS):
+            group.create_task(serve_asker())
+    cpu_s = time.process_time() - started_cpu
+    calls = await _script_calls(client) - before
+    await client.aclose()
+    return {
+        "part": "backlog",
+        "rate": BACKLOG_RATE,
+        "askers": BACKLOG_ASKERS,
+        "seconds": seconds,
+        "grants": grants,
+        "script_calls": calls,
+        "client_cpu_s": cpu_s,
+    }
+
+
+async def _script_calls(client: Redis) -> int:
+    stats = await client.info("commandstats")
+    counts = [stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("evalsha", "eval")]
+    return sum(int(count) for count in counts)
+
+
 # ── the command ───────────────────────────────────────────────────────────────────────
 
 
@@ -386,16 +448,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 messages_burst=arguments.messages_burst,
             )
             cost = uvloop.run(measure_cost(server, calls, arguments.repeats))
+            backlog = uvloop.run(measure_backlog(server, min(seconds, 5.0)))
         finally:
             server.stop()
     print(report(plan, held, per_process, cost))
+    print(
+        f"\nbacklog: {backlog['askers']} askers on a {backlog['rate']:g}/s bridge for"
+        f" {backlog['seconds']:g} s: {backlog['grants']} turns, {backlog['script_calls']}"
+        f" script calls, {backlog['client_cpu_s']:.2f} s of client CPU"
+    )
     rows = [
         {"part": "rates", "processes": arguments.processes, "seconds": seconds}
         | asdict(figures)
         | {"total_error": figures.total_error, "grants_per_process": per_process}
         for figures in held
     ]
-    path = write_results(NAME, rows + cost, quick=arguments.quick, out=arguments.out)
+    path = write_results(NAME, [*rows, *cost, backlog], quick=arguments.quick, out=arguments.out)
     print(f"\nresults: {path}")
     return 0
 

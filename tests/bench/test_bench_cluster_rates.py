@@ -1,5 +1,5 @@
 """Smoke test for bench.cluster_rates: a short run with two processes prints and writes
-both parts (the rates held and the cost of a turn)."""
+every part (the rates held, the cost of a turn, a backlog on a slow bridge)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,10 @@ def test_a_short_run_prints_and_writes_both_parts(
     assert set(costs) == {"local", "redis"}
     assert costs["redis"]["server_cpu_us"] > 0
     assert costs["local"]["server_cpu_us"] == 0
+    [backlog] = [row for row in rows if row["part"] == "backlog"]
+    assert backlog["grants"] > 0
+    assert backlog["script_calls"] >= backlog["grants"]
     printed = capsys.readouterr().out
     assert "cost of one turn" in printed
     assert "busiest 1 s" in printed
+    assert "backlog: 100 askers on a 8/s bridge" in printed

@@ -6,6 +6,7 @@ and an unreachable Redis holds every turn (named once in the log) until it is ba
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -226,3 +227,30 @@ async def test_a_unix_socket_url_reaches_the_same_limits(tmp_path: Path) -> None
             await over_unix.aclose()
     finally:
         server.stop()
+
+
+async def script_calls(client: Redis) -> int:
+    stats = await client.info("commandstats")
+    return sum(
+        int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval")
+    )
+
+
+async def test_askers_beyond_the_horizon_wait_in_line_without_asking_redis(client: Redis) -> None:
+    shared = gate(client, requests_per_s=10.0, requests_burst=1.0, horizon_s=0.5)
+    assert all(
+        isinstance(answer, float) for answer in [await shared.reserve(1, 0) for _ in range(6)]
+    )
+    first = await shared.reserve(1, 0)  # Redis: the next turn is beyond the horizon
+    assert isinstance(first, Hold)
+    assert first.cause is HoldCause.AHEAD
+    asked = await script_calls(client)
+    line = [await shared.reserve(1, 0) for _ in range(20)]
+    # Not asked again: each is told to come back one turn (0.1 s) after the one before.
+    assert await script_calls(client) == asked
+    assert all(isinstance(h, Hold) and h.cause is HoldCause.AHEAD for h in line)
+    waits = [h.retry_s for h in line if isinstance(h, Hold)]
+    assert waits[0] == pytest.approx(first.retry_s + 0.1, abs=0.02)
+    assert [later - earlier for earlier, later in itertools.pairwise(waits)] == [
+        pytest.approx(0.1, abs=0.01)
+    ] * 19
