@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -109,6 +109,11 @@ log = structlog.get_logger("septet.daemon")
 
 # How long /readyz waits for the journal (a database that went away) before it says no.
 READINESS_JOURNAL_S = 2.0
+# A start-up step on a shared journal: how often it is tried, and the pause between tries.
+START_ATTEMPTS = 5
+START_RETRY_S = 1.0
+
+T = TypeVar("T")
 
 
 async def run_daemon(
@@ -158,6 +163,10 @@ async def run_daemon(
         # Before the task group, so it is closed after every task that uses it has ended.
         shared_limits = await open_shared_limits(settings.cluster.redis, stack)
         tg = await stack.enter_async_context(anyio.create_task_group())
+        # The heartbeat from the start: the rest of the start-up (simulators, credentials,
+        # recovery) may take longer than a lease, and a node without a heartbeat in that
+        # time would be taken for dead by the others.
+        tg.start_soon(_run_forever, membership.serve_heartbeat, "heartbeat")
         # Signals are taken from here on: a SIGTERM during start-up drains too.
         stop = _StopRequest()
         await tg.start(_serve_signals, stop, reopen_log)
@@ -174,7 +183,10 @@ async def run_daemon(
             on_charge=metrics.charged,
             report_timeout_s=report_timeout_s,
         )
-        orphans = await receipts_handler.recover_orphans()
+        # On a shared journal another node's work may collide with a start-up step (a
+        # deadlock the database broke by failing one side): the step is tried again.
+        attempts = START_ATTEMPTS if journal.shared else 1
+        orphans = await _attempted(receipts_handler.recover_orphans, attempts)
         if orphans:
             log.info("orphan_receipts_recovered", receipts=orphans)
 
@@ -364,16 +376,20 @@ async def run_daemon(
                 ),
                 f"balance:{name}",
             )
-        await recover_inflight(
-            journal,
-            drivers,
-            events,
-            policy=policy,
-            price=price,
-            takes=takes,
-            report_timeout_s=report_timeout_s,
+        await _attempted(
+            functools.partial(
+                recover_inflight,
+                journal,
+                drivers,
+                events,
+                policy=policy,
+                price=price,
+                takes=takes,
+                report_timeout_s=report_timeout_s,
+            ),
+            attempts,
         )
-        await receipts_handler.match_recovered_unconfirmed()
+        await _attempted(receipts_handler.match_recovered_unconfirmed, attempts)
 
         async def recover_taken(claims: Sequence[Message]) -> dict[str, int]:
             # A dead node's claims, under the same rules as this node's own after a crash.
@@ -395,8 +411,7 @@ async def run_daemon(
             return tally
 
         # Nodes that died while none was running are taken over before anything is sent.
-        await membership.take_over(recover_taken)
-        tg.start_soon(_run_forever, membership.serve_heartbeat, "heartbeat")
+        await _attempted(functools.partial(membership.take_over, recover_taken), attempts)
         tg.start_soon(
             _run_forever, functools.partial(membership.serve_takeover, recover_taken), "takeover"
         )
@@ -485,6 +500,7 @@ async def run_daemon(
                 price=price,
                 takes=takes,
                 report_timeout_s=report_timeout_s,
+                leased=lambda: membership.holds_lease(time.time()),
             )
             if drivers[name].capabilities.delivery == "poll":
                 polls = poll_policy(
@@ -870,6 +886,18 @@ class _SubmitHooks:
 
     def bucket_wait(self, bridge: str, seconds: float) -> None:
         self._metrics.bucket_wait(bridge, seconds)
+
+
+async def _attempted(step: Callable[[], Awaitable[T]], attempts: int) -> T:
+    """A start-up step, tried up to `attempts` times when the journal fails it (a pause
+    between tries); the last failure is the start's."""
+    for attempt in range(1, attempts):
+        try:
+            return await step()
+        except JournalError as error:
+            log.warning("start_step_failed", attempt=attempt, error=str(error))
+            await anyio.sleep(START_RETRY_S)
+    return await step()
 
 
 async def _logged(work: Callable[[], Awaitable[None]], what: str) -> None:

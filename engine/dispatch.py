@@ -161,7 +161,10 @@ class BridgeDispatcher:
         price: Callable[[Message, str], tuple[float, str]] | None = None,
         takes: Callable[[Message, str, float], bool] | None = None,
         report_timeout_s: float = lifecycle.DEFAULT_REPORT_TIMEOUT_S,
+        leased: Callable[[], bool] = lambda: True,
     ) -> None:
+        """`leased()`: whether this node holds its cluster lease (engine.membership); a
+        node that may be taken for dead claims nothing until it holds it again."""
         self.name = name
         self.driver = driver
         self._client = client
@@ -190,6 +193,7 @@ class BridgeDispatcher:
         self._price = price or _same_price
         self._takes = takes or _takes_anything
         self._report_timeout_s = report_timeout_s
+        self._leased = leased
         self.in_flight = 0
         # Set by the daemon's drain: finish what is in flight, start nothing new. What is
         # still queued stays accepted in the journal and resumes at the next start.
@@ -275,6 +279,14 @@ class BridgeDispatcher:
         unsaved = await self._pass_gates(len(live), unsaved)
         if self.draining:
             return unsaved  # a rate-limit wait outlasted the drain's start: send nothing new
+        if not self._leased():
+            # Another node may be taking this node's claims over right now: a new claim
+            # could be taken from under a request in flight. The batch stays accepted in
+            # the journal (the feeder brings it back, here or to another node).
+            log.warning("claim_held_back", bridge=self.name, why="no lease")
+            await anyio.sleep(JOURNAL_RETRY_S)
+            self._scheduler.wake_feeder()
+            return unsaved
         now = self._clock()
         try:
             claimed = await self._journal.claim(

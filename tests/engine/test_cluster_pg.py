@@ -57,6 +57,16 @@ async def three(postgres_dsn: str) -> AsyncIterator[list[PostgresJournal]]:
         yield [a, b, c]
 
 
+async def accept_on(
+    journal: PostgresJournal, prefix: str, count: int, bridge: str
+) -> list[Message]:
+    """`count` messages to numbers `prefix` + 5 digits, routed to `bridge` alone."""
+    groups = await journal.accept(
+        [[make_message(f"{prefix}{n:05d}", bridges=(bridge,))] for n in range(count)]
+    )
+    return [group[0] for group in groups if isinstance(group, list)]
+
+
 def recoverer(journal: PostgresJournal, clock: Clock, emitted: Emitted) -> Recover:
     """The daemon's recovery of taken claims, with the embedded default's drivers."""
     settings = default_settings()
@@ -92,17 +102,10 @@ async def test_a_dead_nodes_claims_are_finished_by_the_survivors_each_once(
     for node in nodes:
         await node.join()
     # node-a claims 300 messages (dsc: no safe resend) and dies with them in flight.
-    groups = await a.accept(
-        [[make_message(f"+2507825{n:05d}", bridges=("dsc",))] for n in range(300)]
-    )
-    accepted = [group[0] for group in groups if isinstance(group, list)]
+    accepted = await accept_on(a, "+2507825", 300, "dsc")
     assert len(await a.claim(accepted, 0, clock())) == 300
     # node-b also holds claims of its own: a live node's are never taken.
-    [own] = [
-        group[0]
-        for group in await b.accept([[make_message("+250782599999")]])
-        if isinstance(group, list)
-    ]
+    [own] = await accept_on(b, "+2507826", 1, "dsc")
     assert await b.claim([own], 0, clock()) == [own]
 
     clock.now += 2.0  # within the lease: nothing is taken
@@ -152,10 +155,7 @@ async def test_claims_that_never_left_are_sent_again_once(three: list[PostgresJo
     live = Membership(b, "node-b", "run-b", LEASE, clock=clock)
     await dead.join()
     await live.join()
-    groups = await a.accept(
-        [[make_message(f"+4477009{n:05d}", bridges=("bsg",))] for n in range(10)]
-    )
-    accepted = [group[0] for group in groups if isinstance(group, list)]
+    accepted = await accept_on(a, "+4477009", 10, "bsg")
     await a.claim(accepted, 0, clock())
     clock.now += 10
     await live.beat()

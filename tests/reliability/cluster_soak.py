@@ -70,9 +70,12 @@ from tests.reliability.soak import (
 
 REPORT_TIMEOUT_S = 60.0
 FINAL_WAIT_S = 300.0
-# Short leases so that a killed node's claims are taken over within the round.
-HEARTBEAT_S = 0.5
-LEASE_S = 2.0
+# Leases far shorter than the default (15 s), so that a killed node's claims are taken over
+# within the round, yet long enough that a node slowed by the load (three nodes, the
+# database and the simulators on two cores) keeps its own: 2 s was not (a starting node
+# was taken for dead).
+HEARTBEAT_S = 1.0
+LEASE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -349,24 +352,93 @@ async def wait_for_all_final(dsn: str, timeout_s: float) -> None:
         await anyio.sleep(0.2)  # a poll of journal state
 
 
+@dataclass
+class Seen:
+    """What the clients and the nodes showed over every round."""
+
+    acknowledged: set[str] = field(default_factory=set)  # msg_ids of `accepted` events
+    answered: set[str] = field(default_factory=set)  # client refs accepted or duplicate
+    rejections: list[str] = field(default_factory=list)
+    kills: list[Kill] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+    accepted_by_node: Counter[str] = field(default_factory=Counter)
+    exit_codes: list[int | None] = field(default_factory=list)
+
+    def take(self, running: list[Node], rounds: list[Round]) -> None:
+        for node, round_ in zip(running, rounds, strict=True):
+            self.acknowledged |= round_.accepted_ids
+            self.answered |= round_.answered_refs
+            self.rejections += round_.rejections
+            self.accepted_by_node[node.name] += round_.accepted
+
+
+async def run_nodes(
+    configs: list[NodeConfig],
+    workdir: Path,
+    dsn: str,
+    lines: dict[str, bytes],
+    slices: list[list[str]],
+    rng: random.Random,
+) -> Seen:
+    """Start the nodes, run one round per slice (a kill and restart in all but the last),
+    wait until every message is final, stop the nodes with SIGTERM."""
+    seen = Seen()
+    running: list[Node] = []
+    try:
+        for config in configs:
+            running.append(await anyio.to_thread.run_sync(start_node, config, workdir, 0))
+        seen.logs += [node.log for node in running]
+        for number, new_refs in enumerate(slices, 1):
+            previous = [r for s in slices[: number - 1] for r in s if r not in seen.answered]
+            victim = rng.randrange(len(running)) if number < len(slices) else None
+            rounds, kill = await run_round(
+                running, previous + new_refs, lines, victim=victim, dsn=dsn
+            )
+            seen.take(running, rounds)
+            if kill is not None and victim is not None:
+                seen.kills.append(kill)
+                restarted = await anyio.to_thread.run_sync(
+                    start_node, running[victim].config, workdir, number
+                )
+                running[victim] = restarted
+                seen.logs.append(restarted.log)
+        await wait_for_all_final(dsn, FINAL_WAIT_S)
+        for node in running:
+            node.process.send_signal(signal.SIGTERM)
+        for node in running:
+            seen.exit_codes.append(await anyio.to_thread.run_sync(node.process.wait, 60))
+    finally:
+        for node in running:
+            if node.process.poll() is None:
+                node.process.kill()
+                node.process.wait(10)
+    return seen
+
+
+def missing_lines(rows: list[JournalRow], refs: list[str], seen: Seen) -> list[str]:
+    """What was acknowledged but is not journaled, lines never answered or not journaled,
+    and lines journaled more than once."""
+    missing = sorted(seen.acknowledged - {row.msg_id for row in rows})
+    missing += sorted(f"line {ref} never answered" for ref in set(refs) - seen.answered)
+    journaled_refs = Counter(row.client_ref for row in rows)
+    missing += sorted(f"line {ref} not journaled" for ref in set(refs) - set(journaled_refs))
+    missing += sorted(
+        f"line {ref} journaled {n} times" for ref, n in journaled_refs.items() if n > 1
+    )
+    return missing
+
+
 async def cluster_soak(
     workdir: Path, dsn: str, *, nodes: int, messages: int, kills: int, seed: int
 ) -> ClusterReport:
     started = time.monotonic()
     rng = random.Random(seed)
     lines = build_lines(messages)
-    all_refs = list(lines)
+    refs = list(lines)
     slices = [
-        all_refs[i * messages // (kills + 1) : (i + 1) * messages // (kills + 1)]
+        refs[i * messages // (kills + 1) : (i + 1) * messages // (kills + 1)]
         for i in range(kills + 1)
     ]
-    acknowledged: set[str] = set()
-    answered: set[str] = set()
-    rejections: list[str] = []
-    done: list[Kill] = []
-    logs: list[Path] = []
-    accepted_by_node: Counter[str] = Counter()
-    exit_codes: list[int | None] = []
     with simulators(workdir) as sim_url:
         configs = [write_node_config(workdir, n, sim_url, dsn) for n in range(nodes)]
         configure_simulators(
@@ -383,63 +455,24 @@ async def cluster_soak(
         )
         for provider, faults in FAULTS.items():
             configure_simulators(sim_url, faults, provider)
-        running: list[Node] = []
-        try:
-            for config in configs:
-                running.append(await anyio.to_thread.run_sync(start_node, config, workdir, 0))
-            logs += [node.log for node in running]
-            for number, new_refs in enumerate(slices, 1):
-                previous = [r for s in slices[: number - 1] for r in s if r not in answered]
-                victim = rng.randrange(nodes) if number <= kills else None
-                rounds, kill = await run_round(
-                    running, previous + new_refs, lines, victim=victim, dsn=dsn
-                )
-                for node, round_ in zip(running, rounds, strict=True):
-                    acknowledged |= round_.accepted_ids
-                    answered |= round_.answered_refs
-                    rejections += round_.rejections
-                    accepted_by_node[node.name] += round_.accepted
-                if kill is not None and victim is not None:
-                    done.append(kill)
-                    restarted = await anyio.to_thread.run_sync(
-                        start_node, running[victim].config, workdir, number
-                    )
-                    running[victim] = restarted
-                    logs.append(restarted.log)
-            await wait_for_all_final(dsn, FINAL_WAIT_S)
-            for node in running:
-                node.process.send_signal(signal.SIGTERM)
-            for node in running:
-                exit_codes.append(await anyio.to_thread.run_sync(node.process.wait, 60))
-        finally:
-            for node in running:
-                if node.process.poll() is None:
-                    node.process.kill()
-                    node.process.wait(10)
+        seen = await run_nodes(configs, workdir, dsn, lines, slices, rng)
         reached = recipients_reached(sim_url)
     rows = read_rows(dsn)
     fates, examples = tally_fates(rows, lambda row: reached.get(row.to.lstrip("+"), 0))
-    missing = sorted(acknowledged - {row.msg_id for row in rows})
-    missing += sorted(f"line {ref} never answered" for ref in set(all_refs) - answered)
-    journaled_refs = Counter(row.client_ref for row in rows)
-    missing += sorted(f"line {ref} not journaled" for ref in set(all_refs) - set(journaled_refs))
-    missing += sorted(
-        f"line {ref} journaled {n} times" for ref, n in journaled_refs.items() if n > 1
-    )
     return ClusterReport(
         seed=seed,
         nodes=nodes,
         messages=messages,
-        kills=done,
+        kills=seen.kills,
         journaled=len(rows),
         fates=fates,
         examples=examples,
-        missing=missing,
-        unexpected_rejections=rejections,
-        taken_over=taken_over(logs),
+        missing=missing_lines(rows, refs, seen),
+        unexpected_rejections=seen.rejections,
+        taken_over=taken_over(seen.logs),
         rows_left=node_rows(dsn),
-        exit_codes=exit_codes,
-        accepted_by_node=dict(accepted_by_node),
+        exit_codes=seen.exit_codes,
+        accepted_by_node=dict(seen.accepted_by_node),
         seconds=time.monotonic() - started,
     )
 
