@@ -5,10 +5,13 @@ both take a client id, and hand out event ids in commit order."""
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
 from collections.abc import AsyncIterator
 
 import anyio
+import anyio.to_thread
 import psycopg
 import pytest
 
@@ -324,3 +327,59 @@ async def test_two_nodes_accepting_the_same_client_ids_in_opposite_orders_never_
     for mine, theirs in zip(answers["a"], answers["b"], strict=True):
         assert [isinstance(answer, list) for answer in (mine, theirs)].count(True) == 1
     assert await first.pending_count() == 100
+
+
+async def test_a_group_that_loses_its_client_id_to_another_node_is_its_duplicate(
+    two_nodes: tuple[PostgresJournal, PostgresJournal], postgres_dsn: str
+) -> None:
+    """Deterministic form of the race: node A has inserted client id "order-7" and not yet
+    committed when node B, which saw no such id, inserts it too. B waits on A's row; when A
+    commits, B's group (two recipients) is answered as A's duplicate and none of it stays."""
+    first, second = two_nodes
+    holding, release = threading.Event(), threading.Event()
+
+    def park(connection: object) -> None:
+        holding.set()
+        release.wait(timeout=20)
+
+    def group() -> list[Message]:
+        return [
+            make_message("+250782589800", client_ref="order-7"),
+            make_message("+250782589801", client_ref="order-7"),
+        ]
+
+    answers: dict[str, list[list[Message] | Duplicate]] = {}
+
+    async def accept_on(journal: PostgresJournal, name: str) -> None:
+        answers[name] = await journal.accept([group()])
+
+    async with anyio.create_task_group() as tg:
+        # A's accept and a parked write share one group: A's transaction stays open.
+        tg.start_soon(accept_on, first, "a")
+        tg.start_soon(functools.partial(first._execute, park, write=True))
+        assert await anyio.to_thread.run_sync(holding.wait, 10)
+        tg.start_soon(accept_on, second, "b")
+        await wait_for_a_lock_wait(postgres_dsn)
+        release.set()
+    [mine], [theirs] = answers["a"], answers["b"]
+    assert isinstance(mine, list)
+    assert theirs == Duplicate("order-7", [message.msg_id for message in mine])
+    assert await second.pending_count() == 2
+    listed = await second.messages_of("", client_ref="order-7")
+    assert sorted(item.message.msg_id for item in listed) == sorted(m.msg_id for m in mine)
+
+
+async def wait_for_a_lock_wait(dsn: str) -> None:
+    """Until a septet connection waits on a lock: the server watches its own activity
+    (no event tells a client that), bounded by a statement timeout."""
+
+    def wait() -> None:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute("SET statement_timeout = '10s'")
+            admin.execute(
+                "DO $$ BEGIN WHILE NOT EXISTS (SELECT 1 FROM pg_stat_activity"
+                " WHERE application_name = 'septet' AND wait_event_type = 'Lock')"
+                " LOOP PERFORM pg_sleep(0.01); END LOOP; END $$"
+            )
+
+    await anyio.to_thread.run_sync(wait)
