@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.metrics import Metrics
+from engine.metrics import LiveState, Metrics
 
 GRAFANA = Path(__file__).resolve().parents[2] / "grafana"
 RULES = GRAFANA / "alerts.yml"
@@ -34,7 +34,7 @@ def test_the_rules_are_valid() -> None:
         [promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 5 rules found" in result.stdout
+    assert "SUCCESS: 6 rules found" in result.stdout
 
 
 def test_the_rules_fire_as_their_unit_tests_say() -> None:
@@ -58,6 +58,14 @@ def test_every_metric_the_rules_and_their_tests_use_is_one_septet_exposes(tmp_pa
     operations.journal_max_bytes = 1 << 20
     operations.balance("bsg", 10.0, "EUR", at=1.0)
     metrics.outcome("bsg", "failed", 1, "account_credit")
+    metrics.watch(
+        lambda: LiveState(
+            queue_depth={"bsg": 0},
+            in_flight={"bsg": 0},
+            circuit={"bsg": "closed"},
+            rate_limits_reachable={"bsg": True},
+        )
+    )
     exposed = {
         line.split("{")[0].split(" ")[0]
         for line in metrics.exposition().decode().splitlines()
