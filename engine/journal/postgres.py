@@ -388,6 +388,9 @@ class PostgresJournal:
         self._feed_accounts = None if feed_accounts is None else frozenset(feed_accounts)
         self._writer_name = writer_name or f"run-{msgspec.json.encode(time.time_ns()).decode()}"
         self.instance = ""
+        # The heartbeat's own connection (`heartbeat`), used one beat at a time.
+        self._beat_link = PostgresLink(dsn, self.where)
+        self._beat_limiter = anyio.CapacityLimiter(1)
         self._writer: GroupCommitWriter[PostgresLink, Snapshot] = GroupCommitWriter(
             _PostgresWriting(self),
             thread_name="septet-journal-pg",
@@ -417,6 +420,7 @@ class PostgresJournal:
 
     async def close(self) -> None:
         await self._writer.close()
+        await anyio.to_thread.run_sync(self._beat_link.close, limiter=self._beat_limiter)
 
     # ── on the writer thread ────────────────────────────────────────────────────
 
@@ -1245,17 +1249,30 @@ class PostgresJournal:
         self._node = node
 
     async def heartbeat(self, node: str, run: str, now: float) -> bool:
-        """False when the row is gone or another run holds the name."""
-        return await self._execute(
-            lambda connection: (
-                connection.execute(
-                    "UPDATE nodes SET heartbeat_at = %s WHERE node = %s AND run = %s",
-                    (now, node, run),
-                ).rowcount
-                == 1
-            ),
-            write=True,
-        )
+        """False when the row is gone or another run holds the name.
+
+        On a connection of its own (autocommit, on a worker thread), not in the writer's
+        line: a node whose writer has a backlog of big groups is busy, not dead, and its
+        heartbeat must not wait behind them for longer than its lease."""
+
+        def beat() -> bool:
+            try:
+                return bool(
+                    self._beat_link.ready()
+                    .execute(
+                        "UPDATE nodes SET heartbeat_at = %s WHERE node = %s AND run = %s",
+                        (now, node, run),
+                    )
+                    .rowcount
+                    == 1
+                )
+            except psycopg.Error as error:
+                self._beat_link.close()
+                raise JournalError(
+                    f"The journal at {self.where} could not be written: {reason_of(error)}."
+                ) from None
+
+        return await anyio.to_thread.run_sync(beat, limiter=self._beat_limiter)
 
     async def leave(self, node: str, run: str, now: float) -> None:
         await self._execute(
