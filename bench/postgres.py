@@ -24,7 +24,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Final, NamedTuple
 
@@ -89,17 +89,18 @@ class TemporaryPostgres:
 
     @classmethod
     @contextlib.contextmanager
-    def started(cls) -> Iterator[TemporaryPostgres]:
-        server = cls.start()
+    def started(cls, settings: Mapping[str, str] | None = None) -> Iterator[TemporaryPostgres]:
+        server = cls.start(settings)
         try:
             yield server
         finally:
             server.stop()
 
     @classmethod
-    def start(cls) -> TemporaryPostgres:
+    def start(cls, settings: Mapping[str, str] | None = None) -> TemporaryPostgres:
         """initdb in a new temporary directory and start the server; raises
-        PostgresUnavailableError with the reason when it cannot."""
+        PostgresUnavailableError with the reason when it cannot. `settings` replaces
+        SERVER_SETTINGS (a bench that wants a durable server: fsync on)."""
         bindir = binaries_directory()
         root = Path(tempfile.mkdtemp(prefix="septet-pg-"))
         try:
@@ -110,7 +111,7 @@ class TemporaryPostgres:
             last = ""
             for _ in range(START_ATTEMPTS):
                 port = free_port()
-                process = _spawn(bindir, root, port, user)
+                process = _spawn(bindir, root, port, user, settings or SERVER_SETTINGS)
                 try:
                     _wait_ready(bindir, root, port, process)
                 except PostgresUnavailableError as error:
@@ -225,14 +226,18 @@ def _initdb(bindir: Path, root: Path, user: pwd.struct_passwd | None) -> None:
 
 
 def _spawn(
-    bindir: Path, root: Path, port: int, user: pwd.struct_passwd | None
+    bindir: Path,
+    root: Path,
+    port: int,
+    user: pwd.struct_passwd | None,
+    server_settings: Mapping[str, str],
 ) -> subprocess.Popen[bytes]:
     settings = [
         *("-c", "listen_addresses=127.0.0.1"),
         *("-c", f"port={port}"),
         *("-c", f"unix_socket_directories={root}"),
     ]
-    for key, value in SERVER_SETTINGS.items():
+    for key, value in server_settings.items():
         settings += ["-c", f"{key}={value}"]
     identity = _as_user(user)
     log = (root / "server.log").open("ab")
