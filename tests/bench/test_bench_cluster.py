@@ -8,11 +8,12 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
-from bench.cluster import CARRIES_OVER, node_config, split_load, tree_cpu_seconds
+from bench.cluster import CARRIES_OVER, _medians, node_config, split_load, tree_cpu_seconds
 from bench.pipeline import _scenarios
 from engine.config import Settings, validate
 from engine.models import submission_decoder
@@ -158,3 +159,24 @@ def test_quick_run_finishes_every_message_and_leaves_no_process(tmp_path: Path) 
     assert len(cluster["node_cpu_s"]) == 2
     assert cluster["database_cpu_us_per_message"] > 0
     assert results[0]["database_cpu_s"] == 0
+
+
+def test_repeated_runs_keep_the_worst_of_what_must_hold() -> None:
+    def run(per_s: float, twice: int, final: int) -> dict[str, Any]:
+        return {
+            "setup": "postgresql ×2",
+            "messages_per_s": per_s,
+            "lost": 0,
+            "failed": 0,
+            "rejected": 0,
+            "daemon_log_errors": 0,
+            "complete": True,
+            "sent_twice": twice,
+            "journal_final": final,
+        }
+
+    merged = _medians([run(3.0, 0, 100), run(1.0, 2, 100), run(2.0, 0, 97)])
+    assert merged["messages_per_s"] == 2.0
+    assert merged["sent_twice"] == 2
+    assert merged["journal_final"] == 97
+    assert merged["runs"] == 3
