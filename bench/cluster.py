@@ -14,8 +14,11 @@ sent the message). It reports:
 - database CPU per message: the PostgreSQL server's CPU (the postmaster and every
   backend and helper process under it, alive or ended, /proc) ÷ messages.
 
-After each run it checks at the journal that every message is final (state `final`)
-and at the simulators that each was taken once, and stops every process it started.
+Before the load it measures for 2 s (`--idle`) what the nodes and the database spend with
+nothing to do (heartbeats, leases, polls): a cost per second, included in the run's
+figures, that weighs less per message the busier the cluster. After each run it checks
+at the journal that every message is final (state `final`) and at the simulators that
+each was taken once, and stops every process it started.
 
 What carries over: on this 2-core machine every node and the database server share one
 core (the simulators and the load generator have the other), so more nodes cannot be
@@ -33,7 +36,7 @@ tests' settings) and runs on the engine's core.
 
     python -m bench.cluster [--quick] [--out FILE] [--repeat N] [--nodes 1,2,3]
         [--scenario unbatched|batched ...] [-n N] [--no-sqlite] [--no-fsync]
-        [--wait-quiet SECONDS]
+        [--idle SECONDS] [--wait-quiet SECONDS]
 """
 
 from __future__ import annotations
@@ -91,6 +94,8 @@ FINAL_WAIT_S: Final = 10.0
 # Gives up on a run after this long (several nodes and the database on one busy core are
 # slow): the messages never final are reported as lost.
 DEADLINE_BASE_S: Final = 60.0
+# Seconds of idle CPU measured once the nodes answer, before the load.
+IDLE_S: Final = 2.0
 DEADLINE_MESSAGES_PER_S: Final = 100.0
 # A production server: every commit durable before septet says `accepted`.
 DURABLE_SETTINGS: Final = {
@@ -266,7 +271,12 @@ async def _drive(
     database_pid: int | None,
     sims_pid: int,
     deadline_s: float,
+    idle_s: float,
 ) -> dict[str, Any]:
+    # What the nodes and the database spend with nothing to do (heartbeats, leases,
+    # polls): a cost per second, not per message, which the run's figures include.
+    idle_from = _snapshot(nodes, database_pid, sims_pid)
+    await asyncio.sleep(idle_s)
     before = _snapshot(nodes, database_pid, sims_pid)
     started_at = time.time()
     done = await asyncio.gather(
@@ -288,6 +298,9 @@ async def _drive(
         "simulators_cpu_s": after.simulators - before.simulators,
         "loadgen_cpu_s": after.loadgen - before.loadgen,
         "machine_cpu_s": after.machine - before.machine,
+        "idle_s": idle_s,
+        "idle_engine_cpu_s": sum(before.nodes) - sum(idle_from.nodes),
+        "idle_database_cpu_s": before.database - idle_from.database,
     }
 
 
@@ -371,7 +384,12 @@ def start_nodes(
 
 
 def run_once(
-    scenario: Scenario, messages: int, setup: Setup, server: TemporaryPostgres | None
+    scenario: Scenario,
+    messages: int,
+    setup: Setup,
+    server: TemporaryPostgres | None,
+    *,
+    idle_s: float = 0.0,
 ) -> dict[str, Any]:
     """Fresh simulators, database and nodes; push `messages` through; the figures."""
     shares = split_load(scenario, messages, setup.nodes)
@@ -396,6 +414,7 @@ def run_once(
                             database_pid=server.process.pid if dsn and server else None,
                             sims_pid=sims.pid,
                             deadline_s=DEADLINE_BASE_S + messages / DEADLINE_MESSAGES_PER_S,
+                            idle_s=idle_s,
                         )
                     )
                     measured["journal_final"] = wait_final(setup, workdir, server, db, messages)
@@ -418,6 +437,10 @@ def run_once(
 
 def _per_message_us(seconds: float, messages: int) -> float:
     return round(seconds / messages * 1e6, 1) if messages else 0.0
+
+
+def _percent_of_core(seconds: float, over_s: float) -> float | None:
+    return round(seconds / over_s * 100.0, 1) if over_s > 0 else None
 
 
 def figures(
@@ -470,6 +493,12 @@ def figures(
         "database_cpu_s": round(database_cpu, 3),
         "database_cpu_us_per_message": _per_message_us(database_cpu, messages),
         "total_cpu_us_per_message": _per_message_us(engine_cpu + database_cpu, messages),
+        "idle_s": measured["idle_s"],
+        # Idle CPU as a share of one core, all nodes together and the database server.
+        "idle_engine_cpu_pct": _percent_of_core(measured["idle_engine_cpu_s"], measured["idle_s"]),
+        "idle_database_cpu_pct": _percent_of_core(
+            measured["idle_database_cpu_s"], measured["idle_s"]
+        ),
         "simulators_cpu_s": round(measured["simulators_cpu_s"], 3),
         "loadgen_cpu_s": round(measured["loadgen_cpu_s"], 3),
         # CPU other processes used meanwhile: well above zero means the run shared its
@@ -494,6 +523,7 @@ def _table(results: Sequence[Mapping[str, Any]]) -> str:
         "lost",
         "twice",
         "not final",
+        "idle %",
         "other cpu s",
     ]
     rows = [
@@ -510,11 +540,18 @@ def _table(results: Sequence[Mapping[str, Any]]) -> str:
             r["lost"],
             r["sent_twice"],
             max(0, r["messages"] - r["journal_final"]),
+            _idle_percent(r),
             float(r["other_cpu_s"]),
         ]
         for r in results
     ]
     return format_table(headers, rows)
+
+
+def _idle_percent(result: Mapping[str, Any]) -> float | str:
+    """The nodes' and the database's CPU together while idle, in % of one core."""
+    engine, database = result["idle_engine_cpu_pct"], result["idle_database_cpu_pct"]
+    return "-" if engine is None else float(engine + (database or 0.0))
 
 
 def _or_dash(value: float | None) -> float | str:
@@ -583,6 +620,13 @@ def _parser() -> argparse.ArgumentParser:
         help="run PostgreSQL with fsync and synchronous_commit off (the tests' settings)",
     )
     parser.add_argument(
+        "--idle",
+        type=float,
+        default=IDLE_S,
+        metavar="SECONDS",
+        help=f"measure the nodes' and database's idle CPU this long before the load ({IDLE_S:g})",
+    )
+    parser.add_argument(
         "--wait-quiet",
         type=float,
         default=0.0,
@@ -602,6 +646,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--messages must be at least 1")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.idle < 0:
+        parser.error("--idle must be 0 seconds or more")
     # A SIGTERM stops the run as Ctrl-C does: every node, simulator and server stopped.
     signal.signal(signal.SIGTERM, _interrupt)
     if _can_pin():
@@ -649,7 +695,7 @@ def run_all(
             for setup in setups:
                 busy = wait_for_quiet(args.wait_quiet) if args.wait_quiet > 0 else None
                 print(f"{name}: {setup.label}, {messages:,} messages", flush=True)
-                result = run_once(scenario, messages, setup, server)
+                result = run_once(scenario, messages, setup, server, idle_s=args.idle)
                 result["machine_busy_before"] = busy
                 runs[setup].append(result)
         results.extend(_medians(runs[setup]) for setup in setups)

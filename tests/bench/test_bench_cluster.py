@@ -159,6 +159,9 @@ def test_quick_run_finishes_every_message_and_leaves_no_process(tmp_path: Path) 
     assert len(cluster["node_cpu_s"]) == 2
     assert cluster["database_cpu_us_per_message"] > 0
     assert results[0]["database_cpu_s"] == 0
+    assert results[0]["idle_database_cpu_pct"] == 0
+    assert cluster["idle_s"] == 2.0
+    assert cluster["idle_engine_cpu_pct"] >= 0
 
 
 def test_repeated_runs_keep_the_worst_of_what_must_hold() -> None:
