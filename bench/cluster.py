@@ -52,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -328,6 +329,21 @@ def wait_final(
         time.sleep(0.1)
 
 
+def node_submitted(node: Node) -> int:
+    """Messages this node sent, from its own /metrics (septet_messages_total, outcome
+    `submitted`): how the sending spread over the nodes, whoever accepted them."""
+    url = f"http://{HOST}:{node.http_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5.0) as reply:
+        text = reply.read().decode()
+    return round(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("septet_messages_total{") and 'outcome="submitted"' in line
+        )
+    )
+
+
 def simulator_accepted(sim_url: str, bridges: Sequence[str]) -> int:
     """Messages the simulators took, all bridges together (each message once: = messages)."""
     counters = _http_json(f"{sim_url}/_sim/counters")
@@ -420,6 +436,7 @@ def run_once(
                     measured["journal_final"] = wait_final(setup, workdir, server, db, messages)
                     measured["simulator_accepted"] = simulator_accepted(sim_url, bridges)
                     measured["mean_batch"] = mean_batch(sim_url, bridges)
+                    measured["per_node_sent"] = [node_submitted(node) for node in nodes]
                 finally:
                     for node in nodes:
                         stop_process(node.process)
@@ -473,6 +490,7 @@ def figures(
         "nodes": setup.nodes,
         "messages": messages,
         "per_node_accepted": [t.accepted for t in tallies],
+        "per_node_sent": measured["per_node_sent"],
         "complete": measured["complete"],
         "pinned": _can_pin(),
         "accepted": sum(t.accepted for t in tallies),
@@ -523,6 +541,7 @@ def _table(results: Sequence[Mapping[str, Any]]) -> str:
         "lost",
         "twice",
         "not final",
+        "sent per node",
         "idle %",
         "other cpu s",
     ]
@@ -540,6 +559,7 @@ def _table(results: Sequence[Mapping[str, Any]]) -> str:
             r["lost"],
             r["sent_twice"],
             max(0, r["messages"] - r["journal_final"]),
+            "/".join(f"{count:,}" for count in r["per_node_sent"]),
             _idle_percent(r),
             float(r["other_cpu_s"]),
         ]

@@ -156,6 +156,8 @@ def test_quick_run_finishes_every_message_and_leaves_no_process(tmp_path: Path) 
         assert result["engine_cpu_us_per_message"] > 0
     cluster = results[1]
     assert cluster["per_node_accepted"] == [100, 100]
+    assert sum(cluster["per_node_sent"]) == 200
+    assert results[0]["per_node_sent"] == [200]
     assert len(cluster["node_cpu_s"]) == 2
     assert cluster["database_cpu_us_per_message"] > 0
     assert results[0]["database_cpu_s"] == 0
