@@ -37,7 +37,7 @@ import anyio
 import msgspec
 import psycopg
 import structlog
-from psycopg import conninfo
+from psycopg import conninfo, errors
 
 from engine import feed, retention
 from engine.cluster import NodeRecord
@@ -334,6 +334,11 @@ class _PostgresWriting:
         """The server or the connection failed (class 08, 53, 57, 58, a timeout, a
         deadlock): not the caller's data."""
         return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
+
+    def is_transient(self, error: BaseException) -> bool:
+        """A deadlock with another node (40P01) or a serialization failure (40001): the
+        server rolled this group back to let the other through; it is tried again."""
+        return isinstance(error, errors.DeadlockDetected | errors.SerializationFailure)
 
     def failure(self, error: BaseException) -> BaseException:
         if isinstance(error, psycopg.Error):

@@ -38,6 +38,10 @@ class SqliteTransactions:
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("ROLLBACK")
 
+    def is_transient(self, error: BaseException) -> bool:
+        """None: one writer per file (busy_timeout waits out a reader's lock)."""
+        return False
+
     def is_storage_failure(self, error: BaseException) -> bool:
         """Failures of the file or disk, not of one caller's data: they fail the whole group."""
         return isinstance(error, sqlite3.OperationalError | sqlite3.InternalError) or (

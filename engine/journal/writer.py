@@ -33,7 +33,7 @@ import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 import msgspec
 
@@ -45,6 +45,17 @@ T = TypeVar("T")
 
 # (the caller's future, its value, or the error it gets)
 Settled = list[tuple[asyncio.Future[Any], Any, BaseException | None]]
+# How often a group is tried when it fails on a transient failure (WriterBackend.is_transient).
+TRANSIENT_TRIES = 3
+
+
+class _Written(NamedTuple):
+    """One try of a group's writes: the callers' results, whether some operation was undone
+    alone (`careful`), and whether anything was committed."""
+
+    results: Settled
+    careful: bool
+    committed: bool
 
 
 class WriterBackend(Protocol[C, S]):
@@ -81,6 +92,12 @@ class WriterBackend(Protocol[C, S]):
     def failure(self, error: BaseException) -> BaseException:
         """What a caller gets for `error`: the store's own error, with a sentence, for an
         error of its driver; anything else as it is."""
+        ...
+
+    def is_transient(self, error: BaseException) -> bool:
+        """A failure the same group will likely not meet again (PostgreSQL chose it to break
+        a deadlock with another writer of the same store): the whole group is run again,
+        up to TRANSIENT_TRIES times, before its callers get the error."""
         ...
 
     def snapshot(self) -> S:
@@ -250,34 +267,43 @@ class GroupCommitWriter(Generic[C, S]):
 
     def _run_writes(self, connection: C, writes: list[_Operation], settled: Settled) -> None:
         """Commit every write operation of the group in one transaction (module docstring:
-        optimistic first, then a savepoint each when one failed on its own data)."""
+        optimistic first, then a savepoint each when one failed on its own data); a group
+        that met a transient failure (a deadlock with another writer) is tried again."""
         backend = self._backend
         snapshot = backend.snapshot()
         started = time.perf_counter()
-        careful = not self._optimistic
-        try:
+        for tries in range(1, TRANSIENT_TRIES + 1):
             try:
-                results = self._write_group(connection, writes, careful=careful)
+                written = self._try_writes(connection, writes, snapshot)
+                break
             except Exception as error:
                 self._roll_back(connection, snapshot)
-                if careful or backend.is_storage_failure(error):
-                    raise
-                if len(writes) == 1:
-                    # The one operation failed on its own data and was undone: no commit.
-                    settled.append((writes[0].future, None, error))
-                    return
-                careful = True
-                results = self._write_group(connection, writes, careful=True)
-        except Exception as error:
-            self._roll_back(connection, snapshot)
-            failure = backend.failure(error)
-            settled.extend((operation.future, None, failure) for operation in writes)
+                if tries < TRANSIENT_TRIES and backend.is_transient(error):
+                    continue
+                failure = backend.failure(error)
+                settled.extend((operation.future, None, failure) for operation in writes)
+                return
+        settled.extend(written.results)
+        if not written.committed:
             return
         self.commits += 1
-        settled.extend(results)
-        backend.after_commit(careful=careful)
+        backend.after_commit(careful=written.careful)
         if self._on_commit is not None:
             self._on_commit(time.perf_counter() - started, len(writes))
+
+    def _try_writes(self, connection: C, writes: list[_Operation], snapshot: S) -> _Written:
+        """One try of the group; raises what fails it whole (the caller rolls back)."""
+        careful = not self._optimistic
+        try:
+            return _Written(self._write_group(connection, writes, careful=careful), careful, True)
+        except Exception as error:
+            self._roll_back(connection, snapshot)
+            if careful or self._backend.is_storage_failure(error):
+                raise
+            if len(writes) == 1:
+                # The one operation failed on its own data and was undone: no commit.
+                return _Written([(writes[0].future, None, error)], True, False)
+        return _Written(self._write_group(connection, writes, careful=True), True, True)
 
     def _roll_back(self, connection: C, snapshot: S) -> None:
         self._backend.roll_back(connection)

@@ -17,7 +17,7 @@ import pytest
 
 from bench.postgres import TemporaryPostgres, free_port
 from engine import retention
-from engine.journal import Duplicate, JournalError, MarkFinal, MarkSubmitted
+from engine.journal import Change, Duplicate, JournalError, MarkCharged, MarkFinal, MarkSubmitted
 from engine.journal.postgres import PostgresJournal, describe_dsn, open_postgres_journal
 from engine.journal.postgres_reader import open_postgres_reader
 from engine.journal.postgres_schema import SCHEMA_VERSION
@@ -383,3 +383,62 @@ async def wait_for_a_lock_wait(dsn: str) -> None:
             )
 
     await anyio.to_thread.run_sync(wait)
+
+
+async def test_a_group_the_server_rolls_back_to_break_a_deadlock_is_tried_again(
+    two_nodes: tuple[PostgresJournal, PostgresJournal], postgres_dsn: str
+) -> None:
+    """Node A changes message 1 then 2 in one group, node B 2 then 1, each held open between
+    the two: a real deadlock. PostgreSQL rolls one group back (40P01); the writer runs it
+    again once the other committed, so both callers get their answer, not an error."""
+    first, second = two_nodes
+    one, two = await accept_many(first, 2)
+    release = threading.Event()
+    outcomes: list[str] = []
+
+    def charged(message: Message, cost: float) -> list[Change]:
+        return [MarkCharged(msg_id=message.msg_id, cost=cost, currency="EUR")]
+
+    async def record(journal: PostgresJournal, changes: list[Change]) -> None:
+        await journal.record(changes)
+        outcomes.append("recorded")
+
+    async def hold_group(journal: PostgresJournal, order: list[Message], cost: float) -> None:
+        """The journal's next group: the first change, a wait, the second change."""
+        holding = threading.Event()
+
+        def park(connection: object) -> None:
+            holding.set()
+            release.wait(timeout=20)
+
+        tg.start_soon(record, journal, charged(order[0], cost))
+        tg.start_soon(functools.partial(journal._execute, park, write=True))
+        tg.start_soon(record, journal, charged(order[1], cost))
+        assert await anyio.to_thread.run_sync(holding.wait, 10)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            await hold_group(first, [one, two], 1.0)
+            await hold_group(second, [two, one], 2.0)
+            release.set()
+    assert outcomes == ["recorded"] * 4
+    # The group tried again committed last: both messages carry its charge.
+    costs = {row[0] for row in await stored_costs(postgres_dsn, [one, two])}
+    assert len(costs) == 1
+    with psycopg.connect(postgres_dsn) as admin:
+        deadlocks = admin.execute(
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+    assert deadlocks is not None
+    assert deadlocks[0] >= 1
+
+
+async def stored_costs(dsn: str, messages: list[Message]) -> list[tuple[object, ...]]:
+    def read() -> list[tuple[object, ...]]:
+        with psycopg.connect(dsn) as connection:
+            return connection.execute(
+                "SELECT submit_cost FROM messages WHERE msg_id = ANY(%s)",
+                ([int(m.msg_id) for m in messages],),
+            ).fetchall()
+
+    return await anyio.to_thread.run_sync(read)
