@@ -311,9 +311,11 @@ class BridgeDispatcher:
     def _set_aside(
         self, batch: Sequence[Message], unsaved: Unsaved | None
     ) -> tuple[list[Message], Unsaved | None]:
-        """The messages of `batch` not to send now: expired ones end, and while the circuit
-        is open those with a failover move on (engine.circuit: the provider is down, and
-        nothing was sent this time, so failing over cannot double-send). Returns the rest."""
+        """The messages of `batch` not to send now: expired ones end, a resend whose
+        provider's duplicate window passed while it waited is not sent (it may sit there
+        already: engine.lifecycle.on_window_passed), and while the circuit is open those
+        with a failover move on (engine.circuit: the provider is down, and nothing was
+        sent this time, so failing over cannot double-send). Returns the rest."""
         now = self._clock()
         live: list[Message] = []
         moved: list[Message] = []
@@ -331,6 +333,12 @@ class BridgeDispatcher:
                     continue
                 if lifecycle.can_failover(message, ctx):
                     steps.append(lifecycle.on_circuit_open(message, ctx))
+                    moved.append(message)
+                    continue
+            if message.maybe_sent_at:
+                ctx = ctx or self._context(now)
+                if lifecycle.resend_too_late(message, ctx):
+                    steps.append(lifecycle.on_window_passed(message, ctx))
                     moved.append(message)
                     continue
             live.append(message)

@@ -16,6 +16,9 @@ is that table in code, checked by every step and by a golden test per row.
     accepted      cancel                              cancelled       cancelled
     scheduled     cancel                              cancelled       cancelled
     accepted      failover (circuit open, unsent)     accepted        failover
+    scheduled     resend too late (maybe sent, the    unconfirmed     status (UNKNOWN)
+                  duplicate window passed while it
+                  waited to go)
     inflight      reply Submitted, report wanted      submitted       submitted
     inflight      reply Submitted, no report wanted   sent            submitted
     inflight      reply Submitted, no id, no way to   unknown         submitted, dlr
@@ -214,6 +217,7 @@ InputKind = Literal[
     "expiry",
     "cancel",
     "circuit_open",
+    "window_passed",
 ]
 
 # (state, input) -> the states that input may lead to. Every step is checked against it.
@@ -238,6 +242,10 @@ TRANSITIONS: Final[dict[tuple[State, InputKind], frozenset[State]]] = {
     },
     **{(waiting, "cancel"): frozenset({State.CANCELLED}) for waiting in WAITING},
     **{(waiting, "circuit_open"): frozenset({State.ACCEPTED}) for waiting in WAITING},
+    **{
+        (waiting, "window_passed"): frozenset({State.UNCONFIRMED, State.UNKNOWN})
+        for waiting in WAITING
+    },
     (State.INFLIGHT, "submitted"): frozenset({State.SUBMITTED, State.SENT, State.UNKNOWN}),
     (State.INFLIGHT, "rejected"): frozenset({State.REJECTED, State.UNCONFIRMED, State.UNKNOWN}),
     (State.INFLIGHT, "retry_later"): _ANY_FAILURE,
@@ -604,9 +612,7 @@ def _after_decision(
     if isinstance(decision, RetryAt) and maybe_sent_at and ctx.idempotency == "duplicate-window":
         # Whatever made this attempt fail, an earlier one may sit at the provider: the
         # resend is safe only inside its duplicate window (engine.retry).
-        latest = (
-            maybe_sent_at + ctx.policy.duplicate_window_s - ctx.policy.duplicate_window_margin_s
-        )
+        latest = resend_by(maybe_sent_at, ctx.policy)
         if latest < ctx.now:
             decision = GiveUp(decision.reason, why="window_passed", maybe_sent=True)
         elif decision.at > latest:
@@ -836,6 +842,31 @@ def on_expiry(message: Message, ctx: Context) -> Step:
             message, State.EXPIRED, ValidityEnded(sent=False), ctx, code="validity", kind="expired"
         )
     return _check(message, before, "expiry", step)
+
+
+def resend_by(maybe_sent_at: float, policy: RetryPolicy) -> float:
+    """The last moment a resend may go to a provider that deduplicates within a window
+    counted from the earliest attempt that may have reached it (engine.retry)."""
+    return maybe_sent_at + policy.duplicate_window_s - policy.duplicate_window_margin_s
+
+
+def resend_too_late(message: Message, ctx: Context) -> bool:
+    """A resend waiting to go (a maybe-sent message back in the queue) whose provider's
+    duplicate window passed meanwhile: sent now, the provider would take it as new."""
+    return (
+        ctx.idempotency == "duplicate-window"
+        and message.maybe_sent_at > 0
+        and resend_by(message.maybe_sent_at, ctx.policy) < ctx.now
+    )
+
+
+def on_window_passed(message: Message, ctx: Context) -> Step:
+    """A resend that waited too long (a backlog, a takeover's resends queued behind it):
+    the earlier attempt may sit at the provider and this one would be taken as new, so it
+    is not sent; the provider's report, or the deadline, decides."""
+    before = state_of(message, ctx.now)
+    step = _unconfirmed(message, NoSafeResend(why="window_passed"), ctx, code="window_passed")
+    return _check(message, before, "window_passed", step)
 
 
 def on_circuit_open(message: Message, ctx: Context) -> Step:

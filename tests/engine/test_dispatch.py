@@ -3,7 +3,7 @@ never sent anywhere else."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -99,7 +99,12 @@ def message(to: str) -> Message:
     )
 
 
-def dispatcher(journal: SqliteJournal, client: ScriptedClient, events: Events) -> BridgeDispatcher:
+def dispatcher(
+    journal: SqliteJournal,
+    client: ScriptedClient,
+    events: Events,
+    clock: Callable[[], float] = lambda: 1000.0,
+) -> BridgeDispatcher:
     queue = BridgeQueue("smsclub", 10, isolate_resends=True)
     return BridgeDispatcher(
         name="smsclub",
@@ -119,7 +124,7 @@ def dispatcher(journal: SqliteJournal, client: ScriptedClient, events: Events) -
         linger_s=0.0,
         max_recipients=100,
         attempts_per_bridge=2,
-        clock=lambda: 1000.0,
+        clock=clock,
         jitter=lambda: 0.5,
     )
 
@@ -162,6 +167,28 @@ async def test_a_message_that_may_have_been_sent_never_fails_over(tmp_path: Path
     assert (status.state, status.final) == ("UNKNOWN", False)
     assert "outcome unknown" in status.provider_status
     assert len(client.calls) == 3  # the full attempts of its bridge, not the failover's 2
+
+
+async def test_a_resend_that_waited_past_the_duplicate_window_is_not_sent(tmp_path: Path) -> None:
+    # SMS Club deduplicates for 2 minutes from the earliest attempt that may have reached
+    # it. A resend that waited longer (a backlog, a takeover's resends queued) would be
+    # taken as a new message: it is not sent, and its report decides.
+    now = [1000.0]
+    async with open_sqlite_journal(tmp_path / "septet.db") as journal:
+        sent = await accept_one(journal, "+380501234570")
+        client = ScriptedClient([ReplyLost("reset after the request was written")])
+        events = Events()
+        dispatch = dispatcher(journal, client, events, clock=lambda: now[0])
+        await dispatch.send_batch([sent])
+        [resend] = (await journal.get([sent.msg_id])).values()
+        assert (resend.state, resend.maybe_sent) == ("accepted", True)
+        now[0] += 200.0
+        await dispatch.send_batch([resend])
+        [after] = (await journal.get([sent.msg_id])).values()
+    assert len(client.calls) == 1  # the first attempt only
+    assert lifecycle.state_of(after, now[0]) is lifecycle.State.UNCONFIRMED
+    status = [event for event in events.emitted if isinstance(event, StatusEvent)]
+    assert "duplicate window has passed" in status[-1].provider_status
 
 
 async def test_a_message_never_sent_fails_over_after_plain_errors(tmp_path: Path) -> None:

@@ -207,6 +207,10 @@ def circuit_open(message: Message, ctx: lifecycle.Context) -> Step:
     return lifecycle.on_circuit_open(message, ctx)
 
 
+def window_passed(message: Message, ctx: lifecycle.Context) -> Step:
+    return lifecycle.on_window_passed(message, ctx)
+
+
 def cancel(message: Message, ctx: lifecycle.Context) -> Step | None:
     return lifecycle.on_cancel(message, ctx.now)
 
@@ -694,6 +698,30 @@ ROWS: Final[list[Row]] = [
         expiry,
         final_unknown_step(ValidityEnded(sent=True), code="validity"),
         MAYBE_SENT_ONLY,
+    ),
+    # A resend that waited in the queue past its provider's duplicate window (SMS Club's
+    # 2 minutes from the earliest attempt that may have reached it) is not sent.
+    *(
+        Row(
+            f"{name} after maybe_sent + window passed -> unconfirmed",
+            "window_passed",
+            make(attempt=1, maybe_sent_at=NOW - 600),
+            window_passed,
+            unconfirmed_step(NoSafeResend(why="window_passed"), maybe_sent_at=NOW - 600),
+            ("duplicate-window",),
+        )
+        for name, make in (("accepted", accepted), ("scheduled", scheduled))
+    ),
+    *(
+        Row(
+            f"{name} after maybe_sent, no report wanted + window passed -> unknown",
+            "window_passed",
+            make(attempt=1, maybe_sent_at=NOW - 600, dlr=False),
+            window_passed,
+            final_unknown_step(NoSafeResend(why="window_passed"), code="window_passed"),
+            ("duplicate-window",),
+        )
+        for name, make in (("accepted", accepted), ("scheduled", scheduled))
     ),
     Row("accepted + cancel -> cancelled", "cancel", accepted(), cancel, cancelled_step(), None),
     Row("scheduled + cancel -> cancelled", "cancel", scheduled(), cancel, cancelled_step(), None),
@@ -1896,3 +1924,14 @@ def test_event_times_are_each_the_instant_they_were_asked_for() -> None:
         NOW + 1.5,
         NOW,
     ]
+
+
+def test_a_resend_is_too_late_only_past_a_windowed_providers_duplicate_window() -> None:
+    latest = NOW - 30 + POLICY.duplicate_window_s - POLICY.duplicate_window_margin_s
+    waiting = scheduled(attempt=1, maybe_sent_at=NOW - 30)
+    assert not lifecycle.resend_too_late(waiting, context("duplicate-window", now=latest))
+    assert lifecycle.resend_too_late(waiting, context("duplicate-window", now=latest + 0.1))
+    # A provider that deduplicates by reference (or not at all) has no window to pass;
+    # a message that never may have reached the provider has nothing to resend.
+    assert not lifecycle.resend_too_late(waiting, context("reference", now=NOW + 3600))
+    assert not lifecycle.resend_too_late(scheduled(), context("duplicate-window", now=NOW + 3600))
