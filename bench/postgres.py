@@ -10,7 +10,8 @@ postgres refuse to run as root, so under root the server runs as the `postgres` 
         dsn = server.create_database("case_1")
 
 Stopping (leaving the block, or `stop()`) shuts the server down fast and removes the
-directory, also after a failure.
+directory, also after a failure; a small watchdog process does it if the process that
+started the server dies without stopping it (kill -9, a killed test run).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -86,6 +88,7 @@ class TemporaryPostgres:
         self.process = process
         self.host = "127.0.0.1"
         self._databases = 0
+        self._watchdog = _watch(process.pid, root)
 
     @classmethod
     @contextlib.contextmanager
@@ -166,6 +169,41 @@ class TemporaryPostgres:
         the directory."""
         _terminate(self.process)
         shutil.rmtree(self.root, ignore_errors=True)
+        if self._watchdog.stdin is not None and not self._watchdog.stdin.closed:
+            # Stopped already: the watchdog exits without signalling a pid now reusable.
+            with contextlib.suppress(BrokenPipeError):
+                self._watchdog.stdin.write(b"stopped")
+            self._watchdog.stdin.close()
+        self._watchdog.wait()
+
+
+# Stops the server when the process that started it is gone however it ended (kill -9
+# included): its stdin is a pipe from that process, which the kernel closes then.
+WATCHDOG: Final = """
+import os, shutil, signal, sys, time
+pid, root = int(sys.argv[1]), sys.argv[2]
+if sys.stdin.buffer.read():
+    sys.exit()
+try:
+    os.kill(pid, signal.SIGINT)
+    for _ in range(150):
+        time.sleep(0.1)
+        os.kill(pid, 0)
+    os.kill(pid, signal.SIGQUIT)
+except ProcessLookupError:
+    pass
+shutil.rmtree(root, ignore_errors=True)
+"""
+
+
+def _watch(pid: int, root: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", WATCHDOG, str(pid), str(root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def _server_user() -> pwd.struct_passwd | None:

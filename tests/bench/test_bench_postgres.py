@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import os
 import pwd
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 
@@ -62,3 +66,31 @@ def test_a_missing_installation_is_one_sentence(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(postgres, "DEBIAN_BINARIES", Path("/nonexistent"))
     with pytest.raises(postgres.PostgresUnavailableError, match="apt-get install -y postgresql-15"):
         postgres.binaries_directory()
+
+
+STARTER = """
+import sys, time
+from bench.postgres import TemporaryPostgres
+server = TemporaryPostgres.start()
+print(server.process.pid, server.root, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_server_whose_starter_was_killed_is_stopped_and_removed() -> None:
+    # The starter dies by kill -9: no finally, no finalizer; the watchdog stops the server.
+    starter = subprocess.Popen(
+        [sys.executable, "-c", STARTER], stdout=subprocess.PIPE, cwd=Path(__file__).parents[2]
+    )
+    assert starter.stdout is not None
+    pid, root = starter.stdout.readline().decode().split()
+    server = psutil.Process(int(pid))
+    starter.kill()
+    starter.wait()
+    gone, _ = psutil.wait_procs([server], timeout=20)
+    assert gone == [server]
+    for _ in range(200):  # the directory goes right after the server: a bounded wait
+        if not Path(root).exists():
+            break
+        time.sleep(0.05)
+    assert not Path(root).exists()
