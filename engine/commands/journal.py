@@ -194,9 +194,7 @@ def migrate_postgres(dsn: str, *, check: bool) -> int:
     """`migrate` on the PostgreSQL journal: the schema's version read, and brought to this
     septet's under the schema's advisory lock (nodes that start meanwhile wait for it)."""
     # PostgreSQL's client is an extra (septet[postgresql]): imported only when used.
-    import psycopg
-
-    from engine.journal.postgres import PostgresLink, describe_dsn, reason_of
+    from engine.journal.postgres import DatabaseError, PostgresLink, describe_dsn, reason_of
     from engine.journal.postgres_schema import SCHEMA_VERSION as CURRENT
     from engine.journal.postgres_schema import create_or_migrate, schema_version
 
@@ -221,7 +219,7 @@ def migrate_postgres(dsn: str, *, check: bool) -> int:
             print(f"journal at {where} {would}: migrate brings it to schema {CURRENT}")
             return 1
         create_or_migrate(link.ready(), where)
-    except psycopg.Error as error:
+    except DatabaseError as error:
         print(
             f"{PROG}: The journal at {where} cannot be reached: {reason_of(error)}.",
             file=sys.stderr,

@@ -135,6 +135,10 @@ def describe_dsn(dsn: str) -> str:
     return f"{host}:{fields.get('port') or 5432}/{fields.get('dbname') or fields.get('user') or ''}"
 
 
+# What a failed call on the database raises, for callers that do not import the client.
+DatabaseError = psycopg.Error
+
+
 def reason_of(error: BaseException) -> str:
     """libpq's message, first line, without its trailing full stop."""
     text = str(error).strip()
