@@ -2,10 +2,13 @@
 
 One `septet simulate` process (core 0) and one `septet run --config` daemon (core 1) with
 the HTTP API on; this process (core 0) POSTs to /v1/messages over `--concurrency` keep-alive
-connections, in two modes:
+connections, in three modes:
 
-  single   one message per request (the Kannel sendsms shape)
-  batch    100 messages per request ({"messages": [...]})
+  single     one message per request (the Kannel sendsms shape)
+  batch      100 messages per request ({"messages": [...]}), each with its own text: the
+             provider gets one request per message (Route Mobile batches only a shared text)
+  campaign   100 messages per request sharing one text: the provider gets them in batches,
+             the shape of bench.pipeline's batched scenario over NDJSON
 
 Every message goes to the Route Mobile simulator with a distinct recipient. A run lasts
 from the first request sent until the simulator has accepted every message, so it is
@@ -13,8 +16,16 @@ measured through the whole daemon to the provider; the daemon's CPU (user + syst
 psutil) is divided by the messages. Messages of a request that failed or was not answered
 200, and lines not accepted, are counted as errors (and not waited for).
 
-    python -m bench.api [--quick] [--out FILE] [-n N] [--mode single|batch ...]
-        [--concurrency C] [--latency-ms M]
+With `--webhooks`, each mode runs twice in the same sitting: without webhooks, then with
+the account's `default_url` on a local receiver (bench.webhook_receiver, on the load
+generator's core) that gets every event of every message (accepted, submitted, dlr) as a
+signed POST. In both rows the daemon's CPU is read once it took every delivery report
+(and, with webhooks, once every event arrived), so it covers whole lives alike. The row
+with webhooks also says how many events arrived, their rate from the first request to the
+last event (`events_per_s`), and its send rate over the row without (`send_ratio`).
+
+    python -m bench.api [--quick] [--out FILE] [-n N] [--mode single|batch|campaign ...]
+        [--concurrency C] [--latency-ms M] [--webhooks]
 
 The figures need a quiet machine: this bench says nothing about one that is busy.
 """
@@ -22,6 +33,8 @@ The figures need a quiet machine: this bench says nothing about one that is busy
 from __future__ import annotations
 
 import asyncio
+import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +51,9 @@ from bench.common import base_parser, format_table, write_results
 from bench.kannel import free_port, wait_for_provider
 from bench.pipeline import (
     HOST,
+    LOADGEN_CORE,
+    _pin,
+    _read_line,
     daemon_config,
     render_toml,
     start_daemon,
@@ -49,8 +65,11 @@ from bench.pipeline import (
 NAME: Final = "api"
 API_KEY: Final = "bench-api-key"
 BATCH: Final = 100
-MODES: Final = ("single", "batch")
+MODES: Final = ("single", "batch", "campaign")
 DEADLINE_S: Final = 600.0
+WEBHOOK_SECRET: Final = "bench-webhook-secret"  # noqa: S105 - a bench's own receiver
+# Every message's events before its report: accepted, submitted (then one dlr per report).
+EVENTS_BEFORE_REPORT: Final = 2
 
 
 class _Results(msgspec.Struct):
@@ -60,24 +79,28 @@ class _Results(msgspec.Struct):
 _results_decoder: Final = msgspec.json.Decoder(_Results)
 
 
-def message(index: int) -> dict[str, str]:
-    """A distinct recipient (Route Mobile's prefix 91, as bench.kannel) and text."""
-    return {"to": f"+91981{index:07d}", "text": f"bench api {index}"}
+def message(index: int, text: str | None = None) -> dict[str, str]:
+    """A distinct recipient (Route Mobile's prefix 91, as bench.kannel) and a distinct text,
+    or the `text` given."""
+    return {"to": f"+91981{index:07d}", "text": text or f"bench api {index}"}
 
 
 def request_bodies(count: int, mode: str) -> list[bytes]:
-    """The encoded bodies: one message each, or batches of BATCH."""
+    """The encoded bodies: one message each, or batches of BATCH (a campaign: one text)."""
     if mode == "single":
         return [msgspec.json.encode(message(index)) for index in range(count)]
+    text = "bench api campaign" if mode == "campaign" else None
     return [
         msgspec.json.encode(
-            {"messages": [message(i) for i in range(start, min(start + BATCH, count))]}
+            {"messages": [message(i, text) for i in range(start, min(start + BATCH, count))]}
         )
         for start in range(0, count, BATCH)
     ]
 
 
-def api_config(workdir: Path, sim_url: str, api_port: int, http_port: int) -> dict[str, Any]:
+def api_config(
+    workdir: Path, sim_url: str, api_port: int, http_port: int, webhook_url: str | None = None
+) -> dict[str, Any]:
     document = daemon_config(
         workdir,
         sim_url=sim_url,
@@ -89,7 +112,68 @@ def api_config(workdir: Path, sim_url: str, api_port: int, http_port: int) -> di
     )
     document["api"] = {"listen": f"{HOST}:{api_port}"}
     document["accounts"] = {"bench": {"api_key": API_KEY}}
+    if webhook_url is not None:
+        document["accounts"]["bench"]["webhooks"] = {
+            "default_url": webhook_url,
+            "allowed_hosts": [HOST],  # loopback is refused unless listed (docs/webhooks.md)
+            "secret": WEBHOOK_SECRET,
+        }
     return document
+
+
+def start_receiver() -> tuple[subprocess.Popen[bytes], str]:
+    """bench.webhook_receiver on the load generator's core: (process, its base URL)."""
+    command = [sys.executable, "-m", "bench.webhook_receiver", "--port", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, preexec_fn=_pin(LOADGEN_CORE))
+    line = _read_line(process, 20.0)
+    match = re.fullmatch(r"port (\d+)\n", line)
+    if match is None:
+        stop_process(process)
+        raise RuntimeError(f"the webhook receiver did not start: {line!r}")
+    return process, f"http://{HOST}:{match[1]}"
+
+
+class ReceiverCount(msgspec.Struct):
+    events: int
+    requests: int
+    first_at: float | None
+    last_at: float | None
+
+
+_count_decoder: Final = msgspec.json.Decoder(ReceiverCount)
+
+
+class _Reports(msgspec.Struct):
+    dlr_ok: int  # reports the daemon took
+    dlr_failed: int  # reports the simulator gave up on after its retries
+
+
+_reports_decoder: Final = msgspec.json.Decoder(dict[str, _Reports])
+
+
+async def wait_for_reports(sim_url: str, expected: int) -> int:
+    """Poll the simulator until `expected` of its delivery reports were taken by the daemon
+    or given up (bounded by the caller): a row's CPU then covers every message's whole
+    life, reports included. Returns how many the daemon took."""
+    url = f"{sim_url}/_sim/counters?provider=routemobile"
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(url) as reply:
+                reports = _reports_decoder.decode(await reply.read())["routemobile"]
+            if reports.dlr_ok + reports.dlr_failed >= expected:
+                return reports.dlr_ok
+            await asyncio.sleep(0.05)
+
+
+async def wait_for_events(receiver_url: str, expected: int) -> ReceiverCount:
+    """Poll the receiver until `expected` distinct events came (bounded by the caller)."""
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(f"{receiver_url}/count") as reply:
+                count = _count_decoder.decode(await reply.read())
+            if count.events >= expected:
+                return count
+            await asyncio.sleep(0.05)
 
 
 async def post_all(
@@ -142,8 +226,20 @@ def cpu_s(process: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
-def run_mode(mode: str, messages: int, *, concurrency: int, latency_ms: float) -> dict[str, Any]:
+def run_mode(
+    mode: str,
+    messages: int,
+    *,
+    concurrency: int,
+    latency_ms: float,
+    webhooks: bool = False,
+    compared: bool = False,
+) -> dict[str, Any]:
+    """One row. `compared` (both rows of `--webhooks`): the CPU is read once the daemon
+    took every delivery report, and with `webhooks` once every event reached the receiver."""
     bodies = request_bodies(messages, mode)
+    receiver: subprocess.Popen[bytes] | None = None
+    received: ReceiverCount | None = None
     with tempfile.TemporaryDirectory(prefix="septet-bench-api-") as tmp:
         workdir = Path(tmp)
         api_port, http_port = free_port(), free_port()
@@ -151,28 +247,46 @@ def run_mode(mode: str, messages: int, *, concurrency: int, latency_ms: float) -
             latency_ms, 0.2, f"http://{HOST}:{http_port}/dlr/routemobile"
         )
         try:
+            webhook_url = None
+            if webhooks:
+                receiver, receiver_url = start_receiver()
+                webhook_url = f"{receiver_url}/events"
+            document = api_config(workdir, sim_url, api_port, http_port, webhook_url)
             config_path = workdir / "septet.toml"
-            config_path.write_text(render_toml(api_config(workdir, sim_url, api_port, http_port)))
+            config_path.write_text(render_toml(document))
             log_path = workdir / "daemon.log"
             daemon = start_daemon(config_path, log_path)
             try:
                 wait_healthy(daemon, http_port, log_path)
                 process = psutil.Process(daemon.pid)
                 cpu_before = cpu_s(process)
+                api_url = f"http://{HOST}:{api_port}"
                 started, ended, errors = asyncio.run(
                     asyncio.wait_for(
-                        drive(f"http://{HOST}:{api_port}", sim_url, bodies, messages, concurrency),
-                        DEADLINE_S,
+                        drive(api_url, sim_url, bodies, messages, concurrency), DEADLINE_S
                     )
                 )
+                if compared:  # the CPU of whole lives, with webhooks or without alike
+                    sent = messages - sum(errors.values())
+                    reports = asyncio.run(
+                        asyncio.wait_for(wait_for_reports(sim_url, sent), DEADLINE_S)
+                    )
+                if webhooks:
+                    expected = EVENTS_BEFORE_REPORT * sent + reports
+                    received = asyncio.run(
+                        asyncio.wait_for(wait_for_events(receiver_url, expected), DEADLINE_S)
+                    )
                 cpu_used = cpu_s(process) - cpu_before
             finally:
                 stop_process(daemon)
         finally:
             stop_process(simulators)
+            if receiver is not None:
+                stop_process(receiver)
     seconds = max(ended - started, 1e-9)
-    return {
+    row = {
         "mode": mode,
+        "webhooks": webhooks,
         "messages": messages,
         "requests": len(bodies),
         "concurrency": concurrency,
@@ -182,19 +296,40 @@ def run_mode(mode: str, messages: int, *, concurrency: int, latency_ms: float) -
         "cpu_us_per_msg": round(cpu_used / messages * 1e6, 1),
         "errors": dict(errors),
     }
+    if received is not None and received.last_at is not None:
+        row["events"] = received.events
+        row["webhook_requests"] = received.requests
+        row["events_per_s"] = round(received.events / max(received.last_at - started, 1e-9), 1)
+    return row
+
+
+def compare_webhooks(rows: list[dict[str, Any]]) -> None:
+    """Each row with webhooks gets `send_ratio`: its send rate over the row without."""
+    without = {row["mode"]: row for row in rows if not row["webhooks"]}
+    for row in rows:
+        base = without.get(row["mode"])
+        if row["webhooks"] and base is not None:
+            row["send_ratio"] = round(row["msg_per_s"] / base["msg_per_s"], 3)
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
     return format_table(
-        ["mode", "messages", "requests", "msg/s", "CPU µs/msg", "errors"],
+        [
+            *("mode", "webhooks", "messages", "requests", "msg/s", "CPU µs/msg", "errors"),
+            *("events", "events/s", "send ratio"),
+        ],
         [
             [
                 row["mode"],
+                "on" if row["webhooks"] else "off",
                 row["messages"],
                 row["requests"],
                 row["msg_per_s"],
                 row["cpu_us_per_msg"],
                 sum(row["errors"].values()),
+                row.get("events", "-"),
+                row.get("events_per_s", "-"),
+                row.get("send_ratio", "-"),
             ]
             for row in rows
         ],
@@ -207,12 +342,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", action="append", choices=MODES, default=None)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument(
+        "--webhooks", action="store_true", help="each mode without, then with, webhooks"
+    )
     args = parser.parse_args(argv)
     messages = args.messages or (2000 if args.quick else 50_000)
     rows = [
-        run_mode(mode, messages, concurrency=args.concurrency, latency_ms=args.latency_ms)
+        run_mode(
+            mode,
+            messages,
+            concurrency=args.concurrency,
+            latency_ms=args.latency_ms,
+            webhooks=webhooks,
+            compared=args.webhooks,
+        )
         for mode in args.mode or MODES
+        for webhooks in ((False, True) if args.webhooks else (False,))
     ]
+    compare_webhooks(rows)
     print(table(rows))
     path = write_results(NAME, rows, quick=args.quick, out=args.out)
     print(f"results: {path}", file=sys.stderr)

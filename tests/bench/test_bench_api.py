@@ -1,5 +1,6 @@
-"""bench.api: its config is a daemon's with the API on, its bodies carry every message once,
-and a tiny run goes through the daemon to the simulator with no error."""
+"""bench.api: its config is a daemon's with the API on (and webhooks to a receiver when
+asked), its bodies carry every message once (a campaign's with one text), and tiny runs go
+through the daemon to the simulator, and with --webhooks every event to the receiver."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from bench.api import API_KEY, BATCH, api_config, request_bodies
+from bench.api import API_KEY, BATCH, WEBHOOK_SECRET, api_config, request_bodies
 from bench.pipeline import render_toml
 from engine.config import Settings, validate
 from engine.models import submission_decoder
@@ -25,6 +26,20 @@ def test_config_serves_the_api_to_one_account(tmp_path: Path) -> None:
     assert settings.api.listen == "127.0.0.1:5002"
     assert settings.accounts is not None
     assert settings.accounts["bench"].api_key == API_KEY
+    assert settings.accounts["bench"].webhooks is None
+
+
+def test_config_with_webhooks_sends_every_event_to_the_receiver(tmp_path: Path) -> None:
+    url = "http://127.0.0.1:5003/events"
+    document = api_config(tmp_path, "http://127.0.0.1:1234", 5002, 5001, url)
+    settings = msgspec.toml.decode(render_toml(document).encode(), type=Settings)
+    validate(settings)
+    assert settings.accounts is not None
+    webhooks = settings.accounts["bench"].webhooks
+    assert webhooks is not None
+    assert webhooks.default_url == url
+    assert webhooks.allowed_hosts == ["127.0.0.1"]
+    assert webhooks.secret == WEBHOOK_SECRET
 
 
 def test_bodies_carry_every_message_once() -> None:
@@ -36,6 +51,11 @@ def test_bodies_carry_every_message_once() -> None:
     batches = [msgspec.json.decode(body)["messages"] for body in request_bodies(250, "batch")]
     assert [len(batch) for batch in batches] == [BATCH, BATCH, 50]
     assert len({line["to"] for batch in batches for line in batch}) == 250
+    assert len({line["text"] for batch in batches for line in batch}) == 250
+    campaign = [msgspec.json.decode(body)["messages"] for body in request_bodies(250, "campaign")]
+    assert [len(batch) for batch in campaign] == [BATCH, BATCH, 50]
+    assert len({line["to"] for batch in campaign for line in batch}) == 250
+    assert len({line["text"] for batch in campaign for line in batch}) == 1
 
 
 @pytest.mark.slow
@@ -55,9 +75,36 @@ def test_a_tiny_run_reaches_the_provider_without_errors(tmp_path: Path) -> None:
     )
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
     rows = msgspec.json.decode(out.read_bytes())["results"]
-    assert [row["mode"] for row in rows] == ["single", "batch"]
+    assert [row["mode"] for row in rows] == ["single", "batch", "campaign"]
     for row in rows:
         assert row["messages"] == 200
         assert row["errors"] == {}, row
         assert row["msg_per_s"] > 0
         assert row["cpu_us_per_msg"] > 0
+
+
+@pytest.mark.slow
+def test_a_tiny_webhooks_run_delivers_every_event(tmp_path: Path) -> None:
+    out = tmp_path / "api.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            *("-m", "bench.api", "--quick", "-n", "200", "--mode", "campaign", "--webhooks"),
+            *("--concurrency", "4", "--out", str(out)),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
+    without, with_webhooks = msgspec.json.decode(out.read_bytes())["results"]
+    assert (without["webhooks"], with_webhooks["webhooks"]) == (False, True)
+    assert without["errors"] == with_webhooks["errors"] == {}, (without, with_webhooks)
+    assert "events" not in without
+    # accepted, submitted and dlr of every message (the simulator reports each one)
+    assert with_webhooks["events"] == 600
+    assert with_webhooks["webhook_requests"] >= 600
+    assert with_webhooks["events_per_s"] > 0
+    assert with_webhooks["send_ratio"] > 0
