@@ -10,9 +10,12 @@ after the restart, with the same `Septet-Event-Id` for the receiver to drop the 
 Claims are held in memory, not written: after a restart every owed delivery is due again.
 
 It never slows the send path: its own connection pool (engine.http11, the transport under
-engine.http_io), its own concurrency limit, and its journal reads and writes are one per
-batch, not one per event. Redirects are not followed (the transport returns them as
-replies, and a 3xx is a failed try).
+engine.http_io, keep-alive), its own concurrency limit, and its journal reads and writes
+are one per batch, not one per event. Deliveries the journal hands over after a commit
+wait in memory for a sender (up to MAX_HANDED; beyond that they are read back from the
+journal later); outcomes are written once SETTLE_BATCH of them wait, or SETTLE_GATHER_S
+after the first. Redirects are not followed (the transport returns them as replies, and
+a 3xx is a failed try).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import contextlib
 import math
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, Literal, Protocol
 from urllib.parse import urlsplit
@@ -50,6 +54,13 @@ IDLE_WAIT_S: Final = 10.0
 OWED_REFRESH_S: Final = 5.0
 # A journal that cannot be written: settled outcomes are kept and written again after this.
 SETTLE_RETRY_S: Final = 1.0
+# Outcomes are written once this many wait, or this long after the first of them: one
+# journal write per batch, not per event (a crash in between only posts them again).
+SETTLE_BATCH: Final = 512
+SETTLE_GATHER_S: Final = 0.05
+# Deliveries handed over by the journal kept in memory while every sender is busy; those
+# beyond are left to a journal read once there is room.
+MAX_HANDED: Final = 20_000
 MAX_REPLY_BYTES: Final = 64 * 1024
 # 410 marks of this run kept in memory (engine.feed keeps every one in the journal).
 MAX_GONE_KEPT: Final = 100_000
@@ -113,6 +124,11 @@ class WebhookWorker:
         )
         # Claimed beyond the POSTs running: the next ones wait on the limiter, not a read.
         self._most_claimed = 2 * settings.concurrency
+        # Claimed in all, outcomes not yet written included: a journal that cannot be
+        # written stops the claiming here.
+        self._most_held = self._most_claimed + 2 * SETTLE_BATCH
+        # Claimed deliveries without an outcome yet (queued for a sender, or being sent).
+        self._open = 0
         # Whether the journal may hold retries falling due later (unknown at the start; a
         # settled retry sets it; a read that finds none clears it): when not, an idle
         # worker asks the journal nothing until it is woken.
@@ -124,7 +140,7 @@ class WebhookWorker:
         self._transport: Http11Transport | None = None
         # Deliveries the journal handed over after their commit, not yet started; and
         # whether the journal may hold due ones this worker has not seen (then it reads).
-        self._handed: list[DueDelivery] = []
+        self._handed: deque[DueDelivery] = deque()
         self._must_read = True
         # (msg_id, url) that answered 410 in this run: a delivery handed over by the journal
         # has not been joined with the journal's marks (one read back has).
@@ -135,10 +151,10 @@ class WebhookWorker:
     def wake(self, added: Sequence[DueDelivery] = ()) -> None:
         """New deliveries were committed (engine.journal's `on_deliveries`): those handed
         over are started without reading them back; with none handed over, read them."""
-        if added:
+        if added and len(self._handed) + len(added) <= MAX_HANDED:
             self._handed.extend(added)
         else:
-            self._must_read = True
+            self._must_read = True  # none handed over, or too many kept: the journal has them
         _poke(self._wake_send)
 
     async def serve(
@@ -150,7 +166,8 @@ class WebhookWorker:
         self._claimed = {outcome.event_id for outcome in self._settled}
         # What was handed over before this run is read back from the journal instead (a
         # cluster node that becomes the leader may hold hand-offs another leader served).
-        self._handed = []
+        self._handed.clear()
+        self._open = 0
         self._may_have_retries = self._must_read = True
         self._transport = Http11Transport(
             max_connections=s.concurrency,
@@ -177,32 +194,43 @@ class WebhookWorker:
     async def _serve_claims(self, queue: MemoryObjectSendStream[DueDelivery]) -> None:
         while True:
             await self._refresh_owed()
-            handed, self._handed = self._handed, []
-            room = self._start(queue, handed, self._most_claimed - len(self._claimed))
-            if room <= 0 and handed:
-                self._must_read = True  # some handed over wait in the journal for room
+            room = self._start(queue, self._handed, self._room())
             if self._must_read and room > 0:
-                self._must_read = False
-                limit = min(room, CLAIM_BATCH)
-                due = await self._journal.due_deliveries(
-                    self._clock(), limit, frozenset(self._claimed)
-                )
-                room = self._start(queue, due, room)
-                if len(due) == limit:
-                    self._must_read = True  # more may be due now
-                    continue
+                room = await self._read_due(queue, room)
+                if room < 0:
+                    continue  # the read was full: more may be due now
             await self._wait_for_work(room > 0)
 
+    def _room(self) -> int:
+        return min(self._most_claimed - self._open, self._most_held - len(self._claimed))
+
+    async def _read_due(self, queue: MemoryObjectSendStream[DueDelivery], room: int) -> int:
+        """Claim what the journal holds due; the room left, or -1 when the read was full.
+        Those handed over are dropped first: the read returns them in their due order."""
+        self._must_read = False
+        self._handed.clear()
+        limit = min(room, CLAIM_BATCH)
+        due = await self._journal.due_deliveries(self._clock(), limit, frozenset(self._claimed))
+        if self._handed:  # handed over during the read: the read may have them too
+            read = {delivery.event_id for delivery in due}
+            self._handed = deque(d for d in self._handed if d.event_id not in read)
+        room = self._start(queue, deque(due), room)
+        if len(due) == limit:
+            self._must_read = True
+            return -1
+        return room
+
     def _start(
-        self, queue: MemoryObjectSendStream[DueDelivery], due: Sequence[DueDelivery], room: int
+        self, queue: MemoryObjectSendStream[DueDelivery], due: deque[DueDelivery], room: int
     ) -> int:
-        """Claim deliveries for the senders while there is room; returns the room left."""
-        for delivery in due:
-            if room <= 0:
-                break
+        """Claim deliveries from the left of `due` for the senders while there is room;
+        returns the room left."""
+        while due and room > 0:
+            delivery = due.popleft()
             if delivery.event_id in self._claimed:
                 continue  # read back and handed over both: started once
             self._claimed.add(delivery.event_id)
+            self._open += 1
             queue.send_nowait(delivery)
             room -= 1
         return room
@@ -232,12 +260,24 @@ class WebhookWorker:
 
     async def _serve_sender(self, queue: MemoryObjectReceiveStream[DueDelivery]) -> None:
         """One of `concurrency` senders: a delivery at a time, its outcome to the settler."""
+        half = self._most_claimed // 2
         async with queue:
-            async for delivery in queue:
+            while True:
+                try:  # without a checkpoint per delivery: the POST yields anyway
+                    delivery = queue.receive_nowait()
+                except anyio.WouldBlock:
+                    try:
+                        delivery = await queue.receive()
+                    except anyio.EndOfStream:
+                        return
                 outcome, settled = await self._attempt(delivery)
+                self._open -= 1
                 self._count(outcome)
                 self._settled.append(settled)
-                _poke(self._settle_send)
+                if len(self._settled) in (1, SETTLE_BATCH):
+                    _poke(self._settle_send)  # a batch begins, or is full
+                if self._open == half and (self._handed or self._must_read):
+                    _poke(self._wake_send)  # room for those waiting
 
     async def _attempt(self, delivery: DueDelivery) -> tuple[Outcome, DeliveryOutcome]:
         """One try: (what became of it, the journal's record of that)."""
@@ -350,7 +390,10 @@ class WebhookWorker:
     async def _serve_settler(self) -> None:
         """Write settled outcomes in batches; a claim ends once its outcome is written."""
         while True:
-            await self._settle_receive.receive()
+            await self._settle_receive.receive()  # the first outcome of a batch
+            if len(self._settled) < SETTLE_BATCH:
+                with anyio.move_on_after(SETTLE_GATHER_S):
+                    await self._settle_receive.receive()  # the batch is full
             batch, self._settled = self._settled, []
             if not batch:
                 continue
@@ -362,15 +405,12 @@ class WebhookWorker:
                 await anyio.sleep(SETTLE_RETRY_S)
                 _poke(self._settle_send)
                 continue
-            # The claimer needs waking only when it waits for room, or for a retry time.
-            full = len(self._claimed) >= self._most_claimed
             for outcome in batch:
                 self._claimed.discard(outcome.event_id)
-            retries = any(outcome.next_at is not None for outcome in batch)
-            if retries:
-                self._may_have_retries = True
-            if full or retries:
-                self._must_read = True
+            # The claimer needs waking only when work waits for room, or for a retry time.
+            if any(outcome.next_at is not None for outcome in batch):
+                self._may_have_retries = self._must_read = True
+            if self._handed or self._must_read:
                 _poke(self._wake_send)
 
 

@@ -4,7 +4,7 @@ not followed, refusals at delivery time."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -13,6 +13,7 @@ import pytest
 import structlog
 from aiohttp import web
 
+from engine.feed import DeliveryOutcome, DueDelivery
 from engine.journal.sqlite import SqliteJournal, open_sqlite_journal
 from engine.models import Message
 from engine.webhooks.settings import AccountWebhooks, WebhookSettings
@@ -232,3 +233,68 @@ async def test_a_worker_run_again_after_a_failure_claims_what_the_last_run_left(
         release.set()
         await runner.cleanup()
     assert paths == ["/hook", "/hook"]
+
+
+class CountingJournal:
+    """The real journal's delivery calls, counted: what the worker asks of the journal."""
+
+    def __init__(self, journal: SqliteJournal) -> None:
+        self.journal = journal
+        self.reads = 0
+        self.settles = 0
+
+    async def due_deliveries(
+        self, now: float, limit: int, exclude: frozenset[int] = frozenset()
+    ) -> list[DueDelivery]:
+        self.reads += 1
+        return await self.journal.due_deliveries(now, limit, exclude)
+
+    async def settle_deliveries(self, outcomes: Sequence[DeliveryOutcome]) -> None:
+        self.settles += 1
+        await self.journal.settle_deliveries(outcomes)
+
+    async def next_delivery_at(self) -> float | None:
+        return await self.journal.next_delivery_at()
+
+    async def deliveries_owed(self) -> int:
+        return await self.journal.deliveries_owed()
+
+
+async def test_many_handed_over_are_delivered_once_each_without_reading_them_back(
+    tmp_path: Path,
+) -> None:
+    # 600 events in 6 commits, far more than the senders take at once: those handed over
+    # wait in memory (not read back from the journal), and outcomes are written in batches.
+    clock = Clock()
+    ids: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        ids.append(request.headers["Septet-Event-Id"])
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    counts = Counts()
+    try:
+        async with open_sqlite_journal(tmp_path / "septet.db", clock=clock) as journal:
+            counting = CountingJournal(journal)
+            worker = WebhookWorker(counting, SETTINGS, lambda account: SETTINGS, metrics=counts)
+            journal.on_deliveries = worker.wake
+            async with anyio.create_task_group() as tg:
+                await tg.start(worker.serve)
+                for _ in range(6):
+                    await journal.accept([[message(url)] for _ in range(100)])
+                await counts.wait_for("delivered", 600)
+                with anyio.fail_after(10):
+                    while await journal.deliveries_owed():  # noqa: ASYNC110 - settled in a batch
+                        await anyio.sleep(0.01)
+                tg.cancel_scope.cancel()
+    finally:
+        await runner.cleanup()
+    assert len(ids) == len(set(ids)) == 600
+    assert counting.reads == 1  # the start's; every later one was handed over
+    assert counting.settles < 60  # in batches, not one write per handful
