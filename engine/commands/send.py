@@ -17,7 +17,8 @@ account's (docs/accounts.md). The key is read from the environment variable
 SEPTET_API_KEY, never from a flag (flags show in `ps`).
 
 --events reads the events the journal keeps for clients that had gone (all of them, or
-one identity's: an origin, or --session's), the operator's way in.
+one identity's: an origin, or --session's, of --account's sessions when given, else of
+the default account's), the operator's way in.
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ORIGIN",
         help="print (and remove) events kept for clients that had disconnected, then exit:"
         " all of them, or those of ORIGIN (as in the daemon's log, such as tcp:RUN:N),"
-        " or with --session those of that session",
+        " or with --session those of that session (with --account, that account's;"
+        " without, the default account's)",
     )
     parser.add_argument(
         "--journal",
@@ -268,7 +270,7 @@ def _events_origin(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     if args.session is not None:
         if args.events != ALL_ORIGINS:
             parser.error("--events takes an ORIGIN or --session, not both")
-        return session_origin(args.session)
+        return session_origin(args.session, args.account)
     return args.events or None
 
 

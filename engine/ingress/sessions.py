@@ -9,10 +9,14 @@ until one comes. Two kinds of identity:
   run names a new client like one that has gone. Its kept events are the operator's to
   read (`septet send --events ORIGIN`); no client can claim them.
 - A connection whose first line is `{"session": "<token>"}` is `session:<digest>`, the
-  digest being the first 32 hex digits of the token's SHA-256: the token is the
-  client's secret, and neither the journal nor a log ever holds it. Events of messages
-  sent under a session go to whichever connection presents that token now; one that
-  (re)connects with it gets the events kept for it first, in order, then one
+  digest being the first 32 hex digits of the SHA-256 of the connection's account name
+  and the token (`session_origin`): the token is the client's secret, and neither the
+  journal nor a log ever holds it. A session belongs to its account: the same token
+  presented as another account is another session, and gets none of the first one's
+  events. (The default account's sessions are digests of the token alone, as before
+  accounts existed, so that what was kept for them stays theirs.) Events of messages
+  sent under a session go to whichever connection of its account presents that token
+  now; one that (re)connects with it gets the events kept for it first, in order, then one
   `{"event": "session", "id": null, "msg_id": null, "ts": …, "origin": "session:…"}`
   line saying the kept ones are over, then live ones.
 
@@ -22,8 +26,8 @@ Which account a connection's messages belong to (engine.accounts) is said by the
 first line: `{"auth": {"account": "<name>", "api_key": "<key>"}}`, which may also carry
 `"session": "<token>"` (one line says both who you are and which session is yours).
 Without an auth line the connection is the listeners' account (`[ingress] account`),
-unless `[ingress] require_auth` is on. The session identity is the token's alone: a
-token is a secret, and whoever presents it is that session (use a token per account).
+unless `[ingress] require_auth` is on. A token is a secret: whoever presents it as the
+session's account is that session.
 """
 
 from __future__ import annotations
@@ -91,11 +95,11 @@ class Session:
     token: str
 
     def __repr__(self) -> str:
-        return f"Session(origin={self.origin!r})"
+        return "Session(token=<hidden>)"
 
-    @property
-    def origin(self) -> str:
-        return session_origin(self.token)
+    def origin(self, account: str | None) -> str:
+        """The session's identity within `account` (None: the default account's)."""
+        return session_origin(self.token, account)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +121,13 @@ class FirstLine:
     auth: Credentials | None
 
 
-def session_origin(token: str) -> str:
-    """The identity (message origin, outbox key) of a session token."""
-    return "session:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+def session_origin(token: str, account: str | None = None) -> str:
+    """The identity (message origin, outbox key) of a session token within `account`: two
+    accounts never share a session, whatever their tokens. None, the default account:
+    the digest of the token alone (what every session was before accounts). A NUL cannot
+    occur in a token, so no name and token run together as another pair's."""
+    material = token if account is None else f"{account}\x00{token}"
+    return "session:" + hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
 def connection_origin(kind: str, run: str, number: int) -> str:

@@ -258,7 +258,7 @@ class ClientServer:
             log.info("session_refused", origin=name, problem=account.value)
             return None
         session = first.session if isinstance(first, FirstLine) else None
-        identity = name if session is None else session.origin
+        identity = name if session is None else session.origin(self._session_scope(account))
         sink = EventSink(identity, write)
         # Registered before the outbox is read: from here on no event of this identity
         # goes to the outbox, so the outbox and the journal hold all that is kept for it.
@@ -271,6 +271,11 @@ class ClientServer:
             log.info("session_opened", origin=identity, connection=name)
         tg.start_soon(sink.serve, self._events.emit_lines, kept)
         return sink, opening, account
+
+    def _session_scope(self, account: Account) -> str | None:
+        """Which account a session belongs to (engine.ingress.sessions.session_origin):
+        None for the default account, whose sessions predate accounts."""
+        return None if account.name == self._accounts.default.name else account.name
 
     def _account_of(
         self, first: FirstLine | SessionProblem | None, *, socket: bool

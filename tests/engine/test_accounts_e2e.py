@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,33 @@ async def test_the_listeners_account_or_an_auth_line_is_required(tmp_path: Path)
         await client.send(auth("acme", ACME_KEY, session=token), line())
         await client.wait_for(lambda seen: any(e["event"] == "accepted" for e in seen))
         assert client.events[0]["event"] == "session"
+
+
+async def test_a_session_token_presented_as_another_account_gets_none_of_its_events(
+    tmp_path: Path,
+) -> None:
+    token = "shared-token-0123456789"
+
+    def reported(ref: str) -> Callable[[list[dict[str, Any]]], bool]:
+        return lambda events: any(e["event"] == "dlr" and e.get("id") == ref for e in events)
+
+    async with running_daemon(with_accounts(tmp_path, two_accounts())) as daemon:
+        await daemon.sim_config({"dlr_mix": {"DELIVRD": 1.0}})
+        async with connected(daemon) as acme:
+            await acme.send(auth("acme", ACME_KEY, session=token), line(id="acme-1"))
+            await acme.wait_for(lambda events: any(e["event"] == "accepted" for e in events))
+        # acme has gone: its message's later events are kept for acme's session.
+        async with connected(daemon) as other:
+            await other.send(auth("other", OTHER_KEY, session=token), line(id="other-1"))
+            await other.wait_for(reported("other-1"))
+        async with connected(daemon) as again:
+            await again.send(auth("acme", ACME_KEY, session=token))
+            await again.wait_for(reported("acme-1"))
+    [msg_id] = [e["msg_id"] for e in acme.events if e["event"] == "accepted"]
+    assert not [e for e in other.events if e.get("msg_id") == msg_id or e.get("id") == "acme-1"]
+    assert not [e for e in again.events if e.get("id") == "other-1"]
+    sessions = {e["origin"] for e in acme.events + other.events if e["event"] == "session"}
+    assert len(sessions) == 2  # one token, two accounts: two sessions
 
 
 async def test_allowed_senders_on_ndjson_and_smpp(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from engine.ingress.sessions import (
@@ -80,6 +82,18 @@ def test_the_token_never_appears_in_the_identity() -> None:
     assert TOKEN not in repr(Session(TOKEN))
     assert session_origin(TOKEN) == origin  # the same token is the same identity
     assert session_origin(TOKEN + "x") != origin
+
+
+def test_a_session_belongs_to_its_account() -> None:
+    default = session_origin(TOKEN)
+    acme, other = session_origin(TOKEN, "acme"), session_origin(TOKEN, "other")
+    assert len({default, acme, other}) == 3  # one token, three accounts, three sessions
+    assert session_origin(TOKEN, "acme") == acme
+    assert TOKEN not in acme
+    assert Session(TOKEN).origin(None) == default
+    assert Session(TOKEN).origin("acme") == acme
+    # The default account's is the digest of the token alone, as before accounts.
+    assert default == "session:" + hashlib.sha256(TOKEN.encode()).hexdigest()[:32]
 
 
 def test_connection_names_carry_the_run() -> None:

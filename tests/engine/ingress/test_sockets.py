@@ -172,7 +172,7 @@ async def test_a_session_line_is_read_off_and_the_rest_follows() -> None:
     )
     assert isinstance(opening.first, FirstLine)
     assert isinstance(opening.first.session, Session)
-    assert opening.first.session.origin == A
+    assert opening.first.session.origin(None) == A
     assert opening.lines_read == 1
     assert await read_all(opening.receive) == b'{"to": "x"}\n'
 
