@@ -77,9 +77,9 @@ from engine.journal.postgres_sql import (
     SQL_CANCEL,
     SQL_CLAIM,
     SQL_COUNT_ACCOUNT_DAYS,
-    SQL_DUE,
-    SQL_DUE_AFTER,
-    SQL_DUE_WINDOW,
+    SQL_DUE_AFTER_IDS,
+    SQL_DUE_IDS,
+    SQL_DUE_WINDOW_IDS,
     SQL_FIND_CLIENT_REFS,
     SQL_INSERT_MESSAGES,
     SQL_NEXT_DUE,
@@ -94,6 +94,7 @@ from engine.journal.postgres_sql import (
     SQL_REPORT_OVERDUE,
     SQL_TAKE_CLAIMS,
     SQL_UNCONFIRMED,
+    SQL_WAITING_BY_IDS,
 )
 from engine.journal.writer import GroupCommitWriter
 from engine.models import Message
@@ -998,27 +999,38 @@ class PostgresJournal:
         after: Message | None,
         since: float | None,
     ) -> list[Message]:
-        found: list[Message] = []
+        """The ids first, lane by lane, then the messages: the ones the caller holds
+        (often the earliest due, thousands under a backlog) cost an index entry each, never
+        a row and its body sent over."""
+        wanted: list[int] = []
         after_lane = priority_lane(after.priority) if after is not None else 10
-        # Enough rows that the excluded ones cannot leave a lane's answer short.
-        page = limit + len(exclude)
         for lane in PRIORITY_LANES:
             if lane > after_lane:
                 continue
+            # Enough ids that the excluded ones cannot leave this lane's answer short.
+            page = limit - len(wanted) + len(exclude)
             if after is not None and lane == after_lane:
                 parameters: tuple[Any, ...] = (lane, now, after.due_at, int(after.msg_id), page)
-                sql = SQL_DUE_AFTER
+                sql = SQL_DUE_AFTER_IDS
             elif since is not None:
-                parameters, sql = (lane, since, now, page), SQL_DUE_WINDOW
+                parameters, sql = (lane, since, now, page), SQL_DUE_WINDOW_IDS
             else:
-                parameters, sql = (lane, now, page), SQL_DUE
-            for row in connection.execute(sql, parameters):
-                if exclude and str(row[0]) in exclude:
+                parameters, sql = (lane, now, page), SQL_DUE_IDS
+            for (msg_id,) in connection.execute(sql, parameters):
+                if exclude and str(msg_id) in exclude:
                     continue
-                found.append(_message_from_row(row))
-                if len(found) >= limit:
-                    return found
-        return found
+                wanted.append(msg_id)
+                if len(wanted) >= limit:
+                    break
+            if len(wanted) >= limit:
+                break
+        if not wanted:
+            return []
+        by_id = {
+            row[0]: _message_from_row(row)
+            for row in connection.execute(SQL_WAITING_BY_IDS, (wanted,))
+        }
+        return [by_id[msg_id] for msg_id in wanted if msg_id in by_id]
 
     async def next_due_at(self, *, after: float | None = None) -> float | None:
         """The earliest due_at among accepted messages (strictly later than `after`)."""

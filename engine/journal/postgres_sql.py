@@ -160,6 +160,16 @@ SQL_DUE_WINDOW: Final = (
     " WHERE state = 0 AND priority = %s AND due_at > %s AND due_at <= %s"
     " ORDER BY due_at, msg_id LIMIT %s"
 )
+# The same reads of ids only (the waiting index answers them alone): `due` picks the ids
+# it wants, leaving out those the caller holds, before it reads any message's body.
+SQL_DUE_IDS: Final = SQL_DUE.replace(MESSAGE_COLUMNS, "msg_id", 1)
+SQL_DUE_AFTER_IDS: Final = SQL_DUE_AFTER.replace(MESSAGE_COLUMNS, "msg_id", 1)
+SQL_DUE_WINDOW_IDS: Final = SQL_DUE_WINDOW.replace(MESSAGE_COLUMNS, "msg_id", 1)
+# Those messages, still waiting (one another node claimed meanwhile is not due any more).
+SQL_WAITING_BY_IDS: Final = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages"  # noqa: S608
+    " WHERE msg_id = ANY(%s::bigint[]) AND state < 1"
+)
 SQL_NEXT_DUE: Final = (
     "SELECT min(due_at) FROM messages WHERE state = 0 AND priority = %s AND due_at > %s"
 )
