@@ -24,8 +24,12 @@ signed POST. In both rows the daemon's CPU is read once it took every delivery r
 with webhooks also says how many events arrived, their rate from the first request to the
 last event (`events_per_s`), and its send rate over the row without (`send_ratio`).
 
+With `--rate R`, requests are paced to R messages a second (the issue's webhook figure is
+5,000 events a second: `--webhooks --rate 1667`, 3 events a message), so `send_ratio`
+says whether webhooks at that rate lower the send rate.
+
     python -m bench.api [--quick] [--out FILE] [-n N] [--mode single|batch|campaign ...]
-        [--concurrency C] [--latency-ms M] [--webhooks]
+        [--concurrency C] [--latency-ms M] [--webhooks] [--rate R]
 
 The figures need a quiet machine: this bench says nothing about one that is busy.
 """
@@ -33,6 +37,7 @@ The figures need a quiet machine: this bench says nothing about one that is busy
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import subprocess
 import sys
@@ -177,16 +182,25 @@ async def wait_for_events(receiver_url: str, expected: int) -> ReceiverCount:
 
 
 async def post_all(
-    api_url: str, bodies: Sequence[bytes], concurrency: int, errors: Counter[str]
+    api_url: str,
+    bodies: Sequence[bytes],
+    concurrency: int,
+    errors: Counter[str],
+    interval_s: float | None = None,
 ) -> None:
-    """Every body, `concurrency` requests in flight on keep-alive connections."""
+    """Every body, `concurrency` requests in flight on keep-alive connections; with
+    `interval_s`, request k starts no sooner than k × `interval_s` after the first."""
     headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
     connector = aiohttp.TCPConnector(limit=concurrency)
-    queue = iter(bodies)
+    queue = iter(enumerate(bodies))
+    loop = asyncio.get_running_loop()
+    first_at = loop.time()
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
 
         async def worker() -> None:
-            for body in queue:
+            for index, body in queue:
+                if interval_s is not None:
+                    await asyncio.sleep(first_at + index * interval_s - loop.time())
                 try:
                     async with session.post(f"{api_url}/v1/messages", data=body) as reply:
                         answer = await reply.read()
@@ -204,12 +218,17 @@ async def post_all(
 
 
 async def drive(
-    api_url: str, sim_url: str, bodies: Sequence[bytes], messages: int, concurrency: int
+    api_url: str,
+    sim_url: str,
+    bodies: Sequence[bytes],
+    messages: int,
+    concurrency: int,
+    interval_s: float | None = None,
 ) -> tuple[float, float, Counter[str]]:
     """Send, and wait for the provider: (start, end, errors)."""
     errors: Counter[str] = Counter()
     started = time.time()
-    sending = asyncio.ensure_future(post_all(api_url, bodies, concurrency, errors))
+    sending = asyncio.ensure_future(post_all(api_url, bodies, concurrency, errors, interval_s))
     async with aiohttp.ClientSession() as session:
         try:
             reached_at, _ = await wait_for_provider(
@@ -219,6 +238,18 @@ async def drive(
         finally:
             sending.cancel()
     return started, reached_at, errors
+
+
+async def wait_for_api(api_url: str) -> None:
+    """Until the API's listener answers (it may open after /healthz does; bounded by the
+    caller): a request sent before would fail to connect."""
+    async with aiohttp.ClientSession() as session:
+        while True:
+            with contextlib.suppress(aiohttp.ClientConnectionError):  # not listening yet
+                async with session.get(f"{api_url}/v1/openapi.json") as reply:
+                    if reply.status == 200:
+                        return
+            await asyncio.sleep(0.05)
 
 
 def cpu_s(process: psutil.Process) -> float:
@@ -234,10 +265,13 @@ def run_mode(
     latency_ms: float,
     webhooks: bool = False,
     compared: bool = False,
+    rate: float | None = None,
 ) -> dict[str, Any]:
     """One row. `compared` (both rows of `--webhooks`): the CPU is read once the daemon
-    took every delivery report, and with `webhooks` once every event reached the receiver."""
+    took every delivery report, and with `webhooks` once every event reached the receiver.
+    `rate`: messages per second to send at (paced by request), else as fast as answered."""
     bodies = request_bodies(messages, mode)
+    interval_s = None if rate is None else (1 if mode == "single" else BATCH) / rate
     receiver: subprocess.Popen[bytes] | None = None
     received: ReceiverCount | None = None
     with tempfile.TemporaryDirectory(prefix="septet-bench-api-") as tmp:
@@ -258,12 +292,14 @@ def run_mode(
             daemon = start_daemon(config_path, log_path)
             try:
                 wait_healthy(daemon, http_port, log_path)
+                api_url = f"http://{HOST}:{api_port}"
+                asyncio.run(asyncio.wait_for(wait_for_api(api_url), 20.0))
                 process = psutil.Process(daemon.pid)
                 cpu_before = cpu_s(process)
-                api_url = f"http://{HOST}:{api_port}"
                 started, ended, errors = asyncio.run(
                     asyncio.wait_for(
-                        drive(api_url, sim_url, bodies, messages, concurrency), DEADLINE_S
+                        drive(api_url, sim_url, bodies, messages, concurrency, interval_s),
+                        DEADLINE_S,
                     )
                 )
                 if compared:  # the CPU of whole lives, with webhooks or without alike
@@ -291,6 +327,7 @@ def run_mode(
         "requests": len(bodies),
         "concurrency": concurrency,
         "latency_ms": latency_ms,
+        "rate": rate,
         "seconds": round(seconds, 3),
         "msg_per_s": round(messages / seconds, 1),
         "cpu_us_per_msg": round(cpu_used / messages * 1e6, 1),
@@ -345,6 +382,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--webhooks", action="store_true", help="each mode without, then with, webhooks"
     )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="messages per second to send at (default: as fast as the daemon answers);"
+        " with --webhooks, 1,667 is 5,000 events a second",
+    )
     args = parser.parse_args(argv)
     messages = args.messages or (2000 if args.quick else 50_000)
     rows = [
@@ -355,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             latency_ms=args.latency_ms,
             webhooks=webhooks,
             compared=args.webhooks,
+            rate=args.rate,
         )
         for mode in args.mode or MODES
         for webhooks in ((False, True) if args.webhooks else (False,))

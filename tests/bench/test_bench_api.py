@@ -90,6 +90,7 @@ def test_a_tiny_webhooks_run_delivers_every_event(tmp_path: Path) -> None:
         [
             sys.executable,
             *("-m", "bench.api", "--quick", "-n", "200", "--mode", "campaign", "--webhooks"),
+            *("--rate", "1000"),
             *("--concurrency", "4", "--out", str(out)),
         ],
         cwd=REPO,
@@ -101,6 +102,7 @@ def test_a_tiny_webhooks_run_delivers_every_event(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
     without, with_webhooks = msgspec.json.decode(out.read_bytes())["results"]
     assert (without["webhooks"], with_webhooks["webhooks"]) == (False, True)
+    assert without["rate"] == with_webhooks["rate"] == 1000
     assert without["errors"] == with_webhooks["errors"] == {}, (without, with_webhooks)
     assert "events" not in without
     # accepted, submitted and dlr of every message (the simulator reports each one)
