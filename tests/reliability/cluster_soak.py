@@ -68,11 +68,14 @@ from tests.reliability.soak import (
     wait_until,
 )
 
-# `[reports] timeout_s`: long against the slowest report of a run. Three nodes feed the one
-# simulator process three times as fast as one daemon does; in the 50,000-message form on
-# two shared cores its reports fell more than 60 s behind (the single-node soak's deadline),
-# and messages the providers had taken ended UNKNOWN for want of a report.
-REPORT_TIMEOUT_S = 300.0
+# `[reports] timeout_s`: long against the slowest report of a run, short enough that a
+# message whose request never reached its provider (no report will come) ends in the run.
+# Three nodes feed the one simulator process three times as fast as one daemon does: in the
+# 50,000-message form on two shared cores its reports fell more than 60 s behind, and
+# messages the providers had taken ended UNKNOWN for want of a report; the long form waits
+# 300 s (`--report-timeout`), the CI form 60.
+REPORT_TIMEOUT_S = 60.0
+LONG_REPORT_TIMEOUT_S = 300.0
 FINAL_WAIT_S = 600.0
 # Leases far shorter than the default (15 s), so that a killed node's claims are taken over
 # within the round, yet long enough that a node slowed by the load (three nodes, the
@@ -92,7 +95,13 @@ class NodeConfig:
 
 
 def write_node_config(
-    workdir: Path, number: int, sim_url: str, dsn: str, *, smpp: bool = False
+    workdir: Path,
+    number: int,
+    sim_url: str,
+    dsn: str,
+    *,
+    smpp: bool = False,
+    report_timeout_s: float = REPORT_TIMEOUT_S,
 ) -> NodeConfig:
     """Node `number`'s config: the shared journal, its own fixed ports (a restart comes
     back on them), the four bridges against the simulators, short leases. The files a
@@ -107,7 +116,7 @@ def write_node_config(
         f'[http]\nlisten = "127.0.0.1:{http_port}"\n',
         f'[smpp]\nlisten = "{smpp_listen}"\n',
         "[retry]\nbase_s = 0.05\nmax_delay_s = 1.0\njitter = 0.1\n",
-        f"[reports]\ntimeout_s = {REPORT_TIMEOUT_S}\n",
+        f"[reports]\ntimeout_s = {report_timeout_s}\n",
         f"[cluster]\nheartbeat_s = {HEARTBEAT_S}\nlease_s = {LEASE_S}\n",
         '[log]\nlevel = "info"\n',
     ]
@@ -237,6 +246,7 @@ class ClusterReport:
     seed: int
     nodes: int
     messages: int
+    report_timeout_s: float
     kills: list[Kill]
     journaled: int
     fates: dict[Fate, Counter[str]]
@@ -268,6 +278,7 @@ class ClusterReport:
             ("seed", str(self.seed)),
             ("nodes", self.nodes),
             ("messages", self.messages),
+            ("report deadline (s)", round(self.report_timeout_s)),
             ("accepted by node", ", ".join(f"{n} {c:,}" for n, c in self.accepted_by_node.items())),
             ("kills", len(self.kills)),
         ]
@@ -433,7 +444,14 @@ def missing_lines(rows: list[JournalRow], refs: list[str], seen: Seen) -> list[s
 
 
 async def cluster_soak(
-    workdir: Path, dsn: str, *, nodes: int, messages: int, kills: int, seed: int
+    workdir: Path,
+    dsn: str,
+    *,
+    nodes: int,
+    messages: int,
+    kills: int,
+    seed: int,
+    report_timeout_s: float = REPORT_TIMEOUT_S,
 ) -> ClusterReport:
     started = time.monotonic()
     rng = random.Random(seed)
@@ -444,7 +462,10 @@ async def cluster_soak(
         for i in range(kills + 1)
     ]
     with simulators(workdir) as sim_url:
-        configs = [write_node_config(workdir, n, sim_url, dsn) for n in range(nodes)]
+        configs = [
+            write_node_config(workdir, n, sim_url, dsn, report_timeout_s=report_timeout_s)
+            for n in range(nodes)
+        ]
         configure_simulators(
             sim_url,
             {
@@ -467,6 +488,7 @@ async def cluster_soak(
         seed=seed,
         nodes=nodes,
         messages=messages,
+        report_timeout_s=report_timeout_s,
         kills=seen.kills,
         journaled=len(rows),
         fates=fates,
@@ -489,6 +511,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--seed", type=int, default=None, help="default: drawn and printed")
+    parser.add_argument(
+        "--report-timeout", type=float, default=LONG_REPORT_TIMEOUT_S, help="[reports] timeout_s"
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="keep the nodes' logs here")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
@@ -506,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
                     messages=args.messages,
                     kills=args.kills,
                     seed=seed,
+                    report_timeout_s=args.report_timeout,
                 )
 
             return anyio.run(soak, backend_options={"use_uvloop": True})
