@@ -677,7 +677,13 @@ class PostgresJournal:
 
     def _record(self, connection: Connection, changes: Sequence[Change]) -> None:
         """Consecutive changes of one kind become one statement (per run of distinct
-        msg_ids); order is kept. Feed events join the group's at its commit."""
+        msg_ids); order is kept. Feed events join the group's at its commit: they are taken
+        out first (in their order), so that a lifecycle's steps ([MarkSubmitted,
+        AppendEvents] a message) still make one statement per kind, not one per message."""
+        appends = [change for change in changes if type(change) is AppendEvents]
+        if appends:
+            self._appends.extend(appends)
+            changes = [change for change in changes if type(change) is not AppendEvents]
         index = 0
         while index < len(changes):
             kind = type(changes[index])
@@ -686,9 +692,7 @@ class PostgresJournal:
                 end += 1
             run: Sequence[Any] = changes[index:end]
             index = end
-            if kind is AppendEvents:
-                self._appends.extend(run)
-            elif kind is StoreOrphanReceipt:
+            if kind is StoreOrphanReceipt:
                 rows = [(c.bridge, c.provider_id, c.receipt, c.at) for c in run]
                 connection.execute(
                     "INSERT INTO orphan_receipts (bridge, provider_id, receipt, at) SELECT *"

@@ -160,6 +160,23 @@ async def test_only_the_accounts_that_keep_a_feed_have_their_events_stored(
         assert [e["event"] for e in decoded(history or [])] == ["dlr"]
 
 
+async def test_a_record_of_several_lifecycle_steps_keeps_each_state_and_event_in_order(
+    opener: JournalOpener,
+) -> None:
+    # What the dispatcher records for a request: each message's change, then its events,
+    # one message after another (the backends write each kind of change together).
+    async with opener(clock=Clock()) as journal:
+        sent = await accept(journal, *(message(f"+25078810000{n}") for n in range(3)))
+        await journal.record([step for m in sent for step in final_with_report(m.msg_id)])
+        found = await journal.get([m.msg_id for m in sent])
+        assert [found[m.msg_id].state for m in sent] == ["final"] * 3
+        events = decoded((await journal.feed("default", 3, 10)).events)
+        assert [(e["event_id"], e["event"], e["msg_id"]) for e in events] == [
+            (4 + n, "dlr", m.msg_id) for n, m in enumerate(sent)
+        ]
+        assert await journal.pending_count() == 0
+
+
 async def test_history_lists_a_messages_events_in_order(opener: JournalOpener) -> None:
     async with opener(clock=Clock()) as journal:
         one, two = await accept(journal, message("+250788100001"), message("+250788100002"))
