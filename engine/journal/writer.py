@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 import msgspec
+import structlog
 
 __all__ = ["GroupCommitWriter", "WriterBackend"]
 
@@ -45,8 +46,14 @@ T = TypeVar("T")
 
 # (the caller's future, its value, or the error it gets)
 Settled = list[tuple[asyncio.Future[Any], Any, BaseException | None]]
-# How often a group is tried when it fails on a transient failure (WriterBackend.is_transient).
+log = structlog.get_logger("septet.journal")
+
+# How often a group is tried when it fails on a transient failure (WriterBackend.is_transient),
+# and the pause before each new try, times the tries so far: the writer the server let
+# through finishes in that time. Trying again at once let the retried group take the
+# contended row first and meet the same deadlock again, turn after turn (seen in a test).
 TRANSIENT_TRIES = 3
+TRANSIENT_PAUSE_S = 0.05
 
 
 class _Written(NamedTuple):
@@ -279,6 +286,8 @@ class GroupCommitWriter(Generic[C, S]):
             except Exception as error:
                 self._roll_back(connection, snapshot)
                 if tries < TRANSIENT_TRIES and backend.is_transient(error):
+                    log.warning("journal_group_retried", tries=tries, error=str(error))
+                    time.sleep(TRANSIENT_PAUSE_S * tries)  # on the writer thread, rarely
                     continue
                 failure = backend.failure(error)
                 settled.extend((operation.future, None, failure) for operation in writes)
