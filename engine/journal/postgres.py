@@ -299,6 +299,18 @@ class Snapshot(NamedTuple):
     pending: int
     total: int
     appends: int
+    changes: int
+    claims: int
+
+
+class Claim(NamedTuple):
+    """A claim an optimistic group writes at its end, with the others (PostgresJournal._claim):
+    `claimed` is the caller's answer, filled in then."""
+
+    messages: Sequence[Message]
+    bridge_index: int
+    at: float
+    claimed: list[Message]
 
 
 class _PostgresWriting:
@@ -315,8 +327,11 @@ class _PostgresWriting:
 
     def begin(self, connection: PostgresLink) -> None:
         connection.ready().execute("BEGIN")
+        # Optimistic until the writer takes a savepoint per operation (a careful try).
+        self._journal._deferring = True
 
     def savepoint(self, connection: PostgresLink) -> None:
+        self._journal._deferring = False
         connection.ready().execute("SAVEPOINT operation")
 
     def release_savepoint(self, connection: PostgresLink) -> None:
@@ -330,6 +345,9 @@ class _PostgresWriting:
 
     def roll_back(self, connection: PostgresLink) -> None:
         self._journal._deliveries_added = []
+        self._journal._deferring = False
+        self._journal._deferred_changes.clear()
+        self._journal._deferred_claims.clear()
         link = connection.connection
         if link is not None and not link.closed and not link.broken:
             with contextlib.suppress(psycopg.Error):
@@ -354,12 +372,20 @@ class _PostgresWriting:
 
     def snapshot(self) -> Snapshot:
         journal = self._journal
-        return Snapshot(journal._pending_delta, journal._total_delta, len(journal._appends))
+        return Snapshot(
+            journal._pending_delta,
+            journal._total_delta,
+            len(journal._appends),
+            len(journal._deferred_changes),
+            len(journal._deferred_claims),
+        )
 
     def restore(self, snapshot: Snapshot) -> None:
         journal = self._journal
         journal._pending_delta, journal._total_delta = snapshot.pending, snapshot.total
         del journal._appends[snapshot.appends :]
+        del journal._deferred_changes[snapshot.changes :]
+        del journal._deferred_claims[snapshot.claims :]
 
     def before_commit(self, connection: PostgresLink, snapshot: Snapshot) -> None:
         self._journal._before_commit(connection.ready())
@@ -368,6 +394,9 @@ class _PostgresWriting:
         journal = self._journal
         journal._pending_delta = journal._total_delta = 0
         journal._appends.clear()
+        journal._deferring = False
+        journal._deferred_changes.clear()
+        journal._deferred_claims.clear()
         if journal._deliveries_added:
             added = [] if careful else journal._deliveries_added
             journal._deliveries_added = []
@@ -411,6 +440,11 @@ class PostgresJournal:
         self._pending_delta = 0
         self._total_delta = 0
         self._appends: list[AppendEvents | int] = []
+        # An optimistic group's claims and recorded changes, written together at its end
+        # (_write_deferred): a statement per kind for the whole group, not one per caller.
+        self._deferring = False
+        self._deferred_changes: list[Change] = []
+        self._deferred_claims: list[Claim] = []
         self._deliveries_added: list[DueDelivery] = []
         self.on_deliveries: Callable[[list[DueDelivery]], None] | None = None
         # Journal.on_kept_events: called by serve_notifications when a node kept outbox
@@ -452,8 +486,10 @@ class PostgresJournal:
         return link
 
     def _before_commit(self, connection: Connection) -> None:
-        """The group's last statements: its feed events, with ids taken under the counter
-        row's lock (held to COMMIT: ids in commit order), and this writer's counts."""
+        """The group's last statements: its deferred changes and claims, its feed events,
+        with ids taken under the counter row's lock (held to COMMIT: ids in commit order),
+        and this writer's counts."""
+        self._write_deferred(connection)
         if self._appends:
             count = sum(
                 change if isinstance(change, int) else len(change.events)
@@ -644,38 +680,78 @@ class PostgresJournal:
         attempt and not being claimed by another node right now; `record` is committed
         first, in the same transaction."""
 
-        def work(connection: Connection) -> list[Message]:
-            if record:
-                self._record(connection, record)
-            if not messages:
-                return []
-            won = {
-                str(row[0])
-                for row in connection.execute(
-                    SQL_CLAIM,
-                    (
-                        at,
-                        self._node,
-                        [int(m.msg_id) if m.msg_id.isdigit() else 0 for m in messages],
-                        [m.attempt for m in messages],
-                        bridge_index,
-                    ),
-                )
-            }
-            claimed = [message for message in messages if message.msg_id in won]
-            for message in claimed:
-                message.state = "inflight"
-                message.bridge_index = bridge_index
-                message.inflight_at = at
-            return claimed
+        return await self._execute(
+            lambda connection: self._claim(connection, messages, bridge_index, at, record),
+            write=True,
+        )
 
-        return await self._execute(work, write=True)
+    def _claim(
+        self,
+        connection: Connection,
+        messages: Sequence[Message],
+        bridge_index: int,
+        at: float,
+        record: Sequence[Change],
+    ) -> list[Message]:
+        """In an optimistic group the claim waits for the group's end, where every caller's
+        claims are one statement (_write_deferred); in a careful one it is made at once."""
+        if record:
+            self._record(connection, record)
+        if not messages:
+            return []
+        claim = Claim(messages, bridge_index, at, [])
+        if self._deferring:
+            self._deferred_claims.append(claim)
+        else:
+            self._write_claims(connection, [claim])
+        return claim.claimed
+
+    def _write_claims(self, connection: Connection, claims: Sequence[Claim]) -> None:
+        """Each claim's compare-and-set, in one statement per run of distinct msg_ids (a
+        message two callers claim goes to the first, as one statement each would)."""
+        rows = [
+            (int(m.msg_id) if m.msg_id.isdigit() else 0, m.attempt, c.bridge_index, c.at, n)
+            for n, c in enumerate(claims)
+            for m in c.messages
+        ]
+        won: set[tuple[int, int]] = set()
+        for part in _unique_runs(rows):
+            columns = _columns([row[:4] for row in part])
+            by_id = {row[0]: row[4] for row in part}
+            for (msg_id,) in connection.execute(SQL_CLAIM, [self._node, *columns]):
+                won.add((msg_id, by_id[msg_id]))
+        for n, claim in enumerate(claims):
+            for message in claim.messages:
+                if message.msg_id.isdigit() and (int(message.msg_id), n) in won:
+                    message.state = "inflight"
+                    message.bridge_index = claim.bridge_index
+                    message.inflight_at = claim.at
+                    claim.claimed.append(message)
+
+    def _write_deferred(self, connection: Connection) -> None:
+        """An optimistic group's recorded changes, in the order recorded, then its claims."""
+        if self._deferred_changes:
+            changes, self._deferred_changes = self._deferred_changes, []
+            self._record_now(connection, changes)
+        if self._deferred_claims:
+            claims, self._deferred_claims = self._deferred_claims, []
+            self._write_claims(connection, claims)
 
     async def record(self, changes: Sequence[Change]) -> None:
         if changes:
             await self._execute(lambda connection: self._record(connection, changes), write=True)
 
     def _record(self, connection: Connection, changes: Sequence[Change]) -> None:
+        """In an optimistic group, the changes wait for the group's end, with every other
+        caller's (_write_deferred); in a careful one they are written at once."""
+        if not self._deferring:
+            self._record_now(connection, changes)
+            return
+        # The feed's events keep their place among the group's other events (accepted).
+        self._appends.extend(change for change in changes if type(change) is AppendEvents)
+        self._deferred_changes.extend(c for c in changes if type(c) is not AppendEvents)
+
+    def _record_now(self, connection: Connection, changes: Sequence[Change]) -> None:
         """Consecutive changes of one kind become one statement (per run of distinct
         msg_ids); order is kept. Feed events join the group's at its commit: they are taken
         out first (in their order), so that a lifecycle's steps ([MarkSubmitted,

@@ -59,11 +59,12 @@ SQL_NEXT_EVENT_IDS: Final = (
 
 # The claim: a compare-and-set on rows this transaction locks, skipping those another
 # node's transaction holds (it is claiming them: they are not ours to send).
+# Several callers' claims in one statement: each row has its own bridge and time.
 SQL_CLAIM: Final = (
-    f"UPDATE messages AS m SET state = 1, status = '{INFLIGHT_S}', inflight_at = %b,"  # noqa: S608
-    " claimed_by = %b FROM (SELECT w.msg_id FROM unnest(%b::bigint[], %b::int4[])"
-    " AS c(id, attempt) JOIN messages AS w ON w.msg_id = c.id"
-    " WHERE w.state < 1 AND w.bridge_index = %b AND w.attempt = c.attempt"
+    f"UPDATE messages AS m SET state = 1, status = '{INFLIGHT_S}', inflight_at = won.at,"  # noqa: S608
+    " claimed_by = %b FROM (SELECT w.msg_id, c.at FROM unnest(%b::bigint[], %b::int4[],"
+    " %b::int2[], %b::float8[]) AS c(id, attempt, bi, at) JOIN messages AS w ON w.msg_id = c.id"
+    " WHERE w.state < 1 AND w.bridge_index = c.bi AND w.attempt = c.attempt"
     " FOR UPDATE OF w SKIP LOCKED) AS won WHERE m.msg_id = won.msg_id RETURNING m.msg_id"
 )
 # A cancel wins only over a message still waiting that no request has carried.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import re
 import threading
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -491,6 +492,49 @@ async def test_a_claim_of_many_where_one_was_taken_wins_only_the_others(
     stored = await journal.get([m.msg_id for m in messages])
     assert {stored[m.msg_id].inflight_at for m in won} == {11.0}
     assert stored[messages[2].msg_id].inflight_at == 10.0
+
+
+async def test_claims_and_records_of_one_group_each_get_their_own_answer(
+    journal: BackendJournal,
+) -> None:
+    """Several callers in one event-loop turn share a group commit (PostgreSQL writes their
+    claims and changes together at its end): each claim wins on its own bridge at its own
+    time, a message two callers claim goes to the first only, the recorded change lands."""
+    first, second, third, done = [await accept_one(journal, make_message()) for _ in range(4)]
+    await journal.record(
+        [MarkRetry(msg_ids=[third.msg_id], due_at=0.0, attempt=1, bridge_index=1, reason="r")]
+    )
+    third = (await journal.get([third.msg_id]))[third.msg_id]
+    final = MarkFinal(msg_id=done.msg_id, outcome="REJECTD", code=None, error=None, at=9.0)
+    commits = journal.commits
+    answers: dict[int, list[Message]] = {}
+
+    async def claim(n: int, messages: list[Message], bridge: int, at: float, **kw: Any) -> None:
+        answers[n] = await journal.claim(messages, bridge, at, **kw)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(claim, 0, [first, second], 0, 10.0)
+        tg.start_soon(claim, 1, [make_copy(second)], 0, 11.0)
+        tg.start_soon(functools.partial(claim, 2, [third], 1, 12.0, record=[final]))
+    assert journal.commits == commits + 1
+    assert [[m.msg_id for m in answers[n]] for n in range(3)] == [
+        [first.msg_id, second.msg_id],
+        [],
+        [third.msg_id],
+    ]
+    stored = await journal.get([m.msg_id for m in (first, second, third, done)])
+    assert [
+        (stored[m.msg_id].state, stored[m.msg_id].bridge_index, stored[m.msg_id].inflight_at)
+        for m in (first, second, third)
+    ] == [("inflight", 0, 10.0), ("inflight", 0, 10.0), ("inflight", 1, 12.0)]
+    assert stored[done.msg_id].state == "final"
+
+
+def make_copy(message: Message) -> Message:
+    """Another caller's copy of `message` (what a second dispatcher would hold)."""
+    copy = make_message()
+    copy.msg_id = message.msg_id
+    return copy
 
 
 async def test_a_request_of_many_is_accepted_claimed_and_submitted_whole(

@@ -8,7 +8,8 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -17,7 +18,7 @@ import pytest
 
 from bench.postgres import TemporaryPostgres, free_port
 from engine import retention
-from engine.journal import Change, Duplicate, JournalError, MarkCharged, MarkFinal, MarkSubmitted
+from engine.journal import Duplicate, JournalError, MarkFinal, MarkSubmitted
 from engine.journal.postgres import PostgresJournal, describe_dsn, open_postgres_journal
 from engine.journal.postgres_reader import open_postgres_reader
 from engine.journal.postgres_schema import SCHEMA_VERSION
@@ -390,17 +391,24 @@ async def test_a_group_the_server_rolls_back_to_break_a_deadlock_is_tried_again(
 ) -> None:
     """Node A changes message 1 then 2 in one group, node B 2 then 1, each held open between
     the two: a real deadlock. PostgreSQL rolls one group back (40P01); the writer runs it
-    again once the other committed, so both callers get their answer, not an error."""
+    again once the other committed, so both callers get their answer, not an error. (The
+    changes are statements of their own: a group's recorded changes are written together
+    at its end, in msg_id order, which makes no such cycle.)"""
     first, second = two_nodes
     one, two = await accept_many(first, 2)
     release = threading.Event()
     outcomes: list[str] = []
 
-    def charged(message: Message, cost: float) -> list[Change]:
-        return [MarkCharged(msg_id=message.msg_id, cost=cost, currency="EUR")]
+    def charged(message: Message, cost: float) -> Callable[[psycopg.Connection[Any]], object]:
+        return lambda connection: connection.execute(
+            "UPDATE messages SET submit_cost = %s, submit_currency = 'EUR' WHERE msg_id = %s",
+            (cost, int(message.msg_id)),
+        )
 
-    async def record(journal: PostgresJournal, changes: list[Change]) -> None:
-        await journal.record(changes)
+    async def record(
+        journal: PostgresJournal, change: Callable[[psycopg.Connection[Any]], object]
+    ) -> None:
+        await journal._execute(change, write=True)
         outcomes.append("recorded")
 
     async def hold_group(journal: PostgresJournal, order: list[Message], cost: float) -> None:
