@@ -33,7 +33,7 @@ import anyio
 import structlog
 
 from engine.accounts import Account
-from engine.ingress.prepare import CONGESTED, LineError, LinePreparer
+from engine.ingress.prepare import CONGESTED, BatchMemo, LineError, LinePreparer
 from engine.journal import Duplicate, JournalError
 from engine.models import Message, Submission
 
@@ -150,6 +150,7 @@ class Acceptor:
         positions: list[int] = []
         groups: list[list[Message]] = []
         decode, prepare = self._preparer.decode, self._preparer.prepare_submission
+        memo = BatchMemo()
         name = account.name
         for index, item in enumerate(submissions):
             sub = decode(item) if isinstance(item, bytes) else item
@@ -159,7 +160,7 @@ class Acceptor:
             if not account.sender_allowed(sub.sender):
                 outcomes[index] = _sender_refused(account, sub)
                 continue
-            prepared = prepare(sub, origin, now, account.webhooks)
+            prepared = prepare(sub, origin, now, account.webhooks, memo)
             if isinstance(prepared, LineError):
                 outcomes[index] = prepared
                 continue

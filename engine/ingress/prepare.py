@@ -63,6 +63,18 @@ class LineError:
     retry_after_s: float | None = None
 
 
+class BatchMemo:
+    """What the submissions of one batch share, worked out once per batch instead of once
+    per submission: each price (a bulk request's messages mostly share a bridge, a price
+    prefix and a length). Admission is remembered by the Admitter itself."""
+
+    __slots__ = ("priced",)
+
+    def __init__(self) -> None:
+        # (bridge, number prefix, segments) -> (amount, currency).
+        self.priced: dict[tuple[str, str, int], tuple[float, str]] = {}
+
+
 class LinePreparer:
     """Validates one input line and turns it into one Message per recipient. Pure but for
     the clock passed in.
@@ -114,9 +126,11 @@ class LinePreparer:
         origin: str,
         now: float,
         webhooks: AccountWebhooks | None = None,
+        memo: BatchMemo | None = None,
     ) -> list[Message] | LineError:
         """The checks and per-recipient messages of one decoded submission (NDJSON or SMPP).
-        `webhooks`: its account's (engine.accounts.Account.webhooks); None: the preparer's."""
+        `webhooks`: its account's (engine.accounts.Account.webhooks); None: the preparer's.
+        `memo`: shared by the submissions of one batch (engine.ingress.accept)."""
         ref = sub.id
         text = sub.text
         if not text:
@@ -155,9 +169,11 @@ class LinePreparer:
         admitter = self._admitter
         messages: list[Message] = []
         # A line's recipients mostly share a route and a price prefix: each route is
-        # admitted, and each (bridge, number prefix) priced, once per line.
+        # admitted once per line, and each (bridge, number prefix, segments) priced once
+        # per batch (a bulk request's lines mostly share them too).
         admitted: dict[tuple[str, ...], tuple[str, ...]] = {}
-        priced: dict[tuple[str, str], tuple[float, str]] = {}
+        priced = (memo or BatchMemo()).priced
+        segments = segmentation.segments
         for raw in recipients:
             try:
                 to = normalise(raw, self._region)
@@ -185,11 +201,11 @@ class LinePreparer:
             bridge = bridges[0]
             table = self._prices[bridge]
             # The price depends on the number's first `longest_prefix` digits only.
-            price_key = (bridge, to[: table.longest_prefix + 1])
+            price_key = (bridge, to[: table.longest_prefix + 1], segments)
             price = priced.get(price_key)
             if price is None:
                 try:
-                    cost = message_cost(table, to, segmentation.segments)
+                    cost = message_cost(table, to, segments)
                 except NoPriceError as error:
                     return LineError(str(error), ref, "price")
                 price = priced[price_key] = (cost.amount, cost.currency)

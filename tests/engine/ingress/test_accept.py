@@ -208,3 +208,26 @@ async def test_each_account_checks_callback_urls_by_its_own_webhook_rules(tmp_pa
         assert refusal(elsewhere).kind == "callback"
         (refused,) = await s.acceptor.accept(bare, "tcp:1", [line(callback_url=url)])
         assert refusal(refused).kind == "callback"
+
+
+async def test_lines_of_a_batch_are_priced_as_each_alone(tmp_path: Path) -> None:
+    # A batch prices each (bridge, prefix, segments) once for all its lines: a line of two
+    # segments to the same prefix as one of one segment still costs twice as much, and a
+    # line to another country its own price.
+    account = Account("acme", AccountSettings())
+    lines = [
+        line(to="+250788100001"),
+        line(to="+250788100002", text="x" * 200),  # 2 GSM-7 segments
+        line(to="+447700900001"),
+        line(to="+250788100003"),
+    ]
+    async with accepting(tmp_path / "j.db") as s:
+        together = [accepted(o)[0] for o in await s.acceptor.accept(account, "tcp:1", lines)]
+    async with accepting(tmp_path / "k.db") as s:
+        alone = [accepted((await s.acceptor.accept(account, "tcp:1", [x]))[0])[0] for x in lines]
+    assert [(m.cost, m.currency, m.segments) for m in together] == [
+        (m.cost, m.currency, m.segments) for m in alone
+    ]
+    assert together[1].segments == 2
+    assert together[1].cost == 2 * together[0].cost
+    assert together[0].cost == together[3].cost
