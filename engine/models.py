@@ -56,7 +56,7 @@ submission_decoder = msgspec.json.Decoder(Submission)
 MessageState = Literal["accepted", "inflight", "submitted", "final"]
 
 
-class Message(msgspec.Struct, kw_only=True):
+class Message(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One message to one recipient, as the journal stores it.
 
     `msg_id` is a decimal string (SMPP clients expect digits), unique in the journal.

@@ -550,3 +550,28 @@ async def test_a_version_5_journal_gets_its_states_by_name(tmp_path: Path) -> No
     with contextlib.closing(sqlite3.connect(path)) as connection:
         assert connection.execute("SELECT status FROM messages").fetchall() == [("undeliverable",)]
         assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+async def test_a_body_written_with_every_field_reads_as_one_without_defaults(
+    tmp_path: Path,
+) -> None:
+    """Bodies leave out fields at their defaults (Message omit_defaults); a body written
+    before, with every field, reads back the same message, and the new one is smaller."""
+    path = tmp_path / "j.db"
+    async with open_sqlite_journal(path) as journal:
+        message = await accept_one(journal, make_message(dlr=False))
+    full = msgspec.msgpack.encode(msgspec.structs.asdict(message))
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        (short,) = connection.execute(
+            "SELECT body FROM messages WHERE msg_id = ?", (int(message.msg_id),)
+        ).fetchone()
+        assert len(short) < len(full)
+        assert "flash" in msgspec.msgpack.decode(full)
+        assert "flash" not in msgspec.msgpack.decode(short)
+        with connection:
+            connection.execute(
+                "UPDATE messages SET body = ? WHERE msg_id = ?", (full, int(message.msg_id))
+            )
+    async with open_sqlite_journal(path) as journal:
+        stored = (await journal.get([message.msg_id]))[message.msg_id]
+    assert stored == message
