@@ -468,6 +468,9 @@ class _Pool:
         self.connections: set[_Connection] = set()
         # (method, driver headers) → (default lines, Content-Length rule, driver lines).
         self.head_cache: dict[tuple[str, tuple[tuple[str, str], ...]], _HeadParts] = {}
+        # (method, header names) → (default lines, Content-Length rule): what a head whose
+        # values change per call (a webhook's signature) still shares with the last one.
+        self.shape_cache: dict[tuple[str, tuple[str, ...]], tuple[str, int]] = {}
         self._queue_timer: asyncio.TimerHandle | None = None
 
     def head_parts(self, method: str, headers: Sequence[tuple[str, str]]) -> _HeadParts:
@@ -477,31 +480,41 @@ class _Pool:
             parts = self.head_cache.get(key)
             if parts is not None:
                 return parts
-        if _METHOD_PATTERN.fullmatch(method) is None:
-            raise ConnectFailed(f"invalid method {method!r}")
-        names = {name.lower() for name, _ in headers}
+        shape_key = (method, tuple([name for name, _ in headers]))
+        shape = self.shape_cache.get(shape_key)
+        if shape is None:
+            shape = self._head_shape(method, shape_key[1])
+            if len(self.shape_cache) >= _HEAD_CACHE_SIZE:
+                self.shape_cache.clear()
+            self.shape_cache[shape_key] = shape
         driver_lines = "".join([f"{name}: {value}\r\n" for name, value in headers])
         # RFC 9110 §5.5: CR and LF never occur in a field; one would inject a header.
         if driver_lines.count("\n") != len(headers) or driver_lines.count("\r") != len(headers):
             raise ConnectFailed("a request header holds CR or LF")
-        default_lines = "".join(
-            f"{name}: {value}\r\n"
-            for name, value in self.default_headers
-            if name.lower() not in names
-        )
-        if "content-length" in names:
-            length_rule = _LENGTH_FROM_DRIVER
-        elif method in _BODILESS_METHODS:
-            length_rule = _LENGTH_IF_BODY
-        else:
-            length_rule = _LENGTH_ALWAYS
-        parts = _HeadParts(default_lines, length_rule, driver_lines)
+        parts = _HeadParts(shape[0], shape[1], driver_lines)
         if key is not None:
             if len(self.head_cache) >= _HEAD_CACHE_SIZE:
                 # Headers that change per call (a signature, a timestamp) must not grow it.
                 self.head_cache.clear()
             self.head_cache[key] = parts
         return parts
+
+    def _head_shape(self, method: str, header_names: tuple[str, ...]) -> tuple[str, int]:
+        """The default lines a head with these header names gets, and its Content-Length
+        rule; the method checked."""
+        if _METHOD_PATTERN.fullmatch(method) is None:
+            raise ConnectFailed(f"invalid method {method!r}")
+        names = {name.lower() for name in header_names}
+        default_lines = "".join(
+            f"{name}: {value}\r\n"
+            for name, value in self.default_headers
+            if name.lower() not in names
+        )
+        if "content-length" in names:
+            return default_lines, _LENGTH_FROM_DRIVER
+        if method in _BODILESS_METHODS:
+            return default_lines, _LENGTH_IF_BODY
+        return default_lines, _LENGTH_ALWAYS
 
     def take_idle(self, oldest_usable: float) -> _Connection | None:
         """The most recently used idle connection still fresh; stale ones are closed."""

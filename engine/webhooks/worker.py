@@ -135,6 +135,8 @@ class WebhookWorker:
         self._may_have_retries = True
         self._claimed: set[int] = set()
         self._settled: list[DeliveryOutcome] = []
+        # Outcomes not yet counted in the metrics (counted with each batch settled).
+        self._tally: dict[Outcome, int] = {}
         self._wake_send, self._wake_receive = anyio.create_memory_object_stream[None](1)
         self._settle_send, self._settle_receive = anyio.create_memory_object_stream[None](1)
         self._transport: Http11Transport | None = None
@@ -272,7 +274,7 @@ class WebhookWorker:
                         return
                 outcome, settled = await self._attempt(delivery)
                 self._open -= 1
-                self._count(outcome)
+                self._tally[outcome] = self._tally.get(outcome, 0) + 1
                 self._settled.append(settled)
                 if len(self._settled) in (1, SETTLE_BATCH):
                     _poke(self._settle_send)  # a batch begins, or is full
@@ -383,9 +385,12 @@ class WebhookWorker:
             why=why,
         )
 
-    def _count(self, outcome: Outcome) -> None:
+    def _count(self) -> None:
+        """The outcomes since the last count, one metric update per outcome kind."""
+        tally, self._tally = self._tally, {}
         if self._metrics is not None:
-            self._metrics.webhook_deliveries(outcome)
+            for outcome, count in tally.items():
+                self._metrics.webhook_deliveries(outcome, count)
 
     async def _serve_settler(self) -> None:
         """Write settled outcomes in batches; a claim ends once its outcome is written."""
@@ -395,6 +400,7 @@ class WebhookWorker:
                 with anyio.move_on_after(SETTLE_GATHER_S):
                     await self._settle_receive.receive()  # the batch is full
             batch, self._settled = self._settled, []
+            self._count()
             if not batch:
                 continue
             try:
