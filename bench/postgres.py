@@ -180,18 +180,17 @@ class TemporaryPostgres:
 # Stops the server when the process that started it is gone however it ended (kill -9
 # included): its stdin is a pipe from that process, which the kernel closes then.
 WATCHDOG: Final = """
-import os, shutil, signal, sys, time
+import contextlib, os, shutil, signal, sys, time
 pid, root = int(sys.argv[1]), sys.argv[2]
 if sys.stdin.buffer.read():
     sys.exit()
-try:
+# ProcessLookupError: the server has exited, which is what the signals ask for.
+with contextlib.suppress(ProcessLookupError):
     os.kill(pid, signal.SIGINT)
     for _ in range(150):
         time.sleep(0.1)
         os.kill(pid, 0)
     os.kill(pid, signal.SIGQUIT)
-except ProcessLookupError:
-    pass
 shutil.rmtree(root, ignore_errors=True)
 """
 

@@ -270,8 +270,9 @@ async def migrate_journal(path: Path, synchronous: str) -> str | None:
             if not locked:
                 return f"The journal {path} is in use by a running daemon: stop it to migrate."
             try:
-                async with open_sqlite_journal(path, synchronous=synchronous):
-                    pass
+                async with open_sqlite_journal(path, synchronous=synchronous) as journal:
+                    # Opening migrated it; the count read back proves the schema answers.
+                    await journal.pending_count()
             except JournalError as error:
                 return str(error)
     except OSError as error:

@@ -82,13 +82,13 @@ async def test_nodes_starting_together_create_the_schema_once(postgres_dsn: str)
 async def test_a_schema_newer_than_this_septet_is_refused_with_a_sentence(
     postgres_dsn: str,
 ) -> None:
-    async with open_postgres_journal(postgres_dsn):
-        pass
+    async with open_postgres_journal(postgres_dsn) as journal:
+        assert await journal.pending_count() == 0
     with psycopg.connect(postgres_dsn, autocommit=True) as connection:
         connection.execute("UPDATE schema_version SET version = %s", (SCHEMA_VERSION + 1,))
     with pytest.raises(JournalError, match=r"schema version \d+, newer than this septet"):
-        async with open_postgres_journal(postgres_dsn):
-            pass
+        async with open_postgres_journal(postgres_dsn) as journal:
+            raise AssertionError(f"opened {journal.instance} on a newer schema")
 
 
 # ── a wrong DSN, a server that is not there or goes away ──────────────────────────
@@ -104,8 +104,8 @@ async def test_an_unreachable_server_is_a_sentence_naming_it() -> None:
     port = free_port()  # nothing listens there
     dsn = f"postgresql://septet:secret@127.0.0.1:{port}/septet"
     with pytest.raises(JournalError) as raised:
-        async with open_postgres_journal(dsn):
-            pass
+        async with open_postgres_journal(dsn) as journal:
+            raise AssertionError(f"opened {journal.instance} with nothing listening")
     sentence = str(raised.value)
     assert sentence.startswith(f"Cannot open the journal at 127.0.0.1:{port}/septet: ")
     assert "\n" not in sentence

@@ -73,8 +73,8 @@ async def test_a_missing_journal_is_created_at_the_current_schema(tmp_path: Path
 async def test_a_journal_held_newer_or_not_a_journal_is_one_sentence(tmp_path: Path) -> None:
     config = cli_config(tmp_path)
     path = tmp_path / "septet.db"
-    async with open_sqlite_journal(path):
-        pass
+    async with open_sqlite_journal(path) as journal:
+        assert await journal.pending_count() == 0
     with contextlib.closing(sqlite3.connect(path)) as connection:
         connection.executescript(UNDO_VERSION_8 + "PRAGMA user_version = 7;")
     with lock_journal(path) as held:
