@@ -53,6 +53,7 @@ from engine.credentials import (
     check_credentials,
     describe,
 )
+from engine.daemon_health import DaemonHealth
 from engine.dispatch import BridgeDispatcher
 from engine.dlr import ReceiptHandler, poll_policy, serve_poller, serve_shared_orphans
 from engine.feed import serve_retention
@@ -87,7 +88,7 @@ from engine.journal_lock import hold_journal
 from engine.lifecycle import Charge
 from engine.listener import build_app, build_metrics_app, metrics_route, serve_listener
 from engine.membership import Membership, NameInUseError
-from engine.metrics import LiveState, Metrics, Operations
+from engine.metrics import Metrics, Operations
 from engine.models import Message
 from engine.observe import BacklogCounter
 from engine.pricing import (
@@ -107,8 +108,6 @@ from engine.webhooks.worker import WebhookWorker
 
 log = structlog.get_logger("septet.daemon")
 
-# How long /readyz waits for the journal (a database that went away) before it says no.
-READINESS_JOURNAL_S = 2.0
 # A start-up step on a shared journal: how often it is tried, and the pause between tries.
 START_ATTEMPTS = 5
 START_RETRY_S = 1.0
@@ -197,65 +196,9 @@ async def run_daemon(
         # Filled once the bridges are built; /readyz and /metrics may be asked before.
         dispatchers: dict[str, BridgeDispatcher] = {}
 
-        async def readiness() -> dict[str, object]:
-            circuits = {name: d.circuit.state(time.time()) for name, d in dispatchers.items()}
-            try:
-                # A database that does not answer makes the probe fail, not hang.
-                with anyio.fail_after(READINESS_JOURNAL_S):
-                    pending = await journal.pending_count()
-                writable = True
-            except TimeoutError:
-                pending, writable = -1, False
-                log.error("journal_unready", error=f"no answer within {READINESS_JOURNAL_S} s")
-            except Exception as error:
-                pending, writable = -1, False
-                log.error("journal_unready", error=str(error))
-            # A bridge whose circuit is open is not ready, with the reason when it is the
-            # provider refusing the account. The daemon as a whole stays ready while one
-            # bridge can send (the others fail over to it) and the journal is writable.
-            # An account fault keeps the bridge unready until a request goes through
-            # (the circuit closes), not only while it is open: half-open is still a guess.
-            unready = {
-                name: d.circuit.reason or "the provider keeps failing (circuit open)"
-                for name, d in dispatchers.items()
-                if circuits[name] == "open"
-                or (circuits[name] != "closed" and d.circuit.reason is not None)
-            }
-            # A bridge whose shared rate limits cannot be reached sends nothing (cluster).
-            unready.update(
-                (name, d.limits.fault) for name, d in dispatchers.items() if d.limits.fault
-            )
-            # A node whose heartbeat the journal has not taken within its lease may be
-            # taken for dead by the others (docs/cluster.md): not ready.
-            now = time.time()
-            leased = membership.holds_lease(now)
-            age = membership.heartbeat_age(now)
-            return {
-                "ready": writable
-                and leased
-                and (not dispatchers or len(unready) < len(dispatchers)),
-                "node": {
-                    "name": node,
-                    "heartbeat_age_s": None if age is None else round(age, 1),
-                    "holds_lease": leased,
-                },
-                "journal": {"writable": writable, "pending": pending},
-                "bridges": circuits,
-                "unready_bridges": unready,
-            }
-
-        def live_state() -> LiveState:
-            now = time.time()
-            return LiveState(
-                queue_depth={name: len(queue) for name, queue in queues.items()},
-                in_flight={name: d.in_flight for name, d in dispatchers.items()},
-                circuit={name: d.circuit.state(now) for name, d in dispatchers.items()},
-                rate_limits_reachable={
-                    name: d.limits.fault is None for name, d in dispatchers.items()
-                },
-            )
-
-        metrics.watch(live_state)
+        health = DaemonHealth(journal, membership, node, dispatchers, queues)
+        readiness = health.readiness
+        metrics.watch(health.live_state)
         operations = metrics.operations
         if on_file:
             wal = journal_path.with_name(journal_path.name + "-wal")
