@@ -16,6 +16,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,10 +33,11 @@ from engine.accounts import Accounts
 from engine.admin import Admin
 from engine.admin_api import admin_routes, write_run_token
 from engine.admission import takes_message
-from engine.bridge_limits import gate_for, open_shared_limits
+from engine.bridge_limits import BridgeGate, SharedLimits, gate_for, open_shared_limits
 from engine.circuit import CircuitBreaker
 from engine.cluster import draw_run, draw_suffix, node_name
 from engine.config import (
+    BridgeConfig,
     ConfigError,
     Settings,
     accounts_of,
@@ -129,496 +131,661 @@ async def run_daemon(
 
     A listener that cannot bind raises ConfigError naming its key and address; SIGHUP
     calls `reopen_log` (the `[log] file`) and never stops the daemon."""
-    journal_path = Path(settings.journal.path)
     metrics = Metrics(list(settings.bridges))
     accounts = accounts_of(settings)
     async with AsyncExitStack() as stack:
-        on_file = journal_backend(settings.journal.backend) is JournalBackend.SQLITE
-        if on_file:
-            # One writer per journal file (engine.journal_lock): held until the journal
-            # closes. A database is shared by the nodes: there is no file to hold.
-            stack.enter_context(hold_journal(journal_path))
-        journal = await stack.enter_async_context(
-            open_journal(
-                settings.journal,
-                on_commit=metrics.journal_commit,
-                feed_accounts=[a.name for a in accounts if a.settings.keeps_feed],
-            )
-        )
-        # This node in the cluster (engine.membership): its name in every log line, its
-        # row in the journal; a name a live process holds refuses the start.
-        node = node_name(settings.cluster.node, socket.gethostname(), draw_suffix())
-        stack.enter_context(structlog.contextvars.bound_contextvars(node=node))
-        membership = Membership(journal, node, draw_run(), settings.cluster)
-        try:
-            await membership.join()
-        except NameInUseError as error:
-            raise ConfigError(f"cluster.node: {error.sentence}") from None
-        metrics.operations.node_info.labels(node).set(1)
-        # What this start resumes, by state (the final ones are history, not backlog).
-        resumed = {state: n for state, n in (await journal.counts()).items() if state != "final"}
-        outbox = Outbox()
-        events = EventRouter(outbox.spill)
-        # Before the task group, so it is closed after every task that uses it has ended.
-        shared_limits = await open_shared_limits(settings.cluster.redis, stack)
-        tg = await stack.enter_async_context(anyio.create_task_group())
-        # The heartbeat from the start: the rest of the start-up (simulators, credentials,
-        # recovery) may take longer than a lease, and a node without a heartbeat in that
-        # time would be taken for dead by the others.
-        tg.start_soon(_run_forever, membership.serve_heartbeat, "heartbeat")
-        # Signals are taken from here on: a SIGTERM during start-up drains too.
-        stop = _StopRequest()
-        await tg.start(_serve_signals, stop, reopen_log)
-        # Every listener by what it serves, for the start line (others add theirs here).
-        listeners: dict[str, str] = {}
-
-        # ── drivers and listener ───────────────────────────────────────────────
-        drivers: dict[str, BridgeDriver] = {}
-        report_timeout_s = settings.reports.timeout_s
-        receipts_handler = ReceiptHandler(
-            journal,
-            events,
-            on_receipt=metrics.receipt,
-            on_charge=metrics.charged,
-            report_timeout_s=report_timeout_s,
-        )
-        # On a shared journal another node's work may collide with a start-up step (a
-        # deadlock the database broke by failing one side): the step is tried again.
-        attempts = START_ATTEMPTS if journal.shared else 1
-        orphans = await _attempted(receipts_handler.recover_orphans, attempts)
+        rt, resumed = await _open_runtime(stack, settings, metrics, accounts, reopen_log)
+        orphans = await _attempted(rt.receipts.recover_orphans, rt.attempts)
         if orphans:
             log.info("orphan_receipts_recovered", receipts=orphans)
-
-        async def on_receipts(bridge: str, receipts: Any) -> None:
-            await receipts_handler.handle(bridge, receipts)
-
-        queues: dict[str, BridgeQueue] = {}
-        # Filled once the bridges are built; /readyz and /metrics may be asked before.
-        dispatchers: dict[str, BridgeDispatcher] = {}
-
-        health = DaemonHealth(journal, membership, node, dispatchers, queues)
-        readiness = health.readiness
+        health = DaemonHealth(rt.journal, rt.membership, rt.node, rt.dispatchers, rt.queues)
         metrics.watch(health.live_state)
-        operations = metrics.operations
-        if on_file:
-            wal = journal_path.with_name(journal_path.name + "-wal")
-            operations.journal_paths = (journal_path, wal)
-        operations.journal_max_bytes = max_size_bytes(settings.journal)
-        # The backlog's index walks run on a read-only connection, not between the
-        # writer's commits; the HTTP API reads through the same one.
-        reader = await stack.enter_async_context(open_reader(settings.journal))
-        backlog = BacklogCounter(reader, operations)
-
-        async def exposition() -> bytes:
-            await backlog.refresh()
-            return metrics.exposition()
-
-        # /metrics and the admin API on the callbacks' listener unless they have a
-        # listener of their own. The admin API answers once the scheduler exists.
+        reader = await _open_reader(rt)
+        # The admin API answers once the scheduler exists (appended below).
         admins: list[Admin] = []
-        admin_token = settings.http.admin_token or write_run_token(journal_path)
-        admin = admin_routes(lambda: admins[0] if admins else None, admin_token)
-        metrics_listen = settings.http.metrics_listen
-        app = build_app(
-            drivers,
-            on_receipts,
-            readiness,
-            extra_routes=[] if metrics_listen else [metrics_route(exposition), *admin],
-            body_timeout_s=settings.http.body_timeout_s,
-            on_rejected=operations.callback_rejected,
+        http_port, metrics_port, public_url = await _start_http(
+            rt, reader, health.readiness, admins
         )
-        listen_port = 0
-        public_url = settings.http.public_url
-        if settings.http.listen:
-            host, port = split_host_port(settings.http.listen, "http.listen")
-            with bind_errors("http.listen", settings.http.listen):
-                listen_port = await tg.start(
-                    lambda task_status: serve_listener(
-                        app,
-                        host,
-                        port,
-                        idle_timeout_s=settings.http.idle_timeout_s,
-                        task_status=task_status,
-                    )
-                )
-            listeners["http"] = f"{host}:{listen_port}"
-            public_url = public_url or f"http://{host}:{listen_port}"
-        metrics_port: int | None = None
-        if metrics_listen:
-            metrics_app = build_metrics_app(exposition, readiness, admin)
-            metrics_host, port = split_host_port(metrics_listen, "http.metrics_listen")
-            with bind_errors("http.metrics_listen", metrics_listen):
-                metrics_port = await tg.start(
-                    lambda task_status: serve_listener(
-                        metrics_app,
-                        metrics_host,
-                        port,
-                        idle_timeout_s=settings.http.idle_timeout_s,
-                        task_status=task_status,
-                    )
-                )
-            listeners["metrics"] = f"{metrics_host}:{metrics_port}"
-
         sim_url: str | None = None
         if settings.simulators.enabled:
-            sim_url = await _start_simulators(tg, settings, public_url)
-
-        clients: dict[str, BridgeClient] = {}
-        for name, bridge in settings.bridges.items():
-            base_url = bridge_base_url(bridge, settings.simulators.enabled) or sim_url or ""
-            drivers[name] = build_driver(
-                bridge.driver, driver_settings(name, bridge, settings, base_url, public_url)
-            )
-            clients[name] = await stack.enter_async_context(
-                BridgeClient(
-                    base_url,
-                    max_connections=bridge.pool,
-                    connect_timeout_s=bridge.connect_timeout_s,
-                    timeout_s=bridge.timeout_s,
-                )
-            )
-            capabilities = drivers[name].capabilities
-            queues[name] = BridgeQueue.for_capabilities(name, bridge.queue_size, capabilities)
-
-        # ── recovery of messages left in flight by a crash ────────────────────
-        policy = RetryPolicy(
-            base_s=settings.retry.base_s,
-            factor=settings.retry.factor,
-            max_delay_s=settings.retry.max_delay_s,
-            jitter=settings.retry.jitter,
-        )
-        price = _pricer(settings)
-        # Failover only to a bridge whose limits the message keeps (engine.admission).
-        takes = functools.partial(takes_message, {n: d.limits for n, d in drivers.items()})
-        circuits = {name: CircuitBreaker() for name in settings.bridges}
-        # One gate per bridge for its sends, status polls and balance asks: the provider
-        # counts them all (shared by the cluster's nodes with [cluster] redis).
-        gates = {
-            name: gate_for(name, bridge, shared_limits) for name, bridge in settings.bridges.items()
-        }
-        # Where a provider has a cheap authenticated call (BSG, SMS Club balance), the
-        # credentials are checked now, in the background: one line each, and a refusal
-        # opens the bridge's circuit before the first message meets it.
-        for name, bridge in settings.bridges.items():
-            tg.start_soon(
-                _check_credentials, name, drivers[name], clients[name], circuits[name], operations
-            )
-            # A driver that fails on an odd balance reply is logged and asked again later,
-            # never the daemon's end.
-            tg.start_soon(
-                _run_forever,
-                functools.partial(
-                    serve_balance,
-                    name,
-                    drivers[name],
-                    clients[name],
-                    operations,
-                    interval_s=bridge.balance_interval_s,
-                    on_check=_log_balance_failure,
-                    limiter=gates[name],
-                ),
-                f"balance:{name}",
-            )
-        await _attempted(
-            functools.partial(
-                recover_inflight,
-                journal,
-                drivers,
-                events,
-                policy=policy,
-                price=price,
-                takes=takes,
-                report_timeout_s=report_timeout_s,
-            ),
-            attempts,
-        )
-        await _attempted(receipts_handler.match_recovered_unconfirmed, attempts)
-
-        async def recover_taken(claims: Sequence[Message]) -> dict[str, int]:
-            # A dead node's claims, under the same rules as this node's own after a crash.
-            tally = await recover_claims(
-                journal,
-                claims,
-                drivers,
-                events,
-                policy=policy,
-                price=price,
-                takes=takes,
-                report_timeout_s=report_timeout_s,
-                now=time.time(),
-            )
-            for state, count in tally.items():
-                operations.claims_taken_over.labels(state).inc(count)
-            if "unconfirmed" in tally:
-                await receipts_handler.match_recovered_unconfirmed()
-            return tally
-
-        # Nodes that died while none was running are taken over before anything is sent.
-        await _attempted(functools.partial(membership.take_over, recover_taken), attempts)
-        tg.start_soon(
-            _run_forever, functools.partial(membership.serve_takeover, recover_taken), "takeover"
-        )
-        # What must run once per cluster runs on its leader only (engine.membership); with
-        # one node, that node.
-        leading = membership.while_leading
-        tg.start_soon(
-            _run_forever,
-            lambda: leading(lambda: serve_retention(journal, settings.events.keep_s)),
-            "event_retention",
-        )
-        if settings.journal.keep_days > 0:
-            tg.start_soon(
-                _run_forever,
-                lambda: leading(
-                    lambda: serve_pruning(
-                        journal,
-                        settings.journal.keep_days * SECONDS_PER_DAY,
-                        on_pruned=operations.journal_pruned_rows,
-                    )
-                ),
-                "journal_retention",
-            )
-        webhooks = WebhookWorker(
-            journal,
-            settings.webhooks,
-            functools.partial(_webhook_account, settings, accounts),
-            metrics=metrics,
-        )
-        # Only the leader delivers (below): another node's hand-offs would only pile up.
-        journal.on_deliveries = lambda added: webhooks.wake(added) if membership.leading else None
-        tg.start_soon(_run_forever, lambda: leading(webhooks.serve), "webhooks")
-        tg.start_soon(
-            _run_forever,
-            lambda: leading(
-                lambda: serve_report_deadlines(
-                    journal, events, report_timeout_s=report_timeout_s, on_final=metrics.receipt
-                )
-            ),
-            "report_deadlines",
-        )
-        if journal.shared:
-            # A report another node kept before this one journaled its submit.
-            tg.start_soon(
-                _run_forever,
-                lambda: leading(
-                    lambda: serve_shared_orphans(
-                        receipts_handler, interval_s=settings.cluster.heartbeat_s
-                    )
-                ),
-                "shared_orphans",
-            )
+            sim_url = await _start_simulators(rt.tg, settings, public_url)
+        await _build_bridges(rt, sim_url, public_url)
+        failover = _failover(rt)
+        _start_balance_checks(rt)
+        await _recover(rt, failover)
+        _start_leader_services(rt)
 
         # ── scheduling and dispatch ───────────────────────────────────────────
-        scheduler = Scheduler(queues, journal)
+        scheduler = Scheduler(rt.queues, rt.journal)
         # What a dead node accepted and never claimed, or a takeover made due again, is in
         # the journal: this node's feeder looks at once.
-        membership.on_takeover = scheduler.wake_feeder
-        admins.append(
-            Admin(
-                journal,
-                reader,
-                _Canceller(journal, events, scheduler, metrics),
-                woken=scheduler.wake_feeder,
-            )
-        )
-        for name, bridge in settings.bridges.items():
-            # One limiter per bridge for its sends and its status polls: the provider counts both.
-            limits = gates[name]
-            dispatchers[name] = BridgeDispatcher(
-                name=name,
-                driver=drivers[name],
-                client=clients[name],
-                queue=queues[name],
-                scheduler=scheduler,
-                journal=journal,
-                events=events,
-                hooks=_SubmitHooks(metrics, receipts_handler, tg, price),
-                policy=policy,
-                limits=limits,
-                circuit=circuits[name],
-                pool=bridge.pool,
-                linger_s=bridge.linger_ms / 1000,
-                max_recipients=bridge.max_recipients or drivers[name].capabilities.max_recipients,
-                attempts_per_bridge=bridge.attempts_per_bridge,
-                price=price,
-                takes=takes,
-                report_timeout_s=report_timeout_s,
-                leased=lambda: membership.holds_lease(time.time()),
-            )
-            if drivers[name].capabilities.delivery == "poll":
-                polls = poll_policy(
-                    name,
-                    drivers[name].capabilities,
-                    interval_s=bridge.poll_interval_s,
-                    max_interval_s=bridge.poll_max_interval_s,
-                    floor_s=bridge.poll_floor_s,
-                )
-                tg.start_soon(
-                    _run_forever,
-                    lambda n=name, b=limits, p=polls: leading(
-                        lambda: serve_poller(
-                            bridge=n,
-                            driver=drivers[n],
-                            client=clients[n],
-                            journal=journal,
-                            handler=receipts_handler,
-                            limiter=b,
-                            policy=p,
-                            on_request=metrics.status_request_hook(n),
-                        )
-                    ),
-                    f"poller:{name}",
-                )
-        # A journal that cannot be read (a database gone for a while) pauses the feeder, it
-        # does not end the daemon.
-        tg.start_soon(_run_forever, scheduler.serve_feeder, "feeder")
-        dispatch_scope = anyio.CancelScope()
-
-        async def run_dispatchers() -> None:
-            with dispatch_scope:
-                async with anyio.create_task_group() as dtg:
-                    for dispatcher in dispatchers.values():
-                        dtg.start_soon(dispatcher.serve)
-
-        tg.start_soon(run_dispatchers)
-        tg.start_soon(serve_outbox, outbox, journal)
-        if journal.shared:
-            # A client's events made on another node reach it here (docs/cluster.md).
-            kept_wake = KeptWake()
-            journal.on_kept_events = kept_wake.set
-            tg.start_soon(_run_forever, journal.serve_notifications, "notifications")
-            tg.start_soon(
-                _run_forever,
-                lambda: serve_kept_for_live(events, journal, kept_wake, poll_s=KEPT_POLL_S),
-                "kept_for_live",
-            )
+        rt.membership.on_takeover = scheduler.wake_feeder
+        canceller = _Canceller(rt.journal, rt.events, scheduler, metrics)
+        admins.append(Admin(rt.journal, reader, canceller, woken=scheduler.wake_feeder))
+        _build_dispatchers(rt, scheduler, failover)
+        dispatch_scope = _start_dispatch(rt, scheduler)
 
         # ── ingress ───────────────────────────────────────────────────────────
-        preparer = LinePreparer(
-            router=Router(*routes_for(settings), settings.bridges.keys()),
-            prices=price_tables_for(settings),
-            default_senders={n: b.default_sender for n, b in settings.bridges.items()},
-            limits={name: driver.limits for name, driver in drivers.items()},
-            max_text_chars=settings.ingress.max_text_chars,
-            max_recipients=settings.ingress.max_recipients_per_line,
-            default_region=settings.ingress.default_region,
-            webhooks=settings.webhooks,
+        acceptor = _acceptor(rt, scheduler)
+        ingress_scope, input_done, tcp_port = await _start_ndjson(
+            rt, acceptor, use_stdin, stdin, stdout
         )
-        acceptor = Acceptor(
-            preparer,
-            journal,
-            scheduler,
-            on_lines=metrics.ingress,
-            # SMPP submissions reserve queue room before their commit (engine.ingress.accept).
-            room=scheduler,
-        )
-        handler = LineHandler(
-            acceptor, max_line_bytes=settings.ingress.max_line_bytes, on_lines=metrics.ingress
-        )
-        ingress_scope = anyio.CancelScope()
-        input_done = anyio.Event()
-
-        async def run_ingress(*, task_status: anyio.abc.TaskStatus[int | None]) -> None:
-            with ingress_scope:
-                await serve_clients(
-                    settings.ingress,
-                    handler,
-                    events,
-                    outbox,
-                    journal,
-                    accounts,
-                    input_done=input_done,
-                    use_stdin=use_stdin,
-                    stdin=stdin,
-                    stdout=stdout,
-                    task_status=task_status,
-                )
-
-        tcp_port = await tg.start(run_ingress)
-        listeners.update(_ingress_listeners(settings, tcp_port, use_stdin))
-
-        smpp_scope = anyio.CancelScope()
-        smpp_port: int | None = None
-        if settings.smpp.listen:
-
-            async def run_smpp(*, task_status: anyio.abc.TaskStatus[int]) -> None:
-                with smpp_scope:
-                    await serve_smpp(
-                        settings.smpp,
-                        accept=acceptor.accept,
-                        accounts=accounts,
-                        events=events,
-                        journal=journal,
-                        store_path=store_path_for(settings.journal.path),
-                        synchronous=settings.journal.synchronous,
-                        # A full bridge queue: parts of long messages are answered
-                        # ESME_RTHROTTLED; whole messages wait in line for room instead.
-                        congested=lambda: any(queue.room() == 0 for queue in queues.values()),
-                        monitor=operations,
-                        # In a cluster, receipts come back to the node whose store
-                        # holds the ids (engine.smpp.account.origin_of).
-                        node=node if journal.shared else None,
-                        task_status=task_status,
-                    )
-
-            with bind_errors("smpp.listen", settings.smpp.listen):
-                smpp_port = await tg.start(run_smpp)
-            listeners["smpp"] = (
-                f"{split_host_port(settings.smpp.listen, 'smpp.listen')[0]}:{smpp_port}"
-            )
+        smpp_scope, smpp_port = await _start_smpp(rt, acceptor)
         if sim_url is not None:
-            listeners["simulators"] = sim_url
-        api_scope = anyio.CancelScope()
-        api_port: int | None = None
-        if settings.api.listen:
-            api_app = _api_app(
-                settings, journal, reader, events, scheduler, accounts, acceptor, metrics
-            )
-
-            async def run_api(*, task_status: anyio.abc.TaskStatus[int]) -> None:
-                with api_scope:
-                    await serve_api(settings.api, api_app, task_status=task_status)
-
-            with bind_errors("api.listen", settings.api.listen):
-                api_port = await tg.start(run_api)
-            api_host = split_host_port(settings.api.listen, "api.listen")[0]
-            listeners["api"] = f"{api_host}:{api_port}"
-        if ready is not None:
-            ready(
-                {
-                    "api_port": api_port,
-                    "http_port": listen_port,
-                    "tcp_port": tcp_port,
-                    "smpp_port": smpp_port,
-                    "metrics_port": metrics_port,
-                    "simulators": sim_url,
-                }
-            )
-        log.info(
-            "started",
-            version=septet_version(),
-            listeners=listeners,
-            resumed=resumed,
-            node=node,
-            journal=str(journal_path),
-            http_port=listen_port,
+            rt.listeners["simulators"] = sim_url
+        api_scope, api_port = await _start_api(rt, reader, scheduler, acceptor)
+        ports = {
+            "api_port": api_port,
+            "http_port": http_port,
+            "tcp_port": tcp_port,
+            "smpp_port": smpp_port,
+            "metrics_port": metrics_port,
+            "simulators": sim_url,
+        }
+        _announce(rt, resumed, ports, ready)
+        reason = await _wait_for_stop(
+            rt.stop, exit_when_idle, input_done, rt.journal, rt.queues, scheduler, rt.dispatchers
         )
-
-        stop_reason = await _wait_for_stop(
-            stop, exit_when_idle, input_done, journal, queues, scheduler, dispatchers
+        await _shut_down(
+            rt, reason, (ingress_scope, smpp_scope, api_scope), scheduler, dispatch_scope
         )
-        ingress_scope.cancel()
-        smpp_scope.cancel()
-        api_scope.cancel()
-        await _drain(stop_reason, settings.shutdown.drain_s, scheduler, dispatchers)
-        dispatch_scope.cancel()
-        # No await between the last store and the cancel: no event can slip in between.
-        await store_outbox_rest(outbox, journal)
-        # Said last: what this node still holds is any live node's to take from now on.
-        await membership.leave()
-        tg.cancel_scope.cancel()
     log.info("stopped")
     return 0
+
+
+def _announce(
+    rt: _Runtime,
+    resumed: dict[str, int],
+    ports: dict[str, Any],
+    ready: Callable[[dict[str, Any]], None] | None,
+) -> None:
+    """Tell the caller the bound ports (tests, `septet run`) and log the start line."""
+    if ready is not None:
+        ready(ports)
+    log.info(
+        "started",
+        version=septet_version(),
+        listeners=rt.listeners,
+        resumed=resumed,
+        node=rt.node,
+        journal=str(Path(rt.settings.journal.path)),
+        http_port=ports["http_port"],
+    )
+
+
+@dataclass
+class _Runtime:
+    """What the daemon's parts share once the journal is open and this node has joined.
+    Each part starts its tasks in `tg`; the per-bridge maps are filled as the bridges are
+    built, and /readyz and /metrics may read them before."""
+
+    settings: Settings
+    stack: AsyncExitStack
+    tg: anyio.abc.TaskGroup
+    journal: Journal
+    metrics: Metrics
+    accounts: Accounts
+    membership: Membership
+    node: str
+    events: EventRouter
+    outbox: Outbox
+    shared_limits: SharedLimits | None
+    stop: _StopRequest
+    receipts: ReceiptHandler
+    # On a shared journal another node's work may collide with a start-up step (a
+    # deadlock the database broke by failing one side): the step is tried again.
+    attempts: int
+    # Every listener by what it serves, for the start line (each part adds its own).
+    listeners: dict[str, str] = field(default_factory=dict)
+    drivers: dict[str, BridgeDriver] = field(default_factory=dict)
+    clients: dict[str, BridgeClient] = field(default_factory=dict)
+    queues: dict[str, BridgeQueue] = field(default_factory=dict)
+    circuits: dict[str, CircuitBreaker] = field(default_factory=dict)
+    # One gate per bridge for its sends, status polls and balance asks: the provider
+    # counts them all (shared by the cluster's nodes with [cluster] redis).
+    gates: dict[str, BridgeGate] = field(default_factory=dict)
+    dispatchers: dict[str, BridgeDispatcher] = field(default_factory=dict)
+
+    @property
+    def operations(self) -> Operations:
+        return self.metrics.operations
+
+    @property
+    def report_timeout_s(self) -> float:
+        return self.settings.reports.timeout_s
+
+    def start_forever(self, factory: Callable[[], Awaitable[None]], what: str) -> None:
+        """Start a background loop that is restarted when it fails (`_run_forever`)."""
+        self.tg.start_soon(_run_forever, factory, what)
+
+    def start_leading(self, factory: Callable[[], Awaitable[None]], what: str) -> None:
+        """Start what must run once per cluster: on its leader only (engine.membership);
+        with one node, that node."""
+        leading = self.membership.while_leading
+        self.tg.start_soon(_run_forever, lambda: leading(factory), what)
+
+
+@dataclass(frozen=True)
+class _Failover:
+    """How a message is moved on (failover, recovery after a crash or a takeover): the
+    retry policy, its price on another bridge, and whether that bridge takes it."""
+
+    policy: RetryPolicy
+    price: Callable[[Message, str], tuple[float, str]]
+    takes: Callable[[Message, str, float], bool]
+
+
+async def _open_runtime(
+    stack: AsyncExitStack,
+    settings: Settings,
+    metrics: Metrics,
+    accounts: Accounts,
+    reopen_log: Callable[[], None] | None,
+) -> tuple[_Runtime, dict[str, int]]:
+    """Open the journal, join the cluster, start the heartbeat and take signals; with what
+    this start resumes, by state (the final ones are history, not backlog)."""
+    if journal_backend(settings.journal.backend) is JournalBackend.SQLITE:
+        # One writer per journal file (engine.journal_lock): held until the journal
+        # closes. A database is shared by the nodes: there is no file to hold.
+        stack.enter_context(hold_journal(Path(settings.journal.path)))
+    journal = await stack.enter_async_context(
+        open_journal(
+            settings.journal,
+            on_commit=metrics.journal_commit,
+            feed_accounts=[a.name for a in accounts if a.settings.keeps_feed],
+        )
+    )
+    # This node in the cluster (engine.membership): its name in every log line, its
+    # row in the journal; a name a live process holds refuses the start.
+    node = node_name(settings.cluster.node, socket.gethostname(), draw_suffix())
+    stack.enter_context(structlog.contextvars.bound_contextvars(node=node))
+    membership = Membership(journal, node, draw_run(), settings.cluster)
+    try:
+        await membership.join()
+    except NameInUseError as error:
+        raise ConfigError(f"cluster.node: {error.sentence}") from None
+    metrics.operations.node_info.labels(node).set(1)
+    resumed = {state: n for state, n in (await journal.counts()).items() if state != "final"}
+    outbox = Outbox()
+    events = EventRouter(outbox.spill)
+    # Before the task group, so it is closed after every task that uses it has ended.
+    shared_limits = await open_shared_limits(settings.cluster.redis, stack)
+    tg = await stack.enter_async_context(anyio.create_task_group())
+    # The heartbeat from the start: the rest of the start-up (simulators, credentials,
+    # recovery) may take longer than a lease, and a node without a heartbeat in that
+    # time would be taken for dead by the others.
+    tg.start_soon(_run_forever, membership.serve_heartbeat, "heartbeat")
+    # Signals are taken from here on: a SIGTERM during start-up drains too.
+    stop = _StopRequest()
+    await tg.start(_serve_signals, stop, reopen_log)
+    receipts = ReceiptHandler(
+        journal,
+        events,
+        on_receipt=metrics.receipt,
+        on_charge=metrics.charged,
+        report_timeout_s=settings.reports.timeout_s,
+    )
+    runtime = _Runtime(
+        settings=settings,
+        stack=stack,
+        tg=tg,
+        journal=journal,
+        metrics=metrics,
+        accounts=accounts,
+        membership=membership,
+        node=node,
+        events=events,
+        outbox=outbox,
+        shared_limits=shared_limits,
+        stop=stop,
+        receipts=receipts,
+        attempts=START_ATTEMPTS if journal.shared else 1,
+    )
+    return runtime, resumed
+
+
+async def _open_reader(rt: _Runtime) -> JournalReader:
+    """The journal's files and size limit for the gauges, and a read-only connection: the
+    backlog's index walks run on it, not between the writer's commits; the HTTP API reads
+    through the same one."""
+    operations = rt.operations
+    if journal_backend(rt.settings.journal.backend) is JournalBackend.SQLITE:
+        journal_path = Path(rt.settings.journal.path)
+        wal = journal_path.with_name(journal_path.name + "-wal")
+        operations.journal_paths = (journal_path, wal)
+    operations.journal_max_bytes = max_size_bytes(rt.settings.journal)
+    return await rt.stack.enter_async_context(open_reader(rt.settings.journal))
+
+
+async def _start_http(
+    rt: _Runtime,
+    reader: JournalReader,
+    readiness: Callable[[], Awaitable[dict[str, object]]],
+    admins: list[Admin],
+) -> tuple[int, int | None, str | None]:
+    """The callbacks' listener, and /metrics with the admin API on it unless they have a
+    listener of their own: (its port, the metrics port, the public URL callbacks name)."""
+    settings = rt.settings
+    backlog = BacklogCounter(reader, rt.operations)
+
+    async def exposition() -> bytes:
+        await backlog.refresh()
+        return rt.metrics.exposition()
+
+    async def on_receipts(bridge: str, receipts: Any) -> None:
+        await rt.receipts.handle(bridge, receipts)
+
+    admin_token = settings.http.admin_token or write_run_token(Path(settings.journal.path))
+    admin = admin_routes(lambda: admins[0] if admins else None, admin_token)
+    metrics_listen = settings.http.metrics_listen
+    app = build_app(
+        rt.drivers,
+        on_receipts,
+        readiness,
+        extra_routes=[] if metrics_listen else [metrics_route(exposition), *admin],
+        body_timeout_s=settings.http.body_timeout_s,
+        on_rejected=rt.operations.callback_rejected,
+    )
+    listen_port = 0
+    public_url = settings.http.public_url
+    if settings.http.listen:
+        host, listen_port = await _start_listener(rt, app, "http.listen", settings.http.listen)
+        rt.listeners["http"] = f"{host}:{listen_port}"
+        public_url = public_url or f"http://{host}:{listen_port}"
+    metrics_port: int | None = None
+    if metrics_listen:
+        metrics_app = build_metrics_app(exposition, readiness, admin)
+        host, metrics_port = await _start_listener(
+            rt, metrics_app, "http.metrics_listen", metrics_listen
+        )
+        rt.listeners["metrics"] = f"{host}:{metrics_port}"
+    return listen_port, metrics_port, public_url
+
+
+async def _start_listener(
+    rt: _Runtime, app: web.Application, key: str, address: str
+) -> tuple[str, int]:
+    """Serve `app` on `address` (config key `key`): its host and bound port."""
+    host, port = split_host_port(address, key)
+    with bind_errors(key, address):
+        bound: int = await rt.tg.start(
+            lambda task_status: serve_listener(
+                app,
+                host,
+                port,
+                idle_timeout_s=rt.settings.http.idle_timeout_s,
+                task_status=task_status,
+            )
+        )
+    return host, bound
+
+
+async def _build_bridges(rt: _Runtime, sim_url: str | None, public_url: str | None) -> None:
+    """Each bridge's driver, pooled client, queue, circuit and rate-limit gate."""
+    settings = rt.settings
+    for name, bridge in settings.bridges.items():
+        base_url = bridge_base_url(bridge, settings.simulators.enabled) or sim_url or ""
+        rt.drivers[name] = build_driver(
+            bridge.driver, driver_settings(name, bridge, settings, base_url, public_url)
+        )
+        rt.clients[name] = await rt.stack.enter_async_context(
+            BridgeClient(
+                base_url,
+                max_connections=bridge.pool,
+                connect_timeout_s=bridge.connect_timeout_s,
+                timeout_s=bridge.timeout_s,
+            )
+        )
+        capabilities = rt.drivers[name].capabilities
+        rt.queues[name] = BridgeQueue.for_capabilities(name, bridge.queue_size, capabilities)
+    for name, bridge in settings.bridges.items():
+        rt.circuits[name] = CircuitBreaker()
+        rt.gates[name] = gate_for(name, bridge, rt.shared_limits)
+
+
+def _failover(rt: _Runtime) -> _Failover:
+    """The retry policy and prices of the settings; failover only to a bridge whose limits
+    the message keeps (engine.admission)."""
+    retry = rt.settings.retry
+    return _Failover(
+        policy=RetryPolicy(
+            base_s=retry.base_s,
+            factor=retry.factor,
+            max_delay_s=retry.max_delay_s,
+            jitter=retry.jitter,
+        ),
+        price=_pricer(rt.settings),
+        takes=functools.partial(takes_message, {n: d.limits for n, d in rt.drivers.items()}),
+    )
+
+
+def _start_balance_checks(rt: _Runtime) -> None:
+    """Where a provider has a cheap authenticated call (BSG, SMS Club balance), the
+    credentials are checked now, in the background: one line each, and a refusal opens
+    the bridge's circuit before the first message meets it. The balance is asked again
+    every `balance_interval_s`."""
+    for name, bridge in rt.settings.bridges.items():
+        driver, client = rt.drivers[name], rt.clients[name]
+        rt.tg.start_soon(_check_credentials, name, driver, client, rt.circuits[name], rt.operations)
+        # A driver that fails on an odd balance reply is logged and asked again later,
+        # never the daemon's end.
+        rt.start_forever(
+            functools.partial(
+                serve_balance,
+                name,
+                driver,
+                client,
+                rt.operations,
+                interval_s=bridge.balance_interval_s,
+                on_check=_log_balance_failure,
+                limiter=rt.gates[name],
+            ),
+            f"balance:{name}",
+        )
+
+
+async def _recover(rt: _Runtime, failover: _Failover) -> None:
+    """Recover the messages a crash left in flight, then take over the nodes that died
+    while none was running, before anything is sent; watch for more deaths from then on."""
+    journal, drivers, events = rt.journal, rt.drivers, rt.events
+    await _attempted(
+        functools.partial(
+            recover_inflight,
+            journal,
+            drivers,
+            events,
+            policy=failover.policy,
+            price=failover.price,
+            takes=failover.takes,
+            report_timeout_s=rt.report_timeout_s,
+        ),
+        rt.attempts,
+    )
+    await _attempted(rt.receipts.match_recovered_unconfirmed, rt.attempts)
+
+    async def recover_taken(claims: Sequence[Message]) -> dict[str, int]:
+        # A dead node's claims, under the same rules as this node's own after a crash.
+        tally = await recover_claims(
+            journal,
+            claims,
+            drivers,
+            events,
+            policy=failover.policy,
+            price=failover.price,
+            takes=failover.takes,
+            report_timeout_s=rt.report_timeout_s,
+            now=time.time(),
+        )
+        for state, count in tally.items():
+            rt.operations.claims_taken_over.labels(state).inc(count)
+        if "unconfirmed" in tally:
+            await rt.receipts.match_recovered_unconfirmed()
+        return tally
+
+    await _attempted(functools.partial(rt.membership.take_over, recover_taken), rt.attempts)
+    rt.start_forever(functools.partial(rt.membership.serve_takeover, recover_taken), "takeover")
+
+
+def _start_leader_services(rt: _Runtime) -> None:
+    """What must run once per cluster, on its leader only (engine.membership): event and
+    journal retention, webhooks, report deadlines, and on a shared journal the reports
+    kept before their submit."""
+    settings, journal, operations = rt.settings, rt.journal, rt.operations
+    rt.start_leading(lambda: serve_retention(journal, settings.events.keep_s), "event_retention")
+    if settings.journal.keep_days > 0:
+        rt.start_leading(
+            lambda: serve_pruning(
+                journal,
+                settings.journal.keep_days * SECONDS_PER_DAY,
+                on_pruned=operations.journal_pruned_rows,
+            ),
+            "journal_retention",
+        )
+    webhooks = WebhookWorker(
+        journal,
+        settings.webhooks,
+        functools.partial(_webhook_account, settings, rt.accounts),
+        metrics=rt.metrics,
+    )
+    membership = rt.membership
+    # Only the leader delivers (below): another node's hand-offs would only pile up.
+    journal.on_deliveries = lambda added: webhooks.wake(added) if membership.leading else None
+    rt.start_leading(webhooks.serve, "webhooks")
+    rt.start_leading(
+        lambda: serve_report_deadlines(
+            journal, rt.events, report_timeout_s=rt.report_timeout_s, on_final=rt.metrics.receipt
+        ),
+        "report_deadlines",
+    )
+    if journal.shared:
+        # A report another node kept before this one journaled its submit.
+        rt.start_leading(
+            lambda: serve_shared_orphans(rt.receipts, interval_s=settings.cluster.heartbeat_s),
+            "shared_orphans",
+        )
+
+
+def _build_dispatchers(rt: _Runtime, scheduler: Scheduler, failover: _Failover) -> None:
+    """One dispatcher per bridge, and a status poller (leader only) for a bridge whose
+    provider is asked for its delivery reports."""
+    membership = rt.membership
+    for name, bridge in rt.settings.bridges.items():
+        driver = rt.drivers[name]
+        rt.dispatchers[name] = BridgeDispatcher(
+            name=name,
+            driver=driver,
+            client=rt.clients[name],
+            queue=rt.queues[name],
+            scheduler=scheduler,
+            journal=rt.journal,
+            events=rt.events,
+            hooks=_SubmitHooks(rt.metrics, rt.receipts, rt.tg, failover.price),
+            policy=failover.policy,
+            # One gate per bridge for its sends and its status polls: the provider counts both.
+            limits=rt.gates[name],
+            circuit=rt.circuits[name],
+            pool=bridge.pool,
+            linger_s=bridge.linger_ms / 1000,
+            max_recipients=bridge.max_recipients or driver.capabilities.max_recipients,
+            attempts_per_bridge=bridge.attempts_per_bridge,
+            price=failover.price,
+            takes=failover.takes,
+            report_timeout_s=rt.report_timeout_s,
+            leased=lambda: membership.holds_lease(time.time()),
+        )
+        if driver.capabilities.delivery == "poll":
+            _start_poller(rt, name, bridge)
+
+
+def _start_poller(rt: _Runtime, name: str, bridge: BridgeConfig) -> None:
+    """Bridge `name`'s status poller, on the leader only, through the bridge's gate."""
+    driver = rt.drivers[name]
+    polls = poll_policy(
+        name,
+        driver.capabilities,
+        interval_s=bridge.poll_interval_s,
+        max_interval_s=bridge.poll_max_interval_s,
+        floor_s=bridge.poll_floor_s,
+    )
+    rt.start_leading(
+        lambda: serve_poller(
+            bridge=name,
+            driver=driver,
+            client=rt.clients[name],
+            journal=rt.journal,
+            handler=rt.receipts,
+            limiter=rt.gates[name],
+            policy=polls,
+            on_request=rt.metrics.status_request_hook(name),
+        ),
+        f"poller:{name}",
+    )
+
+
+def _start_dispatch(rt: _Runtime, scheduler: Scheduler) -> anyio.CancelScope:
+    """The scheduler's feeder, the dispatchers (in a scope of their own, cancelled after
+    the drain), the outbox's spill to the journal, and on a shared journal the events
+    other nodes made for this node's clients. Returns the dispatchers' scope."""
+    tg, journal = rt.tg, rt.journal
+    # A journal that cannot be read (a database gone for a while) pauses the feeder, it
+    # does not end the daemon.
+    rt.start_forever(scheduler.serve_feeder, "feeder")
+    dispatch_scope = anyio.CancelScope()
+
+    async def run_dispatchers() -> None:
+        with dispatch_scope:
+            async with anyio.create_task_group() as dtg:
+                for dispatcher in rt.dispatchers.values():
+                    dtg.start_soon(dispatcher.serve)
+
+    tg.start_soon(run_dispatchers)
+    tg.start_soon(serve_outbox, rt.outbox, journal)
+    if journal.shared:
+        # A client's events made on another node reach it here (docs/cluster.md).
+        kept_wake = KeptWake()
+        journal.on_kept_events = kept_wake.set
+        rt.start_forever(journal.serve_notifications, "notifications")
+        rt.start_forever(
+            lambda: serve_kept_for_live(rt.events, journal, kept_wake, poll_s=KEPT_POLL_S),
+            "kept_for_live",
+        )
+    return dispatch_scope
+
+
+def _acceptor(rt: _Runtime, scheduler: Scheduler) -> Acceptor:
+    """What every front door hands its lines to: checked, routed, priced, journaled."""
+    settings = rt.settings
+    preparer = LinePreparer(
+        router=Router(*routes_for(settings), settings.bridges.keys()),
+        prices=price_tables_for(settings),
+        default_senders={n: b.default_sender for n, b in settings.bridges.items()},
+        limits={name: driver.limits for name, driver in rt.drivers.items()},
+        max_text_chars=settings.ingress.max_text_chars,
+        max_recipients=settings.ingress.max_recipients_per_line,
+        default_region=settings.ingress.default_region,
+        webhooks=settings.webhooks,
+    )
+    return Acceptor(
+        preparer,
+        rt.journal,
+        scheduler,
+        on_lines=rt.metrics.ingress,
+        # SMPP submissions reserve queue room before their commit (engine.ingress.accept).
+        room=scheduler,
+    )
+
+
+async def _start_ndjson(
+    rt: _Runtime,
+    acceptor: Acceptor,
+    use_stdin: bool,
+    stdin: Callable[[], Awaitable[bytes]] | None,
+    stdout: Callable[[bytes], Awaitable[None]] | None,
+) -> tuple[anyio.CancelScope, anyio.Event, int | None]:
+    """The NDJSON front doors (stdin, TCP, Unix socket): their scope, the event set when
+    input ends, and the TCP port."""
+    settings = rt.settings
+    handler = LineHandler(
+        acceptor, max_line_bytes=settings.ingress.max_line_bytes, on_lines=rt.metrics.ingress
+    )
+    ingress_scope = anyio.CancelScope()
+    input_done = anyio.Event()
+
+    async def run_ingress(*, task_status: anyio.abc.TaskStatus[int | None]) -> None:
+        with ingress_scope:
+            await serve_clients(
+                settings.ingress,
+                handler,
+                rt.events,
+                rt.outbox,
+                rt.journal,
+                rt.accounts,
+                input_done=input_done,
+                use_stdin=use_stdin,
+                stdin=stdin,
+                stdout=stdout,
+                task_status=task_status,
+            )
+
+    tcp_port: int | None = await rt.tg.start(run_ingress)
+    rt.listeners.update(_ingress_listeners(settings, tcp_port, use_stdin))
+    return ingress_scope, input_done, tcp_port
+
+
+async def _start_smpp(rt: _Runtime, acceptor: Acceptor) -> tuple[anyio.CancelScope, int | None]:
+    """The SMPP server when `[smpp] listen` is set: its scope and port."""
+    settings, queues = rt.settings, rt.queues
+    smpp_scope = anyio.CancelScope()
+    if not settings.smpp.listen:
+        return smpp_scope, None
+
+    async def run_smpp(*, task_status: anyio.abc.TaskStatus[int]) -> None:
+        with smpp_scope:
+            await serve_smpp(
+                settings.smpp,
+                accept=acceptor.accept,
+                accounts=rt.accounts,
+                events=rt.events,
+                journal=rt.journal,
+                store_path=store_path_for(settings.journal.path),
+                synchronous=settings.journal.synchronous,
+                # A full bridge queue: parts of long messages are answered
+                # ESME_RTHROTTLED; whole messages wait in line for room instead.
+                congested=lambda: any(queue.room() == 0 for queue in queues.values()),
+                monitor=rt.operations,
+                # In a cluster, receipts come back to the node whose store
+                # holds the ids (engine.smpp.account.origin_of).
+                node=rt.node if rt.journal.shared else None,
+                task_status=task_status,
+            )
+
+    with bind_errors("smpp.listen", settings.smpp.listen):
+        smpp_port: int = await rt.tg.start(run_smpp)
+    rt.listeners["smpp"] = f"{split_host_port(settings.smpp.listen, 'smpp.listen')[0]}:{smpp_port}"
+    return smpp_scope, smpp_port
+
+
+async def _start_api(
+    rt: _Runtime, reader: JournalReader, scheduler: Scheduler, acceptor: Acceptor
+) -> tuple[anyio.CancelScope, int | None]:
+    """The HTTP API and sendsms when `[api] listen` is set: their scope and port."""
+    settings = rt.settings
+    api_scope = anyio.CancelScope()
+    if not settings.api.listen:
+        return api_scope, None
+    api_app = _api_app(
+        settings, rt.journal, reader, rt.events, scheduler, rt.accounts, acceptor, rt.metrics
+    )
+
+    async def run_api(*, task_status: anyio.abc.TaskStatus[int]) -> None:
+        with api_scope:
+            await serve_api(settings.api, api_app, task_status=task_status)
+
+    with bind_errors("api.listen", settings.api.listen):
+        api_port: int = await rt.tg.start(run_api)
+    api_host = split_host_port(settings.api.listen, "api.listen")[0]
+    rt.listeners["api"] = f"{api_host}:{api_port}"
+    return api_scope, api_port
+
+
+async def _shut_down(
+    rt: _Runtime,
+    reason: str,
+    front_doors: Sequence[anyio.CancelScope],
+    scheduler: Scheduler,
+    dispatch_scope: anyio.CancelScope,
+) -> None:
+    """The drain: the front doors stop reading, the dispatchers finish what they started
+    (at most `[shutdown] drain_s`), the outbox's rest is stored, this node leaves."""
+    for scope in front_doors:
+        scope.cancel()
+    await _drain(reason, rt.settings.shutdown.drain_s, scheduler, rt.dispatchers)
+    dispatch_scope.cancel()
+    # No await between the last store and the cancel: no event can slip in between.
+    await store_outbox_rest(rt.outbox, rt.journal)
+    # Said last: what this node still holds is any live node's to take from now on.
+    await rt.membership.leave()
+    rt.tg.cancel_scope.cancel()
 
 
 class _DiscardSink:
