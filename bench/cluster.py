@@ -396,7 +396,7 @@ def start_nodes(
         process = start_daemon(config_path, log_path)
         nodes.append(Node(process, tcp_port, http_port, log_path))
     for node in nodes:
-        wait_healthy(node.process, node.http_port, node.log_path)
+        wait_healthy(node.process, node.http_port, node.log_path, also=(node.tcp_port,))
 
 
 def run_once(

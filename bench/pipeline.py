@@ -29,6 +29,7 @@ are switched off, so `--bridges` may include it; by default it is left out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
 import math
@@ -428,15 +429,28 @@ def _http_json(url: str, timeout_s: float = 5.0) -> Any:
         return msgspec.json.decode(reply.read())
 
 
-def wait_healthy(process: subprocess.Popen[bytes], http_port: int, log_path: Path) -> None:
+def _listening(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1.0):
+        return True
+    return False
+
+
+def wait_healthy(
+    process: subprocess.Popen[bytes], http_port: int, log_path: Path, *, also: Sequence[int] = ()
+) -> None:
+    """Until /healthz answers and every port in `also` accepts a connection: the daemon's
+    HTTP listener starts before its front doors, so a load sent at once could be refused."""
     for _ in range(400):  # bounded: 20 s
         if process.poll() is not None:
             raise RuntimeError(f"the daemon exited: {log_path.read_text()[-2000:]}")
         try:
             _http_json(f"http://{HOST}:{http_port}/healthz", 1.0)
-            return
         except OSError:
             time.sleep(0.05)
+            continue
+        if all(_listening(port) for port in also):
+            return
+        time.sleep(0.05)
     raise RuntimeError("the daemon did not become healthy in 20 s")
 
 
@@ -575,7 +589,7 @@ def run_once(
             config_path.write_text(render_toml(document))
             log_path = workdir / "daemon.log"
             daemon = start_daemon(config_path, log_path)
-            wait_healthy(daemon, http_port, log_path)
+            wait_healthy(daemon, http_port, log_path, also=(tcp_port,))
             figures = asyncio.run(
                 _drive(
                     scenario,
