@@ -73,8 +73,8 @@ from tests.reliability.soak import (
 # Three nodes feed the one simulator process three times as fast as one daemon does: in the
 # 50,000-message form on two shared cores its reports fell more than 60 s behind, and
 # messages the providers had taken ended UNKNOWN for want of a report; the long form waits
-# 300 s (`--report-timeout`), the CI form (3,000 messages, where reports lag by seconds) 30.
-REPORT_TIMEOUT_S = 30.0
+# 300 s (`--report-timeout`), the CI form (2,000 messages, where reports lag by seconds) 20.
+REPORT_TIMEOUT_S = 20.0
 LONG_REPORT_TIMEOUT_S = 300.0
 FINAL_WAIT_S = 600.0
 # Leases far shorter than the default (15 s), so that a killed node's claims are taken over

@@ -443,7 +443,14 @@ def draw_phases(kills: int, rng: random.Random) -> list[str]:
     return phases[:kills]
 
 
-async def soak(workdir: Path, *, messages: int, kills: int, seed: int) -> SoakReport:
+async def soak(
+    workdir: Path,
+    *,
+    messages: int,
+    kills: int,
+    seed: int,
+    report_timeout_s: float = REPORT_TIMEOUT_S,
+) -> SoakReport:
     """Run `messages` through `kills` kill -9s and a final drain; check every message."""
     started = time.monotonic()
     rng = random.Random(seed)
@@ -460,7 +467,7 @@ async def soak(workdir: Path, *, messages: int, kills: int, seed: int) -> SoakRe
     done_kills: list[Kill] = []
     drain = Drain(None, 0.0, {})
     with simulators(workdir) as sim_url:
-        config = write_config(workdir, sim_url, report_timeout_s=REPORT_TIMEOUT_S)
+        config = write_config(workdir, sim_url, report_timeout_s=report_timeout_s)
         configure_simulators(
             sim_url,
             {
@@ -510,7 +517,7 @@ async def soak(workdir: Path, *, messages: int, kills: int, seed: int) -> SoakRe
     return SoakReport(
         seed=seed,
         messages=messages,
-        report_timeout_s=REPORT_TIMEOUT_S,
+        report_timeout_s=report_timeout_s,
         kills=done_kills,
         journaled=len(rows),
         fates=fates,

@@ -61,7 +61,7 @@ def test_three_processes_together_keep_each_bridges_limit_in_every_second(
 # ── three real daemons on one PostgreSQL journal and one Redis ─────────────────────────
 
 NODES = 3
-MESSAGES_PER_NODE = 30
+MESSAGES_PER_NODE = 15
 # SMS Club allows 9 requests a second and answers 429 beyond (its simulator too): each
 # node is configured as the embedded default is, 8 a second spread evenly.
 SMSCLUB_PER_S = 8.0

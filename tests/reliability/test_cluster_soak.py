@@ -26,7 +26,7 @@ async def test_nodes_killed_mid_send_lose_nothing_and_send_nothing_twice(
     tmp_path: Path, postgres_dsn: str
 ) -> None:
     seed = int(os.environ.get("SEPTET_SOAK_SEED") or random.SystemRandom().randrange(1 << 32))
-    report = await cluster_soak(tmp_path, postgres_dsn, nodes=3, messages=3000, kills=3, seed=seed)
+    report = await cluster_soak(tmp_path, postgres_dsn, nodes=3, messages=2000, kills=3, seed=seed)
     problems = "\n".join(report.problems())
     where = f"seed {seed} (replay: SEPTET_SOAK_SEED={seed})\n{report.summary()}\n{problems}"
 
