@@ -46,11 +46,12 @@ from bench.postgres import TemporaryPostgres
 from tests.reliability.harness import (
     CREDENTIALS,
     LABELS,
+    SQL_JOURNAL_ROWS,
     Fate,
     JournalRow,
     configure_simulators,
     free_port,
-    message_decoder,
+    journal_rows,
     recipients_reached,
     simulators,
 )
@@ -174,28 +175,7 @@ def start_node(config: NodeConfig, workdir: Path, start: int, timeout_s: float =
 
 def read_rows(dsn: str) -> list[JournalRow]:
     with psycopg.connect(dsn) as connection:
-        rows = connection.execute(
-            "SELECT msg_id, client_ref, bridge, state, outcome, code, error, submitted_at,"
-            " provider_id, submit_cost, attempt, maybe_sent, body FROM messages"
-        ).fetchall()
-    return [
-        JournalRow(
-            msg_id=str(row[0]),
-            client_ref=row[1],
-            to=message_decoder.decode(row[12]).to,
-            bridge=row[2],
-            state=row[3],
-            outcome=row[4],
-            code=row[5],
-            error=row[6],
-            submitted=row[7] is not None,
-            provider_id=row[8],
-            priced=row[9] is not None,
-            attempt=row[10],
-            maybe_sent=row[11] > 0,
-        )
-        for row in rows
-    ]
+        return journal_rows(connection.execute(SQL_JOURNAL_ROWS).fetchall())
 
 
 def claims_of(dsn: str, node: str) -> int:

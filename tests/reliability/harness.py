@@ -16,7 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,13 +202,15 @@ class JournalRow(msgspec.Struct, frozen=True):
     maybe_sent: bool  # an attempt may have reached the provider without a reply saying so
 
 
-def read_journal(path: Path) -> list[JournalRow]:
-    """Every message row, read beside a running (or killed) daemon."""
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
-        rows = connection.execute(
-            "SELECT msg_id, client_ref, bridge, state, outcome, code, error, submitted_at,"
-            " provider_id, submit_cost, attempt, maybe_sent, body FROM messages"
-        ).fetchall()
+# Every message row, in the columns `journal_rows` reads; the same on both backends.
+SQL_JOURNAL_ROWS = (
+    "SELECT msg_id, client_ref, bridge, state, outcome, code, error, submitted_at,"
+    " provider_id, submit_cost, attempt, maybe_sent, body FROM messages"
+)
+
+
+def journal_rows(rows: Iterable[Sequence[Any]]) -> list[JournalRow]:
+    """`SQL_JOURNAL_ROWS`'s rows as JournalRows."""
     return [
         JournalRow(
             msg_id=str(row[0]),
@@ -227,6 +229,12 @@ def read_journal(path: Path) -> list[JournalRow]:
         )
         for row in rows
     ]
+
+
+def read_journal(path: Path) -> list[JournalRow]:
+    """Every message row, read beside a running (or killed) daemon."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+        return journal_rows(connection.execute(SQL_JOURNAL_ROWS).fetchall())
 
 
 def count_not_final(path: Path) -> int:
