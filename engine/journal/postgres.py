@@ -99,7 +99,7 @@ from engine.journal.postgres_sql import (
 from engine.journal.writer import GroupCommitWriter
 from engine.models import Message
 
-__all__ = ["PostgresJournal", "describe_dsn", "open_postgres_journal"]
+__all__ = ["PostgresJournal", "describe_dsn", "listen", "open_postgres_journal"]
 
 # Bounds on a dead server or network: connecting, an unanswered TCP peer, one statement,
 # waiting for another node's row lock (claims skip locked rows and never wait).
@@ -1297,31 +1297,8 @@ class PostgresJournal:
     # ── notifications ───────────────────────────────────────────────────────────
 
     async def serve_notifications(self) -> None:
-        """Forever: `on_kept_events` whenever a node kept outbox lines, on a LISTEN
-        connection of its own (on the event loop: it only waits). A lost connection is
-        made again after NOTIFY_RETRY_S; the outbox's poll covers the gap, and a wake-up
-        follows each new LISTEN for what came meanwhile."""
-        while True:
-            try:
-                connection = await psycopg.AsyncConnection.connect(
-                    self.dsn,
-                    autocommit=True,
-                    connect_timeout=CONNECT_TIMEOUT_S,
-                    keepalives=1,
-                    keepalives_idle=5,
-                    keepalives_interval=2,
-                    keepalives_count=3,
-                    tcp_user_timeout=TCP_USER_TIMEOUT_MS,
-                    application_name="septet-listen",
-                )
-                async with connection:
-                    await connection.execute(f"LISTEN {OUTBOX_CHANNEL}")
-                    self._kept_events()
-                    async for _ in connection.notifies():
-                        self._kept_events()
-            except psycopg.Error as error:
-                log.warning("notifications_lost", where=self.where, error=reason_of(error))
-            await anyio.sleep(NOTIFY_RETRY_S)
+        """Forever: `on_kept_events` whenever a node kept outbox lines (`listen`)."""
+        await listen(self.dsn, self.where, OUTBOX_CHANNEL, self._kept_events)
 
     def _kept_events(self) -> None:
         if self.on_kept_events is not None:
@@ -1410,6 +1387,34 @@ class PostgresJournal:
             ),
             write=True,
         )
+
+
+async def listen(dsn: str, where: str, channel: str, on_notify: Callable[[], None]) -> None:
+    """Forever: `on_notify()` whenever a node notifies `channel`, on a LISTEN connection
+    of its own (on the event loop: it only waits). A lost connection is made again after
+    NOTIFY_RETRY_S; whoever is woken also polls to cover the gap, and a wake-up follows
+    each new LISTEN for what came meanwhile."""
+    while True:
+        try:
+            connection = await psycopg.AsyncConnection.connect(
+                dsn,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                keepalives=1,
+                keepalives_idle=5,
+                keepalives_interval=2,
+                keepalives_count=3,
+                tcp_user_timeout=TCP_USER_TIMEOUT_MS,
+                application_name="septet-listen",
+            )
+            async with connection:
+                await connection.execute(f"LISTEN {channel}")
+                on_notify()
+                async for _ in connection.notifies():
+                    on_notify()
+        except psycopg.Error as error:
+            log.warning("notifications_lost", where=where, channel=channel, error=reason_of(error))
+        await anyio.sleep(NOTIFY_RETRY_S)
 
 
 def node_records(connection: Connection, node: str | None = None) -> list[NodeRecord]:

@@ -15,7 +15,12 @@ needs on top:
   counter row in `meta` that a group locks just before it commits, so ids are in commit
   order across nodes (engine.feed: a reader that saw id N never later finds one below N);
 - `counters`: the messages not final and all messages, one row per writer (no row every
-  node would fight over), summed when read.
+  node would fight over), summed when read;
+- the SMPP server's state (engine.smpp.store_postgres, since version 2): the message ids
+  given to ESMEs (`smpp_ids`, from the sequence `smpp_message_ids`, so no id is given twice
+  in the cluster), early outcomes (`smpp_outcomes`), the receipts owed (`smpp_receipts`,
+  each claimed by the node delivering it), and each node's receiving binds (`smpp_binds`),
+  so any node delivers an account's receipts to its binds.
 
 The version is in `schema_version` (one row). `create_or_migrate` runs under an advisory
 lock, so nodes starting together create or migrate the schema once.
@@ -33,13 +38,55 @@ from engine.journal.interface import JournalError
 
 __all__ = ["SCHEMA_VERSION", "create_or_migrate", "schema_version"]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 # pg_advisory_xact_lock key of the schema's creation and migrations ("septet" in ASCII).
 SCHEMA_LOCK: Final = 0x736570746574
 INSTANCE_ALPHABET: Final = string.ascii_lowercase + string.digits
 # The highest event id handed out (engine.feed), kept in `meta` and locked by each commit
 # that appends events.
 META_EVENT_ID: Final = "last_event_id"
+
+# The SMPP server's tables (version 2; engine.smpp.store_postgres says how they are used).
+SMPP_TABLES: Final[tuple[str, ...]] = (
+    "CREATE SEQUENCE smpp_message_ids",
+    # An id given to an ESME: its septet message once journaled (NULL while a part of a
+    # long message waits for its siblings, on `node`).
+    """CREATE TABLE smpp_ids (
+        id BIGINT PRIMARY KEY,
+        system_id TEXT NOT NULL,
+        msg_id TEXT,
+        node TEXT NOT NULL DEFAULT '',
+        body BYTEA NOT NULL
+    )""",
+    "CREATE INDEX smpp_ids_msg_id ON smpp_ids (msg_id) WHERE msg_id IS NOT NULL",
+    "CREATE INDEX smpp_ids_waiting ON smpp_ids (node, id) WHERE msg_id IS NULL",
+    """CREATE TABLE smpp_outcomes (
+        msg_id TEXT PRIMARY KEY,
+        at DOUBLE PRECISION NOT NULL,
+        body BYTEA NOT NULL
+    )""",
+    "CREATE INDEX smpp_outcomes_at ON smpp_outcomes (at)",
+    # A receipt owed; `claimed_by` the node delivering it (while that node is live).
+    """CREATE TABLE smpp_receipts (
+        id BIGINT PRIMARY KEY,
+        system_id TEXT NOT NULL,
+        system_type TEXT NOT NULL,
+        address_range TEXT NOT NULL,
+        claimed_by TEXT,
+        body BYTEA NOT NULL
+    )""",
+    "CREATE INDEX smpp_receipts_account ON smpp_receipts (system_id, id)",
+    "CREATE INDEX smpp_receipts_claimed ON smpp_receipts (claimed_by) WHERE claimed_by IS NOT NULL",
+    # Each node's receiving binds by account and bind group (a dead node's are ignored).
+    """CREATE TABLE smpp_binds (
+        node TEXT NOT NULL,
+        system_id TEXT NOT NULL,
+        system_type TEXT NOT NULL,
+        address_range TEXT NOT NULL,
+        receivers INTEGER NOT NULL,
+        PRIMARY KEY (node, system_id, system_type, address_range)
+    )""",
+)
 
 # Statements, in order. Each index names the query it serves where that is not plain.
 SCHEMA: Final[tuple[str, ...]] = (
@@ -158,10 +205,12 @@ SCHEMA: Final[tuple[str, ...]] = (
         pending BIGINT NOT NULL DEFAULT 0,
         total BIGINT NOT NULL DEFAULT 0
     )""",
+    *SMPP_TABLES,
 )
 
-# Upgrades from each older version, run in order in one transaction (none yet).
-MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {}
+# Upgrades from each older version (MIGRATIONS[n]: from n to n + 1), run in order in one
+# transaction.
+MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {1: SMPP_TABLES}
 
 
 def schema_version(connection: psycopg.Connection[Any]) -> int:

@@ -1,7 +1,7 @@
 """One SMPP login while the server runs: its account (engine.accounts: limits shared with the
 other doors), and the receipts waiting for one of its receiving binds, by bind group.
 
-A receipt waits in the queue of the bind group (engine.smpp.store.BindGroup) that
+A receipt waits in the queue of the bind group (engine.smpp.storage.BindGroup) that
 submitted its message. A receiving bind takes its own group's receipts first, oldest
 first, then those of a group that has no receiving bind at all (none connected, or one
 that only transmits), so a receipt goes back to the link that submitted its message
@@ -18,7 +18,7 @@ import anyio
 
 from engine.accounts import Account
 from engine.smpp.settings import SmppAccount
-from engine.smpp.store import BindGroup, PendingReceipt
+from engine.smpp.storage import BindGroup, PendingReceipt
 
 
 def origin_of(system_id: str, node: str | None = None) -> str:

@@ -35,7 +35,7 @@ from engine.smpp.codec import (
 )
 from engine.smpp.receipts import receipt_pdu
 from engine.smpp.session import BIND_TYPE_NAMES, Session
-from engine.smpp.store import NO_GROUP, BindGroup, PendingReceipt
+from engine.smpp.storage import NO_GROUP, BindGroup, PendingReceipt
 
 if TYPE_CHECKING:
     from engine.smpp.account import AccountState

@@ -15,7 +15,7 @@ Only a final state makes a receipt (issue 16):
     accepted, submitted
 
 The first final event of a message is its outcome; the store turns each id the ESME was
-given into a receipt once (engine.smpp.store), so a later final event changes nothing.
+given into a receipt once (engine.smpp.storage), so a later final event changes nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import msgspec
 
 from engine.models import CancelledEvent, DeliveryReport, Failed, event_decoder
 from engine.smpp import pdu as p
-from engine.smpp.store import GivenId, Outcome, PendingReceipt
+from engine.smpp.storage import GivenId, Outcome, PendingReceipt
 from engine.smpp.text import FINAL_STATES, Alphabet, encode_text, error_digits, receipt_text
 
 CANCELLED_STATE: Final = "DELETED"

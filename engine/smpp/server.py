@@ -330,7 +330,7 @@ class SmppServer:
             )
             if isinstance(result, LineError):
                 return refusal_status(result)
-            given.id = self.store.allocate_id()
+            given.id = await self.store.allocate_id()
             given.msg_id = result[0].msg_id
             # With no receipt asked for, only the id counter is stored (GivenId.kept).
             self.queue_receipts(await self.store.add_ids([given], build_receipt))
@@ -339,7 +339,7 @@ class SmppServer:
             # Octet by octet, a part is refused now for what its message would be refused
             # for once joined (a UCS-2 part may end mid-character: it is read joined).
             decode_text(octets, coding)
-        given.id = self.store.allocate_id()
+        given.id = await self.store.allocate_id()
         given.text_head = preview_text(octets[: RECEIPT_TEXT_CHARS * 2], coding)[
             :RECEIPT_TEXT_CHARS
         ]

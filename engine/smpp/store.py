@@ -1,34 +1,8 @@
-"""The SMPP server's own durable state, in a small SQLite file beside the journal.
+"""The SMPP server's durable state in a small SQLite file beside the journal (one node).
 
-Why a table of its own: an ESME is given one message_id per submit_sm PDU, but septet
-joins the parts of a long message into ONE septet message (one msg_id). So every id an
-ESME was given is a row here:
-
-    message_ids  id (given to the ESME) -> septet msg_id, once the message is journaled
-                 (NULL, with the part's octets, while a part waits for its siblings)
-    outcomes     msg_id -> the FIRST final outcome septet reported for it while none of
-                 its ids were stored yet (the report outran the id's commit)
-    receipts     deliver_sm receipts not yet acknowledged by a deliver_sm_resp
-
-Each id and each receipt keeps the bind group that submitted it (BindGroup), so a
-receipt goes back to that group's bind after a restart as before it.
-
-When septet's final report for msg_id M arrives, every row mapped to M becomes a
-receipt in the same transaction (one receipt per id the ESME was given), and a receipt
-leaves only when the ESME acknowledges it; so receipts survive restarts and reconnects.
-Waiting parts are durable before their submit_sm_resp, so a restart resumes reassembly.
-
-One receipt per id, durably: a row becomes a receipt once, in the transaction that
-deletes it, so a second final report for M (a `failed` then a `dlr`, a repeated `dlr`,
-before or after a restart) finds no row and makes nothing. A report that finds no row
-yet is kept in `outcomes` (the first one only: later ones are ignored), and the ids of M
-stored later become receipts with it in the transaction that stores them. Such
-reports are rare (the report outran its id, or it is a second report, or its message
-asked for no receipt), so `outcomes` stays small, and is pruned after OUTCOME_KEEP_S.
-
-An id whose submit_sm asked for no receipt (`GivenId.receipt_asked`) has no row once
-its message is journaled: nothing can be owed for it, and septet asks the provider for
-no report then, so no final event need come to remove it.
+What it keeps and the guarantees it gives are engine.smpp.storage's (the interface every
+SMPP store implements): message_ids, outcomes and receipts as tables of this file. Waiting
+parts are durable before their submit_sm_resp, so a restart resumes reassembly.
 
 The ids come from a counter whose high-water mark is saved with every batch that uses
 it, so an id is never given out twice, even after its rows are gone.
@@ -41,6 +15,9 @@ fails alone), one commit. A SQLite error fails the whole batch with StoreError.
 The file's schema version is SQLite's `user_version`; opening an older file migrates it
 (MIGRATIONS), and a file written by a newer septet is refused with a sentence. Rows are
 msgpack maps, so a field added later with a default reads old rows unchanged.
+
+With the PostgreSQL journal the state is in its database instead
+(engine.smpp.store_postgres), shared by the nodes.
 """
 
 from __future__ import annotations
@@ -52,12 +29,45 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 import anyio
-import msgspec
 import sniffio
 
 from engine.journal.sqlite_transactions import SqliteTransactions
 from engine.journal.writer import GroupCommitWriter
 from engine.private_files import create_private
+from engine.smpp.storage import (
+    NO_GROUP,
+    OUTCOME_KEEP_S,
+    BindGroup,
+    BuildReceipt,
+    GivenId,
+    Outcome,
+    PendingReceipt,
+    ReceiptClaims,
+    SmppStore,
+    StoreError,
+    given_decoder,
+    given_encoder,
+    outcome_decoder,
+    receipt_decoder,
+    receipts_of,
+)
+
+# The interface's names are re-exported: callers of the SQLite store need only this module.
+__all__ = [
+    "NO_GROUP",
+    "OUTCOME_KEEP_S",
+    "SCHEMA_VERSION",
+    "BindGroup",
+    "BuildReceipt",
+    "GivenId",
+    "Outcome",
+    "PendingReceipt",
+    "SmppStore",
+    "SqliteSmppStore",
+    "StoreError",
+    "open_store",
+    "store_path_for",
+]
 
 T = TypeVar("T")
 
@@ -89,104 +99,13 @@ SQL_INSERT_RECEIPT: Final = "INSERT OR REPLACE INTO receipts (id, system_id, bod
 SQL_KEEP_OUTCOME: Final = "INSERT OR IGNORE INTO outcomes (msg_id, at, body) VALUES (?, ?, ?)"
 SQL_SAVE_NEXT_ID: Final = "INSERT OR REPLACE INTO meta (key, value) VALUES ('next_id', ?)"
 PARAMETERS_PER_QUERY: Final = 500
-# How long a report whose ids were not stored yet is kept. Such a report waits for a
-# commit in progress (milliseconds), or for the parts of a long message to be joined
-# again after a crash (the next start): a day is ample, and bounds the table.
-OUTCOME_KEEP_S: Final = 24 * 3600.0
-
-
-# The group of the bind a message id was given on: the (system_type, address_range) it
-# declared (SMPP v3.4 5.2.7-5.2.8). The id's receipt goes to a receiving bind of the same
-# group when one is bound (engine.smpp.account.AccountState). Rows from before it was kept
-# read as the empty group.
-BindGroup = tuple[str, str]
-NO_GROUP: Final[BindGroup] = ("", "")
-
-
-class Outcome(msgspec.Struct, frozen=True):
-    """A septet message's final state as a receipt tells it (SMPP v3.4 Appendix B)."""
-
-    state: str
-    error: str
-    done_at: float
-
-
-class GivenId(msgspec.Struct, kw_only=True):
-    """One message_id an ESME was given, and what its receipt will need."""
-
-    id: int
-    system_id: str
-    msg_id: str | None
-    registered_delivery: int
-    submitted_at: float
-    source_addr: str
-    destination_addr: str
-    text_head: str
-    # While a part waits for its siblings: what reassembly needs to resume after a restart.
-    part_key: tuple[str, str, str, int, int] | None = None
-    part_seq: int = 0
-    part_octets: bytes = b""
-    data_coding: int = 0
-    source_addr_ton: int = 0
-    dest_addr_ton: int = 0
-    # Stored since issue 16 (the receipt mirrors them); rows from before read as 0.
-    source_addr_npi: int = 0
-    dest_addr_npi: int = 0
-    schedule_at: float | None = None
-    expires_at: float | None = None
-    priority: int = 0
-    bind_group: BindGroup = NO_GROUP
-
-    @property
-    def receipt_asked(self) -> bool:
-        """SMPP v3.4 5.2.17: bits 1..0 of registered_delivery ask for an SMSC receipt."""
-        return bool(self.registered_delivery & 0x03)
-
-    @property
-    def kept(self) -> bool:
-        """Whether the store keeps a row for it: while a part waits, or a receipt may
-        be owed."""
-        return self.msg_id is None or self.receipt_asked
-
-
-class PendingReceipt(msgspec.Struct, kw_only=True):
-    """A delivery receipt owed to an ESME (SMPP v3.4 Appendix B)."""
-
-    id: int
-    system_id: str
-    source_addr: str
-    destination_addr: str
-    text: str
-    state: str
-    message_state: int
-    # The deliver_sm's own TON/NPI (section 5.2.5): the submit's, mirrored.
-    source_addr_ton: int = 0
-    source_addr_npi: int = 0
-    dest_addr_ton: int = 0
-    dest_addr_npi: int = 0
-    bind_group: BindGroup = NO_GROUP
-
-
-# What the server makes of a row and its message's outcome: a receipt, or None when the
-# ESME asked for none (registered_delivery, section 5.2.17).
-BuildReceipt = Callable[[GivenId, Outcome], PendingReceipt | None]
-
-
-given_encoder: Final = msgspec.msgpack.Encoder()
-given_decoder: Final = msgspec.msgpack.Decoder(GivenId)
-receipt_decoder: Final = msgspec.msgpack.Decoder(PendingReceipt)
-outcome_decoder: Final = msgspec.msgpack.Decoder(Outcome)
-
-
-class StoreError(Exception):
-    """The SMPP store cannot be opened or written."""
 
 
 class _StoreWriting(SqliteTransactions):
     """The writer's side of an SmppStore (engine.journal.writer.WriterBackend): its file,
     its errors, and the id counter's high-water mark saved with each batch."""
 
-    def __init__(self, store: SmppStore) -> None:
+    def __init__(self, store: SqliteSmppStore) -> None:
         self._store = store
         self._committing = 1
 
@@ -222,9 +141,12 @@ class _StoreWriting(SqliteTransactions):
         self._store._saved_next_id = self._committing
 
 
-class SmppStore:
-    """Message ids, waiting parts, early outcomes and pending receipts. One event loop,
-    one writer thread (engine.journal.writer)."""
+class SqliteSmppStore:
+    """The SmppStore (engine.smpp.storage) in a SQLite file. One event loop, one writer
+    thread (engine.journal.writer)."""
+
+    # One node: it delivers every receipt itself (nothing to claim).
+    claims: ReceiptClaims | None = None
 
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
         self.path = Path(path)
@@ -294,7 +216,7 @@ class SmppStore:
 
     # ── ids ─────────────────────────────────────────────────────────────────────
 
-    def allocate_id(self) -> int:
+    async def allocate_id(self) -> int:
         """A fresh message id; durable with the next batch that stores anything."""
         value = self._next_id
         self._next_id += 1
@@ -436,8 +358,7 @@ def _convert(
 ) -> list[PendingReceipt]:
     """The rows with an outcome leave and their receipts (if wanted) are stored: the one
     place a row becomes a receipt, so it does so once."""
-    ending = [row for row in rows if row.id in outcomes]
-    receipts = [r for r in (build(row, outcomes[row.id]) for row in ending) if r is not None]
+    ending, receipts = receipts_of(rows, outcomes, build)
     connection.executemany("DELETE FROM message_ids WHERE id = ?", [(r.id,) for r in ending])
     encode = given_encoder.encode
     connection.executemany(SQL_INSERT_RECEIPT, [(r.id, r.system_id, encode(r)) for r in receipts])
@@ -475,11 +396,13 @@ def store_path_for(journal_path: str | Path) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def open_store(path: str | Path, *, synchronous: str = "NORMAL") -> AsyncIterator[SmppStore]:
+async def open_store(
+    path: str | Path, *, synchronous: str = "NORMAL"
+) -> AsyncIterator[SqliteSmppStore]:
     """Open the store for the duration of the block (StoreError when the file cannot be
     opened). Leaving the block, even cancelled, writes what is queued and closes the file:
     the SMPP connections that stop with the daemon still store what they must."""
-    store = SmppStore(path, synchronous=synchronous)
+    store = SqliteSmppStore(path, synchronous=synchronous)
     await store.open()
     try:
         yield store

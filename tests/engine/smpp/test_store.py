@@ -1,10 +1,15 @@
 """The SMPP store: ids never given twice, receipts made atomically and once per id, state
-kept across opens, old files migrated."""
+kept across opens; run against both stores (the SQLite file, the PostgreSQL journal's
+database: `-k sqlite` / `-k postgresql` picks one). Old SQLite files migrated, and what
+only the SQLite file has, are tested on it alone (the PostgreSQL store's own behaviour, its
+receipt claims, is in test_store_postgres.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import stat
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import anyio
@@ -19,10 +24,12 @@ from engine.smpp.store import (
     GivenId,
     Outcome,
     PendingReceipt,
+    SmppStore,
     StoreError,
     open_store,
     store_path_for,
 )
+from engine.smpp.store_postgres import open_postgres_store
 
 pytestmark = pytest.mark.anyio
 
@@ -56,14 +63,34 @@ def receipt(row: GivenId, outcome: Outcome) -> PendingReceipt | None:
     )
 
 
+StoreOpener = Callable[[], contextlib.AbstractAsyncContextManager[SmppStore]]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> StoreOpener:
+    """Opens the test's store on the backend under test; the same store every time (a
+    second open is a restart)."""
+
+    @contextlib.asynccontextmanager
+    async def open_it() -> AsyncIterator[SmppStore]:
+        if request.param == "sqlite":
+            async with open_store(tmp_path / "s.db") as store:
+                yield store
+        else:
+            dsn = str(request.getfixturevalue("postgres_dsn"))
+            async with open_postgres_store(dsn, "node-a", lease_s=15) as shared:
+                yield shared
+
+    return open_it
+
+
 def test_store_path_sits_beside_the_journal() -> None:
     assert store_path_for("data/septet.db") == Path("data/septet.smpp.db")
 
 
-async def test_ids_are_never_reused_after_their_rows_are_gone(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    async with open_store(path) as store:
-        first, second = store.allocate_id(), store.allocate_id()
+async def test_ids_are_never_reused_after_their_rows_are_gone(opener: StoreOpener) -> None:
+    async with opener() as store:
+        first, second = await store.allocate_id(), await store.allocate_id()
         assert await store.add_ids([given(first, "10"), given(second, "10")], receipt) == []
         made, matched = await store.settle_messages(
             {"10": DELIVERED, "11": DELIVERED}, receipt, now=0
@@ -72,20 +99,19 @@ async def test_ids_are_never_reused_after_their_rows_are_gone(tmp_path: Path) ->
         assert matched == {"10"}
         await store.delete_receipts([first, second])
         assert await store.counts() == {"message_ids": 0, "outcomes": 1, "receipts": 0}
-    async with open_store(path) as store:
-        assert store.allocate_id() > second
+    async with opener() as store:
+        assert await store.allocate_id() > second
 
 
-async def test_waiting_parts_and_receipts_survive_reopening(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    async with open_store(path) as store:
+async def test_waiting_parts_and_receipts_survive_reopening(opener: StoreOpener) -> None:
+    async with opener() as store:
         part = given(
-            store.allocate_id(), None, part_key=("demo", "A", "B", 7, 2), part_octets=b"half"
+            await store.allocate_id(), None, part_key=("demo", "A", "B", 7, 2), part_octets=b"half"
         )
-        linked = given(store.allocate_id(), "5")
+        linked = given(await store.allocate_id(), "5")
         await store.add_ids([part, linked], receipt)
         await store.settle_messages({"5": DELIVERED}, receipt, now=0)
-    async with open_store(path) as store:
+    async with opener() as store:
         (waiting,) = await store.waiting_parts()
         assert waiting.part_key == ("demo", "A", "B", 7, 2)
         assert waiting.part_octets == b"half"
@@ -96,30 +122,28 @@ async def test_waiting_parts_and_receipts_survive_reopening(tmp_path: Path) -> N
 
 
 async def test_a_second_final_outcome_makes_no_second_receipt_even_after_reopening(
-    tmp_path: Path,
+    opener: StoreOpener,
 ) -> None:
-    path = tmp_path / "s.db"
-    async with open_store(path) as store:
+    async with opener() as store:
         await store.add_ids([given(1, "7"), given(2, "7")], receipt)
         made, _ = await store.settle_messages({"7": UNDELIVERABLE}, receipt, now=0)
         assert [(r.id, r.state) for r in made] == [(1, "UNDELIV"), (2, "UNDELIV")]
         again, _ = await store.settle_messages({"7": DELIVERED}, receipt, now=1)
         assert again == []
-    async with open_store(path) as store:
+    async with opener() as store:
         after_restart, _ = await store.settle_messages({"7": DELIVERED}, receipt, now=2)
         assert after_restart == []
         assert [r.state for r in await store.pending_receipts()] == ["UNDELIV", "UNDELIV"]
 
 
 async def test_an_outcome_that_outran_its_ids_waits_for_them_and_the_first_one_counts(
-    tmp_path: Path,
+    opener: StoreOpener,
 ) -> None:
-    path = tmp_path / "s.db"
-    async with open_store(path) as store:
+    async with opener() as store:
         # The message's reports arrive before its id is stored: a failed, then a dlr.
         assert await store.settle_messages({"8": UNDELIVERABLE}, receipt, now=0) == ([], set())
         assert await store.settle_messages({"8": DELIVERED}, receipt, now=1) == ([], set())
-    async with open_store(path) as store:  # kept across a restart
+    async with opener() as store:  # kept across a restart
         made = await store.add_ids([given(3, "8"), given(4, "9")], receipt)
         assert [(r.id, r.state) for r in made] == [(3, "UNDELIV")]
         assert await store.counts() == {"message_ids": 1, "outcomes": 1, "receipts": 1}
@@ -131,25 +155,24 @@ async def test_an_outcome_that_outran_its_ids_waits_for_them_and_the_first_one_c
         assert await store.waiting_parts() == []
 
 
-async def test_an_id_with_no_receipt_asked_keeps_no_row_once_journaled(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    async with open_store(path) as store:
-        single = store.allocate_id()
+async def test_an_id_with_no_receipt_asked_keeps_no_row_once_journaled(opener: StoreOpener) -> None:
+    async with opener() as store:
+        single = await store.allocate_id()
         await store.add_ids([given(single, "3", registered_delivery=0)], receipt)
         # Parts wait as rows, then leave when joined into one message.
-        parts = [given(store.allocate_id(), None, registered_delivery=0) for _ in range(2)]
+        parts = [given(await store.allocate_id(), None, registered_delivery=0) for _ in range(2)]
         await store.add_ids(parts, receipt)
         assert len(await store.waiting_parts()) == 2
         for part in parts:
             part.msg_id = "4"
         assert await store.link(parts, receipt) == []
         assert await store.counts() == {"message_ids": 0, "outcomes": 0, "receipts": 0}
-    async with open_store(path) as store:
-        assert store.allocate_id() > parts[-1].id  # the ids are never given again
+    async with opener() as store:
+        assert await store.allocate_id() > parts[-1].id  # the ids are never given again
 
 
-async def test_kept_outcomes_are_forgotten_after_a_while(tmp_path: Path) -> None:
-    async with open_store(tmp_path / "s.db") as store:
+async def test_kept_outcomes_are_forgotten_after_a_while(opener: StoreOpener) -> None:
+    async with opener() as store:
         await store.settle_messages({"1": DELIVERED}, receipt, now=100)
         await store.settle_messages({"2": DELIVERED}, receipt, now=200)
         assert await store.forget_outcomes(before=150) == 1
@@ -160,12 +183,12 @@ async def test_kept_outcomes_are_forgotten_after_a_while(tmp_path: Path) -> None
 # ── batches (engine.journal.writer: one transaction, a savepoint per call) ──────
 
 
-async def test_a_call_that_fails_on_its_own_data_is_undone_alone(tmp_path: Path) -> None:
+async def test_a_call_that_fails_on_its_own_data_is_undone_alone(opener: StoreOpener) -> None:
     def refuse(row: GivenId, outcome: Outcome) -> PendingReceipt | None:
         raise ValueError(f"no receipt for id {row.id}")
 
-    async with open_store(tmp_path / "s.db") as store:
-        first, second = store.allocate_id(), store.allocate_id()
+    async with opener() as store:
+        first, second = await store.allocate_id(), await store.allocate_id()
         await store.add_ids([given(first, "10"), given(second, "11")], receipt)
         settled: dict[str, tuple[list[PendingReceipt], set[str]]] = {}
         refused: dict[str, ValueError] = {}
@@ -200,15 +223,15 @@ async def test_a_storage_failure_fails_its_batch_with_a_sentence_and_the_store_g
         assert str(failed.value) == (
             f"The SMPP store {path} could not be written: no such table: gone."
         )
-        first = store.allocate_id()
+        first = await store.allocate_id()
         assert await store.add_ids([given(first, "10")], receipt) == []
     async with open_store(path) as store:
         assert await store.counts() == {"message_ids": 1, "outcomes": 0, "receipts": 0}
-        assert store.allocate_id() > first
+        assert await store.allocate_id() > first
 
 
-async def test_a_closed_store_says_so(tmp_path: Path) -> None:
-    async with open_store(tmp_path / "s.db") as store:
+async def test_a_closed_store_says_so(opener: StoreOpener) -> None:
+    async with opener() as store:
         pass  # open and close it at once: the test is what it says afterwards
     with pytest.raises(StoreError, match="is closed"):
         await store.counts()
@@ -268,7 +291,7 @@ async def test_a_store_from_before_the_schema_version_is_migrated(tmp_path: Path
     path = tmp_path / "old.smpp.db"
     write_unversioned_store(path)
     async with open_store(path) as store:
-        assert store.allocate_id() == 42
+        assert await store.allocate_id() == 42
         (pending,) = await store.pending_receipts()
         assert (pending.id, pending.source_addr_ton, pending.dest_addr_npi) == (40, 0, 0)
         made, matched = await store.settle_messages({"12": DELIVERED}, receipt, now=0)
@@ -302,16 +325,15 @@ async def test_an_old_row_keeps_the_ton_it_had(tmp_path: Path) -> None:
 
 
 async def test_the_bind_group_is_kept_with_ids_and_receipts_across_reopening(
-    tmp_path: Path,
+    opener: StoreOpener,
 ) -> None:
-    path = tmp_path / "s.db"
     link_a = ("link-a", "")
-    async with open_store(path) as store:
-        waiting = given(store.allocate_id(), "7", bind_group=link_a)
-        owed = given(store.allocate_id(), "8", bind_group=link_a)
+    async with opener() as store:
+        waiting = given(await store.allocate_id(), "7", bind_group=link_a)
+        owed = given(await store.allocate_id(), "8", bind_group=link_a)
         await store.add_ids([waiting, owed], build_receipt)
         await store.settle_messages({"8": DELIVERED}, build_receipt, now=0)
-    async with open_store(path) as store:
+    async with opener() as store:
         (pending,) = await store.pending_receipts()
         assert (pending.id, pending.bind_group) == (owed.id, link_a)
         made, _ = await store.settle_messages({"7": DELIVERED}, build_receipt, now=0)
@@ -349,7 +371,7 @@ async def test_a_file_that_is_not_a_store_is_a_sentence(tmp_path: Path) -> None:
 async def test_store_files_are_created_readable_by_their_owner_only(tmp_path: Path) -> None:
     path = tmp_path / "septet.smpp.db"
     async with open_store(path) as store:
-        first = store.allocate_id()
+        first = await store.allocate_id()
         await store.add_ids([given(first, "10")], receipt)
         for name in ("septet.smpp.db", "septet.smpp.db-wal", "septet.smpp.db-shm"):
             assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
