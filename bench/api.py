@@ -10,11 +10,16 @@ connections, in three modes:
   campaign   100 messages per request sharing one text: the provider gets them in batches,
              the shape of bench.pipeline's batched scenario over NDJSON
 
-Every message goes to the Route Mobile simulator with a distinct recipient. A run lasts
-from the first request sent until the simulator has accepted every message, so it is
-measured through the whole daemon to the provider; the daemon's CPU (user + system, from
-psutil) is divided by the messages. Messages of a request that failed or was not answered
-200, and lines not accepted, are counted as errors (and not waited for).
+Every message goes to the Route Mobile simulator with a distinct recipient and asks for no
+delivery report (`"dlr": false`, as bench.pipeline's batched scenario and bench.kannel's
+lines: final once the provider took it), unless `--reports` or `--webhooks` (whose events
+include each report). A run lasts from the first request sent until the simulator has
+accepted every message, so it is measured through the whole daemon to the provider; the
+daemon's CPU (user + system, from psutil) is divided by the messages. `daemon busy` is
+the daemon's CPU seconds over the run's seconds: near 1.0 the daemon's core was the limit,
+well under it something else was (the load generator, the simulator, a wait, or other
+processes on the machine). Messages of a request that failed or was not answered 200, and
+lines not accepted, are counted as errors (and not waited for).
 
 With `--webhooks`, each mode runs twice in the same sitting: without webhooks, then with
 the account's `default_url` on a local receiver (bench.webhook_receiver, on the load
@@ -29,7 +34,7 @@ With `--rate R`, requests are paced to R messages a second (the issue's webhook 
 says whether webhooks at that rate lower the send rate.
 
     python -m bench.api [--quick] [--out FILE] [-n N] [--mode single|batch|campaign ...]
-        [--concurrency C] [--latency-ms M] [--webhooks] [--rate R]
+        [--concurrency C] [--latency-ms M] [--reports] [--webhooks] [--rate R]
 
 The figures need a quiet machine: this bench says nothing about one that is busy.
 """
@@ -38,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import subprocess
 import sys
@@ -57,6 +63,7 @@ from bench.kannel import free_port, wait_for_provider
 from bench.pipeline import (
     HOST,
     LOADGEN_CORE,
+    _can_pin,
     _pin,
     _read_line,
     daemon_config,
@@ -84,20 +91,29 @@ class _Results(msgspec.Struct):
 _results_decoder: Final = msgspec.json.Decoder(_Results)
 
 
-def message(index: int, text: str | None = None) -> dict[str, str]:
+def message(index: int, text: str | None = None, *, reports: bool = False) -> dict[str, Any]:
     """A distinct recipient (Route Mobile's prefix 91, as bench.kannel) and a distinct text,
-    or the `text` given."""
-    return {"to": f"+91981{index:07d}", "text": text or f"bench api {index}"}
+    or the `text` given; with `reports`, it asks for its delivery report (the default of
+    the API), else not."""
+    line: dict[str, Any] = {"to": f"+91981{index:07d}", "text": text or f"bench api {index}"}
+    if not reports:
+        line["dlr"] = False
+    return line
 
 
-def request_bodies(count: int, mode: str) -> list[bytes]:
+def request_bodies(count: int, mode: str, *, reports: bool = False) -> list[bytes]:
     """The encoded bodies: one message each, or batches of BATCH (a campaign: one text)."""
     if mode == "single":
-        return [msgspec.json.encode(message(index)) for index in range(count)]
+        return [msgspec.json.encode(message(i, reports=reports)) for i in range(count)]
     text = "bench api campaign" if mode == "campaign" else None
     return [
         msgspec.json.encode(
-            {"messages": [message(i, text) for i in range(start, min(start + BATCH, count))]}
+            {
+                "messages": [
+                    message(i, text, reports=reports)
+                    for i in range(start, min(start + BATCH, count))
+                ]
+            }
         )
         for start in range(0, count, BATCH)
     ]
@@ -265,12 +281,15 @@ def run_mode(
     latency_ms: float,
     webhooks: bool = False,
     compared: bool = False,
+    reports: bool = False,
     rate: float | None = None,
 ) -> dict[str, Any]:
     """One row. `compared` (both rows of `--webhooks`): the CPU is read once the daemon
     took every delivery report, and with `webhooks` once every event reached the receiver.
-    `rate`: messages per second to send at (paced by request), else as fast as answered."""
-    bodies = request_bodies(messages, mode)
+    `reports`: every message asks for its delivery report (so does every one of
+    `compared`). `rate`: messages per second to send at (paced by request), else as fast
+    as answered."""
+    bodies = request_bodies(messages, mode, reports=reports or compared)
     interval_s = None if rate is None else (1 if mode == "single" else BATCH) / rate
     receiver: subprocess.Popen[bytes] | None = None
     received: ReceiverCount | None = None
@@ -302,13 +321,14 @@ def run_mode(
                         DEADLINE_S,
                     )
                 )
+                cpu_sending = cpu_s(process) - cpu_before
                 if compared:  # the CPU of whole lives, with webhooks or without alike
                     sent = messages - sum(errors.values())
-                    reports = asyncio.run(
+                    reports_taken = asyncio.run(
                         asyncio.wait_for(wait_for_reports(sim_url, sent), DEADLINE_S)
                     )
                 if webhooks:
-                    expected = EVENTS_BEFORE_REPORT * sent + reports
+                    expected = EVENTS_BEFORE_REPORT * sent + reports_taken
                     received = asyncio.run(
                         asyncio.wait_for(wait_for_events(receiver_url, expected), DEADLINE_S)
                     )
@@ -328,9 +348,11 @@ def run_mode(
         "concurrency": concurrency,
         "latency_ms": latency_ms,
         "rate": rate,
+        "reports": reports or compared,
         "seconds": round(seconds, 3),
         "msg_per_s": round(messages / seconds, 1),
         "cpu_us_per_msg": round(cpu_used / messages * 1e6, 1),
+        "daemon_busy": round(cpu_sending / seconds, 2),
         "errors": dict(errors),
     }
     if received is not None and received.last_at is not None:
@@ -352,7 +374,8 @@ def compare_webhooks(rows: list[dict[str, Any]]) -> None:
 def table(rows: Sequence[dict[str, Any]]) -> str:
     return format_table(
         [
-            *("mode", "webhooks", "messages", "requests", "msg/s", "CPU µs/msg", "errors"),
+            *("mode", "webhooks", "messages", "requests", "msg/s", "CPU µs/msg", "daemon busy"),
+            "errors",
             *("events", "events/s", "send ratio"),
         ],
         [
@@ -363,6 +386,7 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
                 row["requests"],
                 row["msg_per_s"],
                 row["cpu_us_per_msg"],
+                row["daemon_busy"],
                 sum(row["errors"].values()),
                 row.get("events", "-"),
                 row.get("events_per_s", "-"),
@@ -380,7 +404,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument(
-        "--webhooks", action="store_true", help="each mode without, then with, webhooks"
+        "--reports",
+        action="store_true",
+        help="every message asks for its delivery report (the daemon takes one per message)",
+    )
+    parser.add_argument(
+        "--webhooks",
+        action="store_true",
+        help="each mode without, then with, webhooks (messages ask for reports)",
     )
     parser.add_argument(
         "--rate",
@@ -391,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     messages = args.messages or (2000 if args.quick else 50_000)
+    if _can_pin():  # the docstring's layout: this process beside the simulator
+        os.sched_setaffinity(0, {LOADGEN_CORE})
     rows = [
         run_mode(
             mode,
@@ -399,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
             latency_ms=args.latency_ms,
             webhooks=webhooks,
             compared=args.webhooks,
+            reports=args.reports,
             rate=args.rate,
         )
         for mode in args.mode or MODES

@@ -11,7 +11,9 @@ pushes the same N messages:
   septet   N recipients over the NDJSON socket: distinct texts one per line (pool 100
            and 500), or one text in lines of 100 recipients (batched, pool 100)
   septet-api  N POSTs to septet's HTTP API (/v1/messages), one message each, as many in
-           flight as Kannel's sendsms load (pool 100; bench.api's load generator)
+           flight as Kannel's sendsms load (pool 100; bench.api's load generator),
+           asking for no delivery report ("dlr": false) as Kannel's send-url and
+           septet's NDJSON lines don't
 
 A run lasts from the first byte sent until the simulator has accepted N messages, so
 both systems are measured to the provider. The engine's CPU (Kannel: bearerbox +

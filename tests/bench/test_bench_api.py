@@ -1,6 +1,7 @@
 """bench.api: its config is a daemon's with the API on (and webhooks to a receiver when
-asked), its bodies carry every message once (a campaign's with one text), and tiny runs go
-through the daemon to the simulator, and with --webhooks every event to the receiver."""
+asked), its bodies carry every message once (a campaign's with one text) and ask for
+reports only when told, and tiny runs go through the daemon to the simulator, and with
+--webhooks every event to the receiver."""
 
 from __future__ import annotations
 
@@ -58,6 +59,15 @@ def test_bodies_carry_every_message_once() -> None:
     assert len({line["text"] for batch in campaign for line in batch}) == 1
 
 
+def test_messages_ask_for_reports_only_when_told() -> None:
+    for mode in ("single", "batch", "campaign"):
+        for reports in (False, True):
+            for body in request_bodies(150, mode, reports=reports):
+                top = msgspec.json.decode(body)
+                for line in top.get("messages", [top]):
+                    assert submission_decoder.decode(msgspec.json.encode(line)).dlr is reports
+
+
 @pytest.mark.slow
 def test_a_tiny_run_reaches_the_provider_without_errors(tmp_path: Path) -> None:
     out = tmp_path / "api.json"
@@ -81,6 +91,8 @@ def test_a_tiny_run_reaches_the_provider_without_errors(tmp_path: Path) -> None:
         assert row["errors"] == {}, row
         assert row["msg_per_s"] > 0
         assert row["cpu_us_per_msg"] > 0
+        assert row["daemon_busy"] > 0
+        assert row["reports"] is False
 
 
 @pytest.mark.slow
@@ -105,6 +117,7 @@ def test_a_tiny_webhooks_run_delivers_every_event(tmp_path: Path) -> None:
     assert without["rate"] == with_webhooks["rate"] == 1000
     assert without["errors"] == with_webhooks["errors"] == {}, (without, with_webhooks)
     assert "events" not in without
+    assert without["reports"] is with_webhooks["reports"] is True
     # accepted, submitted and dlr of every message (the simulator reports each one)
     assert with_webhooks["events"] == 600
     assert with_webhooks["webhook_requests"] >= 600
