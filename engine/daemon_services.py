@@ -4,6 +4,7 @@ them in order)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -80,7 +81,8 @@ from engine.retry import RetryPolicy
 from engine.routing import Router
 from engine.scheduler import BridgeQueue, Scheduler
 from engine.smpp.server import serve_smpp
-from engine.smpp.store import store_path_for
+from engine.smpp.storage import SmppStore
+from engine.smpp.store import open_store, store_path_for
 from engine.webhooks.settings import AccountWebhooks
 from engine.webhooks.worker import WebhookWorker
 
@@ -527,6 +529,20 @@ async def start_ndjson(
     return ingress_scope, input_done, tcp_port
 
 
+def open_smpp_store(rt: Runtime) -> contextlib.AbstractAsyncContextManager[SmppStore]:
+    """The SMPP server's store: a SQLite file beside the journal's path, or with the
+    PostgreSQL journal its database, shared by the nodes (engine.smpp.storage)."""
+    journal = rt.settings.journal
+    if journal_backend(journal.backend) is JournalBackend.POSTGRESQL:
+        # PostgreSQL's client is an extra (septet[postgresql]): imported only when used.
+        from engine.smpp.store_postgres import open_postgres_store
+
+        # The journal opened on this dsn already (it is set).
+        dsn = journal.dsn or ""
+        return open_postgres_store(dsn, rt.node, lease_s=rt.settings.cluster.lease_s)
+    return open_store(store_path_for(journal.path), synchronous=journal.synchronous)
+
+
 async def start_smpp(rt: Runtime, acceptor: Acceptor) -> tuple[anyio.CancelScope, int | None]:
     """The SMPP server when `[smpp] listen` is set: its scope and port."""
     settings, queues = rt.settings, rt.queues
@@ -542,15 +558,11 @@ async def start_smpp(rt: Runtime, acceptor: Acceptor) -> tuple[anyio.CancelScope
                 accounts=rt.accounts,
                 events=rt.events,
                 journal=rt.journal,
-                store_path=store_path_for(settings.journal.path),
-                synchronous=settings.journal.synchronous,
+                store=functools.partial(open_smpp_store, rt),
                 # A full bridge queue: parts of long messages are answered
                 # ESME_RTHROTTLED; whole messages wait in line for room instead.
                 congested=lambda: any(queue.room() == 0 for queue in queues.values()),
                 monitor=rt.operations,
-                # In a cluster, receipts come back to the node whose store
-                # holds the ids (engine.smpp.account.origin_of).
-                node=rt.node if rt.journal.shared else None,
                 task_status=task_status,
             )
 

@@ -7,12 +7,16 @@ first, then those of a group that has no receiving bind at all (none connected, 
 that only transmits), so a receipt goes back to the link that submitted its message
 while that link is bound, and to any bind of the account otherwise: Kannel matches a
 receipt only on the link its message went out on (smsc_smpp.c, dlr_find by smsc-id).
+
+In a cluster the queue holds the receipts this node claimed from the shared store
+(engine.smpp.cluster_receipts): `on_receivers` tells it when a group's receiving binds
+here change, and `give_back` hands back what no bind here should take any more.
 """
 
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import anyio
 
@@ -21,14 +25,13 @@ from engine.smpp.settings import SmppAccount
 from engine.smpp.storage import BindGroup, PendingReceipt
 
 
-def origin_of(system_id: str, node: str | None = None) -> str:
+def origin_of(system_id: str) -> str:
     """The origin of an account's messages: their events come to the server under it,
-    whichever bind submitted them (the bind group then picks the bind). In a cluster
-    (`node` given) each node's server has its own: the ids an ESME was given live in
-    that node's store, so a report another node took must come back to this node
-    (through the shared outbox, engine.ingress.outbox), and the client references built
-    from those ids stay unique across the nodes."""
-    return f"smpp:{system_id}" if node is None else f"smpp:{system_id}@{node}"
+    whichever bind submitted them (the bind group then picks the bind). In a cluster every
+    node's server takes its events (the ids are in the store the nodes share), so an
+    event made on any node, or kept in the shared outbox while its node is gone, becomes
+    receipts on a live one."""
+    return f"smpp:{system_id}"
 
 
 class AccountState:
@@ -36,16 +39,19 @@ class AccountState:
     receiving binds each group has connected (the module docstring says who takes what).
     """
 
-    def __init__(self, owner: Account, node: str | None = None) -> None:
+    def __init__(self, owner: Account) -> None:
         if owner.smpp is None:
             raise ValueError(f"account {owner.name!r} has no SMPP login")
         self.owner = owner
         self.account: SmppAccount = owner.smpp
-        self.origin = origin_of(self.account.system_id, node)
+        self.origin = origin_of(self.account.system_id)
         # Oldest first within a group; a group leaves the dict once it has none waiting.
         self.ready: dict[BindGroup, OrderedDict[int, PendingReceipt]] = {}
         self.receivers: Counter[BindGroup] = Counter()
         self.changed = anyio.Event()
+        # Called with a group whose count of receiving binds here changed (a cluster's
+        # shared receipts, engine.smpp.cluster_receipts).
+        self.on_receivers: Callable[[BindGroup], None] | None = None
 
     def queue(self, receipts: Sequence[PendingReceipt]) -> None:
         for receipt in receipts:
@@ -68,8 +74,26 @@ class AccountState:
             del self.ready[receipt.bind_group]
         return receipt
 
+    def waiting(self) -> int:
+        """Receipts queued here, not yet sent."""
+        return sum(len(ready) for ready in self.ready.values())
+
+    def give_back(self, group: BindGroup) -> list[PendingReceipt]:
+        """The queued receipts no receiving bind here is for any more: with none bound,
+        all; else `group`'s if it has no receiving bind here now (in a cluster another
+        node's bind of that group may take them)."""
+        if not self.receivers:
+            receipts = [r for ready in self.ready.values() for r in ready.values()]
+            self.ready.clear()
+            return receipts
+        if self.receivers[group] > 0 or group not in self.ready:
+            return []
+        return list(self.ready.pop(group).values())
+
     def receiver_bound(self, group: BindGroup) -> None:
         self.receivers[group] += 1
+        if self.on_receivers is not None:
+            self.on_receivers(group)
 
     def receiver_gone(self, group: BindGroup) -> None:
         self.receivers[group] -= 1
@@ -77,6 +101,8 @@ class AccountState:
             del self.receivers[group]
             if group in self.ready:
                 self.notify()  # its receipts are now for any receiving bind
+        if self.on_receivers is not None:
+            self.on_receivers(group)
 
     def notify(self) -> None:
         self.changed.set()

@@ -126,8 +126,8 @@ class SmppConnection:
         finally:
             self._stop_receipts()
             if self.account is not None and self._receipts_in_flight:
-                # Unacknowledged receipts go back to the account for its next bind.
-                self.account.queue(list(self._receipts_in_flight.values()))
+                # Unacknowledged receipts go back for the account's next bind.
+                self.server.receipts_returned(self.account, list(self._receipts_in_flight.values()))
                 self._receipts_in_flight.clear()
             with anyio.CancelScope(shield=True):
                 await self.stream.aclose()

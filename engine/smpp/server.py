@@ -4,7 +4,7 @@
                                       │ submit_sm (up to `window` at once per session)
                                       ▼
                                SmppServer.submit ──accept(Submission)──▶ journal commit
-                                      │ message ids ──▶ SmppStore (its own SQLite file)
+                                      │ message ids ──▶ SmppStore (engine.smpp.storage)
     deliver_sm receipts ◀── AccountState queue ◀── store ◀── septet events ("smpp:<system_id>")
 
 A submit_sm_resp is sent right after the journal commit of its message (never waiting
@@ -19,6 +19,12 @@ deliver_sm_resp, across reconnects and restarts; only a message's first final ev
 makes them, one per id given out (engine.smpp.receipts, engine.smpp.store). A receipt
 goes to a receiving bind of the bind group (system_type, address_range) that submitted
 its message, or to any of the account's when that group has none (engine.smpp.account).
+
+The store is a SQLite file beside the journal with one node, or the PostgreSQL journal's
+database in a cluster (engine.smpp.store_postgres): there every node's server takes the
+events of the account's origin, so a report becomes receipts on whichever node has it,
+and each receipt is claimed by a node with a suitable receiving bind, which delivers it
+(engine.smpp.cluster_receipts).
 
 A submit_sm's text is read in its account's alphabet for its data_coding; one that is
 not text there is refused (engine.smpp.text.TextRefusedError) with one
@@ -35,10 +41,10 @@ This module and connection.py are the only SMPP code that touches sockets or clo
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
-from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
@@ -51,11 +57,12 @@ from engine.journal import StoreEvents
 from engine.models import Message, Submission, utc_from_timestamp
 from engine.smpp import pdu as p
 from engine.smpp.account import AccountState, origin_of
+from engine.smpp.cluster_receipts import SharedReceipts
 from engine.smpp.connection import SmppConnection
 from engine.smpp.receipts import build_receipt, outcome_of
 from engine.smpp.settings import SmppAccount as SmppAccount  # re-exported: engine.config
 from engine.smpp.settings import SmppSettings as SmppSettings
-from engine.smpp.store import (
+from engine.smpp.storage import (
     NO_GROUP,
     OUTCOME_KEEP_S,
     BindGroup,
@@ -63,7 +70,6 @@ from engine.smpp.store import (
     Outcome,
     PendingReceipt,
     SmppStore,
-    open_store,
 )
 from engine.smpp.text import (
     RECEIPT_TEXT_CHARS,
@@ -209,12 +215,9 @@ class SmppServer:
         congested: Callable[[], bool] | None = None,
         monitor: SmppMonitor | None = None,
         accounts: Accounts | None = None,
-        node: str | None = None,
     ) -> None:
         """`accounts`: the logins (engine.accounts); None: those of `settings.accounts`
-        (the deprecated form), or the demo login. `node`: this node's name in a cluster
-        (engine.smpp.account.origin_of), None with one node."""
-        self.node = node
+        (the deprecated form), or the demo login."""
         self.settings = settings
         self.monitor: SmppMonitor = monitor or _NoMonitor()
         self._accept = accept
@@ -229,9 +232,11 @@ class SmppServer:
                 failed_bind_window_s=settings.failed_bind_window_s,
             )
         self.registry = accounts
-        self.accounts = {
-            a.smpp.system_id: AccountState(a, node) for a in accounts if a.smpp is not None
-        }
+        self.accounts = {a.smpp.system_id: AccountState(a) for a in accounts if a.smpp is not None}
+        # A store the nodes of a cluster share: receipts are claimed by the node delivering them.
+        self.shared: SharedReceipts | None = (
+            None if store.claims is None else SharedReceipts(store.claims, self.accounts)
+        )
         self.reassembly: Reassembly[GivenId] = Reassembly()
         self._reassembly_changed = anyio.Event()
         self.in_progress = 0
@@ -387,7 +392,7 @@ class SmppServer:
         else:
             # The client reference makes a join repeated after a crash a duplicate,
             # never a second send: the journal answers with the first one's msg_id.
-            origin = origin_of(first.system_id, self.node)
+            origin = origin_of(first.system_id)
             reference = f"{origin}:{first.id}"
             state = self.accounts.get(first.system_id)
             result: list[Message] | LineError
@@ -486,6 +491,12 @@ class SmppServer:
             log.info("smpp_outcomes_forgotten", count=forgotten)
 
     def queue_receipts(self, receipts: Sequence[PendingReceipt]) -> None:
+        """Receipts just made: to the account's binds here (in a cluster, to whichever
+        node claims them: they are in the shared store, and the nodes are woken)."""
+        if self.shared is not None:
+            if receipts:
+                self.shared.wake()
+            return
         by_account: dict[str, list[PendingReceipt]] = {}
         for receipt in receipts:
             by_account.setdefault(receipt.system_id, []).append(receipt)
@@ -510,17 +521,34 @@ class SmppServer:
         ids, self._acked = self._acked, []
         if ids:
             await self.store.delete_receipts(ids)
+            if self.shared is not None:
+                self.shared.sent_some()
+
+    def receipts_returned(self, account: AccountState, receipts: Sequence[PendingReceipt]) -> None:
+        """Sent on a bind that went before acknowledging them: for the account's next bind
+        (in a cluster, released for any node's)."""
+        if self.shared is not None:
+            self.shared.give_back(receipts)
+        else:
+            account.queue(receipts)
 
     async def retry_receipt_later(self, account: AccountState, receipt: PendingReceipt) -> None:
         await anyio.sleep(self.settings.receipt_retry_s)
-        account.queue([receipt])
+        self.receipts_returned(account, [receipt])
 
     # ── start-up ────────────────────────────────────────────────────────────────
 
     async def resume(self, journal: OutboxJournal) -> None:
         """After a restart: receipts still owed, parts still waiting, reports kept for us."""
-        receipts = await self.store.pending_receipts()
-        self.queue_receipts(receipts)
+        if self.shared is not None:
+            # Receipts are claimed as binds come; a previous run's claims are let go.
+            receipts = []
+            released = await self.shared.start()
+            if released:
+                log.info("smpp_receipts_released", count=released)
+        else:
+            receipts = await self.store.pending_receipts()
+            self.queue_receipts(receipts)
         complete: list[list[GivenId]] = []
         for row in await self.store.waiting_parts():
             if row.part_key is None:
@@ -620,25 +648,23 @@ async def serve_smpp(
     accept: Accept,
     events: EventRegistry,
     journal: OutboxJournal,
-    store_path: str | Path,
+    store: Callable[[], contextlib.AbstractAsyncContextManager[SmppStore]],
     host: str | None = None,
     port: int | None = None,
-    synchronous: str = "NORMAL",
     congested: Callable[[], bool] | None = None,
     unbind_wait_s: float = UNBIND_WAIT_S,
     monitor: SmppMonitor | None = None,
     accounts: Accounts | None = None,
-    node: str | None = None,
     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen for ESMEs until cancelled; `task_status.started(port)` once listening.
-    `node`: this node's name when the journal is shared by a cluster (SmppServer).
 
     `accept` is engine.ingress.accept.Acceptor.accept; `accounts` the logins (None: those
     of `settings.accounts`, the deprecated form, or demo/demo); `events` the EventRouter
     (one sink per account, registered for the server's life); `journal` gives back the
-    events stored while the server was down; `store_path` is the server's own SQLite
-    file (engine.smpp.store.store_path_for(journal path)). `congested`, when given,
+    events stored while the server was down; `store` opens the server's SmppStore
+    (engine.smpp.storage: a SQLite file beside the journal, or the PostgreSQL journal's
+    database in a cluster). `congested`, when given,
     says the engine's queues are full: a part of a long message is then answered
     ESME_RTHROTTLED (a whole message waits for room in `accept`, see SmppSettings).
     Cancelled, it unbinds the bound ESMEs and waits up to `unbind_wait_s` for them
@@ -649,15 +675,14 @@ async def serve_smpp(
         listen_host, _, listen_port = (settings.listen or "127.0.0.1:2775").rpartition(":")
         host = host if host is not None else listen_host.strip("[]") or "127.0.0.1"
         port = port if port is not None else int(listen_port)
-    async with open_store(store_path, synchronous=synchronous) as store:
+    async with store() as opened:
         server = SmppServer(
             settings,
             accept=accept,
-            store=store,
+            store=opened,
             congested=congested,
             monitor=monitor,
             accounts=accounts,
-            node=node,
         )
         sinks = [AccountSink(a.origin, server.deliver_event) for a in server.accounts.values()]
         for sink in sinks:
@@ -670,6 +695,8 @@ async def serve_smpp(
                 tg.start_soon(server.serve_acknowledgements)
                 tg.start_soon(server.serve_reassembly_timeouts)
                 await server.resume(journal)
+                if server.shared is not None:
+                    tg.start_soon(server.shared.serve)
                 listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
                 bound_port: int = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 - anyio, not Django
                 log.info("smpp_listening", host=host, port=bound_port)
@@ -691,6 +718,8 @@ async def serve_smpp(
                 events.unregister(sink)
             with anyio.CancelScope(shield=True):
                 await server.flush_acknowledgements()
+                if server.shared is not None:
+                    await server.shared.stop()
                 unread = server.take_unread_events()
                 if unread:
                     await journal.record(unread)

@@ -14,6 +14,7 @@ import msgspec
 import smpplib.client
 import smpplib.consts
 import smpplib.gsm
+import smpplib.smpp
 
 from engine.config import ReportSettings, Settings
 from tests.engine.daemon_harness import Client, Daemon
@@ -77,13 +78,15 @@ async def readyz(daemon: Daemon) -> tuple[int, dict[str, Any]]:
 
 
 class SmppClient:
-    """One smpplib transceiver bound as demo/demo; blocking calls run in a worker thread.
+    """One smpplib client bound as demo/demo (a transceiver unless `bind` says otherwise);
+    blocking calls run in a worker thread.
 
     Unlike tests.engine.smpp.test_real_clients.SmpplibSession it sends to any destination
     (so a message can be routed to any bridge) and keeps receipts by message id.
     """
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, bind: str = "transceiver") -> None:
+        self.bind_type = bind
         self.client = smpplib.client.Client("127.0.0.1", port, allow_unknown_opt_params=True)
         self.sent: list[Any] = []
         self.received: list[Any] = []
@@ -95,7 +98,7 @@ class SmppClient:
 
     def _bind(self) -> None:
         self.client.connect()
-        self.client.bind_transceiver(system_id="demo", password="demo")
+        getattr(self.client, f"bind_{self.bind_type}")(system_id="demo", password="demo")
 
     def _submit(self, destination: str, text: str) -> None:
         parts, encoding, esm_class = smpplib.gsm.make_parts(text)
@@ -137,6 +140,17 @@ class SmppClient:
             assert pdu.receipted_message_id.decode() == match["id"]
             parsed.append(match.groupdict())
         return parsed
+
+    def _ping(self) -> None:
+        """An enquire_link round trip: what the server sent before its answer is read
+        (and each deliver_sm acknowledged) on the way."""
+        self.client.send_pdu(smpplib.smpp.make_pdu("enquire_link", client=self.client))
+        while (pdu := self.client.read_pdu()).command != "enquire_link_resp":
+            if pdu.command == "deliver_sm":
+                self.client._message_received(pdu)
+
+    async def ping(self) -> None:
+        await self._run(self._ping)
 
     async def close(self) -> None:
         await self._run(self.client.unbind)

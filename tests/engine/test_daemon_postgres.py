@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 def on_postgres(tmp_path: Path, dsn: str) -> JournalSettings:
-    # The admin token and the SMPP store still sit beside `path`.
+    # The admin token still sits beside `path` (the SMPP store is in the database).
     return JournalSettings(backend="postgresql", dsn=dsn, path=str(tmp_path / "septet.db"))
 
 

@@ -27,6 +27,7 @@ from engine.models import CancelledEvent, DeliveryReport, Failed, Message, Statu
 from engine.pricing import default_price_tables
 from engine.routing import Router, default_routes
 from engine.smpp.server import Accept, SmppSettings, serve_smpp
+from engine.smpp.store import open_store
 
 BRIDGES = ("dsc", "routemobile", "bsg", "smsclub")
 
@@ -187,7 +188,7 @@ async def smpp_harness(
                     accept=wrap_accept(acceptor.accept) if wrap_accept else acceptor.accept,
                     events=router,
                     journal=journal,
-                    store_path=directory / "journal.smpp.db",
+                    store=lambda: open_store(directory / "journal.smpp.db"),
                     host="127.0.0.1",
                     port=0,
                     unbind_wait_s=unbind_wait_s,

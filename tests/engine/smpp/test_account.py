@@ -49,11 +49,25 @@ async def test_a_bind_takes_its_groups_receipts_then_those_of_groups_nobody_rece
     assert account.take(LINK_B) == pending(5, LINK_A)
 
 
-async def test_in_a_cluster_each_node_has_its_own_origin_for_an_account() -> None:
+async def test_an_accounts_origin_is_the_same_on_every_node() -> None:
     owner = Account("demo", AccountSettings(smpp=SmppLogin(password="demo")))
-    # One node: the origin the journals of every earlier release hold.
+    # The origin the journals of every earlier release hold; in a cluster every node's
+    # server takes its events (the ids are in the store the nodes share).
     assert AccountState(owner).origin == "smpp:demo"
-    # A node of a cluster: a report taken elsewhere comes back to the node whose store
-    # knows the ids, and client references from two nodes' id counters never collide.
-    assert AccountState(owner, "edge-1").origin == "smpp:demo@edge-1"
-    assert AccountState(owner, "edge-2").origin != AccountState(owner, "edge-1").origin
+
+
+async def test_in_a_cluster_a_group_gone_from_this_node_gives_its_receipts_back() -> None:
+    account = AccountState(Account("demo", AccountSettings(smpp=SmppLogin(password="demo"))))
+    changed: list[BindGroup] = []
+    account.on_receivers = changed.append
+    account.receiver_bound(LINK_A)
+    account.receiver_bound(LINK_B)
+    account.queue([pending(1, LINK_A), pending(2, LINK_B), pending(3, NO_GROUP)])
+    assert account.waiting() == 3
+    assert account.give_back(LINK_A) == []  # link-a still receives here
+    account.receiver_gone(LINK_A)
+    # Another node's link-a bind may take it now; the rest stay for link-b here.
+    assert account.give_back(LINK_A) == [pending(1, LINK_A)]
+    account.receiver_gone(LINK_B)
+    assert account.give_back(LINK_B) == [pending(2, LINK_B), pending(3, NO_GROUP)]
+    assert (account.waiting(), changed) == (0, [LINK_A, LINK_B, LINK_A, LINK_B])

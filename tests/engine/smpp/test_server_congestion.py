@@ -22,6 +22,7 @@ from engine.routing import Router, default_routes
 from engine.scheduler import BridgeQueue, Scheduler
 from engine.smpp import pdu as p
 from engine.smpp.server import SmppSettings, refusal_status, serve_smpp
+from engine.smpp.store import open_store
 from tests.engine.ingress.test_ndjson import occupant  # a socket client's message in the queue
 from tests.engine.smpp.harness import BRIDGES
 from tests.engine.smpp.raw_client import RawClient
@@ -79,7 +80,7 @@ async def congested_server(
                     accept=acceptor.accept,
                     events=EventRouter(lambda origin, lines: None),
                     journal=journal,
-                    store_path=directory / "journal.smpp.db",
+                    store=lambda: open_store(directory / "journal.smpp.db"),
                     host="127.0.0.1",
                     port=0,
                     congested=lambda: any(q.room() == 0 for q in queues.values()),
