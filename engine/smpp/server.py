@@ -697,32 +697,49 @@ async def serve_smpp(
                 await server.resume(journal)
                 if server.shared is not None:
                     tg.start_soon(server.shared.serve)
-                listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
-                bound_port: int = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 - anyio, not Django
-                log.info("smpp_listening", host=host, port=bound_port)
-                task_status.started(bound_port)
-                async with anyio.create_task_group() as connections:
-                    try:
-                        await listener.serve(
-                            lambda stream: _serve_connection(server, stream),
-                            task_group=connections,
-                        )
-                    finally:
-                        with anyio.CancelScope(shield=True):
-                            await listener.aclose()
-                            await server.close_connections(unbind_wait_s)
+                await _listen(server, host, port, unbind_wait_s, task_status)
         finally:
             server.monitor.smpp_sessions = None
             for sink in sinks:
                 sink.closed = True
                 events.unregister(sink)
             with anyio.CancelScope(shield=True):
-                await server.flush_acknowledgements()
-                if server.shared is not None:
-                    await server.shared.stop()
-                unread = server.take_unread_events()
-                if unread:
-                    await journal.record(unread)
+                await _stopped(server, journal)
+
+
+async def _listen(
+    server: SmppServer,
+    host: str,
+    port: int,
+    unbind_wait_s: float,
+    task_status: anyio.abc.TaskStatus[int],
+) -> None:
+    """Take connections until cancelled; then unbind the bound ESMEs (serve_smpp)."""
+    listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+    bound_port: int = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 - anyio, not Django
+    log.info("smpp_listening", host=host, port=bound_port)
+    task_status.started(bound_port)
+    async with anyio.create_task_group() as connections:
+        try:
+            await listener.serve(
+                lambda stream: _serve_connection(server, stream), task_group=connections
+            )
+        finally:
+            with anyio.CancelScope(shield=True):
+                await listener.aclose()
+                await server.close_connections(unbind_wait_s)
+
+
+async def _stopped(server: SmppServer, journal: OutboxJournal) -> None:
+    """The server has stopped: acknowledged receipts leave the store, what this node
+    claimed is released (a cluster), and events not yet made receipts go back to the
+    journal's outbox."""
+    await server.flush_acknowledgements()
+    if server.shared is not None:
+        await server.shared.stop()
+    unread = server.take_unread_events()
+    if unread:
+        await journal.record(unread)
 
 
 async def _serve_connection(server: SmppServer, stream: anyio.abc.SocketStream) -> None:
