@@ -23,14 +23,13 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
-import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated
 
 import msgspec
 
-from engine.ratelimit import TokenBucket
+from engine.account_limits import AccountLimit
 from engine.smpp.auth import BindGuard, bind_key
 from engine.smpp.settings import BindType, SmppAccount
 from engine.smpp.text import Alphabet
@@ -153,22 +152,23 @@ def secret_matches(given: str, expected: str) -> bool:
 
 @dataclass(eq=False)
 class Account:
-    """One configured account while septet runs: its settings, its token bucket (shared by
-    every door), its SMPP login as the SMPP server reads it (None: no SMPP) and its webhook
-    settings (its own, else `[webhooks]`'s; engine.webhooks)."""
+    """One configured account while septet runs: its settings, its messages/s limit (shared
+    by every door, and with [cluster] redis by every node: engine.account_limits), its SMPP
+    login as the SMPP server reads it (None: no SMPP) and its webhook settings (its own,
+    else `[webhooks]`'s; engine.webhooks)."""
 
     name: str
     settings: AccountSettings
     fallback_webhooks: AccountWebhooks | None = field(default=None, repr=False)
     webhooks: AccountWebhooks | None = field(init=False)
-    bucket: TokenBucket = field(init=False)
+    limit: AccountLimit = field(init=False)
     smpp: SmppAccount | None = field(init=False)
     allowed_senders: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
         rate = self.settings.messages_per_s
         burst = self.settings.burst or max(1.0, rate)
-        self.bucket = TokenBucket(rate if rate > 0 else math.inf, burst)
+        self.limit = AccountLimit(rate, burst)
         self.allowed_senders = frozenset(self.settings.allowed_senders)
         self.webhooks = self.settings.webhooks or self.fallback_webhooks
         login = self.settings.smpp

@@ -30,6 +30,15 @@ so the cluster cannot pass the limit); the first failure is logged in one senten
 Keys, per bridge: `septet:limits:{<bridge>}:state` (a hash), `…:requests` and
 `…:messages` (the logs). They have no expiry and stay small (at most one second of
 grants); every node must configure a bridge's limits alike (each call carries them).
+
+An account's messages/s and burst (`[accounts.NAME] messages_per_s`, `burst`) are shared
+the same way, by `SharedAccountBucket`: a token bucket kept as one GCRA time in Redis
+(`septet:accounts:{<account>}:tat`, expiring once the bucket is full again). It does not
+reserve: a take that does not fit is refused with the seconds until it would (the accept
+path's "throttled"), as the account's local bucket answers. While Redis cannot be reached
+the caller falls back to its own node's bucket (engine.accounts.AccountLimit): accepting
+passes no provider's limit (the bridges' gates still hold), so an unreachable Redis should
+not stop the cluster from accepting.
 """
 
 from __future__ import annotations
@@ -147,6 +156,30 @@ end
 redis.call('HSET', KEYS[1], 'last', at, 'rtat', rtat, 'rbase', rbase, 'rtotal', rtotal,
            'mtat', mtat, 'mbase', mbase, 'mtotal', mtotal)
 return {1, at, now}
+"""
+
+
+# An account's token bucket as a GCRA time (TAT, µs) on the server's clock.
+# KEYS: the TAT. ARGV: n, µs per token, burst, 'take' or 'give'.
+# Returns {taken 1|0, µs until n tokens would fit}.
+ACCOUNT_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local n, interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tat = math.max(tonumber(redis.call('GET', KEYS[1])) or now, now)
+if ARGV[4] == 'give' then
+  tat = math.max(now, tat - n * interval)
+else
+  local fits_at = tat + n * interval - burst * interval
+  if fits_at > now then return {0, math.ceil(fits_at - now)} end
+  tat = tat + n * interval
+end
+if tat > now then
+  redis.call('SET', KEYS[1], tat, 'PX', math.ceil((tat - now) / 1000) + 1)
+else
+  redis.call('DEL', KEYS[1])
+end
+return {1, 0}
 """
 
 
@@ -326,3 +359,69 @@ class SharedGate:
 
     def __repr__(self) -> str:
         return f"SharedGate({self.bridge!r}, {self.where})"
+
+
+def account_key(account: str) -> str:
+    """The account's bucket in Redis (one key; a hash tag for a Redis Cluster)."""
+    return f"septet:accounts:{{{account}}}:tat"
+
+
+class SharedAccountBucket:
+    """An account's messages/s and burst for the whole cluster (engine.accounts.AccountLimit
+    uses it; see the module's docstring)."""
+
+    def __init__(
+        self, client: Redis, account: str, *, rate: float, burst: float, where: str = "Redis"
+    ) -> None:
+        if not (rate > 0 and math.isfinite(rate)):
+            raise ValueError(f"a shared account bucket needs a positive rate, not {rate}")
+        if not burst > 0:
+            raise ValueError(f"a burst must be positive, not {burst}")
+        self.account = account
+        self.where = where
+        self._keys = [account_key(account)]
+        self._script: AsyncScript = client.register_script(ACCOUNT_SCRIPT)
+        self._args: list[float] = [US / rate, burst]
+        self._fault_since: float | None = None
+
+    async def take(self, count: int) -> float | None:
+        """Take `count` tokens: 0.0 when taken, else the seconds until they would fit
+        (nothing taken); None when Redis cannot be reached (nothing known, nothing taken)."""
+        answer = await self._call(count, "take")
+        if answer is None:
+            return None
+        taken, wait_us = (int(value) for value in answer)
+        return 0.0 if taken else max(wait_us / US, 1 / US)
+
+    async def give(self, count: int) -> None:
+        """Give back `count` tokens taken for messages that were not accepted after all
+        (lost while Redis cannot be reached: the account only waits a little longer)."""
+        await self._call(count, "give")
+
+    async def _call(self, count: int, operation: str) -> Any:
+        if count < 0:
+            raise ValueError(f"cannot take or give a negative count ({count})")
+        try:
+            answer = await self._script(keys=self._keys, args=[count, *self._args, operation])
+        except (RedisError, OSError) as error:
+            if self._fault_since is None:
+                self._fault_since = time.monotonic()
+                log.error(
+                    "account_limits_unreachable",
+                    account=self.account,
+                    problem=f"the cluster's account limits ({self.where}) cannot be reached"
+                    f" ({type(error).__name__}: {error}); account {self.account} is held to"
+                    " this node's own bucket until they answer",
+                )
+            return None
+        if self._fault_since is not None:
+            log.info(
+                "account_limits_back",
+                account=self.account,
+                local_s=round(time.monotonic() - self._fault_since, 3),
+            )
+            self._fault_since = None
+        return answer
+
+    def __repr__(self) -> str:
+        return f"SharedAccountBucket({self.account!r}, {self.where})"

@@ -22,6 +22,7 @@ import anyio
 import anyio.abc
 import structlog
 
+from engine.account_limits import share_limits
 from engine.accounts import Accounts
 from engine.admin import Admin
 from engine.bridge_limits import open_shared_limits
@@ -193,6 +194,8 @@ async def _open_runtime(
     events = EventRouter(outbox.spill)
     # Before the task group, so it is closed after every task that uses it has ended.
     shared_limits = await open_shared_limits(settings.cluster.redis, stack)
+    if shared_limits is not None:
+        share_limits({account.name: account.limit for account in accounts}, shared_limits)
     tg = await stack.enter_async_context(anyio.create_task_group())
     # The heartbeat from the start: the rest of the start-up (simulators, credentials,
     # recovery) may take longer than a lease, and a node without a heartbeat in that

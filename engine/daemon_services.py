@@ -489,6 +489,7 @@ def build_acceptor(rt: Runtime, scheduler: Scheduler) -> Acceptor:
         on_lines=rt.metrics.ingress,
         # SMPP submissions reserve queue room before their commit (engine.ingress.accept).
         room=scheduler,
+        shared_quota=rt.journal.shared,
     )
 
 

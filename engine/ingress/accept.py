@@ -11,11 +11,14 @@ The account's rules, in this order, each a typed refusal (LineError.kind):
 
 - "sender": `from` is not one of the account's `allowed_senders` (when it has any);
 - "throttled": over the account's `messages_per_s`/`burst` token bucket, shared by every
-  door; one token per message (per recipient). `retry_after_s` says when it would fit.
+  door (and with `[cluster] redis` by every node: engine.account_limits); one token per
+  message (per recipient). `retry_after_s` says when it would fit.
   Once one submission of a batch is throttled, the later ones are too (they came later);
 - "quota": the account's `daily_quota` of messages per UTC day would be exceeded;
   `retry_after_s` is the time to the next UTC midnight. The count is the journal's
-  (`accepted_today`, written in the commit that accepts), so a restart keeps it.
+  (`accepted_today`, written in the commit that accepts), so a restart keeps it. On a
+  journal shared by a cluster it is read again every QUOTA_READ_S, so the quota holds for
+  the whole cluster but for what the other nodes accept in that second.
 
 A submission refused for any reason takes no token and no quota. A duplicate client id
 (unique per account) is refused by the journal ("duplicate", `msg_ids`) and gives its
@@ -40,6 +43,9 @@ from engine.models import Message, Submission
 log = structlog.get_logger("septet.ingress")
 
 DAY_S = 86_400.0
+# On a journal shared by a cluster, how long this node trusts the daily quota's count it
+# read (plus its own accepts): the other nodes' accepts of that time may pass the quota.
+QUOTA_READ_S = 1.0
 
 
 class AcceptingJournal(Protocol):
@@ -88,19 +94,23 @@ class Acceptor:
         room: QueueRoom | None = None,
         clock: Callable[[], float] = time.time,
         on_lines: Callable[[str, int], None] | None = None,
+        shared_quota: bool = False,
     ) -> None:
         """`on_lines(result, count)` is told how many submissions ended "accepted",
         "rejected" or "duplicate", once per result per `accept` call. `room` (the
         scheduler again, in the daemon) lets a call with `room_wait_s` reserve queue room
-        before its commit."""
+        before its commit. `shared_quota`: other processes accept into the same journal
+        (a cluster), so the daily quota's count is read again every QUOTA_READ_S."""
         self._preparer = preparer
         self._journal = journal
         self._scheduler = scheduler
         self._room = room
         self._clock = clock
         self._on_lines = on_lines
-        # account name -> (UTC day, messages accepted that day, durable + in flight).
-        self._used: dict[str, tuple[int, int]] = {}
+        # account name -> (UTC day, messages accepted that day durable + in flight, when
+        # the count was read from the journal).
+        self._used: dict[str, tuple[int, int, float]] = {}
+        self._shared_quota = shared_quota
 
     async def accept(
         self,
@@ -190,7 +200,7 @@ class Acceptor:
         outcomes: list[Outcome | None],
     ) -> None:
         """Throughput, then the daily quota; refused groups leave `positions`/`groups`."""
-        bucket = account.bucket
+        limit = account.limit
         quota = account.settings.daily_quota
         used = await self._used_today(account, now) if quota is not None else 0
         kept = 0
@@ -201,10 +211,9 @@ class Acceptor:
             if quota is not None and used + count > quota:
                 outcomes[position] = _quota_refused(account, ref, used, count, now)
                 continue
-            if throttled_after is None and not bucket.unlimited:
-                wait = bucket.take(count, now)
+            if throttled_after is None and not limit.unlimited:
+                wait = await limit.take(count, now)
                 if wait > 0:
-                    bucket.refund(count, now)
                     throttled_after = wait
             if throttled_after is not None:
                 outcomes[position] = _throttled(account, ref, throttled_after)
@@ -214,29 +223,46 @@ class Acceptor:
             kept += 1
         del positions[kept:], groups[kept:]
         if quota is not None:
-            self._used[account.name] = (utc_day(now), used)
+            self._used[account.name] = (utc_day(now), used, self._read_at(account, now))
 
     async def _used_today(self, account: Account, now: float) -> int:
         day = utc_day(now)
-        known = self._used.get(account.name)
-        if known is not None and known[0] == day:
-            return known[1]
+        known = self._fresh_count(account, day, now)
+        if known is not None:
+            return known
         used = await self._journal.accepted_today(account.name, day)
-        known = self._used.get(account.name)  # another call may have loaded it meanwhile
-        if known is not None and known[0] == day:
-            return known[1]
-        self._used[account.name] = (day, used)
+        known = self._fresh_count(account, day, now)  # another call may have loaded it
+        if known is not None:
+            return known
+        self._used[account.name] = (day, used, now)
         return used
 
-    def _give_back(self, account: Account, groups: Sequence[Sequence[Message]], now: float) -> None:
+    def _fresh_count(self, account: Account, day: int, now: float) -> int | None:
+        """The account's count for `day` as this process knows it, if it may be trusted:
+        alone on the journal, always (every accept goes through here); on a shared one,
+        for QUOTA_READ_S after it was read (other nodes accept too)."""
+        known = self._used.get(account.name)
+        if known is None or known[0] != day:
+            return None
+        if self._shared_quota and now - known[2] >= QUOTA_READ_S:
+            return None
+        return known[1]
+
+    def _read_at(self, account: Account, now: float) -> float:
+        known = self._used.get(account.name)
+        return known[2] if known is not None else now
+
+    async def _give_back(
+        self, account: Account, groups: Sequence[Sequence[Message]], now: float
+    ) -> None:
         """Tokens and quota of groups that were not journaled after all."""
         count = sum(len(group) for group in groups)
         if not count:
             return
-        account.bucket.refund(count, now)
+        await account.limit.give(count, now)
         known = self._used.get(account.name)
         if known is not None and known[0] == utc_day(now):
-            self._used[account.name] = (known[0], max(0, known[1] - count))
+            self._used[account.name] = (known[0], max(0, known[1] - count), known[2])
 
     async def _commit(
         self,
@@ -256,7 +282,7 @@ class Acceptor:
             bridges = [m.bridge for group in groups for m in group if m.due_at <= now]
             if bridges and not await _reserve(room, bridges, room_wait_s, turn):
                 log.debug("submissions_congested", origin=groups[0][0].origin, bridges=bridges)
-                self._give_back(account, groups, now)
+                await self._give_back(account, groups, now)
                 for position, group in zip(positions, groups, strict=True):
                     outcomes[position] = LineError(CONGESTED, group[0].client_ref, "congested")
                 return []
@@ -271,7 +297,7 @@ class Acceptor:
                     count=len(groups),
                     error=str(error),
                 )
-                self._give_back(account, groups, now)
+                await self._give_back(account, groups, now)
                 sentence = f"not accepted, send it again later: {error}"
                 for position, group in zip(positions, groups, strict=True):
                     outcomes[position] = LineError(sentence, group[0].client_ref, "journal")
@@ -290,7 +316,7 @@ class Acceptor:
                         fresh.append(message)
                     else:
                         scheduled = True
-            self._give_back(account, duplicates, now)
+            await self._give_back(account, duplicates, now)
             if scheduled:
                 self._scheduler.wake_feeder()
             if held and room is not None:

@@ -259,7 +259,7 @@ class SmppServer:
         sequence = submit.sequence_number
         # Over the account's rate now: refused before any work (a part too, which would
         # take its token only when its message is joined). The Acceptor takes the token.
-        if account.owner.bucket.available(self.wall_clock()) < 1:
+        if not account.owner.limit.has_room(self.wall_clock()):
             return p.SubmitSmResp(sequence_number=sequence, command_status=p.ESME_RTHROTTLED)
         if self.in_progress >= self.settings.max_pending:
             return p.SubmitSmResp(sequence_number=sequence, command_status=p.ESME_RTHROTTLED)

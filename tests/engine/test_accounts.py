@@ -107,7 +107,7 @@ def test_the_old_smpp_accounts_become_accounts() -> None:
     old = [SmppAccount(system_id="esme", password="pw", throughput=5.0, burst=10.0)]
     (account,) = Accounts(from_smpp_accounts(old))
     assert account.name == "esme"
-    assert (account.bucket.rate, account.bucket.burst) == (5.0, 10.0)
+    assert (account.limit.local.rate, account.limit.local.burst) == (5.0, 10.0)
     assert account.smpp == SmppAccount(system_id="esme", password="pw")
 
 

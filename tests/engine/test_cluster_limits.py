@@ -2,7 +2,8 @@
 per test): the shared GCRA gives the local RequestLimiter's grants, no one-second window
 holds more than the limit (requests, and messages in batches), two clients share one
 limit, a turn beyond the horizon is a Hold, a Redis that lost its data holds the bridge,
-and an unreachable Redis holds every turn (named once in the log) until it is back."""
+and an unreachable Redis holds every turn (named once in the log) until it is back. And
+an account's bucket shared by the nodes (SharedAccountBucket, engine.account_limits)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,16 @@ import structlog
 from redis.asyncio import Redis
 
 from bench.redis_server import RedisServer
+from engine.account_limits import AccountLimit
 from engine.bridge_limits import Hold, HoldCause
 from engine.cluster_limits import (
     GCRA_SCRIPT,
     HORIZON_S,
     WINDOW_S,
     Grant,
+    SharedAccountBucket,
     SharedGate,
+    account_key,
     keys_of,
     location,
     open_client,
@@ -254,3 +258,63 @@ async def test_askers_beyond_the_horizon_wait_in_line_without_asking_redis(clien
     assert [later - earlier for earlier, later in itertools.pairwise(waits)] == [
         pytest.approx(0.1, abs=0.01)
     ] * 19
+
+
+async def test_an_accounts_tokens_are_shared_by_every_node(redis_server: RedisServer) -> None:
+    # One token a second, five at once: two nodes' takes come out of the same five.
+    nodes = [open_client(redis_server.url) for _ in range(2)]
+    try:
+        one, two = (SharedAccountBucket(n, "acme", rate=1.0, burst=5.0) for n in nodes)
+        assert await one.take(3) == 0.0
+        assert await two.take(2) == 0.0
+        wait = await two.take(1)  # nothing taken: it would fit in about a second
+        assert wait is not None
+        assert 0.9 < wait <= 1.0
+        await one.give(2)  # two messages the journal did not accept after all
+        assert await two.take(2) == 0.0
+        assert (await one.take(1) or 0.0) > 0.9
+        # Another account has a bucket of its own, and nothing outlives a full bucket.
+        other = SharedAccountBucket(nodes[0], "other", rate=1.0, burst=5.0)
+        assert await other.take(5) == 0.0
+        ttl_ms = await nodes[0].pttl(account_key("acme"))
+        assert 0 < ttl_ms <= 5_001
+    finally:
+        for node in nodes:
+            await node.aclose()
+
+
+async def test_a_refused_take_leaves_the_account_without_room_until_it_would_fit(
+    client: Redis,
+) -> None:
+    limit = AccountLimit(rate=2.0, burst=1.0)
+    limit.shared = SharedAccountBucket(client, "acme", rate=2.0, burst=1.0)
+    now = 1_000.0
+    assert limit.has_room(now)
+    assert await limit.take(1, now) == 0.0
+    wait = await limit.take(1, now)
+    assert 0.4 < wait <= 0.5
+    assert not limit.has_room(now)  # the SMPP server refuses at once, asking nobody
+    assert limit.has_room(now + wait)
+
+
+async def test_an_unreachable_redis_leaves_each_account_to_its_nodes_own_bucket(
+    redis_server: RedisServer, client: Redis
+) -> None:
+    where = location(redis_server.url)
+    limit = AccountLimit(rate=1.0, burst=2.0)
+    limit.shared = SharedAccountBucket(client, "acme", rate=1.0, burst=2.0, where=where)
+    redis_server.stop()
+    now = 1_000.0
+    with structlog.testing.capture_logs() as logged:
+        answers = [await limit.take(1, now) for _ in range(3)]
+    # This node's own bucket answers: two fit, the third waits a second.
+    assert answers[:2] == [0.0, 0.0]
+    assert answers[2] == pytest.approx(1.0)
+    assert [e["event"] for e in logged] == ["account_limits_unreachable"]
+    assert logged[0]["problem"].startswith(
+        f"the cluster's account limits ({where}) cannot be reached"
+    )
+    redis_server.start()
+    with structlog.testing.capture_logs() as logged:
+        assert await limit.take(1, now) == 0.0  # the cluster's bucket again: a fresh one
+    assert [e["event"] for e in logged] == ["account_limits_back"]

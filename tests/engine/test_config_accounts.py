@@ -95,7 +95,7 @@ def test_the_defaults_of_an_account(tmp_path: Path) -> None:
         ["transmitter", "receiver", "transceiver"],
     )
     assert account.sendsms_username == "a"  # the account's name
-    assert account.bucket.unlimited
+    assert account.limit.unlimited
     assert account.sender_allowed("ANYONE")
 
 

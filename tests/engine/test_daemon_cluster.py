@@ -1,7 +1,8 @@
 """The daemon with `[cluster] redis` against a real redis-server: a bridge's rate limits
 are kept in Redis; when Redis stops, nothing more is sent through the bridge and /readyz
 names it with the reason (and septet_rate_limits_reachable is 0 for it); when Redis is
-back, what waited goes out."""
+back, what waited goes out. An account's messages/s are taken from the same Redis, so
+another node's accepts count against it."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from bench.redis_server import RedisServer
+from engine.accounts import AccountSettings
 from engine.cluster import ClusterSettings
-from engine.cluster_limits import keys_of
+from engine.cluster_limits import SharedAccountBucket, keys_of, open_client
 from tests.engine.daemon_harness import Daemon, connected, daemon_settings, running_daemon
 from tests.engine.outcomes_harness import readyz
 
@@ -92,3 +94,30 @@ async def redis_keys(server: RedisServer) -> set[str]:
         return {str(key) for key in await client.keys("septet:limits:*")}
     finally:
         await client.aclose()
+
+
+async def test_an_accounts_rate_is_shared_with_the_other_nodes_through_redis(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # Two messages at once, then one a thousand seconds. Another node (this test, with the
+    # same bucket in Redis) took both tokens: the daemon's accept finds none left.
+    accounts = {"acme": AccountSettings(messages_per_s=0.001, burst=2)}
+    settings = daemon_settings(
+        tmp_path, accounts=accounts, cluster=ClusterSettings(redis=redis_server.url)
+    )
+    other_node = open_client(redis_server.url)
+    try:
+        bucket = SharedAccountBucket(other_node, "acme", rate=0.001, burst=2)
+        async with running_daemon(settings) as daemon, connected(daemon) as client:
+            await client.send({"id": "first", "to": "+250782589800", "text": "one"})
+            await client.wait_for(lambda events: bool(client.of("accepted")))
+            assert await bucket.take(1) == 0.0  # the other node's message: the last token
+            await client.send({"id": "second", "to": "+250782589801", "text": "two"})
+            await client.wait_for(lambda events: bool(client.of("rejected")))
+            (refused,) = client.of("rejected")
+    finally:
+        await other_node.aclose()
+    assert refused["id"] == "second"
+    assert refused["error"].startswith(
+        "account 'acme' is over its 0.001 messages per second: send it again in"
+    )

@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from engine.accounts import Account, AccountSettings
-from engine.ingress.accept import DAY_S, Acceptor, Outcome, utc_day
+from engine.ingress.accept import DAY_S, QUOTA_READ_S, Acceptor, Outcome, utc_day
 from engine.ingress.prepare import LineError, LinePreparer
 from engine.journal.sqlite import SqliteJournal, open_sqlite_journal
 from engine.models import Message, Submission
@@ -44,6 +44,17 @@ class Setup:
     counts: dict[str, int]
 
 
+def preparer() -> LinePreparer:
+    return LinePreparer(
+        router=Router(default_routes(), None, BRIDGES),
+        prices=default_price_tables(),
+        default_senders={},
+        max_text_chars=1600,
+        max_recipients=1000,
+        default_region=None,
+    )
+
+
 @asynccontextmanager
 async def accepting(path: Path, clock: Clock | None = None) -> AsyncIterator[Setup]:
     clock = clock or Clock()
@@ -54,15 +65,7 @@ async def accepting(path: Path, clock: Clock | None = None) -> AsyncIterator[Set
 
     async with open_sqlite_journal(path) as journal:
         scheduler = RecordingScheduler()
-        preparer = LinePreparer(
-            router=Router(default_routes(), None, BRIDGES),
-            prices=default_price_tables(),
-            default_senders={},
-            max_text_chars=1600,
-            max_recipients=1000,
-            default_region=None,
-        )
-        acceptor = Acceptor(preparer, journal, scheduler, clock=clock, on_lines=count)
+        acceptor = Acceptor(preparer(), journal, scheduler, clock=clock, on_lines=count)
         yield Setup(acceptor, journal, scheduler, clock, counts)
 
 
@@ -181,6 +184,27 @@ async def test_the_daily_quota_counts_messages_and_survives_a_restart(tmp_path: 
         accepted((await s.acceptor.accept(other, "tcp:1", [line()]))[0])  # its own count
         clock.now += 2.0  # 00:00 UTC: a new day
         accepted((await s.acceptor.accept(account, "tcp:1", [line()]))[0])
+
+
+async def test_on_a_shared_journal_the_quota_counts_the_other_nodes_accepts(
+    tmp_path: Path,
+) -> None:
+    # Two Acceptors on one journal, as two nodes of a cluster on one database: each has
+    # its own Account (and count), and reads the journal's count again after QUOTA_READ_S.
+    clock = Clock()
+    async with open_sqlite_journal(tmp_path / "j.db") as journal:
+        a, b = (
+            Acceptor(preparer(), journal, RecordingScheduler(), clock=clock, shared_quota=True)
+            for _ in range(2)
+        )
+        on_a, on_b = (Account("acme", AccountSettings(daily_quota=2)) for _ in range(2))
+        accepted((await b.accept(on_b, "tcp:1", [line()]))[0])  # b counts 1
+        accepted((await a.accept(on_a, "tcp:2", [line()]))[0])  # a reads 1, counts 2
+        clock.now += QUOTA_READ_S
+        over = refusal((await b.accept(on_b, "tcp:1", [line()]))[0])
+        assert over.kind == "quota"
+        assert "has used 2 of its daily quota of 2" in over.error
+        assert await journal.accepted_today("acme", utc_day(clock.now)) == 2
 
 
 async def test_a_duplicate_is_not_counted_against_the_quota(tmp_path: Path) -> None:
