@@ -44,6 +44,7 @@ EXTRA_MODULES = {
     "engine/journal/postgres.py": "postgresql",
     "engine/journal/postgres_schema.py": "postgresql",
     "engine/journal/postgres_reader.py": "postgresql",
+    "engine/smpp/store_postgres.py": "postgresql",
 }
 
 
