@@ -9,7 +9,9 @@ about one poll interval after it is submitted, then after waits that double whil
 stays pending, never closer together than the provider's floor (BSG counts more than
 about one poll a minute as abuse: docs/providers.md).
 
-A receipt is matched to its message by provider id (or reference). One that arrives
+A receipt is matched to its message by provider id (or reference). Those found by
+provider id, the common case, are looked up and their changes journaled in one turn of
+the journal (Journal.find_and_record), not a read and then a write. One that arrives
 before its submit is journaled (a fast provider can call back before septet has
 recorded the reply) is stored as an orphan and matched when the submit is recorded.
 The handler remembers which provider ids it stored, so a submit looks in the journal
@@ -21,11 +23,12 @@ line instead of being looked for at every later submit.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from itertools import groupby
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -48,6 +51,7 @@ from engine.bridge_limits import BridgeGate, wait_for_turn
 from engine.http_errors import TransportError
 from engine.journal import (
     Change,
+    Decide,
     JournalError,
     MarkPolled,
     PollDue,
@@ -58,6 +62,7 @@ from engine.log import describe_call
 from engine.models import Event, Message
 
 log = structlog.get_logger("septet.dlr")
+R = TypeVar("R")
 
 # How long an orphan receipt waits for its submit to be journaled: normally milliseconds,
 # but the dispatcher holds outcomes through journal write failures (retrying for up to
@@ -76,6 +81,10 @@ class ReceiptJournal(Protocol):
     async def find_by_provider_id(
         self, bridge: str, provider_ids: Sequence[str]
     ) -> dict[str, Message]: ...
+
+    async def find_and_record(
+        self, bridge: str, provider_ids: Sequence[str], decide: Decide[R]
+    ) -> R: ...
 
     async def find_by_reference(self, references: Sequence[str]) -> dict[str, Message]: ...
 
@@ -107,6 +116,21 @@ class _ReceiptGroup:
         self.items = items
         self.done = anyio.Event()
         self.error: BaseException | None = None
+
+
+class _Reported:
+    """What a batch of reports comes to, told once its changes are committed: the events,
+    the (state, seconds) of reports for metrics, the charges stated, which message each
+    matched report was for; `rest`: the reports no message was found for by provider id."""
+
+    __slots__ = ("charges", "events", "matched", "rest", "told")
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Event]] = []
+        self.told: list[tuple[str, float | None]] = []
+        self.charges: list[lifecycle.Charge] = []
+        self.matched: list[tuple[str, Receipt]] = []
+        self.rest: list[Receipt] = []
 
 
 class ReceiptHandler:
@@ -177,81 +201,120 @@ class ReceiptHandler:
             group.done.set()
 
     async def _process(self, bridge: str, receipts: Sequence[Receipt]) -> None:
-        matched = await self._match(bridge, receipts)
+        """The common case, reports whose message is found by provider id, in one journal
+        turn (lookup and commit together); then the rest by every other key (`_process_rest`)."""
         now = self._clock()
-        changes: list[Change] = []
-        events: list[tuple[str, Event]] = []
-        told: list[tuple[str, float | None]] = []
-        charges: list[lifecycle.Charge] = []
-        debug = log.debug  # resolved once per batch: a no-op below --log-level debug
-        for receipt, message in zip(receipts, matched, strict=True):
-            if message is None:
-                if receipt.provider_id:
-                    changes.append(
-                        StoreOrphanReceipt(
-                            bridge=bridge,
-                            provider_id=receipt.provider_id,
-                            receipt=receipt_encoder.encode(receipt),
-                            at=now,
-                        )
-                    )
-                    self._orphans.setdefault(bridge, {}).setdefault(receipt.provider_id, now)
-                    if receipt.recipient:
-                        self._orphan_recipients.setdefault(bridge, {}).setdefault(
-                            ascii_digits(receipt.recipient), []
-                        ).append(receipt.provider_id)
-                    debug("receipt_stored_early", bridge=bridge, provider_id=receipt.provider_id)
-                else:
-                    log.warning("receipt_unmatched", bridge=bridge, reference=receipt.reference)
-                continue
-            step = lifecycle.on_report(message, receipt, bridge, now, self._report_timeout_s)
-            if step is None:
-                continue  # final already (a repeated report: the first one counted)
-            changes.extend(step.changes)
-            events.extend(step.events)
-            if step.report_state is not None:
-                # The claim (inflight_at) is taken just before the submit request goes out.
-                told.append((receipt.state, now - (message.inflight_at or message.accepted_at)))
-            if step.charge is not None:
-                charges.append(step.charge)
-            debug(
-                "message_report",
-                bridge=bridge,
-                msg_id=message.msg_id,
-                state=receipt.state,
-                final=receipt.final,
-            )
-        if changes:
-            await self._journal.record(changes)
-        if self._on_receipt is not None:
-            for state, seconds in told:
-                self._on_receipt(bridge, state, seconds)
-        if charges and self._on_charge is not None:
-            self._on_charge(bridge, charges)
-        for origin, event in events:
-            self._events.emit(origin, event)
+        ids = [receipt.provider_id for receipt in receipts if receipt.provider_id]
+        if ids:
+            decide = functools.partial(self._decide, bridge, receipts, now)
+            reported = await self._journal.find_and_record(bridge, ids, decide)
+            self._tell(bridge, reported)
+            rest = reported.rest
+        else:
+            rest = list(receipts)
+        if rest:
+            await self._process_rest(bridge, rest, now)
         await self._drop_stale_orphans(bridge, now)
 
+    def _decide(
+        self, bridge: str, receipts: Sequence[Receipt], now: float, found: dict[str, Message]
+    ) -> tuple[list[Change], _Reported]:
+        """The lifecycle's steps for the reports whose message was `found` by provider id.
+        Pure (run on the journal's writer, perhaps twice): nothing is told or remembered."""
+        changes: list[Change] = []
+        reported = _Reported()
+        for receipt in receipts:
+            message = found.get(receipt.provider_id) if receipt.provider_id else None
+            if message is None:
+                reported.rest.append(receipt)
+            else:
+                self._take_report(bridge, message, receipt, now, changes, reported)
+        return changes, reported
+
+    def _take_report(
+        self,
+        bridge: str,
+        message: Message,
+        receipt: Receipt,
+        now: float,
+        changes: list[Change],
+        reported: _Reported,
+    ) -> None:
+        step = lifecycle.on_report(message, receipt, bridge, now, self._report_timeout_s)
+        if step is None:
+            return  # final already (a repeated report: the first one counted)
+        changes.extend(step.changes)
+        reported.events.extend(step.events)
+        reported.matched.append((message.msg_id, receipt))
+        if step.report_state is not None:
+            # The claim (inflight_at) is taken just before the submit request goes out.
+            reported.told.append(
+                (receipt.state, now - (message.inflight_at or message.accepted_at))
+            )
+        if step.charge is not None:
+            reported.charges.append(step.charge)
+
+    async def _process_rest(self, bridge: str, receipts: Sequence[Receipt], now: float) -> None:
+        """Reports not found by provider id: matched by reference or recipient (`_match`),
+        else kept as orphans for a submit not yet journaled."""
+        matched = await self._match(bridge, receipts)
+        changes: list[Change] = []
+        reported = _Reported()
+        for receipt, message in zip(receipts, matched, strict=True):
+            if message is not None:
+                self._take_report(bridge, message, receipt, now, changes, reported)
+            elif receipt.provider_id:
+                changes.append(
+                    StoreOrphanReceipt(
+                        bridge=bridge,
+                        provider_id=receipt.provider_id,
+                        receipt=receipt_encoder.encode(receipt),
+                        at=now,
+                    )
+                )
+                self._orphans.setdefault(bridge, {}).setdefault(receipt.provider_id, now)
+                if receipt.recipient:
+                    self._orphan_recipients.setdefault(bridge, {}).setdefault(
+                        ascii_digits(receipt.recipient), []
+                    ).append(receipt.provider_id)
+                log.debug("receipt_stored_early", bridge=bridge, provider_id=receipt.provider_id)
+            else:
+                log.warning("receipt_unmatched", bridge=bridge, reference=receipt.reference)
+        if changes:
+            await self._journal.record(changes)
+        self._tell(bridge, reported)
+
+    def _tell(self, bridge: str, reported: _Reported) -> None:
+        """Once the reports' changes are committed: metrics, charges, events."""
+        if self._on_receipt is not None:
+            for state, seconds in reported.told:
+                self._on_receipt(bridge, state, seconds)
+        if reported.charges and self._on_charge is not None:
+            self._on_charge(bridge, reported.charges)
+        for origin, event in reported.events:
+            self._events.emit(origin, event)
+        if reported.matched and log.is_enabled_for(logging.DEBUG):
+            for msg_id, receipt in reported.matched:
+                log.debug(
+                    "message_report",
+                    bridge=bridge,
+                    msg_id=msg_id,
+                    state=receipt.state,
+                    final=receipt.final,
+                )
+
     async def _match(self, bridge: str, receipts: Sequence[Receipt]) -> list[Message | None]:
-        """Each receipt's message, by every key the provider gives: its id; the reference
-        septet sent (BSG, when the id was never learned or the report carries both); and,
-        for a report whose id septet never learned because the reply was lost, the one
-        unconfirmed message on this bridge to that recipient, oldest first."""
-        by_id = await self._journal.find_by_provider_id(
-            bridge, [r.provider_id for r in receipts if r.provider_id]
-        )
-        references = [
-            r.reference
-            for r in receipts
-            if r.reference and (not r.provider_id or r.provider_id not in by_id)
-        ]
+        """Each receipt's message by every other key the provider gives (its id was looked
+        for already): the reference septet sent (BSG, when the id was never learned or the
+        report carries both); and, for a report whose id septet never learned because the
+        reply was lost, the one unconfirmed message on this bridge to that recipient,
+        oldest first."""
+        references = [r.reference for r in receipts if r.reference]
         by_ref = await self._journal.find_by_reference(references) if references else {}
         found: list[Message | None] = []
         unmatched: list[int] = []
         for index, receipt in enumerate(receipts):
-            message = by_id.get(receipt.provider_id) if receipt.provider_id else None
-            if message is None and receipt.reference:
-                message = by_ref.get(receipt.reference)
+            message = by_ref.get(receipt.reference) if receipt.reference else None
             if message is None and receipt.recipient:
                 unmatched.append(index)
             found.append(message)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Final, NamedTuple, Protocol
+from typing import Final, NamedTuple, Protocol, TypeVar
 
 import msgspec
 
@@ -311,6 +311,24 @@ Change = (
 )
 
 
+R = TypeVar("R")
+# Journal.find_and_record's `decide`: the messages found by provider id -> the changes to
+# record and what the caller wants back.
+Decide = Callable[[dict[str, Message]], tuple[Sequence[Change], R]]
+
+
+async def find_then_record(
+    journal: Journal, bridge: str, provider_ids: Sequence[str], decide: Decide[R]
+) -> R:
+    """Journal.find_and_record in two turns (a read, then a write): for a backend whose
+    writes cannot read what an earlier operation of their group changed."""
+    found = await journal.find_by_provider_id(bridge, provider_ids) if provider_ids else {}
+    changes, result = decide(found)
+    if changes:
+        await journal.record(changes)
+    return result
+
+
 class Journal(Protocol):
     """What the engine needs from durable storage: every operation it calls on a journal,
     by whom. Every method is safe to call concurrently; a storage failure is JournalError
@@ -401,6 +419,14 @@ class Journal(Protocol):
         self, bridge: str, provider_ids: Sequence[str]
     ) -> dict[str, Message]:
         """provider_id -> submitted or final message sent on `bridge` that asked for a report."""
+        ...
+
+    async def find_and_record(
+        self, bridge: str, provider_ids: Sequence[str], decide: Decide[R]
+    ) -> R:
+        """`find_by_provider_id`, then `record` what `decide` makes of the messages found,
+        in one turn of the journal where it can (`decide` is pure: it may be called again
+        when the turn is retried); returns what `decide` returned beside its changes."""
         ...
 
     async def find_by_reference(self, references: Sequence[str]) -> dict[str, Message]:

@@ -48,6 +48,7 @@ from engine.journal.interface import (
     SCHEDULED_S,
     STATE_NAMES,
     Change,
+    Decide,
     Duplicate,
     JournalError,
     Listed,
@@ -60,10 +61,12 @@ from engine.journal.interface import (
     MarkSubmitted,
     MarkUnconfirmed,
     PollDue,
+    R,
     SchedulePolls,
     StoreEvents,
     StoreOrphanReceipt,
     accepted_append,
+    find_then_record,
     priority_lane,
     status_of_outcome,
     waiting_status,
@@ -1146,6 +1149,13 @@ class PostgresJournal:
             (bridge, list(provider_ids)),
         )
         return {m.provider_id: m for m in found if m.provider_id is not None}
+
+    async def find_and_record(
+        self, bridge: str, provider_ids: Sequence[str], decide: Decide[R]
+    ) -> R:
+        """Two turns: an optimistic group defers its writes to its end (_write_deferred), so
+        a lookup inside one would not see what earlier operations of the group changed."""
+        return await find_then_record(self, bridge, provider_ids, decide)
 
     async def find_by_reference(self, references: Sequence[str]) -> dict[str, Message]:
         """reference -> message, for references this journal gave out."""

@@ -48,6 +48,7 @@ from engine.journal.interface import (
     SUBMITTED_S,
     UNCONFIRMED_S,
     Change,
+    Decide,
     Duplicate,
     JournalError,
     JournalFullError,
@@ -61,6 +62,7 @@ from engine.journal.interface import (
     MarkSubmitted,
     MarkUnconfirmed,
     PollDue,
+    R,
     SchedulePolls,
     StoreEvents,
     StoreOrphanReceipt,
@@ -1237,6 +1239,21 @@ class SqliteJournal:
             lambda connection: self._find_by_provider_id(connection, bridge, provider_ids),
             write=False,
         )
+
+    async def find_and_record(
+        self, bridge: str, provider_ids: Sequence[str], decide: Decide[R]
+    ) -> R:
+        """One writer turn: the lookup runs in the write's transaction, so it also sees what
+        earlier operations of its group changed."""
+
+        def work(connection: sqlite3.Connection) -> R:
+            found = self._find_by_provider_id(connection, bridge, provider_ids)
+            changes, result = decide(found)
+            if changes:
+                self._record(connection, changes)
+            return result
+
+        return await self._execute(work, write=True)
 
     def _find_by_provider_id(
         self, connection: sqlite3.Connection, bridge: str, provider_ids: Sequence[str]

@@ -7,9 +7,10 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -50,6 +51,8 @@ pytestmark = pytest.mark.anyio
 # A bridge without a messages/s limit: these tests are about requests.
 UNLIMITED = TokenBucket(0.0, 1.0)
 
+R = TypeVar("R")
+
 
 def message(msg_id: str, provider_id: str) -> Message:
     return Message(
@@ -85,6 +88,19 @@ class FakeJournal:
     async def find_by_provider_id(self, bridge: str, ids: Sequence[str]) -> dict[str, Message]:
         self.lookups += 1
         return {pid: self.by_pid[pid] for pid in ids if pid in self.by_pid}
+
+    async def find_and_record(
+        self,
+        bridge: str,
+        ids: Sequence[str],
+        decide: Callable[[dict[str, Message]], tuple[Sequence[Change], R]],
+    ) -> R:
+        # Like the SQLite journal: one turn, the lookup inside the write.
+        found = await self.find_by_provider_id(bridge, ids)
+        changes, result = decide(found)
+        if changes:
+            await self.record(changes)
+        return result
 
     async def find_by_reference(self, references: Sequence[str]) -> dict[str, Message]:
         return {}

@@ -15,6 +15,7 @@ import anyio.abc
 import pytest
 
 from engine.journal import (
+    Change,
     Duplicate,
     Journal,
     JournalError,
@@ -307,6 +308,30 @@ async def test_only_messages_that_asked_for_a_report_are_found_by_provider_id(
     )
     found = await journal.find_by_provider_id("dsc", ["R", "Q"])
     assert {pid: m.msg_id for pid, m in found.items()} == {"R": reported.msg_id}
+
+
+async def test_find_and_record_records_what_decide_makes_of_the_messages_found(
+    journal: BackendJournal,
+) -> None:
+    message = await accept_one(journal, make_message(dlr=True))
+    await journal.claim([message], 0, 1.0)
+    await journal.record(
+        [MarkSubmitted(msg_id=message.msg_id, provider_id="F", cost=None, currency=None, at=2.0)]
+    )
+    seen: list[dict[str, str]] = []
+
+    def decide(found: dict[str, Message]) -> tuple[list[Change], str]:
+        seen.append({pid: m.state for pid, m in found.items()})
+        final = MarkFinal(msg_id=message.msg_id, outcome="DELIVRD", code=None, error=None, at=3.0)
+        return [final], "decided"
+
+    assert await journal.find_and_record("dsc", ["F", "unknown"], decide) == "decided"
+    assert seen[-1] == {"F": "submitted"}
+    stored = (await journal.get([message.msg_id]))[message.msg_id]
+    assert stored.state == "final"
+    assert await journal.pending_count() == 0
+    # Found again, final now: nothing decided, nothing recorded.
+    assert await journal.find_and_record("dsc", ["F"], lambda found: ([], len(found))) == 1
 
 
 async def test_a_failover_retry_moves_the_message_to_its_next_bridge(
