@@ -495,12 +495,36 @@ class BridgeDispatcher:
         debugging: bool | None = None,
     ) -> None:
         ctx = self._context(self._clock())
+        taken = lifecycle.on_taken(messages, outcomes, ctx)
+        if taken is not None:
+            self._take_all(taken, result, debugging=debugging)
+            self._record_circuit("success", ctx.now)
+            return
         steps = [
             lifecycle.on_reply(message, outcome, ctx)
             for message, outcome in zip(messages, outcomes, strict=True)
         ]
         self._take_steps(messages, steps, result, debugging=debugging)
         self._record_verdict(steps, ctx.now)
+
+    def _take_all(self, taken: lifecycle.Taken, result: Unsaved, *, debugging: bool | None) -> None:
+        """`_take_steps` for a request the provider took whole (engine.lifecycle.on_taken)."""
+        result.changes += taken.changes
+        result.events += taken.events
+        result.charges += taken.charges
+        result.submitted += taken.submitted
+        if debugging is None:
+            debugging = log.is_enabled_for(logging.DEBUG)
+        if debugging:
+            for message, provider_id in taken.submitted:
+                log.debug(
+                    "message_submitted",
+                    bridge=self.name,
+                    msg_id=message.msg_id,
+                    provider_id=provider_id,
+                    attempt=message.attempt + 1,
+                )
+        self._hooks.outcome(self.name, "submitted", len(taken.submitted))
 
     def _transport_failed(
         self,

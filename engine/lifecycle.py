@@ -78,6 +78,7 @@ place (h11 keeps its state machine in one file for the same reason).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Final, Literal
 
@@ -358,16 +359,24 @@ def _check(message: Message, before: State, kind: InputKind, step: Step) -> Step
     events = step.events
     if events:
         step.changes.append(
-            AppendEvents(
-                account=account_of(message),
-                msg_id=message.msg_id,
-                callback_url=message.callback_url,
-                # One event, as most steps have, without a comprehension's frame.
-                events=[events[0][1]] if len(events) == 1 else [event for _, event in events],
-                kannel=None if message.dlr_url is None else kannel_target(message),
+            # One event, as most steps have, without a comprehension's frame.
+            _feed_append(
+                message,
+                [events[0][1]] if len(events) == 1 else [event for _, event in events],
             )
         )
     return step
+
+
+def _feed_append(message: Message, events: list[Event]) -> AppendEvents:
+    """The feed's change for a step's events (engine.feed), committed with its changes."""
+    return AppendEvents(
+        account=account_of(message),
+        msg_id=message.msg_id,
+        callback_url=message.callback_url,
+        events=events,
+        kannel=None if message.dlr_url is None else kannel_target(message),
+    )
 
 
 def kannel_target(message: Message) -> KannelTarget | None:
@@ -539,47 +548,16 @@ def _metric_reason(outcome: Outcome) -> str:
 
 
 def _submitted(message: Message, outcome: Submitted, ctx: Context) -> Step:
-    ts = utc_from_timestamp(ctx.now)
-    final = not message.dlr
     no_way_to_ask = message.dlr and outcome.provider_id is None and not ctx.can_ask_by_reference
-    # The accept-time estimate is for the route's first bridge; after a failover, this one's.
-    if message.bridge_index:
-        cost, currency = ctx.price(message, ctx.bridge)
-    else:
-        cost, currency = message.cost, message.currency
-    provider_cost = outcome.cost
-    provider_currency = outcome.currency if provider_cost is not None else None
-    change = MarkSubmitted(
-        msg_id=message.msg_id,
-        provider_id=outcome.provider_id,
-        cost=outcome.cost,
-        currency=outcome.currency,
-        at=ctx.now,
-        final=final,
-        report_by=0.0 if final else report_deadline(message, ctx.now, ctx.report_timeout_s),
-    )
     step = Step(
-        state=State.SENT if final else State.SUBMITTED,
-        changes=[change],
+        state=State.SUBMITTED if message.dlr else State.SENT,
+        changes=[_submit_change(message, outcome, ctx)],
         events=[
-            (
-                message.origin,
-                SubmittedEvent(
-                    id=message.client_ref,
-                    msg_id=message.msg_id,
-                    ts=ts,
-                    provider_id=outcome.provider_id,
-                    bridge=ctx.bridge,
-                    cost=cost,
-                    currency=currency,
-                    provider_cost=provider_cost,
-                    provider_currency=provider_currency,
-                ),
-            )
+            (message.origin, _submitted_event(message, outcome, ctx, utc_from_timestamp(ctx.now)))
         ],
         counts=[SUBMITTED_COUNT],
         circuit="success",
-        charge=_charge(provider_cost, provider_currency),
+        charge=_charge(outcome.cost, outcome.currency),
     )
     if no_way_to_ask:
         # SMS Club's 453 on a resend: it took the message but no report can ever be
@@ -591,6 +569,95 @@ def _submitted(message: Message, outcome: Submitted, ctx: Context) -> Step:
             _report(message, "UNKNOWN", describe(NoProviderId()), ctx.bridge, ctx.now)
         )
     return step
+
+
+def _submit_change(message: Message, outcome: Submitted, ctx: Context) -> MarkSubmitted:
+    """The journal's change for a message the provider took: final at once when it asked
+    for no report, else awaiting one until its deadline."""
+    final = not message.dlr
+    return MarkSubmitted(
+        msg_id=message.msg_id,
+        provider_id=outcome.provider_id,
+        cost=outcome.cost,
+        currency=outcome.currency,
+        at=ctx.now,
+        final=final,
+        report_by=0.0 if final else report_deadline(message, ctx.now, ctx.report_timeout_s),
+    )
+
+
+def _submitted_event(
+    message: Message, outcome: Submitted, ctx: Context, ts: dt.datetime
+) -> SubmittedEvent:
+    # The accept-time estimate is for the route's first bridge; after a failover, this one's.
+    if message.bridge_index:
+        cost, currency = ctx.price(message, ctx.bridge)
+    else:
+        cost, currency = message.cost, message.currency
+    provider_cost = outcome.cost
+    return SubmittedEvent(
+        id=message.client_ref,
+        msg_id=message.msg_id,
+        ts=ts,
+        provider_id=outcome.provider_id,
+        bridge=ctx.bridge,
+        cost=cost,
+        currency=currency,
+        provider_cost=provider_cost,
+        provider_currency=outcome.currency if provider_cost is not None else None,
+    )
+
+
+class Taken(msgspec.Struct, kw_only=True):
+    """What a request's replies did when the provider took every message of it: on_reply's
+    "reply Submitted" rows for the whole request at once (`on_taken`), without a Step per
+    message. Carried out as Steps are: commit `changes`, then announce `events`, count a
+    submit per message of `submitted` (each with its provider id) and each of `charges`;
+    the request's circuit verdict is "success"."""
+
+    changes: list[Change]
+    events: list[tuple[str, Event]]
+    submitted: list[tuple[Message, str | None]]
+    charges: list[Charge]
+
+
+def on_taken(
+    messages: Sequence[Message], outcomes: Sequence[Outcome], ctx: Context
+) -> Taken | None:
+    """`on_reply` for every message of a request the provider took, the common case, at
+    once. None when a message needs a step of its own (`on_reply` then): a reply other
+    than Submitted, a message not inflight, or one taken without an id that no report
+    could ever be matched to."""
+    _check_row(State.INFLIGHT, "submitted", TAKEN)
+    ts = utc_from_timestamp(ctx.now)
+    changes: list[Change] = []
+    appends: list[Change] = []
+    events: list[tuple[str, Event]] = []
+    submitted: list[tuple[Message, str | None]] = []
+    charges: list[Charge] = []
+    for message, outcome in zip(messages, outcomes, strict=True):
+        if type(outcome) is not Submitted or message.state != "inflight":
+            return None
+        provider_id = outcome.provider_id
+        if message.dlr and provider_id is None and not ctx.can_ask_by_reference:
+            return None
+        event = _submitted_event(message, outcome, ctx, ts)
+        changes.append(_submit_change(message, outcome, ctx))
+        appends.append(_feed_append(message, [event]))
+        events.append((message.origin, event))
+        submitted.append((message, provider_id))
+        if outcome.cost is not None and outcome.currency is not None:
+            charges.append(Charge(outcome.cost, outcome.currency))
+    # The feed's events after the state changes (one run of each kind for the journal).
+    changes += appends
+    return Taken(changes=changes, events=events, submitted=submitted, charges=charges)
+
+
+def _check_row(before: State, kind: InputKind, states: frozenset[State]) -> None:
+    """`_check` for steps that all leave `before` on `kind` for one of `states`."""
+    allowed = TRANSITIONS.get((before, kind))
+    if allowed is None or not states <= allowed:
+        raise IllegalTransition(f"{kind} may not move a message from {before} to {states}")
 
 
 def _after_decision(
