@@ -50,7 +50,7 @@ from engine.dlr import ReceiptHandler, poll_policy, serve_poller, serve_shared_o
 from engine.feed import serve_retention
 from engine.http_io import BridgeClient
 from engine.ingress.accept import Acceptor
-from engine.ingress.events import EventRouter
+from engine.ingress.events import DiscardSink, EventRouter
 from engine.ingress.http_api import HttpApi, build_api_app, serve_api
 from engine.ingress.ndjson import LineHandler
 from engine.ingress.outbox import KEPT_POLL_S, KeptWake, Outbox, serve_kept_for_live, serve_outbox
@@ -596,19 +596,6 @@ async def start_api(
     return api_scope, api_port
 
 
-class _DiscardSink:
-    """The sink of a front door whose clients hold no connection for events (the HTTP
-    API, sendsms): they read the event feed or get webhooks, both from the journal."""
-
-    closed = False
-
-    def __init__(self, origin: str) -> None:
-        self.origin = origin
-
-    def emit(self, line: bytes) -> None:
-        del line
-
-
 class Canceller:
     """What DELETE /v1/messages/{id} does to the engine: the journal's compare-and-set,
     then the step's events and counts, and the message out of its bridge queue."""
@@ -644,7 +631,7 @@ def _api_app(
 ) -> web.Application:
     """The HTTP API and sendsms on their listener (engine.ingress.http_api)."""
     for origin in ("api", "sendsms"):
-        events.register(_DiscardSink(origin))
+        events.register(DiscardSink(origin))
     api = HttpApi(
         accounts=accounts,
         accept=acceptor.accept,

@@ -202,8 +202,11 @@ class Acceptor:
         """Throughput, then the daily quota; refused groups leave `positions`/`groups`."""
         limit = account.limit
         quota = account.settings.daily_quota
+        if quota is None and limit.unlimited:
+            return  # every group passes
         used = await self._used_today(account, now) if quota is not None else 0
         kept = 0
+        limited = not limit.unlimited
         throttled_after: float | None = None
         for position, group in zip(list(positions), list(groups), strict=True):
             count = len(group)
@@ -211,7 +214,7 @@ class Acceptor:
             if quota is not None and used + count > quota:
                 outcomes[position] = _quota_refused(account, ref, used, count, now)
                 continue
-            if throttled_after is None and not limit.unlimited:
+            if throttled_after is None and limited:
                 wait = await limit.take(count, now)
                 if wait > 0:
                     throttled_after = wait

@@ -126,6 +126,20 @@ class EventSink:
             await self._flushed.wait()
 
 
+class DiscardSink:
+    """The sink of a front door whose clients hold no connection for events (the HTTP
+    API, sendsms): they read the event feed or get webhooks, both from the journal. The
+    EventRouter does not even encode the events of its origin."""
+
+    closed = False
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+
+    def emit(self, line: bytes) -> None:
+        del line
+
+
 class EventRouter:
     """identity (a message's origin) -> its live sinks. An event goes to the newest live
     sink of its identity, or, when there is none, to `spill` (the journal outbox), kept
@@ -134,11 +148,17 @@ class EventRouter:
     def __init__(self, spill: Spill) -> None:
         self._sinks: dict[str, list[Sink]] = {}
         self._spill = spill
+        # Origins whose events go nowhere (a DiscardSink's).
+        self._discarded: set[str] = set()
 
     def register(self, sink: Sink) -> None:
         self._sinks.setdefault(sink.origin, []).append(sink)
+        if isinstance(sink, DiscardSink):
+            self._discarded.add(sink.origin)
 
     def unregister(self, sink: Sink) -> None:
+        if isinstance(sink, DiscardSink):
+            self._discarded.discard(sink.origin)
         sinks = self._sinks.get(sink.origin)
         if sinks is not None and sink in sinks:
             sinks.remove(sink)
@@ -160,6 +180,8 @@ class EventRouter:
         return [origin for origin in self._sinks if self.live(origin) is not None]
 
     def emit(self, origin: str, event: Event) -> None:
+        if origin in self._discarded:
+            return
         line = encode_event_line(event)
         sink = self.live(origin)
         if sink is None:

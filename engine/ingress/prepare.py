@@ -19,7 +19,7 @@ from engine.models import Message, Submission, submission_decoder
 from engine.numbers import InvalidNumber, normalise
 from engine.pricing import NoPriceError, PriceTable, message_cost
 from engine.routing import Router, UnknownRoute
-from engine.segment import segment_text
+from engine.segment import Segmentation, segment_text
 from engine.webhooks import hosts
 from engine.webhooks.settings import AccountWebhooks
 
@@ -63,16 +63,56 @@ class LineError:
     retry_after_s: float | None = None
 
 
+class Shared:
+    """What every message of a submission shares whatever its recipient: the checked text,
+    schedule and callbacks, the segmentation, and each route's admitted bridges."""
+
+    __slots__ = (
+        "admitted",
+        "callback_url",
+        "dlr_mask",
+        "dlr_url",
+        "due_at",
+        "expires_at",
+        "segmentation",
+    )
+
+    def __init__(
+        self,
+        segmentation: Segmentation,
+        due_at: float,
+        expires_at: float | None,
+        callback_url: str | None,
+        dlr_url: str | None,
+        dlr_mask: int,
+    ) -> None:
+        self.segmentation = segmentation
+        self.due_at = due_at
+        self.expires_at = expires_at
+        self.callback_url = callback_url
+        self.dlr_url = dlr_url
+        self.dlr_mask = dlr_mask
+        # route -> the bridges of it that take the message (engine.admission).
+        self.admitted: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+# The fields of a Submission its Shared part depends on (all but to, id, dlr, priority),
+# with the identity of the account's webhook rules it was checked by.
+SharedKey = tuple[object, ...]
+
+
 class BatchMemo:
     """What the submissions of one batch share, worked out once per batch instead of once
     per submission: each price (a bulk request's messages mostly share a bridge, a price
-    prefix and a length). Admission is remembered by the Admitter itself."""
+    prefix and a length), and the Shared part of submissions alike but for their
+    recipients (an HTTP API batch of one text: one message object per recipient)."""
 
-    __slots__ = ("priced",)
+    __slots__ = ("priced", "shared")
 
     def __init__(self) -> None:
         # (bridge, number prefix, segments) -> (amount, currency).
         self.priced: dict[tuple[str, str, int], tuple[float, str]] = {}
+        self.shared: dict[SharedKey, Shared] = {}
 
 
 class LinePreparer:
@@ -148,6 +188,25 @@ class LinePreparer:
                 ref,
                 "recipients",
             )
+        memo = memo or BatchMemo()
+        webhooks = webhooks or self._webhooks
+        key = (
+            *(text, sub.sender, sub.route, sub.flash, sub.schedule_at, sub.validity_s),
+            *(sub.callback_url, sub.dlr_url, sub.dlr_mask, id(webhooks)),
+        )
+        shared = memo.shared.get(key)
+        if shared is None:
+            made = self._shared(sub, now, webhooks)
+            if isinstance(made, LineError):
+                return made
+            shared = memo.shared[key] = made
+        return self._messages(sub, origin, now, recipients, shared, memo)
+
+    def _shared(
+        self, sub: Submission, now: float, webhooks: AccountWebhooks | None
+    ) -> Shared | LineError:
+        """A submission's schedule, callbacks and segmentation checked (module docstring)."""
+        ref = sub.id
         due_at = now
         if sub.schedule_at is not None:
             if sub.schedule_at.tzinfo is None:
@@ -156,23 +215,39 @@ class LinePreparer:
                 )
             due_at = max(now, sub.schedule_at.timestamp())
         expires_at = None if sub.validity_s is None else due_at + sub.validity_s
-        callback_url = self._callback_url(sub, webhooks or self._webhooks)
+        callback_url = self._callback_url(sub, webhooks)
         if isinstance(callback_url, LineError):
             return callback_url
-        dlr_url = self._dlr_url(sub, webhooks or self._webhooks)
+        dlr_url = self._dlr_url(sub, webhooks)
         if isinstance(dlr_url, LineError):
             return dlr_url
         try:
-            segmentation = segment_text(text)
+            segmentation = segment_text(sub.text)
         except ValueError as error:
             return LineError(str(error), ref, "text")
+        dlr_mask = (sub.dlr_mask or 0) if dlr_url is not None else 0
+        return Shared(segmentation, due_at, expires_at, callback_url, dlr_url, dlr_mask)
+
+    def _messages(
+        self,
+        sub: Submission,
+        origin: str,
+        now: float,
+        recipients: list[str],
+        shared: Shared,
+        memo: BatchMemo,
+    ) -> list[Message] | LineError:
+        """One Message per recipient, each normalised, routed, admitted and priced."""
+        ref = sub.id
+        text = sub.text
         admitter = self._admitter
         messages: list[Message] = []
-        # A line's recipients mostly share a route and a price prefix: each route is
-        # admitted once per line, and each (bridge, number prefix, segments) priced once
-        # per batch (a bulk request's lines mostly share them too).
-        admitted: dict[tuple[str, ...], tuple[str, ...]] = {}
-        priced = (memo or BatchMemo()).priced
+        # A submission's recipients mostly share a route and a price prefix: each route is
+        # admitted once per Shared part, and each (bridge, number prefix, segments) priced
+        # once per batch (a bulk request's submissions mostly share them too).
+        admitted = shared.admitted
+        priced = memo.priced
+        segmentation = shared.segmentation
         segments = segmentation.segments
         for raw in recipients:
             try:
@@ -219,7 +294,7 @@ class LinePreparer:
                     sender=sub.sender or self._senders.get(bridge),
                     text=text,
                     encoding=segmentation.encoding,
-                    segments=segmentation.segments,
+                    segments=segments,
                     cost=price[0],
                     currency=price[1],
                     bridges=bridges,
@@ -227,11 +302,11 @@ class LinePreparer:
                     flash=sub.flash,
                     priority=sub.priority,
                     accepted_at=now,
-                    due_at=due_at,
-                    expires_at=expires_at,
-                    callback_url=callback_url,
-                    dlr_url=dlr_url,
-                    dlr_mask=(sub.dlr_mask or 0) if dlr_url is not None else 0,
+                    due_at=shared.due_at,
+                    expires_at=shared.expires_at,
+                    callback_url=shared.callback_url,
+                    dlr_url=shared.dlr_url,
+                    dlr_mask=shared.dlr_mask,
                 )
             )
         return messages

@@ -255,3 +255,37 @@ async def test_lines_of_a_batch_are_priced_as_each_alone(tmp_path: Path) -> None
     assert together[1].segments == 2
     assert together[1].cost == 2 * together[0].cost
     assert together[0].cost == together[3].cost
+
+
+async def test_messages_alike_but_for_their_recipients_keep_what_is_their_own(
+    tmp_path: Path,
+) -> None:
+    # A batch's submissions of one text share their checks (engine.ingress.prepare.Shared):
+    # each still keeps its own id, report, priority, schedule and callback, and a refusal
+    # of one refuses that one only.
+    own = AccountWebhooks(allowed_hosts=["hooks.acme.example"], secret="acme-secret")
+    account = Account("acme", AccountSettings(webhooks=own))
+    later = "2030-01-01T00:00:00Z"
+    lines = [
+        line(to="+250788100001", id="a", priority=3),
+        line(to="+250788100002", id="b", dlr=False),
+        line(to="+250788100003", schedule_at=later),
+        line(to="+250788100004", callback_url="https://elsewhere.example/hook"),
+        line(to="+250788100005", callback_url="https://hooks.acme.example/septet"),
+        line(to="+250788100006", text="\u0416" * 100),  # Cyrillic: UCS-2, 2 segments
+        line(to="+250788100007", schedule_at="2030-01-01T00:00:00"),  # no zone
+        line(to="+250788100008"),
+    ]
+    async with accepting(tmp_path / "j.db") as s:
+        outcomes = await s.acceptor.accept(account, "http:acme", lines)
+    first, second, scheduled, elsewhere, hooked, long, unzoned, last = outcomes
+    assert [(m.client_ref, m.priority, m.dlr) for m in accepted(first)] == [("a", 3, True)]
+    assert [(m.client_ref, m.priority, m.dlr) for m in accepted(second)] == [("b", 0, False)]
+    assert accepted(scheduled)[0].due_at == 1_893_456_000.0
+    assert accepted(first)[0].due_at == accepted(last)[0].due_at == s.clock.now
+    assert refusal(elsewhere).kind == "callback"
+    assert accepted(hooked)[0].callback_url == "https://hooks.acme.example/septet"
+    assert accepted(last)[0].callback_url is None
+    assert (accepted(long)[0].encoding, accepted(long)[0].segments) == ("UCS-2", 2)
+    assert (accepted(last)[0].encoding, accepted(last)[0].segments) == ("GSM-7", 1)
+    assert refusal(unzoned).kind == "schedule"

@@ -3,6 +3,7 @@ reserve queue room before their commit, and events that reach only their own ide
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from collections.abc import Collection, Sequence
 
@@ -13,11 +14,11 @@ import pytest
 from bridges.registry import DRIVER_LIMITS
 from engine.accounts import Account, AccountSettings
 from engine.ingress.accept import Acceptor, Outcome
-from engine.ingress.events import EventRouter, EventSink
+from engine.ingress.events import DiscardSink, EventRouter, EventSink
 from engine.ingress.ndjson import LineHandler, LineSplitter
 from engine.ingress.prepare import CONGESTED, LineError, LinePreparer
 from engine.journal import Duplicate, JournalError
-from engine.models import Message, Submission
+from engine.models import Failed, Message, Submission
 from engine.pricing import default_price_tables
 from engine.routing import Router
 from engine.scheduler import BridgeQueue, Scheduler
@@ -310,6 +311,19 @@ def test_the_newest_live_sink_of_an_identity_gets_its_events() -> None:
     assert (first.lines, second.lines) == ([b"2"], [b"1"])
     assert kept == [("session:a", b"3")]
     assert router.live("session:a") is None
+
+
+def test_a_discarded_origin_s_events_go_nowhere_and_others_still_are_kept() -> None:
+    router, kept = spilling_router()
+    api = DiscardSink("api")
+    router.register(api)
+    when = dt.datetime(2026, 12, 6, tzinfo=dt.UTC)
+    for origin in ("api", "tcp:run1:1"):
+        router.emit(origin, Failed(id=None, msg_id="7", ts=when, error="gone", code=None))
+    assert [origin for origin, _ in kept] == ["tcp:run1:1"]
+    router.unregister(api)
+    router.emit("api", Failed(id=None, msg_id="8", ts=when, error="gone", code=None))
+    assert [origin for origin, _ in kept] == ["tcp:run1:1", "api"]
 
 
 class Peer:
