@@ -12,7 +12,9 @@ tables engine.journal.postgres_schema creates (version 2): `smpp_ids`, `smpp_out
 - a receipt is claimed by the node that delivers it (`claimed_by`), for as long as that
   node is live (its heartbeat in `nodes` within the lease, engine.membership): claims
   take rows `FOR UPDATE SKIP LOCKED`, so two nodes never hold one receipt, and a dead
-  node's claims are claimed again. Which node may claim what is the bind group rule of
+  node's claims are claimed again, and a node whose own heartbeat is older than the
+  lease claims nothing (the others may be taking its claims over meanwhile, as with
+  message claims). Which node may claim what is the bind group rule of
   engine.smpp.account across the cluster: a node claims the receipts of the groups it
   has a receiving bind of, and those of a group with no receiving bind on any live node
   (`smpp_binds` says which node has which);
@@ -98,6 +100,7 @@ SQL_CLAIM: Final = (
     " mine AS (SELECT * FROM unnest(%(types)s::text[], %(ranges)s::text[])"
     " AS g(system_type, address_range)),"
     " picked AS (SELECT r.id FROM smpp_receipts r WHERE r.system_id = %(system_id)s"
+    " AND %(node)s IN (SELECT node FROM live)"
     " AND (r.claimed_by IS NULL OR (r.claimed_by <> %(node)s"
     " AND r.claimed_by NOT IN (SELECT node FROM live)))"
     " AND ((r.system_type, r.address_range) IN (SELECT system_type, address_range FROM mine)"
