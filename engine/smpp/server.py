@@ -70,6 +70,7 @@ from engine.smpp.storage import (
     Outcome,
     PendingReceipt,
     SmppStore,
+    StoreError,
 )
 from engine.smpp.text import (
     RECEIPT_TEXT_CHARS,
@@ -93,6 +94,9 @@ MAX_SENDER_CHARS = 18  # engine.models.Sender
 UNBIND_WAIT_S = 1.0
 # How often kept outcomes older than OUTCOME_KEEP_S are dropped from the store.
 OUTCOME_PRUNE_EVERY_S = 3600.0
+# The first wait before writing to a store that failed again, and the longest.
+STORE_RETRY_S = 1.0
+STORE_RETRY_MAX_S = 30.0
 
 
 # ── what the server needs from the engine ─────────────────────────────────────
@@ -460,25 +464,42 @@ class SmppServer:
         return [StoreEvents(origin=o, events=lines) for o, lines in by_origin.items()]
 
     async def serve_events(self) -> None:
-        """Final events of septet messages become receipts for every id given out."""
+        """Final events of septet messages become receipts for every id given out. A
+        store that cannot be written (its database away) is waited out: the events are
+        kept and tried again, STORE_RETRY_S at first, then up to STORE_RETRY_MAX_S."""
+        delay = STORE_RETRY_S
         while True:
             await self._events_wake.wait()
             self._events_wake = anyio.Event()
             lines, self._events = self._events, []
-            outcomes: dict[str, Outcome] = {}
-            for _, line in lines:
-                found = outcome_of(line)
-                if found is not None:
-                    outcomes.setdefault(found[0], found[1])  # the first final one counts
-            if outcomes:
-                # A message none of whose ids is stored yet (the report outran the id's
-                # commit: the message may be sent before store.add_ids returns) keeps its
-                # outcome in the store until they are.
-                receipts, _ = await self.store.settle_messages(
-                    outcomes, build_receipt, now=self.wall_clock()
+            try:
+                await self._settle(lines)
+            except StoreError as error:
+                log.error(
+                    "smpp_store_failed", during="receipts", retry_in_s=delay, error=str(error)
                 )
-                self.queue_receipts(receipts)
-            await self.prune_outcomes()
+                self._events = lines + self._events
+                self._events_wake.set()
+                await anyio.sleep(delay)
+                delay = min(delay * 2, STORE_RETRY_MAX_S)
+            else:
+                delay = STORE_RETRY_S
+
+    async def _settle(self, lines: Sequence[tuple[str, bytes]]) -> None:
+        outcomes: dict[str, Outcome] = {}
+        for _, line in lines:
+            found = outcome_of(line)
+            if found is not None:
+                outcomes.setdefault(found[0], found[1])  # the first final one counts
+        if outcomes:
+            # A message none of whose ids is stored yet (the report outran the id's
+            # commit: the message may be sent before store.add_ids returns) keeps its
+            # outcome in the store until they are.
+            receipts, _ = await self.store.settle_messages(
+                outcomes, build_receipt, now=self.wall_clock()
+            )
+            self.queue_receipts(receipts)
+        await self.prune_outcomes()
 
     async def prune_outcomes(self) -> None:
         """Drop kept outcomes nobody claimed within OUTCOME_KEEP_S; at most hourly."""
@@ -510,19 +531,33 @@ class SmppServer:
         self._acked_wake.set()
 
     async def serve_acknowledgements(self) -> None:
+        delay = STORE_RETRY_S
         while True:
             await self._acked_wake.wait()
             self._acked_wake = anyio.Event()
-            await self.flush_acknowledgements()
+            if await self.flush_acknowledgements():
+                delay = STORE_RETRY_S
+                continue
+            self._acked_wake.set()
+            await anyio.sleep(delay)
+            delay = min(delay * 2, STORE_RETRY_MAX_S)
 
-    async def flush_acknowledgements(self) -> None:
+    async def flush_acknowledgements(self) -> bool:
         """Acknowledged receipts leave the store (also at shutdown: an acknowledged
-        receipt is never sent again after a restart)."""
+        receipt is never sent again after a restart). False when the store could not
+        be written: they are kept for the next try (a restart meanwhile sends them again)."""
         ids, self._acked = self._acked, []
-        if ids:
+        if not ids:
+            return True
+        try:
             await self.store.delete_receipts(ids)
-            if self.shared is not None:
-                self.shared.sent_some()
+        except StoreError as error:
+            log.error("smpp_store_failed", during="acknowledgements", error=str(error))
+            self._acked = ids + self._acked
+            return False
+        if self.shared is not None:
+            self.shared.sent_some()
+        return True
 
     def receipts_returned(self, account: AccountState, receipts: Sequence[PendingReceipt]) -> None:
         """Sent on a bind that went before acknowledging them: for the account's next bind

@@ -149,8 +149,9 @@ class _StoreWriting:
                 link.execute("ROLLBACK")
 
     def is_storage_failure(self, error: BaseException) -> bool:
-        """The server or the connection failed, not one caller's data."""
-        return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
+        """Any error of the database fails the whole group (the store's statements are
+        its own: none fails on a caller's data); other errors fail their caller alone."""
+        return isinstance(error, psycopg.Error)
 
     def is_transient(self, error: BaseException) -> bool:
         """A deadlock with another node, or a serialization failure: tried again."""

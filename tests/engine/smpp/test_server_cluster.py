@@ -1,9 +1,10 @@
 """Two SMPP servers (two nodes) on one PostgreSQL SMPP store: a receipt goes to a receiving
 bind on either node by the bind group rule across them, a bind that goes without answering
-its deliver_sm releases the receipt to the other node's bind, and each receipt is
-acknowledged once. In-process: one SQLite journal and router stand in for the rest of the
-cluster (the report is made on the node whose sink the router picks); the store, the
-claims and the notifications are real PostgreSQL (tests/servers/postgres.py)."""
+its deliver_sm releases the receipt to the other node's bind, each receipt is acknowledged
+once, and a store that cannot be written is waited out. In-process: one SQLite journal and
+router stand in for the rest of the cluster (the report is made on the node whose sink the
+router picks); the store, the claims and the notifications are real PostgreSQL
+(tests/servers/postgres.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import anyio
 import psycopg
 import pytest
+from structlog.testing import capture_logs
 
 from engine.ingress.events import EventRouter
 from engine.journal.postgres_schema import create_or_migrate
@@ -136,3 +138,31 @@ async def test_a_bind_that_goes_unanswered_leaves_its_receipt_to_the_other_nodes
             await receiver.bind(p.BindReceiver)
             await receipt_for(receiver, answer.message_id)
             await nothing_more(receiver, postgres_dsn)
+
+
+async def test_a_report_that_cannot_be_stored_is_tried_again_until_it_can(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    async with (
+        two_nodes(tmp_path, postgres_dsn) as (harness, (port_a, _)),
+        await RawClient.connect(port_a) as transceiver,
+    ):
+        await transceiver.bind()
+        answer = await transceiver.submit(registered_delivery=1)
+        (message,) = await harness.scheduler.wait_for(1)
+        with (
+            psycopg.connect(postgres_dsn, autocommit=True) as connection,
+            capture_logs() as logged,
+        ):
+            connection.execute("ALTER TABLE smpp_receipts RENAME TO smpp_receipts_away")
+            harness.report(message, "DELIVRD")
+            deadline = time.monotonic() + 5
+            while not any(line["event"] == "smpp_store_failed" for line in logged):
+                assert time.monotonic() < deadline, "the report was not tried"
+                await anyio.sleep(0.01)  # a look at the log lines captured so far
+            connection.execute("ALTER TABLE smpp_receipts_away RENAME TO smpp_receipts")
+        (failed, *_) = [line for line in logged if line["event"] == "smpp_store_failed"]
+        assert failed["during"] == "receipts"
+        assert "smpp_receipts" in failed["error"]
+        await receipt_for(transceiver, answer.message_id)
+        await nothing_more(transceiver, postgres_dsn)
