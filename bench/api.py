@@ -248,7 +248,7 @@ async def drive(
     async with aiohttp.ClientSession() as session:
         try:
             reached_at, _ = await wait_for_provider(
-                session, sim_url, lambda: messages - sum(errors.values()), started
+                session, sim_url, lambda: messages - sum(errors.values()), started, sending
             )
             await sending
         finally:

@@ -23,7 +23,11 @@ Kannel: unbatched pool P (NDJSON or HTTP API) against max-pending-submits P, bat
 against Kannel's faster setting at that latency.
 
     python -m bench.kannel [--quick] [--out FILE] [-n N] [--latency-ms M ...]
-        [--repeat R] [--concurrency C] [--wait-quiet SECONDS]
+        [--repeat R] [--concurrency C] [--wait-quiet SECONDS] [--only ROW ...]
+        [--keep-failed DIR]
+
+`--only "septet pool 500"` runs that row alone (repeat it with --repeat to chase a rare
+failure); `--keep-failed DIR` keeps a septet run that passed its deadline (bench.stuck).
 
 Nothing is installed here: without bearerbox and smsbox the bench says how to install
 them and exits 2. (Past 600 lines: Kannel's set-up, its sendsms load generator and the
@@ -55,6 +59,7 @@ import aiohttp
 import msgspec
 import uvloop
 
+from bench import stuck
 from bench.common import base_parser, format_table, median, write_results
 from bench.loadgen import NUMBER_FORMATS, Goal, Tally, chunk_lines, feed_and_collect
 from bench.pipeline import (
@@ -68,6 +73,7 @@ from bench.pipeline import (
     wait_for_quiet,
     wait_healthy,
 )
+from engine.config import load_config
 
 NAME = "kannel"
 HOST = "127.0.0.1"
@@ -432,15 +438,23 @@ _counters_decoder = msgspec.json.Decoder(dict[str, _Counted])
 
 
 async def wait_for_provider(
-    session: aiohttp.ClientSession, sim_url: str, expected: Callable[[], int], started_at: float
+    session: aiohttp.ClientSession,
+    sim_url: str,
+    expected: Callable[[], int],
+    started_at: float,
+    load: asyncio.Future[Any] | None = None,
 ) -> tuple[float, int]:
     """Poll the simulator until it has accepted `expected()` messages: (when, how many).
 
     The poll interval shrinks as the goal nears (half the time left at the rate so far,
     5–200 ms), so the end is seen to within a few ms without polling hard all along.
+    A `load` task that fails (say its connection was refused) raises its error here at
+    once: what it never sent, the provider will never count.
     """
     url = f"{sim_url}/_sim/counters?provider=routemobile"
     while True:  # bounded by the caller's timeout
+        if load is not None and load.done() and not load.cancelled():
+            load.result()  # raises the load's error; a load that ended well waits on
         async with session.get(url) as reply:
             counted = _counters_decoder.decode(await reply.read())["routemobile"].accepted_total
         now = time.time()
@@ -486,6 +500,15 @@ def settings() -> list[Setting]:
     # septet's HTTP API with Kannel's sendsms load: one message per request, as many in flight.
     api = Setting(system="septet-api", pool=API_POOL)
     return [*kannel, *septet, batched, api]
+
+
+def row_name(setting: Setting) -> str:
+    """A row as --only names it: "septet pool 500", "kannel max-pending-submits 100"."""
+    return f"{setting.system} {setting.label}"
+
+
+def row_names() -> list[str]:
+    return [row_name(setting) for setting in settings()]
 
 
 class _Clocks:
@@ -538,7 +561,9 @@ async def _drive_kannel(
         start = _Clocks(pids, sim_pid)
         sending = asyncio.ensure_future(send_sendsms(port, load, concurrency))
         try:
-            reached_at, counted = await wait_for_provider(session, sim_url, load.expected, start.at)
+            reached_at, counted = await wait_for_provider(
+                session, sim_url, load.expected, start.at, sending
+            )
             end = _Clocks(pids, sim_pid)
             await sending
         finally:
@@ -617,17 +642,17 @@ def run_kannel(
     return figures
 
 
-async def _drive_septet(
+async def drive_septet(
     tcp_port: int,
     lines: Sequence[bytes],
     setting: Setting,
     sim_url: str,
     daemon_pid: int,
     sim_pid: int,
+    tally: Tally,
 ) -> dict[str, Any]:
     messages = len(lines) * (BATCH if setting.batched else 1)
     chunks = chunk_lines(lines)
-    tally = Tally(track=False)
     per_line = BATCH if setting.batched else 1
     goal = Goal(messages=messages, recipients_per_line=per_line, until="submitted")
 
@@ -640,7 +665,9 @@ async def _drive_septet(
             feed_and_collect(HOST, tcp_port, chunks, tally, goal, deadline_s=3600.0)
         )
         try:
-            reached_at, counted = await wait_for_provider(session, sim_url, expected, start.at)
+            reached_at, counted = await wait_for_provider(
+                session, sim_url, expected, start.at, feeding
+            )
             end = _Clocks([daemon_pid], sim_pid)
             await feeding
         finally:
@@ -658,9 +685,14 @@ def run_septet(
     sim_url: str,
     sim_pid: int,
     deadline_s: float,
+    keep_dir: Path | None = None,
 ) -> dict[str, Any]:
+    """One septet run; past its deadline, what was left unfinished (bench.stuck) and, with
+    `keep_dir`, the run's config, journal and daemon log kept there."""
     assert setting.pool is not None
     lines = septet_lines(messages, batched=setting.batched)
+    # Per-message ids only when a failure is to be explained (they cost the load core).
+    tally = Tally(track=keep_dir is not None)
     with tempfile.TemporaryDirectory(prefix="septet-kannel-") as tmp:
         workdir = Path(tmp)
         tcp_port, http_port = free_port(), free_port()
@@ -678,17 +710,21 @@ def run_septet(
         log_path = workdir / "daemon.log"
         daemon = start_daemon(config_path, log_path)  # pinned to core 1
         try:
-            wait_healthy(daemon, http_port, log_path)
+            wait_healthy(daemon, http_port, log_path, also=[tcp_port])
+            drive = drive_septet(tcp_port, lines, setting, sim_url, daemon.pid, sim_pid, tally)
             try:
-                figures = _run_loop(
-                    asyncio.wait_for(
-                        _drive_septet(tcp_port, lines, setting, sim_url, daemon.pid, sim_pid),
-                        deadline_s,
-                    )
-                )
+                figures = _run_loop(asyncio.wait_for(drive, deadline_s))
                 figures["complete"] = True
             except TimeoutError:
                 figures = {"complete": False, "errors": {"deadline passed": 1}}
+                recipients = [recipient(i) for i in range(messages)]
+                settings = load_config(str(config_path)).settings
+                report = stuck.diagnose(settings, sim_url, "routemobile", tally, recipients)
+                figures["stuck"] = report.summary()
+                if keep_dir is not None:
+                    stop_process(daemon)  # its journal and log complete before the copy
+                    kept = stuck.keep_workdir(workdir, keep_dir, row_name(setting), report)
+                    figures["kept"] = str(kept)
         finally:
             stop_process(daemon)
     return figures
@@ -710,7 +746,7 @@ async def _drive_septet_api(
         sending = asyncio.ensure_future(api_bench.post_all(api_url, bodies, concurrency, errors))
         try:
             reached_at, counted = await wait_for_provider(
-                session, sim_url, lambda: len(bodies) - sum(errors.values()), start.at
+                session, sim_url, lambda: len(bodies) - sum(errors.values()), start.at, sending
             )
             end = _Clocks([daemon_pid], sim_pid)
             await sending
@@ -746,7 +782,7 @@ def run_septet_api(
         log_path = workdir / "daemon.log"
         daemon = start_daemon(config_path, log_path)  # pinned to core 1
         try:
-            wait_healthy(daemon, http_port, log_path)
+            wait_healthy(daemon, http_port, log_path, also=[api_port])
             api_url = f"http://{HOST}:{api_port}"
             drive = _drive_septet_api(api_url, bodies, concurrency, sim_url, daemon.pid, sim_pid)
             try:
@@ -771,6 +807,7 @@ def _run_setting(
     sim_pid: int,
     concurrency: int,
     deadline_s: float,
+    keep_dir: Path | None = None,
 ) -> dict[str, Any]:
     """One run of either system, started afresh (at most 3 times) if it could not run."""
     errors: dict[str, int] = {}
@@ -798,7 +835,12 @@ def _run_setting(
                 )
             else:
                 figures = run_septet(
-                    setting, messages, sim_url=sim_url, sim_pid=sim_pid, deadline_s=deadline_s
+                    setting,
+                    messages,
+                    sim_url=sim_url,
+                    sim_pid=sim_pid,
+                    deadline_s=deadline_s,
+                    keep_dir=keep_dir,
                 )
         except (RuntimeError, OSError) as error:
             key = f"{type(error).__name__}: {error}"[:200]
@@ -833,6 +875,9 @@ def run_result(
     }
     if "restarts" in figures:
         result["restarts"] = figures["restarts"]  # runs that could not run, then did
+    for key in ("stuck", "kept"):  # past its deadline: what was unfinished, where its files are
+        if key in figures:
+            result[key] = figures[key]
     if complete:
         engine_cpu = figures["engine_cpu_s"]
         result |= {
@@ -948,7 +993,8 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
 def _progress_line(result: Mapping[str, Any]) -> str:
     head = f"{result['latency_ms']:g} ms {result['system']} {result['setting']}:"
     if "messages_per_s" not in result:
-        return f"{head} incomplete {result['errors']}"
+        why = "".join(f"; {key}: {result[key]}" for key in ("stuck", "kept") if key in result)
+        return f"{head} incomplete {result['errors']}{why}"
     return (
         f"{head} {result['messages_per_s']:,.0f} msg/s, {result['cpu_us_per_message']:,.0f} µs/msg"
         f" (other processes {result['other_cpu_s']:.2f} CPU s)"
@@ -987,7 +1033,27 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="before each run, wait up to SECONDS for the machine to be idle (default 0)",
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=None,
+        metavar="ROW",
+        help="run only this row, as its system and setting read (repeatable):"
+        f" {', '.join(repr(name) for name in row_names())}",
+    )
+    parser.add_argument(
+        "--keep-failed",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a septet run past its deadline keeps its config, journal and daemon log"
+        " under DIR, with what was left unfinished (stuck.json)",
+    )
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.only or ()) - set(row_names()))
+    if unknown:
+        parser.error(f"--only {unknown[0]!r} is not a row; the rows: {', '.join(row_names())}")
+    chosen = [s for s in settings() if args.only is None or row_name(s) in args.only]
     messages = args.messages or (QUICK_MESSAGES if args.quick else MESSAGES)
     repeat = args.repeat or (1 if args.quick else 3)
     if messages < 1 or repeat < 1 or args.concurrency < 1:
@@ -1006,7 +1072,7 @@ def main(argv: list[str] | None = None) -> int:
         for latency_ms in latencies:
             sims, sim_url = start_simulators(latency_ms, 0.0, "")
             try:
-                for setting in settings():
+                for setting in chosen:
                     if args.wait_quiet > 0:
                         wait_for_quiet(args.wait_quiet)
                     figures = _run_setting(
@@ -1017,6 +1083,7 @@ def main(argv: list[str] | None = None) -> int:
                         sim_pid=sims.pid,
                         concurrency=args.concurrency,
                         deadline_s=_deadline_s(messages, latency_ms),
+                        keep_dir=args.keep_failed,
                     )
                     result = run_result(setting, latency_ms, messages, figures)
                     runs.setdefault((latency_ms, setting), []).append(result)
