@@ -119,6 +119,7 @@ async def run_daemon(
         if sim_url is not None:
             rt.listeners["simulators"] = sim_url
         api_scope, api_port = await start_api(rt, reader, scheduler, acceptor)
+        health.serving = True  # every front door listens: /readyz may say ready
         ports = {
             "api_port": api_port,
             "http_port": http_port,
@@ -131,6 +132,7 @@ async def run_daemon(
         reason = await _wait_for_stop(
             stop, exit_when_idle, input_done, rt.journal, rt.queues, scheduler, rt.dispatchers
         )
+        health.serving = False  # the drain closes the front doors: route elsewhere now
         await _shut_down(
             rt, reason, (ingress_scope, smpp_scope, api_scope), scheduler, dispatch_scope
         )

@@ -38,9 +38,14 @@ class DaemonHealth:
         self._node = node
         self._dispatchers = dispatchers
         self._queues = queues
+        # The front doors (NDJSON, SMPP, HTTP API) listen: set once they all do, cleared
+        # when the drain closes them. /healthz answers earlier (the HTTP listener starts
+        # first), but a client or load balancer routed here then would be refused.
+        self.serving = False
 
     async def readiness(self) -> dict[str, object]:
-        """The /readyz report: the journal, this node's lease, each bridge's circuit."""
+        """The /readyz report: the front doors, the journal, this node's lease, each
+        bridge's circuit."""
         dispatchers = self._dispatchers
         circuits = {name: d.circuit.state(time.time()) for name, d in dispatchers.items()}
         pending, writable = await self._journal_answer()
@@ -62,8 +67,10 @@ class DaemonHealth:
         now = time.time()
         leased = self._membership.holds_lease(now)
         age = self._membership.heartbeat_age(now)
+        sending = not dispatchers or len(unready) < len(dispatchers)
         return {
-            "ready": writable and leased and (not dispatchers or len(unready) < len(dispatchers)),
+            "ready": self.serving and writable and leased and sending,
+            "serving": self.serving,
             "node": {
                 "name": self._node,
                 "heartbeat_age_s": None if age is None else round(age, 1),
