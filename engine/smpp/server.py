@@ -69,6 +69,7 @@ from engine.smpp.storage import (
     GivenId,
     Outcome,
     PendingReceipt,
+    ReceiptClaims,
     SmppStore,
     StoreError,
 )
@@ -94,6 +95,8 @@ MAX_SENDER_CHARS = 18  # engine.models.Sender
 UNBIND_WAIT_S = 1.0
 # How often kept outcomes older than OUTCOME_KEEP_S are dropped from the store.
 OUTCOME_PRUNE_EVERY_S = 3600.0
+# In a cluster, how often a node looks for the waiting parts of nodes no longer live.
+ADOPT_EVERY_S = 5.0
 # The first wait before writing to a store that failed again, and the longest.
 STORE_RETRY_S = 1.0
 STORE_RETRY_MAX_S = 30.0
@@ -584,16 +587,7 @@ class SmppServer:
         else:
             receipts = await self.store.pending_receipts()
             self.queue_receipts(receipts)
-        complete: list[list[GivenId]] = []
-        for row in await self.store.waiting_parts():
-            if row.part_key is None:
-                continue
-            key = row.part_key
-            group = self.reassembly.add(key, row.part_seq, key[4], row, self.clock())
-            if group is not None:
-                complete.append(group)
-        for group in complete:
-            await self.join(group)
+        joined = await self.take_parts(await self.store.waiting_parts())
         for account in self.accounts.values():
             while lines := await journal.take_events(account.origin, 1000):
                 for line in lines:
@@ -603,8 +597,39 @@ class SmppServer:
             "smpp_resumed",
             receipts=len(receipts),
             waiting_messages=len(self.reassembly),
-            joined=len(complete),
+            joined=joined,
         )
+
+    async def take_parts(self, rows: Sequence[GivenId]) -> int:
+        """Stored parts into reassembly (after a restart, or a dead node's in a cluster):
+        a message they complete is joined; returns how many were."""
+        complete: list[list[GivenId]] = []
+        for row in rows:
+            if row.part_key is None:
+                continue
+            key = row.part_key
+            group = self.reassembly.add(key, row.part_seq, key[4], row, self.clock())
+            if group is not None:
+                complete.append(group)
+        self._reassembly_changed.set()
+        for group in complete:
+            await self.join(group)
+        return len(complete)
+
+    async def serve_adoption(self, claims: ReceiptClaims) -> None:
+        """In a cluster, forever: the waiting parts of nodes that are no longer live are
+        taken here every ADOPT_EVERY_S (their ESME may send the rest to this node; if it
+        does not, they time out here as they would have there)."""
+        while True:
+            await anyio.sleep(ADOPT_EVERY_S)
+            try:
+                rows = await claims.adopt_parts()
+            except StoreError as error:
+                log.error("smpp_store_failed", during="adoption", error=str(error))
+                continue
+            if rows:
+                joined = await self.take_parts(rows)
+                log.info("smpp_parts_adopted", parts=len(rows), joined=joined)
 
     # ── connections ─────────────────────────────────────────────────────────────
 
@@ -730,8 +755,9 @@ async def serve_smpp(
                 tg.start_soon(server.serve_acknowledgements)
                 tg.start_soon(server.serve_reassembly_timeouts)
                 await server.resume(journal)
-                if server.shared is not None:
+                if server.shared is not None and opened.claims is not None:
                     tg.start_soon(server.shared.serve)
+                    tg.start_soon(server.serve_adoption, opened.claims)
                 await _listen(server, host, port, unbind_wait_s, task_status)
         finally:
             server.monitor.smpp_sessions = None

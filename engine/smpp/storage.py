@@ -158,8 +158,9 @@ def receipts_of(
 
 
 class ReceiptClaims(Protocol):
-    """A store shared by the nodes of a cluster: each receipt is claimed by the node that
-    delivers it (engine.smpp.cluster_receipts). A claim holds while its node is live
+    """What a store shared by the nodes of a cluster adds: each receipt is claimed by the
+    node that delivers it (engine.smpp.cluster_receipts), and a dead node's waiting parts
+    are taken by a live one. A claim holds while its node is live
     (its heartbeat within the lease, engine.membership); a dead node's are claimed again."""
 
     node: str
@@ -188,6 +189,10 @@ class ReceiptClaims(Protocol):
 
     async def serve_notifications(self, wake: Callable[[], None]) -> None:
         """Forever: `wake()` when a node may have made or released a receipt."""
+        ...
+
+    async def adopt_parts(self) -> list[GivenId]:
+        """The waiting parts of nodes that are no longer live, now this node's."""
         ...
 
 

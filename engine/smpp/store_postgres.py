@@ -22,7 +22,8 @@ tables engine.journal.postgres_schema creates (version 2): `smpp_ids`, `smpp_out
   (RECEIPTS_CHANNEL), and each node's server listens on it
   (engine.smpp.cluster_receipts) and claims at once;
 - a part of a long message waits on the node that took it (`smpp_ids.node`); a node
-  resuming takes its own and those of dead nodes.
+  resuming takes its own and those of dead nodes, and a running node takes dead nodes'
+  parts every few seconds (engine.smpp.server.serve_adoption).
 
 Writes are group-committed on a writer thread with a connection of its own
 (engine.journal.writer), as the journal's are. A failure of the server or the connection
@@ -108,6 +109,10 @@ SQL_CLAIM: Final = (
     " ORDER BY r.id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
     " UPDATE smpp_receipts AS r SET claimed_by = %(node)s FROM picked WHERE r.id = picked.id"
     " RETURNING r.body"
+)
+SQL_ADOPT_DEAD_PARTS: Final = (
+    f"UPDATE smpp_ids SET node = %(node)s WHERE msg_id IS NULL AND node <> %(node)s"  # noqa: S608
+    f" AND node NOT IN ({SQL_LIVE}) RETURNING body"
 )
 SQL_ADOPT_PARTS: Final = (
     f"UPDATE smpp_ids SET node = %(node)s WHERE msg_id IS NULL AND (node = %(node)s"  # noqa: S608
@@ -446,6 +451,16 @@ class PostgresSmppStore:
 
     async def serve_notifications(self, wake: Callable[[], None]) -> None:
         await listen(self.dsn, self.where, RECEIPTS_CHANNEL, wake)
+
+    async def adopt_parts(self) -> list[GivenId]:
+        def work(connection: Connection) -> list[GivenId]:
+            found = connection.execute(
+                SQL_ADOPT_DEAD_PARTS, {"node": self.node, **self._since()}
+            ).fetchall()
+            return sorted((given_decoder.decode(body) for (body,) in found), key=lambda r: r.id)
+
+        result: list[GivenId] = await self._run(work)
+        return result
 
     # ── in a transaction, on the writer thread ──────────────────────────────────
 

@@ -143,7 +143,7 @@ async def test_a_dead_nodes_claims_and_binds_are_taken_by_a_live_one(
     assert await b.claim("demo", [LINK_A], 10) == []
 
 
-async def test_a_dead_nodes_waiting_parts_are_taken_at_resume(
+async def test_a_dead_nodes_waiting_parts_are_taken_at_resume_or_while_running(
     postgres_dsn: str, two_nodes: tuple[PostgresSmppStore, ...]
 ) -> None:
     a, b = two_nodes
@@ -152,10 +152,15 @@ async def test_a_dead_nodes_waiting_parts_are_taken_at_resume(
     part.part_key = ("demo", "ACME", "250788123456", 9, 2)
     await b.add_ids([part], build_receipt)
     assert await a.waiting_parts() == []  # b is live: its parts are its own
+    assert await a.adopt_parts() == []
     set_heartbeat(postgres_dsn, "node-b", time.time() - LEASE_S - 1)
     assert [row.id for row in await a.waiting_parts()] == [part.id]
     set_heartbeat(postgres_dsn, "node-b", time.time())
     assert await b.waiting_parts() == []  # a holds them now
+    # A running node takes a dead node's parts, never its own again.
+    assert await a.adopt_parts() == []
+    set_heartbeat(postgres_dsn, "node-a", time.time() - LEASE_S - 1)
+    assert [row.id for row in await b.adopt_parts()] == [part.id]
 
 
 async def test_a_journal_at_schema_1_gets_the_smpp_tables(postgres_dsn: str) -> None:
