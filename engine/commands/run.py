@@ -9,10 +9,13 @@ can name fails after it started.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import sys
 from collections.abc import Iterable
 from typing import Any
+
+import anyio
 
 from engine.config import (
     ConfigError,
@@ -90,20 +93,21 @@ def _run(
         started = True
 
     try:
-        import uvloop
-
         # What is loaded by now (modules, classes, settings) lives as long as the process:
         # frozen, the collector's full passes no longer walk it on every run of the daemon.
         gc.freeze()
-        return uvloop.run(
-            run_daemon(
-                settings,
-                use_stdin=args.stdin,
-                exit_when_idle=args.exit_when_idle,
-                ready=on_ready,
-                reopen_log=log.reopen if log is not None else None,
-            )
+        daemon = functools.partial(
+            run_daemon,
+            settings,
+            use_stdin=args.stdin,
+            exit_when_idle=args.exit_when_idle,
+            ready=on_ready,
+            reopen_log=log.reopen if log is not None else None,
         )
+        # anyio's run on uvloop, not uvloop.run: it tells sniffio which library runs, so
+        # the anyio calls of every message (events, cancel scopes, checkpoints, the clock)
+        # do not sniff for it each time (asyncio.current_task and an import per call).
+        return anyio.run(daemon, backend="asyncio", backend_options={"use_uvloop": True})
     except BaseException as error:
         # A failure inside the daemon's task group arrives wrapped in a group: one
         # sentence each still, never a traceback, for every failure we can name.
