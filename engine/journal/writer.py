@@ -237,11 +237,13 @@ class GroupCommitWriter(Generic[C, S]):
         self._hand_back([(opened, None, None)])
         take = self._queue.get
         take_waiting = self._queue.get_nowait
+        waiting = self._queue.qsize
         while True:
             batch = [take()]
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    batch.append(take_waiting())
+            # This thread is the queue's only taker: what it counts is there to take (no
+            # queue.Empty raised and caught at every group).
+            for _ in range(waiting()):
+                batch.append(take_waiting())
             operations = [
                 operation for item in batch if isinstance(item, list) for operation in item
             ]
@@ -304,7 +306,8 @@ class GroupCommitWriter(Generic[C, S]):
         """One try of the group; raises what fails it whole (the caller rolls back)."""
         careful = not self._optimistic
         try:
-            return _Written(self._write_group(connection, writes, careful=careful), careful, True)
+            results = self._write_group(connection, writes, snapshot, careful=careful)
+            return _Written(results, careful, True)
         except Exception as error:
             self._roll_back(connection, snapshot)
             if careful or self._backend.is_storage_failure(error):
@@ -312,17 +315,19 @@ class GroupCommitWriter(Generic[C, S]):
             if len(writes) == 1:
                 # The one operation failed on its own data and was undone: no commit.
                 return _Written([(writes[0].future, None, error)], True, False)
-        return _Written(self._write_group(connection, writes, careful=True), True, True)
+        return _Written(self._write_group(connection, writes, snapshot, careful=True), True, True)
 
     def _roll_back(self, connection: C, snapshot: S) -> None:
         self._backend.roll_back(connection)
         self._backend.restore(snapshot)
 
-    def _write_group(self, connection: C, writes: list[_Operation], *, careful: bool) -> Settled:
-        """One transaction over `writes`; with `careful`, an operation that fails on its
-        own data is undone alone (a savepoint each) and the rest still commit."""
+    def _write_group(
+        self, connection: C, writes: list[_Operation], snapshot: S, *, careful: bool
+    ) -> Settled:
+        """One transaction over `writes`, from the in-memory state `snapshot`; with
+        `careful`, an operation that fails on its own data is undone alone (a savepoint
+        each) and the rest still commit."""
         backend = self._backend
-        snapshot = backend.snapshot()
         results: Settled = []
         backend.begin(connection)
         for operation in writes:
