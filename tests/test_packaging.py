@@ -9,8 +9,12 @@ environment; the image is built and run only where a Docker engine answers.
 from __future__ import annotations
 
 import ast
+import base64
 import configparser
+import hashlib
+import importlib.metadata
 import json
+import os
 import re
 import shutil
 import signal
@@ -19,9 +23,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from engine.config import Settings, load_config, split_host_port
 from engine.listener import SHUTDOWN_TIMEOUT_S
@@ -215,11 +222,81 @@ def test_engine_and_bridges_import_only_the_standard_library_and_runtime_depende
     assert not strays, sorted(strays)
 
 
+def runtime_requirements() -> list[str]:
+    """pyproject.toml's [project] dependencies, as written."""
+    import tomllib
+
+    return list(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+
+
+def installed_closure(requirements: list[str]) -> list[importlib.metadata.Distribution]:
+    """The distributions installed here that `requirements` need, transitively: markers
+    evaluated for this interpreter, a dependency's optional requirements only for the
+    extras asked of it."""
+    found: dict[str, importlib.metadata.Distribution] = {}
+    extras_of: dict[str, set[str]] = {}
+    pending = [(Requirement(text), frozenset({""})) for text in requirements]
+    while pending:
+        requirement, parent_extras = pending.pop()
+        marker = requirement.marker
+        if marker is not None and not any(marker.evaluate({"extra": e}) for e in parent_extras):
+            continue
+        name = canonicalize_name(requirement.name)
+        wanted = {"", *requirement.extras}
+        if name in found and wanted <= extras_of[name]:
+            continue
+        found[name] = importlib.metadata.distribution(name)
+        extras_of[name] = extras_of.get(name, set()) | wanted
+        asked = frozenset(extras_of[name])
+        pending += [(Requirement(text), asked) for text in found[name].requires or []]
+    return list(found.values())
+
+
+def wheel_of_installed(distribution: importlib.metadata.Distribution, directory: Path) -> Path:
+    """A wheel of an installed distribution: the files pip unpacked from its wheel (those
+    under site-packages; pip makes console scripts again from entry_points.txt), its
+    .dist-info as the wheel had it, a new RECORD. Stored, not compressed: it is unpacked
+    at once."""
+    files = [
+        file
+        for file in distribution.files or []
+        if file.parts[0] != ".." and "__pycache__" not in file.parts
+    ]
+    info = next(file.parts[0] for file in files if file.parts[0].endswith(".dist-info"))
+    pip_wrote = {f"{info}/{name}" for name in ("RECORD", "INSTALLER", "REQUESTED")}
+    pip_wrote.add(f"{info}/direct_url.json")
+    # The file name's compressed tag set (PEP 425), from the tags the wheel declared.
+    tags = [
+        line.split(":", 1)[1].strip().split("-")
+        for line in (distribution.read_text("WHEEL") or "").splitlines()
+        if line.startswith("Tag:")
+    ]
+    tag = "-".join(".".join(dict.fromkeys(parts)) for parts in zip(*tags, strict=True))
+    name = re.sub(r"[-_.]+", "_", distribution.metadata["Name"]).lower()
+    path = directory / f"{name}-{distribution.version}-{tag}.whl"
+    records = []
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as wheel:
+        for file in files:
+            if file.as_posix() in pip_wrote:
+                continue
+            data = Path(str(distribution.locate_file(file))).read_bytes()
+            wheel.writestr(file.as_posix(), data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            records.append(f"{file.as_posix()},sha256={digest.decode()},{len(data)}")
+        wheel.writestr(f"{info}/RECORD", "\n".join([*records, f"{info}/RECORD,,"]) + "\n")
+    return path
+
+
 @pytest.fixture(scope="module")
 def runtime_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh virtual environment with the runtime-only install, made as the Dockerfile
-    makes it: wheels of septet and its runtime dependencies (`pip wheel -c
-    constraints.txt`), then installed from those wheels alone (`--no-index`)."""
+    makes it but without downloading: septet's wheel built from the tracked sources, the
+    wheels of its runtime dependencies made from the distributions installed here (the
+    files their own wheels brought), then pip resolving septet's requirements with
+    `-c constraints.txt` among those wheels alone (`--no-index`), so each dependency is
+    there at its pinned version and nothing else is installed. The new environment has
+    no pip of its own: this one installs into it (`pip --python`), without compiling
+    bytecode ahead of the imports."""
     tmp_path = tmp_path_factory.mktemp("runtime")
     # A copy of the tracked sources, so the build leaves nothing in the checkout.
     listing = subprocess.run(
@@ -233,13 +310,25 @@ def runtime_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     wheels = tmp_path / "wheels"
     pip = [sys.executable, "-m", "pip", "-q"]
     constraints = str(source / "constraints.txt")
-    wheel = [*pip, "wheel", "-c", constraints, "--wheel-dir", str(wheels), str(source)]
-    subprocess.run(wheel, check=True)
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--wheel-dir", str(wheels), str(source)], check=True
+    )
+    (septet,) = wheels.glob("septet-*.whl")
+    for distribution in installed_closure(runtime_requirements()):
+        wheel_of_installed(distribution, wheels)
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    install = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index"]
-    subprocess.run([*install, *map(str, wheels.glob("*.whl"))], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    install = ["install", "--no-index", "--find-links", str(wheels), "-c", constraints]
+    subprocess.run([*pip, "--python", python, *install, "--no-compile", str(septet)], check=True)
     return venv
+
+
+def runtime_env() -> dict[str, str]:
+    """The environment the runtime install's programs run in: this one, but writing
+    bytecode whatever PYTHONDONTWRITEBYTECODE says (the install compiled none: each module
+    is compiled when first imported, once, not again by every process)."""
+    return {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
 
 
 @pytest.mark.slow
@@ -248,11 +337,15 @@ def test_a_runtime_only_install_runs_in_a_fresh_environment(
 ) -> None:
     septet = str(runtime_venv / "bin" / "septet")
     help_text = subprocess.run(
-        [septet, "run", "--help"], capture_output=True, text=True, check=True
+        [septet, "run", "--help"], capture_output=True, text=True, check=True, env=runtime_env()
     )
     assert "--config" in help_text.stdout
     segment = subprocess.run(
-        [septet, "segment", "--json", "Привіт"], capture_output=True, text=True, check=True
+        [septet, "segment", "--json", "Привіт"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=runtime_env(),
     )
     assert '"UCS-2"' in segment.stdout
     # Every module of the package imports with the runtime dependencies alone (but those
@@ -267,9 +360,9 @@ def test_a_runtime_only_install_runs_in_a_fresh_environment(
         "            importlib.import_module(module.name)\n"
     )
     python = str(runtime_venv / "bin" / "python")
-    subprocess.run([python, "-c", every_module], check=True, cwd=tmp_path)
+    subprocess.run([python, "-c", every_module], check=True, cwd=tmp_path, env=runtime_env())
     installed = subprocess.run(
-        [python, "-m", "pip", "list", "--format=freeze"],
+        [sys.executable, "-m", "pip", "--python", python, "list", "--format=freeze"],
         capture_output=True,
         text=True,
         check=True,
@@ -311,12 +404,15 @@ def test_the_images_command_config_and_health_check_work_outside_docker(
     )
     command = [str(runtime_venv / "bin" / "septet"), "run", "--config", "septet.toml"]
     with subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=runtime_env()
     ) as daemon:
         try:
             healthy = False
             for _ in range(100):  # as Docker would: the check, until it passes (bounded)
-                if subprocess.run(check_command, capture_output=True, check=False).returncode == 0:
+                checked = subprocess.run(
+                    check_command, capture_output=True, check=False, env=runtime_env()
+                )
+                if checked.returncode == 0:
                     healthy = True
                     break
                 assert daemon.poll() is None, daemon.communicate()[1].decode()[-2000:]
