@@ -26,8 +26,11 @@ the account's `default_url` on a local receiver (bench.webhook_receiver, on the 
 generator's core) that gets every event of every message (accepted, submitted, dlr) as a
 signed POST. In both rows the daemon's CPU is read once it took every delivery report
 (and, with webhooks, once every event arrived), so it covers whole lives alike. The row
-with webhooks also says how many events arrived, their rate from the first request to the
-last event (`events_per_s`), and its send rate over the row without (`send_ratio`).
+with webhooks also says how many events arrived, the rate they arrived at while the
+messages were sent (`events_per_s`: from the first request, plus the simulator's report
+delay, until the provider took the last message), how long after that the last one came
+(`drain_s`: about the report delay when the webhook worker kept up), and its send rate
+over the row without (`send_ratio`).
 
 With `--rate R`, requests are paced to R messages a second (the issue's webhook figure is
 5,000 events a second: `--webhooks --rate 1667`, 3 events a message), so `send_ratio`
@@ -80,6 +83,8 @@ BATCH: Final = 100
 MODES: Final = ("single", "batch", "campaign")
 DEADLINE_S: Final = 600.0
 WEBHOOK_SECRET: Final = "bench-webhook-secret"  # noqa: S105 - a bench's own receiver
+# The simulator's delay from taking a message to its report.
+DLR_DELAY_S: Final = 0.2
 # Every message's events before its report: accepted, submitted (then one dlr per report).
 EVENTS_BEFORE_REPORT: Final = 2
 
@@ -159,6 +164,7 @@ class ReceiverCount(msgspec.Struct):
     requests: int
     first_at: float | None
     last_at: float | None
+    tenths: list[tuple[int, int]] = []  # (int(arrival × 10), new events then)
 
 
 _count_decoder: Final = msgspec.json.Decoder(ReceiverCount)
@@ -184,6 +190,20 @@ async def wait_for_reports(sim_url: str, expected: int) -> int:
             if reports.dlr_ok + reports.dlr_failed >= expected:
                 return reports.dlr_ok
             await asyncio.sleep(0.05)
+
+
+def event_rates(received: ReceiverCount, started: float, ended: float) -> dict[str, float]:
+    """`events_per_s`: the events that arrived while the messages were sent (from the first
+    request and the report delay, when every kind of event flows, until the provider took
+    the last message) over that time: the rate the receiver was fed at while the send path
+    ran (the last reports come DLR_DELAY_S after it); `drain_s`: from then until the last
+    event came (a webhook worker that fell behind ends late)."""
+    first, last = int((started + DLR_DELAY_S) * 10), int(ended * 10)
+    during = sum(count for tenth, count in received.tenths if first <= tenth < last)
+    return {
+        "events_per_s": round(during / max((last - first) / 10, 0.1), 1),
+        "drain_s": round((received.last_at or ended) - ended, 3),
+    }
 
 
 async def wait_for_events(receiver_url: str, expected: int) -> ReceiverCount:
@@ -297,7 +317,7 @@ def run_mode(
         workdir = Path(tmp)
         api_port, http_port = free_port(), free_port()
         simulators, sim_url = start_simulators(
-            latency_ms, 0.2, f"http://{HOST}:{http_port}/dlr/routemobile"
+            latency_ms, DLR_DELAY_S, f"http://{HOST}:{http_port}/dlr/routemobile"
         )
         try:
             webhook_url = None
@@ -356,9 +376,9 @@ def run_mode(
         "errors": dict(errors),
     }
     if received is not None and received.last_at is not None:
+        row.update(event_rates(received, started, ended))
         row["events"] = received.events
         row["webhook_requests"] = received.requests
-        row["events_per_s"] = round(received.events / max(received.last_at - started, 1e-9), 1)
     return row
 
 
@@ -376,7 +396,7 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
         [
             *("mode", "webhooks", "messages", "requests", "msg/s", "CPU µs/msg", "daemon busy"),
             "errors",
-            *("events", "events/s", "send ratio"),
+            *("events", "events/s", "drain s", "send ratio"),
         ],
         [
             [
@@ -390,6 +410,7 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
                 sum(row["errors"].values()),
                 row.get("events", "-"),
                 row.get("events_per_s", "-"),
+                row.get("drain_s", "-"),
                 row.get("send_ratio", "-"),
             ]
             for row in rows

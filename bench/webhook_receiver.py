@@ -1,8 +1,10 @@
 """A webhook receiver for benches: answers every POST 200 on keep-alive and counts the events.
 
 It counts distinct `Septet-Event-Id`s (a copy delivered again counts once) and the requests,
-and notes when the first and the last new event came. `GET /count` answers them as JSON:
-{"events": …, "requests": …, "first_at": …, "last_at": …} (Unix seconds, null before any).
+and notes when the first and the last new event came, and how many came in each tenth of a
+second. `GET /count` answers them as JSON: {"events": …, "requests": …, "first_at": …,
+"last_at": …, "tenths": [[T, N], …]} (Unix seconds, null before any; N new events arrived
+from T/10 s to (T+1)/10 s).
 
 It parses only what it needs of HTTP/1.1 (a request line, headers, a Content-Length body) on
 a bare asyncio protocol, so that receiving 5,000 events a second costs a bench's core little.
@@ -37,6 +39,8 @@ class Tally:
         self.requests = 0
         self.first_at: float | None = None
         self.last_at: float | None = None
+        # int(arrival × 10) -> new events that arrived in that tenth of a second.
+        self.tenths: dict[int, int] = {}
 
     def add(self, event_id: bytes | None, now: float) -> None:
         self.requests += 1
@@ -46,6 +50,8 @@ class Tally:
         if self.first_at is None:
             self.first_at = now
         self.last_at = now
+        tenth = int(now * 10)
+        self.tenths[tenth] = self.tenths.get(tenth, 0) + 1
 
     def document(self) -> bytes:
         return msgspec.json.encode(
@@ -54,6 +60,7 @@ class Tally:
                 "requests": self.requests,
                 "first_at": self.first_at,
                 "last_at": self.last_at,
+                "tenths": sorted(self.tenths.items()),
             }
         )
 

@@ -12,7 +12,15 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from bench.api import API_KEY, BATCH, WEBHOOK_SECRET, api_config, request_bodies
+from bench.api import (
+    API_KEY,
+    BATCH,
+    WEBHOOK_SECRET,
+    ReceiverCount,
+    api_config,
+    event_rates,
+    request_bodies,
+)
 from bench.pipeline import render_toml
 from engine.config import Settings, validate
 from engine.models import submission_decoder
@@ -121,5 +129,22 @@ def test_a_tiny_webhooks_run_delivers_every_event(tmp_path: Path) -> None:
     # accepted, submitted and dlr of every message (the simulator reports each one)
     assert with_webhooks["events"] == 600
     assert with_webhooks["webhook_requests"] >= 600
-    assert with_webhooks["events_per_s"] > 0
+    # 0.2 s of sending is no longer than the report delay: no window to count a rate in.
+    assert with_webhooks["events_per_s"] >= 0
+    assert with_webhooks["drain_s"] >= 0
     assert with_webhooks["send_ratio"] > 0
+
+
+def test_events_per_s_counts_what_arrived_while_sending() -> None:
+    # 10 s of sending from t=1000 (the report delay first), 5,000 events a second arriving
+    # throughout, then the last reports up to 0.3 s after the provider took the last send.
+    tenths = [(tenth, 500) for tenth in range(10_000, 10_100)] + [(10_100, 300), (10_102, 1)]
+    count = ReceiverCount(
+        events=sum(n for _, n in tenths),
+        requests=0,
+        first_at=1000.0,
+        last_at=1010.25,
+        tenths=tenths,
+    )
+    rates = event_rates(count, started=1000.0, ended=1010.0)
+    assert rates == {"events_per_s": 5000.0, "drain_s": 0.25}

@@ -47,6 +47,8 @@ async def test_posts_in_pieces_and_copies_are_counted_once() -> None:
         count = msgspec.json.decode(await asyncio.wait_for(reader.readexactly(length), 5))
         assert (count["events"], count["requests"]) == (2, 3)
         assert count["first_at"] <= count["last_at"]
+        assert sum(n for _, n in count["tenths"]) == 2  # new events only
+        assert count["tenths"][0][0] == int(count["first_at"] * 10)
         writer.write(b"POST / HTTP/1.1\r\nContent-Length: many\r\n\r\n")
         assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 400")
         writer.close()
