@@ -24,7 +24,13 @@ from typing import Final
 
 import msgspec
 
-from engine.models import CancelledEvent, DeliveryReport, Failed, event_decoder
+from engine.models import (
+    OUTCOME_CANCELLED,
+    CancelledEvent,
+    DeliveryReport,
+    Failed,
+    event_decoder,
+)
 from engine.smpp import pdu as p
 from engine.smpp.storage import GivenId, Outcome, PendingReceipt
 from engine.smpp.text import FINAL_STATES, Alphabet, encode_text, error_digits, receipt_text
@@ -48,6 +54,17 @@ def outcome_of(line: bytes) -> tuple[str, Outcome] | None:
     if isinstance(event, CancelledEvent):
         return event.msg_id, Outcome(CANCELLED_STATE, "000", event.ts.timestamp())
     return None
+
+
+def outcome_of_final(outcome: str, code: str | None, final_at: float) -> Outcome | None:
+    """The receipt's outcome from a final message as the journal holds it (MarkFinal's
+    `outcome`: an SMPP state, CANCELLED, or SUBMITTED for one that asked for no report,
+    which makes none): for a final event that never became receipts."""
+    if outcome == OUTCOME_CANCELLED:
+        return Outcome(CANCELLED_STATE, "000", final_at)
+    if outcome not in FINAL_STATES:
+        return None
+    return Outcome(outcome, "000" if outcome == "DELIVRD" else error_digits(code), final_at)
 
 
 def failed_state(event: Failed) -> str:

@@ -95,8 +95,12 @@ MAX_SENDER_CHARS = 18  # engine.models.Sender
 UNBIND_WAIT_S = 1.0
 # How often kept outcomes older than OUTCOME_KEEP_S are dropped from the store.
 OUTCOME_PRUNE_EVERY_S = 3600.0
-# In a cluster, how often a node looks for the waiting parts of nodes no longer live.
+# In a cluster, how often a node looks for the waiting parts of nodes no longer live,
+# and for ids of messages final since FINAL_SWEEP_AFTER_S that are still waiting (their
+# final event was lost with its node: normally they end within milliseconds).
 ADOPT_EVERY_S = 5.0
+FINAL_SWEEP_EVERY_S = 60.0
+FINAL_SWEEP_AFTER_S = 60.0
 # The first wait before writing to a store that failed again, and the longest.
 STORE_RETRY_S = 1.0
 STORE_RETRY_MAX_S = 30.0
@@ -616,20 +620,29 @@ class SmppServer:
             await self.join(group)
         return len(complete)
 
-    async def serve_adoption(self, claims: ReceiptClaims) -> None:
-        """In a cluster, forever: the waiting parts of nodes that are no longer live are
-        taken here every ADOPT_EVERY_S (their ESME may send the rest to this node; if it
-        does not, they time out here as they would have there)."""
+    async def serve_cluster_sweeps(self, claims: ReceiptClaims) -> None:
+        """In a cluster, forever: every ADOPT_EVERY_S the waiting parts of nodes that are
+        no longer live are taken here (their ESME may send the rest to this node; if it
+        does not, they time out here as they would have there); every FINAL_SWEEP_EVERY_S
+        the ids of messages final for FINAL_SWEEP_AFTER_S become receipts (their final
+        event died with the node that made it before it was stored as receipts)."""
+        swept_at = self.wall_clock()
         while True:
             await anyio.sleep(ADOPT_EVERY_S)
             try:
                 rows = await claims.adopt_parts()
+                if rows:
+                    joined = await self.take_parts(rows)
+                    log.info("smpp_parts_adopted", parts=len(rows), joined=joined)
+                now = self.wall_clock()
+                if now - swept_at >= FINAL_SWEEP_EVERY_S:
+                    swept_at = now
+                    made = await claims.settle_final(now - FINAL_SWEEP_AFTER_S, build_receipt)
+                    if made:
+                        log.warning("smpp_receipts_from_journal", receipts=len(made))
+                        self.queue_receipts(made)
             except StoreError as error:
-                log.error("smpp_store_failed", during="adoption", error=str(error))
-                continue
-            if rows:
-                joined = await self.take_parts(rows)
-                log.info("smpp_parts_adopted", parts=len(rows), joined=joined)
+                log.error("smpp_store_failed", during="sweeps", error=str(error))
 
     # ── connections ─────────────────────────────────────────────────────────────
 
@@ -757,7 +770,7 @@ async def serve_smpp(
                 await server.resume(journal)
                 if server.shared is not None and opened.claims is not None:
                     tg.start_soon(server.shared.serve)
-                    tg.start_soon(server.serve_adoption, opened.claims)
+                    tg.start_soon(server.serve_cluster_sweeps, opened.claims)
                 await _listen(server, host, port, unbind_wait_s, task_status)
         finally:
             server.monitor.smpp_sessions = None

@@ -159,8 +159,9 @@ def receipts_of(
 
 class ReceiptClaims(Protocol):
     """What a store shared by the nodes of a cluster adds: each receipt is claimed by the
-    node that delivers it (engine.smpp.cluster_receipts), and a dead node's waiting parts
-    are taken by a live one. A claim holds while its node is live
+    node that delivers it (engine.smpp.cluster_receipts), a dead node's waiting parts are
+    taken by a live one, and a final event lost with its node is made good from the
+    journal it shares the database with. A claim holds while its node is live
     (its heartbeat within the lease, engine.membership); a dead node's are claimed again."""
 
     node: str
@@ -193,6 +194,11 @@ class ReceiptClaims(Protocol):
 
     async def adopt_parts(self) -> list[GivenId]:
         """The waiting parts of nodes that are no longer live, now this node's."""
+        ...
+
+    async def settle_final(self, before: float, build: BuildReceipt) -> list[PendingReceipt]:
+        """Ids whose message the journal holds as final since before `before` become
+        receipts (the final event was lost with the node that made it)."""
         ...
 
 

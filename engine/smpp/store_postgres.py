@@ -21,9 +21,12 @@ tables engine.journal.postgres_schema creates (version 2): `smpp_ids`, `smpp_out
 - every commit that makes or releases a receipt notifies `septet_smpp`
   (RECEIPTS_CHANNEL), and each node's server listens on it
   (engine.smpp.cluster_receipts) and claims at once;
+- the journal's `messages` are in the same database: ids whose message is final there
+  since a while (its final event was made by a node that died before storing it as
+  receipts) are settled from the journal's outcome (`settle_final`);
 - a part of a long message waits on the node that took it (`smpp_ids.node`); a node
   resuming takes its own and those of dead nodes, and a running node takes dead nodes'
-  parts every few seconds (engine.smpp.server.serve_adoption).
+  parts every few seconds (engine.smpp.server.serve_cluster_sweeps).
 
 Writes are group-committed on a writer thread with a connection of its own
 (engine.journal.writer), as the journal's are. A failure of the server or the connection
@@ -45,6 +48,7 @@ from engine.journal.interface import JournalError
 from engine.journal.postgres import PostgresLink, describe_dsn, listen, reason_of
 from engine.journal.postgres_schema import create_or_migrate
 from engine.journal.writer import GroupCommitWriter
+from engine.smpp.receipts import outcome_of_final
 from engine.smpp.storage import (
     BindGroup,
     BuildReceipt,
@@ -110,6 +114,20 @@ SQL_CLAIM: Final = (
     " UPDATE smpp_receipts AS r SET claimed_by = %(node)s FROM picked WHERE r.id = picked.id"
     " RETURNING r.body"
 )
+# Ids of messages final in the journal (same database) since before a time; the cast
+# only of digits (the journal's msg_ids), so the join probes messages' primary key.
+# A sweep looks at the ids in one window of the id order (SWEEP_WINDOW of them), the next
+# window at the next sweep, so its cost is bounded however many ids wait for reports.
+SQL_SWEEP_WINDOW_END: Final = (
+    "SELECT max(id) FROM (SELECT id FROM smpp_ids WHERE id > %s ORDER BY id LIMIT %s) AS w"
+)
+SQL_FINAL_IDS: Final = (
+    "SELECT DISTINCT i.msg_id, m.outcome, m.code, m.final_at FROM smpp_ids i JOIN messages m"
+    " ON m.msg_id = CASE WHEN i.msg_id ~ '^[0-9]{1,18}$' THEN i.msg_id::bigint END"
+    " WHERE i.id > %s AND i.id <= %s AND i.msg_id IS NOT NULL AND m.state = 3"
+    " AND m.outcome <> 'SUBMITTED' AND m.final_at < %s"
+)
+SWEEP_WINDOW: Final = 20_000
 SQL_ADOPT_DEAD_PARTS: Final = (
     f"UPDATE smpp_ids SET node = %(node)s WHERE msg_id IS NULL AND node <> %(node)s"  # noqa: S608
     f" AND node NOT IN ({SQL_LIVE}) RETURNING body"
@@ -200,6 +218,8 @@ class PostgresSmppStore:
         self._lease_s = lease_s
         self._clock = clock
         self._ids: list[int] = []
+        # Where the last settle_final's window ended (the writer thread's).
+        self._swept_to = 0
         self._fetching = anyio.Lock()
         self._writer: GroupCommitWriter[PostgresLink, None] = GroupCommitWriter(
             _StoreWriting(self),
@@ -301,26 +321,36 @@ class PostgresSmppStore:
         self, outcomes: Mapping[str, Outcome], build: BuildReceipt, *, now: float
     ) -> tuple[list[PendingReceipt], set[str]]:
         def work(connection: Connection) -> tuple[list[PendingReceipt], set[str]]:
-            msg_ids = sorted(outcomes)
-            _lock_messages(connection, msg_ids)
-            found = connection.execute(
-                "DELETE FROM smpp_ids WHERE msg_id = ANY(%b::text[]) RETURNING body", (msg_ids,)
-            ).fetchall()
-            rows = sorted((given_decoder.decode(body) for (body,) in found), key=lambda r: r.id)
-            matched = {row.msg_id for row in rows if row.msg_id is not None}
-            unmatched = [m for m in msg_ids if m not in matched]
-            if unmatched:
-                encode = given_encoder.encode
-                connection.execute(
-                    SQL_KEEP_OUTCOMES,
-                    [unmatched, [now] * len(unmatched), [encode(outcomes[m]) for m in unmatched]],
-                )
-            ending = {row.id: outcomes[row.msg_id or ""] for row in rows}
-            _, receipts = receipts_of(rows, ending, build)
-            _store_receipts(connection, receipts)
-            return receipts, matched
+            return _settle(connection, outcomes, build, keep_at=now)
 
         result: tuple[list[PendingReceipt], set[str]] = await self._run(work)
+        return result
+
+    async def settle_final(
+        self, before: float, build: BuildReceipt, window: int = SWEEP_WINDOW
+    ) -> list[PendingReceipt]:
+        """Ids whose message the journal holds as final since before `before` (its final
+        event never became receipts: the node that made it died first) end with the
+        journal's outcome (engine.smpp.receipts.outcome_of_final). Each call looks at
+        the next `window` ids, from the first again after the last."""
+
+        def work(connection: Connection) -> list[PendingReceipt]:
+            start = self._swept_to
+            row = connection.execute(SQL_SWEEP_WINDOW_END, (start, window)).fetchone()
+            end = row[0] if row is not None else None
+            self._swept_to = 0 if end is None else int(end)
+            if end is None:
+                return []
+            found = connection.execute(SQL_FINAL_IDS, (start, end, before)).fetchall()
+            outcomes = {
+                str(msg_id): outcome
+                for msg_id, final, code, at in found
+                if (outcome := outcome_of_final(final, code, at)) is not None
+            }
+            receipts, _ = _settle(connection, outcomes, build, keep_at=None)
+            return receipts
+
+        result: list[PendingReceipt] = await self._run(work)
         return result
 
     async def settle_ids(
@@ -492,6 +522,35 @@ class PostgresSmppStore:
             )
         _store_receipts(connection, receipts)
         return receipts
+
+
+def _settle(
+    connection: Connection,
+    outcomes: Mapping[str, Outcome],
+    build: BuildReceipt,
+    *,
+    keep_at: float | None,
+) -> tuple[list[PendingReceipt], set[str]]:
+    """The ids of these messages leave and their receipts are stored; with `keep_at`,
+    the outcome of a message none of whose ids is stored is kept (at that time)."""
+    msg_ids = sorted(outcomes)
+    _lock_messages(connection, msg_ids)
+    found = connection.execute(
+        "DELETE FROM smpp_ids WHERE msg_id = ANY(%b::text[]) RETURNING body", (msg_ids,)
+    ).fetchall()
+    rows = sorted((given_decoder.decode(body) for (body,) in found), key=lambda r: r.id)
+    matched = {row.msg_id for row in rows if row.msg_id is not None}
+    unmatched = [m for m in msg_ids if m not in matched]
+    if unmatched and keep_at is not None:
+        encode = given_encoder.encode
+        connection.execute(
+            SQL_KEEP_OUTCOMES,
+            [unmatched, [keep_at] * len(unmatched), [encode(outcomes[m]) for m in unmatched]],
+        )
+    ending = {row.id: outcomes[row.msg_id or ""] for row in rows}
+    _, receipts = receipts_of(rows, ending, build)
+    _store_receipts(connection, receipts)
+    return receipts, matched
 
 
 def _lock_messages(connection: Connection, msg_ids: Sequence[str]) -> None:

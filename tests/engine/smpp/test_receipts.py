@@ -20,7 +20,13 @@ from engine.models import (
 )
 from engine.smpp import pdu as p
 from engine.smpp.codec import decode_pdu, encode_pdu
-from engine.smpp.receipts import build_receipt, outcome_of, receipt_pdu, wants_receipt
+from engine.smpp.receipts import (
+    build_receipt,
+    outcome_of,
+    outcome_of_final,
+    receipt_pdu,
+    wants_receipt,
+)
 from engine.smpp.store import GivenId, Outcome
 from engine.smpp.text import Alphabet
 
@@ -188,3 +194,18 @@ def test_the_receipt_text_is_in_the_accounts_alphabet_for_data_coding_0(
     pdu = receipt_pdu(receipt, 1, alphabet)
     assert pdu.data_coding == 0
     assert pdu.short_message.endswith(b" text:" + octets)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "code", "expected"),
+    [
+        ("DELIVRD", "5", Outcome("DELIVRD", "000", 9.0)),
+        ("UNDELIV", "E34", Outcome("UNDELIV", "034", 9.0)),
+        ("CANCELLED", None, Outcome("DELETED", "000", 9.0)),
+        ("SUBMITTED", None, None),  # asked for no report: no receipt
+    ],
+)
+def test_a_final_message_in_the_journal_is_an_outcome(
+    outcome: str, code: str | None, expected: Outcome | None
+) -> None:
+    assert outcome_of_final(outcome, code, 9.0) == expected

@@ -1,8 +1,10 @@
 """What only the PostgreSQL SMPP store has: the nodes of a cluster share it. Ids are never
 given twice by two nodes, a report settled on one node makes the receipts of ids another
 node stored, and each receipt is claimed by one node at a time: by the bind group rule
-across the nodes, and again once its node is dead. The tables come with the journal's
-schema (version 2), migrated from version 1. Real PostgreSQL (tests/servers/postgres.py)."""
+across the nodes, and again once its node is dead. A dead node's waiting parts are taken,
+and ids whose message is final in the journal end from its outcome. The tables come with
+the journal's schema (version 2), migrated from version 1. Real PostgreSQL
+(tests/servers/postgres.py)."""
 
 from __future__ import annotations
 
@@ -183,3 +185,38 @@ async def test_a_database_it_cannot_reach_is_a_sentence() -> None:
     assert str(refused.value).startswith(
         "Cannot open the SMPP store in the journal at 127.0.0.1:9/none: "
     )
+
+
+def journal_message(
+    dsn: str, msg_id: int, state: int, outcome: str | None, final_at: float
+) -> None:
+    """A row of the journal's `messages` (the columns the SMPP store reads)."""
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(
+            "INSERT INTO messages (msg_id, state, due_at, priority, bridges, bridge_index,"
+            " attempt, dlr, body, outcome, code, final_at)"
+            " VALUES (%s, %s, 0, 0, '[]', 0, 0, true, '', %s, '5', %s)",
+            (msg_id, state, outcome, final_at if state == 3 else None),
+        )
+
+
+async def test_ids_of_a_message_final_in_the_journal_end_from_its_outcome(
+    postgres_dsn: str, two_nodes: tuple[PostgresSmppStore, ...]
+) -> None:
+    a, b = two_nodes
+    ids = [await a.allocate_id() for _ in range(4)]
+    await a.add_ids([given(value, str(value)) for value in ids], build_receipt)
+    lost, pending, recent, cancelled = ids
+    journal_message(postgres_dsn, lost, 3, "UNDELIV", 100.0)
+    journal_message(postgres_dsn, pending, 2, None, 0.0)
+    journal_message(postgres_dsn, recent, 3, "DELIVRD", 300.0)
+    journal_message(postgres_dsn, cancelled, 3, "CANCELLED", 100.0)
+    # A window of three ids, then the rest, then (from the first again) nothing.
+    made = await b.settle_final(before=200.0, build=build_receipt, window=3)
+    assert [(r.id, r.state) for r in made] == [(lost, "UNDELIV")]
+    assert " err:005 " in made[0].text
+    made = await b.settle_final(before=200.0, build=build_receipt, window=3)
+    assert [(r.id, r.state) for r in made] == [(cancelled, "DELETED")]
+    assert await b.settle_final(before=200.0, build=build_receipt, window=3) == []
+    assert await b.settle_final(before=200.0, build=build_receipt, window=3) == []
+    assert (await a.counts())["message_ids"] == 2  # not final yet, or only just
