@@ -91,7 +91,9 @@ class ClaimingJournal(Protocol):
 
 
 class EventEmitter(Protocol):
-    def emit(self, origin: str, event: Event) -> None: ...
+    def emit_all(self, events: Sequence[tuple[str, Event]]) -> None:
+        """Announce each (origin, event), in order."""
+        ...
 
 
 class DispatchHooks(Protocol):
@@ -428,8 +430,8 @@ class BridgeDispatcher:
         # The feeder must find a retry in the journal when it looks.
         if any(isinstance(change, MarkRetry) for change in unsaved.changes):
             self._scheduler.wake_feeder()
-        for origin, event in unsaved.events:
-            self._events.emit(origin, event)
+        if unsaved.events:
+            self._events.emit_all(unsaved.events)
 
     def _record_circuit(self, verdict: lifecycle.CircuitVerdict, now: float) -> None:
         """Tell the circuit breaker how a request ended; log when its state changes."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import functools
+from collections.abc import Sequence
 from typing import Annotated, Final, Literal
 
 import msgspec
@@ -286,3 +287,8 @@ def utc_from_timestamp(seconds: float) -> dt.datetime:
 def encode_event_line(event: Event) -> bytes:
     """One NDJSON line, newline included."""
     return event_encoder.encode(event) + b"\n"
+
+
+def encode_event_lines(events: Sequence[Event]) -> bytes:
+    """NDJSON lines, one per event, each with its newline: `encode_event_line`'s, joined."""
+    return event_encoder.encode_lines(events)

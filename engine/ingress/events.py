@@ -7,7 +7,7 @@ newest open sink of its message's origin, or spills it to the outbox kept for th
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import anyio
@@ -28,6 +28,10 @@ class Sink(Protocol):
     closed: bool
 
     def emit(self, line: bytes) -> None: ...
+
+    def emit_many(self, lines: list[bytes]) -> None:
+        """`emit` for each line, in order."""
+        ...
 
 
 Spill = Callable[[str, list[bytes]], None]
@@ -59,6 +63,14 @@ class EventSink:
                 self._spill(self.origin, [line])
             return
         self._buffer.append(line)
+        self._wake_writer()
+
+    def emit_many(self, lines: list[bytes]) -> None:
+        if self.closed:
+            if self._spill is not None:
+                self._spill(self.origin, lines)
+            return
+        self._buffer += lines
         self._wake_writer()
 
     def put_first(self, lines: list[bytes]) -> None:
@@ -139,6 +151,9 @@ class DiscardSink:
     def emit(self, line: bytes) -> None:
         del line
 
+    def emit_many(self, lines: list[bytes]) -> None:
+        del lines
+
 
 class EventRouter:
     """identity (a message's origin) -> its live sinks. An event goes to the newest live
@@ -189,10 +204,23 @@ class EventRouter:
         else:
             sink.emit(line)
 
+    def emit_all(self, events: Sequence[tuple[str, Event]]) -> None:
+        """`emit` for each (origin, event), in order: each run of one origin's events
+        handed to its sink at once (a request's events are mostly one client's)."""
+        start = 0
+        while start < len(events):
+            origin = events[start][0]
+            end = start + 1
+            while end < len(events) and events[end][0] == origin:
+                end += 1
+            if origin not in self._discarded:
+                lines = [encode_event_line(event) for _, event in events[start:end]]
+                self.emit_lines(origin, lines)
+            start = end
+
     def emit_lines(self, origin: str, lines: list[bytes]) -> None:
         sink = self.live(origin)
         if sink is None:
             self._spill(origin, lines)
         else:
-            for line in lines:
-                sink.emit(line)
+            sink.emit_many(lines)

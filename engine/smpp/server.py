@@ -208,6 +208,10 @@ class AccountSink:
     def emit(self, line: bytes) -> None:
         self._deliver(self.origin, line)
 
+    def emit_many(self, lines: list[bytes]) -> None:
+        for line in lines:
+            self._deliver(self.origin, line)
+
 
 # ── the server ─────────────────────────────────────────────────────────────────
 

@@ -51,8 +51,8 @@ class Events:
     def __init__(self) -> None:
         self.emitted: list[Event] = []
 
-    def emit(self, origin: str, event: Event) -> None:
-        self.emitted.append(event)
+    def emit_all(self, events: Sequence[tuple[str, Event]]) -> None:
+        self.emitted += [event for _, event in events]
 
 
 class Hooks:

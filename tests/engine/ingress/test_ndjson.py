@@ -18,7 +18,14 @@ from engine.ingress.events import DiscardSink, EventRouter, EventSink
 from engine.ingress.ndjson import LineHandler, LineSplitter
 from engine.ingress.prepare import CONGESTED, LineError, LinePreparer
 from engine.journal import Duplicate, JournalError
-from engine.models import Failed, Message, Submission
+from engine.models import (
+    Failed,
+    Message,
+    StatusEvent,
+    Submission,
+    encode_event_line,
+    utc_from_timestamp,
+)
 from engine.pricing import default_price_tables
 from engine.routing import Router
 from engine.scheduler import BridgeQueue, Scheduler
@@ -277,6 +284,12 @@ class ListSink:
     def emit(self, line: bytes) -> None:
         self.lines.append(line)
 
+    def emit_many(self, lines: list[bytes]) -> None:
+        self.lines += lines
+
+
+TS = utc_from_timestamp(1_700_000_000.0)
+
 
 def spilling_router() -> tuple[EventRouter, list[tuple[str, bytes]]]:
     kept: list[tuple[str, bytes]] = []
@@ -294,6 +307,31 @@ def test_events_go_to_their_identity_only_and_are_kept_when_it_has_no_sink() -> 
     assert a.lines == [b"for a"]
     assert b.lines == []
     assert kept == [("tcp:run1:1", b"for a client of run 1"), ("session:c", b"for c")]
+
+
+def enroute(msg_id: str) -> StatusEvent:
+    return StatusEvent(
+        id=None, msg_id=msg_id, ts=TS, state="ENROUTE", provider_status="p", bridge="dsc"
+    )
+
+
+def test_a_batch_of_events_goes_in_order_each_to_its_identity() -> None:
+    """emit_all (a request's events after its commit): each origin's events in order, one
+    line each, to its sink, kept when it has none, dropped for a discarded origin."""
+    router, kept = spilling_router()
+    a = ListSink("session:a")
+    router.register(a)
+    router.register(DiscardSink("api"))
+    events = [
+        ("session:a", enroute("1")),
+        ("session:a", enroute("2")),
+        ("session:gone", enroute("3")),
+        ("api", enroute("5")),
+        ("session:a", enroute("4")),
+    ]
+    router.emit_all(events)
+    assert a.lines == [encode_event_line(enroute(n)) for n in ("1", "2", "4")]
+    assert kept == [("session:gone", encode_event_line(enroute("3")))]
 
 
 def test_the_newest_live_sink_of_an_identity_gets_its_events() -> None:
