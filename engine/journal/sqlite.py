@@ -159,24 +159,40 @@ SQL_MARK_INFLIGHT: Final = (
 )
 
 
-def _mark_submitted_sql(*, final: bool, priced: bool) -> str:
-    """MarkSubmitted's UPDATE. Parameters: provider_id, [cost, currency,] at, at or
-    report_by, msg_id."""
+def _mark_submitted_sql(*, final: bool, priced: bool) -> MultiRow:
+    """MarkSubmitted's UPDATE over many messages at once (`_run_rows`), one row of values
+    each: provider_id, [cost, currency,] at, [report_by,] msg_id. One statement per chunk
+    of rows rather than one per message: SQLite sets a statement up and ends it (a cursor
+    on the table and each index it touches) once per chunk. A request's messages are
+    distinct, so no message meets two rows of one statement."""
+    columns = ["provider_id"]
+    if priced:
+        columns += ["cost", "currency"]
+    columns.append("at")
+    if not final:
+        columns.append("report_by")
+    column = {name: f"v.column{index}" for index, name in enumerate([*columns, "msg_id"], 1)}
     cost = (
-        "submit_cost = ?, submit_currency = ?"
+        f"submit_cost = {column['cost']}, submit_currency = {column['currency']}"
         if priced
         else "submit_cost = NULL, submit_currency = NULL"
     )
     if final:
-        return (
-            f"UPDATE messages SET state = 3, provider_id = ?, {cost}, submitted_at = ?,"  # noqa: S608
-            f" outcome = '{OUTCOME_SENT}', status = '{SENT_S}', code = NULL, error = NULL,"
-            " final_at = ?"
-            " WHERE msg_id = ? AND state < 3"
+        change = (
+            f"state = 3, provider_id = {column['provider_id']}, {cost},"
+            f" submitted_at = {column['at']}, outcome = '{OUTCOME_SENT}', status = '{SENT_S}',"
+            f" code = NULL, error = NULL, final_at = {column['at']}"
         )
-    return (
-        f"UPDATE messages SET state = 2, provider_id = ?, {cost}, submitted_at = ?,"  # noqa: S608
-        f" status = '{SUBMITTED_S}', due_at = ? WHERE msg_id = ? AND state < 3"
+    else:
+        change = (
+            f"state = 2, provider_id = {column['provider_id']}, {cost},"
+            f" submitted_at = {column['at']}, status = '{SUBMITTED_S}',"
+            f" due_at = {column['report_by']}"
+        )
+    return MultiRow(
+        f"UPDATE messages SET {change} FROM (",  # noqa: S608
+        f"({', '.join('?' * (len(columns) + 1))})",
+        f") AS v WHERE messages.msg_id = {column['msg_id']} AND messages.state < 3",
     )
 
 
@@ -322,6 +338,13 @@ def _run_rows(
 def _chunks(items: Sequence[T], size: int = PARAMETERS_PER_QUERY) -> Iterable[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _claim_rows(
+    messages: Sequence[Message], bridge_index: int, at: float
+) -> list[tuple[float, str, int, int]]:
+    """SQL_CLAIM's parameters for each message."""
+    return [(at, m.msg_id, bridge_index, m.attempt) for m in messages]
 
 
 def _message_from_row(row: tuple[Any, ...]) -> Message:
@@ -660,9 +683,11 @@ class SqliteJournal:
                         continue
                 ids: list[str] = []
                 group_rows = rows if client_ref is not None else rows_without_client_ref
-                kept = keep is None or any(
-                    feed.keeps(keep, feed.account_of(message), message.callback_url)
-                    for message in group
+                # feed.keeps for the group: one account's, so only callback URLs can differ.
+                kept = (
+                    keep is None
+                    or feed.account_of(first) in keep
+                    or [message for message in group if message.callback_url is not None] != []
                 )
                 for message in group:
                     msg_id = str(next_msg_id)
@@ -762,10 +787,11 @@ class SqliteJournal:
         # Fast path: one statement (SQL_CLAIM_MANY, for messages at one attempt, as a
         # request's are); when every message was won, no per-row answer is needed.
         # Otherwise (a stale copy, a message claimed twice) undo it and ask row by row.
-        parameters = [(at, m.msg_id, bridge_index, m.attempt) for m in messages]
         if len(messages) == 1:
             # One row needs no savepoint: its rowcount is the answer.
-            won = connection.execute(SQL_CLAIM, parameters[0]).rowcount == 1
+            first = messages[0]
+            row = (at, first.msg_id, bridge_index, first.attempt)
+            won = connection.execute(SQL_CLAIM, row).rowcount == 1
             claimed = list(messages) if won else []
             for message in claimed:
                 message.state = "inflight"
@@ -774,18 +800,22 @@ class SqliteJournal:
             return claimed
         connection.execute("SAVEPOINT claim")
         attempt = messages[0].attempt
-        if all(m.attempt == attempt and m.msg_id.isdigit() for m in messages):
-            ids = "[" + ",".join([m.msg_id for m in messages]) + "]"
+        msg_ids = [m.msg_id for m in messages]
+        one_attempt = [m for m in messages if m.attempt != attempt] == []
+        if one_attempt and all(map(str.isdigit, msg_ids)):
+            ids = "[" + ",".join(msg_ids) + "]"
             changed = connection.execute(SQL_CLAIM_MANY, (at, ids, bridge_index, attempt)).rowcount
         else:
-            changed = connection.executemany(SQL_CLAIM, parameters).rowcount
+            rows = _claim_rows(messages, bridge_index, at)
+            changed = connection.executemany(SQL_CLAIM, rows).rowcount
         if changed == len(messages):
             claimed = list(messages)
         else:
             connection.execute("ROLLBACK TO claim")
             claimed = []
             cursor = connection.cursor()
-            for message, row in zip(messages, parameters, strict=True):
+            rows = _claim_rows(messages, bridge_index, at)
+            for message, row in zip(messages, rows, strict=True):
                 if cursor.execute(SQL_CLAIM, row).rowcount == 1:
                     claimed.append(message)
         connection.execute("RELEASE claim")
@@ -919,14 +949,14 @@ class SqliteJournal:
             else:
                 row = (change.provider_id, change.at)
             if change.final:
-                row += (change.at, change.msg_id)
+                row += (change.msg_id,)
             else:
                 row += (change.report_by, change.msg_id)
             rows.setdefault((change.final, priced), []).append(row)
         for final, priced in sorted(rows):
-            cursor = connection.executemany(SQL_MARK_SUBMITTED[final, priced], rows[final, priced])
+            changed = _run_rows(connection, SQL_MARK_SUBMITTED[final, priced], rows[final, priced])
             if final:
-                self._pending -= max(cursor.rowcount, 0)
+                self._pending -= changed
 
     async def cancel(self, changes: Sequence[Change]) -> bool:
         """Carry out a cancel step (engine.lifecycle.on_cancel): its MarkFinal as a

@@ -387,6 +387,34 @@ async def test_submits_with_and_without_a_price_and_report_are_stored_as_given(
     ]
 
 
+async def test_a_request_s_many_submits_are_each_stored_and_a_stale_one_dropped(
+    journal: BackendJournal,
+) -> None:
+    """70 submits in one record (more rows than one statement takes on SQLite), one of them
+    for a message already final: that one changes nothing, the others are stored."""
+    [group] = await journal.accept([[make_message(dlr=False) for _ in range(70)]])
+    assert isinstance(group, list)
+    await journal.claim(group, 0, 1.0)
+    await journal.record([MarkFinal(msg_id="70", outcome="EXPIRED", code=None, error=None, at=1.5)])
+    await journal.record(
+        [
+            MarkSubmitted(
+                msg_id=m.msg_id,
+                provider_id=f"P-{m.msg_id}",
+                cost=None,
+                currency=None,
+                at=2.0,
+                final=True,
+            )
+            for m in group
+        ]
+    )
+    assert await journal.counts() == {"accepted": 0, "inflight": 0, "submitted": 0, "final": 70}
+    assert await journal.pending_count() == 0
+    rows = [await stored_row(journal, "provider_id, outcome", m.msg_id) for m in group]
+    assert rows == [(f"P-{n}", "SUBMITTED") for n in range(1, 70)] + [(None, "EXPIRED")]
+
+
 async def test_a_charge_stated_in_a_report_is_kept_with_the_final_state_once(
     journal: BackendJournal,
 ) -> None:
