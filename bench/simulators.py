@@ -415,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     generator = args.generator
     if generator == "auto":
         generator = "wrk" if shutil.which("wrk") else "builtin"
-    seconds, warmup = (2.0, 1.0) if args.quick else (10.0, 2.0)
+    # --quick shows the bench runs end to end (the suite's smoke test), not the figures.
+    seconds, warmup = (1.0, 0.5) if args.quick else (10.0, 2.0)
     providers = [name.strip() for name in args.providers.split(",") if name.strip()]
     results = [
         median_run(
