@@ -361,6 +361,8 @@ def _message_from_row(row: tuple[Any, ...]) -> Message:
 
 # The in-memory state kept with each commit: next msg_id, messages not final, all messages.
 Counters = tuple[int, int, int]
+# Their keys in `meta`, in that order.
+COUNTER_KEYS: Final = ("next_msg_id", "pending", "total")
 
 
 class _JournalWriting(SqliteTransactions):
@@ -395,15 +397,18 @@ class _JournalWriting(SqliteTransactions):
         journal._next_msg_id, journal._pending, journal._total = snapshot
 
     def before_commit(self, connection: sqlite3.Connection, snapshot: Counters) -> None:
+        """The counters that changed since `snapshot` (a final report changes `pending`
+        alone: one row written, not three)."""
         journal = self._journal
-        if (journal._next_msg_id, journal._pending, journal._total) != snapshot:
+        counters = (journal._next_msg_id, journal._pending, journal._total)
+        if counters != snapshot:
             connection.executemany(
                 SQL_SAVE_COUNTERS,
-                (
-                    ("next_msg_id", journal._next_msg_id),
-                    ("pending", journal._pending),
-                    ("total", journal._total),
-                ),
+                [
+                    (key, value)
+                    for key, value, before in zip(COUNTER_KEYS, counters, snapshot, strict=True)
+                    if value != before
+                ],
             )
 
     def after_commit(self, *, careful: bool) -> None:
