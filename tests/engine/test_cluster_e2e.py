@@ -138,8 +138,10 @@ async def test_a_node_killed_holding_claims_has_them_finished_by_another(
     with cluster(tmp_path, postgres_dsn, 2) as (sim_url, nodes):
         # Slow provider answers: the victim's requests are in flight when it dies. BSG and
         # SMS Club deduplicate a resend and report by polling (done by the survivor, the
-        # leader), so every message ends with its report, none waits for a deadline.
-        configure_simulators(sim_url, {"latency_ms": 300.0})
+        # leader), so every message ends with its report, none waits for a deadline. SMS
+        # Club's 9 requests a second are lifted (sends and polls queued behind them for
+        # seconds after the takeover; the limit is tested on its own elsewhere).
+        configure_simulators(sim_url, {"latency_ms": 300.0, "smsclub_rate_limit": None})
         survivor, victim = nodes
         sent = lines("+4477009", 0, 60) + lines("+3805012", 0, 60)
         async with client_of(victim) as client:
@@ -148,7 +150,7 @@ async def test_a_node_killed_holding_claims_has_them_finished_by_another(
             assert await wait_for_claims(victim, postgres_dsn, 30) > 0
         victim.process.send_signal(signal.SIGKILL)
         victim.process.wait(10)
-        # The survivor takes the claims over once the lease (2 s) has passed, and the
+        # The survivor takes the claims over once the lease (LEASE_S) has passed, and the
         # rest of what the victim accepted is sent by it too.
         await wait_for_all_final(postgres_dsn, 90)
         assert await anyio.to_thread.run_sync(count_not_final, postgres_dsn) == 0
