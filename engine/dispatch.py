@@ -124,7 +124,7 @@ class Unsaved:
     """One request's outcomes on their way to the journal: the changes to commit, then the
     events to emit and the submits to announce once they are committed."""
 
-    __slots__ = ("changes", "charges", "events", "requests", "submitted", "unconfirmed")
+    __slots__ = ("changes", "charges", "events", "requests", "retried", "submitted", "unconfirmed")
 
     def __init__(self, requests: int = 0) -> None:
         self.changes: list[Change] = []
@@ -136,6 +136,8 @@ class Unsaved:
         self.unconfirmed: list[Message] = []
         # Requests counted in BridgeDispatcher.in_flight until these are committed.
         self.requests = requests
+        # Whether a change sends a message back to the journal to wait (MarkRetry).
+        self.retried = False
 
 
 class BridgeDispatcher:
@@ -428,7 +430,7 @@ class BridgeDispatcher:
         if unsaved.unconfirmed:
             self._hooks.unconfirmed(self.name, unsaved.unconfirmed)
         # The feeder must find a retry in the journal when it looks.
-        if any(isinstance(change, MarkRetry) for change in unsaved.changes):
+        if unsaved.retried:
             self._scheduler.wake_feeder()
         if unsaved.events:
             self._events.emit_all(unsaved.events)
@@ -574,6 +576,7 @@ class BridgeDispatcher:
         if debugging is None:
             # Asked once per batch: even a no-op debug call costs its keyword arguments.
             debugging = log.is_enabled_for(logging.DEBUG)
+        first_change = len(changes)
         for message, step in zip(messages, steps, strict=True):
             changes.extend(step.changes)
             events.extend(step.events)
@@ -601,6 +604,8 @@ class BridgeDispatcher:
         if submitted:
             # hooks.submitted (metrics, matching early reports) waits for the commit.
             result.submitted = submitted
+        if any(isinstance(change, MarkRetry) for change in changes[first_change:]):
+            result.retried = True
         for (outcome, reason), number in counts.items():
             self._hooks.outcome(self.name, outcome, number, reason)
 

@@ -475,16 +475,22 @@ class Scheduler:
         """Queue fresh messages, waiting for room. Until queued they count as in hand, so
         a journal scan meanwhile does not load a second copy of them."""
         in_hand = self.in_hand
-        in_hand.update(message.msg_id for message in messages)
+        ids = [message.msg_id for message in messages]
+        in_hand.update(ids)
         try:
             by_bridge: dict[str, list[Message]] = {}
             for message in messages:
-                by_bridge.setdefault(message.bridge, []).append(message)
+                by_bridge.setdefault(message.bridges[message.bridge_index], []).append(message)
+            if len(by_bridge) == 1:
+                # One bridge, as a line's messages mostly are: the finally takes them out.
+                [(bridge, queued)] = by_bridge.items()
+                await self.queues[bridge].put_many(queued)
+                return
             for bridge, queued in by_bridge.items():
                 await self.queues[bridge].put_many(queued)
-                in_hand.difference_update(message.msg_id for message in queued)
+                in_hand.difference_update([message.msg_id for message in queued])
         finally:
-            in_hand.difference_update(message.msg_id for message in messages)
+            in_hand.difference_update(ids)
 
     def discard(self, message: Message) -> bool:
         """Take a cancelled message out of its bridge queue, if it sits there (the journal
