@@ -42,7 +42,9 @@ def test_quick_run_accepts_everything_and_reaches_the_provider(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "smpp.json"
-    assert main(["--quick", "--out", str(out)]) == 0
+    # The smoke test of the bench running end to end: a few messages per window do.
+    windows = ["--window", "1=100", "--window", "64=1000"]
+    assert main(["--quick", *windows, "--out", str(out)]) == 0
     document = msgspec.json.decode(out.read_bytes())
     assert document["bench"] == "smpp"
     assert document["quick"] is True
