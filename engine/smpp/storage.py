@@ -181,7 +181,8 @@ class ReceiptClaims(Protocol):
 
     async def release_all(self) -> int:
         """Every receipt this node claimed (a previous run's, at start; what is left,
-        at a clean stop), and its receiving binds forgotten; returns how many receipts."""
+        at a clean stop), and its receiving binds (and dead nodes') forgotten; returns
+        how many receipts."""
         ...
 
     async def set_receivers(self, system_id: str, group: BindGroup, receivers: int) -> None:

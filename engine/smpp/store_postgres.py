@@ -128,6 +128,9 @@ SQL_FINAL_IDS: Final = (
     " AND m.outcome <> 'SUBMITTED' AND m.final_at < %s"
 )
 SWEEP_WINDOW: Final = 20_000
+SQL_FORGET_BINDS: Final = (
+    f"DELETE FROM smpp_binds WHERE node = %(node)s OR node NOT IN ({SQL_LIVE})"  # noqa: S608
+)
 SQL_ADOPT_DEAD_PARTS: Final = (
     f"UPDATE smpp_ids SET node = %(node)s WHERE msg_id IS NULL AND node <> %(node)s"  # noqa: S608
     f" AND node NOT IN ({SQL_LIVE}) RETURNING body"
@@ -451,7 +454,8 @@ class PostgresSmppStore:
             released = connection.execute(
                 "UPDATE smpp_receipts SET claimed_by = NULL WHERE claimed_by = %b", (self.node,)
             ).rowcount
-            connection.execute("DELETE FROM smpp_binds WHERE node = %b", (self.node,))
+            # This node's binds, and those dead nodes left (never read again).
+            connection.execute(SQL_FORGET_BINDS, {"node": self.node, **self._since()})
             _notify(connection)
             return int(released)
 

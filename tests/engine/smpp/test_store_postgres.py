@@ -140,6 +140,10 @@ async def test_a_dead_nodes_claims_and_binds_are_taken_by_a_live_one(
     assert await a.claim("demo", [LINK_B], 10) == []  # b is live: its claims and binds hold
     set_heartbeat(postgres_dsn, "node-b", time.time() - LEASE_S - 1)
     assert [r.id for r in await a.claim("demo", [LINK_B], 10)] == ids
+    assert await a.release_all() == 2  # and the dead node's binds are forgotten
+    with psycopg.connect(postgres_dsn) as connection:
+        assert connection.execute("SELECT count(*) FROM smpp_binds").fetchone() == (0,)
+    assert [r.id for r in await a.claim("demo", [LINK_B], 10)] == ids
     # A node taken for dead claims nothing until its heartbeat is written again.
     await a.release(ids)
     assert await b.claim("demo", [LINK_A], 10) == []
