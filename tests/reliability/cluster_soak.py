@@ -106,7 +106,7 @@ def write_node_config(
 ) -> NodeConfig:
     """Node `number`'s config: the shared journal, its own fixed ports (a restart comes
     back on them), the four bridges against the simulators, short leases. The files a
-    node keeps beside its journal path (the admin token, the SMPP store) are its own, in
+    node keeps beside its journal path (the admin token) are its own, in
     `workdir`. `smpp`: an SMPP listener too (the demo login)."""
     tcp_port, http_port = free_port(), free_port()
     smpp_port = free_port() if smpp else None
