@@ -990,14 +990,17 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
     return format_table(headers, body)
 
 
-def _progress_line(result: Mapping[str, Any]) -> str:
+def progress_line(result: Mapping[str, Any]) -> str:
     head = f"{result['latency_ms']:g} ms {result['system']} {result['setting']}:"
+    # A run started afresh says why (a refused load connection, a slow start), so a rare
+    # failure is seen in the log, not only in the JSON.
+    again = f"; started again after {result['restarts']}" if "restarts" in result else ""
     if "messages_per_s" not in result:
         why = "".join(f"; {key}: {result[key]}" for key in ("stuck", "kept") if key in result)
-        return f"{head} incomplete {result['errors']}{why}"
+        return f"{head} incomplete {result['errors']}{why}{again}"
     return (
         f"{head} {result['messages_per_s']:,.0f} msg/s, {result['cpu_us_per_message']:,.0f} µs/msg"
-        f" (other processes {result['other_cpu_s']:.2f} CPU s)"
+        f" (other processes {result['other_cpu_s']:.2f} CPU s){again}"
     )
 
 
@@ -1087,7 +1090,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     result = run_result(setting, latency_ms, messages, figures)
                     runs.setdefault((latency_ms, setting), []).append(result)
-                    print(_progress_line(result), file=sys.stderr, flush=True)
+                    print(progress_line(result), file=sys.stderr, flush=True)
             finally:
                 stop_process(sims)
     rows = [aggregate(results) for results in runs.values()]

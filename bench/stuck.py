@@ -2,8 +2,8 @@
 
 Read while the daemon still runs, so nothing its drain does hides the state: the load's
 counts and the messages it saw accepted but never saw end, the simulator's count and the
-recipients it never took, and each non-final message's row
-and history as `septet messages list|show` give them (through the daemon's admin API).
+recipients it never took, and each non-final message's row and history as `septet
+messages list|show` give them (engine.admin_api.run_admin: the daemon's admin API).
 With a keep directory the run's work directory (config, journal, daemon log) is copied
 there with this report beside it, so the journal can be read again after the run.
 

@@ -29,6 +29,7 @@ from bench.kannel import (
     find_kannel,
     kannel_config,
     kannel_ready,
+    progress_line,
     row_names,
     send_sendsms,
     sendsms_requests,
@@ -255,6 +256,35 @@ def test_only_runs_named_rows_and_names_them_when_one_is_unknown(
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert "--only 'septet pool 5000' is not a row; the rows: kannel max-pending-" in err
+
+
+def test_progress_lines_say_why_a_run_started_again_and_where_one_stopped() -> None:
+    done = {
+        "latency_ms": 50.0,
+        "system": "septet",
+        "setting": "pool 500",
+        "messages_per_s": 4245.4,
+        "cpu_us_per_message": 150.0,
+        "other_cpu_s": 0.01,
+        "restarts": {"ConnectionRefusedError: [Errno 111] Connect call failed": 1},
+    }
+    assert progress_line(done) == (
+        "50 ms septet pool 500: 4,245 msg/s, 150 µs/msg (other processes 0.01 CPU s);"
+        " started again after {'ConnectionRefusedError: [Errno 111] Connect call failed': 1}"
+    )
+    stuck = {
+        "latency_ms": 50.0,
+        "system": "septet",
+        "setting": "pool 500",
+        "errors": {"deadline passed": 1},
+        "stuck": "load: 1999 submitted + 0 failed of 2000 accepted",
+        "kept": "/tmp/kept/septet-pool-500-20261206T140000",
+    }
+    assert progress_line(stuck) == (
+        "50 ms septet pool 500: incomplete {'deadline passed': 1};"
+        " stuck: load: 1999 submitted + 0 failed of 2000 accepted;"
+        " kept: /tmp/kept/septet-pool-500-20261206T140000"
+    )
 
 
 def _row(system: str, latency: float, setting: str, **figures: Any) -> dict[str, Any]:
