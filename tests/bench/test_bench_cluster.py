@@ -159,7 +159,11 @@ def test_quick_run_finishes_every_message_and_leaves_no_process(tmp_path: Path) 
     assert sum(cluster["per_node_sent"]) == 200
     assert results[0]["per_node_sent"] == [200]
     assert len(cluster["node_cpu_s"]) == 2
-    assert cluster["database_cpu_us_per_message"] > 0
+    # 200 messages cost the database about a clock tick (10 ms) of CPU, so its figure may
+    # read 0 (it did, twice in five runs); that a tree's CPU, ended children included, is
+    # counted is test_a_process_trees_cpu_counts_children_that_already_ended's.
+    assert cluster["database_cpu_us_per_message"] >= 0
+    assert cluster["idle_database_cpu_pct"] >= 0
     assert results[0]["database_cpu_s"] == 0
     assert results[0]["idle_database_cpu_pct"] == 0
     assert cluster["idle_s"] == 2.0
