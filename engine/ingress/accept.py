@@ -3,6 +3,9 @@
     submissions ─▶ prepare (engine.ingress.prepare) ─▶ the account's rules ─▶ queue room?
        ─▶ ONE journal.accept for the whole batch (group commit) ─▶ scheduler ─▶ counts
 
+Calls made at the same time (one event-loop turn: many HTTP requests of one message each)
+share that journal.accept (engine.ingress.coalesce).
+
 NDJSON (engine.ingress.ndjson), SMPP (engine.smpp.server), the HTTP API and Kannel's
 sendsms all call `Acceptor.accept`; each door only reads its own wire format, names the
 account, and writes its answers. Nothing here knows which door called.
@@ -36,6 +39,7 @@ import anyio
 import structlog
 
 from engine.accounts import Account
+from engine.ingress.coalesce import CoalescingJournal
 from engine.ingress.prepare import CONGESTED, BatchMemo, LineError, LinePreparer
 from engine.journal import Duplicate, JournalError
 from engine.models import Message, Submission
@@ -103,6 +107,8 @@ class Acceptor:
         (a cluster), so the daily quota's count is read again every QUOTA_READ_S."""
         self._preparer = preparer
         self._journal = journal
+        # Concurrent calls' journal accepts of one event-loop turn go as one (coalesce).
+        self._accepting = CoalescingJournal(journal)
         self._scheduler = scheduler
         self._room = room
         self._clock = clock
@@ -292,7 +298,7 @@ class Acceptor:
             held = bridges
         try:
             try:
-                results = await self._journal.accept(groups)
+                results = await self._accepting.accept(groups)
             except JournalError as error:
                 log.error(
                     "journal_refused",
