@@ -13,7 +13,7 @@ from tests.engine.journal_backends import (
     opener,
     reader,
 )
-from tests.servers.postgres import postgres_dsn, postgres_server
+from tests.servers.postgres import postgres_databases, postgres_dsn, postgres_server
 from tests.servers.redis import redis_server
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "journal_backend",
     "journal_settings",
     "opener",
+    "postgres_databases",
     "postgres_dsn",
     "postgres_server",
     "reader",
