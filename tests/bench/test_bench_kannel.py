@@ -392,8 +392,11 @@ def test_quick_run_or_install_hint(tmp_path: Path) -> None:
         assert row["messages"] == 300, row
         assert row["provider_accepted"] >= 300, row
         assert row["messages_per_s"] > 0, row
-        assert row["cpu_us_per_message"] > 0, row
+        # 300 messages of the batched row cost septet one or two 10 ms clock ticks of CPU,
+        # so its CPU figures may read 0; that of every other row is several ticks.
+        batched = "batches" in row["setting"]
+        assert row["cpu_us_per_message"] >= 0 if batched else row["cpu_us_per_message"] > 0, row
         if row["system"] in ("septet", "septet-api"):
             assert row["compared_with"].startswith("kannel max-pending-submits"), row
             assert row["rate_ratio"] > 0, row
-            assert row["cpu_ratio"] > 0, row
+            assert row["cpu_ratio"] >= 0 if batched else row["cpu_ratio"] > 0, row
