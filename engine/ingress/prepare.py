@@ -115,6 +115,42 @@ class BatchMemo:
         self.shared: dict[SharedKey, Shared] = {}
 
 
+def _first_message(
+    sub: Submission,
+    origin: str,
+    now: float,
+    shared: Shared,
+    to: str,
+    sender: str | None,
+    price: tuple[float, str],
+    bridges: tuple[str, ...],
+) -> Message:
+    """A submission's first recipient's Message (LinePreparer._messages copies it)."""
+    return Message(
+        msg_id="",
+        reference="",
+        origin=origin,
+        client_ref=sub.id,
+        to=to,
+        sender=sender,
+        text=sub.text,
+        encoding=shared.segmentation.encoding,
+        segments=shared.segmentation.segments,
+        cost=price[0],
+        currency=price[1],
+        bridges=bridges,
+        dlr=sub.dlr,
+        flash=sub.flash,
+        priority=sub.priority,
+        accepted_at=now,
+        due_at=shared.due_at,
+        expires_at=shared.expires_at,
+        callback_url=shared.callback_url,
+        dlr_url=shared.dlr_url,
+        dlr_mask=shared.dlr_mask,
+    )
+
+
 class LinePreparer:
     """Validates one input line and turns it into one Message per recipient. Pure but for
     the clock passed in.
@@ -284,31 +320,25 @@ class LinePreparer:
                 except NoPriceError as error:
                     return LineError(str(error), ref, "price")
                 price = priced[price_key] = (cost.amount, cost.currency)
-            messages.append(
-                Message(
-                    msg_id="",
-                    reference="",
-                    origin=origin,
-                    client_ref=ref,
-                    to=to,
-                    sender=sub.sender or self._senders.get(bridge),
-                    text=text,
-                    encoding=segmentation.encoding,
-                    segments=segments,
-                    cost=price[0],
-                    currency=price[1],
-                    bridges=bridges,
-                    dlr=sub.dlr,
-                    flash=sub.flash,
-                    priority=sub.priority,
-                    accepted_at=now,
-                    due_at=shared.due_at,
-                    expires_at=shared.expires_at,
-                    callback_url=shared.callback_url,
-                    dlr_url=shared.dlr_url,
-                    dlr_mask=shared.dlr_mask,
+            sender = sub.sender or self._senders.get(bridge)
+            if messages:
+                # The others as copies of the first with their own number, route, sender
+                # and price: msgspec builds a Message from its 22 keywords at about ten
+                # times the cost of replacing these five.
+                messages.append(
+                    msgspec.structs.replace(
+                        messages[0],
+                        to=to,
+                        sender=sender,
+                        cost=price[0],
+                        currency=price[1],
+                        bridges=bridges,
+                    )
                 )
-            )
+            else:
+                messages.append(
+                    _first_message(sub, origin, now, shared, to, sender, price, bridges)
+                )
         return messages
 
     def _callback_url(

@@ -600,6 +600,13 @@ def test_each_recipient_of_a_line_is_admitted_on_its_own_route() -> None:
     assert isinstance(result, list)
     assert [m.bridges for m in result] == [("bsg",), ("bsg", "routemobile"), ("bsg",)]
     assert {m.sender for m in result} == {"380501234567"}
+    # Each recipient's message is the one its number alone would have made (the line's
+    # messages after the first are copies of it with their own number, route and price).
+    alone = [
+        prepared(admitting_preparer(), to=[m.to], text="Hello", **{"from": "380501234567"})
+        for m in result
+    ]
+    assert [[m] for m in result] == alone
 
 
 def test_one_recipient_whose_route_takes_nothing_rejects_the_line() -> None:
