@@ -316,6 +316,7 @@ SQL_DUE_DELIVERIES: Final = (
     " WHERE d.next_at <= ? ORDER BY d.next_at, d.event_id LIMIT ?"
 )
 SQL_NEXT_DELIVERY: Final = "SELECT min(next_at) FROM deliveries"
+SQL_NEXT_DELIVERY_AFTER: Final = "SELECT min(next_at) FROM deliveries WHERE next_at > ?"
 SQL_COUNT_DELIVERIES: Final = "SELECT count(*) FROM deliveries"
 SQL_DELETE_DELIVERY: Final = "DELETE FROM deliveries WHERE event_id = ?"
 SQL_RETRY_DELIVERY: Final = "UPDATE deliveries SET attempts = ?, next_at = ? WHERE event_id = ?"
@@ -369,8 +370,11 @@ def settle_deliveries(
         connection.executemany(SQL_DELETE_DELIVERY, done)
 
 
-def next_delivery_at(connection: sqlite3.Connection) -> float | None:
-    value = connection.execute(SQL_NEXT_DELIVERY).fetchone()[0]
+def next_delivery_at(connection: sqlite3.Connection, after: float | None = None) -> float | None:
+    if after is None:
+        value = connection.execute(SQL_NEXT_DELIVERY).fetchone()[0]
+    else:
+        value = connection.execute(SQL_NEXT_DELIVERY_AFTER, (after,)).fetchone()[0]
     return None if value is None else float(value)
 
 

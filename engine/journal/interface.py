@@ -493,8 +493,9 @@ class Journal(Protocol):
         """Write what became of a batch of deliveries (one transaction)."""
         ...
 
-    async def next_delivery_at(self) -> float | None:
-        """When the next webhook delivery falls due (None: none is owed)."""
+    async def next_delivery_at(self, after: float | None = None) -> float | None:
+        """When the next webhook delivery falls due (None: none is owed), or the next
+        after `after` (one due by then is being sent or read already)."""
         ...
 
     async def deliveries_owed(self) -> int:

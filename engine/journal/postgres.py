@@ -1039,10 +1039,13 @@ class PostgresJournal:
 
         await self._execute(work, write=True)
 
-    async def next_delivery_at(self) -> float | None:
+    async def next_delivery_at(self, after: float | None = None) -> float | None:
+        sql = "SELECT min(next_at) FROM deliveries"
+        parameters: tuple[float, ...] = ()
+        if after is not None:
+            sql, parameters = f"{sql} WHERE next_at > %s", (after,)
         return await self._execute(
-            lambda connection: _scalar(connection, "SELECT min(next_at) FROM deliveries"),
-            write=False,
+            lambda connection: _scalar(connection, sql, parameters), write=False
         )
 
     async def deliveries_owed(self) -> int:

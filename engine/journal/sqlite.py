@@ -1175,8 +1175,8 @@ class SqliteJournal:
                 lambda connection: feed.settle_deliveries(connection, outcomes, now), write=True
             )
 
-    async def next_delivery_at(self) -> float | None:
-        return await self._execute(feed.next_delivery_at, write=False)
+    async def next_delivery_at(self, after: float | None = None) -> float | None:
+        return await self._execute(lambda c: feed.next_delivery_at(c, after), write=False)
 
     async def deliveries_owed(self) -> int:
         return await self._execute(feed.deliveries_owed, write=False)

@@ -79,7 +79,7 @@ class DeliveryJournal(Protocol):
 
     async def settle_deliveries(self, outcomes: Sequence[DeliveryOutcome]) -> None: ...
 
-    async def next_delivery_at(self) -> float | None: ...
+    async def next_delivery_at(self, after: float | None = None) -> float | None: ...
 
     async def deliveries_owed(self) -> int: ...
 
@@ -240,14 +240,16 @@ class WebhookWorker:
     async def _wait_for_work(self, had_room: bool) -> None:
         wait = IDLE_WAIT_S
         if had_room and self._may_have_retries:
-            # The earliest retry falling due later; one due now is claimed already, and its
-            # settling wakes this loop.
-            next_at = await self._journal.next_delivery_at()
+            # The earliest retry falling due later. Those due now are claimed already (being
+            # sent: one that fails settles as a retry, which wakes this loop); a retry timed
+            # after them must not wait for IDLE_WAIT_S behind them (a receiver back up had
+            # its owed events 10 s late).
             now = self._clock()
+            next_at = await self._journal.next_delivery_at(after=now)
             if next_at is None:
                 self._may_have_retries = False
-            elif next_at > now:
-                wait = min(wait, next_at - now)
+            else:
+                wait = min(wait, next_at - self._clock())
         with anyio.move_on_after(wait) as timer:
             await self._wake_receive.receive()
         if timer.cancelled_caught:

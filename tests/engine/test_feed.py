@@ -301,6 +301,9 @@ async def test_deliveries_are_owed_with_the_event_and_settled_in_batches(
         [left] = await journal.due_deliveries(T0, 10)
         assert (left.event_id, left.gone) == (3, True)  # its URL is gone for this message
         assert await journal.next_delivery_at() == T0
+        # After a time: the next retry, not one due by then (being sent, or read already).
+        assert await journal.next_delivery_at(after=T0) == T0 + 30
+        assert await journal.next_delivery_at(after=T0 + 30) is None
         assert await journal.deliveries_owed() == 2
         [retry] = await journal.due_deliveries(T0 + 30, 10, frozenset({3}))
         assert (retry.event_id, retry.attempts) == (2, 1)

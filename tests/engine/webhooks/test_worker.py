@@ -253,8 +253,8 @@ class CountingJournal:
         self.settles += 1
         await self.journal.settle_deliveries(outcomes)
 
-    async def next_delivery_at(self) -> float | None:
-        return await self.journal.next_delivery_at()
+    async def next_delivery_at(self, after: float | None = None) -> float | None:
+        return await self.journal.next_delivery_at(after)
 
     async def deliveries_owed(self) -> int:
         return await self.journal.deliveries_owed()
