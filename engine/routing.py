@@ -76,6 +76,12 @@ class Router:
         if len(set(route)) != len(route):
             raise ValueError(f"{what} names a bridge twice: {', '.join(route)}")
 
+    @property
+    def prefix_length(self) -> int:
+        """How much of an E.164 number (`+` included) its route depends on: numbers that
+        share their first `prefix_length` characters share their route."""
+        return self._longest_prefix + 1
+
     def route(self, to: str, requested: str | None = None) -> tuple[str, ...]:
         """The bridges to try for `to` (E.164), in order; `requested` pins one bridge."""
         if requested is not None:

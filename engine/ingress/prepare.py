@@ -107,11 +107,13 @@ class BatchMemo:
     prefix and a length), and the Shared part of submissions alike but for their
     recipients (an HTTP API batch of one text: one message object per recipient)."""
 
-    __slots__ = ("priced", "shared")
+    __slots__ = ("priced", "routed", "shared")
 
     def __init__(self) -> None:
         # (bridge, number prefix, segments) -> (amount, currency).
         self.priced: dict[tuple[str, str, int], tuple[float, str]] = {}
+        # (requested route, number prefix: Router.prefix_length) -> the route's bridges.
+        self.routed: dict[tuple[str | None, str], tuple[str, ...]] = {}
         self.shared: dict[SharedKey, Shared] = {}
 
 
@@ -285,10 +287,15 @@ class LinePreparer:
         priced = memo.priced
         segmentation = shared.segmentation
         segments = segmentation.segments
+        routed, prefix_length = memo.routed, self._router.prefix_length
         for raw in recipients:
             try:
                 to = normalise(raw, self._region)
-                route = self._router.route(to, sub.route)
+                # Routed once per number prefix in a batch: the route depends on no more.
+                route_key = (sub.route, to[:prefix_length])
+                route = routed.get(route_key)
+                if route is None:
+                    route = routed[route_key] = self._router.route(to, sub.route)
             except (InvalidNumber, UnknownRoute) as error:
                 return LineError(str(error), ref, "destination")
             bridges = admitted.get(route)

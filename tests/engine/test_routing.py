@@ -48,6 +48,23 @@ def test_longest_prefix_wins(router: Router, to: str, expected: tuple[str, ...])
     assert router.route(to) == expected
 
 
+def test_numbers_alike_in_their_first_prefix_length_characters_share_a_route(
+    router: Router,
+) -> None:
+    """What prepare's batch memo relies on: the route is a function of that much."""
+    assert router.prefix_length == len("+25072")
+    numbers = [
+        f"+{country}{rest}"
+        for country in ("250", "2507", "25072", "1", "1876", "44")
+        for rest in ("0", "21234567", "91234567", "2", "")
+    ]
+    by_prefix: dict[str, set[tuple[str, ...]]] = {}
+    for number in numbers:
+        by_prefix.setdefault(number[: router.prefix_length], set()).add(router.route(number))
+    assert all(len(routes) == 1 for routes in by_prefix.values())
+    assert len(by_prefix) > 10
+
+
 def test_a_requested_route_means_that_bridge_only(router: Router) -> None:
     assert router.route("+250781234567", requested="smsclub") == ("smsclub",)
     assert router.route("+250781234567", requested="dsc") == ("dsc",)

@@ -16,7 +16,7 @@ from engine.accounts import Account, AccountSettings
 from engine.ingress.accept import Acceptor, Outcome
 from engine.ingress.events import DiscardSink, EventRouter, EventSink
 from engine.ingress.ndjson import LineHandler, LineSplitter
-from engine.ingress.prepare import CONGESTED, LineError, LinePreparer
+from engine.ingress.prepare import CONGESTED, BatchMemo, LineError, LinePreparer
 from engine.journal import Duplicate, JournalError
 from engine.models import (
     Failed,
@@ -607,6 +607,20 @@ def test_each_recipient_of_a_line_is_admitted_on_its_own_route() -> None:
         for m in result
     ]
     assert [[m] for m in result] == alone
+
+
+def test_submissions_of_one_batch_keep_their_own_requested_route() -> None:
+    """The batch remembers routes by number prefix and requested route together."""
+    preparer, memo = admitting_preparer(), BatchMemo()
+    routes = []
+    for route in ("routemobile", None, "bsg", None):
+        fields = {"to": "+447700900123", "text": "Hello", "route": route}
+        sub = preparer.decode(msgspec.json.encode({k: v for k, v in fields.items() if v}))
+        assert not isinstance(sub, LineError)
+        result = preparer.prepare_submission(sub, "tcp:1", 1_700_000_000.0, memo=memo)
+        assert isinstance(result, list)
+        routes.append(result[0].bridges)
+    assert routes == [("routemobile",), ("bsg", "routemobile"), ("bsg",), ("bsg", "routemobile")]
 
 
 def test_one_recipient_whose_route_takes_nothing_rejects_the_line() -> None:
