@@ -178,6 +178,9 @@ class BridgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     poll_max_interval_s: PositiveFloat = 600.0
     poll_floor_s: Annotated[float, msgspec.Meta(ge=0)] | None = None
     attempts_per_bridge: PositiveInt = 3
+    # How long the bridge's circuit stays open after it trips before one trial request
+    # (engine.circuit): doubled after each failed trial, up to 300 s.
+    circuit_open_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
     # Seconds between two asks of the provider's account balance, for the
     # septet_provider_balance gauge, where the provider has the call (BSG, SMS Club);
     # 0 never asks after the credentials check at start-up.

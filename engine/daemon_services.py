@@ -256,7 +256,7 @@ async def build_bridges(rt: Runtime, sim_url: str | None, public_url: str | None
         capabilities = rt.drivers[name].capabilities
         rt.queues[name] = BridgeQueue.for_capabilities(name, bridge.queue_size, capabilities)
     for name, bridge in settings.bridges.items():
-        rt.circuits[name] = CircuitBreaker()
+        rt.circuits[name] = CircuitBreaker(open_s=bridge.circuit_open_s)
         rt.gates[name] = gate_for(name, bridge, rt.shared_limits)
 
 
