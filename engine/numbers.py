@@ -78,21 +78,32 @@ def _country_rules(country_code: str) -> _CountryRules | None:
     )
 
 
+@functools.cache
+def _country_of(first_digits: str) -> tuple[int, _CountryRules] | None:
+    """The country code that starts `first_digits` (a number's first three digits): its
+    length and rules, or None. At most a thousand of them, each worked out once."""
+    # Country codes are prefix-free (ITU-T E.164): the first known one is the one.
+    for length in (1, 2, 3):
+        rules = _country_rules(first_digits[:length])
+        if rules is not None:
+            return length, rules
+    return None
+
+
 def _normalise_fast(number: str) -> str | None:
     """`number` itself when it is plainly E.164 and possible; None means "ask the slow path"."""
     if _FAST_FORM.fullmatch(number) is None:
         return None
-    # Country codes are prefix-free (ITU-T E.164): the first known one is the one.
-    for length in (2, 3, 4):
-        rules = _country_rules(number[1:length])
-        if rules is not None:
-            national = number[length:]
-            if len(national) not in rules.possible_lengths:
-                return None
-            if rules.national_prefix is not None and rules.national_prefix.match(national):
-                return None
-            return number
-    return None
+    country = _country_of(number[1:4])
+    if country is None:
+        return None
+    length, rules = country
+    national = number[1 + length :]
+    if len(national) not in rules.possible_lengths:
+        return None
+    if rules.national_prefix is not None and rules.national_prefix.match(national):
+        return None
+    return number
 
 
 def _quote(raw: str) -> str:
