@@ -3,9 +3,11 @@
 Every state change of a message — in dispatch, in delivery reports, in crash recovery and
 in the report-deadline sweep — is an input fed to `advance`, which returns a `Step`: the
 journal changes to commit, the events to announce once they are committed, the metric
-counts, and the new state. Dispatch, dlr and recovery only carry steps out. h11's
-`_state.py` is the model: the table below is the whole of the rules, and `TRANSITIONS`
-is that table in code, checked by every step and by a golden test per row.
+counts, and the new state. Dispatch, dlr and recovery only carry steps out (a request
+the provider took whole is one `Taken` for all its messages, `on_taken`: the same rows,
+checked once per request). h11's `_state.py` is the model: the table below is the whole
+of the rules, and `TRANSITIONS` is that table in code, checked by every step and by a
+golden test per row.
 
     state         input                               next            event
     ────────────  ──────────────────────────────────  ──────────────  ─────────────────
