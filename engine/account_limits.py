@@ -53,8 +53,7 @@ class AccountLimit:
         if self.shared is not None:
             wait = await self.shared.take(count)
             if wait is not None:
-                if wait > 0:
-                    self._refused_until = now + wait
+                self._refused_until = now + wait if wait > 0 else -math.inf
                 return wait
         wait = self.local.take(count, now)
         if wait > 0:

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from redis.asyncio import Redis
 
+from bench.redis_server import RedisServer
 from engine.accounts import Account, AccountSettings
+from engine.cluster_limits import SharedAccountBucket, open_client
 from engine.ingress.accept import DAY_S, QUOTA_READ_S, Acceptor, Outcome, utc_day
 from engine.ingress.prepare import LineError, LinePreparer
 from engine.journal.sqlite import SqliteJournal, open_sqlite_journal
@@ -289,3 +292,35 @@ async def test_messages_alike_but_for_their_recipients_keep_what_is_their_own(
     assert (accepted(long)[0].encoding, accepted(long)[0].segments) == ("UCS-2", 2)
     assert (accepted(last)[0].encoding, accepted(last)[0].segments) == ("GSM-7", 1)
     assert refusal(unzoned).kind == "schedule"
+
+
+async def test_a_batch_takes_its_tokens_from_the_clusters_bucket_at_once(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # One token a second, five at once, kept in Redis (another node's accepts take from
+    # them too). A batch of three asks for its three tokens in one call; the one the quota
+    # refuses gives its token back.
+    client = open_client(redis_server.url)
+    try:
+        account = Account("acme", AccountSettings(messages_per_s=1.0, burst=5, daily_quota=2))
+        account.limit.shared = SharedAccountBucket(client, "acme", rate=1.0, burst=5.0)
+        await account.limit.shared.give(0)  # loads the script (its first EVALSHA fails)
+        calls_before = await script_calls(client)
+        async with accepting(tmp_path / "j.db") as s:
+            outcomes = await s.acceptor.accept(account, "http:acme", [line(), line(), line()])
+        assert [type(o).__name__ for o in outcomes] == ["list", "list", "LineError"]
+        assert refusal(outcomes[2]).kind == "quota"
+        # The take and the give: two calls for the batch, not one a message.
+        assert await script_calls(client) - calls_before == 2
+        other_node = SharedAccountBucket(client, "acme", rate=1.0, burst=5.0)
+        assert (await other_node.take(4) or 0.0) > 0.9  # 3 left, not 2
+        assert await other_node.take(3) == 0.0
+    finally:
+        await client.aclose()
+
+
+async def script_calls(client: Redis) -> int:
+    stats = await client.info("commandstats")
+    return sum(
+        int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval")
+    )
