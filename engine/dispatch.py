@@ -521,13 +521,7 @@ class BridgeDispatcher:
             debugging = log.is_enabled_for(logging.DEBUG)
         if debugging:
             for message, provider_id in taken.submitted:
-                log.debug(
-                    "message_submitted",
-                    bridge=self.name,
-                    msg_id=message.msg_id,
-                    provider_id=provider_id,
-                    attempt=message.attempt + 1,
-                )
+                self._log_submitted(message, provider_id)
         self._hooks.outcome(self.name, "submitted", len(taken.submitted))
 
     def _transport_failed(
@@ -589,13 +583,7 @@ class BridgeDispatcher:
                 provider_id = getattr(step.changes[0], "provider_id", None)
                 submitted.append((message, provider_id))
                 if debugging:
-                    log.debug(
-                        "message_submitted",
-                        bridge=self.name,
-                        msg_id=message.msg_id,
-                        provider_id=provider_id,
-                        attempt=message.attempt + 1,
-                    )
+                    self._log_submitted(message, provider_id)
             elif step.state is lifecycle.State.UNCONFIRMED:
                 result.unconfirmed.append(message)
                 self._log_step(message, step)
@@ -608,6 +596,15 @@ class BridgeDispatcher:
             result.retried = True
         for (outcome, reason), number in counts.items():
             self._hooks.outcome(self.name, outcome, number, reason)
+
+    def _log_submitted(self, message: Message, provider_id: str | None) -> None:
+        log.debug(
+            "message_submitted",
+            bridge=self.name,
+            msg_id=message.msg_id,
+            provider_id=provider_id,
+            attempt=message.attempt + 1,
+        )
 
     def _log_step(self, message: Message, step: lifecycle.Step) -> None:
         if step.state is lifecycle.State.ACCEPTED:

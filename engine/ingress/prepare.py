@@ -277,8 +277,6 @@ class LinePreparer:
     ) -> list[Message] | LineError:
         """One Message per recipient, each normalised, routed, admitted and priced."""
         ref = sub.id
-        text = sub.text
-        admitter = self._admitter
         messages: list[Message] = []
         # A submission's recipients mostly share a route and a price prefix: each route is
         # admitted once per Shared part, and each (bridge, number prefix, segments) priced
@@ -300,22 +298,10 @@ class LinePreparer:
                 return LineError(str(error), ref, "destination")
             bridges = admitted.get(route)
             if bridges is None:
-                bridges = route
-                if admitter is not None:
-                    # The bridges of the route that take the message (engine.admission).
-                    taken = admitter.admit(
-                        route,
-                        sender=sub.sender,
-                        encoding=segmentation.encoding,
-                        units=segmentation.units,
-                        characters=len(text),
-                        flash=sub.flash,
-                        validity_s=sub.validity_s,
-                    )
-                    if isinstance(taken, list):
-                        return LineError(describe_refusals(taken), ref, refusal_kind(taken[0]))
-                    bridges = taken
-                admitted[route] = bridges
+                admission = self._admit(route, sub, segmentation)
+                if isinstance(admission, LineError):
+                    return admission
+                bridges = admitted[route] = admission
             bridge = bridges[0]
             table = self._prices[bridge]
             # The price depends on the number's first `longest_prefix` digits only.
@@ -347,6 +333,25 @@ class LinePreparer:
                     _first_message(sub, origin, now, shared, to, sender, price, bridges)
                 )
         return messages
+
+    def _admit(
+        self, route: tuple[str, ...], sub: Submission, segmentation: Segmentation
+    ) -> tuple[str, ...] | LineError:
+        """The bridges of `route` that take the message (engine.admission), or why none."""
+        if self._admitter is None:
+            return route
+        taken = self._admitter.admit(
+            route,
+            sender=sub.sender,
+            encoding=segmentation.encoding,
+            units=segmentation.units,
+            characters=len(sub.text),
+            flash=sub.flash,
+            validity_s=sub.validity_s,
+        )
+        if isinstance(taken, list):
+            return LineError(describe_refusals(taken), sub.id, refusal_kind(taken[0]))
+        return taken
 
     def _callback_url(
         self, sub: Submission, webhooks: AccountWebhooks | None

@@ -102,7 +102,13 @@ from engine.journal.postgres_sql import (
 from engine.journal.writer import GroupCommitWriter
 from engine.models import Message
 
-__all__ = ["PostgresJournal", "describe_dsn", "listen", "open_postgres_journal"]
+__all__ = [
+    "PostgresJournal",
+    "PostgresTransactions",
+    "describe_dsn",
+    "listen",
+    "open_postgres_journal",
+]
 
 # Bounds on a dead server or network: connecting, an unanswered TCP peer, one statement,
 # waiting for another node's row lock (claims skip locked rows and never wait).
@@ -255,6 +261,22 @@ ROWS_OF_CHANGE: Final[dict[type, tuple[str, Callable[[Any], list[tuple[Any, ...]
 }
 
 
+def connection_info(dsn: str, application_name: str) -> str:
+    """`dsn` with the options of every connection septet makes (the writer's, the
+    heartbeat's, a LISTEN's): the bounds above, and TCP keepalives that find a dead peer
+    in about 11 s."""
+    return conninfo.make_conninfo(
+        dsn,
+        connect_timeout=CONNECT_TIMEOUT_S,
+        keepalives=1,
+        keepalives_idle=5,
+        keepalives_interval=2,
+        keepalives_count=3,
+        tcp_user_timeout=TCP_USER_TIMEOUT_MS,
+        application_name=application_name,
+    )
+
+
 class PostgresLink:
     """The writer thread's connection, made again after the server or network dropped it."""
 
@@ -274,17 +296,7 @@ class PostgresLink:
         return connection
 
     def connect(self) -> Connection:
-        connection = psycopg.connect(
-            self.dsn,
-            autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT_S,
-            keepalives=1,
-            keepalives_idle=5,
-            keepalives_interval=2,
-            keepalives_count=3,
-            tcp_user_timeout=TCP_USER_TIMEOUT_MS,
-            application_name="septet",
-        )
+        connection = psycopg.connect(connection_info(self.dsn, "septet"), autocommit=True)
         connection.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'")
         connection.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
         return connection
@@ -316,25 +328,18 @@ class Claim(NamedTuple):
     claimed: list[Message]
 
 
-class _PostgresWriting:
-    """The writer's side of a PostgresJournal (engine.journal.writer.WriterBackend)."""
-
-    def __init__(self, journal: PostgresJournal) -> None:
-        self._journal = journal
-
-    def open_connection(self) -> PostgresLink:
-        return self._journal._open_link()
+class PostgresTransactions:
+    """The group-commit writer's transaction statements on a PostgresLink (one savepoint
+    name: operations never nest), as engine.journal.sqlite_transactions is for SQLite.
+    Shared by the journal and the SMPP store (engine.smpp.store_postgres)."""
 
     def close_connection(self, connection: PostgresLink) -> None:
         connection.close()
 
     def begin(self, connection: PostgresLink) -> None:
         connection.ready().execute("BEGIN")
-        # Optimistic until the writer takes a savepoint per operation (a careful try).
-        self._journal._deferring = True
 
     def savepoint(self, connection: PostgresLink) -> None:
-        self._journal._deferring = False
         connection.ready().execute("SAVEPOINT operation")
 
     def release_savepoint(self, connection: PostgresLink) -> None:
@@ -347,24 +352,46 @@ class _PostgresWriting:
         connection.ready().execute("COMMIT")
 
     def roll_back(self, connection: PostgresLink) -> None:
-        self._journal._deliveries_added = []
-        self._journal._deferring = False
-        self._journal._deferred_changes.clear()
-        self._journal._deferred_claims.clear()
         link = connection.connection
         if link is not None and not link.closed and not link.broken:
             with contextlib.suppress(psycopg.Error):
                 link.execute("ROLLBACK")
 
-    def is_storage_failure(self, error: BaseException) -> bool:
-        """The server or the connection failed (class 08, 53, 57, 58, a timeout, a
-        deadlock): not the caller's data."""
-        return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
-
     def is_transient(self, error: BaseException) -> bool:
         """A deadlock with another node (40P01) or a serialization failure (40001): the
         server rolled this group back to let the other through; it is tried again."""
         return isinstance(error, errors.DeadlockDetected | errors.SerializationFailure)
+
+
+class _PostgresWriting(PostgresTransactions):
+    """The writer's side of a PostgresJournal (engine.journal.writer.WriterBackend)."""
+
+    def __init__(self, journal: PostgresJournal) -> None:
+        self._journal = journal
+
+    def open_connection(self) -> PostgresLink:
+        return self._journal._open_link()
+
+    def begin(self, connection: PostgresLink) -> None:
+        super().begin(connection)
+        # Optimistic until the writer takes a savepoint per operation (a careful try).
+        self._journal._deferring = True
+
+    def savepoint(self, connection: PostgresLink) -> None:
+        self._journal._deferring = False
+        super().savepoint(connection)
+
+    def roll_back(self, connection: PostgresLink) -> None:
+        self._journal._deliveries_added = []
+        self._journal._deferring = False
+        self._journal._deferred_changes.clear()
+        self._journal._deferred_claims.clear()
+        super().roll_back(connection)
+
+    def is_storage_failure(self, error: BaseException) -> bool:
+        """The server or the connection failed (class 08, 53, 57, 58, a timeout, a
+        deadlock): not the caller's data."""
+        return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
 
     def failure(self, error: BaseException) -> BaseException:
         if isinstance(error, psycopg.Error):
@@ -1410,15 +1437,7 @@ async def listen(dsn: str, where: str, channel: str, on_notify: Callable[[], Non
     while True:
         try:
             connection = await psycopg.AsyncConnection.connect(
-                dsn,
-                autocommit=True,
-                connect_timeout=CONNECT_TIMEOUT_S,
-                keepalives=1,
-                keepalives_idle=5,
-                keepalives_interval=2,
-                keepalives_count=3,
-                tcp_user_timeout=TCP_USER_TIMEOUT_MS,
-                application_name="septet-listen",
+                connection_info(dsn, "septet-listen"), autocommit=True
             )
             async with connection:
                 await connection.execute(f"LISTEN {channel}")

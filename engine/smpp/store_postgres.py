@@ -42,10 +42,15 @@ from typing import Any, Final
 
 import anyio
 import psycopg
-from psycopg import errors
 
 from engine.journal.interface import JournalError
-from engine.journal.postgres import PostgresLink, describe_dsn, listen, reason_of
+from engine.journal.postgres import (
+    PostgresLink,
+    PostgresTransactions,
+    describe_dsn,
+    listen,
+    reason_of,
+)
 from engine.journal.postgres_schema import create_or_migrate
 from engine.journal.writer import GroupCommitWriter
 from engine.smpp.receipts import outcome_of_final
@@ -141,7 +146,7 @@ SQL_ADOPT_PARTS: Final = (
 )
 
 
-class _StoreWriting:
+class _StoreWriting(PostgresTransactions):
     """The writer's side of a PostgresSmppStore (engine.journal.writer.WriterBackend)."""
 
     def __init__(self, store: PostgresSmppStore) -> None:
@@ -150,38 +155,10 @@ class _StoreWriting:
     def open_connection(self) -> PostgresLink:
         return self._store._open_link()
 
-    def close_connection(self, connection: PostgresLink) -> None:
-        connection.close()
-
-    def begin(self, connection: PostgresLink) -> None:
-        connection.ready().execute("BEGIN")
-
-    def savepoint(self, connection: PostgresLink) -> None:
-        connection.ready().execute("SAVEPOINT operation")
-
-    def release_savepoint(self, connection: PostgresLink) -> None:
-        connection.ready().execute("RELEASE SAVEPOINT operation")
-
-    def roll_back_to_savepoint(self, connection: PostgresLink) -> None:
-        connection.ready().execute("ROLLBACK TO SAVEPOINT operation")
-
-    def commit(self, connection: PostgresLink) -> None:
-        connection.ready().execute("COMMIT")
-
-    def roll_back(self, connection: PostgresLink) -> None:
-        link = connection.connection
-        if link is not None and not link.closed and not link.broken:
-            with contextlib.suppress(psycopg.Error):
-                link.execute("ROLLBACK")
-
     def is_storage_failure(self, error: BaseException) -> bool:
         """Any error of the database fails the whole group (the store's statements are
         its own: none fails on a caller's data); other errors fail their caller alone."""
         return isinstance(error, psycopg.Error)
-
-    def is_transient(self, error: BaseException) -> bool:
-        """A deadlock with another node, or a serialization failure: tried again."""
-        return isinstance(error, errors.DeadlockDetected | errors.SerializationFailure)
 
     def failure(self, error: BaseException) -> BaseException:
         if isinstance(error, psycopg.Error):
