@@ -4,7 +4,7 @@ not followed, refusals at delivery time."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -60,14 +60,10 @@ class Counts:
 
 
 @asynccontextmanager
-async def serving(status: int, paths: list[str]) -> AsyncIterator[str]:
-    """A receiver answering `status` to every POST (with a Location for a 3xx), recording
-    each path asked."""
-
-    async def handle(request: web.Request) -> web.Response:
-        paths.append(request.path)
-        return web.Response(status=status, headers={"Location": "/elsewhere"})
-
+async def receiver(
+    handle: Callable[[web.Request], Awaitable[web.Response]],
+) -> AsyncIterator[str]:
+    """A local receiver calling `handle` for every request: its base URL."""
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
     runner = web.AppRunner(app)
@@ -77,6 +73,19 @@ async def serving(status: int, paths: list[str]) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def serving(status: int, paths: list[str]) -> AsyncIterator[str]:
+    """A receiver answering `status` to every POST (with a Location for a 3xx), recording
+    each path asked."""
+
+    async def handle(request: web.Request) -> web.Response:
+        paths.append(request.path)
+        return web.Response(status=status, headers={"Location": "/elsewhere"})
+
+    async with receiver(handle) as base:
+        yield base
 
 
 def message(callback_url: str) -> Message:
@@ -209,29 +218,23 @@ async def test_a_worker_run_again_after_a_failure_claims_what_the_last_run_left(
             await release.wait()  # the first run's POST does not end while it runs
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
     counts = Counts()
-    try:
-        async with open_sqlite_journal(tmp_path / "septet.db", clock=clock) as journal:
-            worker = WebhookWorker(journal, SETTINGS, lambda account: SETTINGS, metrics=counts)
-            journal.on_deliveries = worker.wake
-            await journal.accept([[message(url)]])
-            async with anyio.create_task_group() as tg:
-                await tg.start(worker.serve)
-                await hanging.wait()
-                tg.cancel_scope.cancel()  # the run fails with the POST in flight
-            async with anyio.create_task_group() as tg:
-                await tg.start(worker.serve)
-                await counts.wait_for("delivered", 1)
-                tg.cancel_scope.cancel()
-    finally:
-        release.set()
-        await runner.cleanup()
+    async with receiver(handle) as base:
+        try:
+            async with open_sqlite_journal(tmp_path / "septet.db", clock=clock) as journal:
+                worker = WebhookWorker(journal, SETTINGS, lambda account: SETTINGS, metrics=counts)
+                journal.on_deliveries = worker.wake
+                await journal.accept([[message(f"{base}/hook")]])
+                async with anyio.create_task_group() as tg:
+                    await tg.start(worker.serve)
+                    await hanging.wait()
+                    tg.cancel_scope.cancel()  # the run fails with the POST in flight
+                async with anyio.create_task_group() as tg:
+                    await tg.start(worker.serve)
+                    await counts.wait_for("delivered", 1)
+                    tg.cancel_scope.cancel()
+        finally:
+            release.set()
     assert paths == ["/hook", "/hook"]
 
 
@@ -272,29 +275,23 @@ async def test_many_handed_over_are_delivered_once_each_without_reading_them_bac
         ids.append(request.headers["Septet-Event-Id"])
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
     counts = Counts()
-    try:
-        async with open_sqlite_journal(tmp_path / "septet.db", clock=clock) as journal:
-            counting = CountingJournal(journal)
-            worker = WebhookWorker(counting, SETTINGS, lambda account: SETTINGS, metrics=counts)
-            journal.on_deliveries = worker.wake
-            async with anyio.create_task_group() as tg:
-                await tg.start(worker.serve)
-                for _ in range(6):
-                    await journal.accept([[message(url)] for _ in range(100)])
-                await counts.wait_for("delivered", 600)
-                with anyio.fail_after(10):
-                    while await journal.deliveries_owed():  # noqa: ASYNC110 - settled in a batch
-                        await anyio.sleep(0.01)
-                tg.cancel_scope.cancel()
-    finally:
-        await runner.cleanup()
+    async with (
+        receiver(handle) as base,
+        open_sqlite_journal(tmp_path / "septet.db", clock=clock) as journal,
+    ):
+        counting = CountingJournal(journal)
+        worker = WebhookWorker(counting, SETTINGS, lambda account: SETTINGS, metrics=counts)
+        journal.on_deliveries = worker.wake
+        async with anyio.create_task_group() as tg:
+            await tg.start(worker.serve)
+            for _ in range(6):
+                await journal.accept([[message(f"{base}/hook")] for _ in range(100)])
+            await counts.wait_for("delivered", 600)
+            with anyio.fail_after(10):
+                while await journal.deliveries_owed():  # noqa: ASYNC110 - settled in a batch
+                    await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
     assert len(ids) == len(set(ids)) == 600
     assert counting.reads == 1  # the start's; every later one was handed over
     assert counting.settles < 60  # in batches, not one write per handful
