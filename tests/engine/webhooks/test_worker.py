@@ -245,12 +245,16 @@ class CountingJournal:
         self.journal = journal
         self.reads = 0
         self.settles = 0
+        self.first_read = anyio.Event()
 
     async def due_deliveries(
         self, now: float, limit: int, exclude: frozenset[int] = frozenset()
     ) -> list[DueDelivery]:
         self.reads += 1
-        return await self.journal.due_deliveries(now, limit, exclude)
+        try:
+            return await self.journal.due_deliveries(now, limit, exclude)
+        finally:
+            self.first_read.set()
 
     async def settle_deliveries(self, outcomes: Sequence[DeliveryOutcome]) -> None:
         self.settles += 1
@@ -285,6 +289,8 @@ async def test_many_handed_over_are_delivered_once_each_without_reading_them_bac
         journal.on_deliveries = worker.wake
         async with anyio.create_task_group() as tg:
             await tg.start(worker.serve)
+            # The start's read first: commits made before it are read, not handed over.
+            await counting.first_read.wait()
             for _ in range(6):
                 await journal.accept([[message(f"{base}/hook")] for _ in range(100)])
             await counts.wait_for("delivered", 600)
