@@ -307,6 +307,16 @@ class SmppServer:
             # then waits for queue room without a bound: under congestion it is refused
             # before it is stored, so no acknowledged part waits on a full queue.
             return p.ESME_RTHROTTLED
+        given = self._given_id(account, submit, bind_group)
+        if part is None:
+            return await self._submit_whole(account, given, octets, coding)
+        return await self._submit_part(given, part, octets, coding)
+
+    def _given_id(
+        self, account: AccountState, submit: p.SubmitSm, bind_group: BindGroup
+    ) -> GivenId:
+        """The id record of a submit_sm, its addresses and times checked (id not yet
+        allocated); an unreadable field raises UnreadableMessageError with its status."""
         destination_number(submit.destination_addr, submit.dest_addr_ton)  # fail early
         if len(submit.source_addr) > MAX_SENDER_CHARS:
             raise UnreadableMessageError(p.ESME_RINVSRCADR, "source_addr is too long")
@@ -319,7 +329,7 @@ class SmppServer:
             expires_at = parse_smpp_time(submit.validity_period, now)
         except ValueError as error:
             raise UnreadableMessageError(p.ESME_RINVEXPIRY, str(error)) from None
-        given = GivenId(
+        return GivenId(
             id=0,
             system_id=account.account.system_id,
             msg_id=None,
@@ -338,23 +348,33 @@ class SmppServer:
             priority=min(9, submit.priority_flag * 3),
             bind_group=bind_group,
         )
-        if part is None:
-            text = decode_text(octets, coding)
-            given.text_head = text[:RECEIPT_TEXT_CHARS]
-            (result,) = await self._accept(
-                account.owner,
-                account.origin,
-                [build_submission(given, text, None)],
-                room_wait_s=self.settings.congestion_wait_s,
-                turn=_bind_turn.get(),
-            )
-            if isinstance(result, LineError):
-                return refusal_status(result)
-            given.id = await self.store.allocate_id()
-            given.msg_id = result[0].msg_id
-            # With no receipt asked for, only the id counter is stored (GivenId.kept).
-            self.queue_receipts(await self.store.add_ids([given], build_receipt))
-            return str(given.id)
+
+    async def _submit_whole(
+        self, account: AccountState, given: GivenId, octets: bytes, coding: Coding
+    ) -> str | int:
+        """A message in one submit_sm: accepted through the one accept path, then its id
+        stored (with no receipt asked for, only the id counter: GivenId.kept)."""
+        text = decode_text(octets, coding)
+        given.text_head = text[:RECEIPT_TEXT_CHARS]
+        (result,) = await self._accept(
+            account.owner,
+            account.origin,
+            [build_submission(given, text, None)],
+            room_wait_s=self.settings.congestion_wait_s,
+            turn=_bind_turn.get(),
+        )
+        if isinstance(result, LineError):
+            return refusal_status(result)
+        given.id = await self.store.allocate_id()
+        given.msg_id = result[0].msg_id
+        self.queue_receipts(await self.store.add_ids([given], build_receipt))
+        return str(given.id)
+
+    async def _submit_part(
+        self, given: GivenId, part: PartOf, octets: bytes, coding: Coding
+    ) -> str | int:
+        """One part of a concatenated message: stored, and the message joined and accepted
+        when its last part arrives."""
         if coding != "ucs2":
             # Octet by octet, a part is refused now for what its message would be refused
             # for once joined (a UCS-2 part may end mid-character: it is read joined).
