@@ -235,8 +235,19 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
                 can_failover,
                 None,
             )
-        # From here the provider may hold the message: never fail over (another provider
-        # would not deduplicate) and never resend unless this provider would.
+        return self._resend_maybe_sent(attempt, now, jitter, idempotency, first_attempt_at)
+
+    def _resend_maybe_sent(
+        self,
+        attempt: int,
+        now: float,
+        jitter: Callable[[], float],
+        idempotency: Idempotency,
+        first_attempt_at: float,
+    ) -> Decision:
+        """After a failure that may have reached the provider, which may now hold the
+        message: never fail over (another provider would not deduplicate) and never resend
+        unless this provider would deduplicate the resend."""
         if idempotency == "none":
             return GiveUp(
                 "outcome unknown: the request may have reached the provider and it offers "
