@@ -54,7 +54,7 @@ from engine.dispatch import BridgeDispatcher
 from engine.dlr import ReceiptHandler
 from engine.ingress.events import EventRouter
 from engine.ingress.outbox import Outbox, store_outbox_rest
-from engine.journal import JournalBackend, journal_backend, open_journal
+from engine.journal import Journal, JournalBackend, journal_backend, open_journal
 from engine.journal_lock import hold_journal
 from engine.membership import Membership, NameInUseError
 from engine.metrics import Metrics
@@ -181,16 +181,7 @@ async def _open_runtime(
             feed_accounts=[a.name for a in accounts if a.settings.keeps_feed],
         )
     )
-    # This node in the cluster (engine.membership): its name in every log line, its
-    # row in the journal; a name a live process holds refuses the start.
-    node = node_name(settings.cluster.node, socket.gethostname(), draw_suffix())
-    stack.enter_context(structlog.contextvars.bound_contextvars(node=node))
-    membership = Membership(journal, node, draw_run(), settings.cluster)
-    try:
-        await membership.join()
-    except NameInUseError as error:
-        raise ConfigError(f"cluster.node: {error.sentence}") from None
-    metrics.operations.node_info.labels(node).set(1)
+    node, membership = await _join_cluster(stack, settings, journal, metrics)
     resumed = {state: n for state, n in (await journal.counts()).items() if state != "final"}
     outbox = Outbox()
     events = EventRouter(outbox.spill)
@@ -228,6 +219,22 @@ async def _open_runtime(
         attempts=START_ATTEMPTS if journal.shared else 1,
     )
     return runtime, resumed
+
+
+async def _join_cluster(
+    stack: AsyncExitStack, settings: Settings, journal: Journal, metrics: Metrics
+) -> tuple[str, Membership]:
+    """This node in the cluster (engine.membership): its name in every log line, its row
+    in the journal; a name a live process holds refuses the start."""
+    node = node_name(settings.cluster.node, socket.gethostname(), draw_suffix())
+    stack.enter_context(structlog.contextvars.bound_contextvars(node=node))
+    membership = Membership(journal, node, draw_run(), settings.cluster)
+    try:
+        await membership.join()
+    except NameInUseError as error:
+        raise ConfigError(f"cluster.node: {error.sentence}") from None
+    metrics.operations.node_info.labels(node).set(1)
+    return node, membership
 
 
 async def _shut_down(
