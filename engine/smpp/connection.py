@@ -305,23 +305,7 @@ class SmppConnection:
             bind.system_id, bind.password, self.peer, server.clock(), BIND_TYPE_NAMES[command]
         )
         if isinstance(found, BindRefusal):
-            if found is BindRefusal.BLOCKED:
-                log.warning("smpp_bind_blocked", peer=self.peer, system_id=bind.system_id)
-                server.monitor.smpp_bind("blocked")
-                self.send(
-                    encode_header_only(response_command, p.ESME_RBINDFAIL, bind.sequence_number)
-                )
-                self.close_after_flush("too many failed binds")
-                return
-            if found is not BindRefusal.BIND_TYPE:
-                log.warning(
-                    "smpp_bind_failed", peer=self.peer, system_id=bind.system_id, reason=found.name
-                )
-            server.monitor.smpp_bind(
-                "refused" if found is BindRefusal.BIND_TYPE else "invalid_credentials"
-            )
-            status = _BIND_REFUSAL_STATUS[found]
-            self.send(encode_header_only(response_command, status, bind.sequence_number))
+            self._refuse_bind(bind, found)
             return
         account = server.accounts[bind.system_id]
         self.account = account
@@ -354,6 +338,27 @@ class SmppConnection:
             self._receiving = True
             self._receipts_scope = anyio.CancelScope()
             self._tg.start_soon(self._serve_receipts, account, self._receipts_scope)
+
+    def _refuse_bind(self, bind: p.BindRequest, found: BindRefusal) -> None:
+        """Answer a bind the registry refused: a blocked peer is told and closed, bad
+        credentials are logged and counted, a wrong bind type only counted."""
+        server = self.server
+        response_command = p.response_id(bind.command_id)
+        if found is BindRefusal.BLOCKED:
+            log.warning("smpp_bind_blocked", peer=self.peer, system_id=bind.system_id)
+            server.monitor.smpp_bind("blocked")
+            self.send(encode_header_only(response_command, p.ESME_RBINDFAIL, bind.sequence_number))
+            self.close_after_flush("too many failed binds")
+            return
+        if found is not BindRefusal.BIND_TYPE:
+            log.warning(
+                "smpp_bind_failed", peer=self.peer, system_id=bind.system_id, reason=found.name
+            )
+        server.monitor.smpp_bind(
+            "refused" if found is BindRefusal.BIND_TYPE else "invalid_credentials"
+        )
+        status = _BIND_REFUSAL_STATUS[found]
+        self.send(encode_header_only(response_command, status, bind.sequence_number))
 
     # ── receipts ────────────────────────────────────────────────────────────────
 
