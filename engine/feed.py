@@ -10,8 +10,21 @@ kill -9 keeps both or neither: no state change without its event, no event witho
     events      id INTEGER PRIMARY KEY   the event id (webhook dedupe) and the feed cursor
                 account, msg_id, at      whose, which message, when stored (Unix seconds)
                 body                     the event as JSON, with `event_id` first
+                n                        how many events the row holds (1, or a pack's)
     deliveries  event_id, url, attempts, next_at, first_at: a webhook POST still owed
                 (engine.webhooks), written with the event row when the message has a URL
+
+A pack (SQLite, schema 10): a run of at least PACK_MIN events of one account that one
+commit writes, none of them owed to a webhook or a dlr-url, is one row: its id is the run's
+last event id, `msg_id` 0 (several messages), `n` the run's length, and `body` a JSON
+array of the events' ids, then the events' NDJSON lines without their ids (JSON has no
+newline of its own; one encode for the run). A read puts each id back in its event, so
+what is read is what a row of its own holds. An account's rows never interleave (a run
+ends at any event of the account stored alone), so reading the rows by id reads the
+events by id; a read that stops inside a pack resumes there, skipping the events at or
+below its cursor (`read_feed`). An event owed to a webhook is always a row of
+its own: a delivery names it by id (`deliveries.event_id`). A campaign's 100 messages were
+100 rows (and index entries) per event kind, now one.
 
 Ids are handed out by the writer in commit order, so a reader that has seen id N never
 later finds a new row below N: `feed(account, after=N)` resumes exactly. The retention
@@ -55,8 +68,15 @@ __all__ = [
 DEFAULT_ACCOUNT: Final = "default"
 # The most events one feed read returns.
 MAX_FEED_LIMIT: Final = 1000
-# The retention sweep deletes at most this many events a transaction, then yields the
-# writer to the send path; it looks again after SWEEP_INTERVAL_S when it found fewer.
+# A pack holds from PACK_MIN to PACK_MAX events (module docstring); shorter runs are a
+# row each (a pack of a few saves little), longer ones several packs.
+PACK_MIN: Final = 8
+PACK_MAX: Final = 500
+# A pack's `msg_id`: it holds several messages' events (msg_ids start at 1).
+PACKED_MSG_ID: Final = 0
+# The retention sweep deletes at most this many rows (events, or packs of them) a
+# transaction, then yields the writer to the send path; it looks again after
+# SWEEP_INTERVAL_S when it found fewer.
 SWEEP_BATCH: Final = 2000
 SWEEP_INTERVAL_S: Final = 60.0
 
@@ -104,9 +124,15 @@ SCHEMA: Final = (
 # Schema 9: a delivery is a signed webhook POST of the event, or Kannel's dlr-url GET (the
 # URL its escapes made, engine.kannel_dlr; nothing sent but the URL).
 SCHEMA_METHOD: Final = ("ALTER TABLE deliveries ADD COLUMN method TEXT NOT NULL DEFAULT 'POST'",)
+# Schema 10 (SQLite): a row may be a pack of several events (module docstring).
+SCHEMA_PACKED: Final = ("ALTER TABLE events ADD COLUMN n INTEGER NOT NULL DEFAULT 1",)
 
 SQL_INSERT_EVENT: Final = (
     "INSERT INTO events (id, account, msg_id, at, body) VALUES (?, ?, ?, ?, ?)"
+)
+SQL_INSERT_PACK: Final = (
+    "INSERT INTO events (id, account, msg_id, at, body, n)"  # noqa: S608 - a constant
+    f" VALUES (?, ?, {PACKED_MSG_ID}, ?, ?, ?)"
 )
 SQL_INSERT_DELIVERY: Final = (
     "INSERT INTO deliveries (event_id, url, attempts, next_at, first_at) VALUES (?, ?, 0, ?, ?)"
@@ -116,23 +142,30 @@ SQL_INSERT_GET_DELIVERY: Final = (
     " VALUES (?, ?, 0, ?, ?, 'GET')"
 )
 SQL_FEED: Final = (
-    "SELECT id, body FROM events INDEXED BY events_account"
+    "SELECT id, n, body FROM events INDEXED BY events_account"
     " WHERE account = ? AND id > ? ORDER BY id LIMIT ?"
 )
-# A message's events lie at or after its `accepted` row (messages.first_event).
-SQL_HISTORY: Final = "SELECT body FROM events WHERE id >= ? AND msg_id = ? ORDER BY id"
+# A message's events lie at or after its `accepted` row (messages.first_event): in rows of
+# its own, or in packs whose bodies name it.
+SQL_HISTORY: Final = (
+    "SELECT n, body FROM events WHERE id >= ?"
+    " AND (msg_id = ? OR (n > 1 AND instr(body, ?) > 0)) ORDER BY id"
+)
 SQL_FIRST_EVENT: Final = "SELECT first_event FROM messages WHERE msg_id = ?"
 SQL_LAST_EVENT_ID: Final = "SELECT max(id) FROM events"
 # The oldest `limit` rows by id, of which those stored before the cut are deleted: bounded
-# work per sweep, whatever the table holds.
+# work per sweep, whatever the table holds. Each deleted row answers how many events it held.
 SQL_SWEEP_EVENTS: Final = (
     "DELETE FROM events WHERE id IN (SELECT id FROM"
     " (SELECT id, at FROM events ORDER BY id LIMIT ?) WHERE at < ?"
-    " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = id))"
+    " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = id)) RETURNING n"
 )
 SQL_SWEEP_GONE: Final = "DELETE FROM deliveries_gone WHERE at < ?"
 
 _EVENT_ID_PREFIX: Final = b'{"event_id":%d,%s'
+# A pack's ids (module docstring).
+_ids_encoder: Final = msgspec.json.Encoder()
+_ids_decoder: Final = msgspec.json.Decoder(list[int])
 
 
 def event_body(event_id: int, event: Event) -> bytearray:
@@ -226,18 +259,109 @@ def append_events(
     now: float,
     keep: frozenset[str] | None = None,
 ) -> tuple[int, list[DueDelivery]]:
-    """Insert the changes' events (and owed deliveries, `plan_events`) with ids from
-    `next_id` on; returns the next free id and the deliveries added (which the webhook
-    worker is handed once they are committed, without reading them back). One prepared
-    INSERT per event (executemany), one per delivery."""
-    planned = plan_events(changes, next_id, now, keep)
-    if planned.events:
-        connection.executemany(SQL_INSERT_EVENT, planned.events)
+    """Insert the changes' events (and owed deliveries) with ids from `next_id` on, runs
+    of one account's events as packs (`plan_packed`); returns the next free id and the
+    deliveries added (which the webhook worker is handed once they are committed, without
+    reading them back). One prepared INSERT per row (executemany), one per delivery."""
+    planned = plan_packed(changes, next_id, now, keep)
+    if planned.alone:
+        connection.executemany(SQL_INSERT_EVENT, planned.alone)
+    if planned.packs:
+        connection.executemany(SQL_INSERT_PACK, planned.packs)
     if planned.posts:
         connection.executemany(SQL_INSERT_DELIVERY, planned.posts)
     if planned.gets:
         connection.executemany(SQL_INSERT_GET_DELIVERY, planned.gets)
     return planned.next_id, planned.owed
+
+
+EventRow = tuple[int, str, int, float, bytearray]  # id, account, msg_id, at, body
+PackRow = tuple[int, str, float, bytearray, int]  # last id, account, at, body, n
+Run = list[tuple[int, int, Event]]  # an account's events not yet stored: id, msg_id, event
+
+
+class PackedRows(NamedTuple):
+    """`plan_events`' rows with runs packed (SQLite's, module docstring)."""
+
+    next_id: int
+    alone: list[EventRow]
+    packs: list[PackRow]
+    posts: list[tuple[int, str, float, float]]
+    gets: list[tuple[int, str, float, float]]
+    owed: list[DueDelivery]
+
+
+def plan_packed(
+    changes: Sequence[AppendEvents | int],
+    next_id: int,
+    now: float,
+    keep: frozenset[str] | None = None,
+) -> PackedRows:
+    """`plan_events`, each account's run of events between its events owed to a delivery
+    (which stay rows of their own, planned by `plan_events`) packed when it holds PACK_MIN
+    events or more, cut at PACK_MAX."""
+    planned = PackedRows(next_id, [], [], [], [], [])
+    runs: dict[str, Run] = {}
+    for change in changes:
+        if isinstance(change, int):
+            next_id += change
+            continue
+        account = change.account
+        if change.callback_url is not None or change.kannel is not None:
+            run = runs.pop(account, None)
+            if run is not None:
+                _close_run(account, run, now, planned)
+            alone = plan_events([change], next_id, now, keep)
+            next_id = alone.next_id
+            planned.alone.extend(alone.events)
+            planned.posts.extend(alone.posts)
+            planned.gets.extend(alone.gets)
+            planned.owed.extend(alone.owed)
+            continue
+        if keep is not None and account not in keep:
+            next_id += len(change.events)
+            continue
+        run = runs.get(account)
+        if run is None:
+            runs[account] = run = []
+        msg_id = int(change.msg_id)
+        for event in change.events:
+            run.append((next_id, msg_id, event))
+            next_id += 1
+        if len(run) >= PACK_MAX:
+            _close_run(account, runs.pop(account), now, planned)
+    for account, run in runs.items():
+        _close_run(account, run, now, planned)
+    return planned._replace(next_id=next_id)
+
+
+def _close_run(account: str, run: Run, now: float, planned: PackedRows) -> None:
+    """Plan a run's rows: one pack, or a row per event when it is short."""
+    if len(run) < PACK_MIN:
+        planned.alone.extend(
+            (event_id, account, msg_id, now, event_body(event_id, event))
+            for event_id, msg_id, event in run
+        )
+        return
+    for start in range(0, len(run), PACK_MAX):
+        part = run[start : start + PACK_MAX]
+        ids = [event_id for event_id, _, _ in part]
+        lines = event_encoder.encode_lines([event for _, _, event in part])
+        body = bytearray(_ids_encoder.encode(ids))
+        body += b"\n"
+        body += memoryview(lines)[:-1]  # the last line's newline
+        planned.packs.append((ids[-1], account, now, body, len(part)))
+
+
+def unpacked(body: bytes) -> list[tuple[int, bytes]]:
+    """A pack's events: (id, the event's NDJSON line without its id) each, in order."""
+    head, _, lines = body.partition(b"\n")
+    return list(zip(_ids_decoder.decode(head), lines.split(b"\n"), strict=True))
+
+
+def with_id(event_id: int, line: bytes) -> bytes:
+    """An event's body from its NDJSON line (`event_body`'s bytes)."""
+    return _EVENT_ID_PREFIX % (event_id, line[1:])
 
 
 def last_event_id(connection: sqlite3.Connection, kept: int) -> int:
@@ -248,34 +372,59 @@ def last_event_id(connection: sqlite3.Connection, kept: int) -> int:
 
 def read_feed(connection: sqlite3.Connection, account: str, after: int, limit: int) -> FeedPage:
     """An account's events after the cursor `after`, oldest first, at most `limit`
-    (1..MAX_FEED_LIMIT). Non-destructive: the same cursor reads the same events again."""
+    (1..MAX_FEED_LIMIT). Non-destructive: the same cursor reads the same events again.
+    Each row holds at least one event after `after` (a pack's id is its last), so `limit`
+    rows hold enough."""
     limit = max(1, min(limit, MAX_FEED_LIMIT))
-    rows = connection.execute(SQL_FEED, (account, max(after, 0), limit)).fetchall()
-    if not rows:
-        return FeedPage([], max(after, 0))
-    return FeedPage([bytes(row[1]) for row in rows], int(rows[-1][0]))
+    after = max(after, 0)
+    events: list[bytes] = []
+    cursor = after
+    for row_id, held, body in connection.execute(SQL_FEED, (account, after, limit)):
+        if held == 1:
+            events.append(bytes(body))
+            cursor = row_id
+            if len(events) == limit:
+                break
+            continue
+        for event_id, line in unpacked(bytes(body)):
+            if event_id > after:
+                events.append(with_id(event_id, line))
+                cursor = event_id
+                if len(events) == limit:
+                    return FeedPage(events, cursor)
+    return FeedPage(events, cursor)
 
 
 def history(connection: sqlite3.Connection, msg_id: str) -> list[bytes] | None:
     """A message's events in order (those the retention sweep has not deleted), or None
     when the journal has no such message. Reads forward from the message's `accepted`
-    row: no index of its own (the feed's writes stay one index wide)."""
+    row: no index of its own (the feed's writes stay one index wide); of a pack, the
+    events that name the message."""
     if not msg_id.isdigit():
         return None
     row = connection.execute(SQL_FIRST_EVENT, (int(msg_id),)).fetchone()
     if row is None:
         return None
     first = row[0] or 0
-    return [bytes(found[0]) for found in connection.execute(SQL_HISTORY, (first, int(msg_id)))]
+    names = b'"msg_id":"%s"' % msg_id.encode()
+    found: list[bytes] = []
+    for held, body in connection.execute(SQL_HISTORY, (first, int(msg_id), names)):
+        if held == 1:
+            found.append(bytes(body))
+            continue
+        found.extend(
+            with_id(event_id, line) for event_id, line in unpacked(bytes(body)) if names in line
+        )
+    return found
 
 
 def sweep(connection: sqlite3.Connection, before: float, limit: int) -> int:
-    """Delete up to `limit` of the oldest events stored before `before` (and 410 marks as
-    old); returns how many events went. Deliveries whose event went are given up by the
-    webhook worker when it finds the body missing."""
-    deleted = connection.execute(SQL_SWEEP_EVENTS, (limit, before)).rowcount
+    """Delete up to `limit` of the oldest rows stored before `before` (and 410 marks as
+    old); returns how many events went (a pack's all). Deliveries whose event went are
+    given up by the webhook worker when it finds the body missing."""
+    deleted = sum(int(row[0]) for row in connection.execute(SQL_SWEEP_EVENTS, (limit, before)))
     connection.execute(SQL_SWEEP_GONE, (before,))
-    return max(deleted, 0)
+    return deleted
 
 
 # ── Webhook deliveries (engine.webhooks reads and settles them in batches) ─────────

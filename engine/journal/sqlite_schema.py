@@ -27,7 +27,7 @@ from engine.journal.interface import (
 )
 from engine.models import State
 
-SCHEMA_VERSION: Final = 9
+SCHEMA_VERSION: Final = 10
 
 INSTANCE_ALPHABET: Final = string.ascii_lowercase + string.digits
 SQL_SAVE_COUNTERS: Final = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
@@ -165,6 +165,9 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     ),
     # 8 -> 9: a webhook delivery may be Kannel's dlr-url GET (engine.feed, kannel_dlr).
     8: feed.SCHEMA_METHOD,
+    # 9 -> 10: a feed row may be a pack of one account's events of one commit (engine.feed);
+    # the rows before hold one event each.
+    9: feed.SCHEMA_PACKED,
 }
 
 SCHEMA: Final = f"""
@@ -220,6 +223,7 @@ CREATE TABLE outbox (id INTEGER PRIMARY KEY, origin TEXT NOT NULL, line BLOB NOT
 CREATE INDEX outbox_origin ON outbox (origin, id);
 {";".join(feed.SCHEMA)};
 {";".join(feed.SCHEMA_METHOD)};
+{";".join(feed.SCHEMA_PACKED)};
 """
 
 

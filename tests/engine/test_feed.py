@@ -18,7 +18,7 @@ from engine.journal import JournalError, MarkFinal
 from engine.journal.sqlite import open_sqlite_journal
 from engine.models import CancelledEvent, DeliveryReport, Message
 from tests.engine.journal_backends import BackendJournal, JournalOpener
-from tests.engine.test_journal_sqlite import UNDO_VERSION_8
+from tests.engine.test_journal_sqlite import UNDO_VERSION_8, UNDO_VERSION_10
 
 pytestmark = pytest.mark.anyio
 
@@ -324,6 +324,120 @@ async def test_a_version_6_journal_gets_the_feed(tmp_path: Path) -> None:
         assert [e["msg_id"] for e in decoded((await journal.feed("default", 0, 10)).events)] == [
             new.msg_id
         ]
+
+
+# ── packs: a run of one account's events in one commit (engine.feed) ───────────────
+
+
+async def campaign(journal: BackendJournal) -> list[Message]:
+    """20 messages of the default account (the 10th with a webhook) and 9 of acme's, in one
+    accept (events 1-29), then the default's 20 reports in one record (30-49)."""
+    hook = "http://127.0.0.1:9/hook"
+    ours = [
+        message(f"+2507881000{n:02d}", callback_url=hook if n == 9 else None) for n in range(20)
+    ]
+    theirs = [
+        msgspec.structs.replace(message(f"+2507882000{n:02d}"), account="acme") for n in range(9)
+    ]
+    groups = await journal.accept([ours, theirs])
+    assert all(isinstance(group, list) for group in groups)
+    await journal.record(
+        [
+            *(
+                MarkFinal(msg_id=m.msg_id, outcome="DELIVRD", code=None, error=None, at=T0)
+                for m in ours
+            ),
+            *(
+                AppendEvents(
+                    account="default",
+                    msg_id=m.msg_id,
+                    callback_url=m.callback_url,
+                    events=[report(m.msg_id)],
+                )
+                for m in ours
+            ),
+        ]
+    )
+    return ours
+
+
+async def test_a_campaigns_events_are_read_one_by_one_whatever_rows_hold_them(
+    opener: JournalOpener,
+) -> None:
+    async with opener(clock=Clock()) as journal:
+        ours = await campaign(journal)
+        pages: list[bytes] = []
+        cursor = 0
+        for _ in range(10):  # pages of 7 cut through every pack
+            page = await journal.feed("default", cursor, 7)
+            if not page.events:
+                break
+            pages += page.events
+            cursor = page.next_cursor
+        events = decoded(pages)
+        assert [e["event_id"] for e in events] == [*range(1, 21), *range(30, 50)]
+        assert [(e["event"], e["msg_id"]) for e in events] == [
+            *(("accepted", m.msg_id) for m in ours),
+            *(("dlr", m.msg_id) for m in ours),
+        ]
+        assert pages[3].startswith(b'{"event_id":4,"event":"accepted",')
+        assert cursor == 49
+        middle = await journal.feed("default", 4, 3)  # from inside a pack
+        assert (middle.events, middle.next_cursor) == (pages[4:7], 7)
+        acme = decoded((await journal.feed("acme", 0, 100)).events)
+        assert [e["event_id"] for e in acme] == list(range(21, 30))
+        # History picks the message's own events out of the packs, as stored.
+        assert await journal.history(ours[2].msg_id) == [pages[2], pages[22]]
+        # The events owed to the webhook are the same bodies the feed reads.
+        due = await journal.due_deliveries(T0, 10)
+        assert [(d.event_id, d.body) for d in due] == [(10, pages[9]), (39, pages[29])]
+
+
+async def test_a_sqlite_journal_packs_each_accounts_runs_and_sweeps_them_whole(
+    tmp_path: Path,
+) -> None:
+    async with open_sqlite_journal(tmp_path / "septet.db", clock=Clock()) as journal:
+        await campaign(journal)
+        with sqlite3.connect(tmp_path / "septet.db") as connection:
+            rows = connection.execute("SELECT id, account, n FROM events ORDER BY id").fetchall()
+        # Runs of one account between its webhook's events; an owed event stays alone.
+        assert rows == [
+            (9, "default", 9),
+            (10, "default", 1),
+            (20, "default", 10),
+            (29, "acme", 9),
+            (38, "default", 9),
+            (39, "default", 1),
+            (49, "default", 10),
+        ]
+        # At most 3 rows: the first three by id, but event 10 is owed.
+        assert await journal.sweep_events(T0 + 1, 3) == 9 + 10
+        assert await journal.sweep_events(T0 + 1, 2000) == 9 + 9 + 10
+        kept = decoded((await journal.feed("default", 0, 100)).events)
+        assert [e["event_id"] for e in kept] == [10, 39]
+
+
+async def test_a_version_9_journal_reads_its_events_with_the_packs_written_after(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "septet.db"
+    async with open_sqlite_journal(path, clock=Clock()) as journal:
+        old = await accept(journal, message("+250788100001"), message("+250788100002"))
+    with sqlite3.connect(path) as connection:
+        connection.executescript(UNDO_VERSION_10 + "PRAGMA user_version = 9;")
+    async with open_sqlite_journal(path, clock=Clock()) as journal:
+        new = await accept(journal, *(message(f"+2507881001{n:02d}") for n in range(10)))
+        events = decoded((await journal.feed("default", 0, 100)).events)
+        assert [(e["event_id"], e["msg_id"]) for e in events] == [
+            (n + 1, m.msg_id) for n, m in enumerate([*old, *new])
+        ]
+        assert [e["event"] for e in decoded(await journal.history(old[1].msg_id) or [])] == [
+            "accepted"
+        ]
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == 10
+        rows = connection.execute("SELECT id, n FROM events ORDER BY id").fetchall()
+        assert rows == [(1, 1), (2, 1), (12, 10)]
 
 
 async def test_a_closed_journal_says_so(opener: JournalOpener) -> None:

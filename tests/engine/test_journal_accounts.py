@@ -98,7 +98,7 @@ async def test_a_version_7_journal_gets_accounts(tmp_path: Path) -> None:
         assert isinstance(fresh, list)
         assert [i.message.msg_id for i in await journal.messages_of("")] == [old.msg_id]
     with contextlib.closing(sqlite3.connect(path)) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
         body = connection.execute(
             "SELECT account, body FROM messages WHERE msg_id = ?", (old.msg_id,)
         ).fetchone()

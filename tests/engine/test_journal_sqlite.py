@@ -55,9 +55,14 @@ UNDO_VERSION_7 = (
     " ALTER TABLE messages DROP COLUMN first_event;"
 )
 
+# What schema 10 added (a feed row's count of events: packs, engine.feed), dropped to make
+# an older journal; every older journal is made without it too (UNDO_VERSION_9 starts
+# with it).
+UNDO_VERSION_10 = "ALTER TABLE events DROP COLUMN n;"
+
 # What schema 9 added (a delivery's method: Kannel's dlr-url GET), dropped to make an older
 # journal; every older journal is made without it too (UNDO_VERSION_8 starts with it).
-UNDO_VERSION_9 = "ALTER TABLE deliveries DROP COLUMN method;"
+UNDO_VERSION_9 = UNDO_VERSION_10 + "ALTER TABLE deliveries DROP COLUMN method;"
 
 # What schema 8 added (accounts): dropped to make an older journal.
 UNDO_VERSION_8 = (
