@@ -263,10 +263,12 @@ class ReceiptHandler:
         matched = await self._match(bridge, receipts)
         changes: list[Change] = []
         reported = _Reported()
+        stored: list[str] = []
         for receipt, message in zip(receipts, matched, strict=True):
             if message is not None:
                 self._take_report(bridge, message, receipt, now, changes, reported)
             elif receipt.provider_id:
+                stored.append(receipt.provider_id)
                 changes.append(
                     StoreOrphanReceipt(
                         bridge=bridge,
@@ -286,6 +288,18 @@ class ReceiptHandler:
         if changes:
             await self._journal.record(changes)
         self._tell(bridge, reported)
+        if stored:
+            await self._match_submitted_meanwhile(bridge, stored)
+
+    async def _match_submitted_meanwhile(self, bridge: str, stored: Sequence[str]) -> None:
+        """Replay the orphans just stored whose submit was journaled after their lookup by
+        provider id: that submit looked for early reports before these were remembered,
+        so it found none (a report handed in while its request's reply was being recorded,
+        then matched by other keys meanwhile). A submit journaled after this look finds
+        them remembered (match_orphans); taking an orphan is atomic, so one replays it."""
+        found = await self._journal.find_by_provider_id(bridge, stored)
+        if found:
+            await self._replay(bridge, list(found))
 
     def _tell(self, bridge: str, reported: _Reported) -> None:
         """Once the reports' changes are committed: metrics, charges, events."""
