@@ -201,9 +201,12 @@ class RetrySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
 
 class ReportSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Delivery reports: a submitted message with no final report after `timeout_s` (or
-    past its validity end, whichever is sooner) ends as UNKNOWN (engine.lifecycle)."""
+    past its validity end, whichever is sooner) ends as UNKNOWN (engine.lifecycle), found
+    by a sweep every `sweep_s` (engine.recovery; tests with a deadline of seconds set it
+    short)."""
 
     timeout_s: PositiveFloat = 72 * 3600.0
+    sweep_s: PositiveFloat = 5.0
 
 
 class EventSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -370,7 +370,11 @@ def start_leader_services(rt: Runtime) -> None:
     rt.start_leading(webhooks.serve, "webhooks")
     rt.start_leading(
         lambda: serve_report_deadlines(
-            journal, rt.events, report_timeout_s=rt.report_timeout_s, on_final=rt.metrics.receipt
+            journal,
+            rt.events,
+            report_timeout_s=rt.report_timeout_s,
+            on_final=rt.metrics.receipt,
+            sweep_s=rt.settings.reports.sweep_s,
         ),
         "report_deadlines",
     )

@@ -30,8 +30,14 @@ def with_bridge(settings: Settings, name: str, **changes: Any) -> Settings:
     return msgspec.structs.replace(settings, bridges=bridges)
 
 
+# How often the daemon looks for messages past their report deadline, in these tests: a
+# deadline of seconds is met within a fifth of one, not the default sweep's 5 s.
+REPORT_SWEEP_S = 0.2
+
+
 def with_report_timeout(settings: Settings, timeout_s: float) -> Settings:
-    return msgspec.structs.replace(settings, reports=ReportSettings(timeout_s=timeout_s))
+    reports = ReportSettings(timeout_s=timeout_s, sweep_s=REPORT_SWEEP_S)
+    return msgspec.structs.replace(settings, reports=reports)
 
 
 def events_of(client: Client, msg_id: str) -> list[dict[str, Any]]:
