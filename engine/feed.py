@@ -57,6 +57,7 @@ __all__ = [
     "DeliveryOutcome",
     "DueDelivery",
     "FeedPage",
+    "PlainEvents",
     "account_of",
     "append_events",
     "history",
@@ -254,7 +255,7 @@ def plan_events(
 
 def append_events(
     connection: sqlite3.Connection,
-    changes: Sequence[AppendEvents | int],
+    changes: Sequence[AppendEvents | PlainEvents | int],
     next_id: int,
     now: float,
     keep: frozenset[str] | None = None,
@@ -277,7 +278,24 @@ def append_events(
 
 EventRow = tuple[int, str, int, float, bytearray]  # id, account, msg_id, at, body
 PackRow = tuple[int, str, float, bytearray, int]  # last id, account, at, body, n
-Run = list[tuple[int, int, Event]]  # an account's events not yet stored: id, msg_id, event
+
+
+class PlainEvents(NamedTuple):
+    """Events of one account's messages, one each, none owed to a webhook or a dlr-url: a
+    group's `accepted` events as the SQLite journal's accept plans them (no AppendEvents
+    made and taken apart per message)."""
+
+    account: str
+    msg_ids: list[str]
+    events: list[Event]
+
+
+class _Run(NamedTuple):
+    """An account's events not yet planned: ids, messages, events (parallel lists)."""
+
+    ids: list[int]
+    msg_ids: list[str]
+    events: list[Event]
 
 
 class PackedRows(NamedTuple):
@@ -292,7 +310,7 @@ class PackedRows(NamedTuple):
 
 
 def plan_packed(
-    changes: Sequence[AppendEvents | int],
+    changes: Sequence[AppendEvents | PlainEvents | int],
     next_id: int,
     now: float,
     keep: frozenset[str] | None = None,
@@ -301,56 +319,69 @@ def plan_packed(
     (which stay rows of their own, planned by `plan_events`) packed when it holds PACK_MIN
     events or more, cut at PACK_MAX."""
     planned = PackedRows(next_id, [], [], [], [], [])
-    runs: dict[str, Run] = {}
+    runs: dict[str, _Run] = {}
     for change in changes:
         if isinstance(change, int):
             next_id += change
             continue
         account = change.account
-        if change.callback_url is not None or change.kannel is not None:
+        if type(change) is AppendEvents and (
+            change.callback_url is not None or change.kannel is not None
+        ):
             run = runs.pop(account, None)
             if run is not None:
                 _close_run(account, run, now, planned)
-            alone = plan_events([change], next_id, now, keep)
-            next_id = alone.next_id
-            planned.alone.extend(alone.events)
-            planned.posts.extend(alone.posts)
-            planned.gets.extend(alone.gets)
-            planned.owed.extend(alone.owed)
+            next_id = _plan_alone(change, next_id, now, keep, planned)
             continue
+        count = len(change.events)
         if keep is not None and account not in keep:
-            next_id += len(change.events)
+            next_id += count
             continue
         run = runs.get(account)
         if run is None:
-            runs[account] = run = []
-        msg_id = int(change.msg_id)
-        for event in change.events:
-            run.append((next_id, msg_id, event))
-            next_id += 1
-        if len(run) >= PACK_MAX:
+            runs[account] = run = _Run([], [], [])
+        run.ids.extend(range(next_id, next_id + count))
+        run.events.extend(change.events)
+        if isinstance(change, PlainEvents):
+            run.msg_ids.extend(change.msg_ids)
+        else:
+            run.msg_ids.extend([change.msg_id] * count)
+        next_id += count
+        if len(run.ids) >= PACK_MAX:
             _close_run(account, runs.pop(account), now, planned)
     for account, run in runs.items():
         _close_run(account, run, now, planned)
     return planned._replace(next_id=next_id)
 
 
-def _close_run(account: str, run: Run, now: float, planned: PackedRows) -> None:
-    """Plan a run's rows: one pack, or a row per event when it is short."""
-    if len(run) < PACK_MIN:
+def _plan_alone(
+    change: AppendEvents, next_id: int, now: float, keep: frozenset[str] | None, planned: PackedRows
+) -> int:
+    """Plan a change owed to a delivery (`plan_events`: a row per event); the next free id."""
+    alone = plan_events([change], next_id, now, keep)
+    planned.alone.extend(alone.events)
+    planned.posts.extend(alone.posts)
+    planned.gets.extend(alone.gets)
+    planned.owed.extend(alone.owed)
+    return alone.next_id
+
+
+def _close_run(account: str, run: _Run, now: float, planned: PackedRows) -> None:
+    """Plan a run's rows: packs of up to PACK_MAX, or a row per event when it is short."""
+    ids = run.ids
+    if len(ids) < PACK_MIN:
         planned.alone.extend(
-            (event_id, account, msg_id, now, event_body(event_id, event))
-            for event_id, msg_id, event in run
+            (event_id, account, int(msg_id), now, event_body(event_id, event))
+            for event_id, msg_id, event in zip(ids, run.msg_ids, run.events, strict=True)
         )
         return
-    for start in range(0, len(run), PACK_MAX):
-        part = run[start : start + PACK_MAX]
-        ids = [event_id for event_id, _, _ in part]
-        lines = event_encoder.encode_lines([event for _, _, event in part])
-        body = bytearray(_ids_encoder.encode(ids))
+    for start in range(0, len(ids), PACK_MAX):
+        part = ids[start : start + PACK_MAX]
+        lines = event_encoder.encode_lines(run.events[start : start + PACK_MAX])
+        body = bytearray(_ids_encoder.encode(part))
         body += b"\n"
         body += memoryview(lines)[:-1]  # the last line's newline
-        planned.packs.append((ids[-1], account, now, body, len(part)))
+        planned.packs.append((part[-1], account, now, body, len(part)))
 
 
 def unpacked(body: bytes) -> list[tuple[int, bytes]]:

@@ -65,6 +65,7 @@ __all__ = [
     "StoreOrphanReceipt",
     "StoredMessage",
     "accepted_append",
+    "accepted_event",
     "journal_backend",
     "priority_lane",
     "status_of_outcome",
@@ -117,19 +118,22 @@ def accepted_append(message: Message) -> AppendEvents:
         account=feed.account_of(message),
         msg_id=message.msg_id,
         callback_url=message.callback_url,
-        events=[
-            Accepted(
-                id=message.client_ref,
-                msg_id=message.msg_id,
-                ts=utc_from_timestamp(message.accepted_at),
-                to=message.to,
-                encoding=message.encoding,
-                segments=message.segments,
-                cost=message.cost,
-                currency=message.currency,
-                bridge=message.bridge,
-            )
-        ],
+        events=[accepted_event(message)],
+    )
+
+
+def accepted_event(message: Message) -> Accepted:
+    """The `accepted` event of a message being journaled (its msg_id assigned)."""
+    return Accepted(
+        id=message.client_ref,
+        msg_id=message.msg_id,
+        ts=utc_from_timestamp(message.accepted_at),
+        to=message.to,
+        encoding=message.encoding,
+        segments=message.segments,
+        cost=message.cost,
+        currency=message.currency,
+        bridge=message.bridge,
     )
 
 

@@ -37,7 +37,7 @@ import sniffio
 
 from engine import feed, retention
 from engine.cluster import NodeRecord
-from engine.feed import AppendEvents, DeliveryOutcome, DueDelivery, FeedPage
+from engine.feed import AppendEvents, DeliveryOutcome, DueDelivery, FeedPage, PlainEvents
 from engine.journal.interface import (
     ACCEPTED_S,
     INFLIGHT_S,
@@ -67,6 +67,7 @@ from engine.journal.interface import (
     StoreEvents,
     StoreOrphanReceipt,
     accepted_append,
+    accepted_event,
     priority_lane,
     status_of_outcome,
     waiting_status,
@@ -345,6 +346,40 @@ def _claim_rows(
 ) -> list[tuple[float, str, int, int]]:
     """SQL_CLAIM's parameters for each message."""
     return [(at, m.msg_id, bridge_index, m.attempt) for m in messages]
+
+
+class _AcceptedEvents:
+    """An accept's `accepted` events for the feed, in the order of its messages (their ids
+    assigned). A group is one account's (feed.keeps: only callback URLs can differ).
+    Consecutive groups of one account without a callback URL share one PlainEvents (the
+    HTTP API's requests are a group per message); a group whose account keeps no feed only
+    takes its events' ids, never built."""
+
+    def __init__(self, keep: frozenset[str] | None) -> None:
+        self.keep = keep
+        self.changes: list[AppendEvents | PlainEvents | int] = []
+        self._run: PlainEvents | None = None  # the last of `changes`, while it may grow
+
+    def add(self, group: Sequence[Message]) -> None:
+        first = group[0]
+        if first.callback_url is not None or (
+            len(group) > 1 and [m for m in group if m.callback_url is not None]
+        ):
+            self._run = None
+            self.changes.extend(accepted_append(message) for message in group)
+            return
+        account = feed.account_of(first)
+        run = self._run
+        if run is None or run.account != account:
+            if self.keep is not None and account not in self.keep:
+                self._run = None
+                self.changes.append(len(group))
+                return
+            self._run = run = PlainEvents(account, [], [])
+            self.changes.append(run)
+        for message in group:
+            run.msg_ids.append(message.msg_id)
+            run.events.append(accepted_event(message))
 
 
 def _message_from_row(row: tuple[Any, ...]) -> Message:
@@ -662,11 +697,8 @@ class SqliteJournal:
         find_client_ref = connection.execute
         next_msg_id = self._next_msg_id
         first_event_id = self._next_event_id
-        # One `accepted` feed event per message, in the order of the messages; a group whose
-        # events are not stored (feed.keeps) only takes their ids, its events never built.
-        appends: list[AppendEvents | int] = []
+        accepted = _AcceptedEvents(self._feed_accounts)
         event_id = first_event_id
-        keep = self._feed_accounts
         instance = self.instance
         bridges_json = self._bridges_json
         encode = message_encoder.encode
@@ -688,12 +720,6 @@ class SqliteJournal:
                         continue
                 ids: list[str] = []
                 group_rows = rows if client_ref is not None else rows_without_client_ref
-                # feed.keeps for the group: one account's, so only callback URLs can differ.
-                kept = (
-                    keep is None
-                    or feed.account_of(first) in keep
-                    or [message for message in group if message.callback_url is not None] != []
-                )
                 for message in group:
                     msg_id = str(next_msg_id)
                     message.msg_id = msg_id
@@ -720,14 +746,11 @@ class SqliteJournal:
                         account,
                         bytearray(encode(message)),
                     )
-                    if kept:
-                        appends.append(accepted_append(message))
                     event_id += 1
                     group_rows.append(row if client_ref is None else (*row, client_ref))
                     ids.append(msg_id)
                     next_msg_id += 1
-                if not kept:
-                    appends.append(len(group))
+                accepted.add(group)
                 if client_ref is not None:
                     earlier[account, client_ref] = ids
                 day = (account, int(first.accepted_at // 86400))
@@ -739,9 +762,9 @@ class SqliteJournal:
                 _run_rows(
                     connection, SQL_INSERT_MESSAGE_WITHOUT_CLIENT_REF, rows_without_client_ref
                 )
-            if appends:
+            if accepted.changes:
                 self._next_event_id, owed = feed.append_events(
-                    connection, appends, first_event_id, self._clock(), self._feed_accounts
+                    connection, accepted.changes, first_event_id, self._clock(), self._feed_accounts
                 )
                 self._deliveries_added += owed
             if days:

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine.feed import AppendEvents, DeliveryOutcome
+from engine.feed import AppendEvents, DeliveryOutcome, FeedPage
 from engine.journal import JournalError, MarkFinal
 from engine.journal.sqlite import open_sqlite_journal
 from engine.models import CancelledEvent, DeliveryReport, Message
@@ -391,6 +391,45 @@ async def test_a_campaigns_events_are_read_one_by_one_whatever_rows_hold_them(
         # The events owed to the webhook are the same bodies the feed reads.
         due = await journal.due_deliveries(T0, 10)
         assert [(d.event_id, d.body) for d in due] == [(10, pages[9]), (39, pages[29])]
+
+
+async def test_an_accept_of_one_message_groups_keeps_each_event_in_its_place(
+    opener: JournalOpener,
+) -> None:
+    """The HTTP API's requests are a group per message: groups of several accounts, one
+    that keeps no feed and one owed a webhook, in one accept, each event with its id."""
+    hook = "https://hooks.example.com/e"
+
+    def of(account: str, n: int, url: str | None = None) -> list[Message]:
+        return [
+            msgspec.structs.replace(
+                message(f"+2507881000{n:02d}", callback_url=url), account=account
+            )
+        ]
+
+    plan = [("acme", None)] * 9 + [("acme", hook)] + [("acme", None)] * 3 + [("quiet", None)]
+    plan += [("other", None)] * 2 + [("acme", None)]
+    async with opener(clock=Clock(), feed_accounts=["acme", "other"]) as journal:
+        groups = await journal.accept(
+            [of(account, n, url) for n, (account, url) in enumerate(plan)]
+        )
+        sent = [group[0] for group in groups if isinstance(group, list)]
+        acme = decoded((await journal.feed("acme", 0, 100)).events)
+        assert [e["msg_id"] for e in acme] == [m.msg_id for m in sent if m.account == "acme"]
+        other = decoded((await journal.feed("other", 0, 100)).events)
+        assert [e["msg_id"] for e in other] == [m.msg_id for m in sent if m.account == "other"]
+        # Each event its own id, in the order of the messages.
+        both = sorted(acme + other, key=lambda e: int(e["event_id"]))
+        assert len({e["event_id"] for e in both}) == len(both)
+        assert [e["msg_id"] for e in both] == [m.msg_id for m in sent if m.account != "quiet"]
+        assert await journal.feed("quiet", 0, 100) == FeedPage([], 0)
+        for one in sent:
+            history = decoded(await journal.history(one.msg_id) or [])
+            assert [e["msg_id"] for e in history] == (
+                [] if one.account == "quiet" else [one.msg_id]
+            )
+        [due] = await journal.due_deliveries(T0, 10)
+        assert (due.event_id, due.msg_id) == (acme[9]["event_id"], sent[9].msg_id)
 
 
 async def test_a_sqlite_journal_packs_each_accounts_runs_and_sweeps_them_whole(
