@@ -37,13 +37,13 @@ from typing import Any, Final, NamedTuple, TypeVar
 
 import anyio
 import msgspec
-from aiohttp import web
 
 from bridges.base import HttpCall
 from engine.admin import Admin, NoCanceller, Refusal, RefusedError, parse_msg_id
 from engine.config import ConfigError, Settings, load_config, split_host_port
 from engine.http_errors import TransportError
 from engine.http_io import BridgeClient
+from engine.http_server import APPLICATION_JSON, Request, Response, Route
 from engine.journal import JournalError, open_journal, open_reader
 from engine.journal_lock import lock_journal
 
@@ -66,19 +66,17 @@ class RefusalBody(msgspec.Struct, frozen=True):
     error: str
 
 
-def _answer(status: int, body: msgspec.Struct) -> web.Response:
-    return web.Response(
-        status=status, body=msgspec.json.encode(body), content_type="application/json"
-    )
+def _answer(status: int, body: msgspec.Struct) -> Response:
+    return Response(status, msgspec.json.encode(body), APPLICATION_JSON)
 
 
-def _refused(status: int, refusal: str, error: str) -> web.Response:
+def _refused(status: int, refusal: str, error: str) -> Response:
     return _answer(status, RefusalBody(refusal, error))
 
 
-def peer_refusal(request: web.Request, token: str) -> web.Response | None:
+def peer_refusal(request: Request, token: str) -> Response | None:
     """None when the caller may use the admin API (module docstring), else the answer."""
-    given = request.headers.get("Authorization", "").encode()
+    given = request.headers.get("authorization", "").encode()
     if hmac.compare_digest(given, f"Bearer {token}".encode()):
         return None
     return _refused(
@@ -121,20 +119,20 @@ def _read_run_token(journal_path: Path) -> str:
         ) from None
 
 
-def _int_query(request: web.Request, key: str, default: int | None) -> int | None:
+def _int_query(request: Request, key: str, default: int | None) -> int | None:
     text = request.query.get(key)
     if text is None or text == "":
         return default
     return parse_msg_id(text)
 
 
-def admin_routes(get_admin: Callable[[], Admin | None], token: str) -> list[web.RouteDef]:
+def admin_routes(get_admin: Callable[[], Admin | None], token: str) -> list[Route]:
     """The routes (module docstring); `get_admin` is None until the daemon has started."""
 
     def handler(
-        command: Callable[[Admin, web.Request], Awaitable[msgspec.Struct]],
-    ) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def handle(request: web.Request) -> web.Response:
+        command: Callable[[Admin, Request], Awaitable[msgspec.Struct]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
             refused = peer_refusal(request, token)
             if refused is not None:
                 return refused
@@ -148,32 +146,32 @@ def admin_routes(get_admin: Callable[[], Admin | None], token: str) -> list[web.
 
         return handle
 
-    async def list_messages(admin: Admin, request: web.Request) -> msgspec.Struct:
+    async def list_messages(admin: Admin, request: Request) -> msgspec.Struct:
         limit = _int_query(request, "limit", 50) or 50
         return await admin.list(
             request.query.get("status") or None, limit, _int_query(request, "before", None)
         )
 
-    async def purge(admin: Admin, request: web.Request) -> msgspec.Struct:
+    async def purge(admin: Admin, request: Request) -> msgspec.Struct:
         try:
             older_than_s = float(request.query.get("older_than_s", ""))
         except ValueError:
             raise RefusedError(Refusal.BAD_INPUT, "older_than_s must be seconds.") from None
         return await admin.purge(older_than_s)
 
-    def one(name: str) -> Callable[[Admin, web.Request], Awaitable[msgspec.Struct]]:
-        async def command(admin: Admin, request: web.Request) -> msgspec.Struct:
+    def one(name: str) -> Callable[[Admin, Request], Awaitable[msgspec.Struct]]:
+        async def command(admin: Admin, request: Request) -> msgspec.Struct:
             msg_id = request.match_info["msg_id"]
             result: msgspec.Struct = await getattr(admin, name)(msg_id)
             return result
 
         return command
 
-    async def stats(admin: Admin, request: web.Request) -> msgspec.Struct:
+    async def stats(admin: Admin, request: Request) -> msgspec.Struct:
         del request
         return await admin.stats()
 
-    async def cluster_status(admin: Admin, request: web.Request) -> msgspec.Struct:
+    async def cluster_status(admin: Admin, request: Request) -> msgspec.Struct:
         try:
             lease_s = float(request.query.get("lease_s", ""))
         except ValueError:
@@ -181,13 +179,13 @@ def admin_routes(get_admin: Callable[[], Admin | None], token: str) -> list[web.
         return await admin.cluster_status(lease_s)
 
     return [
-        web.get("/admin/messages", handler(list_messages)),
-        web.get("/admin/messages/{msg_id}", handler(one("show"))),
-        web.post("/admin/messages/{msg_id}/retry", handler(one("retry"))),
-        web.post("/admin/messages/{msg_id}/cancel", handler(one("cancel"))),
-        web.get("/admin/journal/stats", handler(stats)),
-        web.post("/admin/journal/purge", handler(purge)),
-        web.get("/admin/cluster/status", handler(cluster_status)),
+        Route("GET", "/admin/messages", handler(list_messages), allow_head=True),
+        Route("GET", "/admin/messages/{msg_id}", handler(one("show")), allow_head=True),
+        Route("POST", "/admin/messages/{msg_id}/retry", handler(one("retry"))),
+        Route("POST", "/admin/messages/{msg_id}/cancel", handler(one("cancel"))),
+        Route("GET", "/admin/journal/stats", handler(stats), allow_head=True),
+        Route("POST", "/admin/journal/purge", handler(purge)),
+        Route("GET", "/admin/cluster/status", handler(cluster_status), allow_head=True),
     ]
 
 

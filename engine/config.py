@@ -116,8 +116,8 @@ class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     # The URL providers use to reach the listener (callbacks); defaults to http://<listen>.
     public_url: str | None = None
     # A connection must complete its request head within this many seconds of opening,
-    # and an idle keep-alive connection is closed after as long (aiohttp's keep-alive
-    # timer, which runs from the connection's start): a client sending its headers byte
+    # and an idle keep-alive connection is closed after as long (engine.http_server's
+    # idle timer, which runs from the connection's start): a client sending its headers byte
     # by byte (slowloris) cannot hold the listener.
     idle_timeout_s: PositiveFloat = 30.0
     # A request body (a provider's callback) must arrive within this many seconds.

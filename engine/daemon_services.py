@@ -17,7 +17,6 @@ import anyio
 import anyio.abc
 import msgspec
 import structlog
-from aiohttp import web
 
 from bridges.base import BridgeDriver
 from bridges.registry import build_driver
@@ -49,6 +48,7 @@ from engine.dispatch import BridgeDispatcher
 from engine.dlr import ReceiptHandler, poll_policy, serve_poller, serve_shared_orphans
 from engine.feed import serve_retention
 from engine.http_io import BridgeClient
+from engine.http_server import App
 from engine.ingress.accept import Acceptor
 from engine.ingress.events import DiscardSink, EventRouter
 from engine.ingress.http_api import HttpApi, build_api_app, serve_api
@@ -219,9 +219,7 @@ async def start_http(
     return listen_port, metrics_port, public_url
 
 
-async def _start_listener(
-    rt: Runtime, app: web.Application, key: str, address: str
-) -> tuple[str, int]:
+async def _start_listener(rt: Runtime, app: App, key: str, address: str) -> tuple[str, int]:
     """Serve `app` on `address` (config key `key`): its host and bound port."""
     host, port = split_host_port(address, key)
     with bind_errors(key, address):
@@ -632,7 +630,7 @@ def _api_app(
     accounts: Accounts,
     acceptor: Acceptor,
     metrics: Metrics,
-) -> web.Application:
+) -> App:
     """The HTTP API and sendsms on their listener (engine.ingress.http_api)."""
     for origin in ("api", "sendsms"):
         events.register(DiscardSink(origin))

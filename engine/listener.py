@@ -1,6 +1,6 @@
 """The daemon's HTTP listeners: provider callbacks under /dlr/<bridge>, /metrics, /healthz, /readyz.
 
-One aiohttp application (the project's one HTTP server library). A callback is parsed by
+One `engine.http_server.App` (septet's own HTTP/1.1 server). A callback is parsed by
 its bridge's driver, which checks the credentials septet registered with the provider
 (constant-time); a mismatch is answered 401, a malformed request 400, and the listener
 answers 200 only once the receipts are journaled, so a provider retries what septet
@@ -10,7 +10,8 @@ callback is counted by reason (septet_callbacks_rejected_total).
 
 With `[http] metrics_listen` set, /metrics moves to a listener of its own
 (`build_metrics_app`, with /healthz and /readyz beside it), so the port that must face
-the providers need not expose the daemon's figures.
+the providers need not expose the daemon's figures. What the server refuses itself
+(unknown path or method, a body over 64 KiB) is answered in plain text.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import anyio
+import anyio.abc
+import msgspec
 import structlog
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bridges.base import BridgeDriver, CallbackRejected, InboundRequest, Receipt
+from engine.http_server import App, Request, Response, Route, serve_http, text_response
 from engine.journal import JournalError
 from engine.log import decode_body
 
@@ -45,40 +48,42 @@ def _ignore_rejection(bridge: str, reason: str) -> None:
 SHUTDOWN_TIMEOUT_S = 5.0
 # Seconds a provider is asked to wait before sending receipts the journal could not take.
 UNWRITABLE_RETRY_AFTER_S = 30
+# The largest callback body taken (a provider's report is well under 1 KiB).
+CALLBACK_MAX_BODY_BYTES = 64 * 1024
+# JSON answers as aiohttp's json_response wrote them.
+JSON_UTF8 = "application/json; charset=utf-8"
 
 
 def build_app(
     drivers: Mapping[str, BridgeDriver],
     on_receipts: ReceiptSink,
     ready: ReadyCheck,
-    extra_routes: Sequence[web.RouteDef] = (),
+    extra_routes: Sequence[Route] = (),
     *,
     body_timeout_s: float = 10.0,
     on_rejected: RejectionSink = _ignore_rejection,
-) -> web.Application:
+) -> App:
     """`body_timeout_s` bounds the wait for a callback's body (config `[http]
     body_timeout_s`): a client trickling it must not hold a handler. `on_rejected` is
     told of each callback refused, and why (septet_callbacks_rejected_total)."""
 
-    async def callback(request: web.Request) -> web.Response:
+    async def callback(request: Request) -> Response:
         bridge = request.match_info["bridge"]
         driver = drivers.get(bridge)
         if driver is None or driver.capabilities.delivery != "callback":
             on_rejected(bridge, "unknown_bridge")
-            return web.Response(status=404, text=f"no callback endpoint for {bridge!r}\n")
-        body = await _read_body(request, body_timeout_s)
+            return text_response(404, f"no callback endpoint for {bridge!r}\n")
+        body = await request.read(body_timeout_s)
         if body is None:
             log.warning("callback_body_timeout", bridge=bridge, peer=request.remote)
             on_rejected(bridge, "body_timeout")
             # RFC 9110 section 15.5.9: 408, and the connection is not kept.
-            return web.Response(
-                status=408, text="request body too slow\n", headers={"Connection": "close"}
-            )
+            return text_response(408, "request body too slow\n", close=True)
         inbound = InboundRequest(
             method=request.method,
             query=dict(request.query),
             body=body,
-            headers={k.lower(): v for k, v in request.headers.items()},
+            headers=request.headers,
         )
         if log.is_enabled_for(logging.DEBUG):
             log.debug(
@@ -88,88 +93,93 @@ def build_app(
                 query=dict(inbound.query),
                 body=decode_body(inbound.body),
             )
-        try:
-            receipts = driver.parse_callback(inbound)
-        except CallbackRejected:
-            log.warning("callback_rejected", bridge=bridge, peer=request.remote)
-            on_rejected(bridge, "unauthorized")
-            return web.Response(status=401, text="unauthorized\n")
-        except ValueError as error:
-            log.warning("callback_malformed", bridge=bridge, error=str(error))
-            on_rejected(bridge, "malformed")
-            return web.Response(status=400, text=f"{error}\n")
-        try:
-            await on_receipts(bridge, receipts)
-        except JournalError as error:
-            log.error("callback_not_recorded", bridge=bridge, error=str(error))
-            on_rejected(bridge, "not_recorded")
-            # RFC 9110 section 15.6.4: 503 says the failure is temporary; Retry-After paces
-            # the provider's retries while the journal stays unwritable.
-            return web.Response(
-                status=503,
-                text="receipts not recorded, send them again later\n",
-                headers={"Retry-After": str(UNWRITABLE_RETRY_AFTER_S)},
-            )
-        return web.Response(text="OK\n")
+        return await _record(driver, bridge, inbound, request.remote, on_receipts, on_rejected)
 
-    app = web.Application(client_max_size=64 * 1024)
-    app.router.add_route("GET", "/dlr/{bridge}", callback)
-    app.router.add_route("POST", "/dlr/{bridge}", callback)
-    app.add_routes([*health_routes(ready), *extra_routes])
-    return app
+    routes = [Route("GET", "/dlr/{bridge}", callback), Route("POST", "/dlr/{bridge}", callback)]
+    return App(
+        [*routes, *health_routes(ready), *extra_routes], max_body_bytes=CALLBACK_MAX_BODY_BYTES
+    )
 
 
-async def _read_body(request: web.Request, timeout_s: float) -> bytes | None:
-    """The request's body, or None when it did not arrive within `timeout_s`."""
-    if request.content.is_eof():
-        # The whole body is here already (a GET has none): reading it cannot wait, so
-        # no timeout is set up (a cancel scope costs microseconds, on every report).
-        return await request.read()
-    with anyio.move_on_after(timeout_s):
-        return await request.read()
-    return None
+async def _record(
+    driver: BridgeDriver,
+    bridge: str,
+    inbound: InboundRequest,
+    peer: str,
+    on_receipts: ReceiptSink,
+    on_rejected: RejectionSink,
+) -> Response:
+    """The callback's receipts parsed and journaled: 200 once they are, else why not."""
+    try:
+        receipts = driver.parse_callback(inbound)
+    except CallbackRejected:
+        log.warning("callback_rejected", bridge=bridge, peer=peer)
+        on_rejected(bridge, "unauthorized")
+        return text_response(401, "unauthorized\n")
+    except ValueError as error:
+        log.warning("callback_malformed", bridge=bridge, error=str(error))
+        on_rejected(bridge, "malformed")
+        return text_response(400, f"{error}\n")
+    try:
+        await on_receipts(bridge, receipts)
+    except JournalError as error:
+        log.error("callback_not_recorded", bridge=bridge, error=str(error))
+        on_rejected(bridge, "not_recorded")
+        # RFC 9110 section 15.6.4: 503 says the failure is temporary; Retry-After paces
+        # the provider's retries while the journal stays unwritable.
+        return text_response(
+            503,
+            "receipts not recorded, send them again later\n",
+            {"Retry-After": str(UNWRITABLE_RETRY_AFTER_S)},
+        )
+    return _OK
 
 
-def health_routes(ready: ReadyCheck) -> list[web.RouteDef]:
+_OK = text_response(200, "OK\n")
+
+
+def health_routes(ready: ReadyCheck) -> list[Route]:
     """GET /healthz (the process answers) and GET /readyz (it can take traffic)."""
 
-    async def healthz(request: web.Request) -> web.Response:
+    async def healthz(request: Request) -> Response:
         del request
-        return web.json_response({"status": "alive"})
+        return Response(200, b'{"status": "alive"}', JSON_UTF8)
 
-    async def readyz(request: web.Request) -> web.Response:
+    async def readyz(request: Request) -> Response:
         del request
         report = await ready()
-        return web.json_response(report, status=200 if report.get("ready") else 503)
+        status = 200 if report.get("ready") else 503
+        return Response(status, msgspec.json.encode(report), JSON_UTF8)
 
-    return [web.get("/healthz", healthz), web.get("/readyz", readyz)]
+    return [
+        Route("GET", "/healthz", healthz, allow_head=True),
+        Route("GET", "/readyz", readyz, allow_head=True),
+    ]
 
 
 def build_metrics_app(
     render: Callable[[], Awaitable[bytes]],
     ready: ReadyCheck,
-    extra_routes: Sequence[web.RouteDef] = (),
-) -> web.Application:
+    extra_routes: Sequence[Route] = (),
+) -> App:
     """The listener of `[http] metrics_listen`: /metrics, /healthz and /readyz (and the
     admin API's `extra_routes`), so the scraper, the health checks and the operator need
     not share the port that faces providers."""
-    app = web.Application(client_max_size=1024)
-    app.add_routes([metrics_route(render), *health_routes(ready), *extra_routes])
-    return app
+    return App([metrics_route(render), *health_routes(ready), *extra_routes], max_body_bytes=1024)
 
 
-def metrics_route(render: Callable[[], Awaitable[bytes]]) -> web.RouteDef:
+def metrics_route(render: Callable[[], Awaitable[bytes]]) -> Route:
     """GET /metrics: the Prometheus text exposition `render` produces (engine.metrics)."""
 
-    async def metrics(request: web.Request) -> web.Response:
+    async def metrics(request: Request) -> Response:
         del request
-        return web.Response(body=await render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return Response(200, await render(), CONTENT_TYPE_LATEST)
 
-    return web.get("/metrics", metrics)
+    return Route("GET", "/metrics", metrics, allow_head=True)
 
 
 async def serve_listener(
-    app: web.Application,
+    app: App,
     host: str,
     port: int,
     *,
@@ -179,29 +189,19 @@ async def serve_listener(
 ) -> None:
     """Serve `app` until cancelled (over TLS with `ssl_context`); reports the bound port.
 
-    `idle_timeout_s` (config `[http] idle_timeout_s`) is aiohttp's keep-alive timeout.
-    aiohttp arms it when a connection opens and after each response, and closes the
-    connection when it fires with no complete request head read: so it bounds both an
-    idle keep-alive connection and a client sending its head byte by byte (slowloris).
+    `idle_timeout_s` (config `[http] idle_timeout_s`) is armed when a connection opens
+    and after each answer, and closes the connection when it fires with no whole request
+    head read: so it bounds both an idle keep-alive connection and a client sending its
+    head byte by byte (slowloris). At shutdown a callback still being handled gets
+    SHUTDOWN_TIMEOUT_S to finish (its journal commit takes milliseconds) before it is
+    cancelled, unanswered, so the provider sends it again.
     """
-    # shutdown_timeout: at shutdown a callback still being handled gets this long to finish
-    # (its journal commit takes milliseconds) before it is cancelled, unanswered, so the
-    # provider sends it again; aiohttp's default of 60 s would hold the daemon's exit.
-    runner = web.AppRunner(
+    await serve_http(
         app,
-        access_log=None,
-        handle_signals=False,
-        keepalive_timeout=idle_timeout_s,
-        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        host,
+        port,
+        idle_timeout_s=idle_timeout_s,
+        shutdown_timeout_s=SHUTDOWN_TIMEOUT_S,
+        ssl_context=ssl_context,
+        task_status=task_status,
     )
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
-        await site.start()
-        # AppRunner.addresses: the (host, port, ...) each listening socket is bound to.
-        bound = runner.addresses[0][1] if runner.addresses else port
-        task_status.started(bound)
-        await anyio.sleep_forever()
-    finally:
-        with anyio.CancelScope(shield=True):
-            await runner.cleanup()

@@ -13,10 +13,9 @@ import datetime as dt
 import re
 from typing import Any, Final
 
-import anyio
 import msgspec
-from aiohttp import web
 
+from engine.http_server import Request
 from engine.ingress.api_models import DEFAULT_PAGE, MAX_PAGE
 from engine.ingress.prepare import LineError, describe_invalid
 from engine.models import Submission, submission_decoder
@@ -46,15 +45,11 @@ class ApiProblem(Exception):  # noqa: N818 - an answer, raised to leave a handle
         self.retry_after_s = retry_after_s
 
 
-async def read_body(request: web.Request, timeout_s: float) -> bytes:
+async def read_body(request: Request, timeout_s: float) -> bytes:
     """The whole body, or a 408 when it does not arrive within `timeout_s` (config `[api]
-    body_timeout_s`): a client trickling it must not hold a handler. One already here is
-    read without a timeout scope."""
-    if request.content.is_eof():
-        return await request.read()
-    body: bytes | None = None
-    with anyio.move_on_after(timeout_s):
-        body = await request.read()
+    body_timeout_s`): a client trickling it must not hold a handler. (BodyTooLarge, past
+    the listener's limit, is the server's to answer.)"""
+    body = await request.read(timeout_s)
     if body is None:
         raise ApiProblem(
             408, "Request Timeout", f"the request body did not arrive within {timeout_s:g} s"
@@ -62,13 +57,13 @@ async def read_body(request: web.Request, timeout_s: float) -> bytes:
     return body
 
 
-def api_key_of(request: web.Request) -> str | None:
+def api_key_of(request: Request) -> str | None:
     """The key of `Authorization: Bearer <key>`, else `X-API-Key`."""
-    authorization = request.headers.get("Authorization", "")
+    authorization = request.headers.get("authorization", "")
     scheme, _, credentials = authorization.partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
-    key = request.headers.get("X-API-Key", "").strip()
+    key = request.headers.get("x-api-key", "").strip()
     return key or None
 
 
@@ -82,7 +77,7 @@ def parse_msg_id(text: str) -> int:
     return int(text)
 
 
-def parse_limit(request: web.Request) -> int:
+def parse_limit(request: Request) -> int:
     raw = request.query.get("limit")
     if raw is None:
         return DEFAULT_PAGE
@@ -91,7 +86,7 @@ def parse_limit(request: web.Request) -> int:
     return int(raw)
 
 
-def parse_cursor(request: web.Request, name: str) -> int | None:
+def parse_cursor(request: Request, name: str) -> int | None:
     raw = request.query.get(name)
     if raw is None:
         return None
@@ -100,7 +95,7 @@ def parse_cursor(request: web.Request, name: str) -> int | None:
     return int(raw)
 
 
-def parse_since(request: web.Request) -> float | None:
+def parse_since(request: Request) -> float | None:
     raw = request.query.get("since")
     if raw is None:
         return None

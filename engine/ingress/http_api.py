@@ -1,10 +1,10 @@
 """The applications' HTTP API v1 (docs/http-api.md): submit, read, cancel, the event feed.
 
-One aiohttp application on a listener of its own (config `[api]`), beside Kannel's
+One `engine.http_server.App` on a listener of its own (config `[api]`), beside Kannel's
 `/cgi-bin/sendsms` (engine.ingress.sendsms). Every answer is JSON; every error is an
 RFC 9457 problem (`application/problem+json`: type, title, status, and `detail`, one
-sentence), including aiohttp's own (unknown path, wrong method, body too large), so bad
-input never gets a 500 or a traceback.
+sentence), including what the server refuses itself (unknown path, wrong method, body too
+large, a request that is not HTTP), so bad input never gets a 500 or a traceback.
 
     POST   /v1/messages            one message or {"messages": [...]}: one journal commit,
                                    answered after it, one result per message
@@ -24,19 +24,28 @@ from __future__ import annotations
 import datetime as dt
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
 import anyio
 import anyio.abc
 import msgspec
 import structlog
-from aiohttp import web
 
 from engine.accounts import Account
 from engine.cancel import Canceller, CancelVerdict, cancel_refusal, cancel_stored
 from engine.config import ApiSettings, split_host_port
 from engine.feed import account_of
+from engine.http_server import (
+    APPLICATION_JSON,
+    App,
+    Refusal,
+    Refused,
+    Request,
+    Response,
+    Route,
+    describe,
+)
 from engine.ingress.api_models import (
     FINAL_STATES,
     AcceptedRecipient,
@@ -111,7 +120,7 @@ class EventFeed(Protocol):
     async def history(self, msg_id: str) -> list[bytes]: ...
 
 
-def problem_response(problem: ApiProblem) -> web.Response:
+def problem_response(problem: ApiProblem) -> Response:
     body = Problem(
         type=PROBLEM_TYPE + problem.title.lower().replace(" ", "-"),
         title=problem.title,
@@ -121,49 +130,44 @@ def problem_response(problem: ApiProblem) -> web.Response:
     headers = {}
     if problem.retry_after_s is not None:
         headers["Retry-After"] = str(max(1, round(problem.retry_after_s + 0.499)))
-    return web.Response(
-        status=problem.status,
-        body=_encoder.encode(body),
-        content_type=PROBLEM_CONTENT_TYPE,
-        headers=headers,
-    )
+    return Response(problem.status, _encoder.encode(body), PROBLEM_CONTENT_TYPE, headers or None)
 
 
-def json_response(value: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=_encoder.encode(value), content_type="application/json")
+def json_response(value: Any, status: int = 200) -> Response:
+    return Response(status, _encoder.encode(value), APPLICATION_JSON)
 
 
-# aiohttp's own errors (no route, wrong method, body over the limit) as problems.
-_HTTP_TITLES: Final = {
-    404: ("Not Found", "there is no such path in this API"),
-    405: ("Method Not Allowed", "this path does not take that method"),
-    413: ("Content Too Large", "the request body is larger than this API takes"),
+# What the server refuses itself, as problems: (title, detail), None for the server's own.
+_REFUSAL_PROBLEMS: Final[dict[Refusal, tuple[str, str | None]]] = {
+    Refusal.MALFORMED: ("Bad Request", None),
+    Refusal.NOT_FOUND: ("Not Found", "there is no such path in this API"),
+    Refusal.METHOD_NOT_ALLOWED: ("Method Not Allowed", None),
+    Refusal.BODY_TOO_LARGE: ("Content Too Large", "the request body is larger than this API takes"),
+    Refusal.HEAD_TOO_LARGE: ("Request Header Fields Too Large", None),
+    Refusal.HANDLER_FAILED: ("Internal Server Error", None),
 }
 
 
-@web.middleware
-async def problems_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Every error an RFC 9457 problem; nothing unexpected becomes a bare 500 page."""
-    try:
-        return await handler(request)
-    except ApiProblem as problem:
-        return problem_response(problem)
-    except web.HTTPException as error:
-        if error.status < 400:
-            raise
-        title, detail = _HTTP_TITLES.get(error.status, (error.reason, error.reason.lower()))
-        if error.status == 405:
-            allowed = ", ".join(sorted(getattr(error, "allowed_methods", ()) or ()))
-            detail = f"{request.path} does not take {request.method}; it takes {allowed}"
-        return problem_response(ApiProblem(error.status, title, detail))
+def problem_page(refused: Refused) -> Response:
+    """What the server refuses itself, as an RFC 9457 problem (405 with `Allow`)."""
+    title, detail = _REFUSAL_PROBLEMS[refused.refusal]
+    response = problem_response(
+        ApiProblem(refused.refusal.value, title, detail or describe(refused))
+    )
+    if refused.refusal is Refusal.METHOD_NOT_ALLOWED:
+        response.headers = {"Allow": ", ".join(refused.allowed)}
+    return response
+
+
+def answer_problem(error: Exception) -> Response | None:
+    """A handler's ApiProblem, answered; anything else is a bug for the server to log."""
+    return problem_response(error) if isinstance(error, ApiProblem) else None
 
 
 # ── Request pieces ───────────────────────────────────────────────────────────────
 
 
-def authenticate(request: web.Request, accounts: AccountBook) -> Account:
+def authenticate(request: Request, accounts: AccountBook) -> Account:
     key = api_key_of(request)
     if key is None:
         raise ApiProblem(
@@ -284,21 +288,21 @@ class HttpApi:
         self._origin = origin
         self._openapi = _encoder.encode(openapi(max_batch))
 
-    def routes(self) -> list[web.RouteDef]:
+    def routes(self) -> list[Route]:
         return [
-            web.post("/v1/messages", self.submit),
-            web.get("/v1/messages", self.list_messages, allow_head=False),
-            web.get("/v1/messages/{msg_id}", self.get_message, allow_head=False),
-            web.delete("/v1/messages/{msg_id}", self.cancel_message),
-            web.get("/v1/events", self.events, allow_head=False),
-            web.get("/v1/openapi.json", self.openapi_document, allow_head=False),
+            Route("POST", "/v1/messages", self.submit),
+            Route("GET", "/v1/messages", self.list_messages),
+            Route("GET", "/v1/messages/{msg_id}", self.get_message),
+            Route("DELETE", "/v1/messages/{msg_id}", self.cancel_message),
+            Route("GET", "/v1/events", self.events),
+            Route("GET", "/v1/openapi.json", self.openapi_document),
         ]
 
-    async def openapi_document(self, request: web.Request) -> web.Response:
+    async def openapi_document(self, request: Request) -> Response:
         del request
-        return web.Response(body=self._openapi, content_type="application/json")
+        return Response(200, self._openapi, APPLICATION_JSON)
 
-    async def submit(self, request: web.Request) -> web.Response:
+    async def submit(self, request: Request) -> Response:
         account = authenticate(request, self._accounts)
         if request.content_type != "application/json":
             raise ApiProblem(
@@ -325,7 +329,7 @@ class HttpApi:
             raise refusal
         return json_response(SubmitResults(results=results))
 
-    async def _owned(self, request: web.Request, account: Account) -> StoredMessage:
+    async def _owned(self, request: Request, account: Account) -> StoredMessage:
         msg_id = parse_msg_id(request.match_info["msg_id"])
         stored = await self._reader.message(msg_id)
         if stored is None:
@@ -334,13 +338,13 @@ class HttpApi:
             raise ApiProblem(403, "Forbidden", f"message {msg_id} belongs to another account")
         return stored
 
-    async def get_message(self, request: web.Request) -> web.Response:
+    async def get_message(self, request: Request) -> Response:
         account = authenticate(request, self._accounts)
         stored = await self._owned(request, account)
         history = await self._feed.history(stored.message.msg_id) if self._feed else []
         return json_response(message_status(stored, history))
 
-    async def list_messages(self, request: web.Request) -> web.Response:
+    async def list_messages(self, request: Request) -> Response:
         account = authenticate(request, self._accounts)
         state = request.query.get("state")
         if state is not None and state not in _STATE_NAMES:
@@ -359,7 +363,7 @@ class HttpApi:
             MessageList(messages=[message_status(s) for s in page.messages], next_cursor=cursor)
         )
 
-    async def cancel_message(self, request: web.Request) -> web.Response:
+    async def cancel_message(self, request: Request) -> Response:
         account = authenticate(request, self._accounts)
         stored = await self._owned(request, account)
         message = stored.message
@@ -378,7 +382,7 @@ class HttpApi:
         after = await self._reader.message(int(message.msg_id))
         return json_response(message_status(after or stored))
 
-    async def events(self, request: web.Request) -> web.Response:
+    async def events(self, request: Request) -> Response:
         account = authenticate(request, self._accounts)
         after = parse_cursor(request, "after") or 0
         limit = parse_limit(request)
@@ -407,7 +411,7 @@ def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
 
 async def serve_api(
     settings: ApiSettings,
-    app: web.Application,
+    app: App,
     *,
     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -424,11 +428,11 @@ async def serve_api(
     )
 
 
-def build_api_app(
-    api: HttpApi, extra_routes: Sequence[web.RouteDef] = (), *, max_body_bytes: int
-) -> web.Application:
+def build_api_app(api: HttpApi, extra_routes: Sequence[Route] = (), *, max_body_bytes: int) -> App:
     """The API's application: a body over `max_body_bytes` is answered 413."""
-    app = web.Application(middlewares=[problems_middleware], client_max_size=max_body_bytes)
-    app.add_routes(api.routes())
-    app.add_routes(list(extra_routes))
-    return app
+    return App(
+        [*api.routes(), *extra_routes],
+        max_body_bytes=max_body_bytes,
+        error_page=problem_page,
+        answer_exception=answer_problem,
+    )

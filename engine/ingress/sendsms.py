@@ -14,7 +14,7 @@ escapes substituted (engine.kannel_dlr): the message carries them (Submission.dl
 dlr_mask), the journal's feed makes each GET's URL with the event, and the webhooks'
 delivery worker makes it from the journal, at least once.
 
-Pure parsing (`parse_sendsms`) and the escapes are separate from the aiohttp handler.
+Pure parsing (`parse_sendsms`) and the escapes are separate from the handler.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from typing import Final
 
 import msgspec
-from aiohttp import web
 
 from engine.accounts import Account
+from engine.http_server import Request, Response, Route, text_response
 from engine.ingress.api_requests import ApiProblem, read_body
 from engine.ingress.http_api import BUSY_KINDS, LIMIT_KINDS, Acceptor
 from engine.ingress.prepare import LineError
@@ -216,10 +216,10 @@ def sendsms_route(
     body_timeout_s: float = 10.0,
     clock: Callable[[], float] = time.time,
     origin: str = "sendsms",
-) -> list[web.RouteDef]:
+) -> list[Route]:
     """GET and POST /cgi-bin/sendsms over `accept`; `by_login` names the account."""
 
-    async def sendsms(request: web.Request) -> web.Response:
+    async def sendsms(request: Request) -> Response:
         body = b""
         if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
             try:
@@ -243,11 +243,8 @@ def sendsms_route(
         scheduled = parsed.submission.schedule_at is not None
         return _plain(202, QUEUED if scheduled else ACCEPTED)
 
-    return [
-        web.get("/cgi-bin/sendsms", sendsms, allow_head=False),
-        web.post("/cgi-bin/sendsms", sendsms),
-    ]
+    return [Route("GET", "/cgi-bin/sendsms", sendsms), Route("POST", "/cgi-bin/sendsms", sendsms)]
 
 
-def _plain(status: int, text: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, text=text, headers=dict(headers or {}))
+def _plain(status: int, text: str, headers: Mapping[str, str] | None = None) -> Response:
+    return text_response(status, text, headers or None)

@@ -9,18 +9,16 @@ import stat
 import sys
 import time
 from pathlib import Path
-from unittest import mock
 
 import anyio
 import httpx
 import msgspec
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import make_mocked_request
 
 from engine.admin_api import peer_refusal
 from engine.config import HttpSettings, JournalSettings
 from engine.daemon import run_daemon
+from engine.http_server import Request
 from engine.journal import JournalError, MarkFinal
 from engine.journal.sqlite import open_sqlite_journal
 from engine.journal_lock import lock_journal
@@ -294,12 +292,9 @@ async def test_the_daemon_keeps_accepting_while_a_big_prune_runs(tmp_path: Path)
     assert counts["final"] == 20
 
 
-def request_from(peer: str, headers: dict[str, str] | None = None) -> web.Request:
-    transport = mock.Mock()
-    transport.get_extra_info.side_effect = lambda name, default=None: (
-        (peer, 40000) if name == "peername" else default
-    )
-    return make_mocked_request("GET", "/admin/journal/stats", headers=headers, transport=transport)
+def request_from(peer: str, headers: dict[str, str] | None = None) -> Request:
+    fields = {name.lower(): value for name, value in (headers or {}).items()}
+    return Request(None, "GET", b"/admin/journal/stats", fields, remote=peer)
 
 
 @pytest.mark.parametrize(
