@@ -30,6 +30,7 @@ import asyncio
 import dataclasses
 import json
 import random
+import select
 import subprocess
 import sys
 import tempfile
@@ -53,9 +54,12 @@ NAME: Final = "cluster_rates"
 # Batches on the "messages" bridge: small beside a second's messages, as a provider's 100
 # recipients are beside thousands a second.
 BATCH_SIZES: Final = (5, 25)
-# Time the worker processes get to start (Python, imports, a connection) before the run;
-# the bridges give no turn before it.
-START_DELAY_S: Final = 5.0
+# From every worker process saying it is ready (Python started, modules imported, Redis
+# connected) to the run's start: the time the start takes to reach them. The bridges give
+# no turn before it.
+START_DELAY_S: Final = 1.0
+# How long the worker processes may take to get ready.
+READY_TIMEOUT_S: Final = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +109,15 @@ def shared_gate(client: Redis, bridge: str, limits: dict[str, float]) -> SharedG
 
 
 async def run_worker(plan: Plan, seed: int) -> dict[str, Any]:
-    """Ask for turns on both bridges until `seconds` after the start; every turn granted
-    before the end, with when it was taken on this process's clock, and when the process
-    was ready (server clock: it must be before the start)."""
+    """Connect, say "ready" on stdout, read the start (server clock, µs) from stdin, then
+    ask for turns on both bridges until `seconds` after it; every turn granted before the
+    end, with when it was taken on this process's clock, and when the process had the
+    start (server clock: it must be before the start)."""
     client = open_client(plan.url)
     seconds, micros = await client.time()
     offset_us = seconds * US + micros - time.time_ns() // 1000  # server - local
+    print("ready", flush=True)  # the parent's signal to fix the start
+    plan = dataclasses.replace(plan, start_us=int(await asyncio.to_thread(sys.stdin.readline)))
     end_us = plan.start_us + round(plan.seconds * US)
     taken: list[dict[str, Any]] = []
     draw = random.Random(seed)
@@ -232,8 +239,6 @@ def run_rates(
         requests_burst=requests_burst,
         messages_burst=messages_burst,
     )
-    start_us = asyncio.run(_prepare(plan))
-    plan = dataclasses.replace(plan, start_us=start_us)
     taken: list[dict[str, Any]] = []
     per_process: list[int] = []
     with tempfile.TemporaryDirectory() as directory:
@@ -249,13 +254,23 @@ def run_rates(
                     "--worker",
                     json.dumps(asdict(plan)),
                     str(output),
-                ]
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
             )
             for output in outputs
         ]
-        for worker in workers:
-            if worker.wait(timeout=START_DELAY_S + seconds + 60) != 0:
-                raise RuntimeError(f"a worker process failed (exit {worker.returncode})")
+        try:
+            start_us = _start_when_ready(workers, plan)
+            for worker in workers:
+                if worker.wait(timeout=seconds + 60) != 0:
+                    raise RuntimeError(f"a worker process failed (exit {worker.returncode})")
+        finally:
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.kill()
+                    worker.wait()
+        plan = dataclasses.replace(plan, start_us=start_us)
         for output in outputs:
             answer = json.loads(output.read_text())
             if answer["ready_us"] > start_us:
@@ -266,12 +281,29 @@ def run_rates(
     return plan, count(plan, taken), per_process
 
 
+def _start_when_ready(workers: Sequence[subprocess.Popen[bytes]], plan: Plan) -> int:
+    """Once every worker has said "ready", fix the start and send it to each of them."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    for worker in workers:
+        assert worker.stdout is not None
+        left = max(0.0, deadline - time.monotonic())
+        readable, _, _ = select.select([worker.stdout], [], [], left)
+        if not readable or worker.stdout.readline().strip() != b"ready":
+            raise RuntimeError(f"a worker process was not ready in {READY_TIMEOUT_S:g} s")
+    start_us = asyncio.run(_prepare(plan))
+    for worker in workers:
+        assert worker.stdin is not None
+        worker.stdin.write(b"%d\n" % start_us)
+        worker.stdin.close()
+    return start_us
+
+
 async def _prepare(plan: Plan) -> int:
     """Create both bridges' state with nothing granted before the start (the Redis
     server's now + START_DELAY_S, the gate's own first-use hold), and return the start.
-    The workers ask from the moment they are ready: the gate holds them until the start
-    is within its horizon, then gives turns from the start on, so the first second is
-    not short of the processes' start-up."""
+    Every worker is ready by then (`_start_when_ready`) and asks as soon as it has the
+    start: the gate holds it until the start is within its horizon, then gives turns
+    from the start on, so the first second is not short of the processes' start-up."""
     client = open_client(plan.url)
     starts: set[int] = set()
     for name, limits in bridge_limits(plan).items():
