@@ -363,7 +363,8 @@ async def _provider_taken(http: httpx.AsyncClient, sim_url: str) -> int:
 async def run_load(
     duration_s: float, rate: float = 200.0, workdir: Path | None = None, cache_mb: int = 32
 ) -> LoadReport:
-    """Run the overload for `duration_s` (at least 25 s: warm-up, thirds, a 10 s window).
+    """Run the overload for `duration_s` (at least 20 s: warm-up, thirds, a 10 s window
+    past the first fill of the queue).
     `cache_mb` is the journal's page cache (`[journal] cache_mb`), the part of the
     daemon's memory that grows with the journal file until it is full."""
     with tempfile.TemporaryDirectory(prefix="septet-load-") as scratch:
