@@ -230,6 +230,29 @@ class ReplyEntry(msgspec.Struct, frozen=True):
     provider_id: str | None
 
 
+def _all_taken(batch: Sequence[OutboundMessage], body: str) -> list[Outcome] | None:
+    """The outcomes of a reply that took every message: an entry `1701|<cell>|<id>` for
+    each, in the batch's order (what `parse_send` makes of it, without a ReplyEntry and a
+    match per entry); None for any other reply (read entry by entry)."""
+    entries = body.split(",")
+    if len(entries) != len(batch):
+        return None
+    outcomes: list[Outcome] = []
+    for entry, message in zip(entries, batch, strict=True):
+        fields = entry.split("|")
+        if (
+            len(fields) != 3
+            or fields[0] != SUCCESS_CODE
+            or fields[1] != destination_digits(message.to)
+        ):
+            return None
+        provider_id = fields[2].strip()
+        if not provider_id:
+            return None
+        outcomes.append(Submitted(provider_id))
+    return outcomes
+
+
 def parse_entry(raw: str) -> ReplyEntry:
     """One comma-separated entry: `1701|cell|id`, `1701|cell:id`, `code|cell` or `code`."""
     fields = raw.strip().split("|")
@@ -365,6 +388,9 @@ class RouteMobileDriver:
             raise UnparseableReply("routemobile's reply is not UTF-8 text.") from None
         if not body:
             raise UnparseableReply("routemobile's reply is empty.")
+        taken = _all_taken(batch, body)
+        if taken is not None:
+            return taken
         if is_code(body):
             # A bare code is a request-level error that applies to every message.
             if body == SUCCESS_CODE:

@@ -302,6 +302,19 @@ def test_parse_send_entries(body: str, expected: list[Outcome]) -> None:
     assert driver().parse_send(THREE, text_reply(body)) == expected
 
 
+def test_parse_send_of_a_batch_taken_whole_reads_as_entry_by_entry() -> None:
+    """A hundred `1701|cell|id` entries in the batch's order (read in one pass) give what
+    the same entries read one by one give (a space after each comma: no longer that
+    shape), and an entry out of order is still matched by its cell."""
+    batch = [message(f"+9198{n:08d}") for n in range(100)]
+    entries = [f"1701|9198{n:08d}|id-{n}" for n in range(100)]
+    taken = driver().parse_send(batch, text_reply(",".join(entries)))
+    assert taken == [Submitted(f"id-{n}") for n in range(100)]
+    assert driver().parse_send(batch, text_reply(", ".join(entries))) == taken
+    swapped = [entries[1], entries[0], *entries[2:]]
+    assert driver().parse_send(batch, text_reply(",".join(swapped))) == taken
+
+
 def test_parse_send_repeated_destination_takes_entries_in_turn() -> None:
     batch = [message(A), message(A), message(B)]
     body = f"1701|919820000002|{UUID_2},1701|919820000001|{UUID_1},1041|919820000001"
