@@ -65,7 +65,9 @@ class LineError:
 
 class Shared:
     """What every message of a submission shares whatever its recipient: the checked text,
-    schedule and callbacks, the segmentation, and each route's admitted bridges."""
+    schedule and callbacks, the segmentation, and each route's admitted bridges; and the
+    first Message made with them (`template`), which the first messages of the batch's
+    other submissions alike are copies of."""
 
     __slots__ = (
         "admitted",
@@ -75,6 +77,7 @@ class Shared:
         "due_at",
         "expires_at",
         "segmentation",
+        "template",
     )
 
     def __init__(
@@ -94,6 +97,8 @@ class Shared:
         self.dlr_mask = dlr_mask
         # route -> the bridges of it that take the message (engine.admission).
         self.admitted: dict[tuple[str, ...], tuple[str, ...]] = {}
+        # Never handed out (engine.ingress.accept and the journal change the messages).
+        self.template: Message | None = None
 
 
 # The fields of a Submission its Shared part depends on (all but to, id, dlr, priority),
@@ -150,6 +155,38 @@ def _first_message(
         callback_url=shared.callback_url,
         dlr_url=shared.dlr_url,
         dlr_mask=shared.dlr_mask,
+    )
+
+
+def _first_of(
+    sub: Submission,
+    origin: str,
+    now: float,
+    shared: Shared,
+    to: str,
+    sender: str | None,
+    price: tuple[float, str],
+    bridges: tuple[str, ...],
+) -> Message:
+    """A submission's first recipient's Message: a copy of its Shared part's template with
+    what a submission of that Shared part may have of its own (its id, dlr and priority)
+    and the recipient's number, route, sender and price. An HTTP API batch of one text is
+    a submission per recipient: building each Message from its 22 keywords cost about
+    seven times as much."""
+    template = shared.template
+    if template is None or template.origin != origin or template.accepted_at != now:
+        template = _first_message(sub, origin, now, shared, to, sender, price, bridges)
+        shared.template = template
+    return msgspec.structs.replace(
+        template,
+        client_ref=sub.id,
+        to=to,
+        sender=sender,
+        cost=price[0],
+        currency=price[1],
+        bridges=bridges,
+        dlr=sub.dlr,
+        priority=sub.priority,
     )
 
 
@@ -329,9 +366,7 @@ class LinePreparer:
                     )
                 )
             else:
-                messages.append(
-                    _first_message(sub, origin, now, shared, to, sender, price, bridges)
-                )
+                messages.append(_first_of(sub, origin, now, shared, to, sender, price, bridges))
         return messages
 
     def _admit(

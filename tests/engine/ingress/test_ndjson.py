@@ -623,6 +623,38 @@ def test_submissions_of_one_batch_keep_their_own_requested_route() -> None:
     assert routes == [("routemobile",), ("bsg", "routemobile"), ("bsg",), ("bsg", "routemobile")]
 
 
+def test_submissions_of_one_text_in_a_batch_each_make_the_message_they_make_alone() -> None:
+    """An HTTP API batch of one text is a submission per recipient: the first messages of
+    the later ones are copies of the first's, each with its own id, number, route, price,
+    report and priority, as if it came alone; another origin makes its own."""
+    preparer, memo = admitting_preparer(), BatchMemo()
+    lines = [
+        {"to": "+447700900123", "text": "Hello", "id": "a"},
+        {"to": "+380501234567", "text": "Hello", "dlr": False, "priority": 3},
+        {"to": "+250788123456", "text": "Hello", "id": "c", "priority": 1},
+    ]
+    subs = [preparer.decode(msgspec.json.encode(line)) for line in lines]
+    made = []
+    for sub, origin, now in zip(subs, ["tcp:1", "tcp:1", "tcp:2"], [1e9] * 3, strict=True):
+        assert not isinstance(sub, LineError)
+        result = preparer.prepare_submission(sub, origin, now, memo=memo)
+        assert isinstance(result, list)
+        made += result
+    alone = []
+    for sub, origin, now in zip(subs, ["tcp:1", "tcp:1", "tcp:2"], [1e9] * 3, strict=True):
+        assert not isinstance(sub, LineError)
+        result = preparer.prepare_submission(sub, origin, now)
+        assert isinstance(result, list)
+        alone += result
+    assert made == alone
+    assert [(m.client_ref, m.dlr, m.priority, m.origin) for m in made] == [
+        ("a", True, 0, "tcp:1"),
+        (None, False, 3, "tcp:1"),
+        ("c", True, 1, "tcp:2"),
+    ]
+    assert len({id(m) for m in made}) == 3
+
+
 def test_one_recipient_whose_route_takes_nothing_rejects_the_line() -> None:
     result = prepared(
         admitting_preparer(), to=["+250788123456", "+380501234567"], text="Hi", flash=True
