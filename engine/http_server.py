@@ -363,26 +363,21 @@ class App:
         method, path = ("", "") if request is None else (request.method, request.path)
         return self.error_page(Refused(refusal, method, path, allowed, self.max_body_bytes))
 
-    async def respond(self, request: Request) -> Response:
-        """The handler's answer, or the refusal's; raises ClientGone."""
-        found = self.resolve(request)
-        if isinstance(found, tuple):
-            refusal = Refusal.METHOD_NOT_ALLOWED if found else Refusal.NOT_FOUND
-            return self.refused(refusal, request, found)
-        try:
-            return await found(request)
-        except BodyTooLarge:
+    def unrouted(self, request: Request, allowed: tuple[str, ...]) -> Response:
+        """The answer to a request no route takes: 405 if its path takes `allowed`, else 404."""
+        refusal = Refusal.METHOD_NOT_ALLOWED if allowed else Refusal.NOT_FOUND
+        return self.refused(refusal, request, allowed)
+
+    def failed(self, request: Request, error: Exception) -> Response:
+        """The answer to a handler's exception: BodyTooLarge's 413, the app's own answer
+        (`answer_exception`), else a bug: logged once with its traceback, answered 500."""
+        if isinstance(error, BodyTooLarge):
             return self.refused(Refusal.BODY_TOO_LARGE, request)
-        except ClientGone:
-            raise
-        except Exception as error:
-            answer = None if self._answer_exception is None else self._answer_exception(error)
-            if answer is not None:
-                return answer
-            log.error(
-                "http_handler_failed", method=request.method, path=request.path, exc_info=error
-            )
-            return self.refused(Refusal.HANDLER_FAILED, request)
+        answer = None if self._answer_exception is None else self._answer_exception(error)
+        if answer is not None:
+            return answer
+        log.error("http_handler_failed", method=request.method, path=request.path, exc_info=error)
+        return self.refused(Refusal.HANDLER_FAILED, request)
 
 
 class _Connection(asyncio.Protocol):
@@ -473,21 +468,27 @@ class _Connection(asyncio.Protocol):
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
+        key = name.lower().decode("latin-1")
         headers = self._headers
-        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        if key in headers:
+            headers[key] = f"{headers[key]}, {value.decode('latin-1')}"
+        else:
+            headers[key] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         parser = self._parser
         headers = self._headers
+        keep_alive = parser.should_keep_alive()
+        # The version matters to the answer only for an HTTP/1.0 client asking for
+        # keep-alive, which it does with a Connection field.
+        version = parser.get_http_version() if keep_alive and "connection" in headers else "1.1"
         request = Request(
             self,
             parser.get_method().decode("latin-1"),
             self._url,
             headers,
-            parser.get_http_version(),
-            parser.should_keep_alive(),
+            version,
+            keep_alive,
             self._remote,
         )
         self._in_body = True
@@ -539,10 +540,18 @@ class _Connection(asyncio.Protocol):
         self.task = self.loop.create_task(self._serve(request))
 
     async def _serve(self, request: Request) -> None:
-        try:
-            response = await self._app.respond(request)
-        except ClientGone:
-            return  # the connection is gone: nobody to answer
+        """The request's Task: its handler's answer, or what the app says instead."""
+        app = self._app
+        handler = app.resolve(request)
+        if isinstance(handler, tuple):
+            response = app.unrouted(request, handler)
+        else:
+            try:
+                response = await handler(request)
+            except ClientGone:
+                return  # the connection is gone: nobody to answer
+            except Exception as error:
+                response = app.failed(request, error)
         self._answer(request, response)
 
     def _answer(self, request: Request, response: Response) -> None:

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import anyio
 import anyio.abc
+import msgspec
 import pytest
 
 from engine.http_server import (
@@ -19,6 +20,7 @@ from engine.http_server import (
     serve_http,
     text_response,
 )
+from engine.ingress.http_api import problem_page
 
 pytestmark = pytest.mark.anyio
 
@@ -318,3 +320,33 @@ async def test_at_shutdown_a_handler_still_running_is_cut_off_unanswered() -> No
         scope.cancel()
         assert await idle.closed()
         assert await busy.closed()  # nothing was answered: the client sends it again
+
+
+async def test_the_apis_error_page_words_the_servers_refusals_as_problems() -> None:
+    app = App(
+        Handlers().routes(), max_body_bytes=10, error_page=problem_page, answer_exception=None
+    )
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(
+            lambda task_status: serve_http(
+                app, "127.0.0.1", 0, idle_timeout_s=5, shutdown_timeout_s=1, task_status=task_status
+            )
+        )
+        async with connection(port) as client:
+            await client.stream.send(b"DELETE /echo/a HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = await client.answer()
+            assert answer.headers["content-type"] == "application/problem+json"
+            assert answer.headers["allow"] == "GET, HEAD, POST"
+            assert msgspec.json.decode(answer.body) == {
+                "type": "https://septet.invalid/problems/method-not-allowed",
+                "title": "Method Not Allowed",
+                "status": 405,
+                "detail": "/echo/a does not take DELETE; it takes GET, HEAD, POST",
+            }
+            await client.stream.send(b"GET /echo/a HTTP/1.1\r\nHost: x\r\nBad Field\r\n\r\n")
+            answer = await client.answer()
+            assert answer.headers["content-type"] == "application/problem+json"
+            detail = msgspec.json.decode(answer.body)["detail"]
+            assert (answer.status, detail) == (400, "the request is not valid HTTP/1.1")
+            assert await client.closed()
+        tg.cancel_scope.cancel()
