@@ -105,6 +105,36 @@ T = TypeVar("T")
 SQL_BRIDGE_AT: Final = "json_extract(bridges, '$[' || ? || ']')"
 
 
+class _ChargedFinal(NamedTuple):
+    """A MarkCharged and the MarkFinal that follows it for the same message (a report that
+    states the provider's charge: engine.lifecycle.on_report), written as one UPDATE. Both
+    change a message only while it is not final, so together they change it or nothing,
+    as the two did one after the other."""
+
+    charged: MarkCharged
+    final: MarkFinal
+
+
+def _pair_charges_with_finals(changes: Sequence[Change]) -> list[Change | _ChargedFinal]:
+    """`changes`, each MarkCharged directly followed by its message's MarkFinal paired."""
+    paired: list[Change | _ChargedFinal] = []
+    index = 0
+    while index < len(changes):
+        change = changes[index]
+        following = changes[index + 1] if index + 1 < len(changes) else None
+        if (
+            type(change) is MarkCharged
+            and type(following) is MarkFinal
+            and following.msg_id == change.msg_id
+        ):
+            paired.append(_ChargedFinal(change, following))
+            index += 2
+            continue
+        paired.append(change)
+        index += 1
+    return paired
+
+
 class MultiRow(NamedTuple):
     """A statement over many rows at once: `head` VALUES `row`, `row`, ... `tail`; `one`,
     when given, is the statement for a single row (the same parameters)."""
@@ -244,6 +274,11 @@ SQL_UNCONFIRMED: Final = (
 SQL_MARK_FINAL: Final = (
     "UPDATE messages SET state = 3, outcome = ?, status = ?, code = ?, error = ?, final_at = ?"
     " WHERE msg_id = ? AND state < 3"
+)
+# A MarkCharged and the MarkFinal after it, for one message (`_ChargedFinal`), as one UPDATE.
+SQL_MARK_CHARGED_FINAL: Final = (
+    "UPDATE messages SET submit_cost = ?, submit_currency = ?, state = 3, outcome = ?,"
+    " status = ?, code = ?, error = ?, final_at = ? WHERE msg_id = ? AND state < 3"
 )
 # A cancel (engine.lifecycle.on_cancel) wins only over a message still waiting that no
 # request has carried: a compare-and-set against the claim (SQL_CLAIM), which the writer
@@ -879,15 +914,19 @@ class SqliteJournal:
         appends = [change for change in changes if type(change) is AppendEvents]
         if appends:
             changes = [change for change in changes if type(change) is not AppendEvents]
+        if any(type(change) is MarkCharged for change in changes):
+            self._record_changes(connection, _pair_charges_with_finals(changes))
+        else:
             self._record_changes(connection, changes)
+        if appends:
             self._next_event_id, owed = feed.append_events(
                 connection, appends, self._next_event_id, self._clock(), self._feed_accounts
             )
             self._deliveries_added += owed
-            return
-        self._record_changes(connection, changes)
 
-    def _record_changes(self, connection: sqlite3.Connection, changes: Sequence[Change]) -> None:
+    def _record_changes(
+        self, connection: sqlite3.Connection, changes: Sequence[Change | _ChargedFinal]
+    ) -> None:
         # Consecutive changes of one kind become one executemany; order is kept.
         executemany = connection.executemany
         index = 0
@@ -953,6 +992,8 @@ class SqliteJournal:
                 )
             elif kind is MarkCharged:
                 executemany(SQL_MARK_CHARGED, [(c.cost, c.currency, c.msg_id) for c in run])
+            elif kind is _ChargedFinal:
+                self._mark_charged_final(connection, run)
             elif kind is MarkPolled:
                 executemany(
                     SQL_MARK_POLLED,
@@ -979,6 +1020,27 @@ class SqliteJournal:
                 )
             else:
                 raise TypeError(f"not a journal change: {kind.__name__}")
+
+    def _mark_charged_final(
+        self, connection: sqlite3.Connection, pairs: Sequence[_ChargedFinal]
+    ) -> None:
+        cursor = connection.executemany(
+            SQL_MARK_CHARGED_FINAL,
+            [
+                (
+                    charged.cost,
+                    charged.currency,
+                    final.outcome,
+                    status_of_outcome(final.outcome),
+                    final.code,
+                    final.error,
+                    final.at,
+                    final.msg_id,
+                )
+                for charged, final in pairs
+            ],
+        )
+        self._pending -= max(cursor.rowcount, 0)
 
     def _mark_submitted(
         self, connection: sqlite3.Connection, changes: Sequence[MarkSubmitted]

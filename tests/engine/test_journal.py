@@ -436,10 +436,18 @@ async def test_a_charge_stated_in_a_report_is_kept_with_the_final_state_once(
             MarkFinal(msg_id="2", outcome="UNDELIV", code="001", error=None, at=3.0),
         ]
     )
+    assert await journal.pending_count() == 0
     await journal.record([MarkCharged(msg_id="1", cost=9.0, currency="USD")])
+    await journal.record(
+        [
+            MarkCharged(msg_id="2", cost=9.0, currency="USD"),
+            MarkFinal(msg_id="2", outcome="DELIVRD", code=None, error=None, at=4.0),
+        ]
+    )
     columns = "submit_cost, submit_currency, outcome"
     rows = [await stored_row(journal, columns, msg_id) for msg_id in "12"]
     assert rows == [(2.0, "INR", "DELIVRD"), (1.5, None, "UNDELIV")]
+    assert await journal.pending_count() == 0  # the repeated final counted nothing
 
 
 async def test_groups_with_and_without_client_ref_in_one_call_keep_their_order(
