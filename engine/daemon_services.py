@@ -189,15 +189,12 @@ async def start_http(
         await backlog.refresh()
         return rt.metrics.exposition()
 
-    async def on_receipts(bridge: str, receipts: Any) -> None:
-        await rt.receipts.handle(bridge, receipts)
-
     admin_token = settings.http.admin_token or write_run_token(Path(settings.journal.path))
     admin = admin_routes(lambda: admins[0] if admins else None, admin_token)
     metrics_listen = settings.http.metrics_listen
     app = build_app(
         rt.drivers,
-        on_receipts,
+        rt.receipts.handle,  # the runtime's one ReceiptHandler, made before any listener
         readiness,
         extra_routes=[] if metrics_listen else [metrics_route(exposition), *admin],
         body_timeout_s=settings.http.body_timeout_s,

@@ -93,7 +93,14 @@ def build_app(
                 query=dict(inbound.query),
                 body=decode_body(inbound.body),
             )
-        return await _record(driver, bridge, inbound, request.remote, on_receipts, on_rejected)
+        receipts = _parsed(driver, bridge, inbound, request.remote, on_rejected)
+        if isinstance(receipts, Response):
+            return receipts
+        try:
+            await on_receipts(bridge, receipts)
+        except JournalError as error:
+            return _not_recorded(bridge, error, on_rejected)
+        return _OK  # only once the receipts are journaled
 
     routes = [Route("GET", "/dlr/{bridge}", callback), Route("POST", "/dlr/{bridge}", callback)]
     return App(
@@ -101,17 +108,16 @@ def build_app(
     )
 
 
-async def _record(
+def _parsed(
     driver: BridgeDriver,
     bridge: str,
     inbound: InboundRequest,
     peer: str,
-    on_receipts: ReceiptSink,
     on_rejected: RejectionSink,
-) -> Response:
-    """The callback's receipts parsed and journaled: 200 once they are, else why not."""
+) -> Sequence[Receipt] | Response:
+    """The callback's receipts, or the answer refusing it (401, 400)."""
     try:
-        receipts = driver.parse_callback(inbound)
+        return driver.parse_callback(inbound)
     except CallbackRejected:
         log.warning("callback_rejected", bridge=bridge, peer=peer)
         on_rejected(bridge, "unauthorized")
@@ -120,19 +126,18 @@ async def _record(
         log.warning("callback_malformed", bridge=bridge, error=str(error))
         on_rejected(bridge, "malformed")
         return text_response(400, f"{error}\n")
-    try:
-        await on_receipts(bridge, receipts)
-    except JournalError as error:
-        log.error("callback_not_recorded", bridge=bridge, error=str(error))
-        on_rejected(bridge, "not_recorded")
-        # RFC 9110 section 15.6.4: 503 says the failure is temporary; Retry-After paces
-        # the provider's retries while the journal stays unwritable.
-        return text_response(
-            503,
-            "receipts not recorded, send them again later\n",
-            {"Retry-After": str(UNWRITABLE_RETRY_AFTER_S)},
-        )
-    return _OK
+
+
+def _not_recorded(bridge: str, error: JournalError, on_rejected: RejectionSink) -> Response:
+    log.error("callback_not_recorded", bridge=bridge, error=str(error))
+    on_rejected(bridge, "not_recorded")
+    # RFC 9110 section 15.6.4: 503 says the failure is temporary; Retry-After paces the
+    # provider's retries while the journal stays unwritable.
+    return text_response(
+        503,
+        "receipts not recorded, send them again later\n",
+        {"Retry-After": str(UNWRITABLE_RETRY_AFTER_S)},
+    )
 
 
 _OK = text_response(200, "OK\n")
