@@ -43,7 +43,8 @@ from engine.admin import Admin, NoCanceller, Refusal, RefusedError, parse_msg_id
 from engine.config import ConfigError, Settings, load_config, split_host_port
 from engine.http_errors import TransportError
 from engine.http_io import BridgeClient
-from engine.http_server import APPLICATION_JSON, Request, Response, Route
+from engine.http_routes import Route
+from engine.http_server import APPLICATION_JSON, Request, Response
 from engine.journal import JournalError, open_journal, open_reader
 from engine.journal_lock import lock_journal
 

@@ -48,7 +48,7 @@ from engine.dispatch import BridgeDispatcher
 from engine.dlr import ReceiptHandler, poll_policy, serve_poller, serve_shared_orphans
 from engine.feed import serve_retention
 from engine.http_io import BridgeClient
-from engine.http_server import App
+from engine.http_routes import App
 from engine.ingress.accept import Acceptor
 from engine.ingress.events import DiscardSink, EventRouter
 from engine.ingress.http_api import HttpApi, build_api_app, serve_api

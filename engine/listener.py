@@ -1,10 +1,10 @@
 """The daemon's HTTP listeners: provider callbacks under /dlr/<bridge>, /metrics, /healthz, /readyz.
 
-One `engine.http_server.App` (septet's own HTTP/1.1 server). A callback is parsed by
-its bridge's driver, which checks the credentials septet registered with the provider
-(constant-time); a mismatch is answered 401, a malformed request 400, and the listener
-answers 200 only once the receipts are journaled, so a provider retries what septet
-could not record: a journal that cannot be written (disk full, read-only directory) is
+One `engine.http_routes.App` on septet's own HTTP/1.1 server (engine.http_server). A
+callback is parsed by its bridge's driver, which checks the credentials septet registered
+with the provider (constant-time); a mismatch is answered 401, a malformed request 400,
+and the listener answers 200 only once the receipts are journaled, so a provider retries
+what septet could not record: a journal that cannot be written (disk full, read-only directory) is
 answered 503 with Retry-After, the status every provider here retries. Every refused
 callback is counted by reason (septet_callbacks_rejected_total).
 
@@ -27,7 +27,8 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bridges.base import BridgeDriver, CallbackRejected, InboundRequest, Receipt
-from engine.http_server import App, Request, Response, Route, serve_http, text_response
+from engine.http_routes import App, Route
+from engine.http_server import Request, Response, serve_http, text_response
 from engine.journal import JournalError
 from engine.log import decode_body
 

@@ -1,6 +1,6 @@
 """The applications' HTTP API v1 (docs/http-api.md): submit, read, cancel, the event feed.
 
-One `engine.http_server.App` on a listener of its own (config `[api]`), beside Kannel's
+One `engine.http_routes.App` on a listener of its own (config `[api]`), beside Kannel's
 `/cgi-bin/sendsms` (engine.ingress.sendsms). Every answer is JSON; every error is an
 RFC 9457 problem (`application/problem+json`: type, title, status, and `detail`, one
 sentence), including what the server refuses itself (unknown path, wrong method, body too
@@ -36,16 +36,8 @@ from engine.accounts import Account
 from engine.cancel import Canceller, CancelVerdict, cancel_refusal, cancel_stored
 from engine.config import ApiSettings, split_host_port
 from engine.feed import account_of
-from engine.http_server import (
-    APPLICATION_JSON,
-    App,
-    Refusal,
-    Refused,
-    Request,
-    Response,
-    Route,
-    describe,
-)
+from engine.http_routes import App, Refused, Route, describe
+from engine.http_server import APPLICATION_JSON, Refusal, Request, Response
 from engine.ingress.api_models import (
     FINAL_STATES,
     AcceptedRecipient,

@@ -29,7 +29,8 @@ from typing import Final
 import msgspec
 
 from engine.accounts import Account
-from engine.http_server import Request, Response, Route, text_response
+from engine.http_routes import Route
+from engine.http_server import Request, Response, text_response
 from engine.ingress.api_requests import ApiProblem, read_body
 from engine.ingress.http_api import BUSY_KINDS, LIMIT_KINDS, Acceptor
 from engine.ingress.prepare import LineError

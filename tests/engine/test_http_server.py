@@ -11,15 +11,8 @@ import anyio.abc
 import msgspec
 import pytest
 
-from engine.http_server import (
-    MAX_HEAD_BYTES,
-    App,
-    Request,
-    Response,
-    Route,
-    serve_http,
-    text_response,
-)
+from engine.http_routes import App, Route
+from engine.http_server import MAX_HEAD_BYTES, Request, Response, serve_http, text_response
 from engine.ingress.http_api import problem_page
 
 pytestmark = pytest.mark.anyio
