@@ -49,6 +49,10 @@ CREDENTIALS: dict[str, str] = {
     "smsclub": 'credentials = { token = "demo" }',
 }
 
+# `[reports] sweep_s` wherever a test sets a report deadline: a message past it ends
+# within half a second, not up to the default sweep's 5 s.
+REPORT_SWEEP_S = 0.5
+
 # Journal states (engine.journal): 0 accepted, 1 inflight, 2 submitted or unconfirmed
 # (awaiting a report), 3 final.
 FINAL_STATE = 3
@@ -129,7 +133,8 @@ def write_config(
     """A config for the four bridges against `sim_url`, on fixed free ports (a restarted
     daemon must come back on the same ones: the simulators call back there).
     `report_timeout_s`: `[reports] timeout_s`, how long a message waits for its final
-    report before it ends UNKNOWN (None: the daemon's default, 72 h)."""
+    report before it ends UNKNOWN (None: the daemon's default, 72 h); with it, the
+    deadline is looked for every REPORT_SWEEP_S (not the default 5 s)."""
     journal = journal or workdir / "septet.db"
     tcp_port, http_port = free_port(), free_port()
     journal_section = f'[journal]\npath = "{journal}"\n'
@@ -143,7 +148,7 @@ def write_config(
         "[retry]\nbase_s = 0.05\nmax_delay_s = 1.0\njitter = 0.1\n",
     ]
     if report_timeout_s is not None:
-        text.append(f"[reports]\ntimeout_s = {report_timeout_s}\n")
+        text.append(f"[reports]\ntimeout_s = {report_timeout_s}\nsweep_s = {REPORT_SWEEP_S}\n")
     for name, credentials in CREDENTIALS.items():
         text.append(
             f'[bridges.{name}]\ndriver = "{name}"\nbase_url = "{sim_url}"\n{credentials}\n'
