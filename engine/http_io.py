@@ -36,12 +36,28 @@ _QUERY_SAFE = ""
 _PATH_SAFE = "/%:@!$&'()*+,;="
 
 
+# RFC 3986 §2.3's unreserved characters: what quote() keeps with safe="".
+_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+_PERCENT = ord("%")
+
+
 def _quote_query_part(text: str) -> str:
-    # ASCII letters and digits are unreserved: skip quote() for them (most keys, numbers,
-    # credentials and codes), which costs a microsecond or more per call.
-    if text.isascii() and text.isalnum():
+    """quote(text, safe=_QUERY_SAFE), faster for ASCII. Letters and digits alone are kept
+    as they are (most keys, numbers, credentials and codes). Other ASCII text has each
+    distinct reserved character replaced in one pass, '%' first: quote() goes through
+    it a byte at a time in Python, 1.5 us a recipient for a batch's comma-separated
+    destinations."""
+    if not text.isascii():
+        return quote(text, safe=_QUERY_SAFE)
+    if text.isalnum():
         return text
-    return quote(text, safe=_QUERY_SAFE)
+    reserved = set(text.encode().translate(None, _UNRESERVED))
+    if _PERCENT in reserved:
+        text = text.replace("%", "%25")
+        reserved.discard(_PERCENT)
+    for code in reserved:
+        text = text.replace(chr(code), f"%{code:02X}")
+    return text
 
 
 def encode_query(query: Sequence[tuple[str, str]]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 import anyio
 import msgspec
@@ -77,6 +77,16 @@ def test_encode_query_percent_encodes_everything_reserved() -> None:
     assert encode_query(query) == (
         "message=a%2Bb%2C%20c%7Cd%20%C3%A9&destination=250782589800%2C250788123456&empty="
     )
+
+
+def test_encode_query_encodes_ascii_text_as_quote_does() -> None:
+    """Every ASCII character, alone and among others ('%' first or after its escape's
+    digits), a batch's comma-separated destinations: what urllib's quote() makes."""
+    samples = [chr(code) for code in range(128)]
+    samples += ["".join(chr(code) for code in range(128)), "%2C,%", "a b+c|d&e=f", ""]
+    samples.append(",".join(f"9198{n:08d}" for n in range(100)))
+    for text in samples:
+        assert encode_query([("v", text)]) == "v=" + quote(text, safe="")
 
 
 def test_encode_query_keeps_ascii_alphanumerics_and_encodes_other_letters() -> None:
