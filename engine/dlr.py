@@ -124,9 +124,11 @@ class _ReceiptGroup:
 class _Reported:
     """What a batch of reports comes to, told once its changes are committed: the events,
     the (state, seconds) of reports for metrics, the charges stated, which message each
-    matched report was for; `rest`: the reports no message was found for by provider id."""
+    matched report was for; `rest`: the reports no message was found for by provider id;
+    `ended`: the messages a final report of the batch ended (a later report of the same
+    batch for one of them, a provider's repeated callback, counts for nothing)."""
 
-    __slots__ = ("charges", "events", "matched", "rest", "told")
+    __slots__ = ("charges", "ended", "events", "matched", "rest", "told")
 
     def __init__(self) -> None:
         self.events: list[tuple[str, Event]] = []
@@ -134,6 +136,7 @@ class _Reported:
         self.charges: list[lifecycle.Charge] = []
         self.matched: list[tuple[str, Receipt]] = []
         self.rest: list[Receipt] = []
+        self.ended: set[str] = set()
 
 
 class ReceiptHandler:
@@ -243,9 +246,13 @@ class ReceiptHandler:
         changes: list[Change],
         reported: _Reported,
     ) -> None:
+        if message.msg_id in reported.ended:
+            return  # ended by a report earlier in this batch: `message` is as read before it
         step = lifecycle.on_report(message, receipt, bridge, now, self._report_timeout_s)
         if step is None:
             return  # final already (a repeated report: the first one counted)
+        if receipt.final:
+            reported.ended.add(message.msg_id)
         changes.extend(step.changes)
         reported.events.extend(step.events)
         reported.matched.append((message.msg_id, receipt))

@@ -163,6 +163,26 @@ async def test_concurrent_callbacks_share_one_lookup_and_one_commit() -> None:
     assert len(events.events) == 50
 
 
+async def test_a_callback_repeated_within_one_group_ends_its_message_once() -> None:
+    """A provider that calls back twice for one report (it retries a callback it thinks
+    was lost), both handed in in the same turn: one final state and one `dlr`, as when the
+    repeat comes after the first was journaled. A report after the final one in the same
+    group (here an intermediate one) changes nothing either: final means final."""
+    journal = FakeJournal([message("1", "p1"), message("2", "p2")])
+    events = Collector()
+    handler = ReceiptHandler(journal, events)  # type: ignore[arg-type]
+    pending = Receipt(provider_id="p2", state="ENROUTE", provider_status="E", final=False)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(handler.handle, "dsc", [receipt("p1")])
+        tg.start_soon(handler.handle, "dsc", [receipt("p1")])
+        tg.start_soon(handler.handle, "dsc", [receipt("p2"), pending])
+    [commit] = journal.commits
+    finals = [c.msg_id for c in commit if isinstance(c, MarkFinal)]
+    assert finals == ["1", "2"]
+    assert [c for c in commit if not isinstance(c, (MarkFinal, AppendEvents))] == []
+    assert [(e.msg_id, e.state) for _, e in events.events] == [("1", "DELIVRD"), ("2", "DELIVRD")]  # type: ignore[union-attr]
+
+
 async def test_a_charge_stated_in_a_report_is_journaled_then_counted() -> None:
     """Route Mobile states its charge in the report: kept before the final state, in the
     same commit, and told (for septet_cost_total{source="provider"}) only after it."""
