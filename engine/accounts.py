@@ -12,7 +12,9 @@ the account of what it accepts:
 
 Secrets are compared with hmac.compare_digest and never logged (engine.log redacts
 every configured one). An API key is found by the SHA-256 of the key given (a dict
-lookup whose time says nothing about the key), then compared in constant time.
+lookup whose time says nothing about the key), then compared in constant time. A key that
+matched is remembered as given (at most one per account), so a client's next request finds
+its account without the hash; it is still compared in constant time.
 
 The limits (allowed senders, messages per second, a daily quota) are enforced by the
 one accept path, engine.ingress.accept; this module only holds them. Pure: no I/O.
@@ -235,6 +237,8 @@ class Accounts:
             for a in self._by_name.values()
             if a.settings.api_key
         }
+        # API keys as given that matched their account's (by_api_key): one per account at most.
+        self._by_matched_key: dict[str, Account] = {}
         self._by_system_id = {a.smpp.system_id: a for a in self._by_name.values() if a.smpp}
         self._by_username = {
             a.sendsms_username: a for a in self._by_name.values() if a.sendsms_username
@@ -252,10 +256,15 @@ class Accounts:
 
     def by_api_key(self, key: str) -> Account | None:
         """The account whose API key is `key`, or None."""
-        account = self._by_key.get(api_key_digest(key))
+        account = self._by_matched_key.get(key)
+        if account is None:
+            account = self._by_key.get(api_key_digest(key))
         if account is None or account.settings.api_key is None:
             return None
-        return account if secret_matches(key, account.settings.api_key) else None
+        if not secret_matches(key, account.settings.api_key):
+            return None
+        self._by_matched_key[key] = account
+        return account
 
     def by_name_and_key(self, name: str, key: str) -> Account | None:
         """The account `name` if `key` is its API key (an NDJSON auth line), else None."""

@@ -18,6 +18,7 @@ A caller sees only `HttpReply` or the exception tree of engine/http_errors.py
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from urllib.parse import quote
 
@@ -67,11 +68,18 @@ def encode_query(query: Sequence[tuple[str, str]]) -> str:
     )
 
 
-def build_url(base_url: str, path: str, query: Sequence[tuple[str, str]] = ()) -> str:
-    """The full, already-encoded URL of a call: base URL, then `path`, then the query."""
+@functools.lru_cache(maxsize=256)
+def _url_base(base_url: str, path: str) -> str:
+    """Base URL and encoded path (a driver's few paths, asked for at every request)."""
     url = base_url.rstrip("/")
     if path:
         url += "/" + quote(path.lstrip("/"), safe=_PATH_SAFE)
+    return url
+
+
+def build_url(base_url: str, path: str, query: Sequence[tuple[str, str]] = ()) -> str:
+    """The full, already-encoded URL of a call: base URL, then `path`, then the query."""
+    url = _url_base(base_url, path)
     if query:
         url += "?" + encode_query(query)
     return url

@@ -48,6 +48,15 @@ def test_by_api_key() -> None:
     assert accounts.by_api_key("") is None
 
 
+def test_by_api_key_answers_the_same_when_a_key_is_given_again() -> None:
+    accounts = registry()
+    for _ in range(3):  # a matched key is remembered as given: still its account, only it
+        assert accounts.by_api_key("acme-key") is accounts.get("acme")
+        assert accounts.by_api_key("shop-key") is accounts.get("shop")
+        assert accounts.by_api_key("acme-key ") is None
+        assert accounts.by_api_key("acme-keY") is None
+
+
 def test_by_name_and_key_is_an_auth_line() -> None:
     accounts = registry()
     assert accounts.by_name_and_key("acme", "acme-key") is accounts.get("acme")
