@@ -284,6 +284,22 @@ def utc_from_timestamp(seconds: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, dt.UTC)
 
 
+def accepted_event(message: Message, ts: dt.datetime | None = None) -> Accepted:
+    """The `accepted` event of a message being journaled (its msg_id assigned), at `ts`
+    (a request's one event time) or at its acceptance."""
+    return Accepted(
+        id=message.client_ref,
+        msg_id=message.msg_id,
+        ts=utc_from_timestamp(message.accepted_at) if ts is None else ts,
+        to=message.to,
+        encoding=message.encoding,
+        segments=message.segments,
+        cost=message.cost,
+        currency=message.currency,
+        bridge=message.bridge,
+    )
+
+
 def encode_event_line(event: Event) -> bytes:
     """One NDJSON line, newline included."""
     return event_encoder.encode(event) + b"\n"

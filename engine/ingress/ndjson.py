@@ -28,7 +28,12 @@ from engine.ingress.accept import Acceptor, Outcome
 from engine.ingress.events import EventSink
 from engine.ingress.prepare import LineError
 from engine.ingress.sessions import SessionProblem, describe, is_opening_line
-from engine.models import Accepted, LineRejected, Message, encode_event_line, encode_event_lines
+from engine.models import (
+    LineRejected,
+    accepted_event,
+    encode_event_line,
+    encode_event_lines,
+)
 
 log = structlog.get_logger("septet.ingress")
 
@@ -197,25 +202,11 @@ class LineHandler:
                 answers.append((number, _rejected(outcome, ts, number)))
                 debug("line_rejected", origin=origin, line=number, error=outcome.error)
                 continue
-            answers.append((number, encode_event_lines([_accepted(m, ts) for m in outcome])))
+            answers.append((number, encode_event_lines([accepted_event(m, ts) for m in outcome])))
         if too_long:
             answers.sort(key=lambda answer: answer[0])
         for _, answer in answers:
             sink.emit(answer)
-
-
-def _accepted(message: Message, ts: dt.datetime) -> Accepted:
-    return Accepted(
-        id=message.client_ref,
-        msg_id=message.msg_id,
-        ts=ts,
-        to=message.to,
-        encoding=message.encoding,
-        segments=message.segments,
-        cost=message.cost,
-        currency=message.currency,
-        bridge=message.bridge,
-    )
 
 
 def _rejected(error: LineError, ts: dt.datetime, number: int) -> bytes:

@@ -23,11 +23,10 @@ from engine.models import (
     OUTCOME_CANCELLED,
     OUTCOME_SENT,
     STATE_OF_SMPP,
-    Accepted,
     Message,
     MessageState,
     State,
-    utc_from_timestamp,
+    accepted_event,
 )
 
 __all__ = [
@@ -119,21 +118,6 @@ def accepted_append(message: Message) -> AppendEvents:
         msg_id=message.msg_id,
         callback_url=message.callback_url,
         events=[accepted_event(message)],
-    )
-
-
-def accepted_event(message: Message) -> Accepted:
-    """The `accepted` event of a message being journaled (its msg_id assigned)."""
-    return Accepted(
-        id=message.client_ref,
-        msg_id=message.msg_id,
-        ts=utc_from_timestamp(message.accepted_at),
-        to=message.to,
-        encoding=message.encoding,
-        segments=message.segments,
-        cost=message.cost,
-        currency=message.currency,
-        bridge=message.bridge,
     )
 
 
