@@ -34,8 +34,8 @@ from phonenumbers.phonemetadata import PhoneMetadata
 
 # ITU-T E.164: a country code of 1–3 digits, never starting with 0, and at most
 # 15 digits in all. Numbers shorter than 8 digits in all exist (small islands) but
-# take the slow path.
-_FAST_FORM = re.compile(r"\+[1-9][0-9]{7,14}")
+# take the slow path. The fast path's form: "+", then 8 to 15 ASCII digits, the first not
+# 0 (`\+[1-9][0-9]{7,14}`, asked in _normalise_fast without a regular expression).
 _DIGITS_FORM = re.compile(r"\+?[0-9]+")
 # What people put between digits; everything else that is not a digit is refused.
 _SEPARATORS = str.maketrans("", "", " \t\u00a0-.()")
@@ -92,7 +92,13 @@ def _country_of(first_digits: str) -> tuple[int, _CountryRules] | None:
 
 def _normalise_fast(number: str) -> str | None:
     """`number` itself when it is plainly E.164 and possible; None means "ask the slow path"."""
-    if _FAST_FORM.fullmatch(number) is None:
+    if not (
+        9 <= len(number) <= 16
+        and number[0] == "+"
+        and number[1] != "0"
+        and number.isascii()
+        and number[1:].isdigit()
+    ):
         return None
     country = _country_of(number[1:4])
     if country is None:

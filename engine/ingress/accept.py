@@ -339,7 +339,8 @@ class Acceptor:
                         fresh.append(message)
                     else:
                         scheduled = True
-            await self._give_back(account, duplicates, now)
+            if duplicates:
+                await self._give_back(account, duplicates, now)
             if scheduled:
                 self._scheduler.wake_feeder()
             if held and room is not None:

@@ -240,6 +240,9 @@ async def test_aiohttp_server_reads_the_request_as_sent() -> None:
         ("http://user:secret@127.0.0.1/x", ()),
         ("http://127.0.0.1:99999/x", ()),
         ("http://127.0.0.1/a b", ()),
+        ("http://127.0.0.1/a?b=\x7f", ()),
+        ("http://127.0.0.1/a?b=c\td", ()),
+        ("http://127.0.0.1/\u00e9?b=c d", ()),  # not ASCII: the regular expression asks
         ("http://127.0.0.1/x", (("X-Evil", "a\r\nInjected: yes"),)),
     ],
 )

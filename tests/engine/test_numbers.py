@@ -139,6 +139,10 @@ def test_common_e164_numbers_take_the_fast_path(number: str) -> None:
         "+4402079460000",  # a national prefix after the country code
         "+2507812",  # too short for the fast form
         "+0123456789",  # no country code starts with 0
+        "+25078123456\n",  # a newline is no digit
+        "+25078123456\u0661",  # nor an Arabic-Indic one (ASCII digits only)
+        "+2507812345678901",  # 16 digits: longer than E.164
+        "250781234567",  # no "+"
     ],
 )
 def test_doubtful_forms_leave_the_fast_path(number: str) -> None:
