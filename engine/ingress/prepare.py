@@ -122,30 +122,22 @@ class BatchMemo:
         self.shared: dict[SharedKey, Shared] = {}
 
 
-def _first_message(
-    sub: Submission,
-    origin: str,
-    now: float,
-    shared: Shared,
-    to: str,
-    sender: str | None,
-    price: tuple[float, str],
-    bridges: tuple[str, ...],
-) -> Message:
-    """A submission's first recipient's Message (LinePreparer._messages copies it)."""
+def _template(sub: Submission, origin: str, now: float, shared: Shared) -> Message:
+    """The Message a Shared part's submissions are copies of (_first_of): what they share,
+    with the recipient's number, sender, price and route left for each copy to set."""
     return Message(
         msg_id="",
         reference="",
         origin=origin,
         client_ref=sub.id,
-        to=to,
-        sender=sender,
+        to="",
+        sender=None,
         text=sub.text,
         encoding=shared.segmentation.encoding,
         segments=shared.segmentation.segments,
-        cost=price[0],
-        currency=price[1],
-        bridges=bridges,
+        cost=0.0,
+        currency="",
+        bridges=(),
         dlr=sub.dlr,
         flash=sub.flash,
         priority=sub.priority,
@@ -175,7 +167,7 @@ def _first_of(
     seven times as much."""
     template = shared.template
     if template is None or template.origin != origin or template.accepted_at != now:
-        template = _first_message(sub, origin, now, shared, to, sender, price, bridges)
+        template = _template(sub, origin, now, shared)
         shared.template = template
     return msgspec.structs.replace(
         template,
