@@ -354,6 +354,19 @@ def count_kept_events(connection: sqlite3.Connection) -> int:
     return int(connection.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
 
+def _final_params(final: MarkFinal) -> tuple[Any, ...]:
+    """A final state's parameters, in the order SQL_MARK_FINAL, SQL_CANCEL and (after the
+    charge) SQL_MARK_CHARGED_FINAL take them: outcome, status, code, error, at, msg_id."""
+    return (
+        final.outcome,
+        status_of_outcome(final.outcome),
+        final.code,
+        final.error,
+        final.at,
+        final.msg_id,
+    )
+
+
 def _placeholders(count: int) -> str:
     return ",".join("?" * count)
 
@@ -975,10 +988,7 @@ class SqliteJournal:
             elif kind is MarkFinal:
                 cursor = executemany(
                     SQL_MARK_FINAL,
-                    [
-                        (c.outcome, status_of_outcome(c.outcome), c.code, c.error, c.at, c.msg_id)
-                        for c in run
-                    ],
+                    [_final_params(c) for c in run],
                 )
                 self._pending -= max(cursor.rowcount, 0)
             elif kind is MarkUnconfirmed:
@@ -1026,19 +1036,7 @@ class SqliteJournal:
     ) -> None:
         cursor = connection.executemany(
             SQL_MARK_CHARGED_FINAL,
-            [
-                (
-                    charged.cost,
-                    charged.currency,
-                    final.outcome,
-                    status_of_outcome(final.outcome),
-                    final.code,
-                    final.error,
-                    final.at,
-                    final.msg_id,
-                )
-                for charged, final in pairs
-            ],
+            [(charged.cost, charged.currency, *_final_params(final)) for charged, final in pairs],
         )
         self._pending -= max(cursor.rowcount, 0)
 
@@ -1078,14 +1076,7 @@ class SqliteJournal:
             won = (
                 connection.execute(
                     SQL_CANCEL,
-                    (
-                        final.outcome,
-                        status_of_outcome(final.outcome),
-                        final.code,
-                        final.error,
-                        final.at,
-                        final.msg_id,
-                    ),
+                    _final_params(final),
                 ).rowcount
                 == 1
             )
