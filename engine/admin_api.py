@@ -127,12 +127,51 @@ def _int_query(request: Request, key: str, default: int | None) -> int | None:
     return parse_msg_id(text)
 
 
+AdminCommand = Callable[[Admin, Request], Awaitable[msgspec.Struct]]
+
+
+def _seconds_query(request: Request, key: str) -> float:
+    try:
+        return float(request.query.get(key, ""))
+    except ValueError:
+        raise RefusedError(Refusal.BAD_INPUT, f"{key} must be seconds.") from None
+
+
+async def _list_messages(admin: Admin, request: Request) -> msgspec.Struct:
+    limit = _int_query(request, "limit", 50) or 50
+    return await admin.list(
+        request.query.get("status") or None, limit, _int_query(request, "before", None)
+    )
+
+
+async def _purge(admin: Admin, request: Request) -> msgspec.Struct:
+    return await admin.purge(_seconds_query(request, "older_than_s"))
+
+
+async def _stats(admin: Admin, request: Request) -> msgspec.Struct:
+    del request
+    return await admin.stats()
+
+
+async def _cluster_status(admin: Admin, request: Request) -> msgspec.Struct:
+    return await admin.cluster_status(_seconds_query(request, "lease_s"))
+
+
+def _one(name: str) -> AdminCommand:
+    """The Admin method `name` on the path's msg_id."""
+
+    async def command(admin: Admin, request: Request) -> msgspec.Struct:
+        msg_id = request.match_info["msg_id"]
+        result: msgspec.Struct = await getattr(admin, name)(msg_id)
+        return result
+
+    return command
+
+
 def admin_routes(get_admin: Callable[[], Admin | None], token: str) -> list[Route]:
     """The routes (module docstring); `get_admin` is None until the daemon has started."""
 
-    def handler(
-        command: Callable[[Admin, Request], Awaitable[msgspec.Struct]],
-    ) -> Callable[[Request], Awaitable[Response]]:
+    def handler(command: AdminCommand) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
             refused = peer_refusal(request, token)
             if refused is not None:
@@ -147,46 +186,14 @@ def admin_routes(get_admin: Callable[[], Admin | None], token: str) -> list[Rout
 
         return handle
 
-    async def list_messages(admin: Admin, request: Request) -> msgspec.Struct:
-        limit = _int_query(request, "limit", 50) or 50
-        return await admin.list(
-            request.query.get("status") or None, limit, _int_query(request, "before", None)
-        )
-
-    async def purge(admin: Admin, request: Request) -> msgspec.Struct:
-        try:
-            older_than_s = float(request.query.get("older_than_s", ""))
-        except ValueError:
-            raise RefusedError(Refusal.BAD_INPUT, "older_than_s must be seconds.") from None
-        return await admin.purge(older_than_s)
-
-    def one(name: str) -> Callable[[Admin, Request], Awaitable[msgspec.Struct]]:
-        async def command(admin: Admin, request: Request) -> msgspec.Struct:
-            msg_id = request.match_info["msg_id"]
-            result: msgspec.Struct = await getattr(admin, name)(msg_id)
-            return result
-
-        return command
-
-    async def stats(admin: Admin, request: Request) -> msgspec.Struct:
-        del request
-        return await admin.stats()
-
-    async def cluster_status(admin: Admin, request: Request) -> msgspec.Struct:
-        try:
-            lease_s = float(request.query.get("lease_s", ""))
-        except ValueError:
-            raise RefusedError(Refusal.BAD_INPUT, "lease_s must be seconds.") from None
-        return await admin.cluster_status(lease_s)
-
     return [
-        Route("GET", "/admin/messages", handler(list_messages), allow_head=True),
-        Route("GET", "/admin/messages/{msg_id}", handler(one("show")), allow_head=True),
-        Route("POST", "/admin/messages/{msg_id}/retry", handler(one("retry"))),
-        Route("POST", "/admin/messages/{msg_id}/cancel", handler(one("cancel"))),
-        Route("GET", "/admin/journal/stats", handler(stats), allow_head=True),
-        Route("POST", "/admin/journal/purge", handler(purge)),
-        Route("GET", "/admin/cluster/status", handler(cluster_status), allow_head=True),
+        Route("GET", "/admin/messages", handler(_list_messages), allow_head=True),
+        Route("GET", "/admin/messages/{msg_id}", handler(_one("show")), allow_head=True),
+        Route("POST", "/admin/messages/{msg_id}/retry", handler(_one("retry"))),
+        Route("POST", "/admin/messages/{msg_id}/cancel", handler(_one("cancel"))),
+        Route("GET", "/admin/journal/stats", handler(_stats), allow_head=True),
+        Route("POST", "/admin/journal/purge", handler(_purge)),
+        Route("GET", "/admin/cluster/status", handler(_cluster_status), allow_head=True),
     ]
 
 
