@@ -305,44 +305,13 @@ class LinePreparer:
         memo: BatchMemo,
     ) -> list[Message] | LineError:
         """One Message per recipient, each normalised, routed, admitted and priced."""
-        ref = sub.id
         messages: list[Message] = []
-        # A submission's recipients mostly share a route and a price prefix: each route is
-        # admitted once per Shared part, and each (bridge, number prefix, segments) priced
-        # once per batch (a bulk request's submissions mostly share them too).
-        admitted = shared.admitted
-        priced = memo.priced
-        segmentation = shared.segmentation
-        segments = segmentation.segments
-        routed, prefix_length = memo.routed, self._router.prefix_length
         for raw in recipients:
-            try:
-                to = normalise(raw, self._region)
-                # Routed once per number prefix in a batch: the route depends on no more.
-                route_key = (sub.route, to[:prefix_length])
-                route = routed.get(route_key)
-                if route is None:
-                    route = routed[route_key] = self._router.route(to, sub.route)
-            except (InvalidNumber, UnknownRoute) as error:
-                return LineError(str(error), ref, "destination")
-            bridges = admitted.get(route)
-            if bridges is None:
-                admission = self._admit(route, sub, segmentation)
-                if isinstance(admission, LineError):
-                    return admission
-                bridges = admitted[route] = admission
-            bridge = bridges[0]
-            table = self._prices[bridge]
-            # The price depends on the number's first `longest_prefix` digits only.
-            price_key = (bridge, to[: table.longest_prefix + 1], segments)
-            price = priced.get(price_key)
-            if price is None:
-                try:
-                    cost = message_cost(table, to, segments)
-                except NoPriceError as error:
-                    return LineError(str(error), ref, "price")
-                price = priced[price_key] = (cost.amount, cost.currency)
-            sender = sub.sender or self._senders.get(bridge)
+            found = self._recipient(sub, raw, shared, memo)
+            if isinstance(found, LineError):
+                return found
+            to, bridges, price = found
+            sender = sub.sender or self._senders.get(bridges[0])
             if messages:
                 # The others as copies of the first with their own number, route, sender
                 # and price: msgspec builds a Message from its 22 keywords at about ten
@@ -360,6 +329,42 @@ class LinePreparer:
             else:
                 messages.append(_first_of(sub, origin, now, shared, to, sender, price, bridges))
         return messages
+
+    def _recipient(
+        self, sub: Submission, raw: str, shared: Shared, memo: BatchMemo
+    ) -> tuple[str, tuple[str, ...], tuple[float, str]] | LineError:
+        """A recipient's number, its admitted bridges and its price (amount, currency).
+
+        A submission's recipients mostly share a route and a price prefix: each route is
+        admitted once per Shared part, and each (bridge, number prefix, segments) priced
+        once per batch (a bulk request's submissions mostly share them too)."""
+        try:
+            to = normalise(raw, self._region)
+            # Routed once per number prefix in a batch: the route depends on no more.
+            route_key = (sub.route, to[: self._router.prefix_length])
+            route = memo.routed.get(route_key)
+            if route is None:
+                route = memo.routed[route_key] = self._router.route(to, sub.route)
+        except (InvalidNumber, UnknownRoute) as error:
+            return LineError(str(error), sub.id, "destination")
+        bridges = shared.admitted.get(route)
+        if bridges is None:
+            admission = self._admit(route, sub, shared.segmentation)
+            if isinstance(admission, LineError):
+                return admission
+            bridges = shared.admitted[route] = admission
+        segments = shared.segmentation.segments
+        table = self._prices[bridges[0]]
+        # The price depends on the number's first `longest_prefix` digits only.
+        price_key = (bridges[0], to[: table.longest_prefix + 1], segments)
+        price = memo.priced.get(price_key)
+        if price is None:
+            try:
+                cost = message_cost(table, to, segments)
+            except NoPriceError as error:
+                return LineError(str(error), sub.id, "price")
+            price = memo.priced[price_key] = (cost.amount, cost.currency)
+        return to, bridges, price
 
     def _admit(
         self, route: tuple[str, ...], sub: Submission, segmentation: Segmentation
