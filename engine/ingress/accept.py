@@ -40,7 +40,7 @@ import structlog
 
 from engine.accounts import Account
 from engine.ingress.coalesce import CoalescingJournal
-from engine.ingress.prepare import CONGESTED, BatchMemo, LineError, LinePreparer
+from engine.ingress.prepare import CONGESTED, BatchMemo, LineError, LinePreparer, RefusalKind
 from engine.journal import Duplicate, JournalError
 from engine.models import Message, Submission
 
@@ -305,9 +305,9 @@ class Acceptor:
             bridges = [m.bridge for group in groups for m in group if m.due_at <= now]
             if bridges and not await _reserve(room, bridges, room_wait_s, turn):
                 log.debug("submissions_congested", origin=groups[0][0].origin, bridges=bridges)
-                await self._give_back(account, groups, now)
-                for position, group in zip(positions, groups, strict=True):
-                    outcomes[position] = LineError(CONGESTED, group[0].client_ref, "congested")
+                await self._refuse_all(
+                    account, now, positions, groups, outcomes, CONGESTED, "congested"
+                )
                 return []
             held = bridges
         try:
@@ -320,25 +320,12 @@ class Acceptor:
                     count=len(groups),
                     error=str(error),
                 )
-                await self._give_back(account, groups, now)
                 sentence = f"not accepted, send it again later: {error}"
-                for position, group in zip(positions, groups, strict=True):
-                    outcomes[position] = LineError(sentence, group[0].client_ref, "journal")
+                await self._refuse_all(
+                    account, now, positions, groups, outcomes, sentence, "journal"
+                )
                 return []
-            fresh: list[Message] = []
-            scheduled = False
-            duplicates: list[list[Message]] = []
-            for position, group, result in zip(positions, groups, results, strict=True):
-                if isinstance(result, Duplicate):
-                    duplicates.append(group)
-                    outcomes[position] = _duplicate(result)
-                    continue
-                outcomes[position] = result
-                for message in result:
-                    if message.due_at <= now:
-                        fresh.append(message)
-                    else:
-                        scheduled = True
+            fresh, scheduled, duplicates = _sort_results(now, positions, groups, results, outcomes)
             if duplicates:
                 await self._give_back(account, duplicates, now)
             if scheduled:
@@ -354,6 +341,22 @@ class Acceptor:
         finally:
             if held and room is not None:
                 room.release(held)  # refused, duplicates, or cancelled: nothing to fill
+
+    async def _refuse_all(
+        self,
+        account: Account,
+        now: float,
+        positions: list[int],
+        groups: list[list[Message]],
+        outcomes: list[Outcome | None],
+        sentence: str,
+        kind: RefusalKind,
+    ) -> None:
+        """Every group refused for the engine's state (congested queues, the journal):
+        its tokens and quota given back, its outcome the sentence."""
+        await self._give_back(account, groups, now)
+        for position, group in zip(positions, groups, strict=True):
+            outcomes[position] = LineError(sentence, group[0].client_ref, kind)
 
     def _tally(self, results: Sequence[Outcome]) -> None:
         if self._on_lines is None:
@@ -402,6 +405,32 @@ def _quota_refused(
         "quota",
         retry_after_s=wait,
     )
+
+
+def _sort_results(
+    now: float,
+    positions: list[int],
+    groups: list[list[Message]],
+    results: Sequence[list[Message] | Duplicate],
+    outcomes: list[Outcome | None],
+) -> tuple[list[Message], bool, list[list[Message]]]:
+    """Each group's outcome set from the journal's result; returns the messages due now,
+    whether any is scheduled for later, and the groups that were duplicates."""
+    fresh: list[Message] = []
+    scheduled = False
+    duplicates: list[list[Message]] = []
+    for position, group, result in zip(positions, groups, results, strict=True):
+        if isinstance(result, Duplicate):
+            duplicates.append(group)
+            outcomes[position] = _duplicate(result)
+            continue
+        outcomes[position] = result
+        for message in result:
+            if message.due_at <= now:
+                fresh.append(message)
+            else:
+                scheduled = True
+    return fresh, scheduled, duplicates
 
 
 def _duplicate(result: Duplicate) -> LineError:
