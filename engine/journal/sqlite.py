@@ -462,6 +462,9 @@ def _message_from_row(row: tuple[Any, ...]) -> Message:
 Counters = tuple[int, int, int]
 # Their keys in `meta`, in that order.
 COUNTER_KEYS: Final = ("next_msg_id", "pending", "total")
+# What the feed's events held for a commit are: accepted events (`_AcceptedEvents`), a
+# step's events, or a count of events not kept (ids only).
+HeldEvents = list[AppendEvents | PlainEvents | int]
 
 
 class _JournalWriting(SqliteTransactions):
@@ -483,8 +486,21 @@ class _JournalWriting(SqliteTransactions):
     def failure(self, error: BaseException) -> BaseException:
         return self._journal._error(error) if isinstance(error, sqlite3.Error) else error
 
+    def begin(self, connection: sqlite3.Connection) -> None:
+        self._journal._holding = True
+        super().begin(connection)
+
+    def savepoint(self, connection: sqlite3.Connection) -> None:
+        # The writer takes a savepoint per operation only in a careful run (one operation
+        # failed on its own data): each then writes its own events, in its savepoint, so
+        # a bad one fails that operation alone.
+        self._journal._holding = False
+        super().savepoint(connection)
+
     def roll_back(self, connection: sqlite3.Connection) -> None:
-        self._journal._deliveries_added = []
+        journal = self._journal
+        journal._deliveries_added = []
+        journal._held_events = []
         super().roll_back(connection)
 
     def snapshot(self) -> Counters:
@@ -496,9 +512,10 @@ class _JournalWriting(SqliteTransactions):
         journal._next_msg_id, journal._pending, journal._total = snapshot
 
     def before_commit(self, connection: sqlite3.Connection, snapshot: Counters) -> None:
-        """The counters that changed since `snapshot` (a final report changes `pending`
-        alone: one row written, not three)."""
+        """The feed's events held for this commit, then the counters that changed since
+        `snapshot` (a final report changes `pending` alone: one row written, not three)."""
         journal = self._journal
+        journal._write_held_events(connection)
         counters = (journal._next_msg_id, journal._pending, journal._total)
         if counters != snapshot:
             connection.executemany(
@@ -568,6 +585,15 @@ class SqliteJournal:
         self._next_msg_id = 1
         # The next event id (engine.feed): handed out in commit order, never reused.
         self._next_event_id = 1
+        # The feed's events of the group being written, their ids handed out as each
+        # operation ran (from `_held_from` on, in order), written once just before its
+        # COMMIT (`_write_held_events`): one account's events of many operations (the HTTP
+        # API's one-message requests, each dispatcher's submits) make one pack. Nothing
+        # reads the events table inside a write. Not while `_holding` is off (a careful
+        # run: `_JournalWriting.savepoint`): each operation writes its own then.
+        self._held_events: HeldEvents = []
+        self._held_from = 1
+        self._holding = True
         # Webhook deliveries added by the group being written; after its commit,
         # `on_deliveries` (the webhook worker's hand-off) is called on the event loop with
         # them, or with none when they may not all have committed (read them back then).
@@ -739,6 +765,8 @@ class SqliteJournal:
         pending = self._pending
         results = self._accept(connection, groups)
         if self._pending > pending:
+            # The check counts the file's pages: the events go in first.
+            self._write_held_events(connection)
             try:
                 self._check_room(connection)
             except JournalFullError:
@@ -827,10 +855,7 @@ class SqliteJournal:
                     connection, SQL_INSERT_MESSAGE_WITHOUT_CLIENT_REF, rows_without_client_ref
                 )
             if accepted.changes:
-                self._next_event_id, owed = feed.append_events(
-                    connection, accepted.changes, first_event_id, self._clock(), self._feed_accounts
-                )
-                self._deliveries_added += owed
+                self._add_events(connection, accepted.changes, event_id - first_event_id)
             if days:
                 connection.executemany(
                     SQL_COUNT_ACCOUNT_DAY, [(a, d, n) for (a, d), n in days.items()]
@@ -922,8 +947,8 @@ class SqliteJournal:
             await self._execute(lambda connection: self._record(connection, changes), write=True)
 
     def _record(self, connection: sqlite3.Connection, changes: Sequence[Change]) -> None:
-        # The feed's events go in after the state changes that made them, all together (the
-        # same transaction either way), so that the runs of state changes stay long.
+        # The feed's events are held for the commit (`_held_events`); the state changes are
+        # written now, in runs of one kind.
         appends = [change for change in changes if type(change) is AppendEvents]
         if appends:
             changes = [change for change in changes if type(change) is not AppendEvents]
@@ -932,10 +957,38 @@ class SqliteJournal:
         else:
             self._record_changes(connection, changes)
         if appends:
+            self._add_events(connection, appends, sum([len(change.events) for change in appends]))
+
+    def _add_events(
+        self,
+        connection: sqlite3.Connection,
+        changes: Sequence[AppendEvents | PlainEvents | int],
+        count: int,
+    ) -> None:
+        """Hand out the next `count` event ids to `changes` (in order) and hold them for the
+        commit (`_held_events`), or write them now in a careful run."""
+        if not self._holding:
             self._next_event_id, owed = feed.append_events(
-                connection, appends, self._next_event_id, self._clock(), self._feed_accounts
+                connection, changes, self._next_event_id, self._clock(), self._feed_accounts
             )
             self._deliveries_added += owed
+            return
+        if not self._held_events:
+            self._held_from = self._next_event_id
+        self._held_events.extend(changes)
+        self._next_event_id += count
+
+    def _write_held_events(self, connection: sqlite3.Connection) -> None:
+        """Write the feed's events held so far, packing each account's run across
+        operations (engine.feed)."""
+        held = self._held_events
+        if not held:
+            return
+        self._held_events = []
+        _, owed = feed.append_events(
+            connection, held, self._held_from, self._clock(), self._feed_accounts
+        )
+        self._deliveries_added += owed
 
     def _record_changes(
         self, connection: sqlite3.Connection, changes: Sequence[Change | _ChargedFinal]

@@ -10,14 +10,16 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 import pytest
 
 from engine.feed import AppendEvents, DeliveryOutcome, FeedPage
 from engine.journal import JournalError, MarkFinal
-from engine.journal.sqlite import open_sqlite_journal
+from engine.journal.sqlite import SqliteJournal, open_sqlite_journal
 from engine.models import CancelledEvent, DeliveryReport, Message
 from tests.engine.journal_backends import BackendJournal, JournalOpener
+from tests.engine.test_journal import park_writer
 from tests.engine.test_journal_sqlite import UNDO_VERSION_8, UNDO_VERSION_10
 
 pytestmark = pytest.mark.anyio
@@ -477,6 +479,94 @@ async def test_a_version_9_journal_reads_its_events_with_the_packs_written_after
         assert connection.execute("PRAGMA user_version").fetchone()[0] == 10
         rows = connection.execute("SELECT id, n FROM events ORDER BY id").fetchall()
         assert rows == [(1, 1), (2, 1), (12, 10)]
+
+
+async def test_the_events_of_calls_sharing_a_commit_are_each_read_in_their_place(
+    opener: JournalOpener,
+) -> None:
+    """Each one-message request's accept and each dispatcher's submits is a call of its own;
+    calls that share a commit hand out their events' ids in call order, and every event
+    reads back (feed, history) as stored alone. SQLite writes one account's events of the
+    commit as one pack, whichever call they came from (engine.journal.sqlite)."""
+    async with opener(clock=Clock()) as journal:
+        sent = await accept(journal, *(message(f"+2507881000{n:02d}") for n in range(9)))
+        fresh: list[Message] = []
+
+        async def accept_fresh() -> None:
+            fresh.extend(await accept(journal, message("+250788100099")))
+
+        commits = journal.commits
+        async with anyio.create_task_group() as tg:
+            release = await park_writer(journal, tg)
+            for n, one in enumerate(sent):
+                tg.start_soon(journal.record, final_with_report(one.msg_id))
+                if n == 4:
+                    tg.start_soon(accept_fresh)
+            await anyio.wait_all_tasks_blocked()
+            release.set()
+        assert journal.commits == commits + 1
+        events = decoded((await journal.feed("default", 9, 100)).events)
+        order = [*sent[:5], *fresh, *sent[5:]]
+        assert [(e["event_id"], e["msg_id"]) for e in events] == [
+            (10 + n, m.msg_id) for n, m in enumerate(order)
+        ]
+        assert [e["event"] for e in events] == ["dlr"] * 5 + ["accepted"] + ["dlr"] * 4
+        assert await journal.pending_count() == 1
+        for one in sent:
+            history = decoded(await journal.history(one.msg_id) or [])
+            assert [(e["event"], e["msg_id"]) for e in history] == [
+                ("accepted", one.msg_id),
+                ("dlr", one.msg_id),
+            ]
+        middle = await journal.feed("default", 12, 3)  # from inside the commit's events
+        assert [e["event_id"] for e in decoded(middle.events)] == [13, 14, 15]
+    if isinstance(journal, SqliteJournal):
+        with sqlite3.connect(journal.path) as connection:
+            rows = connection.execute("SELECT id, n FROM events ORDER BY id").fetchall()
+        assert rows == [(9, 9), (19, 10)]
+
+
+async def test_a_bad_event_in_a_shared_sqlite_commit_fails_its_call_alone(tmp_path: Path) -> None:
+    """SQLite holds a commit's events until its end, and a bad one still fails only the
+    call that brought it: the others' states and events commit (the group runs again, each
+    call in its own savepoint). (PostgreSQL fails such a group whole.)"""
+    async with open_sqlite_journal(tmp_path / "septet.db", clock=Clock()) as journal:
+        first, middle, last = await accept(
+            journal, *(message(f"+25078810000{n}") for n in range(3))
+        )
+        broken = AppendEvents(
+            account="default", msg_id="x", callback_url=None, events=[report("x")]
+        )
+        outcomes: dict[str, BaseException | None] = {}
+
+        async def record(name: str, changes: list[Any]) -> None:
+            try:
+                await journal.record(changes)
+                outcomes[name] = None
+            except ValueError as error:
+                outcomes[name] = error
+
+        async with anyio.create_task_group() as tg:
+            release = await park_writer(journal, tg)
+            tg.start_soon(record, "first", final_with_report(first.msg_id))
+            tg.start_soon(record, "bad", [*final_with_report(middle.msg_id)[:1], broken])
+            tg.start_soon(record, "last", final_with_report(last.msg_id))
+            await anyio.wait_all_tasks_blocked()
+            release.set()
+        assert outcomes["first"] is None
+        assert outcomes["last"] is None
+        assert isinstance(outcomes["bad"], ValueError)
+        assert await journal.pending_count() == 1
+        events = decoded((await journal.feed("default", 3, 100)).events)
+        assert [(e["event"], e["msg_id"]) for e in events] == [
+            ("dlr", first.msg_id),
+            ("dlr", last.msg_id),
+        ]
+        ids = [e["event_id"] for e in events]
+        assert ids == sorted(ids)
+        assert [e["event"] for e in decoded(await journal.history(middle.msg_id) or [])] == [
+            "accepted"
+        ]
 
 
 async def test_a_closed_journal_says_so(opener: JournalOpener) -> None:
