@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 import msgspec
 
@@ -25,6 +25,8 @@ from engine.webhooks.settings import AccountWebhooks
 
 # engine.smpp.server answers this refusal with ESME_RTHROTTLED (SMPP v3.4 5.1.3).
 CONGESTED = "the queues are full: send it again later"
+# Distinct routes, and prices, a preparer remembers before starting afresh.
+MAX_REMEMBERED: Final = 4096
 
 # Why a line or submission was refused, as a value front doors map to their own codes
 # (engine.smpp.server.refusal_status): never by reading the sentence.
@@ -78,6 +80,7 @@ class Shared:
         "expires_at",
         "segmentation",
         "template",
+        "used",
     )
 
     def __init__(
@@ -97,6 +100,9 @@ class Shared:
         self.dlr_mask = dlr_mask
         # route -> the bridges of it that take the message (engine.admission).
         self.admitted: dict[tuple[str, ...], tuple[str, ...]] = {}
+        # Whether a Message was built for it: the first is built at once, and only a
+        # second submission alike makes a template (a request of one message makes none).
+        self.used = False
         # Never handed out (engine.ingress.accept and the journal change the messages).
         self.template: Message | None = None
 
@@ -108,36 +114,39 @@ SharedKey = tuple[object, ...]
 
 class BatchMemo:
     """What the submissions of one batch share, worked out once per batch instead of once
-    per submission: each price (a bulk request's messages mostly share a bridge, a price
-    prefix and a length), and the Shared part of submissions alike but for their
-    recipients (an HTTP API batch of one text: one message object per recipient)."""
+    per submission: the Shared part of submissions alike but for their recipients (an
+    HTTP API batch of one text: one message object per recipient)."""
 
-    __slots__ = ("priced", "routed", "shared")
+    __slots__ = ("shared",)
 
     def __init__(self) -> None:
-        # (bridge, number prefix, segments) -> (amount, currency).
-        self.priced: dict[tuple[str, str, int], tuple[float, str]] = {}
-        # (requested route, number prefix: Router.prefix_length) -> the route's bridges.
-        self.routed: dict[tuple[str | None, str], tuple[str, ...]] = {}
         self.shared: dict[SharedKey, Shared] = {}
 
 
-def _template(sub: Submission, origin: str, now: float, shared: Shared) -> Message:
-    """The Message a Shared part's submissions are copies of (_first_of): what they share,
-    with the recipient's number, sender, price and route left for each copy to set."""
+def _message(
+    sub: Submission,
+    origin: str,
+    now: float,
+    shared: Shared,
+    to: str,
+    sender: str | None,
+    price: tuple[float, str],
+    bridges: tuple[str, ...],
+) -> Message:
+    """A submission's Message to `to` built from its 22 keywords."""
     return Message(
         msg_id="",
         reference="",
         origin=origin,
         client_ref=sub.id,
-        to="",
-        sender=None,
+        to=to,
+        sender=sender,
         text=sub.text,
         encoding=shared.segmentation.encoding,
         segments=shared.segmentation.segments,
-        cost=0.0,
-        currency="",
-        bridges=(),
+        cost=price[0],
+        currency=price[1],
+        bridges=bridges,
         dlr=sub.dlr,
         flash=sub.flash,
         priority=sub.priority,
@@ -150,6 +159,9 @@ def _template(sub: Submission, origin: str, now: float, shared: Shared) -> Messa
     )
 
 
+_NO_PRICE: Final = (0.0, "")
+
+
 def _first_of(
     sub: Submission,
     origin: str,
@@ -160,14 +172,18 @@ def _first_of(
     price: tuple[float, str],
     bridges: tuple[str, ...],
 ) -> Message:
-    """A submission's first recipient's Message: a copy of its Shared part's template with
-    what a submission of that Shared part may have of its own (its id, dlr and priority)
-    and the recipient's number, route, sender and price. An HTTP API batch of one text is
-    a submission per recipient: building each Message from its 22 keywords cost about
-    seven times as much."""
+    """A submission's first recipient's Message. The first of its Shared part is built at
+    once; the next ones are copies of a template of what the Shared part's submissions
+    share, with what a submission may have of its own (its id, dlr and priority) and the
+    recipient's number, route, sender and price. An HTTP API batch of one text is a
+    submission per recipient: building each Message from its 22 keywords cost about seven
+    times as much."""
     template = shared.template
     if template is None or template.origin != origin or template.accepted_at != now:
-        template = _template(sub, origin, now, shared)
+        if not shared.used:
+            shared.used = True
+            return _message(sub, origin, now, shared, to, sender, price, bridges)
+        template = _message(sub, origin, now, shared, "", None, _NO_PRICE, ())
         shared.template = template
     return msgspec.structs.replace(
         template,
@@ -212,6 +228,12 @@ class LinePreparer:
         self._max_recipients = max_recipients
         self._region = default_region
         self._admitter = Admitter(limits, default_senders) if limits else None
+        # Routes and prices depend on a number's first digits only, and front doors send
+        # one message a request as often as a batch: both are remembered across batches.
+        # (requested route, number prefix: Router.prefix_length) -> the route's bridges.
+        self._routed: dict[tuple[str | None, str], tuple[str, ...]] = {}
+        # (bridge, number prefix, segments) -> (amount, currency).
+        self._priced: dict[tuple[str, str, int], tuple[float, str]] = {}
 
     def prepare(self, line: bytes, origin: str, now: float) -> list[Message] | LineError:
         sub = self.decode(line)
@@ -267,7 +289,7 @@ class LinePreparer:
             if isinstance(made, LineError):
                 return made
             shared = memo.shared[key] = made
-        return self._messages(sub, origin, now, recipients, shared, memo)
+        return self._messages(sub, origin, now, recipients, shared)
 
     def _shared(
         self, sub: Submission, now: float, webhooks: AccountWebhooks | None
@@ -302,12 +324,11 @@ class LinePreparer:
         now: float,
         recipients: list[str],
         shared: Shared,
-        memo: BatchMemo,
     ) -> list[Message] | LineError:
         """One Message per recipient, each normalised, routed, admitted and priced."""
         messages: list[Message] = []
         for raw in recipients:
-            found = self._recipient(sub, raw, shared, memo)
+            found = self._recipient(sub, raw, shared)
             if isinstance(found, LineError):
                 return found
             to, bridges, price = found
@@ -331,20 +352,23 @@ class LinePreparer:
         return messages
 
     def _recipient(
-        self, sub: Submission, raw: str, shared: Shared, memo: BatchMemo
+        self, sub: Submission, raw: str, shared: Shared
     ) -> tuple[str, tuple[str, ...], tuple[float, str]] | LineError:
         """A recipient's number, its admitted bridges and its price (amount, currency).
 
-        A submission's recipients mostly share a route and a price prefix: each route is
-        admitted once per Shared part, and each (bridge, number prefix, segments) priced
-        once per batch (a bulk request's submissions mostly share them too)."""
+        Recipients mostly share a route and a price prefix: each route is admitted once
+        per Shared part, and each route and (bridge, number prefix, segments) price
+        worked out once (MAX_REMEMBERED of each are kept before starting afresh)."""
         try:
             to = normalise(raw, self._region)
-            # Routed once per number prefix in a batch: the route depends on no more.
+            # The route depends on the number's first `prefix_length` characters only.
             route_key = (sub.route, to[: self._router.prefix_length])
-            route = memo.routed.get(route_key)
+            route = self._routed.get(route_key)
             if route is None:
-                route = memo.routed[route_key] = self._router.route(to, sub.route)
+                route = self._router.route(to, sub.route)
+                if len(self._routed) >= MAX_REMEMBERED:
+                    self._routed.clear()
+                self._routed[route_key] = route
         except (InvalidNumber, UnknownRoute) as error:
             return LineError(str(error), sub.id, "destination")
         bridges = shared.admitted.get(route)
@@ -357,13 +381,16 @@ class LinePreparer:
         table = self._prices[bridges[0]]
         # The price depends on the number's first `longest_prefix` digits only.
         price_key = (bridges[0], to[: table.longest_prefix + 1], segments)
-        price = memo.priced.get(price_key)
+        price = self._priced.get(price_key)
         if price is None:
             try:
                 cost = message_cost(table, to, segments)
             except NoPriceError as error:
                 return LineError(str(error), sub.id, "price")
-            price = memo.priced[price_key] = (cost.amount, cost.currency)
+            price = (cost.amount, cost.currency)
+            if len(self._priced) >= MAX_REMEMBERED:
+                self._priced.clear()
+            self._priced[price_key] = price
         return to, bridges, price
 
     def _admit(
