@@ -68,6 +68,37 @@ def encode_query(query: Sequence[tuple[str, str]]) -> str:
     )
 
 
+# Distinct keys a QueryEncoder remembers; a driver sends a dozen at most.
+_QUERY_MEMO_KEYS = 64
+
+
+class QueryEncoder:
+    """`encode_query` for one bridge's calls, remembering each key's last `k=v`: most of a
+    provider's query is the same on every call (credentials, sender, type, flags; a
+    campaign's text), and is encoded once instead of once per request. Bounded by the
+    number of distinct keys, never by the values sent."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        # key -> (its last value, that pair encoded)
+        self._last: dict[str, tuple[str, str]] = {}
+
+    def encode(self, query: Sequence[tuple[str, str]]) -> str:
+        last = self._last
+        parts: list[str] = []
+        for key, value in query:
+            known = last.get(key)
+            if known is not None and known[0] == value:
+                parts.append(known[1])
+                continue
+            pair = f"{_quote_query_part(key)}={_quote_query_part(value)}"
+            if known is not None or len(last) < _QUERY_MEMO_KEYS:
+                last[key] = (value, pair)
+            parts.append(pair)
+        return "&".join(parts)
+
+
 @functools.lru_cache(maxsize=256)
 def _url_base(base_url: str, path: str) -> str:
     """Base URL and encoded path (a driver's few paths, asked for at every request)."""
@@ -111,6 +142,7 @@ class BridgeClient:
         self._max_reply_bytes = max_reply_bytes
         self._transport: Http11Transport | None = None
         self._closed = False
+        self._query = QueryEncoder()
 
     def _started_transport(self) -> Http11Transport:
         if self._closed:
@@ -128,7 +160,9 @@ class BridgeClient:
     async def request(self, call: HttpCall) -> HttpReply:
         """Perform `call`; an HTTP error status is a reply, a failure a `TransportError`."""
         transport = self._started_transport()
-        url = build_url(self.base_url, call.path, call.query)
+        url = _url_base(self.base_url, call.path)
+        if call.query:
+            url += "?" + self._query.encode(call.query)
         return await transport.perform(call.method, url, call.headers, call.body)
 
     async def aclose(self) -> None:

@@ -16,7 +16,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from bridges.base import HttpCall
 from engine.http_errors import ConnectFailed, ReplyLost, ReplyTooLarge, TransportError
-from engine.http_io import BridgeClient, build_url, encode_query
+from engine.http_io import BridgeClient, QueryEncoder, build_url, encode_query
 from tests.engine.http_harness import serve_app
 
 pytestmark = pytest.mark.anyio
@@ -94,6 +94,23 @@ def test_encode_query_keeps_ascii_alphanumerics_and_encodes_other_letters() -> N
     # alphanumeric to Python too and must still be percent-encoded.
     query = (("username", "Septet2"), ("word", "café"), ("digit", "٣"), ("dash", "a-b"))
     assert encode_query(query) == ("username=Septet2&word=caf%C3%A9&digit=%D9%A3&dash=a-b")
+
+
+def test_a_query_encoder_encodes_every_call_as_encode_query_does() -> None:
+    """Remembered pairs are reused only for the same value: a changed credential, text
+    or flag is encoded afresh, in the call's own order, and many keys stay correct."""
+    encoder = QueryEncoder()
+    calls = [
+        (("username", "demo"), ("dlr", "0"), ("destination", "919810000001"), ("message", "a b")),
+        (("username", "demo"), ("dlr", "0"), ("destination", "919810000002"), ("message", "a b")),
+        (("username", "dem0"), ("dlr", "1"), ("destination", "1,2"), ("message", "a+b")),
+        (("message", "a+b"), ("username", "demo"), ("dlr", "0")),
+        tuple((f"k{n}", f"v {n}") for n in range(100)),
+        tuple((f"k{n}", f"w&{n}") for n in range(100)),
+        (),
+    ]
+    for query in calls:
+        assert encoder.encode(query) == encode_query(query)
 
 
 def test_build_url_joins_base_path_and_query() -> None:
