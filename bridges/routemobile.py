@@ -343,12 +343,15 @@ class RouteMobileDriver:
             limit = self.capabilities.max_recipients
             raise ValueError(f"A routemobile send carries at most {limit} destinations.")
         first = batch[0]
-        if any(
-            (message.text, message.encoding, message.flash)
-            != (first.text, first.encoding, first.flash)
-            for message in batch
-        ):
-            raise ValueError("A routemobile send carries one text, encoding and flash flag.")
+        text, encoding, flash, dlr = first.text, first.encoding, first.flash, first.dlr
+        destinations = [destination_digits(first.to)]
+        # One pass over the rest (a batch is up to 100): the shared text checked, the
+        # destinations and the dlr flag gathered.
+        for message in batch[1:]:
+            if message.text != text or message.encoding != encoding or message.flash != flash:
+                raise ValueError("A routemobile send carries one text, encoding and flash flag.")
+            dlr = dlr or message.dlr
+            destinations.append(destination_digits(message.to))
         message_type, text = self._type_and_text(first)
         credentials = self.settings.credentials
         # A missing sender goes out blank: the provider answers 1702 for every message,
@@ -358,8 +361,8 @@ class RouteMobileDriver:
             ("username", credentials["username"]),
             ("password", credentials["password"]),
             ("type", message_type),
-            ("dlr", "1" if any(message.dlr for message in batch) else "0"),
-            ("destination", ",".join(destination_digits(message.to) for message in batch)),
+            ("dlr", "1" if dlr else "0"),
+            ("destination", ",".join(destinations)),
             ("source", sender),
             ("message", text),
         ]

@@ -84,6 +84,11 @@ class LocalGate:
     async def reserve(self, requests: int, messages: int, /) -> float:
         return self.take(requests, messages, self._clock())
 
+    def take_now(self, requests: int, messages: int) -> float:
+        """`reserve` without a coroutine: this gate never waits on I/O to answer, so the
+        dispatcher asks it directly (no Hold: a local gate always gives a turn)."""
+        return self.take(requests, messages, self._clock())
+
     def take(self, requests: int, messages: int, now: float) -> float:
         """`reserve` at `now`, without a coroutine (pure code and tests drive time)."""
         wait = self.requests.take(requests, now) if requests else 0.0

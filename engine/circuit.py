@@ -106,14 +106,15 @@ class CircuitBreaker:
 
     def state(self, now: float) -> CircuitState:
         """The state at `now`: an open circuit whose time is up reads as half-open."""
-        self._advance(now)
+        if self._state == "open":
+            self._advance(now)
         return self._state
 
     def allow(self, now: float) -> bool:
         """May a request go to this bridge now? In half-open, True reserves a trial slot."""
-        self._advance(now)
         if self._state == "closed":
             return True
+        self._advance(now)
         if self._state == "open":
             return False
         if self._trials_in_flight < self.half_open_max:
@@ -135,6 +136,10 @@ class CircuitBreaker:
 
     def record_success(self, now: float) -> None:
         """The provider answered a request sensibly."""
+        if self._state == "closed":
+            # The table's (closed, success) row, the common case, without its lookup.
+            self._failure_times.clear()
+            return
         self._advance(now)
         self._apply("success", now)
 
@@ -166,6 +171,7 @@ class CircuitBreaker:
     # ── The table at work ────────────────────────────────────────────────────────
 
     def _advance(self, now: float) -> None:
+        """Open -> half-open once open_for has passed (the "elapsed" event); nothing else."""
         if self._state == "open" and now >= self._opened_at + self._open_for:
             self._apply("elapsed", now)
 

@@ -407,7 +407,7 @@ def build_dispatchers(rt: Runtime, scheduler: Scheduler, failover: Failover) -> 
             price=failover.price,
             takes=failover.takes,
             report_timeout_s=rt.report_timeout_s,
-            leased=lambda: membership.holds_lease(time.time()),
+            leased=membership.holds_lease,
         )
         if driver.capabilities.delivery == "poll":
             _start_poller(rt, name, bridge)

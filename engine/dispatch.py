@@ -37,7 +37,7 @@ from bridges.base import (
     UnparseableReply,
 )
 from engine import lifecycle
-from engine.bridge_limits import BridgeGate, wait_for_turn
+from engine.bridge_limits import BridgeGate, LocalGate, wait_for_turn
 from engine.circuit import CircuitBreaker
 from engine.http_errors import ConnectFailed, ReplyLost, ReplyTooLarge, TransportError
 from engine.journal import Change, JournalError, MarkRetry
@@ -165,9 +165,9 @@ class BridgeDispatcher:
         price: Callable[[Message, str], tuple[float, str]] | None = None,
         takes: Callable[[Message, str, float], bool] | None = None,
         report_timeout_s: float = lifecycle.DEFAULT_REPORT_TIMEOUT_S,
-        leased: Callable[[], bool] = lambda: True,
+        leased: Callable[[float], bool] = lambda now: True,
     ) -> None:
-        """`leased()`: whether this node holds its cluster lease (engine.membership); a
+        """`leased(now)`: whether this node holds its cluster lease (engine.membership); a
         node that may be taken for dead claims nothing until it holds it again."""
         self.name = name
         self.driver = driver
@@ -181,6 +181,8 @@ class BridgeDispatcher:
         # The bridge's requests/s and messages/s (engine.bridge_limits), shared with its
         # status poller, and with the other nodes of a cluster when the gate is shared.
         self.limits = limits
+        # A gate of this process alone answers without I/O: asked directly, not awaited.
+        self._local_gate = limits if isinstance(limits, LocalGate) else None
         self.circuit = circuit
         self._pool = pool
         self._linger = linger_s
@@ -241,11 +243,13 @@ class BridgeDispatcher:
         if unsaved is not None:
             await self._save(unsaved)
 
-    async def _pass_gates(self, count: int, unsaved: Unsaved | None) -> Unsaved | None:
+    async def _pass_gates(
+        self, count: int, unsaved: Unsaved | None, now: float
+    ) -> tuple[Unsaved | None, bool]:
         """Wait for the circuit breaker and the rate limits. Outcomes in hand are
         committed before any wait, so no event waits on a rate limit; returns what is
-        still unsaved."""
-        now = self._clock()
+        still unsaved, and whether time passed here (False: `now` still holds)."""
+        waited = False
         if not self.circuit.allow(now):
             if unsaved is not None:
                 await self._save(unsaved)
@@ -253,37 +257,52 @@ class BridgeDispatcher:
             while not self.circuit.allow(now):
                 await anyio.sleep(0.05)
                 now = self._clock()
+            waited = True
+        local = self._local_gate
+        wait = 0.0
+        if local is not None:
+            wait = local.take_now(1, count)
+            if wait <= 0:
+                return unsaved, waited  # the common case: a turn at once
         held = unsaved
 
-        async def before_wait(wait: float) -> None:
+        async def before_wait(seconds: float) -> None:
             nonlocal held
             if held is not None:
                 await self._save(held)
                 held = None
-            self._hooks.bucket_wait(self.name, wait)
-            log.debug("rate_limited", bridge=self.name, messages=count, wait_s=round(wait, 6))
+            self._hooks.bucket_wait(self.name, seconds)
+            log.debug("rate_limited", bridge=self.name, messages=count, wait_s=round(seconds, 6))
 
-        await wait_for_turn(
-            self.limits,
-            1,
-            count,
-            before_wait=before_wait,
-            sleep=anyio.sleep,
-            stop=lambda: self.draining,
-        )
-        return held
+        if local is not None:
+            # The turn is reserved: wait for it (wait_for_turn's float answer).
+            await before_wait(wait)
+            await anyio.sleep(wait)
+        else:
+            await wait_for_turn(
+                self.limits,
+                1,
+                count,
+                before_wait=before_wait,
+                sleep=anyio.sleep,
+                stop=lambda: self.draining,
+            )
+        return held, True
 
     async def _send(self, batch: Sequence[Message], unsaved: Unsaved | None) -> Unsaved | None:
         """Take, gate, claim, request: send `batch`, committing `unsaved` (the last
         request's outcomes) with the claim; returns this request's outcomes, not yet
         journaled. Every decision on a message is the lifecycle's."""
-        live, unsaved = self._set_aside(batch, unsaved)
+        now = self._clock()
+        live, unsaved = self._set_aside(batch, unsaved, now)
         if not live:
             return unsaved
-        unsaved = await self._pass_gates(len(live), unsaved)
+        unsaved, waited = await self._pass_gates(len(live), unsaved, now)
         if self.draining:
             return unsaved  # a rate-limit wait outlasted the drain's start: send nothing new
-        if not self._leased():
+        if waited:
+            now = self._clock()
+        if not self._leased(now):
             # Another node may be taking this node's claims over right now: a new claim
             # could be taken from under a request in flight. The batch stays accepted in
             # the journal (the feeder brings it back, here or to another node).
@@ -291,7 +310,6 @@ class BridgeDispatcher:
             await anyio.sleep(JOURNAL_RETRY_S)
             self._scheduler.wake_feeder()
             return unsaved
-        now = self._clock()
         try:
             claimed = await self._journal.claim(
                 live,
@@ -313,14 +331,13 @@ class BridgeDispatcher:
         return await self._request(claimed, now)
 
     def _set_aside(
-        self, batch: Sequence[Message], unsaved: Unsaved | None
+        self, batch: Sequence[Message], unsaved: Unsaved | None, now: float
     ) -> tuple[list[Message], Unsaved | None]:
         """The messages of `batch` not to send now: expired ones end, a resend whose
         provider's duplicate window passed while it waited is not sent (it may sit there
         already: engine.lifecycle.on_window_passed), and while the circuit is open those
         with a failover move on (engine.circuit: the provider is down, and nothing was
         sent this time, so failing over cannot double-send). Returns the rest."""
-        now = self._clock()
         live: list[Message] = []
         moved: list[Message] = []
         steps: list[lifecycle.Step] = []
@@ -440,6 +457,8 @@ class BridgeDispatcher:
         before = self.circuit.state(now)
         if verdict == "success":
             self.circuit.record_success(now)
+            if before == "closed":
+                return  # closed, and a success keeps it so
         elif verdict == "failure":
             self.circuit.record_failure(now)
         else:
