@@ -200,6 +200,7 @@ class BridgeDispatcher:
         self._takes = takes or _takes_anything
         self._report_timeout_s = report_timeout_s
         self._leased = leased
+        self._base_context = self._build_context()
         self.in_flight = 0
         # Set by the daemon's drain: finish what is in flight, start nothing new. What is
         # still queued stays accepted in the journal and resumes at the next start.
@@ -496,9 +497,14 @@ class BridgeDispatcher:
     # ── outcomes: the lifecycle decides, dispatch carries the steps out ─────────────
 
     def _context(self, now: float) -> lifecycle.Context:
+        """The bridge's lifecycle context at `now`: all but the time is the same at every
+        request, so it is copied from one built at construction."""
+        return msgspec.structs.replace(self._base_context, now=now)
+
+    def _build_context(self) -> lifecycle.Context:
         return lifecycle.Context(
             bridge=self.name,
-            now=now,
+            now=0.0,
             idempotency=self.driver.capabilities.idempotency,
             policy=self._policy,
             failover_policy=self._failover_policy,

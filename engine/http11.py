@@ -58,7 +58,6 @@ from engine.http_errors import (
     ReplyLost,
     ReplyTooLarge,
     TransportError,
-    join_reply_headers,
 )
 
 # A server's idle close usually comes after 5-75 s (nginx 75 s, aiohttp 75 s, many APIs
@@ -126,7 +125,9 @@ class _Connection(asyncio.Protocol):
         # The request in flight and its reply so far.
         self._future: asyncio.Future[HttpReply] | None = None
         self._head_only = False
-        self._header_pairs: list[tuple[str, str]] = []
+        # The reply's header fields so far: lower-cased names, a repeated field's values
+        # joined by ", " (RFC 9110 §5.3).
+        self._fields: dict[str, str] = {}
         self._status = 0
         self._headers: dict[str, str] | None = None
         self._chunks: list[bytes] = []
@@ -189,12 +190,15 @@ class _Connection(asyncio.Protocol):
             # §9.3.2); keep the reply, never the connection.
             self._reusable = False
             raise _StopParsing
-        self._header_pairs = []
+        self._fields = {}
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # RFC 9110 §5.5: field values are octets; Latin-1 maps each to one character and
         # never fails, and is what ASCII values are anyway.
-        self._header_pairs.append((name.decode("latin-1"), value.decode("latin-1")))
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        fields = self._fields
+        fields[key] = f"{fields[key]}, {text}" if key in fields else text
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -202,7 +206,8 @@ class _Connection(asyncio.Protocol):
             # RFC 9110 §15.2: an interim reply (103 Early Hints, a stray 100) precedes the
             # real one on the same connection.
             return
-        headers = join_reply_headers(self._header_pairs)
+        # Fields after this are a chunked body's trailers, never the reply's headers.
+        headers, self._fields = self._fields, {}
         self._status = status
         self._headers = headers
         if self._head_only:

@@ -15,8 +15,6 @@ An HTTP error status (4xx, 5xx) is a reply, not an exception: the driver reads i
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 # A provider's answer to a send or a status poll is a few KiB at most; anything past this
 # is a misbehaving endpoint, not a reply a driver could parse.
 DEFAULT_MAX_REPLY_BYTES = 1024 * 1024
@@ -44,12 +42,3 @@ class ReplyTooLarge(TransportError):  # noqa: N818 -- the seam's API names
     """The provider answered with a body larger than the client accepts."""
 
     maybe_sent = True
-
-
-def join_reply_headers(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Lower-cased header names; a repeated header's values joined by ", " (RFC 9110 §5.3)."""
-    headers: dict[str, str] = {}
-    for name, value in pairs:
-        key = name.lower()
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    return headers

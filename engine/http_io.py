@@ -81,20 +81,27 @@ class QueryEncoder:
     __slots__ = ("_last",)
 
     def __init__(self) -> None:
-        # key -> (its last value, that pair encoded)
-        self._last: dict[str, tuple[str, str]] = {}
+        # key -> (its last value, "key=" encoded, that pair encoded)
+        self._last: dict[str, tuple[str, str, str]] = {}
 
     def encode(self, query: Sequence[tuple[str, str]]) -> str:
         last = self._last
         parts: list[str] = []
         for key, value in query:
             known = last.get(key)
-            if known is not None and known[0] == value:
-                parts.append(known[1])
-                continue
-            pair = f"{_quote_query_part(key)}={_quote_query_part(value)}"
-            if known is not None or len(last) < _QUERY_MEMO_KEYS:
-                last[key] = (value, pair)
+            if known is None:
+                prefix = _quote_query_part(key) + "="
+                pair = prefix + _quote_query_part(value)
+                if len(last) < _QUERY_MEMO_KEYS:
+                    last[key] = (value, prefix, pair)
+            elif known[0] == value:
+                pair = known[2]
+            else:
+                # A value that changes per call (a destination, a text): the key's
+                # encoding is still the one remembered.
+                prefix = known[1]
+                pair = prefix + _quote_query_part(value)
+                last[key] = (value, prefix, pair)
             parts.append(pair)
         return "&".join(parts)
 

@@ -484,7 +484,9 @@ class Metrics:
         latency.sum += waited
         counts = self.tally.counts
         for encoding, count in segments.items():
-            child = series.child(series.segments, self.segments, encoding)
+            child = series.segments.get(encoding)
+            if child is None:
+                child = series.child(series.segments, self.segments, encoding)
             counts[child] = counts.get(child, 0) + count
         for currency, total in cost.items():
             if total > 0:

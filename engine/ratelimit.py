@@ -198,7 +198,8 @@ class TokenBucket:
         """
         if n < 0 or math.isnan(n):
             raise ValueError(f"cannot take a negative or NaN number of tokens ({n})")
-        if self.unlimited:
+        rate = self.rate
+        if rate == 0 or rate == math.inf:  # `unlimited`, asked without two calls
             return 0.0
         self._refill(now)
         self._level -= n

@@ -426,6 +426,23 @@ async def test_chunked_reply_is_joined() -> None:
     assert server.accepted == 1
 
 
+async def test_a_chunked_replys_trailers_are_not_its_headers() -> None:
+    server = answer_each(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Head: 1\r\n\r\n"
+        b"2\r\nok\r\n0\r\nX-Trailer: late\r\nX-Head: 2\r\n\r\n"
+    )
+    async with server.running() as base_url:
+        transport = make_transport()
+        try:
+            first = await transport.perform("GET", base_url, (), b"")
+            second = await transport.perform("GET", base_url, (), b"")
+        finally:
+            await transport.aclose()
+    for reply in (first, second):
+        assert reply.body == b"ok"
+        assert reply.headers == {"transfer-encoding": "chunked", "x-head": "1"}
+
+
 async def test_reply_framed_by_close_ends_at_eof() -> None:
     async def http10(
         server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
