@@ -223,6 +223,15 @@ class BridgeQueue:
             self._lingering.clear()
         return True
 
+    def put_all_nowait(self, messages: Sequence[Message]) -> bool:
+        """Add every one of `messages` now, as `put_many` would without a wait, when they
+        all fit and nobody waits for room; False (nothing added) otherwise."""
+        if self._waiters or self._size + self._reserved + len(messages) > self.capacity:
+            return False
+        for message in messages:
+            self.put_nowait(message)
+        return True
+
     async def put(self, message: Message) -> None:
         """Add `message`, waiting for room; waiters get room in the order they came."""
         await self.put_many([message])
@@ -476,13 +485,17 @@ class Scheduler:
     async def put_many(self, messages: Sequence[Message]) -> None:
         """Queue fresh messages, waiting for room. Until queued they count as in hand, so
         a journal scan meanwhile does not load a second copy of them."""
+        by_bridge: dict[str, list[Message]] = {}
+        for message in messages:
+            by_bridge.setdefault(message.bridges[message.bridge_index], []).append(message)
+        if len(by_bridge) == 1:
+            [(bridge, queued)] = by_bridge.items()
+            if self.queues[bridge].put_all_nowait(queued):
+                return  # queued without a wait: no scan could run meanwhile
         in_hand = self.in_hand
         ids = [message.msg_id for message in messages]
         in_hand.update(ids)
         try:
-            by_bridge: dict[str, list[Message]] = {}
-            for message in messages:
-                by_bridge.setdefault(message.bridges[message.bridge_index], []).append(message)
             if len(by_bridge) == 1:
                 # One bridge, as a line's messages mostly are: the finally takes them out.
                 [(bridge, queued)] = by_bridge.items()

@@ -282,6 +282,29 @@ async def test_an_id_already_held_is_not_queued_twice() -> None:
     assert len(queue) == 1
 
 
+def test_put_all_nowait_adds_all_or_nothing() -> None:
+    queue = BridgeQueue("dsc", 3)
+    assert queue.put_all_nowait([make("1"), make("2")])
+    assert not queue.put_all_nowait([make("3"), make("4")])  # one would not fit
+    assert len(queue) == 2
+    assert queue.put_all_nowait([make("1")])  # a duplicate is skipped, as put_nowait does
+    assert len(queue) == 2
+    assert queue.put_all_nowait([make("3")])
+    assert len(queue) == 3
+
+
+@pytest.mark.anyio
+async def test_put_all_nowait_never_jumps_a_waiting_put() -> None:
+    queue = BridgeQueue("dsc", 1)
+    await queue.put(make("1"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(queue.put, make("2"))
+        await anyio.wait_all_tasks_blocked()
+        await queue.take_batch(1)  # room, granted to the waiting put
+        assert not queue.put_all_nowait([make("3")])
+    assert [message.msg_id for message in await queue.take_batch(5)] == ["2"]
+
+
 @pytest.mark.anyio
 async def test_put_waits_while_full_and_resumes_when_drained() -> None:
     queue = BridgeQueue("dsc", 2)
