@@ -470,30 +470,27 @@ class Metrics:
         series = self._series(bridge)
         latency = series.submit_latency
         bounds, buckets = latency.bounds, latency.buckets
+        segments, costs, counts = series.segments, series.cost, self.tally.counts
         waited = 0.0
-        segments: dict[str, int] = {}
-        cost: dict[str, float] = {}
         for message in messages:
             amount = now - message.accepted_at
             if amount < 0.0:
                 amount = 0.0
             buckets[bisect_left(bounds, amount)] += 1
             waited += amount
-            segments[message.encoding] = segments.get(message.encoding, 0) + message.segments
-            cost[message.currency] = cost.get(message.currency, 0.0) + message.cost
-        latency.sum += waited
-        counts = self.tally.counts
-        for encoding, count in segments.items():
-            child = series.segments.get(encoding)
+            child = segments.get(message.encoding)
             if child is None:
-                child = series.child(series.segments, self.segments, encoding)
-            counts[child] = counts.get(child, 0) + count
-        for currency, total in cost.items():
-            if total > 0:
-                child = series.cost.get(currency)
+                child = series.child(segments, self.segments, message.encoding)
+            counts[child] = counts.get(child, 0) + message.segments
+            cost = message.cost
+            if cost > 0:  # a counter only grows
+                child = costs.get(message.currency)
                 if child is None:
-                    child = series.cost[currency] = self.cost.labels(bridge, currency, "estimate")
-                counts[child] = counts.get(child, 0.0) + total
+                    child = costs[message.currency] = self.cost.labels(
+                        bridge, message.currency, "estimate"
+                    )
+                counts[child] = counts.get(child, 0.0) + cost
+        latency.sum += waited
 
     def charged(self, bridge: str, charges: Iterable[Charge]) -> None:
         """The provider stated what it charged (at submit, or in its report): counted in
