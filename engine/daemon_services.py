@@ -679,12 +679,11 @@ class _SubmitHooks:
     def submitted(self, bridge: str, messages: Sequence[tuple[Message, str | None]]) -> None:
         # The accept-time estimate is the route's first bridge's; a message that failed
         # over is counted at this bridge's price, as its `submitted` event states it.
-        counted = [
-            message
-            if not message.bridge_index
-            else msgspec.structs.replace(message, **self._repriced(message, bridge))
-            for message, _ in messages
-        ]
+        counted: list[Message] = []
+        for message, _ in messages:  # a loop, not a comprehension: no frame of its own
+            if message.bridge_index:
+                message = msgspec.structs.replace(message, **self._repriced(message, bridge))
+            counted.append(message)
         self._metrics.submitted(bridge, counted, time.time())
         if self._receipts.has_orphans(bridge):
             ids = [pid for _, pid in messages if pid]

@@ -629,8 +629,8 @@ def on_taken(
     """`on_reply` for every message of a request the provider took, the common case, at
     once. None when a message needs a step of its own (`on_reply` then): a reply other
     than Submitted, a message not inflight, or one taken without an id that no report
-    could ever be matched to."""
-    _check_row(State.INFLIGHT, "submitted", TAKEN)
+    could ever be matched to. Its rows are checked against the table once, at import
+    (`_check_row` below)."""
     ts = utc_from_timestamp(ctx.now)
     changes: list[Change] = []
     appends: list[Change] = []
@@ -660,6 +660,10 @@ def _check_row(before: State, kind: InputKind, states: frozenset[State]) -> None
     allowed = TRANSITIONS.get((before, kind))
     if allowed is None or not states <= allowed:
         raise IllegalTransition(f"{kind} may not move a message from {before} to {states}")
+
+
+# on_taken's steps, checked once: TRANSITIONS is a constant.
+_check_row(State.INFLIGHT, "submitted", TAKEN)
 
 
 def _after_decision(
