@@ -458,6 +458,24 @@ async def test_a_sqlite_journal_packs_each_accounts_runs_and_sweeps_them_whole(
         assert [e["event_id"] for e in kept] == [10, 39]
 
 
+async def test_a_sqlite_journal_packs_runs_from_three_events(tmp_path: Path) -> None:
+    """The small commits of a lightly loaded daemon: two events stay a row each, three of
+    one account make a pack; both read back as events of their own."""
+    async with open_sqlite_journal(tmp_path / "septet.db", clock=Clock()) as journal:
+        two = await accept(journal, *(message(f"+25078810000{n}") for n in range(2)))
+        three = await accept(journal, *(message(f"+25078810001{n}") for n in range(3)))
+        events = decoded((await journal.feed("default", 0, 100)).events)
+        assert [(e["event_id"], e["msg_id"]) for e in events] == [
+            (n + 1, m.msg_id) for n, m in enumerate([*two, *three])
+        ]
+        assert [e["msg_id"] for e in decoded(await journal.history(three[1].msg_id) or [])] == [
+            three[1].msg_id
+        ]
+    with sqlite3.connect(tmp_path / "septet.db") as connection:
+        rows = connection.execute("SELECT id, msg_id, n FROM events ORDER BY id").fetchall()
+    assert rows == [(1, int(two[0].msg_id), 1), (2, int(two[1].msg_id), 1), (5, 0, 3)]
+
+
 async def test_a_version_9_journal_reads_its_events_with_the_packs_written_after(
     tmp_path: Path,
 ) -> None:
@@ -534,9 +552,8 @@ async def test_a_bad_event_in_a_shared_sqlite_commit_fails_its_call_alone(tmp_pa
         first, middle, last = await accept(
             journal, *(message(f"+25078810000{n}") for n in range(3))
         )
-        broken = AppendEvents(
-            account="default", msg_id="x", callback_url=None, events=[report("x")]
-        )
+        # Another account's: an event alone in its run is a row of its own, and "x" no msg_id.
+        broken = AppendEvents(account="other", msg_id="x", callback_url=None, events=[report("x")])
         outcomes: dict[str, BaseException | None] = {}
 
         async def record(name: str, changes: list[Any]) -> None:
