@@ -467,6 +467,26 @@ COUNTER_KEYS: Final = ("next_msg_id", "pending", "total")
 HeldEvents = list[AppendEvents | PlainEvents | int]
 
 
+class _Held:
+    """What the operations of the group being written leave for its commit to write at once,
+    just before COMMIT (`SqliteJournal._write_held`): the accepted messages' rows, their
+    accounts' day counts and the feed's events, each kind in as few statements as its rows
+    allow. Their ids were handed out as each operation ran, in order. No operation of the
+    same group reads them from the file: no caller knows an accepted message's id before
+    its commit, the duplicate check asks `client_refs` too, and nothing reads the events
+    table inside a write."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Any, ...]] = []  # SQL_INSERT_MESSAGE's
+        self.rows_without_client_ref: list[tuple[Any, ...]] = []
+        # (account, client_ref) -> the msg_ids of a group held here (the duplicate check).
+        self.client_refs: dict[tuple[str, str], list[str]] = {}
+        # (account, UTC day) -> messages accepted (the daily quota's count).
+        self.days: dict[tuple[str, int], int] = {}
+        self.events: HeldEvents = []
+        self.events_from = 1  # the id of the first held event
+
+
 class _JournalWriting(SqliteTransactions):
     """The writer's side of a SqliteJournal (engine.journal.writer.WriterBackend): its
     connection, its errors, and the counters and webhook deliveries of each commit."""
@@ -492,15 +512,15 @@ class _JournalWriting(SqliteTransactions):
 
     def savepoint(self, connection: sqlite3.Connection) -> None:
         # The writer takes a savepoint per operation only in a careful run (one operation
-        # failed on its own data): each then writes its own events, in its savepoint, so
-        # a bad one fails that operation alone.
+        # failed on its own data): each then writes its own rows, in its savepoint, so a
+        # bad one fails that operation alone.
         self._journal._holding = False
         super().savepoint(connection)
 
     def roll_back(self, connection: sqlite3.Connection) -> None:
         journal = self._journal
         journal._deliveries_added = []
-        journal._held_events = []
+        journal._held = _Held()
         super().roll_back(connection)
 
     def snapshot(self) -> Counters:
@@ -512,10 +532,10 @@ class _JournalWriting(SqliteTransactions):
         journal._next_msg_id, journal._pending, journal._total = snapshot
 
     def before_commit(self, connection: sqlite3.Connection, snapshot: Counters) -> None:
-        """The feed's events held for this commit, then the counters that changed since
-        `snapshot` (a final report changes `pending` alone: one row written, not three)."""
+        """What the group's operations held for this commit, then the counters that changed
+        since `snapshot` (a final report changes `pending` alone: one row written, not three)."""
         journal = self._journal
-        journal._write_held_events(connection)
+        journal._write_held(connection)
         counters = (journal._next_msg_id, journal._pending, journal._total)
         if counters != snapshot:
             connection.executemany(
@@ -585,14 +605,12 @@ class SqliteJournal:
         self._next_msg_id = 1
         # The next event id (engine.feed): handed out in commit order, never reused.
         self._next_event_id = 1
-        # The feed's events of the group being written, their ids handed out as each
-        # operation ran (from `_held_from` on, in order), written once just before its
-        # COMMIT (`_write_held_events`): one account's events of many operations (the HTTP
-        # API's one-message requests, each dispatcher's submits) make one pack. Nothing
-        # reads the events table inside a write. Not while `_holding` is off (a careful
+        # The rows the operations of the group being written hold for its commit: the HTTP
+        # API's one-message requests are an accept each, yet their messages go in with a
+        # few multi-row INSERTs, and one account's events of many operations (accepts,
+        # each dispatcher's submits) make one pack. Not while `_holding` is off (a careful
         # run: `_JournalWriting.savepoint`): each operation writes its own then.
-        self._held_events: HeldEvents = []
-        self._held_from = 1
+        self._held = _Held()
         self._holding = True
         # Webhook deliveries added by the group being written; after its commit,
         # `on_deliveries` (the webhook worker's hand-off) is called on the event loop with
@@ -765,8 +783,8 @@ class SqliteJournal:
         pending = self._pending
         results = self._accept(connection, groups)
         if self._pending > pending:
-            # The check counts the file's pages: the events go in first.
-            self._write_held_events(connection)
+            # The check counts the file's pages: what is held goes in first.
+            self._write_held(connection)
             try:
                 self._check_room(connection)
             except JournalFullError:
@@ -780,12 +798,13 @@ class SqliteJournal:
         self, connection: sqlite3.Connection, groups: Sequence[Sequence[Message]]
     ) -> list[list[Message] | Duplicate]:
         results: list[list[Message] | Duplicate] = []
-        rows: list[tuple[Any, ...]] = []
-        rows_without_client_ref: list[tuple[Any, ...]] = []
-        # (account, client_ref) -> msg_ids of groups earlier in this call (not yet inserted).
-        earlier: dict[tuple[str, str], list[str]] = {}
-        # (account, UTC day) -> messages inserted (the daily quota's count).
-        days: dict[tuple[str, int], int] = {}
+        # Held for the commit (`_held`), or this call's own in a careful run.
+        held = self._held if self._holding else _Held()
+        rows = held.rows
+        rows_without_client_ref = held.rows_without_client_ref
+        # (account, client_ref) -> msg_ids of groups not yet inserted.
+        earlier = held.client_refs
+        days = held.days
         find_client_ref = connection.execute
         next_msg_id = self._next_msg_id
         first_event_id = self._next_event_id
@@ -848,24 +867,16 @@ class SqliteJournal:
                 day = (account, int(first.accepted_at // 86400))
                 days[day] = days.get(day, 0) + len(group)
                 results.append(list(group))
-            if rows:
-                _run_rows(connection, SQL_INSERT_MESSAGE, rows)
-            if rows_without_client_ref:
-                _run_rows(
-                    connection, SQL_INSERT_MESSAGE_WITHOUT_CLIENT_REF, rows_without_client_ref
-                )
             if accepted.changes:
                 self._add_events(connection, accepted.changes, event_id - first_event_id)
-            if days:
-                connection.executemany(
-                    SQL_COUNT_ACCOUNT_DAY, [(a, d, n) for (a, d), n in days.items()]
-                )
+            if not self._holding:
+                self._write_held_rows(connection, held)
         except Exception:
             for group in groups:
                 for message in group:
                     message.msg_id = message.reference = ""
             raise
-        inserted = len(rows) + len(rows_without_client_ref)
+        inserted = next_msg_id - self._next_msg_id
         self._pending += inserted
         self._total += inserted
         self._next_msg_id = next_msg_id
@@ -947,8 +958,8 @@ class SqliteJournal:
             await self._execute(lambda connection: self._record(connection, changes), write=True)
 
     def _record(self, connection: sqlite3.Connection, changes: Sequence[Change]) -> None:
-        # The feed's events are held for the commit (`_held_events`); the state changes are
-        # written now, in runs of one kind.
+        # The feed's events are held for the commit (`_held`); the state changes are written
+        # now, in runs of one kind.
         appends = [change for change in changes if type(change) is AppendEvents]
         if appends:
             changes = [change for change in changes if type(change) is not AppendEvents]
@@ -966,29 +977,45 @@ class SqliteJournal:
         count: int,
     ) -> None:
         """Hand out the next `count` event ids to `changes` (in order) and hold them for the
-        commit (`_held_events`), or write them now in a careful run."""
+        commit (`_held`), or write them now in a careful run."""
         if not self._holding:
             self._next_event_id, owed = feed.append_events(
                 connection, changes, self._next_event_id, self._clock(), self._feed_accounts
             )
             self._deliveries_added += owed
             return
-        if not self._held_events:
-            self._held_from = self._next_event_id
-        self._held_events.extend(changes)
+        held = self._held
+        if not held.events:
+            held.events_from = self._next_event_id
+        held.events.extend(changes)
         self._next_event_id += count
 
-    def _write_held_events(self, connection: sqlite3.Connection) -> None:
-        """Write the feed's events held so far, packing each account's run across
-        operations (engine.feed)."""
-        held = self._held_events
-        if not held:
+    def _write_held(self, connection: sqlite3.Connection) -> None:
+        """Write what the group's operations held for the commit (`_Held`)."""
+        held = self._held
+        if not (held.rows or held.rows_without_client_ref or held.events):
             return
-        self._held_events = []
-        _, owed = feed.append_events(
-            connection, held, self._held_from, self._clock(), self._feed_accounts
-        )
-        self._deliveries_added += owed
+        self._held = _Held()
+        self._write_held_rows(connection, held)
+        if held.events:
+            _, owed = feed.append_events(
+                connection, held.events, held.events_from, self._clock(), self._feed_accounts
+            )
+            self._deliveries_added += owed
+
+    @staticmethod
+    def _write_held_rows(connection: sqlite3.Connection, held: _Held) -> None:
+        """The accepted messages' rows and their accounts' day counts."""
+        if held.rows:
+            _run_rows(connection, SQL_INSERT_MESSAGE, held.rows)
+        if held.rows_without_client_ref:
+            _run_rows(
+                connection, SQL_INSERT_MESSAGE_WITHOUT_CLIENT_REF, held.rows_without_client_ref
+            )
+        if held.days:
+            connection.executemany(
+                SQL_COUNT_ACCOUNT_DAY, [(a, d, n) for (a, d), n in held.days.items()]
+            )
 
     def _record_changes(
         self, connection: sqlite3.Connection, changes: Sequence[Change | _ChargedFinal]

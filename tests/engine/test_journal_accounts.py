@@ -7,6 +7,7 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
+import anyio
 import msgspec
 import pytest
 
@@ -15,7 +16,7 @@ from engine.journal.sqlite import open_sqlite_journal
 from engine.journal.sqlite_schema import SCHEMA_VERSION
 from engine.models import Message
 from tests.engine.journal_backends import BackendJournal
-from tests.engine.test_journal import make_message
+from tests.engine.test_journal import make_message, park_writer
 from tests.engine.test_journal_sqlite import UNDO_VERSION_8
 
 pytestmark = pytest.mark.anyio
@@ -81,6 +82,43 @@ async def test_messages_are_counted_per_account_and_utc_day(journal: BackendJour
     assert await journal.accepted_today("acme", day - 1) == 1
     assert await journal.accepted_today("acme", day) == 3
     assert await journal.accepted_today("other", day) == 0
+
+
+async def test_accepts_sharing_a_commit_see_each_others_client_ids_and_counts(
+    journal: BackendJournal,
+) -> None:
+    """One-message requests are an accept each, and a commit holds many: a client id one of
+    them took is a duplicate for the next (SQLite writes their rows only at the commit's
+    end), and each counts in its account's day."""
+    day = 20_000
+    at = day * 86400.0
+    answers: dict[int, list[list[Message] | Duplicate]] = {}
+
+    async def accept_in_task(n: int, message: Message) -> None:
+        answers[n] = await journal.accept([[message]])
+
+    plan = [of("acme", "order-1", at=at), of("acme", None, at=at), of("acme", "order-1", at=at)]
+    plan += [of("other", "order-1", at=at), of("acme", "order-2", at=at)]
+    commits = journal.commits
+    async with anyio.create_task_group() as tg:
+        release = await park_writer(journal, tg)
+        for n, message in enumerate(plan):
+            tg.start_soon(accept_in_task, n, message)
+        await anyio.wait_all_tasks_blocked()
+        release.set()
+    assert journal.commits == commits + 1
+    [first], [plain], [again], [theirs], [second] = (answers[n] for n in range(len(plan)))
+    assert isinstance(first, list)
+    assert again == Duplicate("order-1", [first[0].msg_id])
+    assert isinstance(plain, list)
+    assert isinstance(theirs, list)
+    assert isinstance(second, list)
+    ids = [int(group[0].msg_id) for group in (first, plain, theirs, second)]
+    assert ids == sorted(ids)
+    assert len(await journal.get([str(i) for i in ids])) == 4
+    assert await journal.accepted_today("acme", day) == 3
+    assert await journal.accepted_today("other", day) == 1
+    assert await journal.pending_count() == 4
 
 
 async def test_a_version_7_journal_gets_accounts(tmp_path: Path) -> None:
