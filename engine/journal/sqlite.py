@@ -390,6 +390,10 @@ def _run_rows(
     """Run `statement` over `rows` with as few executions as ROWS_PER_STATEMENT allows, and
     return the rows it changed. SQLite sets each execution up (a cursor on the table and
     on every index it touches, freed at its end): executemany pays that for every row."""
+    if len(rows) == 1:
+        # One message (the HTTP API's requests): its one-row statement, the row as it is.
+        sql = statement.one if statement.one is not None else _multi_row_sql(statement, 1)
+        return int(connection.execute(sql, rows[0]).rowcount)
     done = changed = 0
     for size in ROWS_PER_STATEMENT:
         sql = _multi_row_sql(statement, size)
