@@ -33,22 +33,20 @@ class SharedBucket(Protocol):
 class AccountLimit:
     """An account's token bucket, local or shared by the cluster (see the module)."""
 
-    __slots__ = ("_refused_until", "local", "shared")
+    __slots__ = ("_refused_until", "local", "shared", "unlimited")
 
     def __init__(self, rate: float, burst: float) -> None:
         """`rate` messages a second (0: no limit), `burst` of them at once."""
         self.local = TokenBucket(rate if rate > 0 else math.inf, burst)
+        # Asked for every accept: an attribute, not the bucket's property (two calls).
+        self.unlimited = self.local.unlimited
         self.shared: SharedBucket | None = None
         # Until when (the accept path's clock) the shared bucket said nothing fits.
         self._refused_until = -math.inf
 
-    @property
-    def unlimited(self) -> bool:
-        return self.local.unlimited
-
     async def take(self, count: int, now: float) -> float:
         """Take `count` tokens: 0.0 when taken, else seconds until they would fit."""
-        if self.local.unlimited:
+        if self.unlimited:
             return 0.0
         if self.shared is not None:
             wait = await self.shared.take(count)
@@ -62,7 +60,7 @@ class AccountLimit:
 
     async def give(self, count: int, now: float) -> None:
         """Give back tokens taken for messages that were not accepted after all."""
-        if self.local.unlimited or count == 0:
+        if self.unlimited or count == 0:
             return
         if self.shared is not None:
             await self.shared.give(count)
@@ -73,7 +71,7 @@ class AccountLimit:
         """Whether one more message may fit now, without asking anyone: the SMPP server's
         check before any work (the take itself comes with the accept). For the shared
         bucket, what its last answer said."""
-        if self.local.unlimited:
+        if self.unlimited:
             return True
         if self.shared is not None:
             return now >= self._refused_until

@@ -126,18 +126,19 @@ def text_response(
 class Request:
     """One request: method, path (percent-decoded), the raw query, header fields by
     lower-case name (one sent twice joined with ", ", RFC 9110 section 5.3), the peer's
-    address, the route's `{name}` segments, and the body (`read`)."""
+    address, the route's `{name}` segments, and the body (`read`; `body` itself once
+    `complete`)."""
 
     __slots__ = (
         "_chunks",
-        "_complete",
         "_connection",
-        "_continue",
+        "_continued",
         "_query",
         "_size",
         "_too_large",
         "_waiter",
         "body",
+        "complete",
         "headers",
         "keep_alive",
         "match_info",
@@ -174,9 +175,9 @@ class Request:
         self.body = b""
         self._chunks: list[bytes] = []
         self._size = 0
-        self._complete = False
+        self.complete = False
         self._too_large = False
-        self._continue = headers.get("expect", "").lower() == "100-continue"
+        self._continued = False  # the client was asked for its body (Expect)
         self._waiter: asyncio.Future[bytes | None] | None = None
         self._query: MultiDictProxy[str] | None = None
 
@@ -200,15 +201,16 @@ class Request:
     async def read(self, timeout_s: float) -> bytes | None:
         """The whole body, or None when it has not arrived within `timeout_s`; raises
         BodyTooLarge past the app's limit. A body already here is returned at once."""
-        if self._complete:
+        if self.complete:
             return self.body
         if self._too_large:
             raise BodyTooLarge
         connection = self._connection
         if connection is None:
             return None
-        if self._continue:  # RFC 9110 section 10.1.1: the client waits to be asked
-            self._continue = False
+        # RFC 9110 section 10.1.1: a client that sent Expect waits to be asked.
+        if not self._continued and self.headers.get("expect", "").lower() == "100-continue":
+            self._continued = True
             connection.write_raw(_CONTINUE)
         waiter: asyncio.Future[bytes | None] = connection.loop.create_future()
         self._waiter = waiter
@@ -244,6 +246,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._remote = ""
+        # The request head being read: its target and fields.
         self._url = b""
         self._headers: dict[str, str] = {}
         self._in_body = False
@@ -314,10 +317,6 @@ class _Connection(asyncio.Protocol):
 
     # ── httptools.HttpRequestParser's callbacks ──
 
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._headers = {}
-
     def on_url(self, url: bytes) -> None:
         self._url += url
 
@@ -332,6 +331,8 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self._parser
         headers = self._headers
+        target = self._url
+        self._url, self._headers = b"", {}  # what on_message_begin did, one call fewer
         keep_alive = parser.should_keep_alive()
         # The version matters to the answer only for an HTTP/1.0 client asking for
         # keep-alive, which it does with a Connection field.
@@ -339,7 +340,7 @@ class _Connection(asyncio.Protocol):
         request = Request(
             self,
             parser.get_method().decode("latin-1"),
-            self._url,
+            target,
             headers,
             version,
             keep_alive,
@@ -382,7 +383,7 @@ class _Connection(asyncio.Protocol):
         chunks = request._chunks
         request.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         request._chunks = []
-        request._complete = True
+        request.complete = True
         waiter = request._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(request.body)
@@ -415,7 +416,7 @@ class _Connection(asyncio.Protocol):
         close = (
             not request.keep_alive
             or response.close
-            or not request._complete
+            or not request.complete
             or self._server.closing
             or (self._stopped and not self._waiting)
         )
@@ -425,7 +426,7 @@ class _Connection(asyncio.Protocol):
         else:
             self._transport.write(head + response.body)
         if close:
-            self._close(lingering=not request._complete)
+            self._close(lingering=not request.complete)
         else:
             self._next()
 

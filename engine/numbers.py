@@ -7,12 +7,12 @@ country code and at most 15 digits in all).
 
 Two paths give the same answer:
 
-- **Fast path** (about a microsecond): input already `+` and 8–15 digits. One
-  precompiled regex, the country code looked up among those libphonenumber knows, and
-  the rest's length checked against that country's possible lengths, read once per
-  country code from libphonenumber's metadata and cached. A number whose national part
-  could start with a national prefix (the `0` of `+44 0…`) is left to the slow path,
-  which knows when to strip it.
+- **Fast path** (about a microsecond): input already `+` and 8–15 digits. String
+  methods, the country code looked up among those libphonenumber knows, and the rest's
+  length checked against that country's possible lengths, read once per country code
+  from libphonenumber's metadata and cached. A number whose national part could start
+  with a national prefix (the `0` of `+44 0…`; a regular expression only where the
+  prefix is more than digits) is left to the slow path, which knows when to strip it.
 - **Slow path** (tens of microseconds): `phonenumbers.parse`, then the possible-length
   check, then E.164 formatting.
 
@@ -50,11 +50,20 @@ class InvalidNumber(ValueError):  # noqa: N818 -- the name ingress and the CLI c
 class _CountryRules:
     """What the fast path needs to know about one country code."""
 
-    __slots__ = ("national_prefix", "possible_lengths")
+    __slots__ = ("national_digits", "national_prefix", "possible_lengths")
 
-    def __init__(self, possible_lengths: frozenset[int], national_prefix: re.Pattern[str] | None):
+    def __init__(self, possible_lengths: frozenset[int], national_prefix: str | None):
         self.possible_lengths = possible_lengths
-        self.national_prefix = national_prefix
+        # Most countries' national prefix pattern is digits alone ("0", "8"): asked with
+        # startswith, not a regular expression, for every number.
+        self.national_digits = (
+            national_prefix if national_prefix and national_prefix.isdigit() else None
+        )
+        self.national_prefix = (
+            re.compile(national_prefix)
+            if national_prefix and self.national_digits is None
+            else None
+        )
 
 
 @functools.cache
@@ -72,10 +81,7 @@ def _country_rules(country_code: str) -> _CountryRules | None:
     if metadata is None or metadata.general_desc is None:
         return None
     prefix = metadata.national_prefix_for_parsing
-    return _CountryRules(
-        frozenset(metadata.general_desc.possible_length),
-        re.compile(prefix) if prefix else None,
-    )
+    return _CountryRules(frozenset(metadata.general_desc.possible_length), prefix)
 
 
 @functools.cache
@@ -107,7 +113,10 @@ def _normalise_fast(number: str) -> str | None:
     national = number[1 + length :]
     if len(national) not in rules.possible_lengths:
         return None
-    if rules.national_prefix is not None and rules.national_prefix.match(national):
+    if rules.national_digits is not None:
+        if national.startswith(rules.national_digits):
+            return None
+    elif rules.national_prefix is not None and rules.national_prefix.match(national):
         return None
     return number
 

@@ -173,7 +173,7 @@ class Acceptor:
             if isinstance(sub, LineError):
                 outcomes[index] = sub
                 continue
-            if not account.sender_allowed(sub.sender):
+            if account.allowed_senders and not account.sender_allowed(sub.sender):
                 outcomes[index] = _sender_refused(account, sub)
                 continue
             prepared = prepare(sub, origin, now, account.webhooks, memo)
@@ -184,7 +184,7 @@ class Acceptor:
                 message.account = name
             positions.append(index)
             groups.append(prepared)
-        if groups:
+        if groups and (account.settings.daily_quota is not None or not account.limit.unlimited):
             await self._limit(account, now, positions, groups, outcomes)
         fresh: list[Message] = []
         if groups:
@@ -205,11 +205,10 @@ class Acceptor:
         groups: list[list[Message]],
         outcomes: list[Outcome | None],
     ) -> None:
-        """Throughput, then the daily quota; refused groups leave `positions`/`groups`."""
+        """Throughput, then the daily quota (of an account that has either); refused groups
+        leave `positions`/`groups`."""
         limit = account.limit
         quota = account.settings.daily_quota
-        if quota is None and limit.unlimited:
-            return  # every group passes
         used = await self._used_today(account, now) if quota is not None else 0
         kept = 0
         limited = not limit.unlimited
@@ -359,19 +358,22 @@ class Acceptor:
             outcomes[position] = LineError(sentence, group[0].client_ref, kind)
 
     def _tally(self, results: Sequence[Outcome]) -> None:
-        if self._on_lines is None:
+        on_lines = self._on_lines
+        if on_lines is None:
             return
-        tally = {"accepted": 0, "rejected": 0, "duplicate": 0}
+        accepted = duplicate = 0
         for outcome in results:
             if not isinstance(outcome, LineError):
-                tally["accepted"] += 1
+                accepted += 1
             elif outcome.kind == "duplicate":
-                tally["duplicate"] += 1
-            else:
-                tally["rejected"] += 1
-        for kind, count in tally.items():
-            if count:
-                self._on_lines(kind, count)
+                duplicate += 1
+        rejected = len(results) - accepted - duplicate
+        if accepted:
+            on_lines("accepted", accepted)
+        if rejected:
+            on_lines("rejected", rejected)
+        if duplicate:
+            on_lines("duplicate", duplicate)
 
 
 def _sender_refused(account: Account, sub: Submission) -> LineError:

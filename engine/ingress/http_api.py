@@ -296,13 +296,20 @@ class HttpApi:
 
     async def submit(self, request: Request) -> Response:
         account = authenticate(request, self._accounts)
-        if request.content_type != "application/json":
+        # The field as clients mostly write it answers without parsing it (content_type).
+        if (
+            request.headers.get("content-type") != APPLICATION_JSON
+            and request.content_type != APPLICATION_JSON
+        ):
             raise ApiProblem(
                 415,
                 "Unsupported Media Type",
                 f"the body must be application/json, not {request.content_type or 'none'}",
             )
-        body = await read_body(request, self._body_timeout_s)
+        if request.complete:  # the body came with the head: no coroutine to wait for it
+            body = request.body
+        else:
+            body = await read_body(request, self._body_timeout_s)
         decoded = decode_submissions(body, self._max_batch)
         submissions = [item for item in decoded if isinstance(item, Submission)]
         try:
@@ -312,11 +319,13 @@ class HttpApi:
                 503, "Service Unavailable", f"not accepted, send it again later: {error}", 5
             ) from None
         answers = iter(accepted)
-        results = [
-            line_result(number, item if isinstance(item, LineError) else next(answers))
-            for number, item in enumerate(decoded, 1)
-        ]
-        refusal = whole_refusal(results)
+        results: list[LineAccepted | LineRefused] = []
+        refused = 0
+        for number, item in enumerate(decoded, 1):
+            result = line_result(number, item if isinstance(item, LineError) else next(answers))
+            refused += isinstance(result, LineRefused)
+            results.append(result)
+        refusal = whole_refusal(results) if refused == len(results) else None
         if refusal is not None:
             raise refusal
         return json_response(SubmitResults(results=results))

@@ -112,15 +112,11 @@ class Shared:
 SharedKey = tuple[object, ...]
 
 
-class BatchMemo:
+class BatchMemo(dict[SharedKey, Shared]):
     """What the submissions of one batch share, worked out once per batch instead of once
     per submission: the Shared part of submissions alike but for their recipients (an
-    HTTP API batch of one text: one message object per recipient)."""
-
-    __slots__ = ("shared",)
-
-    def __init__(self) -> None:
-        self.shared: dict[SharedKey, Shared] = {}
+    HTTP API batch of one text: one message object per recipient). A dict (no __init__
+    of its own to run for every request)."""
 
 
 def _message(
@@ -172,17 +168,13 @@ def _first_of(
     price: tuple[float, str],
     bridges: tuple[str, ...],
 ) -> Message:
-    """A submission's first recipient's Message. The first of its Shared part is built at
-    once; the next ones are copies of a template of what the Shared part's submissions
-    share, with what a submission may have of its own (its id, dlr and priority) and the
-    recipient's number, route, sender and price. An HTTP API batch of one text is a
-    submission per recipient: building each Message from its 22 keywords cost about seven
-    times as much."""
+    """A submission's first recipient's Message, after the first of its Shared part (built
+    at once): a copy of a template of what the Shared part's submissions share, with what
+    a submission may have of its own (its id, dlr and priority) and the recipient's
+    number, route, sender and price. An HTTP API batch of one text is a submission per
+    recipient: building each Message from its 22 keywords cost about seven times as much."""
     template = shared.template
     if template is None or template.origin != origin or template.accepted_at != now:
-        if not shared.used:
-            shared.used = True
-            return _message(sub, origin, now, shared, to, sender, price, bridges)
         template = _message(sub, origin, now, shared, "", None, _NO_PRICE, ())
         shared.template = template
     return msgspec.structs.replace(
@@ -232,6 +224,7 @@ class LinePreparer:
         # one message a request as often as a batch: both are remembered across batches.
         # (requested route, number prefix: Router.prefix_length) -> the route's bridges.
         self._routed: dict[tuple[str | None, str], tuple[str, ...]] = {}
+        self._prefix_length = router.prefix_length
         # (bridge, number prefix, segments) -> (amount, currency).
         self._priced: dict[tuple[str, str, int], tuple[float, str]] = {}
 
@@ -277,18 +270,27 @@ class LinePreparer:
                 ref,
                 "recipients",
             )
-        memo = memo or BatchMemo()
+        if memo is None:
+            memo = BatchMemo()
         webhooks = webhooks or self._webhooks
         key = (
-            *(text, sub.sender, sub.route, sub.flash, sub.schedule_at, sub.validity_s),
-            *(sub.callback_url, sub.dlr_url, sub.dlr_mask, id(webhooks)),
+            text,
+            sub.sender,
+            sub.route,
+            sub.flash,
+            sub.schedule_at,
+            sub.validity_s,
+            sub.callback_url,
+            sub.dlr_url,
+            sub.dlr_mask,
+            id(webhooks),
         )
-        shared = memo.shared.get(key)
+        shared = memo.get(key)
         if shared is None:
             made = self._shared(sub, now, webhooks)
             if isinstance(made, LineError):
                 return made
-            shared = memo.shared[key] = made
+            shared = memo[key] = made
         return self._messages(sub, origin, now, recipients, shared)
 
     def _shared(
@@ -304,12 +306,18 @@ class LinePreparer:
                 )
             due_at = max(now, sub.schedule_at.timestamp())
         expires_at = None if sub.validity_s is None else due_at + sub.validity_s
-        callback_url = self._callback_url(sub, webhooks)
-        if isinstance(callback_url, LineError):
-            return callback_url
-        dlr_url = self._dlr_url(sub, webhooks)
-        if isinstance(dlr_url, LineError):
-            return dlr_url
+        dlr_url: str | None = None
+        if sub.callback_url is None and sub.dlr_url is None:  # most lines: nothing to check
+            callback_url = webhooks.default_url if webhooks is not None else None
+        else:
+            checked = self._callback_url(sub, webhooks)
+            if isinstance(checked, LineError):
+                return checked
+            callback_url = checked
+            checked = self._dlr_url(sub, webhooks)
+            if isinstance(checked, LineError):
+                return checked
+            dlr_url = checked
         try:
             segmentation = segment_text(sub.text)
         except ValueError as error:
@@ -347,8 +355,11 @@ class LinePreparer:
                         bridges=bridges,
                     )
                 )
-            else:
+            elif shared.used:
                 messages.append(_first_of(sub, origin, now, shared, to, sender, price, bridges))
+            else:  # the Shared part's first Message: built at once, no template
+                shared.used = True
+                messages.append(_message(sub, origin, now, shared, to, sender, price, bridges))
         return messages
 
     def _recipient(
@@ -362,7 +373,7 @@ class LinePreparer:
         try:
             to = normalise(raw, self._region)
             # The route depends on the number's first `prefix_length` characters only.
-            route_key = (sub.route, to[: self._router.prefix_length])
+            route_key = (sub.route, to[: self._prefix_length])
             route = self._routed.get(route_key)
             if route is None:
                 route = self._router.route(to, sub.route)
@@ -415,14 +426,13 @@ class LinePreparer:
     def _callback_url(
         self, sub: Submission, webhooks: AccountWebhooks | None
     ) -> str | LineError | None:
-        """Where the line's events go: its own URL, checked (engine.webhooks.hosts), or
-        the account's default (checked when the config was loaded)."""
+        """Where the events of a line with a callback_url or a dlr_url go: its own URL,
+        checked (engine.webhooks.hosts), or none (its reports go to its dlr_url). A line
+        with neither has the account's default (checked when the config was loaded)."""
         if sub.callback_url is not None and sub.dlr_url is not None:
             return LineError("callback_url and dlr_url cannot both be set", sub.id, "callback")
         if sub.callback_url is None:
-            if sub.dlr_url is not None:
-                return None  # its reports go to its dlr-url instead
-            return webhooks.default_url if webhooks is not None else None
+            return None  # its reports go to its dlr_url instead
         if webhooks is None:
             return LineError("callback_url: this listener takes no webhooks", sub.id, "callback")
         refusal = hosts.check_url(sub.callback_url, webhooks)

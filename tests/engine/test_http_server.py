@@ -343,3 +343,34 @@ async def test_the_apis_error_page_words_the_servers_refusals_as_problems() -> N
             assert (answer.status, detail) == (400, "the request is not valid HTTP/1.1")
             assert await client.closed()
         tg.cancel_scope.cancel()
+
+
+async def test_header_fields_are_read_by_lower_case_name_a_repeated_one_joined() -> None:
+    async def fields(request: Request) -> Response:
+        return Response(200, msgspec.json.encode(request.headers))
+
+    app = App([Route("GET", "/fields", fields)], max_body_bytes=1000)
+    async with anyio.create_task_group() as tg:
+
+        async def run(*, task_status: anyio.abc.TaskStatus[int]) -> None:
+            await serve_http(
+                app, "127.0.0.1", 0, idle_timeout_s=5, shutdown_timeout_s=1, task_status=task_status
+            )
+
+        port = await tg.start(run)
+        async with connection(port) as client:
+            for _ in range(2):  # the second head is read afresh, nothing left of the first
+                await client.stream.send(
+                    b"GET /fields HTTP/1.1\r\nHost: x\r\nX-Twice: a\r\nX-Empty:\r\n"
+                    b"x-TWICE: b\r\nX-Latin: caf\xe9\r\n\r\n"
+                )
+                answer = await client.answer()
+                assert msgspec.json.decode(answer.body) == {
+                    "host": "x",
+                    "x-twice": "a, b",
+                    "x-empty": "",
+                    "x-latin": "caf\u00e9",
+                }
+            await client.stream.send(b"GET /fields HTTP/1.1\r\nHost: y\r\n\r\n")
+            assert msgspec.json.decode((await client.answer()).body) == {"host": "y"}
+        tg.cancel_scope.cancel()
