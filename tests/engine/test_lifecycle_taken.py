@@ -93,3 +93,27 @@ def test_a_message_no_longer_inflight_is_refused_as_on_reply_refuses_it() -> Non
     assert lifecycle.on_taken(messages, REPLIES, context("none")) is None
     with pytest.raises(IllegalTransition):
         lifecycle.on_reply(messages[4], REPLIES[4], context("none"))
+
+
+def test_a_messages_account_webhook_and_kannel_target_reach_its_feed_change() -> None:
+    """The feed's change carries what the message names: its account (the default one when
+    it has none), its callback URL and, sent with Kannel's dlr-url, the reports' target."""
+    messages = [
+        inflight(msg_id="1", account="acme", callback_url="https://hooks.example/x"),
+        inflight(msg_id="2", account="", dlr_url="http://kannel.example/dlr?s=%d", dlr_mask=3),
+    ]
+    replies: list[Outcome] = [Submitted("P-1"), Submitted("P-2")]
+    ctx = context("none")
+    taken = lifecycle.on_taken(messages, replies, ctx)
+
+    assert taken is not None
+    steps = one_by_one(messages, replies, ctx)
+    feed = [c for c in taken.changes if isinstance(c, AppendEvents)]
+    assert feed == [c for s in steps for c in s.changes if isinstance(c, AppendEvents)]
+    assert [(c.account, c.callback_url) for c in feed] == [
+        ("acme", "https://hooks.example/x"),
+        ("default", None),
+    ]
+    assert feed[0].kannel is None
+    assert feed[1].kannel is not None
+    assert feed[1].kannel.mask == 3
