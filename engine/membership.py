@@ -148,8 +148,10 @@ class Membership:
     def holds_lease(self, now: float) -> bool:
         """Whether the other nodes still take this one for live (its last heartbeat is
         within the lease): readiness fails when not."""
-        age = self.heartbeat_age(now)
-        return age is not None and age <= self.settings.lease_s
+        # heartbeat_age's max(0, ...) left out: lease_s is positive (ClusterSettings), so
+        # a clock that stepped back answers the same. Asked before every bridge request.
+        at = self.heartbeat_at
+        return at is not None and now - at <= self.settings.lease_s
 
     async def beat(self) -> bool:
         """One heartbeat; False when the journal could not take it."""
