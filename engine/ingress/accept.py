@@ -165,6 +165,33 @@ class Acceptor:
         outcomes: list[Outcome | None] = [None] * len(submissions)
         positions: list[int] = []
         groups: list[list[Message]] = []
+        self._prepare(account, origin, now, submissions, outcomes, positions, groups)
+        if groups and (account.settings.daily_quota is not None or not account.limit.unlimited):
+            await self._limit(account, now, positions, groups, outcomes)
+        fresh: list[Message] = []
+        if groups:
+            fresh = await self._commit(account, now, positions, groups, outcomes, room_wait_s, turn)
+        results = [outcome for outcome in outcomes if outcome is not None]
+        self._tally(results)
+        if on_commit is not None:
+            on_commit(results)
+        if fresh:
+            await self._scheduler.put_many(fresh)
+        return results
+
+    def _prepare(
+        self,
+        account: Account,
+        origin: str,
+        now: float,
+        submissions: Sequence[Submission | bytes],
+        outcomes: list[Outcome | None],
+        positions: list[int],
+        groups: list[list[Message]],
+    ) -> None:
+        """Decode, check and prepare each submission: a refusal goes into `outcomes` at its
+        index; a prepared one's Messages (stamped with the account) are appended to `groups`
+        and its index to `positions`."""
         decode, prepare = self._preparer.decode, self._preparer.prepare_submission
         memo = BatchMemo()
         name = account.name
@@ -184,18 +211,6 @@ class Acceptor:
                 message.account = name
             positions.append(index)
             groups.append(prepared)
-        if groups and (account.settings.daily_quota is not None or not account.limit.unlimited):
-            await self._limit(account, now, positions, groups, outcomes)
-        fresh: list[Message] = []
-        if groups:
-            fresh = await self._commit(account, now, positions, groups, outcomes, room_wait_s, turn)
-        results = [outcome for outcome in outcomes if outcome is not None]
-        self._tally(results)
-        if on_commit is not None:
-            on_commit(results)
-        if fresh:
-            await self._scheduler.put_many(fresh)
-        return results
 
     async def _limit(
         self,
