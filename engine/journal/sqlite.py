@@ -814,9 +814,6 @@ class SqliteJournal:
         first_event_id = self._next_event_id
         accepted = _AcceptedEvents(self._feed_accounts)
         event_id = first_event_id
-        instance = self.instance
-        bridges_json = self._bridges_json
-        encode = message_encoder.encode
         try:
             for group in groups:
                 if not group:
@@ -833,38 +830,10 @@ class SqliteJournal:
                     if existing is not None:
                         results.append(Duplicate(client_ref, existing))
                         continue
-                ids: list[str] = []
                 group_rows = rows if client_ref is not None else rows_without_client_ref
-                for message in group:
-                    msg_id = str(next_msg_id)
-                    message.msg_id = msg_id
-                    message.reference = f"{instance}-{msg_id}"
-                    if not message.bridges:
-                        raise ValueError(f"message {msg_id} to {message.to} has no bridge")
-                    route = bridges_json.get(message.bridges)
-                    if route is None:
-                        if len(bridges_json) > 1024:
-                            bridges_json.clear()
-                        route = msgspec.json.encode(message.bridges).decode()
-                        bridges_json[message.bridges] = route
-                    row = (
-                        next_msg_id,
-                        message.due_at,
-                        priority_lane(message.priority),
-                        route,
-                        message.bridge_index,
-                        message.bridges[message.bridge_index],
-                        message.attempt,
-                        1 if message.dlr else 0,
-                        SCHEDULED_S if message.due_at > message.accepted_at else ACCEPTED_S,
-                        event_id,
-                        account,
-                        bytearray(encode(message)),
-                    )
-                    event_id += 1
-                    group_rows.append(row if client_ref is None else (*row, client_ref))
-                    ids.append(msg_id)
-                    next_msg_id += 1
+                ids = self._message_rows(group, group_rows, next_msg_id, event_id)
+                next_msg_id += len(group)
+                event_id += len(group)
                 accepted.add(group)
                 if client_ref is not None:
                     earlier[account, client_ref] = ids
@@ -885,6 +854,48 @@ class SqliteJournal:
         self._total += inserted
         self._next_msg_id = next_msg_id
         return results
+
+    def _message_rows(
+        self, group: Sequence[Message], rows: list[tuple[Any, ...]], msg_id: int, event_id: int
+    ) -> list[str]:
+        """Number `group`'s messages from `msg_id` (their accepted events from `event_id`)
+        and append their rows to `rows` (with the client ref when it has one); their ids."""
+        instance = self.instance
+        bridges_json = self._bridges_json
+        encode = message_encoder.encode
+        client_ref, account = group[0].client_ref, group[0].account
+        ids: list[str] = []
+        for message in group:
+            text_id = str(msg_id)
+            message.msg_id = text_id
+            message.reference = f"{instance}-{text_id}"
+            if not message.bridges:
+                raise ValueError(f"message {text_id} to {message.to} has no bridge")
+            route = bridges_json.get(message.bridges)
+            if route is None:
+                if len(bridges_json) > 1024:
+                    bridges_json.clear()
+                route = msgspec.json.encode(message.bridges).decode()
+                bridges_json[message.bridges] = route
+            row = (
+                msg_id,
+                message.due_at,
+                priority_lane(message.priority),
+                route,
+                message.bridge_index,
+                message.bridges[message.bridge_index],
+                message.attempt,
+                1 if message.dlr else 0,
+                SCHEDULED_S if message.due_at > message.accepted_at else ACCEPTED_S,
+                event_id,
+                account,
+                bytearray(encode(message)),
+            )
+            rows.append(row if client_ref is None else (*row, client_ref))
+            ids.append(text_id)
+            msg_id += 1
+            event_id += 1
+        return ids
 
     async def claim(
         self,
