@@ -562,6 +562,65 @@ class _JournalWriting(SqliteTransactions):
                 journal._writer.call_on_loop(journal.on_deliveries, added)
 
 
+# The changes whose rows one statement takes as they are, by kind: (statement, the rows of
+# a run of that kind). MarkSubmitted, MarkFinal and a charged final are SqliteJournal's own.
+_CHANGE_ROWS: Final[dict[type, tuple[str, Callable[[Sequence[Any]], list[tuple[Any, ...]]]]]] = {
+    MarkInflight: (
+        SQL_MARK_INFLIGHT,
+        lambda run: [
+            (c.bridge_index, c.bridge_index, c.attempt, c.at, msg_id)
+            for c in run
+            for msg_id in c.msg_ids
+        ],
+    ),
+    MarkRetry: (
+        SQL_MARK_RETRY,
+        lambda run: [
+            (
+                c.due_at,
+                c.attempt,
+                c.bridge_index,
+                c.bridge_index,
+                c.reason,
+                c.maybe_sent_at,
+                waiting_status(c.attempt),
+                msg_id,
+            )
+            for c in run
+            for msg_id in c.msg_ids
+        ],
+    ),
+    MarkUnconfirmed: (
+        SQL_MARK_UNCONFIRMED,
+        lambda run: [(c.at, c.maybe_sent_at, c.report_by, c.error, c.msg_id) for c in run],
+    ),
+    MarkConfirmed: (
+        SQL_MARK_CONFIRMED,
+        lambda run: [(c.provider_id, c.report_by, c.msg_id) for c in run],
+    ),
+    MarkCharged: (
+        SQL_MARK_CHARGED,
+        lambda run: [(c.cost, c.currency, c.msg_id) for c in run],
+    ),
+    MarkPolled: (
+        SQL_MARK_POLLED,
+        lambda run: [(c.at, c.next_at, msg_id) for c in run for msg_id in c.msg_ids],
+    ),
+    SchedulePolls: (
+        SQL_SCHEDULE_POLLS,
+        lambda run: [(c.at, msg_id) for c in run for msg_id in c.msg_ids],
+    ),
+    StoreOrphanReceipt: (
+        SQL_STORE_ORPHAN,
+        lambda run: [(c.bridge, c.provider_id, c.receipt, c.at) for c in run],
+    ),
+    StoreEvents: (
+        SQL_STORE_EVENT,
+        lambda run: [(c.origin, line) for c in run for line in c.events],
+    ),
+}
+
+
 class SqliteJournal:
     """The Journal on one SQLite file; all SQLite work runs on one writer thread."""
 
@@ -1045,84 +1104,17 @@ class SqliteJournal:
                 end += 1
             run: Sequence[Any] = changes[index:end]
             index = end
-            if kind is MarkInflight:
-                executemany(
-                    SQL_MARK_INFLIGHT,
-                    [
-                        (
-                            change.bridge_index,
-                            change.bridge_index,
-                            change.attempt,
-                            change.at,
-                            msg_id,
-                        )
-                        for change in run
-                        for msg_id in change.msg_ids
-                    ],
-                )
+            plain = _CHANGE_ROWS.get(kind)
+            if plain is not None:
+                sql, rows_of = plain
+                executemany(sql, rows_of(run))
             elif kind is MarkSubmitted:
                 self._mark_submitted(connection, run)
-            elif kind is MarkRetry:
-                executemany(
-                    SQL_MARK_RETRY,
-                    [
-                        (
-                            change.due_at,
-                            change.attempt,
-                            change.bridge_index,
-                            change.bridge_index,
-                            change.reason,
-                            change.maybe_sent_at,
-                            waiting_status(change.attempt),
-                            msg_id,
-                        )
-                        for change in run
-                        for msg_id in change.msg_ids
-                    ],
-                )
             elif kind is MarkFinal:
-                cursor = executemany(
-                    SQL_MARK_FINAL,
-                    [_final_params(c) for c in run],
-                )
+                cursor = executemany(SQL_MARK_FINAL, [_final_params(c) for c in run])
                 self._pending -= max(cursor.rowcount, 0)
-            elif kind is MarkUnconfirmed:
-                executemany(
-                    SQL_MARK_UNCONFIRMED,
-                    [(c.at, c.maybe_sent_at, c.report_by, c.error, c.msg_id) for c in run],
-                )
-            elif kind is MarkConfirmed:
-                executemany(
-                    SQL_MARK_CONFIRMED, [(c.provider_id, c.report_by, c.msg_id) for c in run]
-                )
-            elif kind is MarkCharged:
-                executemany(SQL_MARK_CHARGED, [(c.cost, c.currency, c.msg_id) for c in run])
             elif kind is _ChargedFinal:
                 self._mark_charged_final(connection, run)
-            elif kind is MarkPolled:
-                executemany(
-                    SQL_MARK_POLLED,
-                    [
-                        (change.at, change.next_at, msg_id)
-                        for change in run
-                        for msg_id in change.msg_ids
-                    ],
-                )
-            elif kind is SchedulePolls:
-                executemany(
-                    SQL_SCHEDULE_POLLS,
-                    [(change.at, msg_id) for change in run for msg_id in change.msg_ids],
-                )
-            elif kind is StoreOrphanReceipt:
-                executemany(
-                    SQL_STORE_ORPHAN,
-                    [(c.bridge, c.provider_id, c.receipt, c.at) for c in run],
-                )
-            elif kind is StoreEvents:
-                executemany(
-                    SQL_STORE_EVENT,
-                    [(change.origin, line) for change in run for line in change.events],
-                )
             else:
                 raise TypeError(f"not a journal change: {kind.__name__}")
 
