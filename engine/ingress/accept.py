@@ -108,7 +108,9 @@ class Acceptor:
         self._preparer = preparer
         self._journal = journal
         # Concurrent calls' journal accepts of one event-loop turn go as one (coalesce).
-        self._accepting = CoalescingJournal(journal)
+        # A caller cancelled meanwhile leaves its committed messages to the feeder's scan:
+        # woken, it looks at once.
+        self._accepting = CoalescingJournal(journal, on_abandoned=scheduler.wake_feeder)
         self._scheduler = scheduler
         self._room = room
         self._clock = clock

@@ -1,7 +1,7 @@
 """engine.ingress.coalesce on a real SQLite journal: accepts made in one event-loop turn are
 one journal call and one commit, each caller answered with its own messages; a client id
-two of them share is a duplicate in the later; a cancelled caller's messages stay and the
-others are answered."""
+two of them share is a duplicate in the later; a cancelled caller's messages stay, the
+others are answered, and the feeder is told of them once committed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
-import anyio.lowlevel
 import pytest
 
 from engine.ingress.coalesce import CoalescingJournal, Results
@@ -44,7 +43,8 @@ async def test_calls_of_one_turn_are_one_journal_call_each_answered_its_own(
     tmp_path: Path,
 ) -> None:
     async with open_sqlite_journal(tmp_path / "j.db") as journal:
-        coalescing = CoalescingJournal(journal)
+        woken: list[int] = []
+        coalescing = CoalescingJournal(journal, on_abandoned=lambda: woken.append(1))
         commits = journal.commits
         answers: dict[int, Results] = {}
 
@@ -78,13 +78,15 @@ async def test_calls_of_one_turn_are_one_journal_call_each_answered_its_own(
         assert len(ids) == len(set(ids)) == 5
         for msg_id in ids:
             assert await journal.get(msg_id) is not None
+        assert woken == []  # every caller was answered: each queues its own
 
 
 async def test_a_cancelled_first_caller_still_lets_the_others_be_answered(
     tmp_path: Path,
 ) -> None:
     async with open_sqlite_journal(tmp_path / "j.db") as journal:
-        coalescing = CoalescingJournal(journal)
+        woken: list[int] = []
+        coalescing = CoalescingJournal(journal, on_abandoned=lambda: woken.append(1))
         first = [[message("+250788100001")]]
         answered: list[Results] = []
         cancelled: list[bool] = []
@@ -92,8 +94,7 @@ async def test_a_cancelled_first_caller_still_lets_the_others_be_answered(
         async def leader() -> None:
             with anyio.CancelScope() as scope:
                 scope.cancel()  # cancelled as it calls: its call is still made for the others
-                await coalescing.accept(first)
-                await anyio.lowlevel.checkpoint()  # where the cancellation is felt
+                await coalescing.accept(first)  # stops waiting at once
                 cancelled.append(False)
             cancelled.append(scope.cancelled_caught)
 
@@ -112,3 +113,5 @@ async def test_a_cancelled_first_caller_still_lets_the_others_be_answered(
         # The leader's message was committed with the follower's: it stays.
         assert first[0][0].msg_id
         assert await journal.get(first[0][0].msg_id) is not None
+        # Nobody queues it: the feeder is told, once, after the commit.
+        assert woken == [1]
