@@ -265,35 +265,40 @@ class BridgeDispatcher:
                 now = self._clock()
             waited = True
         local = self._local_gate
-        wait = 0.0
         if local is not None:
             wait = local.take_now(1, count)
             if wait <= 0:
-                return unsaved, waited  # the common case: a turn at once
+                return unsaved, waited  # a turn at once
+            await self._wait_turn(wait, count, unsaved)
+            return None, True
         held = unsaved
 
         async def before_wait(seconds: float) -> None:
             nonlocal held
-            if held is not None:
-                await self._save(held)
-                held = None
-            self._hooks.bucket_wait(self.name, seconds)
-            log.debug("rate_limited", bridge=self.name, messages=count, wait_s=round(seconds, 6))
+            await self._wait_turn(seconds, count, held, sleep=False)
+            held = None
 
-        if local is not None:
-            # The turn is reserved: wait for it (wait_for_turn's float answer).
-            await before_wait(wait)
-            await anyio.sleep(wait)
-        else:
-            await wait_for_turn(
-                self.limits,
-                1,
-                count,
-                before_wait=before_wait,
-                sleep=anyio.sleep,
-                stop=lambda: self.draining,
-            )
+        await wait_for_turn(
+            self.limits,
+            1,
+            count,
+            before_wait=before_wait,
+            sleep=anyio.sleep,
+            stop=lambda: self.draining,
+        )
         return held, True
+
+    async def _wait_turn(
+        self, seconds: float, count: int, unsaved: Unsaved | None, *, sleep: bool = True
+    ) -> None:
+        """Before a rate-limit wait: commit the outcomes in hand (no event waits on a rate
+        limit), count the wait, and (`sleep`) wait for the turn a local gate reserved."""
+        if unsaved is not None:
+            await self._save(unsaved)
+        self._hooks.bucket_wait(self.name, seconds)
+        log.debug("rate_limited", bridge=self.name, messages=count, wait_s=round(seconds, 6))
+        if sleep:
+            await anyio.sleep(seconds)
 
     async def _send(self, batch: Sequence[Message], unsaved: Unsaved | None) -> Unsaved | None:
         """Take, gate, claim, request: send `batch`, committing `unsaved` (the last
@@ -303,7 +308,16 @@ class BridgeDispatcher:
         live, unsaved = self._set_aside(batch, unsaved, now)
         if not live:
             return unsaved
-        unsaved, waited = await self._pass_gates(len(live), unsaved, now)
+        count, local = len(live), self._local_gate
+        if local is not None and self.circuit.allow(now):
+            # _pass_gates' common case without its coroutine: a local gate asked at once.
+            wait = local.take_now(1, count)
+            waited = wait > 0
+            if waited:
+                await self._wait_turn(wait, count, unsaved)
+                unsaved = None
+        else:
+            unsaved, waited = await self._pass_gates(count, unsaved, now)
         if self.draining:
             return unsaved  # a rate-limit wait outlasted the drain's start: send nothing new
         if waited:

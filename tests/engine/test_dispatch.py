@@ -104,6 +104,7 @@ def dispatcher(
     client: ScriptedClient,
     events: Events,
     clock: Callable[[], float] = lambda: 1000.0,
+    limits: LocalGate | None = None,
 ) -> BridgeDispatcher:
     queue = BridgeQueue("smsclub", 10, isolate_resends=True)
     return BridgeDispatcher(
@@ -118,7 +119,7 @@ def dispatcher(
         events=events,
         hooks=Hooks(),
         policy=RetryPolicy(base_s=0.0, jitter=0.0, max_attempts=3),
-        limits=LocalGate(TokenBucket(1e9, 1e9), TokenBucket(1e9, 1e9)),
+        limits=limits or LocalGate(TokenBucket(1e9, 1e9), TokenBucket(1e9, 1e9)),
         circuit=CircuitBreaker(failure_threshold=100),
         pool=1,
         linger_s=0.0,
@@ -270,3 +271,34 @@ async def test_an_unwritable_journal_is_waited_out_and_nothing_is_lost(
         [done] = (await reopened.get([sent.msg_id])).values()
     assert (done.state, done.provider_id) == ("submitted", "1001")  # awaiting its report
     assert [type(event).__name__ for event in events.emitted] == ["SubmittedEvent"]
+
+
+async def test_a_request_past_its_rate_limit_waits_its_turn_and_is_sent(tmp_path: Path) -> None:
+    """A local gate out of tokens: the request waits the turn it reserved (reported as a
+    bucket wait), then goes; both messages end submitted, each request sent once."""
+    replies = [
+        HttpReply(
+            status=200,
+            body=b'{"success_request":{"info":{"100%d":"38050123456%d"}}}' % (n, n),
+            headers={"content-type": "application/json"},
+        )
+        for n in (0, 1)
+    ]
+    # One message a millisecond, one banked; the gate's clock stands still, so the second
+    # request's turn is a millisecond after the first's.
+    gate = LocalGate(TokenBucket(1e9, 1e9), TokenBucket(1000.0, 1.0), clock=lambda: 1000.0)
+    async with open_sqlite_journal(tmp_path / "septet.db") as journal:
+        first = await accept_one(journal, "+380501234560")
+        second = await accept_one(journal, "+380501234561")
+        client = ScriptedClient(replies)
+        dispatch = dispatcher(journal, client, Events(), limits=gate)
+        await dispatch.send_batch([first])
+        assert "bucket_wait" not in dispatch._hooks.calls  # type: ignore[attr-defined]
+        await dispatch.send_batch([second])
+        assert dispatch._hooks.calls.count("bucket_wait") == 1  # type: ignore[attr-defined]
+        done = await journal.get([first.msg_id, second.msg_id])
+    assert len(client.calls) == 2
+    assert [(m.state, m.provider_id) for m in done.values()] == [
+        ("submitted", "1000"),
+        ("submitted", "1001"),
+    ]
