@@ -179,7 +179,8 @@ class TokenBucket:
     @property
     def unlimited(self) -> bool:
         """True when the bucket never makes anyone wait (rate 0 or infinity)."""
-        return self._is_unlimited_rate(self.rate)
+        rate = self.rate  # _is_unlimited_rate, inline: asked for every API request
+        return rate == 0 or rate == math.inf
 
     def _refill(self, now: float) -> None:
         if self._last is None:
@@ -201,11 +202,17 @@ class TokenBucket:
         rate = self.rate
         if rate == 0 or rate == math.inf:  # `unlimited`, asked without two calls
             return 0.0
-        self._refill(now)
-        self._level -= n
-        if self._level >= 0:
+        # _refill, inline (a call fewer per request).
+        last = self._last
+        if last is None:
+            self._last = now
+        elif now > last:
+            self._level = min(self.burst, self._level + (now - last) * rate)
+            self._last = now
+        level = self._level = self._level - n
+        if level >= 0:
             return 0.0
-        return -self._level / self.rate
+        return -level / rate
 
     def refund(self, n: float, now: float) -> None:
         """Give back `n` tokens a caller reserved but will not use (it was cancelled).
