@@ -467,7 +467,9 @@ class Metrics:
     def submitted(self, bridge: str, messages: Sequence[Message], now: float) -> None:
         """A batch the provider took: count its segments and cost, and observe each
         message's accept -> submit latency."""
-        series = self._series(bridge)
+        series = self._bridges.get(bridge)  # _series, inline when known
+        if series is None:
+            series = self._series(bridge)
         latency = series.submit_latency
         bounds, buckets = latency.bounds, latency.buckets
         segments, costs, counts = series.segments, series.cost, self.tally.counts
@@ -518,9 +520,13 @@ class Metrics:
     def outcome(self, bridge: str, outcome: str, count: int, reason: str | None = None) -> None:
         """`count` messages of `bridge` ended an attempt as `outcome` (OUTCOMES); a retry
         or a failure also counts under its `reason` (REASONS)."""
-        series = self._series(bridge)
+        series = self._bridges.get(bridge)  # _series and its child, inline when known
+        if series is None:
+            series = self._series(bridge)
         counts = self.tally.counts
-        child = series.child(series.messages, self.messages, outcome)
+        child = series.messages.get(outcome)
+        if child is None:
+            child = series.child(series.messages, self.messages, outcome)
         counts[child] = counts.get(child, 0) + count
         if reason is None:
             return
@@ -535,7 +541,9 @@ class Metrics:
 
     def request_done(self, bridge: str, call: str, seconds: float, status: str) -> None:
         """One provider request ended: `status` is the HTTP status or "transport"."""
-        series = self._series(bridge)
+        series = self._bridges.get(bridge)  # _series, inline when known
+        if series is None:
+            series = self._series(bridge)
         tally = series.requests.get((call, status))
         if tally is None:
             tally = series.requests[(call, status)] = self.tally.histogram(
