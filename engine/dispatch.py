@@ -391,9 +391,7 @@ class BridgeDispatcher:
 
     async def _request(self, claimed: list[Message], now: float) -> Unsaved:
         """Make the request for the claimed messages; their outcomes, not yet journaled."""
-        outbound = []
-        for message in claimed:  # a loop, not a comprehension: no frame of its own
-            outbound.append(self._outbound(message, now))
+        outbound = self._outbound(claimed, now)
         call = self.driver.build_send(outbound)
         # Asked once per request: even a no-op debug call costs its keyword arguments.
         debugging = log.is_enabled_for(logging.DEBUG)
@@ -497,23 +495,28 @@ class BridgeDispatcher:
             else:
                 log.info("circuit_changed", bridge=self.name, was=before, now=after)
 
-    def _outbound(self, message: Message, now: float) -> OutboundMessage:
-        validity = None
-        if message.expires_at is not None:
-            validity = max(1, int(message.expires_at - now))
-        return OutboundMessage(
-            msg_id=message.msg_id,
-            to=message.to,
-            text=message.text,
-            encoding=message.encoding,
-            reference=message.reference,
-            sender=message.sender,
-            flash=message.flash,
-            dlr=message.dlr,
-            validity_s=validity,
-            attempt=message.attempt + 1,
-            maybe_sent=message.maybe_sent,
-        )
+    def _outbound(self, claimed: list[Message], now: float) -> list[OutboundMessage]:
+        """The request's messages as the driver sees them (one call per request, not per
+        message; a loop, not a comprehension: no frame of its own)."""
+        outbound = []
+        for message in claimed:
+            expires_at = message.expires_at
+            outbound.append(
+                OutboundMessage(
+                    msg_id=message.msg_id,
+                    to=message.to,
+                    text=message.text,
+                    encoding=message.encoding,
+                    reference=message.reference,
+                    sender=message.sender,
+                    flash=message.flash,
+                    dlr=message.dlr,
+                    validity_s=None if expires_at is None else max(1, int(expires_at - now)),
+                    attempt=message.attempt + 1,
+                    maybe_sent=message.maybe_sent_at > 0,  # Message.maybe_sent, inline
+                )
+            )
+        return outbound
 
     # ── outcomes: the lifecycle decides, dispatch carries the steps out ─────────────
 
