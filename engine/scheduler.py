@@ -228,8 +228,32 @@ class BridgeQueue:
         all fit and nobody waits for room; False (nothing added) otherwise."""
         if self._waiters or self._size + self._reserved + len(messages) > self.capacity:
             return False
+        # put_nowait's steps for each message, inline; the taker and lingering batches are
+        # woken once after the loop, as they would be after its first put (none of them
+        # runs before this returns).
+        ids, lanes, distinct, slot = self._ids, self._lanes, self._distinct, self._validity_slot
+        added = 0
         for message in messages:
-            self.put_nowait(message)
+            if message.msg_id in ids:
+                continue
+            lane = lanes.get(message.priority)
+            if lane is None:
+                lane = lanes[message.priority] = OrderedDict()
+            key = batch_key(message, distinct, slot)
+            bucket = lane.get(key)
+            if bucket is None:
+                bucket = lane[key] = deque()
+            bucket.append(message)
+            ids.add(message.msg_id)
+            added += 1
+        if added:
+            self._size += added
+            if not self._called:
+                self._call_taker()
+            if self._lingering:
+                for lingering in self._lingering:
+                    _wake_lingering(lingering)
+                self._lingering.clear()
         return True
 
     async def put(self, message: Message) -> None:
