@@ -203,34 +203,20 @@ class BridgeQueue:
     def put_nowait(self, message: Message) -> bool:
         """Add unless already held; returns False for a duplicate. Ignores capacity (the
         feeder sizes its reads by `room()`)."""
-        if message.msg_id in self._ids:
-            return False
-        lane = self._lanes.get(message.priority)
-        if lane is None:
-            lane = self._lanes[message.priority] = OrderedDict()
-        key = batch_key(message, self._distinct, self._validity_slot)
-        bucket = lane.get(key)
-        if bucket is None:
-            bucket = lane[key] = deque()
-        bucket.append(message)
-        self._ids.add(message.msg_id)
-        self._size += 1
-        if not self._called:
-            self._call_taker()
-        if self._lingering:
-            for lingering in self._lingering:
-                _wake_lingering(lingering)
-            self._lingering.clear()
-        return True
+        return self._add((message,)) == 1
 
     def put_all_nowait(self, messages: Sequence[Message]) -> bool:
         """Add every one of `messages` now, as `put_many` would without a wait, when they
         all fit and nobody waits for room; False (nothing added) otherwise."""
         if self._waiters or self._size + self._reserved + len(messages) > self.capacity:
             return False
-        # put_nowait's steps for each message, inline; the taker and lingering batches are
-        # woken once after the loop, as they would be after its first put (none of them
-        # runs before this returns).
+        self._add(messages)
+        return True
+
+    def _add(self, messages: Sequence[Message]) -> int:
+        """Add each of `messages` not already held, ignoring capacity; how many were. The
+        taker and lingering batches are woken once, after the loop (none of them runs
+        before this returns)."""
         ids, lanes, distinct, slot = self._ids, self._lanes, self._distinct, self._validity_slot
         added = 0
         for message in messages:
@@ -254,7 +240,7 @@ class BridgeQueue:
                 for lingering in self._lingering:
                     _wake_lingering(lingering)
                 self._lingering.clear()
-        return True
+        return added
 
     async def put(self, message: Message) -> None:
         """Add `message`, waiting for room; waiters get room in the order they came."""
