@@ -11,7 +11,7 @@ pushes the same N messages:
   septet   N recipients over the NDJSON socket: distinct texts one per line (pool 100
            and 500), or one text in lines of 100 recipients (batched, pool 100)
   septet-api  N POSTs to septet's HTTP API (/v1/messages), one message each, as many in
-           flight as Kannel's sendsms load (pool 100; bench.api's load generator),
+           flight as Kannel's sendsms load (pool 100; the same bare HTTP client),
            asking for no delivery report ("dlr": false) as Kannel's send-url and
            septet's NDJSON lines don't
 
@@ -49,7 +49,6 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -348,17 +347,39 @@ class SendsmsLoad:
         self.next_index += 1
         return request
 
-    def answered(self, status: int) -> None:
-        if status == 202:
+    def answered(self, status: int, body: bytes) -> None:
+        if self.took(status, body):
             self.accepted += 1
         else:
             self.refused[status] = self.refused.get(status, 0) + 1
         if self.accepted + sum(self.refused.values()) + self.dropped >= len(self.requests):
             self.finished_at = time.time()
 
+    def took(self, status: int, body: bytes) -> bool:
+        """Whether the engine took the request's message: Kannel's 202."""
+        del body
+        return status == 202
+
     def expected(self) -> int:
         """Messages the provider should see: every request not refused outright."""
         return len(self.requests) - sum(self.refused.values()) - self.dropped
+
+
+class ApiLoad(SendsmsLoad):
+    """POSTs of one message each to septet's /v1/messages: taken when the answer says the
+    message was accepted (a refused line is answered 200 too, with its reason)."""
+
+    def took(self, status: int, body: bytes) -> bool:
+        return status == 200 and b'"result":"accepted"' in body
+
+
+def api_requests(bodies: Sequence[bytes], port: int, api_key: str) -> list[bytes]:
+    """Each JSON body as a keep-alive POST to septet's /v1/messages."""
+    head = (
+        f"POST /v1/messages HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+        f"Authorization: Bearer {api_key}\r\nContent-Type: application/json\r\n"
+    ).encode()
+    return [head + b"Content-Length: %d\r\n\r\n" % len(body) + body for body in bodies]
 
 
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
@@ -404,7 +425,7 @@ class _SendsmsConnection(asyncio.Protocol):
             end = head_end + 4 + (int(match.group(1)) if match else 0)
             if len(buffer) < end:
                 break
-            self.load.answered(int(buffer[9:12]))  # "HTTP/1.1 202 ..."
+            self.load.answered(int(buffer[9:12]), buffer[head_end + 4 : end])  # "HTTP/1.1 202"
             buffer = buffer[end:]
             self._send_next()
         self.buffer = buffer
@@ -731,22 +752,24 @@ def run_septet(
 
 
 async def _drive_septet_api(
-    api_url: str,
+    api_port: int,
     bodies: Sequence[bytes],
     concurrency: int,
     sim_url: str,
     daemon_pid: int,
     sim_pid: int,
 ) -> dict[str, Any]:
+    """Kannel's sendsms load shape on septet's API, from the same bare client (a client
+    library on core 0 would cap septet's rate there, as it would Kannel's)."""
     from bench import api as api_bench  # bench.api imports this module
 
-    errors: Counter[str] = Counter()
+    load = ApiLoad(api_requests(bodies, api_port, api_bench.API_KEY))
     async with aiohttp.ClientSession() as session:
         start = _Clocks([daemon_pid], sim_pid)
-        sending = asyncio.ensure_future(api_bench.post_all(api_url, bodies, concurrency, errors))
+        sending = asyncio.ensure_future(send_sendsms(api_port, load, concurrency))
         try:
             reached_at, counted = await wait_for_provider(
-                session, sim_url, lambda: len(bodies) - sum(errors.values()), start.at, sending
+                session, sim_url, load.expected, start.at, sending
             )
             end = _Clocks([daemon_pid], sim_pid)
             await sending
@@ -754,7 +777,10 @@ async def _drive_septet_api(
             sending.cancel()
     figures: dict[str, Any] = start.figures(end, reached_at)
     figures["provider_accepted"] = counted
-    figures["errors"] = dict(errors)
+    errors = {f"API HTTP {status}": n for status, n in load.refused.items()}
+    if load.dropped:
+        errors["API connection lost"] = load.dropped
+    figures["errors"] = errors
     return figures
 
 
@@ -783,8 +809,7 @@ def run_septet_api(
         daemon = start_daemon(config_path, log_path)  # pinned to core 1
         try:
             wait_healthy(daemon, http_port, log_path, also=[api_port])
-            api_url = f"http://{HOST}:{api_port}"
-            drive = _drive_septet_api(api_url, bodies, concurrency, sim_url, daemon.pid, sim_pid)
+            drive = _drive_septet_api(api_port, bodies, concurrency, sim_url, daemon.pid, sim_pid)
             try:
                 figures = _run_loop(asyncio.wait_for(drive, deadline_s))
                 figures["complete"] = True

@@ -21,6 +21,7 @@ from bench import kannel
 from bench.kannel import (
     KANNEL_MISSING,
     SUCCESS_REGEX,
+    ApiLoad,
     KannelPorts,
     SendsmsLoad,
     add_ratios,
@@ -36,6 +37,7 @@ from bench.kannel import (
     septet_lines,
 )
 from bench.loadgen import Tally
+from bench.pipeline import start_simulators, stop_process
 from bridges.sim.runner import serve_simulators
 from engine.models import submission_decoder
 
@@ -223,6 +225,34 @@ async def test_sendsms_load_sends_each_request_once_and_counts_answers() -> None
     assert load.dropped == 1
     assert load.expected() == 58
     assert load.finished_at is not None
+
+
+def test_an_api_load_counts_what_each_answer_says_of_its_message() -> None:
+    load = ApiLoad([b"one", b"two", b"three"])
+    load.answered(200, b'{"results":[{"index":0,"result":"accepted","msg_id":"1"}]}')
+    load.answered(200, b'{"results":[{"index":0,"result":"rejected","kind":"invalid"}]}')
+    load.answered(429, b'{"title":"Too Many Requests"}')
+    assert load.accepted == 1
+    assert load.refused == {200: 1, 429: 1}
+    assert load.expected() == 1
+    assert load.finished_at is not None
+
+
+def test_the_api_row_sends_one_message_per_post_through_the_daemon() -> None:
+    """The septet-api row end to end, without Kannel: a real daemon, its HTTP API and the
+    Route Mobile simulator, driven by the bare client Kannel's rows use."""
+    sims, sim_url = start_simulators(0.0, 0.0, "")
+    try:
+        setting = kannel.Setting(system="septet-api", pool=4)
+        figures = kannel.run_septet_api(
+            setting, 30, sim_url=sim_url, sim_pid=sims.pid, concurrency=5, deadline_s=60.0
+        )
+    finally:
+        stop_process(sims)
+    assert figures["complete"] is True
+    assert figures["errors"] == {}
+    assert figures["provider_accepted"] == 30
+    assert figures["engine_cpu_s"] > 0
 
 
 @pytest.mark.anyio
