@@ -106,6 +106,15 @@ def waiting_status(attempt: int) -> str:
     return SCHEDULED_S if attempt > 0 else ACCEPTED_S
 
 
+def new_route(cache: dict[tuple[str, ...], str], bridges: tuple[str, ...]) -> str:
+    """The JSON stored as a message's route (its bridges), made once per route into `cache`
+    (which starts afresh past 1,024 routes); callers look in `cache` first."""
+    if len(cache) > 1024:
+        cache.clear()
+    route = cache[bridges] = msgspec.json.encode(bridges).decode()
+    return route
+
+
 def priority_lane(priority: int) -> int:
     """The lane (0..9) a message's priority queues it in."""
     return 0 if priority < 0 else 9 if priority > 9 else priority

@@ -67,6 +67,7 @@ from engine.journal.interface import (
     StoreOrphanReceipt,
     accepted_append,
     find_then_record,
+    new_route,
     priority_lane,
     status_of_outcome,
     waiting_status,
@@ -630,12 +631,8 @@ class PostgresJournal:
         message.reference = f"{self.instance}-{msg_id}"
         if not message.bridges:
             raise ValueError(f"message {msg_id} to {message.to} has no bridge")
-        route = self._bridges_json.get(message.bridges)
-        if route is None:
-            if len(self._bridges_json) > 1024:
-                self._bridges_json.clear()
-            route = msgspec.json.encode(message.bridges).decode()
-            self._bridges_json[message.bridges] = route
+        cache = self._bridges_json
+        route = cache.get(message.bridges) or new_route(cache, message.bridges)
         return (
             msg_id,
             message.due_at,

@@ -68,6 +68,7 @@ from engine.journal.interface import (
     StoreOrphanReceipt,
     accepted_append,
     accepted_event,
+    new_route,
     priority_lane,
     status_of_outcome,
     waiting_status,
@@ -930,12 +931,7 @@ class SqliteJournal:
             message.reference = f"{instance}-{text_id}"
             if not message.bridges:
                 raise ValueError(f"message {text_id} to {message.to} has no bridge")
-            route = bridges_json.get(message.bridges)
-            if route is None:
-                if len(bridges_json) > 1024:
-                    bridges_json.clear()
-                route = msgspec.json.encode(message.bridges).decode()
-                bridges_json[message.bridges] = route
+            route = bridges_json.get(message.bridges) or new_route(bridges_json, message.bridges)
             row = (
                 msg_id,
                 message.due_at,
