@@ -202,13 +202,7 @@ class TokenBucket:
         rate = self.rate
         if rate == 0 or rate == math.inf:  # `unlimited`, asked without two calls
             return 0.0
-        # _refill, inline (a call fewer per request).
-        last = self._last
-        if last is None:
-            self._last = now
-        elif now > last:
-            self._level = min(self.burst, self._level + (now - last) * rate)
-            self._last = now
+        self._refill(now)
         level = self._level = self._level - n
         if level >= 0:
             return 0.0
