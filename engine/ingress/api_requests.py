@@ -164,15 +164,13 @@ def decode_submissions(body: bytes, max_batch: int) -> list[Submission | LineErr
     # a DecodeError.
     try:
         return [submission_decoder.decode(body)]
-    except msgspec.DecodeError:
-        pass
-    try:
-        batch = _whole_batch_decoder.decode(body).messages
-    except msgspec.DecodeError:
-        pass
-    else:
-        if 0 < len(batch) <= max_batch:
-            return list(batch)
+    except msgspec.DecodeError:  # not one message object: a batch, or read below
+        try:
+            batch = _whole_batch_decoder.decode(body).messages
+        except msgspec.DecodeError:
+            batch = []  # not a batch of message objects either: read below
+    if 0 < len(batch) <= max_batch:
+        return list(batch)
     # Anything else is read piece by piece, to name what is wrong.
     try:
         top = _top_decoder.decode(body)
